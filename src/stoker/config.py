@@ -1,0 +1,173 @@
+"""Typed configuration: one settings object per process, read from ``STOKER_*`` variables.
+
+Unknown ``STOKER_`` keys passed explicitly are errors, and :meth:`validate` fails fast on
+values that cannot work together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stoker.errors import ConfigError
+
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+
+def data_dir() -> Path:
+    """Where ``stoker lite`` keeps its Postgres data and profile (``STOKER_HOME`` overrides)."""
+    home = os.environ.get("STOKER_HOME")
+    return Path(home) if home else Path(platformdirs.user_data_dir("stoker"))
+
+
+def profile_path() -> Path:
+    """The lite profile file the SDK reads when no address/token is configured."""
+    explicit = os.environ.get("STOKER_PROFILE")
+    return Path(explicit) if explicit else data_dir() / "profile.json"
+
+
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | float | timedelta | None, what: str) -> timedelta | None:
+    """``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"``, seconds as a number, or timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        result = timedelta(seconds=value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
+        result = timedelta(seconds=float(m["n"]) * _UNIT_SECONDS[m["unit"]])
+    else:
+        raise ConfigError(f"{what}: {value!r} is not a duration such as '30s', '5m' or '2h'")
+    if result < timedelta(0):
+        raise ConfigError(f"{what}: {value!r} is negative")
+    return result
+
+
+class EngineSettings(BaseSettings):
+    """Settings of an engine process (``STOKER_`` + field name, upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="STOKER_", extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        default="", validation_alias="DATABASE_URL", description="Postgres connection URL."
+    )
+    schema_name: str = Field(default="stoker", description="Postgres schema for Stoker's tables.")
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 7077
+    http_host: str = "127.0.0.1"
+    http_port: int = 7078
+    http_enabled: bool = True
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    pool_size: int = 10
+    flush_interval_ms: float = 5.0
+    flush_max_items: int = 1000
+    scheduler_batch: int = 1000
+    scheduler_poll_s: float = 1.0
+    heartbeat_interval_s: float = 2.0
+    worker_dead_after_s: float = 10.0
+    controller_interval_s: float = 1.0
+    max_requeues: int = 20
+    lease_ttl_s: float = 10.0
+    engine_id: str = ""
+
+    def validate_settings(self) -> EngineSettings:
+        """Fails fast with ConfigError on values that cannot work."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set: the engine needs a Postgres to run on")
+        if not self.database_url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+        from stoker.db.connect import check_schema
+
+        check_schema(self.schema_name)
+        if self.worker_dead_after_s <= self.heartbeat_interval_s:
+            raise ConfigError(
+                "STOKER_WORKER_DEAD_AFTER_S must exceed STOKER_HEARTBEAT_INTERVAL_S "
+                f"({self.worker_dead_after_s} <= {self.heartbeat_interval_s})"
+            )
+        if self.max_payload_bytes <= 0 or self.flush_max_items <= 0 or self.scheduler_batch <= 0:
+            raise ConfigError("payload limit, flush size and scheduler batch must be positive")
+        if not 0 < self.grpc_port < 65536 or not 0 < self.http_port < 65536:
+            raise ConfigError("ports must be between 1 and 65535")
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> EngineSettings:
+        """Reads the environment, applies ``overrides``, validates; ConfigError on nonsense."""
+        try:
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid engine settings: {exc}") from None
+        return settings.validate_settings()
+
+
+class ClientSettings(BaseSettings):
+    """Settings of an SDK client or worker process.
+
+    ``address`` and ``token`` come from ``STOKER_ADDRESS``/``STOKER_TOKEN``, else from the
+    profile that ``stoker lite`` writes.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STOKER_", extra="ignore", frozen=True)
+
+    address: str = ""
+    token: str = ""
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    connect_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 2.0
+
+    @classmethod
+    def load(cls, **overrides: Any) -> ClientSettings:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            settings = cls(**given)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid client settings: {exc}") from None
+        if not settings.address or not settings.token:
+            profile = read_profile()
+            settings = settings.model_copy(
+                update={
+                    "address": settings.address or profile.get("address", ""),
+                    "token": settings.token or profile.get("token", ""),
+                }
+            )
+        if not settings.address:
+            raise ConfigError(
+                "no engine address: set STOKER_ADDRESS (and STOKER_TOKEN), pass "
+                "Stoker(address=..., token=...), or start `stoker lite` on this machine"
+            )
+        return settings
+
+
+def read_profile() -> dict[str, str]:
+    """The lite profile (``{"address": ..., "token": ...}``), or {} when there is none."""
+    path = profile_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the Stoker profile {path}: {exc}") from None
+    return {k: str(v) for k, v in data.items() if k in ("address", "token", "http")}
+
+
+def write_profile(address: str, token: str, http: str) -> Path:
+    """Writes the lite profile (mode 0600) and returns its path."""
+    path = profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"address": address, "token": token, "http": http}, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,17 @@
+"""Stoker's storage: connections, the SQL registry, the executor and migrations."""
+
+from stoker.db.connect import connect, open_pool
+from stoker.db.executor import Executor, NoParams, Row
+from stoker.db.migrate import apply_migrations, pending_migrations
+from stoker.db.queries import queries
+
+__all__ = [
+    "Executor",
+    "NoParams",
+    "Row",
+    "apply_migrations",
+    "connect",
+    "open_pool",
+    "pending_migrations",
+    "queries",
+]

@@ -1,0 +1,42 @@
+"""Opening connections with Stoker's schema on the search path."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from stoker.errors import ConfigError
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_schema(schema: str) -> str:
+    """Returns ``schema`` if it is a plain lower-case identifier, else raises ConfigError."""
+    if not _SCHEMA.match(schema):
+        raise ConfigError(
+            f"schema name {schema!r} is not a plain identifier (lower-case letters, digits, _)"
+        )
+    return schema
+
+
+def _kwargs(schema: str) -> dict[str, Any]:
+    return {"autocommit": True, "options": f"-c search_path={check_schema(schema)}"}
+
+
+async def connect(url: str, schema: str) -> AsyncConnection[Any]:
+    """One autocommit connection whose search_path is ``schema``."""
+    return await AsyncConnection.connect(url, **_kwargs(schema))
+
+
+async def open_pool(
+    url: str, schema: str, *, min_size: int = 2, max_size: int = 10, name: str = "stoker"
+) -> AsyncConnectionPool[Any]:
+    """An opened pool of autocommit connections whose search_path is ``schema``."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, min_size=min_size, max_size=max_size, kwargs=_kwargs(schema), open=False, name=name
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool

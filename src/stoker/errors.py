@@ -1,0 +1,99 @@
+"""Stoker's exceptions: one root, :class:`StokerError`.
+
+A subclass's docstring is its default message, so ``raise EngineUnavailableError()`` says
+something useful; pass a message to be more specific.
+"""
+
+from __future__ import annotations
+
+
+class StokerError(Exception):
+    """A Stoker error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (type(self).__doc__ or type(self).__name__).strip()
+        super().__init__(self.message)
+
+
+class ConfigError(StokerError):
+    """Stoker's configuration is invalid."""
+
+
+class DeclarationError(StokerError):
+    """A task or workflow declaration is invalid."""
+
+
+class EngineUnavailableError(StokerError):
+    """The Stoker engine could not be reached after retrying; is it running?"""
+
+
+class AuthenticationError(StokerError):
+    """The engine rejected the API token: it is missing, unknown or revoked."""
+
+
+class UnknownTaskError(StokerError):
+    """No task is registered under that name."""
+
+
+class PayloadTooLargeError(StokerError):
+    """A payload is larger than the configured limit."""
+
+
+class InvalidRequestError(StokerError):
+    """The engine refused the request as invalid."""
+
+
+class NotFoundError(StokerError):
+    """No such run."""
+
+
+class TaskRunError(StokerError):
+    """A task run failed.
+
+    ``error_type``, ``error_message`` and ``remote_traceback`` describe the exception raised
+    on the worker (or the engine's reason, such as a timeout).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        error_type: str,
+        error_message: str,
+        remote_traceback: str = "",
+        status: str = "FAILED",
+    ) -> None:
+        self.run_id = run_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        self.status = status
+        text = f"run {run_id} {status.lower()}: {error_type}: {error_message}"
+        if remote_traceback:
+            text += f"\n\nremote traceback:\n{remote_traceback}"
+        super().__init__(text)
+
+
+class RunCancelledError(TaskRunError):
+    """A task run was cancelled."""
+
+
+class NonRetryableError(StokerError):
+    """Raise from a task to fail the run at once, without its remaining retries."""
+
+
+class RetryAfter(StokerError):  # noqa: N818 - reads as an instruction: raise RetryAfter(30)
+    """Raise from a task to fail this attempt and retry it after ``seconds``."""
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if seconds < 0:
+            raise ValueError("RetryAfter needs seconds >= 0")
+        self.seconds = seconds
+        super().__init__(message or f"retry requested after {seconds:g}s")
+
+
+class TaskTimeoutError(StokerError):
+    """The task ran longer than its execution timeout."""
+
+
+class OutputSerializationError(StokerError):
+    """A task's output could not be serialized to JSON."""
