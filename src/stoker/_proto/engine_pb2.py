@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astoker/_proto/engine.proto\x12\tstoker.v1\".\n\x0eTaskDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\"@\n\x14RegisterTasksRequest\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.stoker.v1.TaskDefinition\"\x17\n\x15RegisterTasksResponse\"q\n\x0bTriggerItem\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\trun_at_ms\x18\x05 \x01(\x03\"7\n\x0eTriggerRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.stoker.v1.TriggerItem\"\"\n\x0fTriggerResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"7\n\x10\x41waitRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"<\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"_\n\tRunResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.stoker.v1.RunError\":\n\x11\x41waitRunsResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stoker.v1.RunResult\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"}\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\ntask_names\x18\x04 \x03(\t\x12#\n\x07running\x18\x05 \x03(\x0b\x32\x12.stoker.v1.TaskRef\"\xd7\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.stoker.v1.EventKind\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stoker.v1.RunError\x12\x15\n\rnon_retryable\x18\x06 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x08 \x01(\x03\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.TaskEvent\"r\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.stoker.v1.WorkerRegistrationH\x00\x12\'\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x15.stoker.v1.TaskEventsH\x00\x42\x05\n\x03msg\"\xb0\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x06 \x01(\x0c\x12\x13\n\x0bretry_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x08 \x01(\x03\"3\n\x0b\x41ssignments\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.stoker.v1.Assignment\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\rCancellations\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.stoker.v1.Cancellation\"\x1f\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\xa5\x01\n\rEngineMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.stoker.v1.RegisteredH\x00\x12-\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x16.stoker.v1.AssignmentsH\x00\x12\x31\n\rcancellations\x18\x03 \x01(\x0b\x32\x18.stoker.v1.CancellationsH\x00\x42\x05\n\x03msg\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08*d\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x13\n\x0fREFRESH_TIMEOUT\x10\x04\x32\xf1\x02\n\x06\x45ngine\x12R\n\rRegisterTasks\x12\x1f.stoker.v1.RegisterTasksRequest\x1a .stoker.v1.RegisterTasksResponse\x12@\n\x07Trigger\x12\x19.stoker.v1.TriggerRequest\x1a\x1a.stoker.v1.TriggerResponse\x12\x46\n\tAwaitRuns\x12\x1b.stoker.v1.AwaitRunsRequest\x1a\x1c.stoker.v1.AwaitRunsResponse\x12\x41\n\x07\x43onnect\x12\x18.stoker.v1.WorkerMessage\x1a\x18.stoker.v1.EngineMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.stoker.v1.HeartbeatRequest\x1a\x1c.stoker.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astoker/_proto/engine.proto\x12\tstoker.v1\".\n\x0eTaskDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\"@\n\x14RegisterTasksRequest\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.stoker.v1.TaskDefinition\"\x17\n\x15RegisterTasksResponse\"q\n\x0bTriggerItem\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\trun_at_ms\x18\x05 \x01(\x03\"7\n\x0eTriggerRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.stoker.v1.TriggerItem\"\"\n\x0fTriggerResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"7\n\x10\x41waitRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"<\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"_\n\tRunResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.stoker.v1.RunError\":\n\x11\x41waitRunsResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stoker.v1.RunResult\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"}\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\ntask_names\x18\x04 \x03(\t\x12#\n\x07running\x18\x05 \x03(\x0b\x32\x12.stoker.v1.TaskRef\"\xd7\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.stoker.v1.EventKind\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stoker.v1.RunError\x12\x15\n\rnon_retryable\x18\x06 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x08 \x01(\x03\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.TaskEvent\"\n\n\x08\x44raining\"\x9b\x01\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.stoker.v1.WorkerRegistrationH\x00\x12\'\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x15.stoker.v1.TaskEventsH\x00\x12\'\n\x08\x64raining\x18\x03 \x01(\x0b\x32\x13.stoker.v1.DrainingH\x00\x42\x05\n\x03msg\"\xb0\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x06 \x01(\x0c\x12\x13\n\x0bretry_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x08 \x01(\x03\"3\n\x0b\x41ssignments\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.stoker.v1.Assignment\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\rCancellations\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.stoker.v1.Cancellation\"\x1f\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\xa5\x01\n\rEngineMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.stoker.v1.RegisteredH\x00\x12-\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x16.stoker.v1.AssignmentsH\x00\x12\x31\n\rcancellations\x18\x03 \x01(\x0b\x32\x18.stoker.v1.CancellationsH\x00\x42\x05\n\x03msg\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08*d\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x13\n\x0fREFRESH_TIMEOUT\x10\x04\x32\xf1\x02\n\x06\x45ngine\x12R\n\rRegisterTasks\x12\x1f.stoker.v1.RegisterTasksRequest\x1a .stoker.v1.RegisterTasksResponse\x12@\n\x07Trigger\x12\x19.stoker.v1.TriggerRequest\x1a\x1a.stoker.v1.TriggerResponse\x12\x46\n\tAwaitRuns\x12\x1b.stoker.v1.AwaitRunsRequest\x1a\x1c.stoker.v1.AwaitRunsResponse\x12\x41\n\x07\x43onnect\x12\x18.stoker.v1.WorkerMessage\x1a\x18.stoker.v1.EngineMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.stoker.v1.HeartbeatRequest\x1a\x1c.stoker.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stoker._proto.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTKIND']._serialized_start=1853
-  _globals['_EVENTKIND']._serialized_end=1953
+  _globals['_EVENTKIND']._serialized_start=1907
+  _globals['_EVENTKIND']._serialized_end=2007
   _globals['_TASKDEFINITION']._serialized_start=41
   _globals['_TASKDEFINITION']._serialized_end=87
   _globals['_REGISTERTASKSREQUEST']._serialized_start=89
@@ -61,24 +61,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKEVENT']._serialized_end=1052
   _globals['_TASKEVENTS']._serialized_start=1054
   _globals['_TASKEVENTS']._serialized_end=1104
-  _globals['_WORKERMESSAGE']._serialized_start=1106
-  _globals['_WORKERMESSAGE']._serialized_end=1220
-  _globals['_ASSIGNMENT']._serialized_start=1223
-  _globals['_ASSIGNMENT']._serialized_end=1399
-  _globals['_ASSIGNMENTS']._serialized_start=1401
-  _globals['_ASSIGNMENTS']._serialized_end=1452
-  _globals['_CANCELLATION']._serialized_start=1454
-  _globals['_CANCELLATION']._serialized_end=1518
-  _globals['_CANCELLATIONS']._serialized_start=1520
-  _globals['_CANCELLATIONS']._serialized_end=1575
-  _globals['_REGISTERED']._serialized_start=1577
-  _globals['_REGISTERED']._serialized_end=1608
-  _globals['_ENGINEMESSAGE']._serialized_start=1611
-  _globals['_ENGINEMESSAGE']._serialized_end=1776
-  _globals['_HEARTBEATREQUEST']._serialized_start=1778
-  _globals['_HEARTBEATREQUEST']._serialized_end=1815
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1817
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1851
-  _globals['_ENGINE']._serialized_start=1956
-  _globals['_ENGINE']._serialized_end=2325
+  _globals['_DRAINING']._serialized_start=1106
+  _globals['_DRAINING']._serialized_end=1116
+  _globals['_WORKERMESSAGE']._serialized_start=1119
+  _globals['_WORKERMESSAGE']._serialized_end=1274
+  _globals['_ASSIGNMENT']._serialized_start=1277
+  _globals['_ASSIGNMENT']._serialized_end=1453
+  _globals['_ASSIGNMENTS']._serialized_start=1455
+  _globals['_ASSIGNMENTS']._serialized_end=1506
+  _globals['_CANCELLATION']._serialized_start=1508
+  _globals['_CANCELLATION']._serialized_end=1572
+  _globals['_CANCELLATIONS']._serialized_start=1574
+  _globals['_CANCELLATIONS']._serialized_end=1629
+  _globals['_REGISTERED']._serialized_start=1631
+  _globals['_REGISTERED']._serialized_end=1662
+  _globals['_ENGINEMESSAGE']._serialized_start=1665
+  _globals['_ENGINEMESSAGE']._serialized_end=1830
+  _globals['_HEARTBEATREQUEST']._serialized_start=1832
+  _globals['_HEARTBEATREQUEST']._serialized_end=1869
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1871
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1905
+  _globals['_ENGINE']._serialized_start=2010
+  _globals['_ENGINE']._serialized_end=2379
 # @@protoc_insertion_point(module_scope)
