@@ -1,0 +1,1 @@
+"""The SDK's implementation; the public surface is :mod:`stoker`."""

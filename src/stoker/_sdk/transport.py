@@ -1,0 +1,144 @@
+"""gRPC calls to the engine, with authentication, retries and error mapping.
+
+Calls that fail because the engine cannot be reached (UNAVAILABLE) are retried with
+exponential backoff until ``connect_timeout_s`` has passed, then raise
+:class:`~stoker.errors.EngineUnavailableError`. Errors the engine reports come back as the
+same Stoker exception types the engine raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from stoker import errors
+from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker.config import ClientSettings
+
+T = TypeVar("T")
+
+ERROR_TYPE_KEY = "stoker-error"
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+_BY_NAME: dict[str, type[errors.StokerError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.AuthenticationError,
+        errors.UnknownTaskError,
+        errors.NotFoundError,
+        errors.PayloadTooLargeError,
+        errors.InvalidRequestError,
+    )
+}
+_BY_CODE: dict[grpc.StatusCode, type[errors.StokerError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
+    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.PayloadTooLargeError,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
+}
+
+# Batches of payloads may be large; each payload is checked against max_payload_bytes.
+_MESSAGE_HEADROOM = 64 * 1024 * 1024
+
+
+def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
+    limit = settings.max_payload_bytes + _MESSAGE_HEADROOM
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
+    """The Stoker exception for a failed call."""
+    code = exc.code()  # type: ignore[attr-defined]
+    details = exc.details() or ""  # type: ignore[attr-defined]
+    trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    cls = _BY_NAME.get(str(trailing.get(ERROR_TYPE_KEY, ""))) or _BY_CODE.get(code)
+    if cls is not None:
+        return cls(details)
+    if code in _RETRYABLE:
+        return errors.EngineUnavailableError(f"the Stoker engine at {address} is unavailable: {details}")
+    return errors.StokerError(f"engine call failed ({code.name}): {details}")
+
+
+class Transport:
+    """Channels to one engine: a sync channel and one asyncio channel per event loop."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.metadata = (("authorization", f"Bearer {settings.token}"),)
+        self._lock = threading.Lock()
+        self._sync: pb_grpc.EngineStub | None = None
+        self._sync_channel: grpc.Channel | None = None
+        self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, pb_grpc.EngineStub]] = {}
+
+    def stub(self) -> pb_grpc.EngineStub:
+        with self._lock:
+            if self._sync is None:
+                self._sync_channel = grpc.insecure_channel(
+                    self.settings.address, options=channel_options(self.settings)
+                )
+                self._sync = pb_grpc.EngineStub(self._sync_channel)
+            return self._sync
+
+    def aio_stub(self) -> pb_grpc.EngineStub:
+        loop = asyncio.get_running_loop()
+        found = self._aio.get(loop)
+        if found is None:
+            for old in [lp for lp in self._aio if lp.is_closed()]:
+                del self._aio[old]
+            channel = grpc.aio.insecure_channel(self.settings.address, options=channel_options(self.settings))
+            found = (channel, pb_grpc.EngineStub(channel))
+            self._aio[loop] = found
+        return found[1]
+
+    def call(self, method: Callable[[pb_grpc.EngineStub], Callable[..., T]], request: Any, *, timeout: float = 30.0) -> T:
+        """A unary call on the sync channel, retried while the engine is unreachable."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return method(self.stub())(request, metadata=self.metadata, timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:  # type: ignore[attr-defined]
+                    raise self._error(exc) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def acall(self, method: Callable[[pb_grpc.EngineStub], Callable[..., Any]], request: Any, *, timeout: float = 30.0) -> Any:
+        """A unary call on this loop's channel, retried while the engine is unreachable."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return await method(self.aio_stub())(request, metadata=self.metadata, timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:  # type: ignore[attr-defined]
+                    raise self._error(exc) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _error(self, exc: grpc.RpcError) -> errors.StokerError:
+        err = to_stoker_error(exc, self.settings.address)
+        if isinstance(err, errors.EngineUnavailableError):
+            return errors.EngineUnavailableError(
+                f"could not reach the Stoker engine at {self.settings.address} within "
+                f"{self.settings.connect_timeout_s:g}s ({exc.details()}); is it running? "  # type: ignore[attr-defined]
+                "Start one with `stoker lite` or set STOKER_ADDRESS."
+            )
+        return err
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sync_channel is not None:
+                self._sync_channel.close()
+            self._sync_channel = self._sync = None

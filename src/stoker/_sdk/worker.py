@@ -1,0 +1,431 @@
+"""The worker runtime: one gRPC stream to the engine, tasks run as they are assigned.
+
+* The stream carries assignments and cancellations in, and batches of task events out. It
+  reconnects with backoff when the engine goes away; running tasks keep running, their
+  events wait in the outbox, and the new registration lists the attempts still running so
+  the engine neither loses nor duplicates them.
+* Heartbeats go from a dedicated thread over a separate synchronous channel, so a task that
+  blocks the event loop cannot make a healthy worker look dead. When the engine answers
+  that it no longer knows the worker (it was declared dead), the stream is re-opened.
+* Async tasks run on the worker's loop; sync tasks run in a thread pool of ``slots``
+  threads. The execution timeout is enforced here (and, as a backstop, by the engine):
+  an async task is cancelled; a sync task cannot be interrupted, so its attempt is reported
+  failed, ``ctx.is_cancelled`` turns true, and its eventual result is discarded.
+* ``stop()`` drains: the engine is told to assign nothing more, running tasks get
+  ``grace`` seconds to finish and report, then the stream closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pydantic_core
+from pydantic import ValidationError
+
+from stoker._proto import engine_pb2 as pb
+from stoker._sdk.context import Context
+from stoker._sdk.task import Task
+from stoker._sdk.transport import channel_options, to_stoker_error
+from stoker.errors import (
+    AuthenticationError,
+    DeclarationError,
+    NonRetryableError,
+    RetryAfter,
+    TaskTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from stoker._sdk.client import Stoker
+
+log = logging.getLogger("stoker.worker")
+
+
+@dataclass(eq=False)
+class _Attempt:
+    task: Task[Any, Any]
+    assignment: pb.Assignment
+    ctx: Context
+    future: asyncio.Task[None] | None = None
+    reported: bool = False
+
+
+@dataclass
+class _Outbox:
+    """Task events waiting to be sent; kept across reconnects."""
+
+    events: list[pb.TaskEvent] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, event: pb.TaskEvent) -> None:
+        self.events.append(event)
+        self.wake.set()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Worker:
+    """Runs an app's tasks as the engine assigns them."""
+
+    def __init__(
+        self,
+        app: Stoker,
+        name: str,
+        *,
+        slots: int = 100,
+        tasks: list[Task[Any, Any]] | None = None,
+        grace: float = 30.0,
+    ) -> None:
+        if slots <= 0:
+            raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
+        chosen = tasks if tasks is not None else list(app.tasks.values())
+        if not chosen:
+            raise DeclarationError(f"worker {name!r} has no tasks: declare some with @app.task")
+        self.app = app
+        self.name = name
+        self.slots = slots
+        self.grace = grace
+        self.tasks = {t.name: t for t in chosen}
+        self.worker_id = str(uuid.uuid4())
+        self.running: dict[int, _Attempt] = {}
+        self.connected = asyncio.Event() if _has_loop() else None
+        self._outbox: _Outbox | None = None
+        self._stopping: asyncio.Event | None = None
+        self._reconnect: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"stoker-{name}")
+        self._heartbeat_stop = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Runs the worker until SIGINT/SIGTERM (blocking), then drains and returns."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop)
+            await self.async_start()
+
+        asyncio.run(main())
+
+    def request_stop(self) -> None:
+        """Asks a running worker to drain and stop (safe from signal handlers)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def async_start(self) -> None:
+        """Runs the worker on the current loop until :meth:`stop`; then drains."""
+        self._loop = asyncio.get_running_loop()
+        self._outbox = _Outbox()
+        self._stopping = asyncio.Event()
+        self._reconnect = asyncio.Event()
+        self.connected = asyncio.Event()
+        await self.app.aio_register(list(self.tasks.values()))
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="stoker-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            await self._connection_loop()
+        finally:
+            self._heartbeat_stop.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _connection_loop(self) -> None:
+        assert self._stopping is not None and self._reconnect is not None
+        delay = 0.1
+        settings = self.app.settings
+        while True:
+            channel = grpc.aio.insecure_channel(settings.address, options=channel_options(settings))
+            try:
+                finished = await self._session(channel)
+                delay = 0.1
+                if finished:
+                    return
+            except AuthenticationError:
+                raise
+            except grpc.RpcError as exc:
+                err = to_stoker_error(exc, settings.address)
+                if isinstance(err, AuthenticationError):
+                    raise err from None
+                log.warning("worker %s: stream to the engine lost (%s); reconnecting", self.name, err)
+            finally:
+                if self.connected is not None:
+                    self.connected.clear()
+                await channel.close()
+            if self._stopping.is_set() and not self.running:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _session(self, channel: grpc.aio.Channel) -> bool:
+        """One stream's life; True when the worker finished draining."""
+        from stoker._proto import engine_pb2_grpc as pb_grpc
+
+        assert self._outbox is not None and self._stopping is not None and self._reconnect is not None
+        stub = pb_grpc.EngineStub(channel)
+        call = stub.Connect(metadata=self.app.transport.metadata)
+        running = [pb.TaskRef(task_id=a.assignment.task_id, attempt=a.assignment.attempt) for a in self.running.values()]
+        await call.write(
+            pb.WorkerMessage(
+                register=pb.WorkerRegistration(
+                    worker_id=self.worker_id,
+                    name=self.name,
+                    slots=self.slots,
+                    task_names=sorted(self.tasks),
+                    running=running,
+                )
+            )
+        )
+        first = await call.read()
+        if first is grpc.aio.EOF or first.WhichOneof("msg") != "registered":
+            raise ConnectionResetError("the engine closed the stream during registration")
+        self._reconnect.clear()
+        assert self.connected is not None
+        self.connected.set()
+        log.info("worker %s connected (%s, %d slots)", self.name, self.worker_id, self.slots)
+        sender = asyncio.create_task(self._send_loop(call))
+        reader = asyncio.create_task(self._read_loop(call))
+        stopping = asyncio.create_task(self._stopping.wait())
+        reconnect = asyncio.create_task(self._reconnect.wait())
+        try:
+            done, _ = await asyncio.wait({reader, stopping, reconnect, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done or sender in done:
+                for t in (reader, sender):
+                    if t.done() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                raise ConnectionResetError("the engine closed the stream")
+            if reconnect in done:
+                raise ConnectionResetError("the engine no longer knows this worker")
+            # Draining: no new work, let running attempts finish and report.
+            await call.write(pb.WorkerMessage(draining=pb.Draining()))
+            deadline = time.monotonic() + self.grace
+            while self.running and time.monotonic() < deadline and not reader.done():
+                await asyncio.sleep(0.05)
+            while self._outbox.events and not sender.done():
+                await asyncio.sleep(0.01)
+            await call.done_writing()
+            return True
+        finally:
+            for t in (sender, reader, stopping, reconnect):
+                t.cancel()
+            await asyncio.gather(sender, reader, stopping, reconnect, return_exceptions=True)
+            call.cancel()
+
+    async def _send_loop(self, call: Any) -> None:
+        outbox = self._outbox
+        assert outbox is not None
+        while True:
+            await outbox.wake.wait()
+            outbox.wake.clear()
+            while outbox.events:
+                batch = outbox.events[:500]
+                await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
+                del outbox.events[: len(batch)]
+
+    async def _read_loop(self, call: Any) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                return
+            kind = msg.WhichOneof("msg")
+            if kind == "assignments":
+                for a in msg.assignments.items:
+                    self._begin(a)
+            elif kind == "cancellations":
+                for c in msg.cancellations.items:
+                    self._cancel(c.task_id, c.attempt, c.reason)
+
+    # -- heartbeats ---------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        settings = self.app.settings
+        channel = grpc.insecure_channel(settings.address, options=channel_options(settings))
+        from stoker._proto import engine_pb2_grpc as pb_grpc
+
+        stub = pb_grpc.EngineStub(channel)
+        req = pb.HeartbeatRequest(worker_id=self.worker_id)
+        try:
+            while not self._heartbeat_stop.wait(settings.heartbeat_interval_s):
+                try:
+                    resp = stub.Heartbeat(req, metadata=self.app.transport.metadata, timeout=5)
+                except grpc.RpcError:
+                    continue  # the engine is away; the stream loop reconnects
+                if not resp.known and self._loop is not None and self._reconnect is not None:
+                    self._loop.call_soon_threadsafe(self._reconnect.set)
+        finally:
+            channel.close()
+
+    # -- running tasks ------------------------------------------------------------------
+
+    def _begin(self, a: pb.Assignment) -> None:
+        task = self.tasks.get(a.task_name)
+        if a.task_id in self.running:
+            return  # already running this attempt (a redelivery after reconnect)
+        outbox = self._outbox
+        assert outbox is not None
+
+        def refresh(seconds: float) -> None:
+            outbox.put(pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.REFRESH_TIMEOUT,
+                                    timeout_ms=int(seconds * 1000), at_ms=_now_ms()))
+
+        import json
+
+        ctx = Context(
+            run_id=a.run_id,
+            task_name=a.task_name,
+            attempt=a.attempt,
+            retry_count=a.retry_count,
+            additional_metadata=json.loads(a.additional_metadata or b"{}"),
+            worker_id=self.worker_id,
+            execution_timeout_s=a.execution_timeout_ms / 1000 if a.execution_timeout_ms else None,
+            on_refresh=refresh,
+        )
+        if task is None:
+            self._report_failure(a, "UnknownTaskError", f"this worker has no task {a.task_name!r}", "", retryable=True)
+            return
+        attempt = _Attempt(task, a, ctx)
+        self.running[a.task_id] = attempt
+        outbox.put(pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=_now_ms()))
+        attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
+
+    async def _execute(self, attempt: _Attempt) -> None:
+        a, task, ctx = attempt.assignment, attempt.task, attempt.ctx
+        try:
+            try:
+                value = task.decode_input(a.input)
+            except ValidationError as exc:
+                self._finish_failure(attempt, "InputValidationError", str(exc), "", retryable=False)
+                return
+            try:
+                result = await self._call(attempt, value)
+            except asyncio.CancelledError:
+                if ctx.is_cancelled:
+                    return  # the engine ended this attempt; nothing to report
+                raise
+            except TaskTimeoutError as exc:
+                self._finish_failure(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
+                return
+            except NonRetryableError as exc:
+                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False)
+                return
+            except RetryAfter as exc:
+                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(),
+                                     retryable=True, retry_after_ms=max(1, int(exc.seconds * 1000)))
+                return
+            except Exception as exc:
+                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=True)
+                return
+            try:
+                output = task.encode_output(result)
+            except (pydantic_core.PydanticSerializationError, ValidationError, TypeError, ValueError) as exc:
+                self._finish_failure(
+                    attempt, "OutputSerializationError",
+                    f"the task's output could not be serialized to JSON: {exc}", "", retryable=True,
+                )
+                return
+            limit = self.app.max_payload_bytes
+            if len(output) > limit:
+                self._finish_failure(
+                    attempt, "PayloadTooLargeError",
+                    f"the task's output is {len(output)} bytes, over the limit of {limit} bytes",
+                    "", retryable=False,
+                )
+                return
+            self._finish(attempt, pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.COMPLETED,
+                                               output=output, at_ms=_now_ms()))
+        except Exception:  # a bug in the runtime itself must not leave the attempt hanging
+            log.exception("worker %s: internal error running %s", self.name, a.run_id)
+            self._finish_failure(attempt, "WorkerError", "internal worker error", traceback.format_exc(), retryable=True)
+
+    async def _call(self, attempt: _Attempt, value: Any) -> Any:
+        """Runs the function, enforcing the (refreshable) execution timeout."""
+        task, ctx = attempt.task, attempt.ctx
+        loop = asyncio.get_running_loop()
+        if task.is_async:
+            inner: asyncio.Future[Any] = asyncio.ensure_future(task.fn(value, ctx))
+        else:
+            cv = contextvars.copy_context()
+            inner = loop.run_in_executor(self._pool, cv.run, task.fn, value, ctx)
+        try:
+            while True:
+                left = None if ctx.deadline is None else ctx.deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    ctx._cancel("execution timeout")
+                    inner.cancel()
+                    raise TaskTimeoutError(
+                        f"task {task.name!r} ran past its execution timeout of "
+                        f"{attempt.assignment.execution_timeout_ms / 1000:g}s"
+                    )
+                done, _ = await asyncio.wait({inner}, timeout=left)
+                if done:
+                    return inner.result()
+        except asyncio.CancelledError:
+            inner.cancel()
+            raise
+
+    def _cancel(self, task_id: int, attempt_no: int, reason: str) -> None:
+        attempt = self.running.get(task_id)
+        if attempt is None or attempt.assignment.attempt != attempt_no:
+            return
+        attempt.ctx._cancel(reason)
+        attempt.reported = True  # the engine already ended it
+        del self.running[task_id]
+        if attempt.future is not None:
+            attempt.future.cancel()
+
+    def _finish(self, attempt: _Attempt, event: pb.TaskEvent) -> None:
+        if attempt.reported:
+            return
+        attempt.reported = True
+        if self.running.get(attempt.assignment.task_id) is attempt:
+            del self.running[attempt.assignment.task_id]
+        assert self._outbox is not None
+        self._outbox.put(event)
+
+    def _finish_failure(
+        self, attempt: _Attempt, error_type: str, message: str, tb: str, *, retryable: bool, retry_after_ms: int = 0
+    ) -> None:
+        a = attempt.assignment
+        self._finish(attempt, _failure_event(a, error_type, message, tb, retryable, retry_after_ms))
+
+    def _report_failure(self, a: pb.Assignment, error_type: str, message: str, tb: str, *, retryable: bool) -> None:
+        assert self._outbox is not None
+        self._outbox.put(_failure_event(a, error_type, message, tb, retryable, 0))
+
+
+def _failure_event(
+    a: pb.Assignment, error_type: str, message: str, tb: str, retryable: bool, retry_after_ms: int
+) -> pb.TaskEvent:
+    return pb.TaskEvent(
+        task_id=a.task_id,
+        attempt=a.attempt,
+        kind=pb.FAILED,
+        error=pb.RunError(type=error_type, message=message, traceback=tb),
+        non_retryable=not retryable,
+        retry_after_ms=retry_after_ms,
+        at_ms=_now_ms(),
+    )
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,56 @@
+-- The queue: attempts waiting for a worker, and their assignment.
+
+-- name: claim_queue_items
+-- Locks up to `limit` ready items of each queue, highest priority first, FIFO within a
+-- priority. Locked rows stay invisible to other schedulers (SKIP LOCKED) until this
+-- transaction ends; those not assigned are simply released.
+SELECT qi.id, qi.task_id, qi.attempt, qi.queue, qi.priority
+FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS q(queue, lim)
+CROSS JOIN LATERAL (
+    SELECT id, task_id, attempt, queue, priority
+    FROM queue_item
+    WHERE tenant_id = %(tenant_id)s AND queue = q.queue AND available_at <= now()
+    ORDER BY priority DESC, id
+    LIMIT q.lim
+    FOR UPDATE SKIP LOCKED
+) qi;
+
+-- name: assign_queue_items
+-- Turns claimed items into running attempts on the chosen workers and returns what the
+-- workers need to run them.
+WITH a AS (
+    SELECT *
+    FROM unnest(%(item_ids)s::bigint[], %(task_ids)s::bigint[], %(attempts)s::int[],
+                %(worker_ids)s::bigint[])
+         AS a(item_id, task_id, attempt, worker_id)
+),
+del AS (
+    DELETE FROM queue_item q USING a WHERE q.id = a.item_id
+),
+upd AS (
+    UPDATE task t
+    SET status = 'ASSIGNED', worker_id = a.worker_id
+    FROM a
+    WHERE t.id = a.task_id
+    RETURNING t.id, t.tenant_id, t.external_id, t.task_name, t.input, t.additional_metadata,
+              t.retry_count, t.execution_timeout_ms, a.attempt, a.worker_id
+),
+rt AS (
+    INSERT INTO task_runtime (task_id, tenant_id, attempt, worker_id, timeout_at)
+    SELECT id, tenant_id, attempt, worker_id,
+           CASE WHEN execution_timeout_ms > 0
+                THEN now() + (execution_timeout_ms + %(timeout_grace_ms)s)
+                             * interval '1 millisecond'
+           END
+    FROM upd
+)
+SELECT id AS task_id, external_id, task_name, input::text AS input,
+       additional_metadata::text AS additional_metadata, retry_count, execution_timeout_ms,
+       attempt, worker_id
+FROM upd;
+
+-- name: queue_depths
+SELECT queue, count(*) AS depth
+FROM queue_item
+WHERE tenant_id = %(tenant_id)s
+GROUP BY queue;

@@ -1,0 +1,198 @@
+-- Task runs: creation, state transitions and outcomes. Every statement works on a batch
+-- passed as parallel arrays and unnested, so a flush is one round trip whatever its size.
+
+-- name: upsert_task_defs
+INSERT INTO task_def (tenant_id, name, config, updated_at)
+SELECT %(tenant_id)s, d.name, d.config, now()
+FROM unnest(%(names)s::text[], %(configs)s::jsonb[]) AS d(name, config)
+ON CONFLICT (tenant_id, name) DO UPDATE SET config = excluded.config, updated_at = now();
+
+-- name: get_task_defs
+SELECT name, config FROM task_def WHERE tenant_id = %(tenant_id)s ORDER BY name;
+
+-- name: insert_tasks
+-- Creates task runs and their first queue items in one statement.
+WITH new AS (
+    SELECT *
+    FROM unnest(
+        %(external_ids)s::uuid[], %(task_names)s::text[], %(priorities)s::smallint[],
+        %(inputs)s::jsonb[], %(metadata)s::jsonb[], %(max_retries)s::int[],
+        %(backoff_factors)s::float8[], %(backoff_max_ms)s::bigint[],
+        %(execution_timeouts_ms)s::bigint[], %(schedule_timeouts_ms)s::bigint[],
+        %(run_at)s::timestamptz[]
+    ) AS n(external_id, task_name, priority, input, metadata, max_retries, backoff_factor,
+           backoff_max_ms, execution_timeout_ms, schedule_timeout_ms, run_at)
+),
+ins AS (
+    INSERT INTO task (tenant_id, external_id, task_name, status, priority, input,
+                      additional_metadata, max_retries, backoff_factor, backoff_max_ms,
+                      execution_timeout_ms, schedule_timeout_ms)
+    SELECT %(tenant_id)s, external_id, task_name, 'QUEUED', priority, input, metadata,
+           max_retries, backoff_factor, backoff_max_ms, execution_timeout_ms,
+           schedule_timeout_ms
+    FROM new
+    RETURNING id, external_id, task_name, priority, schedule_timeout_ms
+)
+INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
+                        schedule_deadline)
+SELECT %(tenant_id)s, ins.id, 0, ins.task_name, ins.priority, coalesce(new.run_at, now()),
+       CASE WHEN ins.schedule_timeout_ms > 0
+            THEN coalesce(new.run_at, now()) + ins.schedule_timeout_ms * interval '1 millisecond'
+       END
+FROM ins JOIN new ON new.external_id = ins.external_id;
+
+-- name: mark_started
+-- Records that attempts began running; a start for an attempt that already ended is ignored.
+UPDATE task t
+SET status = 'RUNNING', started_at = s.started_at
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(started_at)s::timestamptz[])
+     AS s(task_id, attempt, started_at)
+WHERE t.id = s.task_id AND t.attempt = s.attempt AND t.status = 'ASSIGNED';
+
+-- name: complete_attempts
+-- Ends attempts successfully. Only an attempt that still holds its task_runtime row is
+-- recorded, so a late or duplicate completion never overwrites an accepted outcome.
+WITH c AS (
+    SELECT *
+    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(outputs)s::jsonb[],
+                %(finished_at)s::timestamptz[])
+         AS c(task_id, attempt, output, finished_at)
+),
+ended AS (
+    DELETE FROM task_runtime r USING c
+    WHERE r.task_id = c.task_id AND r.attempt = c.attempt
+    RETURNING r.task_id
+)
+UPDATE task t
+SET status = 'COMPLETED', output = c.output, error = NULL, finished_at = c.finished_at,
+    started_at = coalesce(t.started_at, c.finished_at)
+FROM c JOIN ended e ON e.task_id = c.task_id
+WHERE t.id = c.task_id
+RETURNING t.id, t.external_id;
+
+-- name: fail_attempts
+-- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
+-- An attempt that already ended (no task_runtime row) is ignored.
+--   counts: the failure uses up one of the task's retries (an error raised by the task, a
+--     timeout). A lost worker or a lost assignment does not: it is requeued as a new attempt
+--     while the task has had fewer than max_requeues extra attempts.
+--   retryable: false for NonRetryableError and errors that cannot succeed on a retry.
+--   delay_ms: a RetryAfter delay; -1 to use the task's exponential backoff.
+WITH f AS (
+    SELECT *
+    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(errors)s::jsonb[],
+                %(retryable)s::bool[], %(counts)s::bool[], %(delays_ms)s::bigint[],
+                %(kinds)s::text[])
+         AS f(task_id, attempt, error, retryable, counts, delay_ms, kind)
+),
+ended AS (
+    DELETE FROM task_runtime r USING f
+    WHERE r.task_id = f.task_id AND r.attempt = f.attempt
+    RETURNING r.task_id, r.worker_id
+),
+decided AS (
+    SELECT t.id, t.tenant_id, t.task_name, t.priority, t.started_at, t.schedule_timeout_ms,
+           f.attempt, f.error, f.counts, f.kind, e.worker_id,
+           f.retryable AND CASE WHEN f.counts THEN t.retry_count < t.max_retries
+                                ELSE t.attempt - t.retry_count < %(max_requeues)s END
+               AS retry,
+           CASE WHEN f.delay_ms >= 0 THEN f.delay_ms
+                WHEN NOT f.counts OR t.backoff_factor IS NULL THEN 0
+                ELSE least(t.backoff_max_ms,
+                           (1000 * power(t.backoff_factor, t.retry_count))::bigint)
+           END AS delay_ms
+    FROM f
+    JOIN ended e ON e.task_id = f.task_id
+    JOIN task t ON t.id = f.task_id
+),
+requeued AS (
+    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
+                            schedule_deadline)
+    SELECT tenant_id, id, attempt + 1, task_name, priority,
+           now() + delay_ms * interval '1 millisecond',
+           CASE WHEN schedule_timeout_ms > 0
+                THEN now() + (delay_ms + schedule_timeout_ms) * interval '1 millisecond'
+           END
+    FROM decided WHERE retry
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
+    SELECT tenant_id, id, attempt, kind, worker_id,
+           jsonb_build_object('error', error, 'started_at', started_at, 'retry', retry,
+                              'delay_ms', CASE WHEN retry THEN delay_ms END)
+    FROM decided
+)
+UPDATE task t
+SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
+    attempt = CASE WHEN d.retry THEN d.attempt + 1 ELSE t.attempt END,
+    retry_count = t.retry_count + CASE WHEN d.retry AND d.counts THEN 1 ELSE 0 END,
+    error = d.error,
+    started_at = CASE WHEN d.retry THEN NULL ELSE t.started_at END,
+    finished_at = CASE WHEN d.retry THEN NULL ELSE now() END,
+    worker_id = CASE WHEN d.retry THEN NULL ELSE t.worker_id END
+FROM decided d
+WHERE t.id = d.id
+RETURNING t.id, t.external_id, t.status, d.worker_id, d.attempt;
+
+-- name: expire_schedule_timeouts
+-- Cancels queued attempts that waited for a worker longer than their schedule timeout.
+WITH expired AS (
+    DELETE FROM queue_item q
+    WHERE q.id IN (
+        SELECT id FROM queue_item
+        WHERE schedule_deadline IS NOT NULL AND schedule_deadline < now()
+        ORDER BY schedule_deadline
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING q.task_id, q.attempt, q.tenant_id
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, data)
+    SELECT tenant_id, task_id, attempt, 'SCHEDULE_TIMEOUT', jsonb_build_object('error', %(error)s::jsonb)
+    FROM expired
+)
+UPDATE task t
+SET status = 'CANCELLED', error = %(error)s::jsonb, finished_at = now()
+FROM expired x
+WHERE t.id = x.task_id
+RETURNING t.id, t.external_id;
+
+-- name: expired_runtimes
+-- Attempts running past their execution timeout.
+SELECT task_id, attempt, worker_id
+FROM task_runtime
+WHERE timeout_at IS NOT NULL AND timeout_at < now()
+ORDER BY timeout_at
+LIMIT %(limit)s;
+
+-- name: refresh_timeouts
+UPDATE task_runtime r
+SET timeout_at = now() + x.timeout_ms * interval '1 millisecond'
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(timeouts_ms)s::bigint[])
+     AS x(task_id, attempt, timeout_ms)
+WHERE r.task_id = x.task_id AND r.attempt = x.attempt;
+
+-- name: runtimes_of_workers
+-- Attempts held by the given workers (to requeue when the workers are lost).
+SELECT task_id, attempt, worker_id
+FROM task_runtime
+WHERE worker_id = ANY(%(worker_ids)s::bigint[]);
+
+-- name: stale_runtimes_of_worker
+-- Attempts assigned to a worker before it (re)registered that it no longer runs.
+SELECT task_id, attempt
+FROM task_runtime
+WHERE worker_id = %(worker_id)s AND assigned_at < %(before)s
+  AND NOT (task_id = ANY(%(running_task_ids)s::bigint[]));
+
+-- name: run_results
+-- The outcome of finished runs among the given external ids.
+SELECT external_id, status, output::text AS output, error
+FROM task
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
+-- name: known_runs
+SELECT external_id FROM task
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);

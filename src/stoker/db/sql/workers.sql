@@ -1,0 +1,28 @@
+-- Workers: registration, heartbeats, liveness.
+
+-- name: register_worker
+-- Creates the worker, or revives it when a known worker reconnects.
+INSERT INTO worker (tenant_id, external_id, name, slots, task_names, status, connected_at,
+                    last_heartbeat_at)
+VALUES (%(tenant_id)s, %(external_id)s, %(name)s, %(slots)s, %(task_names)s, 'ACTIVE', now(),
+        now())
+ON CONFLICT (external_id) DO UPDATE
+SET name = excluded.name, slots = excluded.slots, task_names = excluded.task_names,
+    status = 'ACTIVE', connected_at = now(), last_heartbeat_at = now()
+WHERE worker.tenant_id = excluded.tenant_id
+RETURNING id, connected_at;
+
+-- name: heartbeat_workers
+-- Records heartbeats; returns the workers that are still considered alive.
+UPDATE worker SET last_heartbeat_at = now()
+WHERE external_id = ANY(%(external_ids)s::uuid[]) AND status = 'ACTIVE'
+RETURNING external_id;
+
+-- name: mark_dead_workers
+-- Declares dead the workers whose last heartbeat is older than the limit.
+UPDATE worker SET status = 'DEAD'
+WHERE status = 'ACTIVE' AND last_heartbeat_at < now() - %(dead_after_ms)s * interval '1 millisecond'
+RETURNING id, external_id, tenant_id;
+
+-- name: stop_worker
+UPDATE worker SET status = 'STOPPED' WHERE id = %(worker_id)s AND status = 'ACTIVE';

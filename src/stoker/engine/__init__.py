@@ -1,0 +1,154 @@
+"""The Stoker engine: one asyncio program made of services with one start/stop contract.
+
+* ingest — accepts task definitions and triggers, writes runs in batches;
+* scheduler — turns queued attempts into assignments on workers with free slots;
+* dispatcher — owns worker streams, slot accounting and batched task events;
+* controllers — timeouts, worker liveness and leadership (on the leader replica only);
+* api — the REST API over HTTP.
+
+The gRPC server (:mod:`stoker.engine.server`) is the front door of ingest and dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import uuid
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from stoker import __version__
+from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker.config import EngineSettings
+from stoker.db import Executor, open_pool
+from stoker.engine.attempts import Attempts
+from stoker.engine.auth import TokenAuth
+from stoker.engine.controllers import Controllers
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.ingest import Ingest
+from stoker.engine.runs import RunWatcher
+from stoker.engine.scheduler import Scheduler
+from stoker.engine.server import EngineServicer
+from stoker.engine.service import Service
+
+log = logging.getLogger("stoker.engine")
+
+# gRPC messages may carry batches of payloads, each up to max_payload_bytes.
+_MESSAGE_HEADROOM = 64 * 1024 * 1024
+
+
+class Engine:
+    """Owns the database pool, the services and the gRPC server of one engine replica."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings.validate_settings()
+        self.engine_id = settings.engine_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self.services: list[Service] = []
+        self._grpc: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await open_pool(s.database_url, s.schema_name, max_size=s.pool_size, name="stoker-engine")
+        db = Executor(self.pool)
+        self.watcher = RunWatcher(db)
+        scheduler_wake: list[Scheduler] = []
+
+        def wake(*_: object) -> None:
+            for sch in scheduler_wake:
+                sch.wake()
+
+        self.attempts = Attempts(db, self.watcher, max_requeues=s.max_requeues, on_requeued=wake)
+        self.ingest = Ingest(
+            db,
+            max_payload_bytes=s.max_payload_bytes,
+            flush_interval_ms=s.flush_interval_ms,
+            flush_max_items=s.flush_max_items,
+            on_enqueued=wake,
+        )
+        self.dispatcher = Dispatcher(
+            db,
+            self.attempts,
+            max_payload_bytes=s.max_payload_bytes,
+            flush_interval_ms=s.flush_interval_ms,
+            flush_max_items=s.flush_max_items,
+            on_slots_freed=wake,
+        )
+        self.scheduler = Scheduler(
+            db, self.dispatcher, self.attempts, batch=s.scheduler_batch, poll_s=s.scheduler_poll_s
+        )
+        scheduler_wake.append(self.scheduler)
+        self.controllers = Controllers(
+            db,
+            self.dispatcher,
+            self.attempts,
+            engine_id=self.engine_id,
+            interval_s=s.controller_interval_s,
+            worker_dead_after_s=s.worker_dead_after_s,
+            lease_ttl_s=s.lease_ttl_s,
+        )
+        self.auth = TokenAuth(db)
+        self.services = [self.ingest, self.dispatcher, self.scheduler, self.controllers]
+        if s.http_enabled:
+            from stoker.engine.api.app import create_app
+            from stoker.engine.api.service import ApiService
+
+            app = create_app(db, self.auth, version=__version__)
+            self.services.append(ApiService(app, s.http_host, s.http_port))
+        for service in self.services:
+            await service.start()
+
+        limit = s.max_payload_bytes + _MESSAGE_HEADROOM
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_EngineServicer_to_server(
+            EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher), self._grpc
+        )
+        address = f"{s.grpc_host}:{s.grpc_port}"
+        if self._grpc.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await self._grpc.start()
+        log.info("stoker engine %s ready: grpc=%s http=%s:%d", self.engine_id, address, s.http_host, s.http_port)
+
+    async def stop(self) -> None:
+        """Stops accepting work, flushes buffers, then closes everything (safe to repeat)."""
+        server, self._grpc = self._grpc, None
+        if server is not None:
+            await server.stop(grace=2)
+        for service in reversed(self.services):
+            await service.stop()
+        self.services = []
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
+
+
+async def serve(settings: EngineSettings) -> None:
+    """Runs an engine until SIGINT or SIGTERM, then stops it cleanly."""
+    engine = Engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await engine.start()
+        await stop.wait()
+    finally:
+        await engine.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+__all__ = ["Engine", "serve"]

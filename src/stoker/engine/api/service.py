@@ -1,0 +1,44 @@
+"""Serves the REST API (and later the dashboard) with uvicorn inside the engine's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from stoker.engine.service import Service
+
+log = logging.getLogger("stoker.engine.api")
+
+
+class ApiService(Service):
+    """Runs a uvicorn server for ``app`` until stopped."""
+
+    name = "api"
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._server.serve(), name="stoker-api")
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # raises why it could not start
+                raise RuntimeError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)

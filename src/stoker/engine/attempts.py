@@ -1,0 +1,115 @@
+"""Ending attempts that did not complete: failures, timeouts, lost workers.
+
+Every path that ends an attempt other than by success goes through :meth:`Attempts.end`,
+one ``fail_attempts`` statement per batch, which decides in Postgres between a retry (a new
+attempt queued after the backoff) and the run's final failure. Only an attempt that still
+holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever reports it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stoker._proto import engine_pb2 as pb
+from stoker.db import Executor, Row
+from stoker.engine.runs import RunWatcher
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """Why one attempt ended without success."""
+
+    task_id: int
+    attempt: int
+    kind: str  # FAILED, TIMED_OUT, WORKER_LOST, ASSIGNMENT_LOST
+    error: dict[str, str]
+    retryable: bool = True
+    counts: bool = True
+    delay_ms: int = -1
+
+    @classmethod
+    def failed(
+        cls, task_id: int, attempt: int, error_type: str, message: str, *, retryable: bool = True
+    ) -> AttemptEnd:
+        error = {"type": error_type, "message": message, "traceback": ""}
+        return cls(task_id, attempt, "FAILED", error, retryable=retryable)
+
+    @classmethod
+    def lost(cls, task_id: int, attempt: int, kind: str, message: str) -> AttemptEnd:
+        """An attempt lost with its worker: requeued without using up a retry."""
+        error = {"type": "WorkerLost", "message": message, "traceback": ""}
+        return cls(task_id, attempt, kind, error, retryable=True, counts=False)
+
+    @classmethod
+    def timed_out(cls, task_id: int, attempt: int, timeout_ms: int | None = None) -> AttemptEnd:
+        limit = f" of {timeout_ms / 1000:g}s" if timeout_ms else ""
+        error = {
+            "type": "TaskTimeoutError",
+            "message": f"the attempt ran past its execution timeout{limit}",
+            "traceback": "",
+        }
+        return cls(task_id, attempt, "TIMED_OUT", error)
+
+    @classmethod
+    def from_event(cls, ev: pb.TaskEvent) -> AttemptEnd:
+        error = {
+            "type": ev.error.type or "Exception",
+            "message": ev.error.message,
+            "traceback": ev.error.traceback,
+        }
+        kind = "TIMED_OUT" if ev.error.type == "TaskTimeoutError" else "FAILED"
+        delay = ev.retry_after_ms if ev.retry_after_ms > 0 else -1
+        return cls(ev.task_id, ev.attempt, kind, error, retryable=not ev.non_retryable, delay_ms=delay)
+
+
+@dataclass(frozen=True, slots=True)
+class FailParams:
+    task_ids: list[int]
+    attempts: list[int]
+    errors: list[str]
+    retryable: list[bool]
+    counts: list[bool]
+    delays_ms: list[int]
+    kinds: list[str]
+    max_requeues: int
+
+
+class Attempts:
+    """Ends attempts in batches and tells whoever waits what happened."""
+
+    def __init__(
+        self,
+        db: Executor,
+        watcher: RunWatcher,
+        *,
+        max_requeues: int,
+        on_requeued: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self.watcher = watcher
+        self._max_requeues = max_requeues
+        self._on_requeued = on_requeued
+
+    async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
+        """Ends the attempts; returns the rows of those that were still running."""
+        if not ends:
+            return []
+        rows = await (db or self._db).fetch(
+            "fail_attempts",
+            FailParams(
+                [e.task_id for e in ends],
+                [e.attempt for e in ends],
+                [json.dumps(e.error) for e in ends],
+                [e.retryable for e in ends],
+                [e.counts for e in ends],
+                [e.delay_ms for e in ends],
+                [e.kind for e in ends],
+                self._max_requeues,
+            ),
+        )
+        self.watcher.finished(r["external_id"] for r in rows if r["status"] != "QUEUED")
+        if any(r["status"] == "QUEUED" for r in rows):
+            self._on_requeued()
+        return rows

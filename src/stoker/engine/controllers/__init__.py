@@ -1,0 +1,169 @@
+"""Controllers: the engine's upkeep, run by the one replica that holds the leader lease.
+
+Every ``controller_interval_s`` the leader:
+
+* cancels queued attempts past their schedule timeout;
+* fails attempts past their execution timeout (a retryable failure that uses up a retry)
+  and tells their workers to stop them;
+* declares dead the workers whose last heartbeat is older than ``worker_dead_after_s`` and
+  requeues their attempts as new attempts (not counted against retries, bounded by
+  ``max_requeues``). Right after the engine starts it waits one full ``worker_dead_after_s``
+  before declaring anyone dead, so workers that lost their stream to an engine restart have
+  time to come back.
+
+Leadership is a row in ``lease`` renewed every interval and expiring after ``lease_ttl_s``:
+if the leader dies, another replica takes over once the lease expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from stoker.db import Executor
+from stoker.engine.attempts import AttemptEnd, Attempts
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.service import LoopService
+
+log = logging.getLogger("stoker.engine.controllers")
+
+LEADER_LEASE = "leader"
+_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseParams:
+    name: str
+    holder: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseParams:
+    name: str
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireParams:
+    limit: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitParams:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadParams:
+    dead_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdsParams:
+    worker_ids: list[int]
+
+
+_SCHEDULE_TIMEOUT_ERROR = json.dumps(
+    {
+        "type": "ScheduleTimeoutError",
+        "message": "no worker took the task before its schedule timeout",
+        "traceback": "",
+    }
+)
+
+
+class Controllers(LoopService):
+    """Timeouts, worker liveness and leadership."""
+
+    name = "controllers"
+
+    def __init__(
+        self,
+        db: Executor,
+        dispatcher: Dispatcher,
+        attempts: Attempts,
+        *,
+        engine_id: str,
+        interval_s: float,
+        worker_dead_after_s: float,
+        lease_ttl_s: float,
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._dispatcher = dispatcher
+        self._attempts = attempts
+        self._engine_id = engine_id
+        self._interval = interval_s
+        self._dead_after_s = worker_dead_after_s
+        self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        self._started_at = time.monotonic()
+        self.is_leader = False
+
+    async def run(self) -> None:
+        self._started_at = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                if await self._hold_lease():
+                    await self.tick()
+                if await self.sleep(self._interval):
+                    break
+        finally:
+            if self.is_leader:
+                self.is_leader = False
+                await self._db.execute("release_lease", ReleaseParams(LEADER_LEASE, self._engine_id))
+
+    async def _hold_lease(self) -> bool:
+        row = await self._db.fetchone(
+            "acquire_lease", LeaseParams(LEADER_LEASE, self._engine_id, self._lease_ttl_ms)
+        )
+        leader = row is not None
+        if leader != self.is_leader:
+            log.info("engine %s %s leadership", self._engine_id, "took" if leader else "lost")
+        self.is_leader = leader
+        return leader
+
+    async def tick(self) -> None:
+        """One round of upkeep."""
+        await self._expire_schedule_timeouts()
+        await self._expire_execution_timeouts()
+        if time.monotonic() - self._started_at >= self._dead_after_s:
+            await self._reap_dead_workers()
+
+    async def _expire_schedule_timeouts(self) -> None:
+        rows = await self._db.fetch("expire_schedule_timeouts", ExpireParams(_BATCH, _SCHEDULE_TIMEOUT_ERROR))
+        if rows:
+            log.info("%d queued tasks passed their schedule timeout", len(rows))
+            self._attempts.watcher.finished(r["external_id"] for r in rows)
+
+    async def _expire_execution_timeouts(self) -> None:
+        rows = await self._db.fetch("expired_runtimes", LimitParams(_BATCH))
+        if not rows:
+            return
+        ended = await self._attempts.end([AttemptEnd.timed_out(r["task_id"], r["attempt"]) for r in rows])
+        by_worker: dict[int, list[tuple[int, int, str]]] = {}
+        for r in ended:
+            by_worker.setdefault(r["worker_id"], []).append(
+                (r["id"], r["attempt"], "execution timeout")
+            )
+        for worker_id, items in by_worker.items():
+            self._dispatcher.cancel(worker_id, items)
+
+    async def _reap_dead_workers(self) -> None:
+        dead = await self._db.fetch("mark_dead_workers", DeadParams(int(self._dead_after_s * 1000)))
+        if not dead:
+            return
+        ids = [int(r["id"]) for r in dead]
+        log.warning("declared %d workers dead: %s", len(ids), ", ".join(str(r["external_id"]) for r in dead))
+        self._dispatcher.drop_workers(ids)
+        held = await self._db.fetch("runtimes_of_workers", WorkerIdsParams(ids))
+        await self._attempts.end(
+            [
+                AttemptEnd.lost(r["task_id"], r["attempt"], "WORKER_LOST",
+                                "the worker stopped sending heartbeats")
+                for r in held
+            ]
+        )

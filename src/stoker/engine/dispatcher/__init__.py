@@ -1,0 +1,360 @@
+"""Dispatcher: owns the workers' streams, their slots, and the events they send.
+
+Each connected worker is a :class:`WorkerConn` holding its free slots and an outbox of
+messages (assignments, cancellations). The scheduler reserves slots on a conn and then
+pushes the assignments it committed; if the conn closed in between, the attempts are handed
+back as lost and requeued at once.
+
+Task events arrive from workers in batches and are buffered; the flusher writes all of them,
+from every worker, in one transaction every ``flush_interval_ms`` (or at ``flush_max_items``),
+then tells the :class:`~stoker.engine.runs.RunWatcher` which runs finished. A completion
+frees its slot in memory immediately, so the scheduler can refill it before the flush.
+
+Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs;
+attempts assigned to it before the reconnect that it does not report were lost in flight
+and are requeued. A worker that stops heartbeating is declared dead by the controllers,
+whose requeue of its attempts is final: a late result for such an attempt is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from stoker._proto import engine_pb2 as pb
+from stoker.db import Executor
+from stoker.engine.attempts import AttemptEnd, Attempts
+from stoker.engine.service import LoopService, Signal
+from stoker.errors import InvalidRequestError
+
+log = logging.getLogger("stoker.engine.dispatcher")
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWorkerParams:
+    tenant_id: int
+    external_id: uuid.UUID
+    name: str
+    slots: int
+    task_names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleRuntimesParams:
+    worker_id: int
+    before: datetime
+    running_task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatParams:
+    external_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdParams:
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartedParams:
+    task_ids: list[int]
+    attempts: list[int]
+    started_at: list[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteParams:
+    task_ids: list[int]
+    attempts: list[int]
+    outputs: list[str]
+    finished_at: list[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshParams:
+    task_ids: list[int]
+    attempts: list[int]
+    timeouts_ms: list[int]
+
+
+@dataclass(eq=False)
+class WorkerConn:
+    """A connected worker as the engine sees it."""
+
+    worker_id: int
+    external_id: uuid.UUID
+    tenant_id: int
+    name: str
+    slots: int
+    task_names: frozenset[str]
+    running: dict[int, int] = field(default_factory=dict)  # task_id -> attempt
+    outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+    draining: bool = False
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self.draining else self.slots - len(self.running)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbox.put_nowait(None)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else datetime.now(UTC)
+
+
+class Dispatcher(LoopService):
+    """Worker streams, slot accounting and batched task events."""
+
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        db: Executor,
+        attempts: Attempts,
+        *,
+        max_payload_bytes: int,
+        flush_interval_ms: float,
+        flush_max_items: int,
+        on_slots_freed: Callable[[int], None],
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._attempts = attempts
+        self._max_payload = max_payload_bytes
+        self._interval = flush_interval_ms / 1000
+        self._max_items = flush_max_items
+        self._on_slots_freed = on_slots_freed
+        self._conns: dict[int, WorkerConn] = {}
+        self._signal = Signal()
+        self._started: list[pb.TaskEvent] = []
+        self._completed: list[pb.TaskEvent] = []
+        self._failed: list[AttemptEnd] = []
+        self._refresh: list[pb.TaskEvent] = []
+
+    # -- what the scheduler sees --------------------------------------------------------
+
+    def conns_with_free_slots(self) -> dict[int, list[WorkerConn]]:
+        """Open conns with at least one free slot, by tenant."""
+        found: dict[int, list[WorkerConn]] = {}
+        for conn in self._conns.values():
+            if not conn.closed and conn.free_slots > 0:
+                found.setdefault(conn.tenant_id, []).append(conn)
+        return found
+
+    def deliver(self, conn: WorkerConn, items: list[pb.Assignment]) -> bool:
+        """Pushes committed assignments to ``conn``; False when it closed meanwhile."""
+        if conn.closed:
+            for a in items:
+                conn.running.pop(a.task_id, None)
+            return False
+        conn.outbox.put_nowait(pb.EngineMessage(assignments=pb.Assignments(items=items)))
+        return True
+
+    def cancel(self, worker_id: int, items: Iterable[tuple[int, int, str]]) -> None:
+        """Tells a worker (if connected here) to stop attempts; their slots are freed."""
+        conn = self._conns.get(worker_id)
+        if conn is None:
+            return
+        msgs = []
+        for task_id, attempt, reason in items:
+            if conn.running.get(task_id) == attempt:
+                del conn.running[task_id]
+            msgs.append(pb.Cancellation(task_id=task_id, attempt=attempt, reason=reason))
+        if msgs and not conn.closed:
+            conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=msgs)))
+            self._on_slots_freed(conn.tenant_id)
+
+    def drop_workers(self, worker_ids: Iterable[int]) -> None:
+        """Closes the streams of workers declared dead; they must register again."""
+        for worker_id in worker_ids:
+            conn = self._conns.pop(worker_id, None)
+            if conn is not None:
+                conn.close()
+
+    # -- streams ------------------------------------------------------------------------
+
+    async def connect(
+        self, tenant_id: int, messages: AsyncIterator[pb.WorkerMessage]
+    ) -> AsyncIterator[pb.EngineMessage]:
+        """Runs one worker stream: registration first, then events in, messages out."""
+        first = await anext(messages, None)
+        if first is None or first.WhichOneof("msg") != "register":
+            raise InvalidRequestError("a worker stream must start with a registration")
+        conn = await self._register(tenant_id, first.register)
+        reader = asyncio.create_task(self._read(conn, messages), name=f"stoker-worker-{conn.name}")
+        try:
+            yield pb.EngineMessage(registered=pb.Registered(worker_id=str(conn.external_id)))
+            while True:
+                msg = await conn.outbox.get()
+                if msg is None:
+                    return
+                yield msg
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            conn.closed = True
+            if self._conns.get(conn.worker_id) is conn:
+                del self._conns[conn.worker_id]
+                if conn.draining:
+                    await self._db.execute("stop_worker", WorkerIdParams(conn.worker_id))
+
+    async def _register(self, tenant_id: int, reg: pb.WorkerRegistration) -> WorkerConn:
+        try:
+            external_id = uuid.UUID(reg.worker_id)
+        except ValueError:
+            raise InvalidRequestError(f"worker_id {reg.worker_id!r} is not a UUID") from None
+        if reg.slots <= 0:
+            raise InvalidRequestError("a worker needs at least one slot")
+        row = await self._db.fetchone(
+            "register_worker",
+            RegisterWorkerParams(tenant_id, external_id, reg.name or "worker", reg.slots, list(reg.task_names)),
+        )
+        if row is None:
+            raise InvalidRequestError("that worker id belongs to another tenant")
+        worker_id = int(row["id"])
+        old = self._conns.pop(worker_id, None)
+        if old is not None:
+            old.close()
+        running = {r.task_id: r.attempt for r in reg.running}
+        conn = WorkerConn(
+            worker_id, external_id, tenant_id, reg.name, reg.slots, frozenset(reg.task_names), running
+        )
+        self._conns[worker_id] = conn
+        stale = await self._db.fetch(
+            "stale_runtimes_of_worker",
+            StaleRuntimesParams(worker_id, row["connected_at"], list(running)),
+        )
+        if stale:
+            await self._attempts.end(
+                [
+                    AttemptEnd.lost(r["task_id"], r["attempt"], "ASSIGNMENT_LOST",
+                                    "the worker reconnected without this attempt")
+                    for r in stale
+                ]
+            )
+        log.info("worker %s (%s) registered with %d slots", conn.name, external_id, conn.slots)
+        self._on_slots_freed(tenant_id)
+        return conn
+
+    async def _read(self, conn: WorkerConn, messages: AsyncIterator[pb.WorkerMessage]) -> None:
+        try:
+            async for msg in messages:
+                kind = msg.WhichOneof("msg")
+                if kind == "events":
+                    self._take(conn, msg.events.events)
+                elif kind == "draining":
+                    conn.draining = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("worker %s stream ended: %s", conn.name, exc)
+        conn.close()
+
+    def _take(self, conn: WorkerConn, events: Iterable[pb.TaskEvent]) -> None:
+        freed = False
+        for ev in events:
+            if ev.kind == pb.STARTED:
+                self._started.append(ev)
+            elif ev.kind == pb.COMPLETED:
+                freed |= conn.running.pop(ev.task_id, None) is not None
+                problem = self._output_problem(ev.output)
+                if problem:
+                    self._failed.append(AttemptEnd.failed(ev.task_id, ev.attempt, "InvalidOutput", problem, retryable=False))
+                else:
+                    self._completed.append(ev)
+            elif ev.kind == pb.FAILED:
+                freed |= conn.running.pop(ev.task_id, None) is not None
+                self._failed.append(AttemptEnd.from_event(ev))
+            elif ev.kind == pb.REFRESH_TIMEOUT:
+                self._refresh.append(ev)
+        if freed:
+            self._on_slots_freed(conn.tenant_id)
+        if self._buffered() >= self._max_items:
+            self._signal.set()
+
+    def _output_problem(self, output: bytes) -> str | None:
+        if len(output) > self._max_payload:
+            return f"the output is {len(output)} bytes, over the limit of {self._max_payload} bytes"
+        try:
+            json.loads(output or b"null")
+        except ValueError as exc:
+            return f"the output is not JSON: {exc}"
+        return None
+
+    def _buffered(self) -> int:
+        return len(self._started) + len(self._completed) + len(self._failed) + len(self._refresh)
+
+    # -- heartbeats ---------------------------------------------------------------------
+
+    async def heartbeat(self, external_id: uuid.UUID) -> bool:
+        """Records a heartbeat; False when the worker is not (or no longer) alive."""
+        rows = await self._db.fetch("heartbeat_workers", HeartbeatParams([external_id]))
+        return bool(rows)
+
+    # -- flushing -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            await self._signal.wait(self._interval)
+            if self._buffered():
+                await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        started, self._started = self._started, []
+        completed, self._completed = self._completed, []
+        failed, self._failed = self._failed, []
+        refresh, self._refresh = self._refresh, []
+        try:
+            async with self._db.transaction() as tx:
+                if started:
+                    await tx.execute(
+                        "mark_started",
+                        StartedParams(
+                            [e.task_id for e in started],
+                            [e.attempt for e in started],
+                            [_at(e.at_ms) for e in started],
+                        ),
+                    )
+                if refresh:
+                    await tx.execute(
+                        "refresh_timeouts",
+                        RefreshParams(
+                            [e.task_id for e in refresh],
+                            [e.attempt for e in refresh],
+                            [e.timeout_ms for e in refresh],
+                        ),
+                    )
+                done = []
+                if completed:
+                    done = await tx.fetch(
+                        "complete_attempts",
+                        CompleteParams(
+                            [e.task_id for e in completed],
+                            [e.attempt for e in completed],
+                            [(e.output or b"null").decode() for e in completed],
+                            [_at(e.at_ms) for e in completed],
+                        ),
+                    )
+        except Exception:
+            # Put the events back so nothing a worker reported is lost; the loop retries.
+            self._started[:0], self._completed[:0], self._refresh[:0] = started, completed, refresh
+            self._failed[:0] = failed
+            raise
+        self._attempts.watcher.finished(r["external_id"] for r in done)
+        if failed:
+            try:
+                await self._attempts.end(failed)
+            except Exception:
+                self._failed[:0] = failed
+                raise
