@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m grpc_tools.protoc -Iproto \
-  --python_out=src --grpc_python_out=src --mypy_out=src \
+  --python_out=src --grpc_python_out=src --mypy_out=src --mypy_grpc_out=src \
   proto/stoker/_proto/engine.proto

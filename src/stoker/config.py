@@ -87,7 +87,9 @@ class EngineSettings(BaseSettings):
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set: the engine needs a Postgres to run on")
         if not self.database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+            raise ConfigError(
+                f"DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}"
+            )
         from stoker.db.connect import check_schema
 
         check_schema(self.schema_name)

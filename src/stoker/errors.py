@@ -81,7 +81,7 @@ class NonRetryableError(StokerError):
     """Raise from a task to fail the run at once, without its remaining retries."""
 
 
-class RetryAfter(StokerError):  # noqa: N818 - reads as an instruction: raise RetryAfter(30)
+class RetryAfter(StokerError):
     """Raise from a task to fail this attempt and retry it after ``seconds``."""
 
     def __init__(self, seconds: float, message: str | None = None) -> None:

@@ -126,7 +126,9 @@ class Stoker:
             if not task_name:
                 raise DeclarationError("a task needs a name: pass name=...")
             if task_name in self.tasks:
-                raise DeclarationError(f"a task named {task_name!r} is already declared on this app")
+                raise DeclarationError(
+                    f"a task named {task_name!r} is already declared on this app"
+                )
             declared: Task[Any, Any] = Task(self, f, task_name, options)
             self.tasks[task_name] = declared
             return declared
@@ -134,7 +136,11 @@ class Stoker:
         return declare(fn) if fn is not None else declare
 
     def worker(
-        self, name: str = "worker", *, slots: int = 100, tasks: Sequence[Task[Any, Any]] | None = None
+        self,
+        name: str = "worker",
+        *,
+        slots: int = 100,
+        tasks: Sequence[Task[Any, Any]] | None = None,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app) with ``slots`` at once."""
         from stoker._sdk.worker import Worker
@@ -145,7 +151,10 @@ class Stoker:
 
     def _definitions(self, tasks: Sequence[Task[Any, Any]]) -> pb.RegisterTasksRequest:
         return pb.RegisterTasksRequest(
-            tasks=[pb.TaskDefinition(name=t.name, config=t.config.model_dump_json().encode()) for t in tasks]
+            tasks=[
+                pb.TaskDefinition(name=t.name, config=t.config.model_dump_json().encode())
+                for t in tasks
+            ]
         )
 
     def register(self, tasks: Sequence[Task[Any, Any]] | None = None) -> None:
@@ -159,13 +168,17 @@ class Stoker:
         await self.transport.acall(lambda s: s.RegisterTasks, self._definitions(todo))
         self._registered.update(t.name for t in todo)
 
-    def _trigger(self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]) -> list[RunRef[Any]]:
+    def _trigger(
+        self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
+    ) -> list[RunRef[Any]]:
         if task is not None and task.name not in self._registered:
             self.register([task])
         resp = self.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=items))
         return [RunRef(self, run_id, task) for run_id in resp.run_ids]
 
-    async def _atrigger(self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]) -> list[RunRef[Any]]:
+    async def _atrigger(
+        self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
+    ) -> list[RunRef[Any]]:
         if task is not None and task.name not in self._registered:
             await self.aio_register([task])
         resp = await self.transport.acall(lambda s: s.Trigger, pb.TriggerRequest(items=items))
@@ -184,7 +197,11 @@ class Stoker:
     # -- runs by name -------------------------------------------------------------------
 
     def run_no_wait(
-        self, task_name: str, input: Any = None, *, additional_metadata: dict[str, Any] | None = None
+        self,
+        task_name: str,
+        input: Any = None,
+        *,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> RunRef[Any]:
         """Enqueues a run of a task known only by name (declared in another codebase)."""
         local = self.tasks.get(task_name)
@@ -197,7 +214,13 @@ class Stoker:
         )
         return self._trigger(None, [item])[0]
 
-    def run(self, task_name: str, input: Any = None, *, additional_metadata: dict[str, Any] | None = None) -> Any:
+    def run(
+        self,
+        task_name: str,
+        input: Any = None,
+        *,
+        additional_metadata: dict[str, Any] | None = None,
+    ) -> Any:
         """Runs a task known only by name and returns its output (as JSON values)."""
         return self.run_no_wait(task_name, input, additional_metadata=additional_metadata).result()
 
@@ -205,7 +228,10 @@ class Stoker:
         local = self.tasks.get(task_name)
         if local is not None:
             return await local.aio_run(input)
-        refs = await self._atrigger(None, [pb.TriggerItem(task_name=task_name, input=_json(input), additional_metadata=b"{}")])
+        refs = await self._atrigger(
+            None,
+            [pb.TriggerItem(task_name=task_name, input=_json(input), additional_metadata=b"{}")],
+        )
         return await refs[0].aio_result()
 
     def get_run(self, run_id: str) -> RunRef[Any]:
@@ -217,4 +243,3 @@ def _json(value: Any) -> bytes:
     import pydantic_core
 
     return pydantic_core.to_json(value)
-

@@ -43,7 +43,7 @@ class Context:
 
     @property
     def is_cancelled(self) -> bool:
-        """True once the engine cancelled this attempt (timeout, cancellation); sync tasks poll it."""
+        """True once this attempt was cancelled (timeout, cancellation); sync tasks poll it."""
         return self._cancelled_flag.is_set()
 
     def refresh_timeout(self, duration: str | float | timedelta) -> None:

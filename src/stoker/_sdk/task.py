@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import time
@@ -57,7 +56,8 @@ class TaskOptions:
             raise DeclarationError(f"task {name!r}: backoff_factor must be > 0")
         if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
             raise DeclarationError(
-                f"task {name!r}: priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {self.priority}"
+                f"task {name!r}: priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, "
+                f"got {self.priority}"
             )
         return TaskConfig(
             retries=self.retries,
@@ -93,13 +93,19 @@ class Task(Generic[I, O]):
         """Validates ``value`` against the input model and returns its JSON; raises
         pydantic's ValidationError, before anything is sent, when it does not fit."""
         if self.input_model is not None:
-            model = value if isinstance(value, self.input_model) else self.input_model.model_validate(value)
+            model = (
+                value
+                if isinstance(value, self.input_model)
+                else self.input_model.model_validate(value)
+            )
             raw = model.model_dump_json().encode()
         else:
             try:
                 raw = pydantic_core.to_json(value)
             except pydantic_core.PydanticSerializationError as exc:
-                raise TypeError(f"task {self.name!r}: input is not JSON-serializable: {exc}") from None
+                raise TypeError(
+                    f"task {self.name!r}: input is not JSON-serializable: {exc}"
+                ) from None
         limit = self.app.max_payload_bytes
         if len(raw) > limit:
             raise PayloadTooLargeError(
@@ -143,31 +149,55 @@ class Task(Generic[I, O]):
         )
 
     def run_no_wait(
-        self, input: I, *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        input: I,
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> RunRef[O]:
         """Enqueues one run and returns a reference to it at once."""
         return self.app._trigger(self, [self._item(input, priority, additional_metadata)])[0]
 
     async def aio_run_no_wait(
-        self, input: I, *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        input: I,
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> RunRef[O]:
         refs = await self.app._atrigger(self, [self._item(input, priority, additional_metadata)])
         return refs[0]
 
     def run(
-        self, input: I, *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        input: I,
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> O:
         """Runs the task and blocks until it finishes: its output, or TaskRunError."""
-        return self.run_no_wait(input, priority=priority, additional_metadata=additional_metadata).result()
+        return self.run_no_wait(
+            input, priority=priority, additional_metadata=additional_metadata
+        ).result()
 
     async def aio_run(
-        self, input: I, *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        input: I,
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> O:
-        ref = await self.aio_run_no_wait(input, priority=priority, additional_metadata=additional_metadata)
+        ref = await self.aio_run_no_wait(
+            input, priority=priority, additional_metadata=additional_metadata
+        )
         return await ref.aio_result()
 
     def run_many(
-        self, inputs: Sequence[I], *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        inputs: Sequence[I],
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> list[RunRef[O]]:
         """Enqueues many runs in as few calls as possible (every input is validated first)."""
         items = [self._item(i, priority, additional_metadata) for i in inputs]
@@ -177,7 +207,11 @@ class Task(Generic[I, O]):
         return refs
 
     async def aio_run_many(
-        self, inputs: Sequence[I], *, priority: int | None = None, additional_metadata: dict[str, Any] | None = None
+        self,
+        inputs: Sequence[I],
+        *,
+        priority: int | None = None,
+        additional_metadata: dict[str, Any] | None = None,
     ) -> list[RunRef[O]]:
         items = [self._item(i, priority, additional_metadata) for i in inputs]
         refs: list[RunRef[O]] = []
@@ -266,9 +300,7 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     if not callable(fn):
         raise DeclarationError(f"task {name!r}: expected a function, got {type(fn).__name__}")
     params = list(inspect.signature(fn).parameters.values())
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) != 2 or any(p.default is not p.empty for p in positional):
         raise DeclarationError(
             f"task {name!r}: a task function takes exactly two parameters, (input, ctx); "
@@ -282,7 +314,10 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     input_model: type[BaseModel] | None = None
     if isinstance(input_type, type) and issubclass(input_type, BaseModel):
         input_model = input_type
-    elif input_type not in (None, Any, dict, typing.Dict) and typing.get_origin(input_type) is not dict:  # noqa: UP006
+    elif (
+        input_type not in (None, Any, dict, dict)
+        and typing.get_origin(input_type) is not dict
+    ):
         raise DeclarationError(
             f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel "
             f"(or dict/Any for raw JSON), got {input_type!r}"

@@ -59,14 +59,16 @@ def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
 
 def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
     """The Stoker exception for a failed call."""
-    code = exc.code()  # type: ignore[attr-defined]
-    details = exc.details() or ""  # type: ignore[attr-defined]
-    trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    code = exc.code()
+    details = exc.details() or ""
+    trailing = dict(exc.trailing_metadata() or ())
     cls = _BY_NAME.get(str(trailing.get(ERROR_TYPE_KEY, ""))) or _BY_CODE.get(code)
     if cls is not None:
         return cls(details)
     if code in _RETRYABLE:
-        return errors.EngineUnavailableError(f"the Stoker engine at {address} is unavailable: {details}")
+        return errors.EngineUnavailableError(
+            f"the Stoker engine at {address} is unavailable: {details}"
+        )
     return errors.StokerError(f"engine call failed ({code.name}): {details}")
 
 
@@ -96,12 +98,20 @@ class Transport:
         if found is None:
             for old in [lp for lp in self._aio if lp.is_closed()]:
                 del self._aio[old]
-            channel = grpc.aio.insecure_channel(self.settings.address, options=channel_options(self.settings))
+            channel = grpc.aio.insecure_channel(
+                self.settings.address, options=channel_options(self.settings)
+            )
             found = (channel, pb_grpc.EngineStub(channel))
             self._aio[loop] = found
         return found[1]
 
-    def call(self, method: Callable[[pb_grpc.EngineStub], Callable[..., T]], request: Any, *, timeout: float = 30.0) -> T:
+    def call(
+        self,
+        method: Callable[[pb_grpc.EngineStub], Callable[..., T]],
+        request: Any,
+        *,
+        timeout: float = 30.0,
+    ) -> T:
         """A unary call on the sync channel, retried while the engine is unreachable."""
         deadline = time.monotonic() + self.settings.connect_timeout_s
         delay = 0.05
@@ -109,20 +119,28 @@ class Transport:
             try:
                 return method(self.stub())(request, metadata=self.metadata, timeout=timeout)
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:  # type: ignore[attr-defined]
+                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
                     raise self._error(exc) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def acall(self, method: Callable[[pb_grpc.EngineStub], Callable[..., Any]], request: Any, *, timeout: float = 30.0) -> Any:
+    async def acall(
+        self,
+        method: Callable[[pb_grpc.EngineStub], Callable[..., Any]],
+        request: Any,
+        *,
+        timeout: float = 30.0,
+    ) -> Any:
         """A unary call on this loop's channel, retried while the engine is unreachable."""
         deadline = time.monotonic() + self.settings.connect_timeout_s
         delay = 0.05
         while True:
             try:
-                return await method(self.aio_stub())(request, metadata=self.metadata, timeout=timeout)
+                return await method(self.aio_stub())(
+                    request, metadata=self.metadata, timeout=timeout
+                )
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:  # type: ignore[attr-defined]
+                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
                     raise self._error(exc) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -132,7 +150,7 @@ class Transport:
         if isinstance(err, errors.EngineUnavailableError):
             return errors.EngineUnavailableError(
                 f"could not reach the Stoker engine at {self.settings.address} within "
-                f"{self.settings.connect_timeout_s:g}s ({exc.details()}); is it running? "  # type: ignore[attr-defined]
+                f"{self.settings.connect_timeout_s:g}s ({exc.details()}); is it running? "
                 "Start one with `stoker lite` or set STOKER_ADDRESS."
             )
         return err

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
@@ -25,6 +26,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,6 +109,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"stoker-{name}")
         self._heartbeat_stop = threading.Event()
+        self._changed = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -136,9 +139,12 @@ class Worker:
         self._outbox = _Outbox()
         self._stopping = asyncio.Event()
         self._reconnect = asyncio.Event()
+        self._changed = asyncio.Event()
         self.connected = asyncio.Event()
         await self.app.aio_register(list(self.tasks.values()))
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="stoker-heartbeat", daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="stoker-heartbeat", daemon=True
+        )
         heartbeat.start()
         try:
             await self._connection_loop()
@@ -163,7 +169,9 @@ class Worker:
                 err = to_stoker_error(exc, settings.address)
                 if isinstance(err, AuthenticationError):
                     raise err from None
-                log.warning("worker %s: stream to the engine lost (%s); reconnecting", self.name, err)
+                log.warning(
+                    "worker %s: stream to the engine lost (%s); reconnecting", self.name, err
+                )
             finally:
                 if self.connected is not None:
                     self.connected.clear()
@@ -177,10 +185,15 @@ class Worker:
         """One stream's life; True when the worker finished draining."""
         from stoker._proto import engine_pb2_grpc as pb_grpc
 
-        assert self._outbox is not None and self._stopping is not None and self._reconnect is not None
+        assert (
+            self._outbox is not None and self._stopping is not None and self._reconnect is not None
+        )
         stub = pb_grpc.EngineStub(channel)
         call = stub.Connect(metadata=self.app.transport.metadata)
-        running = [pb.TaskRef(task_id=a.assignment.task_id, attempt=a.assignment.attempt) for a in self.running.values()]
+        running = [
+            pb.TaskRef(task_id=a.assignment.task_id, attempt=a.assignment.attempt)
+            for a in self.running.values()
+        ]
         await call.write(
             pb.WorkerMessage(
                 register=pb.WorkerRegistration(
@@ -204,7 +217,9 @@ class Worker:
         stopping = asyncio.create_task(self._stopping.wait())
         reconnect = asyncio.create_task(self._reconnect.wait())
         try:
-            done, _ = await asyncio.wait({reader, stopping, reconnect, sender}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {reader, stopping, reconnect, sender}, return_when=asyncio.FIRST_COMPLETED
+            )
             if reader in done or sender in done:
                 for t in (reader, sender):
                     if t.done() and t.exception() is not None:
@@ -214,18 +229,25 @@ class Worker:
                 raise ConnectionResetError("the engine no longer knows this worker")
             # Draining: no new work, let running attempts finish and report.
             await call.write(pb.WorkerMessage(draining=pb.Draining()))
-            deadline = time.monotonic() + self.grace
-            while self.running and time.monotonic() < deadline and not reader.done():
-                await asyncio.sleep(0.05)
-            while self._outbox.events and not sender.done():
-                await asyncio.sleep(0.01)
+            await self._drain(lambda: bool(self.running) and not reader.done(), self.grace)
+            outbox = self._outbox
+            await self._drain(lambda: bool(outbox.events) and not sender.done(), 5)
             await call.done_writing()
             return True
         finally:
-            for t in (sender, reader, stopping, reconnect):
+            helpers: list[asyncio.Task[Any]] = [sender, reader, stopping, reconnect]
+            for t in helpers:
                 t.cancel()
-            await asyncio.gather(sender, reader, stopping, reconnect, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
             call.cancel()
+
+    async def _drain(self, busy: Callable[[], bool], timeout: float) -> None:
+        """Waits (up to ``timeout``) until ``busy()`` turns false; re-checked on every change."""
+        deadline = time.monotonic() + timeout
+        while busy() and (left := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=left)
 
     async def _send_loop(self, call: Any) -> None:
         outbox = self._outbox
@@ -237,6 +259,7 @@ class Worker:
                 batch = outbox.events[:500]
                 await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
                 del outbox.events[: len(batch)]
+            self._changed.set()
 
     async def _read_loop(self, call: Any) -> None:
         while True:
@@ -281,8 +304,15 @@ class Worker:
         assert outbox is not None
 
         def refresh(seconds: float) -> None:
-            outbox.put(pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.REFRESH_TIMEOUT,
-                                    timeout_ms=int(seconds * 1000), at_ms=_now_ms()))
+            outbox.put(
+                pb.TaskEvent(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    kind=pb.REFRESH_TIMEOUT,
+                    timeout_ms=int(seconds * 1000),
+                    at_ms=_now_ms(),
+                )
+            )
 
         import json
 
@@ -297,11 +327,19 @@ class Worker:
             on_refresh=refresh,
         )
         if task is None:
-            self._report_failure(a, "UnknownTaskError", f"this worker has no task {a.task_name!r}", "", retryable=True)
+            self._report_failure(
+                a,
+                "UnknownTaskError",
+                f"this worker has no task {a.task_name!r}",
+                "",
+                retryable=True,
+            )
             return
         attempt = _Attempt(task, a, ctx)
         self.running[a.task_id] = attempt
-        outbox.put(pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=_now_ms()))
+        outbox.put(
+            pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=_now_ms())
+        )
         attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
 
     async def _execute(self, attempt: _Attempt) -> None:
@@ -322,36 +360,70 @@ class Worker:
                 self._finish_failure(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
                 return
             except NonRetryableError as exc:
-                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False)
+                self._finish_failure(
+                    attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False
+                )
                 return
             except RetryAfter as exc:
-                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(),
-                                     retryable=True, retry_after_ms=max(1, int(exc.seconds * 1000)))
+                self._finish_failure(
+                    attempt,
+                    type(exc).__name__,
+                    str(exc),
+                    traceback.format_exc(),
+                    retryable=True,
+                    retry_after_ms=max(1, int(exc.seconds * 1000)),
+                )
                 return
             except Exception as exc:
-                self._finish_failure(attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=True)
+                self._finish_failure(
+                    attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=True
+                )
                 return
             try:
                 output = task.encode_output(result)
-            except (pydantic_core.PydanticSerializationError, ValidationError, TypeError, ValueError) as exc:
+            except (
+                pydantic_core.PydanticSerializationError,
+                ValidationError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 self._finish_failure(
-                    attempt, "OutputSerializationError",
-                    f"the task's output could not be serialized to JSON: {exc}", "", retryable=True,
+                    attempt,
+                    "OutputSerializationError",
+                    f"the task's output could not be serialized to JSON: {exc}",
+                    "",
+                    retryable=True,
                 )
                 return
             limit = self.app.max_payload_bytes
             if len(output) > limit:
                 self._finish_failure(
-                    attempt, "PayloadTooLargeError",
+                    attempt,
+                    "PayloadTooLargeError",
                     f"the task's output is {len(output)} bytes, over the limit of {limit} bytes",
-                    "", retryable=False,
+                    "",
+                    retryable=False,
                 )
                 return
-            self._finish(attempt, pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.COMPLETED,
-                                               output=output, at_ms=_now_ms()))
+            self._finish(
+                attempt,
+                pb.TaskEvent(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    kind=pb.COMPLETED,
+                    output=output,
+                    at_ms=_now_ms(),
+                ),
+            )
         except Exception:  # a bug in the runtime itself must not leave the attempt hanging
             log.exception("worker %s: internal error running %s", self.name, a.run_id)
-            self._finish_failure(attempt, "WorkerError", "internal worker error", traceback.format_exc(), retryable=True)
+            self._finish_failure(
+                attempt,
+                "WorkerError",
+                "internal worker error",
+                traceback.format_exc(),
+                retryable=True,
+            )
 
     async def _call(self, attempt: _Attempt, value: Any) -> Any:
         """Runs the function, enforcing the (refreshable) execution timeout."""
@@ -397,14 +469,24 @@ class Worker:
             del self.running[attempt.assignment.task_id]
         assert self._outbox is not None
         self._outbox.put(event)
+        self._changed.set()
 
     def _finish_failure(
-        self, attempt: _Attempt, error_type: str, message: str, tb: str, *, retryable: bool, retry_after_ms: int = 0
+        self,
+        attempt: _Attempt,
+        error_type: str,
+        message: str,
+        tb: str,
+        *,
+        retryable: bool,
+        retry_after_ms: int = 0,
     ) -> None:
         a = attempt.assignment
         self._finish(attempt, _failure_event(a, error_type, message, tb, retryable, retry_after_ms))
 
-    def _report_failure(self, a: pb.Assignment, error_type: str, message: str, tb: str, *, retryable: bool) -> None:
+    def _report_failure(
+        self, a: pb.Assignment, error_type: str, message: str, tb: str, *, retryable: bool
+    ) -> None:
         assert self._outbox is not None
         self._outbox.put(_failure_event(a, error_type, message, tb, retryable, 0))
 

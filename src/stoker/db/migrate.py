@@ -32,9 +32,7 @@ def all_migrations() -> list[Migration]:
     for entry in (resources.files("stoker.db") / "migrations").iterdir():
         m = _FILE.match(entry.name)
         if m:
-            found.append(
-                Migration(int(m["version"]), m["name"], entry.read_text(encoding="utf-8"))
-            )
+            found.append(Migration(int(m["version"]), m["name"], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):

@@ -53,7 +53,9 @@ class Engine:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await open_pool(s.database_url, s.schema_name, max_size=s.pool_size, name="stoker-engine")
+        self.pool = await open_pool(
+            s.database_url, s.schema_name, max_size=s.pool_size, name="stoker-engine"
+        )
         db = Executor(self.pool)
         self.watcher = RunWatcher(db)
         scheduler_wake: list[Scheduler] = []
@@ -120,7 +122,13 @@ class Engine:
         if self._grpc.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._grpc.start()
-        log.info("stoker engine %s ready: grpc=%s http=%s:%d", self.engine_id, address, s.http_host, s.http_port)
+        log.info(
+            "stoker engine %s ready: grpc=%s http=%s:%d",
+            self.engine_id,
+            address,
+            s.http_host,
+            s.http_port,
+        )
 
     async def stop(self) -> None:
         """Stops accepting work, flushes buffers, then closes everything (safe to repeat)."""

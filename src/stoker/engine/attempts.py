@@ -61,7 +61,9 @@ class AttemptEnd:
         }
         kind = "TIMED_OUT" if ev.error.type == "TaskTimeoutError" else "FAILED"
         delay = ev.retry_after_ms if ev.retry_after_ms > 0 else -1
-        return cls(ev.task_id, ev.attempt, kind, error, retryable=not ev.non_retryable, delay_ms=delay)
+        return cls(
+            ev.task_id, ev.attempt, kind, error, retryable=not ev.non_retryable, delay_ms=delay
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,27 +61,35 @@ class EngineServicer(pb_grpc.EngineServicer):
         self._dispatcher = dispatcher
         self._watcher = watcher
 
-    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:  # type: ignore[type-arg]
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
         header = dict(context.invocation_metadata() or ()).get("authorization")
         token = bearer(header if isinstance(header, str) else None)
         return await self._auth.authenticate(token)
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:  # type: ignore[type-arg]
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, StokerError):
             context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
             await context.abort(status_for(exc), exc.message)
         log.exception("unexpected error in a gRPC handler")
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}"
+        )
 
-    async def RegisterTasks(self, request: pb.RegisterTasksRequest, context: grpc.aio.ServicerContext) -> pb.RegisterTasksResponse:  # type: ignore[type-arg]  # noqa: N802
+    async def RegisterTasks(
+        self, request: pb.RegisterTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterTasksResponse:
         try:
             p = await self._principal(context)
-            await self._ingest.register_tasks(p.tenant_id, [(t.name, t.config) for t in request.tasks])
+            await self._ingest.register_tasks(
+                p.tenant_id, [(t.name, t.config) for t in request.tasks]
+            )
         except Exception as exc:
             await self._fail(context, exc)
         return pb.RegisterTasksResponse()
 
-    async def Trigger(self, request: pb.TriggerRequest, context: grpc.aio.ServicerContext) -> pb.TriggerResponse:  # type: ignore[type-arg]  # noqa: N802
+    async def Trigger(
+        self, request: pb.TriggerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TriggerResponse:
         try:
             p = await self._principal(context)
             items = [
@@ -93,7 +101,9 @@ class EngineServicer(pb_grpc.EngineServicer):
             await self._fail(context, exc)
         return pb.TriggerResponse(run_ids=ids)
 
-    async def AwaitRuns(self, request: pb.AwaitRunsRequest, context: grpc.aio.ServicerContext) -> pb.AwaitRunsResponse:  # type: ignore[type-arg]  # noqa: N802
+    async def AwaitRuns(
+        self, request: pb.AwaitRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AwaitRunsResponse:
         try:
             p = await self._principal(context)
             try:
@@ -106,10 +116,10 @@ class EngineServicer(pb_grpc.EngineServicer):
             await self._fail(context, exc)
         return pb.AwaitRunsResponse(results=[_result(r) for r in rows])
 
-    async def Connect(  # noqa: N802
+    async def Connect(
         self,
         request_iterator: AsyncIterator[pb.WorkerMessage],
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.EngineMessage]:
         try:
             p = await self._principal(context)
@@ -118,14 +128,18 @@ class EngineServicer(pb_grpc.EngineServicer):
         except Exception as exc:
             await self._fail(context, exc)
 
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:  # type: ignore[type-arg]  # noqa: N802
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
         known = False
         try:
             await self._principal(context)
             try:
                 worker = uuid.UUID(request.worker_id)
             except ValueError:
-                raise InvalidRequestError(f"worker_id {request.worker_id!r} is not a UUID") from None
+                raise InvalidRequestError(
+                    f"worker_id {request.worker_id!r} is not a UUID"
+                ) from None
             known = await self._dispatcher.heartbeat(worker)
         except Exception as exc:
             await self._fail(context, exc)

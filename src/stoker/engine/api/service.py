@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -11,6 +13,14 @@ from fastapi import FastAPI
 from stoker.engine.service import Service
 
 log = logging.getLogger("stoker.engine.api")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the engine."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class ApiService(Service):
@@ -22,8 +32,7 @@ class ApiService(Service):
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
         )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -114,7 +114,9 @@ class Controllers(LoopService):
         finally:
             if self.is_leader:
                 self.is_leader = False
-                await self._db.execute("release_lease", ReleaseParams(LEADER_LEASE, self._engine_id))
+                await self._db.execute(
+                    "release_lease", ReleaseParams(LEADER_LEASE, self._engine_id)
+                )
 
     async def _hold_lease(self) -> bool:
         row = await self._db.fetchone(
@@ -134,7 +136,9 @@ class Controllers(LoopService):
             await self._reap_dead_workers()
 
     async def _expire_schedule_timeouts(self) -> None:
-        rows = await self._db.fetch("expire_schedule_timeouts", ExpireParams(_BATCH, _SCHEDULE_TIMEOUT_ERROR))
+        rows = await self._db.fetch(
+            "expire_schedule_timeouts", ExpireParams(_BATCH, _SCHEDULE_TIMEOUT_ERROR)
+        )
         if rows:
             log.info("%d queued tasks passed their schedule timeout", len(rows))
             self._attempts.watcher.finished(r["external_id"] for r in rows)
@@ -143,7 +147,9 @@ class Controllers(LoopService):
         rows = await self._db.fetch("expired_runtimes", LimitParams(_BATCH))
         if not rows:
             return
-        ended = await self._attempts.end([AttemptEnd.timed_out(r["task_id"], r["attempt"]) for r in rows])
+        ended = await self._attempts.end(
+            [AttemptEnd.timed_out(r["task_id"], r["attempt"]) for r in rows]
+        )
         by_worker: dict[int, list[tuple[int, int, str]]] = {}
         for r in ended:
             by_worker.setdefault(r["worker_id"], []).append(
@@ -157,13 +163,19 @@ class Controllers(LoopService):
         if not dead:
             return
         ids = [int(r["id"]) for r in dead]
-        log.warning("declared %d workers dead: %s", len(ids), ", ".join(str(r["external_id"]) for r in dead))
+        log.warning(
+            "declared %d workers dead: %s", len(ids), ", ".join(str(r["external_id"]) for r in dead)
+        )
         self._dispatcher.drop_workers(ids)
         held = await self._db.fetch("runtimes_of_workers", WorkerIdsParams(ids))
         await self._attempts.end(
             [
-                AttemptEnd.lost(r["task_id"], r["attempt"], "WORKER_LOST",
-                                "the worker stopped sending heartbeats")
+                AttemptEnd.lost(
+                    r["task_id"],
+                    r["attempt"],
+                    "WORKER_LOST",
+                    "the worker stopped sending heartbeats",
+                )
                 for r in held
             ]
         )

@@ -217,7 +217,9 @@ class Dispatcher(LoopService):
             raise InvalidRequestError("a worker needs at least one slot")
         row = await self._db.fetchone(
             "register_worker",
-            RegisterWorkerParams(tenant_id, external_id, reg.name or "worker", reg.slots, list(reg.task_names)),
+            RegisterWorkerParams(
+                tenant_id, external_id, reg.name or "worker", reg.slots, list(reg.task_names)
+            ),
         )
         if row is None:
             raise InvalidRequestError("that worker id belongs to another tenant")
@@ -227,7 +229,13 @@ class Dispatcher(LoopService):
             old.close()
         running = {r.task_id: r.attempt for r in reg.running}
         conn = WorkerConn(
-            worker_id, external_id, tenant_id, reg.name, reg.slots, frozenset(reg.task_names), running
+            worker_id,
+            external_id,
+            tenant_id,
+            reg.name,
+            reg.slots,
+            frozenset(reg.task_names),
+            running,
         )
         self._conns[worker_id] = conn
         stale = await self._db.fetch(
@@ -237,8 +245,12 @@ class Dispatcher(LoopService):
         if stale:
             await self._attempts.end(
                 [
-                    AttemptEnd.lost(r["task_id"], r["attempt"], "ASSIGNMENT_LOST",
-                                    "the worker reconnected without this attempt")
+                    AttemptEnd.lost(
+                        r["task_id"],
+                        r["attempt"],
+                        "ASSIGNMENT_LOST",
+                        "the worker reconnected without this attempt",
+                    )
                     for r in stale
                 ]
             )
@@ -269,7 +281,11 @@ class Dispatcher(LoopService):
                 freed |= conn.running.pop(ev.task_id, None) is not None
                 problem = self._output_problem(ev.output)
                 if problem:
-                    self._failed.append(AttemptEnd.failed(ev.task_id, ev.attempt, "InvalidOutput", problem, retryable=False))
+                    self._failed.append(
+                        AttemptEnd.failed(
+                            ev.task_id, ev.attempt, "InvalidOutput", problem, retryable=False
+                        )
+                    )
                 else:
                     self._completed.append(ev)
             elif ev.kind == pb.FAILED:

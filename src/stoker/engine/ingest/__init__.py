@@ -72,7 +72,9 @@ class TriggerInput:
 class _Pending:
     tenant_id: int
     rows: list[tuple[uuid.UUID, str, TaskConfig, TriggerInput]]
-    done: asyncio.Future[list[str]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[list[str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 _DEFS_TTL_S = 5.0
@@ -113,7 +115,9 @@ class Ingest(LoopService):
             try:
                 configs.append(TaskConfig.model_validate_json(raw or b"{}").model_dump_json())
             except ValidationError as exc:
-                raise InvalidRequestError(f"task {name!r} has an invalid configuration: {exc}") from None
+                raise InvalidRequestError(
+                    f"task {name!r} has an invalid configuration: {exc}"
+                ) from None
         await self._db.execute(
             "upsert_task_defs", UpsertDefsParams(tenant_id, [n for n, _ in defs], configs)
         )
@@ -165,12 +169,17 @@ class Ingest(LoopService):
                 try:
                     value = json.loads(raw)
                 except ValueError as exc:
-                    raise InvalidRequestError(f"{item.task_name}: {what} is not JSON: {exc}") from None
+                    raise InvalidRequestError(
+                        f"{item.task_name}: {what} is not JSON: {exc}"
+                    ) from None
                 if what == "additional_metadata" and not isinstance(value, dict):
-                    raise InvalidRequestError(f"{item.task_name}: additional_metadata must be an object")
+                    raise InvalidRequestError(
+                        f"{item.task_name}: additional_metadata must be an object"
+                    )
         if item.priority and not MIN_PRIORITY <= item.priority <= MAX_PRIORITY:
             raise InvalidRequestError(
-                f"{item.task_name}: priority {item.priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}"
+                f"{item.task_name}: priority {item.priority} is outside "
+                f"{MIN_PRIORITY}..{MAX_PRIORITY}"
             )
 
     async def run(self) -> None:
@@ -208,7 +217,9 @@ def _insert_params(tenant_id: int, group: list[_Pending]) -> InsertTasksParams:
             p.task_names.append(name)
             p.priorities.append(item.priority or config.priority)
             p.inputs.append(item.input.decode() if item.input else "null")
-            p.metadata.append(item.additional_metadata.decode() if item.additional_metadata else "{}")
+            p.metadata.append(
+                item.additional_metadata.decode() if item.additional_metadata else "{}"
+            )
             p.max_retries.append(config.retries)
             p.backoff_factors.append(config.backoff_factor)
             p.backoff_max_ms.append(int(config.backoff_max_seconds * 1000))

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor
+from stoker.db import Executor, Row
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
 from stoker.engine.service import LoopService, Signal
@@ -102,7 +102,7 @@ class Scheduler(LoopService):
         if not capacity:
             return False
         queues = sorted(capacity)
-        plan: dict[WorkerConn, list[int]] = {}
+        plan: dict[WorkerConn, list[Row]] = {}
         async with self._db.transaction() as tx:
             items = await tx.fetch(
                 "claim_queue_items",
@@ -110,13 +110,13 @@ class Scheduler(LoopService):
             )
             if not items:
                 return False
-            chosen = []
+            chosen: list[tuple[Row, WorkerConn]] = []
             for item in items:
-                conn = _pick(conns, item["queue"])
-                if conn is None:
+                target = _pick(conns, item["queue"])
+                if target is None:
                     continue
-                conn.running[item["task_id"]] = item["attempt"]
-                chosen.append((item, conn))
+                target.running[item["task_id"]] = item["attempt"]
+                chosen.append((item, target))
             if not chosen:
                 return False
             try:
@@ -154,8 +154,12 @@ class Scheduler(LoopService):
             ]
             if not self._dispatcher.deliver(conn, msgs):
                 lost += [
-                    AttemptEnd.lost(r["task_id"], r["attempt"], "ASSIGNMENT_LOST",
-                                    "the worker disconnected before the assignment reached it")
+                    AttemptEnd.lost(
+                        r["task_id"],
+                        r["attempt"],
+                        "ASSIGNMENT_LOST",
+                        "the worker disconnected before the assignment reached it",
+                    )
                     for r in assigned
                 ]
         if lost:

@@ -1,0 +1,93 @@
+-- The REST API's reads. Every statement is scoped to one tenant, and only external ids
+-- (UUIDs) leave these queries; bigint ids stay inside the engine.
+
+-- name: api_ping
+SELECT 1 AS ok;
+
+-- name: api_get_run
+-- One run with its current worker.
+SELECT t.id, t.external_id, t.task_name, t.status, t.input, t.output, t.error,
+       t.additional_metadata, t.priority, t.attempt, t.retry_count, t.max_retries,
+       t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id
+FROM task t
+LEFT JOIN worker w ON w.id = t.worker_id
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
+
+-- name: api_run_events
+-- The attempts of a run that ended other than by success, oldest first.
+SELECT e.attempt, e.kind, e.data, e.created_at, w.external_id AS worker_external_id
+FROM task_event e
+LEFT JOIN worker w ON w.id = e.worker_id
+WHERE e.task_id = %(task_id)s AND e.tenant_id = %(tenant_id)s
+ORDER BY e.attempt, e.id;
+
+-- name: api_list_runs
+-- A page of runs, newest first, keyset-paginated on (created_at, id) with the
+-- (tenant_id, created_at DESC, id DESC) index. The cursor names the last run of the previous
+-- page by its created_at and external id (resolved here to its bigint id, which never leaves
+-- the engine); the row comparison is an index qual.
+-- task_name, since and until are optional (NULL = no filter).
+SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
+       t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
+       t.finished_at, w.external_id AS worker_external_id
+FROM task t
+LEFT JOIN worker w ON w.id = t.worker_id
+WHERE t.tenant_id = %(tenant_id)s
+  AND (%(task_name)s::text IS NULL OR t.task_name = %(task_name)s::text)
+  AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
+  AND (t.created_at, t.id) < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+                              coalesce((SELECT id FROM task
+                                        WHERE tenant_id = %(tenant_id)s
+                                          AND external_id = %(cursor_run_id)s::uuid),
+                                       9223372036854775807))
+ORDER BY t.created_at DESC, t.id DESC
+LIMIT %(limit)s;
+
+-- name: api_list_runs_by_status
+-- Like api_list_runs for the given statuses. Each status is read on its own through the
+-- (tenant_id, status, created_at DESC) index with the page limit, and the small per-status
+-- pages are merged, so a filter on several statuses never sorts a whole status.
+SELECT p.*, w.external_id AS worker_external_id
+FROM unnest(%(statuses)s::text[]) AS s(status),
+     LATERAL (
+         SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
+                t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at,
+                t.started_at, t.finished_at, t.worker_id
+         FROM task t
+         WHERE t.tenant_id = %(tenant_id)s AND t.status = s.status
+           AND (%(task_name)s::text IS NULL OR t.task_name = %(task_name)s::text)
+           AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
+           AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
+           AND t.created_at <= coalesce(%(cursor_created_at)s::timestamptz, 'infinity')
+           AND (t.created_at, t.id)
+               < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+                  coalesce((SELECT id FROM task
+                            WHERE tenant_id = %(tenant_id)s
+                              AND external_id = %(cursor_run_id)s::uuid),
+                           9223372036854775807))
+         ORDER BY t.created_at DESC, t.id DESC
+         LIMIT %(limit)s
+     ) AS p
+LEFT JOIN worker w ON w.id = p.worker_id
+ORDER BY p.created_at DESC, p.id DESC
+LIMIT %(limit)s;
+
+-- name: api_list_workers
+-- The tenant's workers with how many attempts each holds (its task_runtime rows).
+-- statuses is optional (NULL = every status).
+SELECT w.external_id, w.name, w.status, w.slots, w.task_names, w.last_heartbeat_at,
+       w.connected_at, coalesce(r.running, 0) AS running
+FROM worker w
+LEFT JOIN LATERAL (
+    SELECT count(*) AS running FROM task_runtime tr WHERE tr.worker_id = w.id
+) r ON true
+WHERE w.tenant_id = %(tenant_id)s
+  AND (%(statuses)s::text[] IS NULL OR w.status = ANY(%(statuses)s::text[]))
+ORDER BY w.status, w.connected_at DESC, w.id DESC;
+
+-- name: api_list_task_defs
+SELECT name, config, updated_at
+FROM task_def
+WHERE tenant_id = %(tenant_id)s
+ORDER BY name;
