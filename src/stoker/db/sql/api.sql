@@ -25,15 +25,13 @@ ORDER BY e.attempt, e.id;
 -- A page of runs, newest first, keyset-paginated on (created_at, id) with the
 -- (tenant_id, created_at DESC, id DESC) index. The cursor names the last run of the previous
 -- page by its created_at and external id (resolved here to its bigint id, which never leaves
--- the engine); the row comparison is an index qual.
--- task_name, since and until are optional (NULL = no filter).
+-- the engine); the row comparison is an index qual. since and until may be NULL.
 SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
        t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
        t.finished_at, w.external_id AS worker_external_id
 FROM task t
 LEFT JOIN worker w ON w.id = t.worker_id
 WHERE t.tenant_id = %(tenant_id)s
-  AND (%(task_name)s::text IS NULL OR t.task_name = %(task_name)s::text)
   AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
   AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
   AND (t.created_at, t.id) < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
@@ -56,10 +54,38 @@ FROM unnest(%(statuses)s::text[]) AS s(status),
                 t.started_at, t.finished_at, t.worker_id
          FROM task t
          WHERE t.tenant_id = %(tenant_id)s AND t.status = s.status
-           AND (%(task_name)s::text IS NULL OR t.task_name = %(task_name)s::text)
            AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
            AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
            AND t.created_at <= coalesce(%(cursor_created_at)s::timestamptz, 'infinity')
+           AND (t.created_at, t.id)
+               < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+                  coalesce((SELECT id FROM task
+                            WHERE tenant_id = %(tenant_id)s
+                              AND external_id = %(cursor_run_id)s::uuid),
+                           9223372036854775807))
+         ORDER BY t.created_at DESC, t.id DESC
+         LIMIT %(limit)s
+     ) AS p
+LEFT JOIN worker w ON w.id = p.worker_id
+ORDER BY p.created_at DESC, p.id DESC
+LIMIT %(limit)s;
+
+-- name: api_list_runs_of_task
+-- Like api_list_runs_by_status for one task name, through the
+-- (tenant_id, task_name, status, created_at DESC, id DESC) index of migration 0002. Without a
+-- status filter the caller passes every status, so "failed runs of X" and "all runs of X"
+-- are both a few short range scans.
+SELECT p.*, w.external_id AS worker_external_id
+FROM unnest(%(statuses)s::text[]) AS s(status),
+     LATERAL (
+         SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
+                t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at,
+                t.started_at, t.finished_at, t.worker_id
+         FROM task t
+         WHERE t.tenant_id = %(tenant_id)s AND t.task_name = %(task_name)s
+           AND t.status = s.status
+           AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
+           AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
            AND (t.created_at, t.id)
                < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
                   coalesce((SELECT id FROM task

@@ -1,0 +1,143 @@
+"""The REST API's response models (they are the OpenAPI schema clients see)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunStatus(StrEnum):
+    """Where a run stands."""
+
+    QUEUED = "QUEUED"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class WorkerStatus(StrEnum):
+    """Whether a worker is connected."""
+
+    ACTIVE = "ACTIVE"
+    DEAD = "DEAD"
+    STOPPED = "STOPPED"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Health(_Model):
+    """The answer of ``GET /healthz``."""
+
+    status: str = Field(examples=["ok"])
+
+
+class ErrorDetail(_Model):
+    """What went wrong: ``type`` is a stable name, ``message`` says what to do."""
+
+    type: str = Field(examples=["NotFoundError"])
+    message: str
+
+
+class ErrorBody(_Model):
+    """Every 4xx/5xx answer of the API has this shape."""
+
+    error: ErrorDetail
+
+
+class RunError(_Model):
+    """The exception that ended an attempt (raised on the worker, or the engine's reason)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class Attempt(_Model):
+    """One attempt of a run.
+
+    ``status`` is the run's status for the current attempt, else how the attempt ended:
+    FAILED, TIMED_OUT, WORKER_LOST, ASSIGNMENT_LOST, CANCELLED or SCHEDULE_TIMEOUT.
+    """
+
+    number: int
+    status: str
+    error: RunError | None = None
+    worker_id: uuid.UUID | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunSummary(_Model):
+    """A run as listed: everything but its input, output and attempts."""
+
+    run_id: uuid.UUID
+    task_name: str
+    status: RunStatus
+    error: RunError | None = None
+    additional_metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: int
+    attempt: int
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = Field(
+        default=None, description="finished_at - started_at, once the run has finished"
+    )
+    worker_id: uuid.UUID | None = Field(
+        default=None, description="The worker holding (or that last held) the run"
+    )
+
+
+class RunDetail(RunSummary):
+    """A run with its input, output and the story of its attempts."""
+
+    input: Any = None
+    output: Any = None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class RunPage(_Model):
+    """One page of runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[RunSummary]
+    next_cursor: str | None = None
+
+
+class Worker(_Model):
+    """A worker of the tenant and how busy it is."""
+
+    worker_id: uuid.UUID
+    name: str
+    status: WorkerStatus
+    slots: int
+    running: int = Field(description="Attempts assigned to the worker and not yet ended")
+    free_slots: int
+    task_names: list[str]
+    last_heartbeat_at: datetime
+    connected_at: datetime
+
+
+class WorkerList(_Model):
+    items: list[Worker]
+
+
+class TaskDef(_Model):
+    """A task definition as workers registered it."""
+
+    name: str
+    config: dict[str, Any]
+    updated_at: datetime
+
+
+class TaskDefList(_Model):
+    items: list[TaskDef]
