@@ -344,6 +344,9 @@ async def test_finished_runs_have_outcome_and_duration(env: Env) -> None:
     )
     run = (await env.get(f"/api/v1/runs/{failed}")).json()
     assert run["error"] == error
+    # lists carry the error without its traceback
+    listed = (await env.get("/api/v1/runs", status="FAILED")).json()["items"]
+    assert [r["error"] for r in listed] == [{"type": "KeyError", "message": "'x'"}]
     assert [(a["number"], a["status"], a["error"]) for a in run["attempts"]] == [
         (0, "FAILED", error)
     ]

@@ -25,10 +25,11 @@ ORDER BY e.attempt, e.id;
 -- A page of runs, newest first, keyset-paginated on (created_at, id) with the
 -- (tenant_id, created_at DESC, id DESC) index. The cursor names the last run of the previous
 -- page by its created_at and external id (resolved here to its bigint id, which never leaves
--- the engine); the row comparison is an index qual. since and until may be NULL.
-SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
-       t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
-       t.finished_at, w.external_id AS worker_external_id
+-- the engine); the row comparison is an index qual. since and until may be NULL. Listed
+-- errors leave out their tracebacks, which only the single-run read returns.
+SELECT t.id, t.external_id, t.task_name, t.status, t.error - 'traceback' AS error,
+       t.additional_metadata, t.priority, t.attempt, t.retry_count, t.max_retries,
+       t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id
 FROM task t
 LEFT JOIN worker w ON w.id = t.worker_id
 WHERE t.tenant_id = %(tenant_id)s
@@ -49,9 +50,10 @@ LIMIT %(limit)s;
 SELECT p.*, w.external_id AS worker_external_id
 FROM unnest(%(statuses)s::text[]) AS s(status),
      LATERAL (
-         SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
-                t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at,
-                t.started_at, t.finished_at, t.worker_id
+         SELECT t.id, t.external_id, t.task_name, t.status,
+                t.error - 'traceback' AS error, t.additional_metadata, t.priority,
+                t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
+                t.finished_at, t.worker_id
          FROM task t
          WHERE t.tenant_id = %(tenant_id)s AND t.status = s.status
            AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
@@ -78,9 +80,10 @@ LIMIT %(limit)s;
 SELECT p.*, w.external_id AS worker_external_id
 FROM unnest(%(statuses)s::text[]) AS s(status),
      LATERAL (
-         SELECT t.id, t.external_id, t.task_name, t.status, t.error, t.additional_metadata,
-                t.priority, t.attempt, t.retry_count, t.max_retries, t.created_at,
-                t.started_at, t.finished_at, t.worker_id
+         SELECT t.id, t.external_id, t.task_name, t.status,
+                t.error - 'traceback' AS error, t.additional_metadata, t.priority,
+                t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
+                t.finished_at, t.worker_id
          FROM task t
          WHERE t.tenant_id = %(tenant_id)s AND t.task_name = %(task_name)s
            AND t.status = s.status

@@ -28,6 +28,7 @@ from stoker.db import Executor, NoParams, Row
 from stoker.engine.api.models import (
     Attempt,
     ErrorBody,
+    ErrorSummary,
     Health,
     RunDetail,
     RunError,
@@ -181,6 +182,11 @@ def _run_error(value: Any) -> RunError | None:
         message=str(value.get("message") or ""),
         traceback=str(value.get("traceback") or ""),
     )
+
+
+def _error_summary(value: Any) -> ErrorSummary | None:
+    error = _run_error(value)
+    return ErrorSummary(type=error.type, message=error.message) if error else None
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -378,7 +384,10 @@ async def list_runs(
     if len(rows) > limit:
         last = page[-1]
         next_cursor = encode_cursor(last["created_at"], last["external_id"])
-    return RunPage(items=[RunSummary(**_summary_fields(r)) for r in page], next_cursor=next_cursor)
+    items = [
+        RunSummary(**(_summary_fields(r) | {"error": _error_summary(r["error"])})) for r in page
+    ]
+    return RunPage(items=items, next_cursor=next_cursor)
 
 
 @api.get("/workers", response_model=WorkerList, tags=["workers"])

@@ -52,11 +52,16 @@ class ErrorBody(_Model):
     error: ErrorDetail
 
 
-class RunError(_Model):
-    """The exception that ended an attempt (raised on the worker, or the engine's reason)."""
+class ErrorSummary(_Model):
+    """What ended an attempt, as run lists show it (without the traceback)."""
 
     type: str
     message: str
+
+
+class RunError(ErrorSummary):
+    """The exception that ended an attempt (raised on the worker, or the engine's reason)."""
+
     traceback: str = ""
 
 
@@ -81,7 +86,7 @@ class RunSummary(_Model):
     run_id: uuid.UUID
     task_name: str
     status: RunStatus
-    error: RunError | None = None
+    error: ErrorSummary | None = None
     additional_metadata: dict[str, Any] = Field(default_factory=dict)
     priority: int
     attempt: int
@@ -99,8 +104,9 @@ class RunSummary(_Model):
 
 
 class RunDetail(RunSummary):
-    """A run with its input, output and the story of its attempts."""
+    """A run with its input, output, full error and the story of its attempts."""
 
+    error: RunError | None = None
     input: Any = None
     output: Any = None
     attempts: list[Attempt] = Field(default_factory=list)
