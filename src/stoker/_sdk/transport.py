@@ -119,9 +119,10 @@ class Transport:
             try:
                 return method(self.stub())(request, metadata=self.metadata, timeout=timeout)
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
+                left = deadline - time.monotonic()
+                if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
-            time.sleep(delay)
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
     async def acall(
@@ -140,9 +141,10 @@ class Transport:
                     request, metadata=self.metadata, timeout=timeout
                 )
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
+                left = deadline - time.monotonic()
+                if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
     def _error(self, exc: grpc.RpcError) -> errors.StokerError:

@@ -172,6 +172,8 @@ class Worker:
                 log.warning(
                     "worker %s: stream to the engine lost (%s); reconnecting", self.name, err
                 )
+            except ConnectionError as exc:
+                log.warning("worker %s: %s; reconnecting", self.name, exc)
             finally:
                 if self.connected is not None:
                     self.connected.clear()

@@ -1,0 +1,195 @@
+"""Delivery guarantees under failure: processes are killed, paused and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+
+from stoker import AuthenticationError, EngineUnavailableError, Stoker
+from stoker._proto import engine_pb2 as pb
+from tests.apps import basic
+from tests.apps.basic import Greet, Sleep
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def app(engine: Any, tenant: Any) -> Stoker:
+    return basic.declare(
+        Stoker(address=engine.grpc_address, token=tenant.token, connect_timeout=30)
+    )
+
+
+def query(db_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(db_url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Polls a state check until it holds (bounded), returning its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_of(db_url: str, run_id: str) -> str:
+    return str(
+        query(db_url, "SELECT status FROM stoker.task WHERE external_id = %s", run_id)[0]["status"]
+    )
+
+
+def test_killed_worker_tasks_are_requeued_to_another_worker(
+    app: Stoker, engine: Any, worker_factory: Any
+) -> None:
+    doomed = worker_factory("tests.apps.basic:app", slots=4, name="doomed")
+    ref = app.tasks["slow"].run_no_wait(Sleep(seconds=1.5, tag="x"))
+    wait_until(lambda: status_of(engine.db_url, ref.run_id) == "RUNNING", what="the run to start")
+    doomed.kill()
+    worker_factory("tests.apps.basic:app", slots=4, name="survivor")
+    out = ref.result(timeout=60)
+    assert out["pid"] != doomed.pid
+    assert out["attempt"] == 1
+    row = query(
+        engine.db_url,
+        "SELECT attempt, retry_count FROM stoker.task WHERE external_id = %s",
+        ref.run_id,
+    )[0]
+    assert row == {"attempt": 1, "retry_count": 0}  # a lost worker does not use up a retry
+    kinds = [
+        e["kind"]
+        for e in query(
+            engine.db_url,
+            "SELECT e.kind FROM stoker.task_event e JOIN stoker.task t ON t.id = e.task_id"
+            " WHERE t.external_id = %s",
+            ref.run_id,
+        )
+    ]
+    assert kinds == ["WORKER_LOST"]
+
+
+def test_late_result_of_a_requeued_attempt_is_ignored(
+    app: Stoker, engine: Any, worker_factory: Any
+) -> None:
+    paused = worker_factory("tests.apps.basic:app", slots=1, name="paused")
+    ref = app.tasks["slow"].run_no_wait(Sleep(seconds=1.0, tag="late"))
+    wait_until(lambda: status_of(engine.db_url, ref.run_id) == "RUNNING", what="the run to start")
+    os.kill(paused.pid, signal.SIGSTOP)  # alive but silent: no heartbeats, no results
+    try:
+        other = worker_factory("tests.apps.basic:app", slots=1, name="other")
+        out = ref.result(timeout=60)
+        assert out["attempt"] == 1 and out["pid"] == other.pid
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    # The paused worker wakes up, finishes attempt 0 and reports it; the engine must keep
+    # attempt 1's output. Wait until the paused worker has re-registered, proof it ran on.
+    wait_until(
+        lambda: query(
+            engine.db_url, "SELECT 1 FROM stoker.worker WHERE name = 'paused' AND status = 'ACTIVE'"
+        ),
+        what="the paused worker to come back",
+    )
+    time.sleep(0.5)  # let a late report, if any, be flushed before checking it was ignored
+    row = query(
+        engine.db_url,
+        "SELECT status, attempt, output FROM stoker.task WHERE external_id = %s",
+        ref.run_id,
+    )[0]
+    assert (
+        row["status"] == "COMPLETED" and row["attempt"] == 1 and row["output"]["pid"] == other.pid
+    )
+
+
+def test_engine_killed_mid_drain_loses_nothing(
+    app: Stoker, engine_factory: Any, tenant_factory: Any, worker_factory: Any
+) -> None:
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    client = basic.declare(Stoker(address=eng.grpc_address, token=ten.token, connect_timeout=60))
+    refs = client.tasks["slow"].run_many([Sleep(seconds=0.05, tag=str(i)) for i in range(300)])
+    worker_factory("tests.apps.basic:app", slots=20, engine=eng, tenant=ten)
+    wait_until(
+        lambda: (
+            query(eng.db_url, "SELECT count(*) AS n FROM stoker.task WHERE status = 'COMPLETED'")[
+                0
+            ]["n"]
+            > 30
+        ),
+        what="some runs to complete",
+    )
+    eng.kill()
+    eng.restart()
+    outs = [r.result(timeout=90) for r in refs]
+    assert sorted(o["tag"] for o in outs) == sorted(str(i) for i in range(300))
+    rows = query(eng.db_url, "SELECT status, count(*) AS n FROM stoker.task GROUP BY status")
+    assert rows == [{"status": "COMPLETED", "n": 300}]
+    assert query(eng.db_url, "SELECT count(*) AS n FROM stoker.task_runtime")[0]["n"] == 0
+
+
+def test_invalid_or_missing_token_is_rejected(engine: Any) -> None:
+    bad = basic.declare(Stoker(address=engine.grpc_address, token="stk_not-a-token"))
+    with pytest.raises(AuthenticationError, match="invalid API token"):
+        bad.tasks["greet"].run_no_wait(Greet(name="x"))
+    channel = grpc.insecure_channel(engine.grpc_address)
+    from stoker._proto import engine_pb2_grpc as pb_grpc
+
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.EngineStub(channel).Trigger(pb.TriggerRequest(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "missing API token" in (info.value.details() or "")
+    channel.close()
+
+
+def test_unreachable_engine_raises_a_clear_error_after_retrying() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = basic.declare(Stoker(address=f"127.0.0.1:{port}", token="stk_x", connect_timeout=1.5))
+    t0 = time.monotonic()
+    with pytest.raises(EngineUnavailableError, match=f"127.0.0.1:{port}.*is it running"):
+        app.tasks["greet"].run_no_wait(Greet(name="x"))
+    assert time.monotonic() - t0 >= 1.0  # it retried before giving up
+
+
+def test_garbage_on_the_wire_does_not_take_the_engine_down(
+    app: Stoker, engine: Any, tenant: Any, worker_factory: Any
+) -> None:
+    host, port = engine.grpc_address.split(":")
+    for junk in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096)):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(junk)
+    channel = grpc.insecure_channel(engine.grpc_address)
+    raw = channel.unary_unary("/stoker.v1.Engine/Trigger")
+    with pytest.raises(grpc.RpcError) as info:
+        raw(
+            b"\xff\xfe not a protobuf",
+            metadata=(("authorization", f"Bearer {tenant.token}"),),
+            timeout=5,
+        )
+    # gRPC itself rejects a message that does not parse, before any handler runs.
+    assert "Wire format was corrupt" in (info.value.details() or "")
+    too_big = pb.TriggerRequest(
+        items=[pb.TriggerItem(task_name="greet", input=b'"' + b"x" * (5 * 1024 * 1024) + b'"')]
+    )
+    stub = channel.unary_unary(
+        "/stoker.v1.Engine/Trigger", request_serializer=lambda m: m.SerializeToString()
+    )
+    app.register()
+    with pytest.raises(grpc.RpcError) as info:
+        stub(too_big, metadata=(("authorization", f"Bearer {tenant.token}"),), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "over the limit" in (info.value.details() or "")
+    channel.close()
+    worker_factory("tests.apps.basic:app", slots=2)
+    assert app.tasks["greet"].run(Greet(name="still here"))["message"] == "hello still here"
