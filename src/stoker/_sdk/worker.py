@@ -224,8 +224,11 @@ class Worker:
             )
             if reader in done or sender in done:
                 for t in (reader, sender):
-                    if t.done() and t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]
+                    exc = t.exception() if t.done() else None
+                    if isinstance(exc, grpc.RpcError):
+                        raise exc
+                    if exc is not None:
+                        raise ConnectionResetError(f"the stream broke: {exc!r}") from exc
                 raise ConnectionResetError("the engine closed the stream")
             if reconnect in done:
                 raise ConnectionResetError("the engine no longer knows this worker")
