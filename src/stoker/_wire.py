@@ -1,12 +1,134 @@
-"""Shapes shared by the SDK and the engine beyond the protobuf messages."""
+"""Shapes shared by the SDK and the engine beyond the protobuf messages.
+
+The policy types (:class:`ConcurrencyExpression`, :class:`RateLimit`,
+:class:`DesiredWorkerLabel`) are public: users build them in ``@app.task(...)`` and the same
+models travel, as JSON, inside a task definition.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIN_PRIORITY = 1
 MAX_PRIORITY = 3
 DEFAULT_PRIORITY = 1
+
+
+class ConcurrencyLimitStrategy(StrEnum):
+    """What happens to a run whose concurrency key already has ``max_runs`` runs."""
+
+    GROUP_ROUND_ROBIN = "GROUP_ROUND_ROBIN"
+    """It waits; waiting keys are served fairly."""
+    CANCEL_IN_PROGRESS = "CANCEL_IN_PROGRESS"
+    """It is admitted, and the oldest run of the key is cancelled."""
+    CANCEL_NEWEST = "CANCEL_NEWEST"
+    """It is cancelled."""
+
+
+class ConcurrencyExpression(BaseModel):
+    """A concurrency limit: at most ``max_runs`` runs per value of ``expression``.
+
+    ``expression`` is CEL over ``input`` and ``additional_metadata``, e.g.
+    ``"input.customer_id"``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    expression: str
+    max_runs: int = Field(default=1, ge=1)
+    limit_strategy: ConcurrencyLimitStrategy = ConcurrencyLimitStrategy.GROUP_ROUND_ROBIN
+
+
+class RateLimitDuration(StrEnum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+
+
+DURATION_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+class RateLimit(BaseModel):
+    """Rate-limit units a run consumes when it starts.
+
+    Either ``static_key`` (a limit created with ``app.rate_limits.put``) or ``dynamic_key``
+    (CEL over ``input``/``additional_metadata``; then ``limit`` and ``duration`` are
+    required). ``units`` and ``limit`` may be ints or CEL expressions.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    static_key: str | None = None
+    dynamic_key: str | None = None
+    units: int | str = 1
+    limit: int | str | None = None
+    duration: RateLimitDuration | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> RateLimit:
+        if (self.static_key is None) == (self.dynamic_key is None):
+            raise ValueError("a RateLimit needs exactly one of static_key and dynamic_key")
+        if self.dynamic_key is not None and (self.limit is None or self.duration is None):
+            raise ValueError("a dynamic RateLimit needs limit and duration")
+        if self.static_key is not None and (self.limit is not None or self.duration is not None):
+            raise ValueError(
+                "a static RateLimit takes its limit from app.rate_limits.put(); "
+                "do not pass limit or duration"
+            )
+        if isinstance(self.units, int) and self.units < 1:
+            raise ValueError("units must be at least 1")
+        return self
+
+
+class WorkerLabelComparator(StrEnum):
+    EQUAL = "EQUAL"
+    NOT_EQUAL = "NOT_EQUAL"
+    GREATER_THAN = "GREATER_THAN"
+    GREATER_THAN_OR_EQUAL = "GREATER_THAN_OR_EQUAL"
+    LESS_THAN = "LESS_THAN"
+    LESS_THAN_OR_EQUAL = "LESS_THAN_OR_EQUAL"
+
+
+class DesiredWorkerLabel(BaseModel):
+    """A label a task wants on its worker: ``required``, or preferred with ``weight``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: str | int
+    required: bool = False
+    weight: int = Field(default=100, ge=0)
+    comparator: WorkerLabelComparator = WorkerLabelComparator.EQUAL
+
+    def matches(self, actual: Any) -> bool:
+        """Whether a worker's label value satisfies this one."""
+        if actual is None:
+            return False
+        c = self.comparator
+        if c in (WorkerLabelComparator.EQUAL, WorkerLabelComparator.NOT_EQUAL):
+            same = str(actual) == str(self.value)
+            return same if c is WorkerLabelComparator.EQUAL else not same
+        try:
+            a, v = float(actual), float(self.value)
+        except (TypeError, ValueError):
+            return False
+        if c is WorkerLabelComparator.GREATER_THAN:
+            return a > v
+        if c is WorkerLabelComparator.GREATER_THAN_OR_EQUAL:
+            return a >= v
+        if c is WorkerLabelComparator.LESS_THAN:
+            return a < v
+        return a <= v
+
+
+class StickyStrategy(StrEnum):
+    SOFT = "soft"
+    """Prefer the worker that ran the run's earlier tasks."""
+    HARD = "hard"
+    """Only that worker."""
 
 
 class TaskConfig(BaseModel):
@@ -21,3 +143,9 @@ class TaskConfig(BaseModel):
     execution_timeout_ms: int = Field(default=60_000, ge=0)
     schedule_timeout_ms: int = Field(default=300_000, ge=0)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    slot_cost: int = Field(default=1, ge=1)
+    durable: bool = False
+    concurrency: list[ConcurrencyExpression] = Field(default_factory=list)
+    rate_limits: list[RateLimit] = Field(default_factory=list)
+    desired_worker_labels: dict[str, DesiredWorkerLabel] = Field(default_factory=dict)
+    sticky: StickyStrategy | None = None

@@ -34,6 +34,8 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     COMPLETED: _EventKind.ValueType  # 2
     FAILED: _EventKind.ValueType  # 3
     REFRESH_TIMEOUT: _EventKind.ValueType  # 4
+    RELEASE_SLOT: _EventKind.ValueType  # 5
+    """The attempt keeps running but gives its slots back to the worker."""
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper): ...
 
@@ -42,7 +44,49 @@ STARTED: EventKind.ValueType  # 1
 COMPLETED: EventKind.ValueType  # 2
 FAILED: EventKind.ValueType  # 3
 REFRESH_TIMEOUT: EventKind.ValueType  # 4
+RELEASE_SLOT: EventKind.ValueType  # 5
+"""The attempt keeps running but gives its slots back to the worker."""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
+@_typing.final
+class PutRateLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    limit: _builtins.int
+    duration_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "key", b"key", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutRateLimitRequest: _TypeAlias = PutRateLimitRequest  # noqa: Y015
+
+@_typing.final
+class PutRateLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutRateLimitResponse: _TypeAlias = PutRateLimitResponse  # noqa: Y015
 
 @_typing.final
 class TaskDefinition(_message.Message):
@@ -111,6 +155,7 @@ class TriggerItem(_message.Message):
     ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     RUN_AT_MS_FIELD_NUMBER: _builtins.int
+    DESIRED_WORKER_ID_FIELD_NUMBER: _builtins.int
     task_name: _builtins.str
     input: _builtins.bytes
     additional_metadata: _builtins.bytes
@@ -118,6 +163,8 @@ class TriggerItem(_message.Message):
     """0 means "the task's default priority"."""
     run_at_ms: _builtins.int
     """Unix epoch milliseconds; 0 means now."""
+    desired_worker_id: _builtins.str
+    """The external id of a worker to prefer (required when the task is hard-sticky)."""
     def __init__(
         self,
         *,
@@ -126,10 +173,11 @@ class TriggerItem(_message.Message):
         additional_metadata: _builtins.bytes = ...,
         priority: _builtins.int = ...,
         run_at_ms: _builtins.int = ...,
+        desired_worker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "input", b"input", "priority", b"priority", "run_at_ms", b"run_at_ms", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "desired_worker_id", b"desired_worker_id", "input", b"input", "priority", b"priority", "run_at_ms", b"run_at_ms", "task_name", b"task_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,10 +353,16 @@ class WorkerRegistration(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     TASK_NAMES_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    DURABLE_SLOTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable for the worker process's life, so a reconnect is the same worker."""
     name: _builtins.str
     slots: _builtins.int
+    labels: _builtins.bytes
+    """JSON object of the worker's labels."""
+    durable_slots: _builtins.int
+    """A separate pool of slots for durable tasks."""
     @_builtins.property
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -323,14 +377,37 @@ class WorkerRegistration(_message.Message):
         slots: _builtins.int = ...,
         task_names: _abc.Iterable[_builtins.str] | None = ...,
         running: _abc.Iterable[Global___TaskRef] | None = ...,
+        labels: _builtins.bytes = ...,
+        durable_slots: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "running", b"running", "slots", b"slots", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["durable_slots", b"durable_slots", "labels", b"labels", "name", b"name", "running", b"running", "slots", b"slots", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerRegistration: _TypeAlias = WorkerRegistration  # noqa: Y015
+
+@_typing.final
+class WorkerLabels(_message.Message):
+    """The worker's labels changed (JSON object, replaces the previous labels)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    labels: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        labels: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerLabels: _TypeAlias = WorkerLabels  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
@@ -428,24 +505,28 @@ class WorkerMessage(_message.Message):
     REGISTER_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
     def events(self) -> Global___TaskEvents: ...
     @_builtins.property
     def draining(self) -> Global___Draining: ...
+    @_builtins.property
+    def labels(self) -> Global___WorkerLabels: ...
     def __init__(
         self,
         *,
         register: Global___WorkerRegistration | None = ...,
         events: Global___TaskEvents | None = ...,
         draining: Global___Draining | None = ...,
+        labels: Global___WorkerLabels | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

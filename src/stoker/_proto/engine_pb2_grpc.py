@@ -59,6 +59,11 @@ class EngineStub:
                 request_serializer=stoker_dot___proto_dot_engine__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=stoker_dot___proto_dot_engine__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.PutRateLimit = channel.unary_unary(
+                '/stoker.v1.Engine/PutRateLimit',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -102,6 +107,13 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutRateLimit(self, request, context):
+        """Creates or updates a static rate limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +141,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=stoker_dot___proto_dot_engine__pb2.HeartbeatRequest.FromString,
                     response_serializer=stoker_dot___proto_dot_engine__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'PutRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRateLimit,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class Engine:
             '/stoker.v1.Engine/Heartbeat',
             stoker_dot___proto_dot_engine__pb2.HeartbeatRequest.SerializeToString,
             stoker_dot___proto_dot_engine__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/PutRateLimit',
+            stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.FromString,
             options,
             channel_credentials,
             insecure,

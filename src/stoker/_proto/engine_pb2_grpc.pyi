@@ -51,6 +51,8 @@ class EngineStub:
     """Liveness, sent from a dedicated thread of the worker so that a blocked event loop
     cannot make a healthy worker look dead.
     """
+    PutRateLimit: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PutRateLimitRequest, _engine_pb2.PutRateLimitResponse]
+    """Creates or updates a static rate limit."""
 
 @_typing.type_check_only
 class EngineAsyncStub(EngineStub):
@@ -71,6 +73,8 @@ class EngineAsyncStub(EngineStub):
     """Liveness, sent from a dedicated thread of the worker so that a blocked event loop
     cannot make a healthy worker look dead.
     """
+    PutRateLimit: _aio.UnaryUnaryMultiCallable[_engine_pb2.PutRateLimitRequest, _engine_pb2.PutRateLimitResponse]  # type: ignore[assignment]
+    """Creates or updates a static rate limit."""
 
 class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -118,5 +122,13 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         """Liveness, sent from a dedicated thread of the worker so that a blocked event loop
         cannot make a healthy worker look dead.
         """
+
+    @_abc_1.abstractmethod
+    def PutRateLimit(
+        self,
+        request: _engine_pb2.PutRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PutRateLimitResponse, _abc.Awaitable[_engine_pb2.PutRateLimitResponse]]:
+        """Creates or updates a static rate limit."""
 
 def add_EngineServicer_to_server(servicer: EngineServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
