@@ -12,10 +12,19 @@ This module is the SDK's whole public surface::
 
 __version__ = "0.1.0"
 
-from stoker._sdk.client import Stoker
+from stoker._sdk.client import RateLimits, Stoker
 from stoker._sdk.context import Context
 from stoker._sdk.task import RunRef, Task
 from stoker._sdk.worker import Worker
+from stoker._wire import (
+    ConcurrencyExpression,
+    ConcurrencyLimitStrategy,
+    DesiredWorkerLabel,
+    RateLimit,
+    RateLimitDuration,
+    StickyStrategy,
+    WorkerLabelComparator,
+)
 from stoker.errors import (
     AuthenticationError,
     ConfigError,
@@ -36,18 +45,25 @@ from stoker.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "ConcurrencyExpression",
+    "ConcurrencyLimitStrategy",
     "ConfigError",
     "Context",
     "DeclarationError",
+    "DesiredWorkerLabel",
     "EngineUnavailableError",
     "InvalidRequestError",
     "NonRetryableError",
     "NotFoundError",
     "OutputSerializationError",
     "PayloadTooLargeError",
+    "RateLimit",
+    "RateLimitDuration",
+    "RateLimits",
     "RetryAfter",
     "RunCancelledError",
     "RunRef",
+    "StickyStrategy",
     "Stoker",
     "StokerError",
     "Task",
@@ -55,5 +71,6 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "Worker",
+    "WorkerLabelComparator",
     "__version__",
 ]

@@ -75,6 +75,7 @@ class EngineSettings(BaseSettings):
     flush_max_items: int = 1000
     scheduler_batch: int = 1000
     scheduler_poll_s: float = 1.0
+    scheduler_defer_ms: int = 250
     heartbeat_interval_s: float = 2.0
     worker_dead_after_s: float = 10.0
     controller_interval_s: float = 1.0

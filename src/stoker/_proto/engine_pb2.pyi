@@ -328,17 +328,24 @@ class TaskRef(_message.Message):
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    SLOT_COST_FIELD_NUMBER: _builtins.int
+    DURABLE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
+    slot_cost: _builtins.int
+    """What the attempt holds of the worker's slots (0 once released)."""
+    durable: _builtins.bool
     def __init__(
         self,
         *,
         task_id: _builtins.int = ...,
         attempt: _builtins.int = ...,
+        slot_cost: _builtins.int = ...,
+        durable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "durable", b"durable", "slot_cost", b"slot_cost", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -544,6 +551,8 @@ class Assignment(_message.Message):
     ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
     RETRY_COUNT_FIELD_NUMBER: _builtins.int
     EXECUTION_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    SLOT_COST_FIELD_NUMBER: _builtins.int
+    DURABLE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     run_id: _builtins.str
@@ -553,6 +562,9 @@ class Assignment(_message.Message):
     retry_count: _builtins.int
     execution_timeout_ms: _builtins.int
     """0 means no execution timeout."""
+    slot_cost: _builtins.int
+    """The worker slots the attempt takes, and from which pool."""
+    durable: _builtins.bool
     def __init__(
         self,
         *,
@@ -564,10 +576,12 @@ class Assignment(_message.Message):
         additional_metadata: _builtins.bytes = ...,
         retry_count: _builtins.int = ...,
         execution_timeout_ms: _builtins.int = ...,
+        slot_cost: _builtins.int = ...,
+        durable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "execution_timeout_ms", b"execution_timeout_ms", "input", b"input", "retry_count", b"retry_count", "run_id", b"run_id", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "durable", b"durable", "execution_timeout_ms", b"execution_timeout_ms", "input", b"input", "retry_count", b"retry_count", "run_id", b"run_id", "slot_cost", b"slot_cost", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

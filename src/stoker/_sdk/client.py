@@ -5,13 +5,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
+
+import pydantic_core
 
 from stoker._proto import engine_pb2 as pb
-from stoker._sdk.task import RunRef, Task, TaskFn, TaskOptions
+from stoker._sdk.task import (
+    RunOptions,
+    RunRef,
+    Task,
+    TaskArgs,
+    TaskFn,
+    TaskOptions,
+    trigger_item,
+)
 from stoker._sdk.transport import Transport
-from stoker.config import ClientSettings
-from stoker.errors import DeclarationError
+from stoker._wire import DURATION_MS
+from stoker.config import ClientSettings, parse_duration
+from stoker.errors import DeclarationError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     from stoker._sdk.worker import Worker
@@ -42,6 +53,8 @@ class Stoker:
             "connect_timeout_s": connect_timeout,
         }
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.rate_limits = RateLimits(self)
+        """Static rate limits: ``app.rate_limits.put("openai", limit=100, duration="minute")``."""
         self._transport: Transport | None = None
         self._registered: set[str] = set()
         self._lock = threading.Lock()
@@ -78,48 +91,22 @@ class Stoker:
 
     @overload
     def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        backoff_factor: float | None = None,
-        backoff_max_seconds: float = 3600.0,
-        execution_timeout: str | float | timedelta | None = "60s",
-        schedule_timeout: str | float | timedelta | None = "5m",
-        priority: int = 1,
+        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
     ) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        backoff_factor: float | None = None,
-        backoff_max_seconds: float = 3600.0,
-        execution_timeout: str | float | timedelta | None = "60s",
-        schedule_timeout: str | float | timedelta | None = "5m",
-        priority: int = 1,
+        self, fn: F | None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
     ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
         """Declares a task; use bare (``@app.task``) or with options (``@app.task(retries=3)``).
 
         The function takes ``(input, ctx)``; ``input`` annotated with a pydantic model is
-        validated before a run is enqueued. ``execution_timeout``/``schedule_timeout`` take
-        ``"30s"``, ``"5m"``, seconds or a timedelta (None: no limit). With ``backoff_factor``
-        the n-th retry waits ``backoff_factor ** (n - 1)`` seconds, capped at
-        ``backoff_max_seconds``; without it retries start at once.
+        validated before a run is enqueued. The options are those of :class:`TaskArgs`;
+        every one is checked here, so a mistake fails at import, not on a worker.
         """
-        options = TaskOptions(
-            retries=retries,
-            backoff_factor=backoff_factor,
-            backoff_max_seconds=backoff_max_seconds,
-            execution_timeout=execution_timeout,
-            schedule_timeout=schedule_timeout,
-            priority=priority,
-        )
+        try:
+            declared_options = TaskOptions(**options)
+        except TypeError as exc:
+            raise DeclarationError(f"@app.task: {exc}") from None
 
         def declare(f: F) -> Task[Any, Any]:
             task_name = name or getattr(f, "__name__", "")
@@ -129,7 +116,7 @@ class Stoker:
                 raise DeclarationError(
                     f"a task named {task_name!r} is already declared on this app"
                 )
-            declared: Task[Any, Any] = Task(self, f, task_name, options)
+            declared: Task[Any, Any] = Task(self, f, task_name, declared_options)
             self.tasks[task_name] = declared
             return declared
 
@@ -140,12 +127,26 @@ class Stoker:
         name: str = "worker",
         *,
         slots: int = 100,
+        durable_slots: int = 0,
+        labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any]] | None = None,
     ) -> Worker:
-        """A worker that runs ``tasks`` (default: every task of this app) with ``slots`` at once."""
+        """A worker that runs ``tasks`` (default: every task of this app).
+
+        It runs up to ``slots`` slots' worth of tasks at once (a task takes ``slot_cost``
+        slots), plus ``durable_slots`` for durable tasks; ``labels`` are matched against the
+        tasks' ``desired_worker_labels``.
+        """
         from stoker._sdk.worker import Worker
 
-        return Worker(self, name, slots=slots, tasks=list(tasks) if tasks is not None else None)
+        return Worker(
+            self,
+            name,
+            slots=slots,
+            durable_slots=durable_slots,
+            labels=labels,
+            tasks=list(tasks) if tasks is not None else None,
+        )
 
     # -- talking to the engine ----------------------------------------------------------
 
@@ -196,42 +197,35 @@ class Stoker:
 
     # -- runs by name -------------------------------------------------------------------
 
+    def _named_item(self, task_name: str, input: Any, options: RunOptions) -> pb.TriggerItem:
+        raw = pydantic_core.to_json(input)
+        if len(raw) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"task {task_name!r}: input is {len(raw)} bytes, over the limit of "
+                f"{self.max_payload_bytes} bytes"
+            )
+        return trigger_item(task_name, raw, options)
+
     def run_no_wait(
-        self,
-        task_name: str,
-        input: Any = None,
-        *,
-        additional_metadata: dict[str, Any] | None = None,
+        self, task_name: str, input: Any = None, **options: Unpack[RunOptions]
     ) -> RunRef[Any]:
-        """Enqueues a run of a task known only by name (declared in another codebase)."""
+        """Enqueues a run of a task known by name (it may be declared in another codebase)."""
         local = self.tasks.get(task_name)
         if local is not None:
-            return local.run_no_wait(input, additional_metadata=additional_metadata)
-        item = pb.TriggerItem(
-            task_name=task_name,
-            input=_json(input),
-            additional_metadata=_json(additional_metadata or {}),
-        )
-        return self._trigger(None, [item])[0]
+            return local.run_no_wait(input, **options)
+        return self._trigger(None, [self._named_item(task_name, input, options)])[0]
 
-    def run(
-        self,
-        task_name: str,
-        input: Any = None,
-        *,
-        additional_metadata: dict[str, Any] | None = None,
+    def run(self, task_name: str, input: Any = None, **options: Unpack[RunOptions]) -> Any:
+        """Runs a task known by name and returns its output (as JSON values)."""
+        return self.run_no_wait(task_name, input, **options).result()
+
+    async def aio_run(
+        self, task_name: str, input: Any = None, **options: Unpack[RunOptions]
     ) -> Any:
-        """Runs a task known only by name and returns its output (as JSON values)."""
-        return self.run_no_wait(task_name, input, additional_metadata=additional_metadata).result()
-
-    async def aio_run(self, task_name: str, input: Any = None) -> Any:
         local = self.tasks.get(task_name)
         if local is not None:
-            return await local.aio_run(input)
-        refs = await self._atrigger(
-            None,
-            [pb.TriggerItem(task_name=task_name, input=_json(input), additional_metadata=b"{}")],
-        )
+            return await local.aio_run(input, **options)
+        refs = await self._atrigger(None, [self._named_item(task_name, input, options)])
         return await refs[0].aio_result()
 
     def get_run(self, run_id: str) -> RunRef[Any]:
@@ -239,7 +233,33 @@ class Stoker:
         return RunRef(self, run_id, None)
 
 
-def _json(value: Any) -> bytes:
-    import pydantic_core
+class RateLimits:
+    """Creates and updates the tenant's static rate limits."""
 
-    return pydantic_core.to_json(value)
+    def __init__(self, app: Stoker) -> None:
+        self._app = app
+
+    @staticmethod
+    def _request(key: str, limit: int, duration: str | timedelta) -> pb.PutRateLimitRequest:
+        if not key:
+            raise ValueError("a rate limit needs a key")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"rate limit {key!r}: limit must be a positive int, got {limit!r}")
+        if isinstance(duration, str) and duration.lower() in DURATION_MS:
+            window_ms = DURATION_MS[duration.lower()]
+        else:
+            delta = parse_duration(duration, f"rate limit {key!r}: duration")
+            window_ms = int(delta.total_seconds() * 1000) if delta else 0
+        if window_ms <= 0:
+            raise ValueError(f"rate limit {key!r}: duration must be positive")
+        return pb.PutRateLimitRequest(key=key, limit=limit, duration_ms=window_ms)
+
+    def put(self, key: str, limit: int, duration: str | timedelta = "minute") -> None:
+        """Creates or updates the limit: at most ``limit`` units per ``duration`` ("second",
+        "minute", "hour", "day", or a duration such as "10s"), across all workers."""
+        self._app.transport.call(lambda s: s.PutRateLimit, self._request(key, limit, duration))
+
+    async def aio_put(self, key: str, limit: int, duration: str | timedelta = "minute") -> None:
+        await self._app.transport.acall(
+            lambda s: s.PutRateLimit, self._request(key, limit, duration)
+        )

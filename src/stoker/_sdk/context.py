@@ -26,6 +26,7 @@ class Context:
         worker_id: str,
         execution_timeout_s: float | None,
         on_refresh: Callable[[float], None],
+        on_release_slot: Callable[[], None] = lambda: None,
     ) -> None:
         self.run_id = run_id
         self.task_name = task_name
@@ -34,6 +35,8 @@ class Context:
         self.additional_metadata = additional_metadata
         self.worker_id = worker_id
         self._on_refresh = on_refresh
+        self._on_release_slot = on_release_slot
+        self._slot_released = False
         self.deadline: float | None = (
             time.monotonic() + execution_timeout_s if execution_timeout_s else None
         )
@@ -53,6 +56,13 @@ class Context:
         seconds = delta.total_seconds()
         self.deadline = time.monotonic() + seconds
         self._on_refresh(seconds)
+
+    def release_slot(self) -> None:
+        """Gives this attempt's worker slots back while it keeps running (e.g. before a long
+        wait on something external), so the worker can take other work. Idempotent."""
+        if not self._slot_released:
+            self._slot_released = True
+            self._on_release_slot()
 
     def _cancel(self, reason: str) -> None:
         self.cancel_reason = reason

@@ -6,16 +6,25 @@ import inspect
 import json
 import time
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from stoker._cel import check_expression
 from stoker._proto import engine_pb2 as pb
-from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
+from stoker._wire import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ConcurrencyExpression,
+    DesiredWorkerLabel,
+    RateLimit,
+    StickyStrategy,
+    TaskConfig,
+)
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError, RunCancelledError, TaskRunError
 
@@ -34,6 +43,46 @@ _TRIGGER_BATCH = 1000
 TaskFn = Callable[[Any, "Context"], Any]
 
 
+class RunOptions(TypedDict, total=False):
+    """Options of one run, passed as keywords to ``run``/``run_no_wait``/``run_many``."""
+
+    priority: int
+    """1 (low) to 3 (high); default: the task's ``default_priority``."""
+    additional_metadata: dict[str, Any]
+    """Key/values shown with the run, visible to CEL expressions as ``additional_metadata``."""
+    desired_worker_id: str
+    """Prefer this worker (required when the task is ``sticky="hard"``)."""
+
+
+class TaskArgs(TypedDict, total=False):
+    """The options of ``@app.task(...)``."""
+
+    retries: int
+    """How many times a failed attempt is retried (default 0)."""
+    backoff_factor: float | None
+    """The n-th retry waits ``backoff_factor ** (n - 1)`` seconds; None: retry at once."""
+    backoff_max_seconds: float
+    """The cap on a backoff delay (default one hour)."""
+    execution_timeout: str | float | timedelta | None
+    """How long one attempt may run (default "60s"; None: no limit)."""
+    schedule_timeout: str | float | timedelta | None
+    """How long a run may wait for a worker before it is cancelled (default "5m")."""
+    default_priority: int
+    """1 (low, default) to 3 (high)."""
+    slot_cost: int
+    """How many of a worker's slots one attempt takes (default 1)."""
+    durable: bool
+    """Run in the workers' durable slot pool (``durable_slots``) instead of ``slots``."""
+    concurrency: int | ConcurrencyExpression | Sequence[ConcurrencyExpression] | None
+    """Concurrency limits; an int n is one constant key with ``max_runs=n``."""
+    rate_limits: Sequence[RateLimit]
+    """Rate-limit units each run consumes when it starts."""
+    desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None
+    """Labels wanted on the worker (required or weighted)."""
+    sticky: StickyStrategy | str | None
+    """'soft' or 'hard': stay on the worker that ran the run's earlier tasks."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
     """A task's options as declared with ``@app.task(...)``."""
@@ -43,30 +92,91 @@ class TaskOptions:
     backoff_max_seconds: float = 3600.0
     execution_timeout: str | float | timedelta | None = "60s"
     schedule_timeout: str | float | timedelta | None = "5m"
-    priority: int = 1
+    default_priority: int = 1
+    slot_cost: int = 1
+    durable: bool = False
+    concurrency: int | ConcurrencyExpression | Sequence[ConcurrencyExpression] | None = None
+    rate_limits: Sequence[RateLimit] = ()
+    desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None
+    sticky: StickyStrategy | str | None = None
 
     def to_config(self, name: str) -> TaskConfig:
-        def ms(value: str | float | timedelta | None, what: str) -> int:
-            delta = parse_duration(value, f"task {name!r}: {what}")
+        """The engine-side configuration; DeclarationError on anything invalid."""
+        what = f"task {name!r}"
+
+        def ms(value: str | float | timedelta | None, option: str) -> int:
+            delta = parse_duration(value, f"{what}: {option}")
             return int(delta.total_seconds() * 1000) if delta else 0
 
         if self.retries < 0:
-            raise DeclarationError(f"task {name!r}: retries must be >= 0, got {self.retries}")
+            raise DeclarationError(f"{what}: retries must be >= 0, got {self.retries}")
         if self.backoff_factor is not None and self.backoff_factor <= 0:
-            raise DeclarationError(f"task {name!r}: backoff_factor must be > 0")
-        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise DeclarationError(f"{what}: backoff_factor must be > 0")
+        if not MIN_PRIORITY <= self.default_priority <= MAX_PRIORITY:
             raise DeclarationError(
-                f"task {name!r}: priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, "
-                f"got {self.priority}"
+                f"{what}: default_priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, "
+                f"got {self.default_priority}"
             )
+        if self.slot_cost < 1:
+            raise DeclarationError(f"{what}: slot_cost must be at least 1, got {self.slot_cost}")
+        concurrency = _concurrency_list(self.concurrency, what)
+        for c in concurrency:
+            check_expression(c.expression, f"{what}: concurrency")
+        for r in self.rate_limits:
+            if not isinstance(r, RateLimit):
+                raise DeclarationError(f"{what}: rate_limits takes RateLimit objects, got {r!r}")
+            if r.dynamic_key is not None:
+                check_expression(r.dynamic_key, f"{what}: rate limit dynamic_key")
+            for part in (r.units, r.limit):
+                if isinstance(part, str):
+                    check_expression(part, f"{what}: rate limit units/limit")
+        labels = dict(self.desired_worker_labels or {})
+        for key, label in labels.items():
+            if not isinstance(label, DesiredWorkerLabel):
+                raise DeclarationError(
+                    f"{what}: desired_worker_labels[{key!r}] must be a DesiredWorkerLabel"
+                )
+        try:
+            sticky = StickyStrategy(self.sticky) if self.sticky is not None else None
+        except ValueError:
+            raise DeclarationError(
+                f"{what}: sticky must be 'soft' or 'hard', got {self.sticky!r}"
+            ) from None
         return TaskConfig(
             retries=self.retries,
             backoff_factor=self.backoff_factor,
             backoff_max_seconds=self.backoff_max_seconds,
             execution_timeout_ms=ms(self.execution_timeout, "execution_timeout"),
             schedule_timeout_ms=ms(self.schedule_timeout, "schedule_timeout"),
-            priority=self.priority,
+            priority=self.default_priority,
+            slot_cost=self.slot_cost,
+            durable=self.durable,
+            concurrency=concurrency,
+            rate_limits=list(self.rate_limits),
+            desired_worker_labels=labels,
+            sticky=sticky,
         )
+
+
+def _concurrency_list(
+    value: int | ConcurrencyExpression | Sequence[ConcurrencyExpression] | None, what: str
+) -> list[ConcurrencyExpression]:
+    """``concurrency=`` as a list; an int n is one constant key with max_runs=n."""
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        raise DeclarationError(f"{what}: concurrency must be an int or ConcurrencyExpression")
+    if isinstance(value, int):
+        if value < 1:
+            raise DeclarationError(f"{what}: concurrency must be at least 1, got {value}")
+        return [ConcurrencyExpression(expression="'all'", max_runs=value)]
+    items = [value] if isinstance(value, ConcurrencyExpression) else list(value)
+    for item in items:
+        if not isinstance(item, ConcurrencyExpression):
+            raise DeclarationError(
+                f"{what}: concurrency takes ConcurrencyExpression objects, got {item!r}"
+            )
+    return items
 
 
 class Task(Generic[I, O]):
@@ -131,89 +241,37 @@ class Task(Generic[I, O]):
 
     # -- triggering ---------------------------------------------------------------------
 
-    def _item(
-        self,
-        value: Any,
-        priority: int | None,
-        additional_metadata: dict[str, Any] | None,
-        run_at: datetime | None = None,
-    ) -> pb.TriggerItem:
-        if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
-        return pb.TriggerItem(
-            task_name=self.name,
-            input=self.encode_input(value),
-            additional_metadata=json.dumps(additional_metadata or {}).encode(),
-            priority=priority or 0,
-            run_at_ms=int(run_at.timestamp() * 1000) if run_at else 0,
-        )
+    def _item(self, value: Any, options: RunOptions) -> pb.TriggerItem:
+        return trigger_item(self.name, self.encode_input(value), options)
 
-    def run_no_wait(
-        self,
-        input: I,
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
-    ) -> RunRef[O]:
+    def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
         """Enqueues one run and returns a reference to it at once."""
-        return self.app._trigger(self, [self._item(input, priority, additional_metadata)])[0]
+        return self.app._trigger(self, [self._item(input, options)])[0]
 
-    async def aio_run_no_wait(
-        self,
-        input: I,
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
-    ) -> RunRef[O]:
-        refs = await self.app._atrigger(self, [self._item(input, priority, additional_metadata)])
+    async def aio_run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
+        refs = await self.app._atrigger(self, [self._item(input, options)])
         return refs[0]
 
-    def run(
-        self,
-        input: I,
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
-    ) -> O:
+    def run(self, input: I, **options: Unpack[RunOptions]) -> O:
         """Runs the task and blocks until it finishes: its output, or TaskRunError."""
-        return self.run_no_wait(
-            input, priority=priority, additional_metadata=additional_metadata
-        ).result()
+        return self.run_no_wait(input, **options).result()
 
-    async def aio_run(
-        self,
-        input: I,
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
-    ) -> O:
-        ref = await self.aio_run_no_wait(
-            input, priority=priority, additional_metadata=additional_metadata
-        )
+    async def aio_run(self, input: I, **options: Unpack[RunOptions]) -> O:
+        ref = await self.aio_run_no_wait(input, **options)
         return await ref.aio_result()
 
-    def run_many(
-        self,
-        inputs: Sequence[I],
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
-    ) -> list[RunRef[O]]:
+    def run_many(self, inputs: Sequence[I], **options: Unpack[RunOptions]) -> list[RunRef[O]]:
         """Enqueues many runs in as few calls as possible (every input is validated first)."""
-        items = [self._item(i, priority, additional_metadata) for i in inputs]
+        items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.max_payload_bytes):
             refs += self.app._trigger(self, chunk)
         return refs
 
     async def aio_run_many(
-        self,
-        inputs: Sequence[I],
-        *,
-        priority: int | None = None,
-        additional_metadata: dict[str, Any] | None = None,
+        self, inputs: Sequence[I], **options: Unpack[RunOptions]
     ) -> list[RunRef[O]]:
-        items = [self._item(i, priority, additional_metadata) for i in inputs]
+        items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.max_payload_bytes):
             refs += await self.app._atrigger(self, chunk)
@@ -222,6 +280,23 @@ class Task(Generic[I, O]):
     def __call__(self, input: I, ctx: Context) -> Any:
         """Calls the function directly, in-process (handy in unit tests)."""
         return self.fn(input, ctx)
+
+
+def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.TriggerItem:
+    """The wire form of one run; TypeError/ValueError on bad options."""
+    unknown = set(options) - set(RunOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+    priority = options.get("priority")
+    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
+    return pb.TriggerItem(
+        task_name=task_name,
+        input=raw_input,
+        additional_metadata=json.dumps(options.get("additional_metadata") or {}).encode(),
+        priority=priority or 0,
+        desired_worker_id=options.get("desired_worker_id") or "",
+    )
 
 
 def _chunks(items: list[pb.TriggerItem], max_payload: int) -> list[list[pb.TriggerItem]]:
@@ -314,10 +389,7 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     input_model: type[BaseModel] | None = None
     if isinstance(input_type, type) and issubclass(input_type, BaseModel):
         input_model = input_type
-    elif (
-        input_type not in (None, Any, dict, dict)
-        and typing.get_origin(input_type) is not dict
-    ):
+    elif input_type not in (None, Any, dict, dict) and typing.get_origin(input_type) is not dict:
         raise DeclarationError(
             f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel "
             f"(or dict/Any for raw JSON), got {input_type!r}"
@@ -337,4 +409,4 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     return input_model, output
 
 
-__all__ = ["RunRef", "Task", "TaskOptions", "ValidationError"]
+__all__ = ["RunOptions", "RunRef", "Task", "TaskArgs", "TaskOptions", "ValidationError"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import signal
 import threading
@@ -87,17 +88,23 @@ class Worker:
         name: str,
         *,
         slots: int = 100,
+        durable_slots: int = 0,
+        labels: dict[str, str | int] | None = None,
         tasks: list[Task[Any, Any]] | None = None,
         grace: float = 30.0,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
+        if durable_slots < 0:
+            raise DeclarationError(f"worker {name!r}: durable_slots must be >= 0")
         chosen = tasks if tasks is not None else list(app.tasks.values())
         if not chosen:
             raise DeclarationError(f"worker {name!r} has no tasks: declare some with @app.task")
         self.app = app
         self.name = name
         self.slots = slots
+        self.durable_slots = durable_slots
+        self.labels = _check_labels(name, labels or {})
         self.grace = grace
         self.tasks = {t.name: t for t in chosen}
         self.worker_id = str(uuid.uuid4())
@@ -107,9 +114,12 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._reconnect: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"stoker-{name}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=slots + durable_slots, thread_name_prefix=f"stoker-{name}"
+        )
         self._heartbeat_stop = threading.Event()
         self._changed = asyncio.Event()
+        self._control: list[pb.WorkerMessage] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -193,7 +203,12 @@ class Worker:
         stub = pb_grpc.EngineStub(channel)
         call = stub.Connect(metadata=self.app.transport.metadata)
         running = [
-            pb.TaskRef(task_id=a.assignment.task_id, attempt=a.assignment.attempt)
+            pb.TaskRef(
+                task_id=a.assignment.task_id,
+                attempt=a.assignment.attempt,
+                slot_cost=0 if a.ctx._slot_released else a.assignment.slot_cost,
+                durable=a.assignment.durable,
+            )
             for a in self.running.values()
         ]
         await call.write(
@@ -204,6 +219,8 @@ class Worker:
                     slots=self.slots,
                     task_names=sorted(self.tasks),
                     running=running,
+                    labels=json.dumps(self.labels).encode(),
+                    durable_slots=self.durable_slots,
                 )
             )
         )
@@ -260,6 +277,8 @@ class Worker:
         while True:
             await outbox.wake.wait()
             outbox.wake.clear()
+            while self._control:
+                await call.write(self._control.pop(0))
             while outbox.events:
                 batch = outbox.events[:500]
                 await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
@@ -278,6 +297,14 @@ class Worker:
             elif kind == "cancellations":
                 for c in msg.cancellations.items:
                     self._cancel(c.task_id, c.attempt, c.reason)
+
+    def update_labels(self, labels: dict[str, str | int]) -> None:
+        """Replaces the worker's labels; the scheduler uses the new ones from now on."""
+        self.labels = _check_labels(self.name, labels)
+        if self._outbox is not None and self._loop is not None:
+            msg = pb.WorkerMessage(labels=pb.WorkerLabels(labels=json.dumps(self.labels).encode()))
+            self._loop.call_soon_threadsafe(self._control.append, msg)
+            self._loop.call_soon_threadsafe(self._outbox.wake.set)
 
     # -- heartbeats ---------------------------------------------------------------------
 
@@ -319,7 +346,12 @@ class Worker:
                 )
             )
 
-        import json
+        def release_slot() -> None:
+            outbox.put(
+                pb.TaskEvent(
+                    task_id=a.task_id, attempt=a.attempt, kind=pb.RELEASE_SLOT, at_ms=_now_ms()
+                )
+            )
 
         ctx = Context(
             run_id=a.run_id,
@@ -330,6 +362,7 @@ class Worker:
             worker_id=self.worker_id,
             execution_timeout_s=a.execution_timeout_ms / 1000 if a.execution_timeout_ms else None,
             on_refresh=refresh,
+            on_release_slot=release_slot,
         )
         if task is None:
             self._report_failure(
@@ -508,6 +541,15 @@ def _failure_event(
         retry_after_ms=retry_after_ms,
         at_ms=_now_ms(),
     )
+
+
+def _check_labels(name: str, labels: dict[str, str | int]) -> dict[str, str | int]:
+    for key, value in labels.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, str | int):
+            raise DeclarationError(
+                f"worker {name!r}: label {key!r} must map to a string or an int, got {value!r}"
+            )
+    return dict(labels)
 
 
 def _has_loop() -> bool:

@@ -81,7 +81,14 @@ class Engine:
             on_slots_freed=wake,
         )
         self.scheduler = Scheduler(
-            db, self.dispatcher, self.attempts, batch=s.scheduler_batch, poll_s=s.scheduler_poll_s
+            db,
+            self.dispatcher,
+            self.attempts,
+            self.ingest.task_defs,
+            self.ingest.gated_tenants,
+            batch=s.scheduler_batch,
+            poll_s=s.scheduler_poll_s,
+            defer_ms=s.scheduler_defer_ms,
         )
         scheduler_wake.append(self.scheduler)
         self.controllers = Controllers(

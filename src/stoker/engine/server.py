@@ -93,7 +93,14 @@ class EngineServicer(pb_grpc.EngineServicer):
         try:
             p = await self._principal(context)
             items = [
-                TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority, i.run_at_ms)
+                TriggerInput(
+                    i.task_name,
+                    i.input,
+                    i.additional_metadata,
+                    i.priority,
+                    i.run_at_ms,
+                    i.desired_worker_id,
+                )
                 for i in request.items
             ]
             ids = await self._ingest.trigger(p.tenant_id, items)
@@ -144,6 +151,20 @@ class EngineServicer(pb_grpc.EngineServicer):
         except Exception as exc:
             await self._fail(context, exc)
         return pb.HeartbeatResponse(known=known)
+
+    async def PutRateLimit(
+        self,
+        request: pb.PutRateLimitRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.PutRateLimitResponse:
+        try:
+            p = await self._principal(context)
+            await self._ingest.put_rate_limit(
+                p.tenant_id, request.key, request.limit, request.duration_ms
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return pb.PutRateLimitResponse()
 
 
 def _result(row: dict[str, object]) -> pb.RunResult:

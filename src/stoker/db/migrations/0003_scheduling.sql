@@ -66,6 +66,7 @@ CREATE TABLE rate_limit (
 ALTER TABLE queue_item ADD COLUMN rate_limits jsonb;
 ALTER TABLE queue_item ADD COLUMN desired_worker_id bigint;
 ALTER TABLE task ADD COLUMN desired_worker_id bigint;
+ALTER TABLE task ADD COLUMN rate_limits jsonb;
 
 ALTER TABLE worker ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE worker ADD COLUMN durable_slots integer NOT NULL DEFAULT 0;

@@ -4,10 +4,11 @@
 -- Locks up to `limit` ready items of each queue, highest priority first, FIFO within a
 -- priority. Locked rows stay invisible to other schedulers (SKIP LOCKED) until this
 -- transaction ends; those not assigned are simply released.
-SELECT qi.id, qi.task_id, qi.attempt, qi.queue, qi.priority
+SELECT qi.id, qi.task_id, qi.attempt, qi.queue, qi.priority, qi.rate_limits::text,
+       qi.desired_worker_id
 FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS q(queue, lim)
 CROSS JOIN LATERAL (
-    SELECT id, task_id, attempt, queue, priority
+    SELECT id, task_id, attempt, queue, priority, rate_limits, desired_worker_id
     FROM queue_item
     WHERE tenant_id = %(tenant_id)s AND queue = q.queue AND available_at <= now()
     ORDER BY priority DESC, id
@@ -54,3 +55,23 @@ SELECT queue, count(*) AS depth
 FROM queue_item
 WHERE tenant_id = %(tenant_id)s
 GROUP BY queue;
+
+-- name: enqueue_tasks
+-- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them).
+INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
+                        schedule_deadline, rate_limits, desired_worker_id)
+SELECT t.tenant_id, t.id, t.attempt, t.task_name, t.priority, now(),
+       CASE WHEN t.schedule_timeout_ms > 0
+            THEN t.created_at + t.schedule_timeout_ms * interval '1 millisecond'
+       END,
+       t.rate_limits, t.desired_worker_id
+FROM task t
+WHERE t.id = ANY(%(task_ids)s::bigint[]) AND t.status = 'QUEUED';
+
+-- name: defer_queue_items
+-- Moves items that could not be placed or are over a rate limit out of the way until
+-- their given time; they keep their priority and their order among themselves.
+UPDATE queue_item q
+SET available_at = d.until
+FROM unnest(%(item_ids)s::bigint[], %(until)s::timestamptz[]) AS d(item_id, until)
+WHERE q.id = d.item_id;

@@ -11,7 +11,10 @@ ON CONFLICT (tenant_id, name) DO UPDATE SET config = excluded.config, updated_at
 SELECT name, config FROM task_def WHERE tenant_id = %(tenant_id)s ORDER BY name;
 
 -- name: insert_tasks
--- Creates task runs and their first queue items in one statement.
+-- Creates task runs in one statement. A QUEUED run either gets its first queue item, or,
+-- when it has concurrency strategies, its concurrency_slot rows (it is queued once every
+-- strategy admitted it). A run created FAILED (its policy expression failed on its input)
+-- gets neither.
 WITH new AS (
     SELECT *
     FROM unnest(
@@ -19,27 +22,42 @@ WITH new AS (
         %(inputs)s::jsonb[], %(metadata)s::jsonb[], %(max_retries)s::int[],
         %(backoff_factors)s::float8[], %(backoff_max_ms)s::bigint[],
         %(execution_timeouts_ms)s::bigint[], %(schedule_timeouts_ms)s::bigint[],
-        %(run_at)s::timestamptz[]
+        %(run_at)s::timestamptz[], %(statuses)s::text[], %(errors)s::jsonb[],
+        %(rate_limits)s::jsonb[], %(desired_worker_ids)s::bigint[], %(gated)s::bool[]
     ) AS n(external_id, task_name, priority, input, metadata, max_retries, backoff_factor,
-           backoff_max_ms, execution_timeout_ms, schedule_timeout_ms, run_at)
+           backoff_max_ms, execution_timeout_ms, schedule_timeout_ms, run_at, status, error,
+           rate_limits, desired_worker_id, gated)
 ),
 ins AS (
     INSERT INTO task (tenant_id, external_id, task_name, status, priority, input,
                       additional_metadata, max_retries, backoff_factor, backoff_max_ms,
-                      execution_timeout_ms, schedule_timeout_ms)
-    SELECT %(tenant_id)s, external_id, task_name, 'QUEUED', priority, input, metadata,
+                      execution_timeout_ms, schedule_timeout_ms, error, finished_at,
+                      desired_worker_id, rate_limits)
+    SELECT %(tenant_id)s, external_id, task_name, status, priority, input, metadata,
            max_retries, backoff_factor, backoff_max_ms, execution_timeout_ms,
-           schedule_timeout_ms
+           schedule_timeout_ms, error, CASE WHEN status <> 'QUEUED' THEN now() END,
+           desired_worker_id, rate_limits
     FROM new
-    RETURNING id, external_id, task_name, priority, schedule_timeout_ms
+    RETURNING id, external_id
+),
+slots AS (
+    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
+    SELECT ins.id, s.strategy_id, %(tenant_id)s, s.idx, s.key, new.priority
+    FROM unnest(%(slot_external_ids)s::uuid[], %(slot_strategy_ids)s::bigint[],
+                %(slot_idx)s::smallint[], %(slot_keys)s::text[])
+         AS s(external_id, strategy_id, idx, key)
+    JOIN ins ON ins.external_id = s.external_id
+    JOIN new ON new.external_id = s.external_id
 )
 INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                        schedule_deadline)
-SELECT %(tenant_id)s, ins.id, 0, ins.task_name, ins.priority, coalesce(new.run_at, now()),
-       CASE WHEN ins.schedule_timeout_ms > 0
-            THEN coalesce(new.run_at, now()) + ins.schedule_timeout_ms * interval '1 millisecond'
-       END
-FROM ins JOIN new ON new.external_id = ins.external_id;
+                        schedule_deadline, rate_limits, desired_worker_id)
+SELECT %(tenant_id)s, ins.id, 0, new.task_name, new.priority, coalesce(new.run_at, now()),
+       CASE WHEN new.schedule_timeout_ms > 0
+            THEN coalesce(new.run_at, now()) + new.schedule_timeout_ms * interval '1 millisecond'
+       END,
+       new.rate_limits, new.desired_worker_id
+FROM ins JOIN new ON new.external_id = ins.external_id
+WHERE new.status = 'QUEUED' AND NOT new.gated;
 
 -- name: mark_started
 -- Records that attempts began running; a start for an attempt that already ended is ignored.
@@ -92,6 +110,7 @@ ended AS (
 ),
 decided AS (
     SELECT t.id, t.tenant_id, t.task_name, t.priority, t.started_at, t.schedule_timeout_ms,
+           t.desired_worker_id, t.rate_limits,
            f.attempt, f.error, f.counts, f.kind, e.worker_id,
            f.retryable AND CASE WHEN f.counts THEN t.retry_count < t.max_retries
                                 ELSE t.attempt - t.retry_count < %(max_requeues)s END
@@ -107,12 +126,13 @@ decided AS (
 ),
 requeued AS (
     INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                            schedule_deadline)
+                            schedule_deadline, rate_limits, desired_worker_id)
     SELECT tenant_id, id, attempt + 1, task_name, priority,
            now() + delay_ms * interval '1 millisecond',
            CASE WHEN schedule_timeout_ms > 0
                 THEN now() + (delay_ms + schedule_timeout_ms) * interval '1 millisecond'
-           END
+           END,
+           rate_limits, desired_worker_id
     FROM decided WHERE retry
 ),
 logged AS (
@@ -196,3 +216,33 @@ WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
 -- name: known_runs
 SELECT external_id FROM task
 WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);
+
+-- name: cancel_tasks
+-- Cancels unfinished tasks: removes their queue items and running attempts, records why.
+-- Returns the cancelled tasks, with the worker and attempt of those that were running.
+WITH c AS (
+    SELECT t.id, t.tenant_id, t.attempt, x.error
+    FROM task t
+    JOIN unnest(%(task_ids)s::bigint[], %(errors)s::jsonb[]) AS x(task_id, error)
+      ON x.task_id = t.id
+    WHERE t.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    FOR UPDATE OF t
+),
+dq AS (
+    DELETE FROM queue_item q USING c WHERE q.task_id = c.id
+),
+dr AS (
+    DELETE FROM task_runtime r USING c WHERE r.task_id = c.id
+    RETURNING r.task_id, r.attempt, r.worker_id
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
+    SELECT c.tenant_id, c.id, c.attempt, 'CANCELLED', dr.worker_id,
+           jsonb_build_object('error', c.error)
+    FROM c LEFT JOIN dr ON dr.task_id = c.id
+)
+UPDATE task t
+SET status = 'CANCELLED', error = c.error, finished_at = now()
+FROM c LEFT JOIN dr ON dr.task_id = c.id
+WHERE t.id = c.id
+RETURNING t.id, t.external_id, dr.worker_id, dr.attempt;

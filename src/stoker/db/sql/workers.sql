@@ -3,12 +3,13 @@
 -- name: register_worker
 -- Creates the worker, or revives it when a known worker reconnects.
 INSERT INTO worker (tenant_id, external_id, name, slots, task_names, status, connected_at,
-                    last_heartbeat_at)
+                    last_heartbeat_at, labels, durable_slots)
 VALUES (%(tenant_id)s, %(external_id)s, %(name)s, %(slots)s, %(task_names)s, 'ACTIVE', now(),
-        now())
+        now(), %(labels)s::jsonb, %(durable_slots)s)
 ON CONFLICT (external_id) DO UPDATE
 SET name = excluded.name, slots = excluded.slots, task_names = excluded.task_names,
-    status = 'ACTIVE', connected_at = now(), last_heartbeat_at = now()
+    status = 'ACTIVE', connected_at = now(), last_heartbeat_at = now(),
+    labels = excluded.labels, durable_slots = excluded.durable_slots
 WHERE worker.tenant_id = excluded.tenant_id
 RETURNING id, connected_at;
 
@@ -26,3 +27,10 @@ RETURNING id, external_id, tenant_id;
 
 -- name: stop_worker
 UPDATE worker SET status = 'STOPPED' WHERE id = %(worker_id)s AND status = 'ACTIVE';
+
+-- name: worker_ids_by_external
+SELECT id, external_id FROM worker
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);
+
+-- name: update_worker_labels
+UPDATE worker SET labels = %(labels)s::jsonb WHERE id = %(worker_id)s;

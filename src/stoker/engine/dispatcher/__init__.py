@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
@@ -42,6 +43,8 @@ class RegisterWorkerParams:
     name: str
     slots: int
     task_names: list[str]
+    labels: str
+    durable_slots: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,12 @@ class StaleRuntimesParams:
     worker_id: int
     before: datetime
     running_task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLabelsParams:
+    worker_id: int
+    labels: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,15 @@ class RefreshParams:
     timeouts_ms: list[int]
 
 
+@dataclass(slots=True)
+class Held:
+    """An attempt running on a worker and what it holds of the worker's slots."""
+
+    attempt: int
+    cost: int = 1
+    durable: bool = False
+
+
 @dataclass(eq=False)
 class WorkerConn:
     """A connected worker as the engine sees it."""
@@ -93,19 +111,44 @@ class WorkerConn:
     name: str
     slots: int
     task_names: frozenset[str]
-    running: dict[int, int] = field(default_factory=dict)  # task_id -> attempt
+    running: dict[int, Held] = field(default_factory=dict)  # by task_id
+    durable_slots: int = 0
+    labels: dict[str, Any] = field(default_factory=dict)
     outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
     draining: bool = False
 
+    def free(self, durable: bool = False) -> int:
+        """Free slots in one pool (none while draining)."""
+        if self.draining or self.closed:
+            return 0
+        used = sum(h.cost for h in self.running.values() if h.durable == durable)
+        return (self.durable_slots if durable else self.slots) - used
+
     @property
     def free_slots(self) -> int:
-        return 0 if self.draining else self.slots - len(self.running)
+        return self.free(False) + self.free(True)
+
+    def hold(self, task_id: int, attempt: int, cost: int, durable: bool) -> None:
+        self.running[task_id] = Held(attempt, cost, durable)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.outbox.put_nowait(None)
+
+
+def _labels(raw: bytes) -> dict[str, Any]:
+    """A worker's labels: a JSON object of strings and numbers."""
+    try:
+        labels = json.loads(raw) if raw else {}
+    except ValueError:
+        raise InvalidRequestError("worker labels must be a JSON object") from None
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in labels.values()
+    ):
+        raise InvalidRequestError("worker labels must map names to strings or numbers")
+    return labels
 
 
 def _at(ms: int) -> datetime:
@@ -167,7 +210,8 @@ class Dispatcher(LoopService):
             return
         msgs = []
         for task_id, attempt, reason in items:
-            if conn.running.get(task_id) == attempt:
+            held = conn.running.get(task_id)
+            if held is not None and held.attempt == attempt:
                 del conn.running[task_id]
             msgs.append(pb.Cancellation(task_id=task_id, attempt=attempt, reason=reason))
         if msgs and not conn.closed:
@@ -213,12 +257,19 @@ class Dispatcher(LoopService):
             external_id = uuid.UUID(reg.worker_id)
         except ValueError:
             raise InvalidRequestError(f"worker_id {reg.worker_id!r} is not a UUID") from None
-        if reg.slots <= 0:
+        if reg.slots <= 0 or reg.durable_slots < 0:
             raise InvalidRequestError("a worker needs at least one slot")
+        labels = _labels(reg.labels)
         row = await self._db.fetchone(
             "register_worker",
             RegisterWorkerParams(
-                tenant_id, external_id, reg.name or "worker", reg.slots, list(reg.task_names)
+                tenant_id,
+                external_id,
+                reg.name or "worker",
+                reg.slots,
+                list(reg.task_names),
+                json.dumps(labels),
+                reg.durable_slots,
             ),
         )
         if row is None:
@@ -227,7 +278,7 @@ class Dispatcher(LoopService):
         old = self._conns.pop(worker_id, None)
         if old is not None:
             old.close()
-        running = {r.task_id: r.attempt for r in reg.running}
+        running = {r.task_id: Held(r.attempt, r.slot_cost, r.durable) for r in reg.running}
         conn = WorkerConn(
             worker_id,
             external_id,
@@ -236,6 +287,8 @@ class Dispatcher(LoopService):
             reg.slots,
             frozenset(reg.task_names),
             running,
+            durable_slots=reg.durable_slots,
+            labels=labels,
         )
         self._conns[worker_id] = conn
         stale = await self._db.fetch(
@@ -266,6 +319,13 @@ class Dispatcher(LoopService):
                     self._take(conn, msg.events.events)
                 elif kind == "draining":
                     conn.draining = True
+                elif kind == "labels":
+                    conn.labels = _labels(msg.labels.labels)
+                    await self._db.execute(
+                        "update_worker_labels",
+                        WorkerLabelsParams(conn.worker_id, json.dumps(conn.labels)),
+                    )
+                    self._on_slots_freed(conn.tenant_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -293,6 +353,11 @@ class Dispatcher(LoopService):
                 self._failed.append(AttemptEnd.from_event(ev))
             elif ev.kind == pb.REFRESH_TIMEOUT:
                 self._refresh.append(ev)
+            elif ev.kind == pb.RELEASE_SLOT:
+                held = conn.running.get(ev.task_id)
+                if held is not None and held.attempt == ev.attempt and held.cost:
+                    held.cost = 0
+                    freed = True
         if freed:
             self._on_slots_freed(conn.tenant_id)
         if self._buffered() >= self._max_items:

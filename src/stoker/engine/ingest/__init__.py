@@ -14,7 +14,9 @@ on this buffer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -25,8 +27,11 @@ from pydantic import ValidationError
 
 from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
 from stoker.db import Executor
+from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.service import LoopService, Signal
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
+
+log = logging.getLogger("stoker.engine.ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,47 @@ class InsertTasksParams:
     execution_timeouts_ms: list[int]
     schedule_timeouts_ms: list[int]
     run_at: list[datetime | None]
+    statuses: list[str]
+    errors: list[str | None]
+    rate_limits: list[str | None]
+    desired_worker_ids: list[int | None]
+    gated: list[bool]
+    slot_external_ids: list[uuid.UUID]
+    slot_strategy_ids: list[int]
+    slot_idx: list[int]
+    slot_keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StrategiesParams:
+    tenant_id: int
+    scopes: list[str]
+    idx: list[int]
+    expressions: list[str]
+    max_runs: list[int]
+    limit_strategies: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitParams:
+    tenant_id: int
+    key: str
+    limit_value: int
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicLimitsParams:
+    tenant_id: int
+    keys: list[str]
+    limits: list[int]
+    windows_ms: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdsByExternalParams:
+    tenant_id: int
+    external_ids: list[uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +112,22 @@ class TriggerInput:
     additional_metadata: bytes = b""
     priority: int = 0
     run_at_ms: int = 0
+    desired_worker_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    external_id: uuid.UUID
+    config: TaskConfig
+    item: TriggerInput
+    policy: RunPolicy
+    desired_worker_id: int | None
 
 
 @dataclass(slots=True)
 class _Pending:
     tenant_id: int
-    rows: list[tuple[uuid.UUID, str, TaskConfig, TriggerInput]]
+    rows: list[_Row]
     done: asyncio.Future[list[str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -104,6 +160,10 @@ class Ingest(LoopService):
         self._pending_items = 0
         self._signal = Signal()
         self._defs: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
+        self._strategies: dict[int, dict[str, list[Strategy]]] = {}
+        self._static_limits: dict[int, tuple[float, set[str]]] = {}
+        self.gated_tenants: set[int] = set()
+        """Tenants that got runs waiting for concurrency admission since the last check."""
 
     # -- task definitions -------------------------------------------------------------
 
@@ -118,10 +178,39 @@ class Ingest(LoopService):
                 raise InvalidRequestError(
                     f"task {name!r} has an invalid configuration: {exc}"
                 ) from None
-        await self._db.execute(
-            "upsert_task_defs", UpsertDefsParams(tenant_id, [n for n, _ in defs], configs)
-        )
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "upsert_task_defs", UpsertDefsParams(tenant_id, [n for n, _ in defs], configs)
+            )
+            strategies = StrategiesParams(tenant_id, [], [], [], [], [])
+            for name, config_json in zip([n for n, _ in defs], configs, strict=True):
+                for idx, c in enumerate(TaskConfig.model_validate_json(config_json).concurrency):
+                    strategies.scopes.append(name)
+                    strategies.idx.append(idx)
+                    strategies.expressions.append(c.expression)
+                    strategies.max_runs.append(c.max_runs)
+                    strategies.limit_strategies.append(c.limit_strategy.value)
+            if strategies.scopes:
+                await tx.execute("upsert_concurrency_strategies", strategies)
         self._defs.pop(tenant_id, None)
+
+    async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
+        """Creates or updates a static rate limit."""
+        if not key or len(key) > 200:
+            raise InvalidRequestError(f"rate limit key {key!r} must be 1 to 200 characters")
+        if limit < 1 or window_ms < 1:
+            raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
+        await self._db.execute("put_rate_limit", RateLimitParams(tenant_id, key, limit, window_ms))
+        self._static_limits.pop(tenant_id, None)
+
+    async def _static_keys(self, tenant_id: int, refresh: bool) -> set[str]:
+        cached = self._static_limits.get(tenant_id)
+        if cached and not refresh and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await self._db.fetch("static_rate_limit_keys", TenantParams(tenant_id))
+        keys = {str(r["key"]) for r in rows}
+        self._static_limits[tenant_id] = (time.monotonic() + _DEFS_TTL_S, keys)
+        return keys
 
     async def task_defs(self, tenant_id: int, *, refresh: bool = False) -> dict[str, TaskConfig]:
         cached = self._defs.get(tenant_id)
@@ -129,6 +218,10 @@ class Ingest(LoopService):
             return cached[1]
         rows = await self._db.fetch("get_task_defs", TenantParams(tenant_id))
         defs = {r["name"]: TaskConfig.model_validate(r["config"]) for r in rows}
+        strategies: dict[str, list[Strategy]] = {}
+        for r in await self._db.fetch("get_concurrency_strategies", TenantParams(tenant_id)):
+            strategies.setdefault(r["scope"], []).append(Strategy(int(r["id"]), int(r["idx"])))
+        self._strategies[tenant_id] = strategies
         self._defs[tenant_id] = (time.monotonic() + _DEFS_TTL_S, defs)
         return defs
 
@@ -141,22 +234,67 @@ class Ingest(LoopService):
         defs = await self.task_defs(tenant_id)
         if any(i.task_name not in defs for i in items):
             defs = await self.task_defs(tenant_id, refresh=True)
-        rows = []
         for item in items:
-            config = defs.get(item.task_name)
-            if config is None:
+            if item.task_name not in defs:
                 known = ", ".join(sorted(defs)) or "none"
                 raise UnknownTaskError(
                     f"no task named {item.task_name!r} is registered; registered tasks: {known}"
                 )
             self._check_payload(item)
-            rows.append((uuid.uuid4(), item.task_name, config, item))
+        workers = await self._desired_workers(tenant_id, items)
+        needs_static = any(r.static_key for i in items for r in defs[i.task_name].rate_limits)
+        static_keys = await self._static_keys(tenant_id, refresh=False) if needs_static else set()
+        strategies = self._strategies.get(tenant_id, {})
+        rows: list[_Row] = []
+        for item in items:
+            config = defs[item.task_name]
+            policy = evaluate_policy(
+                item.task_name,
+                config,
+                strategies.get(item.task_name, []),
+                item.input,
+                item.additional_metadata,
+                static_keys,
+            )
+            if policy.error and "was never created" in policy.error and needs_static:
+                static_keys = await self._static_keys(tenant_id, refresh=True)
+                policy = evaluate_policy(
+                    item.task_name,
+                    config,
+                    strategies.get(item.task_name, []),
+                    item.input,
+                    item.additional_metadata,
+                    static_keys,
+                )
+            rows.append(
+                _Row(uuid.uuid4(), config, item, policy, workers.get(item.desired_worker_id))
+            )
         pending = _Pending(tenant_id, rows)
         self._pending.append(pending)
         self._pending_items += len(rows)
         if self._pending_items >= self._max_items:
             self._signal.set()
         return await pending.done
+
+    async def _desired_workers(self, tenant_id: int, items: list[TriggerInput]) -> dict[str, int]:
+        """Internal ids of the workers the runs name; InvalidRequestError for unknown ones."""
+        wanted = {i.desired_worker_id for i in items if i.desired_worker_id}
+        if not wanted:
+            return {}
+        try:
+            ids = [uuid.UUID(w) for w in wanted]
+        except ValueError:
+            raise InvalidRequestError(
+                f"desired_worker_id must be worker ids, got {wanted}"
+            ) from None
+        rows = await self._db.fetch(
+            "worker_ids_by_external", WorkerIdsByExternalParams(tenant_id, ids)
+        )
+        found = {str(r["external_id"]): int(r["id"]) for r in rows}
+        missing = wanted - set(found)
+        if missing:
+            raise InvalidRequestError(f"no worker with id {', '.join(sorted(missing))}")
+        return found
 
     def _check_payload(self, item: TriggerInput) -> None:
         for what, raw in (("input", item.input), ("additional_metadata", item.additional_metadata)):
@@ -196,25 +334,36 @@ class Ingest(LoopService):
             by_tenant.setdefault(p.tenant_id, []).append(p)
         for tenant_id, group in by_tenant.items():
             try:
-                await self._db.execute("insert_tasks", _insert_params(tenant_id, group))
+                params = _insert_params(tenant_id, group)
+                dynamic = _dynamic_limits(tenant_id, group)
+                async with self._db.transaction() as tx:
+                    if dynamic.keys:
+                        await tx.execute("ensure_dynamic_rate_limits", dynamic)
+                    await tx.execute("insert_tasks", params)
             except Exception as exc:
+                # The callers get the error (their runs were not stored); the loop goes on.
+                log.exception("writing %d triggers failed", sum(len(p.rows) for p in group))
                 for p in group:
                     if not p.done.done():
                         p.done.set_exception(exc)
                 continue
             for p in group:
                 if not p.done.done():
-                    p.done.set_result([str(r[0]) for r in p.rows])
+                    p.done.set_result([str(r.external_id) for r in p.rows])
+            if params.slot_external_ids:
+                self.gated_tenants.add(tenant_id)
         if by_tenant:
             self._on_enqueued(set(by_tenant))
 
 
 def _insert_params(tenant_id: int, group: list[_Pending]) -> InsertTasksParams:
-    p = InsertTasksParams(tenant_id, [], [], [], [], [], [], [], [], [], [], [])
+    columns = len(dataclasses.fields(InsertTasksParams)) - 1
+    p = InsertTasksParams(tenant_id, *([] for _ in range(columns)))
     for pending in group:
-        for external_id, name, config, item in pending.rows:
-            p.external_ids.append(external_id)
-            p.task_names.append(name)
+        for row in pending.rows:
+            item, config, policy = row.item, row.config, row.policy
+            p.external_ids.append(row.external_id)
+            p.task_names.append(item.task_name)
             p.priorities.append(item.priority or config.priority)
             p.inputs.append(item.input.decode() if item.input else "null")
             p.metadata.append(
@@ -228,4 +377,31 @@ def _insert_params(tenant_id: int, group: list[_Pending]) -> InsertTasksParams:
             p.run_at.append(
                 datetime.fromtimestamp(item.run_at_ms / 1000, UTC) if item.run_at_ms else None
             )
+            p.statuses.append("FAILED" if policy.error else "QUEUED")
+            p.errors.append(
+                json.dumps({"type": "PolicyError", "message": policy.error, "traceback": ""})
+                if policy.error
+                else None
+            )
+            p.rate_limits.append(policy.rate_limits_json)
+            p.desired_worker_ids.append(row.desired_worker_id)
+            p.gated.append(bool(policy.slots))
+            for strategy_id, idx, key in policy.slots:
+                p.slot_external_ids.append(row.external_id)
+                p.slot_strategy_ids.append(strategy_id)
+                p.slot_idx.append(idx)
+                p.slot_keys.append(key)
     return p
+
+
+def _dynamic_limits(tenant_id: int, group: list[_Pending]) -> DynamicLimitsParams:
+    found: dict[str, tuple[int, int]] = {}
+    for pending in group:
+        for row in pending.rows:
+            for r in row.policy.rate_limits:
+                if "limit" in r:
+                    found[r["key"]] = (r["limit"], r["window_ms"])
+    keys = sorted(found)
+    return DynamicLimitsParams(
+        tenant_id, keys, [found[k][0] for k in keys], [found[k][1] for k in keys]
+    )

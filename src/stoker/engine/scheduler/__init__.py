@@ -1,36 +1,31 @@
-"""Scheduler: turns queued attempts into assignments on workers with free slots.
+"""Scheduler: turns queued attempts into assignments on workers, applying every policy.
 
-A round, per tenant that has connected workers with free slots:
-
-1. From the dispatcher's in-memory view, compute each queue's capacity (a queue is a task
-   name): the free slots of the workers that run that task, capped at ``scheduler_batch``.
-2. ``claim_queue_items`` locks up to that many ready items per queue in one statement
-   (priority first, FIFO within a priority; ``FOR UPDATE SKIP LOCKED``, so replicas never
-   take the same item).
-3. Decide in memory: each item goes to the worker running its task that has the most free
-   slots (which spreads load), reserving the slot at once.
-4. ``assign_queue_items`` deletes the assigned items, marks their tasks ASSIGNED and writes
-   their ``task_runtime`` rows, in the same transaction as the claim; items that found no
-   slot are released by the commit.
-5. After the commit, push each worker its assignments as one message.
-
-Rounds are triggered by signals (new runs from ingest, slots freed by completions, retries
-requeued) and otherwise by a poll every ``scheduler_poll_s`` seconds that also picks up
-delayed retries, scheduled runs and runs inserted by another engine replica. A round that
-filled a whole batch is followed at once by another. An idle engine therefore costs one
-cheap query per tenant with idle workers per poll interval.
+The design — what is held in memory and what in Postgres, how one round decides for a
+batch, and what happens with two replicas — is in ``docs/scheduler.md``. In short, a round
+per tenant is: admission of runs waiting for concurrency slots (:mod:`.admission`), then
+one transaction that claims ready queue items (``FOR UPDATE SKIP LOCKED``), checks rate
+limits under their row locks, places each item on a worker in memory (slot pool and cost,
+required and weighted labels, sticky and desired workers), defers what cannot run now, and
+writes the assignments in one statement; after the commit each worker gets its
+assignments as one message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._wire import StickyStrategy, TaskConfig
 from stoker.db import Executor, Row
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
+from stoker.engine.scheduler.admission import admit
 from stoker.engine.service import LoopService, Signal
 
 log = logging.getLogger("stoker.engine.scheduler")
@@ -38,6 +33,8 @@ log = logging.getLogger("stoker.engine.scheduler")
 # Engine-side execution timeouts fire this long after the worker's own, so the worker's
 # report (with its traceback) normally wins.
 TIMEOUT_GRACE_MS = 1000
+
+_DEFAULT = TaskConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +53,41 @@ class AssignParams:
     timeout_grace_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeferParams:
+    item_ids: list[int]
+    until: list[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class LockLimitsParams:
+    tenant_id: int
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeParams:
+    tenant_id: int
+    keys: list[str]
+    units: list[int]
+
+
+@dataclass(slots=True)
+class _Window:
+    limit: int
+    used: int
+    ends: datetime
+
+
+@dataclass(slots=True)
+class _Round:
+    """What one round decided for one tenant."""
+
+    chosen: list[tuple[Row, WorkerConn, TaskConfig]] = field(default_factory=list)
+    deferred: dict[int, datetime] = field(default_factory=dict)
+    consumed: Counter[str] = field(default_factory=Counter)
+
+
 class Scheduler(LoopService):
     """Assigns queued attempts to workers in batches."""
 
@@ -66,16 +98,22 @@ class Scheduler(LoopService):
         db: Executor,
         dispatcher: Dispatcher,
         attempts: Attempts,
+        task_defs: Callable[[int], Awaitable[dict[str, TaskConfig]]],
+        gated_tenants: set[int],
         *,
         batch: int,
         poll_s: float,
+        defer_ms: int,
     ) -> None:
         super().__init__()
         self._db = db
         self._dispatcher = dispatcher
         self._attempts = attempts
+        self._task_defs = task_defs
+        self._gated = gated_tenants
         self._batch = batch
         self._poll_s = poll_s
+        self._defer = timedelta(milliseconds=defer_ms)
         self._signal = Signal()
         self.rounds = 0
 
@@ -86,60 +124,121 @@ class Scheduler(LoopService):
     async def run(self) -> None:
         again = True
         while not self.stopping.is_set():
+            polled = False
             if not again:
-                await self._signal.wait(self._poll_s)
+                polled = not await self._signal.wait(self._poll_s)
             again = False
+            free = self._dispatcher.conns_with_free_slots()
+            # Admission: tenants that got gated runs, plus, on a poll, every tenant with
+            # workers (gated runs may come from another replica).
+            for tenant_id in sorted(self._gated | (set(free) if polled else set())):
+                if not await admit(self._db, self._dispatcher, self._attempts, tenant_id):
+                    self._gated.discard(tenant_id)
+                else:
+                    self._gated.add(tenant_id)
             for tenant_id, conns in self._dispatcher.conns_with_free_slots().items():
                 again |= await self.schedule_tenant(tenant_id, conns)
             self.rounds += 1
 
     async def schedule_tenant(self, tenant_id: int, conns: list[WorkerConn]) -> bool:
-        """One round for one tenant; True when a queue filled its whole batch."""
-        capacity: dict[str, int] = {}
+        """One round for one tenant; True when some queue filled its whole batch."""
+        defs = await self._task_defs(tenant_id)
+        capacity: Counter[str] = Counter()
         for conn in conns:
             for name in conn.task_names:
-                capacity[name] = min(self._batch, capacity.get(name, 0) + conn.free_slots)
-        if not capacity:
+                cfg = defs.get(name, _DEFAULT)
+                capacity[name] += conn.free(cfg.durable) // cfg.slot_cost
+        queues = sorted(q for q, n in capacity.items() if n > 0)
+        if not queues:
             return False
-        queues = sorted(capacity)
-        plan: dict[WorkerConn, list[Row]] = {}
+        limits = [min(self._batch, capacity[q]) for q in queues]
         async with self._db.transaction() as tx:
-            items = await tx.fetch(
-                "claim_queue_items",
-                ClaimParams(tenant_id, queues, [capacity[q] for q in queues]),
-            )
+            items = await tx.fetch("claim_queue_items", ClaimParams(tenant_id, queues, limits))
             if not items:
                 return False
-            chosen: list[tuple[Row, WorkerConn]] = []
-            for item in items:
-                target = _pick(conns, item["queue"])
-                if target is None:
-                    continue
-                target.running[item["task_id"]] = item["attempt"]
-                chosen.append((item, target))
-            if not chosen:
-                return False
-            try:
-                rows = await tx.fetch(
-                    "assign_queue_items",
-                    AssignParams(
-                        [i["id"] for i, _ in chosen],
-                        [i["task_id"] for i, _ in chosen],
-                        [i["attempt"] for i, _ in chosen],
-                        [c.worker_id for _, c in chosen],
-                        TIMEOUT_GRACE_MS,
-                    ),
+            windows = await self._lock_windows(tx, tenant_id, items)
+            decided = self._decide(items, conns, defs, windows)
+            if decided.consumed:
+                keys = sorted(decided.consumed)
+                await tx.execute(
+                    "consume_rate_limits",
+                    ConsumeParams(tenant_id, keys, [decided.consumed[k] for k in keys]),
                 )
-            except BaseException:
-                for item, conn in chosen:
-                    conn.running.pop(item["task_id"], None)
-                raise
-        by_worker = {c.worker_id: c for _, c in chosen}
-        for row in rows:
-            plan.setdefault(by_worker[row["worker_id"]], []).append(row)
-        lost: list[AttemptEnd] = []
-        for conn, assigned in plan.items():
-            msgs = [
+            if decided.deferred:
+                ids = list(decided.deferred)
+                await tx.execute(
+                    "defer_queue_items", DeferParams(ids, [decided.deferred[i] for i in ids])
+                )
+            rows: list[Row] = []
+            if decided.chosen:
+                try:
+                    rows = await tx.fetch(
+                        "assign_queue_items",
+                        AssignParams(
+                            [i["id"] for i, _, _ in decided.chosen],
+                            [i["task_id"] for i, _, _ in decided.chosen],
+                            [i["attempt"] for i, _, _ in decided.chosen],
+                            [c.worker_id for _, c, _ in decided.chosen],
+                            TIMEOUT_GRACE_MS,
+                        ),
+                    )
+                except BaseException:
+                    for item, conn, _ in decided.chosen:
+                        conn.running.pop(item["task_id"], None)
+                    raise
+        await self._push(rows, decided)
+        claimed = Counter(i["queue"] for i in items)
+        return any(claimed[q] >= lim for q, lim in zip(queues, limits, strict=True))
+
+    async def _lock_windows(
+        self, tx: Executor, tenant_id: int, items: list[Row]
+    ) -> dict[str, _Window]:
+        keys = sorted({r["key"] for i in items for r in _limits(i)})
+        if not keys:
+            return {}
+        rows = await tx.fetch("lock_rate_limits", LockLimitsParams(tenant_id, keys))
+        return {r["key"]: _Window(r["limit_value"], r["used"], r["window_end"]) for r in rows}
+
+    def _decide(
+        self,
+        items: list[Row],
+        conns: list[WorkerConn],
+        defs: dict[str, TaskConfig],
+        windows: dict[str, _Window],
+    ) -> _Round:
+        decided = _Round()
+        now = datetime.now().astimezone()
+        had_room = {c.worker_id: (c.free(False), c.free(True)) for c in conns}
+        for item in items:
+            cfg = defs.get(item["queue"], _DEFAULT)
+            conn = _pick(conns, item, cfg)
+            if conn is None:
+                if not _could_take(conns, item, cfg, had_room):
+                    decided.deferred[item["id"]] = now + self._defer
+                continue
+            limits = _limits(item)
+            blocked = [
+                w
+                for r in limits
+                if (w := windows.get(r["key"])) is None or w.used + r["units"] > w.limit
+            ]
+            if blocked:
+                ends = [w.ends for w in blocked if w is not None]
+                decided.deferred[item["id"]] = max(ends) if ends else now + timedelta(seconds=1)
+                continue
+            for r in limits:
+                windows[r["key"]].used += r["units"]
+                decided.consumed[r["key"]] += r["units"]
+            conn.hold(item["task_id"], item["attempt"], cfg.slot_cost, cfg.durable)
+            decided.chosen.append((item, conn, cfg))
+        return decided
+
+    async def _push(self, rows: list[Row], decided: _Round) -> None:
+        by_task = {i["task_id"]: (c, cfg) for i, c, cfg in decided.chosen}
+        plan: dict[WorkerConn, list[pb.Assignment]] = {}
+        for r in rows:
+            conn, cfg = by_task[r["task_id"]]
+            plan.setdefault(conn, []).append(
                 pb.Assignment(
                     task_id=r["task_id"],
                     attempt=r["attempt"],
@@ -149,29 +248,74 @@ class Scheduler(LoopService):
                     additional_metadata=r["additional_metadata"].encode(),
                     retry_count=r["retry_count"],
                     execution_timeout_ms=r["execution_timeout_ms"],
+                    slot_cost=cfg.slot_cost,
+                    durable=cfg.durable,
                 )
-                for r in assigned
-            ]
+            )
+        lost: list[AttemptEnd] = []
+        for conn, msgs in plan.items():
             if not self._dispatcher.deliver(conn, msgs):
                 lost += [
                     AttemptEnd.lost(
-                        r["task_id"],
-                        r["attempt"],
+                        m.task_id,
+                        m.attempt,
                         "ASSIGNMENT_LOST",
                         "the worker disconnected before the assignment reached it",
                     )
-                    for r in assigned
+                    for m in msgs
                 ]
         if lost:
             await self._attempts.end(lost)
-        claimed = Counter(i["queue"] for i in items)
-        return any(claimed[q] >= capacity[q] for q in queues)
 
 
-def _pick(conns: list[WorkerConn], queue: str) -> WorkerConn | None:
+def _limits(item: Row) -> list[dict[str, Any]]:
+    raw = item.get("rate_limits")
+    return json.loads(raw) if raw else []
+
+
+def _eligible(conn: WorkerConn, item: Row, cfg: TaskConfig) -> bool:
+    """Whether ``conn`` may ever run ``item`` (ignoring its free slots)."""
+    if item["queue"] not in conn.task_names or conn.closed or conn.draining:
+        return False
+    desired = item.get("desired_worker_id")
+    if cfg.sticky is StickyStrategy.HARD and desired is not None and conn.worker_id != desired:
+        return False
+    return all(
+        label.matches(conn.labels.get(key))
+        for key, label in cfg.desired_worker_labels.items()
+        if label.required
+    )
+
+
+def _score(conn: WorkerConn, item: Row, cfg: TaskConfig) -> tuple[int, int, int]:
+    preferred = int(conn.worker_id == item.get("desired_worker_id"))
+    weight = sum(
+        label.weight
+        for key, label in cfg.desired_worker_labels.items()
+        if not label.required and label.matches(conn.labels.get(key))
+    )
+    return preferred, weight, conn.free(cfg.durable)
+
+
+def _pick(conns: list[WorkerConn], item: Row, cfg: TaskConfig) -> WorkerConn | None:
+    """The best worker for ``item`` with room for it now, or None."""
     best: WorkerConn | None = None
+    best_score: tuple[int, int, int] | None = None
     for conn in conns:
-        if queue in conn.task_names and not conn.closed and conn.free_slots > 0:
-            if best is None or conn.free_slots > best.free_slots:
-                best = conn
+        if conn.free(cfg.durable) < cfg.slot_cost or not _eligible(conn, item, cfg):
+            continue
+        score = _score(conn, item, cfg)
+        if best_score is None or score > best_score:
+            best, best_score = conn, score
     return best
+
+
+def _could_take(
+    conns: list[WorkerConn], item: Row, cfg: TaskConfig, had_room: dict[int, tuple[int, int]]
+) -> bool:
+    """Whether some worker that had room at the start of the round may run ``item``: then it
+    only lost to items ahead of it and stays in place instead of being deferred."""
+    return any(
+        had_room[c.worker_id][int(cfg.durable)] >= cfg.slot_cost and _eligible(c, item, cfg)
+        for c in conns
+    )

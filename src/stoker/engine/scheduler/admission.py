@@ -1,0 +1,149 @@
+"""Concurrency admission: moving runs from "waiting for a concurrency slot" to the queue.
+
+All admissions for a strategy happen under the strategy's row lock (taken in id order, so
+replicas serialise and never deadlock), and admitted slots are released only when their
+run reaches a final state (a trigger on ``task``, in that same transaction). So the count of
+admitted runs per key — and therefore of running ones — never exceeds ``max_runs``.
+
+Per (strategy, key), with ``held`` the runs already admitted (oldest first) and
+``waiting`` the eligible candidates (priority, then age):
+
+* GROUP_ROUND_ROBIN admits the first ``max_runs - len(held)`` of ``waiting``;
+* CANCEL_NEWEST admits the same and cancels the rest of ``waiting``;
+* CANCEL_IN_PROGRESS keeps the newest ``max_runs`` of ``held + waiting`` (by creation) and
+  cancels the others, running or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stoker._wire import ConcurrencyLimitStrategy
+from stoker.db import Executor
+
+if TYPE_CHECKING:
+    from stoker.engine.attempts import Attempts
+    from stoker.engine.dispatcher import Dispatcher
+
+# Candidates considered per round; more wait for the next round.
+CANDIDATES_PER_ROUND = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class TenantParams:
+    tenant_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatesParams:
+    tenant_id: int
+    strategy_ids: list[int]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeysParams:
+    strategy_ids: list[int]
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitParams:
+    task_ids: list[int]
+    strategy_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskIdsParams:
+    task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelParams:
+    task_ids: list[int]
+    errors: list[str]
+
+
+def _cancel_error(strategy: str, key: str) -> str:
+    return json.dumps(
+        {
+            "type": "ConcurrencyCancelledError",
+            "message": f"cancelled by the concurrency limit on key {key!r} ({strategy})",
+            "traceback": "",
+        }
+    )
+
+
+async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant_id: int) -> bool:
+    """One admission round for a tenant; True while runs are still waiting afterwards."""
+    cancelled_rows = []
+    async with db.transaction() as tx:
+        strategies = {
+            int(r["id"]): (int(r["max_runs"]), ConcurrencyLimitStrategy(r["limit_strategy"]))
+            for r in await tx.fetch("lock_waiting_strategies", TenantParams(tenant_id))
+        }
+        if not strategies:
+            return False
+        candidates = await tx.fetch(
+            "admission_candidates",
+            CandidatesParams(tenant_id, sorted(strategies), CANDIDATES_PER_ROUND),
+        )
+        if not candidates:
+            return False
+        waiting: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for c in candidates:
+            waiting[(int(c["strategy_id"]), str(c["key"]))].append(int(c["task_id"]))
+        pairs = sorted(waiting)
+        held: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for h in await tx.fetch(
+            "admitted_slots", KeysParams([p[0] for p in pairs], [p[1] for p in pairs])
+        ):
+            held[(int(h["strategy_id"]), str(h["key"]))].append(int(h["task_id"]))
+
+        admit_pairs: list[tuple[int, int]] = []
+        cancel: dict[int, str] = {}
+        still_waiting = len(candidates) >= CANDIDATES_PER_ROUND
+        for (strategy_id, key), queue in waiting.items():
+            max_runs, kind = strategies[strategy_id]
+            have = held[(strategy_id, key)]
+            if kind is ConcurrencyLimitStrategy.CANCEL_IN_PROGRESS:
+                everyone = sorted(have + queue)
+                keep = set(everyone[-max_runs:])
+                admit_pairs += [(t, strategy_id) for t in queue if t in keep]
+                for t in everyone:
+                    if t not in keep:
+                        cancel[t] = _cancel_error(kind.value, key)
+                continue
+            room = max(0, max_runs - len(have))
+            admit_pairs += [(t, strategy_id) for t in queue[:room]]
+            if kind is ConcurrencyLimitStrategy.CANCEL_NEWEST:
+                for t in queue[room:]:
+                    cancel[t] = _cancel_error(kind.value, key)
+            elif len(queue) > room:
+                still_waiting = True
+        admit_pairs = [(t, s) for t, s in admit_pairs if t not in cancel]
+        if admit_pairs:
+            ready = await tx.fetch(
+                "admit_slots",
+                AdmitParams([t for t, _ in admit_pairs], [s for _, s in admit_pairs]),
+            )
+            if ready:
+                await tx.execute("enqueue_tasks", TaskIdsParams([int(r["task_id"]) for r in ready]))
+        if cancel:
+            ids = sorted(cancel)
+            cancelled_rows = await tx.fetch(
+                "cancel_tasks", CancelParams(ids, [cancel[t] for t in ids])
+            )
+    running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for r in cancelled_rows:
+        if r["worker_id"] is not None:
+            running[int(r["worker_id"])].append(
+                (int(r["id"]), int(r["attempt"]), "cancelled by a concurrency limit")
+            )
+    for worker_id, items in running.items():
+        dispatcher.cancel(worker_id, items)
+    attempts.watcher.finished(r["external_id"] for r in cancelled_rows)
+    return still_waiting
