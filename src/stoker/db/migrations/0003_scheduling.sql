@@ -67,6 +67,8 @@ ALTER TABLE queue_item ADD COLUMN rate_limits jsonb;
 ALTER TABLE queue_item ADD COLUMN desired_worker_id bigint;
 ALTER TABLE task ADD COLUMN desired_worker_id bigint;
 ALTER TABLE task ADD COLUMN rate_limits jsonb;
+-- When the current attempt was assigned (the moment rate limits and concurrency count it).
+ALTER TABLE task ADD COLUMN assigned_at timestamptz;
 
 ALTER TABLE worker ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE worker ADD COLUMN durable_slots integer NOT NULL DEFAULT 0;

@@ -30,7 +30,7 @@ del AS (
 ),
 upd AS (
     UPDATE task t
-    SET status = 'ASSIGNED', worker_id = a.worker_id
+    SET status = 'ASSIGNED', worker_id = a.worker_id, assigned_at = now()
     FROM a
     WHERE t.id = a.task_id
     RETURNING t.id, t.tenant_id, t.external_id, t.task_name, t.input, t.additional_metadata,

@@ -1,11 +1,19 @@
 -- Rate limits (fixed windows aligned to the epoch; see docs/scheduler.md).
 
 -- name: put_rate_limit
-INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms, dynamic)
-VALUES (%(tenant_id)s, %(key)s, %(limit_value)s, %(window_ms)s, false)
-ON CONFLICT (tenant_id, key) DO UPDATE
-SET limit_value = excluded.limit_value, window_ms = excluded.window_ms, dynamic = false,
-    updated_at = now();
+-- Creates or updates a static limit; runs deferred until its window's end are made ready
+-- now, so a raised limit takes effect at once.
+WITH put AS (
+    INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms, dynamic)
+    VALUES (%(tenant_id)s, %(key)s, %(limit_value)s, %(window_ms)s, false)
+    ON CONFLICT (tenant_id, key) DO UPDATE
+    SET limit_value = excluded.limit_value, window_ms = excluded.window_ms, dynamic = false,
+        updated_at = now()
+)
+UPDATE queue_item
+SET available_at = now()
+WHERE tenant_id = %(tenant_id)s AND available_at > now()
+  AND rate_limits @> jsonb_build_array(jsonb_build_object('key', %(key)s::text));
 
 -- name: static_rate_limit_keys
 SELECT key FROM rate_limit WHERE tenant_id = %(tenant_id)s AND NOT dynamic;

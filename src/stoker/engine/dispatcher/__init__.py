@@ -194,6 +194,10 @@ class Dispatcher(LoopService):
                 found.setdefault(conn.tenant_id, []).append(conn)
         return found
 
+    def conns_of(self, tenant_id: int) -> list[WorkerConn]:
+        """Every open conn of a tenant, busy or not."""
+        return [c for c in self._conns.values() if c.tenant_id == tenant_id and not c.closed]
+
     def deliver(self, conn: WorkerConn, items: list[pb.Assignment]) -> bool:
         """Pushes committed assignments to ``conn``; False when it closed meanwhile."""
         if conn.closed:

@@ -202,6 +202,7 @@ class Ingest(LoopService):
             raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
         await self._db.execute("put_rate_limit", RateLimitParams(tenant_id, key, limit, window_ms))
         self._static_limits.pop(tenant_id, None)
+        self._on_enqueued({tenant_id})
 
     async def _static_keys(self, tenant_id: int, refresh: bool) -> set[str]:
         cached = self._static_limits.get(tenant_id)

@@ -12,6 +12,7 @@ assignments as one message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -169,6 +170,10 @@ class Scheduler(LoopService):
                 await tx.execute(
                     "defer_queue_items", DeferParams(ids, [decided.deferred[i] for i in ids])
                 )
+                # Come back when the first deferred item is due, not at the next poll.
+                due = min(decided.deferred.values()) - datetime.now().astimezone()
+                loop = asyncio.get_running_loop()
+                loop.call_later(max(0.0, due.total_seconds()) + 0.005, self.wake)
             rows: list[Row] = []
             if decided.chosen:
                 try:
@@ -208,12 +213,12 @@ class Scheduler(LoopService):
     ) -> _Round:
         decided = _Round()
         now = datetime.now().astimezone()
-        had_room = {c.worker_id: (c.free(False), c.free(True)) for c in conns}
+        connected = self._dispatcher.conns_of(conns[0].tenant_id) if conns else []
         for item in items:
             cfg = defs.get(item["queue"], _DEFAULT)
             conn = _pick(conns, item, cfg)
             if conn is None:
-                if not _could_take(conns, item, cfg, had_room):
+                if _stuck(connected, item, cfg):
                     decided.deferred[item["id"]] = now + self._defer
                 continue
             limits = _limits(item)
@@ -310,12 +315,12 @@ def _pick(conns: list[WorkerConn], item: Row, cfg: TaskConfig) -> WorkerConn | N
     return best
 
 
-def _could_take(
-    conns: list[WorkerConn], item: Row, cfg: TaskConfig, had_room: dict[int, tuple[int, int]]
-) -> bool:
-    """Whether some worker that had room at the start of the round may run ``item``: then it
-    only lost to items ahead of it and stays in place instead of being deferred."""
-    return any(
-        had_room[c.worker_id][int(cfg.durable)] >= cfg.slot_cost and _eligible(c, item, cfg)
-        for c in conns
-    )
+def _stuck(connected: list[WorkerConn], item: Row, cfg: TaskConfig) -> bool:
+    """Whether ``item`` cannot run now for reasons of its own, so it must step aside rather
+    than hold a place at the head of its queue: no connected worker may run it (required
+    labels nobody has), or it is bound to one worker (hard sticky) that is busy. An item
+    that merely lost to items ahead of it keeps its place."""
+    eligible = [c for c in connected if _eligible(c, item, cfg)]
+    if not eligible:
+        return True
+    return cfg.sticky is StickyStrategy.HARD and item.get("desired_worker_id") is not None

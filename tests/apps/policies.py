@@ -1,0 +1,105 @@
+"""Tasks for the scheduling-policy tests; each reports when and where it ran."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from stoker import (
+    ConcurrencyExpression,
+    ConcurrencyLimitStrategy,
+    Context,
+    DesiredWorkerLabel,
+    RateLimit,
+    Stoker,
+    WorkerLabelComparator,
+)
+
+
+class Job(BaseModel):
+    key: str = "k"
+    other: str = "o"
+    user: str = "u"
+    seconds: float = 0.0
+    n: int = 0
+
+
+async def _work(input: Job, ctx: Context) -> dict[str, Any]:
+    start = time.time()
+    await asyncio.sleep(input.seconds)
+    return {
+        "start": start,
+        "end": time.time(),
+        "worker": ctx.worker_id,
+        "pid": os.getpid(),
+        "key": input.key,
+        "n": input.n,
+    }
+
+
+def declare(app: Stoker) -> Stoker:
+    app.task(
+        name="round_robin",
+        concurrency=ConcurrencyExpression(expression="input.key", max_runs=2),
+    )(_work)
+    app.task(
+        name="two_keys",
+        concurrency=[
+            ConcurrencyExpression(expression="input.key", max_runs=1),
+            ConcurrencyExpression(expression="input.other", max_runs=2),
+        ],
+    )(_work)
+    app.task(
+        name="cancel_in_progress",
+        concurrency=ConcurrencyExpression(
+            expression="input.key",
+            max_runs=1,
+            limit_strategy=ConcurrencyLimitStrategy.CANCEL_IN_PROGRESS,
+        ),
+    )(_work)
+    app.task(
+        name="cancel_newest",
+        concurrency=ConcurrencyExpression(
+            expression="input.key",
+            max_runs=1,
+            limit_strategy=ConcurrencyLimitStrategy.CANCEL_NEWEST,
+        ),
+    )(_work)
+    app.task(name="global_limit", concurrency=2)(_work)
+    app.task(name="static_limited", rate_limits=[RateLimit(static_key="shared", units=1)])(_work)
+    app.task(
+        name="dynamic_limited",
+        rate_limits=[RateLimit(dynamic_key="input.user", units=1, limit=3, duration="second")],
+    )(_work)
+    app.task(name="plain")(_work)
+    app.task(
+        name="needs_gpu",
+        desired_worker_labels={"gpu": DesiredWorkerLabel(value="a100", required=True)},
+        schedule_timeout="3s",
+    )(_work)
+    app.task(
+        name="prefers_memory",
+        desired_worker_labels={
+            "memory_gb": DesiredWorkerLabel(
+                value=32, comparator=WorkerLabelComparator.GREATER_THAN, weight=10
+            )
+        },
+    )(_work)
+    app.task(name="costly", slot_cost=2)(_work)
+    app.task(name="whole_worker", slot_cost=4)(_release_then_sleep)
+    app.task(name="durable_job", durable=True)(_work)
+    app.task(name="hard_sticky", sticky="hard", schedule_timeout="30s")(_work)
+    return app
+
+
+async def _release_then_sleep(input: Job, ctx: Context) -> dict[str, Any]:
+    if input.n:
+        ctx.release_slot()
+    return await _work(input, ctx)
+
+
+app = declare(Stoker())

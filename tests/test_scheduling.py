@@ -1,0 +1,353 @@
+"""Scheduling policy, end to end: invariants checked from what real workers recorded.
+
+Each test drives a real engine and real worker processes through the public SDK, then
+checks the policy's invariant from the runs' recorded start/end times (worker clock) or
+assignment times (engine clock). Randomised workloads use fixed seeds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from stoker import (
+    ConcurrencyExpression,
+    DeclarationError,
+    DesiredWorkerLabel,
+    RateLimit,
+    RunCancelledError,
+    Stoker,
+    TaskRunError,
+)
+from tests.apps import policies
+from tests.apps.policies import Job
+
+pytestmark = pytest.mark.timeout(120)
+
+APP = "tests.apps.policies:app"
+
+
+@pytest.fixture
+def app(engine: Any, tenant: Any) -> Stoker:
+    return policies.declare(Stoker(address=engine.grpc_address, token=tenant.token))
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end at t closes before a start at t)."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def assigned_at(engine: Any, run_ids: list[str]) -> dict[str, float]:
+    with psycopg.connect(engine.db_url) as conn:
+        rows = conn.execute(
+            "SELECT external_id::text, extract(epoch FROM assigned_at)::float8"
+            " FROM stoker.task WHERE external_id = ANY(%s::uuid[])",
+            (run_ids,),
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+# -- concurrency keys -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+def test_round_robin_never_exceeds_max_runs_per_key(
+    app: Stoker, worker_factory: Any, seed: int
+) -> None:
+    rng = random.Random(seed)
+    worker_factory(APP, slots=6)
+    worker_factory(APP, slots=6)
+    jobs = [
+        Job(key=f"c{rng.randrange(6)}", seconds=rng.uniform(0.01, 0.15), n=i) for i in range(150)
+    ]
+    outs = [r.result(timeout=90) for r in app.tasks["round_robin"].run_many(jobs)]
+    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for o in outs:
+        by_key[o["key"]].append((o["start"], o["end"]))
+    assert {k: max_overlap(v) <= 2 for k, v in by_key.items()} == {k: True for k in by_key}
+    assert max(max_overlap(v) for v in by_key.values()) == 2  # the limit was reached
+
+
+def test_round_robin_serves_quiet_keys_before_a_busy_key_drains(
+    app: Stoker, worker_factory: Any
+) -> None:
+    # One customer floods the queue first; four quiet customers come after. With max_runs=2
+    # a key never has more than 2 runs queued or running, so each quiet run is at most a few
+    # places behind in the FIFO: every quiet run starts before the busy key's 5th start.
+    busy = app.tasks["round_robin"].run_many([Job(key="busy", seconds=0.2, n=i) for i in range(30)])
+    quiet = app.tasks["round_robin"].run_many(
+        [Job(key=f"quiet{q}", seconds=0.2, n=i) for q in range(4) for i in range(2)]
+    )
+    worker_factory(APP, slots=4)
+    busy_starts = sorted(r.result(timeout=90)["start"] for r in busy)
+    quiet_starts = [r.result(timeout=90)["start"] for r in quiet]
+    assert max(quiet_starts) < busy_starts[4]
+
+
+def test_several_concurrency_expressions_all_apply(app: Stoker, worker_factory: Any) -> None:
+    rng = random.Random(3)
+    worker_factory(APP, slots=10)
+    jobs = [
+        Job(key=f"a{rng.randrange(4)}", other=f"b{rng.randrange(2)}", seconds=0.05, n=i)
+        for i in range(60)
+    ]
+    outs = [r.result(timeout=90) for r in app.tasks["two_keys"].run_many(jobs)]
+    by_a: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_b: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for job, o in zip(jobs, outs, strict=True):
+        by_a[job.key].append((o["start"], o["end"]))
+        by_b[job.other].append((o["start"], o["end"]))
+    assert all(max_overlap(v) <= 1 for v in by_a.values())
+    assert all(max_overlap(v) <= 2 for v in by_b.values())
+
+
+def test_an_int_concurrency_is_one_global_key(app: Stoker, worker_factory: Any) -> None:
+    worker_factory(APP, slots=10)
+    outs = [
+        r.result(timeout=60) for r in app.tasks["global_limit"].run_many([Job(seconds=0.1)] * 12)
+    ]
+    assert max_overlap([(o["start"], o["end"]) for o in outs]) == 2
+
+
+def test_cancel_in_progress_admits_the_newest_and_cancels_the_oldest(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    worker_factory(APP, slots=4)
+    task = app.tasks["cancel_in_progress"]
+    first = task.run_no_wait(Job(key="x", seconds=30))
+    wait_for_status(engine, first.run_id, "RUNNING")
+    second = task.run_no_wait(Job(key="x", seconds=0.1))
+    with pytest.raises(RunCancelledError) as info:
+        first.result(timeout=30)
+    assert info.value.error_type == "ConcurrencyCancelledError"
+    assert second.result(timeout=30)["key"] == "x"
+    # another key is unaffected
+    assert task.run(Job(key="y", seconds=0.0))["key"] == "y"
+
+
+def test_cancel_newest_cancels_the_incoming_run(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    worker_factory(APP, slots=4)
+    task = app.tasks["cancel_newest"]
+    first = task.run_no_wait(Job(key="x", seconds=1.0))
+    wait_for_status(engine, first.run_id, "RUNNING")
+    with pytest.raises(RunCancelledError, match="concurrency limit on key 'x'"):
+        task.run(Job(key="x"))
+    assert first.result(timeout=30)["key"] == "x"
+    assert task.run(Job(key="x"))["key"] == "x"  # the slot is free again
+
+
+def test_a_key_expression_failing_on_an_input_fails_only_that_run(
+    app: Stoker, worker_factory: Any
+) -> None:
+    @app.task(concurrency=ConcurrencyExpression(expression="input.customer.id", max_runs=1))
+    async def by_customer(input: dict[str, Any], ctx: Any) -> str:
+        return "ran"
+
+    worker = app.worker("inline", slots=1)  # declared for registration only
+    assert worker.tasks
+    bad = by_customer.run_no_wait({"no_customer": 1})
+    good = by_customer.run_no_wait({"customer": {"id": 5}})
+    with pytest.raises(TaskRunError) as info:
+        bad.result(timeout=30)
+    assert info.value.error_type == "PolicyError"
+    assert "input.customer.id" in info.value.error_message
+    # the good run is queued behind nothing: it waits for a worker, not for the bad one
+    assert good.run_id != bad.run_id
+
+
+def test_invalid_expressions_and_comparators_fail_at_declaration(app: Stoker) -> None:
+    with pytest.raises(
+        DeclarationError, match=r"invalid CEL expression 'input\.\(': .*Syntax error"
+    ):
+
+        @app.task(concurrency=ConcurrencyExpression(expression="input.(", max_runs=1))
+        async def broken(input: dict[str, Any], ctx: Any) -> None: ...
+
+    with pytest.raises(DeclarationError, match="rate limit dynamic_key: invalid CEL"):
+
+        @app.task(
+            rate_limits=[RateLimit(dynamic_key="input.[", units=1, limit=1, duration="second")]
+        )
+        async def broken_limit(input: dict[str, Any], ctx: Any) -> None: ...
+
+    with pytest.raises(ValidationError, match="comparator"):
+        DesiredWorkerLabel(value=1, comparator="ROUGHLY")  # type: ignore[arg-type]
+
+
+# -- rate limits ------------------------------------------------------------------------
+
+
+def windows(times: list[float], width: float) -> Counter[int]:
+    return Counter(int(t // width) for t in times)
+
+
+def test_static_rate_limit_holds_in_every_window_across_workers(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    app.rate_limits.put("shared", limit=5, duration="second")
+    worker_factory(APP, slots=10)
+    worker_factory(APP, slots=10)
+    refs = app.tasks["static_limited"].run_many([Job(n=i) for i in range(23)])
+    [r.result(timeout=60) for r in refs]
+    per_window = windows(list(assigned_at(engine, [r.run_id for r in refs]).values()), 1.0)
+    assert max(per_window.values()) <= 5
+    assert len(per_window) >= 5  # 23 runs at 5 per second need at least 5 windows
+
+
+def test_dynamic_rate_limit_is_per_key(app: Stoker, worker_factory: Any, engine: Any) -> None:
+    worker_factory(APP, slots=20)
+    jobs = [Job(user=u, n=i) for i in range(8) for u in ("ann", "bob")]
+    refs = app.tasks["dynamic_limited"].run_many(jobs)
+    [r.result(timeout=60) for r in refs]
+    times = assigned_at(engine, [r.run_id for r in refs])
+    for user in ("ann", "bob"):
+        mine = [times[r.run_id] for r, j in zip(refs, jobs, strict=True) if j.user == user]
+        assert max(windows(mine, 1.0).values()) <= 3
+
+
+def test_a_rate_limited_run_waits_without_blocking_others(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    app.rate_limits.put("shared", limit=1, duration="hour")
+    worker_factory(APP, slots=4)
+    first, second = app.tasks["static_limited"].run_many([Job(n=1), Job(n=2)])
+    assert first.result(timeout=30)["n"] == 1
+    # the second is over the limit for the hour: it stays queued, it does not fail
+    assert app.tasks["plain"].run(Job(n=3))["n"] == 3
+    with psycopg.connect(engine.db_url) as conn:
+        status = conn.execute(
+            "SELECT status FROM stoker.task WHERE external_id = %s", (second.run_id,)
+        ).fetchone()
+    assert status == ("QUEUED",)
+    app.rate_limits.put("shared", limit=2, duration="hour")  # raising the limit lets it run
+    assert second.result(timeout=30)["n"] == 2
+
+
+def test_a_rate_limit_never_created_is_reported(app: Stoker, worker_factory: Any) -> None:
+    @app.task(rate_limits=[RateLimit(static_key="nobody-made-me")])
+    async def orphan(input: dict[str, Any], ctx: Any) -> None: ...
+
+    with pytest.raises(
+        TaskRunError, match=r"rate limit 'nobody-made-me' was never created.*rate_limits\.put"
+    ):
+        orphan.run({})
+
+
+# -- priority, slots --------------------------------------------------------------------
+
+
+def test_higher_priority_runs_first_fifo_within_a_level(app: Stoker, worker_factory: Any) -> None:
+    plain = app.tasks["plain"]
+    low = plain.run_many([Job(n=i) for i in range(10)], priority=1)
+    high = plain.run_many([Job(n=100 + i) for i in range(10)], priority=3)
+    mid = plain.run_many([Job(n=50 + i) for i in range(10)], priority=2)
+    worker_factory(APP, slots=1)
+    order = [
+        o["n"]
+        for o in sorted((r.result(timeout=60) for r in low + high + mid), key=lambda o: o["start"])
+    ]
+    assert order == [*range(100, 110), *range(50, 60), *range(10)]
+
+
+def test_slot_cost_limits_what_runs_at_once(app: Stoker, worker_factory: Any) -> None:
+    worker_factory(APP, slots=4)
+    outs = [r.result(timeout=60) for r in app.tasks["costly"].run_many([Job(seconds=0.2)] * 8)]
+    assert max_overlap([(o["start"], o["end"]) for o in outs]) == 2
+
+
+def test_release_slot_lets_the_worker_take_more(app: Stoker, worker_factory: Any) -> None:
+    worker_factory(APP, slots=4)
+    holds = app.tasks["whole_worker"].run_many([Job(seconds=0.6, n=0)] * 2)
+    outs = [r.result(timeout=60) for r in holds]
+    assert max_overlap([(o["start"], o["end"]) for o in outs]) == 1
+    releases = app.tasks["whole_worker"].run_many([Job(seconds=0.6, n=1)] * 3)
+    outs = [r.result(timeout=60) for r in releases]
+    assert max_overlap([(o["start"], o["end"]) for o in outs]) == 3
+
+
+def test_durable_tasks_use_their_own_slot_pool(app: Stoker, worker_factory: Any) -> None:
+    worker_factory(APP, slots=1, durable_slots=1)
+    durable = app.tasks["durable_job"].run_many([Job(seconds=0.3)] * 3)
+    plain = app.tasks["plain"].run_many([Job(seconds=0.3)] * 3)
+    d = [r.result(timeout=60) for r in durable]
+    p = [r.result(timeout=60) for r in plain]
+    assert max_overlap([(o["start"], o["end"]) for o in d]) == 1
+    assert max_overlap([(o["start"], o["end"]) for o in p]) == 1
+    assert max_overlap([(o["start"], o["end"]) for o in d + p]) == 2
+
+
+# -- labels and sticky ------------------------------------------------------------------
+
+
+def test_required_labels_are_honoured(app: Stoker, worker_factory: Any) -> None:
+    gpu = worker_factory(APP, slots=5, labels={"gpu": "a100"})
+    worker_factory(APP, slots=5, labels={"gpu": "none"})
+    outs = [r.result(timeout=60) for r in app.tasks["needs_gpu"].run_many([Job(seconds=0.05)] * 20)]
+    assert {o["worker"] for o in outs} == {gpu.worker_id}
+
+
+def test_required_labels_nobody_has_wait_until_the_schedule_timeout(
+    app: Stoker, worker_factory: Any
+) -> None:
+    worker_factory(APP, slots=5, labels={"gpu": "t4"})
+    with pytest.raises(RunCancelledError) as info:
+        app.tasks["needs_gpu"].run(Job())
+    assert info.value.error_type == "ScheduleTimeoutError"
+    assert app.tasks["plain"].run(Job(n=1))["n"] == 1  # the queue was not blocked
+
+
+def test_weighted_labels_pick_the_best_scoring_worker(app: Stoker, worker_factory: Any) -> None:
+    big = worker_factory(APP, slots=50, labels={"memory_gb": 64})
+    worker_factory(APP, slots=50, labels={"memory_gb": 16})
+    outs = [r.result(timeout=60) for r in app.tasks["prefers_memory"].run_many([Job()] * 20)]
+    assert {o["worker"] for o in outs} == {big.worker_id}
+
+
+def test_hard_sticky_never_moves_a_run(app: Stoker, worker_factory: Any) -> None:
+    chosen = worker_factory(APP, slots=1)
+    worker_factory(APP, slots=10)
+    # Occupy the chosen worker, then ask for it: the runs wait for it, the idle one is ignored.
+    blocker = app.tasks["plain"].run_no_wait(Job(seconds=1.0), desired_worker_id=chosen.worker_id)
+    refs = app.tasks["hard_sticky"].run_many(
+        [Job(n=i) for i in range(5)], desired_worker_id=chosen.worker_id
+    )
+    outs = [r.result(timeout=60) for r in refs]
+    assert {o["worker"] for o in outs} == {chosen.worker_id}
+    assert min(o["start"] for o in outs) >= blocker.result(timeout=30)["end"] - 0.05
+
+
+def test_desired_worker_is_a_soft_preference(app: Stoker, worker_factory: Any) -> None:
+    chosen = worker_factory(APP, slots=20)
+    worker_factory(APP, slots=20)
+    outs = [
+        r.result(timeout=60)
+        for r in app.tasks["plain"].run_many([Job()] * 10, desired_worker_id=chosen.worker_id)
+    ]
+    assert {o["worker"] for o in outs} == {chosen.worker_id}
+
+
+def wait_for_status(engine: Any, run_id: str, status: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(engine.db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT status FROM stoker.task WHERE external_id = %s", (run_id,)
+            ).fetchone()
+            if row and row[0] == status:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never reached {status}")
