@@ -351,3 +351,37 @@ def wait_for_status(engine: Any, run_id: str, status: str, timeout: float = 30) 
                 return
             time.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached {status}")
+
+
+def test_the_rest_api_shows_a_runs_scheduling_policy(
+    app: Stoker, worker_factory: Any, engine: Any, tenant: Any
+) -> None:
+    import httpx
+
+    labelled = worker_factory(APP, slots=1, labels={"gpu": "a100"})
+    blocker = app.tasks["round_robin"].run_no_wait(Job(key="acme", seconds=1.0))
+    waiting = app.tasks["round_robin"].run_many([Job(key="acme", seconds=0.1)] * 2)
+    headers = {"authorization": f"Bearer {tenant.token}"}
+    with httpx.Client(base_url=engine.http_url, headers=headers, timeout=10) as http:
+        wait_for_status(engine, blocker.run_id, "RUNNING")
+        body = http.get(f"/api/v1/runs/{waiting[1].run_id}").json()
+        assert body["scheduling"]["concurrency"] == [
+            {
+                "expression": "input.key",
+                "key": "acme",
+                "max_runs": 2,
+                "limit_strategy": "GROUP_ROUND_ROBIN",
+                "admitted": False,
+            }
+        ]
+        workers = http.get("/api/v1/workers").json()["items"]
+        assert [w["labels"] for w in workers] == [{"gpu": "a100"}]
+        [r.result(timeout=30) for r in [blocker, *waiting]]
+        app.rate_limits.put("shared", limit=10, duration="minute")
+        ref = app.tasks["static_limited"].run_no_wait(Job(), desired_worker_id=labelled.worker_id)
+        ref.result(timeout=30)
+        body = http.get(f"/api/v1/runs/{ref.run_id}").json()
+        assert body["scheduling"]["rate_limits"] == [{"key": "shared", "units": 1}]
+        assert body["scheduling"]["desired_worker_id"] == labelled.worker_id
+        assert body["scheduling"]["assigned_at"] is not None
+        assert body["scheduling"]["concurrency"] == []  # released when the run finished

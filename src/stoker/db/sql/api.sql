@@ -8,10 +8,22 @@ SELECT 1 AS ok;
 -- One run with its current worker.
 SELECT t.id, t.external_id, t.task_name, t.status, t.input, t.output, t.error,
        t.additional_metadata, t.priority, t.attempt, t.retry_count, t.max_retries,
-       t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id
+       t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id,
+       t.assigned_at, t.rate_limits, dw.external_id AS desired_worker_external_id,
+       d.config AS task_config
 FROM task t
 LEFT JOIN worker w ON w.id = t.worker_id
+LEFT JOIN worker dw ON dw.id = t.desired_worker_id
+LEFT JOIN task_def d ON d.tenant_id = t.tenant_id AND d.name = t.task_name
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
+
+-- name: api_run_concurrency
+-- The concurrency slots an active run holds or waits for (released when it finishes).
+SELECT s.expression, s.max_runs, s.limit_strategy, c.key, c.admitted
+FROM concurrency_slot c
+JOIN concurrency_strategy s ON s.id = c.strategy_id
+WHERE c.task_id = %(task_id)s AND c.tenant_id = %(tenant_id)s
+ORDER BY c.idx;
 
 -- name: api_run_events
 -- The attempts of a run that ended other than by success, oldest first.
@@ -106,7 +118,7 @@ LIMIT %(limit)s;
 -- The tenant's workers with how many attempts each holds (its task_runtime rows).
 -- statuses is optional (NULL = every status).
 SELECT w.external_id, w.name, w.status, w.slots, w.task_names, w.last_heartbeat_at,
-       w.connected_at, coalesce(r.running, 0) AS running
+       w.connected_at, coalesce(r.running, 0) AS running, w.labels, w.durable_slots
 FROM worker w
 LEFT JOIN LATERAL (
     SELECT count(*) AS running FROM task_runtime tr WHERE tr.worker_id = w.id

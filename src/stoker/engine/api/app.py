@@ -27,12 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stoker.db import Executor, NoParams, Row
 from stoker.engine.api.models import (
     Attempt,
+    ConcurrencySlot,
     ErrorBody,
     ErrorSummary,
     Health,
     RunDetail,
     RunError,
     RunPage,
+    RunScheduling,
     RunStatus,
     RunSummary,
     TaskDef,
@@ -328,11 +330,23 @@ async def get_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> RunDetail:
     if row is None:
         raise NotFoundError(f"no run with id {run_id}")
     events = await db.fetch("api_run_events", RunEventsParams(who.tenant_id, row["id"]))
+    slots = await db.fetch("api_run_concurrency", RunEventsParams(who.tenant_id, row["id"]))
+    config = row["task_config"] or {}
     return RunDetail(
         **_summary_fields(row),
         input=row["input"],
         output=row["output"],
         attempts=build_attempts(row, events),
+        scheduling=RunScheduling(
+            slot_cost=config.get("slot_cost", 1),
+            durable=config.get("durable", False),
+            sticky=config.get("sticky"),
+            desired_worker_id=row["desired_worker_external_id"],
+            desired_worker_labels=config.get("desired_worker_labels", {}),
+            concurrency=[ConcurrencySlot(**s) for s in slots],
+            rate_limits=row["rate_limits"] or [],
+            assigned_at=row["assigned_at"],
+        ),
     )
 
 
@@ -413,6 +427,8 @@ async def list_workers(
                 task_names=list(r["task_names"]),
                 last_heartbeat_at=r["last_heartbeat_at"],
                 connected_at=r["connected_at"],
+                labels=r["labels"],
+                durable_slots=r["durable_slots"],
             )
             for r in rows
         ]

@@ -103,6 +103,33 @@ class RunSummary(_Model):
     )
 
 
+class ConcurrencySlot(_Model):
+    """A concurrency limit an active run holds (admitted) or waits for."""
+
+    expression: str
+    key: str
+    max_runs: int
+    limit_strategy: str
+    admitted: bool
+
+
+class RunScheduling(_Model):
+    """The scheduling policy that applies to a run."""
+
+    slot_cost: int = 1
+    durable: bool = False
+    sticky: str | None = None
+    desired_worker_id: uuid.UUID | None = None
+    desired_worker_labels: dict[str, Any] = Field(default_factory=dict)
+    concurrency: list[ConcurrencySlot] = Field(
+        default_factory=list, description="Held or awaited while the run is active"
+    )
+    rate_limits: list[dict[str, Any]] = Field(
+        default_factory=list, description="Units the run consumes of each limit when it starts"
+    )
+    assigned_at: datetime | None = None
+
+
 class RunDetail(RunSummary):
     """A run with its input, output, full error and the story of its attempts."""
 
@@ -110,6 +137,7 @@ class RunDetail(RunSummary):
     input: Any = None
     output: Any = None
     attempts: list[Attempt] = Field(default_factory=list)
+    scheduling: RunScheduling = Field(default_factory=RunScheduling)
 
 
 class RunPage(_Model):
@@ -131,6 +159,8 @@ class Worker(_Model):
     task_names: list[str]
     last_heartbeat_at: datetime
     connected_at: datetime
+    labels: dict[str, Any] = Field(default_factory=dict)
+    durable_slots: int = 0
 
 
 class WorkerList(_Model):
