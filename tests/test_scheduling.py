@@ -385,3 +385,38 @@ def test_the_rest_api_shows_a_runs_scheduling_policy(
         assert body["scheduling"]["desired_worker_id"] == labelled.worker_id
         assert body["scheduling"]["assigned_at"] is not None
         assert body["scheduling"]["concurrency"] == []  # released when the run finished
+
+
+def test_worker_labels_can_change_while_it_runs(app: Stoker, engine: Any) -> None:
+    import asyncio
+    import threading
+
+    worker = app.worker("relabelled", slots=4, labels={"gpu": "t4"})
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.async_start(),))
+    thread.start()
+    try:
+        wait_for_worker_labels(engine, "relabelled", {"gpu": "t4"})
+        ref = app.tasks["needs_gpu"].run_no_wait(Job())
+        worker.update_labels({"gpu": "a100"})
+        wait_for_worker_labels(engine, "relabelled", {"gpu": "a100"})
+        assert ref.result(timeout=30)["worker"] == worker.worker_id
+    finally:
+        worker.request_stop()
+        thread.join(timeout=30)
+        loop.close()
+
+
+def wait_for_worker_labels(engine: Any, name: str, labels: dict[str, Any]) -> None:
+    import time
+
+    deadline = time.monotonic() + 20
+    with psycopg.connect(engine.db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT labels FROM stoker.worker WHERE name = %s AND status = 'ACTIVE'", (name,)
+            ).fetchone()
+            if row and row[0] == labels:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"worker {name} never showed labels {labels}")
