@@ -32,6 +32,14 @@ class LoopService(Service):
     def __init__(self) -> None:
         self.stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._signals: list[Signal] = []
+
+    def signal(self) -> Signal:
+        """A wake-up signal of this service; stopping the service sets it, so a loop that
+        waits on it without a timeout still notices the stop."""
+        sig = Signal()
+        self._signals.append(sig)
+        return sig
 
     async def start(self) -> None:
         if self._task is None:
@@ -43,6 +51,8 @@ class LoopService(Service):
         if task is None:
             return
         self.stopping.set()
+        for sig in self._signals:
+            sig.set()
         try:
             await asyncio.wait_for(task, timeout=10)
         except TimeoutError:
@@ -83,8 +93,11 @@ class Signal:
     def set(self) -> None:
         self._event.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """True when woken, False on timeout; either way the flag is cleared."""
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """True when woken, False on timeout (None: no timeout); the flag is cleared."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout=timeout)
             woken = True

@@ -101,13 +101,17 @@ class Controllers(LoopService):
         self._dead_after_s = worker_dead_after_s
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
         self._started_at = time.monotonic()
+        self._lease_renewed_at = -1e9
         self.is_leader = False
 
     async def run(self) -> None:
         self._started_at = time.monotonic()
         try:
             while not self.stopping.is_set():
-                if await self._hold_lease():
+                # The lease is renewed three times per TTL; upkeep runs every interval.
+                if time.monotonic() - self._lease_renewed_at >= self._lease_ttl_ms / 3000:
+                    await self._hold_lease()
+                if self.is_leader:
                     await self.tick()
                 if await self.sleep(self._interval):
                     break
@@ -123,16 +127,21 @@ class Controllers(LoopService):
             "acquire_lease", LeaseParams(LEADER_LEASE, self._engine_id, self._lease_ttl_ms)
         )
         leader = row is not None
+        self._lease_renewed_at = time.monotonic() if leader else -1e9
         if leader != self.is_leader:
             log.info("engine %s %s leadership", self._engine_id, "took" if leader else "lost")
         self.is_leader = leader
         return leader
 
     async def tick(self) -> None:
-        """One round of upkeep."""
-        await self._expire_schedule_timeouts()
-        await self._expire_execution_timeouts()
-        if time.monotonic() - self._started_at >= self._dead_after_s:
+        """One round of upkeep: one read says what is due, then only that is done."""
+        due = await self._db.fetchone("upkeep_due", DeadParams(int(self._dead_after_s * 1000)))
+        assert due is not None
+        if due["schedule_timeouts"]:
+            await self._expire_schedule_timeouts()
+        if due["execution_timeouts"]:
+            await self._expire_execution_timeouts()
+        if due["dead_workers"] and time.monotonic() - self._started_at >= self._dead_after_s:
             await self._reap_dead_workers()
 
     async def _expire_schedule_timeouts(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.engine.attempts import AttemptEnd, Attempts
-from stoker.engine.service import LoopService, Signal
+from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.dispatcher")
@@ -178,7 +178,8 @@ class Dispatcher(LoopService):
         self._max_items = flush_max_items
         self._on_slots_freed = on_slots_freed
         self._conns: dict[int, WorkerConn] = {}
-        self._signal = Signal()
+        self._work = self.signal()
+        self._full = self.signal()
         self._started: list[pb.TaskEvent] = []
         self._completed: list[pb.TaskEvent] = []
         self._failed: list[AttemptEnd] = []
@@ -364,8 +365,10 @@ class Dispatcher(LoopService):
                     freed = True
         if freed:
             self._on_slots_freed(conn.tenant_id)
-        if self._buffered() >= self._max_items:
-            self._signal.set()
+        if self._buffered():
+            self._work.set()
+            if self._buffered() >= self._max_items:
+                self._full.set()
 
     def _output_problem(self, output: bytes) -> str | None:
         if len(output) > self._max_payload:
@@ -390,7 +393,11 @@ class Dispatcher(LoopService):
 
     async def run(self) -> None:
         while not self.stopping.is_set():
-            await self._signal.wait(self._interval)
+            # Sleep until events arrive, then give the batch flush_interval_ms to fill.
+            if not self._buffered():
+                await self._work.wait()
+            if self._buffered() and self._buffered() < self._max_items:
+                await self._full.wait(self._interval)
             if self._buffered():
                 await self.flush()
         await self.flush()

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
 from stoker.db import Executor
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
-from stoker.engine.service import LoopService, Signal
+from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
 
 log = logging.getLogger("stoker.engine.ingest")
@@ -158,7 +158,8 @@ class Ingest(LoopService):
         self._on_enqueued = on_enqueued
         self._pending: list[_Pending] = []
         self._pending_items = 0
-        self._signal = Signal()
+        self._work = self.signal()
+        self._full = self.signal()
         self._defs: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
         self._strategies: dict[int, dict[str, list[Strategy]]] = {}
         self._static_limits: dict[int, tuple[float, set[str]]] = {}
@@ -273,8 +274,9 @@ class Ingest(LoopService):
         pending = _Pending(tenant_id, rows)
         self._pending.append(pending)
         self._pending_items += len(rows)
+        self._work.set()
         if self._pending_items >= self._max_items:
-            self._signal.set()
+            self._full.set()
         return await pending.done
 
     async def _desired_workers(self, tenant_id: int, items: list[TriggerInput]) -> dict[str, int]:
@@ -323,7 +325,11 @@ class Ingest(LoopService):
 
     async def run(self) -> None:
         while not self.stopping.is_set():
-            await self._signal.wait(self._interval)
+            # Sleep until a trigger arrives, then give the batch flush_interval_ms to fill.
+            if not self._pending:
+                await self._work.wait()
+            if self._pending and self._pending_items < self._max_items:
+                await self._full.wait(self._interval)
             if self._pending:
                 await self.flush()
         await self.flush()

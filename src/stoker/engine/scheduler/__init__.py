@@ -27,7 +27,7 @@ from stoker.db import Executor, Row
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
 from stoker.engine.scheduler.admission import admit
-from stoker.engine.service import LoopService, Signal
+from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.scheduler")
 
@@ -115,7 +115,7 @@ class Scheduler(LoopService):
         self._batch = batch
         self._poll_s = poll_s
         self._defer = timedelta(milliseconds=defer_ms)
-        self._signal = Signal()
+        self._signal = self.signal()
         self.rounds = 0
 
     def wake(self, *_: object) -> None:
@@ -129,10 +129,15 @@ class Scheduler(LoopService):
             if not again:
                 polled = not await self._signal.wait(self._poll_s)
             again = False
-            free = self._dispatcher.conns_with_free_slots()
             # Admission: tenants that got gated runs, plus, on a poll, every tenant with
-            # workers (gated runs may come from another replica).
-            for tenant_id in sorted(self._gated | (set(free) if polled else set())):
+            # workers and concurrency limits (gated runs may come from another replica).
+            probe = set()
+            if polled:
+                for tenant_id in self._dispatcher.conns_with_free_slots():
+                    defs = await self._task_defs(tenant_id)
+                    if any(cfg.concurrency for cfg in defs.values()):
+                        probe.add(tenant_id)
+            for tenant_id in sorted(self._gated | probe):
                 if not await admit(self._db, self._dispatcher, self._attempts, tenant_id):
                     self._gated.discard(tenant_id)
                 else:
