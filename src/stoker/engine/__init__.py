@@ -30,6 +30,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers import Controllers
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.ingest import Ingest
+from stoker.engine.notify import FINISHED, QUEUE, Listener
 from stoker.engine.runs import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.server import EngineServicer
@@ -101,7 +102,21 @@ class Engine:
             lease_ttl_s=s.lease_ttl_s,
         )
         self.auth = TokenAuth(db)
-        self.services = [self.ingest, self.dispatcher, self.scheduler, self.controllers]
+        for part in (self.ingest, self.dispatcher, self.attempts):
+            part.engine_id = self.engine_id
+        self.listener = Listener(
+            s.database_url,
+            s.schema_name,
+            self.engine_id,
+            {QUEUE: self.scheduler.wake, FINISHED: self.watcher.tenant_finished},
+        )
+        self.services = [
+            self.listener,
+            self.ingest,
+            self.dispatcher,
+            self.scheduler,
+            self.controllers,
+        ]
         if s.http_enabled:
             from stoker.engine.api.app import create_app
             from stoker.engine.api.service import ApiService

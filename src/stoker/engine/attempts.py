@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, Row
+from stoker.engine import notify
 from stoker.engine.runs import RunWatcher
 
 
@@ -93,6 +94,7 @@ class Attempts:
         self.watcher = watcher
         self._max_requeues = max_requeues
         self._on_requeued = on_requeued
+        self.engine_id = ""
 
     async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
         """Ends the attempts; returns the rows of those that were still running."""
@@ -112,6 +114,11 @@ class Attempts:
             ),
         )
         self.watcher.finished(r["external_id"] for r in rows if r["status"] != "QUEUED")
-        if any(r["status"] == "QUEUED" for r in rows):
+        finals = {int(r["tenant_id"]) for r in rows if r["status"] != "QUEUED"}
+        requeued = {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}
+        target = db or self._db
+        await notify.send(target, notify.FINISHED, finals, self.engine_id)
+        await notify.send(target, notify.QUEUE, requeued, self.engine_id)
+        if requeued:
             self._on_requeued()
         return rows

@@ -31,11 +31,17 @@ class RunWatcher:
         self._db = db
         self._poll_s = poll_s
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self._by_tenant: dict[int, set[asyncio.Event]] = {}
 
     def finished(self, external_ids: Iterable[uuid.UUID]) -> None:
         for run_id in external_ids:
             for event in self._waiters.get(run_id, ()):
                 event.set()
+
+    def tenant_finished(self, tenant_id: int) -> None:
+        """Another replica finished some of the tenant's runs: every waiter re-reads."""
+        for event in self._by_tenant.get(tenant_id, ()):
+            event.set()
 
     async def wait(self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float) -> list[Row]:
         """The finished runs among ``run_ids``, waiting up to ``timeout_s`` for one to finish.
@@ -52,6 +58,7 @@ class RunWatcher:
         event = asyncio.Event()
         for run_id in run_ids:
             self._waiters.setdefault(run_id, set()).add(event)
+        self._by_tenant.setdefault(tenant_id, set()).add(event)
         deadline = time.monotonic() + timeout_s
         try:
             while (left := deadline - time.monotonic()) > 0:
@@ -65,6 +72,11 @@ class RunWatcher:
                     return rows
             return []
         finally:
+            tenant_waiters = self._by_tenant.get(tenant_id)
+            if tenant_waiters is not None:
+                tenant_waiters.discard(event)
+                if not tenant_waiters:
+                    del self._by_tenant[tenant_id]
             for run_id in run_ids:
                 waiting = self._waiters.get(run_id)
                 if waiting is not None:

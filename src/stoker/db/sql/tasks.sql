@@ -86,7 +86,7 @@ SET status = 'COMPLETED', output = c.output, error = NULL, finished_at = c.finis
     started_at = coalesce(t.started_at, c.finished_at)
 FROM c JOIN ended e ON e.task_id = c.task_id
 WHERE t.id = c.task_id
-RETURNING t.id, t.external_id;
+RETURNING t.id, t.external_id, t.tenant_id;
 
 -- name: fail_attempts
 -- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
@@ -152,7 +152,7 @@ SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
     worker_id = CASE WHEN d.retry THEN NULL ELSE t.worker_id END
 FROM decided d
 WHERE t.id = d.id
-RETURNING t.id, t.external_id, t.status, d.worker_id, d.attempt;
+RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt;
 
 -- name: expire_schedule_timeouts
 -- Cancels queued attempts that waited for a worker longer than their schedule timeout.
@@ -176,7 +176,7 @@ UPDATE task t
 SET status = 'CANCELLED', error = %(error)s::jsonb, finished_at = now()
 FROM expired x
 WHERE t.id = x.task_id
-RETURNING t.id, t.external_id;
+RETURNING t.id, t.external_id, t.tenant_id;
 
 -- name: expired_runtimes
 -- Attempts running past their execution timeout.
@@ -245,4 +245,4 @@ UPDATE task t
 SET status = 'CANCELLED', error = c.error, finished_at = now()
 FROM c LEFT JOIN dr ON dr.task_id = c.id
 WHERE t.id = c.id
-RETURNING t.id, t.external_id, dr.worker_id, dr.attempt;
+RETURNING t.id, t.external_id, t.tenant_id, dr.worker_id, dr.attempt;

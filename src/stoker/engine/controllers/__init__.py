@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from stoker.db import Executor
+from stoker.engine import notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.service import LoopService
@@ -151,6 +152,8 @@ class Controllers(LoopService):
         if rows:
             log.info("%d queued tasks passed their schedule timeout", len(rows))
             self._attempts.watcher.finished(r["external_id"] for r in rows)
+            tenants = {int(r["tenant_id"]) for r in rows}
+            await notify.send(self._db, notify.FINISHED, tenants, self._engine_id)
 
     async def _expire_execution_timeouts(self) -> None:
         rows = await self._db.fetch("expired_runtimes", LimitParams(_BATCH))

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor
+from stoker.db import Executor, Row
+from stoker.engine import notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
@@ -178,6 +179,7 @@ class Dispatcher(LoopService):
         self._max_items = flush_max_items
         self._on_slots_freed = on_slots_freed
         self._conns: dict[int, WorkerConn] = {}
+        self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
         self._started: list[pb.TaskEvent] = []
@@ -427,7 +429,7 @@ class Dispatcher(LoopService):
                             [e.timeout_ms for e in refresh],
                         ),
                     )
-                done = []
+                done: list[Row] = []
                 if completed:
                     done = await tx.fetch(
                         "complete_attempts",
@@ -438,6 +440,8 @@ class Dispatcher(LoopService):
                             [_at(e.at_ms) for e in completed],
                         ),
                     )
+                    tenants = {int(r["tenant_id"]) for r in done}
+                    await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
         except Exception:
             # Put the events back so nothing a worker reported is lost; the loop retries.
             self._started[:0], self._completed[:0], self._refresh[:0] = started, completed, refresh

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
 from stoker.db import Executor
+from stoker.engine import notify
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
@@ -158,6 +159,7 @@ class Ingest(LoopService):
         self._on_enqueued = on_enqueued
         self._pending: list[_Pending] = []
         self._pending_items = 0
+        self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
         self._defs: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
@@ -347,6 +349,7 @@ class Ingest(LoopService):
                     if dynamic.keys:
                         await tx.execute("ensure_dynamic_rate_limits", dynamic)
                     await tx.execute("insert_tasks", params)
+                    await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
             except Exception as exc:
                 # The callers get the error (their runs were not stored); the loop goes on.
                 log.exception("writing %d triggers failed", sum(len(p.rows) for p in group))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from stoker._wire import ConcurrencyLimitStrategy
 from stoker.db import Executor
+from stoker.engine import notify
 
 if TYPE_CHECKING:
     from stoker.engine.attempts import Attempts
@@ -146,4 +147,6 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
     for worker_id, items in running.items():
         dispatcher.cancel(worker_id, items)
     attempts.watcher.finished(r["external_id"] for r in cancelled_rows)
+    if cancelled_rows:
+        await notify.send(db, notify.FINISHED, {tenant_id}, attempts.engine_id)
     return still_waiting
