@@ -1,0 +1,198 @@
+"""Stoker: the engine process between the SDK and Postgres, workers on gRPC streams.
+
+Per run: a fresh database migrated with ``python -m stoker migrate``, a tenant token from
+``python -m stoker token create --tenant bench``, one engine (``python -m stoker engine``)
+on free ports, ready when ``/healthz`` answers 200. Workers are separate processes
+(``python -m bench.systems.stoker``) running ``app.worker("bench", slots=N).start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from bench import recorder
+from bench.systems import Proc, System, python, spawn, stop_procs
+from stoker import Context, Stoker
+
+BULK_CHUNK = 5_000
+ENGINE_READY_TIMEOUT_S = 60.0
+
+
+class Noop(BaseModel):
+    """The no-op task's input: its sequence number in the run."""
+
+    seq: int
+
+
+def declare(app: Stoker) -> Stoker:
+    """Puts the benchmark's no-op task on ``app``."""
+
+    @app.task(name="noop")
+    async def noop(input: Noop, ctx: Context) -> dict[str, Any]:
+        recorder.noop(input.seq)
+        return {}
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class StokerSystem(System):
+    """Stoker engine + SDK workers; ``concurrency`` is slots per worker (default 100)."""
+
+    name = "stoker"
+    default_concurrency = 100
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.engine: Proc | None = None
+        self.token = ""
+        self.grpc_port = 0
+        self.http_port = 0
+        self._client: Stoker | None = None
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if importlib.util.find_spec("stoker.__main__") is None:
+            return (
+                "Stoker's command line (python -m stoker engine / migrate / token) is not "
+                "in this checkout yet"
+            )
+        return None
+
+    def version(self) -> str:
+        import stoker
+
+        return stoker.__version__
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "slots_per_worker": self.concurrency}
+
+    def _stoker(self, *args: str) -> str:
+        result = subprocess.run(
+            [python(), "-m", "stoker", *args],
+            env={**os.environ, "DATABASE_URL": self.db_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"python -m stoker {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    async def install(self) -> None:
+        await asyncio.to_thread(self._stoker, "migrate")
+        out = await asyncio.to_thread(self._stoker, "token", "create", "--tenant", "bench")
+        found = re.findall(r"stk_\S+", out)
+        self.token = found[-1] if found else out.strip().splitlines()[-1].strip()
+        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.engine = spawn(
+            "engine",
+            [python(), "-m", "stoker", "engine"],
+            {
+                "DATABASE_URL": self.db_url,
+                "STOKER_GRPC_PORT": str(self.grpc_port),
+                "STOKER_HTTP_PORT": str(self.http_port),
+            },
+            self.log_dir,
+        )
+        health = f"http://127.0.0.1:{self.http_port}/healthz"
+        deadline = time.monotonic() + ENGINE_READY_TIMEOUT_S
+        while not await asyncio.to_thread(_healthy, health):
+            if self.engine.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Stoker engine did not become ready:\n{self.engine.tail()}")
+            await asyncio.sleep(0.1)
+        self._client = declare(Stoker(address=self.address, token=self.token))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def client(self) -> Stoker:
+        assert self._client is not None, "setup() first"
+        return self._client
+
+    async def teardown(self) -> None:
+        await self.stop_workers()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.engine is not None:
+            await asyncio.to_thread(stop_procs, [self.engine])
+            self.engine = None
+        await super().teardown()
+
+    async def enqueue_bulk(self, seqs: Sequence[int]) -> None:
+        task = self.client.tasks["noop"]
+        for i in range(0, len(seqs), BULK_CHUNK):
+            await task.aio_run_many([Noop(seq=s) for s in seqs[i : i + BULK_CHUNK]])
+
+    async def enqueue_one(self, seq: int) -> None:
+        await self.client.tasks["noop"].aio_run_no_wait(Noop(seq=seq))
+
+    def worker_argv(self, index: int) -> list[str]:
+        return [python(), "-m", "bench.systems.stoker", f"bench-{index}"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "STOKER_ADDRESS": self.address,
+            "STOKER_TOKEN": self.token,
+            "BENCH_SLOTS": str(self.concurrency),
+        }
+
+    def server_pids(self) -> list[int]:
+        return [self.engine.popen.pid] if self.engine is not None else []
+
+    async def pending(self) -> int | None:
+        # Best effort: reads the engine's task table; None if the schema has moved on.
+        import psycopg
+
+        try:
+            async with await psycopg.AsyncConnection.connect(self.db_url) as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM stoker.task WHERE finished_at IS NULL"
+                )
+                row = await cur.fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row else None
+
+
+def _work(name: str) -> None:
+    """A worker process: the SDK's worker with BENCH_SLOTS slots, until SIGTERM."""
+    app = declare(Stoker())
+    app.worker(name, slots=int(os.environ.get("BENCH_SLOTS", "100"))).start()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _work(sys.argv[1] if len(sys.argv) > 1 else "bench")
