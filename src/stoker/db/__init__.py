@@ -1,7 +1,7 @@
 """Stoker's storage: connections, the SQL registry, the executor and migrations."""
 
 from stoker.db.connect import connect, open_pool
-from stoker.db.executor import Executor, NoParams, Row
+from stoker.db.executor import Executor, NoParams, Row, int_array, json_array
 from stoker.db.migrate import apply_migrations, pending_migrations
 from stoker.db.queries import queries
 
@@ -11,6 +11,8 @@ __all__ = [
     "Row",
     "apply_migrations",
     "connect",
+    "int_array",
+    "json_array",
     "open_pool",
     "pending_migrations",
     "queries",

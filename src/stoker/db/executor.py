@@ -9,7 +9,7 @@ one frozen params dataclass whose fields are the statement's named parameters.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,20 @@ Row = dict[str, Any]
 @dataclasses.dataclass(frozen=True, slots=True)
 class NoParams:
     """Params of a statement that takes none."""
+
+
+def int_array(values: Iterable[int]) -> str:
+    """A Postgres array literal of integers (``'{1,2,3}'``), for ``%(x)s::bigint[]``.
+
+    psycopg dumps a Python list element by element; on batches of thousands a literal built
+    with one ``join`` is many times cheaper.
+    """
+    return "{" + ",".join(map(str, map(int, values))) + "}"
+
+
+def json_array(documents: Iterable[bytes]) -> str:
+    """One JSON array of already-serialized JSON documents, for ``jsonb_array_elements``."""
+    return "[" + b",".join(documents).decode() + "]"
 
 
 def _params(params: object) -> dict[str, Any]:

@@ -62,30 +62,34 @@ WHERE new.status = 'QUEUED' AND NOT new.gated;
 -- name: mark_started
 -- Records that attempts began running; a start for an attempt that already ended is ignored.
 UPDATE task t
-SET status = 'RUNNING', started_at = s.started_at
-FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(started_at)s::timestamptz[])
-     AS s(task_id, attempt, started_at)
+SET status = 'RUNNING', started_at = to_timestamp(s.started_ms / 1000.0)
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(started_ms)s::bigint[])
+     AS s(task_id, attempt, started_ms)
 WHERE t.id = s.task_id AND t.attempt = s.attempt AND t.status = 'ASSIGNED';
 
 -- name: complete_attempts
 -- Ends attempts successfully. Only an attempt that still holds its task_runtime row is
 -- recorded, so a late or duplicate completion never overwrites an accepted outcome.
+-- The outputs come as one JSON array (cheaper to send than an array of jsonb), zipped
+-- with the other columns by position.
 WITH c AS (
-    SELECT *
-    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(outputs)s::jsonb[],
-                %(finished_at)s::timestamptz[])
-         AS c(task_id, attempt, output, finished_at)
+    SELECT i.task_id, i.attempt, o.output, to_timestamp(i.finished_ms / 1000.0) AS finished_at
+    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(finished_ms)s::bigint[])
+         WITH ORDINALITY AS i(task_id, attempt, finished_ms, n)
+    JOIN jsonb_array_elements(%(outputs)s::jsonb) WITH ORDINALITY AS o(output, n) USING (n)
 ),
+-- The DELETE returns what the UPDATE needs, so each step is one pass over the batch (a join
+-- back to c is planned as a nested loop over two CTEs, quadratic in the batch size).
 ended AS (
     DELETE FROM task_runtime r USING c
     WHERE r.task_id = c.task_id AND r.attempt = c.attempt
-    RETURNING r.task_id
+    RETURNING r.task_id, c.output, c.finished_at
 )
 UPDATE task t
-SET status = 'COMPLETED', output = c.output, error = NULL, finished_at = c.finished_at,
-    started_at = coalesce(t.started_at, c.finished_at)
-FROM c JOIN ended e ON e.task_id = c.task_id
-WHERE t.id = c.task_id
+SET status = 'COMPLETED', output = e.output, error = NULL, finished_at = e.finished_at,
+    started_at = coalesce(t.started_at, e.finished_at)
+FROM ended e
+WHERE t.id = e.task_id
 RETURNING t.id, t.external_id, t.tenant_id;
 
 -- name: fail_attempts
@@ -106,23 +110,23 @@ WITH f AS (
 ended AS (
     DELETE FROM task_runtime r USING f
     WHERE r.task_id = f.task_id AND r.attempt = f.attempt
-    RETURNING r.task_id, r.worker_id
+    RETURNING r.task_id, r.worker_id, f.attempt, f.error, f.retryable, f.counts, f.delay_ms,
+              f.kind
 ),
 decided AS (
     SELECT t.id, t.tenant_id, t.task_name, t.priority, t.started_at, t.schedule_timeout_ms,
            t.desired_worker_id, t.rate_limits,
-           f.attempt, f.error, f.counts, f.kind, e.worker_id,
-           f.retryable AND CASE WHEN f.counts THEN t.retry_count < t.max_retries
+           e.attempt, e.error, e.counts, e.kind, e.worker_id,
+           e.retryable AND CASE WHEN e.counts THEN t.retry_count < t.max_retries
                                 ELSE t.attempt - t.retry_count < %(max_requeues)s END
                AS retry,
-           CASE WHEN f.delay_ms >= 0 THEN f.delay_ms
-                WHEN NOT f.counts OR t.backoff_factor IS NULL THEN 0
+           CASE WHEN e.delay_ms >= 0 THEN e.delay_ms
+                WHEN NOT e.counts OR t.backoff_factor IS NULL THEN 0
                 ELSE least(t.backoff_max_ms,
                            (1000 * power(t.backoff_factor, t.retry_count))::bigint)
            END AS delay_ms
-    FROM f
-    JOIN ended e ON e.task_id = f.task_id
-    JOIN task t ON t.id = f.task_id
+    FROM ended e
+    JOIN task t ON t.id = e.task_id
 ),
 requeued AS (
     INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,

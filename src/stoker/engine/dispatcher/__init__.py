@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor, Row
+from stoker.db import Executor, Row, int_array, json_array
 from stoker.engine import notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.service import LoopService
@@ -73,17 +74,17 @@ class WorkerIdParams:
 
 @dataclass(frozen=True, slots=True)
 class StartedParams:
-    task_ids: list[int]
-    attempts: list[int]
-    started_at: list[datetime]
+    task_ids: str  # int_array literals
+    attempts: str
+    started_ms: str
 
 
 @dataclass(frozen=True, slots=True)
 class CompleteParams:
-    task_ids: list[int]
-    attempts: list[int]
-    outputs: list[str]
-    finished_at: list[datetime]
+    task_ids: str  # int_array literals
+    attempts: str
+    outputs: str  # one JSON array
+    finished_ms: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,9 @@ class WorkerConn:
     task_names: frozenset[str]
     running: dict[int, Held] = field(default_factory=dict)  # by task_id
     durable_slots: int = 0
+    # Slots held in each pool (index 0: slots, 1: durable_slots), kept in step with
+    # ``running`` by hold/release/unhold so placement never has to add them up.
+    used: list[int] = field(default_factory=lambda: [0, 0])
     labels: dict[str, Any] = field(default_factory=dict)
     outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
@@ -123,15 +127,39 @@ class WorkerConn:
         """Free slots in one pool (none while draining)."""
         if self.draining or self.closed:
             return 0
-        used = sum(h.cost for h in self.running.values() if h.durable == durable)
-        return (self.durable_slots if durable else self.slots) - used
+        return (self.durable_slots if durable else self.slots) - self.used[durable]
 
     @property
     def free_slots(self) -> int:
         return self.free(False) + self.free(True)
 
+    def __post_init__(self) -> None:
+        for held in self.running.values():
+            self.used[held.durable] += held.cost
+
     def hold(self, task_id: int, attempt: int, cost: int, durable: bool) -> None:
+        """Reserves slots for an attempt assigned to this worker."""
+        self.unhold(task_id)
         self.running[task_id] = Held(attempt, cost, durable)
+        self.used[durable] += cost
+
+    def unhold(self, task_id: int, attempt: int | None = None) -> bool:
+        """Forgets an attempt (of any number, or of ``attempt``); True if it was held."""
+        held = self.running.get(task_id)
+        if held is None or (attempt is not None and held.attempt != attempt):
+            return False
+        del self.running[task_id]
+        self.used[held.durable] -= held.cost
+        return True
+
+    def release(self, task_id: int, attempt: int) -> bool:
+        """Gives an attempt's slots back while it keeps running; True if that freed any."""
+        held = self.running.get(task_id)
+        if held is None or held.attempt != attempt or not held.cost:
+            return False
+        self.used[held.durable] -= held.cost
+        held.cost = 0
+        return True
 
     def close(self) -> None:
         if not self.closed:
@@ -152,8 +180,9 @@ def _labels(raw: bytes) -> dict[str, Any]:
     return labels
 
 
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else datetime.now(UTC)
+def _ms(ms: int) -> int:
+    """A worker's event time in epoch ms, or now when it sent none."""
+    return ms if ms > 0 else time.time_ns() // 1_000_000
 
 
 class Dispatcher(LoopService):
@@ -205,7 +234,7 @@ class Dispatcher(LoopService):
         """Pushes committed assignments to ``conn``; False when it closed meanwhile."""
         if conn.closed:
             for a in items:
-                conn.running.pop(a.task_id, None)
+                conn.unhold(a.task_id, a.attempt)
             return False
         conn.outbox.put_nowait(pb.EngineMessage(assignments=pb.Assignments(items=items)))
         return True
@@ -217,9 +246,7 @@ class Dispatcher(LoopService):
             return
         msgs = []
         for task_id, attempt, reason in items:
-            held = conn.running.get(task_id)
-            if held is not None and held.attempt == attempt:
-                del conn.running[task_id]
+            conn.unhold(task_id, attempt)
             msgs.append(pb.Cancellation(task_id=task_id, attempt=attempt, reason=reason))
         if msgs and not conn.closed:
             conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=msgs)))
@@ -345,7 +372,7 @@ class Dispatcher(LoopService):
             if ev.kind == pb.STARTED:
                 self._started.append(ev)
             elif ev.kind == pb.COMPLETED:
-                freed |= conn.running.pop(ev.task_id, None) is not None
+                freed |= conn.unhold(ev.task_id, ev.attempt)
                 problem = self._output_problem(ev.output)
                 if problem:
                     self._failed.append(
@@ -356,15 +383,12 @@ class Dispatcher(LoopService):
                 else:
                     self._completed.append(ev)
             elif ev.kind == pb.FAILED:
-                freed |= conn.running.pop(ev.task_id, None) is not None
+                freed |= conn.unhold(ev.task_id, ev.attempt)
                 self._failed.append(AttemptEnd.from_event(ev))
             elif ev.kind == pb.REFRESH_TIMEOUT:
                 self._refresh.append(ev)
             elif ev.kind == pb.RELEASE_SLOT:
-                held = conn.running.get(ev.task_id)
-                if held is not None and held.attempt == ev.attempt and held.cost:
-                    held.cost = 0
-                    freed = True
+                freed |= conn.release(ev.task_id, ev.attempt)
         if freed:
             self._on_slots_freed(conn.tenant_id)
         if self._buffered():
@@ -405,19 +429,22 @@ class Dispatcher(LoopService):
         await self.flush()
 
     async def flush(self) -> None:
-        started, self._started = self._started, []
-        completed, self._completed = self._completed, []
-        failed, self._failed = self._failed, []
-        refresh, self._refresh = self._refresh, []
+        # At most flush_max_items of each kind per transaction: a flush that falls behind
+        # catches up in steady steps instead of one ever larger statement.
+        n = self._max_items
+        started, self._started = self._started[:n], self._started[n:]
+        completed, self._completed = self._completed[:n], self._completed[n:]
+        failed, self._failed = self._failed[:n], self._failed[n:]
+        refresh, self._refresh = self._refresh[:n], self._refresh[n:]
         try:
             async with self._db.transaction() as tx:
                 if started:
                     await tx.execute(
                         "mark_started",
                         StartedParams(
-                            [e.task_id for e in started],
-                            [e.attempt for e in started],
-                            [_at(e.at_ms) for e in started],
+                            int_array(e.task_id for e in started),
+                            int_array(e.attempt for e in started),
+                            int_array(_ms(e.at_ms) for e in started),
                         ),
                     )
                 if refresh:
@@ -434,10 +461,10 @@ class Dispatcher(LoopService):
                     done = await tx.fetch(
                         "complete_attempts",
                         CompleteParams(
-                            [e.task_id for e in completed],
-                            [e.attempt for e in completed],
-                            [(e.output or b"null").decode() for e in completed],
-                            [_at(e.at_ms) for e in completed],
+                            int_array(e.task_id for e in completed),
+                            int_array(e.attempt for e in completed),
+                            json_array(e.output or b"null" for e in completed),
+                            int_array(_ms(e.at_ms) for e in completed),
                         ),
                     )
                     tenants = {int(r["tenant_id"]) for r in done}

@@ -23,7 +23,7 @@ from typing import Any
 
 from stoker._proto import engine_pb2 as pb
 from stoker._wire import StickyStrategy, TaskConfig
-from stoker.db import Executor, Row
+from stoker.db import Executor, Row, int_array
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
 from stoker.engine.scheduler.admission import admit
@@ -47,10 +47,10 @@ class ClaimParams:
 
 @dataclass(frozen=True, slots=True)
 class AssignParams:
-    item_ids: list[int]
-    task_ids: list[int]
-    attempts: list[int]
-    worker_ids: list[int]
+    item_ids: str  # int_array literals
+    task_ids: str
+    attempts: str
+    worker_ids: str
     timeout_grace_ms: int
 
 
@@ -185,16 +185,16 @@ class Scheduler(LoopService):
                     rows = await tx.fetch(
                         "assign_queue_items",
                         AssignParams(
-                            [i["id"] for i, _, _ in decided.chosen],
-                            [i["task_id"] for i, _, _ in decided.chosen],
-                            [i["attempt"] for i, _, _ in decided.chosen],
-                            [c.worker_id for _, c, _ in decided.chosen],
+                            int_array(i["id"] for i, _, _ in decided.chosen),
+                            int_array(i["task_id"] for i, _, _ in decided.chosen),
+                            int_array(i["attempt"] for i, _, _ in decided.chosen),
+                            int_array(c.worker_id for _, c, _ in decided.chosen),
                             TIMEOUT_GRACE_MS,
                         ),
                     )
                 except BaseException:
                     for item, conn, _ in decided.chosen:
-                        conn.running.pop(item["task_id"], None)
+                        conn.unhold(item["task_id"], item["attempt"])
                     raise
         await self._push(rows, decided)
         claimed = Counter(i["queue"] for i in items)
