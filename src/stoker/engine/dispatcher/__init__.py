@@ -405,6 +405,12 @@ class Dispatcher(LoopService):
             return f"the output is not JSON: {exc}"
         return None
 
+    @property
+    def backlogged(self) -> bool:
+        """True while task events wait faster than they are written: the scheduler then
+        holds back new assignments (backpressure) until the flushes catch up."""
+        return self._buffered() >= 5 * self._max_items
+
     def _buffered(self) -> int:
         return len(self._started) + len(self._completed) + len(self._failed) + len(self._refresh)
 

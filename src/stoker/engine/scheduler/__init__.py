@@ -142,6 +142,10 @@ class Scheduler(LoopService):
                     self._gated.discard(tenant_id)
                 else:
                     self._gated.add(tenant_id)
+            if self._dispatcher.backlogged:
+                await self._signal.wait(0.05)
+                again = True
+                continue
             for tenant_id, conns in self._dispatcher.conns_with_free_slots().items():
                 again |= await self.schedule_tenant(tenant_id, conns)
             self.rounds += 1
