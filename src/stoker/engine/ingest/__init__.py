@@ -207,6 +207,21 @@ class Ingest(LoopService):
         self._static_limits.pop(tenant_id, None)
         self._on_enqueued({tenant_id})
 
+    async def _known_static_keys(
+        self, tenant_id: int, items: list[TriggerInput], defs: dict[str, TaskConfig]
+    ) -> set[str]:
+        """The tenant's static rate-limit keys, re-read when the runs name one not cached."""
+        wanted = {
+            r.static_key
+            for i in items
+            for r in defs[i.task_name].rate_limits
+            if r.static_key is not None
+        }
+        if not wanted:
+            return set()
+        keys = await self._static_keys(tenant_id, refresh=False)
+        return keys if wanted <= keys else await self._static_keys(tenant_id, refresh=True)
+
     async def _static_keys(self, tenant_id: int, refresh: bool) -> set[str]:
         cached = self._static_limits.get(tenant_id)
         if cached and not refresh and cached[0] > time.monotonic():
@@ -246,33 +261,25 @@ class Ingest(LoopService):
                 )
             self._check_payload(item)
         workers = await self._desired_workers(tenant_id, items)
-        needs_static = any(r.static_key for i in items for r in defs[i.task_name].rate_limits)
-        static_keys = await self._static_keys(tenant_id, refresh=False) if needs_static else set()
+        static_keys = await self._known_static_keys(tenant_id, items, defs)
         strategies = self._strategies.get(tenant_id, {})
-        rows: list[_Row] = []
-        for item in items:
-            config = defs[item.task_name]
-            policy = evaluate_policy(
-                item.task_name,
-                config,
-                strategies.get(item.task_name, []),
-                item.input,
-                item.additional_metadata,
-                static_keys,
-            )
-            if policy.error and "was never created" in policy.error and needs_static:
-                static_keys = await self._static_keys(tenant_id, refresh=True)
-                policy = evaluate_policy(
+        rows = [
+            _Row(
+                uuid.uuid4(),
+                defs[item.task_name],
+                item,
+                evaluate_policy(
                     item.task_name,
-                    config,
+                    defs[item.task_name],
                     strategies.get(item.task_name, []),
                     item.input,
                     item.additional_metadata,
                     static_keys,
-                )
-            rows.append(
-                _Row(uuid.uuid4(), config, item, policy, workers.get(item.desired_worker_id))
+                ),
+                workers.get(item.desired_worker_id),
             )
+            for item in items
+        ]
         pending = _Pending(tenant_id, rows)
         self._pending.append(pending)
         self._pending_items += len(rows)
