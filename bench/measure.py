@@ -152,11 +152,19 @@ class PeakRss:
         return self.peaks
 
 
-def throughput_series(rows: list[Row], bin_s: float = 0.25) -> tuple[list[float], list[float]]:
-    """Completions per second over time, binned from the first start (for charts)."""
+def throughput_series(
+    rows: list[Row], bin_s: float | None = None
+) -> tuple[list[float], list[float]]:
+    """Completions per second over time, binned from the first start (for charts).
+
+    The default bin gives about 40 points over the run, between 50 ms and 1 s wide.
+    """
     if not rows:
         return [], []
     t0 = min(r.start_ns for r in rows)
+    if bin_s is None:
+        span = (max(r.end_ns for r in rows) - t0) / 1e9
+        bin_s = min(1.0, max(0.05, span / 40))
     bins: dict[int, int] = {}
     for r in rows:
         index = int((r.end_ns - t0) / 1e9 / bin_s)

@@ -1,0 +1,56 @@
+"""The benchmark suite still runs: a tiny drain of one peer, end to end.
+
+No timing is asserted (CI machines vary); this only keeps ``python -m bench`` from rotting:
+the command exits cleanly, writes its JSON, and every task enqueued ran exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("pgqueuer", reason="the bench extra is not installed (pip install -e .[bench])")
+
+
+def test_quick_drain_of_one_peer_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--systems",
+            "pgqueuer",
+            "--only",
+            "drain",
+            "--drain-tasks",
+            "200",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    drain = json.loads((out / "drain.json").read_text())
+    assert drain["scenario"] == "drain"
+    assert drain["postgres"]["synchronous_commit"] == "on"
+    peer = drain["systems"]["pgqueuer"]
+    assert peer["tasks"] == 200
+    assert peer["completed"] == 200
+    assert peer["duplicates"] == 0
+    assert peer["drain_per_s"] > 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["systems"]) == {"pgqueuer"}
+    assert (out / "drain-throughput.png").stat().st_size > 0
