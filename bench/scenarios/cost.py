@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -45,7 +46,7 @@ async def run(system: System, ctx: Context) -> Result:
         await asyncio.wait_for(wait_acknowledged(system), PENDING_TIMEOUT_S)
         await asyncio.sleep(STATS_FLUSH_S)
         before: PgStats = pg_stats(system.db_url) if system.db_url else PgStats(0, 0, 0, 0, 0)
-        groups = {
+        groups: dict[str, Callable[[], list[int]]] = {
             "workers": system.worker_pids,
             "server": system.server_pids,
             "postgres": lambda: pg_pids,

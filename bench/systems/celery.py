@@ -41,7 +41,7 @@ def make_app(broker_url: str, prefetch: int = 16) -> Celery:
     )
 
     # Not shared: the harness and the module-level app each have their own task.
-    @app.task(name="noop", shared=False)
+    @app.task(name="noop", shared=False)  # type: ignore[untyped-decorator]
     def noop(seq: int) -> None:
         recorder.noop(seq)
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 import procrastinate
+from procrastinate.types import JSONValue
 
 from bench import recorder
 from bench.systems import System, python
@@ -61,7 +62,8 @@ class ProcrastinateSystem(System):
     async def enqueue_bulk(self, seqs: Sequence[int]) -> None:
         task = self.app.tasks["noop"]
         for i in range(0, len(seqs), BULK_CHUNK):
-            await task.batch_defer_async(*({"seq": s} for s in seqs[i : i + BULK_CHUNK]))
+            kwargs: list[dict[str, JSONValue]] = [{"seq": s} for s in seqs[i : i + BULK_CHUNK]]
+            await task.batch_defer_async(*kwargs)
 
     async def enqueue_one(self, seq: int) -> None:
         await self.app.tasks["noop"].defer_async(seq=seq)
