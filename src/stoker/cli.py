@@ -1,0 +1,239 @@
+"""The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``.
+
+A user mistake (bad configuration, unknown app path, missing database) is printed as one
+line in red with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from stoker.config import EngineSettings, data_dir, profile_path
+from stoker.errors import ConfigError, StokerError
+
+app = typer.Typer(
+    name="stoker",
+    help="Stoker: a distributed task queue and durable workflow engine on PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+console = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Runs a command body, turning Stoker errors into one red line and exit code 2."""
+    try:
+        return fn()
+    except StokerError as exc:
+        raise _fail(exc.message) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+@app.command()
+def lite(
+    data: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where data and profile live.")
+    ] = None,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port for workers and clients.")] = 7077,
+    http_port: Annotated[int, typer.Option(help="HTTP port of the REST API.")] = 7078,
+    verbose: Verbose = False,
+) -> None:
+    """Runs the engine on an embedded Postgres (or DATABASE_URL), ready for local use."""
+    from stoker import lite as lite_mode
+
+    _logging(verbose)
+    if data is not None:
+        os.environ["STOKER_HOME"] = str(data)
+    home = data_dir()
+    server: Any = None
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        console.print(f"starting the embedded Postgres in {home / 'pg'} ...")
+        server, url = _run(lambda: lite_mode.start_embedded_postgres(home))
+    settings = _run(
+        lambda: EngineSettings.load(database_url=url, grpc_port=grpc_port, http_port=http_port)
+    )
+    done = _run(lambda: asyncio.run(lite_mode.provision(settings, lite_mode.previous_token())))
+    where = lite_mode.remember(settings, done.token)
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    http = f"http://{settings.http_host}:{settings.http_port}"
+    database = f"embedded, in {home / 'pg'}" if server else "DATABASE_URL"
+    console.print(
+        Panel.fit(
+            f"engine (gRPC)   {address}\n"
+            f"REST API        {http}/api/v1   (OpenAPI: {http}/docs)\n"
+            f"API token       {done.token}{'  (new)' if done.created else ''}\n"
+            f"profile         {where}\n"
+            f"database        {database}\n\n"
+            "Clients and workers on this machine find the engine through the profile.\n"
+            "Elsewhere, set:\n"
+            f"  export STOKER_ADDRESS={address}\n"
+            f"  export STOKER_TOKEN={done.token}",
+            title="stoker lite",
+        )
+    )
+    from stoker.engine import serve
+
+    try:
+        _run(lambda: asyncio.run(serve(settings)))
+    finally:
+        if server is not None:
+            server._cleanup()
+
+
+@app.command()
+def engine(
+    migrate: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
+    ] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Runs the engine against DATABASE_URL (the production form)."""
+    _logging(verbose)
+    settings = _run(EngineSettings.load)
+    if migrate:
+        _run(lambda: asyncio.run(_migrate(settings)))
+    from stoker.engine import serve
+
+    _run(lambda: asyncio.run(serve(settings)))
+
+
+async def _migrate(settings: EngineSettings) -> list[str]:
+    from stoker.db import apply_migrations, connect
+
+    conn = await connect(settings.database_url, settings.schema_name)
+    try:
+        return [
+            f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn, settings.schema_name)
+        ]
+    finally:
+        await conn.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Applies pending migrations to DATABASE_URL."""
+    settings = _run(EngineSettings.load)
+    applied = _run(lambda: asyncio.run(_migrate(settings)))
+    if applied:
+        for name in applied:
+            console.print(f"applied {name}")
+    else:
+        console.print("the schema is up to date")
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option(help="The tenant (created when missing).")],
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
+) -> None:
+    """Creates an API token for a tenant and prints it (it is stored only as a hash)."""
+    settings = _run(EngineSettings.load)
+
+    async def create() -> str:
+        from stoker.db import Executor, connect
+        from stoker.engine.auth import create_tenant, create_token
+
+        conn = await connect(settings.database_url, settings.schema_name)
+        try:
+            db = Executor(conn)
+            return await create_token(db, await create_tenant(db, tenant), name=name)
+        finally:
+            await conn.close()
+
+    print(_run(lambda: asyncio.run(create())))
+
+
+def load_app(target: str) -> Any:
+    """The ``Stoker`` app at ``module:attribute``; ConfigError saying what is wrong."""
+    from stoker import Stoker
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"expected MODULE:ATTRIBUTE (like hello:app), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
+    found = getattr(module, attr, None)
+    if found is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}")
+    if not isinstance(found, Stoker):
+        raise ConfigError(f"{target} is a {type(found).__name__}, not a stoker.Stoker app")
+    return found
+
+
+def _labels(values: list[str]) -> dict[str, str | int]:
+    labels: dict[str, str | int] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--label takes KEY=VALUE, got {item!r}")
+        labels[key] = int(value) if value.lstrip("-").isdigit() else value
+    return labels
+
+
+@app.command()
+def worker(
+    target: Annotated[str, typer.Argument(help="The app, as MODULE:ATTRIBUTE (e.g. hello:app).")],
+    name: Annotated[str, typer.Option(help="The worker's name.")] = "worker",
+    slots: Annotated[int, typer.Option(help="Task slots.")] = 100,
+    durable_slots: Annotated[int, typer.Option(help="Slots for durable tasks.")] = 0,
+    label: Annotated[
+        list[str] | None, typer.Option(help="A worker label KEY=VALUE (repeatable).")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Runs a worker for every task of an app until SIGINT/SIGTERM."""
+    _logging(verbose)
+    stoker_app = _run(lambda: load_app(target))
+    labels = _run(lambda: _labels(label or []))
+    runner = _run(
+        lambda: stoker_app.worker(name, slots=slots, durable_slots=durable_slots, labels=labels)
+    )
+    _run(runner.start)
+
+
+@app.command()
+def profile() -> None:
+    """Prints where the SDK looks for the lite profile."""
+    console.print(str(profile_path()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

