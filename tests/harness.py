@@ -1,0 +1,219 @@
+"""Real processes for end-to-end tests: an engine and workers, each its own subprocess.
+
+Every wait here polls observable state (an HTTP answer, a database row) with a deadline and
+fails with the tail of the process's log; nothing synchronises by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Fast liveness for tests: heartbeats every 0.5 s, dead after 3 s, upkeep every 0.2 s.
+FAST_ENGINE_ENV = {
+    "STOKER_HEARTBEAT_INTERVAL_S": "0.5",
+    "STOKER_WORKER_DEAD_AFTER_S": "3",
+    "STOKER_CONTROLLER_INTERVAL_S": "0.2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
+    """Polls ``check`` until it returns something truthy (bounded); returns that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n--- log tail ---\n" + log.read_text(errors="replace")[-4000:]
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    env.pop("DATABASE_URL", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class EngineProcess:
+    """``python -m stoker engine`` against ``db_url`` on free ports."""
+
+    db_url: str
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"engine-{self.grpc_port}.log"
+
+    def start(self) -> EngineProcess:
+        env = _env(
+            {
+                **FAST_ENGINE_ENV,
+                "DATABASE_URL": self.db_url,
+                "STOKER_GRPC_PORT": str(self.grpc_port),
+                "STOKER_HTTP_PORT": str(self.http_port),
+                **self.env,
+            }
+        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stoker", "engine", "--no-migrate"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        wait_until(self._healthy, 30, "the engine to answer /healthz", self.log_path)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"the engine exited with {self.proc.returncode}:\n"
+                + self.log_path.read_text(errors="replace")[-4000:]
+            )
+        try:
+            with urllib.request.urlopen(self.http_url + "/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM and wait (a clean shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the engine dies without a chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> EngineProcess:
+        self.kill()
+        return self.start()
+
+
+@dataclass
+class Tenant:
+    tenant_id: int
+    token: str
+    address: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"STOKER_ADDRESS": self.address, "STOKER_TOKEN": self.token}
+
+
+@dataclass
+class WorkerProcess:
+    """``python -m stoker worker MODULE:ATTR`` for one tenant."""
+
+    target: str
+    tenant: Tenant
+    db_url: str
+    log_dir: Path
+    name: str
+    slots: int = 8
+    durable_slots: int = 0
+    labels: dict[str, str | int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    worker_id: str = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return int(self.proc.pid)
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"worker-{self.name}.log"
+
+    def start(self) -> WorkerProcess:
+        cmd = [
+            sys.executable, "-m", "stoker", "worker", self.target,
+            "--name", self.name, "--slots", str(self.slots),
+            "--durable-slots", str(self.durable_slots),
+        ]  # fmt: skip
+        for key, value in self.labels.items():
+            cmd += ["--label", f"{key}={value}"]
+        env = _env({**self.tenant.env, "STOKER_HEARTBEAT_INTERVAL_S": "0.5", **self.env})
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        self.worker_id = str(wait_until(self._registered, 30, f"worker {self.name}", self.log_path))
+        return self
+
+    def _registered(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"worker {self.name} exited with {self.proc.returncode}:\n"
+                + self.log_path.read_text(errors="replace")[-4000:]
+            )
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT external_id::text FROM stoker.worker"
+                " WHERE name = %s AND tenant_id = %s AND status = 'ACTIVE'",
+                (self.name, self.tenant.tenant_id),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
