@@ -161,6 +161,8 @@ class WorkerProcess:
     durable_slots: int = 0
     labels: dict[str, str | int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    cwd: Path = REPO
     proc: subprocess.Popen[bytes] | None = None
     worker_id: str = ""
 
@@ -181,10 +183,11 @@ class WorkerProcess:
         ]  # fmt: skip
         for key, value in self.labels.items():
             cmd += ["--label", f"{key}={value}"]
+        cmd += self.extra_args
         env = _env({**self.tenant.env, "STOKER_HEARTBEAT_INTERVAL_S": "0.5", **self.env})
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
         self.worker_id = str(wait_until(self._registered, 30, f"worker {self.name}", self.log_path))
         return self
