@@ -1,0 +1,57 @@
+"""Settings, durations and the SQL registry: nonsense fails fast, with its name."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stoker.config import ClientSettings, EngineSettings, parse_duration
+from stoker.db.queries import QueryRegistry, parse_blocks, queries
+from stoker.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400), ("250ms", 0.25), (3, 3), (1.5, 1.5)],
+)
+def test_durations(value: str | float, expected: float) -> None:
+    assert parse_duration(value, "x") == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("value", ["soon", "5 minutes", "-3s", "", True])
+def test_bad_durations_name_the_option(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^timeout: "):
+        parse_duration(value, "timeout")  # type: ignore[arg-type]
+
+
+def test_engine_settings_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        EngineSettings.load()
+    with pytest.raises(ConfigError, match="must be a postgresql:// URL"):
+        EngineSettings.load(database_url="mysql://x")
+    with pytest.raises(ConfigError, match="not a plain identifier"):
+        EngineSettings.load(database_url="postgresql://x/y", schema_name="Drop Table")
+    with pytest.raises(ConfigError, match="invalid engine settings"):
+        EngineSettings.load(database_url="postgresql://x/y", no_such_setting=1)
+    ok = EngineSettings.load(database_url="postgresql://x/y", grpc_port=9000)
+    assert ok.grpc_port == 9000
+
+
+def test_client_settings_need_an_address(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.delenv("STOKER_ADDRESS", raising=False)
+    monkeypatch.setenv("STOKER_PROFILE", "/nonexistent/profile.json")
+    with pytest.raises(ConfigError, match=r"no engine address.*stoker lite"):
+        ClientSettings.load()
+    assert ClientSettings.load(address="h:1", token="t").address == "h:1"
+
+
+def test_every_sql_block_is_named_once_and_found() -> None:
+    assert len(queries) > 30
+    assert all(sql.strip() for sql in queries.values())
+    with pytest.raises(KeyError, match="no SQL block named 'nope'"):
+        queries["nope"]
+    blocks = parse_blocks("-- name: a\nSELECT 1;\n\n-- name: b\n-- says why\nSELECT 2;\n")
+    assert blocks == {"a": "SELECT 1;", "b": "-- says why\nSELECT 2;"}
+    assert isinstance(QueryRegistry.load(), QueryRegistry)
