@@ -1,0 +1,193 @@
+-- The canonical schema: what the migrations in migrations/ add up to, written as one
+-- piece to read. A test builds one database from this file and one from the migrations
+-- and compares their catalogs; change both together.
+
+CREATE TABLE tenant (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_id uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    name        text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE api_token (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    external_id uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    name        text NOT NULL,
+    token_hash  bytea NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+
+CREATE TABLE task_def (
+    tenant_id  bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    name       text NOT NULL,
+    config     jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- One row per task run: its input, options, current attempt and final outcome.
+CREATE TABLE task (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id            bigint NOT NULL,
+    external_id          uuid NOT NULL,
+    task_name            text NOT NULL,
+    status               text NOT NULL,
+    attempt              integer NOT NULL DEFAULT 0,
+    retry_count          integer NOT NULL DEFAULT 0,
+    priority             smallint NOT NULL DEFAULT 1,
+    input                jsonb NOT NULL,
+    additional_metadata  jsonb NOT NULL DEFAULT '{}',
+    output               jsonb,
+    error                jsonb,
+    max_retries          integer NOT NULL DEFAULT 0,
+    backoff_factor       double precision,
+    backoff_max_ms       bigint NOT NULL DEFAULT 3600000,
+    execution_timeout_ms bigint NOT NULL DEFAULT 0,
+    schedule_timeout_ms  bigint NOT NULL DEFAULT 0,
+    worker_id            bigint,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    started_at           timestamptz,
+    finished_at          timestamptz,
+    desired_worker_id    bigint,
+    rate_limits          jsonb,
+    assigned_at          timestamptz
+) WITH (fillfactor = 80);
+
+CREATE UNIQUE INDEX task_external_id_idx ON task (external_id);
+CREATE INDEX task_tenant_created_idx ON task (tenant_id, created_at DESC, id DESC);
+CREATE INDEX task_tenant_status_idx ON task (tenant_id, status, created_at DESC);
+CREATE INDEX task_tenant_name_status_idx
+    ON task (tenant_id, task_name, status, created_at DESC, id DESC);
+
+-- What happened to attempts that did not simply complete: failures, timeouts, lost
+-- workers, cancellations. Completed attempts are described by the task row itself.
+CREATE TABLE task_event (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  bigint NOT NULL,
+    task_id    bigint NOT NULL,
+    attempt    integer NOT NULL,
+    kind       text NOT NULL,
+    worker_id  bigint,
+    data       jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX task_event_task_idx ON task_event (task_id, id);
+
+-- Attempts waiting for a worker. A row is deleted when its attempt is assigned.
+CREATE TABLE queue_item (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id         bigint NOT NULL,
+    task_id           bigint NOT NULL,
+    attempt           integer NOT NULL,
+    queue             text NOT NULL,
+    priority          smallint NOT NULL,
+    available_at      timestamptz NOT NULL DEFAULT now(),
+    schedule_deadline timestamptz,
+    rate_limits       jsonb,
+    desired_worker_id bigint
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+CREATE INDEX queue_item_claim_idx ON queue_item (tenant_id, queue, priority DESC, id);
+CREATE INDEX queue_item_deadline_idx ON queue_item (schedule_deadline)
+    WHERE schedule_deadline IS NOT NULL;
+
+-- Attempts assigned to a worker and not yet ended. The (task_id, attempt) row is the
+-- token that lets exactly one outcome of an attempt be recorded.
+CREATE TABLE task_runtime (
+    task_id     bigint PRIMARY KEY,
+    tenant_id   bigint NOT NULL,
+    attempt     integer NOT NULL,
+    worker_id   bigint NOT NULL,
+    assigned_at timestamptz NOT NULL DEFAULT now(),
+    timeout_at  timestamptz
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+CREATE INDEX task_runtime_worker_idx ON task_runtime (worker_id);
+CREATE INDEX task_runtime_timeout_idx ON task_runtime (timeout_at) WHERE timeout_at IS NOT NULL;
+
+CREATE TABLE worker (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id         bigint NOT NULL,
+    external_id       uuid NOT NULL UNIQUE,
+    name              text NOT NULL,
+    slots             integer NOT NULL,
+    task_names        text[] NOT NULL DEFAULT '{}',
+    status            text NOT NULL DEFAULT 'ACTIVE',
+    connected_at      timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    labels            jsonb NOT NULL DEFAULT '{}',
+    durable_slots     integer NOT NULL DEFAULT 0
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.05);
+
+CREATE INDEX worker_tenant_idx ON worker (tenant_id, status);
+
+-- Named leases held by one engine replica at a time (leadership, queue partitions).
+CREATE TABLE lease (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
+-- A concurrency strategy of a task (one per ConcurrencyExpression, in declaration order).
+CREATE TABLE concurrency_strategy (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id      bigint NOT NULL,
+    scope          text NOT NULL,
+    idx            smallint NOT NULL,
+    expression     text NOT NULL,
+    max_runs       integer NOT NULL,
+    limit_strategy text NOT NULL,
+    UNIQUE (tenant_id, scope, idx)
+);
+
+-- A run's place with one strategy: waiting (admitted = false) or holding a slot. A run is
+-- queued once every strategy of it admitted it; its rows go when it reaches a final state.
+CREATE TABLE concurrency_slot (
+    task_id     bigint NOT NULL,
+    strategy_id bigint NOT NULL,
+    tenant_id   bigint NOT NULL,
+    idx         smallint NOT NULL,
+    key         text NOT NULL,
+    priority    smallint NOT NULL,
+    admitted    boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, strategy_id)
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+CREATE INDEX concurrency_slot_key_idx ON concurrency_slot (strategy_id, key, admitted);
+CREATE INDEX concurrency_slot_waiting_idx ON concurrency_slot (tenant_id, strategy_id)
+    WHERE NOT admitted;
+
+-- Releasing concurrency slots is tied to the task's final state by a trigger, so every
+-- path that ends a run (completion, failure, cancellation, timeouts, and any added later)
+-- frees its slots in the same transaction.
+CREATE FUNCTION release_concurrency_slots() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM concurrency_slot c
+    USING ended e
+    WHERE c.task_id = e.id AND e.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_release_concurrency_slots
+    AFTER UPDATE ON task
+    REFERENCING NEW TABLE AS ended
+    FOR EACH STATEMENT EXECUTE FUNCTION release_concurrency_slots();
+
+-- Rate limits: `used` units in the fixed window that starts at window_start.
+CREATE TABLE rate_limit (
+    tenant_id    bigint NOT NULL,
+    key          text NOT NULL,
+    limit_value  integer NOT NULL,
+    window_ms    bigint NOT NULL,
+    window_start timestamptz NOT NULL DEFAULT 'epoch',
+    used         integer NOT NULL DEFAULT 0,
+    dynamic      boolean NOT NULL DEFAULT false,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, key)
+) WITH (fillfactor = 50);
