@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
             *[str(p) for p in protos],
         ],
         check=True, capture_output=True,
+        # the mypy plugins live beside the interpreter
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
     )  # fmt: skip
     generated = {p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*")}
     assert generated
