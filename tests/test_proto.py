@@ -11,6 +11,10 @@ from pathlib import Path
 from tests.harness import REPO
 
 
+# The mypy protoc plugins live beside the interpreter.
+PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     protos = sorted((REPO / "proto").rglob("*.proto"))
     assert protos
@@ -22,8 +26,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
             *[str(p) for p in protos],
         ],
         check=True, capture_output=True,
-        # the mypy plugins live beside the interpreter
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        env={**os.environ, "PATH": PATH},
+
     )  # fmt: skip
     generated = {p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*")}
     assert generated
