@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tests.harness import REPO
 
-
 # The mypy protoc plugins live beside the interpreter.
 PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
