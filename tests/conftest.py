@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -33,13 +35,17 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Postgres server: DATABASE_URL, or an embedded one for this session."""
+def pg_url() -> Iterator[str]:
+    """A Postgres server: DATABASE_URL, or an embedded one for this session.
+
+    The embedded server lives in its own temporary folder, not in pytest's basetemp, which
+    another pytest session on the machine may prune while this one runs.
+    """
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
-    home = tmp_path_factory.mktemp("embedded-pg")
+    home = Path(tempfile.mkdtemp(prefix="stoker-test-pg-"))
     runtime = home / "run"
     runtime.mkdir(mode=0o700)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
@@ -50,6 +56,7 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(server.get_uri())
     finally:
         server._cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _admin(pg_url: str) -> psycopg.Connection[Any]:
