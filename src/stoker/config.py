@@ -71,7 +71,8 @@ class EngineSettings(BaseSettings):
     http_enabled: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     pool_size: int = 10
-    flush_interval_ms: float = 5.0
+    # 0: group commit (flush at once; what arrives during a flush forms the next batch).
+    flush_interval_ms: float = 0.0
     flush_max_items: int = 1000
     scheduler_batch: int = 1000
     scheduler_poll_s: float = 1.0

@@ -6,7 +6,7 @@ pushes the assignments it committed; if the conn closed in between, the attempts
 back as lost and requeued at once.
 
 Task events arrive from workers in batches and are buffered; the flusher writes all of them,
-from every worker, in one transaction every ``flush_interval_ms`` (or at ``flush_max_items``),
+from every worker, in one transaction (group commit, capped at ``flush_max_items``),
 then tells the :class:`~stoker.engine.runs.RunWatcher` which runs finished. A completion
 frees its slot in memory immediately, so the scheduler can refill it before the flush.
 
@@ -425,10 +425,10 @@ class Dispatcher(LoopService):
 
     async def run(self) -> None:
         while not self.stopping.is_set():
-            # Sleep until events arrive, then give the batch flush_interval_ms to fill.
+            # Sleep until events arrive; optionally let the batch fill (see Ingest.run).
             if not self._buffered():
                 await self._work.wait()
-            if self._buffered() and self._buffered() < self._max_items:
+            if self._interval and self._buffered() and self._buffered() < self._max_items:
                 await self._full.wait(self._interval)
             if self._buffered():
                 await self.flush()

@@ -2,8 +2,9 @@
 
 A trigger call is validated at once (known task, payload size, JSON), then parked in a
 buffer; the flusher writes everything buffered, from every caller, in one transaction per
-tenant every ``flush_interval_ms`` (or as soon as ``flush_max_items`` are waiting) and only
-then answers the callers, so an accepted run is durably stored. The scheduler in this
+tenant (group commit: what arrives while a flush runs is the next batch; an optional
+``flush_interval_ms`` lingers for more, ``flush_max_items`` caps it), and only then answers
+the callers, so an accepted run is durably stored. The scheduler in this
 process is then woken directly.
 
 Runs inserted by other means (a client's own transaction, another replica) reach the queue
@@ -334,10 +335,12 @@ class Ingest(LoopService):
 
     async def run(self) -> None:
         while not self.stopping.is_set():
-            # Sleep until a trigger arrives, then give the batch flush_interval_ms to fill.
+            # Sleep until a trigger arrives; optionally let the batch fill for
+            # flush_interval_ms. With 0 (the default) this is group commit: what arrives
+            # while a flush runs forms the next batch, so batches grow with load only.
             if not self._pending:
                 await self._work.wait()
-            if self._pending and self._pending_items < self._max_items:
+            if self._interval and self._pending and self._pending_items < self._max_items:
                 await self._full.wait(self._interval)
             if self._pending:
                 await self.flush()
