@@ -40,7 +40,7 @@ PROFILES: dict[str, Profile] = {
         backlog_base=2_000,
         backlog_depth=50_000,
         cost_tasks=2_000,
-        default_scenarios=("drain", "steady", "cost"),
+        default_scenarios=("drain", "steady", "cost", "policy"),
     ),
     "full": Profile(
         name="full",
@@ -52,7 +52,7 @@ PROFILES: dict[str, Profile] = {
         backlog_base=20_000,
         backlog_depth=1_000_000,
         cost_tasks=20_000,
-        default_scenarios=("drain", "steady", "cost", "backlog"),
+        default_scenarios=("drain", "steady", "cost", "backlog", "policy"),
     ),
 }
 

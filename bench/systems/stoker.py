@@ -23,7 +23,13 @@ from pydantic import BaseModel
 
 from bench import recorder
 from bench.systems import Proc, System, python, spawn, stop_procs
-from stoker import Context, Stoker
+from stoker import (
+    ConcurrencyExpression,
+    Context,
+    DesiredWorkerLabel,
+    RateLimit,
+    Stoker,
+)
 
 BULK_CHUNK = 5_000
 ENGINE_READY_TIMEOUT_S = 60.0
@@ -35,14 +41,39 @@ class Noop(BaseModel):
     seq: int
 
 
-def declare(app: Stoker) -> Stoker:
-    """Puts the benchmark's no-op task on ``app``."""
+# The policy scenario drains the same no-op under each scheduling policy.
+POLICY_KEYS = 1_000
+RATE_LIMIT_KEY = "bench"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "noop": {},
+    # 1,000 concurrency keys, one run per key at a time.
+    "noop_keyed": {
+        "concurrency": ConcurrencyExpression(
+            expression=f"string(input.seq % {POLICY_KEYS})", max_runs=1
+        )
+    },
+    # A static rate limit high enough never to bind: what checking it costs.
+    "noop_limited": {"rate_limits": [RateLimit(static_key=RATE_LIMIT_KEY, units=1)]},
+    # A required and a weighted label, matched against every worker.
+    "noop_labelled": {
+        "desired_worker_labels": {
+            "zone": DesiredWorkerLabel(value="a", required=True),
+            "tier": DesiredWorkerLabel(value=2, weight=10),
+        }
+    },
+}
+WORKER_LABELS: dict[str, str | int] = {"zone": "a", "tier": 2}
 
-    @app.task(name="noop")
+
+def declare(app: Stoker) -> Stoker:
+    """Puts the benchmark's no-op task, and its policy variants, on ``app``."""
+
     async def noop(input: Noop, ctx: Context) -> dict[str, Any]:
         recorder.noop(input.seq)
         return {}
 
+    for name, options in VARIANTS.items():
+        app.task(name=name, **options)(noop)
     return app
 
 
@@ -73,6 +104,8 @@ class StokerSystem(System):
         self.grpc_port = 0
         self.http_port = 0
         self._client: Stoker | None = None
+        self.variant = "noop"
+        """The task ``enqueue_bulk`` enqueues (see VARIANTS)."""
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -130,6 +163,7 @@ class StokerSystem(System):
                 raise RuntimeError(f"the Stoker engine did not become ready:\n{self.engine.tail()}")
             await asyncio.sleep(0.1)
         self._client = declare(Stoker(address=self.address, token=self.token))
+        await self._client.rate_limits.aio_put(RATE_LIMIT_KEY, limit=10_000_000, duration="second")
 
     @property
     def address(self) -> str:
@@ -151,7 +185,7 @@ class StokerSystem(System):
         await super().teardown()
 
     async def enqueue_bulk(self, seqs: Sequence[int]) -> None:
-        task = self.client.tasks["noop"]
+        task = self.client.tasks[self.variant]
         for i in range(0, len(seqs), BULK_CHUNK):
             await task.aio_run_many([Noop(seq=s) for s in seqs[i : i + BULK_CHUNK]])
 
@@ -189,7 +223,8 @@ class StokerSystem(System):
 def _work(name: str) -> None:
     """A worker process: the SDK's worker with BENCH_SLOTS slots, until SIGTERM."""
     app = declare(Stoker())
-    app.worker(name, slots=int(os.environ.get("BENCH_SLOTS", "100"))).start()
+    slots = int(os.environ.get("BENCH_SLOTS", "100"))
+    app.worker(name, slots=slots, labels=WORKER_LABELS).start()
 
 
 if __name__ == "__main__":
