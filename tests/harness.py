@@ -51,6 +51,21 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM and up to ``grace`` seconds to exit (0: SIGKILL at once), then reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    if grace:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
+
+
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
     env.pop("DATABASE_URL", None)
@@ -118,19 +133,11 @@ class EngineProcess:
 
     def stop(self) -> None:
         """SIGTERM and wait (a clean shutdown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, grace=20)
 
     def kill(self) -> None:
         """SIGKILL: the engine dies without a chance to flush anything."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, grace=0)
 
     def restart(self) -> EngineProcess:
         self.kill()
@@ -208,15 +215,8 @@ class WorkerProcess:
         return str(row[0]) if row else None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=35)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM: the worker drains (up to its grace period) and exits."""
+        terminate(self.proc, grace=35)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, grace=0)
