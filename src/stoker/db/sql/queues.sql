@@ -75,3 +75,9 @@ UPDATE queue_item q
 SET available_at = d.until
 FROM unnest(%(item_ids)s::bigint[], %(until)s::timestamptz[]) AS d(item_id, until)
 WHERE q.id = d.item_id;
+
+-- name: vacuum_queue
+-- Clears the dead rows that assignment leaves at the head of the queue, so claims stop
+-- stepping over them (autovacuum comes too late during a long drain). Skips a table that
+-- another vacuum holds.
+VACUUM (SKIP_LOCKED) queue_item, task_runtime;

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ from stoker.engine.scheduler.admission import admit
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.scheduler")
+
+# After this many assignments (each deletes a queue item) the scheduler vacuums the queue
+# tables itself, at most once per VACUUM_INTERVAL_S; see docs/performance.md.
+VACUUM_AFTER_DELETES = 20_000
+VACUUM_INTERVAL_S = 2.0
 
 # Engine-side execution timeouts fire this long after the worker's own, so the worker's
 # report (with its traceback) normally wins.
@@ -117,12 +123,22 @@ class Scheduler(LoopService):
         self._defer = timedelta(milliseconds=defer_ms)
         self._signal = self.signal()
         self.rounds = 0
+        self._deletes = 0
+        self._vacuumed_at = 0.0
+        self._vacuum: asyncio.Task[None] | None = None
 
     def wake(self, *_: object) -> None:
         """Asks for a scheduling round soon (safe to call often)."""
         self._signal.set()
 
     async def run(self) -> None:
+        try:
+            await self._rounds()
+        finally:
+            if self._vacuum is not None:
+                await asyncio.gather(self._vacuum, return_exceptions=True)
+
+    async def _rounds(self) -> None:
         again = True
         while not self.stopping.is_set():
             polled = False
@@ -201,8 +217,28 @@ class Scheduler(LoopService):
                         conn.unhold(item["task_id"], item["attempt"])
                     raise
         await self._push(rows, decided)
+        self._deletes += len(rows)
+        self._maybe_vacuum()
         claimed = Counter(i["queue"] for i in items)
         return any(claimed[q] >= lim for q, lim in zip(queues, limits, strict=True))
+
+    def _maybe_vacuum(self) -> None:
+        """Starts a background vacuum of the queue tables after many deletes."""
+        now = time.monotonic()
+        if (
+            self._deletes < VACUUM_AFTER_DELETES
+            or now - self._vacuumed_at < VACUUM_INTERVAL_S
+            or (self._vacuum is not None and not self._vacuum.done())
+        ):
+            return
+        self._deletes, self._vacuumed_at = 0, now
+        self._vacuum = asyncio.create_task(self._run_vacuum(), name="stoker-vacuum-queue")
+
+    async def _run_vacuum(self) -> None:
+        try:
+            await self._db.execute("vacuum_queue")
+        except Exception:
+            log.warning("vacuuming the queue tables failed", exc_info=True)
 
     async def _lock_windows(
         self, tx: Executor, tenant_id: int, items: list[Row]
