@@ -46,6 +46,15 @@ def test_engine_without_a_database_says_so() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_misspelt_setting_is_named_with_a_likely_fix() -> None:
+    done = stoker("engine", env={"STOKER_HEARTBEAT_INTERVAL": "1"})
+    assert done.returncode == 2  # still no DATABASE_URL
+    assert (
+        "STOKER_HEARTBEAT_INTERVAL is not a Stoker setting and is ignored "
+        "(did you mean STOKER_HEARTBEAT_INTERVAL_S?)"
+    ) in " ".join(done.stderr.split())
+
+
 def test_bad_settings_are_refused_with_their_name(db_url: str) -> None:
     done = stoker("engine", env={"DATABASE_URL": db_url, "STOKER_WORKER_DEAD_AFTER_S": "1"})
     assert done.returncode == 2

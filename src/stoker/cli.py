@@ -7,9 +7,11 @@ line in red with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from stoker.config import EngineSettings, data_dir, profile_path
+from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
 from stoker.errors import ConfigError, StokerError
 
 app = typer.Typer(
@@ -48,6 +50,23 @@ def _run(fn: Callable[[], T]) -> T:
         raise _fail(exc.message) from None
 
 
+def _warn_unknown_env() -> None:
+    """Names ``STOKER_*`` variables that no setting reads (a typo is otherwise silent)."""
+    known = {
+        f"STOKER_{name.upper()}"
+        for model in (EngineSettings, ClientSettings)
+        for name, field in model.model_fields.items()
+        if field.validation_alias is None
+    } | {"STOKER_HOME", "STOKER_PROFILE"}
+    for var in sorted(v for v in os.environ if v.startswith("STOKER_") and v not in known):
+        close = difflib.get_close_matches(var, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        console.print(
+            f"[yellow]warning:[/] {var} is not a Stoker setting and is ignored{hint}",
+            highlight=False,
+        )
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -71,14 +90,33 @@ def lite(
     from stoker import lite as lite_mode
 
     _logging(verbose)
+    _warn_unknown_env()
     if data is not None:
         os.environ["STOKER_HOME"] = str(data)
     home = data_dir()
     server: Any = None
     url = os.environ.get("DATABASE_URL", "")
+    # Until the engine takes signals over, SIGTERM exits through the `finally` below, so
+    # the embedded server is stopped rather than left running without its owner.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not url:
         console.print(f"starting the embedded Postgres in {home / 'pg'} ...")
         server, url = _run(lambda: lite_mode.start_embedded_postgres(home))
+    try:
+        _lite(url, grpc_port, http_port, embedded=server is not None)
+    finally:
+        # Stops the embedded server however the engine ended (it also stops at exit).
+        if server is not None:
+            server.cleanup()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
+    from stoker import lite as lite_mode
+
     settings = _run(
         lambda: EngineSettings.load(database_url=url, grpc_port=grpc_port, http_port=http_port)
     )
@@ -86,7 +124,7 @@ def lite(
     where = lite_mode.remember(settings, done.token)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     http = f"http://{settings.http_host}:{settings.http_port}"
-    database = f"embedded, in {home / 'pg'}" if server else "DATABASE_URL"
+    database = f"embedded, in {data_dir() / 'pg'}" if embedded else "DATABASE_URL"
     console.print(
         Panel.fit(
             f"engine (gRPC)   {address}\n"
@@ -103,11 +141,7 @@ def lite(
     )
     from stoker.engine import serve
 
-    try:
-        _run(lambda: asyncio.run(serve(settings)))
-    finally:
-        if server is not None:
-            server._cleanup()
+    _run(lambda: asyncio.run(serve(settings)))
 
 
 @app.command()
@@ -119,6 +153,7 @@ def engine(
 ) -> None:
     """Runs the engine against DATABASE_URL (the production form)."""
     _logging(verbose)
+    _warn_unknown_env()
     settings = _run(EngineSettings.load)
     if migrate:
         _run(lambda: asyncio.run(_migrate(settings)))
@@ -217,6 +252,7 @@ def worker(
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM."""
     _logging(verbose)
+    _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
     labels = _run(lambda: _labels(label or []))
     runner = _run(
