@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from stoker.config import ClientSettings, EngineSettings, parse_duration
 from stoker.db.queries import QueryRegistry, parse_blocks, queries
 from stoker.errors import ConfigError
+from tests.harness import REPO
 
 
 @pytest.mark.parametrize(
@@ -55,3 +57,34 @@ def test_every_sql_block_is_named_once_and_found() -> None:
     blocks = parse_blocks("-- name: a\nSELECT 1;\n\n-- name: b\n-- says why\nSELECT 2;\n")
     assert blocks == {"a": "SELECT 1;", "b": "-- says why\nSELECT 2;"}
     assert isinstance(QueryRegistry.load(), QueryRegistry)
+
+
+def _readme_configuration() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Configuration")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_readme_documents_every_setting_with_its_default() -> None:
+    section = _readme_configuration()
+    documented: dict[str, str] = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")] if row.startswith("| `") else []
+        if cells:
+            names = re.findall(r"`([A-Z_]+)`", cells[0])
+            defaults = [d.strip().strip("`") for d in cells[1].split(" / ")]
+            if len(defaults) == 1:
+                defaults *= len(names)
+            documented.update(zip(names, defaults, strict=True))
+    for name, field in EngineSettings.model_fields.items():
+        var = str(field.validation_alias or f"STOKER_{name.upper()}")
+        assert var in documented, f"{var} is missing from the README's configuration table"
+        default, shown = field.default, documented[var].replace("—", "")
+        if isinstance(default, bool):
+            assert shown == str(default).lower(), var
+        elif isinstance(default, int | float):
+            assert float(shown) == default, f"{var}: README says {shown}, config.py {default}"
+        else:
+            assert shown == default, f"{var}: README says {shown!r}, config.py {default!r}"
+    for name in ClientSettings.model_fields:
+        assert f"`STOKER_{name.upper()}`" in section, f"STOKER_{name.upper()} is not documented"
