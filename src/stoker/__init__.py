@@ -13,9 +13,12 @@ This module is the SDK's whole public surface::
 __version__ = "0.1.0"
 
 from stoker._sdk.client import RateLimits, Stoker
+from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
+from stoker._sdk.runs_api import Events, RunOutcome, Runs
 from stoker._sdk.task import RunRef, Task
 from stoker._sdk.worker import Worker
+from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker._wire import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
@@ -52,17 +55,22 @@ __all__ = [
     "DeclarationError",
     "DesiredWorkerLabel",
     "EngineUnavailableError",
+    "Events",
     "InvalidRequestError",
     "NonRetryableError",
     "NotFoundError",
     "OutputSerializationError",
+    "ParentCondition",
     "PayloadTooLargeError",
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
     "RetryAfter",
     "RunCancelledError",
+    "RunOutcome",
     "RunRef",
+    "Runs",
+    "SleepCondition",
     "StickyStrategy",
     "Stoker",
     "StokerError",
@@ -70,7 +78,11 @@ __all__ = [
     "TaskRunError",
     "TaskTimeoutError",
     "UnknownTaskError",
+    "UserEventCondition",
     "Worker",
     "WorkerLabelComparator",
+    "Workflow",
+    "WorkflowTask",
     "__version__",
+    "or_",
 ]

@@ -8,8 +8,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 import pydantic_core
+from pydantic import BaseModel
 
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.runs_api import Events, Runs, WorkflowsClient
 from stoker._sdk.task import (
     RunOptions,
     RunRef,
@@ -20,6 +22,7 @@ from stoker._sdk.task import (
     trigger_item,
 )
 from stoker._sdk.transport import Transport
+from stoker._sdk.workflow import Workflow
 from stoker._wire import DURATION_MS
 from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
@@ -55,6 +58,12 @@ class Stoker:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.rate_limits = RateLimits(self)
         """Static rate limits: ``app.rate_limits.put("openai", limit=100, duration="minute")``."""
+        self.workflows: dict[str, Workflow[Any]] = {}
+        self.runs = Runs(self)
+        """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
+        self.events = Events(self)
+        """User events: ``app.events.push("payment:settled", {"order_id": 7})``."""
+        self._wf_client: WorkflowsClient | None = None
         self._transport: Transport | None = None
         self._registered: set[str] = set()
         self._lock = threading.Lock()
@@ -83,6 +92,15 @@ class Stoker:
             if self._transport is not None:
                 self._transport.close()
             self._transport = None
+            if self._wf_client is not None:
+                self._wf_client.close()
+            self._wf_client = None
+
+    def _workflows_client(self) -> WorkflowsClient:
+        with self._lock:
+            if self._wf_client is None:
+                self._wf_client = WorkflowsClient(self)
+            return self._wf_client
 
     # -- declaring ----------------------------------------------------------------------
 
@@ -121,6 +139,25 @@ class Stoker:
             return declared
 
         return declare(fn) if fn is not None else declare
+
+    def workflow(
+        self,
+        name: str,
+        *,
+        input_validator: type[BaseModel] | None = None,
+        **defaults: Unpack[TaskArgs],
+    ) -> Workflow[Any]:
+        """Declares a workflow (a DAG of steps declared with ``@wf.task(parents=[...])``).
+
+        ``input_validator`` is the pydantic model of the run's input; ``defaults`` are
+        options of ``@app.task`` (retries, timeouts, priority, concurrency, ...) for the
+        steps that do not set their own.
+        """
+        if name in self.workflows:
+            raise DeclarationError(f"a workflow named {name!r} is already declared on this app")
+        wf: Workflow[Any] = Workflow(self, name, input_validator, defaults)
+        self.workflows[name] = wf
+        return wf
 
     def worker(
         self,

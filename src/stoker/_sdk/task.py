@@ -16,6 +16,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stoker._cel import check_expression
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.context import Context, current_context
+from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
 from stoker._wire import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -30,7 +32,6 @@ from stoker.errors import DeclarationError, PayloadTooLargeError, RunCancelledEr
 
 if TYPE_CHECKING:
     from stoker._sdk.client import Stoker
-    from stoker._sdk.context import Context
 
 I = TypeVar("I")  # noqa: E741 - the input type
 O = TypeVar("O")  # noqa: E741 - the output type
@@ -52,6 +53,9 @@ class RunOptions(TypedDict, total=False):
     """Key/values shown with the run, visible to CEL expressions as ``additional_metadata``."""
     desired_worker_id: str
     """Prefer this worker (required when the task is ``sticky="hard"``)."""
+    child_key: str
+    """Inside a running task: names the child run, so spawning the same key again (from a
+    retry) returns the existing child. Outside a task it has no effect."""
 
 
 class TaskArgs(TypedDict, total=False):
@@ -245,12 +249,36 @@ class Task(Generic[I, O]):
         return trigger_item(self.name, self.encode_input(value), options)
 
     def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
-        """Enqueues one run and returns a reference to it at once."""
+        """Enqueues one run and returns a reference to it at once (inside a running task:
+        a child run of that task)."""
+        if (ctx := current_context.get()) is not None:
+            return self._spawn(ctx, [input], options)[0]
         return self.app._trigger(self, [self._item(input, options)])[0]
 
     async def aio_run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
+        if (ctx := current_context.get()) is not None:
+            return (await self._aio_spawn(ctx, [input], options))[0]
         refs = await self.app._atrigger(self, [self._item(input, options)])
         return refs[0]
+
+    def _children(self, inputs: Sequence[I], options: RunOptions) -> list[ChildSpec]:
+        for value in inputs:
+            self._item(value, options)  # validates input and options before anything is sent
+        return [ChildSpec(self.name, "", self.encode_input(v), options) for v in inputs]
+
+    def _spawn(self, ctx: Context, inputs: Sequence[I], options: RunOptions) -> list[RunRef[O]]:
+        if self.name not in self.app._registered:
+            self.app.register([self])
+        ids = spawn(self.app, ctx, self._children(inputs, options))
+        return [RunRef(self.app, run_id, self) for run_id in ids]
+
+    async def _aio_spawn(
+        self, ctx: Context, inputs: Sequence[I], options: RunOptions
+    ) -> list[RunRef[O]]:
+        if self.name not in self.app._registered:
+            await self.app.aio_register([self])
+        ids = await aio_spawn(self.app, ctx, self._children(inputs, options))
+        return [RunRef(self.app, run_id, self) for run_id in ids]
 
     def run(self, input: I, **options: Unpack[RunOptions]) -> O:
         """Runs the task and blocks until it finishes: its output, or TaskRunError."""
@@ -262,6 +290,8 @@ class Task(Generic[I, O]):
 
     def run_many(self, inputs: Sequence[I], **options: Unpack[RunOptions]) -> list[RunRef[O]]:
         """Enqueues many runs in as few calls as possible (every input is validated first)."""
+        if (ctx := current_context.get()) is not None:
+            return self._spawn(ctx, inputs, options)
         items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.max_payload_bytes):
@@ -271,6 +301,8 @@ class Task(Generic[I, O]):
     async def aio_run_many(
         self, inputs: Sequence[I], **options: Unpack[RunOptions]
     ) -> list[RunRef[O]]:
+        if (ctx := current_context.get()) is not None:
+            return await self._aio_spawn(ctx, inputs, options)
         items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.max_payload_bytes):
@@ -285,6 +317,7 @@ class Task(Generic[I, O]):
 def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.TriggerItem:
     """The wire form of one run; TypeError/ValueError on bad options."""
     unknown = set(options) - set(RunOptions.__annotations__)
+    options = {k: v for k, v in options.items() if k != "child_key"}  # type: ignore[assignment]
     if unknown:
         raise TypeError(f"unknown run option(s): {', '.join(sorted(unknown))}")
     priority = options.get("priority")

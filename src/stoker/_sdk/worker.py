@@ -37,7 +37,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from stoker._proto import engine_pb2 as pb
-from stoker._sdk.context import Context
+from stoker._sdk.context import Context, current_context
 from stoker._sdk.task import Task
 from stoker._sdk.transport import channel_options, to_stoker_error
 from stoker.errors import (
@@ -120,6 +120,7 @@ class Worker:
         self._heartbeat_stop = threading.Event()
         self._changed = asyncio.Event()
         self._control: list[pb.WorkerMessage] = []
+        self._warned_parents = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -363,6 +364,8 @@ class Worker:
             execution_timeout_s=a.execution_timeout_ms / 1000 if a.execution_timeout_ms else None,
             on_refresh=refresh,
             on_release_slot=release_slot,
+            task_id=a.task_id,
+            on_spawn=self._check_parent_slots,
         )
         if task is None:
             self._report_failure(
@@ -382,9 +385,12 @@ class Worker:
 
     async def _execute(self, attempt: _Attempt) -> None:
         a, task, ctx = attempt.assignment, attempt.task, attempt.ctx
+        # Runs triggered from inside the task are its children (see _sdk/runs_api.py).
+        current_context.set(ctx)
         try:
             try:
-                value = task.decode_input(a.input)
+                raw = ctx._bind_input(a.input, getattr(task, "workflow", None) is not None)
+                value = task.decode_input(raw)
             except ValidationError as exc:
                 self._finish_failure(attempt, "InputValidationError", str(exc), "", retryable=False)
                 return
@@ -488,6 +494,24 @@ class Worker:
         except asyncio.CancelledError:
             inner.cancel()
             raise
+
+    def _check_parent_slots(self) -> None:
+        """Warns when every slot is held by a task that spawned children: a parent waiting
+        for its children keeps its slot, so those children can only run on other workers."""
+        try:
+            parents = sum(1 for a in list(self.running.values()) if a.ctx.spawned_children)
+        except RuntimeError:  # called from a sync task's thread while the dict changes
+            return
+        if parents >= self.slots and not self._warned_parents:
+            self._warned_parents = True
+            log.warning(
+                "worker %s: all %d slots are held by tasks that spawned child runs; a parent "
+                "waiting for its children keeps its slot, so the children can only run on "
+                "other workers. Give this worker more slots than parents that wait at once, "
+                "or run the children on other workers.",
+                self.name,
+                self.slots,
+            )
 
     def _cancel(self, task_id: int, attempt_no: int, reason: str) -> None:
         attempt = self.running.get(task_id)

@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from stoker import __version__
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import EngineSettings
 from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts
@@ -104,6 +106,7 @@ class Engine:
         self.auth = TokenAuth(db)
         for part in (self.ingest, self.dispatcher, self.attempts):
             part.engine_id = self.engine_id
+        self._start_workflows(db, wake)
         self.listener = Listener(
             s.database_url,
             s.schema_name,
@@ -116,6 +119,7 @@ class Engine:
             self.dispatcher,
             self.scheduler,
             self.controllers,
+            self.dags,
         ]
         if s.http_enabled:
             from stoker.engine.api.app import create_app
@@ -140,6 +144,7 @@ class Engine:
         pb_grpc.add_EngineServicer_to_server(
             EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher), self._grpc
         )
+        wpb_grpc.add_WorkflowsServicer_to_server(self.workflows_servicer, self._grpc)
         address = f"{s.grpc_host}:{s.grpc_port}"
         if self._grpc.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
@@ -150,6 +155,38 @@ class Engine:
             address,
             s.http_host,
             s.http_port,
+        )
+
+    def _start_workflows(self, db: Executor, wake: Callable[..., None]) -> None:
+        """Workflows: DAG progression (hooked into every transaction that ends attempts),
+        its sweeper, the workflow/child/event ingest, cancel and replay."""
+        from stoker.engine.controllers.cancel import RunOps
+        from stoker.engine.controllers.dags import Dags
+        from stoker.engine.ingest.workflows import WorkflowIngest
+        from stoker.engine.workflows_server import WorkflowsServicer
+
+        s = self.settings
+        self.dags = Dags(
+            db,
+            self.dispatcher,
+            self.watcher,
+            engine_id=self.engine_id,
+            is_leader=lambda: self.controllers.is_leader,
+            on_enqueued=wake,
+            interval_s=min(1.0, s.controller_interval_s),
+        )
+        self.attempts.dag_hooks.append(self.dags.on_finals)
+        self.workflows_servicer = WorkflowsServicer(
+            self.auth,
+            WorkflowIngest(db, self.ingest, self.dags),
+            RunOps(
+                db,
+                self.dispatcher,
+                self.watcher,
+                self.dags,
+                engine_id=self.engine_id,
+                on_enqueued=wake,
+            ),
         )
 
     async def stop(self) -> None:

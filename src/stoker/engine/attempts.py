@@ -9,7 +9,7 @@ holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from stoker._proto import engine_pb2 as pb
@@ -67,6 +67,11 @@ class AttemptEnd:
         )
 
 
+DagHook = Callable[[Executor, list[int]], Awaitable[Callable[[], None]]]
+"""Called inside the transaction that ended tasks of DAG runs, with those runs' ids; it
+progresses them there and returns what to do once that transaction commits."""
+
+
 @dataclass(frozen=True, slots=True)
 class FailParams:
     task_ids: list[int]
@@ -95,30 +100,42 @@ class Attempts:
         self._max_requeues = max_requeues
         self._on_requeued = on_requeued
         self.engine_id = ""
+        self.dag_hooks: list[DagHook] = []
+
+    async def progress_dags(self, tx: Executor, finals: Iterable[Row]) -> list[Callable[[], None]]:
+        """Runs the DAG hooks for the runs of tasks that just reached a final state."""
+        dag_ids = sorted({int(r["dag_id"]) for r in finals if r.get("dag_id") is not None})
+        if not dag_ids:
+            return []
+        return [await hook(tx, dag_ids) for hook in self.dag_hooks]
 
     async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
         """Ends the attempts; returns the rows of those that were still running."""
         if not ends:
             return []
-        rows = await (db or self._db).fetch(
-            "fail_attempts",
-            FailParams(
-                [e.task_id for e in ends],
-                [e.attempt for e in ends],
-                [json.dumps(e.error) for e in ends],
-                [e.retryable for e in ends],
-                [e.counts for e in ends],
-                [e.delay_ms for e in ends],
-                [e.kind for e in ends],
-                self._max_requeues,
-            ),
-        )
+        # The final failures progress their DAG runs in the same transaction.
+        async with (db or self._db).transaction() as tx:
+            rows = await tx.fetch(
+                "fail_attempts",
+                FailParams(
+                    [e.task_id for e in ends],
+                    [e.attempt for e in ends],
+                    [json.dumps(e.error) for e in ends],
+                    [e.retryable for e in ends],
+                    [e.counts for e in ends],
+                    [e.delay_ms for e in ends],
+                    [e.kind for e in ends],
+                    self._max_requeues,
+                ),
+            )
+            after = await self.progress_dags(tx, [r for r in rows if r["status"] != "QUEUED"])
+            finals = {int(r["tenant_id"]) for r in rows if r["status"] != "QUEUED"}
+            requeued = {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}
+            await notify.send(tx, notify.FINISHED, finals, self.engine_id)
+            await notify.send(tx, notify.QUEUE, requeued, self.engine_id)
         self.watcher.finished(r["external_id"] for r in rows if r["status"] != "QUEUED")
-        finals = {int(r["tenant_id"]) for r in rows if r["status"] != "QUEUED"}
-        requeued = {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}
-        target = db or self._db
-        await notify.send(target, notify.FINISHED, finals, self.engine_id)
-        await notify.send(target, notify.QUEUE, requeued, self.engine_id)
+        for done in after:
+            done()
         if requeued:
             self._on_requeued()
         return rows

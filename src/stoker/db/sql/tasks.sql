@@ -90,7 +90,7 @@ SET status = 'COMPLETED', output = e.output, error = NULL, finished_at = e.finis
     started_at = coalesce(t.started_at, e.finished_at)
 FROM ended e
 WHERE t.id = e.task_id
-RETURNING t.id, t.external_id, t.tenant_id;
+RETURNING t.id, t.external_id, t.tenant_id, t.dag_id;
 
 -- name: fail_attempts
 -- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
@@ -156,7 +156,7 @@ SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
     worker_id = CASE WHEN d.retry THEN NULL ELSE t.worker_id END
 FROM decided d
 WHERE t.id = d.id
-RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt;
+RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt, t.dag_id;
 
 -- name: expire_schedule_timeouts
 -- Cancels queued attempts that waited for a worker longer than their schedule timeout.
@@ -211,14 +211,26 @@ WHERE worker_id = %(worker_id)s AND assigned_at < %(before)s
   AND NOT (task_id = ANY(%(running_task_ids)s::bigint[]));
 
 -- name: run_results
--- The outcome of finished runs among the given external ids.
+-- The outcome of finished runs among the given external ids. A workflow run (dag, see
+-- workflows.sql) outputs its completed steps' outputs keyed by step name.
 SELECT external_id, status, output::text AS output, error
 FROM task
 WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
-  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+UNION ALL
+SELECT d.external_id, d.status,
+       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task s
+        WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
+       d.error
+FROM dag d
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[])
+  AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
 -- name: known_runs
 SELECT external_id FROM task
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
+UNION ALL
+SELECT external_id FROM dag
 WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);
 
 -- name: cancel_tasks

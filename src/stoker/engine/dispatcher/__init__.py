@@ -463,6 +463,7 @@ class Dispatcher(LoopService):
                         ),
                     )
                 done: list[Row] = []
+                after: list[Callable[[], None]] = []
                 if completed:
                     done = await tx.fetch(
                         "complete_attempts",
@@ -475,12 +476,15 @@ class Dispatcher(LoopService):
                     )
                     tenants = {int(r["tenant_id"]) for r in done}
                     await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
+                    after = await self._attempts.progress_dags(tx, done)
         except Exception:
             # Put the events back so nothing a worker reported is lost; the loop retries.
             self._started[:0], self._completed[:0], self._refresh[:0] = started, completed, refresh
             self._failed[:0] = failed
             raise
         self._attempts.watcher.finished(r["external_id"] for r in done)
+        for progressed in after:
+            progressed()
         if failed:
             try:
                 await self._attempts.end(failed)

@@ -1,0 +1,377 @@
+"""Workflows: DAGs of tasks declared with ``app.workflow(name)`` and ``@wf.task(...)``.
+
+A step is an ordinary :class:`~stoker.Task` (registered as ``"<workflow>:<step>"``, so any
+worker of the app runs it) that also knows its workflow, step name and parents. The whole
+shape is checked as it is declared: unknown or foreign parents, duplicate names, cycles,
+conditions naming a step that is not a parent, invalid CEL. Running a workflow returns the
+outputs of its completed steps keyed by step name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+
+from pydantic import BaseModel
+
+from stoker._dag import Role, StepSpec, WorkflowSpec
+from stoker._proto import workflows_pb2 as wpb
+from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
+from stoker._sdk.context import Context, current_context
+from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
+from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
+from stoker.errors import DeclarationError
+
+if TYPE_CHECKING:
+    from stoker._sdk.client import Stoker
+
+I = TypeVar("I")  # noqa: E741 - the workflow's input type
+F = TypeVar("F", bound=TaskFn)
+
+Conditions = Sequence[Condition | OrGroup]
+
+
+class WorkflowTask(Task[Any, Any]):
+    """A step of a workflow. Run the workflow, not the step: its ``run`` forms raise."""
+
+    def __init__(
+        self,
+        app: Stoker,
+        fn: TaskFn,
+        workflow: Workflow[Any],
+        step: str,
+        options: TaskOptions,
+        spec: StepSpec,
+    ) -> None:
+        super().__init__(app, fn, spec.task_name, options)
+        self.workflow = workflow
+        self.step = step
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"<WorkflowTask {self.name}>"
+
+    def _refuse(self) -> TypeError:
+        return TypeError(
+            f"{self.name!r} is a step of workflow {self.workflow.name!r}; run the workflow "
+            f"(wf.run(...)) instead of one of its steps"
+        )
+
+    def run_no_wait(self, input: Any, **options: Unpack[RunOptions]) -> RunRef[Any]:
+        raise self._refuse()
+
+    async def aio_run_no_wait(self, input: Any, **options: Unpack[RunOptions]) -> RunRef[Any]:
+        raise self._refuse()
+
+    def run_many(self, inputs: Sequence[Any], **options: Unpack[RunOptions]) -> list[RunRef[Any]]:
+        raise self._refuse()
+
+    async def aio_run_many(
+        self, inputs: Sequence[Any], **options: Unpack[RunOptions]
+    ) -> list[RunRef[Any]]:
+        raise self._refuse()
+
+
+class Workflow(Generic[I]):
+    """A workflow: declare steps with :meth:`task`, handlers with :meth:`on_failure_task` and
+    :meth:`on_success_task`, then run it with ``run``/``aio_run``/``run_no_wait``/
+    ``run_many``. ``defaults`` (the options of ``@app.task``) apply to every step that does
+    not set its own."""
+
+    def __init__(
+        self,
+        app: Stoker,
+        name: str,
+        input_validator: type[BaseModel] | None = None,
+        defaults: TaskArgs | None = None,
+    ) -> None:
+        if not name or len(name) > 150 or ":" in name:
+            raise DeclarationError(
+                f"workflow name {name!r} must be 1 to 150 characters without ':'"
+            )
+        self.app = app
+        self.name = name
+        self.input_validator = input_validator
+        self.defaults: dict[str, Any] = dict(defaults or {})
+        try:
+            TaskOptions(**self.defaults)
+        except TypeError as exc:
+            raise DeclarationError(f"workflow {name!r}: {exc}") from None
+        self.steps: dict[str, WorkflowTask] = {}
+        self._registered = False
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name}>"
+
+    # -- declaring ----------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: F, /) -> WorkflowTask: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        parents: Sequence[Task[Any, Any]] = (),
+        wait_for: Conditions = (),
+        skip_if: Conditions = (),
+        cancel_if: Conditions = (),
+        **options: Unpack[TaskArgs],
+    ) -> Callable[[F], WorkflowTask]: ...
+
+    def task(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        parents: Sequence[Task[Any, Any]] = (),
+        wait_for: Conditions = (),
+        skip_if: Conditions = (),
+        cancel_if: Conditions = (),
+        **options: Unpack[TaskArgs],
+    ) -> WorkflowTask | Callable[[F], WorkflowTask]:
+        """Declares a step. It starts once all ``parents`` are done and its conditions
+        allow: ``wait_for`` (all must hold), ``skip_if`` (skip it; its children still run),
+        ``cancel_if`` (cancel it and everything downstream). Each is a list ANDed together;
+        ``or_(...)`` makes an item that holds when any of its conditions does."""
+
+        def declare(f: F) -> WorkflowTask:
+            return self._declare(
+                f, name, "step", list(parents), wait_for, skip_if, cancel_if, dict(options)
+            )
+
+        return declare(fn) if fn is not None else declare
+
+    def on_failure_task(
+        self, *, name: str | None = None, **options: Unpack[TaskArgs]
+    ) -> Callable[[F], WorkflowTask]:
+        """Declares the step that runs once every other step is final and one failed; it
+        reads the errors from ``ctx.task_run_errors``."""
+        return lambda f: self._declare(f, name, "on_failure", [], (), (), (), dict(options))
+
+    def on_success_task(
+        self, *, name: str | None = None, **options: Unpack[TaskArgs]
+    ) -> Callable[[F], WorkflowTask]:
+        """Declares the step that runs once every other step completed."""
+        return lambda f: self._declare(f, name, "on_success", [], (), (), (), dict(options))
+
+    def _declare(
+        self,
+        fn: TaskFn,
+        name: str | None,
+        role: Role,
+        parents: list[Task[Any, Any]],
+        wait_for: Conditions,
+        skip_if: Conditions,
+        cancel_if: Conditions,
+        options: dict[str, Any],
+    ) -> WorkflowTask:
+        step = name or getattr(fn, "__name__", "")
+        what = f"workflow {self.name!r}, step {step!r}"
+        if not step or ":" in step or len(step) > 100:
+            raise DeclarationError(f"{what}: a step name must be 1 to 100 characters without ':'")
+        if step in self.steps:
+            raise DeclarationError(f"{what}: a step named {step!r} is already declared")
+        if role != "step" and any(s.spec.role == role for s in self.steps.values()):
+            raise DeclarationError(f"{what}: the workflow already has an {role} step")
+        parent_names: list[str] = []
+        for p in parents:
+            if not isinstance(p, WorkflowTask) or p.workflow is not self:
+                known = ", ".join(self.steps) or "none"
+                raise DeclarationError(
+                    f"{what}: parent {p!r} is not a step of this workflow (its steps: {known})"
+                )
+            if p.spec.role != "step":
+                raise DeclarationError(f"{what}: a handler step cannot be a parent")
+            if p.step in parent_names:
+                raise DeclarationError(f"{what}: parent {p.step!r} is listed twice")
+            parent_names.append(p.step)
+        for group, items in (
+            ("wait_for", wait_for),
+            ("skip_if", skip_if),
+            ("cancel_if", cancel_if),
+        ):
+            for p in parents_in(list(items)):
+                if not isinstance(p, WorkflowTask) or p.step not in parent_names:
+                    raise DeclarationError(
+                        f"{what}: {group} has a ParentCondition on {p!r}, which is not one of "
+                        f"its parents ({', '.join(parent_names) or 'none'})"
+                    )
+        spec = StepSpec(
+            name=step,
+            task_name=f"{self.name}:{step}",
+            role=role,
+            parents=parent_names,
+            wait_for=condition_specs(list(wait_for), f"{what}: wait_for"),
+            skip_if=condition_specs(list(skip_if), f"{what}: skip_if"),
+            cancel_if=condition_specs(list(cancel_if), f"{what}: cancel_if"),
+        )
+        if spec.task_name in self.app.tasks:
+            raise DeclarationError(f"{what}: a task named {spec.task_name!r} already exists")
+        try:
+            task_options = TaskOptions(**{**self.defaults, **options})
+        except TypeError as exc:
+            raise DeclarationError(f"{what}: {exc}") from None
+        declared = WorkflowTask(self.app, fn, self, step, task_options, spec)
+        if (
+            self.input_validator is not None
+            and declared.input_model is not None
+            and declared.input_model is not self.input_validator
+        ):
+            raise DeclarationError(
+                f"{what}: its input is annotated {declared.input_model.__name__}, but the "
+                f"workflow's input_validator is {self.input_validator.__name__}"
+            )
+        if declared.input_model is None and self.input_validator is not None:
+            declared.input_model = self.input_validator
+        self.steps[step] = declared
+        self.app.tasks[spec.task_name] = declared
+        self._check_acyclic()
+        self._registered = False
+        return declared
+
+    def _check_acyclic(self) -> None:
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise DeclarationError(
+                    f"workflow {self.name!r} has a cycle: {' -> '.join([*path, name])}"
+                )
+            state[name] = 1
+            for p in self.steps[name].spec.parents:
+                visit(p, [*path, name])
+            state[name] = 2
+
+        for name in self.steps:
+            visit(name, [])
+
+    def spec(self) -> WorkflowSpec:
+        """The workflow's shape as the engine runs it."""
+        if not any(s.spec.role == "step" for s in self.steps.values()):
+            raise DeclarationError(f"workflow {self.name!r} has no steps: declare some first")
+        return WorkflowSpec(steps=[s.spec for s in self.steps.values()])
+
+    # -- registering --------------------------------------------------------------------
+
+    def _definition(self) -> wpb.RegisterWorkflowsRequest:
+        steps = list(self.steps.values())
+        return wpb.RegisterWorkflowsRequest(
+            workflows=[
+                wpb.WorkflowDefinition(
+                    name=self.name,
+                    config=self.spec().model_dump_json().encode(),
+                    task_names=[s.name for s in steps],
+                    task_configs=[s.config.model_dump_json().encode() for s in steps],
+                )
+            ]
+        )
+
+    def register(self) -> None:
+        """Declares the workflow (and its steps) to the engine; done on first run."""
+        self.app._workflows_client().call(lambda s: s.RegisterWorkflows, self._definition())
+        self.app._registered.update(s.name for s in self.steps.values())
+        self._registered = True
+
+    async def aio_register(self) -> None:
+        await self.app._workflows_client().acall(lambda s: s.RegisterWorkflows, self._definition())
+        self.app._registered.update(s.name for s in self.steps.values())
+        self._registered = True
+
+    # -- running ------------------------------------------------------------------------
+
+    def encode_input(self, value: Any) -> bytes:
+        """The JSON of a run's input, validated against ``input_validator``."""
+        if self.input_validator is not None and not isinstance(value, self.input_validator):
+            value = self.input_validator.model_validate(value)
+        if isinstance(value, BaseModel):
+            return value.model_dump_json().encode()
+        import pydantic_core
+
+        return pydantic_core.to_json(value)
+
+    def decode_output(self, raw: bytes) -> dict[str, Any]:
+        """The outputs of the completed steps, by step name, as their return types."""
+        outputs = json.loads(raw) if raw else {}
+        decoded: dict[str, Any] = {}
+        for step, value in outputs.items():
+            task = self.steps.get(step)
+            decoded[step] = (
+                task.decode_output(json.dumps(value).encode()) if task is not None else value
+            )
+        return decoded
+
+    def _trigger(self, value: Any, options: RunOptions) -> wpb.WorkflowTrigger:
+        item = trigger_item(self.name, self.encode_input(value), options)
+        return wpb.WorkflowTrigger(
+            workflow_name=self.name,
+            input=item.input,
+            additional_metadata=item.additional_metadata,
+            priority=item.priority,
+        )
+
+    def _refs(self, run_ids: Sequence[str]) -> list[RunRef[dict[str, Any]]]:
+        decoder: Any = self  # RunRef decodes with decode_output, which a workflow has
+        return [RunRef(self.app, run_id, decoder) for run_id in run_ids]
+
+    def _children(self, inputs: Sequence[Any], options: RunOptions) -> list[ChildSpec]:
+        return [ChildSpec("", self.name, self.encode_input(v), options) for v in inputs]
+
+    def run_many(
+        self, inputs: Sequence[I], **options: Unpack[RunOptions]
+    ) -> list[RunRef[dict[str, Any]]]:
+        """Starts many runs (1,000 per call to the engine); inside a task, child runs."""
+        if not self._registered:
+            self.register()
+        if (ctx := current_context.get()) is not None:
+            return self._refs(spawn(self.app, ctx, self._children(inputs, options)))
+        items = [self._trigger(v, options) for v in inputs]
+        refs: list[RunRef[dict[str, Any]]] = []
+        for start in range(0, len(items), 1000):
+            req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
+            resp = self.app._workflows_client().call(lambda s: s.TriggerWorkflows, req)
+            refs += self._refs(resp.run_ids)
+        return refs
+
+    async def aio_run_many(
+        self, inputs: Sequence[I], **options: Unpack[RunOptions]
+    ) -> list[RunRef[dict[str, Any]]]:
+        if not self._registered:
+            await self.aio_register()
+        if (ctx := current_context.get()) is not None:
+            return self._refs(await aio_spawn(self.app, ctx, self._children(inputs, options)))
+        items = [self._trigger(v, options) for v in inputs]
+        refs: list[RunRef[dict[str, Any]]] = []
+        for start in range(0, len(items), 1000):
+            req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
+            resp = await self.app._workflows_client().acall(lambda s: s.TriggerWorkflows, req)
+            refs += self._refs(resp.run_ids)
+        return refs
+
+    def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[dict[str, Any]]:
+        """Starts a run and returns a reference to it at once."""
+        return self.run_many([input], **options)[0]
+
+    async def aio_run_no_wait(
+        self, input: I, **options: Unpack[RunOptions]
+    ) -> RunRef[dict[str, Any]]:
+        return (await self.aio_run_many([input], **options))[0]
+
+    def run(self, input: I, **options: Unpack[RunOptions]) -> dict[str, Any]:
+        """Runs the workflow and waits: the outputs of its steps by step name, or
+        TaskRunError (RunCancelledError) naming the step that failed (was cancelled)."""
+        return self.run_no_wait(input, **options).result()
+
+    async def aio_run(self, input: I, **options: Unpack[RunOptions]) -> dict[str, Any]:
+        ref = await self.aio_run_no_wait(input, **options)
+        return await ref.aio_result()
+
+
+__all__ = ["Context", "Workflow", "WorkflowTask"]

@@ -1,0 +1,241 @@
+"""Cancelling and replaying runs (workflow runs and single-task runs), one or in bulk.
+
+Cancel: in one transaction the runs' DAG rows are locked and marked cancelled, every
+unfinished task of the runs — and, through ``child_run``, of the child runs their tasks
+spawned, recursively — is CANCELLED (queue items and running attempts removed), and the
+DAG runs progress to their final state. After the commit each running attempt's worker is
+told through its stream (``Dispatcher.cancel``), which frees the slot and makes the worker
+set ``ctx.cancelled`` and cancel the attempt; a late result of such an attempt is ignored
+because its ``task_runtime`` row is gone. So a cancelled run never stays RUNNING.
+
+Replay: a finished run goes back to RUNNING with its FAILED and CANCELLED steps (and its
+handlers) PENDING as a new attempt with fresh retries; COMPLETED steps keep their outputs,
+and progression queues the steps whose parents are complete. A single-task run that failed
+or was cancelled is queued again as a new attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stoker._dag import FINAL
+from stoker.db import Executor, Row
+from stoker.engine import notify
+from stoker.engine.controllers.dags import CancelParams, DagIdsParams, Dags, TaskIdsParams
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.runs import RunWatcher
+from stoker.errors import InvalidRequestError
+
+log = logging.getLogger("stoker.engine.cancel")
+
+MAX_BULK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveParams:
+    tenant_id: int
+    run_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterParams:
+    tenant_id: int
+    names: list[str] | None
+    statuses: list[str] | None
+    since: datetime | None
+    until: datetime | None
+    metadata: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancellableParams:
+    dag_ids: list[int]
+    task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayDagsParams:
+    dag_ids: list[int]
+    handler_task_names: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a bulk operation did to one run."""
+
+    run_id: str
+    outcome: str  # cancelled, replayed, already_finished, not_finished, not_found, completed
+    status: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a bulk operation applies to (None: any)."""
+
+    names: list[str] | None = None
+    statuses: list[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    additional_metadata: dict[str, Any] | None = None
+
+
+class RunOps:
+    """Cancel and replay."""
+
+    def __init__(
+        self,
+        db: Executor,
+        dispatcher: Dispatcher,
+        watcher: RunWatcher,
+        dags: Dags,
+        *,
+        engine_id: str,
+        on_enqueued: Any,
+    ) -> None:
+        self._db = db
+        self._dispatcher = dispatcher
+        self._watcher = watcher
+        self._dags = dags
+        self.engine_id = engine_id
+        self._on_enqueued = on_enqueued
+
+    async def _targets(
+        self, tenant_id: int, run_ids: list[str], flt: RunFilter | None
+    ) -> tuple[list[Row], list[Outcome]]:
+        if flt is not None and not run_ids:
+            rows = await self._db.fetch(
+                "filter_runs",
+                FilterParams(
+                    tenant_id,
+                    flt.names or None,
+                    flt.statuses or None,
+                    flt.since,
+                    flt.until,
+                    json.dumps(flt.additional_metadata) if flt.additional_metadata else None,
+                    MAX_BULK,
+                ),
+            )
+            return rows, []
+        parsed: dict[str, uuid.UUID] = {}
+        missing: list[Outcome] = []
+        for r in run_ids:
+            try:
+                parsed[r] = uuid.UUID(r)
+            except ValueError:
+                missing.append(Outcome(r, "not_found", "", f"{r!r} is not a run id"))
+        rows = await self._db.fetch("resolve_runs", ResolveParams(tenant_id, list(parsed.values())))
+        found = {str(r["external_id"]) for r in rows}
+        for text, value in parsed.items():
+            if str(value) not in found:
+                missing.append(Outcome(text, "not_found", "", f"no run with id {text}"))
+        return rows, missing
+
+    # -- cancel -------------------------------------------------------------------------
+
+    async def cancel(
+        self, tenant_id: int, run_ids: list[str], flt: RunFilter | None, reason: str = ""
+    ) -> list[Outcome]:
+        """Cancels runs and their children; one outcome per run."""
+        if not run_ids and flt is None:
+            raise InvalidRequestError("cancel needs run ids or a filter")
+        rows, outcomes = await self._targets(tenant_id, run_ids, flt)
+        live = [r for r in rows if r["status"] not in FINAL]
+        for r in rows:
+            if r["status"] in FINAL:
+                outcomes.append(
+                    Outcome(
+                        str(r["external_id"]),
+                        "already_finished",
+                        str(r["status"]),
+                        f"run {r['external_id']} already finished ({r['status']}); "
+                        "nothing to cancel",
+                    )
+                )
+        if not live:
+            return outcomes
+        why = reason or "cancelled by request"
+        dag_ids = sorted({int(r["dag_id"]) for r in live if r["dag_id"] is not None})
+        task_ids = sorted({int(r["task_id"]) for r in live if r["task_id"] is not None})
+        async with self._db.transaction() as tx:
+            await tx.fetch("lock_dags", DagIdsParams(dag_ids))
+            tasks = await tx.fetch("cancellable_tasks", CancellableParams(dag_ids, task_ids))
+            all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
+            await tx.fetch("lock_dags", DagIdsParams(all_dags))
+            await tx.execute("mark_dags_cancelled", DagIdsParams(all_dags))
+            ids = sorted({int(t["id"]) for t in tasks})
+            error = json.dumps({"type": "RunCancelledError", "message": why, "traceback": ""})
+            cancelled = await tx.fetch("cancel_tasks", CancelParams(ids, [error] * len(ids)))
+            await tx.execute("clear_waits", TaskIdsParams(ids))
+            after = await self._dags.progress(tx, all_dags)
+            await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
+        running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+        for c in cancelled:
+            if c["worker_id"] is not None:
+                running[int(c["worker_id"])].append((int(c["id"]), int(c["attempt"]), why))
+        for worker_id, items in running.items():
+            self._dispatcher.cancel(worker_id, items)
+        self._watcher.finished(c["external_id"] for c in cancelled)
+        after()
+        for r in live:
+            outcomes.append(
+                Outcome(str(r["external_id"]), "cancelled", "CANCELLED", f"cancelled: {why}")
+            )
+        return outcomes
+
+    # -- replay -------------------------------------------------------------------------
+
+    async def replay(
+        self, tenant_id: int, run_ids: list[str], flt: RunFilter | None
+    ) -> list[Outcome]:
+        """Re-runs finished runs from their failed or cancelled tasks."""
+        if not run_ids and flt is None:
+            raise InvalidRequestError("replay needs run ids or a filter")
+        rows, outcomes = await self._targets(tenant_id, run_ids, flt)
+        todo: list[Row] = []
+        for r in rows:
+            run_id, status = str(r["external_id"]), str(r["status"])
+            if status not in FINAL:
+                outcomes.append(
+                    Outcome(run_id, "not_finished", status, f"run {run_id} is still {status}")
+                )
+            elif status == "COMPLETED":
+                outcomes.append(
+                    Outcome(
+                        run_id, "completed", status, f"run {run_id} completed; nothing to replay"
+                    )
+                )
+            else:
+                todo.append(r)
+        if not todo:
+            return outcomes
+        dag_ids = sorted({int(r["dag_id"]) for r in todo if r["dag_id"] is not None})
+        task_ids = sorted({int(r["task_id"]) for r in todo if r["task_id"] is not None})
+        async with self._db.transaction() as tx:
+            await tx.fetch("lock_dags", DagIdsParams(dag_ids))
+            if dag_ids:
+                handlers = await self._handler_task_names(tx, dag_ids)
+                await tx.fetch(
+                    "replay_dags", ReplayDagsParams(dag_ids, json.dumps(sorted(handlers)))
+                )
+            if task_ids:
+                await tx.fetch("replay_tasks", TaskIdsParams(task_ids))
+            after = await self._dags.progress(tx, dag_ids)
+            await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
+        after()
+        self._on_enqueued()
+        for r in todo:
+            outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
+        return outcomes
+
+    async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
+        rows = await tx.fetch("dag_steps", DagIdsParams(dag_ids))
+        versions = await self._dags.versions(tx, {int(r["version_id"]) for r in rows})
+        return {s.task_name for v in versions.values() for s in v.steps if s.role != "step"}

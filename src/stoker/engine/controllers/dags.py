@@ -1,0 +1,469 @@
+"""DAG progression: what happens in a workflow run when one of its steps ends.
+
+Design (see docs/workflows.md for the user's view):
+
+* A workflow run is a ``dag`` row; all its steps are ``task`` rows created with it. Roots
+  without conditions are QUEUED at once; every other step is PENDING (no queue item, so it
+  holds no worker slot however long it waits).
+* Progression runs **inside the transaction that ends steps**: the dispatcher's flush of
+  completions and :meth:`Attempts.end` for final failures call :meth:`Dags.on_finals`
+  through ``Attempts.dag_hooks``. A crash either loses both the completion and its
+  consequences or keeps both. Progression locks the runs' ``dag`` rows first (id order,
+  so concurrent flushes never deadlock and never both miss a step whose two parents ended
+  at once), then reads their steps, decides in memory and writes the decisions in a few
+  batched statements, whatever the number of runs in the flush.
+* A decision is per PENDING step whose parents are all final (:func:`stoker._dag.decide`):
+  a failed/cancelled parent cancels it (and, step after step, everything downstream);
+  ``cancel_if``, ``skip_if`` and ``wait_for`` are then tried in that order. A skipped step
+  is COMPLETED with ``skipped`` set, and its children run. Steps that must wait register
+  their sleep/event conditions in ``task_wait``; the sweeper fires sleeps, the event ingest
+  satisfies events, and both progress the run again.
+* Handlers: ``on_failure`` runs once every regular step is final and one failed;
+  ``on_success`` once all completed; otherwise the handler is skipped. The run is final
+  when every step is: CANCELLED if a user cancelled it, FAILED if a step failed, CANCELLED
+  if a step was cancelled, else COMPLETED.
+* The sweeper (every ``interval_s`` on the leader) fires due sleeps and re-progresses
+  runs with nothing queued or running and nothing to wait for: the runs whose steps ended
+  by a path without the hook (schedule timeouts, concurrency cancellations) or whose
+  progression was lost. Progression is idempotent, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from stoker._dag import FINAL, ParentState, StepSpec, WorkflowSpec, decide, waits_of
+from stoker.db import Executor, Row
+from stoker.engine import notify
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.runs import RunWatcher
+from stoker.engine.service import LoopService
+
+log = logging.getLogger("stoker.engine.dags")
+
+_SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DagIdsParams:
+    dag_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskIdsParams:
+    task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class IdsParams:
+    ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitParams:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueParams:
+    task_ids: list[int]
+    parents: list[str]  # a JSON array of parent step names per task
+
+
+@dataclass(frozen=True, slots=True)
+class CancelParams:
+    task_ids: list[int]
+    errors: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitsParams:
+    task_ids: list[int]
+    conds: list[str]
+    tenant_ids: list[int]
+    dag_ids: list[int]
+    kinds: list[str]
+    sleeps_ms: list[int]
+    event_keys: list[str]
+    expressions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionErrorsParams:
+    task_ids: list[int]
+    errors: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishParams:
+    dag_ids: list[int]
+    statuses: list[str]
+    errors: list[str | None]
+
+
+@dataclass(slots=True)
+class _Step:
+    row: Row
+    spec: StepSpec
+
+    @property
+    def status(self) -> str:
+        return str(self.row["status"])
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Everything one progression decided, written in a few batched statements."""
+
+    enqueue: dict[int, list[str]] = field(default_factory=dict)
+    skip: list[int] = field(default_factory=list)
+    cancel: dict[int, str] = field(default_factory=dict)
+    waits: WaitsParams = field(default_factory=lambda: WaitsParams([], [], [], [], [], [], [], []))
+    condition_errors: dict[int, list[str]] = field(default_factory=dict)
+    finish: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    tenants_queued: set[int] = field(default_factory=set)
+    tenants_finished: set[int] = field(default_factory=set)
+    finished_runs: list[Any] = field(default_factory=list)
+
+
+def _error(type_: str, message: str) -> str:
+    return json.dumps({"type": type_, "message": message, "traceback": ""})
+
+
+class Dags(LoopService):
+    """Progresses DAG runs (hooked into the transactions that end steps) and sweeps."""
+
+    name = "dags"
+
+    def __init__(
+        self,
+        db: Executor,
+        dispatcher: Dispatcher,
+        watcher: RunWatcher,
+        *,
+        engine_id: str,
+        is_leader: Callable[[], bool],
+        on_enqueued: Callable[[], None],
+        interval_s: float,
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._dispatcher = dispatcher
+        self._watcher = watcher
+        self.engine_id = engine_id
+        self._is_leader = is_leader
+        self._on_enqueued = on_enqueued
+        self._interval = interval_s
+        self._versions: dict[int, WorkflowSpec] = {}
+        self._wake = self.signal()
+        self.sweeps = 0
+
+    # -- versions -----------------------------------------------------------------------
+
+    async def versions(self, db: Executor, ids: Iterable[int]) -> dict[int, WorkflowSpec]:
+        """Workflow versions by id (immutable, so cached for good)."""
+        wanted = set(ids)
+        missing = sorted(wanted - set(self._versions))
+        if missing:
+            for r in await db.fetch("workflow_versions", IdsParams(missing)):
+                self._versions[int(r["id"])] = WorkflowSpec.model_validate(r["config"])
+        return {i: self._versions[i] for i in wanted if i in self._versions}
+
+    # -- progression --------------------------------------------------------------------
+
+    async def on_finals(self, tx: Executor, dag_ids: list[int]) -> Callable[[], None]:
+        """The hook of ``Attempts.dag_hooks``: progresses the runs inside ``tx``."""
+        return await self.progress(tx, dag_ids)
+
+    async def progress(self, tx: Executor, dag_ids: Iterable[int]) -> Callable[[], None]:
+        """Advances the given DAG runs as far as they can go now, inside ``tx``.
+
+        Returns what to do once ``tx`` commits (wake waiters and the scheduler).
+        """
+        ids = sorted(set(dag_ids))
+        if not ids:
+            return _nothing
+        locked = [int(r["id"]) for r in await tx.fetch("lock_dags", DagIdsParams(ids))]
+        if not locked:
+            return _nothing
+        rows = await tx.fetch("dag_steps", DagIdsParams(locked))
+        waits = await tx.fetch("dag_waits", DagIdsParams(locked))
+        versions = await self.versions(tx, {int(r["version_id"]) for r in rows})
+        satisfied: dict[int, dict[str, bool]] = {}
+        for w in waits:
+            satisfied.setdefault(int(w["task_id"]), {})[str(w["cond"])] = bool(w["satisfied"])
+        by_dag: dict[int, list[Row]] = {}
+        for r in rows:
+            by_dag.setdefault(int(r["dag_id"]), []).append(r)
+        outputs = await self._outputs_needed(tx, by_dag, versions)
+        plan = _Plan()
+        for dag_id, steps in by_dag.items():
+            spec = versions.get(int(steps[0]["version_id"]))
+            if spec is None:
+                log.error("DAG run %d has an unknown workflow version", dag_id)
+                continue
+            self._plan_dag(dag_id, steps, spec, satisfied, outputs, plan)
+        await self._apply(tx, plan)
+        return self._after(plan)
+
+    async def _outputs_needed(
+        self, tx: Executor, by_dag: dict[int, list[Row]], versions: dict[int, WorkflowSpec]
+    ) -> dict[int, Any]:
+        """Outputs of the completed parents that some pending step's conditions read."""
+        wanted: list[int] = []
+        for steps in by_dag.values():
+            spec = versions.get(int(steps[0]["version_id"]))
+            if spec is None:
+                continue
+            by_name = {str(r["step"]): r for r in steps}
+            for r in steps:
+                if r["status"] != "PENDING":
+                    continue
+                try:
+                    step = spec.step(str(r["step"]))
+                except KeyError:
+                    continue
+                for cond in _parent_conditions(step):
+                    p = by_name.get(cond)
+                    if p is not None and p["status"] == "COMPLETED" and not p["skipped"]:
+                        wanted.append(int(p["id"]))
+        if not wanted:
+            return {}
+        rows = await tx.fetch("task_outputs", TaskIdsParams(sorted(set(wanted))))
+        return {int(r["id"]): r["output"] for r in rows}
+
+    def _plan_dag(
+        self,
+        dag_id: int,
+        rows: list[Row],
+        spec: WorkflowSpec,
+        satisfied: dict[int, dict[str, bool]],
+        outputs: dict[int, Any],
+        plan: _Plan,
+    ) -> None:
+        steps: dict[str, _Step] = {}
+        for r in rows:
+            try:
+                steps[str(r["step"])] = _Step(dict(r), spec.step(str(r["step"])))
+            except KeyError:
+                log.error("DAG run %d: step %r is not in its workflow version", dag_id, r["step"])
+                return
+        first = rows[0]
+        tenant_id = int(first["tenant_id"])
+        if first["cancelled"]:
+            for s in steps.values():
+                if s.status == "PENDING":
+                    plan.cancel[int(s.row["id"])] = _error(
+                        "RunCancelledError", "the workflow run was cancelled"
+                    )
+                    s.row["status"] = "CANCELLED"
+        regular = [s for s in steps.values() if s.spec.role == "step"]
+        # Decisions can unlock more (a skip frees children, a cancel cascades), so decide
+        # until nothing changes; queued and waiting steps change nothing further.
+        changed = True
+        while changed:
+            changed = False
+            for s in steps.values():
+                if s.status != "PENDING" or int(s.row["id"]) in plan.enqueue:
+                    continue
+                task_id = int(s.row["id"])
+                if s.spec.role != "step":
+                    if any(r.status not in FINAL for r in regular):
+                        continue
+                    failed = any(r.status == "FAILED" for r in regular)
+                    all_ok = all(r.status == "COMPLETED" for r in regular)
+                    run = failed if s.spec.role == "on_failure" else all_ok
+                    if run:
+                        plan.enqueue[task_id] = [r.spec.name for r in regular]
+                    else:
+                        plan.skip.append(task_id)
+                        s.row.update(status="COMPLETED", skipped=True)
+                        changed = True
+                    continue
+                parents = {p: steps[p] for p in s.spec.parents}
+                if any(p.status not in FINAL for p in parents.values()):
+                    continue
+                states = {
+                    name: ParentState(
+                        p.status, bool(p.row["skipped"]), outputs.get(int(p.row["id"]))
+                    )
+                    for name, p in parents.items()
+                }
+                decision = decide(s.spec, states, satisfied.get(task_id, {}))
+                if decision.errors:
+                    plan.condition_errors.setdefault(task_id, []).extend(decision.errors)
+                if decision.action == "cancel":
+                    plan.cancel[task_id] = _error("StepCancelledError", decision.reason)
+                    s.row["status"] = "CANCELLED"
+                    changed = True
+                elif decision.action == "skip":
+                    plan.skip.append(task_id)
+                    s.row.update(status="COMPLETED", skipped=True)
+                    changed = True
+                elif decision.action == "queue":
+                    plan.enqueue[task_id] = list(s.spec.parents)
+                    plan.tenants_queued.add(tenant_id)
+                else:
+                    self._register_waits(s, dag_id, tenant_id, satisfied.get(task_id), plan)
+        if all(s.status in FINAL and int(s.row["id"]) not in plan.enqueue for s in steps.values()):
+            plan.finish[dag_id] = _outcome(first["cancelled"], list(steps.values()))
+            plan.tenants_finished.add(tenant_id)
+        for s in steps.values():
+            if int(s.row["id"]) in plan.enqueue:
+                plan.tenants_queued.add(tenant_id)
+
+    def _register_waits(
+        self,
+        s: _Step,
+        dag_id: int,
+        tenant_id: int,
+        known: dict[str, bool] | None,
+        plan: _Plan,
+    ) -> None:
+        for path, cond in waits_of(s.spec):
+            if known is not None and path in known:
+                continue
+            w = plan.waits
+            w.task_ids.append(int(s.row["id"]))
+            w.conds.append(path)
+            w.tenant_ids.append(tenant_id)
+            w.dag_ids.append(dag_id)
+            w.kinds.append(cond.kind)
+            w.sleeps_ms.append(int(cond.seconds * 1000))
+            w.event_keys.append(cond.event_key)
+            w.expressions.append(cond.expression)
+
+    async def _apply(self, tx: Executor, plan: _Plan) -> None:
+        if plan.waits.task_ids:
+            await tx.execute("insert_waits", plan.waits)
+        if plan.enqueue:
+            ids = sorted(plan.enqueue)
+            await tx.execute(
+                "enqueue_dag_steps", EnqueueParams(ids, [json.dumps(plan.enqueue[i]) for i in ids])
+            )
+        if plan.skip:
+            await tx.execute("skip_dag_steps", TaskIdsParams(sorted(plan.skip)))
+        if plan.cancel:
+            ids = sorted(plan.cancel)
+            await tx.fetch("cancel_tasks", CancelParams(ids, [plan.cancel[i] for i in ids]))
+            await tx.execute("clear_waits", TaskIdsParams(ids))
+        if plan.condition_errors:
+            ids = sorted(plan.condition_errors)
+            await tx.execute(
+                "log_condition_errors",
+                ConditionErrorsParams(
+                    ids,
+                    [
+                        json.dumps({"type": "ConditionError", "message": "; ".join(e)})
+                        for e in (plan.condition_errors[i] for i in ids)
+                    ],
+                ),
+            )
+        if plan.finish:
+            ids = sorted(plan.finish)
+            finished = await tx.fetch(
+                "finish_dags",
+                FinishParams(
+                    ids, [plan.finish[i][0] for i in ids], [plan.finish[i][1] for i in ids]
+                ),
+            )
+            plan.finished_runs = [r["external_id"] for r in finished]
+        await notify.send(tx, notify.QUEUE, plan.tenants_queued, self.engine_id)
+        await notify.send(tx, notify.FINISHED, plan.tenants_finished, self.engine_id)
+
+    def _after(self, plan: _Plan) -> Callable[[], None]:
+        if not plan.finished_runs and not plan.enqueue:
+            return _nothing
+
+        def done() -> None:
+            if plan.finished_runs:
+                self._watcher.finished(plan.finished_runs)
+            if plan.enqueue:
+                self._on_enqueued()
+
+        return done
+
+    async def progress_now(self, dag_ids: Iterable[int]) -> None:
+        """Progresses runs in a transaction of its own (sweeper, events, cancel, replay)."""
+        async with self._db.transaction() as tx:
+            after = await self.progress(tx, dag_ids)
+        after()
+
+    # -- sweeper ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A new sleep was registered: the sweeper re-reads when the next one is due."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            delay = self._interval
+            if self._is_leader():
+                delay = await self.sweep()
+            await self._wake.wait(delay)
+
+    async def sweep(self) -> float:
+        """Fires due sleeps and re-progresses stalled runs; returns seconds to the next due
+        sleep (at most the interval)."""
+        self.sweeps += 1
+        fired = await self._db.fetch("due_sleep_dags", LimitParams(_SWEEP_BATCH))
+        if fired:
+            # Lock the runs before touching their waits: the order every writer keeps.
+            async with self._db.transaction() as tx:
+                ids = [
+                    int(r["id"])
+                    for r in await tx.fetch(
+                        "lock_dags", DagIdsParams(sorted({int(r["dag_id"]) for r in fired}))
+                    )
+                ]
+                await tx.execute("fire_sleeps", DagIdsParams(ids))
+                after = await self.progress(tx, ids)
+            after()
+        stalled = await self._db.fetch("stalled_dags", LimitParams(_SWEEP_BATCH))
+        if stalled:
+            await self.progress_now(int(r["id"]) for r in stalled)
+        if len(fired) >= _SWEEP_BATCH:
+            return 0.0
+        row = await self._db.fetchone("next_sleep")
+        if row is None or row["fire_at"] is None:
+            return self._interval
+        left = (row["fire_at"] - datetime.now(UTC)).total_seconds()
+        return float(max(0.01, min(self._interval, left)))
+
+
+def _nothing() -> None:
+    return None
+
+
+def _parent_conditions(step: StepSpec) -> list[str]:
+    names: list[str] = []
+    for group in (step.cancel_if, step.skip_if, step.wait_for):
+        for item in group:
+            for c in item.items if item.kind == "or" else [item]:
+                if c.kind == "parent":
+                    names.append(c.parent)
+    return names
+
+
+def _outcome(cancelled: bool, steps: list[_Step]) -> tuple[str, str | None]:
+    """A finished run's status and error."""
+    if cancelled:
+        return "CANCELLED", _error("RunCancelledError", "the workflow run was cancelled")
+    for status in ("FAILED", "CANCELLED"):
+        hit = [s for s in steps if s.status == status]
+        if hit:
+            s = hit[0]
+            error = s.row["error"] if isinstance(s.row["error"], dict) else {}
+            return status, json.dumps(
+                {
+                    "type": str(error.get("type") or status),
+                    "message": f"step {s.spec.name!r}: {error.get('message', status.lower())}",
+                    "traceback": str(error.get("traceback") or ""),
+                }
+            )
+    return "COMPLETED", None

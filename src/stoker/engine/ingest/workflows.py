@@ -1,0 +1,558 @@
+"""Ingest of workflows: definitions, workflow runs, child runs and user events.
+
+* A workflow run is written in one transaction per call (``run_many`` sends up to 1,000
+  per call): its ``dag`` row, all its steps (through the same ``insert_tasks`` statement
+  as single tasks, so rate limits and policy errors behave alike), and their DAG links.
+  Roots without conditions are QUEUED at once; every other step is PENDING until the DAG
+  controller (:mod:`stoker.engine.controllers.dags`) readies it.
+* A child run is recorded in ``child_run`` under its parent task, its index (the n-th spawn
+  of the parent's attempt) and an optional key, in the same transaction as the run itself;
+  a parent that spawns again after a retry gets the existing child back.
+* A user event is stored, then matched against the event conditions that were waiting
+  before it arrived: key equality, the optional scope (a workflow run id), and the CEL
+  expression over ``input`` (the payload), ``additional_metadata`` (the event's),
+  ``run_input`` and ``run_metadata`` (the waiting run's). Satisfied runs progress in the
+  same transaction. An expression that fails on a payload is recorded on the waiting step
+  (``task_wait.error`` and a CONDITION_ERROR event) and matches nothing; other waits go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from stoker._cel import compile_expression
+from stoker._dag import WorkflowSpec
+from stoker._wire import TaskConfig
+from stoker.db import Executor, Row
+from stoker.engine import notify
+from stoker.engine.controllers.dags import DagIdsParams, Dags
+from stoker.engine.ingest import (
+    Ingest,
+    InsertTasksParams,
+    TriggerInput,
+    _insert_params,
+    _Pending,
+    _Row,
+)
+from stoker.engine.ingest.policy import RunPolicy, evaluate_policy
+from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
+
+_DEFS_TTL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterParams:
+    tenant_id: int
+    name: str
+    hash: str
+    config: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantParams:
+    tenant_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsertDagsParams:
+    tenant_id: int
+    external_ids: list[uuid.UUID]
+    names: list[str]
+    version_ids: list[int]
+    inputs: list[str]
+    metadata: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachParams:
+    task_external_ids: list[uuid.UUID]
+    dag_external_ids: list[uuid.UUID]
+    steps: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimChildrenParams:
+    tenant_id: int
+    parent_task_id: int
+    child_indexes: list[int]
+    child_keys: list[str]
+    external_ids: list[uuid.UUID]
+    is_workflow: list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingChildrenParams:
+    parent_task_id: int
+    child_indexes: list[int]
+    child_keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ParentParams:
+    tenant_id: int
+    task_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventsParams:
+    tenant_id: int
+    keys: list[str]
+    payloads: list[str]
+    metadata: list[str]
+    scopes: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitsForEventsParams:
+    tenant_id: int
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SatisfyParams:
+    task_ids: list[int]
+    conds: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitErrorsParams:
+    task_ids: list[int]
+    conds: list[str]
+    errors: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionErrorsParams:
+    task_ids: list[int]
+    errors: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowTriggerInput:
+    """One workflow run to create, as received."""
+
+    workflow_name: str
+    input: bytes
+    additional_metadata: bytes = b""
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChildInput:
+    """One child run to spawn: a task (``task_name``) or a workflow (``workflow_name``)."""
+
+    task_name: str
+    workflow_name: str
+    input: bytes
+    additional_metadata: bytes
+    priority: int
+    child_index: int
+    child_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """One user event."""
+
+    key: str
+    payload: bytes
+    additional_metadata: bytes = b""
+    scope: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _NewRun:
+    external_id: uuid.UUID
+    name: str
+    input: bytes
+    additional_metadata: bytes
+    priority: int
+
+
+class WorkflowIngest:
+    """Writes workflow definitions, workflow runs, child runs and user events."""
+
+    def __init__(self, db: Executor, ingest: Ingest, dags: Dags) -> None:
+        self._db = db
+        self._ingest = ingest
+        self._dags = dags
+        self._workflows: dict[int, tuple[float, dict[str, tuple[int, WorkflowSpec]]]] = {}
+
+    # -- definitions --------------------------------------------------------------------
+
+    async def register(
+        self, tenant_id: int, workflows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Stores workflows (name, config JSON, their steps' task definitions)."""
+        tasks = [t for _, _, defs in workflows for t in defs]
+        if tasks:
+            await self._ingest.register_tasks(tenant_id, tasks)
+        async with self._db.transaction() as tx:
+            for name, raw, _ in workflows:
+                if not name or len(name) > 200:
+                    raise InvalidRequestError(f"workflow name {name!r} must be 1 to 200 characters")
+                try:
+                    spec = WorkflowSpec.model_validate_json(raw)
+                except ValidationError as exc:
+                    raise InvalidRequestError(
+                        f"workflow {name!r} has an invalid definition: {exc}"
+                    ) from None
+                config = spec.model_dump_json()
+                await tx.execute(
+                    "register_workflow", RegisterParams(tenant_id, name, spec.hash(), config)
+                )
+        self._workflows.pop(tenant_id, None)
+
+    async def workflows(
+        self, tenant_id: int, *, refresh: bool = False
+    ) -> dict[str, tuple[int, WorkflowSpec]]:
+        """The tenant's workflows: name -> (current version id, spec)."""
+        cached = self._workflows.get(tenant_id)
+        if cached and not refresh and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await self._db.fetch("current_workflows", TenantParams(tenant_id))
+        found = {
+            str(r["name"]): (int(r["version_id"]), WorkflowSpec.model_validate(r["config"]))
+            for r in rows
+        }
+        self._workflows[tenant_id] = (time.monotonic() + _DEFS_TTL_S, found)
+        return found
+
+    async def _known(
+        self, tenant_id: int, workflow_names: set[str], task_names: set[str]
+    ) -> tuple[dict[str, tuple[int, WorkflowSpec]], dict[str, TaskConfig]]:
+        workflows = await self.workflows(tenant_id)
+        if workflow_names - set(workflows):
+            workflows = await self.workflows(tenant_id, refresh=True)
+        missing = sorted(workflow_names - set(workflows))
+        if missing:
+            known = ", ".join(sorted(workflows)) or "none"
+            raise UnknownTaskError(
+                f"no workflow named {missing[0]!r} is registered; registered workflows: {known}"
+            )
+        steps = {s.task_name for n in workflow_names for s in workflows[n][1].steps}
+        defs = await self._ingest.task_defs(tenant_id)
+        if (steps | task_names) - set(defs):
+            defs = await self._ingest.task_defs(tenant_id, refresh=True)
+        for name in sorted((steps | task_names) - set(defs)):
+            known = ", ".join(sorted(defs)) or "none"
+            raise UnknownTaskError(
+                f"no task named {name!r} is registered; registered tasks: {known}"
+            )
+        # Refreshes the ingest's cache of static rate-limit keys when a task names one.
+        await self._ingest._known_static_keys(
+            tenant_id, [TriggerInput(n, b"") for n in sorted(steps | task_names)], defs
+        )
+        return workflows, defs
+
+    # -- workflow runs ------------------------------------------------------------------
+
+    async def trigger(self, tenant_id: int, items: list[WorkflowTriggerInput]) -> list[str]:
+        """Creates workflow runs and returns their ids once they are stored."""
+        if not items:
+            return []
+        workflows, defs = await self._known(tenant_id, {i.workflow_name for i in items}, set())
+        runs = [
+            _NewRun(uuid.uuid4(), i.workflow_name, i.input, i.additional_metadata, i.priority)
+            for i in items
+        ]
+        for r in runs:
+            self._check(r)
+        async with self._db.transaction() as tx:
+            after = await self._insert_workflow_runs(tx, tenant_id, runs, workflows, defs)
+        after()
+        return [str(r.external_id) for r in runs]
+
+    def _check(self, run: _NewRun) -> None:
+        self._ingest._check_payload(
+            TriggerInput(run.name, run.input, run.additional_metadata, run.priority)
+        )
+
+    async def _insert_workflow_runs(
+        self,
+        tx: Executor,
+        tenant_id: int,
+        runs: list[_NewRun],
+        workflows: dict[str, tuple[int, WorkflowSpec]],
+        defs: dict[str, TaskConfig],
+    ) -> Any:
+        """Writes DAG runs and their steps inside ``tx``; returns the after-commit action."""
+        dags = InsertDagsParams(tenant_id, [], [], [], [], [])
+        attach = AttachParams([], [], [])
+        rows: list[tuple[_Row, bool]] = []
+        progress = False
+        for run in runs:
+            version_id, spec = workflows[run.name]
+            raw_input = run.input or b"null"
+            metadata = run.additional_metadata or b"{}"
+            dags.external_ids.append(run.external_id)
+            dags.names.append(run.name)
+            dags.version_ids.append(version_id)
+            dags.inputs.append(raw_input.decode())
+            dags.metadata.append(metadata.decode())
+            wrapped = b'{"input":' + raw_input + b',"parents":{},"skipped":[],"errors":{}}'
+            for step in spec.steps:
+                root = step.role == "step" and not step.parents
+                queued = root and not (step.wait_for or step.skip_if or step.cancel_if)
+                progress |= root and not queued
+                config = defs[step.task_name]
+                policy = self._policy(tenant_id, step.task_name, config, raw_input, metadata)
+                if not queued:
+                    policy.slots = []  # concurrency applies to steps queued at creation
+                if policy.error:
+                    progress = True
+                item = TriggerInput(step.task_name, wrapped, metadata, run.priority)
+                task_id = uuid.uuid4()
+                rows.append((_Row(task_id, config, item, policy, None), queued))
+                attach.task_external_ids.append(task_id)
+                attach.dag_external_ids.append(run.external_id)
+                attach.steps.append(step.name)
+        params = self._task_params(tenant_id, rows)
+        inserted = await tx.fetch("insert_dags", dags)
+        await tx.execute("insert_tasks", params)
+        await tx.execute("attach_dag_tasks", attach)
+        after = None
+        if progress:
+            after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
+        await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
+        gated = bool(params.slot_external_ids)
+
+        def done() -> None:
+            if after is not None:
+                after()
+            if gated:
+                self._ingest.gated_tenants.add(tenant_id)
+            self._ingest._on_enqueued({tenant_id})
+
+        return done
+
+    def _policy(
+        self, tenant_id: int, task_name: str, config: TaskConfig, raw: bytes, metadata: bytes
+    ) -> RunPolicy:
+        if not config.concurrency and not config.rate_limits:
+            return RunPolicy()
+        # The ingest's caches of strategies and static rate-limit keys (filled by task_defs).
+        strategies = self._ingest._strategies.get(tenant_id, {}).get(task_name, [])
+        cached = self._ingest._static_limits.get(tenant_id)
+        static_keys = cached[1] if cached else set()
+        return evaluate_policy(task_name, config, strategies, raw, metadata, static_keys)
+
+    def _task_params(self, tenant_id: int, rows: list[tuple[_Row, bool]]) -> InsertTasksParams:
+        params = _insert_params(tenant_id, [_Pending(tenant_id, [r for r, _ in rows])])
+        for i, (_, queued) in enumerate(rows):
+            if not queued and params.statuses[i] == "QUEUED":
+                params.statuses[i] = "PENDING"
+        return params
+
+    # -- child runs ---------------------------------------------------------------------
+
+    async def spawn(
+        self, tenant_id: int, parent_task_id: int, items: list[ChildInput]
+    ) -> list[tuple[str, bool]]:
+        """Creates the children of a running task; (run id, existed already) per item."""
+        if not items:
+            return []
+        parent = await self._db.fetchone("parent_task", ParentParams(tenant_id, parent_task_id))
+        if parent is None:
+            raise NotFoundError(f"no task with id {parent_task_id} to spawn children from")
+        for i in items:
+            if bool(i.task_name) == bool(i.workflow_name):
+                raise InvalidRequestError("a child names exactly one of a task and a workflow")
+        workflows, defs = await self._known(
+            tenant_id,
+            {i.workflow_name for i in items if i.workflow_name},
+            {i.task_name for i in items if i.task_name},
+        )
+        ids = [uuid.uuid4() for _ in items]
+        for i, external_id in zip(items, ids, strict=True):
+            self._check(
+                _NewRun(
+                    external_id,
+                    i.task_name or i.workflow_name,
+                    i.input,
+                    i.additional_metadata,
+                    i.priority,
+                )
+            )
+        keys = [i.child_key for i in items]
+        indexes = [i.child_index for i in items]
+        async with self._db.transaction() as tx:
+            claimed = await tx.fetch(
+                "claim_children",
+                ClaimChildrenParams(
+                    tenant_id,
+                    parent_task_id,
+                    indexes,
+                    keys,
+                    ids,
+                    [bool(i.workflow_name) for i in items],
+                ),
+            )
+            new = {r["external_id"] for r in claimed}
+            found = await tx.fetch(
+                "existing_children", ExistingChildrenParams(parent_task_id, indexes, keys)
+            )
+            by_n = {int(r["n"]) - 1: r["external_id"] for r in found}
+            result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
+            fresh = [(i, ids[n]) for n, i in enumerate(items) if ids[n] in new]
+            task_rows = [
+                (
+                    _Row(
+                        external_id,
+                        defs[i.task_name],
+                        TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority),
+                        self._policy(
+                            tenant_id,
+                            i.task_name,
+                            defs[i.task_name],
+                            i.input,
+                            i.additional_metadata,
+                        ),
+                        None,
+                    ),
+                    True,
+                )
+                for i, external_id in fresh
+                if i.task_name
+            ]
+            wf_runs = [
+                _NewRun(external_id, i.workflow_name, i.input, i.additional_metadata, i.priority)
+                for i, external_id in fresh
+                if i.workflow_name
+            ]
+            after = None
+            gated = False
+            if task_rows:
+                params = self._task_params(tenant_id, task_rows)
+                gated = bool(params.slot_external_ids)
+                await tx.execute("insert_tasks", params)
+                await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
+            if wf_runs:
+                after = await self._insert_workflow_runs(tx, tenant_id, wf_runs, workflows, defs)
+        if after is not None:
+            after()
+        if task_rows:
+            if gated:
+                self._ingest.gated_tenants.add(tenant_id)
+            self._ingest._on_enqueued({tenant_id})
+        return result
+
+    # -- events -------------------------------------------------------------------------
+
+    async def push_events(self, tenant_id: int, events: list[EventInput]) -> tuple[list[str], int]:
+        """Stores events and satisfies the conditions waiting for them."""
+        if not events:
+            return [], 0
+        payloads: list[Any] = []
+        metadata: list[dict[str, Any]] = []
+        for e in events:
+            if not e.key or len(e.key) > 500:
+                raise InvalidRequestError(f"event key {e.key!r} must be 1 to 500 characters")
+            self._check(_NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, 0))
+            payloads.append(json.loads(e.payload) if e.payload else None)
+            md = json.loads(e.additional_metadata) if e.additional_metadata else {}
+            metadata.append(md)
+        keys = sorted({e.key for e in events})
+        async with self._db.transaction() as tx:
+            stored = await tx.fetch(
+                "insert_user_events",
+                EventsParams(
+                    tenant_id,
+                    [e.key for e in events],
+                    [json.dumps(p) for p in payloads],
+                    [json.dumps(m) for m in metadata],
+                    [e.scope for e in events],
+                ),
+            )
+            waits = await tx.fetch("waits_for_events", WaitsForEventsParams(tenant_id, keys))
+            matched, errors = _match(waits, events, payloads, metadata, stored)
+            after = None
+            if matched or errors:
+                dag_ids = sorted({int(w["dag_id"]) for w, _ in matched + errors})
+                await tx.fetch("lock_dags", DagIdsParams(dag_ids))
+                if errors:
+                    await tx.execute(
+                        "record_wait_errors",
+                        WaitErrorsParams(
+                            [int(w["task_id"]) for w, _ in errors],
+                            [str(w["cond"]) for w, _ in errors],
+                            [msg for _, msg in errors],
+                        ),
+                    )
+                    await tx.execute(
+                        "log_condition_errors",
+                        ConditionErrorsParams(
+                            [int(w["task_id"]) for w, _ in errors],
+                            [
+                                json.dumps({"type": "ConditionError", "message": msg})
+                                for _, msg in errors
+                            ],
+                        ),
+                    )
+                if matched:
+                    await tx.execute(
+                        "satisfy_waits",
+                        SatisfyParams(
+                            [int(w["task_id"]) for w, _ in matched],
+                            [str(w["cond"]) for w, _ in matched],
+                        ),
+                    )
+                    after = await self._dags.progress(tx, dag_ids)
+        if after is not None:
+            after()
+        return [str(r["external_id"]) for r in stored], len(matched)
+
+
+def _match(
+    waits: list[Row],
+    events: list[EventInput],
+    payloads: list[Any],
+    metadata: list[dict[str, Any]],
+    stored: list[Row],
+) -> tuple[list[tuple[Row, str]], list[tuple[Row, str]]]:
+    """Which waits the events satisfy, and which expressions failed (with why)."""
+    matched: list[tuple[Row, str]] = []
+    errors: list[tuple[Row, str]] = []
+    for w in waits:
+        created: datetime = w["created_at"]
+        for e, payload, md, s in zip(events, payloads, metadata, stored, strict=True):
+            if e.key != w["event_key"] or s["created_at"] < created:
+                continue
+            if e.scope and e.scope != w["dag_external_id"]:
+                continue
+            expression = w["expression"]
+            if expression:
+                try:
+                    value = compile_expression(expression).execute(
+                        {
+                            "input": payload,
+                            "additional_metadata": md,
+                            "run_input": w["run_input"],
+                            "run_metadata": w["run_metadata"],
+                        }
+                    )
+                except Exception as exc:
+                    errors.append(
+                        (
+                            w,
+                            f"event {e.key!r}: the expression {expression!r} failed: "
+                            f"{type(exc).__name__}: {exc}",
+                        )
+                    )
+                    continue
+                if value is not True:
+                    continue
+            matched.append((w, e.key))
+            break
+    return matched, errors
+
+
+__all__ = ["ChildInput", "EventInput", "WorkflowIngest", "WorkflowTriggerInput"]

@@ -1,0 +1,190 @@
+"""The gRPC front of workflows, child runs, events, cancel and replay (``Workflows``).
+
+Authentication and error mapping are those of :class:`~stoker.engine.server.EngineServicer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import grpc
+
+from stoker._proto import workflows_pb2 as wpb
+from stoker._proto import workflows_pb2_grpc as wpb_grpc
+from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
+from stoker.engine.ingest.workflows import (
+    ChildInput,
+    EventInput,
+    WorkflowIngest,
+    WorkflowTriggerInput,
+)
+from stoker.engine.server import ERROR_TYPE_KEY, status_for
+from stoker.errors import InvalidRequestError, StokerError
+
+log = logging.getLogger("stoker.engine.server")
+
+
+def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
+    if not present:
+        return None
+    metadata = None
+    if f.additional_metadata:
+        try:
+            metadata = json.loads(f.additional_metadata)
+        except ValueError:
+            raise InvalidRequestError("filter additional_metadata is not JSON") from None
+        if not isinstance(metadata, dict):
+            raise InvalidRequestError("filter additional_metadata must be a JSON object")
+
+    def at(ms: int) -> datetime | None:
+        return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+    return RunFilter(
+        names=list(f.names) or None,
+        statuses=[s.upper() for s in f.statuses] or None,
+        since=at(f.since_ms),
+        until=at(f.until_ms),
+        additional_metadata=metadata,
+    )
+
+
+def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
+    return [
+        wpb.RunOutcome(run_id=o.run_id, outcome=o.outcome, status=o.status, message=o.message)
+        for o in items
+    ]
+
+
+class WorkflowsServicer(wpb_grpc.WorkflowsServicer):
+    """Hands each call to the workflow ingest or to cancel/replay."""
+
+    def __init__(self, auth: TokenAuth, ingest: WorkflowIngest, ops: RunOps) -> None:
+        self._auth = auth
+        self._ingest = ingest
+        self._ops = ops
+
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        header = dict(context.invocation_metadata() or ()).get("authorization")
+        return await self._auth.authenticate(bearer(header if isinstance(header, str) else None))
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        if isinstance(exc, StokerError):
+            context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
+            await context.abort(status_for(exc), exc.message)
+        log.exception("unexpected error in a gRPC handler")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}"
+        )
+
+    async def RegisterWorkflows(
+        self, request: wpb.RegisterWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.RegisterWorkflowsResponse:
+        try:
+            p = await self._principal(context)
+            await self._ingest.register(
+                p.tenant_id,
+                [
+                    (
+                        w.name,
+                        w.config,
+                        list(zip(w.task_names, w.task_configs, strict=True)),
+                    )
+                    for w in request.workflows
+                ],
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.RegisterWorkflowsResponse()
+
+    async def TriggerWorkflows(
+        self, request: wpb.TriggerWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.TriggerWorkflowsResponse:
+        try:
+            p = await self._principal(context)
+            ids = await self._ingest.trigger(
+                p.tenant_id,
+                [
+                    WorkflowTriggerInput(
+                        i.workflow_name, i.input, i.additional_metadata, i.priority
+                    )
+                    for i in request.items
+                ],
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.TriggerWorkflowsResponse(run_ids=ids)
+
+    async def SpawnChildren(
+        self, request: wpb.SpawnChildrenRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.SpawnChildrenResponse:
+        try:
+            p = await self._principal(context)
+            result = await self._ingest.spawn(
+                p.tenant_id,
+                request.parent_task_id,
+                [
+                    ChildInput(
+                        i.task_name,
+                        i.workflow_name,
+                        i.input,
+                        i.additional_metadata,
+                        i.priority,
+                        i.child_index,
+                        i.child_key,
+                    )
+                    for i in request.items
+                ],
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.SpawnChildrenResponse(
+            run_ids=[r for r, _ in result], existing=[e for _, e in result]
+        )
+
+    async def PushEvents(
+        self, request: wpb.PushEventsRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.PushEventsResponse:
+        try:
+            p = await self._principal(context)
+            ids, satisfied = await self._ingest.push_events(
+                p.tenant_id,
+                [
+                    EventInput(e.key, e.payload, e.additional_metadata, e.scope)
+                    for e in request.events
+                ],
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.PushEventsResponse(event_ids=ids, satisfied=satisfied)
+
+    async def CancelRuns(
+        self, request: wpb.CancelRunsRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.CancelRunsResponse:
+        try:
+            p = await self._principal(context)
+            outcomes = await self._ops.cancel(
+                p.tenant_id,
+                list(request.run_ids),
+                _filter(request.filter, request.HasField("filter")),
+                request.reason,
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.CancelRunsResponse(outcomes=_outcomes(outcomes))
+
+    async def ReplayRuns(
+        self, request: wpb.ReplayRunsRequest, context: grpc.aio.ServicerContext
+    ) -> wpb.ReplayRunsResponse:
+        try:
+            p = await self._principal(context)
+            outcomes = await self._ops.replay(
+                p.tenant_id,
+                list(request.run_ids),
+                _filter(request.filter, request.HasField("filter")),
+            )
+        except Exception as exc:
+            await self._fail(context, exc)
+        return wpb.ReplayRunsResponse(outcomes=_outcomes(outcomes))
