@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,13 +18,14 @@ from tests.harness import REPO, free_port, wait_until
 def stoker(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("STOKER_")
-    }
     return subprocess.run(
         [sys.executable, "-m", "stoker", *args],
-        env={**base, **(env or {})}, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        env={**_clean_env(), **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_migrate_then_token_create(pg_url: str, db_url: str) -> None:
@@ -74,38 +76,68 @@ def test_worker_with_a_bad_target_says_what_is_wrong() -> None:
         assert "Traceback" not in done.stderr
 
 
-def test_lite_runs_on_an_embedded_postgres_and_keeps_its_token(tmp_path: Path) -> None:
+def test_lite_is_the_quickstart_and_keeps_its_data_and_token(tmp_path: Path) -> None:
+    """Two starts of ``stoker lite`` on one STOKER_HOME; the README quickstart on the second."""
+    home, log_path = tmp_path / "home", tmp_path / "lite.log"
     grpc_port, http_port = free_port(), free_port()
-    env = {"STOKER_HOME": str(tmp_path / "home")}
-    tokens = []
-    for _ in range(2):
-        log = (tmp_path / "lite.log").open("ab")
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k != "DATABASE_URL" and not k.startswith("STOKER_")
-        }
-        ports = ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stoker", "lite", *ports],
-            env={**base, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    env = {**_clean_env(), "STOKER_HOME": str(home)}
+    health = f"http://127.0.0.1:{http_port}/healthz"
+    profiles = []
+    for start in range(2):
+        with log_path.open("ab") as log:
+            ports = ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stoker", "lite", *ports],
+                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         try:
-            wait_until(
-                lambda: _healthy(f"http://127.0.0.1:{http_port}/healthz"),
-                90,
-                "stoker lite to answer",
-                tmp_path / "lite.log",
-            )
-            profile = (tmp_path / "home" / "profile.json").read_text()
-            tokens.append(profile)
+            wait_until(lambda: _healthy(health), 90, "stoker lite to answer", log_path)
+            profiles.append(json.loads((home / "profile.json").read_text()))
+            if start == 1:
+                _run_quickstart(tmp_path / "app", env)
         finally:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            log.close()
-    assert tokens[0] == tokens[1]  # the second start reused the stored token
-    assert f'"address": "127.0.0.1:{grpc_port}"' in tokens[0]
-    assert (tmp_path / "home" / "pg" / "PG_VERSION").exists()  # data persists
+            code = proc.wait(timeout=60)
+        assert code == 0, log_path.read_text()[-4000:]
+        # The embedded Postgres stopped with it (a clean shutdown removes its pid file).
+        assert not (home / "pg" / "postmaster.pid").exists()
+    assert profiles[0]["token"] == profiles[1]["token"]  # the second start reused it
+    assert profiles[0]["address"] == f"127.0.0.1:{grpc_port}"
+    assert (home / "pg" / "PG_VERSION").exists()  # the data persists
+    assert "export STOKER_TOKEN=" + profiles[0]["token"] in log_path.read_text()
+
+
+def _run_quickstart(folder: Path, env: dict[str, str]) -> None:
+    """hello.py and run_hello.py from the README, configured by the lite profile alone."""
+    from tests.test_readme import examples
+
+    folder.mkdir()
+    files = examples()
+    for name in ("hello.py", "run_hello.py"):
+        (folder / name).write_text(files[name])
+    with (folder / "worker.log").open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stoker", "worker", "hello:app"],
+            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "run_hello.py"],
+            env=env, cwd=folder, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        worker_log = (folder / "worker.log").read_text()
+        assert done.returncode == 0, f"{done.stderr}\n--- worker ---\n{worker_log}"
+        assert done.stdout.strip() == "{'message': 'hello world'}"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=40)
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment minus anything that would point Stoker elsewhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    env.pop("DATABASE_URL", None)
+    return env
 
 
 def _healthy(url: str) -> bool:
