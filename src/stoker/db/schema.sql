@@ -1,6 +1,7 @@
 -- The canonical schema: what the migrations in migrations/ add up to, written as one
--- piece to read. A test builds one database from this file and one from the migrations
--- and compares their catalogs; change both together.
+-- piece to read. A test (tests/test_migrations.py) builds one database from this file and
+-- one from the migrations and requires their pg_dump to match, column order included:
+-- change both together, and `scripts/dump_schema.py --diff` shows what differs.
 
 CREATE TABLE tenant (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
