@@ -341,17 +341,18 @@ class Dags(LoopService):
     async def _apply(self, tx: Executor, plan: _Plan) -> None:
         if plan.waits.task_ids:
             await tx.execute("insert_waits", plan.waits)
-        if plan.enqueue:
-            ids = sorted(plan.enqueue)
-            await tx.execute(
-                "enqueue_dag_steps", EnqueueParams(ids, [json.dumps(plan.enqueue[i]) for i in ids])
-            )
+        # Skips and cancels first: the inputs of steps queued now name them.
         if plan.skip:
             await tx.execute("skip_dag_steps", TaskIdsParams(sorted(plan.skip)))
         if plan.cancel:
             ids = sorted(plan.cancel)
             await tx.fetch("cancel_tasks", CancelParams(ids, [plan.cancel[i] for i in ids]))
             await tx.execute("clear_waits", TaskIdsParams(ids))
+        if plan.enqueue:
+            ids = sorted(plan.enqueue)
+            await tx.execute(
+                "enqueue_dag_steps", EnqueueParams(ids, [json.dumps(plan.enqueue[i]) for i in ids])
+            )
         if plan.condition_errors:
             ids = sorted(plan.condition_errors)
             await tx.execute(
