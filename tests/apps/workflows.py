@@ -186,7 +186,7 @@ def declare(app: Stoker) -> Stoker:
         return {"v": input.value}
 
     @replayable.task(parents=[first])
-    async def second(input: Job, ctx: Context) -> dict[str, int]:
+    def second(input: Job, ctx: Context) -> dict[str, int]:
         record(input, "second")
         marker = Path(input.log + ".ok")
         if not marker.exists():
