@@ -2,8 +2,9 @@
 
 Postgres is an embedded server or ``DATABASE_URL``; each test database is a fresh one
 (usually a clone of a migrated template). The engine and workers are each a subprocess
-started as a user starts them (``python -m stoker engine`` / ``worker``). Every wait here polls observable state (an HTTP answer, a database row) with a deadline and
-fails with the tail of the process's log; nothing synchronises by sleeping.
+started as a user starts them (``python -m stoker engine`` / ``worker``). Every wait here
+polls observable state (an HTTP answer, a database row) with a deadline and fails with the
+tail of the process's log; nothing synchronises by sleeping.
 """
 
 from __future__ import annotations

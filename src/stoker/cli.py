@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,6 +30,8 @@ app = typer.Typer(
     help="Stoker: a distributed task queue and durable workflow engine on PostgreSQL.",
     no_args_is_help=True,
     add_completion=False,
+    # A traceback's local variables would include database URLs and tokens.
+    pretty_exceptions_show_locals=False,
 )
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -38,7 +41,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -64,6 +67,7 @@ def _warn_unknown_env() -> None:
         console.print(
             f"[yellow]warning:[/] {var} is not a Stoker setting and is ignored{hint}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -120,7 +124,12 @@ def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
     settings = _run(
         lambda: EngineSettings.load(database_url=url, grpc_port=grpc_port, http_port=http_port)
     )
-    done = _run(lambda: asyncio.run(lite_mode.provision(settings, lite_mode.previous_token())))
+
+    async def provision() -> lite_mode.Provisioned:
+        async with _database(settings) as conn:
+            return await lite_mode.provision(conn, settings.schema_name, lite_mode.previous_token())
+
+    done = _run(lambda: asyncio.run(provision()))
     where = lite_mode.remember(settings, done.token)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     http = f"http://{settings.http_host}:{settings.http_port}"
@@ -157,21 +166,61 @@ def engine(
     settings = _run(EngineSettings.load)
     if migrate:
         _run(lambda: asyncio.run(_migrate(settings)))
+    else:
+        _run(lambda: asyncio.run(_check_migrated(settings)))
     from stoker.engine import serve
 
     _run(lambda: asyncio.run(serve(settings)))
 
 
-async def _migrate(settings: EngineSettings) -> list[str]:
-    from stoker.db import apply_migrations, connect
+@asynccontextmanager
+async def _database(settings: EngineSettings) -> AsyncIterator[Any]:
+    """A connection to DATABASE_URL; an unreachable or unmigrated database is a ConfigError."""
+    import psycopg
 
-    conn = await connect(settings.database_url, settings.schema_name)
+    from stoker.db import connect
+
     try:
-        return [
-            f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn, settings.schema_name)
-        ]
+        conn = await connect(settings.database_url, settings.schema_name)
+    except psycopg.OperationalError as exc:
+        raise ConfigError(f"cannot connect to Postgres: {_first_line(exc)}") from None
+    try:
+        yield conn
+    except psycopg.errors.UndefinedTable as exc:
+        raise ConfigError(
+            f"schema {settings.schema_name!r} is not set up ({_first_line(exc)}): "
+            "run `stoker migrate` first"
+        ) from None
+    except psycopg.Error as exc:
+        raise ConfigError(f"Postgres refused: {_first_line(exc)}") from None
     finally:
         await conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+async def _migrate(settings: EngineSettings) -> list[str]:
+    from stoker.db import apply_migrations
+
+    async with _database(settings) as conn:
+        applied = await apply_migrations(conn, settings.schema_name)
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+async def _check_migrated(settings: EngineSettings) -> None:
+    """Refuses to start an engine (--no-migrate) on a schema older than its code."""
+    from stoker.db import pending_migrations
+
+    async with _database(settings) as conn:
+        pending = await pending_migrations(conn, settings.schema_name)
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise ConfigError(
+            f"schema {settings.schema_name!r} lacks migrations {names}: run `stoker migrate`, "
+            "or start the engine without --no-migrate"
+        )
 
 
 @app.command()
@@ -195,15 +244,12 @@ def token_create(
     settings = _run(EngineSettings.load)
 
     async def create() -> str:
-        from stoker.db import Executor, connect
+        from stoker.db import Executor
         from stoker.engine.auth import create_tenant, create_token
 
-        conn = await connect(settings.database_url, settings.schema_name)
-        try:
+        async with _database(settings) as conn:
             db = Executor(conn)
             return await create_token(db, await create_tenant(db, tenant), name=name)
-        finally:
-            await conn.close()
 
     print(_run(lambda: asyncio.run(create())))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stoker.config import EngineSettings, read_profile, write_profile
-from stoker.db import Executor, apply_migrations, connect
+from stoker.db import Executor, apply_migrations
 from stoker.engine.auth import TokenAuth, create_tenant, create_token
 from stoker.errors import AuthenticationError, ConfigError
 
@@ -44,28 +44,30 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
 
 @dataclass(frozen=True, slots=True)
 class Provisioned:
+    """The lite tenant's token, whether it is new, and the migrations just applied."""
+
     token: str
     created: bool
     migrations: list[str]
 
 
-async def provision(settings: EngineSettings, previous_token: str | None) -> Provisioned:
-    """Migrates the database and makes sure the lite tenant has a valid token."""
-    conn = await connect(settings.database_url, settings.schema_name)
-    try:
-        applied = await apply_migrations(conn, settings.schema_name)
-        db = Executor(conn)
-        if previous_token:
-            try:
-                await TokenAuth(db).authenticate(previous_token)
-                return Provisioned(previous_token, False, [m.name for m in applied])
-            except AuthenticationError:
-                pass
-        tenant_id = await create_tenant(db, LITE_TENANT)
-        token = await create_token(db, tenant_id, name="lite")
-        return Provisioned(token, True, [m.name for m in applied])
-    finally:
-        await conn.close()
+async def provision(conn: Any, schema: str, previous_token: str | None) -> Provisioned:
+    """Migrates the database and makes sure the lite tenant has a valid token.
+
+    ``previous_token`` (from the profile) is kept while it still authenticates, so clients
+    configured by an earlier run keep working; otherwise a new one is minted.
+    """
+    applied = [m.name for m in await apply_migrations(conn, schema)]
+    db = Executor(conn)
+    if previous_token:
+        try:
+            await TokenAuth(db).authenticate(previous_token)
+            return Provisioned(previous_token, False, applied)
+        except AuthenticationError:
+            pass
+    tenant_id = await create_tenant(db, LITE_TENANT)
+    token = await create_token(db, tenant_id, name="lite")
+    return Provisioned(token, True, applied)
 
 
 def remember(settings: EngineSettings, token: str) -> Path:
@@ -76,4 +78,5 @@ def remember(settings: EngineSettings, token: str) -> Path:
 
 
 def previous_token() -> str | None:
+    """The token in the profile a previous ``stoker lite`` wrote, if any."""
     return read_profile().get("token") or None
