@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,35 @@ def test_steps_run_concurrently_and_handoff_is_fast(app: Stoker, worker: Any) ->
     results = asyncio.run(many())
     assert [r["d"]["sum"] for r in results] == [i * 10 + i + 5 for i in range(50)]
     assert time.monotonic() - started < 20
+
+
+def test_rest_api_shows_the_dag_and_filters_by_metadata(
+    app: Stoker, worker: Any, engine: Any, tenant: Any
+) -> None:
+    import httpx
+
+    ref = app.workflows["branchy"].run_no_wait(
+        Job(value=500), additional_metadata={"tenant": "acme", "team": "a"}
+    )
+    ref.result(timeout=30)
+    app.workflows["branchy"].run(Job(value=50), additional_metadata={"tenant": "other"})
+    headers = {"authorization": f"Bearer {tenant.token}"}
+    with httpx.Client(base_url=engine.http_url, headers=headers, timeout=10) as http:
+        body = http.get(f"/api/v1/workflow-runs/{ref.run_id}").json()
+        assert body["status"] == "COMPLETED" and body["workflow_name"] == "branchy"
+        assert body["additional_metadata"] == {"tenant": "acme", "team": "a"}
+        by_step = {s["step"]: s for s in body["steps"]}
+        assert by_step["small"]["status"] == "SKIPPED"
+        assert by_step["amount"]["output"] == {"amount": 500}
+        assert by_step["amount"]["attempts"][0]["status"] == "COMPLETED"
+        assert by_step["after_small"]["parents"] == ["small"]
+        assert {"parent": "amount", "child": "small"} in body["edges"]
+        assert all(
+            s["duration_ms"] is not None for s in body["steps"] if not s["status"] == "SKIPPED"
+        )
+        page = http.get("/api/v1/workflow-runs", params={"metadata": "tenant:acme"}).json()
+        assert [i["run_id"] for i in page["items"]] == [ref.run_id]
+        missing = http.get(f"/api/v1/workflow-runs/{uuid.uuid4()}")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
+        # the generic run list still answers while steps are PENDING
+        assert http.get("/api/v1/runs").status_code == 200

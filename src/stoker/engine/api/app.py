@@ -545,6 +545,9 @@ def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
     app.state.stoker = _State(db, auth)
     app.include_router(health)
     app.include_router(api)
+    from stoker.engine.api.workflows import router as workflows  # imports this module
+
+    app.include_router(workflows)
     app.add_exception_handler(StokerError, _on_stoker_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

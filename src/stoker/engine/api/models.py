@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class RunStatus(StrEnum):
     """Where a run stands."""
 
+    PENDING = "PENDING"  # a workflow step waiting for its parents or conditions
     QUEUED = "QUEUED"
     ASSIGNED = "ASSIGNED"
     RUNNING = "RUNNING"
