@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -288,7 +289,9 @@ def _labels(values: list[str]) -> dict[str, str | int]:
 @app.command()
 def worker(
     target: Annotated[str, typer.Argument(help="The app, as MODULE:ATTRIBUTE (e.g. hello:app).")],
-    name: Annotated[str, typer.Option(help="The worker's name.")] = "worker",
+    name: Annotated[
+        str | None, typer.Option(help="The worker's name (default: this host's name).")
+    ] = None,
     slots: Annotated[int, typer.Option(help="Task slots.")] = 100,
     durable_slots: Annotated[int, typer.Option(help="Slots for durable tasks.")] = 0,
     label: Annotated[
@@ -301,6 +304,7 @@ def worker(
     _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
     labels = _run(lambda: _labels(label or []))
+    name = name or socket.gethostname()
     runner = _run(
         lambda: stoker_app.worker(name, slots=slots, durable_slots=durable_slots, labels=labels)
     )
