@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -66,6 +67,17 @@ def test_database_mistakes_are_one_line_saying_what_to_do(pg_url: str) -> None:
         assert "run `stoker migrate` first" in done.stderr
     finally:
         drop_database(pg_url, empty)
+
+
+def test_a_port_in_use_is_refused_before_the_engine_starts(db_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DATABASE_URL": db_url, "STOKER_GRPC_PORT": str(port)}
+        done = stoker("engine", "--no-migrate", env=env)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port} for gRPC" in done.stderr
 
 
 def test_engine_without_a_database_says_so() -> None:

@@ -125,6 +125,7 @@ def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
     settings = _run(
         lambda: EngineSettings.load(database_url=url, grpc_port=grpc_port, http_port=http_port)
     )
+    _run(lambda: _check_ports(settings))
 
     async def provision() -> lite_mode.Provisioned:
         async with _database(settings) as conn:
@@ -138,7 +139,8 @@ def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
     console.print(
         Panel.fit(
             f"engine (gRPC)   {address}\n"
-            f"REST API        {http}/api/v1   (OpenAPI: {http}/docs)\n"
+            f"REST API        {http}/api/v1\n"
+            f"API docs        {http}/docs\n"
             f"API token       {done.token}{'  (new)' if done.created else ''}\n"
             f"profile         {where}\n"
             f"database        {database}\n\n"
@@ -169,9 +171,29 @@ def engine(
         _run(lambda: asyncio.run(_migrate(settings)))
     else:
         _run(lambda: asyncio.run(_check_migrated(settings)))
+    _run(lambda: _check_ports(settings))
     from stoker.engine import serve
 
     _run(lambda: asyncio.run(serve(settings)))
+
+
+def _check_ports(settings: EngineSettings) -> None:
+    """Refuses ports another process listens on (gRPC would share them silently)."""
+    wanted = [("gRPC", settings.grpc_host, settings.grpc_port)]
+    if settings.http_enabled:
+        wanted.append(("HTTP", settings.http_host, settings.http_port))
+    for what, host, port in wanted:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As servers do: a restart must not trip over the last run's TIME_WAIT sockets.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {host}:{port} for {what} ({exc.strerror}): is another "
+                    "engine or `stoker lite` running? Choose other ports with "
+                    "--grpc-port/--http-port or STOKER_GRPC_PORT/STOKER_HTTP_PORT"
+                ) from None
 
 
 @asynccontextmanager
