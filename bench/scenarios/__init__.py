@@ -45,6 +45,6 @@ def register(scenario: Scenario) -> Scenario:
 def registry() -> dict[str, Scenario]:
     """Every registered scenario by name, in the order they run."""
     # Importing the modules registers them.
-    from bench.scenarios import backlog, cost, drain, policy, steady  # noqa: F401
+    from bench.scenarios import backlog, cost, drain, policy, steady, workflows  # noqa: F401
 
     return {s.name: s for s in sorted(_REGISTRY.values(), key=lambda s: s.order)}
