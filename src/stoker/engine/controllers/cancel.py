@@ -20,9 +20,12 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import psycopg
 
 from stoker._dag import FINAL
 from stoker.db import Executor, Row
@@ -35,6 +38,7 @@ from stoker.errors import InvalidRequestError
 log = logging.getLogger("stoker.engine.cancel")
 
 MAX_BULK = 10_000
+_DEADLOCK_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,18 +168,16 @@ class RunOps:
         why = reason or "cancelled by request"
         dag_ids = sorted({int(r["dag_id"]) for r in live if r["dag_id"] is not None})
         task_ids = sorted({int(r["task_id"]) for r in live if r["task_id"] is not None})
-        async with self._db.transaction() as tx:
-            await tx.fetch("lock_dags", DagIdsParams(dag_ids))
-            tasks = await tx.fetch("cancellable_tasks", CancellableParams(dag_ids, task_ids))
-            all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
-            await tx.fetch("lock_dags", DagIdsParams(all_dags))
-            await tx.execute("mark_dags_cancelled", DagIdsParams(all_dags))
-            ids = sorted({int(t["id"]) for t in tasks})
-            error = json.dumps({"type": "RunCancelledError", "message": why, "traceback": ""})
-            cancelled = await tx.fetch("cancel_tasks", CancelParams(ids, [error] * len(ids)))
-            await tx.execute("clear_waits", TaskIdsParams(ids))
-            after = await self._dags.progress(tx, all_dags)
-            await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
+        # Tasks first, then their runs: the order in which a flush that completes a step
+        # takes its locks. A deadlock with some other path is retried.
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                cancelled, after = await self._cancel_tx(tenant_id, dag_ids, task_ids, why)
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+                log.info("cancel deadlocked with another transaction; retrying")
         running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
         for c in cancelled:
             if c["worker_id"] is not None:
@@ -189,6 +191,22 @@ class RunOps:
                 Outcome(str(r["external_id"]), "cancelled", "CANCELLED", f"cancelled: {why}")
             )
         return outcomes
+
+    async def _cancel_tx(
+        self, tenant_id: int, dag_ids: list[int], task_ids: list[int], why: str
+    ) -> tuple[list[Row], Callable[[], None]]:
+        async with self._db.transaction() as tx:
+            tasks = await tx.fetch("cancellable_tasks", CancellableParams(dag_ids, task_ids))
+            ids = sorted({int(t["id"]) for t in tasks})
+            error = json.dumps({"type": "RunCancelledError", "message": why, "traceback": ""})
+            cancelled = await tx.fetch("cancel_tasks", CancelParams(ids, [error] * len(ids)))
+            await tx.execute("clear_waits", TaskIdsParams(ids))
+            all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
+            await tx.fetch("lock_dags", DagIdsParams(all_dags))
+            await tx.execute("mark_dags_cancelled", DagIdsParams(all_dags))
+            after = await self._dags.progress(tx, all_dags)
+            await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
+        return cancelled, after
 
     # -- replay -------------------------------------------------------------------------
 

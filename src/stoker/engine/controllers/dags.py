@@ -256,8 +256,10 @@ class Dags(LoopService):
         first = rows[0]
         tenant_id = int(first["tenant_id"])
         if first["cancelled"]:
+            # Steps a concurrent flush queued after the cancel read its tasks go too (a
+            # running one ends on its own; the run is CANCELLED either way).
             for s in steps.values():
-                if s.status == "PENDING":
+                if s.status in ("PENDING", "QUEUED"):
                     plan.cancel[int(s.row["id"])] = _error(
                         "RunCancelledError", "the workflow run was cancelled"
                     )
