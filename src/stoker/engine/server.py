@@ -52,14 +52,10 @@ def status_for(exc: StokerError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-class EngineServicer(pb_grpc.EngineServicer):
-    def __init__(
-        self, auth: TokenAuth, ingest: Ingest, dispatcher: Dispatcher, watcher: RunWatcher
-    ) -> None:
-        self._auth = auth
-        self._ingest = ingest
-        self._dispatcher = dispatcher
-        self._watcher = watcher
+class Handlers:
+    """What every servicer of the engine shares: who is calling, and how errors leave."""
+
+    _auth: TokenAuth
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
         header = dict(context.invocation_metadata() or ()).get("authorization")
@@ -67,6 +63,7 @@ class EngineServicer(pb_grpc.EngineServicer):
         return await self._auth.authenticate(token)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        """Aborts the call: a Stoker error with its status and type, anything else INTERNAL."""
         if isinstance(exc, StokerError):
             context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
             await context.abort(status_for(exc), exc.message)
@@ -74,6 +71,16 @@ class EngineServicer(pb_grpc.EngineServicer):
         await context.abort(
             grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}"
         )
+
+
+class EngineServicer(Handlers, pb_grpc.EngineServicer):
+    def __init__(
+        self, auth: TokenAuth, ingest: Ingest, dispatcher: Dispatcher, watcher: RunWatcher
+    ) -> None:
+        self._auth = auth
+        self._ingest = ingest
+        self._dispatcher = dispatcher
+        self._watcher = watcher
 
     async def RegisterTasks(
         self, request: pb.RegisterTasksRequest, context: grpc.aio.ServicerContext

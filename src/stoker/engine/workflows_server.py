@@ -13,7 +13,7 @@ import grpc
 
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
 from stoker.engine.ingest.workflows import (
     ChildInput,
@@ -21,8 +21,8 @@ from stoker.engine.ingest.workflows import (
     WorkflowIngest,
     WorkflowTriggerInput,
 )
-from stoker.engine.server import ERROR_TYPE_KEY, status_for
-from stoker.errors import InvalidRequestError, StokerError
+from stoker.engine.server import Handlers
+from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.server")
 
@@ -58,26 +58,13 @@ def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
     ]
 
 
-class WorkflowsServicer(wpb_grpc.WorkflowsServicer):
+class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
     """Hands each call to the workflow ingest or to cancel/replay."""
 
     def __init__(self, auth: TokenAuth, ingest: WorkflowIngest, ops: RunOps) -> None:
         self._auth = auth
         self._ingest = ingest
         self._ops = ops
-
-    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        header = dict(context.invocation_metadata() or ()).get("authorization")
-        return await self._auth.authenticate(bearer(header if isinstance(header, str) else None))
-
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        if isinstance(exc, StokerError):
-            context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
-            await context.abort(status_for(exc), exc.message)
-        log.exception("unexpected error in a gRPC handler")
-        await context.abort(
-            grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}"
-        )
 
     async def RegisterWorkflows(
         self, request: wpb.RegisterWorkflowsRequest, context: grpc.aio.ServicerContext
