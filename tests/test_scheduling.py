@@ -335,6 +335,58 @@ def test_hard_sticky_never_moves_a_run(app: Stoker, worker_factory: Any) -> None
     assert min(o["start"] for o in outs) >= blocker.result(timeout=30)["end"] - 0.05
 
 
+@pytest.mark.parametrize(("sticky", "slots"), [("hard", 3), ("soft", 20)])
+def test_sticky_keeps_every_step_of_a_workflow_run_on_one_worker(
+    app: Stoker, worker_factory: Any, sticky: str, slots: int
+) -> None:
+    # Hard: the steps wait for their worker even when the other one is idle. Soft: with
+    # room on its worker, a run's steps stay there too.
+    worker_factory(APP, slots=slots)
+    worker_factory(APP, slots=slots)
+    refs = app.workflows[f"{sticky}_chain"].run_many([Job(n=i) for i in range(12)])
+    outs = [r.result(timeout=60) for r in refs]
+    used = set()
+    for out in outs:
+        workers = {step["worker"] for step in out.values()}
+        assert len(workers) == 1, out  # first, left, right and last on one worker
+        used |= workers
+    assert len(used) == 2  # the runs themselves were spread over both workers
+
+
+def first_step_worker(engine: Any, run_id: str) -> str | None:
+    """The worker that ran a workflow run's ``first`` step, once it completed."""
+    with psycopg.connect(engine.db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT w.external_id::text FROM stoker.task t"
+            " JOIN stoker.dag d ON d.id = t.dag_id JOIN stoker.worker w ON w.id = t.worker_id"
+            " WHERE d.external_id = %s AND t.step = 'first' AND t.status = 'COMPLETED'",
+            (run_id,),
+        ).fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("sticky", ["soft", "hard"])
+def test_sticky_worker_lost_between_steps(
+    app: Stoker, worker_factory: Any, engine: Any, sticky: str
+) -> None:
+    workers = [worker_factory(APP, slots=5), worker_factory(APP, slots=5)]
+    ref = app.workflows[f"{sticky}_chain"].run_no_wait(Job())
+    # The later steps wait two seconds after `first`; its worker dies in that pause.
+    first = wait_until(lambda: first_step_worker(engine, ref.run_id), 30, "the first step")
+    gone = next(w for w in workers if w.worker_id == first)
+    gone.kill()
+    if sticky == "soft":
+        out = ref.result(timeout=60)  # the preference gives way: the rest runs elsewhere
+        assert out["first"]["worker"] == first
+        assert {out[s]["worker"] for s in ("left", "right", "last")} == {
+            next(w.worker_id for w in workers if w is not gone)
+        }
+    else:
+        with pytest.raises(RunCancelledError) as info:  # waits for its worker, then times out
+            ref.result(timeout=60)
+        assert info.value.error_type == "ScheduleTimeoutError"
+
+
 def test_desired_worker_is_a_soft_preference(app: Stoker, worker_factory: Any) -> None:
     chosen = worker_factory(APP, slots=20)
     worker_factory(APP, slots=20)

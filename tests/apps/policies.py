@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from stoker import (
     Context,
     DesiredWorkerLabel,
     RateLimit,
+    SleepCondition,
     Stoker,
     WorkerLabelComparator,
 )
@@ -93,7 +95,21 @@ def declare(app: Stoker) -> Stoker:
     app.task(name="whole_worker", slot_cost=4)(_release_then_sleep)
     app.task(name="durable_job", durable=True)(_work)
     app.task(name="hard_sticky", sticky="hard", schedule_timeout="30s")(_work)
+    _sticky_chain(app, "hard")
+    _sticky_chain(app, "soft")
     return app
+
+
+def _sticky_chain(app: Stoker, sticky: str) -> None:
+    """``{sticky}_chain``: first -> (left, right) -> last, every step sticky; the steps after
+    ``first`` wait two seconds (a sleep condition, holding no worker) before they are queued,
+    which gives a test time to stop the run's worker between its steps."""
+    wf = app.workflow(f"{sticky}_chain", input_validator=Job, sticky=sticky, schedule_timeout="3s")
+    first = wf.task(name="first")(_work)
+    pause = [SleepCondition(timedelta(seconds=2))]
+    left = wf.task(name="left", parents=[first], wait_for=pause)(_work)
+    right = wf.task(name="right", parents=[first], wait_for=pause)(_work)
+    wf.task(name="last", parents=[left, right])(_work)
 
 
 async def _release_then_sleep(input: Job, ctx: Context) -> dict[str, Any]:

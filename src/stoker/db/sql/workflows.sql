@@ -77,12 +77,24 @@ WHERE id = ANY(%(task_ids)s::bigint[]) AND dag_id IS NOT NULL;
 -- {"input": <the run's input>, "parents": {step: output}, "skipped": [step],
 --  "errors": {step: error}} over the parents it names, and it gets its queue item, due now
 -- (its schedule timeout counts from now, not from the run's creation).
+-- A step whose task is sticky wants the run's sticky worker: the one that was assigned the
+-- run's first step (soft prefers it, hard requires it; see docs/scheduler.md).
 WITH x AS (
     SELECT * FROM unnest(%(task_ids)s::bigint[], %(parents)s::jsonb[]) AS x(id, parents)
 ),
 upd AS (
     UPDATE task t
     SET status = 'QUEUED',
+        desired_worker_id = coalesce(t.desired_worker_id, (
+            SELECT p.worker_id
+            FROM task p
+            WHERE p.dag_id = t.dag_id AND p.worker_id IS NOT NULL
+              AND EXISTS (SELECT 1 FROM task_def td
+                          WHERE td.tenant_id = t.tenant_id AND td.name = t.task_name
+                            AND td.config->>'sticky' IS NOT NULL)
+            ORDER BY p.assigned_at, p.id
+            LIMIT 1
+        )),
         input = (
             SELECT jsonb_build_object('input', d.input, 'parents', agg.parents,
                                       'skipped', agg.skipped, 'errors', agg.errors)
@@ -283,7 +295,8 @@ WITH d AS (
 )
 UPDATE task t
 SET status = 'PENDING', attempt = t.attempt + 1, retry_count = 0, error = NULL,
-    output = NULL, skipped = false, started_at = NULL, finished_at = NULL, worker_id = NULL
+    output = NULL, skipped = false, started_at = NULL, finished_at = NULL, worker_id = NULL,
+    assigned_at = NULL, desired_worker_id = NULL
 FROM d
 WHERE t.dag_id = d.id
   AND (t.status IN ('FAILED', 'CANCELLED')
