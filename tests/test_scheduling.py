@@ -120,6 +120,39 @@ def test_an_int_concurrency_is_one_global_key(app: Stoker, worker_factory: Any) 
     assert max_overlap([(o["start"], o["end"]) for o in outs]) == 2
 
 
+def test_workflow_steps_queued_later_are_held_to_their_concurrency_limit(
+    app: Stoker, worker_factory: Any
+) -> None:
+    # limited_chain: prepare -> charge, both limited to one run per key by the workflow's
+    # default; charge is readied only when prepare ends, and is five times slower.
+    worker_factory(APP, slots=12)
+    jobs = [Job(key=f"k{i % 2}", seconds=0.05, n=i) for i in range(8)]
+    outs = [r.result(timeout=90) for r in app.workflows["limited_chain"].run_many(jobs)]
+    for step in ("prepare", "charge"):
+        by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for o in outs:
+            by_key[o[step]["key"]].append((o[step]["start"], o[step]["end"]))
+        assert {k: max_overlap(v) for k, v in by_key.items()} == {"k0": 1, "k1": 1}, step
+    everything = [(o[s]["start"], o[s]["end"]) for o in outs for s in ("prepare", "charge")]
+    assert max_overlap(everything) >= 2  # the two keys ran side by side
+
+
+def test_a_replayed_run_waits_for_its_concurrency_slot_again(
+    app: Stoker, worker_factory: Any, engine: Any, tmp_path: Any
+) -> None:
+    worker_factory(APP, slots=4)
+    task = app.tasks["fails_once_limited"]
+    failed = task.run_no_wait(Job(key="z", other=str(tmp_path / "first")))
+    with pytest.raises(TaskRunError, match="fails the first time"):
+        failed.result(timeout=30)
+    (tmp_path / "second").touch()
+    holder = task.run_no_wait(Job(key="z", other=str(tmp_path / "second"), seconds=1.0))
+    wait_for_status(engine, holder.run_id, "RUNNING")
+    assert app.runs.replay(failed).outcome == "replayed"
+    replayed = failed.result(timeout=30)
+    assert replayed["start"] >= holder.result(timeout=30)["end"] - 0.05
+
+
 def test_cancel_in_progress_admits_the_newest_and_cancels_the_oldest(
     app: Stoker, worker_factory: Any, engine: Any
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from stoker import (
     ConcurrencyLimitStrategy,
     Context,
     DesiredWorkerLabel,
+    NonRetryableError,
     RateLimit,
     SleepCondition,
     Stoker,
@@ -97,7 +99,34 @@ def declare(app: Stoker) -> Stoker:
     app.task(name="hard_sticky", sticky="hard", schedule_timeout="30s")(_work)
     _sticky_chain(app, "hard")
     _sticky_chain(app, "soft")
+    app.task(
+        name="fails_once_limited",
+        concurrency=ConcurrencyExpression(expression="input.key", max_runs=1),
+    )(_fail_once)
+    # Workflow-level concurrency: a default for every step, the later ones included.
+    limited = app.workflow(
+        "limited_chain",
+        input_validator=Job,
+        concurrency=ConcurrencyExpression(expression="input.key", max_runs=1),
+    )
+    prepare = limited.task(name="prepare")(_work)
+    limited.task(name="charge", parents=[prepare])(_slow_work)
     return app
+
+
+async def _slow_work(input: Job, ctx: Context) -> dict[str, Any]:
+    return await _work(input.model_copy(update={"seconds": input.seconds * 5}), ctx)
+
+
+def _fail_once(input: Job, ctx: Context) -> dict[str, Any]:
+    """Fails (for good) unless the file named by ``input.other`` exists; creates it."""
+    marker = Path(input.other)
+    if not marker.exists():
+        marker.touch()
+        raise NonRetryableError("fails the first time")
+    start = time.time()
+    time.sleep(input.seconds)
+    return {"start": start, "end": time.time(), "worker": ctx.worker_id, "key": input.key}
 
 
 def _sticky_chain(app: Stoker, sticky: str) -> None:

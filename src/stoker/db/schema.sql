@@ -56,7 +56,10 @@ CREATE TABLE task (
     assigned_at          timestamptz,
     dag_id               bigint,
     step                 text,
-    skipped              boolean NOT NULL DEFAULT false
+    skipped              boolean NOT NULL DEFAULT false,
+    -- [{"strategy_id", "idx", "key"}] per concurrency strategy, evaluated at creation; a
+    -- run with keys waits for admission (concurrency_slot rows) each time it is queued.
+    concurrency_keys     jsonb
 ) WITH (fillfactor = 80);
 
 CREATE UNIQUE INDEX task_external_id_idx ON task (external_id);

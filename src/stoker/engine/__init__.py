@@ -173,6 +173,7 @@ class Engine:
             engine_id=self.engine_id,
             is_leader=lambda: self.controllers.is_leader,
             on_enqueued=wake,
+            gated_tenants=self.ingest.gated_tenants,
             interval_s=min(1.0, s.controller_interval_s),
         )
         self.attempts.dag_hooks.append(self.dags.on_finals)

@@ -58,11 +58,12 @@ GROUP BY queue;
 
 -- name: enqueue_tasks
 -- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them).
+-- Waiting for admission is not waiting for a worker: the schedule timeout counts from here.
 INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
                         schedule_deadline, rate_limits, desired_worker_id)
 SELECT t.tenant_id, t.id, t.attempt, t.task_name, t.priority, now(),
        CASE WHEN t.schedule_timeout_ms > 0
-            THEN t.created_at + t.schedule_timeout_ms * interval '1 millisecond'
+            THEN now() + t.schedule_timeout_ms * interval '1 millisecond'
        END,
        t.rate_limits, t.desired_worker_id
 FROM task t

@@ -12,9 +12,9 @@ SELECT name, config FROM task_def WHERE tenant_id = %(tenant_id)s ORDER BY name;
 
 -- name: insert_tasks
 -- Creates task runs in one statement. A QUEUED run either gets its first queue item, or,
--- when it has concurrency strategies, its concurrency_slot rows (it is queued once every
--- strategy admitted it). A run created FAILED (its policy expression failed on its input)
--- gets neither.
+-- when it has concurrency keys, its concurrency_slot rows (it is queued once every
+-- strategy admitted it). A run created PENDING (a workflow step waiting for its parents)
+-- or FAILED (its policy expression failed on its input) gets neither yet.
 WITH new AS (
     SELECT *
     FROM unnest(
@@ -23,31 +23,32 @@ WITH new AS (
         %(backoff_factors)s::float8[], %(backoff_max_ms)s::bigint[],
         %(execution_timeouts_ms)s::bigint[], %(schedule_timeouts_ms)s::bigint[],
         %(run_at)s::timestamptz[], %(statuses)s::text[], %(errors)s::jsonb[],
-        %(rate_limits)s::jsonb[], %(desired_worker_ids)s::bigint[], %(gated)s::bool[]
+        %(rate_limits)s::jsonb[], %(desired_worker_ids)s::bigint[],
+        %(concurrency_keys)s::jsonb[]
     ) AS n(external_id, task_name, priority, input, metadata, max_retries, backoff_factor,
            backoff_max_ms, execution_timeout_ms, schedule_timeout_ms, run_at, status, error,
-           rate_limits, desired_worker_id, gated)
+           rate_limits, desired_worker_id, concurrency_keys)
 ),
 ins AS (
     INSERT INTO task (tenant_id, external_id, task_name, status, priority, input,
                       additional_metadata, max_retries, backoff_factor, backoff_max_ms,
                       execution_timeout_ms, schedule_timeout_ms, error, finished_at,
-                      desired_worker_id, rate_limits)
+                      desired_worker_id, rate_limits, concurrency_keys)
     SELECT %(tenant_id)s, external_id, task_name, status, priority, input, metadata,
            max_retries, backoff_factor, backoff_max_ms, execution_timeout_ms,
            schedule_timeout_ms, error, CASE WHEN status <> 'QUEUED' THEN now() END,
-           desired_worker_id, rate_limits
+           desired_worker_id, rate_limits, concurrency_keys
     FROM new
     RETURNING id, external_id
 ),
 slots AS (
     INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
-    SELECT ins.id, s.strategy_id, %(tenant_id)s, s.idx, s.key, new.priority
-    FROM unnest(%(slot_external_ids)s::uuid[], %(slot_strategy_ids)s::bigint[],
-                %(slot_idx)s::smallint[], %(slot_keys)s::text[])
-         AS s(external_id, strategy_id, idx, key)
-    JOIN ins ON ins.external_id = s.external_id
-    JOIN new ON new.external_id = s.external_id
+    SELECT ins.id, (k->>'strategy_id')::bigint, %(tenant_id)s, (k->>'idx')::smallint,
+           k->>'key', new.priority
+    FROM new
+    JOIN ins ON ins.external_id = new.external_id
+    CROSS JOIN LATERAL jsonb_array_elements(new.concurrency_keys) k
+    WHERE new.status = 'QUEUED' AND new.concurrency_keys IS NOT NULL
 )
 INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
                         schedule_deadline, rate_limits, desired_worker_id)
@@ -57,7 +58,7 @@ SELECT %(tenant_id)s, ins.id, 0, new.task_name, new.priority, coalesce(new.run_a
        END,
        new.rate_limits, new.desired_worker_id
 FROM ins JOIN new ON new.external_id = ins.external_id
-WHERE new.status = 'QUEUED' AND NOT new.gated;
+WHERE new.status = 'QUEUED' AND new.concurrency_keys IS NULL;
 
 -- name: mark_started
 -- Records that attempts began running; a start for an attempt that already ended is ignored.

@@ -115,20 +115,34 @@ upd AS (
     FROM x
     WHERE t.id = x.id AND t.status = 'PENDING'
     RETURNING t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
-              t.rate_limits, t.desired_worker_id
+              t.rate_limits, t.desired_worker_id, t.concurrency_keys
 ),
 cleared AS (
     DELETE FROM task_wait w USING upd WHERE w.task_id = upd.id
+),
+gated AS (
+    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
+    SELECT upd.id, (k->>'strategy_id')::bigint, upd.tenant_id, (k->>'idx')::smallint,
+           k->>'key', upd.priority
+    FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency_keys) k
+    WHERE upd.concurrency_keys IS NOT NULL
+    ON CONFLICT (task_id, strategy_id) DO NOTHING
+    RETURNING tenant_id
+),
+queued AS (
+    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
+                            schedule_deadline, rate_limits, desired_worker_id)
+    SELECT tenant_id, id, attempt, task_name, priority, now(),
+           CASE WHEN schedule_timeout_ms > 0
+                THEN now() + schedule_timeout_ms * interval '1 millisecond'
+           END,
+           rate_limits, desired_worker_id
+    FROM upd
+    WHERE concurrency_keys IS NULL
+    RETURNING tenant_id
 )
-INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                        schedule_deadline, rate_limits, desired_worker_id)
-SELECT tenant_id, id, attempt, task_name, priority, now(),
-       CASE WHEN schedule_timeout_ms > 0
-            THEN now() + schedule_timeout_ms * interval '1 millisecond'
-       END,
-       rate_limits, desired_worker_id
-FROM upd
-RETURNING task_id;
+-- The tenants whose readied steps wait for concurrency admission.
+SELECT DISTINCT tenant_id FROM gated;
 
 -- name: skip_dag_steps
 -- Skipped steps are COMPLETED without output; their children still run.
@@ -304,24 +318,36 @@ WHERE t.dag_id = d.id
 RETURNING t.dag_id;
 
 -- name: replay_tasks
--- Re-queues finished single-task runs that failed or were cancelled, as a new attempt.
+-- Re-queues finished single-task runs that failed or were cancelled, as a new attempt; a
+-- run with concurrency keys waits for admission again, like a new run.
 WITH upd AS (
     UPDATE task t
     SET status = 'QUEUED', attempt = t.attempt + 1, retry_count = 0, error = NULL,
         output = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL
     WHERE t.id = ANY(%(task_ids)s::bigint[]) AND t.status IN ('FAILED', 'CANCELLED')
     RETURNING t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
-              t.rate_limits, t.desired_worker_id
+              t.rate_limits, t.desired_worker_id, t.concurrency_keys
+),
+gated AS (
+    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
+    SELECT upd.id, (k->>'strategy_id')::bigint, upd.tenant_id, (k->>'idx')::smallint,
+           k->>'key', upd.priority
+    FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency_keys) k
+    WHERE upd.concurrency_keys IS NOT NULL
+    ON CONFLICT (task_id, strategy_id) DO NOTHING
+),
+queued AS (
+    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
+                            schedule_deadline, rate_limits, desired_worker_id)
+    SELECT tenant_id, id, attempt, task_name, priority, now(),
+           CASE WHEN schedule_timeout_ms > 0
+                THEN now() + schedule_timeout_ms * interval '1 millisecond'
+           END,
+           rate_limits, desired_worker_id
+    FROM upd
+    WHERE concurrency_keys IS NULL
 )
-INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                        schedule_deadline, rate_limits, desired_worker_id)
-SELECT tenant_id, id, attempt, task_name, priority, now(),
-       CASE WHEN schedule_timeout_ms > 0
-            THEN now() + schedule_timeout_ms * interval '1 millisecond'
-       END,
-       rate_limits, desired_worker_id
-FROM upd
-RETURNING task_id;
+SELECT id AS task_id, concurrency_keys IS NOT NULL AS gated FROM upd;
 
 -- name: api_get_workflow_run
 SELECT d.id, d.external_id, d.workflow_name, d.status, d.input, d.additional_metadata,

@@ -243,11 +243,14 @@ class RunOps:
                 await tx.fetch(
                     "replay_dags", ReplayDagsParams(dag_ids, json.dumps(sorted(handlers)))
                 )
+            replayed = []
             if task_ids:
-                await tx.fetch("replay_tasks", TaskIdsParams(task_ids))
+                replayed = await tx.fetch("replay_tasks", TaskIdsParams(task_ids))
             after = await self._dags.progress(tx, dag_ids)
             await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
         after()
+        if any(r["gated"] for r in replayed):
+            self._dags.gated_tenants.add(tenant_id)
         self._on_enqueued()
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))

@@ -128,6 +128,7 @@ class _Plan:
     finish: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     tenants_queued: set[int] = field(default_factory=set)
     tenants_finished: set[int] = field(default_factory=set)
+    tenants_gated: set[int] = field(default_factory=set)
     finished_runs: list[Any] = field(default_factory=list)
 
 
@@ -149,6 +150,7 @@ class Dags(LoopService):
         engine_id: str,
         is_leader: Callable[[], bool],
         on_enqueued: Callable[[], None],
+        gated_tenants: set[int],
         interval_s: float,
     ) -> None:
         super().__init__()
@@ -158,6 +160,9 @@ class Dags(LoopService):
         self.engine_id = engine_id
         self._is_leader = is_leader
         self._on_enqueued = on_enqueued
+        self.gated_tenants = gated_tenants
+        """Where to note tenants with runs newly waiting for concurrency admission (the
+        scheduler's set, shared with the ingest)."""
         self._interval = interval_s
         self._versions: dict[int, WorkflowSpec] = {}
         self._wake = self.signal()
@@ -352,9 +357,11 @@ class Dags(LoopService):
             await tx.execute("clear_waits", TaskIdsParams(ids))
         if plan.enqueue:
             ids = sorted(plan.enqueue)
-            await tx.execute(
+            # Steps with concurrency keys wait for admission instead of going to the queue.
+            gated = await tx.fetch(
                 "enqueue_dag_steps", EnqueueParams(ids, [json.dumps(plan.enqueue[i]) for i in ids])
             )
+            plan.tenants_gated = {int(r["tenant_id"]) for r in gated}
         if plan.condition_errors:
             ids = sorted(plan.condition_errors)
             await tx.execute(
@@ -387,6 +394,7 @@ class Dags(LoopService):
             if plan.finished_runs:
                 self._watcher.finished(plan.finished_runs)
             if plan.enqueue:
+                self.gated_tenants.update(plan.tenants_gated)
                 self._on_enqueued()
 
         return done

@@ -66,11 +66,15 @@ class InsertTasksParams:
     errors: list[str | None]
     rate_limits: list[str | None]
     desired_worker_ids: list[int | None]
-    gated: list[bool]
-    slot_external_ids: list[uuid.UUID]
-    slot_strategy_ids: list[int]
-    slot_idx: list[int]
-    slot_keys: list[str]
+    concurrency_keys: list[str | None]
+
+    @property
+    def gated(self) -> bool:
+        """Whether some run waits for concurrency admission (the scheduler must look)."""
+        return any(
+            k is not None and s == "QUEUED"
+            for k, s in zip(self.concurrency_keys, self.statuses, strict=True)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +374,7 @@ class Ingest(LoopService):
             for p in group:
                 if not p.done.done():
                     p.done.set_result([str(r.external_id) for r in p.rows])
-            if params.slot_external_ids:
+            if params.gated:
                 self.gated_tenants.add(tenant_id)
         if by_tenant:
             self._on_enqueued(set(by_tenant))
@@ -405,12 +409,7 @@ def _insert_params(tenant_id: int, group: list[_Pending]) -> InsertTasksParams:
             )
             p.rate_limits.append(policy.rate_limits_json)
             p.desired_worker_ids.append(row.desired_worker_id)
-            p.gated.append(bool(policy.slots))
-            for strategy_id, idx, key in policy.slots:
-                p.slot_external_ids.append(row.external_id)
-                p.slot_strategy_ids.append(strategy_id)
-                p.slot_idx.append(idx)
-                p.slot_keys.append(key)
+            p.concurrency_keys.append(policy.concurrency_keys_json)
     return p
 
 

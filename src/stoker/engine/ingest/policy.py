@@ -36,6 +36,13 @@ class RunPolicy:
     def rate_limits_json(self) -> str | None:
         return json.dumps(self.rate_limits) if self.rate_limits else None
 
+    @property
+    def concurrency_keys_json(self) -> str | None:
+        """The ``task.concurrency_keys`` value: one object per strategy, or None."""
+        if not self.slots:
+            return None
+        return json.dumps([{"strategy_id": s, "idx": i, "key": k} for s, i, k in self.slots])
+
 
 def _as_key(value: Any) -> str:
     if isinstance(value, str):

@@ -305,8 +305,6 @@ class WorkflowIngest:
                 progress |= root and not queued
                 config = defs[step.task_name]
                 policy = self._policy(tenant_id, step.task_name, config, raw_input, metadata)
-                if not queued:
-                    policy.slots = []  # concurrency applies to steps queued at creation
                 if policy.error:
                     progress = True
                 item = TriggerInput(step.task_name, wrapped, metadata, run.priority)
@@ -323,7 +321,7 @@ class WorkflowIngest:
         if progress:
             after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
         await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
-        gated = bool(params.slot_external_ids)
+        gated = params.gated
 
         def done() -> None:
             if after is not None:
@@ -432,7 +430,7 @@ class WorkflowIngest:
             gated = False
             if task_rows:
                 params = self._task_params(tenant_id, task_rows)
-                gated = bool(params.slot_external_ids)
+                gated = params.gated
                 await tx.execute("insert_tasks", params)
                 await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
             if wf_runs:
