@@ -223,6 +223,17 @@ def test_replay_after_failure_keeps_successful_outputs(
     assert app.runs.replay(ref.run_id).outcome == "completed"
 
 
+def test_replay_re_runs_the_failed_child_runs_of_a_failed_parent(
+    app: Stoker, worker: Any, tmp_path: Path
+) -> None:
+    parent = app.tasks["parent_of_failing_child"].run_no_wait(Job(log=str(tmp_path / "c")))
+    with pytest.raises(TaskRunError, match="the child fails the first time"):
+        parent.result(timeout=30)
+    assert app.runs.replay(parent).outcome == "replayed"
+    # The parent spawns its child again (same index): the child was replayed with it.
+    assert parent.result(timeout=30) == {"child": "child ok"}
+
+
 def test_killing_the_worker_mid_dag_resumes_without_rerunning_finished_steps(
     app: Stoker, worker_factory: Any, engine: Any, tmp_path: Path
 ) -> None:

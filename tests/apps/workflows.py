@@ -224,6 +224,18 @@ def declare(app: Stoker) -> Stoker:
         return {"d": out["d"]["sum"]}
 
     @app.task()
+    def child_fails_once(input: Job, ctx: Context) -> str:
+        marker = Path(input.log + ".child")
+        if not marker.exists():
+            marker.touch()
+            raise NonRetryableError("the child fails the first time")
+        return "child ok"
+
+    @app.task()
+    async def parent_of_failing_child(input: Job, ctx: Context) -> dict[str, str]:
+        return {"child": await child_fails_once.aio_run(input)}
+
+    @app.task()
     async def metadata_echo(input: Count, ctx: Context) -> dict[str, Any]:
         return ctx.additional_metadata
 

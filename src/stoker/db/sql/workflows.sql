@@ -295,6 +295,29 @@ SELECT t.id, t.dag_id FROM tree
 JOIN task t ON t.id = tree.task_id
 WHERE t.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
+-- name: replayable_children
+-- The failed or cancelled child runs (DAG runs and single-task runs) spawned by the failed
+-- or cancelled tasks of the given runs, recursively: a replay re-runs them too, so a parent
+-- that failed because a child failed gets a child that runs again (its spawn returns the
+-- same child, by index or key).
+WITH RECURSIVE tree(task_id) AS (
+    SELECT t.id FROM task t
+    WHERE (t.dag_id = ANY(%(dag_ids)s::bigint[]) OR t.id = ANY(%(task_ids)s::bigint[]))
+      AND t.status IN ('FAILED', 'CANCELLED')
+    UNION
+    SELECT coalesce(ct.id, st.id)
+    FROM tree
+    JOIN child_run c ON c.parent_task_id = tree.task_id
+    LEFT JOIN dag cd ON c.is_workflow AND cd.external_id = c.external_id
+                    AND cd.status IN ('FAILED', 'CANCELLED')
+    LEFT JOIN task st ON NOT c.is_workflow AND st.external_id = c.external_id
+                     AND st.status IN ('FAILED', 'CANCELLED')
+    LEFT JOIN task ct ON ct.dag_id = cd.id AND ct.status IN ('FAILED', 'CANCELLED')
+    WHERE coalesce(ct.id, st.id) IS NOT NULL
+)
+SELECT DISTINCT t.dag_id, CASE WHEN t.dag_id IS NULL THEN t.id END AS task_id
+FROM tree JOIN task t ON t.id = tree.task_id;
+
 -- name: mark_dags_cancelled
 UPDATE dag SET cancelled = true
 WHERE id = ANY(%(dag_ids)s::bigint[]) AND status = 'RUNNING';

@@ -11,7 +11,10 @@ because its ``task_runtime`` row is gone. So a cancelled run never stays RUNNING
 Replay: a finished run goes back to RUNNING with its FAILED and CANCELLED steps (and its
 handlers) PENDING as a new attempt with fresh retries; COMPLETED steps keep their outputs,
 and progression queues the steps whose parents are complete. A single-task run that failed
-or was cancelled is queued again as a new attempt.
+or was cancelled is queued again as a new attempt (through concurrency admission when it
+has keys). The failed or cancelled child runs of the tasks replayed are replayed in the
+same transaction, recursively, so a re-run parent that spawns its children again (same
+index or key) gets children that run again instead of their old failure.
 """
 
 from __future__ import annotations
@@ -237,6 +240,13 @@ class RunOps:
         dag_ids = sorted({int(r["dag_id"]) for r in todo if r["dag_id"] is not None})
         task_ids = sorted({int(r["task_id"]) for r in todo if r["task_id"] is not None})
         async with self._db.transaction() as tx:
+            # The failed children of what is replayed are replayed with it (recursively).
+            for c in await tx.fetch("replayable_children", CancellableParams(dag_ids, task_ids)):
+                if c["dag_id"] is not None:
+                    dag_ids.append(int(c["dag_id"]))
+                else:
+                    task_ids.append(int(c["task_id"]))
+            dag_ids, task_ids = sorted(set(dag_ids)), sorted(set(task_ids))
             await tx.fetch("lock_dags", DagIdsParams(dag_ids))
             if dag_ids:
                 handlers = await self._handler_task_names(tx, dag_ids)
