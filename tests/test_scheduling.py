@@ -257,6 +257,25 @@ def test_dynamic_rate_limit_is_per_key(app: Stoker, worker_factory: Any, engine:
         assert max(windows(mine, 1.0).values()) <= 3
 
 
+def test_a_dynamic_rate_limit_holds_for_workflow_steps(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    worker_factory(APP, slots=20)
+    refs = app.workflows["rated_chain"].run_many([Job(user="cy", n=i) for i in range(8)])
+    assert len([r.result(timeout=60) for r in refs]) == 8
+    with psycopg.connect(engine.db_url) as conn:
+        times = [
+            row[0]
+            for row in conn.execute(
+                "SELECT extract(epoch FROM t.assigned_at)::float8 FROM stoker.task t"
+                " JOIN stoker.dag d ON d.id = t.dag_id WHERE d.external_id = ANY(%s::uuid[])",
+                ([r.run_id for r in refs],),
+            )
+        ]
+    assert len(times) == 8
+    assert max(windows(times, 1.0).values()) <= 3
+
+
 def test_a_rate_limited_run_waits_without_blocking_others(
     app: Stoker, worker_factory: Any, engine: Any
 ) -> None:

@@ -111,6 +111,12 @@ def declare(app: Stoker) -> Stoker:
     )
     prepare = limited.task(name="prepare")(_work)
     limited.task(name="charge", parents=[prepare])(_slow_work)
+    # A dynamic rate limit on a workflow step (its key from the run's input).
+    rated = app.workflow("rated_chain", input_validator=Job)
+    rated.task(
+        name="call",
+        rate_limits=[RateLimit(dynamic_key="input.user", units=1, limit=3, duration="second")],
+    )(_work)
     return app
 
 

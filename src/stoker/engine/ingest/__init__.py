@@ -10,6 +10,14 @@ process is then woken directly.
 Runs inserted by other means (a client's own transaction, another replica) reach the queue
 through the same ``queue_item`` table, which the scheduler also polls, so it never depends
 on this buffer.
+
+The seam for other kinds of runs (workflow runs, in :mod:`stoker.engine.ingest.workflows`):
+they are validated by their own ingest with :meth:`Ingest.check_payload`,
+:meth:`Ingest.policy` and :meth:`Ingest.static_keys_for`, and then parked in the same buffer
+with :meth:`Ingest.submit` and a :data:`BatchWriter`, which the flusher calls once per
+tenant with every caller's items, inside the same transaction as the task triggers. Task
+rows are written by :func:`write_task_runs` whoever makes them, and
+:meth:`Ingest.enqueued` is what to call after a commit that queued runs.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -122,18 +131,29 @@ class TriggerInput:
 
 
 @dataclass(frozen=True, slots=True)
-class _Row:
+class NewTaskRun:
+    """One task row to create, validated, with its policy evaluated. ``pending``: a
+    workflow step created waiting for its parents (no queue item or admission yet)."""
+
     external_id: uuid.UUID
     config: TaskConfig
     item: TriggerInput
     policy: RunPolicy
-    desired_worker_id: int | None
+    desired_worker_id: int | None = None
+    pending: bool = False
+
+
+BatchWriter = Callable[[Executor, int, list[Any]], Awaitable[Callable[[], None]]]
+"""Writes one tenant's parked items of one kind inside the flush's transaction; returns
+what to do once it commits."""
 
 
 @dataclass(slots=True)
 class _Pending:
     tenant_id: int
-    rows: list[_Row]
+    rows: list[NewTaskRun]
+    writer: BatchWriter | None = None
+    items: list[Any] = field(default_factory=list)
     done: asyncio.Future[list[str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -212,14 +232,15 @@ class Ingest(LoopService):
         self._static_limits.pop(tenant_id, None)
         self._on_enqueued({tenant_id})
 
-    async def _known_static_keys(
-        self, tenant_id: int, items: list[TriggerInput], defs: dict[str, TaskConfig]
+    async def static_keys_for(
+        self, tenant_id: int, task_names: set[str], defs: dict[str, TaskConfig]
     ) -> set[str]:
-        """The tenant's static rate-limit keys, re-read when the runs name one not cached."""
+        """The tenant's static rate-limit keys, re-read when the tasks name one not cached
+        (so :meth:`policy` sees a limit created a moment ago)."""
         wanted = {
             r.static_key
-            for i in items
-            for r in defs[i.task_name].rate_limits
+            for name in task_names
+            for r in defs[name].rate_limits
             if r.static_key is not None
         }
         if not wanted:
@@ -249,6 +270,18 @@ class Ingest(LoopService):
         self._defs[tenant_id] = (time.monotonic() + _DEFS_TTL_S, defs)
         return defs
 
+    def policy(
+        self, tenant_id: int, task_name: str, config: TaskConfig, raw: bytes, metadata: bytes
+    ) -> RunPolicy:
+        """A new run's concurrency keys and rate-limit units (or the error that fails it),
+        from the caches :meth:`task_defs` and :meth:`static_keys_for` filled."""
+        if not config.concurrency and not config.rate_limits:
+            return RunPolicy()
+        strategies = self._strategies.get(tenant_id, {}).get(task_name, [])
+        cached = self._static_limits.get(tenant_id)
+        static_keys = cached[1] if cached else set()
+        return evaluate_policy(task_name, config, strategies, raw, metadata, static_keys)
+
     # -- triggers ---------------------------------------------------------------------
 
     async def trigger(self, tenant_id: int, items: list[TriggerInput]) -> list[str]:
@@ -264,34 +297,51 @@ class Ingest(LoopService):
                 raise UnknownTaskError(
                     f"no task named {item.task_name!r} is registered; registered tasks: {known}"
                 )
-            self._check_payload(item)
+            self.check_payload(item)
         workers = await self._desired_workers(tenant_id, items)
-        static_keys = await self._known_static_keys(tenant_id, items, defs)
-        strategies = self._strategies.get(tenant_id, {})
+        await self.static_keys_for(tenant_id, {i.task_name for i in items}, defs)
         rows = [
-            _Row(
+            NewTaskRun(
                 uuid.uuid4(),
                 defs[item.task_name],
                 item,
-                evaluate_policy(
+                self.policy(
+                    tenant_id,
                     item.task_name,
                     defs[item.task_name],
-                    strategies.get(item.task_name, []),
                     item.input,
                     item.additional_metadata,
-                    static_keys,
                 ),
                 workers.get(item.desired_worker_id),
             )
             for item in items
         ]
-        pending = _Pending(tenant_id, rows)
+        return await self._park(_Pending(tenant_id, rows), len(rows))
+
+    async def submit(
+        self, tenant_id: int, writer: BatchWriter, items: list[Any], ids: list[str]
+    ) -> list[str]:
+        """Parks validated items of another kind (e.g. workflow runs) for the next flush,
+        which writes every caller's items of this tenant with one ``writer`` call in its
+        transaction; returns ``ids`` once they are stored."""
+        pending = _Pending(tenant_id, [], writer, items)
+        await self._park(pending, len(items))
+        return ids
+
+    async def _park(self, pending: _Pending, n: int) -> list[str]:
         self._pending.append(pending)
-        self._pending_items += len(rows)
+        self._pending_items += n
         self._work.set()
         if self._pending_items >= self._max_items:
             self._full.set()
         return await pending.done
+
+    def enqueued(self, tenant_id: int, *, gated: bool) -> None:
+        """After a commit that queued runs of a tenant: wake the scheduler (and have it
+        admit runs waiting for concurrency slots when ``gated``)."""
+        if gated:
+            self.gated_tenants.add(tenant_id)
+        self._on_enqueued({tenant_id})
 
     async def _desired_workers(self, tenant_id: int, items: list[TriggerInput]) -> dict[str, int]:
         """Internal ids of the workers the runs name; InvalidRequestError for unknown ones."""
@@ -313,7 +363,9 @@ class Ingest(LoopService):
             raise InvalidRequestError(f"no worker with id {', '.join(sorted(missing))}")
         return found
 
-    def _check_payload(self, item: TriggerInput) -> None:
+    def check_payload(self, item: TriggerInput) -> None:
+        """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
+        JSON, too large, or a priority out of range."""
         for what, raw in (("input", item.input), ("additional_metadata", item.additional_metadata)):
             if len(raw) > self._max_payload:
                 raise PayloadTooLargeError(
@@ -356,13 +408,17 @@ class Ingest(LoopService):
         for p in batch:
             by_tenant.setdefault(p.tenant_id, []).append(p)
         for tenant_id, group in by_tenant.items():
+            afters: list[Callable[[], None]] = []
             try:
-                params = _insert_params(tenant_id, group)
-                dynamic = _dynamic_limits(tenant_id, group)
+                rows = [r for p in group for r in p.rows]
+                writers: dict[BatchWriter, list[Any]] = {}
+                for p in group:
+                    if p.writer is not None:
+                        writers.setdefault(p.writer, []).extend(p.items)
                 async with self._db.transaction() as tx:
-                    if dynamic.keys:
-                        await tx.execute("ensure_dynamic_rate_limits", dynamic)
-                    await tx.execute("insert_tasks", params)
+                    gated = await write_task_runs(tx, tenant_id, rows) if rows else False
+                    for writer, items in writers.items():
+                        afters.append(await writer(tx, tenant_id, items))
                     await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
             except Exception as exc:
                 # The callers get the error (their runs were not stored); the loop goes on.
@@ -374,52 +430,62 @@ class Ingest(LoopService):
             for p in group:
                 if not p.done.done():
                     p.done.set_result([str(r.external_id) for r in p.rows])
-            if params.gated:
+            for after in afters:
+                after()
+            if gated:
                 self.gated_tenants.add(tenant_id)
         if by_tenant:
             self._on_enqueued(set(by_tenant))
 
 
-def _insert_params(tenant_id: int, group: list[_Pending]) -> InsertTasksParams:
+async def write_task_runs(tx: Executor, tenant_id: int, runs: list[NewTaskRun]) -> bool:
+    """Inserts task runs (their dynamic rate limits first) inside ``tx``; True when some
+    run now waits for concurrency admission."""
+    params = insert_params(tenant_id, runs)
+    dynamic = _dynamic_limits(tenant_id, runs)
+    if dynamic.keys:
+        await tx.execute("ensure_dynamic_rate_limits", dynamic)
+    await tx.execute("insert_tasks", params)
+    return params.gated
+
+
+def insert_params(tenant_id: int, runs: list[NewTaskRun]) -> InsertTasksParams:
+    """The ``insert_tasks`` parameters for ``runs``."""
     columns = len(dataclasses.fields(InsertTasksParams)) - 1
     p = InsertTasksParams(tenant_id, *([] for _ in range(columns)))
-    for pending in group:
-        for row in pending.rows:
-            item, config, policy = row.item, row.config, row.policy
-            p.external_ids.append(row.external_id)
-            p.task_names.append(item.task_name)
-            p.priorities.append(item.priority or config.priority)
-            p.inputs.append(item.input.decode() if item.input else "null")
-            p.metadata.append(
-                item.additional_metadata.decode() if item.additional_metadata else "{}"
-            )
-            p.max_retries.append(config.retries)
-            p.backoff_factors.append(config.backoff_factor)
-            p.backoff_max_ms.append(int(config.backoff_max_seconds * 1000))
-            p.execution_timeouts_ms.append(config.execution_timeout_ms)
-            p.schedule_timeouts_ms.append(config.schedule_timeout_ms)
-            p.run_at.append(
-                datetime.fromtimestamp(item.run_at_ms / 1000, UTC) if item.run_at_ms else None
-            )
-            p.statuses.append("FAILED" if policy.error else "QUEUED")
-            p.errors.append(
-                json.dumps({"type": "PolicyError", "message": policy.error, "traceback": ""})
-                if policy.error
-                else None
-            )
-            p.rate_limits.append(policy.rate_limits_json)
-            p.desired_worker_ids.append(row.desired_worker_id)
-            p.concurrency_keys.append(policy.concurrency_keys_json)
+    for row in runs:
+        item, config, policy = row.item, row.config, row.policy
+        p.external_ids.append(row.external_id)
+        p.task_names.append(item.task_name)
+        p.priorities.append(item.priority or config.priority)
+        p.inputs.append(item.input.decode() if item.input else "null")
+        p.metadata.append(item.additional_metadata.decode() if item.additional_metadata else "{}")
+        p.max_retries.append(config.retries)
+        p.backoff_factors.append(config.backoff_factor)
+        p.backoff_max_ms.append(int(config.backoff_max_seconds * 1000))
+        p.execution_timeouts_ms.append(config.execution_timeout_ms)
+        p.schedule_timeouts_ms.append(config.schedule_timeout_ms)
+        p.run_at.append(
+            datetime.fromtimestamp(item.run_at_ms / 1000, UTC) if item.run_at_ms else None
+        )
+        p.statuses.append("FAILED" if policy.error else "PENDING" if row.pending else "QUEUED")
+        p.errors.append(
+            json.dumps({"type": "PolicyError", "message": policy.error, "traceback": ""})
+            if policy.error
+            else None
+        )
+        p.rate_limits.append(policy.rate_limits_json)
+        p.desired_worker_ids.append(row.desired_worker_id)
+        p.concurrency_keys.append(policy.concurrency_keys_json)
     return p
 
 
-def _dynamic_limits(tenant_id: int, group: list[_Pending]) -> DynamicLimitsParams:
+def _dynamic_limits(tenant_id: int, runs: list[NewTaskRun]) -> DynamicLimitsParams:
     found: dict[str, tuple[int, int]] = {}
-    for pending in group:
-        for row in pending.rows:
-            for r in row.policy.rate_limits:
-                if "limit" in r:
-                    found[r["key"]] = (r["limit"], r["window_ms"])
+    for row in runs:
+        for r in row.policy.rate_limits:
+            if "limit" in r:
+                found[r["key"]] = (r["limit"], r["window_ms"])
     keys = sorted(found)
     return DynamicLimitsParams(
         tenant_id, keys, [found[k][0] for k in keys], [found[k][1] for k in keys]

@@ -1,9 +1,11 @@
 """Ingest of workflows: definitions, workflow runs, child runs and user events.
 
-* A workflow run is written in one transaction per call (``run_many`` sends up to 1,000
-  per call): its ``dag`` row, all its steps (through the same ``insert_tasks`` statement
-  as single tasks, so rate limits and policy errors behave alike), and their DAG links.
-  Roots without conditions are QUEUED at once; every other step is PENDING until the DAG
+* Workflow runs are validated at once, then parked in the task ingest's buffer
+  (:meth:`Ingest.submit`), so the runs of every caller that arrive while a flush runs are
+  written together, in the flush's one transaction: their ``dag`` rows, all their steps
+  (through :func:`write_task_runs`, like single tasks, so rate limits, concurrency keys
+  and policy errors behave alike) and their DAG links. Roots without conditions are QUEUED
+  at once (or wait for concurrency admission); every other step is PENDING until the DAG
   controller (:mod:`stoker.engine.controllers.dags`) readies it.
 * A child run is recorded in ``child_run`` under its parent task, its index (the n-th spawn
   of the parent's attempt) and an optional key, in the same transaction as the run itself;
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,15 +36,7 @@ from stoker._wire import TaskConfig
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.controllers.dags import DagIdsParams, Dags
-from stoker.engine.ingest import (
-    Ingest,
-    InsertTasksParams,
-    TriggerInput,
-    _insert_params,
-    _Pending,
-    _Row,
-)
-from stoker.engine.ingest.policy import RunPolicy, evaluate_policy
+from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, write_task_runs
 from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
 
 _DEFS_TTL_S = 5.0
@@ -248,9 +242,7 @@ class WorkflowIngest:
                 f"no task named {name!r} is registered; registered tasks: {known}"
             )
         # Refreshes the ingest's cache of static rate-limit keys when a task names one.
-        await self._ingest._known_static_keys(
-            tenant_id, [TriggerInput(n, b"") for n in sorted(steps | task_names)], defs
-        )
+        await self._ingest.static_keys_for(tenant_id, steps | task_names, defs)
         return workflows, defs
 
     # -- workflow runs ------------------------------------------------------------------
@@ -266,13 +258,31 @@ class WorkflowIngest:
         ]
         for r in runs:
             self._check(r)
-        async with self._db.transaction() as tx:
-            after = await self._insert_workflow_runs(tx, tenant_id, runs, workflows, defs)
-        after()
-        return [str(r.external_id) for r in runs]
+        return await self._ingest.submit(
+            tenant_id,
+            self._write_parked,
+            [(r, workflows, defs) for r in runs],
+            [str(r.external_id) for r in runs],
+        )
+
+    async def _write_parked(
+        self,
+        tx: Executor,
+        tenant_id: int,
+        items: list[tuple[_NewRun, dict[str, tuple[int, WorkflowSpec]], dict[str, TaskConfig]]],
+    ) -> Callable[[], None]:
+        """The ingest's batch writer: every parked workflow run of a tenant in one go."""
+        workflows: dict[str, tuple[int, WorkflowSpec]] = {}
+        defs: dict[str, TaskConfig] = {}
+        for _, w, d in items:
+            workflows.update(w)
+            defs.update(d)
+        return await self._insert_workflow_runs(
+            tx, tenant_id, [r for r, _, _ in items], workflows, defs
+        )
 
     def _check(self, run: _NewRun) -> None:
-        self._ingest._check_payload(
+        self._ingest.check_payload(
             TriggerInput(run.name, run.input, run.additional_metadata, run.priority)
         )
 
@@ -283,11 +293,11 @@ class WorkflowIngest:
         runs: list[_NewRun],
         workflows: dict[str, tuple[int, WorkflowSpec]],
         defs: dict[str, TaskConfig],
-    ) -> Any:
+    ) -> Callable[[], None]:
         """Writes DAG runs and their steps inside ``tx``; returns the after-commit action."""
         dags = InsertDagsParams(tenant_id, [], [], [], [], [])
         attach = AttachParams([], [], [])
-        rows: list[tuple[_Row, bool]] = []
+        rows: list[NewTaskRun] = []
         progress = False
         for run in runs:
             version_id, spec = workflows[run.name]
@@ -304,51 +314,28 @@ class WorkflowIngest:
                 queued = root and not (step.wait_for or step.skip_if or step.cancel_if)
                 progress |= root and not queued
                 config = defs[step.task_name]
-                policy = self._policy(tenant_id, step.task_name, config, raw_input, metadata)
+                policy = self._ingest.policy(tenant_id, step.task_name, config, raw_input, metadata)
                 if policy.error:
                     progress = True
                 item = TriggerInput(step.task_name, wrapped, metadata, run.priority)
                 task_id = uuid.uuid4()
-                rows.append((_Row(task_id, config, item, policy, None), queued))
+                rows.append(NewTaskRun(task_id, config, item, policy, pending=not queued))
                 attach.task_external_ids.append(task_id)
                 attach.dag_external_ids.append(run.external_id)
                 attach.steps.append(step.name)
-        params = self._task_params(tenant_id, rows)
         inserted = await tx.fetch("insert_dags", dags)
-        await tx.execute("insert_tasks", params)
+        gated = await write_task_runs(tx, tenant_id, rows)
         await tx.execute("attach_dag_tasks", attach)
         after = None
         if progress:
             after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
-        await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
-        gated = params.gated
 
         def done() -> None:
             if after is not None:
                 after()
-            if gated:
-                self._ingest.gated_tenants.add(tenant_id)
-            self._ingest._on_enqueued({tenant_id})
+            self._ingest.enqueued(tenant_id, gated=gated)
 
         return done
-
-    def _policy(
-        self, tenant_id: int, task_name: str, config: TaskConfig, raw: bytes, metadata: bytes
-    ) -> RunPolicy:
-        if not config.concurrency and not config.rate_limits:
-            return RunPolicy()
-        # The ingest's caches of strategies and static rate-limit keys (filled by task_defs).
-        strategies = self._ingest._strategies.get(tenant_id, {}).get(task_name, [])
-        cached = self._ingest._static_limits.get(tenant_id)
-        static_keys = cached[1] if cached else set()
-        return evaluate_policy(task_name, config, strategies, raw, metadata, static_keys)
-
-    def _task_params(self, tenant_id: int, rows: list[tuple[_Row, bool]]) -> InsertTasksParams:
-        params = _insert_params(tenant_id, [_Pending(tenant_id, [r for r, _ in rows])])
-        for i, (_, queued) in enumerate(rows):
-            if not queued and params.statuses[i] == "QUEUED":
-                params.statuses[i] = "PENDING"
-        return params
 
     # -- child runs ---------------------------------------------------------------------
 
@@ -402,21 +389,13 @@ class WorkflowIngest:
             result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
             fresh = [(i, ids[n]) for n, i in enumerate(items) if ids[n] in new]
             task_rows = [
-                (
-                    _Row(
-                        external_id,
-                        defs[i.task_name],
-                        TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority),
-                        self._policy(
-                            tenant_id,
-                            i.task_name,
-                            defs[i.task_name],
-                            i.input,
-                            i.additional_metadata,
-                        ),
-                        None,
+                NewTaskRun(
+                    external_id,
+                    defs[i.task_name],
+                    TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority),
+                    self._ingest.policy(
+                        tenant_id, i.task_name, defs[i.task_name], i.input, i.additional_metadata
                     ),
-                    True,
                 )
                 for i, external_id in fresh
                 if i.task_name
@@ -429,18 +408,15 @@ class WorkflowIngest:
             after = None
             gated = False
             if task_rows:
-                params = self._task_params(tenant_id, task_rows)
-                gated = params.gated
-                await tx.execute("insert_tasks", params)
-                await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
+                gated = await write_task_runs(tx, tenant_id, task_rows)
             if wf_runs:
                 after = await self._insert_workflow_runs(tx, tenant_id, wf_runs, workflows, defs)
+            if task_rows or wf_runs:
+                await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
         if after is not None:
             after()
         if task_rows:
-            if gated:
-                self._ingest.gated_tenants.add(tenant_id)
-            self._ingest._on_enqueued({tenant_id})
+            self._ingest.enqueued(tenant_id, gated=gated)
         return result
 
     # -- events -------------------------------------------------------------------------
