@@ -333,3 +333,28 @@ def test_rest_api_shows_the_dag_and_filters_by_metadata(
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
         # the generic run list still answers while steps are PENDING
         assert http.get("/api/v1/runs").status_code == 200
+
+
+def test_a_failing_progression_keeps_the_outcome_and_the_sweeper_recovers_the_run(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any
+) -> None:
+    # Fault injection on a private engine: with task_wait gone, progressing a run fails.
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    app = workflows.declare(Stoker(address=eng.grpc_address, token=ten.token))
+    worker_factory("tests.apps.workflows:app", slots=4, engine=eng, tenant=ten)
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE stoker.task_wait RENAME TO task_wait_away")
+        ref = app.workflows["diamond"].run_no_wait(Job(value=3))
+        # `a` ends and its outcome is stored, although the run cannot progress past it.
+        wait_until(lambda: steps(eng, ref.run_id)["a"]["status"] == "COMPLETED", 30, "a")
+        time.sleep(0.5)
+        assert {s: r["status"] for s, r in steps(eng, ref.run_id).items()} == {
+            "a": "COMPLETED",
+            "b": "PENDING",
+            "c": "PENDING",
+            "d": "PENDING",
+        }
+        conn.execute("ALTER TABLE stoker.task_wait_away RENAME TO task_wait")
+    # The sweeper finds the stalled run and progresses it.
+    assert ref.result(timeout=30)["d"]["sum"] == 30 + 8

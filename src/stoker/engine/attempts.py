@@ -9,6 +9,7 @@ holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.runs import RunWatcher
+
+log = logging.getLogger("stoker.engine.attempts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,17 @@ class Attempts:
         dag_ids = sorted({int(r["dag_id"]) for r in finals if r.get("dag_id") is not None})
         if not dag_ids:
             return []
-        return [await hook(tx, dag_ids) for hook in self.dag_hooks]
+        afters: list[Callable[[], None]] = []
+        for hook in self.dag_hooks:
+            # A savepoint: progression that fails must not take the outcomes it follows
+            # down with it. The runs are left as they were; the DAG sweeper progresses
+            # runs with nothing queued or running again within a second.
+            try:
+                async with tx.transaction() as sp:
+                    afters.append(await hook(sp, dag_ids))
+            except Exception:
+                log.exception("progressing DAG runs %s failed; the sweeper retries", dag_ids)
+        return afters
 
     async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
         """Ends the attempts; returns the rows of those that were still running."""
