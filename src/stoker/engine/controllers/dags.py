@@ -306,7 +306,7 @@ class Dags(LoopService):
                     plan.condition_errors.setdefault(task_id, []).extend(decision.errors)
                 if decision.action == "cancel":
                     plan.cancel[task_id] = _error("StepCancelledError", decision.reason)
-                    s.row["status"] = "CANCELLED"
+                    s.row.update(status="CANCELLED", error=json.loads(plan.cancel[task_id]))
                     changed = True
                 elif decision.action == "skip":
                     plan.skip.append(task_id)
@@ -318,7 +318,10 @@ class Dags(LoopService):
                 else:
                     self._register_waits(s, dag_id, tenant_id, satisfied.get(task_id), plan)
         if all(s.status in FINAL and int(s.row["id"]) not in plan.enqueue for s in steps.values()):
-            plan.finish[dag_id] = _outcome(first["cancelled"], list(steps.values()))
+            order = {st.name: n for n, st in enumerate(spec.steps)}
+            plan.finish[dag_id] = _outcome(
+                first["cancelled"], sorted(steps.values(), key=lambda st: order[st.spec.name])
+            )
             plan.tenants_finished.add(tenant_id)
         for s in steps.values():
             if int(s.row["id"]) in plan.enqueue:
@@ -462,11 +465,16 @@ def _parent_conditions(step: StepSpec) -> list[str]:
 
 
 def _outcome(cancelled: bool, steps: list[_Step]) -> tuple[str, str | None]:
-    """A finished run's status and error."""
+    """A finished run's status and error: that of its first failed step (in declaration
+    order), else of its first cancelled one, preferring a cause (a schedule timeout, say)
+    over a step cancelled only because a parent was."""
     if cancelled:
         return "CANCELLED", _error("RunCancelledError", "the workflow run was cancelled")
     for status in ("FAILED", "CANCELLED"):
-        hit = [s for s in steps if s.status == status]
+        hit = sorted(
+            (s for s in steps if s.status == status),
+            key=lambda s: _error_type(s) == "StepCancelledError",
+        )
         if hit:
             s = hit[0]
             error = s.row["error"] if isinstance(s.row["error"], dict) else {}
@@ -478,3 +486,8 @@ def _outcome(cancelled: bool, steps: list[_Step]) -> tuple[str, str | None]:
                 }
             )
     return "COMPLETED", None
+
+
+def _error_type(step: _Step) -> str:
+    error = step.row.get("error")
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
