@@ -1,15 +1,20 @@
-"""Two engine replicas on one Postgres: the limits are global and upkeep fails over."""
+"""Two engine replicas on one Postgres: the limits are global, upkeep fails over, and a
+cancel reaches workers wherever they are connected."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from stoker import RunCancelledError, Stoker
-from tests.apps import policies
+from tests.apps import policies, workflows
 from tests.apps.policies import Job
+from tests.apps.workflows import Job as WfJob
+from tests.harness import wait_until
 from tests.test_scheduling import APP, assigned_at, max_overlap
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,3 +68,89 @@ def test_upkeep_moves_to_the_surviving_replica(
     with pytest.raises(RunCancelledError) as info:
         client.tasks["needs_gpu"].run(Job())
     assert info.value.error_type == "ScheduleTimeoutError"
+
+
+# -- cancellation reaches workers connected to another replica ---------------------------
+
+WF_APP = "tests.apps.workflows:app"
+
+
+def _lines(path: Path) -> set[str]:
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def test_a_cancel_through_one_replica_stops_steps_running_on_a_worker_of_the_other(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    # Reconciliation is slowed down here, so only the cancel signal can stop the steps.
+    slow = {**FAST_LEASE, "STOKER_RECONCILE_INTERVAL_S": "120"}
+    first = engine_factory(env=slow)
+    second = engine_factory(db_url=first.db_url, env=slow)
+    ten = tenant_factory(first)
+    worker_factory(WF_APP, slots=4, engine=first, tenant=ten)
+    via_second = workflows.declare(Stoker(address=second.grpc_address, token=ten.token))
+    log = tmp_path / "log"
+    ref = via_second.workflows["slow"].run_no_wait(WfJob(log=str(log)))
+    wait_until(lambda: {"async_wait:start", "sync_spin:start"} <= _lines(log), 30, "starts")
+    assert via_second.runs.cancel(ref.run_id).outcome == "cancelled"
+    # The async step is cancelled and the sync one sees ctx.is_cancelled, on a worker that
+    # is connected to the first replica only.
+    wait_until(
+        lambda: {"async_wait:cancelled", "sync_spin:cancelled"} <= _lines(log),
+        15,
+        "the worker to stop both steps",
+    )
+
+
+def test_an_attempt_that_ended_without_a_signal_is_stopped_by_reconciliation(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    eng = engine_factory(env={"STOKER_RECONCILE_INTERVAL_S": "0.5"})
+    ten = tenant_factory(eng)
+    worker_factory(WF_APP, slots=4, engine=eng, tenant=ten)
+    app = workflows.declare(Stoker(address=eng.grpc_address, token=ten.token))
+    log = tmp_path / "log"
+    ref = app.workflows["slow"].run_no_wait(WfJob(log=str(log)))
+    wait_until(lambda: {"async_wait:start", "sync_spin:start"} <= _lines(log), 30, "starts")
+    # End the attempts behind the engine's back, as a replica whose signal was lost would.
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        conn.execute(
+            "WITH gone AS (DELETE FROM stoker.task_runtime r USING stoker.task t, stoker.dag d"
+            " WHERE t.id = r.task_id AND d.id = t.dag_id AND d.external_id = %s"
+            " RETURNING r.task_id)"
+            " UPDATE stoker.task SET status = 'CANCELLED', finished_at = now()"
+            " WHERE id IN (SELECT task_id FROM gone)",
+            (ref.run_id,),
+        )
+    wait_until(
+        lambda: {"async_wait:cancelled", "sync_spin:cancelled"} <= _lines(log),
+        15,
+        "the reconciler to stop both steps",
+    )
+
+
+async def test_cancel_signals_split_under_the_payload_limit_and_parse_back(
+    db: Any, db_url: str
+) -> None:
+    from stoker.engine import notify
+
+    listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        await listener.execute("LISTEN stoker_cancel")
+        items = [(10_000_000 + i, i % 7) for i in range(3000)]
+        await notify.send_cancel(db, 42, items, "cancelled; by: request", "engine-a")
+        got: list[tuple[int, int]] = []
+        async for note in listener.notifies(timeout=5):
+            assert len(note.payload.encode()) < 8000
+            body, _, sender = note.payload.rpartition(":")
+            assert sender == "engine-a"
+            parsed = notify.parse_cancel(body)
+            assert parsed is not None and parsed[0] == 42
+            assert parsed[2] == "cancelled, by: request"
+            got += parsed[1]
+            if len(got) >= len(items):
+                break
+        assert got == items
+        assert notify.parse_cancel("garbage") is None
+    finally:
+        await listener.close()

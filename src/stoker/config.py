@@ -80,6 +80,9 @@ class EngineSettings(BaseSettings):
     heartbeat_interval_s: float = 2.0
     worker_dead_after_s: float = 10.0
     controller_interval_s: float = 1.0
+    # How often each replica checks that attempts in flight on its workers have not ended
+    # elsewhere (a cancel signal from another replica that was lost).
+    reconcile_interval_s: float = 5.0
     max_requeues: int = 20
     lease_ttl_s: float = 10.0
     engine_id: str = ""

@@ -172,7 +172,8 @@ CREATE INDEX concurrency_slot_waiting_idx ON concurrency_slot (tenant_id, strate
 -- Releasing concurrency slots is tied to the task's final state by a trigger, so every
 -- path that ends a run (completion, failure, cancellation, timeouts, and any added later)
 -- frees its slots in the same transaction.
-CREATE FUNCTION release_concurrency_slots() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION release_concurrency_slots() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     DELETE FROM concurrency_slot c
     USING ended e

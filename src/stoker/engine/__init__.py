@@ -30,9 +30,9 @@ from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers import Controllers
-from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.dispatcher import Dispatcher, Reconciler
 from stoker.engine.ingest import Ingest
-from stoker.engine.notify import FINISHED, QUEUE, Listener
+from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.runs import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.server import EngineServicer
@@ -112,11 +112,14 @@ class Engine:
             s.schema_name,
             self.engine_id,
             {QUEUE: self.scheduler.wake, FINISHED: self.watcher.tenant_finished},
+            {CANCEL: self.dispatcher.cancel_remote},
         )
+        self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.services = [
             self.listener,
             self.ingest,
             self.dispatcher,
+            self.reconciler,
             self.scheduler,
             self.controllers,
             self.dags,

@@ -5,7 +5,15 @@ A replica that enqueues runs sends ``stoker_queue`` and one that finishes runs s
 transaction that made the change (so the signal goes out exactly when the change is
 visible). Every replica listens on one dedicated connection and wakes its scheduler or its
 run watchers; a replica ignores its own signals, which it already acted on in memory.
-Notifications are hints: the scheduler's poll and the watchers' re-reads cover a lost one,
+
+A replica that ends running attempts of a worker connected to another replica (a cancel,
+a concurrency cancellation, an execution timeout) sends ``stoker_cancel`` with
+``<worker_id>;<task_id>.<attempt>,...;<reason>:<engine_id>`` (in chunks under Postgres'
+8,000-byte payload limit), after the change committed; the replica holding that worker's
+stream tells the worker.
+
+Notifications are hints: the scheduler's poll, the watchers' re-reads and the dispatcher's
+reconciliation of in-flight attempts (:mod:`stoker.engine.dispatcher`) cover a lost one,
 and the connection is re-opened with backoff when it drops.
 """
 
@@ -25,6 +33,10 @@ log = logging.getLogger("stoker.engine.notify")
 
 QUEUE = "stoker_queue"
 FINISHED = "stoker_finished"
+CANCEL = "stoker_cancel"
+
+_MAX_PAYLOAD = 7_000  # bytes; Postgres refuses payloads of 8,000 and more
+_MAX_REASON = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +51,38 @@ async def send(db: Executor, channel: str, tenant_ids: set[int], engine_id: str)
         await db.execute("notify", NotifyParams(channel, f"{tenant_id}:{engine_id}"))
 
 
+async def send_cancel(
+    db: Executor, worker_id: int, items: list[tuple[int, int]], reason: str, engine_id: str
+) -> None:
+    """Asks the replica holding ``worker_id``'s stream to stop ``(task_id, attempt)`` items."""
+    reason = reason.replace(";", ",")[:_MAX_REASON]
+    head, tail = f"{worker_id};", f";{reason}:{engine_id}"
+    chunk: list[str] = []
+    size = len(head.encode()) + len(tail.encode())
+    for task_id, attempt in items:
+        part = f"{task_id}.{attempt}"
+        if chunk and size + len(part) + 1 > _MAX_PAYLOAD:
+            await db.execute("notify", NotifyParams(CANCEL, head + ",".join(chunk) + tail))
+            chunk, size = [], len(head.encode()) + len(tail.encode())
+        chunk.append(part)
+        size += len(part) + 1
+    if chunk:
+        await db.execute("notify", NotifyParams(CANCEL, head + ",".join(chunk) + tail))
+
+
+def parse_cancel(body: str) -> tuple[int, list[tuple[int, int]], str] | None:
+    """``(worker_id, [(task_id, attempt)], reason)`` from a ``stoker_cancel`` body."""
+    try:
+        worker, items, reason = body.split(";", 2)
+        pairs = [tuple(int(n) for n in i.split(".", 1)) for i in items.split(",") if i]
+        return int(worker), [(p[0], p[1]) for p in pairs], reason
+    except (ValueError, IndexError):
+        return None
+
+
 class Listener(LoopService):
-    """Listens to the other replicas' signals and calls ``handlers[channel](tenant_id)``."""
+    """Listens to the other replicas' signals and calls ``handlers[channel](tenant_id)``
+    (``raw_handlers[channel](body)`` for channels whose body is not a tenant id)."""
 
     name = "listener"
 
@@ -50,27 +92,34 @@ class Listener(LoopService):
         schema: str,
         engine_id: str,
         handlers: dict[str, Callable[[int], None]],
+        raw_handlers: dict[str, Callable[[str], None]] | None = None,
     ) -> None:
         super().__init__()
         self._url = url
         self._schema = schema
         self._engine_id = engine_id
         self._handlers = handlers
+        self._raw = raw_handlers or {}
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
         conn = await connect(self._url, self._schema)
         try:
-            for channel in self._handlers:
+            for channel in [*self._handlers, *self._raw]:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.connected.set()
             while not self.stopping.is_set():
                 async for note in conn.notifies(timeout=1.0):
-                    tenant, _, sender = note.payload.partition(":")
-                    handler = self._handlers.get(note.channel)
-                    if handler is None or sender == self._engine_id or not tenant.isdigit():
+                    body, _, sender = note.payload.rpartition(":")
+                    if sender == self._engine_id:
                         continue
-                    handler(int(tenant))
+                    raw = self._raw.get(note.channel)
+                    if raw is not None:
+                        raw(body)
+                        continue
+                    handler = self._handlers.get(note.channel)
+                    if handler is not None and body.isdigit():
+                        handler(int(body))
         finally:
             self.connected.clear()
             await conn.close()

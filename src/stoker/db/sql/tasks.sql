@@ -198,6 +198,14 @@ FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(timeouts_ms)s::bigint
      AS x(task_id, attempt, timeout_ms)
 WHERE r.task_id = x.task_id AND r.attempt = x.attempt;
 
+-- name: ended_attempts
+-- Which of the attempts a replica believes in flight no longer hold their task_runtime row
+-- (they ended through another replica: cancelled, timed out, requeued).
+SELECT x.task_id, x.attempt
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[]) AS x(task_id, attempt)
+WHERE NOT EXISTS (SELECT 1 FROM task_runtime r
+                  WHERE r.task_id = x.task_id AND r.attempt = x.attempt);
+
 -- name: runtimes_of_workers
 -- Attempts held by the given workers (to requeue when the workers are lost).
 SELECT task_id, attempt, worker_id

@@ -168,7 +168,7 @@ class Controllers(LoopService):
                 (r["id"], r["attempt"], "execution timeout")
             )
         for worker_id, items in by_worker.items():
-            self._dispatcher.cancel(worker_id, items)
+            await self._dispatcher.cancel(worker_id, items)
 
     async def _reap_dead_workers(self) -> None:
         dead = await self._db.fetch("mark_dead_workers", DeadParams(int(self._dead_after_s * 1000)))

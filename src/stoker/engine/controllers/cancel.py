@@ -186,7 +186,7 @@ class RunOps:
             if c["worker_id"] is not None:
                 running[int(c["worker_id"])].append((int(c["id"]), int(c["attempt"]), why))
         for worker_id, items in running.items():
-            self._dispatcher.cancel(worker_id, items)
+            await self._dispatcher.cancel(worker_id, items)
         self._watcher.finished(c["external_id"] for c in cancelled)
         after()
         for r in live:

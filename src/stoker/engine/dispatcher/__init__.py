@@ -10,6 +10,14 @@ from every worker, in one transaction (group commit, capped at ``flush_max_items
 then tells the :class:`~stoker.engine.runs.RunWatcher` which runs finished. A completion
 frees its slot in memory immediately, so the scheduler can refill it before the flush.
 
+Cancellation: :meth:`Dispatcher.cancel` tells a worker connected here at once; for a worker
+connected to another replica it sends ``stoker_cancel`` (:mod:`stoker.engine.notify`), and
+that replica's listener calls :meth:`Dispatcher.cancel_here`. A lost notification is covered
+by :class:`Reconciler`: every few seconds, while attempts have been in flight here for a
+while, one query asks which of them no longer hold their ``task_runtime`` row (they ended
+elsewhere: cancelled, timed out, requeued by the leader) and those are cancelled on their
+workers. So a worker never keeps running an attempt that ended for more than a few seconds.
+
 Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs;
 attempts assigned to it before the reconnect that it does not report were lost in flight
 and are requeued. A worker that stops heartbeating is declared dead by the controllers,
@@ -101,6 +109,7 @@ class Held:
     attempt: int
     cost: int = 1
     durable: bool = False
+    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -226,6 +235,9 @@ class Dispatcher(LoopService):
                 found.setdefault(conn.tenant_id, []).append(conn)
         return found
 
+    def open_conns(self) -> list[WorkerConn]:
+        return [c for c in self._conns.values() if not c.closed]
+
     def conns_of(self, tenant_id: int) -> list[WorkerConn]:
         """Every open conn of a tenant, busy or not."""
         return [c for c in self._conns.values() if c.tenant_id == tenant_id and not c.closed]
@@ -239,8 +251,36 @@ class Dispatcher(LoopService):
         conn.outbox.put_nowait(pb.EngineMessage(assignments=pb.Assignments(items=items)))
         return True
 
-    def cancel(self, worker_id: int, items: Iterable[tuple[int, int, str]]) -> None:
-        """Tells a worker (if connected here) to stop attempts; their slots are freed."""
+    async def cancel(self, worker_id: int, items: Iterable[tuple[int, int, str]]) -> None:
+        """Tells a worker to stop attempts that ended (their slots are freed): directly
+        when it is connected here, else through the replica holding its stream."""
+        items = list(items)
+        if worker_id in self._conns:
+            self.cancel_here(worker_id, items)
+            return
+        by_reason: dict[str, list[tuple[int, int]]] = {}
+        for task_id, attempt, reason in items:
+            by_reason.setdefault(reason, []).append((task_id, attempt))
+        try:
+            for reason, pairs in by_reason.items():
+                await notify.send_cancel(self._db, worker_id, pairs, reason, self.engine_id)
+        except Exception:
+            # The rows ended already; the other replica's reconciliation still tells it.
+            log.exception("could not signal the cancellation to worker %d", worker_id)
+
+    def cancel_remote(self, body: str) -> None:
+        """A ``stoker_cancel`` signal from another replica (ignored unless the worker is
+        connected here)."""
+        parsed = notify.parse_cancel(body)
+        if parsed is None:
+            log.warning("ignoring a malformed cancel signal %r", body[:200])
+            return
+        worker_id, pairs, reason = parsed
+        if worker_id in self._conns:
+            self.cancel_here(worker_id, [(t, a, reason) for t, a in pairs])
+
+    def cancel_here(self, worker_id: int, items: Iterable[tuple[int, int, str]]) -> None:
+        """Tells a worker connected here to stop attempts; their slots are freed."""
         conn = self._conns.get(worker_id)
         if conn is None:
             return
@@ -491,3 +531,59 @@ class Dispatcher(LoopService):
             except Exception:
                 self._failed[:0] = failed
                 raise
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightParams:
+    task_ids: str  # int_array literals
+    attempts: str
+
+
+class Reconciler(LoopService):
+    """Cancels attempts in flight on this replica's workers that ended elsewhere.
+
+    Every ``interval_s``, if some attempt has been held here longer than ``min_age_s``
+    (younger ones may not have committed their assignment yet), one query returns those
+    whose ``task_runtime`` row is gone, and their workers are told to stop them. An idle
+    replica, or one whose attempts are all young, issues no query.
+    """
+
+    name = "reconciler"
+
+    def __init__(
+        self, db: Executor, dispatcher: Dispatcher, *, interval_s: float, min_age_s: float = 2.0
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._dispatcher = dispatcher
+        self._interval = interval_s
+        self._min_age = min_age_s
+        self.reconciled = 0
+
+    async def run(self) -> None:
+        while not await self.sleep(self._interval):
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        cutoff = time.monotonic() - self._min_age
+        owner: dict[tuple[int, int], int] = {}
+        for conn in self._dispatcher.open_conns():
+            for task_id, held in conn.running.items():
+                if held.since <= cutoff:
+                    owner[(task_id, held.attempt)] = conn.worker_id
+        if not owner:
+            return
+        pairs = sorted(owner)
+        rows = await self._db.fetch(
+            "ended_attempts",
+            InFlightParams(int_array(t for t, _ in pairs), int_array(a for _, a in pairs)),
+        )
+        ended: dict[int, list[tuple[int, int, str]]] = {}
+        for r in rows:
+            key = (int(r["task_id"]), int(r["attempt"]))
+            ended.setdefault(owner[key], []).append((*key, "the attempt ended (cancelled)"))
+        for worker_id, items in ended.items():
+            self._dispatcher.cancel_here(worker_id, items)
+            self.reconciled += len(items)
+        if ended:
+            log.info("stopped %d attempts that ended elsewhere", sum(map(len, ended.values())))

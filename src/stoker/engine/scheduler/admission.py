@@ -145,7 +145,7 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
                 (int(r["id"]), int(r["attempt"]), "cancelled by a concurrency limit")
             )
     for worker_id, items in running.items():
-        dispatcher.cancel(worker_id, items)
+        await dispatcher.cancel(worker_id, items)
     attempts.watcher.finished(r["external_id"] for r in cancelled_rows)
     if cancelled_rows:
         await notify.send(db, notify.FINISHED, {tenant_id}, attempts.engine_id)
