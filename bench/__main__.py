@@ -33,6 +33,8 @@ SIZE_FLAGS = {
     "cost_tasks": int,
     "backlog_base": int,
     "backlog_depth": int,
+    "dag_runs": int,
+    "dag_in_flight": int,
 }
 
 

@@ -1,10 +1,11 @@
 """dag and fanout (Stoker only): workflow hand-off latency and a 1,000-child fan-out.
 
-dag: for each shape (a 2-step chain, a 5-step chain, a diamond), ``dag_runs`` runs are
-started, ``dag_in_flight`` at a time, on the same worker processes as the other scenarios.
-The hand-off latency of a step is its start minus the end of its last parent (both stamped
-by the workers, read back from Postgres): what progression, queueing and dispatch add
-between two steps. Reported as p50/p99 per shape, with the runs' end-to-end latency.
+dag: for each shape (a 2-step chain, a 5-step chain, a diamond), ``LIGHT_RUNS`` runs one
+at a time (the hand-off an idle engine gives), then ``dag_runs`` runs ``dag_in_flight`` at
+a time (under load), on the same worker processes as the other scenarios. The hand-off
+latency of a step is its start minus the end of its last parent (both stamped by the
+workers, read back from Postgres): what progression, queueing and dispatch add between two
+steps. Reported as p50/p99 per shape and load, with the loaded runs' end-to-end latency.
 
 fanout: one parent task spawns ``fanout_children`` children with ``run_many`` from inside
 the worker and awaits them all; reported: seconds from trigger to the parent's result,
@@ -29,6 +30,7 @@ from stoker import Stoker, Workflow
 
 RUNS = {"quick": 200, "full": 2_000}
 IN_FLIGHT = 20
+LIGHT_RUNS = {"quick": 30, "full": 200}
 CHILDREN = 1_000
 
 HANDOFFS = """
@@ -52,11 +54,13 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _drive(wf: Workflow[Any], runs: int) -> tuple[list[str], list[float], float]:
-    """Runs ``wf`` ``runs`` times, IN_FLIGHT at a time: run ids, end-to-end ms, seconds."""
+async def _drive(
+    wf: Workflow[Any], runs: int, in_flight: int
+) -> tuple[list[str], list[float], float]:
+    """Runs ``wf`` ``runs`` times, ``in_flight`` at a time: run ids, end-to-end ms, seconds."""
     ids: list[str] = []
     e2e: list[float] = []
-    sem = asyncio.Semaphore(IN_FLIGHT)
+    sem = asyncio.Semaphore(in_flight)
 
     async def one() -> None:
         async with sem:
@@ -97,16 +101,26 @@ class _Workers:
 
 async def run_dag(system: System, ctx: Context) -> Result:
     runs = int(ctx.overrides.get("dag_runs", RUNS.get(ctx.profile.name, 200)))
-    out: Result = {"runs": runs, "in_flight": IN_FLIGHT, "config": system.describe(), "shapes": {}}
+    in_flight = int(ctx.overrides.get("dag_in_flight", IN_FLIGHT))
+    out: Result = {"runs": runs, "in_flight": in_flight, "config": system.describe(), "shapes": {}}
+    light = LIGHT_RUNS.get(ctx.profile.name, 30)
+
+    async def handoffs_of(ids: list[str]) -> list[float]:
+        async with await psycopg.AsyncConnection.connect(system.db_url) as conn:
+            cur = await conn.execute(HANDOFFS, (ids,))
+            return [float(r[2]) for r in await cur.fetchall()]
+
     with _Workers(system, ctx) as app:
         for shape in SHAPES:
             wf = app.workflows[shape]
             await wf.aio_run({})  # warm up: registration, connections, plans
-            ids, e2e, elapsed = await _drive(wf, runs)
-            async with await psycopg.AsyncConnection.connect(system.db_url) as conn:
-                cur = await conn.execute(HANDOFFS, (ids,))
-                handoffs = [float(r[2]) for r in await cur.fetchall()]
+            one_ids, _, _ = await _drive(wf, light, 1)
+            alone = await handoffs_of(one_ids)
+            ids, e2e, elapsed = await _drive(wf, runs, in_flight)
+            handoffs = await handoffs_of(ids)
             out["shapes"][shape] = {
+                "light_handoff_p50_ms": _pct(alone, 0.50),
+                "light_handoff_p99_ms": _pct(alone, 0.99),
                 "handoff_p50_ms": _pct(handoffs, 0.50),
                 "handoff_p99_ms": _pct(handoffs, 0.99),
                 "handoffs": len(handoffs),
@@ -118,19 +132,23 @@ async def run_dag(system: System, ctx: Context) -> Result:
 
 
 def report_dag(results: dict[str, Result], ctx: Context) -> None:
-    columns = ["system", "shape", "hand-off p50 ms", "hand-off p99 ms", "run p50 ms",
-               "run p99 ms", "runs/s"]  # fmt: skip
+    in_flight = int(ctx.overrides.get("dag_in_flight", IN_FLIGHT))
+    columns = ["system", "shape", "hand-off p50/p99 ms, 1 in flight",
+               f"hand-off p50/p99 ms, {in_flight} in flight", "run p50 ms", "run p99 ms",
+               "runs/s"]  # fmt: skip
     rows = []
     for name, r in results.items():
         if "error" in r:
             continue
         for shape, s in r["shapes"].items():
             rows.append(
-                [name, shape, fmt(s["handoff_p50_ms"]), fmt(s["handoff_p99_ms"]),
+                [name, shape,
+                 f"{fmt(s['light_handoff_p50_ms'])} / {fmt(s['light_handoff_p99_ms'])}",
+                 f"{fmt(s['handoff_p50_ms'])} / {fmt(s['handoff_p99_ms'])}",
                  fmt(s["e2e_p50_ms"]), fmt(s["e2e_p99_ms"]), fmt(s["runs_per_s"])]
             )  # fmt: skip
     rows += error_rows(results, len(columns))
-    title = f"dag ({ctx.label}): step hand-off latency, {IN_FLIGHT} runs in flight"
+    title = f"dag ({ctx.label}): step hand-off latency (start of a step - end of its parent)"
     ctx.console.print(table(title, columns, rows))
     write_json(ctx, "dag", results)
 

@@ -105,16 +105,24 @@ class Attempts:
         self.engine_id = ""
         self.dag_hooks: list[DagHook] = []
 
-    async def progress_dags(self, tx: Executor, finals: Iterable[Row]) -> list[Callable[[], None]]:
-        """Runs the DAG hooks for the runs of tasks that just reached a final state."""
+    async def progress_dags(
+        self, tx: Executor, finals: Iterable[Row], *, isolated: bool = True
+    ) -> list[Callable[[], None]]:
+        """Runs the DAG hooks for the runs of tasks that just reached a final state.
+
+        ``isolated``: in a savepoint, so that progression that fails does not take the
+        outcomes it follows down with it (the runs are left as they were; the DAG sweeper
+        progresses runs with nothing queued or running within a second). A caller that
+        retries its whole transaction without progression instead passes False and saves
+        the savepoint's two round trips (the dispatcher's flush, on the hot path).
+        """
         dag_ids = sorted({int(r["dag_id"]) for r in finals if r.get("dag_id") is not None})
         if not dag_ids:
             return []
+        if not isolated:
+            return [await hook(tx, dag_ids) for hook in self.dag_hooks]
         afters: list[Callable[[], None]] = []
         for hook in self.dag_hooks:
-            # A savepoint: progression that fails must not take the outcomes it follows
-            # down with it. The runs are left as they were; the DAG sweeper progresses
-            # runs with nothing queued or running again within a second.
             try:
                 async with tx.transaction() as sp:
                     afters.append(await hook(sp, dag_ids))

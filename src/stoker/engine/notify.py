@@ -45,10 +45,26 @@ class NotifyParams:
     payload: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotifyManyParams:
+    channels: list[str]
+    payloads: list[str]
+
+
 async def send(db: Executor, channel: str, tenant_ids: set[int], engine_id: str) -> None:
     """Sends ``channel`` for each tenant (inside the caller's transaction when ``db`` is one)."""
-    for tenant_id in sorted(tenant_ids):
-        await db.execute("notify", NotifyParams(channel, f"{tenant_id}:{engine_id}"))
+    await send_many(db, {channel: tenant_ids}, engine_id)
+
+
+async def send_many(db: Executor, signals: dict[str, set[int]], engine_id: str) -> None:
+    """Sends every ``channel`` for each of its tenants, in one statement."""
+    pairs = [(c, f"{t}:{engine_id}") for c, tenants in signals.items() for t in sorted(tenants)]
+    if not pairs:
+        return
+    if len(pairs) == 1:
+        await db.execute("notify", NotifyParams(*pairs[0]))
+        return
+    await db.execute("notify_many", NotifyManyParams([c for c, _ in pairs], [p for _, p in pairs]))
 
 
 async def send_cancel(

@@ -1,21 +1,36 @@
 """Waiting for runs to finish (the ``AwaitRuns`` long-poll).
 
-Whatever ends an attempt in this process (the dispatcher's flush, the controllers) calls
-:meth:`RunWatcher.finished` with the runs' external ids, which wakes their waiters at once.
-A waiter also re-reads the database every ``poll_s`` seconds, which covers runs finished by
-another engine replica.
+A call first reads the runs it names in one query (``run_states``): unknown ids are a
+``NotFoundError``, finished runs are returned at once. Otherwise it registers a waiter.
+
+Whatever ends runs in this process (the dispatcher's flush, DAG progression, the
+controllers, cancel) calls :meth:`RunWatcher.finished` with their external ids. The ids
+that someone waits for are read back **in one batch** (``run_results_by_ids``) by a single
+reader task, however many waiters and flushes there are, and each waiter gets the rows of
+its own runs (of its own tenant). So a burst of a thousand finished runs costs one query,
+not a thousand.
+
+Runs finished by another replica are announced by ``stoker_finished`` per tenant
+(:meth:`tenant_finished`): every run the tenant's waiters wait for is read back, in the
+same batch. A waiter also re-reads on its own every ``poll_s`` seconds, which covers a lost
+notification.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stoker.db import Executor, Row
 from stoker.errors import NotFoundError
+
+log = logging.getLogger("stoker.engine.runs")
+
+FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,24 +39,65 @@ class RunIdsParams:
     external_ids: list[uuid.UUID]
 
 
+@dataclass(frozen=True, slots=True)
+class ExternalIdsParams:
+    external_ids: list[uuid.UUID]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    tenant_id: int
+    run_ids: list[uuid.UUID]
+    rows: list[Row] = field(default_factory=list)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class RunWatcher:
     """Lets callers wait until any of a set of runs is finished."""
 
     def __init__(self, db: Executor, poll_s: float = 1.0) -> None:
         self._db = db
         self._poll_s = poll_s
-        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = {}
-        self._by_tenant: dict[int, set[asyncio.Event]] = {}
+        self._waiters: dict[uuid.UUID, set[_Waiter]] = {}
+        self._by_tenant: dict[int, set[_Waiter]] = {}
+        self._pending: set[uuid.UUID] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Batched reads done (for tests and the curious)."""
 
     def finished(self, external_ids: Iterable[uuid.UUID]) -> None:
-        for run_id in external_ids:
-            for event in self._waiters.get(run_id, ()):
-                event.set()
+        """Runs that ended in this process: their waiters get their rows soon."""
+        self._pending.update(i for i in external_ids if i in self._waiters)
+        self._kick()
 
     def tenant_finished(self, tenant_id: int) -> None:
-        """Another replica finished some of the tenant's runs: every waiter re-reads."""
-        for event in self._by_tenant.get(tenant_id, ()):
-            event.set()
+        """Another replica finished some of the tenant's runs: read back what is waited for."""
+        for waiter in self._by_tenant.get(tenant_id, ()):
+            self._pending.update(waiter.run_ids)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._pending and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_pending(), name="stoker-run-results"
+            )
+
+    async def _read_pending(self) -> None:
+        """Reads the pending runs in batches until none is left, handing rows to waiters."""
+        while self._pending:
+            ids, self._pending = sorted(self._pending), set()
+            try:
+                rows = await self._db.fetch("run_results_by_ids", ExternalIdsParams(ids))
+            except Exception:
+                # The waiters' own polls cover what this batch would have delivered.
+                log.exception("reading %d finished runs failed", len(ids))
+                return
+            self.batches += 1
+            for row in rows:
+                for waiter in self._waiters.get(row["external_id"], ()):
+                    if waiter.tenant_id == row["tenant_id"]:
+                        waiter.rows.append(row)
+                        waiter.event.set()
 
     async def wait(self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float) -> list[Row]:
         """The finished runs among ``run_ids``, waiting up to ``timeout_s`` for one to finish.
@@ -49,37 +105,40 @@ class RunWatcher:
         Raises NotFoundError when none of the ids is a run of this tenant.
         """
         params = RunIdsParams(tenant_id, run_ids)
-        rows = await self._db.fetch("run_results", params)
-        if rows:
-            return rows
-        known = await self._db.fetch("known_runs", params)
-        if not known:
-            raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
-        event = asyncio.Event()
+        # Registered before the first read, so a run that ends meanwhile is not missed.
+        waiter = _Waiter(tenant_id, run_ids)
         for run_id in run_ids:
-            self._waiters.setdefault(run_id, set()).add(event)
-        self._by_tenant.setdefault(tenant_id, set()).add(event)
+            self._waiters.setdefault(run_id, set()).add(waiter)
+        self._by_tenant.setdefault(tenant_id, set()).add(waiter)
         deadline = time.monotonic() + timeout_s
         try:
+            known = await self._db.fetch("run_states", params)
+            if not known:
+                raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
+            done = [r for r in known if r["status"] in FINAL]
+            if done:
+                return done
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=min(left, self._poll_s))
+                    await asyncio.wait_for(waiter.event.wait(), timeout=min(left, self._poll_s))
                 except TimeoutError:
-                    pass
-                event.clear()
-                rows = await self._db.fetch("run_results", params)
-                if rows:
-                    return rows
+                    rows = await self._db.fetch("run_results", params)
+                    if rows:
+                        return rows
+                    continue
+                waiter.event.clear()
+                if waiter.rows:
+                    return list({r["external_id"]: r for r in waiter.rows}.values())
             return []
         finally:
             tenant_waiters = self._by_tenant.get(tenant_id)
             if tenant_waiters is not None:
-                tenant_waiters.discard(event)
+                tenant_waiters.discard(waiter)
                 if not tenant_waiters:
                     del self._by_tenant[tenant_id]
             for run_id in run_ids:
                 waiting = self._waiters.get(run_id)
                 if waiting is not None:
-                    waiting.discard(event)
+                    waiting.discard(waiter)
                     if not waiting:
                         del self._waiters[run_id]

@@ -235,12 +235,39 @@ FROM dag d
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[])
   AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
--- name: known_runs
-SELECT external_id FROM task
+-- name: run_states
+-- The given runs of a tenant (single-task runs and workflow runs) with their status; the
+-- outcome (output, error) of the finished ones.
+SELECT external_id, status,
+       CASE WHEN status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN output::text END AS output,
+       CASE WHEN status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN error END AS error
+FROM task
 WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
 UNION ALL
-SELECT external_id FROM dag
-WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);
+SELECT d.external_id, d.status,
+       CASE WHEN d.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN
+           (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task s
+            WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped)
+       END AS output,
+       d.error
+FROM dag d
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[]);
+
+-- name: run_results_by_ids
+-- The outcome of finished runs among the given external ids, whatever their tenant (the
+-- caller hands each row only to waiters of the row's tenant).
+SELECT external_id, tenant_id, status, output::text AS output, error
+FROM task
+WHERE external_id = ANY(%(external_ids)s::uuid[])
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+UNION ALL
+SELECT d.external_id, d.tenant_id, d.status,
+       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task s
+        WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
+       d.error
+FROM dag d
+WHERE d.external_id = ANY(%(external_ids)s::uuid[])
+  AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
 -- name: cancel_tasks
 -- Cancels unfinished tasks: removes their queue items and running attempts, records why.

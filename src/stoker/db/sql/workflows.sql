@@ -52,18 +52,15 @@ ORDER BY id
 FOR UPDATE;
 
 -- name: dag_steps
--- The steps of locked DAG runs (outputs are read separately, only when a condition needs
--- them).
+-- The steps of locked DAG runs, each with its sleep/event waits ({cond: satisfied}).
+-- Outputs are read separately, only when a condition needs them.
 SELECT t.id, t.dag_id, t.tenant_id, t.step, t.status, t.skipped, t.error,
-       d.version_id, d.cancelled, d.external_id AS dag_external_id
+       d.version_id, d.cancelled, d.external_id AS dag_external_id,
+       (SELECT jsonb_object_agg(w.cond, w.satisfied_at IS NOT NULL)
+        FROM task_wait w WHERE w.task_id = t.id) AS waits
 FROM task t
 JOIN dag d ON d.id = t.dag_id
 WHERE t.dag_id = ANY(%(dag_ids)s::bigint[]);
-
--- name: dag_waits
-SELECT task_id, cond, satisfied_at IS NOT NULL AS satisfied
-FROM task_wait
-WHERE dag_id = ANY(%(dag_ids)s::bigint[]);
 
 -- name: task_outputs
 SELECT id, output FROM task WHERE id = ANY(%(task_ids)s::bigint[]);

@@ -197,11 +197,12 @@ class Dags(LoopService):
         if not locked:
             return _nothing
         rows = await tx.fetch("dag_steps", DagIdsParams(locked))
-        waits = await tx.fetch("dag_waits", DagIdsParams(locked))
         versions = await self.versions(tx, {int(r["version_id"]) for r in rows})
-        satisfied: dict[int, dict[str, bool]] = {}
-        for w in waits:
-            satisfied.setdefault(int(w["task_id"]), {})[str(w["cond"])] = bool(w["satisfied"])
+        satisfied: dict[int, dict[str, bool]] = {
+            int(r["id"]): {str(c): bool(v) for c, v in r["waits"].items()}
+            for r in rows
+            if r["waits"]
+        }
         by_dag: dict[int, list[Row]] = {}
         for r in rows:
             by_dag.setdefault(int(r["dag_id"]), []).append(r)
@@ -386,8 +387,11 @@ class Dags(LoopService):
                 ),
             )
             plan.finished_runs = [r["external_id"] for r in finished]
-        await notify.send(tx, notify.QUEUE, plan.tenants_queued, self.engine_id)
-        await notify.send(tx, notify.FINISHED, plan.tenants_finished, self.engine_id)
+        await notify.send_many(
+            tx,
+            {notify.QUEUE: plan.tenants_queued, notify.FINISHED: plan.tenants_finished},
+            self.engine_id,
+        )
 
     def _after(self, plan: _Plan) -> Callable[[], None]:
         if not plan.finished_runs and not plan.enqueue:

@@ -224,6 +224,7 @@ class Dispatcher(LoopService):
         self._completed: list[pb.TaskEvent] = []
         self._failed: list[AttemptEnd] = []
         self._refresh: list[pb.TaskEvent] = []
+        self._skip_progress = False
 
     # -- what the scheduler sees --------------------------------------------------------
 
@@ -482,6 +483,7 @@ class Dispatcher(LoopService):
         completed, self._completed = self._completed[:n], self._completed[n:]
         failed, self._failed = self._failed[:n], self._failed[n:]
         refresh, self._refresh = self._refresh[:n], self._refresh[n:]
+        progress, self._skip_progress, tried = not self._skip_progress, False, False
         try:
             async with self._db.transaction() as tx:
                 if started:
@@ -516,11 +518,16 @@ class Dispatcher(LoopService):
                     )
                     tenants = {int(r["tenant_id"]) for r in done}
                     await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
-                    after = await self._attempts.progress_dags(tx, done)
+                    if progress:
+                        tried = any(r["dag_id"] is not None for r in done)
+                        after = await self._attempts.progress_dags(tx, done, isolated=False)
         except Exception:
-            # Put the events back so nothing a worker reported is lost; the loop retries.
+            # Put the events back so nothing a worker reported is lost; the loop retries,
+            # without DAG progression if that was part of what failed (the DAG sweeper
+            # progresses those runs once their steps' outcomes are stored).
             self._started[:0], self._completed[:0], self._refresh[:0] = started, completed, refresh
             self._failed[:0] = failed
+            self._skip_progress = tried
             raise
         self._attempts.watcher.finished(r["external_id"] for r in done)
         for progressed in after:
