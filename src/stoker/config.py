@@ -83,6 +83,13 @@ class EngineSettings(BaseSettings):
     # How often each replica checks that attempts in flight on its workers have not ended
     # elsewhere (a cancel signal from another replica that was lost).
     reconcile_interval_s: float = 5.0
+    # Run history (docs/storage.md): finished runs move out of the live tables after
+    # history_after_s; history and events are kept retention_days, in day partitions
+    # created partitions_ahead_days ahead; archive_interval_s paces the moving.
+    history_after_s: float = 60.0
+    retention_days: int = 30
+    partitions_ahead_days: int = 7
+    archive_interval_s: float = 5.0
     max_requeues: int = 20
     lease_ttl_s: float = 10.0
     engine_id: str = ""
@@ -102,6 +109,14 @@ class EngineSettings(BaseSettings):
             raise ConfigError(
                 "STOKER_WORKER_DEAD_AFTER_S must exceed STOKER_HEARTBEAT_INTERVAL_S "
                 f"({self.worker_dead_after_s} <= {self.heartbeat_interval_s})"
+            )
+        if self.retention_days < 1 or self.partitions_ahead_days < 1:
+            raise ConfigError(
+                "STOKER_RETENTION_DAYS and STOKER_PARTITIONS_AHEAD_DAYS must be at least 1"
+            )
+        if self.history_after_s < 0 or self.archive_interval_s <= 0:
+            raise ConfigError(
+                "STOKER_HISTORY_AFTER_S must be >= 0 and STOKER_ARCHIVE_INTERVAL_S positive"
             )
         if self.max_payload_bytes <= 0 or self.flush_max_items <= 0 or self.scheduler_batch <= 0:
             raise ConfigError("payload limit, flush size and scheduler batch must be positive")

@@ -33,6 +33,7 @@ from stoker.engine.controllers import Controllers
 from stoker.engine.dispatcher import Dispatcher, Reconciler
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
+from stoker.engine.retention import Retention
 from stoker.engine.runs import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.server import EngineServicer
@@ -115,6 +116,14 @@ class Engine:
             {CANCEL: self.dispatcher.cancel_remote},
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
+        self.retention = Retention(
+            db,
+            is_leader=lambda: self.controllers.is_leader,
+            history_after_s=s.history_after_s,
+            retention_days=s.retention_days,
+            partitions_ahead_days=s.partitions_ahead_days,
+            interval_s=s.archive_interval_s,
+        )
         self.services = [
             self.listener,
             self.ingest,
@@ -123,6 +132,7 @@ class Engine:
             self.scheduler,
             self.controllers,
             self.dags,
+            self.retention,
         ]
         if s.http_enabled:
             from stoker.engine.api.app import create_app

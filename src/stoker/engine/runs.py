@@ -113,6 +113,13 @@ class RunWatcher:
         deadline = time.monotonic() + timeout_s
         try:
             known = await self._db.fetch("run_states", params)
+            if len(known) < len(set(run_ids)):
+                # Runs finished long ago have moved to history (docs/storage.md).
+                found = {r["external_id"] for r in known}
+                missing = [i for i in run_ids if i not in found]
+                known += await self._db.fetch(
+                    "run_states_history", RunIdsParams(tenant_id, missing)
+                )
             if not known:
                 raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
             done = [r for r in known if r["status"] in FINAL]

@@ -11,7 +11,7 @@ SELECT t.id, t.external_id, t.task_name, t.status, t.input, t.output, t.error,
        t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id,
        t.assigned_at, t.rate_limits, dw.external_id AS desired_worker_external_id,
        d.config AS task_config
-FROM task t
+FROM all_tasks t
 LEFT JOIN worker w ON w.id = t.worker_id
 LEFT JOIN worker dw ON dw.id = t.desired_worker_id
 LEFT JOIN task_def d ON d.tenant_id = t.tenant_id AND d.name = t.task_name
@@ -42,13 +42,13 @@ ORDER BY e.attempt, e.id;
 SELECT t.id, t.external_id, t.task_name, t.status, t.error - 'traceback' AS error,
        t.additional_metadata, t.priority, t.attempt, t.retry_count, t.max_retries,
        t.created_at, t.started_at, t.finished_at, w.external_id AS worker_external_id
-FROM task t
+FROM all_tasks t
 LEFT JOIN worker w ON w.id = t.worker_id
 WHERE t.tenant_id = %(tenant_id)s
   AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
   AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
   AND (t.created_at, t.id) < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
-                              coalesce((SELECT id FROM task
+                              coalesce((SELECT id FROM all_tasks
                                         WHERE tenant_id = %(tenant_id)s
                                           AND external_id = %(cursor_run_id)s::uuid),
                                        9223372036854775807))
@@ -66,14 +66,14 @@ FROM unnest(%(statuses)s::text[]) AS s(status),
                 t.error - 'traceback' AS error, t.additional_metadata, t.priority,
                 t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
                 t.finished_at, t.worker_id
-         FROM task t
+         FROM all_tasks t
          WHERE t.tenant_id = %(tenant_id)s AND t.status = s.status
            AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
            AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
            AND t.created_at <= coalesce(%(cursor_created_at)s::timestamptz, 'infinity')
            AND (t.created_at, t.id)
                < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
-                  coalesce((SELECT id FROM task
+                  coalesce((SELECT id FROM all_tasks
                             WHERE tenant_id = %(tenant_id)s
                               AND external_id = %(cursor_run_id)s::uuid),
                            9223372036854775807))
@@ -96,14 +96,14 @@ FROM unnest(%(statuses)s::text[]) AS s(status),
                 t.error - 'traceback' AS error, t.additional_metadata, t.priority,
                 t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at,
                 t.finished_at, t.worker_id
-         FROM task t
+         FROM all_tasks t
          WHERE t.tenant_id = %(tenant_id)s AND t.task_name = %(task_name)s
            AND t.status = s.status
            AND t.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
            AND t.created_at < coalesce(%(until)s::timestamptz, 'infinity')
            AND (t.created_at, t.id)
                < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
-                  coalesce((SELECT id FROM task
+                  coalesce((SELECT id FROM all_tasks
                             WHERE tenant_id = %(tenant_id)s
                               AND external_id = %(cursor_run_id)s::uuid),
                            9223372036854775807))

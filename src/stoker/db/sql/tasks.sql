@@ -223,15 +223,15 @@ WHERE worker_id = %(worker_id)s AND assigned_at < %(before)s
 -- The outcome of finished runs among the given external ids. A workflow run (dag, see
 -- workflows.sql) outputs its completed steps' outputs keyed by step name.
 SELECT external_id, status, output::text AS output, error
-FROM task
+FROM all_tasks
 WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
 UNION ALL
 SELECT d.external_id, d.status,
-       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task s
+       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM all_tasks s
         WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
        d.error
-FROM dag d
+FROM all_dags d
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[])
   AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 
@@ -251,6 +251,19 @@ SELECT d.external_id, d.status,
        END AS output,
        d.error
 FROM dag d
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[]);
+
+-- name: run_states_history
+-- run_states for runs that have moved to history (read only for ids not found live).
+SELECT external_id, status, output::text AS output, error
+FROM task_history
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
+UNION ALL
+SELECT d.external_id, d.status,
+       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task_history s
+        WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
+       d.error
+FROM dag_history d
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[]);
 
 -- name: run_results_by_ids

@@ -240,18 +240,18 @@ WHERE id = %(task_id)s AND tenant_id = %(tenant_id)s;
 -- name: resolve_runs
 -- Run ids of a tenant as DAG runs or single-task runs (a DAG's steps are not runs).
 SELECT d.external_id, d.id AS dag_id, NULL::bigint AS task_id, d.status
-FROM dag d
+FROM all_dags d
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(run_ids)s::uuid[])
 UNION ALL
 SELECT t.external_id, NULL, t.id, t.status
-FROM task t
+FROM all_tasks t
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = ANY(%(run_ids)s::uuid[])
   AND t.dag_id IS NULL;
 
 -- name: filter_runs
 -- Runs matching a bulk filter (DAG runs and single-task runs), newest first.
 (SELECT d.external_id, d.id AS dag_id, NULL::bigint AS task_id, d.status, d.created_at
- FROM dag d
+ FROM all_dags d
  WHERE d.tenant_id = %(tenant_id)s
    AND (%(names)s::text[] IS NULL OR d.workflow_name = ANY(%(names)s::text[]))
    AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
@@ -262,7 +262,7 @@ WHERE t.tenant_id = %(tenant_id)s AND t.external_id = ANY(%(run_ids)s::uuid[])
  LIMIT %(limit)s)
 UNION ALL
 (SELECT t.external_id, NULL, t.id, t.status, t.created_at
- FROM task t
+ FROM all_tasks t
  WHERE t.tenant_id = %(tenant_id)s AND t.dag_id IS NULL
    AND (%(names)s::text[] IS NULL OR t.task_name = ANY(%(names)s::text[]))
    AND (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
@@ -372,7 +372,7 @@ SELECT id AS task_id, concurrency_keys IS NOT NULL AS gated FROM upd;
 -- name: api_get_workflow_run
 SELECT d.id, d.external_id, d.workflow_name, d.status, d.input, d.additional_metadata,
        d.error, d.created_at, d.finished_at, v.config
-FROM dag d
+FROM all_dags d
 JOIN workflow_version v ON v.id = d.version_id
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = %(run_id)s;
 
@@ -391,7 +391,7 @@ SELECT t.id, t.external_id, t.task_name, t.step, t.status, t.skipped, t.output, 
                     'child_key', c.child_key, 'is_workflow', c.is_workflow)
                     ORDER BY c.child_index), '[]')
         FROM child_run c WHERE c.parent_task_id = t.id) AS children
-FROM task t
+FROM all_tasks t
 LEFT JOIN worker w ON w.id = t.worker_id
 WHERE t.dag_id = %(dag_id)s AND t.tenant_id = %(tenant_id)s
 ORDER BY t.id;
@@ -399,7 +399,7 @@ ORDER BY t.id;
 -- name: api_workflow_step_events
 SELECT e.task_id, e.attempt, e.kind, e.data, e.created_at, w.external_id AS worker_external_id
 FROM task_event e
-JOIN task t ON t.id = e.task_id
+JOIN all_tasks t ON t.id = e.task_id
 LEFT JOIN worker w ON w.id = e.worker_id
 WHERE t.dag_id = %(dag_id)s AND e.tenant_id = %(tenant_id)s
 ORDER BY e.task_id, e.attempt, e.id;
@@ -409,13 +409,13 @@ ORDER BY e.task_id, e.attempt, e.id;
 -- metadata (the runs' metadata must contain the given object; GIN index).
 SELECT d.external_id, d.workflow_name, d.status, d.additional_metadata, d.error,
        d.created_at, d.finished_at
-FROM dag d
+FROM all_dags d
 WHERE d.tenant_id = %(tenant_id)s
   AND (%(names)s::text[] IS NULL OR d.workflow_name = ANY(%(names)s::text[]))
   AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
   AND (%(metadata)s::jsonb IS NULL OR d.additional_metadata @> %(metadata)s::jsonb)
   AND (d.created_at, d.id) < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
-                              coalesce((SELECT id FROM dag
+                              coalesce((SELECT id FROM all_dags
                                         WHERE tenant_id = %(tenant_id)s
                                           AND external_id = %(cursor_run_id)s::uuid),
                                        9223372036854775807))

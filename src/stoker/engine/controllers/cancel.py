@@ -42,6 +42,13 @@ log = logging.getLogger("stoker.engine.cancel")
 
 MAX_BULK = 10_000
 _DEADLOCK_RETRIES = 3
+_MAX_RESTORE_DEPTH = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreParams:
+    tenant_id: int
+    run_ids: list[uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +247,9 @@ class RunOps:
         dag_ids = sorted({int(r["dag_id"]) for r in todo if r["dag_id"] is not None})
         task_ids = sorted({int(r["task_id"]) for r in todo if r["task_id"] is not None})
         async with self._db.transaction() as tx:
+            # Runs that moved to history come back first, with the child runs they spawned
+            # (recursively), so that failed children can be replayed with them.
+            await self._restore(tx, tenant_id, [r["external_id"] for r in todo])
             # The failed children of what is replayed are replayed with it (recursively).
             for c in await tx.fetch("replayable_children", CancellableParams(dag_ids, task_ids)):
                 if c["dag_id"] is not None:
@@ -265,6 +275,19 @@ class RunOps:
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
         return outcomes
+
+    async def _restore(self, tx: Executor, tenant_id: int, run_ids: list[uuid.UUID]) -> None:
+        """Moves runs (and, level by level, their child runs) back from history."""
+        for _ in range(_MAX_RESTORE_DEPTH):
+            if not run_ids:
+                return
+            restored = await tx.fetch("restore_runs", RestoreParams(tenant_id, run_ids))
+            if not restored:
+                return
+            children = await tx.fetch(
+                "child_run_ids", TaskIdsParams([int(r["id"]) for r in restored])
+            )
+            run_ids = [r["external_id"] for r in children]
 
     async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
         rows = await tx.fetch("dag_steps", DagIdsParams(dag_ids))

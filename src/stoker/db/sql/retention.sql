@@ -1,0 +1,116 @@
+-- Run history and retention: moving finished runs out of the live tables, partitions, and
+-- bringing runs back for a replay (docs/storage.md).
+
+-- name: archive_runs
+-- Moves up to %(limit)s finished workflow runs (dag row and every step) and up to
+-- %(limit)s finished single-task runs that finished before the cutoff into history, in one
+-- statement. SKIP LOCKED: a run some transaction holds (a replay, a late cancel) waits for
+-- the next round; ids, external ids and every column move as they are.
+WITH dags AS (
+    DELETE FROM dag d
+    WHERE d.id IN (SELECT id FROM dag
+                   WHERE status <> 'RUNNING'
+                     AND finished_at < now() - %(after_ms)s * interval '1 millisecond'
+                   ORDER BY finished_at
+                   LIMIT %(limit)s
+                   FOR UPDATE SKIP LOCKED)
+    RETURNING d.id, d.tenant_id, d.external_id, d.workflow_name, d.version_id, d.status,
+              d.input, d.additional_metadata, d.error, d.cancelled, d.created_at,
+              d.finished_at
+),
+dags_moved AS (
+    INSERT INTO dag_history (id, tenant_id, external_id, workflow_name, version_id, status,
+                             input, additional_metadata, error, cancelled, created_at,
+                             finished_at)
+    SELECT * FROM dags
+),
+singles AS (
+    SELECT id FROM task
+    WHERE dag_id IS NULL AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+      AND finished_at < now() - %(after_ms)s * interval '1 millisecond'
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+tasks AS (
+    DELETE FROM task t
+    WHERE t.id IN (SELECT id FROM singles) OR t.dag_id IN (SELECT id FROM dags)
+    RETURNING t.id, t.tenant_id, t.external_id, t.task_name, t.status, t.attempt,
+              t.retry_count, t.priority, t.input, t.additional_metadata, t.output, t.error,
+              t.max_retries, t.backoff_factor, t.backoff_max_ms, t.execution_timeout_ms,
+              t.schedule_timeout_ms, t.worker_id, t.created_at, t.started_at, t.finished_at,
+              t.desired_worker_id, t.rate_limits, t.assigned_at, t.dag_id, t.step,
+              t.skipped, t.concurrency_keys
+),
+tasks_moved AS (
+    INSERT INTO task_history (id, tenant_id, external_id, task_name, status, attempt,
+                              retry_count, priority, input, additional_metadata, output,
+                              error, max_retries, backoff_factor, backoff_max_ms,
+                              execution_timeout_ms, schedule_timeout_ms, worker_id,
+                              created_at, started_at, finished_at, desired_worker_id,
+                              rate_limits, assigned_at, dag_id, step, skipped,
+                              concurrency_keys)
+    SELECT * FROM tasks
+)
+SELECT (SELECT count(*) FROM dags) AS dags, (SELECT count(*) FROM tasks) AS tasks;
+
+-- name: restore_runs
+-- Brings runs (workflow runs with their steps, and single-task runs) of a tenant back from
+-- history into the live tables, with their ids, for a replay. Returns the task ids
+-- restored.
+WITH dags AS (
+    DELETE FROM dag_history h
+    WHERE h.tenant_id = %(tenant_id)s AND h.external_id = ANY(%(run_ids)s::uuid[])
+    RETURNING h.id, h.tenant_id, h.external_id, h.workflow_name, h.version_id, h.status,
+              h.input, h.additional_metadata, h.error, h.cancelled, h.created_at,
+              h.finished_at
+),
+dags_back AS (
+    INSERT INTO dag (id, tenant_id, external_id, workflow_name, version_id, status, input,
+                     additional_metadata, error, cancelled, created_at, finished_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT * FROM dags
+),
+tasks AS (
+    DELETE FROM task_history h
+    WHERE h.tenant_id = %(tenant_id)s
+      AND ((h.external_id = ANY(%(run_ids)s::uuid[]) AND h.dag_id IS NULL)
+           OR h.dag_id IN (SELECT id FROM dags))
+    RETURNING h.id, h.tenant_id, h.external_id, h.task_name, h.status, h.attempt,
+              h.retry_count, h.priority, h.input, h.additional_metadata, h.output, h.error,
+              h.max_retries, h.backoff_factor, h.backoff_max_ms, h.execution_timeout_ms,
+              h.schedule_timeout_ms, h.worker_id, h.created_at, h.started_at, h.finished_at,
+              h.desired_worker_id, h.rate_limits, h.assigned_at, h.dag_id, h.step,
+              h.skipped, h.concurrency_keys
+)
+INSERT INTO task (id, tenant_id, external_id, task_name, status, attempt, retry_count,
+                  priority, input, additional_metadata, output, error, max_retries,
+                  backoff_factor, backoff_max_ms, execution_timeout_ms, schedule_timeout_ms,
+                  worker_id, created_at, started_at, finished_at, desired_worker_id,
+                  rate_limits, assigned_at, dag_id, step, skipped, concurrency_keys)
+OVERRIDING SYSTEM VALUE
+SELECT * FROM tasks
+RETURNING id;
+
+-- name: child_run_ids
+-- The run ids of the child runs the given tasks spawned.
+SELECT DISTINCT external_id FROM child_run WHERE parent_task_id = ANY(%(task_ids)s::bigint[]);
+
+-- name: ensure_partitions
+-- Creates the missing day partitions of the partitioned tables from %(first)s for
+-- %(days)s days; returns how many it created.
+SELECT count(*) FILTER (WHERE created) AS created
+FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event']) AS p(parent),
+     generate_series(0, %(days)s - 1) AS d(n),
+     LATERAL ensure_partition(p.parent, %(first)s::date + d.n) AS created;
+
+-- name: drop_expired_partitions
+-- Drops the day partitions that ended before %(before)s (the retention's cutoff).
+SELECT p.parent, dropped
+FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event']) AS p(parent),
+     LATERAL drop_partitions_before(p.parent, %(before)s::date) AS dropped;
+
+-- name: prune_child_runs
+-- Forgets child links older than the retention (their runs are gone), in batches.
+DELETE FROM child_run
+WHERE ctid IN (SELECT ctid FROM child_run WHERE created_at < %(before)s::date LIMIT %(limit)s);

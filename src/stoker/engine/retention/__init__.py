@@ -1,0 +1,139 @@
+"""Retention: the live tables stay small, history is kept by day and dropped by day.
+
+Design (docs/storage.md has the whole picture):
+
+* **Live vs history.** ``task`` and ``dag`` hold the runs the engine works on. A finished
+  single-task run, and a finished workflow run with all its steps, move to ``task_history``
+  and ``dag_history`` once they have been finished for ``history_after_s`` (so callers
+  waiting for a result, and the sweeps that look at recent runs, find them live). Moving is
+  one statement per batch (``archive_runs``: ``DELETE ... RETURNING`` feeding ``INSERT``),
+  at most ``_BATCH`` runs of each kind per statement and ``_MAX_BATCHES`` per round, rows
+  picked with ``SKIP LOCKED`` so a run someone holds waits for the next round. Ids and
+  external ids do not change, so every reference stays valid; readers that do not care
+  where a run is read the ``all_tasks``/``all_dags`` views, hot paths read the live tables
+  and fall back to history only for ids they did not find.
+* **Partitions.** ``task_history``, ``dag_history``, ``task_event`` and ``user_event`` are
+  range-partitioned by UTC day on ``created_at``. Every hour (and at start) the partitions
+  of yesterday to ``partitions_ahead_days`` ahead are created, and whole partitions older
+  than ``retention_days`` are dropped (a ``DROP TABLE``, no row-by-row delete), as are
+  child-run links that old. A DEFAULT partition takes rows no day partition covers.
+* **Replicas.** Only the replica holding the leader lease does this (the controllers'
+  lease); the statements are also safe if two ran at once (``SKIP LOCKED``, idempotent
+  partition creation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from stoker.db import Executor
+from stoker.engine.service import LoopService
+
+log = logging.getLogger("stoker.engine.retention")
+
+_BATCH = 5000
+_MAX_BATCHES = 20
+_MAINTENANCE_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveParams:
+    after_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionsParams:
+    first: date
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
+class BeforeParams:
+    before: date
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    before: date
+    limit: int
+
+
+class Retention(LoopService):
+    """Moves finished runs to history and keeps the history's partitions (leader only)."""
+
+    name = "retention"
+
+    def __init__(
+        self,
+        db: Executor,
+        *,
+        is_leader: Callable[[], bool],
+        history_after_s: float,
+        retention_days: int,
+        partitions_ahead_days: int,
+        interval_s: float,
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._is_leader = is_leader
+        self._after_ms = int(history_after_s * 1000)
+        self._retention_days = retention_days
+        self._ahead_days = partitions_ahead_days
+        self._interval = interval_s
+        self._maintained_at: float | None = None
+        self.archived_tasks = 0
+        self.archived_dags = 0
+
+    async def start(self) -> None:
+        # Today's partitions exist before the first run is written, whoever leads.
+        await self.maintain()
+        await super().start()
+
+    async def run(self) -> None:
+        while not await self.sleep(self._interval):
+            if not self._is_leader():
+                continue
+            now = time.monotonic()
+            if self._maintained_at is None or now - self._maintained_at >= _MAINTENANCE_EVERY_S:
+                await self.maintain()
+            await self.archive()
+
+    async def archive(self) -> tuple[int, int]:
+        """Moves finished runs to history, batch after batch; returns (dags, tasks) moved."""
+        dags = tasks = 0
+        for _ in range(_MAX_BATCHES):
+            row = await self._db.fetchone("archive_runs", ArchiveParams(self._after_ms, _BATCH))
+            assert row is not None
+            dags, tasks = dags + int(row["dags"]), tasks + int(row["tasks"])
+            if int(row["dags"]) < _BATCH and int(row["tasks"]) - int(row["dags"]) < _BATCH:
+                break
+        self.archived_dags += dags
+        self.archived_tasks += tasks
+        if tasks:
+            log.debug("moved %d workflow runs and %d tasks to history", dags, tasks)
+        return dags, tasks
+
+    async def maintain(self) -> None:
+        """Creates the partitions ahead, drops those past retention, prunes child links."""
+        self._maintained_at = time.monotonic()
+        today = datetime.now(UTC).date()
+        row = await self._db.fetchone(
+            "ensure_partitions", PartitionsParams(today - timedelta(days=1), self._ahead_days + 2)
+        )
+        created = int(row["created"]) if row else 0
+        cutoff = today - timedelta(days=self._retention_days)
+        dropped = await self._db.fetch("drop_expired_partitions", BeforeParams(cutoff))
+        while await self._db.execute("prune_child_runs", PruneParams(cutoff, _BATCH)) >= _BATCH:
+            pass
+        if created or dropped:
+            log.info(
+                "partitions: %d created, %d dropped (%s)",
+                created,
+                len(dropped),
+                ", ".join(str(r["dropped"]) for r in dropped) or "none",
+            )

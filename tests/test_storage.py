@@ -1,0 +1,140 @@
+"""Run history and retention: finished runs leave the live tables and stay readable; day
+partitions are created ahead and dropped past the retention (docs/storage.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from stoker import Stoker, TaskRunError
+from tests.apps import workflows
+from tests.apps.workflows import Count, Job
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST_HISTORY = {"STOKER_HISTORY_AFTER_S": "0.3", "STOKER_ARCHIVE_INTERVAL_S": "0.2"}
+
+
+def where(db_url: str, table: str, run_id: str) -> bool:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT 1 FROM stoker.{table} WHERE external_id = %s", (run_id,)
+        ).fetchone()
+    return row is not None
+
+
+def test_finished_runs_move_to_history_and_stay_readable(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    eng = engine_factory(env=FAST_HISTORY)
+    ten = tenant_factory(eng)
+    worker_factory("tests.apps.workflows:app", slots=10, engine=eng, tenant=ten)
+    app = workflows.declare(Stoker(address=eng.grpc_address, token=ten.token))
+
+    single = app.tasks["square"].run_no_wait(Count(n=7))
+    assert single.result(timeout=30) == 49
+    dag = app.workflows["diamond"].run_no_wait(Job(value=2), additional_metadata={"k": "v"})
+    assert dag.result(timeout=30)["d"]["sum"] == 20 + 7
+    wait_until(lambda: where(eng.db_url, "task_history", single.run_id), 30, "the task to move")
+    wait_until(lambda: where(eng.db_url, "dag_history", dag.run_id), 30, "the DAG run to move")
+    assert not where(eng.db_url, "task", single.run_id)
+    assert not where(eng.db_url, "dag", dag.run_id)
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        live_steps = conn.execute(
+            "SELECT count(*) FROM stoker.task t JOIN stoker.dag_history d ON d.id = t.dag_id"
+            " WHERE d.external_id = %s",
+            (dag.run_id,),
+        ).fetchone()
+    assert live_steps == (0,)  # the steps moved with their run
+
+    # Results, the REST API and filters still find them.
+    assert single.result(timeout=5) == 49
+    assert dag.result(timeout=5)["d"]["sum"] == 27
+    headers = {"authorization": f"Bearer {ten.token}"}
+    with httpx.Client(base_url=eng.http_url, headers=headers, timeout=10) as http:
+        run = http.get(f"/api/v1/runs/{single.run_id}").json()
+        assert run["status"] == "COMPLETED" and run["output"] == 49
+        listed = http.get("/api/v1/runs", params={"task_name": "square"}).json()
+        assert single.run_id in [r["run_id"] for r in listed["items"]]
+        body = http.get(f"/api/v1/workflow-runs/{dag.run_id}").json()
+        assert body["status"] == "COMPLETED"
+        assert {s["step"]: s["status"] for s in body["steps"]} == dict.fromkeys("abcd", "COMPLETED")
+        page = http.get("/api/v1/workflow-runs", params={"metadata": "k:v"}).json()
+        assert [r["run_id"] for r in page["items"]] == [dag.run_id]
+
+
+def test_replay_brings_a_run_back_from_history(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    eng = engine_factory(env=FAST_HISTORY)
+    ten = tenant_factory(eng)
+    worker_factory("tests.apps.workflows:app", slots=10, engine=eng, tenant=ten)
+    app = workflows.declare(Stoker(address=eng.grpc_address, token=ten.token))
+    log = tmp_path / "log"
+    ref = app.workflows["replayable"].run_no_wait(Job(log=str(log), value=4))
+    with pytest.raises(TaskRunError, match="second"):
+        ref.result(timeout=30)
+    child = app.tasks["parent_of_failing_child"].run_no_wait(Job(log=str(tmp_path / "c")))
+    with pytest.raises(TaskRunError, match="the child fails the first time"):
+        child.result(timeout=30)
+    for run_id, table in ((ref.run_id, "dag_history"), (child.run_id, "task_history")):
+        wait_until(lambda r=run_id, t=table: where(eng.db_url, t, r), 30, f"{run_id} to move")
+
+    assert app.runs.replay(ref).outcome == "replayed"
+    assert ref.result(timeout=30) == {"first": {"v": 4}, "second": {"v": 5}}
+    assert log.read_text().split().count("first") == 1  # kept its output, not run again
+    # The failed child had moved to history too: it came back and ran again.
+    assert app.runs.replay(child).outcome == "replayed"
+    assert child.result(timeout=30) == {"child": "child ok"}
+
+
+def test_partitions_are_made_ahead_and_dropped_after_the_retention(
+    engine_factory: Any, tenant_factory: Any
+) -> None:
+    eng = engine_factory(env={"STOKER_RETENTION_DAYS": "30"})
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        conn.execute("SET search_path TO stoker")
+
+        def partitions(parent: str) -> set[str]:
+            rows = conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = %s::regclass",
+                (parent,),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        days = conn.execute(
+            "SELECT to_char(d, 'YYYYMMDD') FROM generate_series("
+            " (now() AT TIME ZONE 'UTC')::date - 1, (now() AT TIME ZONE 'UTC')::date + 7,"
+            " interval '1 day') AS d"
+        ).fetchall()
+        for parent in ("task_history", "dag_history", "task_event", "user_event"):
+            assert {f"{parent}_p{d[0]}" for d in days} <= partitions(parent)
+        # A day 40 days back, with an event in it (as if written then).
+        conn.execute("SELECT ensure_partition('task_event', current_date - 40)")
+        conn.execute(
+            "INSERT INTO task_event (tenant_id, task_id, attempt, kind, created_at)"
+            " VALUES (1, 1, 0, 'FAILED', now() - interval '40 days')"
+        )
+        old = conn.execute("SELECT to_char(current_date - 40, 'YYYYMMDD')").fetchone()
+        assert old is not None and f"task_event_p{old[0]}" in partitions("task_event")
+        # Today's events land in today's partition, not in DEFAULT.
+        conn.execute(
+            "INSERT INTO task_event (tenant_id, task_id, attempt, kind) VALUES (1, 2, 0, 'X')"
+        )
+        where_today = conn.execute(
+            "SELECT tableoid::regclass::text FROM task_event WHERE task_id = 2"
+        ).fetchone()
+        assert where_today is not None and where_today[0].startswith("task_event_p")
+
+    eng.restart()  # maintenance runs at start (and hourly on the leader)
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        gone = conn.execute("SELECT to_regclass(%s)", (f"stoker.task_event_p{old[0]}",)).fetchone()
+        assert gone == (None,)
+        left = conn.execute("SELECT task_id FROM stoker.task_event ORDER BY task_id").fetchall()
+        assert left == [(2,)]
