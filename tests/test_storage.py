@@ -138,3 +138,29 @@ def test_partitions_are_made_ahead_and_dropped_after_the_retention(
         assert gone == (None,)
         left = conn.execute("SELECT task_id FROM stoker.task_event ORDER BY task_id").fetchall()
         assert left == [(2,)]
+
+
+def test_a_bulk_enqueue_refreshes_the_queue_statistics(
+    engine_factory: Any, tenant_factory: Any
+) -> None:
+    # Stale statistics after a bulk enqueue made claims sort the whole queue (O(depth));
+    # the ingest analyzes queue_item once 10,000 runs went in (docs/performance.md).
+    from tests.apps import basic
+
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    app = basic.declare(Stoker(address=eng.grpc_address, token=ten.token))
+
+    def analyzed() -> bool:
+        with psycopg.connect(eng.db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                " WHERE schemaname = 'stoker' AND relname = 'queue_item'"
+            ).fetchone()
+        return bool(row and row[0])
+
+    assert not analyzed()
+    greet = app.tasks["greet"]
+    for _ in range(2):
+        greet.run_many([basic.Greet(name="x")] * 5000)
+    wait_until(analyzed, 30, "queue_item to be analyzed")

@@ -160,6 +160,10 @@ class _Pending:
 
 
 _DEFS_TTL_S = 5.0
+# After this many runs enqueued since the last time (and at most every few seconds), the
+# queue's statistics are refreshed so that claims keep their index plan (analyze_queue).
+ANALYZE_AFTER_INSERTS = 10_000
+_ANALYZE_EVERY_S = 5.0
 
 
 class Ingest(LoopService):
@@ -192,6 +196,9 @@ class Ingest(LoopService):
         self._static_limits: dict[int, tuple[float, set[str]]] = {}
         self.gated_tenants: set[int] = set()
         """Tenants that got runs waiting for concurrency admission since the last check."""
+        self._inserted = 0
+        self._analyzed_at = 0.0
+        self._analyze: asyncio.Task[None] | None = None
 
     # -- task definitions -------------------------------------------------------------
 
@@ -401,6 +408,8 @@ class Ingest(LoopService):
             if self._pending:
                 await self.flush()
         await self.flush()
+        if self._analyze is not None:
+            await asyncio.gather(self._analyze, return_exceptions=True)
 
     async def flush(self) -> None:
         batch, self._pending, self._pending_items = self._pending, [], 0
@@ -436,6 +445,26 @@ class Ingest(LoopService):
                 self.gated_tenants.add(tenant_id)
         if by_tenant:
             self._on_enqueued(set(by_tenant))
+        self._inserted += sum(len(p.rows) + len(p.items) for p in batch)
+        self._maybe_analyze()
+
+    def _maybe_analyze(self) -> None:
+        """Starts a background ANALYZE of the queue after a bulk enqueue."""
+        now = time.monotonic()
+        if (
+            self._inserted < ANALYZE_AFTER_INSERTS
+            or now - self._analyzed_at < _ANALYZE_EVERY_S
+            or (self._analyze is not None and not self._analyze.done())
+        ):
+            return
+        self._inserted, self._analyzed_at = 0, now
+        self._analyze = asyncio.create_task(self._run_analyze(), name="stoker-analyze-queue")
+
+    async def _run_analyze(self) -> None:
+        try:
+            await self._db.execute("analyze_queue")
+        except Exception:
+            log.exception("analyzing the queue failed")
 
 
 async def write_task_runs(tx: Executor, tenant_id: int, runs: list[NewTaskRun]) -> bool:
