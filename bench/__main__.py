@@ -35,6 +35,8 @@ SIZE_FLAGS = {
     "backlog_depth": int,
     "dag_runs": int,
     "dag_in_flight": int,
+    "soak_seconds": float,
+    "soak_rate": int,
 }
 
 

@@ -40,7 +40,7 @@ PROFILES: dict[str, Profile] = {
         backlog_base=2_000,
         backlog_depth=50_000,
         cost_tasks=2_000,
-        default_scenarios=("drain", "steady", "cost", "policy"),
+        default_scenarios=("drain", "steady", "cost", "policy", "dag", "fanout", "soak"),
     ),
     "full": Profile(
         name="full",
@@ -52,7 +52,16 @@ PROFILES: dict[str, Profile] = {
         backlog_base=20_000,
         backlog_depth=1_000_000,
         cost_tasks=20_000,
-        default_scenarios=("drain", "steady", "cost", "backlog", "policy"),
+        default_scenarios=(
+            "drain",
+            "steady",
+            "cost",
+            "backlog",
+            "policy",
+            "dag",
+            "fanout",
+            "soak",
+        ),
     ),
 }
 

@@ -45,6 +45,14 @@ def register(scenario: Scenario) -> Scenario:
 def registry() -> dict[str, Scenario]:
     """Every registered scenario by name, in the order they run."""
     # Importing the modules registers them.
-    from bench.scenarios import backlog, cost, drain, policy, steady, workflows  # noqa: F401
+    from bench.scenarios import (  # noqa: F401
+        backlog,
+        cost,
+        drain,
+        policy,
+        soak,
+        steady,
+        workflows,
+    )
 
     return {s.name: s for s in sorted(_REGISTRY.values(), key=lambda s: s.order)}

@@ -105,6 +105,9 @@ class System(ABC):
     name: ClassVar[str]
     """Short name used on the command line and in results."""
     default_concurrency: ClassVar[int] = 10
+    max_drain_tasks: ClassVar[int | None] = None
+    """A cap on the drain's size for a system too slow to drain the full profile's N in
+    reasonable time (its rate per task barely depends on N; the report shows the count)."""
     """Tasks in flight per worker process unless ``--concurrency`` says otherwise."""
 
     def __init__(self, env: Env) -> None:
