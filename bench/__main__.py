@@ -86,9 +86,21 @@ def print_server(console: Console, server: Server, label: str) -> None:
         "  "
         + ", ".join(
             f"{k}={s.get(k)}"
-            for k in ("synchronous_commit", "fsync", "full_page_writes", "shared_buffers")
+            for k in (
+                "synchronous_commit",
+                "fsync",
+                "full_page_writes",
+                "shared_buffers",
+                "autovacuum",
+            )
         )
     )
+    if s.get("autovacuum") == "off":
+        console.print(
+            "  [yellow]autovacuum is off on this server (Postgres's default is on): "
+            "tables keep their dead rows and planner statistics go stale during the run, "
+            "for every system; Stoker vacuums and analyzes its own hot tables[/yellow]"
+        )
     if server.durable:
         console.print(
             "  durable defaults are used: synchronous_commit=on, fsync=on "

@@ -26,6 +26,7 @@ IMPORTANT_SETTINGS = (
     "wal_level",
     "shared_buffers",
     "max_connections",
+    "autovacuum",
 )
 
 

@@ -164,3 +164,30 @@ def test_a_bulk_enqueue_refreshes_the_queue_statistics(
     for _ in range(2):
         greet.run_many([basic.Greet(name="x")] * 5000)
     wait_until(analyzed, 30, "queue_item to be analyzed")
+
+
+def test_the_engine_vacuums_its_live_run_tables_after_moving_runs(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any
+) -> None:
+    # Without relying on autovacuum (which may lag, or be off): once 20,000 runs moved to
+    # history, the leader vacuums and analyzes task and dag.
+    from tests.apps import basic
+
+    eng = engine_factory(env=FAST_HISTORY)
+    ten = tenant_factory(eng)
+    worker_factory("tests.apps.basic:app", slots=200, engine=eng, tenant=ten)
+    app = basic.declare(Stoker(address=eng.grpc_address, token=ten.token))
+    refs = []
+    for _ in range(4):
+        refs += app.tasks["greet"].run_many([basic.Greet(name="x")] * 5000)
+    assert refs[-1].result(timeout=60)["message"] == "hello x"
+
+    def vacuumed() -> bool:
+        with psycopg.connect(eng.db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"
+                " FROM pg_stat_user_tables WHERE schemaname = 'stoker' AND relname = 'task'"
+            ).fetchone()
+        return bool(row and row[0])
+
+    wait_until(vacuumed, 60, "the task table to be vacuumed")

@@ -469,3 +469,19 @@ BEGIN
                    parent || '_default', before::timestamp AT TIME ZONE 'UTC');
 END;
 $$;
+
+-- Refreshes the planner statistics of one day's partitions (the day runs are being moved
+-- into), so that reads of fresh history keep their index plans whatever autovacuum does.
+CREATE FUNCTION analyze_day(day date) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    part text;
+BEGIN
+    FOREACH part IN ARRAY ARRAY['task_history', 'dag_history', 'task_event', 'user_event'] LOOP
+        part := part || '_p' || to_char(day, 'YYYYMMDD');
+        IF to_regclass(part) IS NOT NULL THEN
+            EXECUTE format('ANALYZE %I', part);
+        END IF;
+    END LOOP;
+END;
+$$;

@@ -99,6 +99,18 @@ class RunWatcher:
                         waiter.rows.append(row)
                         waiter.event.set()
 
+    async def _states(self, params: RunIdsParams) -> list[Row]:
+        """The runs' states: from the live tables, and from history for the ids not found
+        live (runs finished a while ago have moved there; docs/storage.md)."""
+        known = await self._db.fetch("run_states", params)
+        if len(known) < len(set(params.external_ids)):
+            found = {r["external_id"] for r in known}
+            missing = [i for i in params.external_ids if i not in found]
+            known += await self._db.fetch(
+                "run_states_history", RunIdsParams(params.tenant_id, missing)
+            )
+        return known
+
     async def wait(self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float) -> list[Row]:
         """The finished runs among ``run_ids``, waiting up to ``timeout_s`` for one to finish.
 
@@ -112,14 +124,7 @@ class RunWatcher:
         self._by_tenant.setdefault(tenant_id, set()).add(waiter)
         deadline = time.monotonic() + timeout_s
         try:
-            known = await self._db.fetch("run_states", params)
-            if len(known) < len(set(run_ids)):
-                # Runs finished long ago have moved to history (docs/storage.md).
-                found = {r["external_id"] for r in known}
-                missing = [i for i in run_ids if i not in found]
-                known += await self._db.fetch(
-                    "run_states_history", RunIdsParams(tenant_id, missing)
-                )
+            known = await self._states(params)
             if not known:
                 raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
             done = [r for r in known if r["status"] in FINAL]
@@ -129,9 +134,9 @@ class RunWatcher:
                 try:
                     await asyncio.wait_for(waiter.event.wait(), timeout=min(left, self._poll_s))
                 except TimeoutError:
-                    rows = await self._db.fetch("run_results", params)
-                    if rows:
-                        return rows
+                    done = [r for r in await self._states(params) if r["status"] in FINAL]
+                    if done:
+                        return done
                     continue
                 waiter.event.clear()
                 if waiter.rows:

@@ -114,3 +114,11 @@ FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event']) AS
 -- Forgets child links older than the retention (their runs are gone), in batches.
 DELETE FROM child_run
 WHERE ctid IN (SELECT ctid FROM child_run WHERE created_at < %(before)s::date LIMIT %(limit)s);
+
+-- name: vacuum_live_runs
+-- Clears the dead rows that updates and moves to history leave in the live run tables and
+-- refreshes their statistics (the engine does not rely on autovacuum for its hot tables).
+VACUUM (SKIP_LOCKED, ANALYZE) task, dag;
+
+-- name: analyze_day
+SELECT analyze_day(%(day)s::date);

@@ -219,22 +219,6 @@ FROM task_runtime
 WHERE worker_id = %(worker_id)s AND assigned_at < %(before)s
   AND NOT (task_id = ANY(%(running_task_ids)s::bigint[]));
 
--- name: run_results
--- The outcome of finished runs among the given external ids. A workflow run (dag, see
--- workflows.sql) outputs its completed steps' outputs keyed by step name.
-SELECT external_id, status, output::text AS output, error
-FROM all_tasks
-WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
-  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-UNION ALL
-SELECT d.external_id, d.status,
-       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM all_tasks s
-        WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
-       d.error
-FROM all_dags d
-WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[])
-  AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
-
 -- name: run_states
 -- The given runs of a tenant (single-task runs and workflow runs) with their status; the
 -- outcome (output, error) of the finished ones.

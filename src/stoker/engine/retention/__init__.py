@@ -17,6 +17,10 @@ Design (docs/storage.md has the whole picture):
   of yesterday to ``partitions_ahead_days`` ahead are created, and whole partitions older
   than ``retention_days`` are dropped (a ``DROP TABLE``, no row-by-row delete), as are
   child-run links that old. A DEFAULT partition takes rows no day partition covers.
+* **Vacuum.** Updates (three per run) and moves leave dead rows in ``task`` and ``dag``;
+  once ``_VACUUM_AFTER`` rows have moved (or a minute after any move), the leader vacuums
+  and analyzes them in the background, and analyzes the day partitions the rows moved
+  into, so plans and sizes do not depend on autovacuum (which may lag, or be off).
 * **Replicas.** Only the replica holding the leader lease does this (the controllers'
   lease); the statements are also safe if two ran at once (``SKIP LOCKED``, idempotent
   partition creation).
@@ -24,6 +28,7 @@ Design (docs/storage.md has the whole picture):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +43,8 @@ log = logging.getLogger("stoker.engine.retention")
 _BATCH = 5000
 _MAX_BATCHES = 20
 _MAINTENANCE_EVERY_S = 3600.0
+_VACUUM_AFTER = 20_000
+_VACUUM_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,11 @@ class PartitionsParams:
 @dataclass(frozen=True, slots=True)
 class BeforeParams:
     before: date
+
+
+@dataclass(frozen=True, slots=True)
+class DayParams:
+    day: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +98,12 @@ class Retention(LoopService):
         self._ahead_days = partitions_ahead_days
         self._interval = interval_s
         self._maintained_at: float | None = None
+        self._moved_since_vacuum = 0
+        self._vacuumed_at = time.monotonic()
+        self._vacuum: asyncio.Task[None] | None = None
         self.archived_tasks = 0
         self.archived_dags = 0
+        self.vacuums = 0
 
     async def start(self) -> None:
         # Today's partitions exist before the first run is written, whoever leads.
@@ -95,13 +111,37 @@ class Retention(LoopService):
         await super().start()
 
     async def run(self) -> None:
-        while not await self.sleep(self._interval):
-            if not self._is_leader():
-                continue
-            now = time.monotonic()
-            if self._maintained_at is None or now - self._maintained_at >= _MAINTENANCE_EVERY_S:
-                await self.maintain()
-            await self.archive()
+        try:
+            while not await self.sleep(self._interval):
+                if not self._is_leader():
+                    continue
+                now = time.monotonic()
+                if self._maintained_at is None or now - self._maintained_at >= _MAINTENANCE_EVERY_S:
+                    await self.maintain()
+                await self.archive()
+                self._maybe_vacuum()
+        finally:
+            if self._vacuum is not None:
+                await asyncio.gather(self._vacuum, return_exceptions=True)
+
+    def _maybe_vacuum(self) -> None:
+        """Starts a background vacuum of the live run tables after enough moves."""
+        if not self._moved_since_vacuum or (self._vacuum is not None and not self._vacuum.done()):
+            return
+        waited = time.monotonic() - self._vacuumed_at
+        if self._moved_since_vacuum < _VACUUM_AFTER and waited < _VACUUM_EVERY_S:
+            return
+        self._moved_since_vacuum, self._vacuumed_at = 0, time.monotonic()
+        self._vacuum = asyncio.create_task(self._run_vacuum(), name="stoker-vacuum-runs")
+
+    async def _run_vacuum(self) -> None:
+        try:
+            await self._db.execute("vacuum_live_runs")
+            today = datetime.now(UTC).date()
+            await self._db.execute("analyze_day", DayParams(today))
+            self.vacuums += 1
+        except Exception:
+            log.exception("vacuuming the live run tables failed")
 
     async def archive(self) -> tuple[int, int]:
         """Moves finished runs to history, batch after batch; returns (dags, tasks) moved."""
@@ -114,6 +154,7 @@ class Retention(LoopService):
                 break
         self.archived_dags += dags
         self.archived_tasks += tasks
+        self._moved_since_vacuum += tasks + dags
         if tasks:
             log.debug("moved %d workflow runs and %d tasks to history", dags, tasks)
         return dags, tasks
