@@ -37,6 +37,7 @@ SIZE_FLAGS = {
     "dag_in_flight": int,
     "soak_seconds": float,
     "soak_rate": int,
+    "idle_seconds": float,
 }
 
 

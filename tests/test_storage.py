@@ -93,6 +93,77 @@ def test_replay_brings_a_run_back_from_history(
     assert child.result(timeout=30) == {"child": "child ok"}
 
 
+def test_replay_brings_back_a_child_that_moved_before_its_parent(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    # A child finishes (fails) before its parent, so it can move to history while the parent
+    # is still live; a replay of the parent must still bring the child back and re-run it.
+    eng = engine_factory(env={"STOKER_HISTORY_AFTER_S": "2", "STOKER_ARCHIVE_INTERVAL_S": "0.2"})
+    ten = tenant_factory(eng)
+    worker_factory("tests.apps.workflows:app", slots=10, engine=eng, tenant=ten)
+    app = workflows.declare(Stoker(address=eng.grpc_address, token=ten.token))
+    parent = app.tasks["parent_of_failing_child"].run_no_wait(Job(log=str(tmp_path / "c")))
+    with pytest.raises(TaskRunError, match="the child fails the first time"):
+        parent.result(timeout=30)
+    with psycopg.connect(eng.db_url, autocommit=True) as conn:
+        # The parent looks as if it finished in the future: the archiver leaves it alone.
+        conn.execute(
+            "UPDATE stoker.task SET finished_at = now() + interval '1 hour' WHERE external_id = %s",
+            (parent.run_id,),
+        )
+        row = conn.execute(
+            "SELECT c.external_id::text FROM stoker.child_run c"
+            " JOIN stoker.task t ON t.id = c.parent_task_id WHERE t.external_id = %s",
+            (parent.run_id,),
+        ).fetchone()
+    assert row is not None
+    child_id = row[0]
+    wait_until(lambda: where(eng.db_url, "task_history", child_id), 30, "the child to move")
+    assert where(eng.db_url, "task", parent.run_id)
+
+    assert app.runs.replay(parent).outcome == "replayed"
+    assert parent.result(timeout=30) == {"child": "child ok"}
+    assert where(eng.db_url, "task", child_id)
+
+
+def test_partition_upkeep_by_two_callers_at_once_neither_fails_nor_waits(
+    engine_factory: Any,
+) -> None:
+    # Two replicas both create partitions at start, and an attach needs the DEFAULT
+    # partition to itself: upkeep leaves the work to whoever holds it instead of failing,
+    # and gives up on a busy DEFAULT partition after lock_timeout (2 s) until the next round.
+    eng = engine_factory()
+    a = psycopg.connect(eng.db_url)
+    b = psycopg.connect(eng.db_url, autocommit=True)
+    try:
+        for c in (a, b):
+            c.execute("SET search_path TO stoker")
+        assert a.execute("SELECT ensure_partition('task_event', current_date + 20)").fetchone()
+        # ``a`` holds the upkeep lock until it commits: ``b`` has nothing to do, at once.
+        assert b.execute("SELECT ensure_partition('task_event', current_date + 21)").fetchone() == (
+            False,
+        )
+        assert (
+            b.execute("SELECT drop_partitions_before('task_event', '2000-01-01')").fetchall() == []
+        )
+        a.commit()
+        assert b.execute("SELECT ensure_partition('task_event', current_date + 21)").fetchone() == (
+            True,
+        )
+        # A reader holding the DEFAULT partition: the attach gives up after 2 s, no error.
+        a.execute("SELECT count(*) FROM task_event_default").fetchone()
+        assert b.execute("SELECT ensure_partition('task_event', current_date + 22)").fetchone() == (
+            False,
+        )
+        a.commit()
+        assert b.execute("SELECT ensure_partition('task_event', current_date + 22)").fetchone() == (
+            True,
+        )
+    finally:
+        a.close()
+        b.close()
+
+
 def test_partitions_are_made_ahead_and_dropped_after_the_retention(
     engine_factory: Any, tenant_factory: Any
 ) -> None:

@@ -49,6 +49,7 @@ def registry() -> dict[str, Scenario]:
         backlog,
         cost,
         drain,
+        idle,
         policy,
         soak,
         steady,

@@ -20,15 +20,19 @@ class Stalled(RuntimeError):
     """The workers stopped making progress before every task finished."""
 
 
-async def wait_done(system: System, directory: Path, target: int) -> int:
+async def wait_done(
+    system: System, directory: Path, target: int, budget_s: float | None = None
+) -> int:
     """Waits for ``target`` completions; raises :class:`Stalled` when progress stops.
 
     Progress is read from the recorder's count files every 50 ms; the workers' liveness
-    is checked on the way, so a crashed worker fails fast with its log tail.
+    is checked on the way, so a crashed worker fails fast with its log tail. With
+    ``budget_s``, returns after that many seconds with however many are done.
     """
     done = completed(directory)
     last_progress = time.monotonic()
-    while done < target:
+    give_up = None if budget_s is None else last_progress + budget_s
+    while done < target and (give_up is None or time.monotonic() < give_up):
         await asyncio.sleep(0.05)
         system.check_workers()
         now_done = completed(directory)
@@ -97,12 +101,14 @@ async def drain(
     tasks: int,
     *,
     measure_first: int | None = None,
+    budget_s: float | None = None,
     what: str = "drain",
 ) -> Drain:
     """Enqueues ``tasks`` no-ops in bulk, then starts the workers and times them.
 
     With ``measure_first``, the workers are stopped once that many have finished (the
-    rest stay queued: the caller resets the system).
+    rest stay queued: the caller resets the system). With ``budget_s`` too, they are
+    stopped after that many seconds at the latest, and the rate is over what finished.
     """
     seqs = range(tasks)
     started = time.perf_counter()
@@ -112,7 +118,7 @@ async def drain(
     system.start_workers(directory)
     target = measure_first or tasks
     try:
-        await wait_done(system, directory, target)
+        await wait_done(system, directory, target, budget_s if measure_first else None)
         acknowledged = (
             None
             if measure_first

@@ -427,32 +427,48 @@ CREATE INDEX dag_finished_idx ON dag (finished_at) WHERE status <> 'RUNNING';
 -- it is missing. Rows of that day already in the DEFAULT partition move into it first, so
 -- attaching it never fails. Returns whether it created one.
 CREATE FUNCTION ensure_partition(parent text, day date) RETURNS boolean
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET lock_timeout = '2s' AS $$
 DECLARE
     part text := parent || '_p' || to_char(day, 'YYYYMMDD');
     lo timestamptz := day::timestamp AT TIME ZONE 'UTC';
     hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
 BEGIN
+    -- One caller at a time (two replicas starting together both create today's
+    -- partitions): while another is at it, there is nothing to do here.
+    IF NOT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions')) THEN
+        RETURN false;
+    END IF;
     IF to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, parent);
-    EXECUTE format('WITH moved AS (DELETE FROM %I WHERE created_at >= %L AND created_at < %L '
-                   'RETURNING *) INSERT INTO %I SELECT * FROM moved',
-                   parent || '_default', lo, hi, part);
-    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
-                   parent, part, lo, hi);
+    BEGIN
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, parent);
+        EXECUTE format('WITH moved AS (DELETE FROM %I WHERE created_at >= %L AND created_at < %L '
+                       'RETURNING *) INSERT INTO %I SELECT * FROM moved',
+                       parent || '_default', lo, hi, part);
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                       parent, part, lo, hi);
+    EXCEPTION WHEN lock_not_available THEN
+        -- The DEFAULT partition is busy for longer than lock_timeout: the rows stay in it
+        -- and the next round (hourly) tries again, rather than holding up its writers.
+        RETURN false;
+    END;
     RETURN true;
 END;
 $$;
 
 -- Drops the day partitions of ``parent`` that end on or before ``before`` (and deletes the
--- DEFAULT partition's rows older than it). Returns the partitions dropped.
+-- DEFAULT partition's rows older than it). Returns the partitions dropped. A partition whose
+-- parent stays busy past lock_timeout is left for the next round.
 CREATE FUNCTION drop_partitions_before(parent text, before date) RETURNS SETOF text
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET lock_timeout = '2s' AS $$
 DECLARE
     part text;
+    dropped boolean;
 BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions')) THEN
+        RETURN;
+    END IF;
     FOR part IN
         SELECT c.relname::text
         FROM pg_inherits i
@@ -462,8 +478,15 @@ BEGIN
           AND to_date(right(c.relname, 8), 'YYYYMMDD') + 1 <= before
         ORDER BY c.relname
     LOOP
-        EXECUTE format('DROP TABLE %I', part);
-        RETURN NEXT part;
+        BEGIN
+            EXECUTE format('DROP TABLE %I', part);
+            dropped := true;
+        EXCEPTION WHEN lock_not_available THEN
+            dropped := false;
+        END;
+        IF dropped THEN
+            RETURN NEXT part;
+        END IF;
     END LOOP;
     EXECUTE format('DELETE FROM %I WHERE created_at < %L',
                    parent || '_default', before::timestamp AT TIME ZONE 'UTC');

@@ -92,9 +92,35 @@ OVERRIDING SYSTEM VALUE
 SELECT * FROM tasks
 RETURNING id;
 
--- name: child_run_ids
--- The run ids of the child runs the given tasks spawned.
-SELECT DISTINCT external_id FROM child_run WHERE parent_task_id = ANY(%(task_ids)s::bigint[]);
+-- name: lock_live_runs
+-- Locks the live rows of the given runs (workflow runs first, then every task, in id order)
+-- for a replay, so the archiver (which skips locked rows) cannot move them to history
+-- between the replay's reads and its writes. A run the archiver is moving right now is
+-- waited for; it is then in history, where restore_runs finds it.
+WITH dags AS (
+    SELECT id FROM dag
+    WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(run_ids)s::uuid[])
+    ORDER BY id
+    FOR UPDATE
+)
+SELECT t.id FROM task t
+WHERE t.tenant_id = %(tenant_id)s
+  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL)
+       OR t.dag_id IN (SELECT id FROM dags))
+ORDER BY t.id
+FOR UPDATE OF t;
+
+-- name: child_runs_of_runs
+-- The run ids of the child runs spawned by any task of the given runs (single-task runs or
+-- workflow runs), which are all live when this is asked (locked, or just restored).
+SELECT DISTINCT c.external_id
+FROM child_run c
+JOIN task t ON t.id = c.parent_task_id
+WHERE t.tenant_id = %(tenant_id)s
+  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL)
+       OR t.dag_id IN (SELECT id FROM dag
+                       WHERE tenant_id = %(tenant_id)s
+                         AND external_id = ANY(%(run_ids)s::uuid[])));
 
 -- name: ensure_partitions
 -- Creates the missing day partitions of the partitioned tables from %(first)s for

@@ -247,8 +247,9 @@ class RunOps:
         dag_ids = sorted({int(r["dag_id"]) for r in todo if r["dag_id"] is not None})
         task_ids = sorted({int(r["task_id"]) for r in todo if r["task_id"] is not None})
         async with self._db.transaction() as tx:
-            # Runs that moved to history come back first, with the child runs they spawned
-            # (recursively), so that failed children can be replayed with them.
+            # The runs are held live first (locked, or brought back from history), with the
+            # child runs they spawned (recursively), so that failed children can be
+            # replayed with them and the archiver cannot move any of them meanwhile.
             await self._restore(tx, tenant_id, [r["external_id"] for r in todo])
             # The failed children of what is replayed are replayed with it (recursively).
             for c in await tx.fetch("replayable_children", CancellableParams(dag_ids, task_ids)):
@@ -277,16 +278,20 @@ class RunOps:
         return outcomes
 
     async def _restore(self, tx: Executor, tenant_id: int, run_ids: list[uuid.UUID]) -> None:
-        """Moves runs (and, level by level, their child runs) back from history."""
+        """Holds the runs live, and level by level their child runs: what is live is locked
+        against the archiver, what already moved to history comes back. A child may have
+        moved while its parent is still live (it finished first), so every level's children
+        are looked up, whether or not anything of that level came back."""
+        seen: set[uuid.UUID] = set()
         for _ in range(_MAX_RESTORE_DEPTH):
+            run_ids = [r for r in run_ids if r not in seen]
             if not run_ids:
                 return
-            restored = await tx.fetch("restore_runs", RestoreParams(tenant_id, run_ids))
-            if not restored:
-                return
-            children = await tx.fetch(
-                "child_run_ids", TaskIdsParams([int(r["id"]) for r in restored])
-            )
+            seen.update(run_ids)
+            params = RestoreParams(tenant_id, run_ids)
+            await tx.fetch("lock_live_runs", params)
+            await tx.fetch("restore_runs", params)
+            children = await tx.fetch("child_runs_of_runs", params)
             run_ids = [r["external_id"] for r in children]
 
     async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
