@@ -93,19 +93,23 @@ SELECT * FROM tasks
 RETURNING id;
 
 -- name: lock_live_runs
--- Locks the live rows of the given runs (workflow runs first, then every task, in id order)
--- for a replay, so the archiver (which skips locked rows) cannot move them to history
--- between the replay's reads and its writes. A run the archiver is moving right now is
--- waited for; it is then in history, where restore_runs finds it.
+-- Locks the live rows of the given runs that the archiver could move (finished ones:
+-- workflow runs first, then their tasks and the single-task runs, in id order) for a
+-- replay, so the archiver (which skips locked rows) cannot move them to history between
+-- the replay's reads and its writes. A run the archiver is moving right now is waited
+-- for; it is then in history, where restore_runs finds it. Runs still running are not
+-- locked: nothing moves them, and their progression must not wait for a replay.
 WITH dags AS (
     SELECT id FROM dag
     WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(run_ids)s::uuid[])
+      AND status <> 'RUNNING'
     ORDER BY id
     FOR UPDATE
 )
 SELECT t.id FROM task t
 WHERE t.tenant_id = %(tenant_id)s
-  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL)
+  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL
+        AND t.status IN ('COMPLETED', 'FAILED', 'CANCELLED'))
        OR t.dag_id IN (SELECT id FROM dags))
 ORDER BY t.id
 FOR UPDATE OF t;
