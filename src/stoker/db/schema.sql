@@ -464,7 +464,6 @@ CREATE FUNCTION drop_partitions_before(parent text, before date) RETURNS SETOF t
 LANGUAGE plpgsql SET search_path FROM CURRENT SET lock_timeout = '2s' AS $$
 DECLARE
     part text;
-    dropped boolean;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions')) THEN
         RETURN;
@@ -480,13 +479,10 @@ BEGIN
     LOOP
         BEGIN
             EXECUTE format('DROP TABLE %I', part);
-            dropped := true;
-        EXCEPTION WHEN lock_not_available THEN
-            dropped := false;
-        END;
-        IF dropped THEN
             RETURN NEXT part;
-        END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;  -- the parent stays busy: this partition waits for the next round
+        END;
     END LOOP;
     EXECUTE format('DELETE FROM %I WHERE created_at < %L',
                    parent || '_default', before::timestamp AT TIME ZONE 'UTC');

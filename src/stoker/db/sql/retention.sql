@@ -114,17 +114,9 @@ WHERE t.tenant_id = %(tenant_id)s
 ORDER BY t.id
 FOR UPDATE OF t;
 
--- name: child_runs_of_runs
--- The run ids of the child runs spawned by any task of the given runs (single-task runs or
--- workflow runs), which are all live when this is asked (locked, or just restored).
-SELECT DISTINCT c.external_id
-FROM child_run c
-JOIN task t ON t.id = c.parent_task_id
-WHERE t.tenant_id = %(tenant_id)s
-  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL)
-       OR t.dag_id IN (SELECT id FROM dag
-                       WHERE tenant_id = %(tenant_id)s
-                         AND external_id = ANY(%(run_ids)s::uuid[])));
+-- name: child_run_ids
+-- The run ids of the child runs the given tasks spawned.
+SELECT DISTINCT external_id FROM child_run WHERE parent_task_id = ANY(%(task_ids)s::bigint[]);
 
 -- name: ensure_partitions
 -- Creates the missing day partitions of the partitioned tables from %(first)s for

@@ -278,10 +278,11 @@ class RunOps:
         return outcomes
 
     async def _restore(self, tx: Executor, tenant_id: int, run_ids: list[uuid.UUID]) -> None:
-        """Holds the runs live, and level by level their child runs: what is live is locked
-        against the archiver, what already moved to history comes back. A child may have
-        moved while its parent is still live (it finished first), so every level's children
-        are looked up, whether or not anything of that level came back."""
+        """Holds the runs live, and level by level their child runs: what is live and
+        finished is locked against the archiver, what already moved to history comes back.
+        A child may have moved while its parent is still live (it finished first), so the
+        children of every task held, locked or restored, are looked up. (Children of
+        running tasks are not: a replay only re-runs children of failed or cancelled ones.)"""
         seen: set[uuid.UUID] = set()
         for _ in range(_MAX_RESTORE_DEPTH):
             run_ids = [r for r in run_ids if r not in seen]
@@ -289,9 +290,9 @@ class RunOps:
                 return
             seen.update(run_ids)
             params = RestoreParams(tenant_id, run_ids)
-            await tx.fetch("lock_live_runs", params)
-            await tx.fetch("restore_runs", params)
-            children = await tx.fetch("child_runs_of_runs", params)
+            held = await tx.fetch("lock_live_runs", params)
+            held += await tx.fetch("restore_runs", params)
+            children = await tx.fetch("child_run_ids", TaskIdsParams([int(r["id"]) for r in held]))
             run_ids = [r["external_id"] for r in children]
 
     async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
