@@ -9,7 +9,8 @@ import pytest
 
 from stoker.config import ClientSettings, EngineSettings, parse_duration
 from stoker.db.queries import QueryRegistry, parse_blocks, queries
-from stoker.errors import ConfigError
+from stoker import Context, SleepCondition, Stoker
+from stoker.errors import ConfigError, DeclarationError
 from tests.harness import REPO
 
 
@@ -23,8 +24,22 @@ def test_durations(value: str | float, expected: float) -> None:
 
 @pytest.mark.parametrize("value", ["soon", "5 minutes", "-3s", "", True])
 def test_bad_durations_name_the_option(value: object) -> None:
-    with pytest.raises(ConfigError, match=r"^timeout: "):
+    # A DeclarationError, as the README promises for declarations; still a ConfigError.
+    with pytest.raises(DeclarationError, match=r"^timeout: ") as raised:
         parse_duration(value, "timeout")  # type: ignore[arg-type]
+    assert isinstance(raised.value, ConfigError)
+
+
+def test_a_bad_duration_in_a_declaration_is_a_declaration_error() -> None:
+    app = Stoker(address="127.0.0.1:1", token="x")
+    with pytest.raises(DeclarationError, match=r"task 'late': execution_timeout: 'soon'"):
+
+        @app.task(execution_timeout="soon")
+        async def late(input: dict[str, int], ctx: Context) -> None:
+            pass
+
+    with pytest.raises(DeclarationError, match="SleepCondition: 'ten minutes'"):
+        SleepCondition("ten minutes")
 
 
 def test_engine_settings_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import platformdirs
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stoker.errors import ConfigError
+from stoker.errors import ConfigError, DurationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 
@@ -39,7 +39,11 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: str | float | timedelta | None, what: str) -> timedelta | None:
-    """``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"``, seconds as a number, or timedelta."""
+    """``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"``, seconds as a number, or timedelta.
+
+    Anything else raises :class:`~stoker.errors.DurationError` naming ``what``: a
+    DeclarationError (durations mostly come from task options) that is also a ConfigError.
+    """
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -49,9 +53,9 @@ def parse_duration(value: str | float | timedelta | None, what: str) -> timedelt
     elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
         result = timedelta(seconds=float(m["n"]) * _UNIT_SECONDS[m["unit"]])
     else:
-        raise ConfigError(f"{what}: {value!r} is not a duration such as '30s', '5m' or '2h'")
+        raise DurationError(f"{what}: {value!r} is not a duration such as '30s', '5m' or '2h'")
     if result < timedelta(0):
-        raise ConfigError(f"{what}: {value!r} is negative")
+        raise DurationError(f"{what}: {value!r} is negative")
     return result
 
 

@@ -23,6 +23,14 @@ class DeclarationError(StokerError):
     """A task or workflow declaration is invalid."""
 
 
+class DurationError(DeclarationError, ConfigError):
+    """A duration is invalid: use a number of seconds or a string such as '30s' or '5m'.
+
+    Durations appear in declarations (timeouts, sleeps, rate-limit windows) and in settings,
+    so this is both a :class:`DeclarationError` and a :class:`ConfigError`.
+    """
+
+
 class EngineUnavailableError(StokerError):
     """The Stoker engine could not be reached after retrying; is it running?"""
 
