@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from stoker import (
+    Context,
     PayloadTooLargeError,
     RunCancelledError,
     Stoker,
@@ -220,3 +221,41 @@ def test_time_to_result_is_reported(app: Stoker, worker: Any, engine: Any, tenan
     (row,) = task_rows(engine, tenant)
     assert row["started_at"] is not None and row["finished_at"] >= row["started_at"]
     assert row["created_at"].timestamp() >= t0 - 5
+
+
+def test_a_worker_serves_the_workflows_it_is_given(app: Stoker, engine: Any) -> None:
+    """``app.worker(tasks=[workflow, task])``; the default name is ``host-pid``."""
+    import os
+    import socket
+    import threading
+
+    from stoker import DeclarationError
+
+    wf = app.workflow("given")
+
+    @wf.task()
+    async def first(input: dict[str, Any], ctx: Context) -> int:
+        return 1
+
+    @wf.task(parents=[first])
+    async def second(input: dict[str, Any], ctx: Context) -> int:
+        return ctx.task_output(first) + 1
+
+    with pytest.raises(DeclarationError, match="expected tasks and workflows, got str"):
+        app.worker(tasks=["greet"])  # type: ignore[list-item]
+    worker = app.worker(tasks=[wf, app.tasks["greet"]], slots=2)
+    assert sorted(worker.tasks) == sorted([first.name, second.name, "greet"])
+    assert worker.name == f"{socket.gethostname()}-{os.getpid()}"
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.async_start(),))
+    thread.start()
+    try:
+        assert wf.run({}) == {"first": 1, "second": 2}
+        assert app.tasks["greet"].run(Greet(name="wf"))["message"] == "hello wf"
+        with psycopg.connect(engine.db_url) as conn:
+            names = conn.execute("SELECT name FROM stoker.worker").fetchall()
+        assert (worker.name,) in names
+    finally:
+        worker.request_stop()
+        thread.join(timeout=30)
+        loop.close()

@@ -312,7 +312,7 @@ def _labels(values: list[str]) -> dict[str, str | int]:
 def worker(
     target: Annotated[str, typer.Argument(help="The app, as MODULE:ATTRIBUTE (e.g. hello:app).")],
     name: Annotated[
-        str | None, typer.Option(help="The worker's name (default: this host's name).")
+        str | None, typer.Option(help="The worker's name (default: host name and pid).")
     ] = None,
     slots: Annotated[int, typer.Option(help="Task slots.")] = 100,
     durable_slots: Annotated[int, typer.Option(help="Slots for durable tasks.")] = 0,
@@ -326,7 +326,6 @@ def worker(
     _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
     labels = _run(lambda: _labels(label or []))
-    name = name or socket.gethostname()
     runner = _run(
         lambda: stoker_app.worker(name, slots=slots, durable_slots=durable_slots, labels=labels)
     )

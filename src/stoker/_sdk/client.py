@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -31,6 +33,27 @@ if TYPE_CHECKING:
     from stoker._sdk.worker import Worker
 
 F = TypeVar("F", bound=TaskFn)
+
+
+def default_worker_name() -> str:
+    """``host-pid``: unique among the workers of one machine, and says where each runs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _expand(items: Sequence[Task[Any, Any] | Workflow[Any]]) -> list[Task[Any, Any]]:
+    """The tasks a worker serves: each task, and every step of each workflow."""
+    tasks: list[Task[Any, Any]] = []
+    for item in items:
+        if isinstance(item, Workflow):
+            tasks.extend(item.steps.values())
+        elif isinstance(item, Task):
+            tasks.append(item)
+        else:
+            raise DeclarationError(
+                f"worker tasks=: expected tasks and workflows, got {type(item).__name__} "
+                f"{item!r}"
+            )
+    return tasks
 
 
 class Stoker:
@@ -161,28 +184,29 @@ class Stoker:
 
     def worker(
         self,
-        name: str = "worker",
+        name: str | None = None,
         *,
         slots: int = 100,
         durable_slots: int = 0,
         labels: dict[str, str | int] | None = None,
-        tasks: Sequence[Task[Any, Any]] | None = None,
+        tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
-        It runs up to ``slots`` slots' worth of tasks at once (a task takes ``slot_cost``
+        ``tasks`` may list tasks and workflows (a workflow stands for all its steps). It
+        runs up to ``slots`` slots' worth of tasks at once (a task takes ``slot_cost``
         slots), plus ``durable_slots`` for durable tasks; ``labels`` are matched against the
-        tasks' ``desired_worker_labels``.
+        tasks' ``desired_worker_labels``. ``name`` defaults to :func:`default_worker_name`.
         """
         from stoker._sdk.worker import Worker
 
         return Worker(
             self,
-            name,
+            name or default_worker_name(),
             slots=slots,
             durable_slots=durable_slots,
             labels=labels,
-            tasks=list(tasks) if tasks is not None else None,
+            tasks=_expand(tasks) if tasks is not None else None,
         )
 
     # -- talking to the engine ----------------------------------------------------------
