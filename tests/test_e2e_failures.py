@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -151,15 +152,23 @@ def test_invalid_or_missing_token_is_rejected(engine: Any) -> None:
     channel.close()
 
 
-def test_unreachable_engine_raises_a_clear_error_after_retrying() -> None:
+def test_unreachable_engine_raises_a_clear_error_after_retrying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = basic.declare(Stoker(address=f"127.0.0.1:{port}", token="stk_x", connect_timeout=1.5))
     t0 = time.monotonic()
-    with pytest.raises(EngineUnavailableError, match=f"127.0.0.1:{port}.*is it running"):
-        app.tasks["greet"].run_no_wait(Greet(name="x"))
+    with caplog.at_level("WARNING", logger="stoker.client"):
+        with pytest.raises(EngineUnavailableError, match=f"127.0.0.1:{port}.*is it running"):
+            app.tasks["greet"].run_no_wait(Greet(name="x"))
     assert time.monotonic() - t0 >= 1.0  # it retried before giving up
+    # ...and said so while it waited, once (not on every attempt).
+    retrying = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retrying) == 1, retrying
+    assert f"engine at 127.0.0.1:{port} is unreachable" in retrying[0]
+    assert re.search(r"retrying for up to [12]s more", retrying[0]), retrying[0]
 
 
 def test_garbage_on_the_wire_does_not_take_the_engine_down(

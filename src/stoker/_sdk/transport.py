@@ -9,6 +9,7 @@ same Stoker exception types the engine raised.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,11 @@ from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker.config import ClientSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger("stoker.client")
+
+# While the engine is unreachable, say so at once and then every this many seconds.
+_RETRY_LOG_EVERY_S = 10.0
 
 ERROR_TYPE_KEY = "stoker-error"
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
@@ -82,6 +88,7 @@ class Transport:
         self._sync: pb_grpc.EngineStub | None = None
         self._sync_channel: grpc.Channel | None = None
         self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, pb_grpc.EngineStub]] = {}
+        self._next_retry_log = 0.0
 
     def stub(self) -> pb_grpc.EngineStub:
         with self._lock:
@@ -122,6 +129,7 @@ class Transport:
                 left = deadline - time.monotonic()
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
+                self._log_retry(exc, left)
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
@@ -144,8 +152,24 @@ class Transport:
                 left = deadline - time.monotonic()
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
+                self._log_retry(exc, left)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
+
+    def _log_retry(self, exc: grpc.RpcError, left: float) -> None:
+        """Warns that calls wait for the engine: at once, then every ``_RETRY_LOG_EVERY_S``."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_retry_log:
+                return
+            self._next_retry_log = now + _RETRY_LOG_EVERY_S
+        log.warning(
+            "the Stoker engine at %s is unreachable (%s); retrying for up to %.0fs more "
+            "(STOKER_CONNECT_TIMEOUT_S) before giving up",
+            self.settings.address,
+            exc.details() or exc.code().name,
+            left,
+        )
 
     def _error(self, exc: grpc.RpcError) -> errors.StokerError:
         err = to_stoker_error(exc, self.settings.address)
