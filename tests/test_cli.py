@@ -146,6 +146,59 @@ def test_lite_is_the_quickstart_and_keeps_its_data_and_token(tmp_path: Path) -> 
     assert "export STOKER_TOKEN=" + profiles[0]["token"] in log_path.read_text()
 
 
+def test_lite_takes_env_ports_and_refuses_a_second_lite_on_its_data_dir(tmp_path: Path) -> None:
+    """STOKER_GRPC_PORT/STOKER_HTTP_PORT as the README says; one lite per data directory."""
+    home, log_path = tmp_path / "home", tmp_path / "lite.log"
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **_clean_env(),
+        "STOKER_HOME": str(home),
+        "STOKER_GRPC_PORT": str(grpc_port),
+        "STOKER_HTTP_PORT": str(http_port),
+    }
+    with log_path.open("ab") as log:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "stoker", "lite"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        health = f"http://127.0.0.1:{http_port}/healthz"
+        wait_until(lambda: _healthy(health), 90, "stoker lite on STOKER_HTTP_PORT", log_path)
+        profile = (home / "profile.json").read_text()
+        assert json.loads(profile)["address"] == f"127.0.0.1:{grpc_port}"
+        # The engine banner gives the lines to paste, outside the box.
+        token = json.loads(profile)["token"]
+        assert f"\nexport STOKER_TOKEN={token}\n" in log_path.read_text()
+
+        other = ["--grpc-port", str(free_port()), "--http-port", str(free_port())]
+        second = stoker("lite", *other, env={"STOKER_HOME": str(home)})
+        assert second.returncode == 2, second.stderr
+        assert (
+            f"another `stoker lite` (pid {first.pid}, gRPC 127.0.0.1:{grpc_port}, "
+            f"REST API http://127.0.0.1:{http_port}) is running on the data directory {home}"
+        ) in " ".join(second.stderr.split())
+        assert "Traceback" not in second.stderr
+        # The first one is untouched: same profile, still serving.
+        assert (home / "profile.json").read_text() == profile
+        assert _healthy(health)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        code = first.wait(timeout=60)
+    assert code == 0, log_path.read_text()[-4000:]
+
+
+def test_help_and_version() -> None:
+    done = stoker("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stoker 0.1.0"
+    for command in ("lite", "engine", "worker"):
+        shown = stoker(command, "--help", env={"COLUMNS": "120"})
+        assert shown.returncode == 0, shown.stderr
+        assert "--verbose" in shown.stdout and "Debug logging" in shown.stdout
+        assert "<bool>" not in shown.stdout  # flags take no value
+    assert "<int>" in stoker("lite", "--help", env={"COLUMNS": "120"}).stdout
+
+
 def _run_quickstart(folder: Path, env: dict[str, str]) -> None:
     """hello.py and run_hello.py from the README, configured by the lite profile alone."""
     from tests.test_readme import examples

@@ -17,14 +17,38 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.panel import Panel
 
 from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
 from stoker.errors import ConfigError, StokerError
+
+if TYPE_CHECKING:
+    from stoker.lite import LiteLock
+
+def _hide_flag_types() -> None:
+    """Keeps ``--help`` from printing ``<bool>`` after flags, which take no value.
+
+    Typer's rich help shows every option's type, flags included; plain click help does not.
+    """
+    original = getattr(typer.core.TyperOption, "display_type_rich", None)
+    if original is None:
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        result: str | None = original(self, ctx)
+        return result
+
+    setattr(typer.core.TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_hide_flag_types()
 
 app = typer.Typer(
     name="stoker",
@@ -82,13 +106,44 @@ def _logging(verbose: bool) -> None:
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from stoker import __version__
+
+        print(f"stoker {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Stoker: a distributed task queue and durable workflow engine on PostgreSQL."""
+
+
 @app.command()
 def lite(
     data: Annotated[
         Path | None, typer.Option("--data-dir", help="Where data and profile live.")
     ] = None,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port for workers and clients.")] = 7077,
-    http_port: Annotated[int, typer.Option(help="HTTP port of the REST API.")] = 7078,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="gRPC port for workers and clients.",
+            show_default="STOKER_GRPC_PORT, else 7077",
+        ),
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            help="HTTP port of the REST API.", show_default="STOKER_HTTP_PORT, else 7078"
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Runs the engine on an embedded Postgres (or DATABASE_URL), ready for local use."""
@@ -99,32 +154,39 @@ def lite(
     if data is not None:
         os.environ["STOKER_HOME"] = str(data)
     home = data_dir()
+    # One lite per data directory: a second would share the embedded Postgres and rewrite
+    # the profile. Held until this process ends.
+    lock = lite_mode.LiteLock(home)
+    _run(lock.acquire)
     server: Any = None
     url = os.environ.get("DATABASE_URL", "")
     # Until the engine takes signals over, SIGTERM exits through the `finally` below, so
     # the embedded server is stopped rather than left running without its owner.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if not url:
-        console.print(f"starting the embedded Postgres in {home / 'pg'} ...")
-        server, url = _run(lambda: lite_mode.start_embedded_postgres(home))
     try:
-        _lite(url, grpc_port, http_port, embedded=server is not None)
+        if not url:
+            console.print(f"starting the embedded Postgres in {home / 'pg'} ...")
+            server, url = _run(lambda: lite_mode.start_embedded_postgres(home))
+        # Flags win; otherwise STOKER_GRPC_PORT / STOKER_HTTP_PORT, then the defaults.
+        ports = {
+            k: v for k, v in (("grpc_port", grpc_port), ("http_port", http_port)) if v is not None
+        }
+        _lite(url, ports, lock, embedded=server is not None)
     finally:
         # Stops the embedded server however the engine ended (it also stops at exit).
         if server is not None:
             server.cleanup()
+        lock.release()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
+def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> None:
     from stoker import lite as lite_mode
 
-    settings = _run(
-        lambda: EngineSettings.load(database_url=url, grpc_port=grpc_port, http_port=http_port)
-    )
+    settings = _run(lambda: EngineSettings.load(database_url=url, **ports))
     _run(lambda: _check_ports(settings))
 
     async def provision() -> lite_mode.Provisioned:
@@ -132,9 +194,10 @@ def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
             return await lite_mode.provision(conn, settings.schema_name, lite_mode.previous_token())
 
     done = _run(lambda: asyncio.run(provision()))
-    where = lite_mode.remember(settings, done.token)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     http = f"http://{settings.http_host}:{settings.http_port}"
+    lock.record(address, http)
+    where = lite_mode.remember(settings, done.token)
     database = f"embedded, in {data_dir() / 'pg'}" if embedded else "DATABASE_URL"
     console.print(
         Panel.fit(
@@ -145,11 +208,15 @@ def _lite(url: str, grpc_port: int, http_port: int, embedded: bool) -> None:
             f"profile         {where}\n"
             f"database        {database}\n\n"
             "Clients and workers on this machine find the engine through the profile.\n"
-            "Elsewhere, set:\n"
-            f"  export STOKER_ADDRESS={address}\n"
-            f"  export STOKER_TOKEN={done.token}",
+            "For curl and for other machines, run in your shell:",
             title="stoker lite",
         )
+    )
+    # Outside the panel, so the lines copy and paste cleanly.
+    console.print(
+        f"export STOKER_ADDRESS={address}\nexport STOKER_TOKEN={done.token}\n",
+        highlight=False,
+        soft_wrap=True,
     )
     from stoker.engine import serve
 

@@ -8,11 +8,13 @@ while it is valid.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from stoker.config import EngineSettings, read_profile, write_profile
 from stoker.db import Executor, apply_migrations
@@ -20,6 +22,65 @@ from stoker.engine.auth import TokenAuth, create_tenant, create_token
 from stoker.errors import AuthenticationError, ConfigError
 
 LITE_TENANT = "default"
+
+
+class LiteLock:
+    """An exclusive lock on a data directory, held for the life of one ``stoker lite``.
+
+    Two lite processes on one directory would share the embedded Postgres (the second
+    stops it when it exits) and overwrite each other's profile, so clients would follow
+    whichever wrote last. The lock is ``flock`` on ``<data dir>/lite.lock``: the kernel
+    releases it when the process dies, however it dies, so a stale file never blocks a
+    start. The file says who holds it (pid and addresses), for the refusal message.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "lite.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises ConfigError naming the ``stoker lite`` that holds it."""
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = _describe(handle.read())
+            handle.close()
+            raise ConfigError(
+                f"another `stoker lite` ({holder}) is running on the data directory "
+                f"{self.path.parent}: use that one, stop it first, or give this one its own "
+                "directory with --data-dir or STOKER_HOME"
+            ) from None
+        self._file = handle
+        self.record()
+
+    def record(self, grpc: str = "", http: str = "") -> None:
+        """Writes who holds the lock (this process, and its addresses once known)."""
+        assert self._file is not None, "record() before acquire()"
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps({"pid": os.getpid(), "grpc": grpc, "http": http}))
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the last descriptor drops the flock
+            self._file = None
+
+
+def _describe(text: str) -> str:
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return "pid unknown"
+    parts = [f"pid {info.get('pid', '?')}"]
+    if info.get("grpc"):
+        parts.append(f"gRPC {info['grpc']}")
+    if info.get("http"):
+        parts.append(f"REST API {info['http']}")
+    return ", ".join(parts)
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
