@@ -531,6 +531,42 @@ class _CatchAll:
             await response(scope, receive, send)
 
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the assets installed with the engine, no CDN.
+
+    Engines run on laptops without network and behind firewalls; a docs page that fetches
+    its scripts from the internet is blank there. The ``swagger-ui-bundle-v2`` package
+    ships Swagger UI's built files; they are served under ``/docs/assets``.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="Stoker API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            oauth2_redirect_url=redirect,
+            # The default validator badge is an image from swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get(redirect, include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``.
 
@@ -539,6 +575,9 @@ def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
     app = FastAPI(
         title="Stoker",
         version=version,
+        # FastAPI's own pages load their scripts from a CDN; /docs is served below instead.
+        docs_url=None,
+        redoc_url=None,
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
@@ -548,6 +587,7 @@ def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
     from stoker.engine.api.workflows import router as workflows  # imports this module
 
     app.include_router(workflows)
+    _serve_docs(app)
     app.add_exception_handler(StokerError, _on_stoker_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
