@@ -119,6 +119,9 @@ class Env:
         self.token = token
         self.other_tenant = other
 
+    async def conn_execute(self, sql: str) -> None:
+        await self.seed.conn.execute(sql)
+
     async def get(self, path: str, **params: Any) -> httpx.Response:
         return await self.client.get(
             path, params=params, headers={"authorization": f"Bearer {self.token}"}
@@ -237,6 +240,38 @@ async def test_other_tenants_runs_and_workers_are_invisible(env: Env) -> None:
 
 
 # --- one run ------------------------------------------------------------------------------
+
+
+async def test_a_queued_run_says_when_no_live_worker_serves_its_task(env: Env) -> None:
+    await env.seed.worker(env.tenant, "w")  # serves add and mul
+    await env.seed.worker(env.tenant, "gone", status="DEAD")
+    await env.conn_execute("UPDATE worker SET task_names = '{div}' WHERE name = 'gone'")
+    _, served = await env.seed.run(env.tenant, "add")
+    _, unserved = await env.seed.run(env.tenant, "div")
+    _, finished = await env.seed.run(env.tenant, "div", status="COMPLETED", output=1)
+    assert (await env.get(f"/api/v1/runs/{served}")).json()["waiting_reason"] is None
+    reason = (await env.get(f"/api/v1/runs/{unserved}")).json()["waiting_reason"]
+    assert reason.startswith("no connected worker serves task 'div'")
+    assert (await env.get(f"/api/v1/runs/{finished}")).json()["waiting_reason"] is None
+    spec = (await env.client.get("/openapi.json")).json()
+    assert "waiting_reason" in spec["components"]["schemas"]["RunDetail"]["properties"]
+
+
+async def test_served_tasks_are_read_once_per_tenant_while_fresh(env: Env, db: Executor) -> None:
+    from stoker.engine.dispatcher.served import ServedTasks
+
+    await env.seed.worker(env.tenant, "w")  # serves add and mul
+    served = ServedTasks(db, max_age_s=3600)
+    assert await served.unserved(env.tenant, ["add", "div"]) == ["div"]
+    await env.conn_execute("UPDATE worker SET task_names = '{add,div}'")
+    # Cached: triggers do not query the worker table each time...
+    assert await served.unserved(env.tenant, ["div"]) == ["div"]
+    # ...workers connected to this replica answer without it...
+    local = ServedTasks(db, lambda tenant_id: [frozenset({"div"})], max_age_s=3600)
+    assert await local.unserved(env.tenant, ["div"]) == []
+    # ...and a fresh read sees the change.
+    assert await ServedTasks(db, max_age_s=0).unserved(env.tenant, ["add", "div", "mul"]) == ["mul"]
+    assert await ServedTasks(db).unserved(env.other_tenant, ["add"]) == ["add"]
 
 
 async def test_get_run_tells_every_attempt(env: Env) -> None:

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from stoker import Context, SleepCondition, Stoker
 from stoker.config import ClientSettings, EngineSettings, parse_duration
 from stoker.db.queries import QueryRegistry, parse_blocks, queries
-from stoker import Context, SleepCondition, Stoker
 from stoker.errors import ConfigError, DeclarationError
 from tests.harness import REPO
 

@@ -259,3 +259,42 @@ def test_a_worker_serves_the_workflows_it_is_given(app: Stoker, engine: Any) -> 
         worker.request_stop()
         thread.join(timeout=30)
         loop.close()
+
+
+def test_a_run_no_worker_serves_is_reported_to_the_caller_and_in_the_api(
+    app: Stoker, engine: Any, tenant: Any, worker_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No silent wait: the caller logs it once per task, the run detail says why it waits."""
+    import httpx
+
+    from stoker._proto import engine_pb2 as pb
+
+    greet = app.tasks["greet"]
+    with caplog.at_level("WARNING", logger="stoker.client"):
+        refs = [greet.run_no_wait(Greet(name=str(i))) for i in range(3)]
+    warned = [r.getMessage() for r in caplog.records if "no worker connected" in r.getMessage()]
+    assert warned == [warned[0]], warned  # once per task name, not per run
+    assert "serves task 'greet'" in warned[0] and "stoker worker" in warned[0]
+
+    headers = {"authorization": f"Bearer {tenant.token}"}
+    with httpx.Client(base_url=engine.http_url, headers=headers, timeout=10) as http:
+        body = http.get(f"/api/v1/runs/{refs[0].run_id}").json()
+        assert body["status"] == "QUEUED"
+        assert body["waiting_reason"].startswith("no connected worker serves task 'greet'")
+
+        worker_factory("tests.apps.basic:app", slots=4).wait_ready()
+        assert [r.result(timeout=30)["message"] for r in refs] == ["hello 0", "hello 1", "hello 2"]
+        assert http.get(f"/api/v1/runs/{refs[0].run_id}").json()["waiting_reason"] is None
+    # With a live worker the engine names no task.
+    item = app._named_item("greet", {"name": "x"}, {})
+    resp = app.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=[item]))
+    assert list(resp.unserved_task_names) == []
+
+    @app.task()
+    async def lonely(input: dict[str, Any], ctx: Context) -> None:
+        pass  # registered, but the running worker does not have it
+
+    app.register([lonely])
+    missing = app._named_item("lonely", {}, {})
+    resp = app.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=[item, missing]))
+    assert list(resp.unserved_task_names) == ["lonely"]

@@ -30,6 +30,7 @@ from stoker.errors import ConfigError, StokerError
 if TYPE_CHECKING:
     from stoker.lite import LiteLock
 
+
 def _hide_flag_types() -> None:
     """Keeps ``--help`` from printing ``<bool>`` after flags, which take no value.
 
@@ -140,9 +141,7 @@ def lite(
     ] = None,
     http_port: Annotated[
         int | None,
-        typer.Option(
-            help="HTTP port of the REST API.", show_default="STOKER_HTTP_PORT, else 7078"
-        ),
+        typer.Option(help="HTTP port of the REST API.", show_default="STOKER_HTTP_PORT, else 7078"),
     ] = None,
     verbose: Verbose = False,
 ) -> None:

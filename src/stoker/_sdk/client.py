@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=TaskFn)
 
+log = logging.getLogger("stoker.client")
+
 
 def default_worker_name() -> str:
     """``host-pid``: unique among the workers of one machine, and says where each runs."""
@@ -50,8 +53,7 @@ def _expand(items: Sequence[Task[Any, Any] | Workflow[Any]]) -> list[Task[Any, A
             tasks.append(item)
         else:
             raise DeclarationError(
-                f"worker tasks=: expected tasks and workflows, got {type(item).__name__} "
-                f"{item!r}"
+                f"worker tasks=: expected tasks and workflows, got {type(item).__name__} {item!r}"
             )
     return tasks
 
@@ -89,6 +91,7 @@ class Stoker:
         self._wf_client: WorkflowsClient | None = None
         self._transport: Transport | None = None
         self._registered: set[str] = set()
+        self._warned_unserved: set[str] = set()
         self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------
@@ -236,6 +239,7 @@ class Stoker:
         if task is not None and task.name not in self._registered:
             self.register([task])
         resp = self.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=items))
+        self._warn_unserved(resp.unserved_task_names)
         return [RunRef(self, run_id, task) for run_id in resp.run_ids]
 
     async def _atrigger(
@@ -244,7 +248,21 @@ class Stoker:
         if task is not None and task.name not in self._registered:
             await self.aio_register([task])
         resp = await self.transport.acall(lambda s: s.Trigger, pb.TriggerRequest(items=items))
+        self._warn_unserved(resp.unserved_task_names)
         return [RunRef(self, run_id, task) for run_id in resp.run_ids]
+
+    def _warn_unserved(self, names: Sequence[str]) -> None:
+        """Logs, once per task name, that the engine knows no live worker for a task."""
+        with self._lock:
+            new = [n for n in names if n not in self._warned_unserved]
+            self._warned_unserved.update(new)
+        for name in new:
+            log.warning(
+                "no worker connected to the engine serves task %r: its runs wait in the queue "
+                "until one does (start one with `stoker worker MODULE:app`); a run that no "
+                "worker takes within its schedule_timeout (default 5m) is cancelled",
+                name,
+            )
 
     def _await_runs(self, run_ids: list[str], wait_ms: int) -> list[pb.RunResult]:
         req = pb.AwaitRunsRequest(run_ids=run_ids, timeout_ms=wait_ms)

@@ -31,6 +31,7 @@ from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers import Controllers
 from stoker.engine.dispatcher import Dispatcher, Reconciler
+from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.retention import Retention
@@ -134,11 +135,14 @@ class Engine:
             self.dags,
             self.retention,
         ]
+        self.served = ServedTasks(
+            db, lambda tenant_id: (c.task_names for c in self.dispatcher.conns_of(tenant_id))
+        )
         if s.http_enabled:
             from stoker.engine.api.app import create_app
             from stoker.engine.api.service import ApiService
 
-            app = create_app(db, self.auth, version=__version__)
+            app = create_app(db, self.auth, version=__version__, served=self.served)
             self.services.append(ApiService(app, s.http_host, s.http_port))
         for service in self.services:
             await service.start()
@@ -155,7 +159,8 @@ class Engine:
             ]
         )
         pb_grpc.add_EngineServicer_to_server(
-            EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher), self._grpc
+            EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher, self.served),
+            self._grpc,
         )
         wpb_grpc.add_WorkflowsServicer_to_server(self.workflows_servicer, self._grpc)
         address = f"{s.grpc_host}:{s.grpc_port}"

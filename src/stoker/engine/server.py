@@ -18,6 +18,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.runs import RunWatcher
 from stoker.errors import (
@@ -75,12 +76,18 @@ class Handlers:
 
 class EngineServicer(Handlers, pb_grpc.EngineServicer):
     def __init__(
-        self, auth: TokenAuth, ingest: Ingest, dispatcher: Dispatcher, watcher: RunWatcher
+        self,
+        auth: TokenAuth,
+        ingest: Ingest,
+        dispatcher: Dispatcher,
+        watcher: RunWatcher,
+        served: ServedTasks,
     ) -> None:
         self._auth = auth
         self._ingest = ingest
         self._dispatcher = dispatcher
         self._watcher = watcher
+        self._served = served
 
     async def RegisterTasks(
         self, request: pb.RegisterTasksRequest, context: grpc.aio.ServicerContext
@@ -113,7 +120,17 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
             ids = await self._ingest.trigger(p.tenant_id, items)
         except Exception as exc:
             await self._fail(context, exc)
-        return pb.TriggerResponse(run_ids=ids)
+        unserved = await self._unserved(p.tenant_id, {i.task_name for i in items})
+        return pb.TriggerResponse(run_ids=ids, unserved_task_names=unserved)
+
+    async def _unserved(self, tenant_id: int, task_names: set[str]) -> list[str]:
+        """Tasks no live worker serves; [] when that cannot be told (the runs are stored)."""
+        try:
+            return await self._served.unserved(tenant_id, task_names)
+        except Exception as exc:
+            # The trigger succeeded: failing the call now would make the caller retry it.
+            log.warning("cannot tell which tasks have live workers: %s", exc)
+            return []
 
     async def AwaitRuns(
         self, request: pb.AwaitRunsRequest, context: grpc.aio.ServicerContext

@@ -34,3 +34,8 @@ WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[]);
 
 -- name: update_worker_labels
 UPDATE worker SET labels = %(labels)s::jsonb WHERE id = %(worker_id)s;
+
+-- name: served_task_names
+-- The task names that the tenant's live workers serve, whichever replica they are on.
+SELECT DISTINCT unnest(task_names) AS task_name FROM worker
+WHERE tenant_id = %(tenant_id)s AND status = 'ACTIVE';

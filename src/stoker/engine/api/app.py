@@ -44,6 +44,7 @@ from stoker.engine.api.models import (
     WorkerStatus,
 )
 from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.dispatcher.served import ServedTasks
 from stoker.errors import (
     AuthenticationError,
     ConfigError,
@@ -142,6 +143,7 @@ class TenantParams:
 class _State:
     db: Executor
     auth: TokenAuth
+    served: ServedTasks
 
 
 def _state(request: Request) -> _State:
@@ -324,8 +326,11 @@ async def healthz(db: DbDep) -> Any:
     tags=["runs"],
     responses={404: {"model": ErrorBody, "description": "No such run for this tenant"}},
 )
-async def get_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> RunDetail:
-    """One run with its input, output, error and every attempt."""
+async def get_run(request: Request, run_id: uuid.UUID, who: Auth, db: DbDep) -> RunDetail:
+    """One run with its input, output, error and every attempt.
+
+    A queued run whose task no live worker serves says so in ``waiting_reason``.
+    """
     row = await db.fetchone("api_get_run", GetRunParams(who.tenant_id, run_id))
     if row is None:
         raise NotFoundError(f"no run with id {run_id}")
@@ -347,6 +352,19 @@ async def get_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> RunDetail:
             rate_limits=row["rate_limits"] or [],
             assigned_at=row["assigned_at"],
         ),
+        waiting_reason=await _waiting_reason(_state(request).served, who.tenant_id, row),
+    )
+
+
+async def _waiting_reason(served: ServedTasks, tenant_id: int, row: Row) -> str | None:
+    if row["status"] != RunStatus.QUEUED.value:
+        return None
+    name = row["task_name"]
+    if not await served.unserved(tenant_id, [name]):
+        return None
+    return (
+        f"no connected worker serves task {name!r}: the run waits until a worker that has "
+        "it connects (or its schedule_timeout cancels it)"
     )
 
 
@@ -567,8 +585,13 @@ def _serve_docs(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
 
-def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
+def create_app(
+    db: Executor, auth: TokenAuth, *, version: str, served: ServedTasks | None = None
+) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``.
+
+    ``served`` tells which tasks have live workers (the engine shares its own; by default
+    one of the API's own, reading the ``worker`` table).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -581,7 +604,7 @@ def create_app(db: Executor, auth: TokenAuth, *, version: str) -> FastAPI:
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
-    app.state.stoker = _State(db, auth)
+    app.state.stoker = _State(db, auth, served or ServedTasks(db))
     app.include_router(health)
     app.include_router(api)
     from stoker.engine.api.workflows import router as workflows  # imports this module

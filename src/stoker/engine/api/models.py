@@ -139,6 +139,11 @@ class RunDetail(RunSummary):
     output: Any = None
     attempts: list[Attempt] = Field(default_factory=list)
     scheduling: RunScheduling = Field(default_factory=RunScheduling)
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why a queued run cannot start now, such as no connected worker "
+        "serving its task; null when nothing is known to hold it back",
+    )
 
 
 class RunPage(_Model):
