@@ -8,6 +8,7 @@ runs as a user would run it, with the engine address and token in the environmen
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -69,3 +70,19 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
     finally:
         for worker in workers:
             worker.kill()
+
+
+def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:
+    """The REST API example, run by a shell holding the token as `stoker lite` exports it."""
+    text = README.read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("curl ")]
+    assert "$STOKER_TOKEN" in line
+    assert "export STOKER_TOKEN=" in text  # the README says where the variable comes from
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    env["STOKER_TOKEN"] = tenant.token
+    done = subprocess.run(
+        ["bash", "-c", f"{line.replace('http://127.0.0.1:7078', engine.http_url)} --fail -sS"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["items"] == []
