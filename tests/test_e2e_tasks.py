@@ -223,7 +223,9 @@ def test_time_to_result_is_reported(app: Stoker, worker: Any, engine: Any, tenan
     assert row["created_at"].timestamp() >= t0 - 5
 
 
-def test_a_worker_serves_the_workflows_it_is_given(app: Stoker, engine: Any) -> None:
+def test_a_worker_serves_the_workflows_it_is_given(
+    app: Stoker, engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """``app.worker(tasks=[workflow, task])``; the default name is ``host-pid``."""
     import os
     import socket
@@ -246,10 +248,17 @@ def test_a_worker_serves_the_workflows_it_is_given(app: Stoker, engine: Any) -> 
     worker = app.worker(tasks=[wf, app.tasks["greet"]], slots=2)
     assert sorted(worker.tasks) == sorted([first.name, second.name, "greet"])
     assert worker.name == f"{socket.gethostname()}-{os.getpid()}"
+    # Before the worker runs, the caller hears that the workflow's steps have no worker.
+    with caplog.at_level("WARNING", logger="stoker.client"):
+        early = wf.run_no_wait({})
+    warned = sorted(r.getMessage() for r in caplog.records if "no worker" in r.getMessage())
+    assert len(warned) == 2, warned
+    assert f"serves task {first.name!r}" in warned[0] + warned[1]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(worker.async_start(),))
     thread.start()
     try:
+        assert early.result(timeout=30) == {"first": 1, "second": 2}
         assert wf.run({}) == {"first": 1, "second": 2}
         assert app.tasks["greet"].run(Greet(name="wf"))["message"] == "hello wf"
         with psycopg.connect(engine.db_url) as conn:

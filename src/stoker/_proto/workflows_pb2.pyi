@@ -142,16 +142,24 @@ class TriggerWorkflowsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
+    UNSERVED_TASK_NAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def unserved_task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Step task names of the triggered workflows that no live worker of the tenant serves
+        (as the engine saw a moment ago); as in TriggerResponse.
+        """
+
     def __init__(
         self,
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        unserved_task_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "unserved_task_names", b"unserved_task_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

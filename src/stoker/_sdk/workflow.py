@@ -337,6 +337,7 @@ class Workflow(Generic[I]):
         for start in range(0, len(items), 1000):
             req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
             resp = self.app._workflows_client().call(lambda s: s.TriggerWorkflows, req)
+            self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
         return refs
 
@@ -352,6 +353,7 @@ class Workflow(Generic[I]):
         for start in range(0, len(items), 1000):
             req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
             resp = await self.app._workflows_client().acall(lambda s: s.TriggerWorkflows, req)
+            self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
         return refs
 

@@ -108,6 +108,9 @@ class Engine:
         self.auth = TokenAuth(db)
         for part in (self.ingest, self.dispatcher, self.attempts):
             part.engine_id = self.engine_id
+        self.served = ServedTasks(
+            db, lambda tenant_id: (c.task_names for c in self.dispatcher.conns_of(tenant_id))
+        )
         self._start_workflows(db, wake)
         self.listener = Listener(
             s.database_url,
@@ -135,9 +138,6 @@ class Engine:
             self.dags,
             self.retention,
         ]
-        self.served = ServedTasks(
-            db, lambda tenant_id: (c.task_names for c in self.dispatcher.conns_of(tenant_id))
-        )
         if s.http_enabled:
             from stoker.engine.api.app import create_app
             from stoker.engine.api.service import ApiService
@@ -206,6 +206,7 @@ class Engine:
                 engine_id=self.engine_id,
                 on_enqueued=wake,
             ),
+            self.served,
         )
 
     async def stop(self) -> None:

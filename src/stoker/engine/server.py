@@ -120,17 +120,8 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
             ids = await self._ingest.trigger(p.tenant_id, items)
         except Exception as exc:
             await self._fail(context, exc)
-        unserved = await self._unserved(p.tenant_id, {i.task_name for i in items})
+        unserved = await self._served.report(p.tenant_id, {i.task_name for i in items})
         return pb.TriggerResponse(run_ids=ids, unserved_task_names=unserved)
-
-    async def _unserved(self, tenant_id: int, task_names: set[str]) -> list[str]:
-        """Tasks no live worker serves; [] when that cannot be told (the runs are stored)."""
-        try:
-            return await self._served.unserved(tenant_id, task_names)
-        except Exception as exc:
-            # The trigger succeeded: failing the call now would make the caller retry it.
-            log.warning("cannot tell which tasks have live workers: %s", exc)
-            return []
 
     async def AwaitRuns(
         self, request: pb.AwaitRunsRequest, context: grpc.aio.ServicerContext

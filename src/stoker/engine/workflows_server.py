@@ -15,6 +15,7 @@ from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
+from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest.workflows import (
     ChildInput,
     EventInput,
@@ -61,10 +62,13 @@ def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
 class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
     """Hands each call to the workflow ingest or to cancel/replay."""
 
-    def __init__(self, auth: TokenAuth, ingest: WorkflowIngest, ops: RunOps) -> None:
+    def __init__(
+        self, auth: TokenAuth, ingest: WorkflowIngest, ops: RunOps, served: ServedTasks
+    ) -> None:
         self._auth = auth
         self._ingest = ingest
         self._ops = ops
+        self._served = served
 
     async def RegisterWorkflows(
         self, request: wpb.RegisterWorkflowsRequest, context: grpc.aio.ServicerContext
@@ -102,7 +106,26 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
             )
         except Exception as exc:
             await self._fail(context, exc)
-        return wpb.TriggerWorkflowsResponse(run_ids=ids)
+        return wpb.TriggerWorkflowsResponse(
+            run_ids=ids, unserved_task_names=await self._unserved_steps(p.tenant_id, request)
+        )
+
+    async def _unserved_steps(
+        self, tenant_id: int, request: wpb.TriggerWorkflowsRequest
+    ) -> list[str]:
+        """The triggered workflows' steps that no live worker serves (definitions cached)."""
+        try:
+            known = await self._ingest.workflows(tenant_id)
+        except Exception as exc:  # the runs are stored: the call must not fail now
+            log.warning("cannot read workflow definitions: %s", exc)
+            return []
+        steps = {
+            step.task_name
+            for name in {i.workflow_name for i in request.items}
+            if name in known
+            for step in known[name][1].steps
+        }
+        return await self._served.report(tenant_id, steps)
 
     async def SpawnChildren(
         self, request: wpb.SpawnChildrenRequest, context: grpc.aio.ServicerContext

@@ -16,11 +16,14 @@ unserved once; a worker that died stays counted until it is declared dead.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stoker.db import Executor
+
+log = logging.getLogger("stoker.engine.dispatcher")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,17 @@ class ServedTasks:
             return []
         served = await self._served(tenant_id)
         return sorted(wanted - served)
+
+    async def report(self, tenant_id: int, task_names: Iterable[str]) -> list[str]:
+        """:meth:`unserved` for a trigger's response: [] when it cannot be told.
+
+        The runs are stored by then; failing the call would make the caller retry it.
+        """
+        try:
+            return await self.unserved(tenant_id, task_names)
+        except Exception as exc:
+            log.warning("cannot tell which tasks have live workers: %s", exc)
+            return []
 
     async def _served(self, tenant_id: int) -> frozenset[str]:
         seen = self._seen.get(tenant_id)
