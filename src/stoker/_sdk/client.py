@@ -253,6 +253,8 @@ class Stoker:
 
     def _warn_unserved(self, names: Sequence[str]) -> None:
         """Logs, once per task name, that the engine knows no live worker for a task."""
+        if not names:
+            return
         with self._lock:
             new = [n for n in names if n not in self._warned_unserved]
             self._warned_unserved.update(new)
