@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,9 @@ class EngineProcess:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # For an engine serving TLS: how the health check trusts it (and presents a client
+    # certificate, for mutual TLS); the REST API is then https.
+    https: ssl.SSLContext | None = None
 
     @property
     def grpc_address(self) -> str:
@@ -166,7 +170,8 @@ class EngineProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.https is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def log_path(self) -> Path:
@@ -201,7 +206,8 @@ class EngineProcess:
                 + self.log_path.read_text(errors="replace")[-4000:]
             )
         try:
-            with urllib.request.urlopen(self.http_url + "/healthz", timeout=1) as resp:
+            url = self.http_url + "/healthz"
+            with urllib.request.urlopen(url, timeout=1, context=self.https) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False

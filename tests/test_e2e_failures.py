@@ -189,7 +189,8 @@ def test_garbage_on_the_wire_does_not_take_the_engine_down(
     # gRPC itself rejects a message that does not parse, before any handler runs.
     assert "Wire format was corrupt" in (info.value.details() or "")
     too_big = pb.TriggerRequest(
-        items=[pb.TriggerItem(task_name="greet", input=b'"' + b"x" * (5 * 1024 * 1024) + b'"')]
+        # Over the 4 MiB payload limit, within the message limit (payload + 1 MiB).
+        items=[pb.TriggerItem(task_name="greet", input=b'"' + b"x" * (4 * 1024 * 1024) + b'"')]
     )
     stub = channel.unary_unary(
         "/stoker.v1.Engine/Trigger", request_serializer=lambda m: m.SerializeToString()

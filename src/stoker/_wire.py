@@ -7,8 +7,9 @@ models travel, as JSON, inside a task definition.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -149,3 +150,43 @@ class TaskConfig(BaseModel):
     rate_limits: list[RateLimit] = Field(default_factory=list)
     desired_worker_labels: dict[str, DesiredWorkerLabel] = Field(default_factory=dict)
     sticky: StickyStrategy | None = None
+
+
+# One gRPC message carries at most one payload's worth of data plus this much: room for the
+# other fields of a batch (task names, metadata, ids). Batches are split to stay under it,
+# and the engine refuses larger messages before holding them (README "Security").
+MESSAGE_HEADROOM = 1024 * 1024
+
+
+def message_limit(max_payload_bytes: int) -> int:
+    """The largest gRPC message the engine accepts, for a payload limit."""
+    return max_payload_bytes + MESSAGE_HEADROOM
+
+
+class _Sized(Protocol):
+    def ByteSize(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Sized)
+
+# Room for a request's fields outside its repeated items (ids, a parent reference).
+_REQUEST_MARGIN = 4096
+
+
+def split_batches(items: Sequence[S], limit: int, max_items: int) -> list[list[S]]:
+    """Splits the items of a repeated field into requests of at most ``max_items`` items
+    that each encode to at most ``limit`` bytes (an item too large alone gets a request of
+    its own, which gRPC then refuses with a clear error before sending it)."""
+    batches: list[list[S]] = []
+    current: list[S] = []
+    size = _REQUEST_MARGIN
+    for item in items:
+        n = item.ByteSize() + 10  # the field's tag and length prefix
+        if current and (len(current) >= max_items or size + n > limit):
+            batches.append(current)
+            current, size = [], _REQUEST_MARGIN
+        current.append(item)
+        size += n
+    if current:
+        batches.append(current)
+    return batches

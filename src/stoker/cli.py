@@ -328,19 +328,99 @@ def migrate() -> None:
 def token_create(
     tenant: Annotated[str, typer.Option(help="The tenant (created when missing).")],
     name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Admin role: may also manage the tenant's tokens.")
+    ] = False,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(help="Lifetime, such as 30m, 12h or 90d (default: never expires)."),
+    ] = None,
 ) -> None:
     """Creates an API token for a tenant and prints it (it is stored only as a hash)."""
     settings = _run(EngineSettings.load)
+    from stoker.engine.api.tokens import expiry
+
+    expires_at = _run(lambda: expiry(expires_in))
 
     async def create() -> str:
         from stoker.db import Executor
-        from stoker.engine.auth import create_tenant, create_token
+        from stoker.engine.auth import ADMIN, MEMBER, create_tenant, create_token
 
         async with _database(settings) as conn:
             db = Executor(conn)
-            return await create_token(db, await create_tenant(db, tenant), name=name)
+            return await create_token(
+                db,
+                await create_tenant(db, tenant),
+                name=name,
+                role=ADMIN if admin else MEMBER,
+                expires_at=expires_at,
+            )
 
     print(_run(lambda: asyncio.run(create())))
+
+
+@token_app.command("list")
+def token_list(
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant's tokens (default: every tenant).")
+    ] = None,
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
+) -> None:
+    """Lists API tokens (never their secrets): id, tenant, name, role, expiry, last use."""
+    settings = _run(EngineSettings.load)
+
+    async def fetch() -> list[Any]:
+        from stoker.db import Executor
+        from stoker.engine.auth import list_tokens
+
+        async with _database(settings) as conn:
+            rows = await list_tokens(Executor(conn), None, include_revoked=include_revoked)
+        return [r for r in rows if tenant is None or r["tenant_name"] == tenant]
+
+    from rich.table import Table
+
+    table = Table("id", "tenant", "name", "role", "created", "expires", "last used", "revoked")
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+    for row in _run(lambda: asyncio.run(fetch())):
+        table.add_row(
+            str(row["external_id"]),
+            row["tenant_name"],
+            row["name"],
+            row["role"],
+            when(row["created_at"]),
+            when(row["expires_at"]),
+            when(row["last_used_at"]),
+            when(row["revoked_at"]),
+        )
+    Console(width=200).print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id, as `stoker token list` shows.")],
+) -> None:
+    """Revokes an API token: every engine replica refuses it within a second."""
+    import uuid
+
+    settings = _run(EngineSettings.load)
+    try:
+        external_id = uuid.UUID(token_id)
+    except ValueError:
+        raise _fail(f"{token_id!r} is not a token id (see `stoker token list`)") from None
+
+    async def revoke() -> int | None:
+        from stoker.db import Executor
+        from stoker.engine.auth import revoke_token
+
+        async with _database(settings) as conn:
+            return await revoke_token(Executor(conn), external_id, None, sender="cli")
+
+    if _run(lambda: asyncio.run(revoke())) is None:
+        raise _fail(f"no unrevoked token {token_id} (see `stoker token list --all`)")
+    console.print(f"revoked {token_id}")
 
 
 def load_app(target: str) -> Any:

@@ -97,6 +97,18 @@ class EngineSettings(BaseSettings):
     max_requeues: int = 20
     lease_ttl_s: float = 10.0
     engine_id: str = ""
+    # Security (README "Security"): how long a replica trusts a verified token before
+    # checking it again (bounds how late a revocation can take effect if its notification is
+    # lost), and how often last-used times are written.
+    auth_cache_ttl_s: float = 0.5
+    token_last_used_interval_s: float = 60.0
+    # TLS for gRPC and HTTP: a PEM certificate (chain) and its key; with a client CA, clients
+    # must present a certificate it signed (mutual TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Concurrent calls (HTTP/2 streams) one connection may have open.
+    grpc_max_concurrent_streams: int = 1000
 
     def validate_settings(self) -> EngineSettings:
         """Fails fast with ConfigError on values that cannot work."""
@@ -126,7 +138,38 @@ class EngineSettings(BaseSettings):
             raise ConfigError("payload limit, flush size and scheduler batch must be positive")
         if not 0 < self.grpc_port < 65536 or not 0 < self.http_port < 65536:
             raise ConfigError("ports must be between 1 and 65535")
+        if not 0 < self.auth_cache_ttl_s <= 1.0:
+            raise ConfigError(
+                "STOKER_AUTH_CACHE_TTL_S must be in (0, 1]: revocation must take effect within "
+                f"a second, got {self.auth_cache_ttl_s}"
+            )
+        if self.token_last_used_interval_s <= 0 or self.grpc_max_concurrent_streams <= 0:
+            raise ConfigError(
+                "STOKER_TOKEN_LAST_USED_INTERVAL_S and STOKER_GRPC_MAX_CONCURRENT_STREAMS "
+                "must be positive"
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(
+                "TLS needs both STOKER_TLS_CERT_FILE and STOKER_TLS_KEY_FILE (one is missing)"
+            )
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(
+                "STOKER_TLS_CLIENT_CA_FILE (mutual TLS) needs STOKER_TLS_CERT_FILE and "
+                "STOKER_TLS_KEY_FILE too"
+            )
+        for what, path in (
+            ("STOKER_TLS_CERT_FILE", self.tls_cert_file),
+            ("STOKER_TLS_KEY_FILE", self.tls_key_file),
+            ("STOKER_TLS_CLIENT_CA_FILE", self.tls_client_ca_file),
+        ):
+            if path:
+                read_pem(path, what)
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the engine serves gRPC and HTTP over TLS."""
+        return bool(self.tls_cert_file)
 
     @classmethod
     def load(cls, **overrides: Any) -> EngineSettings:
@@ -152,6 +195,34 @@ class ClientSettings(BaseSettings):
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     connect_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
+    # TLS to the engine (README "Security"): on with STOKER_TLS=1 or when any file is given.
+    # The engine's certificate is checked against the system's roots, or tls_ca_file; a
+    # client certificate and key are presented when the engine asks for one (mutual TLS).
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # The name the engine's certificate must carry, when it is not the address' host.
+    tls_server_name: str = ""
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether to connect over TLS."""
+        return self.tls or bool(self.tls_ca_file or self.tls_cert_file)
+
+    def check_tls(self) -> None:
+        """ConfigError when the TLS files cannot work together or cannot be read."""
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(
+                "a client certificate needs both STOKER_TLS_CERT_FILE and STOKER_TLS_KEY_FILE"
+            )
+        for what, path in (
+            ("STOKER_TLS_CA_FILE", self.tls_ca_file),
+            ("STOKER_TLS_CERT_FILE", self.tls_cert_file),
+            ("STOKER_TLS_KEY_FILE", self.tls_key_file),
+        ):
+            if path:
+                read_pem(path, what)
 
     @classmethod
     def load(cls, **overrides: Any) -> ClientSettings:
@@ -168,12 +239,24 @@ class ClientSettings(BaseSettings):
                     "token": settings.token or profile.get("token", ""),
                 }
             )
+        settings.check_tls()
         if not settings.address:
             raise ConfigError(
                 "no engine address: set STOKER_ADDRESS (and STOKER_TOKEN), pass "
                 "Stoker(address=..., token=...), or start `stoker lite` on this machine"
             )
         return settings
+
+
+def read_pem(path: str, what: str) -> bytes:
+    """The contents of a PEM file; ConfigError naming the setting when it cannot be used."""
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{what}: {path} is not a PEM file (no '-----BEGIN' line)")
+    return data
 
 
 def read_profile() -> dict[str, str]:

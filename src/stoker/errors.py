@@ -39,6 +39,10 @@ class AuthenticationError(StokerError):
     """The engine rejected the API token: it is missing, unknown or revoked."""
 
 
+class PermissionDeniedError(StokerError):
+    """The API token is valid but its role does not allow this (it needs the admin role)."""
+
+
 class UnknownTaskError(StokerError):
     """No task is registered under that name."""
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from stoker.config import EngineSettings, read_profile, write_profile
 from stoker.db import Executor, apply_migrations
-from stoker.engine.auth import TokenAuth, create_tenant, create_token
+from stoker.engine.auth import ADMIN, TokenAuth, create_tenant, create_token
 from stoker.errors import AuthenticationError, ConfigError
 
 LITE_TENANT = "default"
@@ -127,7 +127,7 @@ async def provision(conn: Any, schema: str, previous_token: str | None) -> Provi
         except AuthenticationError:
             pass
     tenant_id = await create_tenant(db, LITE_TENANT)
-    token = await create_token(db, tenant_id, name="lite")
+    token = await create_token(db, tenant_id, name="lite", role=ADMIN)
     return Provisioned(token, True, applied)
 
 

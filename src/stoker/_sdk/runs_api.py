@@ -27,7 +27,8 @@ import grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker._sdk.context import Context
-from stoker._sdk.transport import channel_options
+from stoker._sdk.transport import open_aio_channel, open_channel
+from stoker._wire import message_limit, split_batches
 from stoker.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -51,9 +52,7 @@ class WorkflowsClient:
         with self._lock:
             if self._sync is None:
                 settings = self._app.settings
-                self._channel = grpc.insecure_channel(
-                    settings.address, options=channel_options(settings)
-                )
+                self._channel = open_channel(settings)
                 self._sync = wpb_grpc.WorkflowsStub(self._channel)
             return self._sync
 
@@ -64,7 +63,7 @@ class WorkflowsClient:
             for old in [lp for lp in self._aio if lp.is_closed()]:
                 del self._aio[old]
             settings = self._app.settings
-            channel = grpc.aio.insecure_channel(settings.address, options=channel_options(settings))
+            channel = open_aio_channel(settings)
             found = self._aio[loop] = wpb_grpc.WorkflowsStub(channel)
         return found
 
@@ -280,6 +279,22 @@ class ChildSpec:
     options: Mapping[str, Any]
 
 
+def _spawn_requests(
+    app: Stoker, ctx: Context, children: Sequence[ChildSpec]
+) -> list[wpb.SpawnChildrenRequest]:
+    """The children in requests that fit the engine's message limit (their child indexes
+    are taken up front, so a retried parent finds the same children however they were
+    split)."""
+    items = _spawn_request(ctx, children).items
+    limit = message_limit(app.max_payload_bytes)
+    return [
+        wpb.SpawnChildrenRequest(
+            parent_task_id=ctx.task_id, parent_attempt=ctx.attempt, items=batch
+        )
+        for batch in split_batches(list(items), limit, len(items) or 1)
+    ]
+
+
 def _spawn_request(ctx: Context, children: Sequence[ChildSpec]) -> wpb.SpawnChildrenRequest:
     items = []
     first = ctx._take_child_indexes(len(children))
@@ -303,15 +318,18 @@ def _spawn_request(ctx: Context, children: Sequence[ChildSpec]) -> wpb.SpawnChil
 
 def spawn(app: Stoker, ctx: Context, children: Sequence[ChildSpec]) -> list[str]:
     """Creates children of the running task ``ctx`` (a blocking call); their run ids."""
-    req = _spawn_request(ctx, children)
-    resp = app._workflows_client().call(lambda s: s.SpawnChildren, req)
-    return list(resp.run_ids)
+    ids: list[str] = []
+    for req in _spawn_requests(app, ctx, children):
+        ids += app._workflows_client().call(lambda s: s.SpawnChildren, req).run_ids
+    return ids
 
 
 async def aio_spawn(app: Stoker, ctx: Context, children: Sequence[ChildSpec]) -> list[str]:
-    req = _spawn_request(ctx, children)
-    resp = await app._workflows_client().acall(lambda s: s.SpawnChildren, req)
-    return list(resp.run_ids)
+    ids: list[str] = []
+    for req in _spawn_requests(app, ctx, children):
+        resp = await app._workflows_client().acall(lambda s: s.SpawnChildren, req)
+        ids += resp.run_ids
+    return ids
 
 
 __all__ = ["Events", "RunOutcome", "Runs"]

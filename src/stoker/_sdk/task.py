@@ -26,6 +26,8 @@ from stoker._wire import (
     RateLimit,
     StickyStrategy,
     TaskConfig,
+    message_limit,
+    split_batches,
 )
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError, RunCancelledError, TaskRunError
@@ -333,21 +335,9 @@ def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.Tr
 
 
 def _chunks(items: list[pb.TriggerItem], max_payload: int) -> list[list[pb.TriggerItem]]:
-    """Splits triggers into calls of at most _TRIGGER_BATCH items and a few payloads' size."""
-    budget = 4 * max_payload
-    chunks: list[list[pb.TriggerItem]] = []
-    current: list[pb.TriggerItem] = []
-    size = 0
-    for item in items:
-        n = len(item.input) + len(item.additional_metadata) + 64
-        if current and (len(current) >= _TRIGGER_BATCH or size + n > budget):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        chunks.append(current)
-    return chunks
+    """Splits triggers into calls of at most _TRIGGER_BATCH items that fit the engine's
+    message limit."""
+    return split_batches(items, message_limit(max_payload), _TRIGGER_BATCH)
 
 
 class RunRef(Generic[O]):

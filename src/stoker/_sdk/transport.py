@@ -19,7 +19,8 @@ import grpc
 
 from stoker import errors
 from stoker._proto import engine_pb2_grpc as pb_grpc
-from stoker.config import ClientSettings
+from stoker._wire import message_limit
+from stoker.config import ClientSettings, read_pem
 
 T = TypeVar("T")
 
@@ -47,20 +48,57 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.StokerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
 }
 
-# Batches of payloads may be large; each payload is checked against max_payload_bytes.
-_MESSAGE_HEADROOM = 64 * 1024 * 1024
+# Responses (results of many runs, assignments) may carry many payloads.
+_RECEIVE_HEADROOM = 64 * 1024 * 1024
 
 
 def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
-    limit = settings.max_payload_bytes + _MESSAGE_HEADROOM
-    return [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
+    # Requests are batched to fit the engine's limit (stoker._wire.message_limit); one that
+    # cannot fit fails here, before it is sent, as PayloadTooLargeError.
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_payload_bytes + _RECEIVE_HEADROOM),
+        ("grpc.max_send_message_length", message_limit(settings.max_payload_bytes)),
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
+    if settings.use_tls and settings.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+    return options
+
+
+def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the engine (None: plaintext): the system's roots or
+    ``tls_ca_file``, and a client certificate for mutual TLS when one is configured."""
+    if not settings.use_tls:
+        return None
+    settings.check_tls()
+
+    def pem(path: str, what: str) -> bytes | None:
+        return read_pem(path, what) if path else None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem(settings.tls_ca_file, "STOKER_TLS_CA_FILE"),
+        private_key=pem(settings.tls_key_file, "STOKER_TLS_KEY_FILE"),
+        certificate_chain=pem(settings.tls_cert_file, "STOKER_TLS_CERT_FILE"),
+    )
+
+
+def open_channel(settings: ClientSettings) -> grpc.Channel:
+    """A blocking channel to the engine, over TLS when configured."""
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.insecure_channel(settings.address, options=channel_options(settings))
+    return grpc.secure_channel(settings.address, credentials, options=channel_options(settings))
+
+
+def open_aio_channel(settings: ClientSettings) -> grpc.aio.Channel:
+    """An asyncio channel to the engine, over TLS when configured."""
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(settings.address, options=channel_options(settings))
+    return grpc.aio.secure_channel(settings.address, credentials, options=channel_options(settings))
 
 
 def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
@@ -93,9 +131,7 @@ class Transport:
     def stub(self) -> pb_grpc.EngineStub:
         with self._lock:
             if self._sync is None:
-                self._sync_channel = grpc.insecure_channel(
-                    self.settings.address, options=channel_options(self.settings)
-                )
+                self._sync_channel = open_channel(self.settings)
                 self._sync = pb_grpc.EngineStub(self._sync_channel)
             return self._sync
 
@@ -105,9 +141,7 @@ class Transport:
         if found is None:
             for old in [lp for lp in self._aio if lp.is_closed()]:
                 del self._aio[old]
-            channel = grpc.aio.insecure_channel(
-                self.settings.address, options=channel_options(self.settings)
-            )
+            channel = open_aio_channel(self.settings)
             found = (channel, pb_grpc.EngineStub(channel))
             self._aio[loop] = found
         return found[1]

@@ -39,7 +39,8 @@ from pydantic import ValidationError
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.task import Task
-from stoker._sdk.transport import channel_options, to_stoker_error
+from stoker._sdk.transport import open_aio_channel, open_channel, to_stoker_error
+from stoker._wire import message_limit, split_batches
 from stoker.errors import (
     AuthenticationError,
     DeclarationError,
@@ -168,7 +169,7 @@ class Worker:
         delay = 0.1
         settings = self.app.settings
         while True:
-            channel = grpc.aio.insecure_channel(settings.address, options=channel_options(settings))
+            channel = open_aio_channel(settings)
             try:
                 finished = await self._session(channel)
                 delay = 0.1
@@ -281,7 +282,10 @@ class Worker:
             while self._control:
                 await call.write(self._control.pop(0))
             while outbox.events:
-                batch = outbox.events[:500]
+                # As many events as fit one message of the engine's size limit.
+                batch = split_batches(
+                    outbox.events[:500], message_limit(self.app.max_payload_bytes), 500
+                )[0]
                 await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
                 del outbox.events[: len(batch)]
             self._changed.set()
@@ -311,7 +315,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         settings = self.app.settings
-        channel = grpc.insecure_channel(settings.address, options=channel_options(settings))
+        channel = open_channel(settings)
         from stoker._proto import engine_pb2_grpc as pb_grpc
 
         stub = pb_grpc.EngineStub(channel)

@@ -21,6 +21,7 @@ from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
 from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
+from stoker._wire import message_limit, split_batches
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
@@ -327,15 +328,15 @@ class Workflow(Generic[I]):
     def run_many(
         self, inputs: Sequence[I], **options: Unpack[RunOptions]
     ) -> list[RunRef[dict[str, Any]]]:
-        """Starts many runs (1,000 per call to the engine); inside a task, child runs."""
+        """Starts many runs (up to 1,000 per call to the engine); inside a task, child runs."""
         if not self._registered:
             self.register()
         if (ctx := current_context.get()) is not None:
             return self._refs(spawn(self.app, ctx, self._children(inputs, options)))
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
-        for start in range(0, len(items), 1000):
-            req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
+        for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
+            req = wpb.TriggerWorkflowsRequest(items=batch)
             resp = self.app._workflows_client().call(lambda s: s.TriggerWorkflows, req)
             self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
@@ -350,8 +351,8 @@ class Workflow(Generic[I]):
             return self._refs(await aio_spawn(self.app, ctx, self._children(inputs, options)))
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
-        for start in range(0, len(items), 1000):
-            req = wpb.TriggerWorkflowsRequest(items=items[start : start + 1000])
+        for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
+            req = wpb.TriggerWorkflowsRequest(items=batch)
             resp = await self.app._workflows_client().acall(lambda s: s.TriggerWorkflows, req)
             self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)

@@ -17,8 +17,13 @@ CREATE TABLE api_token (
     name        text NOT NULL,
     token_hash  bytea NOT NULL UNIQUE,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    revoked_at  timestamptz
+    revoked_at  timestamptz,
+    -- 'admin' tokens may also manage the tenant's tokens over the REST API.
+    role        text NOT NULL DEFAULT 'member' CHECK (role IN ('admin', 'member')),
+    expires_at  timestamptz,
+    last_used_at timestamptz
 );
+CREATE INDEX api_token_tenant_idx ON api_token (tenant_id, created_at);
 
 CREATE TABLE task_def (
     tenant_id  bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,

@@ -25,10 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 from stoker import __version__
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker.config import EngineSettings
+from stoker._wire import message_limit
+from stoker.config import EngineSettings, read_pem
 from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts
-from stoker.engine.auth import TokenAuth
+from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
 from stoker.engine.controllers import Controllers
 from stoker.engine.dispatcher import Dispatcher, Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
@@ -37,13 +38,10 @@ from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.retention import Retention
 from stoker.engine.runs import RunWatcher
 from stoker.engine.scheduler import Scheduler
-from stoker.engine.server import EngineServicer
+from stoker.engine.server import AuthInterceptor, EngineServicer
 from stoker.engine.service import Service
 
 log = logging.getLogger("stoker.engine")
-
-# gRPC messages may carry batches of payloads, each up to max_payload_bytes.
-_MESSAGE_HEADROOM = 64 * 1024 * 1024
 
 
 class Engine:
@@ -105,7 +103,11 @@ class Engine:
             worker_dead_after_s=s.worker_dead_after_s,
             lease_ttl_s=s.lease_ttl_s,
         )
-        self.auth = TokenAuth(db)
+        self.auth = TokenAuth(
+            db,
+            cache_ttl_s=s.auth_cache_ttl_s,
+            last_used_interval_s=s.token_last_used_interval_s,
+        )
         for part in (self.ingest, self.dispatcher, self.attempts):
             part.engine_id = self.engine_id
         self.served = ServedTasks(
@@ -117,7 +119,7 @@ class Engine:
             s.schema_name,
             self.engine_id,
             {QUEUE: self.scheduler.wake, FINISHED: self.watcher.tenant_finished},
-            {CANCEL: self.dispatcher.cancel_remote},
+            {CANCEL: self.dispatcher.cancel_remote, TOKEN_CHANNEL: self.auth.on_revoked},
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(
@@ -129,6 +131,7 @@ class Engine:
             interval_s=s.archive_interval_s,
         )
         self.services = [
+            self.auth,
             self.listener,
             self.ingest,
             self.dispatcher,
@@ -142,21 +145,41 @@ class Engine:
             from stoker.engine.api.app import create_app
             from stoker.engine.api.service import ApiService
 
-            app = create_app(db, self.auth, version=__version__, served=self.served)
-            self.services.append(ApiService(app, s.http_host, s.http_port))
+            app = create_app(
+                db,
+                self.auth,
+                version=__version__,
+                served=self.served,
+                engine_id=self.engine_id,
+                max_body_bytes=message_limit(s.max_payload_bytes),
+            )
+            self.services.append(
+                ApiService(
+                    app,
+                    s.http_host,
+                    s.http_port,
+                    cert_file=s.tls_cert_file,
+                    key_file=s.tls_key_file,
+                    client_ca_file=s.tls_client_ca_file,
+                )
+            )
         for service in self.services:
             await service.start()
 
-        limit = s.max_payload_bytes + _MESSAGE_HEADROOM
+        # Requests larger than one payload plus headroom are refused by gRPC before they are
+        # held whole (the SDK splits its batches to fit); responses (results, assignments)
+        # are not capped here: the receiving client bounds them.
         self._grpc = grpc.aio.server(
+            interceptors=[AuthInterceptor(self.auth)],
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", message_limit(s.max_payload_bytes)),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_EngineServicer_to_server(
             EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher, self.served),
@@ -164,15 +187,20 @@ class Engine:
         )
         wpb_grpc.add_WorkflowsServicer_to_server(self.workflows_servicer, self._grpc)
         address = f"{s.grpc_host}:{s.grpc_port}"
-        if self._grpc.add_insecure_port(address) == 0:
+        if s.tls:
+            port = self._grpc.add_secure_port(address, _server_credentials(s))
+        else:
+            port = self._grpc.add_insecure_port(address)
+        if port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._grpc.start()
         log.info(
-            "stoker engine %s ready: grpc=%s http=%s:%d",
+            "stoker engine %s ready: grpc=%s http=%s:%d tls=%s",
             self.engine_id,
             address,
             s.http_host,
             s.http_port,
+            ("mutual" if s.tls_client_ca_file else "on") if s.tls else "off",
         )
 
     def _start_workflows(self, db: Executor, wake: Callable[..., None]) -> None:
@@ -220,6 +248,22 @@ class Engine:
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()
+
+
+def _server_credentials(s: EngineSettings) -> grpc.ServerCredentials:
+    """TLS for the gRPC port; with a client CA, clients must present a certificate it
+    signed (mutual TLS)."""
+    ca = s.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [
+            (
+                read_pem(s.tls_key_file, "STOKER_TLS_KEY_FILE"),
+                read_pem(s.tls_cert_file, "STOKER_TLS_CERT_FILE"),
+            )
+        ],
+        root_certificates=read_pem(ca, "STOKER_TLS_CLIENT_CA_FILE") if ca else None,
+        require_client_auth=bool(ca),
+    )
 
 
 async def serve(settings: EngineSettings) -> None:

@@ -3,14 +3,17 @@
 Stoker errors become gRPC status codes with the error's message as details (the SDK turns
 them back into the same exception types); anything unexpected becomes INTERNAL without
 taking the engine down. Malformed messages are rejected by gRPC itself before they reach
-a handler.
+a handler, and :class:`AuthInterceptor` refuses calls without a valid token before their
+request is read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
@@ -31,6 +34,8 @@ from stoker.errors import (
 )
 
 log = logging.getLogger("stoker.engine.server")
+
+T = TypeVar("T")
 
 _CODES: list[tuple[type[StokerError], grpc.StatusCode]] = [
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
@@ -53,15 +58,64 @@ def status_for(exc: StokerError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
+def _token(context: grpc.aio.ServicerContext) -> str | None:
+    header = dict(context.invocation_metadata() or ()).get("authorization")
+    return bearer(header if isinstance(header, str) else None)
+
+
+# How often a worker stream's token is checked again (answers come from TokenAuth's cache,
+# which a revocation clears at once), so a revoked token's worker is cut off within a second.
+_STREAM_RECHECK_S = 0.25
+
+
+async def _until_refused(
+    stream: AsyncIterator[T], auth: TokenAuth, token: str | None
+) -> AsyncIterator[T]:
+    """The messages of ``stream`` until the token stops authenticating (revoked or expired):
+    then the stream is closed, as when its peer goes away, and AuthenticationError raised."""
+    refused: asyncio.Future[AuthenticationError] = asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(_STREAM_RECHECK_S)
+            try:
+                await auth.authenticate(token)
+            except AuthenticationError as exc:
+                refused.set_result(exc)
+                return
+
+    watcher = asyncio.create_task(watch(), name="stoker-stream-auth")
+    step: asyncio.Future[T] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(stream))
+            await asyncio.wait((step, refused), return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                raise refused.result()
+            try:
+                message = step.result()
+            except StopAsyncIteration:
+                return
+            yield message
+    finally:
+        # Whatever ends this (a refusal, the peer going away), the stream's pending step
+        # is cancelled first: the stream then ends as when a worker disconnects.
+        watcher.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+        await asyncio.gather(watcher, *([step] if step is not None else []), return_exceptions=True)
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class Handlers:
     """What every servicer of the engine shares: who is calling, and how errors leave."""
 
     _auth: TokenAuth
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        header = dict(context.invocation_metadata() or ()).get("authorization")
-        token = bearer(header if isinstance(header, str) else None)
-        return await self._auth.authenticate(token)
+        return await self._auth.authenticate(_token(context))
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         """Aborts the call: a Stoker error with its status and type, anything else INTERNAL."""
@@ -72,6 +126,61 @@ class Handlers:
         await context.abort(
             grpc.StatusCode.INTERNAL, f"internal engine error: {type(exc).__name__}"
         )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses calls without a valid token before their request is read.
+
+    gRPC runs interceptors when a call's headers arrive; the handler reads the request
+    message only afterwards. A refused call is answered by a handler that never reads its
+    request stream, so an unauthenticated peer's body stays in the transport's flow-control
+    window (which stops the peer from sending more) and is dropped with the call: it is
+    never assembled into a message in the engine's memory, whatever size it claims.
+    """
+
+    def __init__(self, auth: TokenAuth) -> None:
+        self._auth = auth
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        header = metadata.get("authorization")
+        try:
+            await self._auth.authenticate(bearer(header if isinstance(header, str) else None))
+        except AuthenticationError as exc:
+            code, message, error_type = grpc.StatusCode.UNAUTHENTICATED, exc.message, exc
+        except Exception as exc:
+            # The database cannot answer: the caller may retry (UNAVAILABLE is retried by
+            # the SDK), but its request is not read either.
+            log.warning("cannot verify an API token: %s", exc)
+            code, message = grpc.StatusCode.UNAVAILABLE, "cannot verify the API token now"
+            error_type = None
+        else:
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        return _refusal(handler, code, message, error_type) if handler is not None else None
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler,
+    code: grpc.StatusCode,
+    message: str,
+    error: StokerError | None,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same response shape that aborts at once with ``code``, declared
+    request-streaming so that gRPC does not read the request before calling it."""
+
+    async def refuse(_requests: object, context: grpc.aio.ServicerContext) -> None:
+        if error is not None:
+            context.set_trailing_metadata(((ERROR_TYPE_KEY, type(error).__name__),))
+        await context.abort(code, message)
+
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse)
+    return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 class EngineServicer(Handlers, pb_grpc.EngineServicer):
@@ -145,7 +254,8 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
     ) -> AsyncIterator[pb.EngineMessage]:
         try:
             p = await self._principal(context)
-            async for msg in self._dispatcher.connect(p.tenant_id, request_iterator):
+            stream = self._dispatcher.connect(p.tenant_id, request_iterator)
+            async for msg in _until_refused(stream, self._auth, _token(context)):
                 yield msg
         except Exception as exc:
             await self._fail(context, exc)

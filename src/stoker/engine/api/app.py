@@ -52,6 +52,7 @@ from stoker.errors import (
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     StokerError,
     UnknownTaskError,
 )
@@ -63,6 +64,7 @@ MAX_PAGE = 500
 # HTTP status of each StokerError subclass the API can raise; the nearest base class wins.
 _STATUS: dict[type[StokerError], int] = {
     AuthenticationError: 401,
+    PermissionDeniedError: 403,
     NotFoundError: 404,
     UnknownTaskError: 404,
     PayloadTooLargeError: 413,
@@ -144,6 +146,7 @@ class _State:
     db: Executor
     auth: TokenAuth
     served: ServedTasks
+    engine_id: str
 
 
 def _state(request: Request) -> _State:
@@ -173,6 +176,7 @@ def _db(request: Request) -> Executor:
 
 
 DbDep = Annotated[Executor, Depends(_db)]
+StateDep = Annotated[_State, Depends(_state)]
 
 
 # --- converting rows ----------------------------------------------------------------------
@@ -549,6 +553,51 @@ class _CatchAll:
             await response(scope, receive, send)
 
 
+class _GuardBodies:
+    """Checks a request that carries a body before the body is read: it must declare its
+    length, within ``limit`` bytes, and on ``/api`` carry a valid token. The server reads
+    a body only as the app asks for it, so a refused one is never held in memory."""
+
+    def __init__(self, app: ASGIApp, auth: TokenAuth, limit: int) -> None:
+        self.app = app
+        self.auth = auth
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = await self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _refusal(self, scope: Scope) -> JSONResponse | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length")
+        if length is None:
+            if "chunked" not in headers.get("transfer-encoding", ""):
+                return None
+            return _error(411, "LengthRequired", "send a request body with a content-length")
+        if not length.isdigit():
+            return _error(400, "InvalidRequestError", "content-length is not a number")
+        if int(length) > self.limit:
+            return _error(
+                413,
+                "PayloadTooLargeError",
+                f"the request body is {length} bytes, over the limit of {self.limit} bytes",
+            )
+        if int(length) == 0 or not str(scope.get("path", "")).startswith("/api/"):
+            return None
+        try:
+            await self.auth.authenticate(bearer(headers.get("authorization")))
+        except AuthenticationError as exc:
+            return _error(401, type(exc).__name__, exc.message, **{"www-authenticate": "Bearer"})
+        except Exception as exc:
+            log.warning("cannot verify an API token: %s", exc)
+            return _error(503, "EngineUnavailableError", "cannot verify the API token now")
+        return None
+
+
 DOCS_ASSETS = "/docs/assets"
 
 
@@ -586,9 +635,16 @@ def _serve_docs(app: FastAPI) -> None:
 
 
 def create_app(
-    db: Executor, auth: TokenAuth, *, version: str, served: ServedTasks | None = None
+    db: Executor,
+    auth: TokenAuth,
+    *,
+    version: str,
+    served: ServedTasks | None = None,
+    engine_id: str = "",
+    max_body_bytes: int = 5 * 1024 * 1024,
 ) -> FastAPI:
-    """The REST API over ``db``, authenticating with ``auth``.
+    """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
+    ``max_body_bytes``.
 
     ``served`` tells which tasks have live workers (the engine shares its own; by default
     one of the API's own, reading the ``worker`` table).
@@ -604,16 +660,20 @@ def create_app(
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
-    app.state.stoker = _State(db, auth, served or ServedTasks(db))
+    app.state.stoker = _State(db, auth, served or ServedTasks(db), engine_id)
     app.include_router(health)
     app.include_router(api)
     from stoker.engine.api.workflows import router as workflows  # imports this module
 
     app.include_router(workflows)
+    from stoker.engine.api.tokens import router as tokens  # imports this module
+
+    app.include_router(tokens)
     _serve_docs(app)
     app.add_exception_handler(StokerError, _on_stoker_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(psycopg.OperationalError, _on_database_error)
     app.add_middleware(_CatchAll)
+    app.add_middleware(_GuardBodies, auth=auth, limit=max_body_bytes)
     return app

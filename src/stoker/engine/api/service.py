@@ -1,11 +1,14 @@
-"""Serves the REST API (and later the dashboard) with uvicorn inside the engine's loop."""
+"""Serves the REST API (and later the dashboard) with uvicorn inside the engine's loop,
+over https when the engine has a TLS certificate."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -28,9 +31,31 @@ class ApiService(Service):
 
     name = "api"
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str,
+        port: int,
+        *,
+        cert_file: str = "",
+        key_file: str = "",
+        client_ca_file: str = "",
+    ) -> None:
+        # With a certificate the API is served over https; with a client CA too, a client
+        # must present a certificate signed by it (as on the gRPC port).
+        tls: dict[str, Any] = {}
+        if cert_file:
+            tls = {"ssl_certfile": cert_file, "ssl_keyfile": key_file}
+            if client_ca_file:
+                tls |= {"ssl_ca_certs": client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            **tls,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
