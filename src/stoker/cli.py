@@ -185,7 +185,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> None:
     from stoker import lite as lite_mode
 
-    settings = _run(lambda: EngineSettings.load(database_url=url, **ports))
+    # Lite is for this machine: plaintext on loopback, whatever STOKER_TLS_* say.
+    plaintext = {"tls_cert_file": "", "tls_key_file": "", "tls_client_ca_file": ""}
+    settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext))
     _run(lambda: _check_ports(settings))
 
     async def provision() -> lite_mode.Provisioned:
