@@ -41,7 +41,7 @@ from stoker.engine.auth import (
 )
 from stoker.engine.notify import Listener
 from stoker.errors import ConfigError
-from tests.apps import basic
+from tests.apps import basic, big
 from tests.apps.basic import Greet
 from tests.harness import SCHEMA, EngineProcess, Tenant, WorkerProcess, wait_until
 from tests.test_cli import stoker
@@ -198,6 +198,19 @@ def test_messages_are_capped_at_the_payload_limit_and_batches_fit_the_cap(
             return None
 
         assert len(wf.run_many([Greet(name="w" * 1_500_000)] * 6)) == 6
+    finally:
+        app.close()
+
+
+def test_children_whose_inputs_exceed_one_message_are_spawned_in_several(
+    tenant: Tenant, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker_factory("tests.apps.big:app", slots=8)
+    app = big.declare(tenant.client(connect_timeout=5))
+    try:
+        # Six children of 1.5 MB: 9 MB of inputs, spawned from inside a running task.
+        result = app.tasks["fan_out"].run(big.FanOut(children=6, size=1_500_000))
+        assert result == [1_500_000] * 6
     finally:
         app.close()
 
