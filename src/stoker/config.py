@@ -185,7 +185,9 @@ class ClientSettings(BaseSettings):
     """Settings of an SDK client or worker process.
 
     ``address`` and ``token`` come from ``STOKER_ADDRESS``/``STOKER_TOKEN``, else from the
-    profile that ``stoker lite`` writes.
+    profile that ``stoker lite`` writes. ``address`` may list several engine replicas,
+    comma-separated (``host1:7077,host2:7077``): clients and workers use the first that
+    answers and move on to the next when it goes away.
     """
 
     model_config = SettingsConfigDict(env_prefix="STOKER_", extra="ignore", frozen=True)
@@ -245,7 +247,18 @@ class ClientSettings(BaseSettings):
                 "no engine address: set STOKER_ADDRESS (and STOKER_TOKEN), pass "
                 "Stoker(address=..., token=...), or start `stoker lite` on this machine"
             )
+        for part in settings.address.split(","):
+            if not part.strip():
+                raise ConfigError(
+                    f"STOKER_ADDRESS {settings.address!r} has an empty entry: list engine "
+                    "addresses separated by single commas, e.g. host1:7077,host2:7077"
+                )
         return settings
+
+    @property
+    def addresses(self) -> list[str]:
+        """The engine addresses to use, in order of preference."""
+        return [a.strip() for a in self.address.split(",") if a.strip()]
 
 
 def read_pem(path: str, what: str) -> bytes:

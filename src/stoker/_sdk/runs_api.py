@@ -47,34 +47,45 @@ class WorkflowsClient:
         self._sync: wpb_grpc.WorkflowsStub | None = None
         self._channel: grpc.Channel | None = None
         self._aio: dict[asyncio.AbstractEventLoop, wpb_grpc.WorkflowsStub] = {}
+        self._address = ""  # the transport's address the channels were made for
+
+    def _follow_transport(self) -> str:
+        """The transport's current address; forgets channels made for another one."""
+        address = self._app.transport.address
+        if address != self._address:
+            self.close()
+            self._aio = {}
+            self._address = address
+        return address
 
     def stub(self) -> wpb_grpc.WorkflowsStub:
+        address = self._follow_transport()
         with self._lock:
             if self._sync is None:
                 settings = self._app.settings
-                self._channel = open_channel(settings)
+                self._channel = open_channel(settings, address)
                 self._sync = wpb_grpc.WorkflowsStub(self._channel)
             return self._sync
 
     def aio_stub(self) -> wpb_grpc.WorkflowsStub:
+        address = self._follow_transport()
         loop = asyncio.get_running_loop()
         found = self._aio.get(loop)
         if found is None:
             for old in [lp for lp in self._aio if lp.is_closed()]:
                 del self._aio[old]
             settings = self._app.settings
-            channel = open_aio_channel(settings)
+            channel = open_aio_channel(settings, address)
             found = self._aio[loop] = wpb_grpc.WorkflowsStub(channel)
         return found
 
     def call(self, method: Callable[[wpb_grpc.WorkflowsStub], Any], request: Any) -> Any:
         """A unary call, retried while the engine is unreachable (see Transport.call)."""
-        stub = self.stub()
-        return self._app.transport.call(lambda _: method(stub), request)
+        # The stub is taken on every try: a retry may have moved to another address.
+        return self._app.transport.call(lambda _: method(self.stub()), request)
 
     async def acall(self, method: Callable[[wpb_grpc.WorkflowsStub], Any], request: Any) -> Any:
-        stub = self.aio_stub()
-        return await self._app.transport.acall(lambda _: method(stub), request)
+        return await self._app.transport.acall(lambda _: method(self.aio_stub()), request)
 
     def close(self) -> None:
         with self._lock:

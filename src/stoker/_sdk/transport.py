@@ -2,7 +2,8 @@
 
 Calls that fail because the engine cannot be reached (UNAVAILABLE) are retried with
 exponential backoff until ``connect_timeout_s`` has passed, then raise
-:class:`~stoker.errors.EngineUnavailableError`. Errors the engine reports come back as the
+:class:`~stoker.errors.EngineUnavailableError`. When ``STOKER_ADDRESS`` lists several
+engine replicas, each such failure moves the channels on to the next address. Errors the engine reports come back as the
 same Stoker exception types the engine raised.
 """
 
@@ -85,20 +86,29 @@ def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | N
     )
 
 
-def open_channel(settings: ClientSettings) -> grpc.Channel:
-    """A blocking channel to the engine, over TLS when configured."""
-    credentials = channel_credentials(settings)
-    if credentials is None:
-        return grpc.insecure_channel(settings.address, options=channel_options(settings))
-    return grpc.secure_channel(settings.address, credentials, options=channel_options(settings))
+def _target(settings: ClientSettings, address: str | None) -> str:
+    """``address``, else the first of the engine addresses the settings list."""
+    return address or (settings.addresses or [settings.address])[0]
 
 
-def open_aio_channel(settings: ClientSettings) -> grpc.aio.Channel:
-    """An asyncio channel to the engine, over TLS when configured."""
+def open_channel(settings: ClientSettings, address: str | None = None) -> grpc.Channel:
+    """A blocking channel to the engine (at ``address``, one of ``settings.addresses``),
+    over TLS when configured."""
+    target = _target(settings, address)
     credentials = channel_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(settings.address, options=channel_options(settings))
-    return grpc.aio.secure_channel(settings.address, credentials, options=channel_options(settings))
+        return grpc.insecure_channel(target, options=channel_options(settings))
+    return grpc.secure_channel(target, credentials, options=channel_options(settings))
+
+
+def open_aio_channel(settings: ClientSettings, address: str | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to the engine (at ``address``, one of ``settings.addresses``),
+    over TLS when configured."""
+    target = _target(settings, address)
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=channel_options(settings))
+    return grpc.aio.secure_channel(target, credentials, options=channel_options(settings))
 
 
 def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
@@ -127,11 +137,30 @@ class Transport:
         self._sync_channel: grpc.Channel | None = None
         self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, pb_grpc.EngineStub]] = {}
         self._next_retry_log = 0.0
+        self._addresses = settings.addresses or [settings.address]
+        self._current = 0
+
+    @property
+    def address(self) -> str:
+        """The engine address the channels use now (one of ``settings.addresses``)."""
+        return self._addresses[self._current % len(self._addresses)]
+
+    def next_address(self) -> None:
+        """Moves on to the next engine address (no-op with one); channels are re-made."""
+        if len(self._addresses) < 2:
+            return
+        with self._lock:
+            self._current += 1
+            if self._sync_channel is not None:
+                self._sync_channel.close()
+            self._sync_channel = self._sync = None
+            # Channels of other loops are closed by their loops' garbage; just forget them.
+            self._aio = {}
 
     def stub(self) -> pb_grpc.EngineStub:
         with self._lock:
             if self._sync is None:
-                self._sync_channel = open_channel(self.settings)
+                self._sync_channel = open_channel(self.settings, self.address)
                 self._sync = pb_grpc.EngineStub(self._sync_channel)
             return self._sync
 
@@ -141,7 +170,7 @@ class Transport:
         if found is None:
             for old in [lp for lp in self._aio if lp.is_closed()]:
                 del self._aio[old]
-            channel = open_aio_channel(self.settings)
+            channel = open_aio_channel(self.settings, self.address)
             found = (channel, pb_grpc.EngineStub(channel))
             self._aio[loop] = found
         return found[1]
@@ -164,6 +193,7 @@ class Transport:
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
                 self._log_retry(exc, left)
+                self.next_address()
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
@@ -187,6 +217,7 @@ class Transport:
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
                 self._log_retry(exc, left)
+                self.next_address()
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 

@@ -3,7 +3,8 @@
 Every path that ends an attempt other than by success goes through :meth:`Attempts.end`,
 one ``fail_attempts`` statement per batch, which decides in Postgres between a retry (a new
 attempt queued after the backoff) and the run's final failure. Only an attempt that still
-holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever reports it.
+holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever reports it;
+an end reported by a worker (``reporter``) counts only if that worker holds the attempt.
 """
 
 from __future__ import annotations
@@ -27,24 +28,36 @@ class AttemptEnd:
 
     task_id: int
     attempt: int
-    kind: str  # FAILED, TIMED_OUT, WORKER_LOST, ASSIGNMENT_LOST
+    kind: str  # FAILED, TIMED_OUT, WORKER_LOST, ASSIGNMENT_LOST, WORKER_STOPPED
     error: dict[str, str]
     retryable: bool = True
     counts: bool = True
     delay_ms: int = -1
+    # The worker that reported the end (its task_runtime row must name it), or None for
+    # the engine's own decisions (timeouts, dead workers).
+    reporter: int | None = None
 
     @classmethod
     def failed(
-        cls, task_id: int, attempt: int, error_type: str, message: str, *, retryable: bool = True
+        cls,
+        task_id: int,
+        attempt: int,
+        error_type: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        reporter: int | None = None,
     ) -> AttemptEnd:
         error = {"type": error_type, "message": message, "traceback": ""}
-        return cls(task_id, attempt, "FAILED", error, retryable=retryable)
+        return cls(task_id, attempt, "FAILED", error, retryable=retryable, reporter=reporter)
 
     @classmethod
-    def lost(cls, task_id: int, attempt: int, kind: str, message: str) -> AttemptEnd:
+    def lost(
+        cls, task_id: int, attempt: int, kind: str, message: str, *, reporter: int | None = None
+    ) -> AttemptEnd:
         """An attempt lost with its worker: requeued without using up a retry."""
         error = {"type": "WorkerLost", "message": message, "traceback": ""}
-        return cls(task_id, attempt, kind, error, retryable=True, counts=False)
+        return cls(task_id, attempt, kind, error, retryable=True, counts=False, reporter=reporter)
 
     @classmethod
     def timed_out(cls, task_id: int, attempt: int, timeout_ms: int | None = None) -> AttemptEnd:
@@ -57,7 +70,7 @@ class AttemptEnd:
         return cls(task_id, attempt, "TIMED_OUT", error)
 
     @classmethod
-    def from_event(cls, ev: pb.TaskEvent) -> AttemptEnd:
+    def from_event(cls, ev: pb.TaskEvent, reporter: int) -> AttemptEnd:
         error = {
             "type": ev.error.type or "Exception",
             "message": ev.error.message,
@@ -66,7 +79,13 @@ class AttemptEnd:
         kind = "TIMED_OUT" if ev.error.type == "TaskTimeoutError" else "FAILED"
         delay = ev.retry_after_ms if ev.retry_after_ms > 0 else -1
         return cls(
-            ev.task_id, ev.attempt, kind, error, retryable=not ev.non_retryable, delay_ms=delay
+            ev.task_id,
+            ev.attempt,
+            kind,
+            error,
+            retryable=not ev.non_retryable,
+            delay_ms=delay,
+            reporter=reporter,
         )
 
 
@@ -84,6 +103,7 @@ class FailParams:
     counts: list[bool]
     delays_ms: list[int]
     kinds: list[str]
+    reporters: list[int | None]
     max_requeues: int
 
 
@@ -146,6 +166,7 @@ class Attempts:
                     [e.counts for e in ends],
                     [e.delay_ms for e in ends],
                     [e.kind for e in ends],
+                    [e.reporter for e in ends],
                     self._max_requeues,
                 ),
             )

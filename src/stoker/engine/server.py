@@ -265,14 +265,14 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
     ) -> pb.HeartbeatResponse:
         known = False
         try:
-            await self._principal(context)
+            p = await self._principal(context)
             try:
                 worker = uuid.UUID(request.worker_id)
             except ValueError:
                 raise InvalidRequestError(
                     f"worker_id {request.worker_id!r} is not a UUID"
                 ) from None
-            known = await self._dispatcher.heartbeat(worker)
+            known = await self._dispatcher.heartbeat(p.tenant_id, worker)
         except Exception as exc:
             await self._fail(context, exc)
         return pb.HeartbeatResponse(known=known)

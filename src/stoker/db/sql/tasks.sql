@@ -61,29 +61,36 @@ FROM ins JOIN new ON new.external_id = ins.external_id
 WHERE new.status = 'QUEUED' AND new.concurrency_keys IS NULL;
 
 -- name: mark_started
--- Records that attempts began running; a start for an attempt that already ended is ignored.
+-- Records that attempts began running; a start for an attempt that already ended, or that
+-- is not held by the worker reporting it (task_runtime.worker_id), is ignored.
 UPDATE task t
 SET status = 'RUNNING', started_at = to_timestamp(s.started_ms / 1000.0)
-FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(started_ms)s::bigint[])
-     AS s(task_id, attempt, started_ms)
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(started_ms)s::bigint[],
+            %(worker_ids)s::bigint[])
+     AS s(task_id, attempt, started_ms, worker_id)
+JOIN task_runtime r
+  ON r.task_id = s.task_id AND r.attempt = s.attempt AND r.worker_id = s.worker_id
 WHERE t.id = s.task_id AND t.attempt = s.attempt AND t.status = 'ASSIGNED';
 
 -- name: complete_attempts
--- Ends attempts successfully. Only an attempt that still holds its task_runtime row is
--- recorded, so a late or duplicate completion never overwrites an accepted outcome.
+-- Ends attempts successfully. Only an attempt that still holds its task_runtime row, on
+-- the worker reporting it, is recorded, so a late, duplicate or forged completion never
+-- overwrites an accepted outcome.
 -- The outputs come as one JSON array (cheaper to send than an array of jsonb), zipped
 -- with the other columns by position.
 WITH c AS (
-    SELECT i.task_id, i.attempt, o.output, to_timestamp(i.finished_ms / 1000.0) AS finished_at
-    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(finished_ms)s::bigint[])
-         WITH ORDINALITY AS i(task_id, attempt, finished_ms, n)
+    SELECT i.task_id, i.attempt, i.worker_id, o.output,
+           to_timestamp(i.finished_ms / 1000.0) AS finished_at
+    FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(finished_ms)s::bigint[],
+                %(worker_ids)s::bigint[])
+         WITH ORDINALITY AS i(task_id, attempt, finished_ms, worker_id, n)
     JOIN jsonb_array_elements(%(outputs)s::jsonb) WITH ORDINALITY AS o(output, n) USING (n)
 ),
 -- The DELETE returns what the UPDATE needs, so each step is one pass over the batch (a join
 -- back to c is planned as a nested loop over two CTEs, quadratic in the batch size).
 ended AS (
     DELETE FROM task_runtime r USING c
-    WHERE r.task_id = c.task_id AND r.attempt = c.attempt
+    WHERE r.task_id = c.task_id AND r.attempt = c.attempt AND r.worker_id = c.worker_id
     RETURNING r.task_id, c.output, c.finished_at
 )
 UPDATE task t
@@ -95,7 +102,8 @@ RETURNING t.id, t.external_id, t.tenant_id, t.dag_id;
 
 -- name: fail_attempts
 -- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
--- An attempt that already ended (no task_runtime row) is ignored.
+-- An attempt that already ended (no task_runtime row) is ignored, and so is one reported by
+-- a worker (reporter, NULL for the engine's own decisions) that does not hold it.
 --   counts: the failure uses up one of the task's retries (an error raised by the task, a
 --     timeout). A lost worker or a lost assignment does not: it is requeued as a new attempt
 --     while the task has had fewer than max_requeues extra attempts.
@@ -105,12 +113,13 @@ WITH f AS (
     SELECT *
     FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(errors)s::jsonb[],
                 %(retryable)s::bool[], %(counts)s::bool[], %(delays_ms)s::bigint[],
-                %(kinds)s::text[])
-         AS f(task_id, attempt, error, retryable, counts, delay_ms, kind)
+                %(kinds)s::text[], %(reporters)s::bigint[])
+         AS f(task_id, attempt, error, retryable, counts, delay_ms, kind, reporter)
 ),
 ended AS (
     DELETE FROM task_runtime r USING f
     WHERE r.task_id = f.task_id AND r.attempt = f.attempt
+      AND (f.reporter IS NULL OR r.worker_id = f.reporter)
     RETURNING r.task_id, r.worker_id, f.attempt, f.error, f.retryable, f.counts, f.delay_ms,
               f.kind
 ),
@@ -192,11 +201,13 @@ ORDER BY timeout_at
 LIMIT %(limit)s;
 
 -- name: refresh_timeouts
+-- Only the worker holding an attempt can push its execution timeout out.
 UPDATE task_runtime r
 SET timeout_at = now() + x.timeout_ms * interval '1 millisecond'
-FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(timeouts_ms)s::bigint[])
-     AS x(task_id, attempt, timeout_ms)
-WHERE r.task_id = x.task_id AND r.attempt = x.attempt;
+FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(timeouts_ms)s::bigint[],
+            %(worker_ids)s::bigint[])
+     AS x(task_id, attempt, timeout_ms, worker_id)
+WHERE r.task_id = x.task_id AND r.attempt = x.attempt AND r.worker_id = x.worker_id;
 
 -- name: ended_attempts
 -- Which of the attempts a replica believes in flight no longer hold their task_runtime row
@@ -212,12 +223,12 @@ SELECT task_id, attempt, worker_id
 FROM task_runtime
 WHERE worker_id = ANY(%(worker_ids)s::bigint[]);
 
--- name: stale_runtimes_of_worker
--- Attempts assigned to a worker before it (re)registered that it no longer runs.
-SELECT task_id, attempt
+-- name: runtimes_of_registering_worker
+-- The attempts a (re)registering worker holds, to check the ones it says it still runs
+-- against; ``stale``: assigned before this registration (one it does not report was lost).
+SELECT task_id, attempt, assigned_at < %(before)s AS stale
 FROM task_runtime
-WHERE worker_id = %(worker_id)s AND assigned_at < %(before)s
-  AND NOT (task_id = ANY(%(running_task_ids)s::bigint[]));
+WHERE worker_id = %(worker_id)s AND tenant_id = %(tenant_id)s;
 
 -- name: run_states
 -- The given runs of a tenant (single-task runs and workflow runs) with their status; the

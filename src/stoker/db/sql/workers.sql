@@ -14,10 +14,15 @@ WHERE worker.tenant_id = excluded.tenant_id
 RETURNING id, connected_at;
 
 -- name: heartbeat_workers
--- Records heartbeats; returns the workers that are still considered alive.
+-- Records heartbeats of a tenant's workers; returns those still considered alive.
 UPDATE worker SET last_heartbeat_at = now()
-WHERE external_id = ANY(%(external_ids)s::uuid[]) AND status = 'ACTIVE'
+WHERE external_id = ANY(%(external_ids)s::uuid[]) AND tenant_id = %(tenant_id)s
+  AND status = 'ACTIVE'
 RETURNING external_id;
+
+-- name: worker_tenant
+-- The tenant a worker id belongs to (to tell a foreign worker id from a dead one).
+SELECT tenant_id FROM worker WHERE external_id = %(external_id)s;
 
 -- name: mark_dead_workers
 -- Declares dead the workers whose last heartbeat is older than the limit.

@@ -670,6 +670,9 @@ def create_app(
 
     app.include_router(tokens)
     _serve_docs(app)
+    from stoker.engine.api.metrics import router as metrics
+
+    app.include_router(metrics)
     app.add_exception_handler(StokerError, _on_stoker_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -18,10 +18,31 @@ while, one query asks which of them no longer hold their ``task_runtime`` row (t
 elsewhere: cancelled, timed out, requeued by the leader) and those are cancelled on their
 workers. So a worker never keeps running an attempt that ended for more than a few seconds.
 
-Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs;
-attempts assigned to it before the reconnect that it does not report were lost in flight
-and are requeued. A worker that stops heartbeating is declared dead by the controllers,
-whose requeue of its attempts is final: a late result for such an attempt is ignored.
+Trust: a worker is believed only about the attempts the engine gave it. Every event
+(started, completed, failed, timeout refresh, slot release) must name an attempt held by
+the very connection it arrives on (``conn.running``: task id and attempt number, which the
+scheduler filled when it assigned the attempt to this worker of this tenant); anything else
+is ignored. The statements that start, end or refresh attempts check the same thing in
+Postgres (``task_runtime.worker_id`` must be the reporting worker), so an event that passed
+the memory check on a replica whose view is stale still cannot touch another worker's
+attempt. Heartbeats count only for a worker of the caller's tenant. Everything ignored is
+counted in :data:`REJECTED` by reason and logged in a rate-limited warning.
+
+Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs.
+Those claims are checked against the ``task_runtime`` rows of that worker and tenant; a
+claim that is not the worker's (ended meanwhile, or never its own) is not held and the
+worker is told to cancel it. Attempts assigned to it before the reconnect that it does not
+report were lost in flight and are requeued. A worker may reconnect to any replica.
+
+How a stream ends decides what happens to the attempts it held:
+
+* cleanly (the worker half-closes its side after draining): the worker is stopping. It
+  reported what finished before closing, so what it still holds is handed back at once,
+  requeued as new attempts that use no retry (``WORKER_STOPPED``), and it is STOPPED;
+* broken (an error, a reset, a replica that died): nothing is ended. The worker is expected
+  to reconnect, here or to another replica, and report its attempts, which keep running.
+  Only a worker that stays away past the dead-worker timeout loses them (the controllers
+  declare it dead; that requeue is final, and a late result of such an attempt is ignored).
 """
 
 from __future__ import annotations
@@ -36,6 +57,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
+
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, Row, int_array, json_array
 from stoker.engine import notify
@@ -44,6 +67,40 @@ from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.dispatcher")
+
+REJECTED = Counter(
+    "stoker_worker_messages_rejected",
+    "Worker messages the engine ignored, by reason: not_held (a task event for an attempt "
+    "the connection does not hold), claim (a reconnecting worker listed an attempt that is "
+    "not its own), ended (a completion of an attempt that had ended meanwhile), "
+    "foreign_heartbeat (a heartbeat for a worker of another tenant).",
+    ["reason"],
+)
+
+WARN_EVERY_S = 10.0
+
+
+class Rejections:
+    """Counts ignored worker messages and warns about them at most every WARN_EVERY_S per
+    reason (a flood of forged events must not become a flood of log lines)."""
+
+    def __init__(self) -> None:
+        self._warned_at: dict[str, float] = {}
+        self._unreported: dict[str, int] = {}
+
+    def reject(self, reason: str, n: int, detail: str) -> None:
+        REJECTED.labels(reason).inc(n)
+        self._unreported[reason] = self._unreported.get(reason, 0) + n
+        now = time.monotonic()
+        if now - self._warned_at.get(reason, -WARN_EVERY_S) >= WARN_EVERY_S:
+            log.warning(
+                "ignored %d worker message(s) (%s) since the last warning; latest: %s",
+                self._unreported[reason],
+                reason,
+                detail,
+            )
+            self._warned_at[reason] = now
+            self._unreported[reason] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +115,10 @@ class RegisterWorkerParams:
 
 
 @dataclass(frozen=True, slots=True)
-class StaleRuntimesParams:
+class WorkerRuntimesParams:
     worker_id: int
+    tenant_id: int
     before: datetime
-    running_task_ids: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +130,12 @@ class WorkerLabelsParams:
 @dataclass(frozen=True, slots=True)
 class HeartbeatParams:
     external_ids: list[uuid.UUID]
+    tenant_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdParams:
+    external_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +148,7 @@ class StartedParams:
     task_ids: str  # int_array literals
     attempts: str
     started_ms: str
+    worker_ids: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +157,7 @@ class CompleteParams:
     attempts: str
     outputs: str  # one JSON array
     finished_ms: str
+    worker_ids: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +165,7 @@ class RefreshParams:
     task_ids: list[int]
     attempts: list[int]
     timeouts_ms: list[int]
+    worker_ids: list[int]
 
 
 @dataclass(slots=True)
@@ -131,6 +197,8 @@ class WorkerConn:
     outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
     draining: bool = False
+    # The worker half-closed the stream (it is stopping), as opposed to a broken stream.
+    ended_cleanly: bool = False
 
     def free(self, durable: bool = False) -> int:
         """Free slots in one pool (none while draining)."""
@@ -220,11 +288,13 @@ class Dispatcher(LoopService):
         self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
-        self._started: list[pb.TaskEvent] = []
-        self._completed: list[pb.TaskEvent] = []
+        # Buffered events with the id of the worker that reported them.
+        self._started: list[tuple[int, pb.TaskEvent]] = []
+        self._completed: list[tuple[int, pb.TaskEvent]] = []
         self._failed: list[AttemptEnd] = []
-        self._refresh: list[pb.TaskEvent] = []
+        self._refresh: list[tuple[int, pb.TaskEvent]] = []
         self._skip_progress = False
+        self.rejections = Rejections()
 
     # -- what the scheduler sees --------------------------------------------------------
 
@@ -324,8 +394,34 @@ class Dispatcher(LoopService):
             conn.closed = True
             if self._conns.get(conn.worker_id) is conn:
                 del self._conns[conn.worker_id]
-                if conn.draining:
-                    await self._db.execute("stop_worker", WorkerIdParams(conn.worker_id))
+                if conn.ended_cleanly:
+                    await self._stopped(conn)
+
+    async def _stopped(self, conn: WorkerConn) -> None:
+        """A worker closed its stream cleanly: what it still holds is handed back at once
+        (requeued, no retry used up) and it is marked STOPPED. What it finished it reported
+        before closing; those events are already buffered and no longer held."""
+        held = sorted((task_id, h.attempt) for task_id, h in conn.running.items())
+        conn.running.clear()
+        if held:
+            log.info(
+                "worker %s stopped; handing back %d attempts it did not finish",
+                conn.name,
+                len(held),
+            )
+            await self._attempts.end(
+                [
+                    AttemptEnd.lost(
+                        task_id,
+                        attempt,
+                        "WORKER_STOPPED",
+                        "the worker stopped before the attempt finished",
+                        reporter=conn.worker_id,
+                    )
+                    for task_id, attempt in held
+                ]
+            )
+        await self._db.execute("stop_worker", WorkerIdParams(conn.worker_id))
 
     async def _register(self, tenant_id: int, reg: pb.WorkerRegistration) -> WorkerConn:
         try:
@@ -353,7 +449,27 @@ class Dispatcher(LoopService):
         old = self._conns.pop(worker_id, None)
         if old is not None:
             old.close()
-        running = {r.task_id: Held(r.attempt, r.slot_cost, r.durable) for r in reg.running}
+        # The attempts it says it still runs count only if Postgres says they are its own.
+        mine = {
+            (int(r["task_id"]), int(r["attempt"])): bool(r["stale"])
+            for r in await self._db.fetch(
+                "runtimes_of_registering_worker",
+                WorkerRuntimesParams(worker_id, tenant_id, row["connected_at"]),
+            )
+        }
+        running: dict[int, Held] = {}
+        refused: list[pb.Cancellation] = []
+        for r in reg.running:
+            if (r.task_id, r.attempt) in mine and r.task_id not in running:
+                running[r.task_id] = Held(r.attempt, max(r.slot_cost, 0), r.durable)
+            else:
+                refused.append(
+                    pb.Cancellation(
+                        task_id=r.task_id,
+                        attempt=r.attempt,
+                        reason="the attempt is no longer this worker's",
+                    )
+                )
         conn = WorkerConn(
             worker_id,
             external_id,
@@ -365,24 +481,37 @@ class Dispatcher(LoopService):
             durable_slots=reg.durable_slots,
             labels=labels,
         )
+        if refused:
+            # Stop what it runs in vain; the outbox is sent right after the registration.
+            conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=refused)))
+            self.rejections.reject(
+                "claim",
+                len(refused),
+                f"worker {conn.name} ({external_id}) of tenant {tenant_id} registered with "
+                f"task {refused[0].task_id} attempt {refused[0].attempt}, not its own",
+            )
         self._conns[worker_id] = conn
-        stale = await self._db.fetch(
-            "stale_runtimes_of_worker",
-            StaleRuntimesParams(worker_id, row["connected_at"], list(running)),
-        )
+        stale = [key for key, old_enough in mine.items() if old_enough and key[0] not in running]
         if stale:
             await self._attempts.end(
                 [
                     AttemptEnd.lost(
-                        r["task_id"],
-                        r["attempt"],
+                        task_id,
+                        attempt,
                         "ASSIGNMENT_LOST",
                         "the worker reconnected without this attempt",
+                        reporter=worker_id,
                     )
-                    for r in stale
+                    for task_id, attempt in stale
                 ]
             )
-        log.info("worker %s (%s) registered with %d slots", conn.name, external_id, conn.slots)
+        log.info(
+            "worker %s (%s) registered with %d slots%s",
+            conn.name,
+            external_id,
+            conn.slots,
+            f", still running {len(running)} attempts" if running else "",
+        )
         self._on_slots_freed(tenant_id)
         return conn
 
@@ -401,6 +530,7 @@ class Dispatcher(LoopService):
                         WorkerLabelsParams(conn.worker_id, json.dumps(conn.labels)),
                     )
                     self._on_slots_freed(conn.tenant_id)
+            conn.ended_cleanly = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -409,27 +539,46 @@ class Dispatcher(LoopService):
 
     def _take(self, conn: WorkerConn, events: Iterable[pb.TaskEvent]) -> None:
         freed = False
+        ignored: list[pb.TaskEvent] = []
+        me = conn.worker_id
         for ev in events:
-            if ev.kind == pb.STARTED:
-                self._started.append(ev)
+            held = conn.running.get(ev.task_id)
+            if held is None or held.attempt != ev.attempt:
+                ignored.append(ev)  # not an attempt this connection holds
+            elif ev.kind == pb.STARTED:
+                self._started.append((me, ev))
             elif ev.kind == pb.COMPLETED:
                 freed |= conn.unhold(ev.task_id, ev.attempt)
                 problem = self._output_problem(ev.output)
                 if problem:
                     self._failed.append(
                         AttemptEnd.failed(
-                            ev.task_id, ev.attempt, "InvalidOutput", problem, retryable=False
+                            ev.task_id,
+                            ev.attempt,
+                            "InvalidOutput",
+                            problem,
+                            retryable=False,
+                            reporter=me,
                         )
                     )
                 else:
-                    self._completed.append(ev)
+                    self._completed.append((me, ev))
             elif ev.kind == pb.FAILED:
                 freed |= conn.unhold(ev.task_id, ev.attempt)
-                self._failed.append(AttemptEnd.from_event(ev))
+                self._failed.append(AttemptEnd.from_event(ev, me))
             elif ev.kind == pb.REFRESH_TIMEOUT:
-                self._refresh.append(ev)
+                self._refresh.append((me, ev))
             elif ev.kind == pb.RELEASE_SLOT:
                 freed |= conn.release(ev.task_id, ev.attempt)
+        if ignored:
+            ev = ignored[-1]
+            self.rejections.reject(
+                "not_held",
+                len(ignored),
+                f"worker {conn.name} ({conn.external_id}) of tenant {conn.tenant_id} sent "
+                f"{pb.EventKind.Name(ev.kind)} for task {ev.task_id} attempt {ev.attempt}, "
+                "which it does not hold",
+            )
         if freed:
             self._on_slots_freed(conn.tenant_id)
         if self._buffered():
@@ -457,10 +606,22 @@ class Dispatcher(LoopService):
 
     # -- heartbeats ---------------------------------------------------------------------
 
-    async def heartbeat(self, external_id: uuid.UUID) -> bool:
-        """Records a heartbeat; False when the worker is not (or no longer) alive."""
-        rows = await self._db.fetch("heartbeat_workers", HeartbeatParams([external_id]))
-        return bool(rows)
+    async def heartbeat(self, tenant_id: int, external_id: uuid.UUID) -> bool:
+        """Records a heartbeat of a tenant's worker; False when the worker is not (or no
+        longer) alive, or is not the tenant's (then the heartbeat is counted as ignored)."""
+        rows = await self._db.fetch(
+            "heartbeat_workers", HeartbeatParams([external_id], tenant_id)
+        )
+        if rows:
+            return True
+        owner = await self._db.fetchone("worker_tenant", ExternalIdParams(external_id))
+        if owner is not None and int(owner["tenant_id"]) != tenant_id:
+            self.rejections.reject(
+                "foreign_heartbeat",
+                1,
+                f"tenant {tenant_id} sent a heartbeat for worker {external_id} of another tenant",
+            )
+        return False
 
     # -- flushing -----------------------------------------------------------------------
 
@@ -490,18 +651,20 @@ class Dispatcher(LoopService):
                     await tx.execute(
                         "mark_started",
                         StartedParams(
-                            int_array(e.task_id for e in started),
-                            int_array(e.attempt for e in started),
-                            int_array(_ms(e.at_ms) for e in started),
+                            int_array(e.task_id for _, e in started),
+                            int_array(e.attempt for _, e in started),
+                            int_array(_ms(e.at_ms) for _, e in started),
+                            int_array(w for w, _ in started),
                         ),
                     )
                 if refresh:
                     await tx.execute(
                         "refresh_timeouts",
                         RefreshParams(
-                            [e.task_id for e in refresh],
-                            [e.attempt for e in refresh],
-                            [e.timeout_ms for e in refresh],
+                            [e.task_id for _, e in refresh],
+                            [e.attempt for _, e in refresh],
+                            [e.timeout_ms for _, e in refresh],
+                            [w for w, _ in refresh],
                         ),
                     )
                 done: list[Row] = []
@@ -510,10 +673,11 @@ class Dispatcher(LoopService):
                     done = await tx.fetch(
                         "complete_attempts",
                         CompleteParams(
-                            int_array(e.task_id for e in completed),
-                            int_array(e.attempt for e in completed),
-                            json_array(e.output or b"null" for e in completed),
-                            int_array(_ms(e.at_ms) for e in completed),
+                            int_array(e.task_id for _, e in completed),
+                            int_array(e.attempt for _, e in completed),
+                            json_array(e.output or b"null" for _, e in completed),
+                            int_array(_ms(e.at_ms) for _, e in completed),
+                            int_array(w for w, _ in completed),
                         ),
                     )
                     tenants = {int(r["tenant_id"]) for r in done}
@@ -529,6 +693,14 @@ class Dispatcher(LoopService):
             self._failed[:0] = failed
             self._skip_progress = tried
             raise
+        if len(done) < len(completed):
+            # Held here, yet their runtime row was gone or not this worker's: they ended
+            # meanwhile (cancelled, timed out, requeued) through another path.
+            self.rejections.reject(
+                "ended",
+                len(completed) - len(done),
+                "completions of attempts that had already ended",
+            )
         self._attempts.watcher.finished(r["external_id"] for r in done)
         for progressed in after:
             progressed()
