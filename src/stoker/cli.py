@@ -467,15 +467,21 @@ def worker(
     label: Annotated[
         list[str] | None, typer.Option(help="A worker label KEY=VALUE (repeatable).")
     ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(help="Seconds running tasks get to finish on stop before being handed back."),
+    ] = 30.0,
     verbose: Verbose = False,
 ) -> None:
-    """Runs a worker for every task of an app until SIGINT/SIGTERM."""
+    """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
     _logging(verbose)
     _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
     labels = _run(lambda: _labels(label or []))
     runner = _run(
-        lambda: stoker_app.worker(name, slots=slots, durable_slots=durable_slots, labels=labels)
+        lambda: stoker_app.worker(
+            name, slots=slots, durable_slots=durable_slots, labels=labels, grace=grace
+        )
     )
     _run(runner.start)
 

@@ -193,6 +193,7 @@ class Stoker:
         durable_slots: int = 0,
         labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
+        grace: float = 30.0,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -200,6 +201,8 @@ class Stoker:
         runs up to ``slots`` slots' worth of tasks at once (a task takes ``slot_cost``
         slots), plus ``durable_slots`` for durable tasks; ``labels`` are matched against the
         tasks' ``desired_worker_labels``. ``name`` defaults to :func:`default_worker_name`.
+        On stop, running tasks get ``grace`` seconds to finish; what still runs then is
+        handed back to the engine to run elsewhere.
         """
         from stoker._sdk.worker import Worker
 
@@ -210,6 +213,7 @@ class Stoker:
             durable_slots=durable_slots,
             labels=labels,
             tasks=_expand(tasks) if tasks is not None else None,
+            grace=grace,
         )
 
     # -- talking to the engine ----------------------------------------------------------

@@ -3,8 +3,8 @@
 Calls that fail because the engine cannot be reached (UNAVAILABLE) are retried with
 exponential backoff until ``connect_timeout_s`` has passed, then raise
 :class:`~stoker.errors.EngineUnavailableError`. When ``STOKER_ADDRESS`` lists several
-engine replicas, each such failure moves the channels on to the next address. Errors the engine reports come back as the
-same Stoker exception types the engine raised.
+engine replicas, each such failure moves the channels on to the next address. Errors the
+engine reports come back as the same Stoker exception types the engine raised.
 """
 
 from __future__ import annotations

@@ -1,18 +1,25 @@
 """The worker runtime: one gRPC stream to the engine, tasks run as they are assigned.
 
 * The stream carries assignments and cancellations in, and batches of task events out. It
-  reconnects with backoff when the engine goes away; running tasks keep running, their
-  events wait in the outbox, and the new registration lists the attempts still running so
-  the engine neither loses nor duplicates them.
+  reconnects with backoff when the stream breaks, moving on to the next engine address
+  when ``STOKER_ADDRESS`` lists several replicas; running tasks keep running, their events
+  wait in the outbox, and the new registration lists the attempts still running so the
+  engine neither loses nor duplicates them (it cancels those that are no longer ours).
 * Heartbeats go from a dedicated thread over a separate synchronous channel, so a task that
-  blocks the event loop cannot make a healthy worker look dead. When the engine answers
-  that it no longer knows the worker (it was declared dead), the stream is re-opened.
+  blocks the event loop cannot make a healthy worker look dead; they too move on to the
+  next address when one does not answer. When the engine answers that it no longer knows
+  the worker (it was declared dead), the stream is re-opened.
 * Async tasks run on the worker's loop; sync tasks run in a thread pool of ``slots``
   threads. The execution timeout is enforced here (and, as a backstop, by the engine):
   an async task is cancelled; a sync task cannot be interrupted, so its attempt is reported
   failed, ``ctx.is_cancelled`` turns true, and its eventual result is discarded.
-* ``stop()`` drains: the engine is told to assign nothing more, running tasks get
-  ``grace`` seconds to finish and report, then the stream closes.
+* ``stop()`` (or SIGINT/SIGTERM) drains: the engine is told to assign nothing more,
+  running tasks get ``grace`` seconds to finish and report (the console says what is
+  awaited), then what is still running is cancelled here and handed back: the stream is
+  closed cleanly and the engine requeues those attempts at once without using up a retry.
+  A second stop request (Ctrl-C again) skips the wait and hands back at once. A sync task
+  cannot be interrupted: ``ctx.is_cancelled`` turns true and its result is discarded; the
+  blocking ``start()`` then exits without waiting for its thread.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -122,11 +131,20 @@ class Worker:
         self._changed = asyncio.Event()
         self._control: list[pb.WorkerMessage] = []
         self._warned_parents = False
+        self._force = threading.Event()  # a second stop request: hand back without waiting
+        self._stop_deadline: float | None = None
+        self._in_threads = 0  # sync task functions running in the pool right now
+        self._threads_lock = threading.Lock()
+        self._handed_back = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Runs the worker until SIGINT/SIGTERM (blocking), then drains and returns."""
+        """Runs the worker until SIGINT/SIGTERM (blocking), then drains and returns.
+
+        A second signal stops at once, handing back what still runs. If sync tasks that
+        were handed back still hold threads, the process exits without waiting for them.
+        """
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -135,14 +153,39 @@ class Worker:
             await self.async_start()
 
         asyncio.run(main())
+        if self._in_threads:
+            log.warning(
+                "worker %s: exiting without waiting for %d sync task(s) still running in "
+                "threads (they were handed back)",
+                self.name,
+                self._in_threads,
+            )
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def request_stop(self) -> None:
-        """Asks a running worker to drain and stop (safe from signal handlers)."""
+        """Asks a running worker to drain and stop; asked again, it stops without waiting
+        for running tasks (they are handed back). Safe from signal handlers and threads."""
         if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._loop.call_soon_threadsafe(self._stop_requested)
 
-    async def stop(self) -> None:
+    def _stop_requested(self) -> None:
+        assert self._stopping is not None
+        if self._stopping.is_set():
+            if not self._force.is_set():
+                self._force.set()
+                log.warning("worker %s: stopping now, handing back what still runs", self.name)
+            self._changed.set()
+        self._stopping.set()
+
+    async def stop(self, *, wait: bool = True) -> None:
+        """Drains and stops (``wait=False``: hands back running tasks without waiting)."""
         if self._stopping is not None:
+            if not wait:
+                self._force.set()
+                self._changed.set()
             self._stopping.set()
 
     async def async_start(self) -> None:
@@ -168,34 +211,48 @@ class Worker:
         assert self._stopping is not None and self._reconnect is not None
         delay = 0.1
         settings = self.app.settings
+        addresses = settings.addresses or [settings.address]
+        turn = 0
         while True:
-            channel = open_aio_channel(settings)
+            address = addresses[turn % len(addresses)]
+            channel = open_aio_channel(settings, address)
+            registered = asyncio.Event()
             try:
-                finished = await self._session(channel)
-                delay = 0.1
-                if finished:
+                if await self._session(channel, registered):
                     return
             except AuthenticationError:
                 raise
             except grpc.RpcError as exc:
-                err = to_stoker_error(exc, settings.address)
+                err = to_stoker_error(exc, address)
                 if isinstance(err, AuthenticationError):
                     raise err from None
                 log.warning(
-                    "worker %s: stream to the engine lost (%s); reconnecting", self.name, err
+                    "worker %s: stream to the engine at %s lost (%s); reconnecting",
+                    self.name,
+                    address,
+                    err,
                 )
             except ConnectionError as exc:
-                log.warning("worker %s: %s; reconnecting", self.name, exc)
+                log.warning("worker %s: %s (%s); reconnecting", self.name, exc, address)
             finally:
                 if self.connected is not None:
                     self.connected.clear()
                 await channel.close()
-            if self._stopping.is_set() and not self.running:
+            if self._stopping.is_set() and not self.running and not self._outbox_busy():
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            # A stream that was up broke: try again at once, on the next replica if any.
+            # Otherwise back off, once per round over every address.
+            turn += 1
+            if registered.is_set():
+                delay = 0.1
+            elif turn % len(addresses) == 0:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
-    async def _session(self, channel: grpc.aio.Channel) -> bool:
+    def _outbox_busy(self) -> bool:
+        return self._outbox is not None and bool(self._outbox.events)
+
+    async def _session(self, channel: grpc.aio.Channel, registered: asyncio.Event) -> bool:
         """One stream's life; True when the worker finished draining."""
         from stoker._proto import engine_pb2_grpc as pb_grpc
 
@@ -230,6 +287,7 @@ class Worker:
         if first is grpc.aio.EOF or first.WhichOneof("msg") != "registered":
             raise ConnectionResetError("the engine closed the stream during registration")
         self._reconnect.clear()
+        registered.set()
         assert self.connected is not None
         self.connected.set()
         log.info("worker %s connected (%s, %d slots)", self.name, self.worker_id, self.slots)
@@ -253,10 +311,38 @@ class Worker:
                 raise ConnectionResetError("the engine no longer knows this worker")
             # Draining: no new work, let running attempts finish and report.
             await call.write(pb.WorkerMessage(draining=pb.Draining()))
-            await self._drain(lambda: bool(self.running) and not reader.done(), self.grace)
+            if self._stop_deadline is None:
+                self._stop_deadline = time.monotonic() + self.grace
+                if self.running and not self._force.is_set():
+                    log.warning(
+                        "worker %s: stopping; waiting up to %gs for %d running task(s) to "
+                        "finish: %s (stop again, e.g. Ctrl-C, to hand them back now)",
+                        self.name,
+                        self.grace,
+                        len(self.running),
+                        self._describe(self.running.values()),
+                    )
+            await self._drain(
+                lambda: bool(self.running) and not reader.done() and not self._force.is_set(),
+                self._stop_deadline - time.monotonic(),
+            )
+            if reader.done():
+                raise ConnectionResetError("the stream broke while draining")
+            self._hand_back()
             outbox = self._outbox
             await self._drain(lambda: bool(outbox.events) and not sender.done(), 5)
+            if sender.done():
+                raise ConnectionResetError("the stream broke while reporting")
+            # A clean close: the engine requeues whatever this worker still held. Wait for
+            # it to end the stream, so the close is not taken for a broken connection.
             await call.done_writing()
+            await asyncio.wait({reader}, timeout=5)
+            if self._handed_back:
+                log.warning(
+                    "worker %s: handed back %d task(s) to run again elsewhere",
+                    self.name,
+                    self._handed_back,
+                )
             return True
         finally:
             helpers: list[asyncio.Task[Any]] = [sender, reader, stopping, reconnect]
@@ -264,6 +350,28 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             call.cancel()
+
+    def _hand_back(self) -> None:
+        """Cancels what still runs; the clean close that follows hands it back."""
+        left = list(self.running.values())
+        if not left:
+            return
+        log.warning(
+            "worker %s: handing back %d unfinished task(s) to the engine: %s",
+            self.name,
+            len(left),
+            self._describe(left),
+        )
+        for attempt in left:
+            a = attempt.assignment
+            self._cancel(a.task_id, a.attempt, "the worker is stopping; handed back")
+        self._handed_back += len(left)
+
+    @staticmethod
+    def _describe(attempts: Any) -> str:
+        items = [f"{a.task.name} (run {a.assignment.run_id})" for a in attempts]
+        more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+        return ", ".join(items[:10]) + more
 
     async def _drain(self, busy: Callable[[], bool], timeout: float) -> None:
         """Waits (up to ``timeout``) until ``busy()`` turns false; re-checked on every change."""
@@ -314,10 +422,12 @@ class Worker:
     # -- heartbeats ---------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        settings = self.app.settings
-        channel = open_channel(settings)
         from stoker._proto import engine_pb2_grpc as pb_grpc
 
+        settings = self.app.settings
+        addresses = settings.addresses or [settings.address]
+        turn = 0
+        channel = open_channel(settings, addresses[0])
         stub = pb_grpc.EngineStub(channel)
         req = pb.HeartbeatRequest(worker_id=self.worker_id)
         try:
@@ -325,7 +435,15 @@ class Worker:
                 try:
                     resp = stub.Heartbeat(req, metadata=self.app.transport.metadata, timeout=5)
                 except grpc.RpcError:
-                    continue  # the engine is away; the stream loop reconnects
+                    # That replica is away: any other one records heartbeats as well (the
+                    # stream loop reconnects on its own).
+                    if len(addresses) > 1:
+                        turn += 1
+                        channel.close()
+                        address = addresses[turn % len(addresses)]
+                        channel = open_channel(settings, address)
+                        stub = pb_grpc.EngineStub(channel)
+                    continue
                 if not resp.known and self._loop is not None and self._reconnect is not None:
                     self._loop.call_soon_threadsafe(self._reconnect.set)
         finally:
@@ -481,7 +599,7 @@ class Worker:
             inner: asyncio.Future[Any] = asyncio.ensure_future(task.fn(value, ctx))
         else:
             cv = contextvars.copy_context()
-            inner = loop.run_in_executor(self._pool, cv.run, task.fn, value, ctx)
+            inner = loop.run_in_executor(self._pool, cv.run, self._in_thread, task.fn, value, ctx)
         try:
             while True:
                 left = None if ctx.deadline is None else ctx.deadline - time.monotonic()
@@ -498,6 +616,16 @@ class Worker:
         except asyncio.CancelledError:
             inner.cancel()
             raise
+
+    def _in_thread(self, fn: Callable[..., Any], value: Any, ctx: Context) -> Any:
+        """Runs a sync task function in a pool thread, counting the threads so busy."""
+        with self._threads_lock:
+            self._in_threads += 1
+        try:
+            return fn(value, ctx)
+        finally:
+            with self._threads_lock:
+                self._in_threads -= 1
 
     def _check_parent_slots(self) -> None:
         """Warns when every slot is held by a task that spawned children: a parent waiting

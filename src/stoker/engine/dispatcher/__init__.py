@@ -609,9 +609,7 @@ class Dispatcher(LoopService):
     async def heartbeat(self, tenant_id: int, external_id: uuid.UUID) -> bool:
         """Records a heartbeat of a tenant's worker; False when the worker is not (or no
         longer) alive, or is not the tenant's (then the heartbeat is counted as ignored)."""
-        rows = await self._db.fetch(
-            "heartbeat_workers", HeartbeatParams([external_id], tenant_id)
-        )
+        rows = await self._db.fetch("heartbeat_workers", HeartbeatParams([external_id], tenant_id))
         if rows:
             return True
         owner = await self._db.fetchone("worker_tenant", ExternalIdParams(external_id))
