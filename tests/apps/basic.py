@@ -92,6 +92,11 @@ def declare(app: Stoker) -> Stoker:
         return {"pid": os.getpid(), "attempt": ctx.attempt, "tag": input.tag}
 
     @app.task(execution_timeout="60s")
+    def sync_sleep(input: Sleep, ctx: Context) -> dict[str, Any]:
+        time.sleep(input.seconds)
+        return {"pid": os.getpid(), "attempt": ctx.attempt, "tag": input.tag}
+
+    @app.task(execution_timeout="60s")
     async def blocks_loop(input: Sleep, ctx: Context) -> dict[str, Any]:
         time.sleep(input.seconds)  # noqa: ASYNC251 - blocks the worker's event loop on purpose
         return {"pid": os.getpid(), "attempt": ctx.attempt}
