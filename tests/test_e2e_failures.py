@@ -7,7 +7,9 @@ import re
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +20,7 @@ from stoker import AuthenticationError, EngineUnavailableError, Stoker
 from stoker._proto import engine_pb2 as pb
 from tests.apps import basic
 from tests.apps.basic import Greet, Sleep
+from tests.harness import WorkerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,17 +94,13 @@ def test_late_result_of_a_requeued_attempt_is_ignored(
         other = worker_factory("tests.apps.basic:app", slots=1, name="other")
         out = ref.result(timeout=60)
         assert out["attempt"] == 1 and out["pid"] == other.pid
+        before = ignored(engine)
     finally:
         os.kill(paused.pid, signal.SIGCONT)
-    # The paused worker wakes up, finishes attempt 0 and reports it; the engine must keep
-    # attempt 1's output. Wait until the paused worker has re-registered, proof it ran on.
-    wait_until(
-        lambda: query(
-            engine.db_url, "SELECT 1 FROM stoker.worker WHERE name = 'paused' AND status = 'ACTIVE'"
-        ),
-        what="the paused worker to come back",
-    )
-    time.sleep(0.5)  # let a late report, if any, be flushed before checking it was ignored
+    # The paused worker wakes up and comes back with attempt 0: still running (a claim at
+    # registration) or finished (a late completion). Either is ignored and counted; the
+    # engine must keep attempt 1's output.
+    wait_until(lambda: ignored(engine) > before, what="the late report to be ignored")
     row = query(
         engine.db_url,
         "SELECT status, attempt, output FROM stoker.task WHERE external_id = %s",
@@ -110,6 +109,78 @@ def test_late_result_of_a_requeued_attempt_is_ignored(
     assert (
         row["status"] == "COMPLETED" and row["attempt"] == 1 and row["output"]["pid"] == other.pid
     )
+
+
+def ignored(engine: Any) -> float:
+    """How many worker messages the engine ignored (GET /metrics), whatever the reason."""
+    with urllib.request.urlopen(engine.http_url + "/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    return sum(
+        float(m)
+        for m in re.findall(r"^stoker_worker_messages_rejected_total\S* (\S+)$", body, re.M)
+    )
+
+
+def test_stopped_worker_reports_what_finished_and_hands_back_the_rest(
+    app: Stoker, engine: Any, tenant: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    stopping = WorkerProcess(
+        "tests.apps.basic:app", tenant, engine.db_url, tmp_path, "stopping", slots=4,
+        extra_args=["--grace", "2"],
+    ).start()  # fmt: skip
+    try:
+        long = app.tasks["slow"].run_no_wait(Sleep(seconds=6, tag="long"))
+        short = app.tasks["sync_sleep"].run_no_wait(Sleep(seconds=1, tag="short"))
+        for ref in (long, short):
+            wait_until(lambda r=ref: status_of(engine.db_url, r.run_id) == "RUNNING", what="starts")
+        stopping.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        # The sync task finishes within the grace period and is reported.
+        assert short.result(timeout=30) == {"pid": stopping.pid, "attempt": 0, "tag": "short"}
+        # The long one is handed back at once: queued again, no retry used up.
+        assert stopping.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
+        row = query(
+            engine.db_url,
+            "SELECT status, attempt, retry_count FROM stoker.task WHERE external_id = %s",
+            long.run_id,
+        )[0]
+        assert row == {"status": "QUEUED", "attempt": 1, "retry_count": 0}
+        log = stopping.log_path.read_text()
+        assert "waiting up to 2s for 2 running task(s) to finish" in log
+        assert "handing back 1 unfinished task(s) to the engine: slow" in log
+    finally:
+        stopping.kill()
+    other = worker_factory("tests.apps.basic:app", slots=1, name="takes-over")
+    assert long.result(timeout=60) == {"pid": other.pid, "attempt": 1, "tag": "long"}
+    kinds = query(
+        engine.db_url,
+        "SELECT e.kind FROM stoker.task_event e JOIN stoker.task t ON t.id = e.task_id"
+        " WHERE t.external_id = %s",
+        long.run_id,
+    )
+    assert [k["kind"] for k in kinds] == ["WORKER_STOPPED"]
+
+
+def test_a_second_stop_signal_hands_back_at_once(
+    app: Stoker, engine: Any, tenant: Any, tmp_path: Path
+) -> None:
+    stopping = WorkerProcess(
+        "tests.apps.basic:app", tenant, engine.db_url, tmp_path, "impatient", slots=2,
+        extra_args=["--grace", "60"],
+    ).start()  # fmt: skip
+    try:
+        ref = app.tasks["sync_sleep"].run_no_wait(Sleep(seconds=120, tag="stuck"))
+        wait_until(lambda: status_of(engine.db_url, ref.run_id) == "RUNNING", what="the start")
+        stopping.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        wait_until(
+            lambda: "waiting up to 60s" in stopping.log_path.read_text(), what="the first stop"
+        )
+        stopping.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        # It exits at once, without waiting for the sync task's thread, and hands it back.
+        assert stopping.proc.wait(timeout=15) == 0  # type: ignore[union-attr]
+        assert status_of(engine.db_url, ref.run_id) == "QUEUED"
+        assert "handing back 1 unfinished task(s)" in stopping.log_path.read_text()
+    finally:
+        stopping.kill()
 
 
 def test_engine_killed_mid_drain_loses_nothing(

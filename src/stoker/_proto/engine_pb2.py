@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astoker/_proto/engine.proto\x12\tstoker.v1\"F\n\x13PutRateLimitRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x16\n\x14PutRateLimitResponse\".\n\x0eTaskDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\"@\n\x14RegisterTasksRequest\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.stoker.v1.TaskDefinition\"\x17\n\x15RegisterTasksResponse\"\x8c\x01\n\x0bTriggerItem\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\trun_at_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x64\x65sired_worker_id\x18\x06 \x01(\t\"7\n\x0eTriggerRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.stoker.v1.TriggerItem\"?\n\x0fTriggerResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x1b\n\x13unserved_task_names\x18\x02 \x03(\t\"7\n\x10\x41waitRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"<\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"_\n\tRunResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.stoker.v1.RunError\":\n\x11\x41waitRunsResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stoker.v1.RunResult\"O\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tslot_cost\x18\x03 \x01(\x05\x12\x0f\n\x07\x64urable\x18\x04 \x01(\x08\"\xa4\x01\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\ntask_names\x18\x04 \x03(\t\x12#\n\x07running\x18\x05 \x03(\x0b\x32\x12.stoker.v1.TaskRef\x12\x0e\n\x06labels\x18\x06 \x01(\x0c\x12\x15\n\rdurable_slots\x18\x07 \x01(\x05\"\x1e\n\x0cWorkerLabels\x12\x0e\n\x06labels\x18\x01 \x01(\x0c\"\xd7\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.stoker.v1.EventKind\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stoker.v1.RunError\x12\x15\n\rnon_retryable\x18\x06 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x08 \x01(\x03\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.TaskEvent\"\n\n\x08\x44raining\"\xc6\x01\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.stoker.v1.WorkerRegistrationH\x00\x12\'\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x15.stoker.v1.TaskEventsH\x00\x12\'\n\x08\x64raining\x18\x03 \x01(\x0b\x32\x13.stoker.v1.DrainingH\x00\x12)\n\x06labels\x18\x04 \x01(\x0b\x32\x17.stoker.v1.WorkerLabelsH\x00\x42\x05\n\x03msg\"\xd4\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x06 \x01(\x0c\x12\x13\n\x0bretry_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x08 \x01(\x03\x12\x11\n\tslot_cost\x18\t \x01(\x05\x12\x0f\n\x07\x64urable\x18\n \x01(\x08\"3\n\x0b\x41ssignments\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.stoker.v1.Assignment\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\rCancellations\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.stoker.v1.Cancellation\"\x1f\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\xa5\x01\n\rEngineMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.stoker.v1.RegisteredH\x00\x12-\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x16.stoker.v1.AssignmentsH\x00\x12\x31\n\rcancellations\x18\x03 \x01(\x0b\x32\x18.stoker.v1.CancellationsH\x00\x42\x05\n\x03msg\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08*v\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x13\n\x0fREFRESH_TIMEOUT\x10\x04\x12\x10\n\x0cRELEASE_SLOT\x10\x05\x32\xc2\x03\n\x06\x45ngine\x12R\n\rRegisterTasks\x12\x1f.stoker.v1.RegisterTasksRequest\x1a .stoker.v1.RegisterTasksResponse\x12@\n\x07Trigger\x12\x19.stoker.v1.TriggerRequest\x1a\x1a.stoker.v1.TriggerResponse\x12\x46\n\tAwaitRuns\x12\x1b.stoker.v1.AwaitRunsRequest\x1a\x1c.stoker.v1.AwaitRunsResponse\x12\x41\n\x07\x43onnect\x12\x18.stoker.v1.WorkerMessage\x1a\x18.stoker.v1.EngineMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.stoker.v1.HeartbeatRequest\x1a\x1c.stoker.v1.HeartbeatResponse\x12O\n\x0cPutRateLimit\x12\x1e.stoker.v1.PutRateLimitRequest\x1a\x1f.stoker.v1.PutRateLimitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astoker/_proto/engine.proto\x12\tstoker.v1\"F\n\x13PutRateLimitRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x16\n\x14PutRateLimitResponse\".\n\x0eTaskDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\"@\n\x14RegisterTasksRequest\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.stoker.v1.TaskDefinition\"\x17\n\x15RegisterTasksResponse\"\x8c\x01\n\x0bTriggerItem\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\trun_at_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x64\x65sired_worker_id\x18\x06 \x01(\t\"7\n\x0eTriggerRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.stoker.v1.TriggerItem\"?\n\x0fTriggerResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x1b\n\x13unserved_task_names\x18\x02 \x03(\t\"7\n\x10\x41waitRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\"<\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"_\n\tRunResult\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.stoker.v1.RunError\":\n\x11\x41waitRunsResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stoker.v1.RunResult\"a\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tslot_cost\x18\x03 \x01(\x05\x12\x0f\n\x07\x64urable\x18\x04 \x01(\x08\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"\xa4\x01\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\ntask_names\x18\x04 \x03(\t\x12#\n\x07running\x18\x05 \x03(\x0b\x32\x12.stoker.v1.TaskRef\x12\x0e\n\x06labels\x18\x06 \x01(\x0c\x12\x15\n\rdurable_slots\x18\x07 \x01(\x05\"\x1e\n\x0cWorkerLabels\x12\x0e\n\x06labels\x18\x01 \x01(\x0c\"\xd7\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.stoker.v1.EventKind\x12\x0e\n\x06output\x18\x04 \x01(\x0c\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stoker.v1.RunError\x12\x15\n\rnon_retryable\x18\x06 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x08 \x01(\x03\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\"2\n\nTaskEvents\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.TaskEvent\"\n\n\x08\x44raining\"\xc6\x01\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.stoker.v1.WorkerRegistrationH\x00\x12\'\n\x06\x65vents\x18\x02 \x01(\x0b\x32\x15.stoker.v1.TaskEventsH\x00\x12\'\n\x08\x64raining\x18\x03 \x01(\x0b\x32\x13.stoker.v1.DrainingH\x00\x12)\n\x06labels\x18\x04 \x01(\x0b\x32\x17.stoker.v1.WorkerLabelsH\x00\x42\x05\n\x03msg\"\xd4\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\r\n\x05input\x18\x05 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x06 \x01(\x0c\x12\x13\n\x0bretry_count\x18\x07 \x01(\x05\x12\x1c\n\x14\x65xecution_timeout_ms\x18\x08 \x01(\x03\x12\x11\n\tslot_cost\x18\t \x01(\x05\x12\x0f\n\x07\x64urable\x18\n \x01(\x08\"3\n\x0b\x41ssignments\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.stoker.v1.Assignment\"@\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"7\n\rCancellations\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.stoker.v1.Cancellation\"\x1f\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\xa5\x01\n\rEngineMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.stoker.v1.RegisteredH\x00\x12-\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x16.stoker.v1.AssignmentsH\x00\x12\x31\n\rcancellations\x18\x03 \x01(\x0b\x32\x18.stoker.v1.CancellationsH\x00\x42\x05\n\x03msg\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08*v\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x13\n\x0fREFRESH_TIMEOUT\x10\x04\x12\x10\n\x0cRELEASE_SLOT\x10\x05\x32\xc2\x03\n\x06\x45ngine\x12R\n\rRegisterTasks\x12\x1f.stoker.v1.RegisterTasksRequest\x1a .stoker.v1.RegisterTasksResponse\x12@\n\x07Trigger\x12\x19.stoker.v1.TriggerRequest\x1a\x1a.stoker.v1.TriggerResponse\x12\x46\n\tAwaitRuns\x12\x1b.stoker.v1.AwaitRunsRequest\x1a\x1c.stoker.v1.AwaitRunsResponse\x12\x41\n\x07\x43onnect\x12\x18.stoker.v1.WorkerMessage\x1a\x18.stoker.v1.EngineMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.stoker.v1.HeartbeatRequest\x1a\x1c.stoker.v1.HeartbeatResponse\x12O\n\x0cPutRateLimit\x12\x1e.stoker.v1.PutRateLimitRequest\x1a\x1f.stoker.v1.PutRateLimitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stoker._proto.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTKIND']._serialized_start=2247
-  _globals['_EVENTKIND']._serialized_end=2365
+  _globals['_EVENTKIND']._serialized_start=2265
+  _globals['_EVENTKIND']._serialized_end=2383
   _globals['_PUTRATELIMITREQUEST']._serialized_start=41
   _globals['_PUTRATELIMITREQUEST']._serialized_end=111
   _globals['_PUTRATELIMITRESPONSE']._serialized_start=113
@@ -58,35 +58,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AWAITRUNSRESPONSE']._serialized_start=757
   _globals['_AWAITRUNSRESPONSE']._serialized_end=815
   _globals['_TASKREF']._serialized_start=817
-  _globals['_TASKREF']._serialized_end=896
-  _globals['_WORKERREGISTRATION']._serialized_start=899
-  _globals['_WORKERREGISTRATION']._serialized_end=1063
-  _globals['_WORKERLABELS']._serialized_start=1065
-  _globals['_WORKERLABELS']._serialized_end=1095
-  _globals['_TASKEVENT']._serialized_start=1098
-  _globals['_TASKEVENT']._serialized_end=1313
-  _globals['_TASKEVENTS']._serialized_start=1315
-  _globals['_TASKEVENTS']._serialized_end=1365
-  _globals['_DRAINING']._serialized_start=1367
-  _globals['_DRAINING']._serialized_end=1377
-  _globals['_WORKERMESSAGE']._serialized_start=1380
-  _globals['_WORKERMESSAGE']._serialized_end=1578
-  _globals['_ASSIGNMENT']._serialized_start=1581
-  _globals['_ASSIGNMENT']._serialized_end=1793
-  _globals['_ASSIGNMENTS']._serialized_start=1795
-  _globals['_ASSIGNMENTS']._serialized_end=1846
-  _globals['_CANCELLATION']._serialized_start=1848
-  _globals['_CANCELLATION']._serialized_end=1912
-  _globals['_CANCELLATIONS']._serialized_start=1914
-  _globals['_CANCELLATIONS']._serialized_end=1969
-  _globals['_REGISTERED']._serialized_start=1971
-  _globals['_REGISTERED']._serialized_end=2002
-  _globals['_ENGINEMESSAGE']._serialized_start=2005
-  _globals['_ENGINEMESSAGE']._serialized_end=2170
-  _globals['_HEARTBEATREQUEST']._serialized_start=2172
-  _globals['_HEARTBEATREQUEST']._serialized_end=2209
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2211
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2245
-  _globals['_ENGINE']._serialized_start=2368
-  _globals['_ENGINE']._serialized_end=2818
+  _globals['_TASKREF']._serialized_end=914
+  _globals['_WORKERREGISTRATION']._serialized_start=917
+  _globals['_WORKERREGISTRATION']._serialized_end=1081
+  _globals['_WORKERLABELS']._serialized_start=1083
+  _globals['_WORKERLABELS']._serialized_end=1113
+  _globals['_TASKEVENT']._serialized_start=1116
+  _globals['_TASKEVENT']._serialized_end=1331
+  _globals['_TASKEVENTS']._serialized_start=1333
+  _globals['_TASKEVENTS']._serialized_end=1383
+  _globals['_DRAINING']._serialized_start=1385
+  _globals['_DRAINING']._serialized_end=1395
+  _globals['_WORKERMESSAGE']._serialized_start=1398
+  _globals['_WORKERMESSAGE']._serialized_end=1596
+  _globals['_ASSIGNMENT']._serialized_start=1599
+  _globals['_ASSIGNMENT']._serialized_end=1811
+  _globals['_ASSIGNMENTS']._serialized_start=1813
+  _globals['_ASSIGNMENTS']._serialized_end=1864
+  _globals['_CANCELLATION']._serialized_start=1866
+  _globals['_CANCELLATION']._serialized_end=1930
+  _globals['_CANCELLATIONS']._serialized_start=1932
+  _globals['_CANCELLATIONS']._serialized_end=1987
+  _globals['_REGISTERED']._serialized_start=1989
+  _globals['_REGISTERED']._serialized_end=2020
+  _globals['_ENGINEMESSAGE']._serialized_start=2023
+  _globals['_ENGINEMESSAGE']._serialized_end=2188
+  _globals['_HEARTBEATREQUEST']._serialized_start=2190
+  _globals['_HEARTBEATREQUEST']._serialized_end=2227
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2229
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2263
+  _globals['_ENGINE']._serialized_start=2386
+  _globals['_ENGINE']._serialized_end=2836
 # @@protoc_insertion_point(module_scope)

@@ -338,11 +338,16 @@ class TaskRef(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SLOT_COST_FIELD_NUMBER: _builtins.int
     DURABLE_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     slot_cost: _builtins.int
     """What the attempt holds of the worker's slots (0 once released)."""
     durable: _builtins.bool
+    finished: _builtins.bool
+    """In a registration: the attempt ended on the worker, and its result, sent on a stream
+    that then broke, is sent again (the engine may not have stored it).
+    """
     def __init__(
         self,
         *,
@@ -350,10 +355,11 @@ class TaskRef(_message.Message):
         attempt: _builtins.int = ...,
         slot_cost: _builtins.int = ...,
         durable: _builtins.bool = ...,
+        finished: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "durable", b"durable", "slot_cost", b"slot_cost", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "durable", b"durable", "finished", b"finished", "slot_cost", b"slot_cost", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -382,7 +388,9 @@ class WorkerRegistration(_message.Message):
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskRef]:
-        """Attempts the worker is still running (after a reconnect)."""
+        """Attempts the worker is still running (after a reconnect). The engine holds only those
+        it assigned to this worker and that are still running; it cancels the others.
+        """
 
     def __init__(
         self,
@@ -496,8 +504,10 @@ Global___TaskEvents: _TypeAlias = TaskEvents  # noqa: Y015
 
 @_typing.final
 class Draining(_message.Message):
-    """The worker is shutting down: assign it nothing more. It closes the stream once its
-    running attempts have reported.
+    """The worker is shutting down: assign it nothing more. It then closes its side of the
+    stream (half-close) once its finished attempts have reported; the engine requeues the
+    attempts it still held at once. A stream that breaks instead keeps its attempts until
+    the worker reconnects or is declared dead.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -36,6 +36,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ if TYPE_CHECKING:
     from stoker._sdk.client import Stoker
 
 log = logging.getLogger("stoker.worker")
+
+# Results sent this recently on a stream that then broke are sent again on the next one:
+# the replica may have died before storing them (it stores within milliseconds).
+RESEND_WINDOW_S = 10.0
 
 
 @dataclass(eq=False)
@@ -131,6 +136,8 @@ class Worker:
         self._changed = asyncio.Event()
         self._control: list[pb.WorkerMessage] = []
         self._warned_parents = False
+        # Results (COMPLETED/FAILED events) recently written to the stream, by task id.
+        self._sent: OrderedDict[int, tuple[float, pb.TaskEvent]] = OrderedDict()
         self._force = threading.Event()  # a second stop request: hand back without waiting
         self._stop_deadline: float | None = None
         self._in_threads = 0  # sync task functions running in the pool right now
@@ -270,6 +277,16 @@ class Worker:
             )
             for a in self.running.values()
         ]
+        # Results sent on the last stream just before it broke may be lost with it: claim
+        # those attempts as finished and send their results again (duplicates are ignored).
+        cutoff = time.monotonic() - RESEND_WINDOW_S
+        resend = [ev for at, ev in self._sent.values() if at >= cutoff]
+        self._sent.clear()
+        running += [
+            pb.TaskRef(task_id=ev.task_id, attempt=ev.attempt, finished=True) for ev in resend
+        ]
+        if resend:
+            self._outbox.events[:0] = resend
         await call.write(
             pb.WorkerMessage(
                 register=pb.WorkerRegistration(
@@ -385,7 +402,9 @@ class Worker:
         outbox = self._outbox
         assert outbox is not None
         while True:
-            await outbox.wake.wait()
+            # Events left over from a stream that broke go out at once on this one.
+            if not outbox.events and not self._control:
+                await outbox.wake.wait()
             outbox.wake.clear()
             while self._control:
                 await call.write(self._control.pop(0))
@@ -396,7 +415,20 @@ class Worker:
                 )[0]
                 await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
                 del outbox.events[: len(batch)]
+                self._remember_sent(batch)
             self._changed.set()
+
+    def _remember_sent(self, batch: list[pb.TaskEvent]) -> None:
+        now = time.monotonic()
+        sent = self._sent
+        for ev in batch:
+            if ev.kind in (pb.COMPLETED, pb.FAILED):
+                sent[ev.task_id] = (now, ev)
+                sent.move_to_end(ev.task_id)
+        # Oldest first: forget what fell out of the window.
+        cutoff = now - RESEND_WINDOW_S
+        while sent and next(iter(sent.values()))[0] < cutoff:
+            sent.popitem(last=False)
 
     async def _read_loop(self, call: Any) -> None:
         while True:

@@ -28,11 +28,14 @@ the memory check on a replica whose view is stale still cannot touch another wor
 attempt. Heartbeats count only for a worker of the caller's tenant. Everything ignored is
 counted in :data:`REJECTED` by reason and logged in a rate-limited warning.
 
-Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs.
+Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs,
+and those whose result it sent just before the stream broke (``finished``: a result in
+flight to a replica that died may never have been stored, so the worker sends it again).
 Those claims are checked against the ``task_runtime`` rows of that worker and tenant; a
 claim that is not the worker's (ended meanwhile, or never its own) is not held and the
-worker is told to cancel it. Attempts assigned to it before the reconnect that it does not
-report were lost in flight and are requeued. A worker may reconnect to any replica.
+worker is told to cancel it (a finished one is just dropped). Attempts assigned to it
+before the reconnect that it does not report were lost in flight and are requeued. A
+worker may reconnect to any replica.
 
 How a stream ends decides what happens to the attempts it held:
 
@@ -462,6 +465,8 @@ class Dispatcher(LoopService):
         for r in reg.running:
             if (r.task_id, r.attempt) in mine and r.task_id not in running:
                 running[r.task_id] = Held(r.attempt, max(r.slot_cost, 0), r.durable)
+            elif r.finished:
+                pass  # its result, sent again, was stored already (or it ended otherwise)
             else:
                 refused.append(
                     pb.Cancellation(
