@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 from stoker import RunCancelledError, Stoker
-from tests.apps import policies, workflows
+from tests.apps import basic, policies, workflows
+from tests.apps.basic import Sleep
 from tests.apps.policies import Job
 from tests.apps.workflows import Job as WfJob
-from tests.harness import wait_until
+from tests.harness import Tenant, WorkerProcess, wait_until
 from tests.test_scheduling import APP, assigned_at, max_overlap
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,3 +155,43 @@ async def test_cancel_signals_split_under_the_payload_limit_and_parse_back(
         assert notify.parse_cancel("garbage") is None
     finally:
         await listener.close()
+
+
+# -- a worker outlives the replica it is connected to ----------------------------------
+
+
+def test_a_worker_moves_to_a_surviving_replica_and_its_long_task_runs_once(
+    replicas: tuple[Any, Any], tenant_factory: Any, tmp_path: Path
+) -> None:
+    first, second = replicas
+    ten = tenant_factory(first)
+    # The worker knows both replicas and connects to the first one listed.
+    both = Tenant(ten.tenant_id, ten.token, f"{first.grpc_address},{second.grpc_address}")
+    worker = WorkerProcess(basic.__name__ + ":app", both, first.db_url, tmp_path, "roamer").start()
+    try:
+        client = basic.declare(Stoker(address=second.grpc_address, token=ten.token))
+        # Longer than the dead-worker timeout (3 s here): it must not be declared dead.
+        ref = client.tasks["slow"].run_no_wait(Sleep(seconds=6, tag="once"))
+        wait_until(lambda: _status(first.db_url, ref.run_id) == "RUNNING", 30, "the run to start")
+        first.kill()
+        assert ref.result(timeout=60) == {"pid": worker.pid, "attempt": 0, "tag": "once"}
+        with psycopg.connect(second.db_url) as conn:
+            events = conn.execute(
+                "SELECT e.kind FROM stoker.task_event e JOIN stoker.task t ON t.id = e.task_id"
+                " WHERE t.external_id = %s",
+                (ref.run_id,),
+            ).fetchall()
+            status = conn.execute(
+                "SELECT status FROM stoker.worker WHERE external_id = %s", (worker.worker_id,)
+            ).fetchone()
+        assert events == []  # never lost, never requeued: it ran once
+        assert status == ("ACTIVE",)
+        assert "reconnecting" in worker.log_path.read_text()
+    finally:
+        worker.kill()
+
+
+def _status(db_url: str, run_id: str) -> str:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT status FROM stoker.task WHERE external_id = %s", (run_id,))
+        return str(row.fetchone()[0])  # type: ignore[index]
