@@ -504,10 +504,8 @@ Global___TaskEvents: _TypeAlias = TaskEvents  # noqa: Y015
 
 @_typing.final
 class Draining(_message.Message):
-    """The worker is shutting down: assign it nothing more. It then closes its side of the
-    stream (half-close) once its finished attempts have reported; the engine requeues the
-    attempts it still held at once. A stream that breaks instead keeps its attempts until
-    the worker reconnects or is declared dead.
+    """The worker is shutting down: assign it nothing more. It sends Goodbye once its finished
+    attempts have reported.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -524,6 +522,27 @@ class Draining(_message.Message):
 Global___Draining: _TypeAlias = Draining  # noqa: Y015
 
 @_typing.final
+class Goodbye(_message.Message):
+    """The worker's last message before it closes the stream: it stops running what it still
+    held, and the engine requeues those attempts at once. A stream that ends without it
+    (broken, or the worker killed) keeps its attempts until the worker reconnects or is
+    declared dead.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Goodbye: _TypeAlias = Goodbye  # noqa: Y015
+
+@_typing.final
 class WorkerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -531,6 +550,7 @@ class WorkerMessage(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    GOODBYE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -539,6 +559,8 @@ class WorkerMessage(_message.Message):
     def draining(self) -> Global___Draining: ...
     @_builtins.property
     def labels(self) -> Global___WorkerLabels: ...
+    @_builtins.property
+    def goodbye(self) -> Global___Goodbye: ...
     def __init__(
         self,
         *,
@@ -546,12 +568,13 @@ class WorkerMessage(_message.Message):
         events: Global___TaskEvents | None = ...,
         draining: Global___Draining | None = ...,
         labels: Global___WorkerLabels | None = ...,
+        goodbye: Global___Goodbye | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels", "goodbye"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

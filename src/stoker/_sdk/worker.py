@@ -245,7 +245,11 @@ class Worker:
                 if self.connected is not None:
                     self.connected.clear()
                 await channel.close()
-            if self._stopping.is_set() and not self.running and not self._outbox_busy():
+            if self._stopping.is_set() and (
+                self._force.is_set() or not (self.running or self._outbox_busy())
+            ):
+                # Stopping with nothing left to report, or told to stop now while no engine
+                # answers (then the dead-worker timeout requeues what it held).
                 return
             # A stream that was up broke: try again at once, on the next replica if any.
             # Otherwise back off, once per round over every address.
@@ -350,8 +354,9 @@ class Worker:
             await self._drain(lambda: bool(outbox.events) and not sender.done(), 5)
             if sender.done():
                 raise ConnectionResetError("the stream broke while reporting")
-            # A clean close: the engine requeues whatever this worker still held. Wait for
-            # it to end the stream, so the close is not taken for a broken connection.
+            # A clean close: the engine requeues at once whatever this worker still held.
+            # Wait for it to end the stream, proof it read the goodbye.
+            await call.write(pb.WorkerMessage(goodbye=pb.Goodbye()))
             await call.done_writing()
             await asyncio.wait({reader}, timeout=5)
             if self._handed_back:

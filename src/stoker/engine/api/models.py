@@ -70,7 +70,8 @@ class Attempt(_Model):
     """One attempt of a run.
 
     ``status`` is the run's status for the current attempt, else how the attempt ended:
-    FAILED, TIMED_OUT, WORKER_LOST, ASSIGNMENT_LOST, CANCELLED or SCHEDULE_TIMEOUT.
+    FAILED, TIMED_OUT, WORKER_LOST, WORKER_STOPPED, ASSIGNMENT_LOST, CANCELLED or
+    SCHEDULE_TIMEOUT.
     """
 
     number: int

@@ -39,13 +39,16 @@ worker may reconnect to any replica.
 
 How a stream ends decides what happens to the attempts it held:
 
-* cleanly (the worker half-closes its side after draining): the worker is stopping. It
-  reported what finished before closing, so what it still holds is handed back at once,
-  requeued as new attempts that use no retry (``WORKER_STOPPED``), and it is STOPPED;
-* broken (an error, a reset, a replica that died): nothing is ended. The worker is expected
-  to reconnect, here or to another replica, and report its attempts, which keep running.
-  Only a worker that stays away past the dead-worker timeout loses them (the controllers
-  declare it dead; that requeue is final, and a late result of such an attempt is ignored).
+* cleanly (the worker sent ``Goodbye`` after draining, then closed): the worker is
+  stopping. It reported what finished before saying goodbye, so what it still holds is
+  handed back at once, requeued as new attempts that use no retry (``WORKER_STOPPED``),
+  and it is STOPPED. The explicit message matters: a killed worker's stream can end just
+  as quietly as a half-close;
+* otherwise (an error, a reset, a killed worker, a replica that died): nothing is ended.
+  A worker still alive reconnects, here or to another replica, and reports its attempts,
+  which keep running. Only a worker that stays away past the dead-worker timeout loses
+  them (the controllers declare it dead; that requeue is final, and a late result of such
+  an attempt is ignored).
 """
 
 from __future__ import annotations
@@ -200,7 +203,8 @@ class WorkerConn:
     outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
     draining: bool = False
-    # The worker half-closed the stream (it is stopping), as opposed to a broken stream.
+    # The worker said goodbye (it is stopping), as opposed to a stream that just ended: a
+    # killed worker's stream may end as quietly as a clean close.
     ended_cleanly: bool = False
 
     def free(self, durable: bool = False) -> int:
@@ -528,6 +532,8 @@ class Dispatcher(LoopService):
                     self._take(conn, msg.events.events)
                 elif kind == "draining":
                     conn.draining = True
+                elif kind == "goodbye":
+                    conn.ended_cleanly = True
                 elif kind == "labels":
                     conn.labels = _labels(msg.labels.labels)
                     await self._db.execute(
@@ -535,7 +541,6 @@ class Dispatcher(LoopService):
                         WorkerLabelsParams(conn.worker_id, json.dumps(conn.labels)),
                     )
                     self._on_slots_freed(conn.tenant_id)
-            conn.ended_cleanly = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
