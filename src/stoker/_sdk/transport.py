@@ -151,10 +151,9 @@ class Transport:
             return
         with self._lock:
             self._current += 1
-            if self._sync_channel is not None:
-                self._sync_channel.close()
+            # Forgotten, not closed: another thread or loop may still have a call on them
+            # (a channel closes itself once no longer referenced).
             self._sync_channel = self._sync = None
-            # Channels of other loops are closed by their loops' garbage; just forget them.
             self._aio = {}
 
     def stub(self) -> pb_grpc.EngineStub:

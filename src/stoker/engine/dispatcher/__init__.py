@@ -402,7 +402,9 @@ class Dispatcher(LoopService):
             if self._conns.get(conn.worker_id) is conn:
                 del self._conns[conn.worker_id]
                 if conn.ended_cleanly:
-                    await self._stopped(conn)
+                    # Shielded: the call may be torn down while this runs, and the worker
+                    # is gone for good, so nobody else would hand these attempts back soon.
+                    await asyncio.shield(self._stopped(conn))
 
     async def _stopped(self, conn: WorkerConn) -> None:
         """A worker closed its stream cleanly: what it still holds is handed back at once
