@@ -64,6 +64,13 @@ def test_client_settings_need_an_address(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert ClientSettings.load(address="h:1", token="t").address == "h:1"
 
 
+def test_client_settings_take_several_engine_addresses() -> None:
+    several = ClientSettings.load(address="h1:7077, h2:7077", token="t")
+    assert several.addresses == ["h1:7077", "h2:7077"]
+    with pytest.raises(ConfigError, match=r"empty entry.*host1:7077,host2:7077"):
+        ClientSettings.load(address="h1:7077,,h2:7077", token="t")
+
+
 def test_every_sql_block_is_named_once_and_found() -> None:
     assert len(queries) > 30
     assert all(sql.strip() for sql in queries.values())
