@@ -138,12 +138,18 @@ def test_stopped_worker_reports_what_finished_and_hands_back_the_rest(
         assert short.result(timeout=30) == {"pid": stopping.pid, "attempt": 0, "tag": "short"}
         # The long one is handed back at once: queued again, no retry used up.
         assert stopping.proc.wait(timeout=20) == 0  # type: ignore[union-attr]
-        row = query(
-            engine.db_url,
-            "SELECT status, attempt, retry_count FROM stoker.task WHERE external_id = %s",
-            long.run_id,
-        )[0]
-        assert row == {"status": "QUEUED", "attempt": 1, "retry_count": 0}
+        wait_until(
+            lambda: (
+                query(
+                    engine.db_url,
+                    "SELECT status, attempt, retry_count FROM stoker.task WHERE external_id = %s",
+                    long.run_id,
+                )
+                == [{"status": "QUEUED", "attempt": 1, "retry_count": 0}]
+            ),
+            timeout=10,  # far sooner than its 60 s execution timeout or a dead-worker check
+            what="the long task to be handed back",
+        )
         log = stopping.log_path.read_text()
         assert "waiting up to 2s for 2 running task(s) to finish" in log
         assert "handing back 1 unfinished task(s) to the engine: slow" in log
@@ -177,7 +183,7 @@ def test_a_second_stop_signal_hands_back_at_once(
         stopping.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
         # It exits at once, without waiting for the sync task's thread, and hands it back.
         assert stopping.proc.wait(timeout=15) == 0  # type: ignore[union-attr]
-        assert status_of(engine.db_url, ref.run_id) == "QUEUED"
+        wait_until(lambda: status_of(engine.db_url, ref.run_id) == "QUEUED", 10, "the hand-back")
         assert "handing back 1 unfinished task(s)" in stopping.log_path.read_text()
     finally:
         stopping.kill()
