@@ -189,6 +189,31 @@ def test_a_second_stop_signal_hands_back_at_once(
         stopping.kill()
 
 
+def test_a_task_that_finishes_while_the_engine_is_away_runs_once(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    worker = worker_factory("tests.apps.basic:app", slots=2, engine=eng, tenant=ten)
+    client = basic.declare(Stoker(address=eng.grpc_address, token=ten.token, connect_timeout=60))
+    done = tmp_path / "done"
+    ref = client.tasks["marks_done"].run_no_wait(Sleep(seconds=1, tag=str(done)))
+    wait_until(lambda: status_of(eng.db_url, ref.run_id) == "RUNNING", what="the run to start")
+    eng.kill()
+    wait_until(done.exists, what="the task to finish while no engine runs")
+    eng.start()
+    # The worker comes back with the result it could not deliver; the attempt is not taken
+    # for lost (which would run the task a second time).
+    assert ref.result(timeout=60) == {"pid": worker.pid, "attempt": 0}
+    kinds = query(
+        eng.db_url,
+        "SELECT e.kind FROM stoker.task_event e JOIN stoker.task t ON t.id = e.task_id"
+        " WHERE t.external_id = %s",
+        ref.run_id,
+    )
+    assert kinds == []
+
+
 def test_engine_killed_mid_drain_loses_nothing(
     app: Stoker, engine_factory: Any, tenant_factory: Any, worker_factory: Any
 ) -> None:

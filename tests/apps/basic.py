@@ -92,6 +92,14 @@ def declare(app: Stoker) -> Stoker:
         return {"pid": os.getpid(), "attempt": ctx.attempt, "tag": input.tag}
 
     @app.task(execution_timeout="60s")
+    async def marks_done(input: Sleep, ctx: Context) -> dict[str, Any]:
+        """Sleeps, then writes "done" to the file named by ``tag`` (a signal for tests)."""
+        await asyncio.sleep(input.seconds)
+        with open(input.tag, "w") as f:  # noqa: ASYNC230 - a few bytes, once
+            f.write("done")
+        return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+    @app.task(execution_timeout="60s")
     def sync_sleep(input: Sleep, ctx: Context) -> dict[str, Any]:
         time.sleep(input.seconds)
         return {"pid": os.getpid(), "attempt": ctx.attempt, "tag": input.tag}

@@ -345,8 +345,8 @@ class TaskRef(_message.Message):
     """What the attempt holds of the worker's slots (0 once released)."""
     durable: _builtins.bool
     finished: _builtins.bool
-    """In a registration: the attempt ended on the worker, and its result, sent on a stream
-    that then broke, is sent again (the engine may not have stored it).
+    """In a registration: the attempt ended on the worker and its result follows on this
+    stream (not sent before, or sent on a stream that then broke and sent again).
     """
     def __init__(
         self,

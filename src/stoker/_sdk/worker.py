@@ -281,16 +281,19 @@ class Worker:
             )
             for a in self.running.values()
         ]
-        # Results sent on the last stream just before it broke may be lost with it: claim
-        # those attempts as finished and send their results again (duplicates are ignored).
+        # Results sent on the last stream just before it broke may be lost with it: send
+        # them again (duplicates are ignored). Claim as finished every attempt whose result
+        # is about to go out, so the engine keeps them instead of requeueing them as lost.
         cutoff = time.monotonic() - RESEND_WINDOW_S
         resend = [ev for at, ev in self._sent.values() if at >= cutoff]
         self._sent.clear()
-        running += [
-            pb.TaskRef(task_id=ev.task_id, attempt=ev.attempt, finished=True) for ev in resend
-        ]
         if resend:
             self._outbox.events[:0] = resend
+        running += [
+            pb.TaskRef(task_id=ev.task_id, attempt=ev.attempt, finished=True)
+            for ev in self._outbox.events
+            if ev.kind in (pb.COMPLETED, pb.FAILED)
+        ]
         await call.write(
             pb.WorkerMessage(
                 register=pb.WorkerRegistration(

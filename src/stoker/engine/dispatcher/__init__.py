@@ -29,8 +29,9 @@ attempt. Heartbeats count only for a worker of the caller's tenant. Everything i
 counted in :data:`REJECTED` by reason and logged in a rate-limited warning.
 
 Reconnects: a worker keeps its id across reconnects and reports the attempts it still runs,
-and those whose result it sent just before the stream broke (``finished``: a result in
-flight to a replica that died may never have been stored, so the worker sends it again).
+and those whose result is about to follow (``finished``: results it could not send while
+disconnected, and those sent just before the stream broke, since a result in flight to a
+replica that died may never have been stored).
 Those claims are checked against the ``task_runtime`` rows of that worker and tenant; a
 claim that is not the worker's (ended meanwhile, or never its own) is not held and the
 worker is told to cancel it (a finished one is just dropped). Attempts assigned to it
