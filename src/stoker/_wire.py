@@ -7,6 +7,8 @@ models travel, as JSON, inside a task definition.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -190,3 +192,90 @@ def split_batches(items: Sequence[S], limit: int, max_items: int) -> list[list[S
     if current:
         batches.append(current)
     return batches
+
+
+# -- payload checks shared by the SDK (before enqueue) and the engine (at its edge) ----------
+
+MAX_JSON_DEPTH = 100
+"""How deeply arrays and objects may nest in a payload (input, metadata, output, event)."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+# A ``\u0000`` escape in JSON re-dumped by Python: preceded by an even number of
+# backslashes (an odd number would make it the text ``\u0000``, which is storable).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``raw`` (a scalar is 0).
+
+    Counts brackets outside strings without parsing, so a payload nested far too deep for a
+    recursive parser is measured, not crashed on.
+    """
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if m[0] in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def json_problem(raw: bytes) -> str | None:
+    """What makes ``raw`` unacceptable as a stored JSON document, or None.
+
+    Refused: text that is not JSON (or not UTF-8), nesting deeper than
+    :data:`MAX_JSON_DEPTH`, and strings holding a NUL character (``\\u0000``) or a lone
+    UTF-16 surrogate (``\\ud800``): Python's parser accepts those, but PostgreSQL cannot
+    store them, so they are refused here rather than failing later.
+    """
+    # Counting brackets (C speed) bounds the depth; only a payload with more opening
+    # brackets than the limit is measured.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        depth = json_depth(raw)
+        if depth > MAX_JSON_DEPTH:
+            return f"it nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+    try:
+        # Strict UTF-8 first: json.loads(bytes) would also take UTF-16/32, a BOM, and
+        # UTF-8-encoded surrogates, none of which PostgreSQL stores.
+        value = json.loads(raw.decode())
+    except RecursionError:
+        return f"it nests too deep (the limit is {MAX_JSON_DEPTH} levels)"
+    except UnicodeDecodeError as exc:
+        return f"it is not UTF-8 text: {exc}"
+    except ValueError as exc:
+        return f"it is not JSON: {exc}"
+    # Past strict UTF-8 decoding, a \u escape is the only way to spell either character;
+    # payloads without one skip the second pass.
+    if b"\\u" in raw:
+        text = json.dumps(value, ensure_ascii=False)
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            return (
+                f"it holds a lone UTF-16 surrogate ({text[exc.start]!r}), which is not "
+                "valid Unicode text"
+            )
+        if "\\u0000" in text and _NUL_ESCAPE.search(text):
+            return "a string in it holds a NUL character (\\u0000), which cannot be stored"
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """What makes ``value`` unacceptable as stored text (a NUL character), or None."""
+    if "\x00" in value:
+        return "it holds a NUL character (\\x00), which cannot be stored"
+    return None
+
+
+def storable_text(value: str) -> str:
+    """``value`` made storable: NUL becomes the visible ``\\x00`` and lone surrogates
+    U+FFFD. For text reported after the fact (a worker's error), which cannot be refused."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value

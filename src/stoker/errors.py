@@ -109,3 +109,7 @@ class TaskTimeoutError(StokerError):
 
 class OutputSerializationError(StokerError):
     """A task's output could not be serialized to JSON."""
+
+
+class DatabaseUnavailableError(EngineUnavailableError):
+    """The engine is up but its database cannot be reached; retry shortly."""

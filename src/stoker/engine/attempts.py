@@ -2,21 +2,26 @@
 
 Every path that ends an attempt other than by success goes through :meth:`Attempts.end`,
 one ``fail_attempts`` statement per batch, which decides in Postgres between a retry (a new
-attempt queued after the backoff) and the run's final failure. Only an attempt that still
-holds its ``task_runtime`` row can end, so an attempt ends exactly once whoever reports it;
-an end reported by a worker (``reporter``) counts only if that worker holds the attempt.
+attempt queued after the backoff) and the run's final failure. The batch is split apart
+when the database refuses one attempt's end (see :mod:`stoker.engine.faults`), so that the
+others still end; a worker's error text is made storable (NUL shown as ``\\x00``), since a
+failure that already happened cannot be refused. Only an attempt that still holds its
+``task_runtime`` row can end, so an attempt ends exactly once whoever reports it; an end
+reported by a worker (``reporter``) counts only if that worker holds the attempt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from stoker._proto import engine_pb2 as pb
+from stoker._wire import storable_text
 from stoker.db import Executor, Row
-from stoker.engine import notify
+from stoker.engine import faults, notify
 from stoker.engine.runs import RunWatcher
 
 log = logging.getLogger("stoker.engine.attempts")
@@ -151,17 +156,57 @@ class Attempts:
         return afters
 
     async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
-        """Ends the attempts; returns the rows of those that were still running."""
+        """Ends the attempts; returns the rows of those that were still running.
+
+        One transaction for the batch; if the database refuses one attempt's end (a value
+        out of range), the batch is split so that the others end regardless
+        (:func:`~stoker.engine.faults.isolate`), and a refused end is recorded again with
+        the reported error replaced by why it could not be stored. An outage raises: the
+        caller retries, and ending an attempt twice is a no-op.
+        """
         if not ends:
             return []
-        # The final failures progress their DAG runs in the same transaction.
+        result = await faults.isolate(
+            ends, lambda part: self._end(list(part), db), what="ending attempts"
+        )
+        if result.failed:
+            retry = [
+                dataclasses.replace(
+                    e,
+                    error={
+                        "type": "InvalidFailure",
+                        "message": storable_text(
+                            f"the attempt failed, but its failure could not be stored as "
+                            f"reported ({type(exc).__name__}: {exc})"
+                        ),
+                        "traceback": "",
+                    },
+                    delay_ms=-1,
+                )
+                for e, exc in result.failed
+            ]
+            again = await faults.isolate(
+                retry, lambda part: self._end(list(part), db), what="ending attempts"
+            )
+            result.written += again.written
+            for e, exc in again.failed:
+                log.error("attempt %d of task %d could not be ended: %s", e.attempt, e.task_id, exc)
+            result.outage = result.outage or again.outage
+        rows = [r for _, part in result.written for r in part]
+        if result.outage is not None:
+            raise result.outage
+        return rows
+
+    async def _end(self, ends: list[AttemptEnd], db: Executor | None) -> list[Row]:
+        """Ends attempts in one transaction (their final failures progress their DAG runs
+        in it) and, once committed, tells whoever waits."""
         async with (db or self._db).transaction() as tx:
             rows = await tx.fetch(
                 "fail_attempts",
                 FailParams(
                     [e.task_id for e in ends],
                     [e.attempt for e in ends],
-                    [json.dumps(e.error) for e in ends],
+                    [json.dumps({k: storable_text(v) for k, v in e.error.items()}) for e in ends],
                     [e.retryable for e in ends],
                     [e.counts for e in ends],
                     [e.delay_ms for e in ends],

@@ -1,10 +1,10 @@
 """The engine's gRPC front: authenticates each call and hands it to the right service.
 
 Stoker errors become gRPC status codes with the error's message as details (the SDK turns
-them back into the same exception types); anything unexpected becomes INTERNAL without
-taking the engine down. Malformed messages are rejected by gRPC itself before they reach
-a handler, and :class:`AuthInterceptor` refuses calls without a valid token before their
-request is read.
+them back into the same exception types); a database outage becomes UNAVAILABLE, which the
+SDK retries; anything unexpected becomes INTERNAL without taking the engine down.
+Malformed messages are rejected by gRPC itself before they reach a handler, and
+:class:`AuthInterceptor` refuses calls without a valid token before their request is read.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import grpc
 
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker.engine import faults
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.served import ServedTasks
@@ -26,6 +27,7 @@ from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.runs import RunWatcher
 from stoker.errors import (
     AuthenticationError,
+    EngineUnavailableError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
@@ -43,6 +45,7 @@ _CODES: list[tuple[type[StokerError], grpc.StatusCode]] = [
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (PayloadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (EngineUnavailableError, grpc.StatusCode.UNAVAILABLE),
 ]
 
 # The SDK maps this trailing metadata key back to the exception class.
@@ -118,7 +121,13 @@ class Handlers:
         return await self._auth.authenticate(_token(context))
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        """Aborts the call: a Stoker error with its status and type, anything else INTERNAL."""
+        """Aborts the call: a Stoker error with its status and type, anything else INTERNAL.
+
+        A database outage is UNAVAILABLE (the SDK retries it as it retries an unreachable
+        engine) and a value the database refuses INVALID_ARGUMENT
+        (:func:`~stoker.engine.faults.for_caller`).
+        """
+        exc = faults.for_caller(exc)
         if isinstance(exc, StokerError):
             context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
             await context.abort(status_for(exc), exc.message)

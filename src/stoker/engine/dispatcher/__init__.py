@@ -67,8 +67,9 @@ from typing import Any
 from prometheus_client import Counter
 
 from stoker._proto import engine_pb2 as pb
+from stoker._wire import json_problem, storable_text
 from stoker.db import Executor, Row, int_array, json_array
-from stoker.engine import notify
+from stoker.engine import faults, notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
@@ -254,10 +255,10 @@ class WorkerConn:
 
 def _labels(raw: bytes) -> dict[str, Any]:
     """A worker's labels: a JSON object of strings and numbers."""
-    try:
-        labels = json.loads(raw) if raw else {}
-    except ValueError:
-        raise InvalidRequestError("worker labels must be a JSON object") from None
+    problem = json_problem(raw) if raw else None
+    if problem is not None:
+        raise InvalidRequestError(f"worker labels are refused: {problem}")
+    labels = json.loads(raw) if raw else {}
     if not isinstance(labels, dict) or not all(
         isinstance(v, str | int | float) and not isinstance(v, bool) for v in labels.values()
     ):
@@ -301,7 +302,6 @@ class Dispatcher(LoopService):
         self._completed: list[tuple[int, pb.TaskEvent]] = []
         self._failed: list[AttemptEnd] = []
         self._refresh: list[tuple[int, pb.TaskEvent]] = []
-        self._skip_progress = False
         self.rejections = Rejections()
 
     # -- what the scheduler sees --------------------------------------------------------
@@ -602,11 +602,8 @@ class Dispatcher(LoopService):
     def _output_problem(self, output: bytes) -> str | None:
         if len(output) > self._max_payload:
             return f"the output is {len(output)} bytes, over the limit of {self._max_payload} bytes"
-        try:
-            json.loads(output or b"null")
-        except ValueError as exc:
-            return f"the output is not JSON: {exc}"
-        return None
+        problem = json_problem(output or b"null")
+        return f"the output is refused: {problem}" if problem else None
 
     @property
     def backlogged(self) -> bool:
@@ -648,6 +645,13 @@ class Dispatcher(LoopService):
         await self.flush()
 
     async def flush(self) -> None:
+        """Writes buffered task events: starts, refreshes and completions in one
+        transaction with DAG progression, then failures through :meth:`Attempts.end`.
+
+        A batch the database refuses is written again in parts around the refused events
+        (:meth:`_store_isolated`), so one bad event never holds up the others; a batch hit
+        by an outage goes back to the buffer whole and is retried.
+        """
         # At most flush_max_items of each kind per transaction: a flush that falls behind
         # catches up in steady steps instead of one ever larger statement.
         n = self._max_items
@@ -655,63 +659,29 @@ class Dispatcher(LoopService):
         completed, self._completed = self._completed[:n], self._completed[n:]
         failed, self._failed = self._failed[:n], self._failed[n:]
         refresh, self._refresh = self._refresh[:n], self._refresh[n:]
-        progress, self._skip_progress, tried = not self._skip_progress, False, False
+        events = started + refresh + completed
+        done: list[Row] = []
+        after: list[Callable[[], None]] = []
+        refused = 0
         try:
-            async with self._db.transaction() as tx:
-                if started:
-                    await tx.execute(
-                        "mark_started",
-                        StartedParams(
-                            int_array(e.task_id for _, e in started),
-                            int_array(e.attempt for _, e in started),
-                            int_array(_ms(e.at_ms) for _, e in started),
-                            int_array(w for w, _ in started),
-                        ),
-                    )
-                if refresh:
-                    await tx.execute(
-                        "refresh_timeouts",
-                        RefreshParams(
-                            [e.task_id for _, e in refresh],
-                            [e.attempt for _, e in refresh],
-                            [e.timeout_ms for _, e in refresh],
-                            [w for w, _ in refresh],
-                        ),
-                    )
-                done: list[Row] = []
-                after: list[Callable[[], None]] = []
-                if completed:
-                    done = await tx.fetch(
-                        "complete_attempts",
-                        CompleteParams(
-                            int_array(e.task_id for _, e in completed),
-                            int_array(e.attempt for _, e in completed),
-                            json_array(e.output or b"null" for _, e in completed),
-                            int_array(_ms(e.at_ms) for _, e in completed),
-                            int_array(w for w, _ in completed),
-                        ),
-                    )
-                    tenants = {int(r["tenant_id"]) for r in done}
-                    await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
-                    if progress:
-                        tried = any(r["dag_id"] is not None for r in done)
-                        after = await self._attempts.progress_dags(tx, done, isolated=False)
-        except Exception:
-            # Put the events back so nothing a worker reported is lost; the loop retries,
-            # without DAG progression if that was part of what failed (the DAG sweeper
-            # progresses those runs once their steps' outcomes are stored).
-            self._started[:0], self._completed[:0], self._refresh[:0] = started, completed, refresh
-            self._failed[:0] = failed
-            self._skip_progress = tried
-            raise
-        if len(done) < len(completed):
+            if events:
+                done, after = await self._store(events, progress=True)
+        except Exception as exc:
+            if faults.transient(exc):
+                # The database went away: put the events back so nothing a worker
+                # reported is lost; the loop retries the whole batch.
+                self._started[:0], self._completed[:0] = started, completed
+                self._refresh[:0], self._failed[:0] = refresh, failed
+                raise
+            # Something in the batch is refused (or progression failed): write it again
+            # in parts so that one bad event never holds up the others. Parts skip DAG
+            # progression; the DAG sweeper progresses those runs.
+            done, after, refused = await self._store_isolated(events, failed)
+        ended = len(completed) - refused - len(done)
+        if ended > 0:
             # Held here, yet their runtime row was gone or not this worker's: they ended
             # meanwhile (cancelled, timed out, requeued) through another path.
-            self.rejections.reject(
-                "ended",
-                len(completed) - len(done),
-                "completions of attempts that had already ended",
-            )
+            self.rejections.reject("ended", ended, "completions of attempts that had already ended")
         self._attempts.watcher.finished(r["external_id"] for r in done)
         for progressed in after:
             progressed()
@@ -721,6 +691,105 @@ class Dispatcher(LoopService):
             except Exception:
                 self._failed[:0] = failed
                 raise
+
+    async def _store_isolated(
+        self, events: list[tuple[int, pb.TaskEvent]], failed: list[AttemptEnd]
+    ) -> tuple[list[Row], list[Callable[[], None]], int]:
+        """Writes ``events`` split apart around the ones the database refuses; a refused
+        completion fails its attempt instead (``InvalidOutput``, appended to ``failed``),
+        a refused start or timeout refresh is dropped with a log line. Returns what
+        :meth:`_store` does, and how many completions were refused."""
+        result = await faults.isolate(
+            events,
+            lambda part: self._store(list(part), progress=False),
+            what="writing task events",
+        )
+        done = [r for _, (rows, _) in result.written for r in rows]
+        after = [a for _, (_, afters) in result.written for a in afters]
+        refused = 0
+        for (worker_id, ev), exc in result.failed:
+            if ev.kind == pb.COMPLETED:
+                refused += 1
+                failed.append(
+                    AttemptEnd.failed(
+                        ev.task_id,
+                        ev.attempt,
+                        "InvalidOutput",
+                        storable_text(f"the output could not be stored: {exc}"),
+                        retryable=False,
+                        reporter=worker_id,
+                    )
+                )
+            else:
+                log.error(
+                    "dropping a %s event of task %d attempt %d: %s",
+                    pb.EventKind.Name(ev.kind),
+                    ev.task_id,
+                    ev.attempt,
+                    exc,
+                )
+        if result.outage is not None:
+            # The rest is retried whole by the loop, like any batch hit by an outage.
+            left = result.unwritten
+            self._started[:0] = [w for w in left if w[1].kind == pb.STARTED]
+            self._refresh[:0] = [w for w in left if w[1].kind == pb.REFRESH_TIMEOUT]
+            self._completed[:0] = [w for w in left if w[1].kind == pb.COMPLETED]
+            self._failed[:0] = failed
+            self._attempts.watcher.finished(r["external_id"] for r in done)
+            for progressed in after:
+                progressed()
+            failed.clear()
+            raise result.outage
+        return done, after, refused
+
+    async def _store(
+        self, events: list[tuple[int, pb.TaskEvent]], *, progress: bool
+    ) -> tuple[list[Row], list[Callable[[], None]]]:
+        """Writes starts, timeout refreshes and completions (each with the worker that
+        reported it) in one transaction; the rows of the attempts that completed and what
+        to do after the commit."""
+        started = [w for w in events if w[1].kind == pb.STARTED]
+        refresh = [w for w in events if w[1].kind == pb.REFRESH_TIMEOUT]
+        completed = [w for w in events if w[1].kind == pb.COMPLETED]
+        done: list[Row] = []
+        after: list[Callable[[], None]] = []
+        async with self._db.transaction() as tx:
+            if started:
+                await tx.execute(
+                    "mark_started",
+                    StartedParams(
+                        int_array(e.task_id for _, e in started),
+                        int_array(e.attempt for _, e in started),
+                        int_array(_ms(e.at_ms) for _, e in started),
+                        int_array(w for w, _ in started),
+                    ),
+                )
+            if refresh:
+                await tx.execute(
+                    "refresh_timeouts",
+                    RefreshParams(
+                        [e.task_id for _, e in refresh],
+                        [e.attempt for _, e in refresh],
+                        [e.timeout_ms for _, e in refresh],
+                        [w for w, _ in refresh],
+                    ),
+                )
+            if completed:
+                done = await tx.fetch(
+                    "complete_attempts",
+                    CompleteParams(
+                        int_array(e.task_id for _, e in completed),
+                        int_array(e.attempt for _, e in completed),
+                        json_array(e.output or b"null" for _, e in completed),
+                        int_array(_ms(e.at_ms) for _, e in completed),
+                        int_array(w for w, _ in completed),
+                    ),
+                )
+                tenants = {int(r["tenant_id"]) for r in done}
+                await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
+                if progress:
+                    after = await self._attempts.progress_dags(tx, done, isolated=False)
+        return done, after
 
 
 @dataclass(frozen=True, slots=True)

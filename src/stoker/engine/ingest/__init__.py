@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
+from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
 from stoker.db import Executor
-from stoker.engine import notify
+from stoker.engine import faults, notify
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
@@ -205,8 +206,10 @@ class Ingest(LoopService):
     async def register_tasks(self, tenant_id: int, defs: list[tuple[str, bytes]]) -> None:
         configs: list[str] = []
         for name, raw in defs:
-            if not name or len(name) > 200:
-                raise InvalidRequestError(f"task name {name!r} must be 1 to 200 characters")
+            if not name or len(name) > 200 or text_problem(name):
+                raise InvalidRequestError(
+                    f"task name {name!r} must be 1 to 200 characters, without NUL"
+                )
             try:
                 configs.append(TaskConfig.model_validate_json(raw or b"{}").model_dump_json())
             except ValidationError as exc:
@@ -231,8 +234,10 @@ class Ingest(LoopService):
 
     async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
         """Creates or updates a static rate limit."""
-        if not key or len(key) > 200:
-            raise InvalidRequestError(f"rate limit key {key!r} must be 1 to 200 characters")
+        if not key or len(key) > 200 or text_problem(key):
+            raise InvalidRequestError(
+                f"rate limit key {key!r} must be 1 to 200 characters, without NUL"
+            )
         if limit < 1 or window_ms < 1:
             raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
         await self._db.execute("put_rate_limit", RateLimitParams(tenant_id, key, limit, window_ms))
@@ -372,7 +377,8 @@ class Ingest(LoopService):
 
     def check_payload(self, item: TriggerInput) -> None:
         """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
-        JSON, too large, or a priority out of range."""
+        JSON PostgreSQL can store (:func:`~stoker._wire.json_problem`: nesting, NUL,
+        lone surrogates), too large, or a priority out of range."""
         for what, raw in (("input", item.input), ("additional_metadata", item.additional_metadata)):
             if len(raw) > self._max_payload:
                 raise PayloadTooLargeError(
@@ -380,13 +386,10 @@ class Ingest(LoopService):
                     f"{self._max_payload} bytes"
                 )
             if raw:
-                try:
-                    value = json.loads(raw)
-                except ValueError as exc:
-                    raise InvalidRequestError(
-                        f"{item.task_name}: {what} is not JSON: {exc}"
-                    ) from None
-                if what == "additional_metadata" and not isinstance(value, dict):
+                problem = json_problem(raw)
+                if problem is not None:
+                    raise InvalidRequestError(f"{item.task_name}: {what} is refused: {problem}")
+                if what == "additional_metadata" and not raw.lstrip().startswith(b"{"):
                     raise InvalidRequestError(
                         f"{item.task_name}: additional_metadata must be an object"
                     )
@@ -417,36 +420,54 @@ class Ingest(LoopService):
         for p in batch:
             by_tenant.setdefault(p.tenant_id, []).append(p)
         for tenant_id, group in by_tenant.items():
-            afters: list[Callable[[], None]] = []
-            try:
-                rows = [r for p in group for r in p.rows]
-                writers: dict[BatchWriter, list[Any]] = {}
-                for p in group:
-                    if p.writer is not None:
-                        writers.setdefault(p.writer, []).extend(p.items)
-                async with self._db.transaction() as tx:
-                    gated = await write_task_runs(tx, tenant_id, rows) if rows else False
-                    for writer, items in writers.items():
-                        afters.append(await writer(tx, tenant_id, items))
-                    await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-            except Exception as exc:
-                # The callers get the error (their runs were not stored); the loop goes on.
-                log.exception("writing %d triggers failed", sum(len(p.rows) for p in group))
-                for p in group:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
-                continue
-            for p in group:
+            # One transaction for every caller of the tenant; if one caller's runs make it
+            # fail, the callers are split apart so that only that caller gets the error
+            # (faults.isolate). An outage fails the callers not yet written as
+            # unavailable: nothing of theirs was stored, so their retry is safe.
+            result = await faults.isolate(
+                group,
+                functools.partial(self._write, tenant_id),
+                what=f"writing the triggers of tenant {tenant_id}",
+            )
+            for p, exc in result.failed:
+                log.error("writing %d triggers failed: %s", len(p.rows) + len(p.items), exc)
                 if not p.done.done():
-                    p.done.set_result([str(r.external_id) for r in p.rows])
-            for after in afters:
-                after()
-            if gated:
-                self.gated_tenants.add(tenant_id)
+                    p.done.set_exception(faults.for_caller(exc))
+            if result.outage is not None:
+                log.error("writing triggers failed, the database is unavailable: %s", result.outage)
+                for p in result.unwritten:
+                    if not p.done.done():
+                        p.done.set_exception(faults.unavailable(result.outage))
+            for part, (gated, afters) in result.written:
+                for p in part:
+                    if not p.done.done():
+                        p.done.set_result([str(r.external_id) for r in p.rows])
+                for after in afters:
+                    after()
+                if gated:
+                    self.gated_tenants.add(tenant_id)
         if by_tenant:
             self._on_enqueued(set(by_tenant))
         self._inserted += sum(len(p.rows) + len(p.items) for p in batch)
         self._maybe_analyze()
+
+    async def _write(
+        self, tenant_id: int, group: Sequence[_Pending]
+    ) -> tuple[bool, list[Callable[[], None]]]:
+        """Writes parked items of one tenant in one transaction: whether some run waits
+        for concurrency admission, and what to do after the commit."""
+        rows = [r for p in group for r in p.rows]
+        writers: dict[BatchWriter, list[Any]] = {}
+        for p in group:
+            if p.writer is not None:
+                writers.setdefault(p.writer, []).extend(p.items)
+        afters: list[Callable[[], None]] = []
+        async with self._db.transaction() as tx:
+            gated = await write_task_runs(tx, tenant_id, rows) if rows else False
+            for writer, items in writers.items():
+                afters.append(await writer(tx, tenant_id, items))
+            await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
+        return gated, afters
 
     def _maybe_analyze(self) -> None:
         """Starts a background ANALYZE of the queue after a bulk enqueue."""
