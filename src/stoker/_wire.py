@@ -15,6 +15,10 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+RUN_STATUSES = ("PENDING", "QUEUED", "ASSIGNED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+"""Every status a task run can have (a workflow run: RUNNING or one of the last three)."""
+WORKFLOW_RUN_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+
 MIN_PRIORITY = 1
 MAX_PRIORITY = 3
 DEFAULT_PRIORITY = 1

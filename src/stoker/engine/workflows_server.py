@@ -13,6 +13,7 @@ import grpc
 
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
+from stoker._wire import RUN_STATUSES, json_problem, text_problem
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
 from stoker.engine.dispatcher.served import ServedTasks
@@ -33,19 +34,28 @@ def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
         return None
     metadata = None
     if f.additional_metadata:
-        try:
-            metadata = json.loads(f.additional_metadata)
-        except ValueError:
-            raise InvalidRequestError("filter additional_metadata is not JSON") from None
+        problem = json_problem(f.additional_metadata)
+        if problem is not None:
+            raise InvalidRequestError(f"filter additional_metadata is refused: {problem}")
+        metadata = json.loads(f.additional_metadata)
         if not isinstance(metadata, dict):
             raise InvalidRequestError("filter additional_metadata must be a JSON object")
 
     def at(ms: int) -> datetime | None:
         return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
+    statuses = [s.upper() for s in f.statuses]
+    for s in statuses:
+        if s not in RUN_STATUSES:
+            raise InvalidRequestError(
+                f"filter status {s!r} is not a run status; use one of {', '.join(RUN_STATUSES)}"
+            )
+    for name in f.names:
+        if text_problem(name):
+            raise InvalidRequestError(f"filter name {name!r} is refused: it holds NUL")
     return RunFilter(
         names=list(f.names) or None,
-        statuses=[s.upper() for s in f.statuses] or None,
+        statuses=statuses or None,
         since=at(f.since_ms),
         until=at(f.until_ms),
         additional_metadata=metadata,
@@ -175,6 +185,8 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
     ) -> wpb.CancelRunsResponse:
         try:
             p = await self._principal(context)
+            if text_problem(request.reason):
+                raise InvalidRequestError("the cancel reason is refused: it holds NUL")
             outcomes = await self._ops.cancel(
                 p.tenant_id,
                 list(request.run_ids),

@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stoker._wire import text_problem
 from stoker.db import Executor, NoParams, Row
 from stoker.engine.api.models import (
     Attempt,
@@ -169,6 +170,16 @@ async def _principal(
 
 
 Auth = Annotated[Principal, Depends(_principal)]
+
+
+async def _storable_query(request: Request) -> None:
+    """422 for a query parameter holding NUL, which no filter can match (PostgreSQL text
+    cannot hold it) and which would otherwise fail in the database driver."""
+    for name, value in request.query_params.multi_items():
+        if text_problem(name) or text_problem(value):
+            raise InvalidRequestError(
+                f"query parameter {name!r} is refused: it holds a NUL character (%00)"
+            )
 
 
 def _db(request: Request) -> Executor:
@@ -516,6 +527,10 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, type_, message, **(exc.headers or {}))
 
 
+async def _on_refused_value(request: Request, exc: Exception) -> JSONResponse:
+    return _error(422, "InvalidRequestError", f"the database refused a value: {exc}")
+
+
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s: database error: %s", request.method, request.url.path, exc)
     return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
@@ -661,6 +676,7 @@ def create_app(
         "Send `authorization: Bearer <token>` on every /api route.",
     )
     app.state.stoker = _State(db, auth, served or ServedTasks(db), engine_id)
+    app.router.dependencies.append(Depends(_storable_query))
     app.include_router(health)
     app.include_router(api)
     from stoker.engine.api.workflows import router as workflows  # imports this module
@@ -677,6 +693,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(psycopg.OperationalError, _on_database_error)
+    app.add_exception_handler(psycopg.DataError, _on_refused_value)
     app.add_middleware(_CatchAll)
     app.add_middleware(_GuardBodies, auth=auth, limit=max_body_bytes)
     return app

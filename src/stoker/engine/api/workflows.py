@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stoker._dag import WorkflowSpec
+from stoker._wire import WORKFLOW_RUN_STATUSES
 from stoker.db import Row
 from stoker.engine.api.app import (
     MAX_PAGE,
@@ -241,7 +242,10 @@ async def list_workflow_runs(
     who: Auth,
     db: DbDep,
     workflow: Annotated[list[str] | None, Query(description="Workflow names")] = None,
-    status: Annotated[list[str] | None, Query(description="Run statuses")] = None,
+    status: Annotated[
+        list[str] | None,
+        Query(description="Run statuses: " + ", ".join(WORKFLOW_RUN_STATUSES) + " (repeatable)"),
+    ] = None,
     metadata: Annotated[
         list[str] | None,
         Query(description="key:value pairs the run's additional metadata must contain"),
@@ -251,12 +255,19 @@ async def list_workflow_runs(
 ) -> WorkflowRunPage:
     """Workflow runs, newest first, filtered by workflow, status and additional metadata."""
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+    statuses = [s.upper() for s in status] if status else None
+    for s in statuses or ():
+        if s not in WORKFLOW_RUN_STATUSES:
+            raise InvalidRequestError(
+                f"query parameter 'status': {s!r} is not a workflow run status; use one of "
+                + ", ".join(WORKFLOW_RUN_STATUSES)
+            )
     rows = await db.fetch(
         "api_list_workflow_runs",
         ListParams(
             who.tenant_id,
             workflow or None,
-            [s.upper() for s in status] if status else None,
+            statuses,
             _metadata(metadata),
             after_at,
             after_id,

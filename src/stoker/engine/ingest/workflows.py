@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from stoker._cel import compile_expression
 from stoker._dag import WorkflowSpec
-from stoker._wire import TaskConfig
+from stoker._wire import TaskConfig, text_problem
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.controllers.dags import DagIdsParams, Dags
@@ -191,8 +191,10 @@ class WorkflowIngest:
             await self._ingest.register_tasks(tenant_id, tasks)
         async with self._db.transaction() as tx:
             for name, raw, _ in workflows:
-                if not name or len(name) > 200:
-                    raise InvalidRequestError(f"workflow name {name!r} must be 1 to 200 characters")
+                if not name or len(name) > 200 or text_problem(name):
+                    raise InvalidRequestError(
+                        f"workflow name {name!r} must be 1 to 200 characters, without NUL"
+                    )
                 try:
                     spec = WorkflowSpec.model_validate_json(raw)
                 except ValidationError as exc:
@@ -351,6 +353,8 @@ class WorkflowIngest:
         for i in items:
             if bool(i.task_name) == bool(i.workflow_name):
                 raise InvalidRequestError("a child names exactly one of a task and a workflow")
+            if text_problem(i.child_key):
+                raise InvalidRequestError(f"child_key {i.child_key!r} is refused: it holds NUL")
         workflows, defs = await self._known(
             tenant_id,
             {i.workflow_name for i in items if i.workflow_name},
@@ -428,8 +432,12 @@ class WorkflowIngest:
         payloads: list[Any] = []
         metadata: list[dict[str, Any]] = []
         for e in events:
-            if not e.key or len(e.key) > 500:
-                raise InvalidRequestError(f"event key {e.key!r} must be 1 to 500 characters")
+            if not e.key or len(e.key) > 500 or text_problem(e.key):
+                raise InvalidRequestError(
+                    f"event key {e.key!r} must be 1 to 500 characters, without NUL"
+                )
+            if text_problem(e.scope):
+                raise InvalidRequestError(f"event scope {e.scope!r} is refused: it holds NUL")
             self._check(_NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, 0))
             payloads.append(json.loads(e.payload) if e.payload else None)
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
