@@ -31,6 +31,7 @@ from stoker._wire import (
 from stoker.errors import (
     AuthenticationError,
     ConfigError,
+    DatabaseUnavailableError,
     DeclarationError,
     EngineUnavailableError,
     InvalidRequestError,
@@ -52,6 +53,7 @@ __all__ = [
     "ConcurrencyLimitStrategy",
     "ConfigError",
     "Context",
+    "DatabaseUnavailableError",
     "DeclarationError",
     "DesiredWorkerLabel",
     "EngineUnavailableError",

@@ -15,6 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stoker.errors import InvalidRequestError
+
 RUN_STATUSES = ("PENDING", "QUEUED", "ASSIGNED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 """Every status a task run can have (a workflow run: RUNNING or one of the last three)."""
 WORKFLOW_RUN_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
@@ -226,13 +228,16 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
-def json_problem(raw: bytes) -> str | None:
+def json_problem(raw: bytes, *, serialized: bool = False) -> str | None:
     """What makes ``raw`` unacceptable as a stored JSON document, or None.
 
     Refused: text that is not JSON (or not UTF-8), nesting deeper than
     :data:`MAX_JSON_DEPTH`, and strings holding a NUL character (``\\u0000``) or a lone
     UTF-16 surrogate (``\\ud800``): Python's parser accepts those, but PostgreSQL cannot
     store them, so they are refused here rather than failing later.
+
+    ``serialized``: ``raw`` was just produced by a JSON serializer, so it is valid JSON
+    and only a ``\\u`` escape needs a closer look (the SDK's cheap check before enqueue).
     """
     # Counting brackets (C speed) bounds the depth; only a payload with more opening
     # brackets than the limit is measured.
@@ -240,6 +245,8 @@ def json_problem(raw: bytes) -> str | None:
         depth = json_depth(raw)
         if depth > MAX_JSON_DEPTH:
             return f"it nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+    if serialized and b"\\u" not in raw:
+        return None
     try:
         # Strict UTF-8 first: json.loads(bytes) would also take UTF-16/32, a BOM, and
         # UTF-8-encoded surrogates, none of which PostgreSQL stores.
@@ -283,3 +290,24 @@ def storable_text(value: str) -> str:
     except UnicodeEncodeError:
         value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
     return value
+
+
+def encode_json(value: Any, what: str) -> bytes:
+    """``value`` as JSON the engine accepts (``json.dumps``); InvalidRequestError naming
+    ``what`` otherwise, raised before anything is sent."""
+    try:
+        raw = json.dumps(value).encode()
+    except RecursionError:
+        raise InvalidRequestError(
+            f"{what} is refused: it nests too deep (the limit is {MAX_JSON_DEPTH} levels)"
+        ) from None
+    return checked_json(raw, what)
+
+
+def checked_json(raw: bytes, what: str) -> bytes:
+    """``raw`` (just serialized) unchanged, or InvalidRequestError naming ``what`` when the
+    engine would refuse it (:func:`json_problem`)."""
+    problem = json_problem(raw, serialized=True)
+    if problem is not None:
+        raise InvalidRequestError(f"{what} is refused: {problem}")
+    return raw

@@ -14,7 +14,6 @@ children back, finished or not; ``child_key`` names a child explicitly instead.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker._sdk.context import Context
 from stoker._sdk.transport import open_aio_channel, open_channel
-from stoker._wire import message_limit, split_batches
+from stoker._wire import checked_json, encode_json, message_limit, split_batches
 from stoker.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -133,7 +132,7 @@ def _filter(
         statuses=[s.upper() for s in names(status)],
         since_ms=ms(since),
         until_ms=ms(until),
-        additional_metadata=json.dumps(dict(additional_metadata)).encode()
+        additional_metadata=encode_json(dict(additional_metadata), "filter additional_metadata")
         if additional_metadata
         else b"",
     )
@@ -241,8 +240,10 @@ class Events:
             events=[
                 wpb.UserEvent(
                     key=key,
-                    payload=pydantic_core.to_json(payload),
-                    additional_metadata=json.dumps(dict(additional_metadata or {})).encode(),
+                    payload=checked_json(pydantic_core.to_json(payload), f"event {key!r}: payload"),
+                    additional_metadata=encode_json(
+                        dict(additional_metadata or {}), f"event {key!r}: additional_metadata"
+                    ),
                     scope=scope or "",
                 )
             ]
@@ -316,7 +317,9 @@ def _spawn_request(ctx: Context, children: Sequence[ChildSpec]) -> wpb.SpawnChil
                 task_name=child.task_name,
                 workflow_name=child.workflow_name,
                 input=child.input,
-                additional_metadata=json.dumps(metadata).encode(),
+                additional_metadata=encode_json(
+                    metadata, f"child {child.task_name or child.workflow_name!r}: metadata"
+                ),
                 priority=int(child.options.get("priority") or 0),
                 child_index=first + n,
                 child_key=str(child.options.get("child_key") or ""),

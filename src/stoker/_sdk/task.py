@@ -26,6 +26,8 @@ from stoker._wire import (
     RateLimit,
     StickyStrategy,
     TaskConfig,
+    checked_json,
+    encode_json,
     message_limit,
     split_batches,
 )
@@ -227,7 +229,7 @@ class Task(Generic[I, O]):
             raise PayloadTooLargeError(
                 f"task {self.name!r}: input is {len(raw)} bytes, over the limit of {limit} bytes"
             )
-        return raw
+        return checked_json(raw, f"task {self.name!r}: input")
 
     def decode_input(self, raw: bytes) -> Any:
         if self.input_model is not None:
@@ -328,7 +330,9 @@ def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.Tr
     return pb.TriggerItem(
         task_name=task_name,
         input=raw_input,
-        additional_metadata=json.dumps(options.get("additional_metadata") or {}).encode(),
+        additional_metadata=encode_json(
+            options.get("additional_metadata") or {}, f"task {task_name!r}: additional_metadata"
+        ),
         priority=priority or 0,
         desired_worker_id=options.get("desired_worker_id") or "",
     )

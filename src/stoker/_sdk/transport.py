@@ -1,10 +1,12 @@
 """gRPC calls to the engine, with authentication, retries and error mapping.
 
-Calls that fail because the engine cannot be reached (UNAVAILABLE) are retried with
-exponential backoff until ``connect_timeout_s`` has passed, then raise
-:class:`~stoker.errors.EngineUnavailableError`. When ``STOKER_ADDRESS`` lists several
-engine replicas, each such failure moves the channels on to the next address. Errors the
-engine reports come back as the same Stoker exception types the engine raised.
+Calls that fail because the engine cannot be reached, or the engine's database cannot
+(both UNAVAILABLE), are retried with exponential backoff until ``connect_timeout_s`` has
+passed, then raise :class:`~stoker.errors.EngineUnavailableError` (its subclass
+:class:`~stoker.errors.DatabaseUnavailableError` for the database). When
+``STOKER_ADDRESS`` lists several engine replicas, each such failure moves the channels on
+to the next address. Errors the engine reports come back as the same Stoker exception
+types the engine raised.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _BY_NAME: dict[str, type[errors.StokerError]] = {
         errors.NotFoundError,
         errors.PayloadTooLargeError,
         errors.InvalidRequestError,
+        errors.DatabaseUnavailableError,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[errors.StokerError]] = {
@@ -237,7 +240,8 @@ class Transport:
 
     def _error(self, exc: grpc.RpcError) -> errors.StokerError:
         err = to_stoker_error(exc, self.settings.address)
-        if isinstance(err, errors.EngineUnavailableError):
+        # The engine answered that its database is down: its own message says so.
+        if type(err) is errors.EngineUnavailableError:
             return errors.EngineUnavailableError(
                 f"could not reach the Stoker engine at {self.settings.address} within "
                 f"{self.settings.connect_timeout_s:g}s ({exc.details()}); is it running? "

@@ -21,7 +21,7 @@ from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
 from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
-from stoker._wire import message_limit, split_batches
+from stoker._wire import checked_json, message_limit, split_batches
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
@@ -292,11 +292,12 @@ class Workflow(Generic[I]):
         """The JSON of a run's input, validated against ``input_validator``."""
         if self.input_validator is not None and not isinstance(value, self.input_validator):
             value = self.input_validator.model_validate(value)
+        what = f"workflow {self.name!r}: input"
         if isinstance(value, BaseModel):
-            return value.model_dump_json().encode()
+            return checked_json(value.model_dump_json().encode(), what)
         import pydantic_core
 
-        return pydantic_core.to_json(value)
+        return checked_json(pydantic_core.to_json(value), what)
 
     def decode_output(self, raw: bytes) -> dict[str, Any]:
         """The outputs of the completed steps, by step name, as their return types."""
