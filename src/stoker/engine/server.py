@@ -128,6 +128,8 @@ class Handlers:
         (:func:`~stoker.engine.faults.for_caller`).
         """
         exc = faults.for_caller(exc)
+        if isinstance(exc, EngineUnavailableError):
+            log.warning("answering UNAVAILABLE: %s", exc.message)
         if isinstance(exc, StokerError):
             context.set_trailing_metadata(((ERROR_TYPE_KEY, type(exc).__name__),))
             await context.abort(status_for(exc), exc.message)

@@ -161,6 +161,7 @@ class _Pending:
 
 
 _DEFS_TTL_S = 5.0
+MAX_RUN_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last datetime
 # After this many runs enqueued since the last time (and at most every few seconds), the
 # queue's statistics are refreshed so that claims keep their index plan (analyze_queue).
 ANALYZE_AFTER_INSERTS = 10_000
@@ -375,28 +376,39 @@ class Ingest(LoopService):
             raise InvalidRequestError(f"no worker with id {', '.join(sorted(missing))}")
         return found
 
-    def check_payload(self, item: TriggerInput) -> None:
+    def check_payload(
+        self, item: TriggerInput, *, subject: str | None = None, input_name: str = "input"
+    ) -> None:
         """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
         JSON PostgreSQL can store (:func:`~stoker._wire.json_problem`: nesting, NUL,
-        lone surrogates), too large, or a priority out of range."""
-        for what, raw in (("input", item.input), ("additional_metadata", item.additional_metadata)):
+        lone surrogates), too large, or a priority or start time out of range.
+
+        Messages start with ``subject`` (default: the task name) and call the input
+        ``input_name`` (an event's is its ``payload``).
+        """
+        who = subject or item.task_name
+        for what, raw in (
+            (input_name, item.input),
+            ("additional_metadata", item.additional_metadata),
+        ):
             if len(raw) > self._max_payload:
                 raise PayloadTooLargeError(
-                    f"{item.task_name}: {what} is {len(raw)} bytes, over the limit of "
+                    f"{who}: {what} is {len(raw)} bytes, over the limit of "
                     f"{self._max_payload} bytes"
                 )
             if raw:
                 problem = json_problem(raw)
                 if problem is not None:
-                    raise InvalidRequestError(f"{item.task_name}: {what} is refused: {problem}")
+                    raise InvalidRequestError(f"{who}: {what} is refused: {problem}")
                 if what == "additional_metadata" and not raw.lstrip().startswith(b"{"):
-                    raise InvalidRequestError(
-                        f"{item.task_name}: additional_metadata must be an object"
-                    )
+                    raise InvalidRequestError(f"{who}: additional_metadata must be an object")
         if item.priority and not MIN_PRIORITY <= item.priority <= MAX_PRIORITY:
             raise InvalidRequestError(
-                f"{item.task_name}: priority {item.priority} is outside "
-                f"{MIN_PRIORITY}..{MAX_PRIORITY}"
+                f"{who}: priority {item.priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}"
+            )
+        if not 0 <= item.run_at_ms <= MAX_RUN_AT_MS:
+            raise InvalidRequestError(
+                f"{who}: run_at_ms {item.run_at_ms} is not a time between 1970 and 9999"
             )
 
     async def run(self) -> None:

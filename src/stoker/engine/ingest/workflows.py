@@ -259,7 +259,7 @@ class WorkflowIngest:
             for i in items
         ]
         for r in runs:
-            self._check(r)
+            self._check(r, f"workflow {r.name!r}")
         return await self._ingest.submit(
             tenant_id,
             self._write_parked,
@@ -283,9 +283,11 @@ class WorkflowIngest:
             tx, tenant_id, [r for r, _, _ in items], workflows, defs
         )
 
-    def _check(self, run: _NewRun) -> None:
+    def _check(self, run: _NewRun, subject: str, input_name: str = "input") -> None:
         self._ingest.check_payload(
-            TriggerInput(run.name, run.input, run.additional_metadata, run.priority)
+            TriggerInput(run.name, run.input, run.additional_metadata, run.priority),
+            subject=subject,
+            input_name=input_name,
         )
 
     async def _insert_workflow_runs(
@@ -369,7 +371,8 @@ class WorkflowIngest:
                     i.input,
                     i.additional_metadata,
                     i.priority,
-                )
+                ),
+                f"child {i.task_name or i.workflow_name!r}",
             )
         keys = [i.child_key for i in items]
         indexes = [i.child_index for i in items]
@@ -438,7 +441,11 @@ class WorkflowIngest:
                 )
             if text_problem(e.scope):
                 raise InvalidRequestError(f"event scope {e.scope!r} is refused: it holds NUL")
-            self._check(_NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, 0))
+            self._check(
+                _NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, 0),
+                f"event {e.key!r}",
+                "payload",
+            )
             payloads.append(json.loads(e.payload) if e.payload else None)
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
