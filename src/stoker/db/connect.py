@@ -10,6 +10,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from stoker.errors import ConfigError
 
+POOL_WAIT_S = 5.0
+"""How long a statement waits for a pooled connection before failing with PoolTimeout.
+
+While the database is down the pool cannot make connections, and every caller would wait
+this long: short enough that the engine answers UNAVAILABLE (which clients retry) well
+within a client's deadline, long enough that a busy pool is not mistaken for an outage.
+"""
+
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -40,7 +48,13 @@ async def open_pool(
 ) -> AsyncConnectionPool[Any]:
     """An opened pool of autocommit connections whose search_path is ``schema``."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url, min_size=min_size, max_size=max_size, kwargs=_kwargs(schema), open=False, name=name
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=_kwargs(schema),
+        open=False,
+        name=name,
+        timeout=POOL_WAIT_S,
     )
     await pool.open(wait=True, timeout=30)
     return pool
