@@ -24,7 +24,8 @@ from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker._wire import MAX_JSON_DEPTH
-from tests.apps import poison
+from tests.apps import poison, workflows
+from tests.apps.workflows import Job
 from tests.harness import (
     EngineProcess,
     Tenant,
@@ -435,3 +436,41 @@ def test_database_unavailable_error_is_an_engine_unavailable_error() -> None:
     from stoker import EngineUnavailableError
 
     assert issubclass(DatabaseUnavailableError, EngineUnavailableError)
+
+
+def test_a_workflow_run_that_cannot_progress_does_not_hold_up_the_others(
+    engine_factory: Callable[..., EngineProcess],
+    tenant_factory: Callable[..., Tenant],
+    worker_factory: Any,
+) -> None:
+    eng = engine_factory(env=BATCHING)
+    ten = tenant_factory(eng)
+    # The database refuses to queue the later steps of one run (value 1313): its
+    # progression fails every time, in the dispatcher's flush and in the DAG sweeper.
+    sql(
+        eng.db_url,
+        "ALTER TABLE stoker.task ADD CONSTRAINT refuse_step CHECK (status <> 'QUEUED'"
+        " OR coalesce(input->'parents', '{}') = '{}' OR input::text NOT LIKE '%1313%')",
+    )
+    worker_factory("tests.apps.workflows:app", slots=20, engine=eng, tenant=ten).wait_ready()
+    app = workflows.declare(ten.client())
+    values = [1, 2, 1313, 4, 5, 6]
+    refs = app.workflows["diamond"].run_many([Job(value=v) for v in values])
+    for v, ref in zip(values, refs, strict=True):
+        if v != 1313:
+            assert ref.result(timeout=60)["d"] == {"sum": v * 10 + v + 5, "b_started": True}
+    rows = sql(
+        eng.db_url,
+        "SELECT d.status FROM stoker.dag d WHERE d.external_id = %s",
+        refs[2].run_id,
+    )
+    assert rows == [("RUNNING",)]
+    wait_until(
+        lambda: (
+            "workflow run" in eng.log_path.read_text()
+            and "cannot progress" in eng.log_path.read_text()
+        ),
+        30,
+        "the engine to log the run that cannot progress",
+        eng.log_path,
+    )

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from stoker._dag import FINAL, ParentState, StepSpec, WorkflowSpec, decide, waits_of
 from stoker.db import Executor, Row
-from stoker.engine import notify
+from stoker.engine import faults, notify
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.runs import RunWatcher
 from stoker.engine.service import LoopService
@@ -430,21 +430,13 @@ class Dags(LoopService):
         sleep (at most the interval)."""
         self.sweeps += 1
         fired = await self._db.fetch("due_sleep_dags", LimitParams(_SWEEP_BATCH))
+        # Runs are swept in batches; one run whose progression fails is split off
+        # (faults.isolate) so that it cannot hold up every run swept with it.
         if fired:
-            # Lock the runs before touching their waits: the order every writer keeps.
-            async with self._db.transaction() as tx:
-                ids = [
-                    int(r["id"])
-                    for r in await tx.fetch(
-                        "lock_dags", DagIdsParams(sorted({int(r["dag_id"]) for r in fired}))
-                    )
-                ]
-                await tx.execute("fire_sleeps", DagIdsParams(ids))
-                after = await self.progress(tx, ids)
-            after()
+            await self._isolated(sorted({int(r["dag_id"]) for r in fired}), self._fire)
         stalled = await self._db.fetch("stalled_dags", LimitParams(_SWEEP_BATCH))
         if stalled:
-            await self.progress_now(int(r["id"]) for r in stalled)
+            await self._isolated([int(r["id"]) for r in stalled], self.progress_now)
         if len(fired) >= _SWEEP_BATCH:
             return 0.0
         row = await self._db.fetchone("next_sleep")
@@ -452,6 +444,24 @@ class Dags(LoopService):
             return self._interval
         left = (row["fire_at"] - datetime.now(UTC)).total_seconds()
         return float(max(0.01, min(self._interval, left)))
+
+    async def _fire(self, dag_ids: Iterable[int]) -> None:
+        """Fires the due sleeps of runs and progresses them, in one transaction."""
+        async with self._db.transaction() as tx:
+            # Lock the runs before touching their waits: the order every writer keeps.
+            ids = [int(r["id"]) for r in await tx.fetch("lock_dags", DagIdsParams(list(dag_ids)))]
+            await tx.execute("fire_sleeps", DagIdsParams(ids))
+            after = await self.progress(tx, ids)
+        after()
+
+    async def _isolated(
+        self, dag_ids: list[int], step: Callable[[Iterable[int]], Awaitable[None]]
+    ) -> None:
+        result = await faults.isolate(dag_ids, step, what="progressing workflow runs")
+        for dag_id, exc in result.failed:
+            log.error("workflow run %d cannot progress: %s", dag_id, exc)
+        if result.outage is not None:
+            raise result.outage
 
 
 def _nothing() -> None:
