@@ -17,13 +17,15 @@ import grpc
 import httpx
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stoker import DatabaseUnavailableError, InvalidRequestError, Stoker, TaskRunError
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker._wire import MAX_JSON_DEPTH
+from stoker._wire import MAX_JSON_DEPTH, json_problem
 from tests.apps import poison, workflows
 from tests.apps.workflows import Job
 from tests.harness import (
@@ -474,3 +476,21 @@ def test_a_workflow_run_that_cannot_progress_does_not_hold_up_the_others(
         "the engine to log the run that cannot progress",
         eng.log_path,
     )
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(value=_json, ascii=st.booleans())
+def test_json_problem_accepts_storable_json_and_finds_any_nul(value: Any, ascii: bool) -> None:
+    raw = json.dumps(value, ensure_ascii=ascii).encode()
+    assert json_problem(raw) is None
+    assert json_problem(raw, serialized=True) is None
+    poisoned = json.dumps([value, {"k": "x\x00"}], ensure_ascii=ascii).encode()
+    assert json_problem(poisoned) is not None
+    assert json_problem(poisoned, serialized=True) is not None
