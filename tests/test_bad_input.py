@@ -117,6 +117,16 @@ def test_trigger_refuses_unstorable_payloads_naming_the_field(
     assert re.search(expected, details), details
 
 
+def test_trigger_refuses_a_start_time_out_of_range(raw: Raw) -> None:
+    raw.register("echo")
+    item = pb.TriggerItem(task_name="echo", input=b"{}", run_at_ms=2**62)
+    code, details = raw.failure(
+        lambda: raw.engine.Trigger(pb.TriggerRequest(items=[item]), metadata=raw.md, timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "run_at_ms 4611686018427387904 is not a time between 1970 and 9999" in details
+
+
 def test_payloads_at_the_depth_limit_and_escaped_nul_text_are_accepted(raw: Raw) -> None:
     raw.register("echo")
     nested = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
