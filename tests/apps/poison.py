@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from stoker import Context, Stoker
@@ -29,6 +31,14 @@ def declare(app: Stoker) -> Stoker:
     async def fail(input: dict[str, Any], ctx: Context) -> None:
         """Raises with ``say`` as the message; with ``nul`` a NUL character in it."""
         raise RuntimeError(str(input.get("say", "")) + ("\x00" if input.get("nul") else ""))
+
+    @app.task()
+    def nap(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        """Waits until the file ``wait_for`` exists, then creates ``done`` and returns."""
+        while not Path(input["wait_for"]).exists():
+            time.sleep(0.05)
+        Path(input["done"]).touch()
+        return {"napped": True}
 
     return app
 
