@@ -174,7 +174,7 @@ def test_events_workflows_and_filters_refuse_bad_values(raw: Raw) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "without NUL" in details
 
 
-def test_rest_filters_refuse_nul_and_unknown_statuses(
+def test_rest_refuses_nul_unknown_statuses_and_unstorable_bodies(
     engine: EngineProcess, tenant: Tenant
 ) -> None:
     headers = {"authorization": f"Bearer {tenant.token}"}
@@ -193,6 +193,16 @@ def test_rest_filters_refuse_nul_and_unknown_statuses(
         message = res.json()["error"]["message"]
         assert "'BOGUS' is not a workflow run status" in message and "CANCELLED" in message
         assert http.get("/api/v1/workflow-runs?status=running&status=FAILED").status_code == 200
+        json_headers = {"content-type": "application/json"}
+        for body, expected in (
+            (DEEP, "nests 1000 levels deep"),
+            (b'{"name": "a\\u0000"}', "NUL character"),
+            (b'{"name": "\\udc00"}', "lone UTF-16 surrogate"),
+        ):
+            res = http.post("/api/v1/tokens", content=body, headers=json_headers)
+            assert res.status_code == 422, res.text
+            message = res.json()["error"]["message"]
+            assert message.startswith("the request body is refused:") and expected in message
 
 
 def test_sdk_refuses_before_sending(tmp_path: Any) -> None:

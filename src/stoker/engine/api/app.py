@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stoker._wire import text_problem
+from stoker._wire import json_problem, text_problem
 from stoker.db import Executor, NoParams, Row
 from stoker.engine.api.models import (
     Attempt,
@@ -613,6 +613,43 @@ class _GuardBodies:
         return None
 
 
+class _StorableBodies:
+    """422 for a JSON request body that no route could use: nested deeper than
+    :data:`~stoker._wire.MAX_JSON_DEPTH` (a recursive parser would fail on it), holding a
+    NUL or a lone surrogate (PostgreSQL cannot store it), or not JSON. Checked before any
+    route parses the body; :class:`_GuardBodies` has bounded its size already."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if b"json" not in headers.get(b"content-type", b""):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        problem = json_problem(body) if body else None
+        if problem is not None:
+            refusal = _error(422, "InvalidRequestError", f"the request body is refused: {problem}")
+            await refusal(scope, receive, send)
+            return
+        pending = iter(messages)
+
+        async def replay() -> Message:
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+
 DOCS_ASSETS = "/docs/assets"
 
 
@@ -694,6 +731,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(psycopg.OperationalError, _on_database_error)
     app.add_exception_handler(psycopg.DataError, _on_refused_value)
+    app.add_middleware(_StorableBodies)
     app.add_middleware(_CatchAll)
     app.add_middleware(_GuardBodies, auth=auth, limit=max_body_bytes)
     return app
