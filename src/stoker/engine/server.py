@@ -157,6 +157,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        error_type: StokerError | None
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = metadata.get("authorization")
         try:
@@ -169,6 +170,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             log.warning("cannot verify an API token: %s", exc)
             code, message = grpc.StatusCode.UNAVAILABLE, "cannot verify the API token now"
             error_type = None
+            if faults.transient(exc):
+                unavailable = faults.unavailable(exc)
+                message = f"cannot verify the API token now: {unavailable.message}"
+                error_type = unavailable
         else:
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
