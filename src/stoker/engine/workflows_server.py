@@ -41,8 +41,15 @@ def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
         if not isinstance(metadata, dict):
             raise InvalidRequestError("filter additional_metadata must be a JSON object")
 
-    def at(ms: int) -> datetime | None:
-        return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+    def at(ms: int, what: str) -> datetime | None:
+        if not ms:
+            return None
+        try:
+            return datetime.fromtimestamp(ms / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidRequestError(
+                f"filter {what} {ms} is not a time between years 1 and 9999 (epoch ms)"
+            ) from None
 
     statuses = [s.upper() for s in f.statuses]
     for s in statuses:
@@ -56,8 +63,8 @@ def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
     return RunFilter(
         names=list(f.names) or None,
         statuses=statuses or None,
-        since=at(f.since_ms),
-        until=at(f.until_ms),
+        since=at(f.since_ms, "since_ms"),
+        until=at(f.until_ms, "until_ms"),
         additional_metadata=metadata,
     )
 
@@ -85,6 +92,12 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
     ) -> wpb.RegisterWorkflowsResponse:
         try:
             p = await self._principal(context)
+            for w in request.workflows:
+                if len(w.task_names) != len(w.task_configs):
+                    raise InvalidRequestError(
+                        f"workflow {w.name!r} has {len(w.task_names)} task names and "
+                        f"{len(w.task_configs)} task configs; they must pair up"
+                    )
             await self._ingest.register(
                 p.tenant_id,
                 [

@@ -30,6 +30,13 @@ UPDATE worker SET status = 'DEAD'
 WHERE status = 'ACTIVE' AND last_heartbeat_at < now() - %(dead_after_ms)s * interval '1 millisecond'
 RETURNING id, external_id, tenant_id;
 
+-- name: forgive_missed_heartbeats
+-- After the leader's upkeep could not reach the database (an outage, a restart), heartbeats
+-- sent meanwhile could not be recorded: count every live worker as heard from now, so
+-- only a worker that stays silent for a whole dead-worker timeout after that is declared dead.
+UPDATE worker SET last_heartbeat_at = now()
+WHERE status = 'ACTIVE' AND last_heartbeat_at < now();
+
 -- name: stop_worker
 UPDATE worker SET status = 'STOPPED' WHERE id = %(worker_id)s AND status = 'ACTIVE';
 

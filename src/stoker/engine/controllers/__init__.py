@@ -7,9 +7,12 @@ Every ``controller_interval_s`` the leader:
   and tells their workers to stop them;
 * declares dead the workers whose last heartbeat is older than ``worker_dead_after_s`` and
   requeues their attempts as new attempts (not counted against retries, bounded by
-  ``max_requeues``). Right after the engine starts it waits one full ``worker_dead_after_s``
-  before declaring anyone dead, so workers that lost their stream to an engine restart have
-  time to come back.
+  ``max_requeues``). Time the upkeep could not reach the database does not count against
+  a worker: the first round that succeeds after the engine started, or after a round failed
+  (a Postgres outage or restart, during which no heartbeat could be recorded), counts every
+  live worker as heard from then, if this replica leads. So workers that lost their stream
+  to an engine restart, or whose heartbeats failed during an outage, get one full
+  ``worker_dead_after_s`` to come back.
 
 Leadership is a row in ``lease`` renewed every interval and expiring after ``lease_ttl_s``:
 if the leader dies, another replica takes over once the lease expires.
@@ -101,24 +104,30 @@ class Controllers(LoopService):
         self._interval = interval_s
         self._dead_after_s = worker_dead_after_s
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
-        self._started_at = time.monotonic()
         self._lease_renewed_at = -1e9
+        # Set at every (re)start of the loop, cleared by the first round that succeeds.
+        self._forgive = True
         self.is_leader = False
 
     async def run(self) -> None:
-        self._started_at = time.monotonic()
+        # A restart follows a failed round: heartbeats may have gone unrecorded meanwhile.
+        self._forgive = True
         try:
             while not self.stopping.is_set():
                 # The lease is renewed three times per TTL; upkeep runs every interval.
                 if time.monotonic() - self._lease_renewed_at >= self._lease_ttl_ms / 3000:
                     await self._hold_lease()
                 if self.is_leader:
+                    if self._forgive:
+                        await self._db.execute("forgive_missed_heartbeats")
                     await self.tick()
+                self._forgive = False
                 if await self.sleep(self._interval):
                     break
         finally:
             if self.is_leader:
                 self.is_leader = False
+                self._lease_renewed_at = -1e9  # a restarted loop asks for the lease at once
                 await self._db.execute(
                     "release_lease", ReleaseParams(LEADER_LEASE, self._engine_id)
                 )
@@ -142,7 +151,7 @@ class Controllers(LoopService):
             await self._expire_schedule_timeouts()
         if due["execution_timeouts"]:
             await self._expire_execution_timeouts()
-        if due["dead_workers"] and time.monotonic() - self._started_at >= self._dead_after_s:
+        if due["dead_workers"]:
             await self._reap_dead_workers()
 
     async def _expire_schedule_timeouts(self) -> None:

@@ -206,7 +206,11 @@ class Ingest(LoopService):
 
     async def register_tasks(self, tenant_id: int, defs: list[tuple[str, bytes]]) -> None:
         configs: list[str] = []
+        seen: set[str] = set()
         for name, raw in defs:
+            if name in seen:
+                raise InvalidRequestError(f"task {name!r} is declared twice in one registration")
+            seen.add(name)
             if not name or len(name) > 200 or text_problem(name):
                 raise InvalidRequestError(
                     f"task name {name!r} must be 1 to 200 characters, without NUL"
