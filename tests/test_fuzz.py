@@ -1,0 +1,379 @@
+"""Fuzzing both ports of a real engine: the REST API and the gRPC services.
+
+* REST: schemathesis generates requests from the engine's own ``/openapi.json`` (a bounded
+  number per operation) with a valid token; no answer may be a server error (5xx).
+* gRPC: random bytes, truncated and oversized messages, unknown methods, and random but
+  well-formed protobufs (built from the generated classes' descriptors) on every method,
+  with and without a token, plus raw HTTP/2 garbage and cut-off frames on the socket. The
+  engine must stay up and keep answering (``/healthz``, a real trigger), a message that
+  parses must never meet an unhandled error (UNKNOWN/INTERNAL), and its resident memory
+  must stay under a bound.
+
+The engine is this module's own process on its own database, so what the fuzzing leaves
+behind cannot leak into other tests, and its memory is its alone.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+import socket
+import struct
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+from google.protobuf import descriptor as pd
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, Phase, given, settings
+
+from stoker._proto import engine_pb2, workflows_pb2
+from tests.conftest import make_tenant
+from tests.harness import EngineProcess, Tenant, create_database, drop_database, with_database
+
+schemathesis = pytest.importorskip("schemathesis", reason="the dev extra is not installed")
+
+pytestmark = pytest.mark.timeout(240)
+
+SEED = 20261202
+EXAMPLES = 60
+"""Generated requests per REST operation."""
+RSS_GROWTH_LIMIT_MB = 200.0
+"""How much the engine's RSS may grow over the whole gRPC fuzz (buffers, caches)."""
+INTERNAL = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+@pytest.fixture(scope="module")
+def fuzz_engine(
+    pg_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineProcess]:
+    name = create_database(pg_url, template_db)
+    proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("fuzz")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        drop_database(pg_url, name)
+
+
+@pytest.fixture(scope="module")
+def fuzz_tenant(fuzz_engine: EngineProcess) -> Tenant:
+    return make_tenant(fuzz_engine)
+
+
+def rss_mb(engine: EngineProcess) -> float:
+    assert engine.proc is not None
+    return float(psutil.Process(engine.proc.pid).memory_info().rss) / 2**20
+
+
+def assert_alive(engine: EngineProcess, tenant: Tenant) -> None:
+    """The engine process runs, /healthz answers 200 and a real trigger is stored."""
+    assert engine.proc is not None and engine.proc.poll() is None, engine.log_path.read_text()
+    with urllib.request.urlopen(engine.http_url + "/healthz", timeout=5) as resp:
+        assert resp.status == 200
+    from stoker import Stoker
+    from tests.apps import basic
+
+    app = basic.declare(Stoker(address=tenant.address, token=tenant.token, connect_timeout=10))
+    try:
+        ref = app.tasks["greet"].run_no_wait(basic.Greet(name="after fuzz"))
+        assert ref.run_id
+    finally:
+        app.close()
+
+
+# -- REST: schemathesis over the OpenAPI schema ----------------------------------------
+
+
+def test_rest_api_never_answers_a_server_error(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    """Every operation of /openapi.json, EXAMPLES generated requests each, no 5xx."""
+    schema = schemathesis.openapi.from_url(fuzz_engine.http_url + "/openapi.json")
+    headers = {"authorization": f"Bearer {fuzz_tenant.token}"}
+    server_errors: list[str] = []
+    statuses: Counter[int] = Counter()
+    operations = 0
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Any) -> None:
+            response = case.call(base_url=fuzz_engine.http_url, headers=headers, timeout=10)
+            statuses[response.status_code] += 1
+            if response.status_code >= 500:
+                server_errors.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                    f"{response.text[:200]}\n  {case.as_curl_command()}"
+                )
+
+        check()
+    assert operations >= 5, "the OpenAPI schema lists fewer operations than the API has"
+    assert not server_errors, "server errors:\n" + "\n".join(server_errors[:10])
+    # The token was accepted: the fuzzing reached the handlers, not only the auth check.
+    assert statuses[200] >= operations, statuses
+    print(f"{operations} operations, answers by status: {dict(sorted(statuses.items()))}")
+    assert_alive(fuzz_engine, fuzz_tenant)
+
+
+# -- gRPC -----------------------------------------------------------------------------
+
+SERVICES = [
+    engine_pb2.DESCRIPTOR.services_by_name["Engine"],
+    workflows_pb2.DESCRIPTOR.services_by_name["Workflows"],
+]
+MESSAGES: dict[str, type[Message]] = {}
+for _module in (engine_pb2, workflows_pb2):
+    for _name in _module.DESCRIPTOR.message_types_by_name:
+        MESSAGES[_module.DESCRIPTOR.message_types_by_name[_name].full_name] = getattr(
+            _module, _name
+        )
+
+STRINGS = ["", "greet", "x" * 300, "\x00", "ü🔥", "../../etc", "' OR 1=1 --", "*", "a" * 5000]
+JSON_BYTES = [
+    b"",
+    b"null",
+    b"{}",
+    b"[]",
+    b'"\\u0000"',
+    b'{"a": "\\ud800"}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"name": "x"}',
+    b"\xff\xfe",
+    b"1e999999",
+    b'{"a": ' * 200 + b"1" + b"}" * 200,
+]
+INTS = [0, 1, -1, 2**31 - 1, -(2**31), 7, 1000]
+LONGS = [0, 1, -1, 2**63 - 1, -(2**63), 1_000_000]
+
+
+def random_message(cls: type[Message], rnd: random.Random, depth: int = 0) -> Message:
+    """A well-formed message of ``cls`` with hostile field values."""
+    msg = cls()
+    for fd in cls.DESCRIPTOR.fields:
+        if rnd.random() < 0.3:
+            continue
+        count = rnd.choice([1, 1, 2, 3]) if fd.is_repeated else 1
+        values = [_value(fd, rnd, depth) for _ in range(count)]
+        values = [v for v in values if v is not None]
+        if not values:
+            continue
+        if fd.is_repeated:
+            field = getattr(msg, fd.name)
+            if fd.type == pd.FieldDescriptor.TYPE_MESSAGE:
+                for v in values:
+                    field.add().CopyFrom(v)
+            else:
+                field.extend(values)
+        elif fd.type == pd.FieldDescriptor.TYPE_MESSAGE:
+            getattr(msg, fd.name).CopyFrom(values[0])
+        else:
+            setattr(msg, fd.name, values[0])
+    return msg
+
+
+def _value(fd: pd.FieldDescriptor, rnd: random.Random, depth: int) -> Any:
+    t = fd.type
+    if t == pd.FieldDescriptor.TYPE_MESSAGE:
+        if depth > 3:
+            return None
+        return random_message(MESSAGES[fd.message_type.full_name], rnd, depth + 1)
+    if t == pd.FieldDescriptor.TYPE_STRING:
+        if fd.name.endswith("_id") or fd.name.endswith("_ids"):
+            return rnd.choice(["", "not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+        return rnd.choice(STRINGS)
+    if t == pd.FieldDescriptor.TYPE_BYTES:
+        return rnd.choice(JSON_BYTES)
+    if t == pd.FieldDescriptor.TYPE_BOOL:
+        return rnd.random() < 0.5
+    if t == pd.FieldDescriptor.TYPE_ENUM:
+        return rnd.choice([v.number for v in fd.enum_type.values] + [99])
+    if t in (pd.FieldDescriptor.TYPE_INT64, pd.FieldDescriptor.TYPE_SINT64):
+        return rnd.choice(LONGS)
+    if t in (pd.FieldDescriptor.TYPE_INT32, pd.FieldDescriptor.TYPE_SINT32):
+        return rnd.choice(INTS)
+    if t in (pd.FieldDescriptor.TYPE_UINT32, pd.FieldDescriptor.TYPE_UINT64):
+        return rnd.choice([0, 1, 2**31])
+    if t in (pd.FieldDescriptor.TYPE_DOUBLE, pd.FieldDescriptor.TYPE_FLOAT):
+        return rnd.choice([0.0, -1.0, 1e300, float("nan")])
+    return None
+
+
+def _methods() -> list[tuple[str, pd.MethodDescriptor]]:
+    return [(f"/{s.full_name}/{m.name}", m) for s in SERVICES for m in s.methods]
+
+
+def _call(
+    channel: grpc.Channel,
+    path: str,
+    method: pd.MethodDescriptor,
+    payloads: list[bytes],
+    metadata: tuple[tuple[str, str], ...],
+) -> grpc.StatusCode:
+    """Sends raw payloads to ``path``; the status it ended with (OK on success)."""
+    return _call_details(channel, path, method, payloads, metadata)[0]
+
+
+def _call_details(
+    channel: grpc.Channel,
+    path: str,
+    method: pd.MethodDescriptor,
+    payloads: list[bytes],
+    metadata: tuple[tuple[str, str], ...],
+) -> tuple[grpc.StatusCode, str]:
+    """The status a call of raw payloads ended with, and its details."""
+    try:
+        if method.client_streaming:
+            call = channel.stream_stream(path)(iter(payloads), metadata=metadata, timeout=3)
+            for _ in call:
+                pass
+        else:
+            channel.unary_unary(path)(payloads[0], metadata=metadata, timeout=10)
+    except grpc.RpcError as exc:
+        return exc.code(), str(exc.details() or "")
+    return grpc.StatusCode.OK, ""
+
+
+def test_grpc_random_bytes_truncated_and_unknown_methods(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    rnd = random.Random(SEED)
+    auth = (("authorization", f"Bearer {fuzz_tenant.token}"),)
+    before = rss_mb(fuzz_engine)
+    with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
+        for path, method in _methods():
+            valid = random_message(MESSAGES[method.input_type.full_name], rnd).SerializeToString()
+            for metadata in (auth, ()):
+                payloads = [
+                    rnd.randbytes(rnd.choice([1, 7, 64, 4096])),
+                    b"\xff" * 32,
+                    valid[: max(0, len(valid) // 2)],  # a message cut off half way
+                    valid + b"\x0a\xff\xff\xff\x0f",  # then a field claiming 4 GB
+                ]
+                for payload in payloads:
+                    _call(channel, path, method, [payload], metadata)
+        for path in ("/stoker.v1.Engine/Nope", "/nope.Service/Trigger", "/", "/x/y/z"):
+            code = _call(channel, path, _methods()[0][1], [b""], auth)
+            assert code == grpc.StatusCode.UNIMPLEMENTED, (path, code)
+    assert_alive(fuzz_engine, fuzz_tenant)
+    assert rss_mb(fuzz_engine) - before < RSS_GROWTH_LIMIT_MB
+
+
+def test_grpc_well_formed_random_messages_meet_no_unhandled_error(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    rnd = random.Random(SEED + 1)
+    auth = (("authorization", f"Bearer {fuzz_tenant.token}"),)
+    before = rss_mb(fuzz_engine)
+    unhandled: set[str] = set()
+    with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
+        for _ in range(12):
+            for path, method in _methods():
+                cls = MESSAGES[method.input_type.full_name]
+                if method.client_streaming:
+                    msgs = [random_message(cls, rnd) for _ in range(rnd.randint(1, 4))]
+                else:
+                    msgs = [random_message(cls, rnd)]
+                payloads = [m.SerializeToString() for m in msgs]
+                code, details = _call_details(channel, path, method, payloads, auth)
+                if code in INTERNAL:
+                    unhandled.add(f"{path} -> {code.name}: {details[:160]}")
+    assert_alive(fuzz_engine, fuzz_tenant)
+    assert rss_mb(fuzz_engine) - before < RSS_GROWTH_LIMIT_MB
+    assert not unhandled, "unhandled errors:\n" + "\n".join(sorted(unhandled))
+
+
+def test_grpc_oversized_messages_are_refused_and_memory_stays_bounded(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    before = rss_mb(fuzz_engine)
+    big = engine_pb2.TriggerRequest(
+        items=[engine_pb2.TriggerItem(task_name="greet", input=b'"' + b"x" * (9 << 20) + b'"')]
+    ).SerializeToString()
+    with grpc.insecure_channel(
+        fuzz_engine.grpc_address, options=[("grpc.max_send_message_length", 256 << 20)]
+    ) as channel:
+        trigger = channel.unary_unary("/stoker.v1.Engine/Trigger")
+        codes = set()
+        for metadata in ((), (("authorization", "Bearer stk_forged"),)):
+            for _ in range(3):
+                try:
+                    trigger(big, metadata=metadata, timeout=30)
+                    codes.add(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.add(exc.code())
+        assert codes <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert_alive(fuzz_engine, fuzz_tenant)
+    assert rss_mb(fuzz_engine) - before < RSS_GROWTH_LIMIT_MB
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes, claimed: int | None = None) -> bytes:
+    length = len(payload) if claimed is None else claimed
+    return struct.pack(">I", length)[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def test_raw_http2_garbage_and_cut_off_frames_leave_the_engine_up(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    rnd = random.Random(SEED + 2)
+    host, port = fuzz_engine.grpc_address.split(":")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    settings_frame = _frame(0x4, 0, 0, b"")
+    attempts = [
+        preface,  # then silence and a close
+        preface + settings_frame + _frame(0x1, 0x4, 1, rnd.randbytes(40)),  # HEADERS, bad HPACK
+        preface + settings_frame + _frame(0x0, 0, 1, b"\x00\x00\x10\x00\x00", claimed=16384),
+        preface + settings_frame + _frame(0x9, 0, 1, rnd.randbytes(100)),  # stray CONTINUATION
+        preface + _frame(0x4, 0, 0, b"\x00\x04\xff\xff\xff\xff"),  # window size out of range
+        preface + rnd.randbytes(2048),
+        rnd.randbytes(512),
+    ]
+    for blob in attempts:
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(blob)
+            sock.settimeout(1)
+            try:
+                sock.recv(4096)
+            except OSError:
+                pass
+    assert_alive(fuzz_engine, fuzz_tenant)
+
+
+def test_a_garbled_worker_stream_does_not_poison_the_engine(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    """Random worker messages after a valid registration: events for unknown attempts,
+    bad labels, enum values out of range; then a real trigger still goes through."""
+    rnd = random.Random(SEED + 3)
+    auth = (("authorization", f"Bearer {fuzz_tenant.token}"),)
+    register = engine_pb2.WorkerMessage(
+        register=engine_pb2.WorkerRegistration(
+            worker_id="6f1c1f8e-0000-4000-8000-000000000001", name="fuzz", slots=1
+        )
+    )
+    with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
+        for round_ in range(6):
+            msgs = [random_message(engine_pb2.WorkerMessage, rnd) for _ in range(rnd.randint(1, 8))]
+            if round_ % 2 == 0:  # every other stream registers first, the rest never do
+                msgs.insert(0, register)
+            _call(
+                channel,
+                "/stoker.v1.Engine/Connect",
+                engine_pb2.DESCRIPTOR.services_by_name["Engine"].methods_by_name["Connect"],
+                [m.SerializeToString() for m in msgs],
+                auth,
+            )
+    assert_alive(fuzz_engine, fuzz_tenant)
