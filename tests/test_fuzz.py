@@ -16,10 +16,10 @@ behind cannot leak into other tests, and its memory is its alone.
 from __future__ import annotations
 
 import random
-from collections import Counter
 import socket
 import struct
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,7 +322,9 @@ def test_grpc_oversized_messages_are_refused_and_memory_stays_bounded(
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes, claimed: int | None = None) -> bytes:
     length = len(payload) if claimed is None else claimed
-    return struct.pack(">I", length)[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+    return (
+        struct.pack(">I", length)[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+    )
 
 
 def test_raw_http2_garbage_and_cut_off_frames_leave_the_engine_up(

@@ -410,8 +410,8 @@ class Chaos:
 
     def running_pids(self) -> dict[int, int]:
         """Executions started and not ended, by worker pid (from the records)."""
-        started: dict[tuple[str, str], int] = {}
-        for kind, _pid_, run, attempt, pid, _t in self.read_records():
+        started: dict[tuple[str, int], int] = {}
+        for kind, _req, run, attempt, pid, _t in self.read_records():
             if kind == "S":
                 started[(run, attempt)] = pid
             else:
@@ -888,4 +888,3 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     as_json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     as_text.write_text(format_report(report) + "\n")
     return as_json, as_text
-

@@ -47,6 +47,7 @@ def registry() -> dict[str, Scenario]:
     # Importing the modules registers them.
     from bench.scenarios import (  # noqa: F401
         backlog,
+        chaos,
         cost,
         drain,
         idle,
