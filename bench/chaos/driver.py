@@ -10,7 +10,9 @@ stops and the runs get ``settle_s`` seconds to finish.
 
 Counting, from the engine's runs (``stoker.all_tasks``) and the workers' execution records:
 
-* accepted: producer requests that returned a run id;
+* accepted: producer requests that returned a run id; rejected: those that raised;
+  refused: rejected with an error other than "engine unavailable" (which the SDK retries),
+  so a transient fault looked like a permanent one to the caller;
 * lost: accepted, and no run exists for the id, or its run finished without success,
   or it finished as completed with no execution that ran to its end;
 * stuck: accepted, and its run had not finished when the settle time ran out;
@@ -24,8 +26,8 @@ Counting, from the engine's runs (``stoker.all_tasks``) and the workers' executi
 * recovery time per fault: from the injection until every run accepted before it that
   was not done has started its last attempt, and a run accepted after it has completed.
 
-A fault is attributed the requests sent in its window. The run fails on any loss, stuck
-run, duplicate run, unjustified re-execution, late or forged result accepted, or a
+A fault is attributed the requests sent in its window. The run fails on any refusal, loss,
+stuck run, duplicate run, unjustified re-execution, late or forged result accepted, or a
 recovery slower than the dead-worker timeout plus five seconds.
 """
 
@@ -86,6 +88,8 @@ class ChaosConfig:
     """How long an ordinary job's body runs."""
     long_jobs: int = 4
     """Jobs longer than the worker's drain period, for the SIGTERM fault."""
+    burst: int = 40
+    """Requests sent at once just before an engine is killed."""
     worker_grace_s: float = 1.5
     heartbeat_s: float = 0.5
     dead_after_s: float = 3.0
@@ -453,25 +457,37 @@ class Chaos:
     async def fault_partition(self) -> None:
         assert self.proxy is not None
         self.inject("partition")
-        # Each part stays under the dead-worker timeout: a worker that is only cut off for
-        # a moment must keep its attempts (no re-execution, no lost result).
-        part = min(2.0, self.cfg.dead_after_s * 0.5)
+        # Each silence stays well under the dead-worker timeout, with the link back in
+        # between: a worker cut off for a moment must keep its attempts (no re-execution,
+        # no lost result). A longer partition is a dead worker to the engine.
+        silence = self.cfg.dead_after_s * 0.3
         self.proxy.delay(0.2)
-        await asyncio.sleep(part)
+        await asyncio.sleep(1.5)
         self.proxy.blackhole()
-        await asyncio.sleep(part)
-        self.proxy.cut()
-        await asyncio.sleep(part)
+        await asyncio.sleep(silence)
         self.proxy.heal()
+        await asyncio.sleep(1.5)
+        self.proxy.cut()
+        await asyncio.sleep(silence)
+        self.proxy.heal()
+
+    async def burst(self) -> None:
+        """Requests in flight at the moment of a crash: some are stored and their reply is
+        lost, so the SDK retries them (a retry must not make a second run)."""
+        for _ in range(self.cfg.burst):
+            self.submit(self.cfg.job_s)
+        await asyncio.sleep(0.01)
 
     async def fault_engine_kill(self) -> None:
         engine = self.engines[0]
+        await self.burst()
         self.inject("engine_kill")
         await asyncio.to_thread(engine.kill)
         await asyncio.to_thread(engine.start)
 
     async def fault_replica_kill(self) -> None:
         engine = self.engines[1]
+        await self.burst()
         self.inject("replica_kill")
         await asyncio.to_thread(engine.kill)
         # The replica stays down for most of the window: its workers and clients must move.
@@ -488,11 +504,14 @@ class Chaos:
         """Another tenant's stream reports this tenant's attempts as completed and keeps a
         killed worker of this tenant alive with heartbeats; both must be refused."""
         victim = self.busiest_worker()
+        until = time.monotonic() + max(1.0, self.cfg.phase_s - self.cfg.lead_s - 2.0)
+        # The forger's heartbeats start before the kill, as a forger's would.
+        forger = asyncio.create_task(self._forge(victim.external_id, until))
+        await asyncio.sleep(self.cfg.heartbeat_s)
         self.inject("forged_events")
         await self.kill_worker(victim)
         await self.start_worker()
-        until = time.monotonic() + max(1.0, self.cfg.phase_s - self.cfg.lead_s - 2.0)
-        await self._forge(victim.external_id, until)
+        await forger
 
     async def _forge(self, worker_external_id: str, until: float) -> None:
         since = time.time()
@@ -656,8 +675,23 @@ class Chaos:
                 (self.tenant_id, TASK),
             ).fetchall()
 
+    def _events(self) -> dict[str, list[str]]:
+        """What the engine recorded about attempts that did not simply complete, by run."""
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT t.external_id::text, e.attempt, e.kind, e.data::text"
+                " FROM stoker.task_event e JOIN stoker.all_tasks t ON t.id = e.task_id"
+                " WHERE t.tenant_id = %s ORDER BY e.id",
+                (self.tenant_id,),
+            ).fetchall()
+        out: dict[str, list[str]] = defaultdict(list)
+        for run_id, attempt, kind, message in rows:
+            out[str(run_id)].append(f"attempt {attempt}: {kind} {message or ''}"[:200])
+        return out
+
     def analyze(self) -> dict[str, Any]:
         runs = self._runs()
+        events = self._events()
         records = self.read_records()
         runs_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for run in runs:
@@ -676,6 +710,7 @@ class Chaos:
                 "sent": 0,
                 "accepted": 0,
                 "rejected": 0,
+                "refused": 0,
                 "lost": 0,
                 "stuck": 0,
                 "duplicate_runs": 0,
@@ -701,6 +736,11 @@ class Chaos:
                 row["rejected"] += 1
                 if len(examples["rejected"]) < 5:
                     examples["rejected"].append(f"[{req.phase}] {req.id}: {req.error}")
+                if not str(req.error).startswith("EngineUnavailableError"):
+                    # A transient fault must reach the SDK as "unavailable" (it retries
+                    # those); any other error is a refusal the caller cannot tell apart
+                    # from bad input.
+                    row["refused"] += 1
             else:
                 row["accepted"] += 1
             if len(mine) > 1:
@@ -741,7 +781,8 @@ class Chaos:
                             req.phase,
                             "unjustified_re_executions",
                             f"{req.id}: run {run_id} attempt {attempt} ran on live pid {pid} "
-                            "and was executed again",
+                            f"({'to its end' if (run_id, attempt) in ends else 'unfinished'}) "
+                            f"and was executed again; engine: {'; '.join(events[run_id])}",
                         )
 
         recovery = self._recovery(runs_by_req, starts, ends)
@@ -750,6 +791,7 @@ class Chaos:
         totals = {k: sum(r[k] for r in rows.values()) for k in rows["warmup"] if k != "recovery_s"}
         failures = []
         for what in (
+            "refused",
             "lost",
             "stuck",
             "duplicate_runs",
@@ -847,6 +889,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("sent", "sent"),
         ("accepted", "accepted"),
         ("rejected", "rejected"),
+        ("refused", "refused"),
         ("lost", "lost"),
         ("stuck", "stuck"),
         ("duplicate_runs", "dup runs"),
