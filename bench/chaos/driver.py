@@ -679,7 +679,8 @@ class Chaos:
         """What the engine recorded about attempts that did not simply complete, by run."""
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             rows = conn.execute(
-                "SELECT t.external_id::text, e.attempt, e.kind, e.data::text"
+                "SELECT t.external_id::text, e.attempt, e.kind,"
+                " coalesce(e.data->'error'->>'message', e.data::text)"
                 " FROM stoker.task_event e JOIN stoker.all_tasks t ON t.id = e.task_id"
                 " WHERE t.tenant_id = %s ORDER BY e.id",
                 (self.tenant_id,),
