@@ -691,180 +691,212 @@ class Chaos:
         return out
 
     def analyze(self) -> dict[str, Any]:
-        runs = self._runs()
-        events = self._events()
-        records = self.read_records()
-        runs_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for run in runs:
-            runs_by_req[str(run["req"])].append(run)
-        starts: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # run -> attempts
-        ends: dict[tuple[str, int], int] = {}
-        for kind, _req, run_id, attempt, pid, t in records:
-            if kind == "S":
-                starts[run_id].append((attempt, pid, t))
-            else:
-                ends[(run_id, attempt)] = t
+        return tally(
+            Observed(
+                config=self.cfg,
+                requests=list(self.requests.values()),
+                runs=self._runs(),
+                records=self.read_records(),
+                events=self._events(),
+                injected=dict(self.injected),
+                killed_pids=set(self.killed_pids),
+                notes=dict(self.notes),
+            )
+        )
 
-        phases = ["warmup", *self.cfg.faults, "after"]
-        rows: dict[str, dict[str, Any]] = {
-            p: {
-                "sent": 0,
-                "accepted": 0,
-                "rejected": 0,
-                "refused": 0,
-                "lost": 0,
-                "stuck": 0,
-                "duplicate_runs": 0,
-                "re_executions": 0,
-                "unjustified_re_executions": 0,
-                "late_results_accepted": 0,
-                "forged_results_accepted": 0,
-            }
-            for p in phases
+
+@dataclass
+class Observed:
+    """Everything a run saw, to be counted by :func:`tally`."""
+
+    config: ChaosConfig
+    requests: list[Request]
+    runs: list[dict[str, Any]]
+    """The engine's runs of the task: run_id, status, attempt, req, output, finished_at."""
+    records: list[tuple[str, str, str, int, int, int]]
+    """Executions: (S|E, request id, run id, attempt, pid, wall ns)."""
+    events: dict[str, list[str]] = field(default_factory=dict)
+    injected: dict[str, float] = field(default_factory=dict)
+    killed_pids: set[int] = field(default_factory=set)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def tally(seen: Observed) -> dict[str, Any]:
+    """The report of a run: counts per fault, examples, failures, the verdict."""
+    cfg = seen.config
+    events = defaultdict(list, seen.events)
+    runs_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in seen.runs:
+        runs_by_req[str(run["req"])].append(run)
+    starts: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # run -> attempts
+    ends: dict[tuple[str, int], int] = {}
+    for kind, _req, run_id, attempt, pid, t in seen.records:
+        if kind == "S":
+            starts[run_id].append((attempt, pid, t))
+        else:
+            ends[(run_id, attempt)] = t
+
+    phases = ["warmup", *cfg.faults, "after"]
+    rows: dict[str, dict[str, Any]] = {
+        p: {
+            "sent": 0,
+            "accepted": 0,
+            "rejected": 0,
+            "refused": 0,
+            "lost": 0,
+            "stuck": 0,
+            "duplicate_runs": 0,
+            "re_executions": 0,
+            "unjustified_re_executions": 0,
+            "late_results_accepted": 0,
+            "forged_results_accepted": 0,
         }
-        examples: dict[str, list[str]] = defaultdict(list)
+        for p in phases
+    }
+    examples: dict[str, list[str]] = defaultdict(list)
 
-        def flag(phase: str, what: str, detail: str) -> None:
-            rows[phase][what] += 1
-            if len(examples[what]) < 5:
-                examples[what].append(f"[{phase}] {detail}")
+    def flag(phase: str, what: str, detail: str) -> None:
+        rows[phase][what] += 1
+        if len(examples[what]) < 5:
+            examples[what].append(f"[{phase}] {detail}")
 
-        for req in self.requests.values():
-            row = rows[req.phase]
-            row["sent"] += 1
-            mine = runs_by_req.get(req.id, [])
-            if req.run_id is None:
-                row["rejected"] += 1
-                if len(examples["rejected"]) < 5:
-                    examples["rejected"].append(f"[{req.phase}] {req.id}: {req.error}")
-                if not str(req.error).startswith("EngineUnavailableError"):
-                    # A transient fault must reach the SDK as "unavailable" (it retries
-                    # those); any other error is a refusal the caller cannot tell apart
-                    # from bad input.
-                    row["refused"] += 1
-            else:
-                row["accepted"] += 1
-            if len(mine) > 1:
-                flag(req.phase, "duplicate_runs", f"{req.id}: {len(mine)} runs")
-            if req.run_id is not None and not mine:
-                flag(req.phase, "lost", f"{req.id}: run {req.run_id} does not exist")
-            for run in mine:
-                accepted = req.run_id is not None
-                run_id = str(run["run_id"])
-                output = run["output"] if isinstance(run["output"], dict) else {}
-                if run["finished_at"] is None:
-                    if accepted:
-                        flag(req.phase, "stuck", f"{req.id}: run {run_id} is {run['status']}")
-                    continue
-                if output.get("forged"):
-                    flag(req.phase, "forged_results_accepted", f"{req.id}: run {run_id}")
-                elif run["status"] != "COMPLETED" or (run_id, int(run["attempt"])) not in ends:
-                    if accepted:
-                        flag(
-                            req.phase,
-                            "lost",
-                            f"{req.id}: run {run_id} {run['status']} without a finished "
-                            f"execution of attempt {run['attempt']}",
-                        )
-                elif output.get("attempt") != run["attempt"]:
+    for req in seen.requests:
+        row = rows[req.phase]
+        row["sent"] += 1
+        mine = runs_by_req.get(req.id, [])
+        if req.run_id is None:
+            row["rejected"] += 1
+            if len(examples["rejected"]) < 5:
+                examples["rejected"].append(f"[{req.phase}] {req.id}: {req.error}")
+            if not str(req.error).startswith("EngineUnavailableError"):
+                # A transient fault must reach the SDK as "unavailable" (it retries
+                # those); any other error is a refusal the caller cannot tell apart
+                # from bad input.
+                row["refused"] += 1
+        else:
+            row["accepted"] += 1
+        if len(mine) > 1:
+            flag(req.phase, "duplicate_runs", f"{req.id}: {len(mine)} runs")
+        if req.run_id is not None and not mine:
+            flag(req.phase, "lost", f"{req.id}: run {req.run_id} does not exist")
+        for run in mine:
+            accepted = req.run_id is not None
+            run_id = str(run["run_id"])
+            output = run["output"] if isinstance(run["output"], dict) else {}
+            if run["finished_at"] is None:
+                if accepted:
+                    flag(req.phase, "stuck", f"{req.id}: run {run_id} is {run['status']}")
+                continue
+            if output.get("forged"):
+                flag(req.phase, "forged_results_accepted", f"{req.id}: run {run_id}")
+            elif run["status"] != "COMPLETED" or (run_id, int(run["attempt"])) not in ends:
+                if accepted:
                     flag(
                         req.phase,
-                        "late_results_accepted",
-                        f"{req.id}: run {run_id} holds attempt {output.get('attempt')}'s "
-                        f"output, its final attempt is {run['attempt']}",
+                        "lost",
+                        f"{req.id}: run {run_id} {run['status']} without a finished "
+                        f"execution of attempt {run['attempt']}",
                     )
-                executions = sorted(starts.get(run_id, []), key=lambda s: s[2])
-                for earlier in executions[:-1]:
-                    rows[req.phase]["re_executions"] += 1
-                    attempt, pid, _t = earlier
-                    if pid not in self.killed_pids:
-                        flag(
-                            req.phase,
-                            "unjustified_re_executions",
-                            f"{req.id}: run {run_id} attempt {attempt} ran on live pid {pid} "
-                            f"({'to its end' if (run_id, attempt) in ends else 'unfinished'}) "
-                            f"and was executed again; engine: {'; '.join(events[run_id])}",
-                        )
+            elif output.get("attempt") != run["attempt"]:
+                flag(
+                    req.phase,
+                    "late_results_accepted",
+                    f"{req.id}: run {run_id} holds attempt {output.get('attempt')}'s "
+                    f"output, its final attempt is {run['attempt']}",
+                )
+            executions = sorted(starts.get(run_id, []), key=lambda s: s[2])
+            for earlier in executions[:-1]:
+                rows[req.phase]["re_executions"] += 1
+                attempt, pid, _t = earlier
+                if pid not in seen.killed_pids:
+                    flag(
+                        req.phase,
+                        "unjustified_re_executions",
+                        f"{req.id}: run {run_id} attempt {attempt} ran on live pid {pid} "
+                        f"({'to its end' if (run_id, attempt) in ends else 'unfinished'}) "
+                        f"and was executed again; engine: {'; '.join(events[run_id])}",
+                    )
 
-        recovery = self._recovery(runs_by_req, starts, ends)
-        for fault, seconds in recovery.items():
-            rows[fault]["recovery_s"] = seconds
-        totals = {k: sum(r[k] for r in rows.values()) for k in rows["warmup"] if k != "recovery_s"}
-        failures = []
-        for what in (
-            "refused",
-            "lost",
-            "stuck",
-            "duplicate_runs",
-            "unjustified_re_executions",
-            "late_results_accepted",
-            "forged_results_accepted",
-        ):
-            if totals[what]:
-                failures.append(f"{totals[what]} {what.replace('_', ' ')}")
-        target = self.cfg.recovery_target_s
-        for fault in self.cfg.faults:
-            seconds = recovery.get(fault)
-            if seconds is None:
-                failures.append(f"{fault}: the system did not recover")
-            elif seconds > target:
-                failures.append(f"{fault}: recovery took {seconds:.1f} s (target {target:.1f} s)")
-        return {
-            "config": asdict(self.cfg),
-            "recovery_target_s": target,
-            "phases": rows,
-            "totals": totals,
-            "examples": dict(examples),
-            "notes": dict(self.notes),
-            "failures": failures,
-            "passed": not failures,
-            "killed_pids": sorted(self.killed_pids),
-        }
+    recovery = _recovery(seen, runs_by_req, starts, ends)
+    for fault, seconds in recovery.items():
+        rows[fault]["recovery_s"] = seconds
+    totals = {k: sum(r[k] for r in rows.values()) for k in rows["warmup"] if k != "recovery_s"}
+    failures = []
+    for what in (
+        "refused",
+        "lost",
+        "stuck",
+        "duplicate_runs",
+        "unjustified_re_executions",
+        "late_results_accepted",
+        "forged_results_accepted",
+    ):
+        if totals[what]:
+            failures.append(f"{totals[what]} {what.replace('_', ' ')}")
+    target = cfg.recovery_target_s
+    for fault in cfg.faults:
+        seconds = recovery.get(fault)
+        if seconds is None:
+            failures.append(f"{fault}: the system did not recover")
+        elif seconds > target:
+            failures.append(f"{fault}: recovery took {seconds:.1f} s (target {target:.1f} s)")
+    return {
+        "config": asdict(cfg),
+        "recovery_target_s": target,
+        "phases": rows,
+        "totals": totals,
+        "examples": dict(examples),
+        "notes": dict(seen.notes),
+        "failures": failures,
+        "passed": not failures,
+        "killed_pids": sorted(seen.killed_pids),
+    }
 
-    def _recovery(
-        self,
-        runs_by_req: dict[str, list[dict[str, Any]]],
-        starts: dict[str, list[tuple[int, int, int]]],
-        ends: dict[tuple[str, int], int],
-    ) -> dict[str, float | None]:
-        """Seconds from each injection until the work it interrupted runs again and new work
-        completes; None when that never happened."""
-        out: dict[str, float | None] = {}
-        previous = 0.0
-        for fault, at in sorted(self.injected.items(), key=lambda item: item[1]):
-            at_ns = int(at * 1e9)
-            back = at_ns
-            new_done: int | None = None
-            never = False
-            for req in self.requests.values():
-                if req.run_id is None:
-                    continue
-                mine = runs_by_req.get(req.id, [])
-                execs = [e for run in mine for e in starts.get(str(run["run_id"]), [])]
-                done_at = [
-                    ends[(str(run["run_id"]), a)]
-                    for run in mine
-                    for a, _p, _t in starts.get(str(run["run_id"]), [])
-                    if (str(run["run_id"]), a) in ends
-                ]
-                finished = bool(mine) and all(run["finished_at"] is not None for run in mine)
-                if previous <= req.sent_at < at:
-                    # Work accepted since the previous fault that this one may have hit.
-                    if any(t < at_ns for t in done_at):
-                        continue  # finished before the fault
-                    if not finished:
-                        never = True  # still unfinished when the run ended
-                    elif execs:
-                        back = max(back, max(t for _a, _p, t in execs))
-                elif req.sent_at >= at and done_at:
-                    first = min(done_at)
-                    new_done = first if new_done is None else min(new_done, first)
-            if never or new_done is None:
-                out[fault] = None
-            else:
-                out[fault] = round((max(back, new_done) - at_ns) / 1e9, 2)
-            previous = at
-        return out
+
+def _recovery(
+    seen: Observed,
+    runs_by_req: dict[str, list[dict[str, Any]]],
+    starts: dict[str, list[tuple[int, int, int]]],
+    ends: dict[tuple[str, int], int],
+) -> dict[str, float | None]:
+    """Seconds from each injection until the work it interrupted runs again and new work
+    completes; None when that never happened."""
+    out: dict[str, float | None] = {}
+    previous = 0.0
+    for fault, at in sorted(seen.injected.items(), key=lambda item: item[1]):
+        at_ns = int(at * 1e9)
+        back = at_ns
+        new_done: int | None = None
+        never = False
+        for req in seen.requests:
+            if req.run_id is None:
+                continue
+            mine = runs_by_req.get(req.id, [])
+            execs = [e for run in mine for e in starts.get(str(run["run_id"]), [])]
+            done_at = [
+                ends[(str(run["run_id"]), a)]
+                for run in mine
+                for a, _p, _t in starts.get(str(run["run_id"]), [])
+                if (str(run["run_id"]), a) in ends
+            ]
+            finished = bool(mine) and all(run["finished_at"] is not None for run in mine)
+            if previous <= req.sent_at < at:
+                # Work accepted since the previous fault that this one may have hit.
+                if any(t < at_ns for t in done_at):
+                    continue  # finished before the fault
+                if not finished:
+                    never = True  # still unfinished when the run ended
+                elif execs:
+                    back = max(back, max(t for _a, _p, t in execs))
+            elif req.sent_at >= at and done_at:
+                first = min(done_at)
+                new_done = first if new_done is None else min(new_done, first)
+        if never or new_done is None:
+            out[fault] = None
+        else:
+            out[fault] = round((max(back, new_done) - at_ns) / 1e9, 2)
+        previous = at
+    return out
 
 
 async def run_chaos(
