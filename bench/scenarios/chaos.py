@@ -58,13 +58,14 @@ def report(results: dict[str, Result], ctx: Context) -> None:
         if "phases" not in r:
             continue
         write_report({**meta(ctx), **r}, ctx.out_dir)
-        columns = ["fault", "accepted", "lost", "stuck", "dup runs", "re-exec (bad)",
-                   "late", "forged", "recovery s"]  # fmt: skip
+        columns = ["fault", "accepted", "rejected (refused)", "lost", "stuck", "dup runs",
+                   "re-exec (bad)", "late", "forged", "recovery s"]  # fmt: skip
         rows = []
         for phase, row in r["phases"].items():
             rec = row.get("recovery_s", "")
             rows.append(
-                [phase, str(row["accepted"]), str(row["lost"]), str(row["stuck"]),
+                [phase, str(row["accepted"]), f"{row['rejected']} ({row['refused']})",
+                 str(row["lost"]), str(row["stuck"]),
                  str(row["duplicate_runs"]),
                  f"{row['re_executions']} ({row['unjustified_re_executions']})",
                  str(row["late_results_accepted"]), str(row["forged_results_accepted"]),
