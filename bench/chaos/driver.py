@@ -18,8 +18,9 @@ Counting, from the engine's runs (``stoker.all_tasks``) and the workers' executi
 * stuck: accepted, and its run had not finished when the settle time ran out;
 * duplicate runs: more than one run for one producer request (a retried trigger whose
   first reply was lost, for instance);
-* re-executions: one run executed more than once. Allowed only when every earlier
-  execution ran on a worker process that the suite killed or stopped; any other is an
+* re-executions: one run executed more than once (every execution but the final
+  attempt's). Allowed only on a worker process that the suite killed or stopped, or for
+  an earlier attempt on a worker it paused past the dead-worker timeout; any other is an
   unjustified re-execution;
 * late results accepted: a finished run whose stored output is not its final attempt's;
 * forged results accepted: a run whose stored output came from another tenant's stream;
@@ -61,6 +62,7 @@ from bench.systems import Proc, spawn, stop_procs
 
 FAULTS = (
     "worker_kill",
+    "worker_pause",
     "worker_sigterm",
     "partition",
     "engine_kill",
@@ -273,6 +275,8 @@ class Chaos:
         self.injected: dict[str, float] = {}
         """Wall-clock (time.time) injection moment per fault."""
         self.killed_pids: set[int] = set()
+        self.paused: dict[int, float] = {}
+        """Worker pids paused past the dead-worker timeout, and when they woke."""
         self.notes: dict[str, list[str]] = defaultdict(list)
         self._seq = 0
         self._producing = True
@@ -436,6 +440,19 @@ class Chaos:
         self.inject("worker_kill")
         await self.kill_worker(victim)
         await self.start_worker()
+
+    async def fault_worker_pause(self) -> None:
+        """SIGSTOP past the dead-worker timeout, then SIGCONT: the engine re-runs the paused
+        worker's attempts elsewhere, and the results the worker reports when it wakes are
+        late and must not be stored."""
+        victim = self.busiest_worker()
+        self.inject("worker_pause")
+        victim.proc.popen.send_signal(signal.SIGSTOP)
+        await self.start_worker()
+        await asyncio.sleep(self.cfg.dead_after_s + 2.0)
+        # What it started before waking may be re-run: it was gone for longer than allowed.
+        self.paused[victim.pid] = time.time()
+        victim.proc.popen.send_signal(signal.SIGCONT)
 
     async def fault_worker_sigterm(self) -> None:
         long_s = self.cfg.worker_grace_s + 2.0
@@ -702,6 +719,7 @@ class Chaos:
                 events=self._events(),
                 injected=dict(self.injected),
                 killed_pids=set(self.killed_pids),
+                paused=dict(self.paused),
                 notes=dict(self.notes),
             )
         )
@@ -720,6 +738,7 @@ class Observed:
     events: dict[str, list[str]] = field(default_factory=dict)
     injected: dict[str, float] = field(default_factory=dict)
     killed_pids: set[int] = field(default_factory=set)
+    paused: dict[int, float] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -806,17 +825,21 @@ def tally(seen: Observed) -> dict[str, Any]:
                     f"{req.id}: run {run_id} holds attempt {output.get('attempt')}'s "
                     f"output, its final attempt is {run['attempt']}",
                 )
-            executions = sorted(starts.get(run_id, []), key=lambda s: s[2])
-            for earlier in executions[:-1]:
+            # The execution that counts is the final attempt's (its latest, if it ran
+            # twice); every other one is a re-execution, excused only on a worker the
+            # suite killed, or for an attempt the engine took back from a paused worker.
+            final = int(run["attempt"])
+            executions = sorted(starts.get(run_id, []), key=lambda s: (s[0] == final, s[2]))
+            for attempt, pid, _t in executions[:-1]:
                 rows[req.phase]["re_executions"] += 1
-                attempt, pid, _t = earlier
-                if pid not in seen.killed_pids:
+                excused = pid in seen.killed_pids or (pid in seen.paused and attempt != final)
+                if not excused:
                     flag(
                         req.phase,
                         "unjustified_re_executions",
                         f"{req.id}: run {run_id} attempt {attempt} ran on live pid {pid} "
                         f"({'to its end' if (run_id, attempt) in ends else 'unfinished'}) "
-                        f"and was executed again; engine: {'; '.join(events[run_id])}",
+                        f"besides attempt {final}; engine: {'; '.join(events[run_id])}",
                     )
 
     recovery = _recovery(seen, runs_by_req, starts, ends)

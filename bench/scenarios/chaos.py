@@ -3,7 +3,8 @@
 The scenario ignores the system's own engine and database: the fault-injection driver
 (:mod:`bench.chaos`) starts a private Postgres, two engine replicas, a partition proxy and
 workers of its own, since it kills -9 each of them. A producer sends a fixed rate for the
-whole run while the faults follow one another: kill -9 of a worker, SIGTERM of workers
+whole run while the faults follow one another: kill -9 of a worker, SIGSTOP of a worker
+past the dead-worker timeout (its late results must be ignored), SIGTERM of workers
 holding long tasks, a partition (delay, black hole, cut) between workers and an engine,
 kill -9 and restart of an engine, kill -9 of one of two replicas, kill -9 and restart of
 Postgres, and forged events and heartbeats from another tenant. The quick profile gives
