@@ -132,7 +132,12 @@ def _healthy(url: str) -> bool:
 
 
 def address_list(addresses: list[str]) -> str:
-    """Several engine addresses as one gRPC target (tried in order, first that answers)."""
+    """Several engine addresses, tried in order: ``STOKER_ADDRESS``'s own list form where
+    the SDK has one, else one gRPC ``ipv4:`` target that lists them all."""
+    from stoker.config import ClientSettings
+
+    if hasattr(ClientSettings, "addresses"):
+        return ",".join(addresses)
     return "ipv4:" + ",".join(addresses)
 
 
