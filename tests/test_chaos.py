@@ -20,7 +20,7 @@ from bench.chaos import FAULTS, ChaosConfig, format_report, run_chaos
 from bench.chaos.driver import Observed, Request, tally
 
 
-def run(config: ChaosConfig, tmp_path: Path) -> dict[str, object]:
+def run(config: ChaosConfig, tmp_path: Path) -> dict[str, Any]:
     report = asyncio.run(run_chaos(config, tmp_path / "chaos", log=lambda _: None))
     assert report["passed"], format_report(report)
     return report
@@ -109,7 +109,7 @@ def test_a_killed_worker_loses_nothing_and_its_runs_are_re_executed_elsewhere(
     # Long enough jobs that the killed worker surely holds some when it dies.
     config = ChaosConfig(faults=("worker_kill",), replicas=1, rate=10, phase_s=8, job_s=1.0)
     report = run(config, tmp_path)
-    phase = report["phases"]["worker_kill"]  # type: ignore[index]
+    phase = report["phases"]["worker_kill"]
     assert phase["accepted"] >= 60
     assert phase["re_executions"] >= 1  # the dead worker's attempts ran again, justly
     assert phase["recovery_s"] <= config.recovery_target_s
