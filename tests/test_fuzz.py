@@ -240,7 +240,7 @@ def _call_details(
     """The status a call of raw payloads ended with, and its details."""
     try:
         if method.client_streaming:
-            call = channel.stream_stream(path)(iter(payloads), metadata=metadata, timeout=3)
+            call = channel.stream_stream(path)(iter(payloads), metadata=metadata, timeout=1)
             for _ in call:
                 pass
         else:
