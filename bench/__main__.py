@@ -38,6 +38,8 @@ SIZE_FLAGS = {
     "soak_seconds": float,
     "soak_rate": int,
     "idle_seconds": float,
+    "chaos_rate": float,
+    "chaos_phase_s": float,
 }
 
 
