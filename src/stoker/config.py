@@ -95,6 +95,9 @@ class EngineSettings(BaseSettings):
     partitions_ahead_days: int = 7
     archive_interval_s: float = 5.0
     max_requeues: int = 20
+    # How long the request key of a trigger call is remembered, so that a retry of the
+    # call returns its runs instead of making new ones (docs/idempotency.md).
+    request_key_ttl_s: float = 600.0
     lease_ttl_s: float = 10.0
     engine_id: str = ""
     # Security (README "Security"): how long a replica trusts a verified token before
@@ -134,6 +137,8 @@ class EngineSettings(BaseSettings):
             raise ConfigError(
                 "STOKER_HISTORY_AFTER_S must be >= 0 and STOKER_ARCHIVE_INTERVAL_S positive"
             )
+        if self.request_key_ttl_s <= 0:
+            raise ConfigError("STOKER_REQUEST_KEY_TTL_S must be positive")
         if self.max_payload_bytes <= 0 or self.flush_max_items <= 0 or self.scheduler_batch <= 0:
             raise ConfigError("payload limit, flush size and scheduler batch must be positive")
         if not 0 < self.grpc_port < 65536 or not 0 < self.http_port < 65536:

@@ -188,16 +188,24 @@ class TriggerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """Client-generated idempotency key of this call (the same on every retry of it; empty:
+    none). A call whose key the engine has seen within request_key_ttl_s answers with the
+    first call's run ids instead of creating runs; with different items it is refused.
+    Keys are scoped by tenant. See docs/idempotency.md.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___TriggerItem]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___TriggerItem] | None = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,16 +122,20 @@ class TriggerWorkflowsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """Client-generated idempotency key, as TriggerRequest.request_key."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowTrigger]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___WorkflowTrigger] | None = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,9 +214,12 @@ class SpawnChildrenRequest(_message.Message):
     PARENT_TASK_ID_FIELD_NUMBER: _builtins.int
     PARENT_ATTEMPT_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
     parent_task_id: _builtins.int
     """The engine's id of the running parent task (Assignment.task_id) and its attempt."""
     parent_attempt: _builtins.int
+    request_key: _builtins.str
+    """Client-generated idempotency key, as TriggerRequest.request_key."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildSpawn]: ...
     def __init__(
@@ -221,10 +228,11 @@ class SpawnChildrenRequest(_message.Message):
         parent_task_id: _builtins.int = ...,
         parent_attempt: _builtins.int = ...,
         items: _abc.Iterable[Global___ChildSpawn] | None = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "parent_attempt", b"parent_attempt", "parent_task_id", b"parent_task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "parent_attempt", b"parent_attempt", "parent_task_id", b"parent_task_id", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,16 +298,20 @@ class PushEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """Client-generated idempotency key, as TriggerRequest.request_key."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserEvent]: ...
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___UserEvent] | None = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from stoker._proto import engine_pb2 as pb
-from stoker._sdk.runs_api import Events, Runs, WorkflowsClient
+from stoker._sdk.runs_api import Events, Runs, WorkflowsClient, request_key
 from stoker._sdk.task import (
     RunOptions,
     RunRef,
@@ -242,7 +242,8 @@ class Stoker:
     ) -> list[RunRef[Any]]:
         if task is not None and task.name not in self._registered:
             self.register([task])
-        resp = self.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=items))
+        req = pb.TriggerRequest(items=items, request_key=request_key())
+        resp = self.transport.call(lambda s: s.Trigger, req)
         self._warn_unserved(resp.unserved_task_names)
         return [RunRef(self, run_id, task) for run_id in resp.run_ids]
 
@@ -251,7 +252,8 @@ class Stoker:
     ) -> list[RunRef[Any]]:
         if task is not None and task.name not in self._registered:
             await self.aio_register([task])
-        resp = await self.transport.acall(lambda s: s.Trigger, pb.TriggerRequest(items=items))
+        req = pb.TriggerRequest(items=items, request_key=request_key())
+        resp = await self.transport.acall(lambda s: s.Trigger, req)
         self._warn_unserved(resp.unserved_task_names)
         return [RunRef(self, run_id, task) for run_id in resp.run_ids]
 

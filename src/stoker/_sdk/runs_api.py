@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -246,7 +247,8 @@ class Events:
                     ),
                     scope=scope or "",
                 )
-            ]
+            ],
+            request_key=request_key(),
         )
 
     def push(
@@ -278,6 +280,14 @@ class Events:
         return int(resp.satisfied)
 
 
+def request_key() -> str:
+    """A new idempotency key for one trigger call. It goes in the request message, which
+    the transport's retry loop resends as is, so every retry of the call carries the same
+    key and the engine answers a retry with the runs of the first attempt
+    (docs/idempotency.md)."""
+    return uuid.uuid4().hex
+
+
 # -- child runs ---------------------------------------------------------------------------
 
 
@@ -301,7 +311,10 @@ def _spawn_requests(
     limit = message_limit(app.max_payload_bytes)
     return [
         wpb.SpawnChildrenRequest(
-            parent_task_id=ctx.task_id, parent_attempt=ctx.attempt, items=batch
+            parent_task_id=ctx.task_id,
+            parent_attempt=ctx.attempt,
+            items=batch,
+            request_key=request_key(),
         )
         for batch in split_batches(list(items), limit, len(items) or 1)
     ]

@@ -19,7 +19,7 @@ from stoker._dag import Role, StepSpec, WorkflowSpec
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
-from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
+from stoker._sdk.runs_api import ChildSpec, aio_spawn, request_key, spawn
 from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
 from stoker._wire import checked_json, message_limit, split_batches
 from stoker.errors import DeclarationError
@@ -337,7 +337,7 @@ class Workflow(Generic[I]):
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
         for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
-            req = wpb.TriggerWorkflowsRequest(items=batch)
+            req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
             resp = self.app._workflows_client().call(lambda s: s.TriggerWorkflows, req)
             self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
@@ -353,7 +353,7 @@ class Workflow(Generic[I]):
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
         for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
-            req = wpb.TriggerWorkflowsRequest(items=batch)
+            req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
             resp = await self.app._workflows_client().acall(lambda s: s.TriggerWorkflows, req)
             self.app._warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)

@@ -301,6 +301,24 @@ CREATE UNIQUE INDEX child_run_key_idx ON child_run (parent_task_id, child_key)
     WHERE child_key IS NOT NULL;
 CREATE INDEX child_run_external_idx ON child_run (external_id);
 
+-- The request key of every keyed trigger call, written in the same transaction as what
+-- the call created, with the ids it answered; a retried call gets them back
+-- (docs/idempotency.md). Pruned after request_key_ttl_s by the leader's retention loop.
+CREATE TABLE trigger_request (
+    tenant_id   bigint NOT NULL,
+    request_key text NOT NULL,
+    -- Which call made it ('trigger', 'workflows', 'spawn', 'events'), and a digest of its
+    -- content, so that a reused key with other content is refused.
+    kind        text NOT NULL,
+    fingerprint bytea NOT NULL,
+    run_ids     uuid[] NOT NULL,
+    -- PushEvents: how many waiting conditions the events satisfied.
+    satisfied   integer NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, request_key)
+);
+CREATE INDEX trigger_request_created_idx ON trigger_request (created_at);
+
 -- User events pushed with app.events.push (kept for the API and for matching waits),
 -- partitioned by day like task_event.
 CREATE TABLE user_event (

@@ -129,6 +129,7 @@ class Engine:
             retention_days=s.retention_days,
             partitions_ahead_days=s.partitions_ahead_days,
             interval_s=s.archive_interval_s,
+            request_key_ttl_s=s.request_key_ttl_s,
         )
         self.services = [
             self.auth,

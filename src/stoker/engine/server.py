@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
@@ -24,6 +25,7 @@ from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
+from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.runs import RunWatcher
 from stoker.errors import (
     AuthenticationError,
@@ -242,7 +244,8 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
                 )
                 for i in request.items
             ]
-            ids = await self._ingest.trigger(p.tenant_id, items)
+            key = RequestKey.of(request.request_key, "trigger", request_content(request))
+            ids = await self._ingest.trigger(p.tenant_id, items, key)
         except Exception as exc:
             await self._fail(context, exc)
         unserved = await self._served.report(p.tenant_id, {i.task_name for i in items})
@@ -306,6 +309,12 @@ class EngineServicer(Handlers, pb_grpc.EngineServicer):
         except Exception as exc:
             await self._fail(context, exc)
         return pb.PutRateLimitResponse()
+
+
+def request_content(request: Message) -> bytes:
+    """What a request key's fingerprint covers: the request as parsed, serialized the same
+    way whatever client sent it."""
+    return request.SerializeToString(deterministic=True)
 
 
 def _result(row: dict[str, object]) -> pb.RunResult:

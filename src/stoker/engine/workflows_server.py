@@ -17,13 +17,14 @@ from stoker._wire import RUN_STATUSES, json_problem, text_problem
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import (
     ChildInput,
     EventInput,
     WorkflowIngest,
     WorkflowTriggerInput,
 )
-from stoker.engine.server import Handlers
+from stoker.engine.server import Handlers, request_content
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.server")
@@ -126,6 +127,7 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
                     )
                     for i in request.items
                 ],
+                RequestKey.of(request.request_key, "workflows", request_content(request)),
             )
         except Exception as exc:
             await self._fail(context, exc)
@@ -170,6 +172,7 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
                     )
                     for i in request.items
                 ],
+                RequestKey.of(request.request_key, "spawn", request_content(request)),
             )
         except Exception as exc:
             await self._fail(context, exc)
@@ -188,6 +191,7 @@ class WorkflowsServicer(Handlers, wpb_grpc.WorkflowsServicer):
                     EventInput(e.key, e.payload, e.additional_metadata, e.scope)
                     for e in request.events
                 ],
+                RequestKey.of(request.request_key, "events", request_content(request)),
             )
         except Exception as exc:
             await self._fail(context, exc)

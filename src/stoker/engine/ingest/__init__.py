@@ -18,6 +18,13 @@ with :meth:`Ingest.submit` and a :data:`BatchWriter`, which the flusher calls on
 tenant with every caller's items, inside the same transaction as the task triggers. Task
 rows are written by :func:`write_task_runs` whoever makes them, and
 :meth:`Ingest.enqueued` is what to call after a commit that queued runs.
+
+Idempotency: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
+flush records the keys of every call it writes in the same transaction as their runs
+(:func:`~stoker.engine.ingest.requests.claim`), before writing them; a call whose key is
+recorded already (committed by an earlier flush or another replica, or earlier in the same
+batch) writes nothing and answers with the first call's ids, and one whose key was used
+with other content is refused with InvalidRequestError.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from pydantic import ValidationError
 from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
 from stoker.db import Executor
 from stoker.engine import faults, notify
+from stoker.engine.ingest import requests
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
+from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
 
@@ -153,6 +162,8 @@ what to do once it commits."""
 class _Pending:
     tenant_id: int
     rows: list[NewTaskRun]
+    ids: list[str]
+    request: RequestKey | None = None
     writer: BatchWriter | None = None
     items: list[Any] = field(default_factory=list)
     done: asyncio.Future[list[str]] = field(
@@ -301,8 +312,11 @@ class Ingest(LoopService):
 
     # -- triggers ---------------------------------------------------------------------
 
-    async def trigger(self, tenant_id: int, items: list[TriggerInput]) -> list[str]:
-        """Creates the runs and returns their external ids once they are stored."""
+    async def trigger(
+        self, tenant_id: int, items: list[TriggerInput], request: RequestKey | None = None
+    ) -> list[str]:
+        """Creates the runs and returns their external ids once they are stored (a retry
+        of a call with the same ``request`` key: the first call's ids, nothing created)."""
         if not items:
             return []
         defs = await self.task_defs(tenant_id)
@@ -333,17 +347,22 @@ class Ingest(LoopService):
             )
             for item in items
         ]
-        return await self._park(_Pending(tenant_id, rows), len(rows))
+        ids = [str(r.external_id) for r in rows]
+        return await self._park(_Pending(tenant_id, rows, ids, request), len(rows))
 
     async def submit(
-        self, tenant_id: int, writer: BatchWriter, items: list[Any], ids: list[str]
+        self,
+        tenant_id: int,
+        writer: BatchWriter,
+        items: list[Any],
+        ids: list[str],
+        request: RequestKey | None = None,
     ) -> list[str]:
         """Parks validated items of another kind (e.g. workflow runs) for the next flush,
         which writes every caller's items of this tenant with one ``writer`` call in its
-        transaction; returns ``ids`` once they are stored."""
-        pending = _Pending(tenant_id, [], writer, items)
-        await self._park(pending, len(items))
-        return ids
+        transaction; returns ``ids`` once they are stored (or, for a retry of a call with
+        the same ``request`` key, the first call's ids, and writes nothing)."""
+        return await self._park(_Pending(tenant_id, [], ids, request, writer, items), len(items))
 
     async def _park(self, pending: _Pending, n: int) -> list[str]:
         self._pending.append(pending)
@@ -454,10 +473,14 @@ class Ingest(LoopService):
                 for p in result.unwritten:
                     if not p.done.done():
                         p.done.set_exception(faults.unavailable(result.outage))
-            for part, (gated, afters) in result.written:
-                for p in part:
-                    if not p.done.done():
-                        p.done.set_result([str(r.external_id) for r in p.rows])
+            for part, (gated, afters, replays) in result.written:
+                for p, replay in zip(part, replays, strict=True):
+                    if p.done.done():
+                        continue
+                    if isinstance(replay, Exception):
+                        p.done.set_exception(replay)
+                    else:
+                        p.done.set_result(p.ids if replay is None else replay.run_ids)
                 for after in afters:
                     after()
                 if gated:
@@ -469,21 +492,27 @@ class Ingest(LoopService):
 
     async def _write(
         self, tenant_id: int, group: Sequence[_Pending]
-    ) -> tuple[bool, list[Callable[[], None]]]:
+    ) -> tuple[bool, list[Callable[[], None]], list[requests.Answer | InvalidRequestError | None]]:
         """Writes parked items of one tenant in one transaction: whether some run waits
-        for concurrency admission, and what to do after the commit."""
-        rows = [r for p in group for r in p.rows]
-        writers: dict[BatchWriter, list[Any]] = {}
-        for p in group:
-            if p.writer is not None:
-                writers.setdefault(p.writer, []).extend(p.items)
+        for concurrency admission, what to do after the commit, and per caller the answer
+        of a retried call (None for the callers whose runs were written)."""
         afters: list[Callable[[], None]] = []
         async with self._db.transaction() as tx:
+            # Keys first: a retried call is answered, not written (requests.py).
+            replays = await requests.claim(
+                tx, tenant_id, [requests.Call(p.request, p.ids) for p in group]
+            )
+            todo = [p for p, r in zip(group, replays, strict=True) if r is None]
+            rows = [r for p in todo for r in p.rows]
+            writers: dict[BatchWriter, list[Any]] = {}
+            for p in todo:
+                if p.writer is not None:
+                    writers.setdefault(p.writer, []).extend(p.items)
             gated = await write_task_runs(tx, tenant_id, rows) if rows else False
             for writer, items in writers.items():
                 afters.append(await writer(tx, tenant_id, items))
             await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-        return gated, afters
+        return gated, afters, replays
 
     def _maybe_analyze(self) -> None:
         """Starts a background ANALYZE of the queue after a bulk enqueue."""

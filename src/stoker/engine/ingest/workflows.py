@@ -16,6 +16,13 @@
   ``run_input`` and ``run_metadata`` (the waiting run's). Satisfied runs progress in the
   same transaction. An expression that fails on a payload is recorded on the waiting step
   (``task_wait.error`` and a CONDITION_ERROR event) and matches nothing; other waits go on.
+* Request keys (:mod:`stoker.engine.ingest.requests`): a workflow trigger's key is
+  recorded by the flush like a task trigger's. Spawns and event pushes write in their own
+  transaction, which records the key at its end; a retry finds the key before doing any
+  work, and a retry racing its first call (both past that check) waits on the key's row
+  and rolls back. A spawn is idempotent without a key too, through its children's
+  ``(parent, index)`` and ``(parent, child_key)``; the key adds the content check and
+  answers a retry exactly as the first call was answered.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from stoker._wire import TaskConfig, text_problem
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.controllers.dags import DagIdsParams, Dags
-from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, write_task_runs
+from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, requests, write_task_runs
+from stoker.engine.ingest.requests import RequestKey
 from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
 
 _DEFS_TTL_S = 5.0
@@ -249,8 +257,14 @@ class WorkflowIngest:
 
     # -- workflow runs ------------------------------------------------------------------
 
-    async def trigger(self, tenant_id: int, items: list[WorkflowTriggerInput]) -> list[str]:
-        """Creates workflow runs and returns their ids once they are stored."""
+    async def trigger(
+        self,
+        tenant_id: int,
+        items: list[WorkflowTriggerInput],
+        request: RequestKey | None = None,
+    ) -> list[str]:
+        """Creates workflow runs and returns their ids once they are stored (for a retry
+        of the call with ``request``: the first call's)."""
         if not items:
             return []
         workflows, defs = await self._known(tenant_id, {i.workflow_name for i in items}, set())
@@ -265,6 +279,7 @@ class WorkflowIngest:
             self._write_parked,
             [(r, workflows, defs) for r in runs],
             [str(r.external_id) for r in runs],
+            request,
         )
 
     async def _write_parked(
@@ -344,11 +359,30 @@ class WorkflowIngest:
     # -- child runs ---------------------------------------------------------------------
 
     async def spawn(
-        self, tenant_id: int, parent_task_id: int, items: list[ChildInput]
+        self,
+        tenant_id: int,
+        parent_task_id: int,
+        items: list[ChildInput],
+        request: RequestKey | None = None,
     ) -> list[tuple[str, bool]]:
-        """Creates the children of a running task; (run id, existed already) per item."""
+        """Creates the children of a running task; (run id, existed already) per item. A
+        retry of the call with ``request`` gets the same children (all existing)."""
         if not items:
             return []
+        if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
+            return [(i, True) for i in answer.run_ids]
+        try:
+            return await self._spawn(tenant_id, parent_task_id, items, request)
+        except requests.Replayed as replayed:
+            return [(i, True) for i in replayed.answer.run_ids]
+
+    async def _spawn(
+        self,
+        tenant_id: int,
+        parent_task_id: int,
+        items: list[ChildInput],
+        request: RequestKey | None,
+    ) -> list[tuple[str, bool]]:
         parent = await self._db.fetchone("parent_task", ParentParams(tenant_id, parent_task_id))
         if parent is None:
             raise NotFoundError(f"no task with id {parent_task_id} to spawn children from")
@@ -420,6 +454,7 @@ class WorkflowIngest:
                 after = await self._insert_workflow_runs(tx, tenant_id, wf_runs, workflows, defs)
             if task_rows or wf_runs:
                 await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
+            await requests.record(tx, tenant_id, requests.Call(request, [r for r, _ in result]))
         if after is not None:
             after()
         if task_rows:
@@ -428,10 +463,24 @@ class WorkflowIngest:
 
     # -- events -------------------------------------------------------------------------
 
-    async def push_events(self, tenant_id: int, events: list[EventInput]) -> tuple[list[str], int]:
-        """Stores events and satisfies the conditions waiting for them."""
+    async def push_events(
+        self, tenant_id: int, events: list[EventInput], request: RequestKey | None = None
+    ) -> tuple[list[str], int]:
+        """Stores events and satisfies the conditions waiting for them; (event ids, how many
+        conditions they satisfied). A retry of the call with ``request`` stores nothing and
+        gets the first call's answer."""
         if not events:
             return [], 0
+        if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
+            return answer.run_ids, answer.satisfied
+        try:
+            return await self._push_events(tenant_id, events, request)
+        except requests.Replayed as replayed:
+            return replayed.answer.run_ids, replayed.answer.satisfied
+
+    async def _push_events(
+        self, tenant_id: int, events: list[EventInput], request: RequestKey | None
+    ) -> tuple[list[str], int]:
         payloads: list[Any] = []
         metadata: list[dict[str, Any]] = []
         for e in events:
@@ -495,9 +544,11 @@ class WorkflowIngest:
                         ),
                     )
                     after = await self._dags.progress(tx, dag_ids)
+            ids = [str(r["external_id"]) for r in stored]
+            await requests.record(tx, tenant_id, requests.Call(request, ids, len(matched)))
         if after is not None:
             after()
-        return [str(r["external_id"]) for r in stored], len(matched)
+        return ids, len(matched)
 
 
 def _match(

@@ -21,6 +21,8 @@ Design (docs/storage.md has the whole picture):
   once ``_VACUUM_AFTER`` rows have moved (or a minute after any move), the leader vacuums
   and analyzes them in the background, and analyzes the day partitions the rows moved
   into, so plans and sizes do not depend on autovacuum (which may lag, or be off).
+* **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
+  than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`).
 * **Replicas.** Only the replica holding the leader lease does this (the controllers'
   lease); the statements are also safe if two ran at once (``SKIP LOCKED``, idempotent
   partition creation).
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from stoker.db import Executor
+from stoker.engine.ingest import requests
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.retention")
@@ -89,6 +92,7 @@ class Retention(LoopService):
         retention_days: int,
         partitions_ahead_days: int,
         interval_s: float,
+        request_key_ttl_s: float = 600.0,
     ) -> None:
         super().__init__()
         self._db = db
@@ -97,6 +101,7 @@ class Retention(LoopService):
         self._retention_days = retention_days
         self._ahead_days = partitions_ahead_days
         self._interval = interval_s
+        self._request_key_ttl_s = request_key_ttl_s
         self._maintained_at: float | None = None
         self._moved_since_vacuum = 0
         self._vacuumed_at = time.monotonic()
@@ -119,6 +124,7 @@ class Retention(LoopService):
                 if self._maintained_at is None or now - self._maintained_at >= _MAINTENANCE_EVERY_S:
                     await self.maintain()
                 await self.archive()
+                await requests.prune(self._db, self._request_key_ttl_s, _BATCH)
                 self._maybe_vacuum()
         finally:
             if self._vacuum is not None:

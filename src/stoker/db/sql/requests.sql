@@ -1,0 +1,32 @@
+-- Request keys of trigger calls (idempotent triggers, docs/idempotency.md).
+
+-- name: claim_request_keys
+-- Records the keys of calls whose runs this transaction writes, with the ids each call
+-- answers (its slice lo..hi of run_ids); returns the keys recorded. A key recorded already
+-- is not returned: that call is a retry. When another transaction (this replica's
+-- previous flush, or another replica) holds the same key uncommitted, the insert waits for
+-- it and then skips the key if it committed. Keys go in sorted order so that two
+-- transactions claiming overlapping keys cannot deadlock.
+INSERT INTO trigger_request (tenant_id, request_key, kind, fingerprint, run_ids, satisfied)
+SELECT %(tenant_id)s, x.request_key, x.kind, x.fingerprint,
+       (%(run_ids)s::uuid[])[x.lo:x.hi], x.satisfied
+FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(fingerprints)s::bytea[], %(los)s::int[],
+            %(his)s::int[], %(satisfied)s::int[])
+     AS x(request_key, kind, fingerprint, lo, hi, satisfied)
+ORDER BY x.request_key
+ON CONFLICT DO NOTHING
+RETURNING request_key;
+
+-- name: find_request_keys
+SELECT request_key, kind, fingerprint, run_ids::text[] AS run_ids, satisfied
+FROM trigger_request
+WHERE tenant_id = %(tenant_id)s AND request_key = ANY(%(keys)s::text[]);
+
+-- name: prune_request_keys
+-- Forgets request keys older than the TTL, a batch at a time (oldest first).
+DELETE FROM trigger_request
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM trigger_request
+    WHERE created_at < now() - make_interval(secs => %(ttl_s)s)
+    ORDER BY created_at
+    LIMIT %(limit)s));
