@@ -3,22 +3,22 @@
 -- name: claim_request_keys
 -- Records the keys of calls whose runs this transaction writes, with the ids each call
 -- answers (its slice lo..hi of run_ids); returns the keys recorded. A key recorded already
--- is not returned: that call is a retry. When another transaction (this replica's
+-- is not returned: that call is a retry. run_ids holds every call's ids, 16 bytes each. When another transaction (this replica's
 -- previous flush, or another replica) holds the same key uncommitted, the insert waits for
 -- it and then skips the key if it committed. Keys go in sorted order so that two
 -- transactions claiming overlapping keys cannot deadlock.
 INSERT INTO trigger_request (tenant_id, request_key, kind, fingerprint, run_ids, satisfied)
 SELECT %(tenant_id)s, x.request_key, x.kind, x.fingerprint,
-       (%(run_ids)s::uuid[])[x.lo:x.hi], x.satisfied
-FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(fingerprints)s::bytea[], %(los)s::int[],
-            %(his)s::int[], %(satisfied)s::int[])
-     AS x(request_key, kind, fingerprint, lo, hi, satisfied)
+       substring(%(run_ids)s::bytea FROM x.start FOR x.length), x.satisfied
+FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(fingerprints)s::bytea[],
+            %(starts)s::int[], %(lengths)s::int[], %(satisfied)s::int[])
+     AS x(request_key, kind, fingerprint, start, length, satisfied)
 ORDER BY x.request_key
 ON CONFLICT DO NOTHING
 RETURNING request_key;
 
 -- name: find_request_keys
-SELECT request_key, kind, fingerprint, run_ids::text[] AS run_ids, satisfied
+SELECT request_key, kind, fingerprint, run_ids, satisfied
 FROM trigger_request
 WHERE tenant_id = %(tenant_id)s AND request_key = ANY(%(keys)s::text[]);
 
