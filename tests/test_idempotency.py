@@ -2,7 +2,8 @@
 
 The SDK-level tests put a loopback TCP proxy (tests/proxy.py) between the client and the
 engine that loses the reply of one call after the engine stored its runs: the SDK retries
-on a new connection, and exactly the first attempt's runs must exist and be returned.
+on a new connection, and exactly the first attempt's runs must exist and be returned; the
+same when the engine is killed and restarted between storing the runs and replying.
 The raw-gRPC tests send the same key concurrently (one engine, two replicas), reuse a key
 with other content, across tenants, and past its TTL.
 """
@@ -234,6 +235,33 @@ def test_retried_spawn_makes_each_child_once(
     )
     assert list(resp.run_ids) == children()
     assert len(task_ids(engine, tenant, "idem_task")) == 1 + 3
+
+
+def test_a_trigger_retried_across_an_engine_crash_makes_one_run(
+    engine_factory: Callable[..., EngineProcess],
+    tenant_factory: Callable[[EngineProcess], Tenant],
+) -> None:
+    eng = engine_factory()
+    tenant = tenant_factory(eng)
+    proxy = ReplyLosingProxy(eng.grpc_address).start()
+    app = declare(Stoker(address=proxy.address, token=tenant.token, connect_timeout=60))
+    try:
+        app.register()
+        task = app.tasks["idem_task"]
+        # The engine is killed after it stored the runs and before its reply got out; the
+        # SDK retries until the restarted engine answers.
+        proxy.hold()
+        out: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: out.update(refs=task.run_many([Item(n=1)] * 5)))
+        thread.start()
+        wait_until(lambda: len(task_ids(eng, tenant, "idem_task")) == 5, 30, "the runs")
+        eng.restart()
+        thread.join(90)
+        assert not thread.is_alive()
+        assert sorted(r.run_id for r in out["refs"]) == task_ids(eng, tenant, "idem_task")
+    finally:
+        app.close()
+        proxy.stop()
 
 
 # -- raw gRPC: concurrency, replicas, content, tenants, expiry -----------------------------
