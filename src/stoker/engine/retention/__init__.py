@@ -92,7 +92,7 @@ class Retention(LoopService):
         retention_days: int,
         partitions_ahead_days: int,
         interval_s: float,
-        request_key_ttl_s: float = 600.0,
+        request_key_ttl_s: float,
     ) -> None:
         super().__init__()
         self._db = db
