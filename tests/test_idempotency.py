@@ -10,6 +10,7 @@ with other content, across tenants, and past its TTL.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,10 @@ from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
+from stoker.db import Executor
+from stoker.engine.auth import create_tenant
+from stoker.engine.ingest import Ingest, TriggerInput
+from stoker.engine.ingest.requests import RequestKey
 from tests.harness import EngineProcess, Tenant, wait_until
 from tests.proxy import ReplyLosingProxy
 
@@ -262,6 +267,42 @@ def test_a_trigger_retried_across_an_engine_crash_makes_one_run(
     finally:
         app.close()
         proxy.stop()
+
+
+async def test_a_retry_still_in_the_write_buffer_follows_its_first_call(
+    db: Executor, db_url: str
+) -> None:
+    """The first call's connection dropped while it waited for the flush (its handler is
+    cancelled, its runs stay buffered); its retry and a misuse of its key arrive before the
+    flush: one set of runs is written, the retry gets it, the misuse is refused."""
+    ingest = Ingest(
+        db, max_payload_bytes=1 << 20, flush_interval_ms=0, flush_max_items=1000,
+        on_enqueued=lambda tenants: None,
+    )  # fmt: skip
+    tenant_id = await create_tenant(db, "buffered")
+    await ingest.register_tasks(tenant_id, [("idem_task", b"{}")])
+    items = [TriggerInput("idem_task", b'{"n": %d}' % n) for n in range(3)]
+    key = RequestKey.of("k", "trigger", b"the request")
+    misuse = RequestKey.of("k", "trigger", b"another request")
+    first = asyncio.create_task(ingest.trigger(tenant_id, items, key))
+    retry = asyncio.create_task(ingest.trigger(tenant_id, items, key))
+    wrong = asyncio.create_task(ingest.trigger(tenant_id, items[:1], misuse))
+    async with asyncio.timeout(10):
+        # The ingest's wake-up signal, set as each call parks (its loop is not running).
+        while ingest._pending_items < 7:
+            await ingest._work.wait()
+    first.cancel()
+    await ingest.flush()
+    ids = await retry
+    with pytest.raises(InvalidRequestError, match="other content"):
+        await wrong
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            "SELECT external_id::text FROM stoker.task WHERE tenant_id = %s", (tenant_id,)
+        )
+        stored = [r[0] for r in await cur.fetchall()]
+    assert sorted(ids) == sorted(stored) and len(ids) == 3
+    assert first.cancelled()
 
 
 # -- raw gRPC: concurrency, replicas, content, tenants, expiry -----------------------------
