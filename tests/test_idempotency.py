@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -31,7 +32,8 @@ from stoker.db import Executor
 from stoker.engine.auth import create_tenant
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
-from tests.harness import EngineProcess, Tenant, wait_until
+from tests.apps import spawner
+from tests.harness import EngineProcess, Tenant, WorkerProcess, wait_until
 from tests.proxy import ReplyLosingProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -240,6 +242,44 @@ def test_retried_spawn_makes_each_child_once(
     )
     assert list(resp.run_ids) == children()
     assert len(task_ids(engine, tenant, "idem_task")) == 1 + 3
+
+
+def test_children_spawned_by_a_worker_are_made_once_when_the_reply_is_lost(
+    engine: EngineProcess,
+    tenant: Tenant,
+    proxy: ReplyLosingProxy,
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    # The worker talks to the engine through the proxy; the test's client does not.
+    worker_factory(
+        "tests.apps.spawner:app", tenant=Tenant(tenant.tenant_id, tenant.token, proxy.address)
+    )
+    app = spawner.declare(Stoker(address=engine.grpc_address, token=tenant.token))
+    try:
+        go = tmp_path / "go"
+        parent = app.tasks["idem_parent"].run_no_wait(spawner.Go(go=str(go)))
+        (row,) = query(engine, "SELECT id FROM stoker.task WHERE external_id = %s", parent.run_id)
+
+        def children() -> list[str]:
+            rows = query(
+                engine,
+                "SELECT external_id::text AS id FROM stoker.child_run"
+                " WHERE parent_task_id = %s ORDER BY child_index",
+                row["id"],
+            )
+            return [r["id"] for r in rows]
+
+        wait_until(lambda: len(children()) == 1, 30, "the warm-up child")
+        proxy.hold()
+        go.touch()
+        wait_until(lambda: len(children()) == 4, 30, "the three children")
+        proxy.cut()
+        spawned = parent.result(timeout=60)
+        assert spawned == children()[1:]
+        assert len(task_ids(engine, tenant, "idem_child")) == 4
+    finally:
+        app.close()
 
 
 def test_a_trigger_retried_across_an_engine_crash_makes_one_run(
