@@ -470,12 +470,16 @@ def test_calls_without_a_key_are_not_deduplicated(engine: EngineProcess, tenant:
     assert len(task_ids(engine, tenant, "idem_task")) == 2
 
 
-def test_an_oversized_key_is_refused(engine: EngineProcess, tenant: Tenant) -> None:
+def test_an_oversized_key_or_one_with_nul_is_refused(engine: EngineProcess, tenant: Tenant) -> None:
     _register(engine.grpc_address, tenant)
     with pytest.raises(grpc.RpcError) as caught:
         _trigger(engine.grpc_address, tenant, _trigger_request("k" * 201, [1]))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_key" in (caught.value.details() or "")
+    with pytest.raises(grpc.RpcError) as caught:
+        _trigger(engine.grpc_address, tenant, _trigger_request("k\0", [1]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NUL" in (caught.value.details() or "")
 
 
 def test_keys_expire_after_their_ttl(

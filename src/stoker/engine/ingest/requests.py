@@ -58,13 +58,16 @@ class RequestKey:
     @classmethod
     def of(cls, key: str, kind: str, content: bytes) -> RequestKey | None:
         """The key of a call (None when the caller sent none); InvalidRequestError when it
-        is too long. ``content``: the call's request, serialized deterministically."""
+        is too long or holds NUL (Postgres text cannot). ``content``: the call's request,
+        serialized deterministically."""
         if not key:
             return None
         if len(key) > MAX_KEY_CHARS:
             raise InvalidRequestError(
                 f"request_key is {len(key)} characters, over the limit of {MAX_KEY_CHARS}"
             )
+        if "\0" in key:
+            raise InvalidRequestError(f"request_key {key!r} is refused: it holds NUL")
         return cls(key, kind, hashlib.sha256(kind.encode() + b"\0" + content).digest())
 
 
