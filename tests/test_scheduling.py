@@ -8,7 +8,8 @@ assignment times (engine clock). Randomised workloads use fixed seeds.
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
+import time
+from collections import defaultdict
 from typing import Any
 
 import psycopg
@@ -228,9 +229,31 @@ def test_invalid_expressions_and_comparators_fail_at_declaration(app: Stoker) ->
 
 # -- rate limits ------------------------------------------------------------------------
 
+SECOND_US = 1_000_000
 
-def windows(times: list[float], width: float) -> Counter[int]:
-    return Counter(int(t // width) for t in times)
+
+def assigned_us(db_url: str, run_ids: list[str]) -> dict[str, int]:
+    """Each run's assignment instant in exact microseconds since the epoch (the instant its
+    rate limits counted it at)."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT external_id::text, (extract(epoch FROM assigned_at) * 1000000)::bigint"
+            " FROM stoker.task WHERE external_id = ANY(%s::uuid[])",
+            (run_ids,),
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def busiest_window(starts: list[tuple[int, int]], width_us: int) -> int:
+    """The most units started in any interval [s, s + width) of (instant, units) starts;
+    the busiest interval can always be taken to begin at a start."""
+    return max(sum(u for t, u in starts if s <= t < s + width_us) for s, _ in starts)
+
+
+def at_mid_second() -> None:
+    """Returns once the clock is 0.3 s into a second, so a first burst of runs starts well
+    inside an aligned one-second window and the next one would cross its boundary."""
+    time.sleep((1.3 - time.time() % 1.0) % 1.0)
 
 
 def test_static_rate_limit_holds_in_every_window_across_workers(
@@ -239,41 +262,93 @@ def test_static_rate_limit_holds_in_every_window_across_workers(
     app.rate_limits.put("shared", limit=5, duration="second")
     worker_factory(APP, slots=10)
     worker_factory(APP, slots=10)
-    refs = app.tasks["static_limited"].run_many([Job(n=i) for i in range(23)])
+    at_mid_second()
+    refs = app.tasks["static_limited"].run_many([Job(n=i) for i in range(30)])
     [r.result(timeout=60) for r in refs]
-    per_window = windows(list(assigned_at(engine, [r.run_id for r in refs]).values()), 1.0)
-    assert max(per_window.values()) <= 5
-    assert len(per_window) >= 5  # 23 runs at 5 per second need at least 5 windows
+    times = sorted(assigned_us(engine.db_url, [r.run_id for r in refs]).values())
+    assert len(times) == 30
+    # Every interval of one second, aligned or not, holds at most 5 starts...
+    assert busiest_window([(t, 1) for t in times], SECOND_US) <= 5
+    # ...so 30 runs span at least 5 s; a freed unit is reused soon after it frees.
+    assert 5 * SECOND_US <= times[-1] - times[0] < 9 * SECOND_US
+
+
+def test_rate_limit_units_count_in_every_window(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    app.rate_limits.put("shared", limit=5, duration="second")
+    worker_factory(APP, slots=20)
+    at_mid_second()
+    ones = app.tasks["static_limited"].run_many([Job(n=i) for i in range(8)])
+    twos = app.tasks["static_limited_2"].run_many([Job(n=i) for i in range(8)])
+    [r.result(timeout=60) for r in ones + twos]
+    units = {r.run_id: 1 for r in ones} | {r.run_id: 2 for r in twos}
+    times = assigned_us(engine.db_url, list(units))
+    assert busiest_window([(times[k], u) for k, u in units.items()], SECOND_US) <= 5
+
+
+def test_two_replicas_share_one_rate_limit(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any
+) -> None:
+    first = engine_factory()
+    second = engine_factory(db_url=first.db_url)
+    ten = tenant_factory(first)
+    via = [
+        policies.declare(Stoker(address=e.grpc_address, token=ten.token)) for e in (first, second)
+    ]
+    via[0].rate_limits.put("shared", limit=5, duration="second")
+    worker_factory(APP, slots=10, engine=first, tenant=ten, name="on-first")
+    worker_factory(APP, slots=10, engine=second, tenant=ten, name="on-second")
+    at_mid_second()
+    refs = [r for app in via for r in app.tasks["static_limited"].run_many([Job()] * 15)]
+    outs = [r.result(timeout=60) for r in refs]
+    assert len({o["worker"] for o in outs}) == 2  # both replicas started runs
+    times = assigned_us(first.db_url, [r.run_id for r in refs])
+    assert busiest_window([(t, 1) for t in times.values()], SECOND_US) <= 5
 
 
 def test_dynamic_rate_limit_is_per_key(app: Stoker, worker_factory: Any, engine: Any) -> None:
     worker_factory(APP, slots=20)
+    at_mid_second()
     jobs = [Job(user=u, n=i) for i in range(8) for u in ("ann", "bob")]
     refs = app.tasks["dynamic_limited"].run_many(jobs)
     [r.result(timeout=60) for r in refs]
-    times = assigned_at(engine, [r.run_id for r in refs])
+    times = assigned_us(engine.db_url, [r.run_id for r in refs])
     for user in ("ann", "bob"):
-        mine = [times[r.run_id] for r, j in zip(refs, jobs, strict=True) if j.user == user]
-        assert max(windows(mine, 1.0).values()) <= 3
+        mine = [(times[r.run_id], 1) for r, j in zip(refs, jobs, strict=True) if j.user == user]
+        assert busiest_window(mine, SECOND_US) <= 3
 
 
 def test_a_dynamic_rate_limit_holds_for_workflow_steps(
     app: Stoker, worker_factory: Any, engine: Any
 ) -> None:
     worker_factory(APP, slots=20)
+    at_mid_second()
     refs = app.workflows["rated_chain"].run_many([Job(user="cy", n=i) for i in range(8)])
     assert len([r.result(timeout=60) for r in refs]) == 8
     with psycopg.connect(engine.db_url) as conn:
         times = [
-            row[0]
+            (row[0], 1)
             for row in conn.execute(
-                "SELECT extract(epoch FROM t.assigned_at)::float8 FROM stoker.task t"
+                "SELECT (extract(epoch FROM t.assigned_at) * 1000000)::bigint FROM stoker.task t"
                 " JOIN stoker.dag d ON d.id = t.dag_id WHERE d.external_id = ANY(%s::uuid[])",
                 ([r.run_id for r in refs],),
             )
         ]
     assert len(times) == 8
-    assert max(windows(times, 1.0).values()) <= 3
+    assert busiest_window(times, SECOND_US) <= 3
+
+
+def test_units_over_a_dynamic_limit_fail_the_run_saying_so(app: Stoker) -> None:
+    @app.task(
+        rate_limits=[
+            RateLimit(dynamic_key="input.user", units="input.n", limit=2, duration="second")
+        ]
+    )
+    async def greedy(input: dict[str, Any], ctx: Any) -> None: ...
+
+    with pytest.raises(TaskRunError, match=r"takes 3 units per run but allows only 2 per second"):
+        greedy.run({"user": "ann", "n": 3})
 
 
 def test_a_rate_limited_run_waits_without_blocking_others(

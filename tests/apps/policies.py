@@ -75,6 +75,7 @@ def declare(app: Stoker) -> Stoker:
     )(_work)
     app.task(name="global_limit", concurrency=2)(_work)
     app.task(name="static_limited", rate_limits=[RateLimit(static_key="shared", units=1)])(_work)
+    app.task(name="static_limited_2", rate_limits=[RateLimit(static_key="shared", units=2)])(_work)
     app.task(
         name="dynamic_limited",
         rate_limits=[RateLimit(dynamic_key="input.user", units=1, limit=3, duration="second")],

@@ -195,16 +195,18 @@ CREATE TRIGGER task_release_concurrency_slots
     REFERENCING NEW TABLE AS ended
     FOR EACH STATEMENT EXECUTE FUNCTION release_concurrency_slots();
 
--- Rate limits: `used` units in the fixed window that starts at window_start.
+-- Rate limits, held in every interval of `window_ms`: `recent` is the log of recent starts
+-- ([[at_us, units], ...], oldest first; a group counts until at + window), `clock` the
+-- latest instant the limit was consumed at. See docs/scheduler.md.
 CREATE TABLE rate_limit (
-    tenant_id    bigint NOT NULL,
-    key          text NOT NULL,
-    limit_value  integer NOT NULL,
-    window_ms    bigint NOT NULL,
-    window_start timestamptz NOT NULL DEFAULT 'epoch',
-    used         integer NOT NULL DEFAULT 0,
-    dynamic      boolean NOT NULL DEFAULT false,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
+    tenant_id   bigint NOT NULL,
+    key         text NOT NULL,
+    limit_value integer NOT NULL,
+    window_ms   bigint NOT NULL,
+    dynamic     boolean NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    recent      jsonb NOT NULL DEFAULT '[]',
+    clock       timestamptz NOT NULL DEFAULT 'epoch',
     PRIMARY KEY (tenant_id, key)
 ) WITH (fillfactor = 50);
 

@@ -18,7 +18,8 @@ CROSS JOIN LATERAL (
 
 -- name: assign_queue_items
 -- Turns claimed items into running attempts on the chosen workers and returns what the
--- workers need to run them.
+-- workers need to run them. assigned_at is the instant rate limits counted the starts at,
+-- when the round consumed any (else now()).
 WITH a AS (
     SELECT *
     FROM unnest(%(item_ids)s::bigint[], %(task_ids)s::bigint[], %(attempts)s::int[],
@@ -30,7 +31,8 @@ del AS (
 ),
 upd AS (
     UPDATE task t
-    SET status = 'ASSIGNED', worker_id = a.worker_id, assigned_at = now()
+    SET status = 'ASSIGNED', worker_id = a.worker_id,
+        assigned_at = coalesce(%(assigned_at)s::timestamptz, now())
     FROM a
     WHERE t.id = a.task_id
     RETURNING t.id, t.tenant_id, t.external_id, t.task_name, t.input, t.additional_metadata,

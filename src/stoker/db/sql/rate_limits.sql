@@ -1,8 +1,9 @@
--- Rate limits (fixed windows aligned to the epoch; see docs/scheduler.md).
+-- Rate limits (sliding windows: the limit holds in every interval of its duration; see
+-- docs/scheduler.md and stoker/engine/scheduler/rate_limits.py).
 
 -- name: put_rate_limit
--- Creates or updates a static limit; runs deferred until its window's end are made ready
--- now, so a raised limit takes effect at once.
+-- Creates or updates a static limit, keeping its recent starts (they count against the new
+-- limit too); runs deferred by it are made ready now, so a raised limit takes effect at once.
 WITH put AS (
     INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms, dynamic)
     VALUES (%(tenant_id)s, %(key)s, %(limit_value)s, %(window_ms)s, false)
@@ -29,25 +30,23 @@ SET limit_value = excluded.limit_value, window_ms = excluded.window_ms
 WHERE rate_limit.dynamic;
 
 -- name: lock_rate_limits
--- Locks the named limits (in key order) and rolls each to its current window.
-WITH locked AS (
-    SELECT key FROM rate_limit
+-- Locks the named limits (in key order, so replicas queue up instead of deadlocking) and
+-- returns their recent starts. `now` is read once the locks are held; the round starts its
+-- runs at the latest of it and every locked limit's clock, so a limit's clock never goes
+-- back even when this transaction began before the one that last consumed the limit.
+WITH locked AS MATERIALIZED (
+    SELECT key, limit_value, window_ms, recent, clock
+    FROM rate_limit
     WHERE tenant_id = %(tenant_id)s AND key = ANY(%(keys)s::text[])
     ORDER BY key
     FOR UPDATE
 )
-UPDATE rate_limit r
-SET window_start = to_timestamp(
-        floor(extract(epoch FROM now()) * 1000 / r.window_ms) * r.window_ms / 1000.0),
-    used = CASE WHEN r.window_start + r.window_ms * interval '1 millisecond' <= now()
-                THEN 0 ELSE r.used END
-FROM locked
-WHERE r.tenant_id = %(tenant_id)s AND r.key = locked.key
-RETURNING r.key, r.limit_value, r.used, r.window_ms,
-          r.window_start + r.window_ms * interval '1 millisecond' AS window_end;
+SELECT key, limit_value, window_ms, recent::text AS recent, clock, clock_timestamp() AS now
+FROM locked;
 
 -- name: consume_rate_limits
+-- Stores the limits' logs after a round started runs on them, with the round's instant.
 UPDATE rate_limit r
-SET used = r.used + c.units
-FROM unnest(%(keys)s::text[], %(units)s::int[]) AS c(key, units)
+SET recent = c.recent::jsonb, clock = %(clock)s
+FROM unnest(%(keys)s::text[], %(recents)s::text[]) AS c(key, recent)
 WHERE r.tenant_id = %(tenant_id)s AND r.key = c.key;

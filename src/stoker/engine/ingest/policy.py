@@ -102,6 +102,13 @@ def evaluate_policy(
             if isinstance(cap, str):
                 cap = _as_int(evaluate(cap, data, metadata, f"{what}: rate limit"), "limit")
             assert cap is not None
+            if units > cap:
+                # A limit holds in every window, so such a run could never start.
+                raise InvalidRequestError(
+                    f"{what}: rate limit {limit.dynamic_key!r} takes {units} units per run "
+                    f"but allows only {cap} per {limit.duration.value}; the run could never "
+                    "start"
+                )
             policy.rate_limits.append(
                 {
                     "key": f"{limit.dynamic_key}={_as_key(raw_key)}",

@@ -4,10 +4,10 @@ The design — what is held in memory and what in Postgres, how one round decide
 batch, and what happens with two replicas — is in ``docs/scheduler.md``. In short, a round
 per tenant is: admission of runs waiting for concurrency slots (:mod:`.admission`), then
 one transaction that claims ready queue items (``FOR UPDATE SKIP LOCKED``), checks rate
-limits under their row locks, places each item on a worker in memory (slot pool and cost,
-required and weighted labels, sticky and desired workers), defers what cannot run now, and
-writes the assignments in one statement; after the commit each worker gets its
-assignments as one message.
+limits (sliding windows, :mod:`.rate_limits`) under their row locks, places each item on a
+worker in memory (slot pool and cost, required and weighted labels, sticky and desired
+workers), defers what cannot run now, and writes the assignments in one statement; after
+the commit each worker gets its assignments as one message.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stoker._proto import engine_pb2 as pb
@@ -28,6 +28,7 @@ from stoker.db import Executor, Row, int_array
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
 from stoker.engine.scheduler.admission import admit
+from stoker.engine.scheduler.rate_limits import Plan, SlidingWindow, from_us, to_us
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.scheduler")
@@ -58,6 +59,7 @@ class AssignParams:
     attempts: str
     worker_ids: str
     timeout_grace_ms: int
+    assigned_at: datetime | None  # the instant rate limits counted the starts at
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +78,17 @@ class LockLimitsParams:
 class ConsumeParams:
     tenant_id: int
     keys: list[str]
-    units: list[int]
+    recents: list[str]  # each limit's log, as JSON
+    clock: datetime
 
 
 @dataclass(slots=True)
-class _Window:
-    limit: int
-    used: int
-    ends: datetime
+class _Limits:
+    """The rate limits one round holds locked, at the round's instant ``now_us``."""
+
+    now_us: int
+    windows: dict[str, SlidingWindow]
+    plans: dict[str, Plan] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -92,7 +97,7 @@ class _Round:
 
     chosen: list[tuple[Row, WorkerConn, TaskConfig]] = field(default_factory=list)
     deferred: dict[int, datetime] = field(default_factory=dict)
-    consumed: Counter[str] = field(default_factory=Counter)
+    consumed: set[str] = field(default_factory=set)
 
 
 class Scheduler(LoopService):
@@ -182,13 +187,14 @@ class Scheduler(LoopService):
             items = await tx.fetch("claim_queue_items", ClaimParams(tenant_id, queues, limits))
             if not items:
                 return False
-            windows = await self._lock_windows(tx, tenant_id, items)
-            decided = self._decide(items, conns, defs, windows)
-            if decided.consumed:
+            rate = await self._lock_limits(tx, tenant_id, items)
+            decided = self._decide(items, conns, defs, rate)
+            if decided.consumed and rate is not None:
                 keys = sorted(decided.consumed)
+                recents = [rate.windows[k].dump() for k in keys]
+                clock = from_us(rate.now_us)
                 await tx.execute(
-                    "consume_rate_limits",
-                    ConsumeParams(tenant_id, keys, [decided.consumed[k] for k in keys]),
+                    "consume_rate_limits", ConsumeParams(tenant_id, keys, recents, clock)
                 )
             if decided.deferred:
                 ids = list(decided.deferred)
@@ -210,6 +216,7 @@ class Scheduler(LoopService):
                             int_array(i["attempt"] for i, _, _ in decided.chosen),
                             int_array(c.worker_id for _, c, _ in decided.chosen),
                             TIMEOUT_GRACE_MS,
+                            from_us(rate.now_us) if rate and decided.consumed else None,
                         ),
                     )
                 except BaseException:
@@ -240,21 +247,32 @@ class Scheduler(LoopService):
         except Exception:
             log.warning("vacuuming the queue tables failed", exc_info=True)
 
-    async def _lock_windows(
-        self, tx: Executor, tenant_id: int, items: list[Row]
-    ) -> dict[str, _Window]:
+    async def _lock_limits(self, tx: Executor, tenant_id: int, items: list[Row]) -> _Limits | None:
+        """Locks the limits the items name and fixes the round's instant: the latest of
+        the database clock and every locked limit's own clock, so that no limit is ever
+        consumed at an instant before one it was already consumed at."""
         keys = sorted({r["key"] for i in items for r in _limits(i)})
         if not keys:
-            return {}
+            return None
         rows = await tx.fetch("lock_rate_limits", LockLimitsParams(tenant_id, keys))
-        return {r["key"]: _Window(r["limit_value"], r["used"], r["window_end"]) for r in rows}
+        if not rows:
+            return _Limits(to_us(datetime.now(UTC)), {})
+        now_us = max(max(to_us(r["now"]), to_us(r["clock"])) for r in rows)
+        windows = {}
+        for r in rows:
+            window = SlidingWindow.load(
+                r["limit_value"], r["window_ms"], r["recent"], to_us(r["clock"])
+            )
+            window.advance(now_us)
+            windows[r["key"]] = window
+        return _Limits(now_us, windows)
 
     def _decide(
         self,
         items: list[Row],
         conns: list[WorkerConn],
         defs: dict[str, TaskConfig],
-        windows: dict[str, _Window],
+        limits: _Limits | None,
     ) -> _Round:
         decided = _Round()
         now = datetime.now().astimezone()
@@ -266,19 +284,21 @@ class Scheduler(LoopService):
                 if _stuck(connected, item, cfg):
                     decided.deferred[item["id"]] = now + self._defer
                 continue
-            limits = _limits(item)
-            blocked = [
-                w
-                for r in limits
-                if (w := windows.get(r["key"])) is None or w.used + r["units"] > w.limit
-            ]
-            if blocked:
-                ends = [w.ends for w in blocked if w is not None]
-                decided.deferred[item["id"]] = max(ends) if ends else now + timedelta(seconds=1)
-                continue
-            for r in limits:
-                windows[r["key"]].used += r["units"]
-                decided.consumed[r["key"]] += r["units"]
+            wants = _limits(item)
+            if wants:
+                assert limits is not None
+                windows = limits.windows
+                blocked = [
+                    r
+                    for r in wants
+                    if (w := windows.get(r["key"])) is None or not w.fits(r["units"])
+                ]
+                if blocked:
+                    decided.deferred[item["id"]] = _rate_limited_until(limits, blocked)
+                    continue
+                for r in wants:
+                    windows[r["key"]].take(r["units"])
+                    decided.consumed.add(r["key"])
             conn.hold(item["task_id"], item["attempt"], cfg.slot_cost, cfg.durable)
             decided.chosen.append((item, conn, cfg))
         return decided
@@ -316,6 +336,26 @@ class Scheduler(LoopService):
                 ]
         if lost:
             await self._attempts.end(lost)
+
+
+def _rate_limited_until(limits: _Limits, blocked: list[dict[str, Any]]) -> datetime:
+    """Until when a run over some of its rate limits steps aside: the instant each limit
+    could take its units behind the runs of this round already turned away by it (see
+    :class:`.rate_limits.Plan`), the latest of those. A limit it can never fit (units over
+    the limit, or a limit gone) is tried again after a window, or at once when
+    ``put_rate_limit`` changes it."""
+    until = limits.now_us
+    for r in blocked:
+        window = limits.windows.get(r["key"])
+        if window is None:
+            until = max(until, limits.now_us + 1_000_000)
+            continue
+        plan = limits.plans.get(r["key"])
+        if plan is None:
+            plan = limits.plans[r["key"]] = Plan(window.copy())
+        at = plan.reserve(r["units"])
+        until = max(until, at if at is not None else limits.now_us + window.window_us)
+    return from_us(until)
 
 
 def _limits(item: Row) -> list[dict[str, Any]]:
