@@ -11,10 +11,15 @@ import json
 from collections import deque
 from datetime import UTC, datetime
 
+import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stoker.db.migrate import all_migrations
 from stoker.engine.scheduler.rate_limits import BUCKETS, Plan, SlidingWindow, from_us, to_us
+from tests.harness import SCHEMA, create_database, drop_database, migrate, with_database
+
+SLIDING_MIGRATION = 10  # 0010_sliding_rate_limits.sql
 
 WINDOW_US = st.sampled_from([1_000, 1_000_000, 7_777_777, 60_000_000])
 # One round: how long after the previous one it runs (0: the same instant, as when two
@@ -164,3 +169,49 @@ def test_microsecond_conversion_is_exact() -> None:
     at = datetime(2026, 12, 2, 14, 0, 0, 123_457, tzinfo=UTC)
     assert to_us(at) == 1_796_220_000_123_457
     assert from_us(to_us(at)) == at
+
+
+def test_the_migration_carries_the_units_of_windows_not_yet_ended(pg_url: str) -> None:
+    """Units used in a fixed window that has not ended move into the log as started at the
+    migration (never fewer counted than before); ended windows leave nothing."""
+    name = create_database(pg_url)
+    url = with_database(pg_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {SCHEMA}".encode())
+            conn.execute(
+                f"CREATE TABLE {SCHEMA}.migration (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())".encode()
+            )
+            for m in all_migrations():
+                if m.version >= SLIDING_MIGRATION:
+                    break
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL search_path TO {SCHEMA}".encode())
+                    conn.execute(m.sql.encode())
+                    conn.execute(
+                        f"INSERT INTO {SCHEMA}.migration (version, name) VALUES (%s, %s)".encode(),
+                        (m.version, m.name),
+                    )
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.rate_limit"
+                " (tenant_id, key, limit_value, window_ms, window_start, used) VALUES"
+                " (1, 'live', 5, 60000, now() - interval '10 seconds', 3),"
+                " (1, 'ended', 5, 1000, now() - interval '1 hour', 4),"
+                " (1, 'unused', 5, 60000, now(), 0)".encode()
+            )
+            before = conn.execute("SELECT now()").fetchone()
+        assert migrate(url)[0].startswith(f"{SLIDING_MIGRATION:04d}_")
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                f"SELECT key, recent, clock, now() FROM {SCHEMA}.rate_limit ORDER BY key".encode()
+            ).fetchall()
+    finally:
+        drop_database(pg_url, name)
+    assert before is not None
+    got = {key: (recent, clock) for key, recent, clock, _ in rows}
+    assert got["ended"][0] == [] and got["unused"][0] == []
+    [[at_us, units]] = got["live"][0]
+    assert units == 3
+    assert to_us(before[0]) <= at_us <= to_us(rows[0][3])
+    assert to_us(got["live"][1]) == at_us  # the limit's clock: the migration's instant
