@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -233,12 +234,12 @@ SECOND_US = 1_000_000
 
 
 def assigned_us(db_url: str, run_ids: list[str]) -> dict[str, int]:
-    """Each run's assignment instant in exact microseconds since the epoch (the instant its
-    rate limits counted it at)."""
+    """The assignment instant of each run assigned so far, in exact microseconds since the
+    epoch (the instant its rate limits counted it at)."""
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT external_id::text, (extract(epoch FROM assigned_at) * 1000000)::bigint"
-            " FROM stoker.task WHERE external_id = ANY(%s::uuid[])",
+            " FROM stoker.task WHERE external_id = ANY(%s::uuid[]) AND assigned_at IS NOT NULL",
             (run_ids,),
         ).fetchall()
     return {r[0]: r[1] for r in rows}
@@ -285,6 +286,37 @@ def test_rate_limit_units_count_in_every_window(
     units = {r.run_id: 1 for r in ones} | {r.run_id: 2 for r in twos}
     times = assigned_us(engine.db_url, list(units))
     assert busiest_window([(times[k], u) for k, u in units.items()], SECOND_US) <= 5
+
+
+def test_runs_over_a_rate_limit_wait_until_their_units_free(
+    app: Stoker, worker_factory: Any, engine: Any
+) -> None:
+    """Runs turned away are dated the instant they fit, each behind the ones before it:
+    with 2 per 2 s, the 3rd and 4th of six wait exactly until the first two are 2 s old,
+    the 5th and 6th until those are; the scheduler does not claim them again before."""
+    app.rate_limits.put("shared", limit=2, duration=timedelta(seconds=2))
+    worker_factory(APP, slots=10)
+    refs = app.tasks["static_limited"].run_many([Job(n=i) for i in range(6)])
+    ids = [r.run_id for r in refs]
+
+    def deferred() -> list[int] | None:
+        with psycopg.connect(engine.db_url) as conn:
+            rows = conn.execute(
+                "SELECT (extract(epoch FROM q.available_at) * 1000000)::bigint"
+                " FROM stoker.queue_item q JOIN stoker.task t ON t.id = q.task_id"
+                " WHERE t.external_id = ANY(%s::uuid[]) ORDER BY 1",
+                (ids,),
+            ).fetchall()
+        started = assigned_us(engine.db_url, ids)
+        return [r[0] for r in rows] if len(rows) == 4 and len(started) == 2 else None
+
+    waiting = wait_until(deferred, 10, "four runs deferred by the rate limit")
+    [r.result(timeout=60) for r in refs]
+    times = assigned_us(engine.db_url, ids)
+    first = min(times.values())
+    assert [t - first for t in waiting] == [2 * SECOND_US] * 2 + [4 * SECOND_US] * 2
+    assert busiest_window([(t, 1) for t in times.values()], 2 * SECOND_US) <= 2
+    assert sorted(times.values())[2] >= first + 2 * SECOND_US
 
 
 def test_two_replicas_share_one_rate_limit(
