@@ -71,6 +71,7 @@ class SlidingWindow:
 
     @property
     def bucket_us(self) -> int:
+        """The width of the buckets starts are grouped by (window / BUCKETS, at least 1)."""
         return max(1, -(-self.window_us // BUCKETS))
 
     def advance(self, now: int) -> None:
