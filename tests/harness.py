@@ -239,11 +239,14 @@ class Tenant:
         """The environment a worker or client process of this tenant runs with."""
         return {"STOKER_ADDRESS": self.address, "STOKER_TOKEN": self.token}
 
-    def client(self, connect_timeout: float = 30) -> Stoker:
-        """A new ``stoker.Stoker`` app connected as this tenant (close it when done)."""
+    def client(self, connect_timeout: float = 30, **options: Any) -> Stoker:
+        """A new ``stoker.Stoker`` app connected as this tenant (close it when done);
+        ``options`` go to ``Stoker(...)`` (TLS settings, for instance)."""
         from stoker import Stoker
 
-        return Stoker(address=self.address, token=self.token, connect_timeout=connect_timeout)
+        return Stoker(
+            address=self.address, token=self.token, connect_timeout=connect_timeout, **options
+        )
 
 
 @dataclass

@@ -575,9 +575,16 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
         worker = WorkerProcess(
             "tests.apps.basic:app", tenant, db_url, tmp_path, "mtls-worker", env=client_env
         ).start()
-        for key, value in client_env.items():
-            monkeypatch.setenv(key, value)
-        app = basic.declare(tenant.client(connect_timeout=5))
+        # The same settings as arguments of Stoker(...), with none in the environment.
+        monkeypatch.delenv("STOKER_TLS_CA_FILE")
+        app = basic.declare(
+            tenant.client(
+                connect_timeout=5,
+                tls_ca_file=str(certs.ca),
+                tls_cert_file=str(certs.client_cert),
+                tls_key_file=str(certs.client_key),
+            )
+        )
         try:
             assert app.tasks["greet"].run(Greet(name="mtls"))["message"] == "hello mtls"
         finally:

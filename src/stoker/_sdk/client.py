@@ -63,7 +63,9 @@ class Stoker:
 
     ``address`` and ``token`` default to ``STOKER_ADDRESS``/``STOKER_TOKEN`` and then to the
     profile ``stoker lite`` writes; nothing connects until the first call, so declaring
-    tasks needs no engine.
+    tasks needs no engine. The ``tls*`` arguments override ``STOKER_TLS*`` (README
+    "Security"): TLS with the system's roots (``tls=True``), a private CA, a client
+    certificate for mutual TLS.
     """
 
     def __init__(
@@ -73,12 +75,22 @@ class Stoker:
         *,
         max_payload_bytes: int | None = None,
         connect_timeout: float | None = None,
+        tls: bool | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self._overrides: dict[str, Any] = {
             "address": address,
             "token": token,
             "max_payload_bytes": max_payload_bytes,
             "connect_timeout_s": connect_timeout,
+            "tls": tls,
+            "tls_ca_file": tls_ca_file,
+            "tls_cert_file": tls_cert_file,
+            "tls_key_file": tls_key_file,
+            "tls_server_name": tls_server_name,
         }
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.rate_limits = RateLimits(self)
