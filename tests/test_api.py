@@ -274,6 +274,41 @@ async def test_served_tasks_are_read_once_per_tenant_while_fresh(env: Env, db: E
     assert await ServedTasks(db).unserved(env.other_tenant, ["add"]) == ["add"]
 
 
+async def test_a_failed_read_of_live_workers_is_not_repeated_by_every_waiting_trigger() -> None:
+    """While the database is unreachable, triggers waiting for the live-worker check must
+    not each wait for a pooled connection in turn: one failed read answers them all."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from stoker.engine.dispatcher.served import ServedTasks
+    from tests.harness import free_port
+
+    class CountingExecutor(Executor):
+        reads = 0
+
+        async def fetch(self, name: str, params: object) -> Any:  # type: ignore[override]
+            CountingExecutor.reads += 1
+            return await super().fetch(name, params)
+
+    # A real pool for a server that is not there: each read fails after the pool's wait.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+        min_size=1,
+        timeout=0.2,
+        open=False,
+        reconnect_timeout=60,
+    )
+    await pool.open(wait=False)
+    try:
+        served = ServedTasks(CountingExecutor(pool), max_age_s=60, answer_within_s=60)
+        answers = await asyncio.gather(*(served.report(1, ["add"]) for _ in range(10)))
+        assert answers == [[]] * 10
+        assert CountingExecutor.reads == 1
+    finally:
+        await pool.close()
+
+
 async def test_get_run_tells_every_attempt(env: Env) -> None:
     w1, w1_ext = await env.seed.worker(env.tenant, "w1")
     w2, w2_ext = await env.seed.worker(env.tenant, "w2")

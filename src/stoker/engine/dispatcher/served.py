@@ -11,6 +11,12 @@ made. Otherwise the answer comes from the ``worker`` table (live workers on any 
 read at most once per tenant every ``max_age_s`` and shared by all triggers meanwhile. So a
 task whose worker connected to another replica less than ``max_age_s`` ago may be reported
 unserved once; a worker that died stays counted until it is declared dead.
+
+The check is advice: it never holds a trigger's answer up. It gives up after
+``answer_within_s`` (the runs are stored; the caller just hears nothing about workers), and
+when the read fails (the database is unreachable), triggers of that tenant do not try it
+again for ``max_age_s``: waiting callers must not queue up behind one failed read after
+another, each waiting for a pooled connection.
 """
 
 from __future__ import annotations
@@ -46,11 +52,14 @@ class ServedTasks:
         local: Callable[[int], Iterable[frozenset[str]]] | None = None,
         *,
         max_age_s: float = 2.0,
+        answer_within_s: float = 1.0,
     ) -> None:
         self._db = db
         self._local = local
         self._max_age = max_age_s
+        self._answer_within = answer_within_s
         self._seen: dict[int, _Seen] = {}
+        self._failed: dict[int, float] = {}  # tenant -> when its read last failed
         self._locks: dict[int, asyncio.Lock] = {}
 
     async def unserved(self, tenant_id: int, task_names: Iterable[str]) -> list[str]:
@@ -72,7 +81,9 @@ class ServedTasks:
         The runs are stored by then; failing the call would make the caller retry it.
         """
         try:
-            return await self.unserved(tenant_id, task_names)
+            return await asyncio.wait_for(self.unserved(tenant_id, task_names), self._answer_within)
+        except (TimeoutError, LookupError):
+            return []  # too slow to tell, or told moments ago that it cannot be told
         except Exception as exc:
             log.warning("cannot tell which tasks have live workers: %s", exc)
             return []
@@ -85,7 +96,15 @@ class ServedTasks:
         async with lock:  # one query per tenant however many triggers wait for it
             seen = self._seen.get(tenant_id)
             if seen is None or time.monotonic() - seen.at >= self._max_age:
-                rows = await self._db.fetch("served_task_names", TenantParams(tenant_id))
+                failed = self._failed.get(tenant_id)
+                if failed is not None and time.monotonic() - failed < self._max_age:
+                    raise LookupError("the last read of live workers failed moments ago")
+                try:
+                    rows = await self._db.fetch("served_task_names", TenantParams(tenant_id))
+                except Exception:
+                    self._failed[tenant_id] = time.monotonic()
+                    raise
+                self._failed.pop(tenant_id, None)
                 seen = _Seen(time.monotonic(), frozenset(r["task_name"] for r in rows))
                 self._seen[tenant_id] = seen
         return seen.names
