@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stoker.db import Executor
+from stoker.errors import DatabaseUnavailableError
 
 log = logging.getLogger("stoker.engine.dispatcher")
 
@@ -82,7 +83,7 @@ class ServedTasks:
         """
         try:
             return await asyncio.wait_for(self.unserved(tenant_id, task_names), self._answer_within)
-        except (TimeoutError, LookupError):
+        except (TimeoutError, DatabaseUnavailableError):
             return []  # too slow to tell, or told moments ago that it cannot be told
         except Exception as exc:
             log.warning("cannot tell which tasks have live workers: %s", exc)
@@ -98,7 +99,10 @@ class ServedTasks:
             if seen is None or time.monotonic() - seen.at >= self._max_age:
                 failed = self._failed.get(tenant_id)
                 if failed is not None and time.monotonic() - failed < self._max_age:
-                    raise LookupError("the last read of live workers failed moments ago")
+                    raise DatabaseUnavailableError(
+                        "the engine's database is unavailable (reading live workers failed "
+                        "moments ago); retry shortly"
+                    )
                 try:
                     rows = await self._db.fetch("served_task_names", TenantParams(tenant_id))
                 except Exception:
