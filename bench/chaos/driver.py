@@ -42,12 +42,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -61,6 +59,7 @@ import psycopg
 
 from bench.chaos.app import RECORDS_ENV, TASK, Job, declare
 from bench.chaos.proxy import Proxy
+from bench.net import free_port, healthy
 from bench.systems import Proc, spawn, stop_procs
 
 FAULTS = (
@@ -118,20 +117,6 @@ class ChaosConfig:
 
 
 # -- processes --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def address_list(addresses: list[str]) -> str:
@@ -207,8 +192,8 @@ class Engine:
     db_url: str
     env: dict[str, str]
     log_dir: Path
-    grpc_port: int = field(default_factory=_free_port)
-    http_port: int = field(default_factory=_free_port)
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
     proc: Proc | None = None
 
     @property
@@ -226,7 +211,7 @@ class Engine:
         self.proc = spawn(self.name, argv, env, self.log_dir)
         deadline = time.monotonic() + timeout
         health = f"http://127.0.0.1:{self.http_port}/healthz"
-        while not _healthy(health):
+        while not healthy(health):
             if self.proc.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"engine {self.name} did not become ready:\n{self.proc.tail()}")
             time.sleep(0.05)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import redis
 from celery import Celery
 
 from bench import recorder
+from bench.net import free_port
 from bench.systems import Proc, System, python, spawn, stop_procs
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -53,12 +53,6 @@ app = make_app(
     os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
     int(os.environ.get("BENCH_PREFETCH", "16")),
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _reachable(url: str) -> bool:
@@ -99,7 +93,7 @@ class CelerySystem(System):
     async def setup(self) -> None:
         # Celery needs no database; the broker gets a flushed, dedicated Redis db instead.
         if not _reachable(self.redis_url):
-            port = _free_port()
+            port = free_port()
             self._redis_server = spawn(
                 "redis-server",
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],

@@ -12,16 +12,15 @@ import asyncio
 import importlib.util
 import os
 import re
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
 from bench import recorder
+from bench.net import free_port, healthy
 from bench.systems import Proc, System, python, spawn, stop_procs
 from stoker import (
     ConcurrencyExpression,
@@ -75,20 +74,6 @@ def declare(app: Stoker) -> Stoker:
     for name, options in VARIANTS.items():
         app.task(name=name, **options)(noop)
     return app
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 class StokerSystem(System):
@@ -145,7 +130,7 @@ class StokerSystem(System):
         out = await asyncio.to_thread(self._stoker, "token", "create", "--tenant", "bench")
         found = re.findall(r"stk_\S+", out)
         self.token = found[-1] if found else out.strip().splitlines()[-1].strip()
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         self.engine = spawn(
             "engine",
             [python(), "-m", "stoker", "engine"],
@@ -158,7 +143,7 @@ class StokerSystem(System):
         )
         health = f"http://127.0.0.1:{self.http_port}/healthz"
         deadline = time.monotonic() + ENGINE_READY_TIMEOUT_S
-        while not await asyncio.to_thread(_healthy, health):
+        while not await asyncio.to_thread(healthy, health):
             if self.engine.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Stoker engine did not become ready:\n{self.engine.tail()}")
             await asyncio.sleep(0.1)
