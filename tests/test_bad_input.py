@@ -27,11 +27,11 @@ from stoker import (
     Stoker,
     TaskRunError,
 )
+from stoker._core.wire import MAX_JSON_DEPTH, json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker._wire import MAX_JSON_DEPTH, json_problem
 from tests.apps import poison, workflows
 from tests.apps.workflows import Job
 from tests.harness import (

@@ -26,8 +26,8 @@ import psycopg
 import pytest
 
 from stoker import AuthenticationError, EngineUnavailableError
+from stoker._core.wire import message_limit, split_batches
 from stoker._proto import engine_pb2 as pb
-from stoker._wire import message_limit, split_batches
 from stoker.config import ClientSettings, EngineSettings
 from stoker.db import Executor, connect
 from stoker.engine.auth import (

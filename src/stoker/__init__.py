@@ -12,14 +12,7 @@ This module is the SDK's whole public surface::
 
 __version__ = "0.1.0"
 
-from stoker._sdk.client import RateLimits, Stoker
-from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
-from stoker._sdk.context import Context
-from stoker._sdk.runs_api import Events, RunOutcome, Runs
-from stoker._sdk.task import RunRef, Task
-from stoker._sdk.worker import Worker
-from stoker._sdk.workflow import Workflow, WorkflowTask
-from stoker._wire import (
+from stoker._core.wire import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
     DesiredWorkerLabel,
@@ -28,6 +21,13 @@ from stoker._wire import (
     StickyStrategy,
     WorkerLabelComparator,
 )
+from stoker._sdk.client import RateLimits, Stoker
+from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
+from stoker._sdk.context import Context
+from stoker._sdk.runs_api import Events, RunOutcome, Runs
+from stoker._sdk.task import RunRef, Task
+from stoker._sdk.worker import Worker
+from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
     AuthenticationError,
     ConfigError,

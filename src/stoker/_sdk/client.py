@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 import pydantic_core
 from pydantic import BaseModel
 
+from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.runs_api import Events, Runs, WorkflowsClient, request_key
 from stoker._sdk.task import (
@@ -26,7 +27,6 @@ from stoker._sdk.task import (
 )
 from stoker._sdk.transport import Transport
 from stoker._sdk.workflow import Workflow
-from stoker._wire import DURATION_MS
 from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
 

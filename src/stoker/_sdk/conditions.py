@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from stoker._cel import check_expression
-from stoker._dag import ConditionSpec
+from stoker._core.cel import check_expression
+from stoker._core.dag import ConditionSpec
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from stoker._core import envelope
 from stoker.config import parse_duration
 
 if TYPE_CHECKING:
@@ -122,13 +123,11 @@ class Context:
         and returns the workflow's input."""
         if not is_step:
             return raw
-        wrapped = json.loads(raw or b"{}")
-        if not isinstance(wrapped, dict) or "parents" not in wrapped:
-            return raw
-        self._parents = dict(wrapped.get("parents") or {})
-        self._skipped = set(wrapped.get("skipped") or ())
-        self._errors = dict(wrapped.get("errors") or {})
-        return json.dumps(wrapped.get("input")).encode()
+        step = envelope.unwrap(raw)
+        self._parents = step.parents
+        self._skipped = set(step.skipped)
+        self._errors = step.errors
+        return step.input
 
     def _take_child_indexes(self, n: int) -> int:
         """Reserves the next ``n`` child indexes of this attempt; returns the first."""

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from stoker._core.wire import checked_json, encode_json, message_limit, split_batches
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker._sdk.context import Context
 from stoker._sdk.transport import open_aio_channel, open_channel
-from stoker._wire import checked_json, encode_json, message_limit, split_batches
 from stoker.errors import NotFoundError
 
 if TYPE_CHECKING:

@@ -14,11 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from stoker._cel import check_expression
-from stoker._proto import engine_pb2 as pb
-from stoker._sdk.context import Context, current_context
-from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
-from stoker._wire import (
+from stoker._core.cel import check_expression
+from stoker._core.wire import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     ConcurrencyExpression,
@@ -31,6 +28,9 @@ from stoker._wire import (
     message_limit,
     split_batches,
 )
+from stoker._proto import engine_pb2 as pb
+from stoker._sdk.context import Context, current_context
+from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError, RunCancelledError, TaskRunError
 

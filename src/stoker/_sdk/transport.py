@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import grpc
 
 from stoker import errors
+from stoker._core.wire import message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
-from stoker._wire import message_limit
 from stoker.config import ClientSettings, read_pem
 
 T = TypeVar("T")
@@ -57,7 +57,7 @@ _RECEIVE_HEADROOM = 64 * 1024 * 1024
 
 
 def channel_options(settings: ClientSettings) -> list[tuple[str, Any]]:
-    # Requests are batched to fit the engine's limit (stoker._wire.message_limit); one that
+    # Requests are batched to fit the engine's limit (stoker._core.wire.message_limit); one that
     # cannot fit fails here, before it is sent, as PayloadTooLargeError.
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_payload_bytes + _RECEIVE_HEADROOM),

@@ -46,11 +46,11 @@ import grpc
 import pydantic_core
 from pydantic import ValidationError
 
+from stoker._core.wire import message_limit, split_batches
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.task import Task
 from stoker._sdk.transport import open_aio_channel, open_channel, to_stoker_error
-from stoker._wire import message_limit, split_batches
 from stoker.errors import (
     AuthenticationError,
     DeclarationError,

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
-from stoker._dag import Role, StepSpec, WorkflowSpec
+from stoker._core.dag import Role, StepSpec, WorkflowSpec
+from stoker._core.wire import checked_json, message_limit, split_batches
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.runs_api import ChildSpec, aio_spawn, request_key, spawn
 from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
-from stoker._wire import checked_json, message_limit, split_batches
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 
 from stoker import __version__
+from stoker._core.wire import message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker._wire import message_limit
 from stoker.config import EngineSettings, read_pem
 from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from stoker._core.wire import storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker._wire import storable_text
 from stoker.db import Executor, Row
 from stoker.engine import faults, notify
 from stoker.engine.runs import RunWatcher

@@ -25,12 +25,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from stoker._core.status import FINAL
 from stoker.db import Executor, Row
 from stoker.errors import NotFoundError
 
 log = logging.getLogger("stoker.engine.runs")
-
-FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import grpc
 
+from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker._wire import RUN_STATUSES, json_problem, text_problem
 from stoker.engine.auth import TokenAuth
 from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
 from stoker.engine.dispatcher.served import ServedTasks

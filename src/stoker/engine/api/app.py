@@ -24,7 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stoker._wire import json_problem, text_problem
+from stoker._core.status import RunStatus
+from stoker._core.wire import json_problem, text_problem
 from stoker.db import Executor, NoParams, Row
 from stoker.engine.api.models import (
     Attempt,
@@ -36,7 +37,6 @@ from stoker.engine.api.models import (
     RunError,
     RunPage,
     RunScheduling,
-    RunStatus,
     RunSummary,
     TaskDef,
     TaskDefList,
@@ -615,7 +615,7 @@ class _GuardBodies:
 
 class _StorableBodies:
     """422 for a JSON request body that no route could use: nested deeper than
-    :data:`~stoker._wire.MAX_JSON_DEPTH` (a recursive parser would fail on it), holding a
+    :data:`~stoker._core.wire.MAX_JSON_DEPTH` (a recursive parser would fail on it), holding a
     NUL or a lone surrogate (PostgreSQL cannot store it), or not JSON. Checked before any
     route parses the body; :class:`_GuardBodies` has bounded its size already."""
 

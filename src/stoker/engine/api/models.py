@@ -9,17 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class RunStatus(StrEnum):
-    """Where a run stands."""
-
-    PENDING = "PENDING"  # a workflow step waiting for its parents or conditions
-    QUEUED = "QUEUED"
-    ASSIGNED = "ASSIGNED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
+from stoker._core.status import RunStatus
 
 
 class WorkerStatus(StrEnum):

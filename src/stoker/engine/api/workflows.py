@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from stoker._dag import WorkflowSpec
-from stoker._wire import WORKFLOW_RUN_STATUSES
+from stoker._core.dag import WorkflowSpec
+from stoker._core.wire import WORKFLOW_RUN_STATUSES
 from stoker.db import Row
 from stoker.engine.api.app import (
     MAX_PAGE,

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from stoker._dag import FINAL
+from stoker._core.status import FINAL
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.controllers.dags import CancelParams, DagIdsParams, Dags, TaskIdsParams

@@ -12,7 +12,7 @@ Design (see docs/workflows.md for the user's view):
   so concurrent flushes never deadlock and never both miss a step whose two parents ended
   at once), then reads their steps, decides in memory and writes the decisions in a few
   batched statements, whatever the number of runs in the flush.
-* A decision is per PENDING step whose parents are all final (:func:`stoker._dag.decide`):
+* A decision is per PENDING step whose parents are all final (:func:`stoker._core.dag.decide`):
   a failed/cancelled parent cancels it (and, step after step, everything downstream);
   ``cancel_if``, ``skip_if`` and ``wait_for`` are then tried in that order. A skipped step
   is COMPLETED with ``skipped`` set, and its children run. Steps that must wait register
@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stoker._dag import FINAL, ParentState, StepSpec, WorkflowSpec, decide, waits_of
+from stoker._core.dag import ParentState, StepSpec, WorkflowSpec, decide, waits_of
+from stoker._core.status import FINAL
 from stoker.db import Executor, Row
 from stoker.engine import faults, notify
 from stoker.engine.dispatcher import Dispatcher

@@ -66,8 +66,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from stoker._core.wire import json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker._wire import json_problem, storable_text
 from stoker.db import Executor, Row, int_array, json_array
 from stoker.engine import faults, notify
 from stoker.engine.attempts import AttemptEnd, Attempts

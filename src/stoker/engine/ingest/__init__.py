@@ -43,7 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stoker._wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
+from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
 from stoker.db import Executor
 from stoker.engine import faults, notify
 from stoker.engine.ingest import requests
@@ -403,7 +403,7 @@ class Ingest(LoopService):
         self, item: TriggerInput, *, subject: str | None = None, input_name: str = "input"
     ) -> None:
         """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
-        JSON PostgreSQL can store (:func:`~stoker._wire.json_problem`: nesting, NUL,
+        JSON PostgreSQL can store (:func:`~stoker._core.wire.json_problem`: nesting, NUL,
         lone surrogates), too large, or a priority or start time out of range.
 
         Messages start with ``subject`` (default: the task name) and call the input

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from stoker._cel import evaluate
-from stoker._wire import DURATION_MS, TaskConfig
+from stoker._core.cel import evaluate
+from stoker._core.wire import DURATION_MS, TaskConfig
 from stoker.errors import InvalidRequestError
 
 

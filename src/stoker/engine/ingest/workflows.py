@@ -37,9 +37,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stoker._cel import compile_expression
-from stoker._dag import WorkflowSpec
-from stoker._wire import TaskConfig, text_problem
+from stoker._core import envelope
+from stoker._core.cel import compile_expression
+from stoker._core.dag import WorkflowSpec
+from stoker._core.wire import TaskConfig, text_problem
 from stoker.db import Executor, Row
 from stoker.engine import notify
 from stoker.engine.controllers.dags import DagIdsParams, Dags
@@ -327,7 +328,7 @@ class WorkflowIngest:
             dags.version_ids.append(version_id)
             dags.inputs.append(raw_input.decode())
             dags.metadata.append(metadata.decode())
-            wrapped = b'{"input":' + raw_input + b',"parents":{},"skipped":[],"errors":{}}'
+            wrapped = envelope.wrap_root(raw_input)
             for step in spec.steps:
                 root = step.role == "step" and not step.parents
                 queued = root and not (step.wait_for or step.skip_if or step.cancel_if)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stoker._core.wire import StickyStrategy, TaskConfig
 from stoker._proto import engine_pb2 as pb
-from stoker._wire import StickyStrategy, TaskConfig
 from stoker.db import Executor, Row, int_array
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn

@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stoker._wire import ConcurrencyLimitStrategy
+from stoker._core.wire import ConcurrencyLimitStrategy
 from stoker.db import Executor
 from stoker.engine import notify
 

@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stoker._cel import compile_expression
+from stoker._core.cel import compile_expression
 
 Role = Literal["step", "on_failure", "on_success"]
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 class ConditionSpec(BaseModel):
