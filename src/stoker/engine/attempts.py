@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from stoker._core.wire import storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import tasks as task_store
 from stoker.engine import faults, notify
 from stoker.engine.runs import RunWatcher
 
@@ -99,19 +101,6 @@ DagHook = Callable[[Executor, list[int]], Awaitable[Callable[[], None]]]
 progresses them there and returns what to do once that transaction commits."""
 
 
-@dataclass(frozen=True, slots=True)
-class FailParams:
-    task_ids: list[int]
-    attempts: list[int]
-    errors: list[str]
-    retryable: list[bool]
-    counts: list[bool]
-    delays_ms: list[int]
-    kinds: list[str]
-    reporters: list[int | None]
-    max_requeues: int
-
-
 class Attempts:
     """Ends attempts in batches and tells whoever waits what happened."""
 
@@ -131,7 +120,7 @@ class Attempts:
         self.dag_hooks: list[DagHook] = []
 
     async def progress_dags(
-        self, tx: Executor, finals: Iterable[Row], *, isolated: bool = True
+        self, tx: Executor, finals: Iterable[Mapping[str, Any]], *, isolated: bool = True
     ) -> list[Callable[[], None]]:
         """Runs the DAG hooks for the runs of tasks that just reached a final state.
 
@@ -155,7 +144,9 @@ class Attempts:
                 log.exception("progressing DAG runs %s failed; the sweeper retries", dag_ids)
         return afters
 
-    async def end(self, ends: list[AttemptEnd], db: Executor | None = None) -> list[Row]:
+    async def end(
+        self, ends: list[AttemptEnd], db: Executor | None = None
+    ) -> list[task_store.FailedAttempt]:
         """Ends the attempts; returns the rows of those that were still running.
 
         One transaction for the batch; if the database refuses one attempt's end (a value
@@ -197,13 +188,15 @@ class Attempts:
             raise result.outage
         return rows
 
-    async def _end(self, ends: list[AttemptEnd], db: Executor | None) -> list[Row]:
+    async def _end(
+        self, ends: list[AttemptEnd], db: Executor | None
+    ) -> list[task_store.FailedAttempt]:
         """Ends attempts in one transaction (their final failures progress their DAG runs
         in it) and, once committed, tells whoever waits."""
         async with (db or self._db).transaction() as tx:
-            rows = await tx.fetch(
-                "fail_attempts",
-                FailParams(
+            rows = await task_store.fail_attempts(
+                tx,
+                task_store.FailAttempts(
                     [e.task_id for e in ends],
                     [e.attempt for e in ends],
                     [json.dumps({k: storable_text(v) for k, v in e.error.items()}) for e in ends],

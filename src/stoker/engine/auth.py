@@ -30,7 +30,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import tenants as tenant_store
 from stoker.engine.service import LoopService
 from stoker.errors import AuthenticationError, PermissionDeniedError
 
@@ -48,50 +49,6 @@ _MAX_TOKEN_CHARS = 200
 _MAX_CACHE = 10_000
 # A revoked or expired token stays refused; its answer may be kept longer.
 _FINAL_TTL_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class CreateTokenParams:
-    tenant_id: int
-    name: str
-    token_hash: bytes
-    role: str
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class FindTokenParams:
-    token_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ListTokensParams:
-    tenant_id: int | None
-    include_revoked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRefParams:
-    external_id: uuid.UUID
-    tenant_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class RevokeTokenParams:
-    external_id: uuid.UUID
-    tenant_id: int | None
-    sender: str
-
-
-@dataclass(frozen=True, slots=True)
-class TouchTokensParams:
-    ids: list[int]
-    used_at: list[datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +87,7 @@ def hash_token(token: str) -> bytes:
 
 async def create_tenant(db: Executor, name: str) -> int:
     """Creates the tenant ``name`` (or finds it) and returns its id."""
-    row = await db.fetchone("create_tenant", TenantParams(name))
+    row = await tenant_store.create_tenant(db, tenant_store.CreateTenant(name))
     assert row is not None
     return int(row["id"])
 
@@ -147,9 +104,8 @@ async def issue_token(
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = await db.fetchone(
-        "create_api_token",
-        CreateTokenParams(tenant_id, name, hash_token(token), role, expires_at),
+    row = await tenant_store.create_api_token(
+        db, tenant_store.CreateApiToken(tenant_id, name, hash_token(token), role, expires_at)
     )
     assert row is not None
     return IssuedToken(token, row["external_id"])
@@ -169,14 +125,18 @@ async def create_token(
 
 async def list_tokens(
     db: Executor, tenant_id: int | None, *, include_revoked: bool = False
-) -> list[Row]:
+) -> list[tenant_store.TokenInfo]:
     """Tokens of a tenant (of every tenant when ``tenant_id`` is None), never their secret."""
-    return await db.fetch("list_api_tokens", ListTokensParams(tenant_id, include_revoked))
+    return await tenant_store.list_api_tokens(
+        db, tenant_store.ListApiTokens(tenant_id, include_revoked)
+    )
 
 
-async def get_token(db: Executor, external_id: uuid.UUID, tenant_id: int | None) -> Row | None:
+async def get_token(
+    db: Executor, external_id: uuid.UUID, tenant_id: int | None
+) -> tenant_store.TokenInfo | None:
     """One token's public description, or None."""
-    return await db.fetchone("get_api_token", TokenRefParams(external_id, tenant_id))
+    return await tenant_store.get_api_token(db, tenant_store.GetApiToken(external_id, tenant_id))
 
 
 async def revoke_token(
@@ -184,7 +144,9 @@ async def revoke_token(
 ) -> int | None:
     """Revokes a token and signals every replica (``sender`` names the revoker in the
     signal); the token's internal id, or None when there is no such unrevoked token."""
-    row = await db.fetchone("revoke_api_token", RevokeTokenParams(external_id, tenant_id, sender))
+    row = await tenant_store.revoke_api_token(
+        db, tenant_store.RevokeApiToken(external_id, tenant_id, sender)
+    )
     return None if row is None else int(row["id"])
 
 
@@ -247,7 +209,7 @@ class TokenAuth(LoopService):
         self._inflight[digest] = future
         try:
             async with self._lookups:
-                row = await self._db.fetchone("find_api_token", FindTokenParams(digest))
+                row = await tenant_store.find_api_token(self._db, tenant_store.FindApiToken(digest))
             answer = self._answer(row)
             self._remember(digest, answer)
             future.set_result(answer)
@@ -262,15 +224,15 @@ class TokenAuth(LoopService):
         finally:
             del self._inflight[digest]
 
-    def _answer(self, row: Row | None) -> _Answer:
+    def _answer(self, row: tenant_store.FoundToken | None) -> _Answer:
         now = time.monotonic()
         if row is None:
             return _Answer(now + self._ttl, None, "invalid API token: it is unknown")
         if row["revoked"]:
             return _Answer(now + _FINAL_TTL_S, None, "API token has been revoked")
-        left = row["expires_in_s"]
-        if left is not None and left <= 0:
-            at = row["expires_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        left, expires_at = row["expires_in_s"], row["expires_at"]
+        if left is not None and left <= 0 and expires_at is not None:
+            at = expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             return _Answer(
                 now + _FINAL_TTL_S,
                 None,
@@ -315,7 +277,7 @@ class TokenAuth(LoopService):
             return
         ids = sorted(used)
         when = [datetime.fromtimestamp(used[i], UTC) for i in ids]
-        await self._db.execute("touch_api_tokens", TouchTokensParams(ids, when))
+        await tenant_store.touch_api_tokens(self._db, tenant_store.TouchApiTokens(ids, when))
 
 
 def bearer(value: str | None) -> str | None:

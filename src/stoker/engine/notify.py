@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from psycopg import sql
 
 from stoker.db import Executor, connect
+from stoker.db.store import notify as notify_store
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.notify")
@@ -37,18 +37,6 @@ CANCEL = "stoker_cancel"
 
 _MAX_PAYLOAD = 7_000  # bytes; Postgres refuses payloads of 8,000 and more
 _MAX_REASON = 200
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyParams:
-    channel: str
-    payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyManyParams:
-    channels: list[str]
-    payloads: list[str]
 
 
 async def send(db: Executor, channel: str, tenant_ids: set[int], engine_id: str) -> None:
@@ -62,9 +50,11 @@ async def send_many(db: Executor, signals: dict[str, set[int]], engine_id: str) 
     if not pairs:
         return
     if len(pairs) == 1:
-        await db.execute("notify", NotifyParams(*pairs[0]))
+        await notify_store.notify(db, notify_store.Notify(*pairs[0]))
         return
-    await db.execute("notify_many", NotifyManyParams([c for c, _ in pairs], [p for _, p in pairs]))
+    await notify_store.notify_many(
+        db, notify_store.NotifyMany([c for c, _ in pairs], [p for _, p in pairs])
+    )
 
 
 async def send_cancel(
@@ -78,12 +68,14 @@ async def send_cancel(
     for task_id, attempt in items:
         part = f"{task_id}.{attempt}"
         if chunk and size + len(part) + 1 > _MAX_PAYLOAD:
-            await db.execute("notify", NotifyParams(CANCEL, head + ",".join(chunk) + tail))
+            await notify_store.notify(
+                db, notify_store.Notify(CANCEL, head + ",".join(chunk) + tail)
+            )
             chunk, size = [], len(head.encode()) + len(tail.encode())
         chunk.append(part)
         size += len(part) + 1
     if chunk:
-        await db.execute("notify", NotifyParams(CANCEL, head + ",".join(chunk) + tail))
+        await notify_store.notify(db, notify_store.Notify(CANCEL, head + ",".join(chunk) + tail))
 
 
 def parse_cancel(body: str) -> tuple[int, list[tuple[int, int]], str] | None:

@@ -26,28 +26,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stoker._core.status import FINAL
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import runs as run_store
 from stoker.errors import NotFoundError
 
 log = logging.getLogger("stoker.engine.runs")
-
-
-@dataclass(frozen=True, slots=True)
-class RunIdsParams:
-    tenant_id: int
-    external_ids: list[uuid.UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalIdsParams:
-    external_ids: list[uuid.UUID]
 
 
 @dataclass(eq=False)
 class _Waiter:
     tenant_id: int
     run_ids: list[uuid.UUID]
-    rows: list[Row] = field(default_factory=list)
+    rows: list[run_store.RunState] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -86,7 +76,7 @@ class RunWatcher:
         while self._pending:
             ids, self._pending = sorted(self._pending), set()
             try:
-                rows = await self._db.fetch("run_results_by_ids", ExternalIdsParams(ids))
+                rows = await run_store.run_results_by_ids(self._db, run_store.RunResultsByIds(ids))
             except Exception:
                 # The waiters' own polls cover what this batch would have delivered.
                 log.exception("reading %d finished runs failed", len(ids))
@@ -98,24 +88,26 @@ class RunWatcher:
                         waiter.rows.append(row)
                         waiter.event.set()
 
-    async def _states(self, params: RunIdsParams) -> list[Row]:
+    async def _states(self, params: run_store.RunStates) -> list[run_store.RunState]:
         """The runs' states: from the live tables, and from history for the ids not found
         live (runs finished a while ago have moved there; docs/storage.md)."""
-        known = await self._db.fetch("run_states", params)
+        known = await run_store.run_states(self._db, params)
         if len(known) < len(set(params.external_ids)):
             found = {r["external_id"] for r in known}
             missing = [i for i in params.external_ids if i not in found]
-            known += await self._db.fetch(
-                "run_states_history", RunIdsParams(params.tenant_id, missing)
+            known += await run_store.run_states_history(
+                self._db, run_store.RunStatesHistory(params.tenant_id, missing)
             )
         return known
 
-    async def wait(self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float) -> list[Row]:
+    async def wait(
+        self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float
+    ) -> list[run_store.RunState]:
         """The finished runs among ``run_ids``, waiting up to ``timeout_s`` for one to finish.
 
         Raises NotFoundError when none of the ids is a run of this tenant.
         """
-        params = RunIdsParams(tenant_id, run_ids)
+        params = run_store.RunStates(tenant_id, run_ids)
         # Registered before the first read, so a run that ends meanwhile is not missed.
         waiter = _Waiter(tenant_id, run_ids)
         for run_id in run_ids:

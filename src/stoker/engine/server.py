@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import grpc
@@ -317,7 +317,7 @@ def request_content(request: Message) -> bytes:
     return request.SerializeToString(deterministic=True)
 
 
-def _result(row: dict[str, object]) -> pb.RunResult:
+def _result(row: Mapping[str, object]) -> pb.RunResult:
     error = row.get("error")
     res = pb.RunResult(run_id=str(row["external_id"]), status=str(row["status"]))
     if row.get("output") is not None:

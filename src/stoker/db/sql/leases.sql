@@ -23,11 +23,3 @@ SELECT
             WHERE status = 'ACTIVE'
               AND last_heartbeat_at < now() - %(dead_after_ms)s * interval '1 millisecond')
         AS dead_workers;
-
--- name: notify
--- Tells the other engine replicas something changed (a hint: polling covers a lost one).
-SELECT pg_notify(%(channel)s, %(payload)s);
-
--- name: notify_many
-SELECT pg_notify(n.channel, n.payload)
-FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS n(channel, payload);

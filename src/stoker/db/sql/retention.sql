@@ -1,5 +1,5 @@
--- Run history and retention: moving finished runs out of the live tables, partitions, and
--- bringing runs back for a replay (docs/storage.md).
+-- Run history and retention: moving finished runs out of the live tables, partitions
+-- (docs/storage.md).
 
 -- name: archive_runs
 -- Moves up to %(limit)s finished workflow runs (dag row and every step) and up to
@@ -53,70 +53,6 @@ tasks_moved AS (
     SELECT * FROM tasks
 )
 SELECT (SELECT count(*) FROM dags) AS dags, (SELECT count(*) FROM tasks) AS tasks;
-
--- name: restore_runs
--- Brings runs (workflow runs with their steps, and single-task runs) of a tenant back from
--- history into the live tables, with their ids, for a replay. Returns the task ids
--- restored.
-WITH dags AS (
-    DELETE FROM dag_history h
-    WHERE h.tenant_id = %(tenant_id)s AND h.external_id = ANY(%(run_ids)s::uuid[])
-    RETURNING h.id, h.tenant_id, h.external_id, h.workflow_name, h.version_id, h.status,
-              h.input, h.additional_metadata, h.error, h.cancelled, h.created_at,
-              h.finished_at
-),
-dags_back AS (
-    INSERT INTO dag (id, tenant_id, external_id, workflow_name, version_id, status, input,
-                     additional_metadata, error, cancelled, created_at, finished_at)
-    OVERRIDING SYSTEM VALUE
-    SELECT * FROM dags
-),
-tasks AS (
-    DELETE FROM task_history h
-    WHERE h.tenant_id = %(tenant_id)s
-      AND ((h.external_id = ANY(%(run_ids)s::uuid[]) AND h.dag_id IS NULL)
-           OR h.dag_id IN (SELECT id FROM dags))
-    RETURNING h.id, h.tenant_id, h.external_id, h.task_name, h.status, h.attempt,
-              h.retry_count, h.priority, h.input, h.additional_metadata, h.output, h.error,
-              h.max_retries, h.backoff_factor, h.backoff_max_ms, h.execution_timeout_ms,
-              h.schedule_timeout_ms, h.worker_id, h.created_at, h.started_at, h.finished_at,
-              h.desired_worker_id, h.rate_limits, h.assigned_at, h.dag_id, h.step,
-              h.skipped, h.concurrency_keys
-)
-INSERT INTO task (id, tenant_id, external_id, task_name, status, attempt, retry_count,
-                  priority, input, additional_metadata, output, error, max_retries,
-                  backoff_factor, backoff_max_ms, execution_timeout_ms, schedule_timeout_ms,
-                  worker_id, created_at, started_at, finished_at, desired_worker_id,
-                  rate_limits, assigned_at, dag_id, step, skipped, concurrency_keys)
-OVERRIDING SYSTEM VALUE
-SELECT * FROM tasks
-RETURNING id;
-
--- name: lock_live_runs
--- Locks the live rows of the given runs that the archiver could move (finished ones:
--- workflow runs first, then their tasks and the single-task runs, in id order) for a
--- replay, so the archiver (which skips locked rows) cannot move them to history between
--- the replay's reads and its writes. A run the archiver is moving right now is waited
--- for; it is then in history, where restore_runs finds it. Runs still running are not
--- locked: nothing moves them, and their progression must not wait for a replay.
-WITH dags AS (
-    SELECT id FROM dag
-    WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(run_ids)s::uuid[])
-      AND status <> 'RUNNING'
-    ORDER BY id
-    FOR UPDATE
-)
-SELECT t.id FROM task t
-WHERE t.tenant_id = %(tenant_id)s
-  AND ((t.external_id = ANY(%(run_ids)s::uuid[]) AND t.dag_id IS NULL
-        AND t.status IN ('COMPLETED', 'FAILED', 'CANCELLED'))
-       OR t.dag_id IN (SELECT id FROM dags))
-ORDER BY t.id
-FOR UPDATE OF t;
-
--- name: child_run_ids
--- The run ids of the child runs the given tasks spawned.
-SELECT DISTINCT external_id FROM child_run WHERE parent_task_id = ANY(%(task_ids)s::bigint[]);
 
 -- name: ensure_partitions
 -- Creates the missing day partitions of the partitioned tables from %(first)s for

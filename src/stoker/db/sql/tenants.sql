@@ -1,3 +1,5 @@
+-- Tenants and API tokens.
+
 -- name: create_tenant
 -- Creates a tenant, or returns the existing one of that name.
 INSERT INTO tenant (name) VALUES (%(name)s)

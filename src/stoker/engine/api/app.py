@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -26,7 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stoker._core.status import RunStatus
 from stoker._core.wire import json_problem, text_problem
-from stoker.db import Executor, NoParams, Row
+from stoker.db import Executor, NoParams
+from stoker.db.store import read as read_store
 from stoker.engine.api.models import (
     Attempt,
     ConcurrencySlot,
@@ -80,63 +82,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# --- params of the statements in db/sql/api.sql ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GetRunParams:
-    tenant_id: int
-    run_id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class RunEventsParams:
-    tenant_id: int
-    task_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListRunsParams:
-    tenant_id: int
-    since: datetime | None
-    until: datetime | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListRunsByStatusParams:
-    tenant_id: int
-    statuses: list[str]
-    since: datetime | None
-    until: datetime | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListRunsOfTaskParams:
-    tenant_id: int
-    task_name: str
-    statuses: list[str]
-    since: datetime | None
-    until: datetime | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListWorkersParams:
-    tenant_id: int
-    statuses: list[str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    tenant_id: int
+# --- params of the statements in db/sql/read.sql ------------------------------------------
 
 
 # --- wiring -------------------------------------------------------------------------------
@@ -225,7 +171,7 @@ def _duration_ms(started: datetime | None, finished: datetime | None) -> int | N
     return max(0, round((finished - started).total_seconds() * 1000))
 
 
-def _summary_fields(row: Row) -> dict[str, Any]:
+def _summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "run_id": row["external_id"],
         "task_name": row["task_name"],
@@ -244,7 +190,7 @@ def _summary_fields(row: Row) -> dict[str, Any]:
     }
 
 
-def build_attempts(run: Row, events: list[Row]) -> list[Attempt]:
+def build_attempts(run: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Attempt]:
     """The attempts of a run: one per ``task_event`` row, then the current attempt.
 
     Every attempt that ended other than by success left an event; the task row describes
@@ -328,7 +274,7 @@ api = APIRouter(prefix="/api/v1", responses=_ERRORS)
 async def healthz(db: DbDep) -> Any:
     """Liveness and database reachability; needs no token."""
     try:
-        await db.fetchone("api_ping", NoParams())
+        await read_store.api_ping(db, NoParams())
     except Exception as exc:
         log.warning("health check failed: %s", exc)
         return JSONResponse({"status": "unavailable"}, status_code=503)
@@ -346,11 +292,13 @@ async def get_run(request: Request, run_id: uuid.UUID, who: Auth, db: DbDep) -> 
 
     A queued run whose task no live worker serves says so in ``waiting_reason``.
     """
-    row = await db.fetchone("api_get_run", GetRunParams(who.tenant_id, run_id))
+    row = await read_store.api_get_run(db, read_store.ApiGetRun(who.tenant_id, run_id))
     if row is None:
         raise NotFoundError(f"no run with id {run_id}")
-    events = await db.fetch("api_run_events", RunEventsParams(who.tenant_id, row["id"]))
-    slots = await db.fetch("api_run_concurrency", RunEventsParams(who.tenant_id, row["id"]))
+    events = await read_store.api_run_events(db, read_store.ApiRunEvents(who.tenant_id, row["id"]))
+    slots = await read_store.api_run_concurrency(
+        db, read_store.ApiRunConcurrency(who.tenant_id, row["id"])
+    )
     config = row["task_config"] or {}
     return RunDetail(
         **_summary_fields(row),
@@ -371,7 +319,9 @@ async def get_run(request: Request, run_id: uuid.UUID, who: Auth, db: DbDep) -> 
     )
 
 
-async def _waiting_reason(served: ServedTasks, tenant_id: int, row: Row) -> str | None:
+async def _waiting_reason(
+    served: ServedTasks, tenant_id: int, row: Mapping[str, Any]
+) -> str | None:
     if row["status"] != RunStatus.QUEUED.value:
         return None
     name = row["task_name"]
@@ -413,19 +363,19 @@ async def list_runs(
         "limit": limit + 1,  # one more than asked tells whether another page exists
     }
     # Each filter combination has its own statement so that every plan, even a generic
-    # one, is a range scan of the index that fits it (see db/sql/api.sql).
+    # one, is a range scan of the index that fits it (see db/sql/read.sql).
     statuses = [s.value for s in dict.fromkeys(status or RunStatus)]
+    rows: Sequence[read_store.RunSummary]
     if task_name is not None:
-        rows = await db.fetch(
-            "api_list_runs_of_task",
-            ListRunsOfTaskParams(task_name=task_name, statuses=statuses, **common),
+        rows = await read_store.api_list_runs_of_task(
+            db, read_store.ApiListRunsOfTask(task_name=task_name, statuses=statuses, **common)
         )
     elif status:
-        rows = await db.fetch(
-            "api_list_runs_by_status", ListRunsByStatusParams(statuses=statuses, **common)
+        rows = await read_store.api_list_runs_by_status(
+            db, read_store.ApiListRunsByStatus(statuses=statuses, **common)
         )
     else:
-        rows = await db.fetch("api_list_runs", ListRunsParams(**common))
+        rows = await read_store.api_list_runs(db, read_store.ApiListRuns(**common))
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -447,7 +397,7 @@ async def list_workers(
 ) -> WorkerList:
     """The tenant's workers, their slots and how many attempts each is running."""
     statuses = [s.value for s in dict.fromkeys(status)] if status else None
-    rows = await db.fetch("api_list_workers", ListWorkersParams(who.tenant_id, statuses))
+    rows = await read_store.api_list_workers(db, read_store.ApiListWorkers(who.tenant_id, statuses))
     return WorkerList(
         items=[
             Worker(
@@ -471,7 +421,7 @@ async def list_workers(
 @api.get("/tasks", response_model=TaskDefList, tags=["tasks"])
 async def list_tasks(who: Auth, db: DbDep) -> TaskDefList:
     """The task definitions workers of the tenant have registered."""
-    rows = await db.fetch("api_list_task_defs", TenantParams(who.tenant_id))
+    rows = await read_store.api_list_task_defs(db, read_store.ApiListTaskDefs(who.tenant_id))
     return TaskDefList(
         items=[
             TaskDef(name=r["name"], config=r["config"], updated_at=r["updated_at"]) for r in rows

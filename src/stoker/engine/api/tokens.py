@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stoker.config import parse_duration
-from stoker.db import Row
+from stoker.db.store import tenants as tenant_store
 from stoker.engine.api.app import Auth, StateDep
 from stoker.engine.api.models import ErrorBody
 from stoker.engine.auth import ADMIN, MEMBER, get_token, issue_token, list_tokens, revoke_token
@@ -72,7 +72,7 @@ class CreatedToken(TokenInfo):
     token: str = Field(description="The secret: shown only in this response.")
 
 
-def _info(row: Row) -> dict[str, Any]:
+def _info(row: tenant_store.TokenInfo) -> dict[str, Any]:
     return {
         "id": row["external_id"],
         "name": row["name"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import WORKFLOW_RUN_STATUSES
-from stoker.db import Row
+from stoker.db.store import read as read_store
 from stoker.engine.api.app import (
     MAX_PAGE,
     Auth,
@@ -31,29 +31,6 @@ from stoker.engine.api.app import (
 )
 from stoker.engine.api.models import Attempt, ErrorBody, RunError
 from stoker.errors import InvalidRequestError, NotFoundError
-
-
-@dataclass(frozen=True, slots=True)
-class GetParams:
-    tenant_id: int
-    run_id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class DagParams:
-    tenant_id: int
-    dag_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListParams:
-    tenant_id: int
-    names: list[str] | None
-    statuses: list[str] | None
-    metadata: str | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
 
 
 class _Model(BaseModel):
@@ -157,7 +134,7 @@ def _error(value: Any) -> RunError | None:
     )
 
 
-def _status(row: Row) -> str:
+def _status(row: Mapping[str, Any]) -> str:
     if row["skipped"]:
         return "SKIPPED"
     if row["status"] == "PENDING" and any(w["satisfied_at"] is None for w in row["waits"]):
@@ -187,13 +164,18 @@ def _metadata(pairs: list[str] | None) -> str | None:
 async def get_workflow_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> WorkflowRunDetail:
     """A workflow run: every step with its status, attempts, timings, error, output,
     conditions and children, and the DAG's edges."""
-    run = await db.fetchone("api_get_workflow_run", GetParams(who.tenant_id, run_id))
+    run = await read_store.api_get_workflow_run(
+        db, read_store.ApiGetWorkflowRun(who.tenant_id, run_id)
+    )
     if run is None:
         raise NotFoundError(f"no workflow run with id {run_id}")
-    params = DagParams(who.tenant_id, int(run["id"]))
-    rows = await db.fetch("api_workflow_steps", params)
-    events: dict[int, list[Row]] = {}
-    for e in await db.fetch("api_workflow_step_events", params):
+    dag_id = run["id"]
+    rows = await read_store.api_workflow_steps(
+        db, read_store.ApiWorkflowSteps(who.tenant_id, dag_id)
+    )
+    events: dict[int, list[read_store.StepEvent]] = {}
+    step_events = read_store.ApiWorkflowStepEvents(who.tenant_id, dag_id)
+    for e in await read_store.api_workflow_step_events(db, step_events):
         events.setdefault(int(e["task_id"]), []).append(e)
     spec = WorkflowSpec.model_validate(run["config"])
     by_step = {s.name: s for s in spec.steps}
@@ -262,9 +244,9 @@ async def list_workflow_runs(
                 f"query parameter 'status': {s!r} is not a workflow run status; use one of "
                 + ", ".join(WORKFLOW_RUN_STATUSES)
             )
-    rows = await db.fetch(
-        "api_list_workflow_runs",
-        ListParams(
+    rows = await read_store.api_list_workflow_runs(
+        db,
+        read_store.ApiListWorkflowRuns(
             who.tenant_id,
             workflow or None,
             statuses,

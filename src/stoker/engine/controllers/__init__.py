@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
+from stoker.db.store import leases as lease_store
+from stoker.db.store import tasks as task_store
+from stoker.db.store import workers as worker_store
 from stoker.engine import notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher
@@ -35,40 +37,6 @@ log = logging.getLogger("stoker.engine.controllers")
 
 LEADER_LEASE = "leader"
 _BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseParams:
-    name: str
-    holder: str
-    ttl_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseParams:
-    name: str
-    holder: str
-
-
-@dataclass(frozen=True, slots=True)
-class ExpireParams:
-    limit: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class LimitParams:
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadParams:
-    dead_after_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerIdsParams:
-    worker_ids: list[int]
 
 
 _SCHEDULE_TIMEOUT_ERROR = json.dumps(
@@ -119,7 +87,7 @@ class Controllers(LoopService):
                     await self._hold_lease()
                 if self.is_leader:
                     if self._forgive:
-                        await self._db.execute("forgive_missed_heartbeats")
+                        await worker_store.forgive_missed_heartbeats(self._db, NoParams())
                     await self.tick()
                 self._forgive = False
                 if await self.sleep(self._interval):
@@ -128,13 +96,13 @@ class Controllers(LoopService):
             if self.is_leader:
                 self.is_leader = False
                 self._lease_renewed_at = -1e9  # a restarted loop asks for the lease at once
-                await self._db.execute(
-                    "release_lease", ReleaseParams(LEADER_LEASE, self._engine_id)
+                await lease_store.release_lease(
+                    self._db, lease_store.ReleaseLease(LEADER_LEASE, self._engine_id)
                 )
 
     async def _hold_lease(self) -> bool:
-        row = await self._db.fetchone(
-            "acquire_lease", LeaseParams(LEADER_LEASE, self._engine_id, self._lease_ttl_ms)
+        row = await lease_store.acquire_lease(
+            self._db, lease_store.AcquireLease(LEADER_LEASE, self._engine_id, self._lease_ttl_ms)
         )
         leader = row is not None
         self._lease_renewed_at = time.monotonic() if leader else -1e9
@@ -145,7 +113,9 @@ class Controllers(LoopService):
 
     async def tick(self) -> None:
         """One round of upkeep: one read says what is due, then only that is done."""
-        due = await self._db.fetchone("upkeep_due", DeadParams(int(self._dead_after_s * 1000)))
+        due = await lease_store.upkeep_due(
+            self._db, lease_store.UpkeepDue(int(self._dead_after_s * 1000))
+        )
         assert due is not None
         if due["schedule_timeouts"]:
             await self._expire_schedule_timeouts()
@@ -155,8 +125,8 @@ class Controllers(LoopService):
             await self._reap_dead_workers()
 
     async def _expire_schedule_timeouts(self) -> None:
-        rows = await self._db.fetch(
-            "expire_schedule_timeouts", ExpireParams(_BATCH, _SCHEDULE_TIMEOUT_ERROR)
+        rows = await task_store.expire_schedule_timeouts(
+            self._db, task_store.ExpireScheduleTimeouts(_BATCH, _SCHEDULE_TIMEOUT_ERROR)
         )
         if rows:
             log.info("%d queued tasks passed their schedule timeout", len(rows))
@@ -165,7 +135,7 @@ class Controllers(LoopService):
             await notify.send(self._db, notify.FINISHED, tenants, self._engine_id)
 
     async def _expire_execution_timeouts(self) -> None:
-        rows = await self._db.fetch("expired_runtimes", LimitParams(_BATCH))
+        rows = await task_store.expired_runtimes(self._db, task_store.ExpiredRuntimes(_BATCH))
         if not rows:
             return
         ended = await self._attempts.end(
@@ -180,7 +150,9 @@ class Controllers(LoopService):
             await self._dispatcher.cancel(worker_id, items)
 
     async def _reap_dead_workers(self) -> None:
-        dead = await self._db.fetch("mark_dead_workers", DeadParams(int(self._dead_after_s * 1000)))
+        dead = await worker_store.mark_dead_workers(
+            self._db, worker_store.MarkDeadWorkers(int(self._dead_after_s * 1000))
+        )
         if not dead:
             return
         ids = [int(r["id"]) for r in dead]
@@ -188,7 +160,7 @@ class Controllers(LoopService):
             "declared %d workers dead: %s", len(ids), ", ".join(str(r["external_id"]) for r in dead)
         )
         self._dispatcher.drop_workers(ids)
-        held = await self._db.fetch("runtimes_of_workers", WorkerIdsParams(ids))
+        held = await task_store.runtimes_of_workers(self._db, task_store.RuntimesOfWorkers(ids))
         await self._attempts.end(
             [
                 AttemptEnd.lost(

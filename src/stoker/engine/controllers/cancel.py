@@ -23,7 +23,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,9 +31,13 @@ from typing import Any
 import psycopg
 
 from stoker._core.status import FINAL
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import conditions as condition_store
+from stoker.db.store import dags as dag_store
+from stoker.db.store import runs as run_store
+from stoker.db.store import tasks as task_store
 from stoker.engine import notify
-from stoker.engine.controllers.dags import CancelParams, DagIdsParams, Dags, TaskIdsParams
+from stoker.engine.controllers.dags import Dags
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.runs import RunWatcher
 from stoker.errors import InvalidRequestError
@@ -43,41 +47,6 @@ log = logging.getLogger("stoker.engine.cancel")
 MAX_BULK = 10_000
 _DEADLOCK_RETRIES = 3
 _MAX_RESTORE_DEPTH = 20
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreParams:
-    tenant_id: int
-    run_ids: list[uuid.UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class ResolveParams:
-    tenant_id: int
-    run_ids: list[uuid.UUID]
-
-
-@dataclass(frozen=True, slots=True)
-class FilterParams:
-    tenant_id: int
-    names: list[str] | None
-    statuses: list[str] | None
-    since: datetime | None
-    until: datetime | None
-    metadata: str | None
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class CancellableParams:
-    dag_ids: list[int]
-    task_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayDagsParams:
-    dag_ids: list[int]
-    handler_task_names: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +92,11 @@ class RunOps:
 
     async def _targets(
         self, tenant_id: int, run_ids: list[str], flt: RunFilter | None
-    ) -> tuple[list[Row], list[Outcome]]:
+    ) -> tuple[Sequence[run_store.ResolvedRun], list[Outcome]]:
         if flt is not None and not run_ids:
-            rows = await self._db.fetch(
-                "filter_runs",
-                FilterParams(
+            filtered = await run_store.filter_runs(
+                self._db,
+                run_store.FilterRuns(
                     tenant_id,
                     flt.names or None,
                     flt.statuses or None,
@@ -137,7 +106,7 @@ class RunOps:
                     MAX_BULK,
                 ),
             )
-            return rows, []
+            return filtered, []
         parsed: dict[str, uuid.UUID] = {}
         missing: list[Outcome] = []
         for r in run_ids:
@@ -145,7 +114,9 @@ class RunOps:
                 parsed[r] = uuid.UUID(r)
             except ValueError:
                 missing.append(Outcome(r, "not_found", "", f"{r!r} is not a run id"))
-        rows = await self._db.fetch("resolve_runs", ResolveParams(tenant_id, list(parsed.values())))
+        rows = await run_store.resolve_runs(
+            self._db, run_store.ResolveRuns(tenant_id, list(parsed.values()))
+        )
         found = {str(r["external_id"]) for r in rows}
         for text, value in parsed.items():
             if str(value) not in found:
@@ -190,7 +161,7 @@ class RunOps:
                 log.info("cancel deadlocked with another transaction; retrying")
         running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
         for c in cancelled:
-            if c["worker_id"] is not None:
+            if c["worker_id"] is not None and c["attempt"] is not None:
                 running[int(c["worker_id"])].append((int(c["id"]), int(c["attempt"]), why))
         for worker_id, items in running.items():
             await self._dispatcher.cancel(worker_id, items)
@@ -204,16 +175,20 @@ class RunOps:
 
     async def _cancel_tx(
         self, tenant_id: int, dag_ids: list[int], task_ids: list[int], why: str
-    ) -> tuple[list[Row], Callable[[], None]]:
+    ) -> tuple[list[task_store.CancelledTask], Callable[[], None]]:
         async with self._db.transaction() as tx:
-            tasks = await tx.fetch("cancellable_tasks", CancellableParams(dag_ids, task_ids))
+            tasks = await run_store.cancellable_tasks(
+                tx, run_store.CancellableTasks(dag_ids, task_ids)
+            )
             ids = sorted({int(t["id"]) for t in tasks})
             error = json.dumps({"type": "RunCancelledError", "message": why, "traceback": ""})
-            cancelled = await tx.fetch("cancel_tasks", CancelParams(ids, [error] * len(ids)))
-            await tx.execute("clear_waits", TaskIdsParams(ids))
+            cancelled = await task_store.cancel_tasks(
+                tx, task_store.CancelTasks(ids, [error] * len(ids))
+            )
+            await condition_store.clear_waits(tx, condition_store.ClearWaits(ids))
             all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
-            await tx.fetch("lock_dags", DagIdsParams(all_dags))
-            await tx.execute("mark_dags_cancelled", DagIdsParams(all_dags))
+            await dag_store.lock_dags(tx, dag_store.LockDags(all_dags))
+            await run_store.mark_dags_cancelled(tx, run_store.MarkDagsCancelled(all_dags))
             after = await self._dags.progress(tx, all_dags)
             await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
         return cancelled, after
@@ -227,7 +202,7 @@ class RunOps:
         if not run_ids and flt is None:
             raise InvalidRequestError("replay needs run ids or a filter")
         rows, outcomes = await self._targets(tenant_id, run_ids, flt)
-        todo: list[Row] = []
+        todo: list[run_store.ResolvedRun] = []
         for r in rows:
             run_id, status = str(r["external_id"]), str(r["status"])
             if status not in FINAL:
@@ -252,21 +227,23 @@ class RunOps:
             # replayed with them and the archiver cannot move any of them meanwhile.
             await self._restore(tx, tenant_id, [r["external_id"] for r in todo])
             # The failed children of what is replayed are replayed with it (recursively).
-            for c in await tx.fetch("replayable_children", CancellableParams(dag_ids, task_ids)):
+            for c in await run_store.replayable_children(
+                tx, run_store.ReplayableChildren(dag_ids, task_ids)
+            ):
                 if c["dag_id"] is not None:
                     dag_ids.append(int(c["dag_id"]))
-                else:
-                    task_ids.append(int(c["task_id"]))
+                elif c["task_id"] is not None:
+                    task_ids.append(c["task_id"])
             dag_ids, task_ids = sorted(set(dag_ids)), sorted(set(task_ids))
-            await tx.fetch("lock_dags", DagIdsParams(dag_ids))
+            await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
             if dag_ids:
                 handlers = await self._handler_task_names(tx, dag_ids)
-                await tx.fetch(
-                    "replay_dags", ReplayDagsParams(dag_ids, json.dumps(sorted(handlers)))
+                await run_store.replay_dags(
+                    tx, run_store.ReplayDags(dag_ids, json.dumps(sorted(handlers)))
                 )
             replayed = []
             if task_ids:
-                replayed = await tx.fetch("replay_tasks", TaskIdsParams(task_ids))
+                replayed = await run_store.replay_tasks(tx, run_store.ReplayTasks(task_ids))
             after = await self._dags.progress(tx, dag_ids)
             await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
         after()
@@ -289,13 +266,14 @@ class RunOps:
             if not run_ids:
                 return
             seen.update(run_ids)
-            params = RestoreParams(tenant_id, run_ids)
-            held = await tx.fetch("lock_live_runs", params)
-            held += await tx.fetch("restore_runs", params)
-            children = await tx.fetch("child_run_ids", TaskIdsParams([int(r["id"]) for r in held]))
+            held = await run_store.lock_live_runs(tx, run_store.LockLiveRuns(tenant_id, run_ids))
+            held += await run_store.restore_runs(tx, run_store.RestoreRuns(tenant_id, run_ids))
+            children = await run_store.child_run_ids(
+                tx, run_store.ChildRunIds([int(r["id"]) for r in held])
+            )
             run_ids = [r["external_id"] for r in children]
 
     async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
-        rows = await tx.fetch("dag_steps", DagIdsParams(dag_ids))
+        rows = await dag_store.dag_steps(tx, dag_store.DagSteps(dag_ids))
         versions = await self._dags.versions(tx, {int(r["version_id"]) for r in rows})
         return {s.task_name for v in versions.values() for s in v.steps if s.role != "step"}

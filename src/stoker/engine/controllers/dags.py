@@ -39,7 +39,10 @@ from typing import Any
 
 from stoker._core.dag import ParentState, StepSpec, WorkflowSpec, decide, waits_of
 from stoker._core.status import FINAL
-from stoker.db import Executor, Row
+from stoker.db import Executor, NoParams, Row
+from stoker.db.store import conditions as condition_store
+from stoker.db.store import dags as dag_store
+from stoker.db.store import tasks as task_store
 from stoker.engine import faults, notify
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.runs import RunWatcher
@@ -50,66 +53,9 @@ log = logging.getLogger("stoker.engine.dags")
 _SWEEP_BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
-class DagIdsParams:
-    dag_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskIdsParams:
-    task_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class IdsParams:
-    ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class LimitParams:
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueParams:
-    task_ids: list[int]
-    parents: list[str]  # a JSON array of parent step names per task
-
-
-@dataclass(frozen=True, slots=True)
-class CancelParams:
-    task_ids: list[int]
-    errors: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class WaitsParams:
-    task_ids: list[int]
-    conds: list[str]
-    tenant_ids: list[int]
-    dag_ids: list[int]
-    kinds: list[str]
-    sleeps_ms: list[int]
-    event_keys: list[str]
-    expressions: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionErrorsParams:
-    task_ids: list[int]
-    errors: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class FinishParams:
-    dag_ids: list[int]
-    statuses: list[str]
-    errors: list[str | None]
-
-
 @dataclass(slots=True)
 class _Step:
-    row: Row
+    row: Row  # a working copy, updated as decisions are made
     spec: StepSpec
 
     @property
@@ -124,7 +70,9 @@ class _Plan:
     enqueue: dict[int, list[str]] = field(default_factory=dict)
     skip: list[int] = field(default_factory=list)
     cancel: dict[int, str] = field(default_factory=dict)
-    waits: WaitsParams = field(default_factory=lambda: WaitsParams([], [], [], [], [], [], [], []))
+    waits: condition_store.InsertWaits = field(
+        default_factory=lambda: condition_store.InsertWaits([], [], [], [], [], [], [], [])
+    )
     condition_errors: dict[int, list[str]] = field(default_factory=dict)
     finish: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     tenants_queued: set[int] = field(default_factory=set)
@@ -176,7 +124,7 @@ class Dags(LoopService):
         wanted = set(ids)
         missing = sorted(wanted - set(self._versions))
         if missing:
-            for r in await db.fetch("workflow_versions", IdsParams(missing)):
+            for r in await dag_store.workflow_versions(db, dag_store.WorkflowVersions(missing)):
                 self._versions[int(r["id"])] = WorkflowSpec.model_validate(r["config"])
         return {i: self._versions[i] for i in wanted if i in self._versions}
 
@@ -194,17 +142,17 @@ class Dags(LoopService):
         ids = sorted(set(dag_ids))
         if not ids:
             return _nothing
-        locked = [int(r["id"]) for r in await tx.fetch("lock_dags", DagIdsParams(ids))]
+        locked = [int(r["id"]) for r in await dag_store.lock_dags(tx, dag_store.LockDags(ids))]
         if not locked:
             return _nothing
-        rows = await tx.fetch("dag_steps", DagIdsParams(locked))
+        rows = await dag_store.dag_steps(tx, dag_store.DagSteps(locked))
         versions = await self.versions(tx, {int(r["version_id"]) for r in rows})
         satisfied: dict[int, dict[str, bool]] = {
             int(r["id"]): {str(c): bool(v) for c, v in r["waits"].items()}
             for r in rows
             if r["waits"]
         }
-        by_dag: dict[int, list[Row]] = {}
+        by_dag: dict[int, list[dag_store.DagStep]] = {}
         for r in rows:
             by_dag.setdefault(int(r["dag_id"]), []).append(r)
         outputs = await self._outputs_needed(tx, by_dag, versions)
@@ -219,7 +167,10 @@ class Dags(LoopService):
         return self._after(plan)
 
     async def _outputs_needed(
-        self, tx: Executor, by_dag: dict[int, list[Row]], versions: dict[int, WorkflowSpec]
+        self,
+        tx: Executor,
+        by_dag: dict[int, list[dag_store.DagStep]],
+        versions: dict[int, WorkflowSpec],
     ) -> dict[int, Any]:
         """Outputs of the completed parents that some pending step's conditions read."""
         wanted: list[int] = []
@@ -241,13 +192,13 @@ class Dags(LoopService):
                         wanted.append(int(p["id"]))
         if not wanted:
             return {}
-        rows = await tx.fetch("task_outputs", TaskIdsParams(sorted(set(wanted))))
+        rows = await dag_store.task_outputs(tx, dag_store.TaskOutputs(sorted(set(wanted))))
         return {int(r["id"]): r["output"] for r in rows}
 
     def _plan_dag(
         self,
         dag_id: int,
-        rows: list[Row],
+        rows: list[dag_store.DagStep],
         spec: WorkflowSpec,
         satisfied: dict[int, dict[str, bool]],
         outputs: dict[int, Any],
@@ -352,26 +303,28 @@ class Dags(LoopService):
 
     async def _apply(self, tx: Executor, plan: _Plan) -> None:
         if plan.waits.task_ids:
-            await tx.execute("insert_waits", plan.waits)
+            await condition_store.insert_waits(tx, plan.waits)
         # Skips and cancels first: the inputs of steps queued now name them.
         if plan.skip:
-            await tx.execute("skip_dag_steps", TaskIdsParams(sorted(plan.skip)))
+            await dag_store.skip_dag_steps(tx, dag_store.SkipDagSteps(sorted(plan.skip)))
         if plan.cancel:
             ids = sorted(plan.cancel)
-            await tx.fetch("cancel_tasks", CancelParams(ids, [plan.cancel[i] for i in ids]))
-            await tx.execute("clear_waits", TaskIdsParams(ids))
+            await task_store.cancel_tasks(
+                tx, task_store.CancelTasks(ids, [plan.cancel[i] for i in ids])
+            )
+            await condition_store.clear_waits(tx, condition_store.ClearWaits(ids))
         if plan.enqueue:
             ids = sorted(plan.enqueue)
             # Steps with concurrency keys wait for admission instead of going to the queue.
-            gated = await tx.fetch(
-                "enqueue_dag_steps", EnqueueParams(ids, [json.dumps(plan.enqueue[i]) for i in ids])
+            gated = await dag_store.enqueue_dag_steps(
+                tx, dag_store.EnqueueDagSteps(ids, [json.dumps(plan.enqueue[i]) for i in ids])
             )
             plan.tenants_gated = {int(r["tenant_id"]) for r in gated}
         if plan.condition_errors:
             ids = sorted(plan.condition_errors)
-            await tx.execute(
-                "log_condition_errors",
-                ConditionErrorsParams(
+            await condition_store.log_condition_errors(
+                tx,
+                condition_store.LogConditionErrors(
                     ids,
                     [
                         json.dumps({"type": "ConditionError", "message": "; ".join(e)})
@@ -381,9 +334,9 @@ class Dags(LoopService):
             )
         if plan.finish:
             ids = sorted(plan.finish)
-            finished = await tx.fetch(
-                "finish_dags",
-                FinishParams(
+            finished = await dag_store.finish_dags(
+                tx,
+                dag_store.FinishDags(
                     ids, [plan.finish[i][0] for i in ids], [plan.finish[i][1] for i in ids]
                 ),
             )
@@ -430,17 +383,19 @@ class Dags(LoopService):
         """Fires due sleeps and re-progresses stalled runs; returns seconds to the next due
         sleep (at most the interval)."""
         self.sweeps += 1
-        fired = await self._db.fetch("due_sleep_dags", LimitParams(_SWEEP_BATCH))
+        fired = await condition_store.due_sleep_dags(
+            self._db, condition_store.DueSleepDags(_SWEEP_BATCH)
+        )
         # Runs are swept in batches; one run whose progression fails is split off
         # (faults.isolate) so that it cannot hold up every run swept with it.
         if fired:
             await self._isolated(sorted({int(r["dag_id"]) for r in fired}), self._fire)
-        stalled = await self._db.fetch("stalled_dags", LimitParams(_SWEEP_BATCH))
+        stalled = await dag_store.stalled_dags(self._db, dag_store.StalledDags(_SWEEP_BATCH))
         if stalled:
             await self._isolated([int(r["id"]) for r in stalled], self.progress_now)
         if len(fired) >= _SWEEP_BATCH:
             return 0.0
-        row = await self._db.fetchone("next_sleep")
+        row = await condition_store.next_sleep(self._db, NoParams())
         if row is None or row["fire_at"] is None:
             return self._interval
         left = (row["fire_at"] - datetime.now(UTC)).total_seconds()
@@ -450,8 +405,11 @@ class Dags(LoopService):
         """Fires the due sleeps of runs and progresses them, in one transaction."""
         async with self._db.transaction() as tx:
             # Lock the runs before touching their waits: the order every writer keeps.
-            ids = [int(r["id"]) for r in await tx.fetch("lock_dags", DagIdsParams(list(dag_ids)))]
-            await tx.execute("fire_sleeps", DagIdsParams(ids))
+            ids = [
+                int(r["id"])
+                for r in await dag_store.lock_dags(tx, dag_store.LockDags(list(dag_ids)))
+            ]
+            await condition_store.fire_sleeps(tx, condition_store.FireSleeps(ids))
             after = await self.progress(tx, ids)
         after()
 

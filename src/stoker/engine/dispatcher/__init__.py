@@ -61,14 +61,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
 
 from stoker._core.wire import json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor, Row, int_array, json_array
+from stoker.db import Executor, int_array, json_array
+from stoker.db.store import tasks as task_store
+from stoker.db.store import workers as worker_store
 from stoker.engine import faults, notify
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.service import LoopService
@@ -109,71 +110,6 @@ class Rejections:
             )
             self._warned_at[reason] = now
             self._unreported[reason] = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterWorkerParams:
-    tenant_id: int
-    external_id: uuid.UUID
-    name: str
-    slots: int
-    task_names: list[str]
-    labels: str
-    durable_slots: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRuntimesParams:
-    worker_id: int
-    tenant_id: int
-    before: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerLabelsParams:
-    worker_id: int
-    labels: str
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatParams:
-    external_ids: list[uuid.UUID]
-    tenant_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalIdParams:
-    external_id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerIdParams:
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StartedParams:
-    task_ids: str  # int_array literals
-    attempts: str
-    started_ms: str
-    worker_ids: str
-
-
-@dataclass(frozen=True, slots=True)
-class CompleteParams:
-    task_ids: str  # int_array literals
-    attempts: str
-    outputs: str  # one JSON array
-    finished_ms: str
-    worker_ids: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshParams:
-    task_ids: list[int]
-    attempts: list[int]
-    timeouts_ms: list[int]
-    worker_ids: list[int]
 
 
 @dataclass(slots=True)
@@ -431,7 +367,7 @@ class Dispatcher(LoopService):
                     for task_id, attempt in held
                 ]
             )
-        await self._db.execute("stop_worker", WorkerIdParams(conn.worker_id))
+        await worker_store.stop_worker(self._db, worker_store.StopWorker(conn.worker_id))
 
     async def _register(self, tenant_id: int, reg: pb.WorkerRegistration) -> WorkerConn:
         try:
@@ -441,9 +377,9 @@ class Dispatcher(LoopService):
         if reg.slots <= 0 or reg.durable_slots < 0:
             raise InvalidRequestError("a worker needs at least one slot")
         labels = _labels(reg.labels)
-        row = await self._db.fetchone(
-            "register_worker",
-            RegisterWorkerParams(
+        row = await worker_store.register_worker(
+            self._db,
+            worker_store.RegisterWorker(
                 tenant_id,
                 external_id,
                 reg.name or "worker",
@@ -462,9 +398,9 @@ class Dispatcher(LoopService):
         # The attempts it says it still runs count only if Postgres says they are its own.
         mine = {
             (int(r["task_id"]), int(r["attempt"])): bool(r["stale"])
-            for r in await self._db.fetch(
-                "runtimes_of_registering_worker",
-                WorkerRuntimesParams(worker_id, tenant_id, row["connected_at"]),
+            for r in await task_store.runtimes_of_registering_worker(
+                self._db,
+                task_store.RuntimesOfRegisteringWorker(worker_id, tenant_id, row["connected_at"]),
             )
         }
         running: dict[int, Held] = {}
@@ -539,9 +475,9 @@ class Dispatcher(LoopService):
                     conn.ended_cleanly = True
                 elif kind == "labels":
                     conn.labels = _labels(msg.labels.labels)
-                    await self._db.execute(
-                        "update_worker_labels",
-                        WorkerLabelsParams(conn.worker_id, json.dumps(conn.labels)),
+                    await worker_store.update_worker_labels(
+                        self._db,
+                        worker_store.UpdateWorkerLabels(conn.worker_id, json.dumps(conn.labels)),
                     )
                     self._on_slots_freed(conn.tenant_id)
         except asyncio.CancelledError:
@@ -619,10 +555,12 @@ class Dispatcher(LoopService):
     async def heartbeat(self, tenant_id: int, external_id: uuid.UUID) -> bool:
         """Records a heartbeat of a tenant's worker; False when the worker is not (or no
         longer) alive, or is not the tenant's (then the heartbeat is counted as ignored)."""
-        rows = await self._db.fetch("heartbeat_workers", HeartbeatParams([external_id], tenant_id))
+        rows = await worker_store.heartbeat_workers(
+            self._db, worker_store.HeartbeatWorkers([external_id], tenant_id)
+        )
         if rows:
             return True
-        owner = await self._db.fetchone("worker_tenant", ExternalIdParams(external_id))
+        owner = await worker_store.worker_tenant(self._db, worker_store.WorkerTenant(external_id))
         if owner is not None and int(owner["tenant_id"]) != tenant_id:
             self.rejections.reject(
                 "foreign_heartbeat",
@@ -660,7 +598,7 @@ class Dispatcher(LoopService):
         failed, self._failed = self._failed[:n], self._failed[n:]
         refresh, self._refresh = self._refresh[:n], self._refresh[n:]
         events = started + refresh + completed
-        done: list[Row] = []
+        done: list[task_store.CompletedRun] = []
         after: list[Callable[[], None]] = []
         refused = 0
         try:
@@ -694,7 +632,7 @@ class Dispatcher(LoopService):
 
     async def _store_isolated(
         self, events: list[tuple[int, pb.TaskEvent]], failed: list[AttemptEnd]
-    ) -> tuple[list[Row], list[Callable[[], None]], int]:
+    ) -> tuple[list[task_store.CompletedRun], list[Callable[[], None]], int]:
         """Writes ``events`` split apart around the ones the database refuses; a refused
         completion fails its attempt instead (``InvalidOutput``, appended to ``failed``),
         a refused start or timeout refresh is dropped with a log line. Returns what
@@ -744,20 +682,20 @@ class Dispatcher(LoopService):
 
     async def _store(
         self, events: list[tuple[int, pb.TaskEvent]], *, progress: bool
-    ) -> tuple[list[Row], list[Callable[[], None]]]:
+    ) -> tuple[list[task_store.CompletedRun], list[Callable[[], None]]]:
         """Writes starts, timeout refreshes and completions (each with the worker that
         reported it) in one transaction; the rows of the attempts that completed and what
         to do after the commit."""
         started = [w for w in events if w[1].kind == pb.STARTED]
         refresh = [w for w in events if w[1].kind == pb.REFRESH_TIMEOUT]
         completed = [w for w in events if w[1].kind == pb.COMPLETED]
-        done: list[Row] = []
+        done: list[task_store.CompletedRun] = []
         after: list[Callable[[], None]] = []
         async with self._db.transaction() as tx:
             if started:
-                await tx.execute(
-                    "mark_started",
-                    StartedParams(
+                await task_store.mark_started(
+                    tx,
+                    task_store.MarkStarted(
                         int_array(e.task_id for _, e in started),
                         int_array(e.attempt for _, e in started),
                         int_array(_ms(e.at_ms) for _, e in started),
@@ -765,9 +703,9 @@ class Dispatcher(LoopService):
                     ),
                 )
             if refresh:
-                await tx.execute(
-                    "refresh_timeouts",
-                    RefreshParams(
+                await task_store.refresh_timeouts(
+                    tx,
+                    task_store.RefreshTimeouts(
                         [e.task_id for _, e in refresh],
                         [e.attempt for _, e in refresh],
                         [e.timeout_ms for _, e in refresh],
@@ -775,9 +713,9 @@ class Dispatcher(LoopService):
                     ),
                 )
             if completed:
-                done = await tx.fetch(
-                    "complete_attempts",
-                    CompleteParams(
+                done = await task_store.complete_attempts(
+                    tx,
+                    task_store.CompleteAttempts(
                         int_array(e.task_id for _, e in completed),
                         int_array(e.attempt for _, e in completed),
                         json_array(e.output or b"null" for _, e in completed),
@@ -790,12 +728,6 @@ class Dispatcher(LoopService):
                 if progress:
                     after = await self._attempts.progress_dags(tx, done, isolated=False)
         return done, after
-
-
-@dataclass(frozen=True, slots=True)
-class InFlightParams:
-    task_ids: str  # int_array literals
-    attempts: str
 
 
 class Reconciler(LoopService):
@@ -833,9 +765,11 @@ class Reconciler(LoopService):
         if not owner:
             return
         pairs = sorted(owner)
-        rows = await self._db.fetch(
-            "ended_attempts",
-            InFlightParams(int_array(t for t, _ in pairs), int_array(a for _, a in pairs)),
+        rows = await task_store.ended_attempts(
+            self._db,
+            task_store.EndedAttempts(
+                int_array(t for t, _ in pairs), int_array(a for _, a in pairs)
+            ),
         )
         ended: dict[int, list[tuple[int, int, str]]] = {}
         for r in rows:

@@ -28,14 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stoker.db import Executor
+from stoker.db.store import workers as worker_store
 from stoker.errors import DatabaseUnavailableError
 
 log = logging.getLogger("stoker.engine.dispatcher")
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    tenant_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +100,9 @@ class ServedTasks:
                         "moments ago); retry shortly"
                     )
                 try:
-                    rows = await self._db.fetch("served_task_names", TenantParams(tenant_id))
+                    rows = await worker_store.served_task_names(
+                        self._db, worker_store.ServedTaskNames(tenant_id)
+                    )
                 except Exception:
                     self._failed[tenant_id] = time.monotonic()
                     raise

@@ -44,7 +44,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
+from stoker.db.store import concurrency as concurrency_store
+from stoker.db.store import queue as queue_store
+from stoker.db.store import rate_limits as rate_limit_store
+from stoker.db.store import tasks as task_store
+from stoker.db.store import workers as worker_store
 from stoker.engine import faults, notify
 from stoker.engine.ingest import requests
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
@@ -53,79 +58,6 @@ from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
 
 log = logging.getLogger("stoker.engine.ingest")
-
-
-@dataclass(frozen=True, slots=True)
-class UpsertDefsParams:
-    tenant_id: int
-    names: list[str]
-    configs: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    tenant_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class InsertTasksParams:
-    tenant_id: int
-    external_ids: list[uuid.UUID]
-    task_names: list[str]
-    priorities: list[int]
-    inputs: list[str]
-    metadata: list[str]
-    max_retries: list[int]
-    backoff_factors: list[float | None]
-    backoff_max_ms: list[int]
-    execution_timeouts_ms: list[int]
-    schedule_timeouts_ms: list[int]
-    run_at: list[datetime | None]
-    statuses: list[str]
-    errors: list[str | None]
-    rate_limits: list[str | None]
-    desired_worker_ids: list[int | None]
-    concurrency_keys: list[str | None]
-
-    @property
-    def gated(self) -> bool:
-        """Whether some run waits for concurrency admission (the scheduler must look)."""
-        return any(
-            k is not None and s == "QUEUED"
-            for k, s in zip(self.concurrency_keys, self.statuses, strict=True)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StrategiesParams:
-    tenant_id: int
-    scopes: list[str]
-    idx: list[int]
-    expressions: list[str]
-    max_runs: list[int]
-    limit_strategies: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitParams:
-    tenant_id: int
-    key: str
-    limit_value: int
-    window_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class DynamicLimitsParams:
-    tenant_id: int
-    keys: list[str]
-    limits: list[int]
-    windows_ms: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerIdsByExternalParams:
-    tenant_id: int
-    external_ids: list[uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +165,12 @@ class Ingest(LoopService):
                     f"task {name!r} has an invalid configuration: {exc}"
                 ) from None
         async with self._db.transaction() as tx:
-            await tx.execute(
-                "upsert_task_defs", UpsertDefsParams(tenant_id, [n for n, _ in defs], configs)
+            await task_store.upsert_task_defs(
+                tx, task_store.UpsertTaskDefs(tenant_id, [n for n, _ in defs], configs)
             )
-            strategies = StrategiesParams(tenant_id, [], [], [], [], [])
+            strategies = concurrency_store.UpsertConcurrencyStrategies(
+                tenant_id, [], [], [], [], []
+            )
             for name, config_json in zip([n for n, _ in defs], configs, strict=True):
                 for idx, c in enumerate(TaskConfig.model_validate_json(config_json).concurrency):
                     strategies.scopes.append(name)
@@ -245,7 +179,7 @@ class Ingest(LoopService):
                     strategies.max_runs.append(c.max_runs)
                     strategies.limit_strategies.append(c.limit_strategy.value)
             if strategies.scopes:
-                await tx.execute("upsert_concurrency_strategies", strategies)
+                await concurrency_store.upsert_concurrency_strategies(tx, strategies)
         self._defs.pop(tenant_id, None)
 
     async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
@@ -256,7 +190,9 @@ class Ingest(LoopService):
             )
         if limit < 1 or window_ms < 1:
             raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
-        await self._db.execute("put_rate_limit", RateLimitParams(tenant_id, key, limit, window_ms))
+        await rate_limit_store.put_rate_limit(
+            self._db, rate_limit_store.PutRateLimit(tenant_id, key, limit, window_ms)
+        )
         self._static_limits.pop(tenant_id, None)
         self._on_enqueued({tenant_id})
 
@@ -280,7 +216,9 @@ class Ingest(LoopService):
         cached = self._static_limits.get(tenant_id)
         if cached and not refresh and cached[0] > time.monotonic():
             return cached[1]
-        rows = await self._db.fetch("static_rate_limit_keys", TenantParams(tenant_id))
+        rows = await rate_limit_store.static_rate_limit_keys(
+            self._db, rate_limit_store.StaticRateLimitKeys(tenant_id)
+        )
         keys = {str(r["key"]) for r in rows}
         self._static_limits[tenant_id] = (time.monotonic() + _DEFS_TTL_S, keys)
         return keys
@@ -289,10 +227,12 @@ class Ingest(LoopService):
         cached = self._defs.get(tenant_id)
         if cached and not refresh and cached[0] > time.monotonic():
             return cached[1]
-        rows = await self._db.fetch("get_task_defs", TenantParams(tenant_id))
+        rows = await task_store.get_task_defs(self._db, task_store.GetTaskDefs(tenant_id))
         defs = {r["name"]: TaskConfig.model_validate(r["config"]) for r in rows}
         strategies: dict[str, list[Strategy]] = {}
-        for r in await self._db.fetch("get_concurrency_strategies", TenantParams(tenant_id)):
+        for r in await concurrency_store.get_concurrency_strategies(
+            self._db, concurrency_store.GetConcurrencyStrategies(tenant_id)
+        ):
             strategies.setdefault(r["scope"], []).append(Strategy(int(r["id"]), int(r["idx"])))
         self._strategies[tenant_id] = strategies
         self._defs[tenant_id] = (time.monotonic() + _DEFS_TTL_S, defs)
@@ -390,8 +330,8 @@ class Ingest(LoopService):
             raise InvalidRequestError(
                 f"desired_worker_id must be worker ids, got {wanted}"
             ) from None
-        rows = await self._db.fetch(
-            "worker_ids_by_external", WorkerIdsByExternalParams(tenant_id, ids)
+        rows = await worker_store.worker_ids_by_external(
+            self._db, worker_store.WorkerIdsByExternal(tenant_id, ids)
         )
         found = {str(r["external_id"]): int(r["id"]) for r in rows}
         missing = wanted - set(found)
@@ -528,7 +468,7 @@ class Ingest(LoopService):
 
     async def _run_analyze(self) -> None:
         try:
-            await self._db.execute("analyze_queue")
+            await queue_store.analyze_queue(self._db, NoParams())
         except Exception:
             log.exception("analyzing the queue failed")
 
@@ -539,15 +479,23 @@ async def write_task_runs(tx: Executor, tenant_id: int, runs: list[NewTaskRun]) 
     params = insert_params(tenant_id, runs)
     dynamic = _dynamic_limits(tenant_id, runs)
     if dynamic.keys:
-        await tx.execute("ensure_dynamic_rate_limits", dynamic)
-    await tx.execute("insert_tasks", params)
-    return params.gated
+        await rate_limit_store.ensure_dynamic_rate_limits(tx, dynamic)
+    await task_store.insert_tasks(tx, params)
+    return _gated(params)
 
 
-def insert_params(tenant_id: int, runs: list[NewTaskRun]) -> InsertTasksParams:
+def _gated(params: task_store.InsertTasks) -> bool:
+    """Whether some run waits for concurrency admission (the scheduler must look)."""
+    return any(
+        k is not None and s == "QUEUED"
+        for k, s in zip(params.concurrency_keys, params.statuses, strict=True)
+    )
+
+
+def insert_params(tenant_id: int, runs: list[NewTaskRun]) -> task_store.InsertTasks:
     """The ``insert_tasks`` parameters for ``runs``."""
-    columns = len(dataclasses.fields(InsertTasksParams)) - 1
-    p = InsertTasksParams(tenant_id, *([] for _ in range(columns)))
+    columns = len(dataclasses.fields(task_store.InsertTasks)) - 1
+    p = task_store.InsertTasks(tenant_id, *([] for _ in range(columns)))
     for row in runs:
         item, config, policy = row.item, row.config, row.policy
         p.external_ids.append(row.external_id)
@@ -575,13 +523,15 @@ def insert_params(tenant_id: int, runs: list[NewTaskRun]) -> InsertTasksParams:
     return p
 
 
-def _dynamic_limits(tenant_id: int, runs: list[NewTaskRun]) -> DynamicLimitsParams:
+def _dynamic_limits(
+    tenant_id: int, runs: list[NewTaskRun]
+) -> rate_limit_store.EnsureDynamicRateLimits:
     found: dict[str, tuple[int, int]] = {}
     for row in runs:
         for r in row.policy.rate_limits:
             if "limit" in r:
                 found[r["key"]] = (r["limit"], r["window_ms"])
     keys = sorted(found)
-    return DynamicLimitsParams(
+    return rate_limit_store.EnsureDynamicRateLimits(
         tenant_id, keys, [found[k][0] for k in keys], [found[k][1] for k in keys]
     )

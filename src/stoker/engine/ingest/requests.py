@@ -41,7 +41,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import requests as request_store
 from stoker.errors import InvalidRequestError
 
 MAX_KEY_CHARS = 200
@@ -96,30 +97,6 @@ class Replayed(Exception):
         self.answer = answer
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimParams:
-    tenant_id: int
-    keys: list[str]
-    kinds: list[str]
-    fingerprints: list[bytes]
-    starts: list[int]
-    lengths: list[int]
-    satisfied: list[int]
-    run_ids: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FindParams:
-    tenant_id: int
-    keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class PruneParams:
-    ttl_s: float
-    limit: int
-
-
 def _mismatch(request: RequestKey) -> InvalidRequestError:
     return InvalidRequestError(
         f"request_key {request.key!r} was used by an earlier call with other content (a "
@@ -127,7 +104,7 @@ def _mismatch(request: RequestKey) -> InvalidRequestError:
     )
 
 
-def _answer(request: RequestKey, row: Row) -> Answer | InvalidRequestError:
+def _answer(request: RequestKey, row: request_store.StoredRequest) -> Answer | InvalidRequestError:
     if row["kind"] != request.kind or bytes(row["fingerprint"]) != request.fingerprint:
         return _mismatch(request)
     raw = bytes(row["run_ids"])
@@ -156,7 +133,7 @@ async def claim(
     for call in new:
         starts.append(at)
         at += 16 * len(call.run_ids)
-    p = ClaimParams(
+    p = request_store.ClaimRequestKeys(
         tenant_id,
         keys=[c.request.key for c in new if c.request],
         kinds=[c.request.kind for c in new if c.request],
@@ -167,11 +144,13 @@ async def claim(
         # Hex of every id, in one go (parsing 1,000 UUID objects would cost more).
         run_ids=bytes.fromhex("".join(i for c in new for i in c.run_ids).replace("-", "")),
     )
-    claimed = {str(r["request_key"]) for r in await tx.fetch("claim_request_keys", p)}
+    claimed = {str(r["request_key"]) for r in await request_store.claim_request_keys(tx, p)}
     taken = [k for k in first if k not in claimed]
-    recorded_rows: dict[str, Row] = {}
+    recorded_rows: dict[str, request_store.StoredRequest] = {}
     if taken:
-        rows = await tx.fetch("find_request_keys", FindParams(tenant_id, taken))
+        rows = await request_store.find_request_keys(
+            tx, request_store.FindRequestKeys(tenant_id, taken)
+        )
         recorded_rows = {str(row["request_key"]): row for row in rows}
     for n, call in enumerate(calls):
         r = call.request
@@ -194,7 +173,9 @@ async def recorded(db: Executor, tenant_id: int, request: RequestKey | None) -> 
     transaction remains what makes it exact."""
     if request is None:
         return None
-    rows = await db.fetch("find_request_keys", FindParams(tenant_id, [request.key]))
+    rows = await request_store.find_request_keys(
+        db, request_store.FindRequestKeys(tenant_id, [request.key])
+    )
     if not rows:
         return None
     answer = _answer(request, rows[0])
@@ -218,7 +199,7 @@ async def prune(db: Executor, ttl_s: float, batch: int) -> int:
     """Deletes the keys older than ``ttl_s``; how many."""
     total = 0
     while True:
-        n = await db.execute("prune_request_keys", PruneParams(ttl_s, batch))
+        n = await request_store.prune_request_keys(db, request_store.PruneRequestKeys(ttl_s, batch))
         total += n
         if n < batch:
             return total

@@ -41,95 +41,18 @@ from stoker._core import envelope
 from stoker._core.cel import compile_expression
 from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import TaskConfig, text_problem
-from stoker.db import Executor, Row
+from stoker.db import Executor
+from stoker.db.store import children as child_store
+from stoker.db.store import conditions as condition_store
+from stoker.db.store import dags as dag_store
+from stoker.db.store import events as event_store
 from stoker.engine import notify
-from stoker.engine.controllers.dags import DagIdsParams, Dags
+from stoker.engine.controllers.dags import Dags
 from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, requests, write_task_runs
 from stoker.engine.ingest.requests import RequestKey
 from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
 
 _DEFS_TTL_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterParams:
-    tenant_id: int
-    name: str
-    hash: str
-    config: str
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    tenant_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class InsertDagsParams:
-    tenant_id: int
-    external_ids: list[uuid.UUID]
-    names: list[str]
-    version_ids: list[int]
-    inputs: list[str]
-    metadata: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class AttachParams:
-    task_external_ids: list[uuid.UUID]
-    dag_external_ids: list[uuid.UUID]
-    steps: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimChildrenParams:
-    tenant_id: int
-    parent_task_id: int
-    child_indexes: list[int]
-    child_keys: list[str]
-    external_ids: list[uuid.UUID]
-    is_workflow: list[bool]
-
-
-@dataclass(frozen=True, slots=True)
-class ExistingChildrenParams:
-    parent_task_id: int
-    child_indexes: list[int]
-    child_keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ParentParams:
-    tenant_id: int
-    task_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class EventsParams:
-    tenant_id: int
-    keys: list[str]
-    payloads: list[str]
-    metadata: list[str]
-    scopes: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class WaitsForEventsParams:
-    tenant_id: int
-    keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class SatisfyParams:
-    task_ids: list[int]
-    conds: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class WaitErrorsParams:
-    task_ids: list[int]
-    conds: list[str]
-    errors: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +134,8 @@ class WorkflowIngest:
                         f"workflow {name!r} has an invalid definition: {exc}"
                     ) from None
                 config = spec.model_dump_json()
-                await tx.execute(
-                    "register_workflow", RegisterParams(tenant_id, name, spec.hash(), config)
+                await dag_store.register_workflow(
+                    tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
                 )
         self._workflows.pop(tenant_id, None)
 
@@ -223,7 +146,7 @@ class WorkflowIngest:
         cached = self._workflows.get(tenant_id)
         if cached and not refresh and cached[0] > time.monotonic():
             return cached[1]
-        rows = await self._db.fetch("current_workflows", TenantParams(tenant_id))
+        rows = await dag_store.current_workflows(self._db, dag_store.CurrentWorkflows(tenant_id))
         found = {
             str(r["name"]): (int(r["version_id"]), WorkflowSpec.model_validate(r["config"]))
             for r in rows
@@ -315,8 +238,8 @@ class WorkflowIngest:
         defs: dict[str, TaskConfig],
     ) -> Callable[[], None]:
         """Writes DAG runs and their steps inside ``tx``; returns the after-commit action."""
-        dags = InsertDagsParams(tenant_id, [], [], [], [], [])
-        attach = AttachParams([], [], [])
+        dags = dag_store.InsertDags(tenant_id, [], [], [], [], [])
+        attach = dag_store.AttachDagTasks([], [], [])
         rows: list[NewTaskRun] = []
         progress = False
         for run in runs:
@@ -343,9 +266,9 @@ class WorkflowIngest:
                 attach.task_external_ids.append(task_id)
                 attach.dag_external_ids.append(run.external_id)
                 attach.steps.append(step.name)
-        inserted = await tx.fetch("insert_dags", dags)
+        inserted = await dag_store.insert_dags(tx, dags)
         gated = await write_task_runs(tx, tenant_id, rows)
-        await tx.execute("attach_dag_tasks", attach)
+        await dag_store.attach_dag_tasks(tx, attach)
         after = None
         if progress:
             after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
@@ -384,7 +307,9 @@ class WorkflowIngest:
         items: list[ChildInput],
         request: RequestKey | None,
     ) -> list[tuple[str, bool]]:
-        parent = await self._db.fetchone("parent_task", ParentParams(tenant_id, parent_task_id))
+        parent = await child_store.parent_task(
+            self._db, child_store.ParentTask(tenant_id, parent_task_id)
+        )
         if parent is None:
             raise NotFoundError(f"no task with id {parent_task_id} to spawn children from")
         for i in items:
@@ -412,9 +337,9 @@ class WorkflowIngest:
         keys = [i.child_key for i in items]
         indexes = [i.child_index for i in items]
         async with self._db.transaction() as tx:
-            claimed = await tx.fetch(
-                "claim_children",
-                ClaimChildrenParams(
+            claimed = await child_store.claim_children(
+                tx,
+                child_store.ClaimChildren(
                     tenant_id,
                     parent_task_id,
                     indexes,
@@ -424,8 +349,8 @@ class WorkflowIngest:
                 ),
             )
             new = {r["external_id"] for r in claimed}
-            found = await tx.fetch(
-                "existing_children", ExistingChildrenParams(parent_task_id, indexes, keys)
+            found = await child_store.existing_children(
+                tx, child_store.ExistingChildren(parent_task_id, indexes, keys)
             )
             by_n = {int(r["n"]) - 1: r["external_id"] for r in found}
             result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
@@ -501,9 +426,9 @@ class WorkflowIngest:
             metadata.append(md)
         keys = sorted({e.key for e in events})
         async with self._db.transaction() as tx:
-            stored = await tx.fetch(
-                "insert_user_events",
-                EventsParams(
+            stored = await event_store.insert_user_events(
+                tx,
+                event_store.InsertUserEvents(
                     tenant_id,
                     [e.key for e in events],
                     [json.dumps(p) for p in payloads],
@@ -511,24 +436,26 @@ class WorkflowIngest:
                     [e.scope for e in events],
                 ),
             )
-            waits = await tx.fetch("waits_for_events", WaitsForEventsParams(tenant_id, keys))
+            waits = await condition_store.waits_for_events(
+                tx, condition_store.WaitsForEvents(tenant_id, keys)
+            )
             matched, errors = _match(waits, events, payloads, metadata, stored)
             after = None
             if matched or errors:
                 dag_ids = sorted({int(w["dag_id"]) for w, _ in matched + errors})
-                await tx.fetch("lock_dags", DagIdsParams(dag_ids))
+                await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
                 if errors:
-                    await tx.execute(
-                        "record_wait_errors",
-                        WaitErrorsParams(
+                    await condition_store.record_wait_errors(
+                        tx,
+                        condition_store.RecordWaitErrors(
                             [int(w["task_id"]) for w, _ in errors],
                             [str(w["cond"]) for w, _ in errors],
                             [msg for _, msg in errors],
                         ),
                     )
-                    await tx.execute(
-                        "log_condition_errors",
-                        ConditionErrorsParams(
+                    await condition_store.log_condition_errors(
+                        tx,
+                        condition_store.LogConditionErrors(
                             [int(w["task_id"]) for w, _ in errors],
                             [
                                 json.dumps({"type": "ConditionError", "message": msg})
@@ -537,9 +464,9 @@ class WorkflowIngest:
                         ),
                     )
                 if matched:
-                    await tx.execute(
-                        "satisfy_waits",
-                        SatisfyParams(
+                    await condition_store.satisfy_waits(
+                        tx,
+                        condition_store.SatisfyWaits(
                             [int(w["task_id"]) for w, _ in matched],
                             [str(w["cond"]) for w, _ in matched],
                         ),
@@ -553,15 +480,17 @@ class WorkflowIngest:
 
 
 def _match(
-    waits: list[Row],
+    waits: list[condition_store.EventWait],
     events: list[EventInput],
     payloads: list[Any],
     metadata: list[dict[str, Any]],
-    stored: list[Row],
-) -> tuple[list[tuple[Row, str]], list[tuple[Row, str]]]:
+    stored: list[event_store.StoredEvent],
+) -> tuple[
+    list[tuple[condition_store.EventWait, str]], list[tuple[condition_store.EventWait, str]]
+]:
     """Which waits the events satisfy, and which expressions failed (with why)."""
-    matched: list[tuple[Row, str]] = []
-    errors: list[tuple[Row, str]] = []
+    matched: list[tuple[condition_store.EventWait, str]] = []
+    errors: list[tuple[condition_store.EventWait, str]] = []
     for w in waits:
         created: datetime = w["created_at"]
         for e, payload, md, s in zip(events, payloads, metadata, stored, strict=True):

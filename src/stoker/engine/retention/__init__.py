@@ -34,10 +34,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
+from stoker.db.store import retention as retention_store
 from stoker.engine.ingest import requests
 from stoker.engine.service import LoopService
 
@@ -48,34 +48,6 @@ _MAX_BATCHES = 20
 _MAINTENANCE_EVERY_S = 3600.0
 _VACUUM_AFTER = 20_000
 _VACUUM_EVERY_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveParams:
-    after_ms: int
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionsParams:
-    first: date
-    days: int
-
-
-@dataclass(frozen=True, slots=True)
-class BeforeParams:
-    before: date
-
-
-@dataclass(frozen=True, slots=True)
-class DayParams:
-    day: date
-
-
-@dataclass(frozen=True, slots=True)
-class PruneParams:
-    before: date
-    limit: int
 
 
 class Retention(LoopService):
@@ -142,9 +114,9 @@ class Retention(LoopService):
 
     async def _run_vacuum(self) -> None:
         try:
-            await self._db.execute("vacuum_live_runs")
+            await retention_store.vacuum_live_runs(self._db, NoParams())
             today = datetime.now(UTC).date()
-            await self._db.execute("analyze_day", DayParams(today))
+            await retention_store.analyze_day(self._db, retention_store.AnalyzeDay(today))
             self.vacuums += 1
         except Exception:
             log.exception("vacuuming the live run tables failed")
@@ -153,7 +125,9 @@ class Retention(LoopService):
         """Moves finished runs to history, batch after batch; returns (dags, tasks) moved."""
         dags = tasks = 0
         for _ in range(_MAX_BATCHES):
-            row = await self._db.fetchone("archive_runs", ArchiveParams(self._after_ms, _BATCH))
+            row = await retention_store.archive_runs(
+                self._db, retention_store.ArchiveRuns(self._after_ms, _BATCH)
+            )
             assert row is not None
             dags, tasks = dags + int(row["dags"]), tasks + int(row["tasks"])
             if int(row["dags"]) < _BATCH and int(row["tasks"]) - int(row["dags"]) < _BATCH:
@@ -169,13 +143,21 @@ class Retention(LoopService):
         """Creates the partitions ahead, drops those past retention, prunes child links."""
         self._maintained_at = time.monotonic()
         today = datetime.now(UTC).date()
-        row = await self._db.fetchone(
-            "ensure_partitions", PartitionsParams(today - timedelta(days=1), self._ahead_days + 2)
+        row = await retention_store.ensure_partitions(
+            self._db,
+            retention_store.EnsurePartitions(today - timedelta(days=1), self._ahead_days + 2),
         )
         created = int(row["created"]) if row else 0
         cutoff = today - timedelta(days=self._retention_days)
-        dropped = await self._db.fetch("drop_expired_partitions", BeforeParams(cutoff))
-        while await self._db.execute("prune_child_runs", PruneParams(cutoff, _BATCH)) >= _BATCH:
+        dropped = await retention_store.drop_expired_partitions(
+            self._db, retention_store.DropExpiredPartitions(cutoff)
+        )
+        while (
+            await retention_store.prune_child_runs(
+                self._db, retention_store.PruneChildRuns(cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
             pass
         if created or dropped:
             log.info(

@@ -24,7 +24,9 @@ from typing import Any
 
 from stoker._core.wire import StickyStrategy, TaskConfig
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor, Row, int_array
+from stoker.db import Executor, NoParams, int_array
+from stoker.db.store import queue as queue_store
+from stoker.db.store import rate_limits as rate_limit_store
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher, WorkerConn
 from stoker.engine.scheduler.admission import admit
@@ -45,43 +47,6 @@ TIMEOUT_GRACE_MS = 1000
 _DEFAULT = TaskConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimParams:
-    tenant_id: int
-    queues: list[str]
-    limits: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class AssignParams:
-    item_ids: str  # int_array literals
-    task_ids: str
-    attempts: str
-    worker_ids: str
-    timeout_grace_ms: int
-    assigned_at: datetime | None  # the instant rate limits counted the starts at
-
-
-@dataclass(frozen=True, slots=True)
-class DeferParams:
-    item_ids: list[int]
-    until: list[datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class LockLimitsParams:
-    tenant_id: int
-    keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumeParams:
-    tenant_id: int
-    keys: list[str]
-    recents: list[str]  # each limit's log, as JSON
-    clock: datetime
-
-
 @dataclass(slots=True)
 class _Limits:
     """The rate limits one round holds locked, at the round's instant ``now_us``."""
@@ -95,7 +60,9 @@ class _Limits:
 class _Round:
     """What one round decided for one tenant."""
 
-    chosen: list[tuple[Row, WorkerConn, TaskConfig]] = field(default_factory=list)
+    chosen: list[tuple[queue_store.ClaimedItem, WorkerConn, TaskConfig]] = field(
+        default_factory=list
+    )
     deferred: dict[int, datetime] = field(default_factory=dict)
     consumed: set[str] = field(default_factory=set)
 
@@ -184,7 +151,9 @@ class Scheduler(LoopService):
             return False
         limits = [min(self._batch, capacity[q]) for q in queues]
         async with self._db.transaction() as tx:
-            items = await tx.fetch("claim_queue_items", ClaimParams(tenant_id, queues, limits))
+            items = await queue_store.claim_queue_items(
+                tx, queue_store.ClaimQueueItems(tenant_id, queues, limits)
+            )
             if not items:
                 return False
             rate = await self._lock_limits(tx, tenant_id, items)
@@ -193,24 +162,24 @@ class Scheduler(LoopService):
                 keys = sorted(decided.consumed)
                 recents = [rate.windows[k].dump() for k in keys]
                 clock = from_us(rate.now_us)
-                await tx.execute(
-                    "consume_rate_limits", ConsumeParams(tenant_id, keys, recents, clock)
+                await rate_limit_store.consume_rate_limits(
+                    tx, rate_limit_store.ConsumeRateLimits(tenant_id, keys, recents, clock)
                 )
             if decided.deferred:
                 ids = list(decided.deferred)
-                await tx.execute(
-                    "defer_queue_items", DeferParams(ids, [decided.deferred[i] for i in ids])
+                await queue_store.defer_queue_items(
+                    tx, queue_store.DeferQueueItems(ids, [decided.deferred[i] for i in ids])
                 )
                 # Come back when the first deferred item is due, not at the next poll.
                 due = min(decided.deferred.values()) - datetime.now().astimezone()
                 loop = asyncio.get_running_loop()
                 loop.call_later(max(0.0, due.total_seconds()) + 0.005, self.wake)
-            rows: list[Row] = []
+            rows: list[queue_store.Assignment] = []
             if decided.chosen:
                 try:
-                    rows = await tx.fetch(
-                        "assign_queue_items",
-                        AssignParams(
+                    rows = await queue_store.assign_queue_items(
+                        tx,
+                        queue_store.AssignQueueItems(
                             int_array(i["id"] for i, _, _ in decided.chosen),
                             int_array(i["task_id"] for i, _, _ in decided.chosen),
                             int_array(i["attempt"] for i, _, _ in decided.chosen),
@@ -243,18 +212,22 @@ class Scheduler(LoopService):
 
     async def _run_vacuum(self) -> None:
         try:
-            await self._db.execute("vacuum_queue")
+            await queue_store.vacuum_queue(self._db, NoParams())
         except Exception:
             log.warning("vacuuming the queue tables failed", exc_info=True)
 
-    async def _lock_limits(self, tx: Executor, tenant_id: int, items: list[Row]) -> _Limits | None:
+    async def _lock_limits(
+        self, tx: Executor, tenant_id: int, items: list[queue_store.ClaimedItem]
+    ) -> _Limits | None:
         """Locks the limits the items name and fixes the round's instant: the latest of
         the database clock and every locked limit's own clock, so that no limit is ever
         consumed at an instant before one it was already consumed at."""
         keys = sorted({r["key"] for i in items for r in _limits(i)})
         if not keys:
             return None
-        rows = await tx.fetch("lock_rate_limits", LockLimitsParams(tenant_id, keys))
+        rows = await rate_limit_store.lock_rate_limits(
+            tx, rate_limit_store.LockRateLimits(tenant_id, keys)
+        )
         if not rows:
             return _Limits(to_us(datetime.now(UTC)), {})
         now_us = max(max(to_us(r["now"]), to_us(r["clock"])) for r in rows)
@@ -269,7 +242,7 @@ class Scheduler(LoopService):
 
     def _decide(
         self,
-        items: list[Row],
+        items: list[queue_store.ClaimedItem],
         conns: list[WorkerConn],
         defs: dict[str, TaskConfig],
         limits: _Limits | None,
@@ -303,7 +276,7 @@ class Scheduler(LoopService):
             decided.chosen.append((item, conn, cfg))
         return decided
 
-    async def _push(self, rows: list[Row], decided: _Round) -> None:
+    async def _push(self, rows: list[queue_store.Assignment], decided: _Round) -> None:
         by_task = {i["task_id"]: (c, cfg) for i, c, cfg in decided.chosen}
         plan: dict[WorkerConn, list[pb.Assignment]] = {}
         for r in rows:
@@ -358,12 +331,12 @@ def _rate_limited_until(limits: _Limits, blocked: list[dict[str, Any]]) -> datet
     return from_us(until)
 
 
-def _limits(item: Row) -> list[dict[str, Any]]:
+def _limits(item: queue_store.ClaimedItem) -> list[dict[str, Any]]:
     raw = item.get("rate_limits")
     return json.loads(raw) if raw else []
 
 
-def _eligible(conn: WorkerConn, item: Row, cfg: TaskConfig) -> bool:
+def _eligible(conn: WorkerConn, item: queue_store.ClaimedItem, cfg: TaskConfig) -> bool:
     """Whether ``conn`` may ever run ``item`` (ignoring its free slots)."""
     if item["queue"] not in conn.task_names or conn.closed or conn.draining:
         return False
@@ -377,7 +350,9 @@ def _eligible(conn: WorkerConn, item: Row, cfg: TaskConfig) -> bool:
     )
 
 
-def _score(conn: WorkerConn, item: Row, cfg: TaskConfig) -> tuple[int, int, int]:
+def _score(
+    conn: WorkerConn, item: queue_store.ClaimedItem, cfg: TaskConfig
+) -> tuple[int, int, int]:
     preferred = int(conn.worker_id == item.get("desired_worker_id"))
     weight = sum(
         label.weight
@@ -387,7 +362,9 @@ def _score(conn: WorkerConn, item: Row, cfg: TaskConfig) -> tuple[int, int, int]
     return preferred, weight, conn.free(cfg.durable)
 
 
-def _pick(conns: list[WorkerConn], item: Row, cfg: TaskConfig) -> WorkerConn | None:
+def _pick(
+    conns: list[WorkerConn], item: queue_store.ClaimedItem, cfg: TaskConfig
+) -> WorkerConn | None:
     """The best worker for ``item`` with room for it now, or None."""
     best: WorkerConn | None = None
     best_score: tuple[int, int, int] | None = None
@@ -400,7 +377,7 @@ def _pick(conns: list[WorkerConn], item: Row, cfg: TaskConfig) -> WorkerConn | N
     return best
 
 
-def _stuck(connected: list[WorkerConn], item: Row, cfg: TaskConfig) -> bool:
+def _stuck(connected: list[WorkerConn], item: queue_store.ClaimedItem, cfg: TaskConfig) -> bool:
     """Whether ``item`` cannot run now for reasons of its own, so it must step aside rather
     than hold a place at the head of its queue: no connected worker may run it (required
     labels nobody has), or it is bound to one worker (hard sticky) that is busy. An item

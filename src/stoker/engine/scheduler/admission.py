@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 from stoker._core.wire import ConcurrencyLimitStrategy
 from stoker.db import Executor
+from stoker.db.store import concurrency as concurrency_store
+from stoker.db.store import queue as queue_store
+from stoker.db.store import tasks as task_store
 from stoker.engine import notify
 
 if TYPE_CHECKING:
@@ -31,35 +34,6 @@ if TYPE_CHECKING:
 
 # Candidates considered per round; more wait for the next round.
 CANDIDATES_PER_ROUND = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    tenant_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class CandidatesParams:
-    tenant_id: int
-    strategy_ids: list[int]
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class KeysParams:
-    strategy_ids: list[int]
-    keys: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class AdmitParams:
-    task_ids: list[int]
-    strategy_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskIdsParams:
-    task_ids: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +58,17 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
     async with db.transaction() as tx:
         strategies = {
             int(r["id"]): (int(r["max_runs"]), ConcurrencyLimitStrategy(r["limit_strategy"]))
-            for r in await tx.fetch("lock_waiting_strategies", TenantParams(tenant_id))
+            for r in await concurrency_store.lock_waiting_strategies(
+                tx, concurrency_store.LockWaitingStrategies(tenant_id)
+            )
         }
         if not strategies:
             return False
-        candidates = await tx.fetch(
-            "admission_candidates",
-            CandidatesParams(tenant_id, sorted(strategies), CANDIDATES_PER_ROUND),
+        candidates = await concurrency_store.admission_candidates(
+            tx,
+            concurrency_store.AdmissionCandidates(
+                tenant_id, sorted(strategies), CANDIDATES_PER_ROUND
+            ),
         )
         if not candidates:
             return False
@@ -99,8 +77,8 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
             waiting[(int(c["strategy_id"]), str(c["key"]))].append(int(c["task_id"]))
         pairs = sorted(waiting)
         held: dict[tuple[int, str], list[int]] = defaultdict(list)
-        for h in await tx.fetch(
-            "admitted_slots", KeysParams([p[0] for p in pairs], [p[1] for p in pairs])
+        for h in await concurrency_store.admitted_slots(
+            tx, concurrency_store.AdmittedSlots([p[0] for p in pairs], [p[1] for p in pairs])
         ):
             held[(int(h["strategy_id"]), str(h["key"]))].append(int(h["task_id"]))
 
@@ -127,20 +105,24 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
                 still_waiting = True
         admit_pairs = [(t, s) for t, s in admit_pairs if t not in cancel]
         if admit_pairs:
-            ready = await tx.fetch(
-                "admit_slots",
-                AdmitParams([t for t, _ in admit_pairs], [s for _, s in admit_pairs]),
+            ready = await concurrency_store.admit_slots(
+                tx,
+                concurrency_store.AdmitSlots(
+                    [t for t, _ in admit_pairs], [s for _, s in admit_pairs]
+                ),
             )
             if ready:
-                await tx.execute("enqueue_tasks", TaskIdsParams([int(r["task_id"]) for r in ready]))
+                await queue_store.enqueue_tasks(
+                    tx, queue_store.EnqueueTasks([int(r["task_id"]) for r in ready])
+                )
         if cancel:
             ids = sorted(cancel)
-            cancelled_rows = await tx.fetch(
-                "cancel_tasks", CancelParams(ids, [cancel[t] for t in ids])
+            cancelled_rows = await task_store.cancel_tasks(
+                tx, task_store.CancelTasks(ids, [cancel[t] for t in ids])
             )
     running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
     for r in cancelled_rows:
-        if r["worker_id"] is not None:
+        if r["worker_id"] is not None and r["attempt"] is not None:
             running[int(r["worker_id"])].append(
                 (int(r["id"]), int(r["attempt"]), "cancelled by a concurrency limit")
             )

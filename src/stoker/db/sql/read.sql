@@ -132,3 +132,56 @@ SELECT name, config, updated_at
 FROM task_def
 WHERE tenant_id = %(tenant_id)s
 ORDER BY name;
+
+-- name: api_get_workflow_run
+SELECT d.id, d.external_id, d.workflow_name, d.status, d.input, d.additional_metadata,
+       d.error, d.created_at, d.finished_at, v.config
+FROM all_dags d
+JOIN workflow_version v ON v.id = d.version_id
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = %(run_id)s;
+
+-- name: api_workflow_steps
+-- The steps of one workflow run with their worker, waits and children.
+SELECT t.id, t.external_id, t.task_name, t.step, t.status, t.skipped, t.output, t.error,
+       t.attempt, t.retry_count, t.max_retries, t.created_at, t.started_at, t.finished_at,
+       t.assigned_at, w.external_id AS worker_external_id,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'cond', tw.cond, 'kind', tw.kind, 'fire_at', tw.fire_at,
+                    'event_key', tw.event_key, 'expression', tw.expression,
+                    'satisfied_at', tw.satisfied_at, 'error', tw.error) ORDER BY tw.cond), '[]')
+        FROM task_wait tw WHERE tw.task_id = t.id) AS waits,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'run_id', c.external_id, 'child_index', c.child_index,
+                    'child_key', c.child_key, 'is_workflow', c.is_workflow)
+                    ORDER BY c.child_index), '[]')
+        FROM child_run c WHERE c.parent_task_id = t.id) AS children
+FROM all_tasks t
+LEFT JOIN worker w ON w.id = t.worker_id
+WHERE t.dag_id = %(dag_id)s AND t.tenant_id = %(tenant_id)s
+ORDER BY t.id;
+
+-- name: api_workflow_step_events
+SELECT e.task_id, e.attempt, e.kind, e.data, e.created_at, w.external_id AS worker_external_id
+FROM task_event e
+JOIN all_tasks t ON t.id = e.task_id
+LEFT JOIN worker w ON w.id = e.worker_id
+WHERE t.dag_id = %(dag_id)s AND e.tenant_id = %(tenant_id)s
+ORDER BY e.task_id, e.attempt, e.id;
+
+-- name: api_list_workflow_runs
+-- A page of workflow runs, newest first, filtered by name, statuses and additional
+-- metadata (the runs' metadata must contain the given object; GIN index).
+SELECT d.external_id, d.workflow_name, d.status, d.additional_metadata, d.error,
+       d.created_at, d.finished_at
+FROM all_dags d
+WHERE d.tenant_id = %(tenant_id)s
+  AND (%(names)s::text[] IS NULL OR d.workflow_name = ANY(%(names)s::text[]))
+  AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
+  AND (%(metadata)s::jsonb IS NULL OR d.additional_metadata @> %(metadata)s::jsonb)
+  AND (d.created_at, d.id) < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+                              coalesce((SELECT id FROM all_dags
+                                        WHERE tenant_id = %(tenant_id)s
+                                          AND external_id = %(cursor_run_id)s::uuid),
+                                       9223372036854775807))
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s;

@@ -52,12 +52,6 @@ SELECT id AS task_id, external_id, task_name, input::text AS input,
        attempt, worker_id
 FROM upd;
 
--- name: queue_depths
-SELECT queue, count(*) AS depth
-FROM queue_item
-WHERE tenant_id = %(tenant_id)s
-GROUP BY queue;
-
 -- name: enqueue_tasks
 -- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them).
 -- Waiting for admission is not waiting for a worker: the schedule timeout counts from here.
