@@ -1,4 +1,5 @@
-"""Stoker's storage: connections, the SQL registry, the executor and migrations."""
+"""Stoker's storage: connections, the SQL registry, the executor, the typed statement layer
+(:mod:`stoker.db.store`, one module per aggregate beside its ``.sql`` file) and migrations."""
 
 from stoker.db.connect import connect, open_pool
 from stoker.db.executor import Executor, NoParams, Row, int_array, json_array

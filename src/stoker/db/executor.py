@@ -4,6 +4,9 @@ An :class:`Executor` wraps either a connection pool or one open connection (for 
 transaction the caller already holds), so the same operation runs inside or outside a
 caller's transaction. Every operation names a block from :mod:`stoker.db.queries` and takes
 one frozen params dataclass whose fields are the statement's named parameters.
+
+The engine does not call ``fetch``/``execute`` with block names itself: the statement
+objects of :mod:`stoker.db.store` do, and give each call its params and row types.
 """
 
 from __future__ import annotations

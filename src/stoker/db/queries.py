@@ -1,15 +1,17 @@
 """The registry of Stoker's SQL statements.
 
 Every statement lives in a named block of a ``.sql`` file under ``stoker/db/sql`` (one file
-per aggregate)::
+per aggregate: ``tasks.sql``, ``queue.sql``, ``dags.sql``, ...)::
 
     -- name: claim_queue_items
     -- Locks the oldest ready items of each queue ...
     SELECT ...
 
-Code never writes SQL inline; it asks ``queries["claim_queue_items"]``. Parameters use
-psycopg's named style (``%(name)s``), filled from one frozen params dataclass per call
-(see :mod:`stoker.db.executor`).
+Code never writes SQL inline and never names a block by its string: it calls the block's
+statement object in the store module of the same name
+(``queue_store.claim_queue_items(tx, ClaimQueueItems(...))``, see :mod:`stoker.db.store`),
+which looks its text up here. Parameters use psycopg's named style (``%(name)s``), filled
+from the statement's frozen params dataclass (see :mod:`stoker.db.executor`).
 """
 
 from __future__ import annotations

@@ -56,12 +56,6 @@ _DEFS_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class ConditionErrorsParams:
-    task_ids: list[int]
-    errors: list[str]
-
-
-@dataclass(frozen=True, slots=True)
 class WorkflowTriggerInput:
     """One workflow run to create, as received."""
 

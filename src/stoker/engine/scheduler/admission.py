@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stoker._core.wire import ConcurrencyLimitStrategy
@@ -34,12 +33,6 @@ if TYPE_CHECKING:
 
 # Candidates considered per round; more wait for the next round.
 CANDIDATES_PER_ROUND = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class CancelParams:
-    task_ids: list[int]
-    errors: list[str]
 
 
 def _cancel_error(strategy: str, key: str) -> str:
