@@ -36,7 +36,7 @@ from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.retention import Retention
-from stoker.engine.runs import RunWatcher
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.server import AuthInterceptor, EngineServicer
 from stoker.engine.service import Service
@@ -207,9 +207,9 @@ class Engine:
     def _start_workflows(self, db: Executor, wake: Callable[..., None]) -> None:
         """Workflows: DAG progression (hooked into every transaction that ends attempts),
         its sweeper, the workflow/child/event ingest, cancel and replay."""
-        from stoker.engine.controllers.cancel import RunOps
         from stoker.engine.controllers.dags import Dags
         from stoker.engine.ingest.workflows import WorkflowIngest
+        from stoker.engine.runs.ops import RunOps
         from stoker.engine.workflows_server import WorkflowsServicer
 
         s = self.settings

@@ -24,7 +24,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import tasks as task_store
 from stoker.engine import faults, notify
-from stoker.engine.runs import RunWatcher
+from stoker.engine.runs.watcher import RunWatcher
 
 log = logging.getLogger("stoker.engine.attempts")
 

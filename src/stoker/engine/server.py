@@ -26,7 +26,7 @@ from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
-from stoker.engine.runs import RunWatcher
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import (
     AuthenticationError,
     EngineUnavailableError,

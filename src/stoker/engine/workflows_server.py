@@ -15,7 +15,6 @@ from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.engine.auth import TokenAuth
-from stoker.engine.controllers.cancel import Outcome, RunFilter, RunOps
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import (
@@ -24,6 +23,7 @@ from stoker.engine.ingest.workflows import (
     WorkflowIngest,
     WorkflowTriggerInput,
 )
+from stoker.engine.runs.ops import Outcome, RunFilter, RunOps
 from stoker.engine.server import Handlers, request_content
 from stoker.errors import InvalidRequestError
 

@@ -45,7 +45,7 @@ from stoker.db.store import dags as dag_store
 from stoker.db.store import tasks as task_store
 from stoker.engine import faults, notify
 from stoker.engine.dispatcher import Dispatcher
-from stoker.engine.runs import RunWatcher
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.dags")

@@ -7,7 +7,7 @@ back as lost and requeued at once.
 
 Task events arrive from workers in batches and are buffered; the flusher writes all of them,
 from every worker, in one transaction (group commit, capped at ``flush_max_items``),
-then tells the :class:`~stoker.engine.runs.RunWatcher` which runs finished. A completion
+then tells the :class:`~stoker.engine.runs.watcher.RunWatcher` which runs finished. A completion
 frees its slot in memory immediately, so the scheduler can refill it before the flush.
 
 Cancellation: :meth:`Dispatcher.cancel` tells a worker connected here at once; for a worker

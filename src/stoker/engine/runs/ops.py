@@ -1,5 +1,7 @@
 """Cancelling and replaying runs (workflow runs and single-task runs), one or in bulk.
 
+Request-driven (the REST API and the gRPC servicers call :class:`RunOps`), not a loop.
+
 Cancel: in one transaction the runs' DAG rows are locked and marked cancelled, every
 unfinished task of the runs — and, through ``child_run``, of the child runs their tasks
 spawned, recursively — is CANCELLED (queue items and running attempts removed), and the
@@ -39,7 +41,7 @@ from stoker.db.store import tasks as task_store
 from stoker.engine import notify
 from stoker.engine.controllers.dags import Dags
 from stoker.engine.dispatcher import Dispatcher
-from stoker.engine.runs import RunWatcher
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.cancel")
