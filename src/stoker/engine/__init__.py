@@ -3,7 +3,10 @@
 * ingest — accepts task definitions and triggers, writes runs in batches;
 * scheduler — turns queued attempts into assignments on workers with free slots;
 * dispatcher — owns worker streams, slot accounting and batched task events;
-* controllers — timeouts, worker liveness and leadership (on the leader replica only);
+* flows — workflow logic run inline in the others' transactions (DAG progression, waits);
+* runs — waiting for results, cancel and replay;
+* controllers — the leader loops, one per module: leadership, timeouts, worker liveness,
+  the DAG sweeper, retention (their rounds run on the leader replica only);
 * api — the REST API over HTTP.
 
 The gRPC server (:mod:`stoker.engine.server`) is the front door of ingest and dispatcher.
@@ -30,12 +33,14 @@ from stoker.config import EngineSettings, read_pem
 from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
-from stoker.engine.controllers import Controllers
+from stoker.engine.controllers.leadership import Leadership
+from stoker.engine.controllers.liveness import Liveness
+from stoker.engine.controllers.retention import Retention
+from stoker.engine.controllers.timeouts import Timeouts
 from stoker.engine.dispatcher import Dispatcher, Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
-from stoker.engine.retention import Retention
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.server import AuthInterceptor, EngineServicer
@@ -94,14 +99,28 @@ class Engine:
             defer_ms=s.scheduler_defer_ms,
         )
         scheduler_wake.append(self.scheduler)
-        self.controllers = Controllers(
+        self.leadership = Leadership(
+            db,
+            engine_id=self.engine_id,
+            interval_s=s.controller_interval_s,
+            lease_ttl_s=s.lease_ttl_s,
+        )
+        self.timeouts = Timeouts(
             db,
             self.dispatcher,
             self.attempts,
+            self.leadership,
             engine_id=self.engine_id,
             interval_s=s.controller_interval_s,
             worker_dead_after_s=s.worker_dead_after_s,
-            lease_ttl_s=s.lease_ttl_s,
+        )
+        self.liveness = Liveness(
+            db,
+            self.dispatcher,
+            self.attempts,
+            self.leadership,
+            interval_s=s.controller_interval_s,
+            worker_dead_after_s=s.worker_dead_after_s,
         )
         self.auth = TokenAuth(
             db,
@@ -124,7 +143,7 @@ class Engine:
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(
             db,
-            is_leader=lambda: self.controllers.is_leader,
+            self.leadership,
             history_after_s=s.history_after_s,
             retention_days=s.retention_days,
             partitions_ahead_days=s.partitions_ahead_days,
@@ -138,8 +157,10 @@ class Engine:
             self.dispatcher,
             self.reconciler,
             self.scheduler,
-            self.controllers,
-            self.dags,
+            self.leadership,
+            self.timeouts,
+            self.liveness,
+            self.sweeper,
             self.retention,
         ]
         if s.http_enabled:
@@ -206,32 +227,40 @@ class Engine:
 
     def _start_workflows(self, db: Executor, wake: Callable[..., None]) -> None:
         """Workflows: DAG progression (hooked into every transaction that ends attempts),
-        its sweeper, the workflow/child/event ingest, cancel and replay."""
-        from stoker.engine.controllers.dags import Dags
+        the wait registry and its sweeper, the workflow/child/event ingest, cancel and
+        replay."""
+        from stoker.engine.controllers.sweeper import Sweeper
+        from stoker.engine.flows.conditions import Conditions
+        from stoker.engine.flows.progression import Progression
         from stoker.engine.ingest.workflows import WorkflowIngest
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.workflows_server import WorkflowsServicer
 
         s = self.settings
-        self.dags = Dags(
+        self.progression = Progression(
             db,
-            self.dispatcher,
             self.watcher,
             engine_id=self.engine_id,
-            is_leader=lambda: self.controllers.is_leader,
             on_enqueued=wake,
             gated_tenants=self.ingest.gated_tenants,
+        )
+        self.conditions = Conditions(db, self.progression.progress)
+        self.sweeper = Sweeper(
+            db,
+            self.conditions,
+            self.progression,
+            self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
         )
-        self.attempts.dag_hooks.append(self.dags.on_finals)
+        self.attempts.dag_hooks.append(self.progression.on_finals)
         self.workflows_servicer = WorkflowsServicer(
             self.auth,
-            WorkflowIngest(db, self.ingest, self.dags),
+            WorkflowIngest(db, self.ingest, self.progression),
             RunOps(
                 db,
                 self.dispatcher,
                 self.watcher,
-                self.dags,
+                self.progression,
                 engine_id=self.engine_id,
                 on_enqueued=wake,
             ),

@@ -5,8 +5,8 @@
   written together, in the flush's one transaction: their ``dag`` rows, all their steps
   (through :func:`write_task_runs`, like single tasks, so rate limits, concurrency keys
   and policy errors behave alike) and their DAG links. Roots without conditions are QUEUED
-  at once (or wait for concurrency admission); every other step is PENDING until the DAG
-  controller (:mod:`stoker.engine.controllers.dags`) readies it.
+  at once (or wait for concurrency admission); every other step is PENDING until DAG
+  progression (:mod:`stoker.engine.flows.progression`) readies it.
 * A child run is recorded in ``child_run`` under its parent task, its index (the n-th spawn
   of the parent's attempt) and an optional key, in the same transaction as the run itself;
   a parent that spawns again after a retry gets the existing child back.
@@ -47,7 +47,7 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine import notify
-from stoker.engine.controllers.dags import Dags
+from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, requests, write_task_runs
 from stoker.engine.ingest.requests import RequestKey
 from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
@@ -100,7 +100,7 @@ class _NewRun:
 class WorkflowIngest:
     """Writes workflow definitions, workflow runs, child runs and user events."""
 
-    def __init__(self, db: Executor, ingest: Ingest, dags: Dags) -> None:
+    def __init__(self, db: Executor, ingest: Ingest, dags: Progression) -> None:
         self._db = db
         self._ingest = ingest
         self._dags = dags

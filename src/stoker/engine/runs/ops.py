@@ -39,8 +39,8 @@ from stoker.db.store import dags as dag_store
 from stoker.db.store import runs as run_store
 from stoker.db.store import tasks as task_store
 from stoker.engine import notify
-from stoker.engine.controllers.dags import Dags
 from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.flows.progression import Progression
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import InvalidRequestError
 
@@ -80,7 +80,7 @@ class RunOps:
         db: Executor,
         dispatcher: Dispatcher,
         watcher: RunWatcher,
-        dags: Dags,
+        progression: Progression,
         *,
         engine_id: str,
         on_enqueued: Any,
@@ -88,7 +88,7 @@ class RunOps:
         self._db = db
         self._dispatcher = dispatcher
         self._watcher = watcher
-        self._dags = dags
+        self._progression = progression
         self.engine_id = engine_id
         self._on_enqueued = on_enqueued
 
@@ -191,7 +191,7 @@ class RunOps:
             all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
             await dag_store.lock_dags(tx, dag_store.LockDags(all_dags))
             await run_store.mark_dags_cancelled(tx, run_store.MarkDagsCancelled(all_dags))
-            after = await self._dags.progress(tx, all_dags)
+            after = await self._progression.progress(tx, all_dags)
             await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
         return cancelled, after
 
@@ -246,11 +246,11 @@ class RunOps:
             replayed = []
             if task_ids:
                 replayed = await run_store.replay_tasks(tx, run_store.ReplayTasks(task_ids))
-            after = await self._dags.progress(tx, dag_ids)
+            after = await self._progression.progress(tx, dag_ids)
             await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
         after()
         if any(r["gated"] for r in replayed):
-            self._dags.gated_tenants.add(tenant_id)
+            self._progression.gated_tenants.add(tenant_id)
         self._on_enqueued()
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
@@ -277,5 +277,5 @@ class RunOps:
 
     async def _handler_task_names(self, tx: Executor, dag_ids: list[int]) -> set[str]:
         rows = await dag_store.dag_steps(tx, dag_store.DagSteps(dag_ids))
-        versions = await self._dags.versions(tx, {int(r["version_id"]) for r in rows})
+        versions = await self._progression.versions(tx, {int(r["version_id"]) for r in rows})
         return {s.task_name for v in versions.values() for s in v.steps if s.role != "step"}

@@ -23,9 +23,10 @@ Design (docs/storage.md has the whole picture):
   into, so plans and sizes do not depend on autovacuum (which may lag, or be off).
 * **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
   than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`).
-* **Replicas.** Only the replica holding the leader lease does this (the controllers'
-  lease); the statements are also safe if two ran at once (``SKIP LOCKED``, idempotent
-  partition creation).
+* **Replicas.** Only the replica holding the leader lease does this
+  (:mod:`~stoker.engine.controllers.leadership`), except creating today's partitions at
+  start, which every replica does before the first run is written; the statements are
+  also safe if two ran at once (``SKIP LOCKED``, idempotent partition creation).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
 from stoker.db.store import retention as retention_store
+from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.ingest import requests
 from stoker.engine.service import LoopService
 
@@ -58,8 +59,8 @@ class Retention(LoopService):
     def __init__(
         self,
         db: Executor,
+        leadership: Leadership,
         *,
-        is_leader: Callable[[], bool],
         history_after_s: float,
         retention_days: int,
         partitions_ahead_days: int,
@@ -68,7 +69,7 @@ class Retention(LoopService):
     ) -> None:
         super().__init__()
         self._db = db
-        self._is_leader = is_leader
+        self._leadership = leadership
         self._after_ms = int(history_after_s * 1000)
         self._retention_days = retention_days
         self._ahead_days = partitions_ahead_days
@@ -90,7 +91,7 @@ class Retention(LoopService):
     async def run(self) -> None:
         try:
             while not await self.sleep(self._interval):
-                if not self._is_leader():
+                if not self._leadership.is_leader:
                     continue
                 now = time.monotonic()
                 if self._maintained_at is None or now - self._maintained_at >= _MAINTENANCE_EVERY_S:

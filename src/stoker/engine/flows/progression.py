@@ -6,8 +6,10 @@ Design (see docs/workflows.md for the user's view):
   without conditions are QUEUED at once; every other step is PENDING (no queue item, so it
   holds no worker slot however long it waits).
 * Progression runs **inside the transaction that ends steps**: the dispatcher's flush of
-  completions and :meth:`Attempts.end` for final failures call :meth:`Dags.on_finals`
-  through ``Attempts.dag_hooks``. A crash either loses both the completion and its
+  completions and :meth:`Attempts.end` for final failures call
+  :meth:`Progression.on_finals` through ``Attempts.dag_hooks``; the workflow ingest, the
+  event ingest, cancel and replay call :meth:`Progression.progress` in their own
+  transactions. A crash either loses both the completion and its
   consequences or keeps both. Progression locks the runs' ``dag`` rows first (id order,
   so concurrent flushes never deadlock and never both miss a step whose two parents ended
   at once), then reads their steps, decides in memory and writes the decisions in a few
@@ -16,41 +18,39 @@ Design (see docs/workflows.md for the user's view):
   a failed/cancelled parent cancels it (and, step after step, everything downstream);
   ``cancel_if``, ``skip_if`` and ``wait_for`` are then tried in that order. A skipped step
   is COMPLETED with ``skipped`` set, and its children run. Steps that must wait register
-  their sleep/event conditions in ``task_wait``; the sweeper fires sleeps, the event ingest
-  satisfies events, and both progress the run again.
+  their sleep/event conditions in ``task_wait`` (:mod:`stoker.engine.flows.conditions`);
+  the sweeper fires sleeps, the event ingest satisfies events, and both progress the run
+  again.
 * Handlers: ``on_failure`` runs once every regular step is final and one failed;
   ``on_success`` once all completed; otherwise the handler is skipped. The run is final
   when every step is: CANCELLED if a user cancelled it, FAILED if a step failed, CANCELLED
   if a step was cancelled, else COMPLETED.
-* The sweeper (every ``interval_s`` on the leader) fires due sleeps and re-progresses
-  runs with nothing queued or running and nothing to wait for: the runs whose steps ended
-  by a path without the hook (schedule timeouts, concurrency cancellations) or whose
-  progression was lost. Progression is idempotent, so running it twice is harmless.
+* The sweeper (:mod:`stoker.engine.controllers.sweeper`, on the leader) fires due sleeps
+  and re-progresses runs with nothing queued or running and nothing to wait for: the runs
+  whose steps ended by a path without the hook (schedule timeouts, concurrency
+  cancellations) or whose progression was lost. Progression is idempotent, so running it
+  twice is harmless.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from stoker._core.dag import ParentState, StepSpec, WorkflowSpec, decide, waits_of
+from stoker._core.dag import ParentState, StepSpec, WorkflowSpec, decide
 from stoker._core.status import FINAL
-from stoker.db import Executor, NoParams, Row
+from stoker.db import Executor, Row
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import tasks as task_store
-from stoker.engine import faults, notify
-from stoker.engine.dispatcher import Dispatcher
+from stoker.engine import notify
+from stoker.engine.flows.conditions import insert_waits, no_waits, register_waits
 from stoker.engine.runs.watcher import RunWatcher
-from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.dags")
-
-_SWEEP_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -70,9 +70,7 @@ class _Plan:
     enqueue: dict[int, list[str]] = field(default_factory=dict)
     skip: list[int] = field(default_factory=list)
     cancel: dict[int, str] = field(default_factory=dict)
-    waits: condition_store.InsertWaits = field(
-        default_factory=lambda: condition_store.InsertWaits([], [], [], [], [], [], [], [])
-    )
+    waits: condition_store.InsertWaits = field(default_factory=no_waits)
     condition_errors: dict[int, list[str]] = field(default_factory=dict)
     finish: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     tenants_queued: set[int] = field(default_factory=set)
@@ -85,37 +83,26 @@ def _error(type_: str, message: str) -> str:
     return json.dumps({"type": type_, "message": message, "traceback": ""})
 
 
-class Dags(LoopService):
-    """Progresses DAG runs (hooked into the transactions that end steps) and sweeps."""
-
-    name = "dags"
+class Progression:
+    """Progresses DAG runs inside the transactions that end their steps."""
 
     def __init__(
         self,
         db: Executor,
-        dispatcher: Dispatcher,
         watcher: RunWatcher,
         *,
         engine_id: str,
-        is_leader: Callable[[], bool],
         on_enqueued: Callable[[], None],
         gated_tenants: set[int],
-        interval_s: float,
     ) -> None:
-        super().__init__()
         self._db = db
-        self._dispatcher = dispatcher
         self._watcher = watcher
         self.engine_id = engine_id
-        self._is_leader = is_leader
         self._on_enqueued = on_enqueued
         self.gated_tenants = gated_tenants
         """Where to note tenants with runs newly waiting for concurrency admission (the
         scheduler's set, shared with the ingest)."""
-        self._interval = interval_s
         self._versions: dict[int, WorkflowSpec] = {}
-        self._wake = self.signal()
-        self.sweeps = 0
 
     # -- versions -----------------------------------------------------------------------
 
@@ -269,7 +256,9 @@ class Dags(LoopService):
                     plan.enqueue[task_id] = list(s.spec.parents)
                     plan.tenants_queued.add(tenant_id)
                 else:
-                    self._register_waits(s, dag_id, tenant_id, satisfied.get(task_id), plan)
+                    register_waits(
+                        plan.waits, task_id, s.spec, dag_id, tenant_id, satisfied.get(task_id)
+                    )
         if all(s.status in FINAL and int(s.row["id"]) not in plan.enqueue for s in steps.values()):
             order = {st.name: n for n, st in enumerate(spec.steps)}
             plan.finish[dag_id] = _outcome(
@@ -280,30 +269,8 @@ class Dags(LoopService):
             if int(s.row["id"]) in plan.enqueue:
                 plan.tenants_queued.add(tenant_id)
 
-    def _register_waits(
-        self,
-        s: _Step,
-        dag_id: int,
-        tenant_id: int,
-        known: dict[str, bool] | None,
-        plan: _Plan,
-    ) -> None:
-        for path, cond in waits_of(s.spec):
-            if known is not None and path in known:
-                continue
-            w = plan.waits
-            w.task_ids.append(int(s.row["id"]))
-            w.conds.append(path)
-            w.tenant_ids.append(tenant_id)
-            w.dag_ids.append(dag_id)
-            w.kinds.append(cond.kind)
-            w.sleeps_ms.append(int(cond.seconds * 1000))
-            w.event_keys.append(cond.event_key)
-            w.expressions.append(cond.expression)
-
     async def _apply(self, tx: Executor, plan: _Plan) -> None:
-        if plan.waits.task_ids:
-            await condition_store.insert_waits(tx, plan.waits)
+        await insert_waits(tx, plan.waits)
         # Skips and cancels first: the inputs of steps queued now name them.
         if plan.skip:
             await dag_store.skip_dag_steps(tx, dag_store.SkipDagSteps(sorted(plan.skip)))
@@ -361,66 +328,10 @@ class Dags(LoopService):
         return done
 
     async def progress_now(self, dag_ids: Iterable[int]) -> None:
-        """Progresses runs in a transaction of its own (sweeper, events, cancel, replay)."""
+        """Progresses runs in a transaction of its own (the sweeper's stalled runs)."""
         async with self._db.transaction() as tx:
             after = await self.progress(tx, dag_ids)
         after()
-
-    # -- sweeper ------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        """A new sleep was registered: the sweeper re-reads when the next one is due."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self.stopping.is_set():
-            delay = self._interval
-            if self._is_leader():
-                delay = await self.sweep()
-            await self._wake.wait(delay)
-
-    async def sweep(self) -> float:
-        """Fires due sleeps and re-progresses stalled runs; returns seconds to the next due
-        sleep (at most the interval)."""
-        self.sweeps += 1
-        fired = await condition_store.due_sleep_dags(
-            self._db, condition_store.DueSleepDags(_SWEEP_BATCH)
-        )
-        # Runs are swept in batches; one run whose progression fails is split off
-        # (faults.isolate) so that it cannot hold up every run swept with it.
-        if fired:
-            await self._isolated(sorted({int(r["dag_id"]) for r in fired}), self._fire)
-        stalled = await dag_store.stalled_dags(self._db, dag_store.StalledDags(_SWEEP_BATCH))
-        if stalled:
-            await self._isolated([int(r["id"]) for r in stalled], self.progress_now)
-        if len(fired) >= _SWEEP_BATCH:
-            return 0.0
-        row = await condition_store.next_sleep(self._db, NoParams())
-        if row is None or row["fire_at"] is None:
-            return self._interval
-        left = (row["fire_at"] - datetime.now(UTC)).total_seconds()
-        return float(max(0.01, min(self._interval, left)))
-
-    async def _fire(self, dag_ids: Iterable[int]) -> None:
-        """Fires the due sleeps of runs and progresses them, in one transaction."""
-        async with self._db.transaction() as tx:
-            # Lock the runs before touching their waits: the order every writer keeps.
-            ids = [
-                int(r["id"])
-                for r in await dag_store.lock_dags(tx, dag_store.LockDags(list(dag_ids)))
-            ]
-            await condition_store.fire_sleeps(tx, condition_store.FireSleeps(ids))
-            after = await self.progress(tx, ids)
-        after()
-
-    async def _isolated(
-        self, dag_ids: list[int], step: Callable[[Iterable[int]], Awaitable[None]]
-    ) -> None:
-        result = await faults.isolate(dag_ids, step, what="progressing workflow runs")
-        for dag_id, exc in result.failed:
-            log.error("workflow run %d cannot progress: %s", dag_id, exc)
-        if result.outage is not None:
-            raise result.outage
 
 
 def _nothing() -> None:
