@@ -37,7 +37,8 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
-from stoker.engine.dispatcher import Dispatcher, Reconciler
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener

@@ -1,22 +1,29 @@
 """Dispatcher: owns the workers' streams, their slots, and the events they send.
 
-Each connected worker is a :class:`WorkerConn` holding its free slots and an outbox of
-messages (assignments, cancellations). The scheduler reserves slots on a conn and then
-pushes the assignments it committed; if the conn closed in between, the attempts are handed
-back as lost and requeued at once.
+This module holds the :class:`Dispatcher`: the stream protocol (registration, reads,
+heartbeats), cancellation routing, and the task-event buffer and its flush. Beside it:
+:mod:`~stoker.engine.dispatcher.conns` (a connected worker, its slots and held attempts),
+:mod:`~stoker.engine.dispatcher.reconciler` (stopping attempts that ended elsewhere) and
+:mod:`~stoker.engine.dispatcher.served` (which task names live workers serve).
+
+Each connected worker is a :class:`~stoker.engine.dispatcher.conns.WorkerConn` holding its
+free slots and an outbox of messages (assignments, cancellations). The scheduler reserves
+slots on a conn and then pushes the assignments it committed; if the conn closed in
+between, the attempts are handed back as lost and requeued at once.
 
 Task events arrive from workers in batches and are buffered; the flusher writes all of them,
-from every worker, in one transaction (group commit, capped at ``flush_max_items``),
-then tells the :class:`~stoker.engine.runs.watcher.RunWatcher` which runs finished. A completion
+from every worker, in one transaction (group commit, capped at ``flush_max_items``), then
+tells the :class:`~stoker.engine.runs.watcher.RunWatcher` which runs finished. A completion
 frees its slot in memory immediately, so the scheduler can refill it before the flush.
 
 Cancellation: :meth:`Dispatcher.cancel` tells a worker connected here at once; for a worker
 connected to another replica it sends ``stoker_cancel`` (:mod:`stoker.engine.notify`), and
 that replica's listener calls :meth:`Dispatcher.cancel_here`. A lost notification is covered
-by :class:`Reconciler`: every few seconds, while attempts have been in flight here for a
-while, one query asks which of them no longer hold their ``task_runtime`` row (they ended
-elsewhere: cancelled, timed out, requeued by the leader) and those are cancelled on their
-workers. So a worker never keeps running an attempt that ended for more than a few seconds.
+by the :class:`~stoker.engine.dispatcher.reconciler.Reconciler`: every few seconds, while
+attempts have been in flight here for a while, one query asks which of them no longer hold
+their ``task_runtime`` row (they ended elsewhere: cancelled, timed out, requeued by the
+leader) and those are cancelled on their workers. So a worker never keeps running an
+attempt that ended for more than a few seconds.
 
 Trust: a worker is believed only about the attempts the engine gave it. Every event
 (started, completed, failed, timeout refresh, slot release) must name an attempt held by
@@ -48,8 +55,8 @@ How a stream ends decides what happens to the attempts it held:
 * otherwise (an error, a reset, a killed worker, a replica that died): nothing is ended.
   A worker still alive reconnects, here or to another replica, and reports its attempts,
   which keep running. Only a worker that stays away past the dead-worker timeout loses
-  them (the controllers declare it dead; that requeue is final, and a late result of such
-  an attempt is ignored).
+  them (the leader's liveness loop declares it dead; that requeue is final, and a late
+  result of such an attempt is ignored).
 """
 
 from __future__ import annotations
@@ -60,8 +67,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -72,6 +77,7 @@ from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
 from stoker.engine import faults, notify
 from stoker.engine.attempts import AttemptEnd, Attempts
+from stoker.engine.dispatcher.conns import Held, WorkerConn, parse_labels
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
 
@@ -110,96 +116,6 @@ class Rejections:
             )
             self._warned_at[reason] = now
             self._unreported[reason] = 0
-
-
-@dataclass(slots=True)
-class Held:
-    """An attempt running on a worker and what it holds of the worker's slots."""
-
-    attempt: int
-    cost: int = 1
-    durable: bool = False
-    since: float = field(default_factory=time.monotonic)
-
-
-@dataclass(eq=False)
-class WorkerConn:
-    """A connected worker as the engine sees it."""
-
-    worker_id: int
-    external_id: uuid.UUID
-    tenant_id: int
-    name: str
-    slots: int
-    task_names: frozenset[str]
-    running: dict[int, Held] = field(default_factory=dict)  # by task_id
-    durable_slots: int = 0
-    # Slots held in each pool (index 0: slots, 1: durable_slots), kept in step with
-    # ``running`` by hold/release/unhold so placement never has to add them up.
-    used: list[int] = field(default_factory=lambda: [0, 0])
-    labels: dict[str, Any] = field(default_factory=dict)
-    outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
-    closed: bool = False
-    draining: bool = False
-    # The worker said goodbye (it is stopping), as opposed to a stream that just ended: a
-    # killed worker's stream may end as quietly as a clean close.
-    ended_cleanly: bool = False
-
-    def free(self, durable: bool = False) -> int:
-        """Free slots in one pool (none while draining)."""
-        if self.draining or self.closed:
-            return 0
-        return (self.durable_slots if durable else self.slots) - self.used[durable]
-
-    @property
-    def free_slots(self) -> int:
-        return self.free(False) + self.free(True)
-
-    def __post_init__(self) -> None:
-        for held in self.running.values():
-            self.used[held.durable] += held.cost
-
-    def hold(self, task_id: int, attempt: int, cost: int, durable: bool) -> None:
-        """Reserves slots for an attempt assigned to this worker."""
-        self.unhold(task_id)
-        self.running[task_id] = Held(attempt, cost, durable)
-        self.used[durable] += cost
-
-    def unhold(self, task_id: int, attempt: int | None = None) -> bool:
-        """Forgets an attempt (of any number, or of ``attempt``); True if it was held."""
-        held = self.running.get(task_id)
-        if held is None or (attempt is not None and held.attempt != attempt):
-            return False
-        del self.running[task_id]
-        self.used[held.durable] -= held.cost
-        return True
-
-    def release(self, task_id: int, attempt: int) -> bool:
-        """Gives an attempt's slots back while it keeps running; True if that freed any."""
-        held = self.running.get(task_id)
-        if held is None or held.attempt != attempt or not held.cost:
-            return False
-        self.used[held.durable] -= held.cost
-        held.cost = 0
-        return True
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.outbox.put_nowait(None)
-
-
-def _labels(raw: bytes) -> dict[str, Any]:
-    """A worker's labels: a JSON object of strings and numbers."""
-    problem = json_problem(raw) if raw else None
-    if problem is not None:
-        raise InvalidRequestError(f"worker labels are refused: {problem}")
-    labels = json.loads(raw) if raw else {}
-    if not isinstance(labels, dict) or not all(
-        isinstance(v, str | int | float) and not isinstance(v, bool) for v in labels.values()
-    ):
-        raise InvalidRequestError("worker labels must map names to strings or numbers")
-    return labels
 
 
 def _ms(ms: int) -> int:
@@ -376,7 +292,7 @@ class Dispatcher(LoopService):
             raise InvalidRequestError(f"worker_id {reg.worker_id!r} is not a UUID") from None
         if reg.slots <= 0 or reg.durable_slots < 0:
             raise InvalidRequestError("a worker needs at least one slot")
-        labels = _labels(reg.labels)
+        labels = parse_labels(reg.labels)
         row = await worker_store.register_worker(
             self._db,
             worker_store.RegisterWorker(
@@ -474,7 +390,7 @@ class Dispatcher(LoopService):
                 elif kind == "goodbye":
                     conn.ended_cleanly = True
                 elif kind == "labels":
-                    conn.labels = _labels(msg.labels.labels)
+                    conn.labels = parse_labels(msg.labels.labels)
                     await worker_store.update_worker_labels(
                         self._db,
                         worker_store.UpdateWorkerLabels(conn.worker_id, json.dumps(conn.labels)),
@@ -728,55 +644,3 @@ class Dispatcher(LoopService):
                 if progress:
                     after = await self._attempts.progress_dags(tx, done, isolated=False)
         return done, after
-
-
-class Reconciler(LoopService):
-    """Cancels attempts in flight on this replica's workers that ended elsewhere.
-
-    Every ``interval_s``, if some attempt has been held here longer than ``min_age_s``
-    (younger ones may not have committed their assignment yet), one query returns those
-    whose ``task_runtime`` row is gone, and their workers are told to stop them. An idle
-    replica, or one whose attempts are all young, issues no query.
-    """
-
-    name = "reconciler"
-
-    def __init__(
-        self, db: Executor, dispatcher: Dispatcher, *, interval_s: float, min_age_s: float = 2.0
-    ) -> None:
-        super().__init__()
-        self._db = db
-        self._dispatcher = dispatcher
-        self._interval = interval_s
-        self._min_age = min_age_s
-        self.reconciled = 0
-
-    async def run(self) -> None:
-        while not await self.sleep(self._interval):
-            await self.reconcile()
-
-    async def reconcile(self) -> None:
-        cutoff = time.monotonic() - self._min_age
-        owner: dict[tuple[int, int], int] = {}
-        for conn in self._dispatcher.open_conns():
-            for task_id, held in conn.running.items():
-                if held.since <= cutoff:
-                    owner[(task_id, held.attempt)] = conn.worker_id
-        if not owner:
-            return
-        pairs = sorted(owner)
-        rows = await task_store.ended_attempts(
-            self._db,
-            task_store.EndedAttempts(
-                int_array(t for t, _ in pairs), int_array(a for _, a in pairs)
-            ),
-        )
-        ended: dict[int, list[tuple[int, int, str]]] = {}
-        for r in rows:
-            key = (int(r["task_id"]), int(r["attempt"]))
-            ended.setdefault(owner[key], []).append((*key, "the attempt ended (cancelled)"))
-        for worker_id, items in ended.items():
-            self._dispatcher.cancel_here(worker_id, items)
-            self.reconciled += len(items)
-        if ended:
-            log.info("stopped %d attempts that ended elsewhere", sum(map(len, ended.values())))

@@ -4,7 +4,7 @@ A call first reads the runs it names in one query (``run_states``): unknown ids 
 ``NotFoundError``, finished runs are returned at once. Otherwise it registers a waiter.
 
 Whatever ends runs in this process (the dispatcher's flush, DAG progression, the
-controllers, cancel) calls :meth:`RunWatcher.finished` with their external ids. The ids
+timeouts, cancel) calls :meth:`RunWatcher.finished` with their external ids. The ids
 that someone waits for are read back **in one batch** (``run_results_by_ids``) by a single
 reader task, however many waiters and flushes there are, and each waiter gets the rows of
 its own runs (of its own tenant). So a burst of a thousand finished runs costs one query,

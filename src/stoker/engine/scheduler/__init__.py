@@ -28,7 +28,8 @@ from stoker.db import Executor, NoParams, int_array
 from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.engine.attempts import AttemptEnd, Attempts
-from stoker.engine.dispatcher import Dispatcher, WorkerConn
+from stoker.engine.dispatcher import Dispatcher
+from stoker.engine.dispatcher.conns import WorkerConn
 from stoker.engine.scheduler.admission import admit
 from stoker.engine.scheduler.rate_limits import Plan, SlidingWindow, from_us, to_us
 from stoker.engine.service import LoopService
