@@ -60,7 +60,7 @@ from stoker.errors import (
 )
 
 if TYPE_CHECKING:
-    from stoker._sdk.client import Stoker
+    from stoker._sdk.app import Stoker
 
 log = logging.getLogger("stoker.worker")
 
@@ -547,7 +547,7 @@ class Worker:
 
     async def _execute(self, attempt: _Attempt) -> None:
         a, task, ctx = attempt.assignment, attempt.task, attempt.ctx
-        # Runs triggered from inside the task are its children (see _sdk/runs_api.py).
+        # Runs triggered from inside the task are its children (see _sdk/children.py).
         current_context.set(ctx)
         try:
             try:
