@@ -55,7 +55,7 @@ def _spawn_requests(
 
 def _spawn_request(ctx: Context, children: Sequence[ChildSpec]) -> wpb.SpawnChildrenRequest:
     items = []
-    first = ctx._take_child_indexes(len(children))
+    first = ctx.state.take_child_indexes(len(children))
     for n, child in enumerate(children):
         metadata = {**ctx.additional_metadata, **(child.options.get("additional_metadata") or {})}
         items.append(
