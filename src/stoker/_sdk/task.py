@@ -388,4 +388,4 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     return input_model, output
 
 
-__all__ = ["RunOptions", "RunRef", "Task", "TaskArgs", "TaskOptions", "ValidationError"]
+__all__ = ["RunOptions", "Task", "TaskArgs", "TaskOptions", "ValidationError"]

@@ -297,8 +297,10 @@ def _close_on(loop: asyncio.AbstractEventLoop, channel: grpc.aio.Channel) -> Non
         task.add_done_callback(_closing.discard)
     elif loop.is_running():
         asyncio.run_coroutine_threadsafe(channel.close(), loop)
-    else:
+    elif running is None:
         loop.run_until_complete(channel.close())
+    # else: an idle loop cannot be run from inside another one; its channel closes itself
+    # once no longer referenced.
 
 
 # Close tasks scheduled on the caller's own loop, kept referenced until they finish.
