@@ -296,7 +296,7 @@ def test_a_run_no_worker_serves_is_reported_to_the_caller_and_in_the_api(
         assert http.get(f"/api/v1/runs/{refs[0].run_id}").json()["waiting_reason"] is None
     # With a live worker the engine names no task.
     item = app._named_item("greet", {"name": "x"}, {})
-    resp = app.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=[item]))
+    resp = app.connection.calls.trigger(pb.TriggerRequest(items=[item]))
     assert list(resp.unserved_task_names) == []
 
     @app.task()
@@ -305,5 +305,5 @@ def test_a_run_no_worker_serves_is_reported_to_the_caller_and_in_the_api(
 
     app.register([lonely])
     missing = app._named_item("lonely", {}, {})
-    resp = app.transport.call(lambda s: s.Trigger, pb.TriggerRequest(items=[item, missing]))
+    resp = app.connection.calls.trigger(pb.TriggerRequest(items=[item, missing]))
     assert list(resp.unserved_task_names) == ["lonely"]

@@ -224,7 +224,7 @@ def test_retried_spawn_makes_each_child_once(
     )
     # The SDK's own retry loop (what a task's spawn goes through), with a raw request
     # since a parent's context only exists inside a worker.
-    client = app._workflows_client()
+    calls = app.connection.calls
 
     def children() -> list[str]:
         rows = query(
@@ -237,7 +237,7 @@ def test_retried_spawn_makes_each_child_once(
 
     resp = lose_first_reply(
         proxy,
-        lambda: client.call(lambda s: s.SpawnChildren, request),
+        lambda: calls.spawn_children(request),
         lambda: len(children()) == 3,
     )
     assert list(resp.run_ids) == children()
@@ -438,9 +438,9 @@ def test_the_sdk_reports_a_refused_key_as_invalid_request(
     try:
         app.register()
         key = uuid.uuid4().hex
-        app.transport.call(lambda s: s.Trigger, _trigger_request(key, [1]))
+        app.connection.calls.trigger(_trigger_request(key, [1]))
         with pytest.raises(InvalidRequestError, match="request_key"):
-            app.transport.call(lambda s: s.Trigger, _trigger_request(key, [3]))
+            app.connection.calls.trigger(_trigger_request(key, [3]))
     finally:
         app.close()
 

@@ -21,11 +21,13 @@ from stoker._core.wire import (
     StickyStrategy,
     WorkerLabelComparator,
 )
-from stoker._sdk.client import RateLimits, Stoker
+from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
-from stoker._sdk.runs_api import Events, RunOutcome, Runs
-from stoker._sdk.task import RunRef, Task
+from stoker._sdk.events import Events
+from stoker._sdk.refs import RunRef
+from stoker._sdk.runs import RunOutcome, Runs
+from stoker._sdk.task import Task
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (

@@ -1,4 +1,10 @@
-"""The :class:`Context` a task receives with its input."""
+"""The :class:`Context` a task receives with its input, and the attempt's runtime state.
+
+:class:`Context` is the user's surface: who the run is, its parents' outputs, the
+timeout, cancellation, releasing the slot. What the worker runtime changes while the
+attempt runs (the deadline, the cancel flag and reason, whether the slot was released,
+the child index counter, the parents' outcomes, the callbacks that report to the engine)
+lives on :class:`AttemptState`, which the runtime owns and the context reads through."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stoker._core import envelope
+from stoker._core.envelope import StepInput
 from stoker.config import parse_duration
 
 if TYPE_CHECKING:
@@ -26,6 +33,74 @@ current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar
 worker runtime; runs triggered while it is set are children of that task."""
 
 
+class AttemptState:
+    """The runtime's side of one attempt: what the worker changes while it runs.
+
+    ``on_refresh(seconds)``, ``on_release_slot()`` and ``on_spawn()`` report to the
+    runtime (and so to the engine); the defaults do nothing, for a context made by hand
+    to call a task function directly.
+    """
+
+    def __init__(
+        self,
+        *,
+        execution_timeout_s: float | None = None,
+        on_refresh: Callable[[float], None] = lambda _: None,
+        on_release_slot: Callable[[], None] = lambda: None,
+        on_spawn: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.deadline: float | None = (
+            time.monotonic() + execution_timeout_s if execution_timeout_s else None
+        )
+        """When the attempt times out (``time.monotonic()``); None: no limit."""
+        self.cancelled = asyncio.Event()
+        self.cancel_flag = threading.Event()
+        self.cancel_reason = ""
+        self.slot_released = False
+        self.step = StepInput(b"")
+        """A workflow step's parents' outcomes (empty for a plain task)."""
+        self.spawned_children = 0
+        self._on_refresh = on_refresh
+        self._on_release_slot = on_release_slot
+        self._on_spawn = on_spawn
+        self._child_lock = threading.Lock()
+        self._next_child = 0
+
+    def bind_input(self, raw: bytes, is_step: bool) -> bytes:
+        """A workflow step's input arrives wrapped with its parents' outcomes
+        (:mod:`stoker._core.envelope`): keeps those and returns the workflow's input."""
+        if not is_step:
+            return raw
+        self.step = envelope.unwrap(raw)
+        return self.step.input
+
+    def cancel(self, reason: str) -> None:
+        """Marks the attempt cancelled (a timeout, a cancellation, a hand-back)."""
+        self.cancel_reason = reason
+        self.cancel_flag.set()
+        self.cancelled.set()
+
+    def refresh(self, seconds: float) -> None:
+        """Moves the deadline to ``seconds`` from now and tells the engine."""
+        self.deadline = time.monotonic() + seconds
+        self._on_refresh(seconds)
+
+    def release_slot(self) -> None:
+        """Gives the attempt's slots back (once)."""
+        if not self.slot_released:
+            self.slot_released = True
+            self._on_release_slot()
+
+    def take_child_indexes(self, n: int) -> int:
+        """Reserves the next ``n`` child indexes of this attempt; returns the first."""
+        with self._child_lock:
+            first = self._next_child
+            self._next_child += n
+            self.spawned_children += n
+        self._on_spawn()
+        return first
+
+
 class Context:
     """What a running task knows about itself, and how it talks back to the engine."""
 
@@ -38,56 +113,55 @@ class Context:
         retry_count: int,
         additional_metadata: dict[str, Any],
         worker_id: str,
-        execution_timeout_s: float | None,
-        on_refresh: Callable[[float], None],
-        on_release_slot: Callable[[], None] = lambda: None,
         task_id: int = 0,
-        on_spawn: Callable[[], None] = lambda: None,
+        state: AttemptState | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
         """The engine's id of this task run (children are linked to it)."""
-        self._on_spawn = on_spawn
-        self._child_lock = threading.Lock()
-        self._next_child = 0
-        self.spawned_children = 0
-        self._parents: dict[str, Any] = {}
-        self._skipped: set[str] = set()
-        self._errors: dict[str, Any] = {}
         self.task_name = task_name
         self.attempt = attempt
         self.retry_count = retry_count
         self.additional_metadata = additional_metadata
         self.worker_id = worker_id
-        self._on_refresh = on_refresh
-        self._on_release_slot = on_release_slot
-        self._slot_released = False
-        self.deadline: float | None = (
-            time.monotonic() + execution_timeout_s if execution_timeout_s else None
-        )
-        self.cancelled = asyncio.Event()
-        self._cancelled_flag = threading.Event()
-        self.cancel_reason = ""
+        self.state = state if state is not None else AttemptState()
+        """The attempt's runtime state, owned by the worker runtime."""
+
+    @property
+    def deadline(self) -> float | None:
+        """When this attempt times out, on the ``time.monotonic()`` clock (None: no limit)."""
+        return self.state.deadline
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set once this attempt was cancelled; async tasks may wait on it."""
+        return self.state.cancelled
+
+    @property
+    def cancel_reason(self) -> str:
+        """Why this attempt was cancelled ("" while it was not)."""
+        return self.state.cancel_reason
 
     @property
     def is_cancelled(self) -> bool:
         """True once this attempt was cancelled (timeout, cancellation); sync tasks poll it."""
-        return self._cancelled_flag.is_set()
+        return self.state.cancel_flag.is_set()
+
+    @property
+    def spawned_children(self) -> int:
+        """How many child runs this attempt has started."""
+        return self.state.spawned_children
 
     def refresh_timeout(self, duration: str | float | timedelta) -> None:
         """Resets the execution timeout to ``duration`` from now (``"30s"``, seconds, timedelta)."""
         delta = parse_duration(duration, "refresh_timeout")
         assert delta is not None
-        seconds = delta.total_seconds()
-        self.deadline = time.monotonic() + seconds
-        self._on_refresh(seconds)
+        self.state.refresh(delta.total_seconds())
 
     def release_slot(self) -> None:
         """Gives this attempt's worker slots back while it keeps running (e.g. before a long
         wait on something external), so the worker can take other work. Idempotent."""
-        if not self._slot_released:
-            self._slot_released = True
-            self._on_release_slot()
+        self.state.release_slot()
 
     # -- workflows ----------------------------------------------------------------------
 
@@ -95,18 +169,19 @@ class Context:
         """The output of ``parent``, a completed parent step of this workflow step, as the
         parent's return type. ValueError when it is not a parent or was skipped."""
         step = str(getattr(parent, "step", parent.name))
-        if step in self._skipped:
+        parents = self.state.step.parents
+        if step in self.state.step.skipped:
             raise ValueError(f"step {step!r} was skipped; check ctx.was_skipped() first")
-        if step not in self._parents:
+        if step not in parents:
             raise ValueError(
                 f"step {step!r} is not a completed parent of {self.task_name!r} "
-                f"(parents with outputs: {', '.join(sorted(self._parents)) or 'none'})"
+                f"(parents with outputs: {', '.join(sorted(parents)) or 'none'})"
             )
-        return parent.decode_output(json.dumps(self._parents[step]).encode())
+        return parent.decode_output(json.dumps(parents[step]).encode())
 
     def was_skipped(self, parent: Task[Any, Any]) -> bool:
         """Whether ``parent`` (a parent step) was skipped by its skip_if conditions."""
-        return str(getattr(parent, "step", parent.name)) in self._skipped
+        return str(getattr(parent, "step", parent.name)) in self.state.step.skipped
 
     @property
     def task_run_errors(self) -> dict[str, str]:
@@ -115,30 +190,5 @@ class Context:
             step: f"{e.get('type', 'Exception')}: {e.get('message', '')}"
             if isinstance(e, dict)
             else str(e)
-            for step, e in self._errors.items()
+            for step, e in self.state.step.errors.items()
         }
-
-    def _bind_input(self, raw: bytes, is_step: bool) -> bytes:
-        """A workflow step's input arrives wrapped with its parents' outcomes: keeps those
-        and returns the workflow's input."""
-        if not is_step:
-            return raw
-        step = envelope.unwrap(raw)
-        self._parents = step.parents
-        self._skipped = set(step.skipped)
-        self._errors = step.errors
-        return step.input
-
-    def _take_child_indexes(self, n: int) -> int:
-        """Reserves the next ``n`` child indexes of this attempt; returns the first."""
-        with self._child_lock:
-            first = self._next_child
-            self._next_child += n
-            self.spawned_children += n
-        self._on_spawn()
-        return first
-
-    def _cancel(self, reason: str) -> None:
-        self.cancel_reason = reason
-        self._cancelled_flag.set()
-        self.cancelled.set()

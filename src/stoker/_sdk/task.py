@@ -1,10 +1,13 @@
-"""Declared tasks and references to their runs."""
+"""Declared tasks: their options (checked at declaration), input and output encoding, and
+triggering runs (or, inside a running task, child runs).
+
+A task talks to the engine through its app's :class:`~stoker._sdk.calls.Connection`
+(``app.connection``), never through the app's own members."""
 
 from __future__ import annotations
 
 import inspect
 import json
-import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,19 +32,18 @@ from stoker._core.wire import (
     split_batches,
 )
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
-from stoker._sdk.runs_api import ChildSpec, aio_spawn, spawn
+from stoker._sdk.refs import RunRef
 from stoker.config import parse_duration
-from stoker.errors import DeclarationError, PayloadTooLargeError, RunCancelledError, TaskRunError
+from stoker.errors import DeclarationError, PayloadTooLargeError
 
 if TYPE_CHECKING:
-    from stoker._sdk.client import Stoker
+    from stoker._sdk.app import Stoker
 
 I = TypeVar("I")  # noqa: E741 - the input type
 O = TypeVar("O")  # noqa: E741 - the output type
 
-# How long one AwaitRuns long-poll may wait on the engine.
-_AWAIT_CHUNK_MS = 20_000
 # run_many sends at most this many triggers per call.
 _TRIGGER_BATCH = 1000
 
@@ -224,7 +226,7 @@ class Task(Generic[I, O]):
                 raise TypeError(
                     f"task {self.name!r}: input is not JSON-serializable: {exc}"
                 ) from None
-        limit = self.app.max_payload_bytes
+        limit = self.app.connection.max_payload_bytes
         if len(raw) > limit:
             raise PayloadTooLargeError(
                 f"task {self.name!r}: input is {len(raw)} bytes, over the limit of {limit} bytes"
@@ -257,13 +259,16 @@ class Task(Generic[I, O]):
         a child run of that task)."""
         if (ctx := current_context.get()) is not None:
             return self._spawn(ctx, [input], options)[0]
-        return self.app._trigger(self, [self._item(input, options)])[0]
+        return self._refs(self.app.connection.trigger(self, [self._item(input, options)]))[0]
 
     async def aio_run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
         if (ctx := current_context.get()) is not None:
             return (await self._aio_spawn(ctx, [input], options))[0]
-        refs = await self.app._atrigger(self, [self._item(input, options)])
-        return refs[0]
+        ids = await self.app.connection.aio_trigger(self, [self._item(input, options)])
+        return self._refs(ids)[0]
+
+    def _refs(self, run_ids: Sequence[str]) -> list[RunRef[O]]:
+        return [RunRef(self.app.connection, run_id, self) for run_id in run_ids]
 
     def _children(self, inputs: Sequence[I], options: RunOptions) -> list[ChildSpec]:
         for value in inputs:
@@ -271,18 +276,18 @@ class Task(Generic[I, O]):
         return [ChildSpec(self.name, "", self.encode_input(v), options) for v in inputs]
 
     def _spawn(self, ctx: Context, inputs: Sequence[I], options: RunOptions) -> list[RunRef[O]]:
-        if self.name not in self.app._registered:
-            self.app.register([self])
-        ids = spawn(self.app, ctx, self._children(inputs, options))
-        return [RunRef(self.app, run_id, self) for run_id in ids]
+        connection = self.app.connection
+        if not connection.is_registered(self.name):
+            connection.register([self])
+        return self._refs(spawn(connection, ctx, self._children(inputs, options)))
 
     async def _aio_spawn(
         self, ctx: Context, inputs: Sequence[I], options: RunOptions
     ) -> list[RunRef[O]]:
-        if self.name not in self.app._registered:
-            await self.app.aio_register([self])
-        ids = await aio_spawn(self.app, ctx, self._children(inputs, options))
-        return [RunRef(self.app, run_id, self) for run_id in ids]
+        connection = self.app.connection
+        if not connection.is_registered(self.name):
+            await connection.aio_register([self])
+        return self._refs(await aio_spawn(connection, ctx, self._children(inputs, options)))
 
     def run(self, input: I, **options: Unpack[RunOptions]) -> O:
         """Runs the task and blocks until it finishes: its output, or TaskRunError."""
@@ -298,8 +303,8 @@ class Task(Generic[I, O]):
             return self._spawn(ctx, inputs, options)
         items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
-        for chunk in _chunks(items, self.app.max_payload_bytes):
-            refs += self.app._trigger(self, chunk)
+        for chunk in _chunks(items, self.app.connection.max_payload_bytes):
+            refs += self._refs(self.app.connection.trigger(self, chunk))
         return refs
 
     async def aio_run_many(
@@ -309,8 +314,8 @@ class Task(Generic[I, O]):
             return await self._aio_spawn(ctx, inputs, options)
         items = [self._item(i, options) for i in inputs]
         refs: list[RunRef[O]] = []
-        for chunk in _chunks(items, self.app.max_payload_bytes):
-            refs += await self.app._atrigger(self, chunk)
+        for chunk in _chunks(items, self.app.connection.max_payload_bytes):
+            refs += self._refs(await self.app.connection.aio_trigger(self, chunk))
         return refs
 
     def __call__(self, input: I, ctx: Context) -> Any:
@@ -342,59 +347,6 @@ def _chunks(items: list[pb.TriggerItem], max_payload: int) -> list[list[pb.Trigg
     """Splits triggers into calls of at most _TRIGGER_BATCH items that fit the engine's
     message limit."""
     return split_batches(items, message_limit(max_payload), _TRIGGER_BATCH)
-
-
-class RunRef(Generic[O]):
-    """A reference to one run: wait for it with ``result()`` or ``await aio_result()``."""
-
-    def __init__(self, app: Stoker, run_id: str, task: Task[Any, O] | None) -> None:
-        self.app = app
-        self.run_id = run_id
-        self.task = task
-
-    def __repr__(self) -> str:
-        return f"<RunRef {self.run_id}>"
-
-    def result(self, timeout: float | None = None) -> O:
-        """Blocks until the run finishes; its output, or TaskRunError / RunCancelledError."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait_ms = _wait_ms(deadline)
-            results = self.app._await_runs([self.run_id], wait_ms)
-            if results:
-                return self._outcome(results[0])
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"run {self.run_id} did not finish within {timeout}s")
-
-    async def aio_result(self, timeout: float | None = None) -> O:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait_ms = _wait_ms(deadline)
-            results = await self.app._aawait_runs([self.run_id], wait_ms)
-            if results:
-                return self._outcome(results[0])
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"run {self.run_id} did not finish within {timeout}s")
-
-    def _outcome(self, result: pb.RunResult) -> O:
-        if result.status == "COMPLETED":
-            if self.task is not None:
-                return self.task.decode_output(result.output)
-            return typing.cast(O, json.loads(result.output) if result.output else None)
-        cls = RunCancelledError if result.status == "CANCELLED" else TaskRunError
-        raise cls(
-            result.run_id,
-            result.error.type or result.status,
-            result.error.message,
-            result.error.traceback,
-            status=result.status,
-        )
-
-
-def _wait_ms(deadline: float | None) -> int:
-    if deadline is None:
-        return _AWAIT_CHUNK_MS
-    return max(0, min(_AWAIT_CHUNK_MS, int((deadline - time.monotonic()) * 1000)))
 
 
 def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel] | None, Any]:
@@ -436,4 +388,4 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     return input_model, output
 
 
-__all__ = ["RunOptions", "RunRef", "Task", "TaskArgs", "TaskOptions", "ValidationError"]
+__all__ = ["RunOptions", "Task", "TaskArgs", "TaskOptions", "ValidationError"]

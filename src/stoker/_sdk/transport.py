@@ -1,4 +1,11 @@
-"""gRPC calls to the engine, with authentication, retries and error mapping.
+"""The SDK's one owner of gRPC channels: calls to the engine, with authentication, retries
+and error mapping.
+
+:class:`Transport` holds a blocking channel and one asyncio channel per event loop, each
+with the stubs of both engine services (:class:`Stubs`); ``close()`` closes every one of
+them, the asyncio channels of every loop included. A worker's stream and its heartbeat
+thread open dedicated channels with :func:`open_aio_channel` / :func:`open_channel`, so
+that they never share one with the app's calls (and close them themselves).
 
 Calls that fail because the engine cannot be reached, or the engine's database cannot
 (both UNAVAILABLE), are retried with exponential backoff until ``connect_timeout_s`` has
@@ -23,6 +30,7 @@ import grpc
 from stoker import errors
 from stoker._core.wire import message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import ClientSettings, read_pem
 
 T = TypeVar("T")
@@ -129,67 +137,81 @@ def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
     return errors.StokerError(f"engine call failed ({code.name}): {details}")
 
 
+class Stubs:
+    """The stubs of both engine services over one channel."""
+
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
+        self.engine = pb_grpc.EngineStub(channel)
+        self.workflows = wpb_grpc.WorkflowsStub(channel)
+
+
 class Transport:
-    """Channels to one engine: a sync channel and one asyncio channel per event loop."""
+    """Channels to the engine: a sync channel and one asyncio channel per event loop."""
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.metadata = (("authorization", f"Bearer {settings.token}"),)
         self._lock = threading.Lock()
-        self._sync: pb_grpc.EngineStub | None = None
-        self._sync_channel: grpc.Channel | None = None
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, pb_grpc.EngineStub]] = {}
+        self._sync: tuple[grpc.Channel, Stubs] | None = None
+        self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, Stubs]] = {}
         self._next_retry_log = 0.0
-        self._addresses = settings.addresses or [settings.address]
+        self.addresses = settings.addresses or [settings.address]
+        """The engine replicas, in the order calls try them."""
         self._current = 0
 
     @property
     def address(self) -> str:
         """The engine address the channels use now (one of ``settings.addresses``)."""
-        return self._addresses[self._current % len(self._addresses)]
+        return self.addresses[self._current % len(self.addresses)]
 
     def next_address(self) -> None:
         """Moves on to the next engine address (no-op with one); channels are re-made."""
-        if len(self._addresses) < 2:
+        if len(self.addresses) < 2:
             return
         with self._lock:
             self._current += 1
             # Forgotten, not closed: another thread or loop may still have a call on them
             # (a channel closes itself once no longer referenced).
-            self._sync_channel = self._sync = None
+            self._sync = None
             self._aio = {}
 
-    def stub(self) -> pb_grpc.EngineStub:
+    def stubs(self) -> Stubs:
+        """The stubs on the sync channel (opened on first use)."""
         with self._lock:
             if self._sync is None:
-                self._sync_channel = open_channel(self.settings, self.address)
-                self._sync = pb_grpc.EngineStub(self._sync_channel)
-            return self._sync
+                channel = open_channel(self.settings, self.address)
+                self._sync = (channel, Stubs(channel))
+            return self._sync[1]
 
-    def aio_stub(self) -> pb_grpc.EngineStub:
+    def aio_stubs(self) -> Stubs:
+        """The stubs on the running loop's channel (opened on first use on that loop)."""
         loop = asyncio.get_running_loop()
-        found = self._aio.get(loop)
-        if found is None:
-            for old in [lp for lp in self._aio if lp.is_closed()]:
-                del self._aio[old]
-            channel = open_aio_channel(self.settings, self.address)
-            found = (channel, pb_grpc.EngineStub(channel))
-            self._aio[loop] = found
-        return found[1]
+        with self._lock:
+            found = self._aio.get(loop)
+            if found is None:
+                for old in [lp for lp in self._aio if lp.is_closed()]:
+                    del self._aio[old]  # its channel went with the loop
+                channel = open_aio_channel(self.settings, self.address)
+                found = self._aio[loop] = (channel, Stubs(channel))
+            return found[1]
 
     def call(
         self,
-        method: Callable[[pb_grpc.EngineStub], Callable[..., T]],
+        method: Callable[[Stubs], Callable[..., T]],
         request: Any,
         *,
         timeout: float = 30.0,
     ) -> T:
-        """A unary call on the sync channel, retried while the engine is unreachable."""
+        """A unary call on the sync channel, retried while the engine is unreachable.
+
+        ``method`` picks the RPC from the stubs (``lambda s: s.engine.Trigger``); it is
+        applied on every try, since a retry may have moved to another address.
+        """
         deadline = time.monotonic() + self.settings.connect_timeout_s
         delay = 0.05
         while True:
             try:
-                return method(self.stub())(request, metadata=self.metadata, timeout=timeout)
+                return method(self.stubs())(request, metadata=self.metadata, timeout=timeout)
             except grpc.RpcError as exc:
                 left = deadline - time.monotonic()
                 if exc.code() not in _RETRYABLE or left <= 0:
@@ -201,7 +223,7 @@ class Transport:
 
     async def acall(
         self,
-        method: Callable[[pb_grpc.EngineStub], Callable[..., Any]],
+        method: Callable[[Stubs], Callable[..., Any]],
         request: Any,
         *,
         timeout: float = 30.0,
@@ -211,7 +233,7 @@ class Transport:
         delay = 0.05
         while True:
             try:
-                return await method(self.aio_stub())(
+                return await method(self.aio_stubs())(
                     request, metadata=self.metadata, timeout=timeout
                 )
             except grpc.RpcError as exc:
@@ -250,7 +272,36 @@ class Transport:
         return err
 
     def close(self) -> None:
+        """Closes every channel this transport opened: the sync one, and the asyncio
+        channel of every loop (on that loop; one already closed took its channel along)."""
         with self._lock:
-            if self._sync_channel is not None:
-                self._sync_channel.close()
-            self._sync_channel = self._sync = None
+            sync, self._sync = self._sync, None
+            aio, self._aio = self._aio, {}
+        if sync is not None:
+            sync[0].close()
+        for loop, (channel, _) in aio.items():
+            _close_on(loop, channel)
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, channel: grpc.aio.Channel) -> None:
+    """Closes an asyncio channel on the loop it belongs to, from any thread."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        task = loop.create_task(channel.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(channel.close(), loop)
+    elif running is None:
+        loop.run_until_complete(channel.close())
+    # else: an idle loop cannot be run from inside another one; its channel closes itself
+    # once no longer referenced.
+
+
+# Close tasks scheduled on the caller's own loop, kept referenced until they finish.
+_closing: set[asyncio.Task[None]] = set()

@@ -18,14 +18,16 @@ from pydantic import BaseModel
 from stoker._core.dag import Role, StepSpec, WorkflowSpec
 from stoker._core.wire import checked_json, message_limit, split_batches
 from stoker._proto import workflows_pb2 as wpb
+from stoker._sdk.calls import request_key
+from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
-from stoker._sdk.runs_api import ChildSpec, aio_spawn, request_key, spawn
-from stoker._sdk.task import RunOptions, RunRef, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
+from stoker._sdk.refs import RunRef
+from stoker._sdk.task import RunOptions, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
-    from stoker._sdk.client import Stoker
+    from stoker._sdk.app import Stoker
 
 I = TypeVar("I")  # noqa: E741 - the workflow's input type
 F = TypeVar("F", bound=TaskFn)
@@ -277,13 +279,13 @@ class Workflow(Generic[I]):
 
     def register(self) -> None:
         """Declares the workflow (and its steps) to the engine; done on first run."""
-        self.app._workflows_client().call(lambda s: s.RegisterWorkflows, self._definition())
-        self.app._registered.update(s.name for s in self.steps.values())
+        self.app.connection.calls.register_workflows(self._definition())
+        self.app.connection.mark_registered(s.name for s in self.steps.values())
         self._registered = True
 
     async def aio_register(self) -> None:
-        await self.app._workflows_client().acall(lambda s: s.RegisterWorkflows, self._definition())
-        self.app._registered.update(s.name for s in self.steps.values())
+        await self.app.connection.calls.aio_register_workflows(self._definition())
+        self.app.connection.mark_registered(s.name for s in self.steps.values())
         self._registered = True
 
     # -- running ------------------------------------------------------------------------
@@ -320,8 +322,7 @@ class Workflow(Generic[I]):
         )
 
     def _refs(self, run_ids: Sequence[str]) -> list[RunRef[dict[str, Any]]]:
-        decoder: Any = self  # RunRef decodes with decode_output, which a workflow has
-        return [RunRef(self.app, run_id, decoder) for run_id in run_ids]
+        return [RunRef(self.app.connection, run_id, self) for run_id in run_ids]
 
     def _children(self, inputs: Sequence[Any], options: RunOptions) -> list[ChildSpec]:
         return [ChildSpec("", self.name, self.encode_input(v), options) for v in inputs]
@@ -333,13 +334,14 @@ class Workflow(Generic[I]):
         if not self._registered:
             self.register()
         if (ctx := current_context.get()) is not None:
-            return self._refs(spawn(self.app, ctx, self._children(inputs, options)))
+            return self._refs(spawn(self.app.connection, ctx, self._children(inputs, options)))
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
-        for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
+        connection = self.app.connection
+        for batch in split_batches(items, message_limit(connection.max_payload_bytes), 1000):
             req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
-            resp = self.app._workflows_client().call(lambda s: s.TriggerWorkflows, req)
-            self.app._warn_unserved(resp.unserved_task_names)
+            resp = connection.calls.trigger_workflows(req)
+            connection.warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
         return refs
 
@@ -349,13 +351,16 @@ class Workflow(Generic[I]):
         if not self._registered:
             await self.aio_register()
         if (ctx := current_context.get()) is not None:
-            return self._refs(await aio_spawn(self.app, ctx, self._children(inputs, options)))
+            return self._refs(
+                await aio_spawn(self.app.connection, ctx, self._children(inputs, options))
+            )
         items = [self._trigger(v, options) for v in inputs]
         refs: list[RunRef[dict[str, Any]]] = []
-        for batch in split_batches(items, message_limit(self.app.max_payload_bytes), 1000):
+        connection = self.app.connection
+        for batch in split_batches(items, message_limit(connection.max_payload_bytes), 1000):
             req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
-            resp = await self.app._workflows_client().acall(lambda s: s.TriggerWorkflows, req)
-            self.app._warn_unserved(resp.unserved_task_names)
+            resp = await connection.calls.aio_trigger_workflows(req)
+            connection.warn_unserved(resp.unserved_task_names)
             refs += self._refs(resp.run_ids)
         return refs
 

@@ -1,8 +1,14 @@
-"""The :class:`Stoker` application object: declares tasks, triggers runs, builds workers."""
+"""The :class:`Stoker` application object: declares tasks and workflows (its registry),
+runs tasks known by name, builds workers, and owns the connection to the engine.
+
+The connection is lazy: :class:`~stoker._sdk.transport.Transport` (the channels) is made
+from the settings on the first call, and ``close()`` closes it (the next call reopens).
+Everything the app's tasks, workflows, run references, ``app.runs`` and ``app.events``
+send goes through ``app.connection`` (:mod:`stoker._sdk.calls`), and through the
+interceptors given to ``Stoker(interceptors=[...])``."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -15,10 +21,12 @@ from pydantic import BaseModel
 
 from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
-from stoker._sdk.runs_api import Events, Runs, WorkflowsClient, request_key
+from stoker._sdk.calls import Connection, InterceptorFactory
+from stoker._sdk.events import Events
+from stoker._sdk.refs import RunRef
+from stoker._sdk.runs import Runs
 from stoker._sdk.task import (
     RunOptions,
-    RunRef,
     Task,
     TaskArgs,
     TaskFn,
@@ -34,8 +42,6 @@ if TYPE_CHECKING:
     from stoker._sdk.worker import Worker
 
 F = TypeVar("F", bound=TaskFn)
-
-log = logging.getLogger("stoker.client")
 
 
 def default_worker_name() -> str:
@@ -65,7 +71,8 @@ class Stoker:
     profile ``stoker lite`` writes; nothing connects until the first call, so declaring
     tasks needs no engine. The ``tls*`` arguments override ``STOKER_TLS*`` (README
     "Security"): TLS with the system's roots (``tls=True``), a private CA, a client
-    certificate for mutual TLS.
+    certificate for mutual TLS. ``interceptors`` wrap every call the app makes to the
+    engine (README "Interceptors"; :class:`~stoker._sdk.calls.Interceptor`).
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class Stoker:
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         tls_server_name: str | None = None,
+        interceptors: Sequence[InterceptorFactory] = (),
     ) -> None:
         self._overrides: dict[str, Any] = {
             "address": address,
@@ -92,19 +100,20 @@ class Stoker:
             "tls_key_file": tls_key_file,
             "tls_server_name": tls_server_name,
         }
+        self._transport: Transport | None = None
+        self._lock = threading.Lock()
+        self.connection = Connection(
+            lambda: self.transport, lambda: self.max_payload_bytes, interceptors
+        )
+        """The calls to the engine (through the interceptors) and what the engine knows."""
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.rate_limits = RateLimits(self)
+        self.rate_limits = RateLimits(self.connection)
         """Static rate limits: ``app.rate_limits.put("openai", limit=100, duration="minute")``."""
         self.workflows: dict[str, Workflow[Any]] = {}
-        self.runs = Runs(self)
+        self.runs = Runs(self.connection)
         """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
-        self.events = Events(self)
+        self.events = Events(self.connection)
         """User events: ``app.events.push("payment:settled", {"order_id": 7})``."""
-        self._wf_client: WorkflowsClient | None = None
-        self._transport: Transport | None = None
-        self._registered: set[str] = set()
-        self._warned_unserved: set[str] = set()
-        self._lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------------
 
@@ -127,18 +136,9 @@ class Stoker:
     def close(self) -> None:
         """Closes the connection to the engine (it reopens on the next call)."""
         with self._lock:
-            if self._transport is not None:
-                self._transport.close()
-            self._transport = None
-            if self._wf_client is not None:
-                self._wf_client.close()
-            self._wf_client = None
-
-    def _workflows_client(self) -> WorkflowsClient:
-        with self._lock:
-            if self._wf_client is None:
-                self._wf_client = WorkflowsClient(self)
-            return self._wf_client
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     # -- declaring ----------------------------------------------------------------------
 
@@ -230,69 +230,14 @@ class Stoker:
 
     # -- talking to the engine ----------------------------------------------------------
 
-    def _definitions(self, tasks: Sequence[Task[Any, Any]]) -> pb.RegisterTasksRequest:
-        return pb.RegisterTasksRequest(
-            tasks=[
-                pb.TaskDefinition(name=t.name, config=t.config.model_dump_json().encode())
-                for t in tasks
-            ]
-        )
-
     def register(self, tasks: Sequence[Task[Any, Any]] | None = None) -> None:
         """Declares tasks to the engine (done for you on first trigger and by workers)."""
-        todo = list(tasks if tasks is not None else self.tasks.values())
-        self.transport.call(lambda s: s.RegisterTasks, self._definitions(todo))
-        self._registered.update(t.name for t in todo)
+        self.connection.register(list(tasks if tasks is not None else self.tasks.values()))
 
     async def aio_register(self, tasks: Sequence[Task[Any, Any]] | None = None) -> None:
-        todo = list(tasks if tasks is not None else self.tasks.values())
-        await self.transport.acall(lambda s: s.RegisterTasks, self._definitions(todo))
-        self._registered.update(t.name for t in todo)
-
-    def _trigger(
-        self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
-    ) -> list[RunRef[Any]]:
-        if task is not None and task.name not in self._registered:
-            self.register([task])
-        req = pb.TriggerRequest(items=items, request_key=request_key())
-        resp = self.transport.call(lambda s: s.Trigger, req)
-        self._warn_unserved(resp.unserved_task_names)
-        return [RunRef(self, run_id, task) for run_id in resp.run_ids]
-
-    async def _atrigger(
-        self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
-    ) -> list[RunRef[Any]]:
-        if task is not None and task.name not in self._registered:
-            await self.aio_register([task])
-        req = pb.TriggerRequest(items=items, request_key=request_key())
-        resp = await self.transport.acall(lambda s: s.Trigger, req)
-        self._warn_unserved(resp.unserved_task_names)
-        return [RunRef(self, run_id, task) for run_id in resp.run_ids]
-
-    def _warn_unserved(self, names: Sequence[str]) -> None:
-        """Logs, once per task name, that the engine knows no live worker for a task."""
-        if not names:
-            return
-        with self._lock:
-            new = [n for n in names if n not in self._warned_unserved]
-            self._warned_unserved.update(new)
-        for name in new:
-            log.warning(
-                "no worker connected to the engine serves task %r: its runs wait in the queue "
-                "until one does (start one with `stoker worker MODULE:app`); a run that no "
-                "worker takes within its schedule_timeout (default 5m) is cancelled",
-                name,
-            )
-
-    def _await_runs(self, run_ids: list[str], wait_ms: int) -> list[pb.RunResult]:
-        req = pb.AwaitRunsRequest(run_ids=run_ids, timeout_ms=wait_ms)
-        resp = self.transport.call(lambda s: s.AwaitRuns, req, timeout=wait_ms / 1000 + 30)
-        return list(resp.results)
-
-    async def _aawait_runs(self, run_ids: list[str], wait_ms: int) -> list[pb.RunResult]:
-        req = pb.AwaitRunsRequest(run_ids=run_ids, timeout_ms=wait_ms)
-        resp = await self.transport.acall(lambda s: s.AwaitRuns, req, timeout=wait_ms / 1000 + 30)
-        return list(resp.results)
+        await self.connection.aio_register(
+            list(tasks if tasks is not None else self.tasks.values())
+        )
 
     # -- runs by name -------------------------------------------------------------------
 
@@ -312,7 +257,8 @@ class Stoker:
         local = self.tasks.get(task_name)
         if local is not None:
             return local.run_no_wait(input, **options)
-        return self._trigger(None, [self._named_item(task_name, input, options)])[0]
+        ids = self.connection.trigger(None, [self._named_item(task_name, input, options)])
+        return RunRef(self.connection, ids[0], None)
 
     def run(self, task_name: str, input: Any = None, **options: Unpack[RunOptions]) -> Any:
         """Runs a task known by name and returns its output (as JSON values)."""
@@ -324,19 +270,20 @@ class Stoker:
         local = self.tasks.get(task_name)
         if local is not None:
             return await local.aio_run(input, **options)
-        refs = await self._atrigger(None, [self._named_item(task_name, input, options)])
-        return await refs[0].aio_result()
+        item = self._named_item(task_name, input, options)
+        ids = await self.connection.aio_trigger(None, [item])
+        return await RunRef[Any](self.connection, ids[0], None).aio_result()
 
     def get_run(self, run_id: str) -> RunRef[Any]:
         """A reference to an existing run, to wait for its result."""
-        return RunRef(self, run_id, None)
+        return RunRef(self.connection, run_id, None)
 
 
 class RateLimits:
     """Creates and updates the tenant's static rate limits."""
 
-    def __init__(self, app: Stoker) -> None:
-        self._app = app
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
     @staticmethod
     def _request(key: str, limit: int, duration: str | timedelta) -> pb.PutRateLimitRequest:
@@ -356,9 +303,7 @@ class RateLimits:
     def put(self, key: str, limit: int, duration: str | timedelta = "minute") -> None:
         """Creates or updates the limit: at most ``limit`` units per ``duration`` ("second",
         "minute", "hour", "day", or a duration such as "10s"), across all workers."""
-        self._app.transport.call(lambda s: s.PutRateLimit, self._request(key, limit, duration))
+        self._connection.calls.put_rate_limit(self._request(key, limit, duration))
 
     async def aio_put(self, key: str, limit: int, duration: str | timedelta = "minute") -> None:
-        await self._app.transport.acall(
-            lambda s: s.PutRateLimit, self._request(key, limit, duration)
-        )
+        await self._connection.calls.aio_put_rate_limit(self._request(key, limit, duration))

@@ -1,0 +1,399 @@
+"""The typed call seam: every call the SDK makes to the engine goes through here.
+
+There is one method per RPC, a blocking one and an ``aio_`` one, each taking the request
+message and returning the response. The methods live on :class:`Interceptor`, whose base
+implementation passes each call to ``next``; the innermost link
+(:class:`TransportCalls`) sends it over the app's :class:`~stoker._sdk.transport.Transport`
+(retries, failover between replicas, error mapping). ``Stoker(interceptors=[...])`` wraps
+that link with the given interceptors, the first of the list outermost, as Temporal's
+Python SDK does with its ``OutboundInterceptor``: tracing, metrics or request logging
+override the methods they care about and call ``self.next``::
+
+    class CountTriggers(Interceptor):
+        def trigger(self, request: pb.TriggerRequest) -> pb.TriggerResponse:
+            TRIGGERS.inc(len(request.items))
+            return self.next.trigger(request)
+
+    app = Stoker(interceptors=[CountTriggers])
+
+Only the client calls go through the chain; a worker's stream and heartbeats have their
+own channels (:mod:`stoker._sdk.worker`).
+
+:class:`Connection` is what declared tasks, workflows, run references, ``app.runs`` and
+``app.events`` depend on instead of the :class:`~stoker.Stoker` object itself: the call
+chain, the payload limit, which tasks the engine has been told about, and the warnings
+about tasks no worker serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from stoker._proto import engine_pb2 as pb
+from stoker._proto import workflows_pb2 as wpb
+from stoker._sdk.transport import Transport
+
+if TYPE_CHECKING:
+    from stoker._sdk.task import Task
+
+log = logging.getLogger("stoker.client")
+
+# AwaitRuns long-polls for up to its timeout_ms; the call itself may take this much longer.
+_AWAIT_SLACK_S = 30.0
+
+
+def request_key() -> str:
+    """A new idempotency key for one trigger call. It goes in the request message, which
+    the transport's retry loop resends as is, so every retry of the call carries the same
+    key and the engine answers a retry with the runs of the first attempt
+    (docs/idempotency.md)."""
+    return uuid.uuid4().hex
+
+
+class Interceptor:
+    """One link of the chain the SDK's calls to the engine go through.
+
+    Each method passes the call on to ``next`` unchanged; a subclass overrides those it
+    wants to observe or alter. ``Stoker(interceptors=[...])`` takes the classes (or any
+    callable that makes one from ``next``).
+    """
+
+    def __init__(self, next: Interceptor) -> None:
+        self.next = next
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def register_tasks(self, request: pb.RegisterTasksRequest) -> pb.RegisterTasksResponse:
+        """Declares task definitions."""
+        return self.next.register_tasks(request)
+
+    async def aio_register_tasks(
+        self, request: pb.RegisterTasksRequest
+    ) -> pb.RegisterTasksResponse:
+        return await self.next.aio_register_tasks(request)
+
+    def trigger(self, request: pb.TriggerRequest) -> pb.TriggerResponse:
+        """Enqueues task runs."""
+        return self.next.trigger(request)
+
+    async def aio_trigger(self, request: pb.TriggerRequest) -> pb.TriggerResponse:
+        return await self.next.aio_trigger(request)
+
+    def await_runs(self, request: pb.AwaitRunsRequest) -> pb.AwaitRunsResponse:
+        """Long-polls for finished runs."""
+        return self.next.await_runs(request)
+
+    async def aio_await_runs(self, request: pb.AwaitRunsRequest) -> pb.AwaitRunsResponse:
+        return await self.next.aio_await_runs(request)
+
+    def put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
+        """Creates or updates a static rate limit."""
+        return self.next.put_rate_limit(request)
+
+    async def aio_put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
+        return await self.next.aio_put_rate_limit(request)
+
+    # -- workflows, children, events, cancel and replay ---------------------------------
+
+    def register_workflows(
+        self, request: wpb.RegisterWorkflowsRequest
+    ) -> wpb.RegisterWorkflowsResponse:
+        """Declares workflows and their steps."""
+        return self.next.register_workflows(request)
+
+    async def aio_register_workflows(
+        self, request: wpb.RegisterWorkflowsRequest
+    ) -> wpb.RegisterWorkflowsResponse:
+        return await self.next.aio_register_workflows(request)
+
+    def trigger_workflows(
+        self, request: wpb.TriggerWorkflowsRequest
+    ) -> wpb.TriggerWorkflowsResponse:
+        """Starts workflow runs."""
+        return self.next.trigger_workflows(request)
+
+    async def aio_trigger_workflows(
+        self, request: wpb.TriggerWorkflowsRequest
+    ) -> wpb.TriggerWorkflowsResponse:
+        return await self.next.aio_trigger_workflows(request)
+
+    def spawn_children(self, request: wpb.SpawnChildrenRequest) -> wpb.SpawnChildrenResponse:
+        """Creates child runs of a running task."""
+        return self.next.spawn_children(request)
+
+    async def aio_spawn_children(
+        self, request: wpb.SpawnChildrenRequest
+    ) -> wpb.SpawnChildrenResponse:
+        return await self.next.aio_spawn_children(request)
+
+    def push_events(self, request: wpb.PushEventsRequest) -> wpb.PushEventsResponse:
+        """Pushes user events."""
+        return self.next.push_events(request)
+
+    async def aio_push_events(self, request: wpb.PushEventsRequest) -> wpb.PushEventsResponse:
+        return await self.next.aio_push_events(request)
+
+    def cancel_runs(self, request: wpb.CancelRunsRequest) -> wpb.CancelRunsResponse:
+        """Cancels runs by id or filter."""
+        return self.next.cancel_runs(request)
+
+    async def aio_cancel_runs(self, request: wpb.CancelRunsRequest) -> wpb.CancelRunsResponse:
+        return await self.next.aio_cancel_runs(request)
+
+    def replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
+        """Replays finished runs by id or filter."""
+        return self.next.replay_runs(request)
+
+    async def aio_replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
+        return await self.next.aio_replay_runs(request)
+
+
+InterceptorFactory = Callable[[Interceptor], Interceptor]
+"""Makes a link of the chain around ``next``: an :class:`Interceptor` subclass will do."""
+
+
+class TransportCalls(Interceptor):
+    """The innermost link: sends each call over the transport."""
+
+    def __init__(self, transport: Callable[[], Transport]) -> None:  # no next: the end
+        self._transport = transport
+
+    def register_tasks(self, request: pb.RegisterTasksRequest) -> pb.RegisterTasksResponse:
+        resp: pb.RegisterTasksResponse = self._transport().call(
+            lambda s: s.engine.RegisterTasks, request
+        )
+        return resp
+
+    async def aio_register_tasks(
+        self, request: pb.RegisterTasksRequest
+    ) -> pb.RegisterTasksResponse:
+        resp: pb.RegisterTasksResponse = await self._transport().acall(
+            lambda s: s.engine.RegisterTasks, request
+        )
+        return resp
+
+    def trigger(self, request: pb.TriggerRequest) -> pb.TriggerResponse:
+        resp: pb.TriggerResponse = self._transport().call(lambda s: s.engine.Trigger, request)
+        return resp
+
+    async def aio_trigger(self, request: pb.TriggerRequest) -> pb.TriggerResponse:
+        resp: pb.TriggerResponse = await self._transport().acall(
+            lambda s: s.engine.Trigger, request
+        )
+        return resp
+
+    def await_runs(self, request: pb.AwaitRunsRequest) -> pb.AwaitRunsResponse:
+        timeout = request.timeout_ms / 1000 + _AWAIT_SLACK_S
+        resp: pb.AwaitRunsResponse = self._transport().call(
+            lambda s: s.engine.AwaitRuns, request, timeout=timeout
+        )
+        return resp
+
+    async def aio_await_runs(self, request: pb.AwaitRunsRequest) -> pb.AwaitRunsResponse:
+        timeout = request.timeout_ms / 1000 + _AWAIT_SLACK_S
+        resp: pb.AwaitRunsResponse = await self._transport().acall(
+            lambda s: s.engine.AwaitRuns, request, timeout=timeout
+        )
+        return resp
+
+    def put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
+        resp: pb.PutRateLimitResponse = self._transport().call(
+            lambda s: s.engine.PutRateLimit, request
+        )
+        return resp
+
+    async def aio_put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
+        resp: pb.PutRateLimitResponse = await self._transport().acall(
+            lambda s: s.engine.PutRateLimit, request
+        )
+        return resp
+
+    def register_workflows(
+        self, request: wpb.RegisterWorkflowsRequest
+    ) -> wpb.RegisterWorkflowsResponse:
+        resp: wpb.RegisterWorkflowsResponse = self._transport().call(
+            lambda s: s.workflows.RegisterWorkflows, request
+        )
+        return resp
+
+    async def aio_register_workflows(
+        self, request: wpb.RegisterWorkflowsRequest
+    ) -> wpb.RegisterWorkflowsResponse:
+        resp: wpb.RegisterWorkflowsResponse = await self._transport().acall(
+            lambda s: s.workflows.RegisterWorkflows, request
+        )
+        return resp
+
+    def trigger_workflows(
+        self, request: wpb.TriggerWorkflowsRequest
+    ) -> wpb.TriggerWorkflowsResponse:
+        resp: wpb.TriggerWorkflowsResponse = self._transport().call(
+            lambda s: s.workflows.TriggerWorkflows, request
+        )
+        return resp
+
+    async def aio_trigger_workflows(
+        self, request: wpb.TriggerWorkflowsRequest
+    ) -> wpb.TriggerWorkflowsResponse:
+        resp: wpb.TriggerWorkflowsResponse = await self._transport().acall(
+            lambda s: s.workflows.TriggerWorkflows, request
+        )
+        return resp
+
+    def spawn_children(self, request: wpb.SpawnChildrenRequest) -> wpb.SpawnChildrenResponse:
+        resp: wpb.SpawnChildrenResponse = self._transport().call(
+            lambda s: s.workflows.SpawnChildren, request
+        )
+        return resp
+
+    async def aio_spawn_children(
+        self, request: wpb.SpawnChildrenRequest
+    ) -> wpb.SpawnChildrenResponse:
+        resp: wpb.SpawnChildrenResponse = await self._transport().acall(
+            lambda s: s.workflows.SpawnChildren, request
+        )
+        return resp
+
+    def push_events(self, request: wpb.PushEventsRequest) -> wpb.PushEventsResponse:
+        resp: wpb.PushEventsResponse = self._transport().call(
+            lambda s: s.workflows.PushEvents, request
+        )
+        return resp
+
+    async def aio_push_events(self, request: wpb.PushEventsRequest) -> wpb.PushEventsResponse:
+        resp: wpb.PushEventsResponse = await self._transport().acall(
+            lambda s: s.workflows.PushEvents, request
+        )
+        return resp
+
+    def cancel_runs(self, request: wpb.CancelRunsRequest) -> wpb.CancelRunsResponse:
+        resp: wpb.CancelRunsResponse = self._transport().call(
+            lambda s: s.workflows.CancelRuns, request
+        )
+        return resp
+
+    async def aio_cancel_runs(self, request: wpb.CancelRunsRequest) -> wpb.CancelRunsResponse:
+        resp: wpb.CancelRunsResponse = await self._transport().acall(
+            lambda s: s.workflows.CancelRuns, request
+        )
+        return resp
+
+    def replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
+        resp: wpb.ReplayRunsResponse = self._transport().call(
+            lambda s: s.workflows.ReplayRuns, request
+        )
+        return resp
+
+    async def aio_replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
+        resp: wpb.ReplayRunsResponse = await self._transport().acall(
+            lambda s: s.workflows.ReplayRuns, request
+        )
+        return resp
+
+
+def chain(innermost: Interceptor, interceptors: Sequence[InterceptorFactory]) -> Interceptor:
+    """``innermost`` wrapped by each interceptor, the first of the list outermost."""
+    calls = innermost
+    for make in reversed(interceptors):
+        calls = make(calls)
+        if not isinstance(calls, Interceptor):
+            raise TypeError(
+                f"interceptors=: {make!r} made {type(calls).__name__}, not an Interceptor"
+            )
+    return calls
+
+
+class Connection:
+    """An app's side of the engine, as its declared objects use it: the call chain, the
+    payload limit, which tasks the engine was told about, and the one-time warnings about
+    tasks that no connected worker serves."""
+
+    def __init__(
+        self,
+        transport: Callable[[], Transport],
+        max_payload_bytes: Callable[[], int],
+        interceptors: Sequence[InterceptorFactory] = (),
+    ) -> None:
+        self.calls: Interceptor = chain(TransportCalls(transport), interceptors)
+        """Every call to the engine: ``connection.calls.trigger(request)``."""
+        self._max_payload_bytes = max_payload_bytes
+        self._lock = threading.Lock()
+        self._registered: set[str] = set()
+        self._warned_unserved: set[str] = set()
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest input or output the engine accepts, in bytes."""
+        return self._max_payload_bytes()
+
+    # -- registration -------------------------------------------------------------------
+
+    @staticmethod
+    def _definitions(tasks: Sequence[Task[Any, Any]]) -> pb.RegisterTasksRequest:
+        return pb.RegisterTasksRequest(
+            tasks=[
+                pb.TaskDefinition(name=t.name, config=t.config.model_dump_json().encode())
+                for t in tasks
+            ]
+        )
+
+    def register(self, tasks: Sequence[Task[Any, Any]]) -> None:
+        """Declares ``tasks`` to the engine."""
+        self.calls.register_tasks(self._definitions(tasks))
+        self.mark_registered(t.name for t in tasks)
+
+    async def aio_register(self, tasks: Sequence[Task[Any, Any]]) -> None:
+        await self.calls.aio_register_tasks(self._definitions(tasks))
+        self.mark_registered(t.name for t in tasks)
+
+    def is_registered(self, task_name: str) -> bool:
+        """Whether this app already declared the task to the engine."""
+        return task_name in self._registered
+
+    def mark_registered(self, task_names: Iterable[str]) -> None:
+        """Notes tasks declared to the engine (workflows register their steps themselves)."""
+        with self._lock:
+            self._registered.update(task_names)
+
+    # -- triggering ---------------------------------------------------------------------
+
+    def trigger(self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]) -> list[str]:
+        """Enqueues runs (declaring ``task`` first if the engine was not told of it yet);
+        their run ids."""
+        if task is not None and not self.is_registered(task.name):
+            self.register([task])
+        resp = self.calls.trigger(pb.TriggerRequest(items=items, request_key=request_key()))
+        self.warn_unserved(resp.unserved_task_names)
+        return list(resp.run_ids)
+
+    async def aio_trigger(
+        self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
+    ) -> list[str]:
+        if task is not None and not self.is_registered(task.name):
+            await self.aio_register([task])
+        req = pb.TriggerRequest(items=items, request_key=request_key())
+        resp = await self.calls.aio_trigger(req)
+        self.warn_unserved(resp.unserved_task_names)
+        return list(resp.run_ids)
+
+    def warn_unserved(self, names: Sequence[str]) -> None:
+        """Logs, once per task name, that the engine knows no live worker for a task."""
+        if not names:
+            return
+        with self._lock:
+            new = [n for n in names if n not in self._warned_unserved]
+            self._warned_unserved.update(new)
+        for name in new:
+            log.warning(
+                "no worker connected to the engine serves task %r: its runs wait in the queue "
+                "until one does (start one with `stoker worker MODULE:app`); a run that no "
+                "worker takes within its schedule_timeout (default 5m) is cancelled",
+                name,
+            )
+
+
+__all__ = ["Connection", "Interceptor", "InterceptorFactory", "TransportCalls", "request_key"]

@@ -1,0 +1,145 @@
+"""``app.runs``: cancel and replay runs, one by id or many by id or filter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from stoker._core.wire import encode_json
+from stoker._proto import workflows_pb2 as wpb
+from stoker.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from stoker._sdk.calls import Connection
+    from stoker._sdk.refs import RunRef
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What a cancel or replay did to one run.
+
+    ``outcome`` is ``"cancelled"``, ``"replayed"``, ``"already_finished"`` (cancel of a
+    finished run: nothing done), ``"completed"`` (replay of a completed run: nothing done),
+    ``"not_finished"`` (replay of a running run) or ``"not_found"``.
+    """
+
+    run_id: str
+    outcome: str
+    status: str
+    message: str
+
+
+def _outcomes(resp: wpb.CancelRunsResponse | wpb.ReplayRunsResponse) -> list[RunOutcome]:
+    return [RunOutcome(o.run_id, o.outcome, o.status, o.message) for o in resp.outcomes]
+
+
+def _filter(
+    workflow: str | Sequence[str] | None,
+    status: str | Sequence[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    additional_metadata: Mapping[str, Any] | None,
+) -> wpb.RunFilter:
+    def names(v: str | Sequence[str] | None) -> list[str]:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else list(v)
+
+    def ms(at: datetime | None) -> int:
+        return int(at.timestamp() * 1000) if at else 0
+
+    return wpb.RunFilter(
+        names=names(workflow),
+        statuses=[s.upper() for s in names(status)],
+        since_ms=ms(since),
+        until_ms=ms(until),
+        additional_metadata=encode_json(dict(additional_metadata), "filter additional_metadata")
+        if additional_metadata
+        else b"",
+    )
+
+
+def _single(outcomes: list[RunOutcome], run_id: str) -> RunOutcome:
+    if not outcomes:
+        raise NotFoundError(f"no run with id {run_id}")
+    o = outcomes[0]
+    if o.outcome == "not_found":
+        raise NotFoundError(o.message or f"no run with id {run_id}")
+    return o
+
+
+class Runs:
+    """Cancel and replay runs: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``.
+
+    A run id is a workflow run's or a single task run's. Bulk forms take ids, or a filter
+    (workflow/task names, statuses, creation time range, additional metadata that the
+    runs' metadata must contain).
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def cancel(self, run_id: str | RunRef[Any], reason: str = "") -> RunOutcome:
+        """Cancels a run, its queued and running tasks and its child runs.
+
+        NotFoundError for an unknown id; a finished run is left alone and the outcome says
+        so (``outcome == "already_finished"``).
+        """
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        req = wpb.CancelRunsRequest(run_ids=[rid], reason=reason)
+        return _single(_outcomes(self._connection.calls.cancel_runs(req)), rid)
+
+    async def aio_cancel(self, run_id: str | RunRef[Any], reason: str = "") -> RunOutcome:
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        req = wpb.CancelRunsRequest(run_ids=[rid], reason=reason)
+        return _single(_outcomes(await self._connection.calls.aio_cancel_runs(req)), rid)
+
+    def bulk_cancel(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+        reason: str = "",
+    ) -> list[RunOutcome]:
+        """Cancels runs by id, or every run matching the filter (at most 10,000 a call)."""
+        req = wpb.CancelRunsRequest(run_ids=list(run_ids or []), reason=reason)
+        if not run_ids:
+            req.filter.CopyFrom(_filter(workflow, status, since, until, additional_metadata))
+        return _outcomes(self._connection.calls.cancel_runs(req))
+
+    def replay(self, run_id: str | RunRef[Any]) -> RunOutcome:
+        """Re-runs a finished run from its failed or cancelled tasks, with the same input;
+        tasks that succeeded keep their outputs. NotFoundError for an unknown id."""
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        req = wpb.ReplayRunsRequest(run_ids=[rid])
+        return _single(_outcomes(self._connection.calls.replay_runs(req)), rid)
+
+    async def aio_replay(self, run_id: str | RunRef[Any]) -> RunOutcome:
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        req = wpb.ReplayRunsRequest(run_ids=[rid])
+        return _single(_outcomes(await self._connection.calls.aio_replay_runs(req)), rid)
+
+    def bulk_replay(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+    ) -> list[RunOutcome]:
+        """Replays runs by id, or every finished run matching the filter."""
+        req = wpb.ReplayRunsRequest(run_ids=list(run_ids or []))
+        if not run_ids:
+            req.filter.CopyFrom(_filter(workflow, status, since, until, additional_metadata))
+        return _outcomes(self._connection.calls.replay_runs(req))
+
+
+__all__ = ["RunOutcome", "Runs"]

@@ -1,0 +1,69 @@
+"""The worker's heartbeat thread.
+
+Heartbeats go from a dedicated thread over a channel of their own (not the app's, not the
+stream's), so a task that blocks the event loop cannot make a healthy worker look dead.
+When a replica does not answer, the next address is tried (any replica records
+heartbeats). When the engine answers that it no longer knows the worker (it was declared
+dead), ``on_unknown`` is called: the session re-opens the stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from stoker._proto import engine_pb2 as pb
+from stoker._sdk.transport import Stubs, open_channel
+from stoker.config import ClientSettings
+
+
+class Heartbeat:
+    """Sends ``Heartbeat(worker_id)`` every ``settings.heartbeat_interval_s`` until stopped."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        metadata: tuple[tuple[str, str], ...],
+        worker_id: str,
+        on_unknown: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._metadata = metadata
+        self._worker_id = worker_id
+        self._on_unknown = on_unknown
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stoker-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Asks the thread to end (it does at its next tick); safe to call twice."""
+        self._stop.set()
+
+    def _loop(self) -> None:
+        settings = self._settings
+        addresses = settings.addresses or [settings.address]
+        turn = 0
+        channel = open_channel(settings, addresses[0])
+        stubs = Stubs(channel)
+        req = pb.HeartbeatRequest(worker_id=self._worker_id)
+        try:
+            while not self._stop.wait(settings.heartbeat_interval_s):
+                try:
+                    resp = stubs.engine.Heartbeat(req, metadata=self._metadata, timeout=5)
+                except grpc.RpcError:
+                    # That replica is away: any other one records heartbeats as well (the
+                    # stream loop reconnects on its own).
+                    if len(addresses) > 1:
+                        turn += 1
+                        channel.close()
+                        channel = open_channel(settings, addresses[turn % len(addresses)])
+                        stubs = Stubs(channel)
+                    continue
+                if not resp.known:
+                    self._on_unknown()
+        finally:
+            channel.close()

@@ -1,0 +1,383 @@
+"""Running attempts: decode the input, call the function, enforce the timeout, classify
+the outcome, encode the output, and queue the result for the engine.
+
+* Async tasks run on the worker's loop; sync tasks run in a thread pool of ``slots``
+  threads. The execution timeout is enforced here (and, as a backstop, by the engine):
+  an async task is cancelled; a sync task cannot be interrupted, so its attempt is reported
+  failed, ``ctx.is_cancelled`` turns true, and its eventual result is discarded.
+* Each attempt has a :class:`~stoker.Context` for the task and an
+  :class:`~stoker._sdk.context.AttemptState` that this runtime drives (cancel, deadline,
+  released slot, the parents' outcomes of a workflow step).
+* The outcome becomes one task event in the session's outbox: COMPLETED with the output,
+  or FAILED with the error document, whether a retry is allowed (``NonRetryableError``,
+  an invalid input or a too-large output: no) and when (``RetryAfter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+from pydantic import ValidationError
+
+from stoker._proto import engine_pb2 as pb
+from stoker._sdk.context import AttemptState, Context, current_context
+from stoker._sdk.task import Task
+from stoker._sdk.worker.session import Outbox
+from stoker.errors import NonRetryableError, RetryAfter, TaskTimeoutError
+
+log = logging.getLogger("stoker.worker")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the time stamp of task events."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One attempt this worker runs."""
+
+    task: Task[Any, Any]
+    assignment: pb.Assignment
+    ctx: Context
+    state: AttemptState
+    future: asyncio.Task[None] | None = None
+    reported: bool = False
+
+
+class Runtime:
+    """The attempts a worker runs, and how each one runs."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        worker_id: str,
+        tasks: dict[str, Task[Any, Any]],
+        slots: int,
+        durable_slots: int,
+        max_payload_bytes: int,
+        outbox: Outbox,
+        changed: asyncio.Event,
+    ) -> None:
+        self.name = name
+        self.worker_id = worker_id
+        self.tasks = tasks
+        self.slots = slots
+        self.max_payload_bytes = max_payload_bytes
+        self.outbox = outbox
+        self.changed = changed
+        """Set whenever an attempt finishes (the session's drain waits on it)."""
+        self.running: dict[int, Attempt] = {}
+        self.pool = ThreadPoolExecutor(
+            max_workers=slots + durable_slots, thread_name_prefix=f"stoker-{name}"
+        )
+        self.in_threads = 0
+        """Sync task functions running in the pool right now."""
+        self._threads_lock = threading.Lock()
+        self._warned_parents = False
+
+    def shutdown(self) -> None:
+        """Lets go of the thread pool without waiting for the threads still running."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- what runs ----------------------------------------------------------------------
+
+    def running_refs(self) -> list[pb.TaskRef]:
+        """The attempts still running, as a (re-)registration lists them."""
+        return [
+            pb.TaskRef(
+                task_id=a.assignment.task_id,
+                attempt=a.assignment.attempt,
+                slot_cost=0 if a.state.slot_released else a.assignment.slot_cost,
+                durable=a.assignment.durable,
+            )
+            for a in self.running.values()
+        ]
+
+    @staticmethod
+    def describe(attempts: Iterable[Attempt]) -> str:
+        items = [f"{a.task.name} (run {a.assignment.run_id})" for a in attempts]
+        more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+        return ", ".join(items[:10]) + more
+
+    def begin(self, a: pb.Assignment) -> None:
+        """Starts an assigned attempt (a redelivered one already running is ignored)."""
+        task = self.tasks.get(a.task_name)
+        if a.task_id in self.running:
+            return  # already running this attempt (a redelivery after reconnect)
+        outbox = self.outbox
+
+        def refresh(seconds: float) -> None:
+            outbox.put(
+                pb.TaskEvent(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    kind=pb.REFRESH_TIMEOUT,
+                    timeout_ms=int(seconds * 1000),
+                    at_ms=now_ms(),
+                )
+            )
+
+        def release_slot() -> None:
+            outbox.put(
+                pb.TaskEvent(
+                    task_id=a.task_id, attempt=a.attempt, kind=pb.RELEASE_SLOT, at_ms=now_ms()
+                )
+            )
+
+        state = AttemptState(
+            execution_timeout_s=a.execution_timeout_ms / 1000 if a.execution_timeout_ms else None,
+            on_refresh=refresh,
+            on_release_slot=release_slot,
+            on_spawn=self._check_parent_slots,
+        )
+        ctx = Context(
+            run_id=a.run_id,
+            task_name=a.task_name,
+            attempt=a.attempt,
+            retry_count=a.retry_count,
+            additional_metadata=json.loads(a.additional_metadata or b"{}"),
+            worker_id=self.worker_id,
+            task_id=a.task_id,
+            state=state,
+        )
+        if task is None:
+            outbox.put(
+                failure_event(
+                    a,
+                    "UnknownTaskError",
+                    f"this worker has no task {a.task_name!r}",
+                    "",
+                    retryable=True,
+                )
+            )
+            return
+        attempt = Attempt(task, a, ctx, state)
+        self.running[a.task_id] = attempt
+        outbox.put(
+            pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=now_ms())
+        )
+        attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
+
+    def cancel(self, task_id: int, attempt_no: int, reason: str) -> None:
+        """Ends an attempt the engine ended (or that is handed back): nothing is reported."""
+        attempt = self.running.get(task_id)
+        if attempt is None or attempt.assignment.attempt != attempt_no:
+            return
+        attempt.state.cancel(reason)
+        attempt.reported = True  # the engine already ended it
+        del self.running[task_id]
+        if attempt.future is not None:
+            attempt.future.cancel()
+
+    def hand_back(self, reason: str) -> list[Attempt]:
+        """Cancels every running attempt; the stream's clean close hands them back."""
+        left = list(self.running.values())
+        for attempt in left:
+            a = attempt.assignment
+            self.cancel(a.task_id, a.attempt, reason)
+        return left
+
+    # -- one attempt --------------------------------------------------------------------
+
+    async def _execute(self, attempt: Attempt) -> None:
+        a, task, ctx = attempt.assignment, attempt.task, attempt.ctx
+        # Runs triggered from inside the task are its children (see _sdk/children.py).
+        current_context.set(ctx)
+        try:
+            try:
+                raw = attempt.state.bind_input(a.input, getattr(task, "workflow", None) is not None)
+                value = task.decode_input(raw)
+            except ValidationError as exc:
+                self._fail(attempt, "InputValidationError", str(exc), "", retryable=False)
+                return
+            try:
+                result = await self._call(attempt, value)
+            except asyncio.CancelledError:
+                if ctx.is_cancelled:
+                    return  # the engine ended this attempt; nothing to report
+                raise
+            except TaskTimeoutError as exc:
+                self._fail(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
+                return
+            except NonRetryableError as exc:
+                self._fail(
+                    attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False
+                )
+                return
+            except RetryAfter as exc:
+                self._fail(
+                    attempt,
+                    type(exc).__name__,
+                    str(exc),
+                    traceback.format_exc(),
+                    retryable=True,
+                    retry_after_ms=max(1, int(exc.seconds * 1000)),
+                )
+                return
+            except Exception as exc:
+                self._fail(
+                    attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=True
+                )
+                return
+            try:
+                output = task.encode_output(result)
+            except (
+                pydantic_core.PydanticSerializationError,
+                ValidationError,
+                TypeError,
+                ValueError,
+            ) as exc:
+                self._fail(
+                    attempt,
+                    "OutputSerializationError",
+                    f"the task's output could not be serialized to JSON: {exc}",
+                    "",
+                    retryable=True,
+                )
+                return
+            limit = self.max_payload_bytes
+            if len(output) > limit:
+                self._fail(
+                    attempt,
+                    "PayloadTooLargeError",
+                    f"the task's output is {len(output)} bytes, over the limit of {limit} bytes",
+                    "",
+                    retryable=False,
+                )
+                return
+            self._finish(
+                attempt,
+                pb.TaskEvent(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    kind=pb.COMPLETED,
+                    output=output,
+                    at_ms=now_ms(),
+                ),
+            )
+        except Exception:  # a bug in the runtime itself must not leave the attempt hanging
+            log.exception("worker %s: internal error running %s", self.name, a.run_id)
+            self._fail(
+                attempt,
+                "WorkerError",
+                "internal worker error",
+                traceback.format_exc(),
+                retryable=True,
+            )
+
+    async def _call(self, attempt: Attempt, value: Any) -> Any:
+        """Runs the function, enforcing the (refreshable) execution timeout."""
+        task, ctx, state = attempt.task, attempt.ctx, attempt.state
+        loop = asyncio.get_running_loop()
+        if task.is_async:
+            inner: asyncio.Future[Any] = asyncio.ensure_future(task.fn(value, ctx))
+        else:
+            cv = contextvars.copy_context()
+            inner = loop.run_in_executor(self.pool, cv.run, self._in_thread, task.fn, value, ctx)
+        try:
+            while True:
+                left = None if state.deadline is None else state.deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    state.cancel("execution timeout")
+                    inner.cancel()
+                    raise TaskTimeoutError(
+                        f"task {task.name!r} ran past its execution timeout of "
+                        f"{attempt.assignment.execution_timeout_ms / 1000:g}s"
+                    )
+                done, _ = await asyncio.wait({inner}, timeout=left)
+                if done:
+                    return inner.result()
+        except asyncio.CancelledError:
+            inner.cancel()
+            raise
+
+    def _in_thread(self, fn: Callable[..., Any], value: Any, ctx: Context) -> Any:
+        """Runs a sync task function in a pool thread, counting the threads so busy."""
+        with self._threads_lock:
+            self.in_threads += 1
+        try:
+            return fn(value, ctx)
+        finally:
+            with self._threads_lock:
+                self.in_threads -= 1
+
+    def _check_parent_slots(self) -> None:
+        """Warns when every slot is held by a task that spawned children: a parent waiting
+        for its children keeps its slot, so those children can only run on other workers."""
+        try:
+            parents = sum(1 for a in list(self.running.values()) if a.state.spawned_children)
+        except RuntimeError:  # called from a sync task's thread while the dict changes
+            return
+        if parents >= self.slots and not self._warned_parents:
+            self._warned_parents = True
+            log.warning(
+                "worker %s: all %d slots are held by tasks that spawned child runs; a parent "
+                "waiting for its children keeps its slot, so the children can only run on "
+                "other workers. Give this worker more slots than parents that wait at once, "
+                "or run the children on other workers.",
+                self.name,
+                self.slots,
+            )
+
+    def _finish(self, attempt: Attempt, event: pb.TaskEvent) -> None:
+        if attempt.reported:
+            return
+        attempt.reported = True
+        if self.running.get(attempt.assignment.task_id) is attempt:
+            del self.running[attempt.assignment.task_id]
+        self.outbox.put(event)
+        self.changed.set()
+
+    def _fail(
+        self,
+        attempt: Attempt,
+        error_type: str,
+        message: str,
+        tb: str,
+        *,
+        retryable: bool,
+        retry_after_ms: int = 0,
+    ) -> None:
+        event = failure_event(
+            attempt.assignment,
+            error_type,
+            message,
+            tb,
+            retryable=retryable,
+            retry_after_ms=retry_after_ms,
+        )
+        self._finish(attempt, event)
+
+
+def failure_event(
+    a: pb.Assignment,
+    error_type: str,
+    message: str,
+    tb: str,
+    *,
+    retryable: bool,
+    retry_after_ms: int = 0,
+) -> pb.TaskEvent:
+    """The FAILED event of an attempt."""
+    return pb.TaskEvent(
+        task_id=a.task_id,
+        attempt=a.attempt,
+        kind=pb.FAILED,
+        error=pb.RunError(type=error_type, message=message, traceback=tb),
+        non_retryable=not retryable,
+        retry_after_ms=retry_after_ms,
+        at_ms=now_ms(),
+    )
