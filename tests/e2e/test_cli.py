@@ -201,7 +201,7 @@ def test_help_and_version() -> None:
 
 def _run_quickstart(folder: Path, env: dict[str, str]) -> None:
     """hello.py and run_hello.py from the README, configured by the lite profile alone."""
-    from tests.test_readme import examples
+    from tests.docs.test_readme import examples
 
     folder.mkdir()
     files = examples()
