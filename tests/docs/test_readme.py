@@ -1,75 +1,33 @@
 """Every example in the README runs, as written, against a real engine and worker.
 
 A README code block whose first line is ``# file: NAME.py`` is written to a folder as that
-file. Each module that declares an app gets a real worker process (``stoker worker
-module:app``, plus the arguments its ``# worker:`` line gives); then every ``run_*.py``
-runs as a user would run it, with the engine address and token in the environment.
+file; :mod:`tests.snippets` serves the modules that declare an app with worker processes
+(plus the arguments a ``# worker:`` line gives) and runs every ``run_*.py`` as a user would.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import REPO, WorkerProcess
+from tests.harness import REPO
+from tests.snippets import examples, run_examples
 
 README = REPO / "README.md"
-BLOCK = re.compile(r"```python\n# file: (?P<name>[\w.]+)\n(?P<body>.*?)```", re.DOTALL)
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def examples() -> dict[str, str]:
-    found = {
-        m["name"]: f"# file: {m['name']}\n{m['body']}" for m in BLOCK.finditer(README.read_text())
-    }
-    assert found, "the README has no runnable examples"
-    return found
-
-
 def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> None:
-    files = examples()
-    for name, body in files.items():
-        (tmp_path / name).write_text(body)
-    modules = [n for n, b in files.items() if not n.startswith("run_") and "Stoker()" in b]
+    files = examples(README)
     assert {"hello.py", "run_hello.py"} <= set(files)
-    workers = []
-    try:
-        for module in modules:
-            args = re.search(r"^# worker: (.*)$", files[module], re.MULTILINE)
-            worker = WorkerProcess(
-                f"{module[:-3]}:app",
-                tenant,
-                engine.db_url,
-                tmp_path,
-                module[:-3],
-                slots=100,
-                extra_args=shlex.split(args[1]) if args else [],
-                cwd=tmp_path,
-            )
-            workers.append(worker.start())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
-        env.update(tenant.env)
-        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
-        for script in sorted(n for n in files if n.startswith("run_")):
-            done = subprocess.run(
-                [sys.executable, script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                timeout=120,
-            )  # fmt: skip
-            assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
-            if script == "run_hello.py":
-                assert done.stdout.strip() == "{'message': 'hello world'}"
-    finally:
-        for worker in workers:
-            worker.kill()
+    outputs = run_examples(files, engine, tenant, tmp_path, timeout=120)
+    assert outputs["run_hello.py"].strip() == "{'message': 'hello world'}"
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:
