@@ -6,7 +6,7 @@
     scripts/dump_schema.py --diff      how the two differ (exit 1 when they do)
 
 src/stoker/db/schema.sql is written by hand, to be read; after adding a migration, change
-it to match and check with --diff (tests/test_migrations.py runs the same comparison).
+it to match and check with --diff (tests/integration/test_migrations.py runs the same comparison).
 Uses DATABASE_URL when set, otherwise a throwaway embedded Postgres.
 """
 

@@ -1,5 +1,9 @@
 """Shared fixtures: a real Postgres, migrated databases, engine and worker processes.
 
+Tests sit in tiers by folder (tests/README.md): ``unit/``, ``integration/``, ``e2e/`` and
+``docs/``. Each test is marked with its tier here, from its folder, so ``pytest -m unit``
+runs the fast tier alone; the docs tier runs processes, so it is marked ``e2e`` as well.
+
 Postgres is ``DATABASE_URL`` when set, otherwise an embedded server started once per
 session. The schema is migrated once into a template database; every test that needs a
 database gets a fresh clone of it (``CREATE DATABASE ... TEMPLATE``), which takes tens of
@@ -29,6 +33,23 @@ from tests.harness import (
     migrate,
     with_database,
 )
+
+TESTS = Path(__file__).parent
+TIERS = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "e2e": ("e2e",),
+    "docs": ("docs", "e2e"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with the tier(s) of the folder it sits in."""
+    for item in items:
+        if not item.path.is_relative_to(TESTS):
+            continue
+        for marker in TIERS.get(item.path.relative_to(TESTS).parts[0], ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -113,8 +113,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    """Polls ``check`` until it returns something truthy (bounded); returns that value."""
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float = 30,
+    what: str = "the condition",
+    log: Path | None = None,
+) -> Any:
+    """Polls ``check`` until it returns something truthy (bounded); returns that value.
+
+    The one way tests wait for a state: on the state itself, never a fixed sleep. ``log``,
+    a process's log file, has its tail shown when the wait times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -6,8 +6,8 @@ per tenant is: admission of runs waiting for concurrency slots (:mod:`.admission
 one transaction that claims ready queue items (``FOR UPDATE SKIP LOCKED``), checks rate
 limits (sliding windows, :mod:`.rate_limits`) under their row locks, places each item on a
 worker in memory (slot pool and cost, required and weighted labels, sticky and desired
-workers), defers what cannot run now, and writes the assignments in one statement; after
-the commit each worker gets its assignments as one message.
+workers; :mod:`.placement`), defers what cannot run now, and writes the assignments in one
+statement; after the commit each worker gets its assignments as one message.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stoker._core.wire import StickyStrategy, TaskConfig
+from stoker._core.wire import TaskConfig
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, NoParams, int_array
 from stoker.db.store import queue as queue_store
@@ -31,6 +31,7 @@ from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.conns import WorkerConn
 from stoker.engine.scheduler.admission import admit
+from stoker.engine.scheduler.placement import pick, stuck
 from stoker.engine.scheduler.rate_limits import Plan, SlidingWindow, from_us, to_us
 from stoker.engine.service import LoopService
 
@@ -253,9 +254,9 @@ class Scheduler(LoopService):
         connected = self._dispatcher.conns_of(conns[0].tenant_id) if conns else []
         for item in items:
             cfg = defs.get(item["queue"], _DEFAULT)
-            conn = _pick(conns, item, cfg)
+            conn = pick(conns, item, cfg)
             if conn is None:
-                if _stuck(connected, item, cfg):
+                if stuck(connected, item, cfg):
                     decided.deferred[item["id"]] = now + self._defer
                 continue
             wants = _limits(item)
@@ -335,55 +336,3 @@ def _rate_limited_until(limits: _Limits, blocked: list[dict[str, Any]]) -> datet
 def _limits(item: queue_store.ClaimedItem) -> list[dict[str, Any]]:
     raw = item.get("rate_limits")
     return json.loads(raw) if raw else []
-
-
-def _eligible(conn: WorkerConn, item: queue_store.ClaimedItem, cfg: TaskConfig) -> bool:
-    """Whether ``conn`` may ever run ``item`` (ignoring its free slots)."""
-    if item["queue"] not in conn.task_names or conn.closed or conn.draining:
-        return False
-    desired = item.get("desired_worker_id")
-    if cfg.sticky is StickyStrategy.HARD and desired is not None and conn.worker_id != desired:
-        return False
-    return all(
-        label.matches(conn.labels.get(key))
-        for key, label in cfg.desired_worker_labels.items()
-        if label.required
-    )
-
-
-def _score(
-    conn: WorkerConn, item: queue_store.ClaimedItem, cfg: TaskConfig
-) -> tuple[int, int, int]:
-    preferred = int(conn.worker_id == item.get("desired_worker_id"))
-    weight = sum(
-        label.weight
-        for key, label in cfg.desired_worker_labels.items()
-        if not label.required and label.matches(conn.labels.get(key))
-    )
-    return preferred, weight, conn.free(cfg.durable)
-
-
-def _pick(
-    conns: list[WorkerConn], item: queue_store.ClaimedItem, cfg: TaskConfig
-) -> WorkerConn | None:
-    """The best worker for ``item`` with room for it now, or None."""
-    best: WorkerConn | None = None
-    best_score: tuple[int, int, int] | None = None
-    for conn in conns:
-        if conn.free(cfg.durable) < cfg.slot_cost or not _eligible(conn, item, cfg):
-            continue
-        score = _score(conn, item, cfg)
-        if best_score is None or score > best_score:
-            best, best_score = conn, score
-    return best
-
-
-def _stuck(connected: list[WorkerConn], item: queue_store.ClaimedItem, cfg: TaskConfig) -> bool:
-    """Whether ``item`` cannot run now for reasons of its own, so it must step aside rather
-    than hold a place at the head of its queue: no connected worker may run it (required
-    labels nobody has), or it is bound to one worker (hard sticky) that is busy. An item
-    that merely lost to items ahead of it keeps its place."""
-    eligible = [c for c in connected if _eligible(c, item, cfg)]
-    if not eligible:
-        return True
-    return cfg.sticky is StickyStrategy.HARD and item.get("desired_worker_id") is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness import REPO
 
 pytest.importorskip("pgqueuer", reason="the bench extra is not installed (pip install -e .[bench])")
 

@@ -335,6 +335,11 @@ def test_rest_api_shows_the_dag_and_filters_by_metadata(
         assert http.get("/api/v1/runs").status_code == 200
 
 
+def failures_of(eng: Any, message: str) -> int:
+    """How many times the engine's log shows ``message`` so far."""
+    return eng.log_path.read_text(errors="replace").count(message)
+
+
 def test_a_failing_progression_keeps_the_outcome_and_the_sweeper_recovers_the_run(
     engine_factory: Any, tenant_factory: Any, worker_factory: Any
 ) -> None:
@@ -348,7 +353,14 @@ def test_a_failing_progression_keeps_the_outcome_and_the_sweeper_recovers_the_ru
         ref = app.workflows["diamond"].run_no_wait(Job(value=3))
         # `a` ends and its outcome is stored, although the run cannot progress past it.
         wait_until(lambda: steps(eng, ref.run_id)["a"]["status"] == "COMPLETED", 30, "a")
-        time.sleep(0.5)
+        # The progression in a's own transaction failed before a showed as COMPLETED; once
+        # a sweep after that failed too, nothing else could have progressed the run.
+        failed_before = failures_of(eng, 'task_wait" does not exist')
+        wait_until(
+            lambda: failures_of(eng, 'task_wait" does not exist') > failed_before,
+            30,
+            "a sweep to fail on the missing table",
+        )
         assert {s: r["status"] for s, r in steps(eng, ref.run_id).items()} == {
             "a": "COMPLETED",
             "b": "PENDING",

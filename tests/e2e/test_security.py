@@ -43,8 +43,8 @@ from stoker.engine.notify import Listener
 from stoker.errors import ConfigError
 from tests.apps import basic, big
 from tests.apps.basic import Greet
+from tests.e2e.test_cli import stoker
 from tests.harness import SCHEMA, EngineProcess, Tenant, WorkerProcess, wait_until
-from tests.test_cli import stoker
 
 MB = 1024 * 1024
 

@@ -25,8 +25,8 @@ from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from tests.apps import basic
 from tests.apps.basic import Sleep
+from tests.e2e.test_failures import query, status_of
 from tests.harness import Tenant, wait_until
-from tests.test_e2e_failures import query, status_of
 
 pytestmark = pytest.mark.timeout(120)
 

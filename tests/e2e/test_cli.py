@@ -201,10 +201,10 @@ def test_help_and_version() -> None:
 
 def _run_quickstart(folder: Path, env: dict[str, str]) -> None:
     """hello.py and run_hello.py from the README, configured by the lite profile alone."""
-    from tests.test_readme import examples
+    from tests.snippets import examples
 
     folder.mkdir()
-    files = examples()
+    files = examples(REPO / "README.md")
     for name in ("hello.py", "run_hello.py"):
         (folder / name).write_text(files[name])
     with (folder / "worker.log").open("ab") as log:

@@ -8,7 +8,6 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from stoker import AuthenticationError, EngineUnavailableError, Stoker
 from stoker._proto import engine_pb2 as pb
 from tests.apps import basic
 from tests.apps.basic import Greet, Sleep
-from tests.harness import WorkerProcess
+from tests.harness import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,17 +34,6 @@ def app(engine: Any, tenant: Any) -> Stoker:
 def query(db_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
     with psycopg.connect(db_url, row_factory=psycopg.rows.dict_row) as conn:
         return conn.execute(sql, args).fetchall()
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    """Polls a state check until it holds (bounded), returning its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status_of(db_url: str, run_id: str) -> str:

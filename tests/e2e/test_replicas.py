@@ -15,8 +15,8 @@ from tests.apps import basic, policies, workflows
 from tests.apps.basic import Sleep
 from tests.apps.policies import Job
 from tests.apps.workflows import Job as WfJob
+from tests.e2e.test_scheduling import APP, assigned_at, max_overlap
 from tests.harness import Tenant, WorkerProcess, wait_until
-from tests.test_scheduling import APP, assigned_at, max_overlap
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,46 @@
+"""Every example in the README runs, as written, against a real engine and worker.
+
+A README code block whose first line is ``# file: NAME.py`` is written to a folder as that
+file; :mod:`tests.snippets` serves the modules that declare an app with worker processes
+(plus the arguments a ``# worker:`` line gives) and runs every ``run_*.py`` as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import REPO
+from tests.snippets import examples, run_examples
+
+README = REPO / "README.md"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> None:
+    files = examples(README)
+    assert {"hello.py", "run_hello.py"} <= set(files)
+    outputs = run_examples(files, engine, tenant, tmp_path, timeout=120)
+    assert outputs["run_hello.py"].strip() == "{'message': 'hello world'}"
+
+
+def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:
+    """The REST API example, run by a shell holding the token as `stoker lite` exports it."""
+    text = README.read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("curl ")]
+    assert "$STOKER_TOKEN" in line
+    assert "export STOKER_TOKEN=" in text  # the README says where the variable comes from
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    env["STOKER_TOKEN"] = tenant.token
+    done = subprocess.run(
+        ["bash", "-c", f"{line.replace('http://127.0.0.1:7078', engine.http_url)} --fail -sS"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["items"] == []
