@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,9 +76,13 @@ class Raw:
             timeout=10,
         )
 
-    def trigger(self, task: str, input: bytes, metadata: bytes = b"") -> list[str]:
+    def trigger(
+        self, task: str, input: bytes, metadata: bytes = b"", *, timeout: float = 30
+    ) -> list[str]:
         item = pb.TriggerItem(task_name=task, input=input, additional_metadata=metadata)
-        res = self.engine.Trigger(pb.TriggerRequest(items=[item]), metadata=self.md, timeout=30)
+        res = self.engine.Trigger(
+            pb.TriggerRequest(items=[item]), metadata=self.md, timeout=timeout
+        )
         return list(res.run_ids)
 
     def failure(self, call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
@@ -436,8 +441,14 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
         go.touch()
         wait_until(done.exists, 30, "the nap to finish")
         for _ in range(3):  # the pool's stale connections, then new ones that fail
-            code, details = r.failure(lambda: r.trigger("echo", b"{}"))
-            assert code == grpc.StatusCode.UNAVAILABLE, details
+            # Each answer takes about the pool's wait (5 s); the deadline is generous so a
+            # loaded machine cannot turn a slow answer into DEADLINE_EXCEEDED.
+            began = time.monotonic()
+            code, details = r.failure(lambda: r.trigger("echo", b"{}", timeout=90))
+            took = time.monotonic() - began
+            assert code == grpc.StatusCode.UNAVAILABLE, (
+                f"{code} after {took:.1f}s: {details}\n" + eng.log_path.read_text()[-6000:]
+            )
             assert "database is unavailable" in details
         res = httpx.get(
             f"{eng.http_url}/api/v1/runs",
