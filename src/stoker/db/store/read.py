@@ -28,34 +28,6 @@ class ApiGetRun:
     run_id: uuid.UUID
 
 
-class RunDetail(TypedDict):
-    """One run with its workers and task definition."""
-
-    id: int
-    external_id: uuid.UUID
-    task_name: str
-    status: str
-    input: Any
-    output: Any
-    error: Any
-    additional_metadata: Any
-    priority: int
-    attempt: int
-    retry_count: int
-    max_retries: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    worker_external_id: uuid.UUID | None
-    assigned_at: datetime | None
-    rate_limits: Any
-    desired_worker_external_id: uuid.UUID | None
-    task_config: Any
-
-
-api_get_run = One[ApiGetRun, RunDetail]("api_get_run")
-
-
 @dataclass(frozen=True, slots=True)
 class ApiRunConcurrency:
     tenant_id: int
@@ -96,6 +68,9 @@ api_run_events = Many[ApiRunEvents, RunEvent]("api_run_events")
 
 @dataclass(frozen=True, slots=True)
 class ApiListRuns:
+    """A page of a tenant's runs: a time window, and the keyset cursor after the last run
+    of the previous page."""
+
     tenant_id: int
     since: datetime | None
     until: datetime | None
@@ -123,18 +98,24 @@ class RunSummary(TypedDict):
     worker_external_id: uuid.UUID | None
 
 
+class RunDetail(RunSummary):
+    """One run with its input, output, placement and task definition."""
+
+    input: Any
+    output: Any
+    assigned_at: datetime | None
+    rate_limits: Any
+    desired_worker_external_id: uuid.UUID | None
+    task_config: Any
+
+
 api_list_runs = Many[ApiListRuns, RunSummary]("api_list_runs")
+api_get_run = One[ApiGetRun, RunDetail]("api_get_run")
 
 
 @dataclass(frozen=True, slots=True)
-class ApiListRunsByStatus:
-    tenant_id: int
+class ApiListRunsByStatus(ApiListRuns):
     statuses: list[str]
-    since: datetime | None
-    until: datetime | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
 
 
 class RunSummaryOfPage(RunSummary):
@@ -147,15 +128,8 @@ api_list_runs_by_status = Many[ApiListRunsByStatus, RunSummaryOfPage]("api_list_
 
 
 @dataclass(frozen=True, slots=True)
-class ApiListRunsOfTask:
-    tenant_id: int
+class ApiListRunsOfTask(ApiListRunsByStatus):
     task_name: str
-    statuses: list[str]
-    since: datetime | None
-    until: datetime | None
-    cursor_created_at: datetime | None
-    cursor_run_id: uuid.UUID | None
-    limit: int
 
 
 api_list_runs_of_task = Many[ApiListRunsOfTask, RunSummaryOfPage]("api_list_runs_of_task")

@@ -31,13 +31,7 @@ class RunState(TypedDict):
 run_states = Many[RunStates, RunState]("run_states")
 
 
-@dataclass(frozen=True, slots=True)
-class RunStatesHistory:
-    tenant_id: int
-    external_ids: list[uuid.UUID]
-
-
-run_states_history = Many[RunStatesHistory, RunState]("run_states_history")
+run_states_history = Many[RunStates, RunState]("run_states_history")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +39,10 @@ class RunResultsByIds:
     external_ids: list[uuid.UUID]
 
 
-class RunResult(TypedDict):
+class RunResult(RunState):
     """A finished run's outcome (output as JSON text), with its tenant."""
 
-    external_id: uuid.UUID
     tenant_id: int
-    status: str
-    output: str | None
-    error: Any
 
 
 run_results_by_ids = Many[RunResultsByIds, RunResult]("run_results_by_ids")

@@ -96,7 +96,7 @@ class RunWatcher:
             found = {r["external_id"] for r in known}
             missing = [i for i in params.external_ids if i not in found]
             known += await run_store.run_states_history(
-                self._db, run_store.RunStatesHistory(params.tenant_id, missing)
+                self._db, run_store.RunStates(params.tenant_id, missing)
             )
         return known
 
