@@ -20,9 +20,9 @@ alongside; giving both, differently, is an error.
 the clocks jump forward, a tick in the skipped hour fires once, at the first instant after
 the gap (several skipped ticks fire together, once); where they fall back, a tick in the
 repeated hour fires once, at its first occurrence. An expression whose hour field allows
-every hour (``*``) is periodic in real time and is treated as cron treats such jobs: its ticks in the repeated
-hour fire in both occurrences, and those in the skipped hour do not exist. Ticks are whole
-seconds; fire times are returned as aware UTC datetimes.
+every hour (``*``) is periodic in real time and is treated as cron treats such jobs: its
+ticks in the repeated hour fire in both occurrences, and those in the skipped hour do not
+exist. Ticks are whole seconds; fire times are returned as aware UTC datetimes.
 """
 
 from __future__ import annotations
