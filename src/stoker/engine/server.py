@@ -18,6 +18,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from stoker._core.wire import ERROR_TYPE_KEY
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker.engine import faults
@@ -32,35 +33,19 @@ from stoker.errors import (
     EngineUnavailableError,
     InvalidRequestError,
     NotFoundError,
-    PayloadTooLargeError,
     StokerError,
-    UnknownTaskError,
 )
 
 log = logging.getLogger("stoker.engine.server")
 
 T = TypeVar("T")
 
-_CODES: list[tuple[type[StokerError], grpc.StatusCode]] = [
-    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
-    (UnknownTaskError, grpc.StatusCode.NOT_FOUND),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (PayloadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (EngineUnavailableError, grpc.StatusCode.UNAVAILABLE),
-]
-
-# The SDK maps this trailing metadata key back to the exception class.
-ERROR_TYPE_KEY = "stoker-error"
-
 MAX_AWAIT_MS = 60_000
 
 
 def status_for(exc: StokerError) -> grpc.StatusCode:
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.FAILED_PRECONDITION
+    """The status code a call failing with ``exc`` answers with (:mod:`stoker.errors`)."""
+    return grpc.StatusCode[exc.grpc_code]
 
 
 def _token(context: grpc.aio.ServicerContext) -> str | None:

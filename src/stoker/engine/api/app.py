@@ -50,31 +50,14 @@ from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.errors import (
     AuthenticationError,
-    ConfigError,
-    EngineUnavailableError,
     InvalidRequestError,
     NotFoundError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
     StokerError,
-    UnknownTaskError,
 )
 
 log = logging.getLogger("stoker.engine.api")
 
 MAX_PAGE = 500
-
-# HTTP status of each StokerError subclass the API can raise; the nearest base class wins.
-_STATUS: dict[type[StokerError], int] = {
-    AuthenticationError: 401,
-    PermissionDeniedError: 403,
-    NotFoundError: 404,
-    UnknownTaskError: 404,
-    PayloadTooLargeError: 413,
-    InvalidRequestError: 422,
-    EngineUnavailableError: 503,
-    ConfigError: 500,
-}
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "The API token is missing, unknown or revoked"},
@@ -437,16 +420,9 @@ def _error(status: int, type_: str, message: str, **headers: str) -> JSONRespons
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-def _status_of(exc: StokerError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in _STATUS:
-            return _STATUS[cls]
-    return 400
-
-
 async def _on_stoker_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StokerError)
-    status = _status_of(exc)
+    status = exc.http_status
     headers = {"www-authenticate": "Bearer"} if status == 401 else {}
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
