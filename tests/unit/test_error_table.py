@@ -12,7 +12,7 @@ import pytest
 from stoker import errors
 from stoker._core.wire import ERROR_TYPE_KEY
 from stoker._sdk.transport import to_stoker_error
-from stoker.engine.server import status_for
+from stoker.engine.rpc.handlers import status_for
 
 TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.StokerError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
