@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from grpc.aio import ServicerContext as Context
@@ -95,14 +95,17 @@ def rpc(
 
 def stream_rpc(
     handler: Callable[[S, AsyncIterator[Req], Context, Principal], AsyncGenerator[Resp]],
-) -> Callable[[S, AsyncIterator[Req], Context], AsyncIterator[Resp]]:
+) -> Callable[[S, AsyncIterator[Req], Context], AsyncGenerator[Resp]]:
     """A streaming handler ``(self, requests, context, caller)`` as gRPC calls it: the
     same as :func:`rpc`, for an async generator of response messages."""
 
     @functools.wraps(handler)
-    async def answer(self: S, requests: AsyncIterator[Req], context: Context) -> Any:
+    async def answer(
+        self: S, requests: AsyncIterator[Req], context: Context
+    ) -> AsyncGenerator[Resp]:
         try:
             caller = await self.auth.authenticate(token_of(context))
+            # However the call ends, the handler's generator is closed with it.
             async with contextlib.aclosing(handler(self, requests, context, caller)) as replies:
                 async for reply in replies:
                     yield reply
