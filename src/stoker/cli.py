@@ -340,7 +340,7 @@ def token_create(
 ) -> None:
     """Creates an API token for a tenant and prints it (it is stored only as a hash)."""
     settings = _run(EngineSettings.load)
-    from stoker.engine.api.tokens import expiry
+    from stoker.engine.api.routes.tokens import expiry
 
     expires_at = _run(lambda: expiry(expires_in))
 

@@ -2,13 +2,26 @@
 
 A subclass's docstring is its default message, so ``raise EngineUnavailableError()`` says
 something useful; pass a message to be more specific.
+
+This module is also the one table of how an error leaves the engine: each class names its
+gRPC status code (``grpc_code``) and its HTTP status (``http_status``); a subclass that
+names neither answers as its nearest base class does. The engine's gRPC handlers and REST
+app read these attributes, and the SDK turns an engine's answer back into the class it
+names (:func:`stoker._core.wire.error_class`).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class StokerError(Exception):
     """A Stoker error."""
+
+    grpc_code: ClassVar[str] = "FAILED_PRECONDITION"
+    """The name of the ``grpc.StatusCode`` a call failing with this error answers with."""
+    http_status: ClassVar[int] = 400
+    """The HTTP status a REST request failing with this error answers with."""
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or (type(self).__doc__ or type(self).__name__).strip()
@@ -17,6 +30,8 @@ class StokerError(Exception):
 
 class ConfigError(StokerError):
     """Stoker's configuration is invalid."""
+
+    http_status = 500
 
 
 class DeclarationError(StokerError):
@@ -34,29 +49,50 @@ class DurationError(DeclarationError, ConfigError):
 class EngineUnavailableError(StokerError):
     """The Stoker engine could not be reached after retrying; is it running?"""
 
+    grpc_code = "UNAVAILABLE"
+    http_status = 503
+
 
 class AuthenticationError(StokerError):
     """The engine rejected the API token: it is missing, unknown or revoked."""
+
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
 
 
 class PermissionDeniedError(StokerError):
     """The API token is valid but its role does not allow this (it needs the admin role)."""
 
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+
 
 class UnknownTaskError(StokerError):
     """No task is registered under that name."""
+
+    grpc_code = "NOT_FOUND"
+    http_status = 404
 
 
 class PayloadTooLargeError(StokerError):
     """A payload is larger than the configured limit."""
 
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 413
+
 
 class InvalidRequestError(StokerError):
     """The engine refused the request as invalid."""
 
+    grpc_code = "INVALID_ARGUMENT"
+    http_status = 422
+
 
 class NotFoundError(StokerError):
     """No such run."""
+
+    grpc_code = "NOT_FOUND"
+    http_status = 404
 
 
 class TaskRunError(StokerError):

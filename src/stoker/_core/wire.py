@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stoker import errors
 from stoker.errors import InvalidRequestError
 
 RUN_STATUSES = ("PENDING", "QUEUED", "ASSIGNED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
@@ -169,6 +170,46 @@ MESSAGE_HEADROOM = 1024 * 1024
 def message_limit(max_payload_bytes: int) -> int:
     """The largest gRPC message the engine accepts, for a payload limit."""
     return max_payload_bytes + MESSAGE_HEADROOM
+
+
+ERROR_TYPE_KEY = "stoker-error"
+"""The trailing-metadata key of a failed call that names the engine's error class."""
+
+
+def _error_classes(root: type[errors.StokerError]) -> list[type[errors.StokerError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found += _error_classes(sub)
+    return found
+
+
+_ANSWERED_BY_NAME: dict[str, type[errors.StokerError]] = {
+    cls.__name__: cls
+    for cls in _error_classes(errors.StokerError)
+    if cls.__module__ == errors.__name__ and cls.grpc_code != errors.StokerError.grpc_code
+}
+"""The errors a failed call brings back as themselves: those of :mod:`stoker.errors` with a
+status code of their own (the others arrive as a plain :class:`~stoker.errors.StokerError`)."""
+
+_ANSWERED_BY_CODE: dict[str, type[errors.StokerError]] = {
+    cls.grpc_code: cls
+    for cls in (
+        errors.AuthenticationError,
+        errors.NotFoundError,
+        errors.PayloadTooLargeError,
+        errors.InvalidRequestError,
+    )
+}
+"""What a code means when the answer names no error class: gRPC refused the call itself
+(a message over the size limit) or something between the SDK and the engine did. For a
+code several classes share, the general one (NotFoundError, not UnknownTaskError)."""
+
+
+def error_class(type_name: str, code_name: str) -> type[errors.StokerError] | None:
+    """The Stoker error a failed call stands for: the class its :data:`ERROR_TYPE_KEY`
+    names, else the one its status code (a ``grpc.StatusCode`` name) stands for; None when
+    neither tells (an unreachable engine, an unexpected failure)."""
+    return _ANSWERED_BY_NAME.get(type_name) or _ANSWERED_BY_CODE.get(code_name)
 
 
 class _Sized(Protocol):

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import grpc
 
 from stoker import errors
-from stoker._core.wire import message_limit
+from stoker._core.wire import ERROR_TYPE_KEY, error_class, message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import ClientSettings, read_pem
@@ -40,25 +40,7 @@ log = logging.getLogger("stoker.client")
 # While the engine is unreachable, say so at once and then every this many seconds.
 _RETRY_LOG_EVERY_S = 10.0
 
-ERROR_TYPE_KEY = "stoker-error"
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
-_BY_NAME: dict[str, type[errors.StokerError]] = {
-    cls.__name__: cls
-    for cls in (
-        errors.AuthenticationError,
-        errors.UnknownTaskError,
-        errors.NotFoundError,
-        errors.PayloadTooLargeError,
-        errors.InvalidRequestError,
-        errors.DatabaseUnavailableError,
-    )
-}
-_BY_CODE: dict[grpc.StatusCode, type[errors.StokerError]] = {
-    grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationError,
-    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.PayloadTooLargeError,
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
-}
 
 # Responses (results of many runs, assignments) may carry many payloads.
 _RECEIVE_HEADROOM = 64 * 1024 * 1024
@@ -127,7 +109,7 @@ def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
     code = exc.code()
     details = exc.details() or ""
     trailing = dict(exc.trailing_metadata() or ())
-    cls = _BY_NAME.get(str(trailing.get(ERROR_TYPE_KEY, ""))) or _BY_CODE.get(code)
+    cls = error_class(str(trailing.get(ERROR_TYPE_KEY, "")), code.name)
     if cls is not None:
         return cls(details)
     if code in _RETRYABLE:

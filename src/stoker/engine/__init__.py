@@ -9,7 +9,7 @@
   the DAG sweeper, retention (their rounds run on the leader replica only);
 * api — the REST API over HTTP.
 
-The gRPC server (:mod:`stoker.engine.server`) is the front door of ingest and dispatcher.
+The gRPC server (:mod:`stoker.engine.rpc`) is the front door of ingest and dispatcher.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from stoker import __version__
 from stoker._core.wire import message_limit
-from stoker._proto import engine_pb2_grpc as pb_grpc
-from stoker._proto import workflows_pb2_grpc as wpb_grpc
-from stoker.config import EngineSettings, read_pem
+from stoker.config import EngineSettings
 from stoker.db import Executor, open_pool
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
@@ -42,9 +40,10 @@ from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
+from stoker.engine.rpc import open_server
+from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import Scheduler
-from stoker.engine.server import AuthInterceptor, EngineServicer
 from stoker.engine.service import Service
 
 log = logging.getLogger("stoker.engine")
@@ -189,34 +188,10 @@ class Engine:
         for service in self.services:
             await service.start()
 
-        # Requests larger than one payload plus headroom are refused by gRPC before they are
-        # held whole (the SDK splits its batches to fit); responses (results, assignments)
-        # are not capped here: the receiving client bounds them.
-        self._grpc = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.auth)],
-            options=[
-                ("grpc.max_receive_message_length", message_limit(s.max_payload_bytes)),
-                ("grpc.max_send_message_length", -1),
-                ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams),
-                ("grpc.keepalive_time_ms", 20_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.so_reuseport", 0),
-            ],
+        self._grpc = await open_server(
+            s, self.auth, [WorkerService(self.auth, self.dispatcher), self.client_service]
         )
-        pb_grpc.add_EngineServicer_to_server(
-            EngineServicer(self.auth, self.ingest, self.dispatcher, self.watcher, self.served),
-            self._grpc,
-        )
-        wpb_grpc.add_WorkflowsServicer_to_server(self.workflows_servicer, self._grpc)
         address = f"{s.grpc_host}:{s.grpc_port}"
-        if s.tls:
-            port = self._grpc.add_secure_port(address, _server_credentials(s))
-        else:
-            port = self._grpc.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"cannot listen for gRPC on {address}")
-        await self._grpc.start()
         log.info(
             "stoker engine %s ready: grpc=%s http=%s:%d tls=%s",
             self.engine_id,
@@ -234,8 +209,8 @@ class Engine:
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.flows.progression import Progression
         from stoker.engine.ingest.workflows import WorkflowIngest
+        from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
-        from stoker.engine.workflows_server import WorkflowsServicer
 
         s = self.settings
         self.progression = Progression(
@@ -254,9 +229,11 @@ class Engine:
             interval_s=min(1.0, s.controller_interval_s),
         )
         self.attempts.dag_hooks.append(self.progression.on_finals)
-        self.workflows_servicer = WorkflowsServicer(
+        self.client_service = ClientService(
             self.auth,
+            self.ingest,
             WorkflowIngest(db, self.ingest, self.progression),
+            self.watcher,
             RunOps(
                 db,
                 self.dispatcher,
@@ -279,22 +256,6 @@ class Engine:
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()
-
-
-def _server_credentials(s: EngineSettings) -> grpc.ServerCredentials:
-    """TLS for the gRPC port; with a client CA, clients must present a certificate it
-    signed (mutual TLS)."""
-    ca = s.tls_client_ca_file
-    return grpc.ssl_server_credentials(
-        [
-            (
-                read_pem(s.tls_key_file, "STOKER_TLS_KEY_FILE"),
-                read_pem(s.tls_cert_file, "STOKER_TLS_CERT_FILE"),
-            )
-        ],
-        root_certificates=read_pem(ca, "STOKER_TLS_CLIENT_CA_FILE") if ca else None,
-        require_client_auth=bool(ca),
-    )
 
 
 async def serve(settings: EngineSettings) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stoker.config import parse_duration
 from stoker.db.store import tenants as tenant_store
-from stoker.engine.api.app import Auth, StateDep
+from stoker.engine.api.deps import Auth, StateDep
 from stoker.engine.api.models import ErrorBody
 from stoker.engine.auth import ADMIN, MEMBER, get_token, issue_token, list_tokens, revoke_token
 from stoker.errors import ConfigError, InvalidRequestError, NotFoundError

@@ -21,15 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import WORKFLOW_RUN_STATUSES
 from stoker.db.store import read as read_store
-from stoker.engine.api.app import (
-    MAX_PAGE,
-    Auth,
-    DbDep,
-    build_attempts,
-    decode_cursor,
-    encode_cursor,
-)
+from stoker.engine.api.deps import Auth, DbDep
 from stoker.engine.api.models import Attempt, ErrorBody, RunError
+from stoker.engine.api.pages import MAX_PAGE, decode_cursor, encode_cursor
+from stoker.engine.api.rows import build_attempts, run_error
 from stoker.errors import InvalidRequestError, NotFoundError
 
 
@@ -124,16 +119,6 @@ class WorkflowRunPage(_Model):
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
 
 
-def _error(value: Any) -> RunError | None:
-    if not isinstance(value, dict):
-        return None
-    return RunError(
-        type=str(value.get("type") or "Exception"),
-        message=str(value.get("message") or ""),
-        traceback=str(value.get("traceback") or ""),
-    )
-
-
 def _status(row: Mapping[str, Any]) -> str:
     if row["skipped"]:
         return "SKIPPED"
@@ -192,7 +177,7 @@ async def get_workflow_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> WorkflowR
                 parents=list(s.parents) if s else [],
                 task_run_id=r["external_id"],
                 output=r["output"],
-                error=_error(r["error"]),
+                error=run_error(r["error"]),
                 attempts=build_attempts(r, events.get(int(r["id"]), [])),
                 created_at=r["created_at"],
                 started_at=started,
@@ -211,7 +196,7 @@ async def get_workflow_run(run_id: uuid.UUID, who: Auth, db: DbDep) -> WorkflowR
         status=run["status"],
         input=run["input"],
         additional_metadata=run["additional_metadata"] or {},
-        error=_error(run["error"]),
+        error=run_error(run["error"]),
         created_at=run["created_at"],
         finished_at=run["finished_at"],
         steps=steps,
@@ -267,7 +252,7 @@ async def list_workflow_runs(
                 workflow_name=r["workflow_name"],
                 status=r["status"],
                 additional_metadata=r["additional_metadata"] or {},
-                error=_error(r["error"]),
+                error=run_error(r["error"]),
                 created_at=r["created_at"],
                 finished_at=r["finished_at"],
             )

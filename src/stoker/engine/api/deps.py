@@ -1,0 +1,68 @@
+"""What a route depends on: the app's shared state, the caller's tenant, the database.
+
+Every ``/api`` route takes :data:`Auth` (the :class:`~stoker.engine.auth.Principal` of the
+request's bearer token; 401 without a valid one) and reads through :data:`DbDep`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from stoker._core.wire import text_problem
+from stoker.db import Executor
+from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.dispatcher.served import ServedTasks
+from stoker.errors import InvalidRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    """What the app's routes share, kept on ``app.state.stoker``."""
+
+    db: Executor
+    auth: TokenAuth
+    served: ServedTasks
+    engine_id: str
+
+
+def api_state(request: Request) -> ApiState:
+    """The state of the app serving ``request``."""
+    state: ApiState = request.app.state.stoker
+    return state
+
+
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API token of the tenant (`stoker lite` prints one).",
+)
+
+
+async def _principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> Principal:
+    """The tenant a request acts for; 401 unless it carries a valid bearer token."""
+    return await api_state(request).auth.authenticate(bearer(request.headers.get("authorization")))
+
+
+async def storable_query(request: Request) -> None:
+    """422 for a query parameter holding NUL, which no filter can match (PostgreSQL text
+    cannot hold it) and which would otherwise fail in the database driver."""
+    for name, value in request.query_params.multi_items():
+        if text_problem(name) or text_problem(value):
+            raise InvalidRequestError(
+                f"query parameter {name!r} is refused: it holds a NUL character (%00)"
+            )
+
+
+def _db(request: Request) -> Executor:
+    return api_state(request).db
+
+
+Auth = Annotated[Principal, Depends(_principal)]
+DbDep = Annotated[Executor, Depends(_db)]
+StateDep = Annotated[ApiState, Depends(api_state)]

@@ -1,0 +1,20 @@
+"""The REST API's routes, one ``APIRouter`` per resource; :data:`ROUTERS` in the order the
+app includes them (which is the order of the OpenAPI document).
+
+A new route goes in the module of its resource, or a new module here listed in ROUTERS.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from stoker.engine.api.routes import health, runs, tasks, tokens, workers, workflows
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    runs.router,
+    workers.router,
+    tasks.router,
+    workflows.router,
+    tokens.router,
+]

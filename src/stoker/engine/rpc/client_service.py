@@ -1,0 +1,296 @@
+"""What an SDK client calls: definitions, triggers and results of tasks (the client half of
+the ``Engine`` service), and the whole ``Workflows`` service: workflow runs, child runs,
+events, cancel and replay.
+
+Each handler turns its request into the inputs of the service that does the work (ingest,
+the workflow ingest, the run watcher, cancel/replay) and its answer into the response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
+
+from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
+from stoker._proto import engine_pb2 as pb
+from stoker._proto import workflows_pb2 as wpb
+from stoker.engine.auth import Principal, TokenAuth
+from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.ingest import Ingest, TriggerInput
+from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.ingest.workflows import (
+    ChildInput,
+    EventInput,
+    WorkflowIngest,
+    WorkflowTriggerInput,
+)
+from stoker.engine.rpc.handlers import Servicer, rpc
+from stoker.engine.runs.ops import Outcome, RunFilter, RunOps
+from stoker.engine.runs.watcher import RunWatcher
+from stoker.errors import InvalidRequestError, NotFoundError
+
+log = logging.getLogger("stoker.engine.server")
+
+MAX_AWAIT_MS = 60_000
+
+
+class ClientService(Servicer):
+    """Hands each client call to ingest, the workflow ingest, the run watcher or
+    cancel/replay; tells a trigger's caller which of its tasks no live worker serves."""
+
+    def __init__(
+        self,
+        auth: TokenAuth,
+        ingest: Ingest,
+        workflows: WorkflowIngest,
+        watcher: RunWatcher,
+        ops: RunOps,
+        served: ServedTasks,
+    ) -> None:
+        super().__init__(auth)
+        self._ingest = ingest
+        self._workflows = workflows
+        self._watcher = watcher
+        self._ops = ops
+        self._served = served
+
+    # --- tasks (the Engine service) ---------------------------------------------------
+
+    @rpc
+    async def RegisterTasks(
+        self, request: pb.RegisterTasksRequest, caller: Principal
+    ) -> pb.RegisterTasksResponse:
+        await self._ingest.register_tasks(
+            caller.tenant_id, [(t.name, t.config) for t in request.tasks]
+        )
+        return pb.RegisterTasksResponse()
+
+    @rpc
+    async def Trigger(self, request: pb.TriggerRequest, caller: Principal) -> pb.TriggerResponse:
+        items = [
+            TriggerInput(
+                i.task_name,
+                i.input,
+                i.additional_metadata,
+                i.priority,
+                i.run_at_ms,
+                i.desired_worker_id,
+            )
+            for i in request.items
+        ]
+        key = RequestKey.of(request.request_key, "trigger", request_content(request))
+        ids = await self._ingest.trigger(caller.tenant_id, items, key)
+        unserved = await self._served.report(caller.tenant_id, {i.task_name for i in items})
+        return pb.TriggerResponse(run_ids=ids, unserved_task_names=unserved)
+
+    @rpc
+    async def AwaitRuns(
+        self, request: pb.AwaitRunsRequest, caller: Principal
+    ) -> pb.AwaitRunsResponse:
+        try:
+            ids = [uuid.UUID(r) for r in request.run_ids]
+        except ValueError:
+            raise NotFoundError(f"not a run id: {list(request.run_ids)[:5]}") from None
+        timeout = min(max(request.timeout_ms, 0), MAX_AWAIT_MS) / 1000
+        rows = await self._watcher.wait(caller.tenant_id, ids, timeout)
+        return pb.AwaitRunsResponse(results=[_result(r) for r in rows])
+
+    @rpc
+    async def PutRateLimit(
+        self, request: pb.PutRateLimitRequest, caller: Principal
+    ) -> pb.PutRateLimitResponse:
+        await self._ingest.put_rate_limit(
+            caller.tenant_id, request.key, request.limit, request.duration_ms
+        )
+        return pb.PutRateLimitResponse()
+
+    # --- workflows, children, events, cancel and replay (the Workflows service) -------
+
+    @rpc
+    async def RegisterWorkflows(
+        self, request: wpb.RegisterWorkflowsRequest, caller: Principal
+    ) -> wpb.RegisterWorkflowsResponse:
+        for w in request.workflows:
+            if len(w.task_names) != len(w.task_configs):
+                raise InvalidRequestError(
+                    f"workflow {w.name!r} has {len(w.task_names)} task names and "
+                    f"{len(w.task_configs)} task configs; they must pair up"
+                )
+        await self._workflows.register(
+            caller.tenant_id,
+            [
+                (w.name, w.config, list(zip(w.task_names, w.task_configs, strict=True)))
+                for w in request.workflows
+            ],
+        )
+        return wpb.RegisterWorkflowsResponse()
+
+    @rpc
+    async def TriggerWorkflows(
+        self, request: wpb.TriggerWorkflowsRequest, caller: Principal
+    ) -> wpb.TriggerWorkflowsResponse:
+        ids = await self._workflows.trigger(
+            caller.tenant_id,
+            [
+                WorkflowTriggerInput(i.workflow_name, i.input, i.additional_metadata, i.priority)
+                for i in request.items
+            ],
+            RequestKey.of(request.request_key, "workflows", request_content(request)),
+        )
+        return wpb.TriggerWorkflowsResponse(
+            run_ids=ids, unserved_task_names=await self._unserved_steps(caller.tenant_id, request)
+        )
+
+    async def _unserved_steps(
+        self, tenant_id: int, request: wpb.TriggerWorkflowsRequest
+    ) -> list[str]:
+        """The triggered workflows' steps that no live worker serves (definitions cached)."""
+        try:
+            known = await self._workflows.workflows(tenant_id)
+        except Exception as exc:  # the runs are stored: the call must not fail now
+            log.warning("cannot read workflow definitions: %s", exc)
+            return []
+        steps = {
+            step.task_name
+            for name in {i.workflow_name for i in request.items}
+            if name in known
+            for step in known[name][1].steps
+        }
+        return await self._served.report(tenant_id, steps)
+
+    @rpc
+    async def SpawnChildren(
+        self, request: wpb.SpawnChildrenRequest, caller: Principal
+    ) -> wpb.SpawnChildrenResponse:
+        result = await self._workflows.spawn(
+            caller.tenant_id,
+            request.parent_task_id,
+            [
+                ChildInput(
+                    i.task_name,
+                    i.workflow_name,
+                    i.input,
+                    i.additional_metadata,
+                    i.priority,
+                    i.child_index,
+                    i.child_key,
+                )
+                for i in request.items
+            ],
+            RequestKey.of(request.request_key, "spawn", request_content(request)),
+        )
+        return wpb.SpawnChildrenResponse(
+            run_ids=[r for r, _ in result], existing=[e for _, e in result]
+        )
+
+    @rpc
+    async def PushEvents(
+        self, request: wpb.PushEventsRequest, caller: Principal
+    ) -> wpb.PushEventsResponse:
+        ids, satisfied = await self._workflows.push_events(
+            caller.tenant_id,
+            [EventInput(e.key, e.payload, e.additional_metadata, e.scope) for e in request.events],
+            RequestKey.of(request.request_key, "events", request_content(request)),
+        )
+        return wpb.PushEventsResponse(event_ids=ids, satisfied=satisfied)
+
+    @rpc
+    async def CancelRuns(
+        self, request: wpb.CancelRunsRequest, caller: Principal
+    ) -> wpb.CancelRunsResponse:
+        if text_problem(request.reason):
+            raise InvalidRequestError("the cancel reason is refused: it holds NUL")
+        outcomes = await self._ops.cancel(
+            caller.tenant_id,
+            list(request.run_ids),
+            _filter(request.filter, request.HasField("filter")),
+            request.reason,
+        )
+        return wpb.CancelRunsResponse(outcomes=_outcomes(outcomes))
+
+    @rpc
+    async def ReplayRuns(
+        self, request: wpb.ReplayRunsRequest, caller: Principal
+    ) -> wpb.ReplayRunsResponse:
+        outcomes = await self._ops.replay(
+            caller.tenant_id,
+            list(request.run_ids),
+            _filter(request.filter, request.HasField("filter")),
+        )
+        return wpb.ReplayRunsResponse(outcomes=_outcomes(outcomes))
+
+
+def request_content(request: Message) -> bytes:
+    """What a request key's fingerprint covers: the request as parsed, serialized the same
+    way whatever client sent it."""
+    return request.SerializeToString(deterministic=True)
+
+
+def _result(row: Mapping[str, object]) -> pb.RunResult:
+    error = row.get("error")
+    res = pb.RunResult(run_id=str(row["external_id"]), status=str(row["status"]))
+    if row.get("output") is not None:
+        res.output = str(row["output"]).encode()
+    if isinstance(error, dict):
+        res.error.CopyFrom(
+            pb.RunError(
+                type=str(error.get("type", "")),
+                message=str(error.get("message", "")),
+                traceback=str(error.get("traceback", "")),
+            )
+        )
+    return res
+
+
+def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
+    """The runs a cancel or replay by filter selects; InvalidRequestError for a filter no
+    run could match for a reason the caller should hear (not a status, NUL, bad times)."""
+    if not present:
+        return None
+    metadata = None
+    if f.additional_metadata:
+        problem = json_problem(f.additional_metadata)
+        if problem is not None:
+            raise InvalidRequestError(f"filter additional_metadata is refused: {problem}")
+        metadata = json.loads(f.additional_metadata)
+        if not isinstance(metadata, dict):
+            raise InvalidRequestError("filter additional_metadata must be a JSON object")
+
+    def at(ms: int, what: str) -> datetime | None:
+        if not ms:
+            return None
+        try:
+            return datetime.fromtimestamp(ms / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidRequestError(
+                f"filter {what} {ms} is not a time between years 1 and 9999 (epoch ms)"
+            ) from None
+
+    statuses = [s.upper() for s in f.statuses]
+    for s in statuses:
+        if s not in RUN_STATUSES:
+            raise InvalidRequestError(
+                f"filter status {s!r} is not a run status; use one of {', '.join(RUN_STATUSES)}"
+            )
+    for name in f.names:
+        if text_problem(name):
+            raise InvalidRequestError(f"filter name {name!r} is refused: it holds NUL")
+    return RunFilter(
+        names=list(f.names) or None,
+        statuses=statuses or None,
+        since=at(f.since_ms, "since_ms"),
+        until=at(f.until_ms, "until_ms"),
+        additional_metadata=metadata,
+    )
+
+
+def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
+    return [
+        wpb.RunOutcome(run_id=o.run_id, outcome=o.outcome, status=o.status, message=o.message)
+        for o in items
+    ]
