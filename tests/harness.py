@@ -44,6 +44,8 @@ FAST_ENGINE_ENV = {
     "STOKER_HEARTBEAT_INTERVAL_S": "0.5",
     "STOKER_WORKER_DEAD_AFTER_S": "3",
     "STOKER_CONTROLLER_INTERVAL_S": "0.2",
+    # An engine whose event loop stalls writes every thread's stack to its log.
+    "STOKER_LOOP_STALL_S": "3",
 }
 
 

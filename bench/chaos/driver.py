@@ -306,6 +306,7 @@ class Chaos:
             "STOKER_HEARTBEAT_INTERVAL_S": str(self.cfg.heartbeat_s),
             "STOKER_WORKER_DEAD_AFTER_S": str(self.cfg.dead_after_s),
             "STOKER_CONTROLLER_INTERVAL_S": "0.2",
+            "STOKER_LOOP_STALL_S": "2",
             "STOKER_LEASE_TTL_S": "1.5",
         }
         for i in range(self.cfg.replicas):

@@ -112,6 +112,9 @@ class EngineSettings(BaseSettings):
     tls_client_ca_file: str = ""
     # Concurrent calls (HTTP/2 streams) one connection may have open.
     grpc_max_concurrent_streams: int = 1000
+    # The event-loop watchdog (engine/watchdog.py): a loop blocked this long gets the stacks
+    # of every thread written to stderr; 0 turns it off.
+    loop_stall_s: float = 10.0
 
     def validate_settings(self) -> EngineSettings:
         """Fails fast with ConfigError on values that cannot work."""

@@ -29,6 +29,7 @@ from stoker import __version__
 from stoker._core.wire import message_limit
 from stoker.config import EngineSettings
 from stoker.db import Executor, open_pool
+from stoker.engine import watchdog
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
 from stoker.engine.controllers.leadership import Leadership
@@ -265,11 +266,15 @@ async def serve(settings: EngineSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog.enable_stack_dumps()
+    stalls = asyncio.create_task(watchdog.watch(settings.loop_stall_s), name="stoker-watchdog")
     try:
         await engine.start()
         await stop.wait()
     finally:
         await engine.stop()
+        stalls.cancel()
+        await asyncio.gather(stalls, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
