@@ -628,6 +628,7 @@ class Chaos:
             self.log("chaos: starting Postgres, engines and workers")
             await self.setup()
             producer = asyncio.create_task(self.produce())
+            watcher = asyncio.create_task(self.watch_stalled_calls())
             await asyncio.sleep(self.cfg.lead_s)
             for fault in self.cfg.faults:
                 self.phase = fault
@@ -638,6 +639,7 @@ class Chaos:
             self.phase = "after"
             self._producing = False
             await producer
+            watcher.cancel()
             self.log("chaos: producer stopped; waiting for the runs to finish")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._pending), self.cfg.client_timeout_s)
@@ -647,6 +649,31 @@ class Chaos:
             return report
         finally:
             await self.teardown()
+
+    async def watch_stalled_calls(self, after_s: float = 12.0) -> None:
+        """A producer call unanswered for ``after_s`` (the SDK answers or gives up within
+        its ``client_timeout_s``) makes every engine log its asyncio tasks (SIGUSR2), once
+        per phase, while the call is still waiting: the logs then say what it waits for."""
+        dumped: set[str] = set()
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            stalled = [
+                r
+                for r in list(self.requests.values())
+                if r.run_id is None and r.error is None and now - r.sent_at > after_s
+            ]
+            if not stalled or self.phase in dumped:
+                continue
+            dumped.add(self.phase)
+            self.notes[self.phase].append(
+                f"{len(stalled)} calls unanswered after {after_s:g}s (e.g. {stalled[0].id}); "
+                "engines asked to log their tasks (SIGUSR2)"
+            )
+            for engine in self.engines:
+                if engine.proc is not None and engine.proc.popen.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        engine.proc.popen.send_signal(signal.SIGUSR2)
 
     async def settle(self) -> None:
         deadline = time.monotonic() + self.cfg.settle_s

@@ -195,3 +195,29 @@ def _status(db_url: str, run_id: str) -> str:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT status FROM stoker.task WHERE external_id = %s", (run_id,))
         return str(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_calls_moving_to_another_replica_together_are_all_answered(
+    engine_factory: Any, tenant_factory: Any
+) -> None:
+    """Many calls fail on an unreachable replica at once and move on: each failure must not
+    drop the channel that the calls already moved are waiting on (they would never be
+    answered, and end with DEADLINE_EXCEEDED)."""
+    import asyncio
+
+    from tests.apps.basic import Greet
+    from tests.harness import free_port
+
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    app = basic.declare(
+        Stoker(address=f"127.0.0.1:{free_port()},{eng.grpc_address}", token=ten.token)
+    )
+
+    async def many() -> list[Any]:
+        calls = [app.tasks["greet"].aio_run_no_wait(Greet(name=f"n{i}")) for i in range(300)]
+        return await asyncio.wait_for(asyncio.gather(*calls), 25)
+
+    refs = asyncio.run(many())
+    assert len({r.run_id for r in refs}) == 300
+    app.close()

@@ -56,3 +56,29 @@ def test_a_loop_that_keeps_turning_dumps_nothing() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Timeout" not in done.stderr, done.stderr
+
+
+def test_a_task_dump_shows_what_each_task_awaits() -> None:
+    import asyncio
+
+    from stoker.engine import watchdog
+
+    async def inner(fut: asyncio.Future[None]) -> None:
+        await fut
+
+    async def outer_waiting_for_the_database(fut: asyncio.Future[None]) -> None:
+        await inner(fut)
+
+    async def main() -> str:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(outer_waiting_for_the_database(fut), name="the-stuck-call")
+        await asyncio.sleep(0)
+        text = watchdog.describe_tasks()
+        fut.set_result(None)
+        await task
+        return text
+
+    text = asyncio.run(main())
+    block = text.split("task the-stuck-call:", 1)[1]
+    assert "outer_waiting_for_the_database" in block and "inner" in block, text
+    assert "await fut" in block, text

@@ -1,8 +1,8 @@
 """The SDK's one owner of gRPC channels: calls to the engine, with authentication, retries
 and error mapping.
 
-:class:`Transport` holds a blocking channel and one asyncio channel per event loop, each
-with the stubs of both engine services (:class:`Stubs`); ``close()`` closes every one of
+:class:`Transport` holds, per engine address, a blocking channel and one asyncio channel
+per event loop, each with the stubs of both engine services (:class:`Stubs`); ``close()`` closes every one of
 them, the asyncio channels of every loop included. A worker's stream and its heartbeat
 thread open dedicated channels with :func:`open_aio_channel` / :func:`open_channel`, so
 that they never share one with the app's calls (and close them themselves).
@@ -11,8 +11,8 @@ Calls that fail because the engine cannot be reached, or the engine's database c
 (both UNAVAILABLE), are retried with exponential backoff until ``connect_timeout_s`` has
 passed, then raise :class:`~stoker.errors.EngineUnavailableError` (its subclass
 :class:`~stoker.errors.DatabaseUnavailableError` for the database). When
-``STOKER_ADDRESS`` lists several engine replicas, each such failure moves the channels on
-to the next address. Errors the engine reports come back as the same Stoker exception
+``STOKER_ADDRESS`` lists several engine replicas, such a failure moves calls on to the next
+address (each address keeps its channels until ``close()``). Errors the engine reports come back as the same Stoker exception
 types the engine raised.
 """
 
@@ -128,14 +128,21 @@ class Stubs:
 
 
 class Transport:
-    """Channels to the engine: a sync channel and one asyncio channel per event loop."""
+    """Channels to the engine: per engine address, a sync channel and one asyncio channel
+    per event loop.
+
+    A channel stays open until :meth:`close`, also when calls move on to another address:
+    dropping a channel closes it (gRPC closes an unreferenced channel), and calls still in
+    flight on a closed channel are never answered, so a retry that moved elsewhere would
+    strand every other call made on it until its deadline.
+    """
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.metadata = (("authorization", f"Bearer {settings.token}"),)
         self._lock = threading.Lock()
-        self._sync: tuple[grpc.Channel, Stubs] | None = None
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[grpc.aio.Channel, Stubs]] = {}
+        self._sync: dict[str, tuple[grpc.Channel, Stubs]] = {}
+        self._aio: dict[tuple[asyncio.AbstractEventLoop, str], tuple[grpc.aio.Channel, Stubs]] = {}
         self._next_retry_log = 0.0
         self.addresses = settings.addresses or [settings.address]
         """The engine replicas, in the order calls try them."""
@@ -143,38 +150,43 @@ class Transport:
 
     @property
     def address(self) -> str:
-        """The engine address the channels use now (one of ``settings.addresses``)."""
+        """The engine address calls use now (one of ``settings.addresses``)."""
         return self.addresses[self._current % len(self.addresses)]
 
-    def next_address(self) -> None:
-        """Moves on to the next engine address (no-op with one); channels are re-made."""
+    def next_address(self, after: str | None = None) -> None:
+        """Moves calls on to the next engine address (no-op with one).
+
+        ``after``: the address a failed call used. Many calls failing at once on the same
+        replica move on once, not once each (which could land them back on it).
+        """
         if len(self.addresses) < 2:
             return
         with self._lock:
-            self._current += 1
-            # Forgotten, not closed: another thread or loop may still have a call on them
-            # (a channel closes itself once no longer referenced).
-            self._sync = None
-            self._aio = {}
+            if after is None or self.address == after:
+                self._current += 1
 
-    def stubs(self) -> Stubs:
-        """The stubs on the sync channel (opened on first use)."""
+    def stubs(self, address: str | None = None) -> Stubs:
+        """The stubs on the sync channel to ``address`` (default: the current one)."""
+        address = address or self.address
         with self._lock:
-            if self._sync is None:
-                channel = open_channel(self.settings, self.address)
-                self._sync = (channel, Stubs(channel))
-            return self._sync[1]
-
-    def aio_stubs(self) -> Stubs:
-        """The stubs on the running loop's channel (opened on first use on that loop)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            found = self._aio.get(loop)
+            found = self._sync.get(address)
             if found is None:
-                for old in [lp for lp in self._aio if lp.is_closed()]:
+                channel = open_channel(self.settings, address)
+                found = self._sync[address] = (channel, Stubs(channel))
+            return found[1]
+
+    def aio_stubs(self, address: str | None = None) -> Stubs:
+        """The stubs on the running loop's channel to ``address`` (default: the current
+        one), opened on first use on that loop."""
+        loop = asyncio.get_running_loop()
+        address = address or self.address
+        with self._lock:
+            found = self._aio.get((loop, address))
+            if found is None:
+                for old in [key for key in self._aio if key[0].is_closed()]:
                     del self._aio[old]  # its channel went with the loop
-                channel = open_aio_channel(self.settings, self.address)
-                found = self._aio[loop] = (channel, Stubs(channel))
+                channel = open_aio_channel(self.settings, address)
+                found = self._aio[(loop, address)] = (channel, Stubs(channel))
             return found[1]
 
     def call(
@@ -192,14 +204,17 @@ class Transport:
         deadline = time.monotonic() + self.settings.connect_timeout_s
         delay = 0.05
         while True:
+            address = self.address
             try:
-                return method(self.stubs())(request, metadata=self.metadata, timeout=timeout)
+                return method(self.stubs(address))(
+                    request, metadata=self.metadata, timeout=timeout
+                )
             except grpc.RpcError as exc:
                 left = deadline - time.monotonic()
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
                 self._log_retry(exc, left)
-                self.next_address()
+                self.next_address(after=address)
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
@@ -214,8 +229,9 @@ class Transport:
         deadline = time.monotonic() + self.settings.connect_timeout_s
         delay = 0.05
         while True:
+            address = self.address
             try:
-                return await method(self.aio_stubs())(
+                return await method(self.aio_stubs(address))(
                     request, metadata=self.metadata, timeout=timeout
                 )
             except grpc.RpcError as exc:
@@ -223,7 +239,7 @@ class Transport:
                 if exc.code() not in _RETRYABLE or left <= 0:
                     raise self._error(exc) from None
                 self._log_retry(exc, left)
-                self.next_address()
+                self.next_address(after=address)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 
@@ -257,11 +273,11 @@ class Transport:
         """Closes every channel this transport opened: the sync one, and the asyncio
         channel of every loop (on that loop; one already closed took its channel along)."""
         with self._lock:
-            sync, self._sync = self._sync, None
+            sync, self._sync = self._sync, {}
             aio, self._aio = self._aio, {}
-        if sync is not None:
-            sync[0].close()
-        for loop, (channel, _) in aio.items():
+        for channel, _ in sync.values():
+            channel.close()
+        for (loop, _), (channel, _) in aio.items():
             _close_on(loop, channel)
 
 

@@ -267,6 +267,7 @@ async def serve(settings: EngineSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     watchdog.enable_stack_dumps()
+    watchdog.enable_task_dumps(loop)
     stalls = asyncio.create_task(watchdog.watch(settings.loop_stall_s), name="stoker-watchdog")
     try:
         await engine.start()
