@@ -2,18 +2,19 @@
 and error mapping.
 
 :class:`Transport` holds, per engine address, a blocking channel and one asyncio channel
-per event loop, each with the stubs of both engine services (:class:`Stubs`); ``close()`` closes every one of
-them, the asyncio channels of every loop included. A worker's stream and its heartbeat
-thread open dedicated channels with :func:`open_aio_channel` / :func:`open_channel`, so
-that they never share one with the app's calls (and close them themselves).
+per event loop, each with the stubs of both engine services (:class:`Stubs`); ``close()``
+closes every one of them, the asyncio channels of every loop included. A worker's stream
+and its heartbeat thread open dedicated channels with :func:`open_aio_channel` /
+:func:`open_channel`, so that they never share one with the app's calls (and close them
+themselves).
 
 Calls that fail because the engine cannot be reached, or the engine's database cannot
 (both UNAVAILABLE), are retried with exponential backoff until ``connect_timeout_s`` has
 passed, then raise :class:`~stoker.errors.EngineUnavailableError` (its subclass
 :class:`~stoker.errors.DatabaseUnavailableError` for the database). When
 ``STOKER_ADDRESS`` lists several engine replicas, such a failure moves calls on to the next
-address (each address keeps its channels until ``close()``). Errors the engine reports come back as the same Stoker exception
-types the engine raised.
+address (each address keeps its channels until ``close()``). Errors the engine reports
+come back as the same Stoker exception types the engine raised.
 """
 
 from __future__ import annotations
@@ -206,9 +207,7 @@ class Transport:
         while True:
             address = self.address
             try:
-                return method(self.stubs(address))(
-                    request, metadata=self.metadata, timeout=timeout
-                )
+                return method(self.stubs(address))(request, metadata=self.metadata, timeout=timeout)
             except grpc.RpcError as exc:
                 left = deadline - time.monotonic()
                 if exc.code() not in _RETRYABLE or left <= 0:
