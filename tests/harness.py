@@ -208,6 +208,34 @@ class EngineProcess:
         wait_until(self._healthy, 30, "the engine to answer /healthz", self.log_path)
         return self
 
+    def diagnose(self) -> str:
+        """What the engine process is doing, for an assertion message about an engine that
+        does not answer: each thread's kernel state, then its Python threads' stacks and
+        asyncio tasks (SIGUSR1, SIGUSR2: engine/watchdog.py) as logged, if it logs at all."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        lines = [f"engine pid {pid}:"]
+        for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+            try:
+                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                wchan = (task / "wchan").read_text() if (task / "wchan").exists() else "?"
+                comm = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            lines.append(f"  thread {task.name} {comm}: state {stat[0]}, wchan {wchan}")
+        size = self.log_path.stat().st_size
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and self.log_path.stat().st_size == size:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the rest of the dump
+        with self.log_path.open("rb") as f:
+            f.seek(size)
+            dumped = f.read().decode(errors="replace")
+        lines.append(dumped or "(nothing logged: the process does not run at all)")
+        return "\n".join(lines)
+
     def _healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:

@@ -3,6 +3,7 @@ isolated when the database refuses it in a batch; a database outage is UNAVAILAB
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -397,6 +398,10 @@ def test_outcomes_the_database_refuses_fail_alone(private: tuple[EngineProcess, 
 # -- database outage --------------------------------------------------------------------
 
 
+def _diagnose_into(out: list[str], engine: EngineProcess) -> None:
+    out.append(engine.diagnose())
+
+
 def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
     engine_factory: Callable[..., EngineProcess],
     tenant_factory: Callable[..., Tenant],
@@ -444,10 +449,15 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
             # Each answer takes about the pool's wait (5 s); the deadline is generous so a
             # loaded machine cannot turn a slow answer into DEADLINE_EXCEEDED.
             began = time.monotonic()
+            # An answer this late means the engine is stuck: say where, while it still is.
+            diagnosis: list[str] = []
+            late = threading.Timer(20, functools.partial(_diagnose_into, diagnosis, eng))
+            late.start()
             code, details = r.failure(lambda: r.trigger("echo", b"{}", timeout=90))
+            late.cancel()
             took = time.monotonic() - began
-            assert code == grpc.StatusCode.UNAVAILABLE, (
-                f"{code} after {took:.1f}s: {details}\n" + eng.log_path.read_text()[-6000:]
+            assert code == grpc.StatusCode.UNAVAILABLE, f"{code} after {took:.1f}s: {details}\n" + (
+                diagnosis[0] if diagnosis else eng.log_path.read_text()[-6000:]
             )
             assert "database is unavailable" in details
         res = httpx.get(
