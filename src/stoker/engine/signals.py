@@ -44,6 +44,8 @@ QueuedHook = Callable[[set[int]], None]
 """Called after commit with the tenants that got ready runs."""
 FinishedHook = Callable[[list[uuid.UUID]], None]
 """Called after commit with the external ids of runs that reached a final status."""
+CapacityHook = Callable[[int], None]
+"""Called with a tenant whose capacity to run work changed here (slots, limits, labels)."""
 
 
 class Signals:
@@ -58,6 +60,7 @@ class Signals:
         self._queued: list[QueuedHook] = []
         self._finished: list[FinishedHook] = []
         self._tenant_finished: list[Callable[[int], None]] = []
+        self._capacity: list[CapacityHook] = []
         self._gated: set[int] = set()
 
     # -- wiring -------------------------------------------------------------------------
@@ -74,7 +77,19 @@ class Signals:
         """Calls ``hook(tenant_id)`` when another replica finished some of a tenant's runs."""
         self._tenant_finished.append(hook)
 
+    def on_capacity(self, hook: CapacityHook) -> None:
+        """Calls ``hook(tenant_id)`` whenever :meth:`capacity` is signalled."""
+        self._capacity.append(hook)
+
     # -- emitting -----------------------------------------------------------------------
+
+    def capacity(self, tenant_id: int) -> None:
+        """A tenant's capacity changed in this replica: slots were freed, a worker
+        (re)registered or changed its labels, a rate limit changed. Local only, no NOTIFY:
+        the slots are this replica's, and another replica's scheduler re-reads rate
+        limits on its next round."""
+        for hook in self._capacity:
+            hook(tenant_id)
 
     def outbox(self) -> Outbox:
         """A fresh outbox; call :meth:`Outbox.notify` in the transaction and
