@@ -2,9 +2,10 @@
 
 A replica that enqueues runs sends ``stoker_queue`` and one that finishes runs sends
 ``stoker_finished``, each with ``<tenant_id>:<engine_id>`` as payload, from inside the
-transaction that made the change (through its :class:`~stoker.engine.signals.Outbox`) (so the signal goes out exactly when the change is
-visible). Every replica listens on one dedicated connection and wakes its scheduler or its
-run watchers; a replica ignores its own signals, which it already acted on in memory.
+transaction that made the change, through its :class:`~stoker.engine.signals.Outbox` (so
+the signal goes out exactly when the change is visible). Every replica listens on one
+dedicated connection and hands what it hears to :class:`~stoker.engine.signals.Signals`;
+a replica ignores its own signals, which it already acted on in memory.
 
 A replica that ends running attempts of a worker connected to another replica (a cancel,
 a concurrency cancellation, an execution timeout) sends ``stoker_cancel`` with

@@ -19,8 +19,17 @@ The outbox then does the three things every such change needs, in order:
    ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called;
 3. nothing at all when the transaction rolls back.
 
-Code that already holds a transaction (DAG progression runs inside the dispatcher's flush)
-receives the caller's outbox and adds to it: one transaction, one outbox, one flush.
+Code that already holds a transaction (DAG progression, ``Attempts.complete`` and
+``Attempts.cancel``, the workflow-run batch writer) receives the caller's outbox and adds
+to it: one transaction, one outbox, one flush.
+
+A change of *capacity* rather than of runs — slots freed, a worker registered or changed
+its labels, a rate limit changed — goes through :meth:`Signals.capacity`: a local wake-up
+of the ``on_capacity`` subscribers (the scheduler), with no NOTIFY and no transaction.
+
+Subscribers register while the engine is composed, in their constructors (the scheduler:
+``on_queued`` and ``on_capacity``; the run watcher: ``on_finished`` and
+``on_tenant_finished``); the scheduler reads and clears the gated set here.
 
 Signals from other replicas arrive through :class:`~stoker.engine.notify.Listener` and are
 handed to :meth:`Signals.remote_queued` / :meth:`Signals.remote_finished`, which call the
