@@ -32,6 +32,7 @@ from stoker.db import Executor
 from stoker.engine.auth import create_tenant
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.signals import Signals
 from tests.apps import spawner
 from tests.harness import EngineProcess, Tenant, WorkerProcess, wait_until
 from tests.proxy import ReplyLosingProxy
@@ -316,8 +317,8 @@ async def test_a_retry_still_in_the_write_buffer_follows_its_first_call(
     cancelled, its runs stay buffered); its retry and a misuse of its key arrive before the
     flush: one set of runs is written, the retry gets it, the misuse is refused."""
     ingest = Ingest(
-        db, max_payload_bytes=1 << 20, flush_interval_ms=0, flush_max_items=1000,
-        on_enqueued=lambda tenants: None,
+        db, Signals("test"), max_payload_bytes=1 << 20, flush_interval_ms=0,
+        flush_max_items=1000,
     )  # fmt: skip
     tenant_id = await create_tenant(db, "buffered")
     await ingest.register_tasks(tenant_id, [("idem_task", b"{}")])

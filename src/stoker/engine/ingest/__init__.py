@@ -17,7 +17,8 @@ they are validated by their own ingest with :meth:`Ingest.check_payload`,
 with :meth:`Ingest.submit` and a :data:`BatchWriter`, which the flusher calls once per
 tenant with every caller's items, inside the same transaction as the task triggers. Task
 rows are written by :func:`write_task_runs` whoever makes them, and
-:meth:`Ingest.enqueued` is what to call after a commit that queued runs.
+the flush's :class:`~stoker.engine.signals.Outbox` (handed to every writer) says which
+runs were queued once the transaction commits.
 
 Idempotency: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
 flush records the keys of every call it writes in the same transaction as their runs
@@ -50,11 +51,12 @@ from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults, notify
+from stoker.engine import faults
 from stoker.engine.ingest import requests
 from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.service import LoopService
+from stoker.engine.signals import Outbox, Signals
 from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
 
 log = logging.getLogger("stoker.engine.ingest")
@@ -85,9 +87,9 @@ class NewTaskRun:
     pending: bool = False
 
 
-BatchWriter = Callable[[Executor, int, list[Any]], Awaitable[Callable[[], None]]]
-"""Writes one tenant's parked items of one kind inside the flush's transaction; returns
-what to do once it commits."""
+BatchWriter = Callable[[Executor, Outbox, int, list[Any]], Awaitable[None]]
+"""Writes one tenant's parked items of one kind inside the flush's transaction, telling
+what it queued through the transaction's outbox."""
 
 
 @dataclass(slots=True)
@@ -119,28 +121,25 @@ class Ingest(LoopService):
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         *,
         max_payload_bytes: int,
         flush_interval_ms: float,
         flush_max_items: int,
-        on_enqueued: Callable[[set[int]], None],
     ) -> None:
         super().__init__()
         self._db = db
+        self._run_signals = signals
         self._max_payload = max_payload_bytes
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
-        self._on_enqueued = on_enqueued
         self._pending: list[_Pending] = []
         self._pending_items = 0
-        self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
         self._defs: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
         self._strategies: dict[int, dict[str, list[Strategy]]] = {}
         self._static_limits: dict[int, tuple[float, set[str]]] = {}
-        self.gated_tenants: set[int] = set()
-        """Tenants that got runs waiting for concurrency admission since the last check."""
         self._inserted = 0
         self._analyzed_at = 0.0
         self._analyze: asyncio.Task[None] | None = None
@@ -194,7 +193,7 @@ class Ingest(LoopService):
             self._db, rate_limit_store.PutRateLimit(tenant_id, key, limit, window_ms)
         )
         self._static_limits.pop(tenant_id, None)
-        self._on_enqueued({tenant_id})
+        self._run_signals.capacity(tenant_id)
 
     async def static_keys_for(
         self, tenant_id: int, task_names: set[str], defs: dict[str, TaskConfig]
@@ -312,13 +311,6 @@ class Ingest(LoopService):
             self._full.set()
         return await pending.done
 
-    def enqueued(self, tenant_id: int, *, gated: bool) -> None:
-        """After a commit that queued runs of a tenant: wake the scheduler (and have it
-        admit runs waiting for concurrency slots when ``gated``)."""
-        if gated:
-            self.gated_tenants.add(tenant_id)
-        self._on_enqueued({tenant_id})
-
     async def _desired_workers(self, tenant_id: int, items: list[TriggerInput]) -> dict[str, int]:
         """Internal ids of the workers the runs name; InvalidRequestError for unknown ones."""
         wanted = {i.desired_worker_id for i in items if i.desired_worker_id}
@@ -413,7 +405,7 @@ class Ingest(LoopService):
                 for p in result.unwritten:
                     if not p.done.done():
                         p.done.set_exception(faults.unavailable(result.outage))
-            for part, (gated, afters, replays) in result.written:
+            for part, replays in result.written:
                 for p, replay in zip(part, replays, strict=True):
                     if p.done.done():
                         continue
@@ -421,23 +413,16 @@ class Ingest(LoopService):
                         p.done.set_exception(replay)
                     else:
                         p.done.set_result(p.ids if replay is None else replay.run_ids)
-                for after in afters:
-                    after()
-                if gated:
-                    self.gated_tenants.add(tenant_id)
-        if by_tenant:
-            self._on_enqueued(set(by_tenant))
         self._inserted += sum(len(p.rows) + len(p.items) for p in batch)
         self._maybe_analyze()
 
     async def _write(
         self, tenant_id: int, group: Sequence[_Pending]
-    ) -> tuple[bool, list[Callable[[], None]], list[requests.Answer | InvalidRequestError | None]]:
-        """Writes parked items of one tenant in one transaction: whether some run waits
-        for concurrency admission, what to do after the commit, and per caller the answer
-        of a retried call (None for the callers whose runs were written)."""
-        afters: list[Callable[[], None]] = []
-        async with self._db.transaction() as tx:
+    ) -> list[requests.Answer | InvalidRequestError | None]:
+        """Writes parked items of one tenant in one transaction (its outbox says what was
+        queued); per caller the answer of a retried call (None for the callers whose runs
+        were written)."""
+        async with self._run_signals.transaction(self._db) as (tx, out):
             # Keys first: a retried call is answered, not written (requests.py).
             replays = await requests.claim(
                 tx, tenant_id, [requests.Call(p.request, p.ids) for p in group]
@@ -448,11 +433,11 @@ class Ingest(LoopService):
             for p in todo:
                 if p.writer is not None:
                     writers.setdefault(p.writer, []).extend(p.items)
-            gated = await write_task_runs(tx, tenant_id, rows) if rows else False
+            if rows:
+                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, rows))
             for writer, items in writers.items():
-                afters.append(await writer(tx, tenant_id, items))
-            await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-        return gated, afters, replays
+                await writer(tx, out, tenant_id, items)
+        return replays
 
     def _maybe_analyze(self) -> None:
         """Starts a background ANALYZE of the queue after a bulk enqueue."""

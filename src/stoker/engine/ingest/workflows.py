@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,10 +46,10 @@ from stoker.db.store import children as child_store
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
-from stoker.engine import notify
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, requests, write_task_runs
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.signals import Outbox, Signals
 from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
 
 _DEFS_TTL_S = 5.0
@@ -100,8 +100,9 @@ class _NewRun:
 class WorkflowIngest:
     """Writes workflow definitions, workflow runs, child runs and user events."""
 
-    def __init__(self, db: Executor, ingest: Ingest, dags: Progression) -> None:
+    def __init__(self, db: Executor, signals: Signals, ingest: Ingest, dags: Progression) -> None:
         self._db = db
+        self._signals = signals
         self._ingest = ingest
         self._dags = dags
         self._workflows: dict[int, tuple[float, dict[str, tuple[int, WorkflowSpec]]]] = {}
@@ -203,17 +204,18 @@ class WorkflowIngest:
     async def _write_parked(
         self,
         tx: Executor,
+        out: Outbox,
         tenant_id: int,
         items: list[tuple[_NewRun, dict[str, tuple[int, WorkflowSpec]], dict[str, TaskConfig]]],
-    ) -> Callable[[], None]:
+    ) -> None:
         """The ingest's batch writer: every parked workflow run of a tenant in one go."""
         workflows: dict[str, tuple[int, WorkflowSpec]] = {}
         defs: dict[str, TaskConfig] = {}
         for _, w, d in items:
             workflows.update(w)
             defs.update(d)
-        return await self._insert_workflow_runs(
-            tx, tenant_id, [r for r, _, _ in items], workflows, defs
+        await self._insert_workflow_runs(
+            tx, out, tenant_id, [r for r, _, _ in items], workflows, defs
         )
 
     def _check(self, run: _NewRun, subject: str, input_name: str = "input") -> None:
@@ -226,12 +228,13 @@ class WorkflowIngest:
     async def _insert_workflow_runs(
         self,
         tx: Executor,
+        out: Outbox,
         tenant_id: int,
         runs: list[_NewRun],
         workflows: dict[str, tuple[int, WorkflowSpec]],
         defs: dict[str, TaskConfig],
-    ) -> Callable[[], None]:
-        """Writes DAG runs and their steps inside ``tx``; returns the after-commit action."""
+    ) -> None:
+        """Writes DAG runs and their steps inside ``tx``, telling ``out`` what it queued."""
         dags = dag_store.InsertDags(tenant_id, [], [], [], [], [])
         attach = dag_store.AttachDagTasks([], [], [])
         rows: list[NewTaskRun] = []
@@ -263,16 +266,9 @@ class WorkflowIngest:
         inserted = await dag_store.insert_dags(tx, dags)
         gated = await write_task_runs(tx, tenant_id, rows)
         await dag_store.attach_dag_tasks(tx, attach)
-        after = None
+        out.queued(tenant_id, gated=gated)
         if progress:
-            after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
-
-        def done() -> None:
-            if after is not None:
-                after()
-            self._ingest.enqueued(tenant_id, gated=gated)
-
-        return done
+            await self._dags.progress(tx, out, [int(r["id"]) for r in inserted])
 
     # -- child runs ---------------------------------------------------------------------
 
@@ -330,7 +326,7 @@ class WorkflowIngest:
             )
         keys = [i.child_key for i in items]
         indexes = [i.child_index for i in items]
-        async with self._db.transaction() as tx:
+        async with self._signals.transaction(self._db) as (tx, out):
             claimed = await child_store.claim_children(
                 tx,
                 child_store.ClaimChildren(
@@ -366,19 +362,11 @@ class WorkflowIngest:
                 for i, external_id in fresh
                 if i.workflow_name
             ]
-            after = None
-            gated = False
             if task_rows:
-                gated = await write_task_runs(tx, tenant_id, task_rows)
+                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
             if wf_runs:
-                after = await self._insert_workflow_runs(tx, tenant_id, wf_runs, workflows, defs)
-            if task_rows or wf_runs:
-                await notify.send(tx, notify.QUEUE, {tenant_id}, self._ingest.engine_id)
+                await self._insert_workflow_runs(tx, out, tenant_id, wf_runs, workflows, defs)
             await requests.record(tx, tenant_id, requests.Call(request, [r for r, _ in result]))
-        if after is not None:
-            after()
-        if task_rows:
-            self._ingest.enqueued(tenant_id, gated=gated)
         return result
 
     # -- events -------------------------------------------------------------------------
@@ -419,7 +407,7 @@ class WorkflowIngest:
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
         keys = sorted({e.key for e in events})
-        async with self._db.transaction() as tx:
+        async with self._signals.transaction(self._db) as (tx, out):
             stored = await event_store.insert_user_events(
                 tx,
                 event_store.InsertUserEvents(
@@ -434,7 +422,6 @@ class WorkflowIngest:
                 tx, condition_store.WaitsForEvents(tenant_id, keys)
             )
             matched, errors = _match(waits, events, payloads, metadata, stored)
-            after = None
             if matched or errors:
                 dag_ids = sorted({int(w["dag_id"]) for w, _ in matched + errors})
                 await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
@@ -465,11 +452,9 @@ class WorkflowIngest:
                             [str(w["cond"]) for w, _ in matched],
                         ),
                     )
-                    after = await self._dags.progress(tx, dag_ids)
+                    await self._dags.progress(tx, out, dag_ids)
             ids = [str(r["external_id"]) for r in stored]
             await requests.record(tx, tenant_id, requests.Call(request, ids, len(matched)))
-        if after is not None:
-            after()
         return ids, len(matched)
 
 
