@@ -2,9 +2,9 @@
 
 Heartbeats go from a dedicated thread over a channel of their own (not the app's, not the
 stream's), so a task that blocks the event loop cannot make a healthy worker look dead.
-When a replica does not answer, the next address is tried (any replica records
-heartbeats). When the engine answers that it no longer knows the worker (it was declared
-dead), ``on_unknown`` is called: the session re-opens the stream.
+When a replica does not answer within two heartbeat intervals, the next address is tried
+(any replica records heartbeats). When the engine answers that it no longer knows the
+worker (it was declared dead), ``on_unknown`` is called: the session re-opens the stream.
 """
 
 from __future__ import annotations
@@ -50,10 +50,14 @@ class Heartbeat:
         channel = open_channel(settings, addresses[0])
         stubs = Stubs(channel)
         req = pb.HeartbeatRequest(worker_id=self._worker_id)
+        # A heartbeat later than two intervals is as good as lost: give up on it and send
+        # the next one (on the next replica, when several are listed) rather than wait on a
+        # link that went silent while the engine's dead-worker clock runs.
+        timeout = max(1.0, 2 * settings.heartbeat_interval_s)
         try:
             while not self._stop.wait(settings.heartbeat_interval_s):
                 try:
-                    resp = stubs.engine.Heartbeat(req, metadata=self._metadata, timeout=5)
+                    resp = stubs.engine.Heartbeat(req, metadata=self._metadata, timeout=timeout)
                 except grpc.RpcError:
                     # That replica is away: any other one records heartbeats as well (the
                     # stream loop reconnects on its own).
