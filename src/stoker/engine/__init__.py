@@ -1,6 +1,7 @@
 """The Stoker engine: one asyncio program made of services with one start/stop contract.
 
-* ingest — accepts task definitions and triggers, writes runs in batches;
+* definitions — task and workflow definitions, strategies, rate-limit keys, policy;
+* ingest — accepts triggers, workflow runs and child spawns, writes runs in batches;
 * scheduler — turns queued attempts into assignments on workers with free slots;
 * dispatcher — owns worker streams, slot accounting and batched task events;
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
@@ -36,6 +37,7 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
@@ -74,8 +76,10 @@ class Engine:
                 sch.wake()
 
         self.attempts = Attempts(db, self.watcher, max_requeues=s.max_requeues, on_requeued=wake)
+        self.definitions = Definitions(db, on_limits_changed=wake)
         self.ingest = Ingest(
             db,
+            self.definitions,
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
@@ -93,7 +97,7 @@ class Engine:
             db,
             self.dispatcher,
             self.attempts,
-            self.ingest.task_defs,
+            self.definitions,
             self.ingest.gated_tenants,
             batch=s.scheduler_batch,
             poll_s=s.scheduler_poll_s,
@@ -232,8 +236,15 @@ class Engine:
         self.attempts.dag_hooks.append(self.progression.on_finals)
         self.client_service = ClientService(
             self.auth,
+            self.definitions,
             self.ingest,
-            WorkflowIngest(db, self.ingest, self.progression),
+            WorkflowIngest(
+                db,
+                self.definitions,
+                self.ingest,
+                self.progression,
+                max_payload_bytes=s.max_payload_bytes,
+            ),
             self.watcher,
             RunOps(
                 db,

@@ -1,4 +1,4 @@
-"""Ingest: accepts task definitions and triggers, and writes runs in batches.
+"""Ingest: accepts triggers and writes runs in batches (the one run-writing path).
 
 A trigger call is validated at once (known task, payload size, JSON), then parked in a
 buffer; the flusher writes everything buffered, from every caller, in one transaction per
@@ -11,13 +11,25 @@ Runs inserted by other means (a client's own transaction, another replica) reach
 through the same ``queue_item`` table, which the scheduler also polls, so it never depends
 on this buffer.
 
-The seam for other kinds of runs (workflow runs, in :mod:`stoker.engine.ingest.workflows`):
-they are validated by their own ingest with :meth:`Ingest.check_payload`,
-:meth:`Ingest.policy` and :meth:`Ingest.static_keys_for`, and then parked in the same buffer
-with :meth:`Ingest.submit` and a :data:`BatchWriter`, which the flusher calls once per
-tenant with every caller's items, inside the same transaction as the task triggers. Task
-rows are written by :func:`write_task_runs` whoever makes them, and
-:meth:`Ingest.enqueued` is what to call after a commit that queued runs.
+Definitions (which tasks exist, their configuration, policy evaluation) come from
+:class:`~stoker.engine.definitions.Definitions`; this module only writes runs.
+
+The seam for other kinds of runs (workflow runs and child spawns, in
+:mod:`stoker.engine.ingest.workflows`): they are validated by their own ingest (with
+:func:`check_payload` and the definitions) and then parked in the same buffer, so every
+run, whatever made it, is written by the flusher:
+
+* :meth:`Ingest.submit` with a :data:`BatchWriter`, which the flusher calls once per tenant
+  with every caller's items (workflow runs), inside the same transaction as the task
+  triggers;
+* :meth:`Ingest.submit_call` with a :data:`CallWriter` for a call whose answer is only known
+  once written (a spawn answers with the children that already existed): it runs in a
+  savepoint of that transaction of its own, so one bad call fails only itself, and records
+  the call's request key at its end.
+
+Writers say what they did with :class:`Written` (whether some run waits for concurrency
+admission, what to do after the commit); the flusher wakes the scheduler for every tenant
+it wrote. Task rows are written by :func:`write_task_runs` whoever makes them.
 
 Idempotency: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
 flush records the keys of every call it writes in the same transaction as their runs
@@ -41,21 +53,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem, text_problem
+from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem
 from stoker.db import Executor, NoParams
-from stoker.db.store import concurrency as concurrency_store
 from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
 from stoker.engine import faults, notify
+from stoker.engine.definitions import Definitions, RunPolicy
 from stoker.engine.ingest import requests
-from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.service import LoopService
-from stoker.errors import InvalidRequestError, PayloadTooLargeError, UnknownTaskError
+from stoker.errors import InvalidRequestError, PayloadTooLargeError
 
 log = logging.getLogger("stoker.engine.ingest")
 
@@ -85,9 +94,26 @@ class NewTaskRun:
     pending: bool = False
 
 
-BatchWriter = Callable[[Executor, int, list[Any]], Awaitable[Callable[[], None]]]
-"""Writes one tenant's parked items of one kind inside the flush's transaction; returns
-what to do once it commits."""
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a writer did inside the flush's transaction."""
+
+    gated: bool = False
+    """Some run now waits for concurrency admission (the scheduler must look)."""
+    after: Callable[[], None] | None = None
+    """What to do once the transaction commits."""
+    answer: Any = None
+    """A :data:`CallWriter`'s answer to its caller."""
+    run_ids: list[str] = field(default_factory=list)
+    """What a :data:`CallWriter`'s request key records as its answer."""
+
+
+BatchWriter = Callable[[Executor, int, list[Any]], Awaitable[Written]]
+"""Writes one tenant's parked items of one kind inside the flush's transaction."""
+
+CallWriter = Callable[[Executor], Awaitable[Written]]
+"""Writes one parked call inside a savepoint of the flush's transaction. It may be called
+again if the flush's transaction is retried, so it derives everything from what it holds."""
 
 
 @dataclass(slots=True)
@@ -98,12 +124,13 @@ class _Pending:
     request: RequestKey | None = None
     writer: BatchWriter | None = None
     items: list[Any] = field(default_factory=list)
-    done: asyncio.Future[list[str]] = field(
+    call: CallWriter | None = None
+    replayed: Callable[[requests.Answer], Any] | None = None
+    done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-_DEFS_TTL_S = 5.0
 MAX_RUN_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last datetime
 # After this many runs enqueued since the last time (and at most every few seconds), the
 # queue's statistics are refreshed so that claims keep their index plan (analyze_queue).
@@ -119,6 +146,7 @@ class Ingest(LoopService):
     def __init__(
         self,
         db: Executor,
+        definitions: Definitions,
         *,
         max_payload_bytes: int,
         flush_interval_ms: float,
@@ -127,6 +155,7 @@ class Ingest(LoopService):
     ) -> None:
         super().__init__()
         self._db = db
+        self._definitions = definitions
         self._max_payload = max_payload_bytes
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
@@ -136,119 +165,11 @@ class Ingest(LoopService):
         self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
-        self._defs: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
-        self._strategies: dict[int, dict[str, list[Strategy]]] = {}
-        self._static_limits: dict[int, tuple[float, set[str]]] = {}
         self.gated_tenants: set[int] = set()
         """Tenants that got runs waiting for concurrency admission since the last check."""
         self._inserted = 0
         self._analyzed_at = 0.0
         self._analyze: asyncio.Task[None] | None = None
-
-    # -- task definitions -------------------------------------------------------------
-
-    async def register_tasks(self, tenant_id: int, defs: list[tuple[str, bytes]]) -> None:
-        configs: list[str] = []
-        seen: set[str] = set()
-        for name, raw in defs:
-            if name in seen:
-                raise InvalidRequestError(f"task {name!r} is declared twice in one registration")
-            seen.add(name)
-            if not name or len(name) > 200 or text_problem(name):
-                raise InvalidRequestError(
-                    f"task name {name!r} must be 1 to 200 characters, without NUL"
-                )
-            try:
-                configs.append(TaskConfig.model_validate_json(raw or b"{}").model_dump_json())
-            except ValidationError as exc:
-                raise InvalidRequestError(
-                    f"task {name!r} has an invalid configuration: {exc}"
-                ) from None
-        async with self._db.transaction() as tx:
-            await task_store.upsert_task_defs(
-                tx, task_store.UpsertTaskDefs(tenant_id, [n for n, _ in defs], configs)
-            )
-            strategies = concurrency_store.UpsertConcurrencyStrategies(
-                tenant_id, [], [], [], [], []
-            )
-            for name, config_json in zip([n for n, _ in defs], configs, strict=True):
-                for idx, c in enumerate(TaskConfig.model_validate_json(config_json).concurrency):
-                    strategies.scopes.append(name)
-                    strategies.idx.append(idx)
-                    strategies.expressions.append(c.expression)
-                    strategies.max_runs.append(c.max_runs)
-                    strategies.limit_strategies.append(c.limit_strategy.value)
-            if strategies.scopes:
-                await concurrency_store.upsert_concurrency_strategies(tx, strategies)
-        self._defs.pop(tenant_id, None)
-
-    async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
-        """Creates or updates a static rate limit."""
-        if not key or len(key) > 200 or text_problem(key):
-            raise InvalidRequestError(
-                f"rate limit key {key!r} must be 1 to 200 characters, without NUL"
-            )
-        if limit < 1 or window_ms < 1:
-            raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
-        await rate_limit_store.put_rate_limit(
-            self._db, rate_limit_store.PutRateLimit(tenant_id, key, limit, window_ms)
-        )
-        self._static_limits.pop(tenant_id, None)
-        self._on_enqueued({tenant_id})
-
-    async def static_keys_for(
-        self, tenant_id: int, task_names: set[str], defs: dict[str, TaskConfig]
-    ) -> set[str]:
-        """The tenant's static rate-limit keys, re-read when the tasks name one not cached
-        (so :meth:`policy` sees a limit created a moment ago)."""
-        wanted = {
-            r.static_key
-            for name in task_names
-            for r in defs[name].rate_limits
-            if r.static_key is not None
-        }
-        if not wanted:
-            return set()
-        keys = await self._static_keys(tenant_id, refresh=False)
-        return keys if wanted <= keys else await self._static_keys(tenant_id, refresh=True)
-
-    async def _static_keys(self, tenant_id: int, refresh: bool) -> set[str]:
-        cached = self._static_limits.get(tenant_id)
-        if cached and not refresh and cached[0] > time.monotonic():
-            return cached[1]
-        rows = await rate_limit_store.static_rate_limit_keys(
-            self._db, rate_limit_store.StaticRateLimitKeys(tenant_id)
-        )
-        keys = {str(r["key"]) for r in rows}
-        self._static_limits[tenant_id] = (time.monotonic() + _DEFS_TTL_S, keys)
-        return keys
-
-    async def task_defs(self, tenant_id: int, *, refresh: bool = False) -> dict[str, TaskConfig]:
-        cached = self._defs.get(tenant_id)
-        if cached and not refresh and cached[0] > time.monotonic():
-            return cached[1]
-        rows = await task_store.get_task_defs(self._db, task_store.GetTaskDefs(tenant_id))
-        defs = {r["name"]: TaskConfig.model_validate(r["config"]) for r in rows}
-        strategies: dict[str, list[Strategy]] = {}
-        for r in await concurrency_store.get_concurrency_strategies(
-            self._db, concurrency_store.GetConcurrencyStrategies(tenant_id)
-        ):
-            strategies.setdefault(r["scope"], []).append(Strategy(int(r["id"]), int(r["idx"])))
-        self._strategies[tenant_id] = strategies
-        self._defs[tenant_id] = (time.monotonic() + _DEFS_TTL_S, defs)
-        return defs
-
-    def policy(
-        self, tenant_id: int, task_name: str, config: TaskConfig, raw: bytes, metadata: bytes
-    ) -> RunPolicy:
-        """A new run's concurrency keys and rate-limit units (or the error that fails it),
-        from the caches :meth:`task_defs` and :meth:`static_keys_for` filled."""
-        if not config.concurrency and not config.rate_limits:
-            return RunPolicy()
-        strategies = self._strategies.get(tenant_id, {}).get(task_name, [])
-        cached = self._static_limits.get(tenant_id)
-        static_keys = cached[1] if cached else set()
-        return evaluate_policy(task_name, config, strategies, raw, metadata, static_keys)
 
     # -- triggers ---------------------------------------------------------------------
 
@@ -259,24 +180,16 @@ class Ingest(LoopService):
         of a call with the same ``request`` key: the first call's ids, nothing created)."""
         if not items:
             return []
-        defs = await self.task_defs(tenant_id)
-        if any(i.task_name not in defs for i in items):
-            defs = await self.task_defs(tenant_id, refresh=True)
+        defs = (await self._definitions.resolve(tenant_id, [i.task_name for i in items])).tasks
         for item in items:
-            if item.task_name not in defs:
-                known = ", ".join(sorted(defs)) or "none"
-                raise UnknownTaskError(
-                    f"no task named {item.task_name!r} is registered; registered tasks: {known}"
-                )
-            self.check_payload(item)
+            check_payload(item, self._max_payload)
         workers = await self._desired_workers(tenant_id, items)
-        await self.static_keys_for(tenant_id, {i.task_name for i in items}, defs)
         rows = [
             NewTaskRun(
                 uuid.uuid4(),
                 defs[item.task_name],
                 item,
-                self.policy(
+                self._definitions.policy(
                     tenant_id,
                     item.task_name,
                     defs[item.task_name],
@@ -288,7 +201,8 @@ class Ingest(LoopService):
             for item in items
         ]
         ids = [str(r.external_id) for r in rows]
-        return await self._park(_Pending(tenant_id, rows, ids, request), len(rows))
+        stored: list[str] = await self._park(_Pending(tenant_id, rows, ids, request), len(rows))
+        return stored
 
     async def submit(
         self,
@@ -302,22 +216,34 @@ class Ingest(LoopService):
         which writes every caller's items of this tenant with one ``writer`` call in its
         transaction; returns ``ids`` once they are stored (or, for a retry of a call with
         the same ``request`` key, the first call's ids, and writes nothing)."""
-        return await self._park(_Pending(tenant_id, [], ids, request, writer, items), len(items))
+        answer: list[str] = await self._park(
+            _Pending(tenant_id, [], ids, request, writer, items), len(items)
+        )
+        return answer
 
-    async def _park(self, pending: _Pending, n: int) -> list[str]:
+    async def submit_call(
+        self,
+        tenant_id: int,
+        call: CallWriter,
+        size: int,
+        replayed: Callable[[requests.Answer], Any],
+        request: RequestKey | None = None,
+    ) -> Any:
+        """Parks one call (``size`` runs at most) for the next flush, which runs ``call``
+        in a savepoint of the tenant's transaction and records ``request`` with the ids it
+        returns; answers with its :attr:`Written.answer` once committed (for a retry of a
+        call with the same key: ``replayed(first call's answer)``, and nothing is written).
+        """
+        pending = _Pending(tenant_id, [], [], request, call=call, replayed=replayed)
+        return await self._park(pending, size)
+
+    async def _park(self, pending: _Pending, n: int) -> Any:
         self._pending.append(pending)
         self._pending_items += n
         self._work.set()
         if self._pending_items >= self._max_items:
             self._full.set()
         return await pending.done
-
-    def enqueued(self, tenant_id: int, *, gated: bool) -> None:
-        """After a commit that queued runs of a tenant: wake the scheduler (and have it
-        admit runs waiting for concurrency slots when ``gated``)."""
-        if gated:
-            self.gated_tenants.add(tenant_id)
-        self._on_enqueued({tenant_id})
 
     async def _desired_workers(self, tenant_id: int, items: list[TriggerInput]) -> dict[str, int]:
         """Internal ids of the workers the runs name; InvalidRequestError for unknown ones."""
@@ -338,41 +264,6 @@ class Ingest(LoopService):
         if missing:
             raise InvalidRequestError(f"no worker with id {', '.join(sorted(missing))}")
         return found
-
-    def check_payload(
-        self, item: TriggerInput, *, subject: str | None = None, input_name: str = "input"
-    ) -> None:
-        """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
-        JSON PostgreSQL can store (:func:`~stoker._core.wire.json_problem`: nesting, NUL,
-        lone surrogates), too large, or a priority or start time out of range.
-
-        Messages start with ``subject`` (default: the task name) and call the input
-        ``input_name`` (an event's is its ``payload``).
-        """
-        who = subject or item.task_name
-        for what, raw in (
-            (input_name, item.input),
-            ("additional_metadata", item.additional_metadata),
-        ):
-            if len(raw) > self._max_payload:
-                raise PayloadTooLargeError(
-                    f"{who}: {what} is {len(raw)} bytes, over the limit of "
-                    f"{self._max_payload} bytes"
-                )
-            if raw:
-                problem = json_problem(raw)
-                if problem is not None:
-                    raise InvalidRequestError(f"{who}: {what} is refused: {problem}")
-                if what == "additional_metadata" and not raw.lstrip().startswith(b"{"):
-                    raise InvalidRequestError(f"{who}: additional_metadata must be an object")
-        if item.priority and not MIN_PRIORITY <= item.priority <= MAX_PRIORITY:
-            raise InvalidRequestError(
-                f"{who}: priority {item.priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}"
-            )
-        if not 0 <= item.run_at_ms <= MAX_RUN_AT_MS:
-            raise InvalidRequestError(
-                f"{who}: run_at_ms {item.run_at_ms} is not a time between 1970 and 9999"
-            )
 
     async def run(self) -> None:
         while not self.stopping.is_set():
@@ -413,14 +304,14 @@ class Ingest(LoopService):
                 for p in result.unwritten:
                     if not p.done.done():
                         p.done.set_exception(faults.unavailable(result.outage))
-            for part, (gated, afters, replays) in result.written:
-                for p, replay in zip(part, replays, strict=True):
+            for part, (gated, afters, outcomes) in result.written:
+                for p, outcome in zip(part, outcomes, strict=True):
                     if p.done.done():
                         continue
-                    if isinstance(replay, Exception):
-                        p.done.set_exception(replay)
+                    if isinstance(outcome, BaseException):
+                        p.done.set_exception(outcome)
                     else:
-                        p.done.set_result(p.ids if replay is None else replay.run_ids)
+                        p.done.set_result(outcome)
                 for after in afters:
                     after()
                 if gated:
@@ -432,27 +323,63 @@ class Ingest(LoopService):
 
     async def _write(
         self, tenant_id: int, group: Sequence[_Pending]
-    ) -> tuple[bool, list[Callable[[], None]], list[requests.Answer | InvalidRequestError | None]]:
+    ) -> tuple[bool, list[Callable[[], None]], list[Any]]:
         """Writes parked items of one tenant in one transaction: whether some run waits
-        for concurrency admission, what to do after the commit, and per caller the answer
-        of a retried call (None for the callers whose runs were written)."""
+        for concurrency admission, what to do after the commit, and per caller its answer
+        (or the exception to fail it with)."""
         afters: list[Callable[[], None]] = []
+        outcomes: dict[int, Any] = {}
         async with self._db.transaction() as tx:
-            # Keys first: a retried call is answered, not written (requests.py).
+            # Keys first: a retried call is answered, not written (requests.py). A call
+            # writer records its own key once written (its answer is known only then).
+            batched = [p for p in group if p.call is None]
             replays = await requests.claim(
-                tx, tenant_id, [requests.Call(p.request, p.ids) for p in group]
+                tx, tenant_id, [requests.Call(p.request, p.ids) for p in batched]
             )
-            todo = [p for p, r in zip(group, replays, strict=True) if r is None]
+            todo: list[_Pending] = []
+            for p, replay in zip(batched, replays, strict=True):
+                if replay is None:
+                    todo.append(p)
+                outcomes[id(p)] = (
+                    p.ids if replay is None else replay if isinstance(replay, Exception)
+                    else replay.run_ids
+                )  # fmt: skip
             rows = [r for p in todo for r in p.rows]
             writers: dict[BatchWriter, list[Any]] = {}
             for p in todo:
                 if p.writer is not None:
                     writers.setdefault(p.writer, []).extend(p.items)
             gated = await write_task_runs(tx, tenant_id, rows) if rows else False
-            for writer, items in writers.items():
-                afters.append(await writer(tx, tenant_id, items))
+            written = [await writer(tx, tenant_id, items) for writer, items in writers.items()]
+            for p in group:
+                if p.call is not None:
+                    outcomes[id(p)] = await self._write_call(tx, tenant_id, p, written)
+            for w in written:
+                gated |= w.gated
+                if w.after is not None:
+                    afters.append(w.after)
             await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-        return gated, afters, replays
+        return gated, afters, [outcomes[id(p)] for p in group]
+
+    async def _write_call(
+        self, tx: Executor, tenant_id: int, p: _Pending, written: list[Written]
+    ) -> Any:
+        """Writes one parked call in a savepoint: its answer, or the exception that fails
+        it alone (a database outage still fails the whole transaction)."""
+        assert p.call is not None and p.replayed is not None
+        try:
+            async with tx.transaction() as savepoint:
+                w = await p.call(savepoint)
+                await requests.record(savepoint, tenant_id, requests.Call(p.request, w.run_ids))
+        except requests.Replayed as replayed:
+            return p.replayed(replayed.answer)
+        except Exception as exc:
+            if faults.transient(exc):
+                raise
+            log.warning("writing a call of tenant %d failed: %s", tenant_id, exc)
+            return faults.for_caller(exc)
+        written.append(w)
+        return w.answer
 
     def _maybe_analyze(self) -> None:
         """Starts a background ANALYZE of the queue after a bulk enqueue."""
@@ -535,3 +462,42 @@ def _dynamic_limits(
     return rate_limit_store.EnsureDynamicRateLimits(
         tenant_id, keys, [found[k][0] for k in keys], [found[k][1] for k in keys]
     )
+
+
+def check_payload(
+    item: TriggerInput,
+    max_payload_bytes: int,
+    *,
+    subject: str | None = None,
+    input_name: str = "input",
+) -> None:
+    """InvalidRequestError / PayloadTooLargeError for an input or metadata that is not
+    JSON PostgreSQL can store (:func:`~stoker._core.wire.json_problem`: nesting, NUL,
+    lone surrogates), too large, or a priority or start time out of range.
+
+    Messages start with ``subject`` (default: the task name) and call the input
+    ``input_name`` (an event's is its ``payload``).
+    """
+    who = subject or item.task_name
+    for what, raw in (
+        (input_name, item.input),
+        ("additional_metadata", item.additional_metadata),
+    ):
+        if len(raw) > max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"{who}: {what} is {len(raw)} bytes, over the limit of {max_payload_bytes} bytes"
+            )
+        if raw:
+            problem = json_problem(raw)
+            if problem is not None:
+                raise InvalidRequestError(f"{who}: {what} is refused: {problem}")
+            if what == "additional_metadata" and not raw.lstrip().startswith(b"{"):
+                raise InvalidRequestError(f"{who}: additional_metadata must be an object")
+    if item.priority and not MIN_PRIORITY <= item.priority <= MAX_PRIORITY:
+        raise InvalidRequestError(
+            f"{who}: priority {item.priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}"
+        )
+    if not 0 <= item.run_at_ms <= MAX_RUN_AT_MS:
+        raise InvalidRequestError(
+            f"{who}: run_at_ms {item.run_at_ms} is not a time between 1970 and 9999"
+        )
