@@ -51,16 +51,10 @@ from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
 from stoker.engine.flows.progression import Progression
-from stoker.engine.ingest import (
-    Ingest,
-    NewTaskRun,
-    TriggerInput,
-    Written,
-    check_payload,
-    requests,
-    write_task_runs,
-)
+from stoker.engine.ingest import requests
+from stoker.engine.ingest.buffer import Ingest, Written
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.errors import InvalidRequestError, NotFoundError
 
 
