@@ -309,10 +309,11 @@ class Ingest(LoopService):
             for p, replay in zip(batched, replays, strict=True):
                 if replay is None:
                     todo.append(p)
-                outcomes[id(p)] = (
-                    p.ids if replay is None else replay if isinstance(replay, Exception)
-                    else replay.run_ids
-                )  # fmt: skip
+                    outcomes[id(p)] = p.ids
+                elif isinstance(replay, InvalidRequestError):
+                    outcomes[id(p)] = replay
+                else:
+                    outcomes[id(p)] = replay.run_ids
             rows = [r for p in todo for r in p.rows]
             writers: dict[BatchWriter, list[Any]] = {}
             for p in todo:
