@@ -398,7 +398,11 @@ def test_outcomes_the_database_refuses_fail_alone(private: tuple[EngineProcess, 
 # -- database outage --------------------------------------------------------------------
 
 
-def _diagnose_into(out: list[str], engine: EngineProcess) -> None:
+def _diagnose_into(out: list[str], engine: EngineProcess, token: str = "") -> None:
+    fresh = Raw(engine.grpc_address, token)
+    began = time.monotonic()
+    code, details = fresh.failure(lambda: fresh.trigger("echo", b"{}", timeout=15))
+    out.append(f"FRESH CHANNEL: {code} after {time.monotonic() - began:.1f}s {details}\n")
     out.append(engine.diagnose())
 
 
@@ -445,19 +449,22 @@ def test_database_outage_is_unavailable_and_the_sdk_retries_through_it(
         # The run completes while the database is down: its result waits in the engine.
         go.touch()
         wait_until(done.exists, 30, "the nap to finish")
+        answers: list[str] = []
         for _ in range(3):  # the pool's stale connections, then new ones that fail
             # Each answer takes about the pool's wait (5 s); the deadline is generous so a
             # loaded machine cannot turn a slow answer into DEADLINE_EXCEEDED.
             began = time.monotonic()
             # An answer this late means the engine is stuck: say where, while it still is.
             diagnosis: list[str] = []
-            late = threading.Timer(20, functools.partial(_diagnose_into, diagnosis, eng))
+            late = threading.Timer(20, functools.partial(_diagnose_into, diagnosis, eng, ten.token))
             late.start()
             code, details = r.failure(lambda: r.trigger("echo", b"{}", timeout=90))
             late.cancel()
             took = time.monotonic() - began
-            assert code == grpc.StatusCode.UNAVAILABLE, f"{code} after {took:.1f}s: {details}\n" + (
-                diagnosis[0] if diagnosis else eng.log_path.read_text()[-6000:]
+            answers.append(f"{code} after {took:.1f}s")
+            assert code == grpc.StatusCode.UNAVAILABLE, (
+                f"{code} after {took:.1f}s: {details}; answers: {answers}\n"
+                + ("".join(diagnosis) if diagnosis else eng.log_path.read_text()[-6000:])
             )
             assert "database is unavailable" in details
         res = httpx.get(

@@ -33,6 +33,7 @@ from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.signals import Signals
 from tests.apps import spawner
 from tests.harness import EngineProcess, Tenant, WorkerProcess, wait_until
 from tests.proxy import ReplyLosingProxy
@@ -318,8 +319,8 @@ async def test_a_retry_still_in_the_write_buffer_follows_its_first_call(
     flush: one set of runs is written, the retry gets it, the misuse is refused."""
     definitions = Definitions(db, on_limits_changed=lambda tenant_id: None)
     ingest = Ingest(
-        db, definitions, max_payload_bytes=1 << 20, flush_interval_ms=0, flush_max_items=1000,
-        on_enqueued=lambda tenants: None,
+        db, Signals("test"), definitions, max_payload_bytes=1 << 20, flush_interval_ms=0,
+        flush_max_items=1000,
     )  # fmt: skip
     tenant_id = await create_tenant(db, "buffered")
     await definitions.register_tasks(tenant_id, [("idem_task", b"{}")])

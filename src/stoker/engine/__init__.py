@@ -20,7 +20,6 @@ import logging
 import signal
 import socket
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -41,6 +40,7 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.rpc import open_server
@@ -48,6 +48,7 @@ from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import Scheduler
 from stoker.engine.service import Service
+from stoker.engine.signals import Signals
 
 log = logging.getLogger("stoker.engine")
 
@@ -68,42 +69,42 @@ class Engine:
             s.database_url, s.schema_name, max_size=s.pool_size, name="stoker-engine"
         )
         db = Executor(self.pool)
-        self.watcher = RunWatcher(db)
-        scheduler_wake: list[Scheduler] = []
-
-        def wake(*_: object) -> None:
-            for sch in scheduler_wake:
-                sch.wake()
-
-        self.attempts = Attempts(db, self.watcher, max_requeues=s.max_requeues, on_requeued=wake)
-        self.definitions = Definitions(db, on_limits_changed=wake)
+        # Composition: each object gets what it uses through its constructor. Whatever
+        # queues or finishes runs says so through ``signals`` (NOTIFY in the transaction,
+        # local wake-ups after commit); the scheduler and the run watcher subscribe there.
+        self.signals = Signals(self.engine_id)
+        self.watcher = RunWatcher(db, self.signals)
+        self.progression = Progression(db, self.signals)
+        self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
+        # A rate limit that changed may let deferred runs start: the scheduler looks again.
+        self.definitions = Definitions(db, on_limits_changed=self.signals.capacity)
         self.ingest = Ingest(
             db,
+            self.signals,
             self.definitions,
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
-            on_enqueued=wake,
         )
         self.dispatcher = Dispatcher(
             db,
+            self.signals,
             self.attempts,
+            engine_id=self.engine_id,
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
-            on_slots_freed=wake,
         )
         self.scheduler = Scheduler(
             db,
+            self.signals,
             self.dispatcher,
             self.attempts,
             self.definitions,
-            self.ingest.gated_tenants,
             batch=s.scheduler_batch,
             poll_s=s.scheduler_poll_s,
             defer_ms=s.scheduler_defer_ms,
         )
-        scheduler_wake.append(self.scheduler)
         self.leadership = Leadership(
             db,
             engine_id=self.engine_id,
@@ -115,7 +116,6 @@ class Engine:
             self.dispatcher,
             self.attempts,
             self.leadership,
-            engine_id=self.engine_id,
             interval_s=s.controller_interval_s,
             worker_dead_after_s=s.worker_dead_after_s,
         )
@@ -132,17 +132,15 @@ class Engine:
             cache_ttl_s=s.auth_cache_ttl_s,
             last_used_interval_s=s.token_last_used_interval_s,
         )
-        for part in (self.ingest, self.dispatcher, self.attempts):
-            part.engine_id = self.engine_id
         self.served = ServedTasks(
             db, lambda tenant_id: (c.task_names for c in self.dispatcher.conns_of(tenant_id))
         )
-        self._start_workflows(db, wake)
+        self._start_workflows(db)
         self.listener = Listener(
             s.database_url,
             s.schema_name,
             self.engine_id,
-            {QUEUE: self.scheduler.wake, FINISHED: self.watcher.tenant_finished},
+            {QUEUE: self.signals.remote_queued, FINISHED: self.signals.remote_finished},
             {CANCEL: self.dispatcher.cancel_remote, TOKEN_CHANNEL: self.auth.on_revoked},
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
@@ -206,26 +204,17 @@ class Engine:
             ("mutual" if s.tls_client_ca_file else "on") if s.tls else "off",
         )
 
-    def _start_workflows(self, db: Executor, wake: Callable[..., None]) -> None:
-        """Workflows: DAG progression (hooked into every transaction that ends attempts),
-        the wait registry and its sweeper, the workflow/child/event ingest, cancel and
-        replay."""
+    def _start_workflows(self, db: Executor) -> None:
+        """Workflows: the wait registry and its sweeper, the workflow/child/event ingest,
+        cancel and replay (DAG progression itself is made with the attempts that call it)."""
         from stoker.engine.controllers.sweeper import Sweeper
         from stoker.engine.flows.conditions import Conditions
-        from stoker.engine.flows.progression import Progression
         from stoker.engine.ingest.workflows import WorkflowIngest
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
 
         s = self.settings
-        self.progression = Progression(
-            db,
-            self.watcher,
-            engine_id=self.engine_id,
-            on_enqueued=wake,
-            gated_tenants=self.ingest.gated_tenants,
-        )
-        self.conditions = Conditions(db, self.progression.progress)
+        self.conditions = Conditions(db, self.signals, self.progression.progress)
         self.sweeper = Sweeper(
             db,
             self.conditions,
@@ -233,27 +222,20 @@ class Engine:
             self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
         )
-        self.attempts.dag_hooks.append(self.progression.on_finals)
         self.client_service = ClientService(
             self.auth,
             self.definitions,
             self.ingest,
             WorkflowIngest(
                 db,
+                self.signals,
                 self.definitions,
                 self.ingest,
                 self.progression,
                 max_payload_bytes=s.max_payload_bytes,
             ),
             self.watcher,
-            RunOps(
-                db,
-                self.dispatcher,
-                self.watcher,
-                self.progression,
-                engine_id=self.engine_id,
-                on_enqueued=wake,
-            ),
+            RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
             self.served,
         )
 

@@ -1,13 +1,27 @@
-"""Ending attempts that did not complete: failures, timeouts, lost workers.
+"""The one place attempts end: success, failure, loss, cancellation, schedule timeout.
 
-Every path that ends an attempt other than by success goes through :meth:`Attempts.end`,
-one ``fail_attempts`` statement per batch, which decides in Postgres between a retry (a new
-attempt queued after the backoff) and the run's final failure. The batch is split apart
-when the database refuses one attempt's end (see :mod:`stoker.engine.faults`), so that the
-others still end; a worker's error text is made storable (NUL shown as ``\\x00``), since a
-failure that already happened cannot be refused. Only an attempt that still holds its
-``task_runtime`` row can end, so an attempt ends exactly once whoever reports it; an end
-reported by a worker (``reporter``) counts only if that worker holds the attempt.
+* :meth:`Attempts.complete` — successes, inside the dispatcher's flush transaction;
+* :meth:`Attempts.end` — failures, timeouts, lost and stopped workers, with the retry
+  decision;
+* :meth:`Attempts.cancel` — cancels (runs cancelled by request, concurrency limits);
+* :meth:`Attempts.expire_schedule_timeouts` — queued attempts no worker took in time.
+
+Each says what it finished or requeued through the transaction's
+:class:`~stoker.engine.signals.Outbox`, and the final ends of DAG steps progress their
+runs in the same transaction (:meth:`Progression.progress
+<stoker.engine.flows.progression.Progression.progress>`, called here, not through hooks).
+Telling workers to stop attempts that ended is the caller's part (it owns the dispatcher):
+:func:`stops` groups the rows to tell.
+
+Every path that ends an attempt other than by success or cancel goes through
+:meth:`Attempts.end`, one ``fail_attempts`` statement per batch, which decides in Postgres
+between a retry (a new attempt queued after the backoff) and the run's final failure. The
+batch is split apart when the database refuses one attempt's end (see
+:mod:`stoker.engine.faults`), so that the others still end; a worker's error text is made
+storable (NUL shown as ``\\x00``), since a failure that already happened cannot be
+refused. Only an attempt that still holds its ``task_runtime`` row can end, so an attempt
+ends exactly once whoever reports it; an end reported by a worker (``reporter``) counts
+only if that worker holds the attempt.
 """
 
 from __future__ import annotations
@@ -15,16 +29,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stoker._core.wire import storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor
+from stoker.db import Executor, int_array, json_array
 from stoker.db.store import tasks as task_store
-from stoker.engine import faults, notify
-from stoker.engine.runs.watcher import RunWatcher
+from stoker.engine import faults
+from stoker.engine.flows.progression import Progression
+from stoker.engine.signals import Outbox, Signals
 
 log = logging.getLogger("stoker.engine.attempts")
 
@@ -96,57 +111,140 @@ class AttemptEnd:
         )
 
 
-DagHook = Callable[[Executor, list[int]], Awaitable[Callable[[], None]]]
-"""Called inside the transaction that ended tasks of DAG runs, with those runs' ids; it
-progresses them there and returns what to do once that transaction commits."""
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One attempt a worker reported as succeeded (already checked: it holds the attempt)."""
+
+    task_id: int
+    attempt: int
+    output: bytes
+    at_ms: int
+    reporter: int
+
+
+SCHEDULE_TIMEOUT_ERROR = json.dumps(
+    {
+        "type": "ScheduleTimeoutError",
+        "message": "no worker took the task before its schedule timeout",
+        "traceback": "",
+    }
+)
+
+
+def stops(
+    rows: Iterable[task_store.CancelledTask | task_store.FailedAttempt], reason: str
+) -> dict[int, list[tuple[int, int, str]]]:
+    """The attempts among ``rows`` that were running, by worker: what to tell the workers
+    to stop (through ``Dispatcher.cancel``) once the end is committed."""
+    by_worker: dict[int, list[tuple[int, int, str]]] = {}
+    for r in rows:
+        if r["worker_id"] is not None and r["attempt"] is not None:
+            by_worker.setdefault(int(r["worker_id"]), []).append(
+                (int(r["id"]), int(r["attempt"]), reason)
+            )
+    return by_worker
+
+
+def _finished(out: Outbox, rows: Iterable[Mapping[str, Any]]) -> None:
+    by_tenant: dict[int, list[Any]] = {}
+    for r in rows:
+        by_tenant.setdefault(int(r["tenant_id"]), []).append(r["external_id"])
+    for tenant_id, ids in by_tenant.items():
+        out.finished(tenant_id, ids)
 
 
 class Attempts:
-    """Ends attempts in batches and tells whoever waits what happened."""
+    """Ends attempts in batches, progresses the DAG runs they belong to, and signals it."""
 
     def __init__(
-        self,
-        db: Executor,
-        watcher: RunWatcher,
-        *,
-        max_requeues: int,
-        on_requeued: Callable[[], None],
+        self, db: Executor, signals: Signals, progression: Progression, *, max_requeues: int
     ) -> None:
         self._db = db
-        self.watcher = watcher
+        self._signals = signals
+        self._progression = progression
         self._max_requeues = max_requeues
-        self._on_requeued = on_requeued
-        self.engine_id = ""
-        self.dag_hooks: list[DagHook] = []
 
-    async def progress_dags(
-        self, tx: Executor, finals: Iterable[Mapping[str, Any]], *, isolated: bool = True
-    ) -> list[Callable[[], None]]:
-        """Runs the DAG hooks for the runs of tasks that just reached a final state.
+    async def progress(
+        self,
+        tx: Executor,
+        out: Outbox,
+        finals: Iterable[Mapping[str, Any]],
+        *,
+        isolated: bool = True,
+    ) -> None:
+        """Progresses the DAG runs of tasks that just reached a final state, inside ``tx``.
 
         ``isolated``: in a savepoint, so that progression that fails does not take the
         outcomes it follows down with it (the runs are left as they were; the DAG sweeper
-        progresses runs with nothing queued or running within a second). A caller that
-        retries its whole transaction without progression instead passes False and saves
-        the savepoint's two round trips (the dispatcher's flush, on the hot path).
+        progresses runs with nothing queued or running within a second); what it would
+        have signalled is then dropped with it. A caller that retries its whole
+        transaction without progression instead passes False and saves the savepoint's
+        two round trips (the dispatcher's flush, on the hot path).
         """
         dag_ids = sorted({int(r["dag_id"]) for r in finals if r.get("dag_id") is not None})
         if not dag_ids:
-            return []
+            return
         if not isolated:
-            return [await hook(tx, dag_ids) for hook in self.dag_hooks]
-        afters: list[Callable[[], None]] = []
-        for hook in self.dag_hooks:
-            try:
-                async with tx.transaction() as sp:
-                    afters.append(await hook(sp, dag_ids))
-            except Exception:
-                log.exception("progressing DAG runs %s failed; the sweeper retries", dag_ids)
-        return afters
+            await self._progression.progress(tx, out, dag_ids)
+            return
+        part = self._signals.outbox()
+        try:
+            async with tx.transaction() as sp:
+                await self._progression.progress(sp, part, dag_ids)
+        except Exception:
+            log.exception("progressing DAG runs %s failed; the sweeper retries", dag_ids)
+        else:
+            out.merge(part)
 
-    async def end(
-        self, ends: list[AttemptEnd], db: Executor | None = None
-    ) -> list[task_store.FailedAttempt]:
+    async def complete(
+        self, tx: Executor, out: Outbox, done: Sequence[Completion], *, progress: bool
+    ) -> list[task_store.CompletedRun]:
+        """Stores successes inside ``tx`` (the dispatcher's flush); returns the rows of the
+        attempts that were still running (the others ended meanwhile by another path).
+        ``progress``: progress their DAG runs in ``tx`` too (not isolated: the caller
+        retries without progression when the transaction fails)."""
+        if not done:
+            return []
+        rows = await task_store.complete_attempts(
+            tx,
+            task_store.CompleteAttempts(
+                int_array(c.task_id for c in done),
+                int_array(c.attempt for c in done),
+                json_array(c.output or b"null" for c in done),
+                int_array(c.at_ms for c in done),
+                int_array(c.reporter for c in done),
+            ),
+        )
+        _finished(out, rows)
+        if progress:
+            await self.progress(tx, out, rows, isolated=False)
+        return rows
+
+    async def cancel(
+        self, tx: Executor, out: Outbox, task_ids: Sequence[int], errors: Sequence[str]
+    ) -> list[task_store.CancelledTask]:
+        """Cancels tasks inside ``tx`` (queue items and running attempts removed); the
+        caller progresses their DAG runs and, after commit, stops the running attempts
+        (:func:`stops`)."""
+        if not task_ids:
+            return []
+        rows = await task_store.cancel_tasks(
+            tx, task_store.CancelTasks(list(task_ids), list(errors))
+        )
+        _finished(out, rows)
+        return rows
+
+    async def expire_schedule_timeouts(self, limit: int) -> int:
+        """Cancels up to ``limit`` queued attempts past their schedule timeout; how many.
+        (A DAG step so cancelled is progressed by the sweeper.)"""
+        async with self._signals.transaction(self._db) as (tx, out):
+            rows = await task_store.expire_schedule_timeouts(
+                tx, task_store.ExpireScheduleTimeouts(limit, SCHEDULE_TIMEOUT_ERROR)
+            )
+            _finished(out, rows)
+        return len(rows)
+
+    async def end(self, ends: list[AttemptEnd]) -> list[task_store.FailedAttempt]:
         """Ends the attempts; returns the rows of those that were still running.
 
         One transaction for the batch; if the database refuses one attempt's end (a value
@@ -158,7 +256,7 @@ class Attempts:
         if not ends:
             return []
         result = await faults.isolate(
-            ends, lambda part: self._end(list(part), db), what="ending attempts"
+            ends, lambda part: self._end(list(part)), what="ending attempts"
         )
         if result.failed:
             retry = [
@@ -177,7 +275,7 @@ class Attempts:
                 for e, exc in result.failed
             ]
             again = await faults.isolate(
-                retry, lambda part: self._end(list(part), db), what="ending attempts"
+                retry, lambda part: self._end(list(part)), what="ending attempts"
             )
             result.written += again.written
             for e, exc in again.failed:
@@ -188,12 +286,10 @@ class Attempts:
             raise result.outage
         return rows
 
-    async def _end(
-        self, ends: list[AttemptEnd], db: Executor | None
-    ) -> list[task_store.FailedAttempt]:
+    async def _end(self, ends: list[AttemptEnd]) -> list[task_store.FailedAttempt]:
         """Ends attempts in one transaction (their final failures progress their DAG runs
-        in it) and, once committed, tells whoever waits."""
-        async with (db or self._db).transaction() as tx:
+        in it); its outbox tells whoever waits once it commits."""
+        async with self._signals.transaction(self._db) as (tx, out):
             rows = await task_store.fail_attempts(
                 tx,
                 task_store.FailAttempts(
@@ -208,14 +304,9 @@ class Attempts:
                     self._max_requeues,
                 ),
             )
-            after = await self.progress_dags(tx, [r for r in rows if r["status"] != "QUEUED"])
-            finals = {int(r["tenant_id"]) for r in rows if r["status"] != "QUEUED"}
-            requeued = {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}
-            await notify.send(tx, notify.FINISHED, finals, self.engine_id)
-            await notify.send(tx, notify.QUEUE, requeued, self.engine_id)
-        self.watcher.finished(r["external_id"] for r in rows if r["status"] != "QUEUED")
-        for done in after:
-            done()
-        if requeued:
-            self._on_requeued()
+            finals = [r for r in rows if r["status"] != "QUEUED"]
+            await self.progress(tx, out, finals)
+            _finished(out, finals)
+            for tenant_id in {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}:
+                out.queued(tenant_id)
         return rows

@@ -22,6 +22,7 @@ written in one statement every ``last_used_interval_s`` (60 s by default), and o
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -177,7 +178,7 @@ class TokenAuth(LoopService):
         self._ttl = cache_ttl_s
         self._last_used_interval = last_used_interval_s
         self._cache: dict[bytes, _Answer] = {}
-        self._inflight: dict[bytes, asyncio.Future[_Answer]] = {}
+        self._inflight: dict[bytes, asyncio.Task[_Answer]] = {}
         self._lookups = asyncio.Semaphore(max_lookups)
         self._used: dict[int, float] = {}
 
@@ -201,28 +202,32 @@ class TokenAuth(LoopService):
         return answer.principal
 
     async def _lookup(self, digest: bytes) -> _Answer:
-        """One query per token at a time, at most ``max_lookups`` at once."""
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = future
-        try:
-            async with self._lookups:
-                row = await tenant_store.find_api_token(self._db, tenant_store.FindApiToken(digest))
-            answer = self._answer(row)
-            self._remember(digest, answer)
-            future.set_result(answer)
-            return answer
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # marked retrieved: waiters (if any) still get it raised
-            raise
-        finally:
+        """One query per token at a time, at most ``max_lookups`` at once.
+
+        The query runs in a task of its own that every caller awaits through a shield: a
+        caller that goes away (its call cancelled, say a worker's heartbeat at its deadline)
+        must not cancel the answer the others wait for, or their calls would end without a
+        status and their clients wait for their deadlines.
+        """
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.create_task(self._query(digest), name="stoker-token-lookup")
+            self._inflight[digest] = task
+            task.add_done_callback(functools.partial(self._lookup_done, digest))
+        return await asyncio.shield(task)
+
+    def _lookup_done(self, digest: bytes, task: asyncio.Task[_Answer]) -> None:
+        if self._inflight.get(digest) is task:
             del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that still wait get it raised
+
+    async def _query(self, digest: bytes) -> _Answer:
+        async with self._lookups:
+            row = await tenant_store.find_api_token(self._db, tenant_store.FindApiToken(digest))
+        answer = self._answer(row)
+        self._remember(digest, answer)
+        return answer
 
     def _answer(self, row: tenant_store.FoundToken | None) -> _Answer:
         now = time.monotonic()

@@ -2,9 +2,10 @@
 
 A replica that enqueues runs sends ``stoker_queue`` and one that finishes runs sends
 ``stoker_finished``, each with ``<tenant_id>:<engine_id>`` as payload, from inside the
-transaction that made the change (so the signal goes out exactly when the change is
-visible). Every replica listens on one dedicated connection and wakes its scheduler or its
-run watchers; a replica ignores its own signals, which it already acted on in memory.
+transaction that made the change, through its :class:`~stoker.engine.signals.Outbox` (so
+the signal goes out exactly when the change is visible). Every replica listens on one
+dedicated connection and hands what it hears to :class:`~stoker.engine.signals.Signals`;
+a replica ignores its own signals, which it already acted on in memory.
 
 A replica that ends running attempts of a worker connected to another replica (a cancel,
 a concurrency cancellation, an execution timeout) sends ``stoker_cancel`` with
@@ -39,13 +40,10 @@ _MAX_PAYLOAD = 7_000  # bytes; Postgres refuses payloads of 8,000 and more
 _MAX_REASON = 200
 
 
-async def send(db: Executor, channel: str, tenant_ids: set[int], engine_id: str) -> None:
-    """Sends ``channel`` for each tenant (inside the caller's transaction when ``db`` is one)."""
-    await send_many(db, {channel: tenant_ids}, engine_id)
-
-
 async def send_many(db: Executor, signals: dict[str, set[int]], engine_id: str) -> None:
-    """Sends every ``channel`` for each of its tenants, in one statement."""
+    """Sends every ``channel`` for each of its tenants, in one statement (inside the
+    caller's transaction when ``db`` is one). Only :mod:`stoker.engine.signals` calls it:
+    whatever queues or finishes runs goes through an outbox."""
     pairs = [(c, f"{t}:{engine_id}") for c, tenants in signals.items() for t in sorted(tenants)]
     if not pairs:
         return

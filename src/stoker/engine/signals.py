@@ -19,8 +19,17 @@ The outbox then does the three things every such change needs, in order:
    ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called;
 3. nothing at all when the transaction rolls back.
 
-Code that already holds a transaction (DAG progression runs inside the dispatcher's flush)
-receives the caller's outbox and adds to it: one transaction, one outbox, one flush.
+Code that already holds a transaction (DAG progression, ``Attempts.complete`` and
+``Attempts.cancel``, the workflow-run batch writer) receives the caller's outbox and adds
+to it: one transaction, one outbox, one flush.
+
+A change of *capacity* rather than of runs — slots freed, a worker registered or changed
+its labels, a rate limit changed — goes through :meth:`Signals.capacity`: a local wake-up
+of the ``on_capacity`` subscribers (the scheduler), with no NOTIFY and no transaction.
+
+Subscribers register while the engine is composed, in their constructors (the scheduler:
+``on_queued`` and ``on_capacity``; the run watcher: ``on_finished`` and
+``on_tenant_finished``); the scheduler reads and clears the gated set here.
 
 Signals from other replicas arrive through :class:`~stoker.engine.notify.Listener` and are
 handed to :meth:`Signals.remote_queued` / :meth:`Signals.remote_finished`, which call the
@@ -44,6 +53,8 @@ QueuedHook = Callable[[set[int]], None]
 """Called after commit with the tenants that got ready runs."""
 FinishedHook = Callable[[list[uuid.UUID]], None]
 """Called after commit with the external ids of runs that reached a final status."""
+CapacityHook = Callable[[int], None]
+"""Called with a tenant whose capacity to run work changed here (slots, limits, labels)."""
 
 
 class Signals:
@@ -58,6 +69,7 @@ class Signals:
         self._queued: list[QueuedHook] = []
         self._finished: list[FinishedHook] = []
         self._tenant_finished: list[Callable[[int], None]] = []
+        self._capacity: list[CapacityHook] = []
         self._gated: set[int] = set()
 
     # -- wiring -------------------------------------------------------------------------
@@ -74,7 +86,19 @@ class Signals:
         """Calls ``hook(tenant_id)`` when another replica finished some of a tenant's runs."""
         self._tenant_finished.append(hook)
 
+    def on_capacity(self, hook: CapacityHook) -> None:
+        """Calls ``hook(tenant_id)`` whenever :meth:`capacity` is signalled."""
+        self._capacity.append(hook)
+
     # -- emitting -----------------------------------------------------------------------
+
+    def capacity(self, tenant_id: int) -> None:
+        """A tenant's capacity changed in this replica: slots were freed, a worker
+        (re)registered or changed its labels, a rate limit changed. Local only, no NOTIFY:
+        the slots are this replica's, and another replica's scheduler re-reads rate
+        limits on its next round."""
+        for hook in self._capacity:
+            hook(tenant_id)
 
     def outbox(self) -> Outbox:
         """A fresh outbox; call :meth:`Outbox.notify` in the transaction and

@@ -12,9 +12,13 @@ slots on a conn and then pushes the assignments it committed; if the conn closed
 between, the attempts are handed back as lost and requeued at once.
 
 Task events arrive from workers in batches and are buffered; the flusher writes all of them,
-from every worker, in one transaction (group commit, capped at ``flush_max_items``), then
-tells the :class:`~stoker.engine.runs.watcher.RunWatcher` which runs finished. A completion
-frees its slot in memory immediately, so the scheduler can refill it before the flush.
+from every worker, in one transaction (group commit, capped at ``flush_max_items``);
+completions are stored by :meth:`Attempts.complete
+<stoker.engine.attempts.Attempts.complete>` and failures by :meth:`Attempts.end
+<stoker.engine.attempts.Attempts.end>`, whose outbox tells the run watcher and the other
+replicas after the commit. A completion frees its slot in memory immediately and signals
+:meth:`Signals.capacity <stoker.engine.signals.Signals.capacity>`, so the scheduler can
+refill it before the flush.
 
 Cancellation: :meth:`Dispatcher.cancel` tells a worker connected here at once; for a worker
 connected to another replica it sends ``stoker_cancel`` (:mod:`stoker.engine.notify`), and
@@ -66,19 +70,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from prometheus_client import Counter
 
 from stoker._core.wire import json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor, int_array, json_array
+from stoker.db import Executor, int_array
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
 from stoker.engine import faults, notify
-from stoker.engine.attempts import AttemptEnd, Attempts
+from stoker.engine.attempts import AttemptEnd, Attempts, Completion
 from stoker.engine.dispatcher.conns import Held, WorkerConn, parse_labels
 from stoker.engine.service import LoopService
+from stoker.engine.signals import Signals
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.dispatcher")
@@ -131,22 +136,23 @@ class Dispatcher(LoopService):
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         attempts: Attempts,
         *,
+        engine_id: str,
         max_payload_bytes: int,
         flush_interval_ms: float,
         flush_max_items: int,
-        on_slots_freed: Callable[[int], None],
     ) -> None:
         super().__init__()
         self._db = db
+        self._run_signals = signals
         self._attempts = attempts
         self._max_payload = max_payload_bytes
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
-        self._on_slots_freed = on_slots_freed
         self._conns: dict[int, WorkerConn] = {}
-        self.engine_id = ""
+        self.engine_id = engine_id
         self._work = self.signal()
         self._full = self.signal()
         # Buffered events with the id of the worker that reported them.
@@ -221,7 +227,7 @@ class Dispatcher(LoopService):
             msgs.append(pb.Cancellation(task_id=task_id, attempt=attempt, reason=reason))
         if msgs and not conn.closed:
             conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=msgs)))
-            self._on_slots_freed(conn.tenant_id)
+            self._run_signals.capacity(conn.tenant_id)
 
     def drop_workers(self, worker_ids: Iterable[int]) -> None:
         """Closes the streams of workers declared dead; they must register again."""
@@ -376,7 +382,7 @@ class Dispatcher(LoopService):
             conn.slots,
             f", still running {len(running)} attempts" if running else "",
         )
-        self._on_slots_freed(tenant_id)
+        self._run_signals.capacity(tenant_id)
         return conn
 
     async def _read(self, conn: WorkerConn, messages: AsyncIterator[pb.WorkerMessage]) -> None:
@@ -395,7 +401,7 @@ class Dispatcher(LoopService):
                         self._db,
                         worker_store.UpdateWorkerLabels(conn.worker_id, json.dumps(conn.labels)),
                     )
-                    self._on_slots_freed(conn.tenant_id)
+                    self._run_signals.capacity(conn.tenant_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -445,7 +451,7 @@ class Dispatcher(LoopService):
                 "which it does not hold",
             )
         if freed:
-            self._on_slots_freed(conn.tenant_id)
+            self._run_signals.capacity(conn.tenant_id)
         if self._buffered():
             self._work.set()
             if self._buffered() >= self._max_items:
@@ -515,11 +521,10 @@ class Dispatcher(LoopService):
         refresh, self._refresh = self._refresh[:n], self._refresh[n:]
         events = started + refresh + completed
         done: list[task_store.CompletedRun] = []
-        after: list[Callable[[], None]] = []
         refused = 0
         try:
             if events:
-                done, after = await self._store(events, progress=True)
+                done = await self._store(events, progress=True)
         except Exception as exc:
             if faults.transient(exc):
                 # The database went away: put the events back so nothing a worker
@@ -530,15 +535,12 @@ class Dispatcher(LoopService):
             # Something in the batch is refused (or progression failed): write it again
             # in parts so that one bad event never holds up the others. Parts skip DAG
             # progression; the DAG sweeper progresses those runs.
-            done, after, refused = await self._store_isolated(events, failed)
+            done, refused = await self._store_isolated(events, failed)
         ended = len(completed) - refused - len(done)
         if ended > 0:
             # Held here, yet their runtime row was gone or not this worker's: they ended
             # meanwhile (cancelled, timed out, requeued) through another path.
             self.rejections.reject("ended", ended, "completions of attempts that had already ended")
-        self._attempts.watcher.finished(r["external_id"] for r in done)
-        for progressed in after:
-            progressed()
         if failed:
             try:
                 await self._attempts.end(failed)
@@ -548,7 +550,7 @@ class Dispatcher(LoopService):
 
     async def _store_isolated(
         self, events: list[tuple[int, pb.TaskEvent]], failed: list[AttemptEnd]
-    ) -> tuple[list[task_store.CompletedRun], list[Callable[[], None]], int]:
+    ) -> tuple[list[task_store.CompletedRun], int]:
         """Writes ``events`` split apart around the ones the database refuses; a refused
         completion fails its attempt instead (``InvalidOutput``, appended to ``failed``),
         a refused start or timeout refresh is dropped with a log line. Returns what
@@ -558,8 +560,7 @@ class Dispatcher(LoopService):
             lambda part: self._store(list(part), progress=False),
             what="writing task events",
         )
-        done = [r for _, (rows, _) in result.written for r in rows]
-        after = [a for _, (_, afters) in result.written for a in afters]
+        done = [r for _, rows in result.written for r in rows]
         refused = 0
         for (worker_id, ev), exc in result.failed:
             if ev.kind == pb.COMPLETED:
@@ -589,25 +590,19 @@ class Dispatcher(LoopService):
             self._refresh[:0] = [w for w in left if w[1].kind == pb.REFRESH_TIMEOUT]
             self._completed[:0] = [w for w in left if w[1].kind == pb.COMPLETED]
             self._failed[:0] = failed
-            self._attempts.watcher.finished(r["external_id"] for r in done)
-            for progressed in after:
-                progressed()
             failed.clear()
             raise result.outage
-        return done, after, refused
+        return done, refused
 
     async def _store(
         self, events: list[tuple[int, pb.TaskEvent]], *, progress: bool
-    ) -> tuple[list[task_store.CompletedRun], list[Callable[[], None]]]:
+    ) -> list[task_store.CompletedRun]:
         """Writes starts, timeout refreshes and completions (each with the worker that
-        reported it) in one transaction; the rows of the attempts that completed and what
-        to do after the commit."""
+        reported it) in one transaction; the rows of the attempts that completed."""
         started = [w for w in events if w[1].kind == pb.STARTED]
         refresh = [w for w in events if w[1].kind == pb.REFRESH_TIMEOUT]
         completed = [w for w in events if w[1].kind == pb.COMPLETED]
-        done: list[task_store.CompletedRun] = []
-        after: list[Callable[[], None]] = []
-        async with self._db.transaction() as tx:
+        async with self._run_signals.transaction(self._db) as (tx, out):
             if started:
                 await task_store.mark_started(
                     tx,
@@ -628,19 +623,10 @@ class Dispatcher(LoopService):
                         [w for w, _ in refresh],
                     ),
                 )
-            if completed:
-                done = await task_store.complete_attempts(
-                    tx,
-                    task_store.CompleteAttempts(
-                        int_array(e.task_id for _, e in completed),
-                        int_array(e.attempt for _, e in completed),
-                        json_array(e.output or b"null" for _, e in completed),
-                        int_array(_ms(e.at_ms) for _, e in completed),
-                        int_array(w for w, _ in completed),
-                    ),
-                )
-                tenants = {int(r["tenant_id"]) for r in done}
-                await notify.send(tx, notify.FINISHED, tenants, self.engine_id)
-                if progress:
-                    after = await self._attempts.progress_dags(tx, done, isolated=False)
-        return done, after
+            done = await self._attempts.complete(
+                tx,
+                out,
+                [Completion(e.task_id, e.attempt, e.output, _ms(e.at_ms), w) for w, e in completed],
+                progress=progress,
+            )
+        return done

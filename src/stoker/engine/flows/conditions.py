@@ -30,9 +30,10 @@ from stoker._core.dag import StepSpec, waits_of
 from stoker.db import Executor, NoParams
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
+from stoker.engine.signals import Outbox, Signals
 
-Progress = Callable[[Executor, Iterable[int]], Awaitable[Callable[[], None]]]
-"""Progresses DAG runs inside a transaction; returns what to do once it commits."""
+Progress = Callable[[Executor, Outbox, Iterable[int]], Awaitable[None]]
+"""Progresses DAG runs inside a transaction, telling what it changed through its outbox."""
 
 
 def no_waits() -> condition_store.InsertWaits:
@@ -72,8 +73,9 @@ async def insert_waits(tx: Executor, waits: condition_store.InsertWaits) -> None
 class Conditions:
     """Fires due sleeps; the runs they belong to are progressed with ``progress``."""
 
-    def __init__(self, db: Executor, progress: Progress) -> None:
+    def __init__(self, db: Executor, signals: Signals, progress: Progress) -> None:
         self._db = db
+        self._signals = signals
         self._progress = progress
 
     async def due_sleeps(self, limit: int) -> list[int]:
@@ -88,12 +90,11 @@ class Conditions:
 
     async def fire(self, dag_ids: Iterable[int]) -> None:
         """Fires the due sleeps of runs and progresses them, in one transaction."""
-        async with self._db.transaction() as tx:
+        async with self._signals.transaction(self._db) as (tx, out):
             # Lock the runs before touching their waits: the order every writer keeps.
             ids = [
                 int(r["id"])
                 for r in await dag_store.lock_dags(tx, dag_store.LockDags(list(dag_ids)))
             ]
             await condition_store.fire_sleeps(tx, condition_store.FireSleeps(ids))
-            after = await self._progress(tx, ids)
-        after()
+            await self._progress(tx, out, ids)

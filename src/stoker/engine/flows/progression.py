@@ -5,11 +5,13 @@ Design (see docs/workflows.md for the user's view):
 * A workflow run is a ``dag`` row; all its steps are ``task`` rows created with it. Roots
   without conditions are QUEUED at once; every other step is PENDING (no queue item, so it
   holds no worker slot however long it waits).
-* Progression runs **inside the transaction that ends steps**: the dispatcher's flush of
-  completions and :meth:`Attempts.end` for final failures call
-  :meth:`Progression.on_finals` through ``Attempts.dag_hooks``; the workflow ingest, the
-  event ingest, cancel and replay call :meth:`Progression.progress` in their own
-  transactions. A crash either loses both the completion and its
+* Progression runs **inside the transaction that ends steps**, called explicitly as
+  ``progress(tx, out, dag_ids)`` with that transaction's
+  :class:`~stoker.engine.signals.Outbox`: :mod:`stoker.engine.attempts` (completions and
+  final failures), the workflow ingest, the event ingest, cancel and replay. What it
+  queues and finishes it says through the caller's outbox, so the NOTIFY goes out in the
+  caller's transaction and the wake-ups after its commit. A crash either loses both the
+  completion and its
   consequences or keeps both. Progression locks the runs' ``dag`` rows first (id order,
   so concurrent flushes never deadlock and never both miss a step whose two parents ended
   at once), then reads their steps, decides in memory and writes the decisions in a few
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +48,8 @@ from stoker.db import Executor, Row
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import tasks as task_store
-from stoker.engine import notify
 from stoker.engine.flows.conditions import insert_waits, no_waits, register_waits
-from stoker.engine.runs.watcher import RunWatcher
+from stoker.engine.signals import Outbox, Signals
 
 log = logging.getLogger("stoker.engine.dags")
 
@@ -74,9 +75,8 @@ class _Plan:
     condition_errors: dict[int, list[str]] = field(default_factory=dict)
     finish: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     tenants_queued: set[int] = field(default_factory=set)
-    tenants_finished: set[int] = field(default_factory=set)
     tenants_gated: set[int] = field(default_factory=set)
-    finished_runs: list[Any] = field(default_factory=list)
+    finished_runs: list[tuple[int, Any]] = field(default_factory=list)
 
 
 def _error(type_: str, message: str) -> str:
@@ -86,22 +86,9 @@ def _error(type_: str, message: str) -> str:
 class Progression:
     """Progresses DAG runs inside the transactions that end their steps."""
 
-    def __init__(
-        self,
-        db: Executor,
-        watcher: RunWatcher,
-        *,
-        engine_id: str,
-        on_enqueued: Callable[[], None],
-        gated_tenants: set[int],
-    ) -> None:
+    def __init__(self, db: Executor, signals: Signals) -> None:
         self._db = db
-        self._watcher = watcher
-        self.engine_id = engine_id
-        self._on_enqueued = on_enqueued
-        self.gated_tenants = gated_tenants
-        """Where to note tenants with runs newly waiting for concurrency admission (the
-        scheduler's set, shared with the ingest)."""
+        self._signals = signals
         self._versions: dict[int, WorkflowSpec] = {}
 
     # -- versions -----------------------------------------------------------------------
@@ -117,21 +104,15 @@ class Progression:
 
     # -- progression --------------------------------------------------------------------
 
-    async def on_finals(self, tx: Executor, dag_ids: list[int]) -> Callable[[], None]:
-        """The hook of ``Attempts.dag_hooks``: progresses the runs inside ``tx``."""
-        return await self.progress(tx, dag_ids)
-
-    async def progress(self, tx: Executor, dag_ids: Iterable[int]) -> Callable[[], None]:
-        """Advances the given DAG runs as far as they can go now, inside ``tx``.
-
-        Returns what to do once ``tx`` commits (wake waiters and the scheduler).
-        """
+    async def progress(self, tx: Executor, out: Outbox, dag_ids: Iterable[int]) -> None:
+        """Advances the given DAG runs as far as they can go now, inside ``tx``; the steps
+        it queues and the runs it finishes are told through ``out`` (``tx``'s outbox)."""
         ids = sorted(set(dag_ids))
         if not ids:
-            return _nothing
+            return
         locked = [int(r["id"]) for r in await dag_store.lock_dags(tx, dag_store.LockDags(ids))]
         if not locked:
-            return _nothing
+            return
         rows = await dag_store.dag_steps(tx, dag_store.DagSteps(locked))
         versions = await self.versions(tx, {int(r["version_id"]) for r in rows})
         satisfied: dict[int, dict[str, bool]] = {
@@ -151,7 +132,12 @@ class Progression:
                 continue
             self._plan_dag(dag_id, steps, spec, satisfied, outputs, plan)
         await self._apply(tx, plan)
-        return self._after(plan)
+        # Told only once every statement succeeded: a caller that runs progression in a
+        # savepoint and loses it must not signal what was rolled back.
+        for tenant_id in plan.tenants_queued:
+            out.queued(tenant_id, gated=tenant_id in plan.tenants_gated)
+        for tenant_id, external_id in plan.finished_runs:
+            out.finished(tenant_id, [external_id])
 
     async def _outputs_needed(
         self,
@@ -264,7 +250,6 @@ class Progression:
             plan.finish[dag_id] = _outcome(
                 first["cancelled"], sorted(steps.values(), key=lambda st: order[st.spec.name])
             )
-            plan.tenants_finished.add(tenant_id)
         for s in steps.values():
             if int(s.row["id"]) in plan.enqueue:
                 plan.tenants_queued.add(tenant_id)
@@ -307,35 +292,12 @@ class Progression:
                     ids, [plan.finish[i][0] for i in ids], [plan.finish[i][1] for i in ids]
                 ),
             )
-            plan.finished_runs = [r["external_id"] for r in finished]
-        await notify.send_many(
-            tx,
-            {notify.QUEUE: plan.tenants_queued, notify.FINISHED: plan.tenants_finished},
-            self.engine_id,
-        )
-
-    def _after(self, plan: _Plan) -> Callable[[], None]:
-        if not plan.finished_runs and not plan.enqueue:
-            return _nothing
-
-        def done() -> None:
-            if plan.finished_runs:
-                self._watcher.finished(plan.finished_runs)
-            if plan.enqueue:
-                self.gated_tenants.update(plan.tenants_gated)
-                self._on_enqueued()
-
-        return done
+            plan.finished_runs = [(int(r["tenant_id"]), r["external_id"]) for r in finished]
 
     async def progress_now(self, dag_ids: Iterable[int]) -> None:
         """Progresses runs in a transaction of its own (the sweeper's stalled runs)."""
-        async with self._db.transaction() as tx:
-            after = await self.progress(tx, dag_ids)
-        after()
-
-
-def _nothing() -> None:
-    return None
+        async with self._signals.transaction(self._db) as (tx, out):
+            await self.progress(tx, out, dag_ids)
 
 
 def _parent_conditions(step: StepSpec) -> list[str]:

@@ -27,9 +27,10 @@ run, whatever made it, is written by the flusher:
   savepoint of that transaction of its own, so one bad call fails only itself, and records
   the call's request key at its end.
 
-Writers say what they did with :class:`Written` (whether some run waits for concurrency
-admission, what to do after the commit); the flusher wakes the scheduler for every tenant
-it wrote. Task rows are written by :func:`write_task_runs` whoever makes them.
+Writers say which runs they queued through the flush's
+:class:`~stoker.engine.signals.Outbox` (a call writer through one of its own, merged into
+the flush's only when its savepoint is released). Task rows are written by
+:func:`write_task_runs` whoever makes them.
 
 Idempotency: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
 flush records the keys of every call it writes in the same transaction as their runs
@@ -53,12 +54,13 @@ from typing import Any
 from stoker.db import Executor, NoParams
 from stoker.db.store import queue as queue_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults, notify
+from stoker.engine import faults
 from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import requests
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.service import LoopService
+from stoker.engine.signals import Outbox, Signals
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.ingest")
@@ -66,22 +68,18 @@ log = logging.getLogger("stoker.engine.ingest")
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What a writer did inside the flush's transaction."""
+    """What a :data:`CallWriter` wrote: its caller's answer, and the run ids its request
+    key records."""
 
-    gated: bool = False
-    """Some run now waits for concurrency admission (the scheduler must look)."""
-    after: Callable[[], None] | None = None
-    """What to do once the transaction commits."""
-    answer: Any = None
-    """A :data:`CallWriter`'s answer to its caller."""
-    run_ids: list[str] = field(default_factory=list)
-    """What a :data:`CallWriter`'s request key records as its answer."""
+    answer: Any
+    run_ids: list[str]
 
 
-BatchWriter = Callable[[Executor, int, list[Any]], Awaitable[Written]]
-"""Writes one tenant's parked items of one kind inside the flush's transaction."""
+BatchWriter = Callable[[Executor, Outbox, int, list[Any]], Awaitable[None]]
+"""Writes one tenant's parked items of one kind inside the flush's transaction, telling
+what it queued through the transaction's outbox."""
 
-CallWriter = Callable[[Executor], Awaitable[Written]]
+CallWriter = Callable[[Executor, Outbox], Awaitable[Written]]
 """Writes one parked call inside a savepoint of the flush's transaction. It may be called
 again if the flush's transaction is retried, so it derives everything from what it holds."""
 
@@ -115,27 +113,24 @@ class Ingest(LoopService):
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         definitions: Definitions,
         *,
         max_payload_bytes: int,
         flush_interval_ms: float,
         flush_max_items: int,
-        on_enqueued: Callable[[set[int]], None],
     ) -> None:
         super().__init__()
         self._db = db
+        self._run_signals = signals
         self._definitions = definitions
         self._max_payload = max_payload_bytes
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
-        self._on_enqueued = on_enqueued
         self._pending: list[_Pending] = []
         self._pending_items = 0
-        self.engine_id = ""
         self._work = self.signal()
         self._full = self.signal()
-        self.gated_tenants: set[int] = set()
-        """Tenants that got runs waiting for concurrency admission since the last check."""
         self._inserted = 0
         self._analyzed_at = 0.0
         self._analyze: asyncio.Task[None] | None = None
@@ -273,7 +268,7 @@ class Ingest(LoopService):
                 for p in result.unwritten:
                     if not p.done.done():
                         p.done.set_exception(faults.unavailable(result.outage))
-            for part, (gated, afters, outcomes) in result.written:
+            for part, outcomes in result.written:
                 for p, outcome in zip(part, outcomes, strict=True):
                     if p.done.done():
                         continue
@@ -281,24 +276,14 @@ class Ingest(LoopService):
                         p.done.set_exception(outcome)
                     else:
                         p.done.set_result(outcome)
-                for after in afters:
-                    after()
-                if gated:
-                    self.gated_tenants.add(tenant_id)
-        if by_tenant:
-            self._on_enqueued(set(by_tenant))
         self._inserted += sum(len(p.rows) + len(p.items) for p in batch)
         self._maybe_analyze()
 
-    async def _write(
-        self, tenant_id: int, group: Sequence[_Pending]
-    ) -> tuple[bool, list[Callable[[], None]], list[Any]]:
-        """Writes parked items of one tenant in one transaction: whether some run waits
-        for concurrency admission, what to do after the commit, and per caller its answer
-        (or the exception to fail it with)."""
-        afters: list[Callable[[], None]] = []
+    async def _write(self, tenant_id: int, group: Sequence[_Pending]) -> list[Any]:
+        """Writes parked items of one tenant in one transaction (its outbox says what was
+        queued); per caller its answer (or the exception to fail it with)."""
         outcomes: dict[int, Any] = {}
-        async with self._db.transaction() as tx:
+        async with self._run_signals.transaction(self._db) as (tx, out):
             # Keys first: a retried call is answered, not written (requests.py). A call
             # writer records its own key once written (its answer is known only then).
             batched = [p for p in group if p.call is None]
@@ -319,27 +304,24 @@ class Ingest(LoopService):
             for p in todo:
                 if p.writer is not None:
                     writers.setdefault(p.writer, []).extend(p.items)
-            gated = await write_task_runs(tx, tenant_id, rows) if rows else False
-            written = [await writer(tx, tenant_id, items) for writer, items in writers.items()]
+            if rows:
+                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, rows))
+            for writer, items in writers.items():
+                await writer(tx, out, tenant_id, items)
             for p in group:
                 if p.call is not None:
-                    outcomes[id(p)] = await self._write_call(tx, tenant_id, p, written)
-            for w in written:
-                gated |= w.gated
-                if w.after is not None:
-                    afters.append(w.after)
-            await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-        return gated, afters, [outcomes[id(p)] for p in group]
+                    outcomes[id(p)] = await self._write_call(tx, out, tenant_id, p)
+        return [outcomes[id(p)] for p in group]
 
-    async def _write_call(
-        self, tx: Executor, tenant_id: int, p: _Pending, written: list[Written]
-    ) -> Any:
+    async def _write_call(self, tx: Executor, out: Outbox, tenant_id: int, p: _Pending) -> Any:
         """Writes one parked call in a savepoint: its answer, or the exception that fails
-        it alone (a database outage still fails the whole transaction)."""
+        it alone (a database outage still fails the whole transaction). What it queued
+        joins ``out`` only if its savepoint is kept."""
         assert p.call is not None and p.replayed is not None
+        own = self._run_signals.outbox()
         try:
             async with tx.transaction() as savepoint:
-                w = await p.call(savepoint)
+                w = await p.call(savepoint, own)
                 await requests.record(savepoint, tenant_id, requests.Call(p.request, w.run_ids))
         except requests.Replayed as replayed:
             return p.replayed(replayed.answer)
@@ -348,7 +330,7 @@ class Ingest(LoopService):
                 raise
             log.warning("writing a call of tenant %d failed: %s", tenant_id, exc)
             return faults.for_caller(exc)
-        written.append(w)
+        out.merge(own)
         return w.answer
 
     def _maybe_analyze(self) -> None:

@@ -55,6 +55,7 @@ from stoker.engine.ingest import requests
 from stoker.engine.ingest.buffer import Ingest, Written
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
+from stoker.engine.signals import Outbox, Signals
 from stoker.errors import InvalidRequestError, NotFoundError
 
 
@@ -107,6 +108,7 @@ class WorkflowIngest:
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         definitions: Definitions,
         ingest: Ingest,
         dags: Progression,
@@ -114,6 +116,7 @@ class WorkflowIngest:
         max_payload_bytes: int,
     ) -> None:
         self._db = db
+        self._signals = signals
         self._definitions = definitions
         self._ingest = ingest
         self._dags = dags
@@ -151,17 +154,18 @@ class WorkflowIngest:
     async def _write_parked(
         self,
         tx: Executor,
+        out: Outbox,
         tenant_id: int,
         items: list[tuple[_NewRun, Workflows, dict[str, TaskConfig]]],
-    ) -> Written:
+    ) -> None:
         """The ingest's batch writer: every parked workflow run of a tenant in one go."""
         workflows: Workflows = {}
         defs: dict[str, TaskConfig] = {}
         for _, w, d in items:
             workflows.update(w)
             defs.update(d)
-        return await self._insert_workflow_runs(
-            tx, tenant_id, [r for r, _, _ in items], workflows, defs
+        await self._insert_workflow_runs(
+            tx, out, tenant_id, [r for r, _, _ in items], workflows, defs
         )
 
     def _check(self, run: _NewRun, subject: str, input_name: str = "input") -> None:
@@ -175,12 +179,13 @@ class WorkflowIngest:
     async def _insert_workflow_runs(
         self,
         tx: Executor,
+        out: Outbox,
         tenant_id: int,
         runs: list[_NewRun],
         workflows: Workflows,
         defs: dict[str, TaskConfig],
-    ) -> Written:
-        """Writes DAG runs and their steps inside ``tx``."""
+    ) -> None:
+        """Writes DAG runs and their steps inside ``tx``, telling ``out`` what it queued."""
         dags = dag_store.InsertDags(tenant_id, [], [], [], [], [])
         attach = dag_store.AttachDagTasks([], [], [])
         rows: list[NewTaskRun] = []
@@ -214,10 +219,9 @@ class WorkflowIngest:
         inserted = await dag_store.insert_dags(tx, dags)
         gated = await write_task_runs(tx, tenant_id, rows)
         await dag_store.attach_dag_tasks(tx, attach)
-        after = None
+        out.queued(tenant_id, gated=gated)
         if progress:
-            after = await self._dags.progress(tx, [int(r["id"]) for r in inserted])
-        return Written(gated=gated, after=after)
+            await self._dags.progress(tx, out, [int(r["id"]) for r in inserted])
 
     # -- child runs ---------------------------------------------------------------------
 
@@ -262,9 +266,9 @@ class WorkflowIngest:
                 f"child {i.task_name or i.workflow_name!r}",
             )
 
-        async def write(tx: Executor) -> Written:
+        async def write(tx: Executor, out: Outbox) -> Written:
             return await self._write_spawn(
-                tx, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
             )
 
         result: list[tuple[str, bool]] = await self._ingest.submit_call(
@@ -275,6 +279,7 @@ class WorkflowIngest:
     async def _write_spawn(
         self,
         tx: Executor,
+        out: Outbox,
         tenant_id: int,
         parent_task_id: int,
         items: list[ChildInput],
@@ -322,15 +327,11 @@ class WorkflowIngest:
             for i, external_id in fresh
             if i.workflow_name
         ]
-        gated = False
-        after = None
         if task_rows:
-            gated = await write_task_runs(tx, tenant_id, task_rows)
+            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
         if wf_runs:
-            dag = await self._insert_workflow_runs(tx, tenant_id, wf_runs, workflows, defs)
-            gated |= dag.gated
-            after = dag.after
-        return Written(gated, after, answer=result, run_ids=[r for r, _ in result])
+            await self._insert_workflow_runs(tx, out, tenant_id, wf_runs, workflows, defs)
+        return Written(result, [r for r, _ in result])
 
     # -- events -------------------------------------------------------------------------
 
@@ -370,7 +371,7 @@ class WorkflowIngest:
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
         keys = sorted({e.key for e in events})
-        async with self._db.transaction() as tx:
+        async with self._signals.transaction(self._db) as (tx, out):
             stored = await event_store.insert_user_events(
                 tx,
                 event_store.InsertUserEvents(
@@ -385,7 +386,6 @@ class WorkflowIngest:
                 tx, condition_store.WaitsForEvents(tenant_id, keys)
             )
             matched, errors = _match(waits, events, payloads, metadata, stored)
-            after = None
             if matched or errors:
                 dag_ids = sorted({int(w["dag_id"]) for w, _ in matched + errors})
                 await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
@@ -416,11 +416,9 @@ class WorkflowIngest:
                             [str(w["cond"]) for w, _ in matched],
                         ),
                     )
-                    after = await self._dags.progress(tx, dag_ids)
+                    await self._dags.progress(tx, out, dag_ids)
             ids = [str(r["external_id"]) for r in stored]
             await requests.record(tx, tenant_id, requests.Call(request, ids, len(matched)))
-        if after is not None:
-            after()
         return ids, len(matched)
 
 

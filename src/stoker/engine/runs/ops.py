@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,10 +37,10 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import runs as run_store
 from stoker.db.store import tasks as task_store
-from stoker.engine import notify
+from stoker.engine.attempts import Attempts, stops
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.flows.progression import Progression
-from stoker.engine.runs.watcher import RunWatcher
+from stoker.engine.signals import Signals
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.cancel")
@@ -78,19 +77,16 @@ class RunOps:
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         dispatcher: Dispatcher,
-        watcher: RunWatcher,
+        attempts: Attempts,
         progression: Progression,
-        *,
-        engine_id: str,
-        on_enqueued: Any,
     ) -> None:
         self._db = db
+        self._signals = signals
         self._dispatcher = dispatcher
-        self._watcher = watcher
+        self._attempts = attempts
         self._progression = progression
-        self.engine_id = engine_id
-        self._on_enqueued = on_enqueued
 
     async def _targets(
         self, tenant_id: int, run_ids: list[str], flt: RunFilter | None
@@ -155,20 +151,14 @@ class RunOps:
         # takes its locks. A deadlock with some other path is retried.
         for attempt in range(_DEADLOCK_RETRIES):
             try:
-                cancelled, after = await self._cancel_tx(tenant_id, dag_ids, task_ids, why)
+                cancelled = await self._cancel_tx(dag_ids, task_ids, why)
                 break
             except psycopg.errors.DeadlockDetected:
                 if attempt == _DEADLOCK_RETRIES - 1:
                     raise
                 log.info("cancel deadlocked with another transaction; retrying")
-        running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
-        for c in cancelled:
-            if c["worker_id"] is not None and c["attempt"] is not None:
-                running[int(c["worker_id"])].append((int(c["id"]), int(c["attempt"]), why))
-        for worker_id, items in running.items():
+        for worker_id, items in stops(cancelled, why).items():
             await self._dispatcher.cancel(worker_id, items)
-        self._watcher.finished(c["external_id"] for c in cancelled)
-        after()
         for r in live:
             outcomes.append(
                 Outcome(str(r["external_id"]), "cancelled", "CANCELLED", f"cancelled: {why}")
@@ -176,24 +166,21 @@ class RunOps:
         return outcomes
 
     async def _cancel_tx(
-        self, tenant_id: int, dag_ids: list[int], task_ids: list[int], why: str
-    ) -> tuple[list[task_store.CancelledTask], Callable[[], None]]:
-        async with self._db.transaction() as tx:
+        self, dag_ids: list[int], task_ids: list[int], why: str
+    ) -> list[task_store.CancelledTask]:
+        async with self._signals.transaction(self._db) as (tx, out):
             tasks = await run_store.cancellable_tasks(
                 tx, run_store.CancellableTasks(dag_ids, task_ids)
             )
             ids = sorted({int(t["id"]) for t in tasks})
             error = json.dumps({"type": "RunCancelledError", "message": why, "traceback": ""})
-            cancelled = await task_store.cancel_tasks(
-                tx, task_store.CancelTasks(ids, [error] * len(ids))
-            )
+            cancelled = await self._attempts.cancel(tx, out, ids, [error] * len(ids))
             await condition_store.clear_waits(tx, condition_store.ClearWaits(ids))
             all_dags = sorted(set(dag_ids) | {int(t["dag_id"]) for t in tasks if t["dag_id"]})
             await dag_store.lock_dags(tx, dag_store.LockDags(all_dags))
             await run_store.mark_dags_cancelled(tx, run_store.MarkDagsCancelled(all_dags))
-            after = await self._progression.progress(tx, all_dags)
-            await notify.send(tx, notify.FINISHED, {tenant_id}, self.engine_id)
-        return cancelled, after
+            await self._progression.progress(tx, out, all_dags)
+        return cancelled
 
     # -- replay -------------------------------------------------------------------------
 
@@ -223,7 +210,7 @@ class RunOps:
             return outcomes
         dag_ids = sorted({int(r["dag_id"]) for r in todo if r["dag_id"] is not None})
         task_ids = sorted({int(r["task_id"]) for r in todo if r["task_id"] is not None})
-        async with self._db.transaction() as tx:
+        async with self._signals.transaction(self._db) as (tx, out):
             # The runs are held live first (locked, or brought back from history), with the
             # child runs they spawned (recursively), so that failed children can be
             # replayed with them and the archiver cannot move any of them meanwhile.
@@ -246,12 +233,8 @@ class RunOps:
             replayed = []
             if task_ids:
                 replayed = await run_store.replay_tasks(tx, run_store.ReplayTasks(task_ids))
-            after = await self._progression.progress(tx, dag_ids)
-            await notify.send(tx, notify.QUEUE, {tenant_id}, self.engine_id)
-        after()
-        if any(r["gated"] for r in replayed):
-            self._progression.gated_tenants.add(tenant_id)
-        self._on_enqueued()
+            out.queued(tenant_id, gated=any(r["gated"] for r in replayed))
+            await self._progression.progress(tx, out, dag_ids)
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
         return outcomes

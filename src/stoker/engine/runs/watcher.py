@@ -3,15 +3,17 @@
 A call first reads the runs it names in one query (``run_states``): unknown ids are a
 ``NotFoundError``, finished runs are returned at once. Otherwise it registers a waiter.
 
-Whatever ends runs in this process (the dispatcher's flush, DAG progression, the
-timeouts, cancel) calls :meth:`RunWatcher.finished` with their external ids. The ids
+Whatever ends runs in this process says so through :mod:`stoker.engine.signals`, to which
+the watcher subscribes: after each commit, :meth:`RunWatcher.finished` gets the external
+ids of the runs that transaction finished. The ids
 that someone waits for are read back **in one batch** (``run_results_by_ids``) by a single
 reader task, however many waiters and flushes there are, and each waiter gets the rows of
 its own runs (of its own tenant). So a burst of a thousand finished runs costs one query,
 not a thousand.
 
 Runs finished by another replica are announced by ``stoker_finished`` per tenant
-(:meth:`tenant_finished`): every run the tenant's waiters wait for is read back, in the
+(:meth:`Signals.remote_finished <stoker.engine.signals.Signals.remote_finished>` calls
+:meth:`tenant_finished`): every run the tenant's waiters wait for is read back, in the
 same batch. A waiter also re-reads on its own every ``poll_s`` seconds, which covers a lost
 notification.
 """
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from stoker._core.status import FINAL
 from stoker.db import Executor
 from stoker.db.store import runs as run_store
+from stoker.engine.signals import Signals
 from stoker.errors import NotFoundError
 
 log = logging.getLogger("stoker.engine.runs")
@@ -44,8 +47,10 @@ class _Waiter:
 class RunWatcher:
     """Lets callers wait until any of a set of runs is finished."""
 
-    def __init__(self, db: Executor, poll_s: float = 1.0) -> None:
+    def __init__(self, db: Executor, signals: Signals, poll_s: float = 1.0) -> None:
         self._db = db
+        signals.on_finished(self.finished)
+        signals.on_tenant_finished(self.tenant_finished)
         self._poll_s = poll_s
         self._waiters: dict[uuid.UUID, set[_Waiter]] = {}
         self._by_tenant: dict[int, set[_Waiter]] = {}

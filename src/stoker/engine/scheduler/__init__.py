@@ -34,6 +34,7 @@ from stoker.engine.scheduler.admission import admit
 from stoker.engine.scheduler.placement import pick, stuck
 from stoker.engine.scheduler.rate_limits import Plan, SlidingWindow, from_us, to_us
 from stoker.engine.service import LoopService
+from stoker.engine.signals import Signals
 
 log = logging.getLogger("stoker.engine.scheduler")
 
@@ -77,10 +78,10 @@ class Scheduler(LoopService):
     def __init__(
         self,
         db: Executor,
+        signals: Signals,
         dispatcher: Dispatcher,
         attempts: Attempts,
         definitions: Definitions,
-        gated_tenants: set[int],
         *,
         batch: int,
         poll_s: float,
@@ -91,7 +92,7 @@ class Scheduler(LoopService):
         self._dispatcher = dispatcher
         self._attempts = attempts
         self._definitions = definitions
-        self._gated = gated_tenants
+        self._run_signals = signals
         self._batch = batch
         self._poll_s = poll_s
         self._defer = timedelta(milliseconds=defer_ms)
@@ -100,6 +101,9 @@ class Scheduler(LoopService):
         self._deletes = 0
         self._vacuumed_at = 0.0
         self._vacuum: asyncio.Task[None] | None = None
+        # Runs became ready (here or on another replica), or capacity changed here.
+        signals.on_queued(self.wake)
+        signals.on_capacity(self.wake)
 
     def wake(self, *_: object) -> None:
         """Asks for a scheduling round soon (safe to call often)."""
@@ -127,11 +131,12 @@ class Scheduler(LoopService):
                     defs = await self._definitions.tasks(tenant_id)
                     if any(cfg.concurrency for cfg in defs.values()):
                         probe.add(tenant_id)
-            for tenant_id in sorted(self._gated | probe):
-                if not await admit(self._db, self._dispatcher, self._attempts, tenant_id):
-                    self._gated.discard(tenant_id)
+            for tenant_id in sorted(self._run_signals.gated() | probe):
+                args = (self._db, self._run_signals, self._dispatcher, self._attempts, tenant_id)
+                if not await admit(*args):
+                    self._run_signals.ungate(tenant_id)
                 else:
-                    self._gated.add(tenant_id)
+                    self._run_signals.gate([tenant_id])
             if self._dispatcher.backlogged:
                 await self._signal.wait(0.05)
                 again = True

@@ -24,12 +24,11 @@ from stoker._core.wire import ConcurrencyLimitStrategy
 from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store
 from stoker.db.store import queue as queue_store
-from stoker.db.store import tasks as task_store
-from stoker.engine import notify
+from stoker.engine.attempts import Attempts, stops
 
 if TYPE_CHECKING:
-    from stoker.engine.attempts import Attempts
     from stoker.engine.dispatcher import Dispatcher
+    from stoker.engine.signals import Signals
 
 # Candidates considered per round; more wait for the next round.
 CANDIDATES_PER_ROUND = 5000
@@ -45,10 +44,13 @@ def _cancel_error(strategy: str, key: str) -> str:
     )
 
 
-async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant_id: int) -> bool:
-    """One admission round for a tenant; True while runs are still waiting afterwards."""
+async def admit(
+    db: Executor, signals: Signals, dispatcher: Dispatcher, attempts: Attempts, tenant_id: int
+) -> bool:
+    """One admission round for a tenant; True while runs are still waiting afterwards.
+    (Admitted runs need no signal: the scheduler that admits them claims them next.)"""
     cancelled_rows = []
-    async with db.transaction() as tx:
+    async with signals.transaction(db) as (tx, out):
         strategies = {
             int(r["id"]): (int(r["max_runs"]), ConcurrencyLimitStrategy(r["limit_strategy"]))
             for r in await concurrency_store.lock_waiting_strategies(
@@ -110,18 +112,7 @@ async def admit(db: Executor, dispatcher: Dispatcher, attempts: Attempts, tenant
                 )
         if cancel:
             ids = sorted(cancel)
-            cancelled_rows = await task_store.cancel_tasks(
-                tx, task_store.CancelTasks(ids, [cancel[t] for t in ids])
-            )
-    running: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
-    for r in cancelled_rows:
-        if r["worker_id"] is not None and r["attempt"] is not None:
-            running[int(r["worker_id"])].append(
-                (int(r["id"]), int(r["attempt"]), "cancelled by a concurrency limit")
-            )
-    for worker_id, items in running.items():
+            cancelled_rows = await attempts.cancel(tx, out, ids, [cancel[t] for t in ids])
+    for worker_id, items in stops(cancelled_rows, "cancelled by a concurrency limit").items():
         await dispatcher.cancel(worker_id, items)
-    attempts.watcher.finished(r["external_id"] for r in cancelled_rows)
-    if cancelled_rows:
-        await notify.send(db, notify.FINISHED, {tenant_id}, attempts.engine_id)
     return still_waiting
