@@ -30,6 +30,7 @@ from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.db import Executor
 from stoker.engine.auth import create_tenant
+from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.signals import Signals
@@ -316,12 +317,13 @@ async def test_a_retry_still_in_the_write_buffer_follows_its_first_call(
     """The first call's connection dropped while it waited for the flush (its handler is
     cancelled, its runs stay buffered); its retry and a misuse of its key arrive before the
     flush: one set of runs is written, the retry gets it, the misuse is refused."""
+    definitions = Definitions(db, on_limits_changed=lambda tenant_id: None)
     ingest = Ingest(
-        db, Signals("test"), max_payload_bytes=1 << 20, flush_interval_ms=0,
+        db, Signals("test"), definitions, max_payload_bytes=1 << 20, flush_interval_ms=0,
         flush_max_items=1000,
     )  # fmt: skip
     tenant_id = await create_tenant(db, "buffered")
-    await ingest.register_tasks(tenant_id, [("idem_task", b"{}")])
+    await definitions.register_tasks(tenant_id, [("idem_task", b"{}")])
     items = [TriggerInput("idem_task", b'{"n": %d}' % n) for n in range(3)]
     key = RequestKey.of("k", "trigger", b"the request")
     misuse = RequestKey.of("k", "trigger", b"another request")

@@ -17,7 +17,7 @@ from stoker._core.wire import (
     RateLimitDuration,
     TaskConfig,
 )
-from stoker.engine.ingest.policy import RunPolicy, Strategy, evaluate_policy
+from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
 
 
 def evaluate(

@@ -1,6 +1,7 @@
 """The Stoker engine: one asyncio program made of services with one start/stop contract.
 
-* ingest — accepts task definitions and triggers, writes runs in batches;
+* definitions — task and workflow definitions, strategies, rate-limit keys, policy;
+* ingest — accepts triggers, workflow runs and child spawns, writes runs in batches;
 * scheduler — turns queued attempts into assignments on workers with free slots;
 * dispatcher — owns worker streams, slot accounting and batched task events;
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
@@ -35,6 +36,7 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
@@ -74,9 +76,12 @@ class Engine:
         self.watcher = RunWatcher(db, self.signals)
         self.progression = Progression(db, self.signals)
         self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
+        # A rate limit that changed may let deferred runs start: the scheduler looks again.
+        self.definitions = Definitions(db, on_limits_changed=self.signals.capacity)
         self.ingest = Ingest(
             db,
             self.signals,
+            self.definitions,
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
@@ -95,7 +100,7 @@ class Engine:
             self.signals,
             self.dispatcher,
             self.attempts,
-            self.ingest.task_defs,
+            self.definitions,
             batch=s.scheduler_batch,
             poll_s=s.scheduler_poll_s,
             defer_ms=s.scheduler_defer_ms,
@@ -219,8 +224,16 @@ class Engine:
         )
         self.client_service = ClientService(
             self.auth,
+            self.definitions,
             self.ingest,
-            WorkflowIngest(db, self.signals, self.ingest, self.progression),
+            WorkflowIngest(
+                db,
+                self.signals,
+                self.definitions,
+                self.ingest,
+                self.progression,
+                max_payload_bytes=s.max_payload_bytes,
+            ),
             self.watcher,
             RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
             self.served,

@@ -68,8 +68,9 @@ SELECT id, output FROM task WHERE id = ANY(%(task_ids)s::bigint[]);
 -- name: enqueue_dag_steps
 -- Queues steps whose parents and conditions are satisfied. A step's input becomes
 -- {"input": <the run's input>, "parents": {step: output}, "skipped": [step],
---  "errors": {step: error}} over the parents it names, and it gets its queue item, due now
--- (its schedule timeout counts from now, not from the run's creation).
+--  "errors": {step: error}} over the parents it names, and it is made ready
+-- (make_tasks_ready: its queue item, due now — its schedule timeout counts from now, not
+-- from the run's creation — or its wait for concurrency admission).
 -- A step whose task is sticky wants the run's sticky worker: the one that was assigned the
 -- run's first step (soft prefers it, hard requires it; see docs/scheduler.md).
 WITH x AS (
@@ -113,29 +114,15 @@ upd AS (
 cleared AS (
     DELETE FROM task_wait w USING upd WHERE w.task_id = upd.id
 ),
-gated AS (
-    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
-    SELECT upd.id, (k->>'strategy_id')::bigint, upd.tenant_id, (k->>'idx')::smallint,
-           k->>'key', upd.priority
-    FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency_keys) k
-    WHERE upd.concurrency_keys IS NOT NULL
-    ON CONFLICT (task_id, strategy_id) DO NOTHING
-    RETURNING tenant_id
-),
-queued AS (
-    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                            schedule_deadline, rate_limits, desired_worker_id)
-    SELECT tenant_id, id, attempt, task_name, priority, now(),
-           CASE WHEN schedule_timeout_ms > 0
-                THEN now() + schedule_timeout_ms * interval '1 millisecond'
-           END,
-           rate_limits, desired_worker_id
+ready AS (
+    SELECT make_tasks_ready(
+        array_agg(ROW(id, tenant_id, attempt, task_name, priority, now(), schedule_timeout_ms,
+                      rate_limits, desired_worker_id, concurrency_keys)::ready_task),
+        false) AS gated
     FROM upd
-    WHERE concurrency_keys IS NULL
-    RETURNING tenant_id
 )
 -- The tenants whose readied steps wait for concurrency admission.
-SELECT DISTINCT tenant_id FROM gated;
+SELECT unnest(gated) AS tenant_id FROM ready;
 
 -- name: skip_dag_steps
 -- Skipped steps are COMPLETED without output; their children still run.

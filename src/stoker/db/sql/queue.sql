@@ -53,15 +53,14 @@ SELECT id AS task_id, external_id, task_name, input::text AS input,
 FROM upd;
 
 -- name: enqueue_tasks
--- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them).
--- Waiting for admission is not waiting for a worker: the schedule timeout counts from here.
-INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                        schedule_deadline, rate_limits, desired_worker_id)
-SELECT t.tenant_id, t.id, t.attempt, t.task_name, t.priority, now(),
-       CASE WHEN t.schedule_timeout_ms > 0
-            THEN now() + t.schedule_timeout_ms * interval '1 millisecond'
-       END,
-       t.rate_limits, t.desired_worker_id
+-- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them:
+-- make_tasks_ready, admitted). Waiting for admission is not waiting for a worker: the
+-- schedule timeout counts from here.
+SELECT make_tasks_ready(
+    array_agg(ROW(t.id, t.tenant_id, t.attempt, t.task_name, t.priority, now(),
+                  t.schedule_timeout_ms, t.rate_limits, t.desired_worker_id,
+                  t.concurrency_keys)::ready_task),
+    true)
 FROM task t
 WHERE t.id = ANY(%(task_ids)s::bigint[]) AND t.status = 'QUEUED';
 

@@ -213,8 +213,8 @@ WHERE t.dag_id = d.id
 RETURNING t.dag_id;
 
 -- name: replay_tasks
--- Re-queues finished single-task runs that failed or were cancelled, as a new attempt; a
--- run with concurrency keys waits for admission again, like a new run.
+-- Re-queues finished single-task runs that failed or were cancelled, as a new attempt
+-- (make_tasks_ready); a run with concurrency keys waits for admission again, like a new run.
 WITH upd AS (
     UPDATE task t
     SET status = 'QUEUED', attempt = t.attempt + 1, retry_count = 0, error = NULL,
@@ -223,23 +223,11 @@ WITH upd AS (
     RETURNING t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
               t.rate_limits, t.desired_worker_id, t.concurrency_keys
 ),
-gated AS (
-    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
-    SELECT upd.id, (k->>'strategy_id')::bigint, upd.tenant_id, (k->>'idx')::smallint,
-           k->>'key', upd.priority
-    FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency_keys) k
-    WHERE upd.concurrency_keys IS NOT NULL
-    ON CONFLICT (task_id, strategy_id) DO NOTHING
-),
-queued AS (
-    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                            schedule_deadline, rate_limits, desired_worker_id)
-    SELECT tenant_id, id, attempt, task_name, priority, now(),
-           CASE WHEN schedule_timeout_ms > 0
-                THEN now() + schedule_timeout_ms * interval '1 millisecond'
-           END,
-           rate_limits, desired_worker_id
+ready AS (
+    SELECT make_tasks_ready(
+        array_agg(ROW(id, tenant_id, attempt, task_name, priority, now(), schedule_timeout_ms,
+                      rate_limits, desired_worker_id, concurrency_keys)::ready_task),
+        false)
     FROM upd
-    WHERE concurrency_keys IS NULL
 )
-SELECT id AS task_id, concurrency_keys IS NOT NULL AS gated FROM upd;
+SELECT upd.id AS task_id, upd.concurrency_keys IS NOT NULL AS gated FROM upd, ready;

@@ -11,10 +11,10 @@ ON CONFLICT (tenant_id, name) DO UPDATE SET config = excluded.config, updated_at
 SELECT name, config FROM task_def WHERE tenant_id = %(tenant_id)s ORDER BY name;
 
 -- name: insert_tasks
--- Creates task runs in one statement. A QUEUED run either gets its first queue item, or,
--- when it has concurrency keys, its concurrency_slot rows (it is queued once every
--- strategy admitted it). A run created PENDING (a workflow step waiting for its parents)
--- or FAILED (its policy expression failed on its input) gets neither yet.
+-- Creates task runs in one statement. A QUEUED run is made ready (make_tasks_ready in
+-- schema.sql: its first queue item, or, when it has concurrency keys, its
+-- concurrency_slot rows). A run created PENDING (a workflow step waiting for its parents)
+-- or FAILED (its policy expression failed on its input) is not ready yet.
 WITH new AS (
     SELECT *
     FROM unnest(
@@ -40,25 +40,14 @@ ins AS (
            desired_worker_id, rate_limits, concurrency_keys
     FROM new
     RETURNING id, external_id
-),
-slots AS (
-    INSERT INTO concurrency_slot (task_id, strategy_id, tenant_id, idx, key, priority)
-    SELECT ins.id, (k->>'strategy_id')::bigint, %(tenant_id)s, (k->>'idx')::smallint,
-           k->>'key', new.priority
-    FROM new
-    JOIN ins ON ins.external_id = new.external_id
-    CROSS JOIN LATERAL jsonb_array_elements(new.concurrency_keys) k
-    WHERE new.status = 'QUEUED' AND new.concurrency_keys IS NOT NULL
 )
-INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                        schedule_deadline, rate_limits, desired_worker_id)
-SELECT %(tenant_id)s, ins.id, 0, new.task_name, new.priority, coalesce(new.run_at, now()),
-       CASE WHEN new.schedule_timeout_ms > 0
-            THEN coalesce(new.run_at, now()) + new.schedule_timeout_ms * interval '1 millisecond'
-       END,
-       new.rate_limits, new.desired_worker_id
+SELECT make_tasks_ready(
+    array_agg(ROW(ins.id, %(tenant_id)s::bigint, 0, new.task_name, new.priority,
+                  coalesce(new.run_at, now()), new.schedule_timeout_ms, new.rate_limits,
+                  new.desired_worker_id, new.concurrency_keys)::ready_task),
+    false)
 FROM ins JOIN new ON new.external_id = ins.external_id
-WHERE new.status = 'QUEUED' AND new.concurrency_keys IS NULL;
+WHERE new.status = 'QUEUED';
 
 -- name: mark_started
 -- Records that attempts began running; a start for an attempt that already ended, or that
@@ -138,16 +127,16 @@ decided AS (
     FROM ended e
     JOIN task t ON t.id = e.task_id
 ),
-requeued AS (
-    INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority, available_at,
-                            schedule_deadline, rate_limits, desired_worker_id)
-    SELECT tenant_id, id, attempt + 1, task_name, priority,
-           now() + delay_ms * interval '1 millisecond',
-           CASE WHEN schedule_timeout_ms > 0
-                THEN now() + (delay_ms + schedule_timeout_ms) * interval '1 millisecond'
-           END,
-           rate_limits, desired_worker_id
-    FROM decided WHERE retry
+-- A retry keeps the concurrency slots its run holds: its next attempt is queued at once
+-- (after its delay), never sent back to admission.
+requeued AS MATERIALIZED (
+    SELECT make_tasks_ready(
+        array_agg(ROW(id, tenant_id, attempt + 1, task_name, priority,
+                      now() + delay_ms * interval '1 millisecond', schedule_timeout_ms,
+                      rate_limits, desired_worker_id, NULL)::ready_task)
+            FILTER (WHERE retry),
+        true)
+    FROM decided
 ),
 logged AS (
     INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
@@ -164,7 +153,7 @@ SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
     started_at = CASE WHEN d.retry THEN NULL ELSE t.started_at END,
     finished_at = CASE WHEN d.retry THEN NULL ELSE now() END,
     worker_id = CASE WHEN d.retry THEN NULL ELSE t.worker_id END
-FROM decided d
+FROM decided d, requeued
 WHERE t.id = d.id
 RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt, t.dag_id;
 

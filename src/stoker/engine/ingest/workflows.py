@@ -1,4 +1,9 @@
-"""Ingest of workflows: definitions, workflow runs, child runs and user events.
+"""Ingest of workflow runs, child runs and user events.
+
+Definitions (workflows, their versions, task configurations, policy) come from
+:class:`~stoker.engine.definitions.Definitions`. Runs of every kind are written by the task
+ingest's group-commit flush; this module validates them and hands it writers, and the flush
+never calls back into this module's state (no Ingest → WorkflowIngest → Ingest chain).
 
 * Workflow runs are validated at once, then parked in the task ingest's buffer
   (:meth:`Ingest.submit`), so the runs of every caller that arrive while a flush runs are
@@ -9,7 +14,10 @@
   progression (:mod:`stoker.engine.flows.progression`) readies it.
 * A child run is recorded in ``child_run`` under its parent task, its index (the n-th spawn
   of the parent's attempt) and an optional key, in the same transaction as the run itself;
-  a parent that spawns again after a retry gets the existing child back.
+  a parent that spawns again after a retry gets the existing child back. A spawn call is
+  parked in the same buffer (:meth:`Ingest.submit_call`) and written in a savepoint of the
+  flush's transaction, so spawns of many parents commit together and one bad spawn fails
+  only itself.
 * A user event is stored, then matched against the event conditions that were waiting
   before it arrived: key equality, the optional scope (a workflow run id), and the CEL
   expression over ``input`` (the payload), ``additional_metadata`` (the event's),
@@ -17,42 +25,38 @@
   same transaction. An expression that fails on a payload is recorded on the waiting step
   (``task_wait.error`` and a CONDITION_ERROR event) and matches nothing; other waits go on.
 * Request keys (:mod:`stoker.engine.ingest.requests`): a workflow trigger's key is
-  recorded by the flush like a task trigger's. Spawns and event pushes write in their own
-  transaction, which records the key at its end; a retry finds the key before doing any
-  work, and a retry racing its first call (both past that check) waits on the key's row
-  and rolls back. A spawn is idempotent without a key too, through its children's
-  ``(parent, index)`` and ``(parent, child_key)``; the key adds the content check and
-  answers a retry exactly as the first call was answered.
+  recorded by the flush like a task trigger's. A spawn records its key at the end of its
+  savepoint, an event push at the end of its own transaction; a retry finds the key before
+  doing any work, and a retry racing its first call (both past that check) waits on the
+  key's row and rolls back (its savepoint, for a spawn). A spawn is idempotent without a
+  key too, through its children's ``(parent, index)`` and ``(parent, child_key)``; the key
+  adds the content check and answers a retry exactly as the first call was answered.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from stoker._core import envelope
 from stoker._core.cel import compile_expression
-from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import TaskConfig, text_problem
 from stoker.db import Executor
 from stoker.db.store import children as child_store
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
+from stoker.engine.definitions import Definitions, Workflows
 from stoker.engine.flows.progression import Progression
-from stoker.engine.ingest import Ingest, NewTaskRun, TriggerInput, requests, write_task_runs
+from stoker.engine.ingest import requests
+from stoker.engine.ingest.buffer import Ingest, Written
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.signals import Outbox, Signals
-from stoker.errors import InvalidRequestError, NotFoundError, UnknownTaskError
-
-_DEFS_TTL_S = 5.0
+from stoker.errors import InvalidRequestError, NotFoundError
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,81 +102,25 @@ class _NewRun:
 
 
 class WorkflowIngest:
-    """Writes workflow definitions, workflow runs, child runs and user events."""
+    """Validates workflow runs, child runs and user events; runs go through ``ingest``'s
+    buffer, events are written here."""
 
-    def __init__(self, db: Executor, signals: Signals, ingest: Ingest, dags: Progression) -> None:
+    def __init__(
+        self,
+        db: Executor,
+        signals: Signals,
+        definitions: Definitions,
+        ingest: Ingest,
+        dags: Progression,
+        *,
+        max_payload_bytes: int,
+    ) -> None:
         self._db = db
         self._signals = signals
+        self._definitions = definitions
         self._ingest = ingest
         self._dags = dags
-        self._workflows: dict[int, tuple[float, dict[str, tuple[int, WorkflowSpec]]]] = {}
-
-    # -- definitions --------------------------------------------------------------------
-
-    async def register(
-        self, tenant_id: int, workflows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
-    ) -> None:
-        """Stores workflows (name, config JSON, their steps' task definitions)."""
-        tasks = [t for _, _, defs in workflows for t in defs]
-        if tasks:
-            await self._ingest.register_tasks(tenant_id, tasks)
-        async with self._db.transaction() as tx:
-            for name, raw, _ in workflows:
-                if not name or len(name) > 200 or text_problem(name):
-                    raise InvalidRequestError(
-                        f"workflow name {name!r} must be 1 to 200 characters, without NUL"
-                    )
-                try:
-                    spec = WorkflowSpec.model_validate_json(raw)
-                except ValidationError as exc:
-                    raise InvalidRequestError(
-                        f"workflow {name!r} has an invalid definition: {exc}"
-                    ) from None
-                config = spec.model_dump_json()
-                await dag_store.register_workflow(
-                    tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
-                )
-        self._workflows.pop(tenant_id, None)
-
-    async def workflows(
-        self, tenant_id: int, *, refresh: bool = False
-    ) -> dict[str, tuple[int, WorkflowSpec]]:
-        """The tenant's workflows: name -> (current version id, spec)."""
-        cached = self._workflows.get(tenant_id)
-        if cached and not refresh and cached[0] > time.monotonic():
-            return cached[1]
-        rows = await dag_store.current_workflows(self._db, dag_store.CurrentWorkflows(tenant_id))
-        found = {
-            str(r["name"]): (int(r["version_id"]), WorkflowSpec.model_validate(r["config"]))
-            for r in rows
-        }
-        self._workflows[tenant_id] = (time.monotonic() + _DEFS_TTL_S, found)
-        return found
-
-    async def _known(
-        self, tenant_id: int, workflow_names: set[str], task_names: set[str]
-    ) -> tuple[dict[str, tuple[int, WorkflowSpec]], dict[str, TaskConfig]]:
-        workflows = await self.workflows(tenant_id)
-        if workflow_names - set(workflows):
-            workflows = await self.workflows(tenant_id, refresh=True)
-        missing = sorted(workflow_names - set(workflows))
-        if missing:
-            known = ", ".join(sorted(workflows)) or "none"
-            raise UnknownTaskError(
-                f"no workflow named {missing[0]!r} is registered; registered workflows: {known}"
-            )
-        steps = {s.task_name for n in workflow_names for s in workflows[n][1].steps}
-        defs = await self._ingest.task_defs(tenant_id)
-        if (steps | task_names) - set(defs):
-            defs = await self._ingest.task_defs(tenant_id, refresh=True)
-        for name in sorted((steps | task_names) - set(defs)):
-            known = ", ".join(sorted(defs)) or "none"
-            raise UnknownTaskError(
-                f"no task named {name!r} is registered; registered tasks: {known}"
-            )
-        # Refreshes the ingest's cache of static rate-limit keys when a task names one.
-        await self._ingest.static_keys_for(tenant_id, steps | task_names, defs)
-        return workflows, defs
+        self._max_payload = max_payload_bytes
 
     # -- workflow runs ------------------------------------------------------------------
 
@@ -186,7 +134,9 @@ class WorkflowIngest:
         of the call with ``request``: the first call's)."""
         if not items:
             return []
-        workflows, defs = await self._known(tenant_id, {i.workflow_name for i in items}, set())
+        known = await self._definitions.resolve(
+            tenant_id, workflow_names=sorted({i.workflow_name for i in items})
+        )
         runs = [
             _NewRun(uuid.uuid4(), i.workflow_name, i.input, i.additional_metadata, i.priority)
             for i in items
@@ -196,7 +146,7 @@ class WorkflowIngest:
         return await self._ingest.submit(
             tenant_id,
             self._write_parked,
-            [(r, workflows, defs) for r in runs],
+            [(r, known.workflows, known.tasks) for r in runs],
             [str(r.external_id) for r in runs],
             request,
         )
@@ -206,10 +156,10 @@ class WorkflowIngest:
         tx: Executor,
         out: Outbox,
         tenant_id: int,
-        items: list[tuple[_NewRun, dict[str, tuple[int, WorkflowSpec]], dict[str, TaskConfig]]],
+        items: list[tuple[_NewRun, Workflows, dict[str, TaskConfig]]],
     ) -> None:
         """The ingest's batch writer: every parked workflow run of a tenant in one go."""
-        workflows: dict[str, tuple[int, WorkflowSpec]] = {}
+        workflows: Workflows = {}
         defs: dict[str, TaskConfig] = {}
         for _, w, d in items:
             workflows.update(w)
@@ -219,8 +169,9 @@ class WorkflowIngest:
         )
 
     def _check(self, run: _NewRun, subject: str, input_name: str = "input") -> None:
-        self._ingest.check_payload(
+        check_payload(
             TriggerInput(run.name, run.input, run.additional_metadata, run.priority),
+            self._max_payload,
             subject=subject,
             input_name=input_name,
         )
@@ -231,7 +182,7 @@ class WorkflowIngest:
         out: Outbox,
         tenant_id: int,
         runs: list[_NewRun],
-        workflows: dict[str, tuple[int, WorkflowSpec]],
+        workflows: Workflows,
         defs: dict[str, TaskConfig],
     ) -> None:
         """Writes DAG runs and their steps inside ``tx``, telling ``out`` what it queued."""
@@ -254,7 +205,9 @@ class WorkflowIngest:
                 queued = root and not (step.wait_for or step.skip_if or step.cancel_if)
                 progress |= root and not queued
                 config = defs[step.task_name]
-                policy = self._ingest.policy(tenant_id, step.task_name, config, raw_input, metadata)
+                policy = self._definitions.policy(
+                    tenant_id, step.task_name, config, raw_input, metadata
+                )
                 if policy.error:
                     progress = True
                 item = TriggerInput(step.task_name, wrapped, metadata, run.priority)
@@ -284,19 +237,7 @@ class WorkflowIngest:
         if not items:
             return []
         if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
-            return [(i, True) for i in answer.run_ids]
-        try:
-            return await self._spawn(tenant_id, parent_task_id, items, request)
-        except requests.Replayed as replayed:
-            return [(i, True) for i in replayed.answer.run_ids]
-
-    async def _spawn(
-        self,
-        tenant_id: int,
-        parent_task_id: int,
-        items: list[ChildInput],
-        request: RequestKey | None,
-    ) -> list[tuple[str, bool]]:
+            return _replayed_spawn(answer)
         parent = await child_store.parent_task(
             self._db, child_store.ParentTask(tenant_id, parent_task_id)
         )
@@ -307,10 +248,10 @@ class WorkflowIngest:
                 raise InvalidRequestError("a child names exactly one of a task and a workflow")
             if text_problem(i.child_key):
                 raise InvalidRequestError(f"child_key {i.child_key!r} is refused: it holds NUL")
-        workflows, defs = await self._known(
+        known = await self._definitions.resolve(
             tenant_id,
-            {i.workflow_name for i in items if i.workflow_name},
-            {i.task_name for i in items if i.task_name},
+            sorted({i.task_name for i in items if i.task_name}),
+            sorted({i.workflow_name for i in items if i.workflow_name}),
         )
         ids = [uuid.uuid4() for _ in items]
         for i, external_id in zip(items, ids, strict=True):
@@ -324,50 +265,73 @@ class WorkflowIngest:
                 ),
                 f"child {i.task_name or i.workflow_name!r}",
             )
+
+        async def write(tx: Executor, out: Outbox) -> Written:
+            return await self._write_spawn(
+                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+            )
+
+        result: list[tuple[str, bool]] = await self._ingest.submit_call(
+            tenant_id, write, len(items), _replayed_spawn, request
+        )
+        return result
+
+    async def _write_spawn(
+        self,
+        tx: Executor,
+        out: Outbox,
+        tenant_id: int,
+        parent_task_id: int,
+        items: list[ChildInput],
+        ids: list[uuid.UUID],
+        workflows: Workflows,
+        defs: dict[str, TaskConfig],
+    ) -> Written:
+        """Claims the children's indexes and keys under the parent and writes the new
+        ones, inside the flush's savepoint for this spawn; answers (run id, existed) per
+        item."""
         keys = [i.child_key for i in items]
         indexes = [i.child_index for i in items]
-        async with self._signals.transaction(self._db) as (tx, out):
-            claimed = await child_store.claim_children(
-                tx,
-                child_store.ClaimChildren(
-                    tenant_id,
-                    parent_task_id,
-                    indexes,
-                    keys,
-                    ids,
-                    [bool(i.workflow_name) for i in items],
+        claimed = await child_store.claim_children(
+            tx,
+            child_store.ClaimChildren(
+                tenant_id,
+                parent_task_id,
+                indexes,
+                keys,
+                ids,
+                [bool(i.workflow_name) for i in items],
+            ),
+        )
+        new = {r["external_id"] for r in claimed}
+        found = await child_store.existing_children(
+            tx, child_store.ExistingChildren(parent_task_id, indexes, keys)
+        )
+        by_n = {int(r["n"]) - 1: r["external_id"] for r in found}
+        result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
+        fresh = [(i, ids[n]) for n, i in enumerate(items) if ids[n] in new]
+        task_rows = [
+            NewTaskRun(
+                external_id,
+                defs[i.task_name],
+                TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority),
+                self._definitions.policy(
+                    tenant_id, i.task_name, defs[i.task_name], i.input, i.additional_metadata
                 ),
             )
-            new = {r["external_id"] for r in claimed}
-            found = await child_store.existing_children(
-                tx, child_store.ExistingChildren(parent_task_id, indexes, keys)
-            )
-            by_n = {int(r["n"]) - 1: r["external_id"] for r in found}
-            result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
-            fresh = [(i, ids[n]) for n, i in enumerate(items) if ids[n] in new]
-            task_rows = [
-                NewTaskRun(
-                    external_id,
-                    defs[i.task_name],
-                    TriggerInput(i.task_name, i.input, i.additional_metadata, i.priority),
-                    self._ingest.policy(
-                        tenant_id, i.task_name, defs[i.task_name], i.input, i.additional_metadata
-                    ),
-                )
-                for i, external_id in fresh
-                if i.task_name
-            ]
-            wf_runs = [
-                _NewRun(external_id, i.workflow_name, i.input, i.additional_metadata, i.priority)
-                for i, external_id in fresh
-                if i.workflow_name
-            ]
-            if task_rows:
-                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
-            if wf_runs:
-                await self._insert_workflow_runs(tx, out, tenant_id, wf_runs, workflows, defs)
-            await requests.record(tx, tenant_id, requests.Call(request, [r for r, _ in result]))
-        return result
+            for i, external_id in fresh
+            if i.task_name
+        ]
+        wf_runs = [
+            _NewRun(external_id, i.workflow_name, i.input, i.additional_metadata, i.priority)
+            for i, external_id in fresh
+            if i.workflow_name
+        ]
+        if task_rows:
+            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
+        if wf_runs:
+            await self._insert_workflow_runs(tx, out, tenant_id, wf_runs, workflows, defs)
+        return Written(result, [r for r, _ in result])
 
     # -- events -------------------------------------------------------------------------
 
@@ -456,6 +420,11 @@ class WorkflowIngest:
             ids = [str(r["external_id"]) for r in stored]
             await requests.record(tx, tenant_id, requests.Call(request, ids, len(matched)))
         return ids, len(matched)
+
+
+def _replayed_spawn(answer: requests.Answer) -> list[tuple[str, bool]]:
+    """A retried spawn's answer: the first call's children, all existing."""
+    return [(i, True) for i in answer.run_ids]
 
 
 def _match(

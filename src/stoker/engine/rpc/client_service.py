@@ -20,6 +20,7 @@ from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import workflows_pb2 as wpb
 from stoker.engine.auth import Principal, TokenAuth
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
@@ -46,6 +47,7 @@ class ClientService(Servicer):
     def __init__(
         self,
         auth: TokenAuth,
+        definitions: Definitions,
         ingest: Ingest,
         workflows: WorkflowIngest,
         watcher: RunWatcher,
@@ -53,6 +55,7 @@ class ClientService(Servicer):
         served: ServedTasks,
     ) -> None:
         super().__init__(auth)
+        self._definitions = definitions
         self._ingest = ingest
         self._workflows = workflows
         self._watcher = watcher
@@ -65,7 +68,7 @@ class ClientService(Servicer):
     async def RegisterTasks(
         self, request: pb.RegisterTasksRequest, caller: Principal
     ) -> pb.RegisterTasksResponse:
-        await self._ingest.register_tasks(
+        await self._definitions.register_tasks(
             caller.tenant_id, [(t.name, t.config) for t in request.tasks]
         )
         return pb.RegisterTasksResponse()
@@ -104,7 +107,7 @@ class ClientService(Servicer):
     async def PutRateLimit(
         self, request: pb.PutRateLimitRequest, caller: Principal
     ) -> pb.PutRateLimitResponse:
-        await self._ingest.put_rate_limit(
+        await self._definitions.put_rate_limit(
             caller.tenant_id, request.key, request.limit, request.duration_ms
         )
         return pb.PutRateLimitResponse()
@@ -121,7 +124,7 @@ class ClientService(Servicer):
                     f"workflow {w.name!r} has {len(w.task_names)} task names and "
                     f"{len(w.task_configs)} task configs; they must pair up"
                 )
-        await self._workflows.register(
+        await self._definitions.register_workflows(
             caller.tenant_id,
             [
                 (w.name, w.config, list(zip(w.task_names, w.task_configs, strict=True)))
@@ -151,7 +154,7 @@ class ClientService(Servicer):
     ) -> list[str]:
         """The triggered workflows' steps that no live worker serves (definitions cached)."""
         try:
-            known = await self._workflows.workflows(tenant_id)
+            known = await self._definitions.workflows(tenant_id)
         except Exception as exc:  # the runs are stored: the call must not fail now
             log.warning("cannot read workflow definitions: %s", exc)
             return []

@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from stoker.db import Executor, NoParams, int_array
 from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.engine.attempts import AttemptEnd, Attempts
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.conns import WorkerConn
 from stoker.engine.scheduler.admission import admit
@@ -81,7 +81,7 @@ class Scheduler(LoopService):
         signals: Signals,
         dispatcher: Dispatcher,
         attempts: Attempts,
-        task_defs: Callable[[int], Awaitable[dict[str, TaskConfig]]],
+        definitions: Definitions,
         *,
         batch: int,
         poll_s: float,
@@ -91,7 +91,7 @@ class Scheduler(LoopService):
         self._db = db
         self._dispatcher = dispatcher
         self._attempts = attempts
-        self._task_defs = task_defs
+        self._definitions = definitions
         self._run_signals = signals
         self._batch = batch
         self._poll_s = poll_s
@@ -128,7 +128,7 @@ class Scheduler(LoopService):
             probe = set()
             if polled:
                 for tenant_id in self._dispatcher.conns_with_free_slots():
-                    defs = await self._task_defs(tenant_id)
+                    defs = await self._definitions.tasks(tenant_id)
                     if any(cfg.concurrency for cfg in defs.values()):
                         probe.add(tenant_id)
             for tenant_id in sorted(self._run_signals.gated() | probe):
@@ -147,7 +147,7 @@ class Scheduler(LoopService):
 
     async def schedule_tenant(self, tenant_id: int, conns: list[WorkerConn]) -> bool:
         """One round for one tenant; True when some queue filled its whole batch."""
-        defs = await self._task_defs(tenant_id)
+        defs = await self._definitions.tasks(tenant_id)
         capacity: Counter[str] = Counter()
         for conn in conns:
             for name in conn.task_names:

@@ -1,0 +1,259 @@
+"""Task and workflow definitions of every tenant, and the caches the hot paths read.
+
+Ingest, the workflow ingest, the scheduler and the client service all need to know what a
+tenant declared: a task's configuration (retries, timeouts, slot cost, concurrency and
+rate limits), a workflow's current version and spec, the concurrency strategies registered
+for a task, and which static rate limits exist. :class:`Definitions` is their one owner:
+it writes them (:meth:`~Definitions.register_tasks`, :meth:`~Definitions.register_workflows`,
+:meth:`~Definitions.put_rate_limit`) and keeps a short-lived per-tenant cache of each.
+
+Caches: every entry lives ``ttl_s`` (5 s), so a definition registered through another
+replica is seen within that time; a lookup that misses a name (:meth:`~Definitions.resolve`)
+re-reads at once, so a task registered a moment ago is never refused as unknown. A
+registration through this replica drops the tenant's entry.
+
+Policy: :meth:`~Definitions.policy` evaluates a new run's concurrency keys and rate-limit
+units (:func:`~stoker.engine.definitions.policy.evaluate_policy`) against the strategies
+and static keys cached by the last :meth:`~Definitions.resolve` of that task, which is why
+a caller resolves its names before asking for policies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from stoker._core.dag import WorkflowSpec
+from stoker._core.wire import TaskConfig, text_problem
+from stoker.db import Executor
+from stoker.db.store import concurrency as concurrency_store
+from stoker.db.store import dags as dag_store
+from stoker.db.store import rate_limits as rate_limit_store
+from stoker.db.store import tasks as task_store
+from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
+from stoker.errors import InvalidRequestError, UnknownTaskError
+
+DEFAULT_TTL_S = 5.0
+
+Workflows = dict[str, tuple[int, WorkflowSpec]]
+"""A tenant's workflows: name -> (current version id, spec)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a set of names resolved to: the tenant's workflows and task configurations."""
+
+    workflows: Workflows
+    tasks: dict[str, TaskConfig]
+
+
+class Definitions:
+    """Owns task and workflow definitions, concurrency strategies and static rate-limit
+    keys per tenant; see the module docstring.
+
+    ``on_limits_changed(tenant_id)`` is called after a rate limit was created or changed
+    (the scheduler retries runs it deferred for that limit)."""
+
+    def __init__(
+        self,
+        db: Executor,
+        *,
+        on_limits_changed: Callable[[int], None],
+        ttl_s: float = DEFAULT_TTL_S,
+    ) -> None:
+        self._db = db
+        self._on_limits_changed = on_limits_changed
+        self._ttl = ttl_s
+        self._tasks: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
+        self._strategies: dict[int, dict[str, list[Strategy]]] = {}
+        self._static_limits: dict[int, tuple[float, set[str]]] = {}
+        self._workflows: dict[int, tuple[float, Workflows]] = {}
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def register_tasks(self, tenant_id: int, defs: Sequence[tuple[str, bytes]]) -> None:
+        """Stores task definitions (name, config JSON) and their concurrency strategies."""
+        configs: list[str] = []
+        seen: set[str] = set()
+        for name, raw in defs:
+            if name in seen:
+                raise InvalidRequestError(f"task {name!r} is declared twice in one registration")
+            seen.add(name)
+            if not name or len(name) > 200 or text_problem(name):
+                raise InvalidRequestError(
+                    f"task name {name!r} must be 1 to 200 characters, without NUL"
+                )
+            try:
+                configs.append(TaskConfig.model_validate_json(raw or b"{}").model_dump_json())
+            except ValidationError as exc:
+                raise InvalidRequestError(
+                    f"task {name!r} has an invalid configuration: {exc}"
+                ) from None
+        async with self._db.transaction() as tx:
+            await task_store.upsert_task_defs(
+                tx, task_store.UpsertTaskDefs(tenant_id, [n for n, _ in defs], configs)
+            )
+            strategies = concurrency_store.UpsertConcurrencyStrategies(
+                tenant_id, [], [], [], [], []
+            )
+            for name, config_json in zip([n for n, _ in defs], configs, strict=True):
+                for idx, c in enumerate(TaskConfig.model_validate_json(config_json).concurrency):
+                    strategies.scopes.append(name)
+                    strategies.idx.append(idx)
+                    strategies.expressions.append(c.expression)
+                    strategies.max_runs.append(c.max_runs)
+                    strategies.limit_strategies.append(c.limit_strategy.value)
+            if strategies.scopes:
+                await concurrency_store.upsert_concurrency_strategies(tx, strategies)
+        self._tasks.pop(tenant_id, None)
+
+    async def register_workflows(
+        self, tenant_id: int, workflows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Stores workflows (name, spec JSON, their steps' task definitions); a changed
+        spec becomes the workflow's new current version."""
+        tasks = [t for _, _, defs in workflows for t in defs]
+        if tasks:
+            await self.register_tasks(tenant_id, tasks)
+        async with self._db.transaction() as tx:
+            for name, raw, _ in workflows:
+                if not name or len(name) > 200 or text_problem(name):
+                    raise InvalidRequestError(
+                        f"workflow name {name!r} must be 1 to 200 characters, without NUL"
+                    )
+                try:
+                    spec = WorkflowSpec.model_validate_json(raw)
+                except ValidationError as exc:
+                    raise InvalidRequestError(
+                        f"workflow {name!r} has an invalid definition: {exc}"
+                    ) from None
+                config = spec.model_dump_json()
+                await dag_store.register_workflow(
+                    tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
+                )
+        self._workflows.pop(tenant_id, None)
+
+    async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
+        """Creates or updates a static rate limit."""
+        if not key or len(key) > 200 or text_problem(key):
+            raise InvalidRequestError(
+                f"rate limit key {key!r} must be 1 to 200 characters, without NUL"
+            )
+        if limit < 1 or window_ms < 1:
+            raise InvalidRequestError("a rate limit needs limit >= 1 and a positive duration")
+        await rate_limit_store.put_rate_limit(
+            self._db, rate_limit_store.PutRateLimit(tenant_id, key, limit, window_ms)
+        )
+        self._static_limits.pop(tenant_id, None)
+        self._on_limits_changed(tenant_id)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def tasks(self, tenant_id: int, *, refresh: bool = False) -> dict[str, TaskConfig]:
+        """The tenant's task configurations by name (cached; ``refresh`` re-reads)."""
+        cached = self._tasks.get(tenant_id)
+        if cached and not refresh and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await task_store.get_task_defs(self._db, task_store.GetTaskDefs(tenant_id))
+        defs = {r["name"]: TaskConfig.model_validate(r["config"]) for r in rows}
+        strategies: dict[str, list[Strategy]] = {}
+        for r in await concurrency_store.get_concurrency_strategies(
+            self._db, concurrency_store.GetConcurrencyStrategies(tenant_id)
+        ):
+            strategies.setdefault(r["scope"], []).append(Strategy(int(r["id"]), int(r["idx"])))
+        self._strategies[tenant_id] = strategies
+        self._tasks[tenant_id] = (time.monotonic() + self._ttl, defs)
+        return defs
+
+    async def workflows(self, tenant_id: int, *, refresh: bool = False) -> Workflows:
+        """The tenant's workflows: name -> (current version id, spec) (cached)."""
+        cached = self._workflows.get(tenant_id)
+        if cached and not refresh and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await dag_store.current_workflows(self._db, dag_store.CurrentWorkflows(tenant_id))
+        found = {
+            str(r["name"]): (int(r["version_id"]), WorkflowSpec.model_validate(r["config"]))
+            for r in rows
+        }
+        self._workflows[tenant_id] = (time.monotonic() + self._ttl, found)
+        return found
+
+    async def resolve(
+        self,
+        tenant_id: int,
+        task_names: Iterable[str] = (),
+        workflow_names: Iterable[str] = (),
+    ) -> Resolved:
+        """The definitions of the named tasks and workflows (and of the workflows' steps),
+        re-read once when one is not cached; UnknownTaskError for the first name (in the
+        order given, workflows first) that is not registered. Also refreshes the static
+        rate-limit keys the tasks name, so :meth:`policy` sees a limit created a moment
+        ago."""
+        wanted_workflows = list(dict.fromkeys(workflow_names))
+        workflows: Workflows = {}
+        if wanted_workflows:
+            workflows = await self.workflows(tenant_id)
+            if not set(wanted_workflows) <= workflows.keys():
+                workflows = await self.workflows(tenant_id, refresh=True)
+            for name in wanted_workflows:
+                if name not in workflows:
+                    known = ", ".join(sorted(workflows)) or "none"
+                    raise UnknownTaskError(
+                        f"no workflow named {name!r} is registered; registered workflows: {known}"
+                    )
+        steps = [s.task_name for n in wanted_workflows for s in workflows[n][1].steps]
+        wanted = list(dict.fromkeys([*task_names, *steps]))
+        defs = await self.tasks(tenant_id)
+        if not set(wanted) <= defs.keys():
+            defs = await self.tasks(tenant_id, refresh=True)
+        for name in wanted:
+            if name not in defs:
+                known = ", ".join(sorted(defs)) or "none"
+                raise UnknownTaskError(
+                    f"no task named {name!r} is registered; registered tasks: {known}"
+                )
+        await self._static_keys_for(tenant_id, wanted, defs)
+        return Resolved(workflows, defs)
+
+    async def _static_keys_for(
+        self, tenant_id: int, task_names: Iterable[str], defs: dict[str, TaskConfig]
+    ) -> set[str]:
+        """The tenant's static rate-limit keys, re-read when the tasks name one not cached."""
+        wanted = {
+            r.static_key
+            for name in task_names
+            for r in defs[name].rate_limits
+            if r.static_key is not None
+        }
+        if not wanted:
+            return set()
+        keys = await self._static_keys(tenant_id, refresh=False)
+        return keys if wanted <= keys else await self._static_keys(tenant_id, refresh=True)
+
+    async def _static_keys(self, tenant_id: int, refresh: bool) -> set[str]:
+        cached = self._static_limits.get(tenant_id)
+        if cached and not refresh and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await rate_limit_store.static_rate_limit_keys(
+            self._db, rate_limit_store.StaticRateLimitKeys(tenant_id)
+        )
+        keys = {str(r["key"]) for r in rows}
+        self._static_limits[tenant_id] = (time.monotonic() + self._ttl, keys)
+        return keys
+
+    # -- policy -------------------------------------------------------------------------
+
+    def policy(
+        self, tenant_id: int, task_name: str, config: TaskConfig, raw: bytes, metadata: bytes
+    ) -> RunPolicy:
+        """A new run's concurrency keys and rate-limit units (or the error that fails it),
+        from the caches the last :meth:`resolve` of the task filled."""
+        if not config.concurrency and not config.rate_limits:
+            return RunPolicy()
+        strategies = self._strategies.get(tenant_id, {}).get(task_name, [])
+        cached = self._static_limits.get(tenant_id)
+        static_keys = cached[1] if cached else set()
+        return evaluate_policy(task_name, config, strategies, raw, metadata, static_keys)
