@@ -234,6 +234,9 @@ async def test_reset_branches_the_visible_log(db: Executor) -> None:
     await open_log(db, 1)
     past = datetime.now(UTC) - timedelta(seconds=1)
     await append(db, 1, 1, [step(p, f"s{p}") for p in range(1, 5)] + [sleep(5, wake_at=past)])
+    # the steps of one append are numbered in position order
+    settled = await store.visible_durable_log(db, store.VisibleDurableLog(1, CREATED))
+    assert [e["satisfied_seq"] for e in settled] == [1, 2, 3, 4, None]
     branches = {1: Branch(None, 1)}
     recorded = [(1, p) for p in range(1, 6)]
 
