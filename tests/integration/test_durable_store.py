@@ -181,7 +181,7 @@ async def test_an_append_re_sent_is_idempotent_and_a_changed_call_is_detected(
 
 
 async def test_settling_takes_the_next_sequence_under_the_lock(db: Executor) -> None:
-    await open_log(db, 1)
+    await open_log(db, 1, 2)
     await append(db, 1, 1, [step(1, "a"), sleep(2), sleep(3), sleep(4), sleep(5)])
 
     async def settle_locked(position: int) -> int:
@@ -194,9 +194,12 @@ async def test_settling_takes_the_next_sequence_under_the_lock(db: Executor) -> 
     # each gets its own number.
     seqs = await asyncio.gather(settle_locked(2), settle_locked(3))
     assert sorted(seqs) == [2, 3]
-    # A batch numbers its entries in the order given.
+    # A batch numbers its entries in the order given (its logs locked in task id order).
     async with db.transaction() as tx:
-        await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+        locked = await store.lock_durable_logs(
+            tx, store.LockDurableLogs([2, 1], [CREATED, CREATED])
+        )
+        assert [r["task_id"] for r in locked] == [1, 2]
         rows = await settle(tx, [(1, 1, 5), (1, 1, 4)])
     assert {r["position"]: r["satisfied_seq"] for r in rows} == {5: 4, 4: 5}
     # Settling again is a no-op, and the counter does not move.

@@ -29,6 +29,17 @@ FROM durable_log
 WHERE task_id = %(task_id)s AND created_at = %(created_at)s
 FOR UPDATE;
 
+-- name: lock_durable_logs
+-- Locks several tasks' log rows in task id order, so that two writers locking batches
+-- (events reaching many tasks, children ending) never wait for each other in a cycle.
+SELECT l.task_id, l.created_at, l.tenant_id, l.invocation, l.active_branch,
+       l.satisfied_counter, l.evicted_at
+FROM durable_log l
+JOIN unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[]) AS x(task_id, created_at)
+  ON l.task_id = x.task_id AND l.created_at = x.created_at
+ORDER BY l.task_id
+FOR UPDATE OF l;
+
 -- name: visible_durable_log
 -- The log a new invocation replays, in position order: at each position the entry of the
 -- branch that shows it. The chain walks from the active branch to the root; each branch
@@ -117,7 +128,8 @@ ORDER BY position;
 -- Settles pending entries (a timer, an event, a child's end): status 'ok' or 'error',
 -- the result or error, which condition fired and the event. Each takes satisfied_seq =
 -- ++satisfied_counter of its task, in the order given. An entry no longer pending is left
--- alone and not returned, so a second settlement is a no-op. Run under the logs' locks.
+-- alone and not returned, so a second settlement is a no-op. Run under the logs' locks
+-- (claim_due_durable_timers, lock_durable_logs).
 WITH x AS (
     SELECT *
     FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
@@ -200,7 +212,8 @@ WHERE task_id = %(task_id)s AND created_at = %(created_at)s AND evicted_at IS NO
 
 -- name: bump_durable_invocations
 -- Starts a new invocation of each task (an assignment): what an older invocation sends
--- after this is refused.
+-- after this is refused. A batch that may meet other writers locks the logs first
+-- (lock_durable_logs).
 UPDATE durable_log l SET invocation = l.invocation + 1
 FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[]) AS x(task_id, created_at)
 WHERE l.task_id = x.task_id AND l.created_at = x.created_at

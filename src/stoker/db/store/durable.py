@@ -55,6 +55,15 @@ lock_durable_log = One[LockDurableLog, DurableLog]("lock_durable_log")
 
 
 @dataclass(frozen=True, slots=True)
+class LockDurableLogs:
+    task_ids: list[int]
+    created_ats: list[datetime]
+
+
+lock_durable_logs = Many[LockDurableLogs, DurableLog]("lock_durable_logs")
+
+
+@dataclass(frozen=True, slots=True)
 class VisibleDurableLog:
     task_id: int
     created_at: datetime
