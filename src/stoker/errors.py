@@ -149,3 +149,30 @@ class OutputSerializationError(StokerError):
 
 class DatabaseUnavailableError(EngineUnavailableError):
     """The engine is up but its database cannot be reached; retry shortly."""
+
+
+class NonDeterminismError(StokerError):
+    """A durable task's replay made a different call than its log recorded at that position;
+    fix the code, then replay or reset the run.
+
+    ``position`` is the call's place in the log, ``recorded`` and ``called`` describe the
+    recorded operation and the one the code made (``None`` when not known, as for a replay
+    that stalled).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        position: int | None = None,
+        recorded: str | None = None,
+        called: str | None = None,
+    ) -> None:
+        self.position = position
+        self.recorded = recorded
+        self.called = called
+        super().__init__(message)
+
+
+class WaitTimeoutError(StokerError):
+    """A durable wait reached its timeout before anything it waited for happened."""

@@ -34,6 +34,8 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.RetryAfter: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.TaskTimeoutError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.OutputSerializationError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.NonDeterminismError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.WaitTimeoutError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
 }
 
 # What the engine raises in handlers; each must come back to the SDK as itself.

@@ -1,0 +1,277 @@
+"""Durable tasks: the log of a durable task's calls, its branches and settlements.
+
+Statements of ``db/sql/durable.sql``; see :mod:`stoker.db.store`. A task's log is named by
+``(task_id, created_at)`` — the run's id and creation time, which is also the partition key
+of the three tables (docs/durable.md). Writers lock the log row first
+(:data:`lock_durable_log` or :data:`claim_due_durable_timers`), then call the statements
+that change entries, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+from stoker.db.store import Exec, Many, NoParams, One
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDurableLogs:
+    task_ids: list[int]
+    created_ats: list[datetime]
+    tenant_ids: list[int]
+
+
+class CreatedLog(TypedDict):
+    """A log just opened (a task that had one already is not returned)."""
+
+    task_id: int
+
+
+create_durable_logs = Many[CreateDurableLogs, CreatedLog]("create_durable_logs")
+
+
+@dataclass(frozen=True, slots=True)
+class LockDurableLog:
+    task_id: int
+    created_at: datetime
+
+
+class DurableLog(TypedDict):
+    """A task's log row, locked."""
+
+    task_id: int
+    created_at: datetime
+    tenant_id: int
+    invocation: int
+    active_branch: int
+    satisfied_counter: int
+    evicted_at: datetime | None
+
+
+lock_durable_log = One[LockDurableLog, DurableLog]("lock_durable_log")
+
+
+@dataclass(frozen=True, slots=True)
+class LockDurableLogs:
+    task_ids: list[int]
+    created_ats: list[datetime]
+
+
+lock_durable_logs = Many[LockDurableLogs, DurableLog]("lock_durable_logs")
+
+
+@dataclass(frozen=True, slots=True)
+class VisibleDurableLog:
+    task_id: int
+    created_at: datetime
+
+
+class Entry(TypedDict):
+    """One recorded call, as replay and the API see it."""
+
+    branch: int
+    position: int
+    kind: str
+    name: str
+    fingerprint: str
+    request: Any
+    wake_at: datetime | None
+    child_external_id: uuid.UUID | None
+    status: str
+    result: Any
+    error: Any
+    fired: str | None
+    event_id: int | None
+    satisfied_seq: int | None
+    invocation: int
+    recorded_at: datetime
+    satisfied_at: datetime | None
+
+
+visible_durable_log = Many[VisibleDurableLog, Entry]("visible_durable_log")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDurableEntries:
+    """Calls to record, as parallel lists (one item per position).
+
+    ``requests``, ``results`` and ``errors`` are JSON documents (or ``None``). A wait's
+    deadline is ``wake_ats`` (absolute) or ``delays_ms`` from the database clock; a step
+    that completed is appended with its final ``statuses`` ('ok' or 'error').
+    """
+
+    task_id: int
+    created_at: datetime
+    invocation: int
+    positions: list[int]
+    kinds: list[str]
+    names: list[str]
+    fingerprints: list[str]
+    requests: list[str | None]
+    delays_ms: list[int | None]
+    wake_ats: list[datetime | None]
+    child_external_ids: list[uuid.UUID | None]
+    statuses: list[str]
+    results: list[str | None]
+    errors: list[str | None]
+
+
+class Appended(Entry):
+    """The entry at a requested position: the one just recorded (``inserted``), or the one
+    recorded before, whose fingerprint the caller compares with the call's."""
+
+    inserted: bool
+
+
+append_durable_entries = Many[AppendDurableEntries, Appended]("append_durable_entries")
+
+
+@dataclass(frozen=True, slots=True)
+class SettleDurableEntries:
+    """Settlements, as parallel lists; ``results`` and ``errors`` are JSON documents."""
+
+    task_ids: list[int]
+    created_ats: list[datetime]
+    branches: list[int]
+    positions: list[int]
+    statuses: list[str]
+    results: list[str | None]
+    errors: list[str | None]
+    fired: list[str | None]
+    event_ids: list[int | None]
+
+
+class Settled(TypedDict):
+    """An entry just settled, and what its task's log says about delivering it."""
+
+    task_id: int
+    created_at: datetime
+    branch: int
+    position: int
+    status: str
+    satisfied_seq: int
+    tenant_id: int
+    invocation: int
+    evicted_at: datetime | None
+
+
+settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_entries")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDueDurableTimers:
+    limit: int
+
+
+class DueTimer(TypedDict):
+    """A pending entry whose deadline passed; its task's log is locked."""
+
+    task_id: int
+    created_at: datetime
+    branch: int
+    position: int
+    wake_at: datetime
+    tenant_id: int
+    invocation: int
+    evicted_at: datetime | None
+
+
+claim_due_durable_timers = Many[ClaimDueDurableTimers, DueTimer]("claim_due_durable_timers")
+
+
+class NextWakeAt(TypedDict):
+    """The earliest pending deadline, ``None`` when no entry has one."""
+
+    wake_at: datetime | None
+
+
+next_durable_wake_at = One[NoParams, NextWakeAt]("next_durable_wake_at")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChildEntries:
+    child_external_ids: list[uuid.UUID]
+
+
+class ChildEntry(TypedDict):
+    """A pending entry waiting for a child run."""
+
+    task_id: int
+    created_at: datetime
+    branch: int
+    position: int
+    child_external_id: uuid.UUID
+
+
+pending_child_entries = Many[PendingChildEntries, ChildEntry]("pending_child_entries")
+
+
+@dataclass(frozen=True, slots=True)
+class MarkDurableEvicted:
+    task_id: int
+    created_at: datetime
+    invocation: int
+    last_seen_seq: int
+
+
+class Evicted(TypedDict):
+    """An accepted eviction."""
+
+    task_id: int
+    tenant_id: int
+    invocation: int
+    evicted_at: datetime
+
+
+mark_durable_evicted = One[MarkDurableEvicted, Evicted]("mark_durable_evicted")
+
+
+@dataclass(frozen=True, slots=True)
+class ClearDurableEvicted:
+    task_id: int
+    created_at: datetime
+
+
+clear_durable_evicted = Exec[ClearDurableEvicted]("clear_durable_evicted")
+
+
+@dataclass(frozen=True, slots=True)
+class BumpDurableInvocations:
+    task_ids: list[int]
+    created_ats: list[datetime]
+
+
+class Invocation(TypedDict):
+    """The invocation a task's new assignment runs as, and where its log stands."""
+
+    task_id: int
+    invocation: int
+    active_branch: int
+    satisfied_counter: int
+
+
+bump_durable_invocations = Many[BumpDurableInvocations, Invocation]("bump_durable_invocations")
+
+
+@dataclass(frozen=True, slots=True)
+class ResetDurableLog:
+    task_id: int
+    created_at: datetime
+    position: int
+    reason: str
+
+
+class Reset(TypedDict):
+    """The branch a reset made active, forked from ``parent_branch``."""
+
+    branch: int
+    parent_branch: int
+    invocation: int
+    tenant_id: int
+    dropped: int
+
+
+reset_durable_log = One[ResetDurableLog, Reset]("reset_durable_log")

@@ -1,0 +1,350 @@
+"""The durable log's statements (db/sql/durable.sql) on a real Postgres: appends are
+idempotent and expose a changed call, settlements are numbered under the log's lock, due
+timers are shared between sweepers by SKIP LOCKED, resets branch the visible log, and
+eviction is accepted only when no wake-up can be lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stoker._core.durable import (
+    Branch,
+    EntryKind,
+    Operation,
+    check_call,
+    fingerprint,
+    visible_positions,
+)
+from stoker.db import Executor, connect
+from stoker.db.queries import queries
+from stoker.db.store import NoParams
+from stoker.db.store import durable as store
+from stoker.errors import NonDeterminismError
+from tests.harness import SCHEMA
+
+TENANT = 1
+CREATED = datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call to append (the test's shorthand for a row of AppendDurableEntries)."""
+
+    position: int
+    kind: EntryKind
+    name: str
+    status: str = "pending"
+    result: Any = None
+    delay_ms: int | None = None
+    wake_at: datetime | None = None
+    child: uuid.UUID | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.kind, self.name, timer=self.delay_ms is not None)
+
+
+def step(position: int, name: str, result: Any = None) -> Call:
+    return Call(position, EntryKind.STEP, name, status="ok", result=result)
+
+
+def sleep(position: int, delay_ms: int = 60_000, wake_at: datetime | None = None) -> Call:
+    return Call(position, EntryKind.WAIT, "sleep", delay_ms=delay_ms, wake_at=wake_at)
+
+
+async def open_log(db: Executor, *task_ids: int) -> None:
+    created = await store.create_durable_logs(
+        db,
+        store.CreateDurableLogs(
+            list(task_ids), [CREATED] * len(task_ids), [TENANT] * len(task_ids)
+        ),
+    )
+    assert sorted(r["task_id"] for r in created) == sorted(task_ids)
+    bumped = await store.bump_durable_invocations(
+        db, store.BumpDurableInvocations(list(task_ids), [CREATED] * len(task_ids))
+    )
+    assert {r["invocation"] for r in bumped} == {1}
+
+
+async def append(
+    db: Executor, task_id: int, invocation: int, calls: list[Call]
+) -> list[store.Appended]:
+    return await store.append_durable_entries(
+        db,
+        store.AppendDurableEntries(
+            task_id=task_id,
+            created_at=CREATED,
+            invocation=invocation,
+            positions=[c.position for c in calls],
+            kinds=[str(c.kind) for c in calls],
+            names=[c.name for c in calls],
+            fingerprints=[c.fingerprint for c in calls],
+            requests=[None for _ in calls],
+            delays_ms=[c.delay_ms for c in calls],
+            wake_ats=[c.wake_at for c in calls],
+            child_external_ids=[c.child for c in calls],
+            statuses=[c.status for c in calls],
+            results=[None if c.result is None else json.dumps(c.result) for c in calls],
+            errors=[None for _ in calls],
+        ),
+    )
+
+
+async def settle(
+    db: Executor, entries: list[tuple[int, int, int]], fired: str | None = None
+) -> list[store.Settled]:
+    """Settles (task, branch, position) entries 'ok', as a timer firing does."""
+    n = len(entries)
+    return await store.settle_durable_entries(
+        db,
+        store.SettleDurableEntries(
+            task_ids=[t for t, _, _ in entries],
+            created_ats=[CREATED] * n,
+            branches=[b for _, b, _ in entries],
+            positions=[p for _, _, p in entries],
+            statuses=["ok"] * n,
+            results=["null"] * n,
+            errors=[None] * n,
+            fired=[fired] * n,
+            event_ids=[None] * n,
+        ),
+    )
+
+
+async def log_of(db: Executor, task_id: int) -> store.DurableLog:
+    async with db.transaction() as tx:
+        row = await store.lock_durable_log(tx, store.LockDurableLog(task_id, CREATED))
+    assert row is not None
+    return row
+
+
+async def visible(db: Executor, task_id: int) -> list[tuple[int, int]]:
+    rows = await store.visible_durable_log(db, store.VisibleDurableLog(task_id, CREATED))
+    return [(r["position"], r["branch"]) for r in rows]
+
+
+async def test_opening_a_log_twice_keeps_the_first(db: Executor) -> None:
+    await open_log(db, 10)
+    again = await store.create_durable_logs(
+        db, store.CreateDurableLogs([10, 11], [CREATED, CREATED], [TENANT, TENANT])
+    )
+    assert [r["task_id"] for r in again] == [11]
+    log = await log_of(db, 10)
+    assert (log["invocation"], log["active_branch"], log["satisfied_counter"]) == (1, 1, 0)
+    assert log["evicted_at"] is None
+
+
+async def test_an_append_re_sent_is_idempotent_and_a_changed_call_is_detected(
+    db: Executor,
+) -> None:
+    await open_log(db, 1)
+    calls = [step(1, "charge", {"id": 7}), sleep(2, delay_ms=60_000)]
+    first = await append(db, 1, 1, calls)
+    assert [(r["position"], r["inserted"], r["status"]) for r in first] == [
+        (1, True, "ok"),
+        (2, True, "pending"),
+    ]
+    charged, slept = first
+    assert (charged["result"], charged["satisfied_seq"]) == ({"id": 7}, 1)
+    assert charged["satisfied_at"] is not None
+    # the deadline is the database clock's now() plus the delay, written once
+    assert slept["wake_at"] is not None
+    assert slept["wake_at"] - slept["recorded_at"] == timedelta(seconds=60)
+    assert slept["satisfied_seq"] is None
+    assert (await log_of(db, 1))["satisfied_counter"] == 1
+
+    # A re-send (a lost acknowledgement) changes nothing: the same rows come back.
+    again = await append(db, 1, 1, [step(1, "charge", {"id": 8}), sleep(2, delay_ms=5)])
+    assert [r["inserted"] for r in again] == [False, False]
+    assert again[0]["result"] == {"id": 7}
+    assert again[1]["wake_at"] == slept["wake_at"]
+    assert (await log_of(db, 1))["satisfied_counter"] == 1
+
+    # Another call at a recorded position comes back as what was recorded there.
+    other = step(2, "refund")
+    [found] = await append(db, 1, 1, [other])
+    assert not found["inserted"] and found["fingerprint"] == slept["fingerprint"]
+    recorded = Operation(found["kind"], found["name"], found["fingerprint"])
+    with pytest.raises(NonDeterminismError, match="position 2"):
+        check_call(2, recorded, Operation(other.kind, other.name, other.fingerprint))
+
+    # A stale invocation records nothing.
+    assert await append(db, 1, 0, [step(3, "late")]) == []
+    assert await visible(db, 1) == [(1, 1), (2, 1)]
+
+
+async def test_settling_takes_the_next_sequence_under_the_lock(db: Executor) -> None:
+    await open_log(db, 1, 2)
+    await append(db, 1, 1, [step(1, "a"), sleep(2), sleep(3), sleep(4), sleep(5)])
+
+    async def settle_locked(position: int) -> int:
+        async with db.transaction() as tx:
+            await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+            [row] = await settle(tx, [(1, 1, position)], fired="sleep")
+            return row["satisfied_seq"]
+
+    # Two writers at once (a timer and an event, say): one waits for the other's lock, and
+    # each gets its own number.
+    seqs = await asyncio.gather(settle_locked(2), settle_locked(3))
+    assert sorted(seqs) == [2, 3]
+    # A batch numbers its entries in the order given (its logs locked in task id order).
+    async with db.transaction() as tx:
+        locked = await store.lock_durable_logs(
+            tx, store.LockDurableLogs([2, 1], [CREATED, CREATED])
+        )
+        assert [r["task_id"] for r in locked] == [1, 2]
+        rows = await settle(tx, [(1, 1, 5), (1, 1, 4)])
+    assert {r["position"]: r["satisfied_seq"] for r in rows} == {5: 4, 4: 5}
+    # Settling again is a no-op, and the counter does not move.
+    assert await settle(db, [(1, 1, 2)]) == []
+    assert (await log_of(db, 1))["satisfied_counter"] == 5
+    entries = await store.visible_durable_log(db, store.VisibleDurableLog(1, CREATED))
+    assert {e["position"]: e["fired"] for e in entries}[2] == "sleep"
+    assert [e["satisfied_seq"] for e in entries if e["position"] in (4, 5)] == [5, 4]
+
+
+async def test_due_timers_are_shared_between_two_sweepers(db: Executor) -> None:
+    await open_log(db, 1, 2, 3)
+    past = datetime.now(UTC) - timedelta(seconds=10)
+    await append(db, 1, 1, [sleep(1, wake_at=past)])
+    await append(db, 2, 1, [sleep(1, wake_at=past + timedelta(seconds=1))])
+    await append(db, 3, 1, [sleep(1, delay_ms=3_600_000)])  # not due for an hour
+
+    async with db.transaction() as a:
+        first = await store.claim_due_durable_timers(a, store.ClaimDueDurableTimers(limit=1))
+        assert [r["task_id"] for r in first] == [1]
+        async with db.transaction() as b:
+            # Task 1's log is held by the first sweeper: the second skips it.
+            second = await store.claim_due_durable_timers(b, store.ClaimDueDurableTimers(limit=10))
+            assert [r["task_id"] for r in second] == [2]
+            assert [r["position"] for r in await settle(b, [(2, 1, 1)])] == [1]
+        assert [r["task_id"] for r in await settle(a, [(1, 1, 1)])] == [1]
+
+    assert await store.claim_due_durable_timers(db, store.ClaimDueDurableTimers(limit=10)) == []
+    nxt = await store.next_durable_wake_at(db, NoParams())
+    assert nxt is not None and nxt["wake_at"] is not None
+    assert nxt["wake_at"] > datetime.now(UTC) + timedelta(minutes=59)
+
+
+async def test_reset_branches_the_visible_log(db: Executor) -> None:
+    await open_log(db, 1)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await append(db, 1, 1, [step(p, f"s{p}") for p in range(1, 5)] + [sleep(5, wake_at=past)])
+    # the steps of one append are numbered in position order
+    settled = await store.visible_durable_log(db, store.VisibleDurableLog(1, CREATED))
+    assert [e["satisfied_seq"] for e in settled] == [1, 2, 3, 4, None]
+    branches = {1: Branch(None, 1)}
+    recorded = [(1, p) for p in range(1, 6)]
+
+    async def reset(position: int) -> store.Reset | None:
+        async with db.transaction() as tx:
+            await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+            return await store.reset_durable_log(
+                tx, store.ResetDurableLog(1, CREATED, position, "test")
+            )
+
+    # Out of 1 .. last visible + 1: refused, nothing changes.
+    assert await reset(0) is None
+    assert await reset(7) is None
+
+    done = await reset(3)
+    assert done is not None
+    assert (done["branch"], done["parent_branch"], done["invocation"]) == (2, 1, 2)
+    assert done["dropped"] == 1  # the pending sleep at 5 is no longer visible
+    branches[2] = Branch(1, 3)
+    assert await visible(db, 1) == [(1, 1), (2, 1)]
+    # the dropped timer is never claimed; the fenced invocation can no longer append
+    assert await store.claim_due_durable_timers(db, store.ClaimDueDurableTimers(limit=10)) == []
+    assert await append(db, 1, 1, [step(3, "late")]) == []
+
+    # The new invocation records positions 3 and 4 again, on branch 2.
+    rows = await append(db, 1, 2, [step(3, "s3"), step(4, "other")])
+    assert [(r["branch"], r["inserted"]) for r in rows] == [(2, True), (2, True)]
+    recorded += [(2, 3), (2, 4)]
+    assert await visible(db, 1) == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert dict(await visible(db, 1)) == visible_positions(branches, 2, recorded)
+
+    # Reset again below the previous fork: branch 3 shows branch 1's position 1 only.
+    done = await reset(2)
+    assert done is not None and (done["branch"], done["parent_branch"]) == (3, 2)
+    branches[3] = Branch(2, 2)
+    assert await visible(db, 1) == [(1, 1)]
+    assert dict(await visible(db, 1)) == visible_positions(branches, 3, recorded)
+    log = await log_of(db, 1)
+    assert (log["active_branch"], log["invocation"]) == (3, 3)
+
+
+async def test_eviction_is_accepted_only_when_no_wake_up_can_be_lost(db: Executor) -> None:
+    await open_log(db, 1, 2)
+    await append(db, 1, 1, [step(1, "a"), sleep(2)])
+    await append(db, 2, 1, [step(1, "a")])  # waits for nothing
+
+    async def evict(task_id: int, invocation: int, last_seen: int) -> store.Evicted | None:
+        return await store.mark_durable_evicted(
+            db, store.MarkDurableEvicted(task_id, CREATED, invocation, last_seen)
+        )
+
+    assert await evict(1, 0, 1) is None  # a stale invocation
+    assert await evict(1, 1, 0) is None  # a settlement the worker has not seen yet
+    assert await evict(2, 1, 1) is None  # nothing pending
+    accepted = await evict(1, 1, 1)
+    assert accepted is not None and accepted["invocation"] == 1
+    assert await evict(1, 1, 1) is None  # already evicted
+    assert (await log_of(db, 1))["evicted_at"] == accepted["evicted_at"]
+
+    # The settlement that restores it says so.
+    [woken] = await settle(db, [(1, 1, 2)])
+    assert woken["evicted_at"] == accepted["evicted_at"]
+    clear = store.ClearDurableEvicted(1, CREATED)
+    assert await store.clear_durable_evicted(db, clear) == 1
+    assert await store.clear_durable_evicted(db, clear) == 0
+    assert (await log_of(db, 1))["evicted_at"] is None
+
+
+async def test_pending_children_are_found_by_their_run(db: Executor) -> None:
+    await open_log(db, 1)
+    kids = [uuid.uuid4(), uuid.uuid4()]
+    await append(
+        db,
+        1,
+        1,
+        [Call(p, EntryKind.CHILD, "welcome", child=k) for p, k in enumerate(kids, start=1)],
+    )
+    await settle(db, [(1, 1, 1)])
+    rows = await store.pending_child_entries(db, store.PendingChildEntries([*kids, uuid.uuid4()]))
+    assert [(r["position"], r["child_external_id"]) for r in rows] == [(2, kids[1])]
+
+
+async def test_a_run_s_log_moves_into_its_day_partition_and_is_read_from_there(
+    db: Executor, db_url: str
+) -> None:
+    # The tables are partitioned by the run's creation day (like task_history): the
+    # partition upkeep's ensure_partition moves a day's rows out of DEFAULT, and a
+    # statement naming (task_id, created_at) reads that one partition.
+    await open_log(db, 1)
+    await append(db, 1, 1, [step(1, "a"), sleep(2)])
+    conn = await connect(db_url, SCHEMA)
+    try:
+        await conn.set_autocommit(True)
+        day = CREATED.date()
+        for parent in ("durable_log", "durable_branch", "durable_entry"):
+            cur = await conn.execute("SELECT ensure_partition(%s, %s)", (parent, day))
+            assert await cur.fetchone() == (True,)
+            cur = await conn.execute(f"SELECT count(*) FROM {parent}_default")
+            assert await cur.fetchone() == (0,)
+        cur = await conn.execute(
+            "EXPLAIN (COSTS OFF) " + queries["visible_durable_log"],
+            {"task_id": 1, "created_at": CREATED},
+        )
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    finally:
+        await conn.close()
+    assert "_default" not in plan and f"durable_entry_p{day:%Y%m%d}" in plan
+    assert await visible(db, 1) == [(1, 1), (2, 1)]
