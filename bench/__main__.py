@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
+
+# This process starts engines, workers and Postgres (fork, then exec) while gRPC calls are
+# in flight; gRPC's fork handlers have been seen to crash such a child before its exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from rich.console import Console
 

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# This process starts engines, workers and Postgres (fork, then exec) while gRPC calls are
+# in flight; gRPC's fork handlers have been seen to crash such a child before its exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from stoker.db import Executor, connect, open_pool
 from stoker.engine.auth import create_tenant, create_token
 from tests.harness import (
