@@ -24,6 +24,7 @@ from stoker._core.wire import (
 from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
+from stoker._sdk.durable import DurableContext
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
@@ -37,6 +38,7 @@ from stoker.errors import (
     DeclarationError,
     EngineUnavailableError,
     InvalidRequestError,
+    NonDeterminismError,
     NonRetryableError,
     NotFoundError,
     OutputSerializationError,
@@ -58,9 +60,11 @@ __all__ = [
     "DatabaseUnavailableError",
     "DeclarationError",
     "DesiredWorkerLabel",
+    "DurableContext",
     "EngineUnavailableError",
     "Events",
     "InvalidRequestError",
+    "NonDeterminismError",
     "NonRetryableError",
     "NotFoundError",
     "OutputSerializationError",

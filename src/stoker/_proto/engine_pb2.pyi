@@ -48,6 +48,36 @@ RELEASE_SLOT: EventKind.ValueType  # 5
 """The attempt keeps running but gives its slots back to the worker."""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
+class _DurableOp:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DurableOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DurableOp.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DURABLE_OP_UNSPECIFIED: _DurableOp.ValueType  # 0
+    OPEN: _DurableOp.ValueType  # 1
+    """The attempt starts: a new invocation of the log (older ones are fenced off) and the
+    visible log to replay.
+    """
+    SYNC: _DurableOp.ValueType  # 2
+    """Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
+    APPEND: _DurableOp.ValueType  # 3
+    """Record calls made for the first time, under the invocation OPEN gave."""
+
+class DurableOp(_DurableOp, metaclass=_DurableOpEnumTypeWrapper):
+    """Durable tasks (docs/durable.md): what an attempt of a durable task asks of its log."""
+
+DURABLE_OP_UNSPECIFIED: DurableOp.ValueType  # 0
+OPEN: DurableOp.ValueType  # 1
+"""The attempt starts: a new invocation of the log (older ones are fenced off) and the
+visible log to replay.
+"""
+SYNC: DurableOp.ValueType  # 2
+"""Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
+APPEND: DurableOp.ValueType  # 3
+"""Record calls made for the first time, under the invocation OPEN gave."""
+Global___DurableOp: _TypeAlias = DurableOp  # noqa: Y015
+
 @_typing.final
 class PutRateLimitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -559,6 +589,7 @@ class WorkerMessage(_message.Message):
     DRAINING_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
+    DURABLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -569,6 +600,8 @@ class WorkerMessage(_message.Message):
     def labels(self) -> Global___WorkerLabels: ...
     @_builtins.property
     def goodbye(self) -> Global___Goodbye: ...
+    @_builtins.property
+    def durable(self) -> Global___DurableRequest: ...
     def __init__(
         self,
         *,
@@ -577,16 +610,247 @@ class WorkerMessage(_message.Message):
         draining: Global___Draining | None = ...,
         labels: Global___WorkerLabels | None = ...,
         goodbye: Global___Goodbye | None = ...,
+        durable: Global___DurableRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels", "goodbye"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels", "goodbye", "durable"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
 Global___WorkerMessage: _TypeAlias = WorkerMessage  # noqa: Y015
+
+@_typing.final
+class DurableCall(_message.Message):
+    """One call a durable task makes, to record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    DELAY_MS_FIELD_NUMBER: _builtins.int
+    WAKE_AT_MS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    kind: _builtins.str
+    """"step" or "wait"."""
+    name: _builtins.str
+    fingerprint: _builtins.str
+    delay_ms: _builtins.int
+    """A wait's deadline: delay_ms from the database clock, or wake_at_ms (epoch ms) when
+    given as an absolute time (0: none).
+    """
+    wake_at_ms: _builtins.int
+    status: _builtins.str
+    """"pending" for a wait, "ok" for a completed step (with its result, JSON)."""
+    result: _builtins.bytes
+    request: _builtins.bytes
+    """JSON of what the call asked (conditions, options), shown with the log."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+        delay_ms: _builtins.int = ...,
+        wake_at_ms: _builtins.int = ...,
+        status: _builtins.str = ...,
+        result: _builtins.bytes = ...,
+        request: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ms", b"delay_ms", "fingerprint", b"fingerprint", "kind", b"kind", "name", b"name", "position", b"position", "request", b"request", "result", b"result", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableCall: _TypeAlias = DurableCall  # noqa: Y015
+
+@_typing.final
+class DurableRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    INVOCATION_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.int
+    attempt: _builtins.int
+    request_id: _builtins.int
+    """Chosen by the worker to match the reply; unique within the worker's life."""
+    op: Global___DurableOp.ValueType
+    invocation: _builtins.int
+    """APPEND: the invocation OPEN answered with."""
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableCall]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        request_id: _builtins.int = ...,
+        op: Global___DurableOp.ValueType = ...,
+        invocation: _builtins.int = ...,
+        calls: _abc.Iterable[Global___DurableCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "calls", b"calls", "invocation", b"invocation", "op", b"op", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableRequest: _TypeAlias = DurableRequest  # noqa: Y015
+
+@_typing.final
+class DurableEntry(_message.Message):
+    """A recorded call as the log holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    WAKE_AT_MS_FIELD_NUMBER: _builtins.int
+    SATISFIED_SEQ_FIELD_NUMBER: _builtins.int
+    INSERTED_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    kind: _builtins.str
+    name: _builtins.str
+    fingerprint: _builtins.str
+    status: _builtins.str
+    """"pending", "ok" or "error"."""
+    result: _builtins.bytes
+    error: _builtins.bytes
+    wake_at_ms: _builtins.int
+    """Epoch ms of a wait's deadline (0: none)."""
+    satisfied_seq: _builtins.int
+    """The order in which entries were settled (0: not settled), for replay's release gate."""
+    inserted: _builtins.bool
+    """APPEND: true when this request recorded it, false when the position was recorded
+    before (the same call sent again, or another call: non-determinism).
+    """
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+        status: _builtins.str = ...,
+        result: _builtins.bytes = ...,
+        error: _builtins.bytes = ...,
+        wake_at_ms: _builtins.int = ...,
+        satisfied_seq: _builtins.int = ...,
+        inserted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "fingerprint", b"fingerprint", "inserted", b"inserted", "kind", b"kind", "name", b"name", "position", b"position", "result", b"result", "satisfied_seq", b"satisfied_seq", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableEntry: _TypeAlias = DurableEntry  # noqa: Y015
+
+@_typing.final
+class DurableReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INVOCATION_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NOW_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.int
+    attempt: _builtins.int
+    request_id: _builtins.int
+    invocation: _builtins.int
+    now_ms: _builtins.int
+    """The database clock when the reply was made (epoch ms): deadlines are on that clock."""
+    error: _builtins.str
+    """Set when the request was refused (a stale invocation, an attempt not the worker's)."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableEntry]:
+        """OPEN and SYNC: the visible log; APPEND: the entries at the requested positions."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        request_id: _builtins.int = ...,
+        invocation: _builtins.int = ...,
+        entries: _abc.Iterable[Global___DurableEntry] | None = ...,
+        now_ms: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "entries", b"entries", "error", b"error", "invocation", b"invocation", "now_ms", b"now_ms", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableReply: _TypeAlias = DurableReply  # noqa: Y015
+
+@_typing.final
+class DurableWake(_message.Message):
+    """Something in these tasks' logs was settled (a timer fired): the worker re-reads them
+    (SYNC). A hint only: a worker whose wait looks late re-reads on its own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.int
+    attempt: _builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableWake: _TypeAlias = DurableWake  # noqa: Y015
+
+@_typing.final
+class DurableWakes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableWake]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___DurableWake] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableWakes: _TypeAlias = DurableWakes  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):
@@ -727,24 +991,32 @@ class EngineMessage(_message.Message):
     REGISTERED_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     CANCELLATIONS_FIELD_NUMBER: _builtins.int
+    DURABLE_FIELD_NUMBER: _builtins.int
+    DURABLE_WAKES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
     def assignments(self) -> Global___Assignments: ...
     @_builtins.property
     def cancellations(self) -> Global___Cancellations: ...
+    @_builtins.property
+    def durable(self) -> Global___DurableReply: ...
+    @_builtins.property
+    def durable_wakes(self) -> Global___DurableWakes: ...
     def __init__(
         self,
         *,
         registered: Global___Registered | None = ...,
         assignments: Global___Assignments | None = ...,
         cancellations: Global___Cancellations | None = ...,
+        durable: Global___DurableReply | None = ...,
+        durable_wakes: Global___DurableWakes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancellations", b"cancellations", "msg", b"msg", "registered", b"registered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancellations", b"cancellations", "durable", b"durable", "durable_wakes", b"durable_wakes", "msg", b"msg", "registered", b"registered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancellations", b"cancellations", "msg", b"msg", "registered", b"registered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancellations", b"cancellations", "durable", b"durable", "durable_wakes", b"durable_wakes", "msg", b"msg", "registered", b"registered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["registered", "assignments", "cancellations"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["registered", "assignments", "cancellations", "durable", "durable_wakes"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

@@ -9,6 +9,7 @@ interceptors given to ``Stoker(interceptors=[...])``."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import threading
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
+from stoker._sdk.durable import DurableTask
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
@@ -173,6 +175,52 @@ class Stoker:
                     f"a task named {task_name!r} is already declared on this app"
                 )
             declared: Task[Any, Any] = Task(self, f, task_name, declared_options)
+            self.tasks[task_name] = declared
+            return declared
+
+        return declare(fn) if fn is not None else declare
+
+    @overload
+    def durable_task(self, fn: F, /) -> Task[Any, Any]: ...
+
+    @overload
+    def durable_task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
+    ) -> Callable[[F], Task[Any, Any]]: ...
+
+    def durable_task(
+        self, fn: F | None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
+    ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
+        """Declares a durable task (docs/durable.md): an ``async def`` taking ``(input,
+        ctx: DurableContext)`` whose ``ctx.step``, ``ctx.sleep`` and ``ctx.sleep_until``
+        calls are recorded, so that after a crash or a retry the body replays and continues
+        where it stopped. It runs in the workers' durable slot pool (``durable_slots``).
+
+        Options are those of ``@app.task``; ``execution_timeout`` defaults to none here,
+        because it still counts the time a durable task spends asleep.
+        """
+        if "durable" in options:
+            raise DeclarationError("@app.durable_task: durable= is implied; leave it out")
+        options = {"execution_timeout": None, **options, "durable": True}
+        try:
+            declared_options = TaskOptions(**options)
+        except TypeError as exc:
+            raise DeclarationError(f"@app.durable_task: {exc}") from None
+
+        def declare(f: F) -> Task[Any, Any]:
+            task_name = name or getattr(f, "__name__", "")
+            if not task_name:
+                raise DeclarationError("a durable task needs a name: pass name=...")
+            if not inspect.iscoroutinefunction(f):
+                raise DeclarationError(
+                    f"durable task {task_name!r}: the function must be async (async def); "
+                    "a durable body awaits its steps and sleeps"
+                )
+            if task_name in self.tasks:
+                raise DeclarationError(
+                    f"a task named {task_name!r} is already declared on this app"
+                )
+            declared = DurableTask(self, f, task_name, declared_options)
             self.tasks[task_name] = declared
             return declared
 

@@ -7,7 +7,9 @@
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
 * runs — waiting for results, cancel and replay;
 * controllers — the leader loops, one per module: leadership, timeouts, worker liveness,
-  the DAG sweeper, retention (their rounds run on the leader replica only);
+  the DAG sweeper, durable timers, retention (their rounds run on the leader replica only);
+* durable — durable tasks' logs, read and appended over the worker streams, and the
+  wake-up hints sent to workers when a log is settled;
 * api — the REST API over HTTP.
 
 The gRPC server (:mod:`stoker.engine.rpc`) is the front door of ingest and dispatcher.
@@ -32,6 +34,7 @@ from stoker.db import Executor, open_pool
 from stoker.engine import watchdog
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
+from stoker.engine.controllers.durable_timers import DurableTimers
 from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
@@ -40,6 +43,8 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.durable import DurableLogs, Wakes
+from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
@@ -127,6 +132,12 @@ class Engine:
             interval_s=s.controller_interval_s,
             worker_dead_after_s=s.worker_dead_after_s,
         )
+        self.wakes = Wakes(db, self.dispatcher.push_here, engine_id=self.engine_id)
+        self.durable_timers = DurableTimers(
+            db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+        )
+        self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
+        self.dispatcher.durable_handler = self.durable_logs.handle
         self.auth = TokenAuth(
             db,
             cache_ttl_s=s.auth_cache_ttl_s,
@@ -141,7 +152,11 @@ class Engine:
             s.schema_name,
             self.engine_id,
             {QUEUE: self.signals.remote_queued, FINISHED: self.signals.remote_finished},
-            {CANCEL: self.dispatcher.cancel_remote, TOKEN_CHANNEL: self.auth.on_revoked},
+            {
+                CANCEL: self.dispatcher.cancel_remote,
+                TOKEN_CHANNEL: self.auth.on_revoked,
+                DURABLE_CHANNEL: self.wakes.on_remote,
+            },
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(
@@ -164,6 +179,7 @@ class Engine:
             self.timeouts,
             self.liveness,
             self.sweeper,
+            self.durable_timers,
             self.retention,
         ]
         if s.http_enabled:

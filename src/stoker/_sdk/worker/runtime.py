@@ -32,9 +32,10 @@ from pydantic import ValidationError
 
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import AttemptState, Context, current_context
+from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.session import Outbox
-from stoker.errors import NonRetryableError, RetryAfter, TaskTimeoutError
+from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
 log = logging.getLogger("stoker.worker")
 
@@ -143,7 +144,7 @@ class Runtime:
             on_release_slot=release_slot,
             on_spawn=self._check_parent_slots,
         )
-        ctx = Context(
+        about: dict[str, Any] = dict(
             run_id=a.run_id,
             task_name=a.task_name,
             attempt=a.attempt,
@@ -152,6 +153,11 @@ class Runtime:
             worker_id=self.worker_id,
             task_id=a.task_id,
             state=state,
+        )
+        ctx = (
+            DurableContext(log=DurableLog(a.task_id, a.attempt, outbox.put_control), **about)
+            if isinstance(task, DurableTask)
+            else Context(**about)
         )
         if task is None:
             outbox.put(
@@ -170,6 +176,33 @@ class Runtime:
             pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=now_ms())
         )
         attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
+
+    def _durable_log(self, task_id: int, attempt_no: int) -> DurableLog | None:
+        attempt = self.running.get(task_id)
+        if attempt is None or attempt.assignment.attempt != attempt_no:
+            return None
+        ctx = attempt.ctx
+        return ctx.log if isinstance(ctx, DurableContext) else None
+
+    def durable_reply(self, reply: pb.DurableReply) -> None:
+        """The engine answered a durable attempt's request."""
+        log = self._durable_log(reply.task_id, reply.attempt)
+        if log is not None:
+            log.on_reply(reply)
+
+    def durable_wakes(self, wakes: Iterable[pb.DurableWake]) -> None:
+        """The engine settled something in these attempts' logs: they re-read them."""
+        for w in wakes:
+            log = self._durable_log(w.task_id, w.attempt)
+            if log is not None:
+                log.on_wake()
+
+    def reconnected(self) -> None:
+        """A new stream is up: durable requests lost with the old one are sent again."""
+        queued = self.outbox.control
+        for attempt in list(self.running.values()):
+            if isinstance(attempt.ctx, DurableContext):
+                attempt.ctx.log.resend(lambda m: any(m is q for q in queued))
 
     def cancel(self, task_id: int, attempt_no: int, reason: str) -> None:
         """Ends an attempt the engine ended (or that is handed back): nothing is reported."""
@@ -204,7 +237,11 @@ class Runtime:
                 self._fail(attempt, "InputValidationError", str(exc), "", retryable=False)
                 return
             try:
+                if isinstance(ctx, DurableContext):
+                    await ctx.log.open()
                 result = await self._call(attempt, value)
+                if isinstance(ctx, DurableContext) and ctx.log.diverged is not None:
+                    raise ctx.log.diverged  # caught by the body, yet the replay diverged
             except asyncio.CancelledError:
                 if ctx.is_cancelled:
                     return  # the engine ended this attempt; nothing to report
@@ -212,7 +249,7 @@ class Runtime:
             except TaskTimeoutError as exc:
                 self._fail(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
                 return
-            except NonRetryableError as exc:
+            except (NonRetryableError, NonDeterminismError) as exc:
                 self._fail(
                     attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False
                 )
@@ -228,8 +265,13 @@ class Runtime:
                 )
                 return
             except Exception as exc:
+                diverged = isinstance(ctx, DurableContext) and ctx.log.diverged is not None
                 self._fail(
-                    attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=True
+                    attempt,
+                    type(exc).__name__,
+                    str(exc),
+                    traceback.format_exc(),
+                    retryable=not diverged,
                 )
                 return
             try:

@@ -205,6 +205,7 @@ class Session:
         life.reconnect.clear()
         registered.set()
         life.connected.set()
+        runtime.reconnected()
         log.info(
             "worker %s connected (%s, %d slots)",
             self.name,
@@ -337,3 +338,7 @@ class Session:
             elif kind == "cancellations":
                 for c in msg.cancellations.items:
                     self.runtime.cancel(c.task_id, c.attempt, c.reason)
+            elif kind == "durable":
+                self.runtime.durable_reply(msg.durable)
+            elif kind == "durable_wakes":
+                self.runtime.durable_wakes(msg.durable_wakes.items)

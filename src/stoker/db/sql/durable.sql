@@ -272,3 +272,20 @@ dropped AS (
 SELECT log.active_branch AS branch, log.parent_branch, log.invocation, log.tenant_id,
        (SELECT count(*) FROM dropped) AS dropped
 FROM log;
+
+-- name: durable_attempt
+-- The run behind a durable request, when (task_id, attempt) is running on that worker of
+-- that tenant (nothing otherwise: the request is refused), and the database clock, which
+-- deadlines are measured on.
+SELECT t.id AS task_id, t.created_at, t.tenant_id, now() AS db_now
+FROM task_runtime r
+JOIN task t ON t.id = r.task_id
+WHERE r.task_id = %(task_id)s AND r.attempt = %(attempt)s AND r.worker_id = %(worker_id)s
+  AND r.tenant_id = %(tenant_id)s;
+
+-- name: durable_task_workers
+-- The attempt and worker each of these tasks runs on now (a task with no running attempt
+-- is left out), for telling the worker that its log changed.
+SELECT task_id, attempt, worker_id
+FROM task_runtime
+WHERE task_id = ANY(%(task_ids)s::bigint[]);

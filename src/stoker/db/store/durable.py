@@ -275,3 +275,39 @@ class Reset(TypedDict):
 
 
 reset_durable_log = One[ResetDurableLog, Reset]("reset_durable_log")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableAttempt:
+    task_id: int
+    attempt: int
+    worker_id: int
+    tenant_id: int
+
+
+class AttemptRun(TypedDict):
+    """The run a worker's durable request is about, and the database clock."""
+
+    task_id: int
+    created_at: datetime
+    tenant_id: int
+    db_now: datetime
+
+
+durable_attempt = One[DurableAttempt, AttemptRun]("durable_attempt")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableTaskWorkers:
+    task_ids: list[int]
+
+
+class TaskWorker(TypedDict):
+    """Where a task runs now."""
+
+    task_id: int
+    attempt: int
+    worker_id: int
+
+
+durable_task_workers = Many[DurableTaskWorkers, TaskWorker]("durable_task_workers")

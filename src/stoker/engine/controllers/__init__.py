@@ -9,6 +9,7 @@ replica holds the leader lease, so one replica at a time does the upkeep:
 * :mod:`~stoker.engine.controllers.liveness` — workers that stopped sending heartbeats;
 * :mod:`~stoker.engine.controllers.sweeper` — due sleeps of workflow steps, stalled
   workflow runs;
+* :mod:`~stoker.engine.controllers.durable_timers` — due sleeps of durable tasks;
 * :mod:`~stoker.engine.controllers.retention` — moving finished runs to history, day
   partitions, vacuum, expired request keys.
 

@@ -70,7 +70,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from prometheus_client import Counter
 
@@ -87,6 +87,10 @@ from stoker.engine.signals import Signals
 from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.dispatcher")
+
+DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableReply]]
+"""Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
+(:class:`stoker.engine.durable.DurableLogs`)."""
 
 REJECTED = Counter(
     "stoker_worker_messages_rejected",
@@ -161,6 +165,8 @@ class Dispatcher(LoopService):
         self._failed: list[AttemptEnd] = []
         self._refresh: list[tuple[int, pb.TaskEvent]] = []
         self.rejections = Rejections()
+        self.durable_handler: DurableHandler | None = None
+        """Where the durable requests of attempts go (set by the engine)."""
 
     # -- what the scheduler sees --------------------------------------------------------
 
@@ -186,6 +192,14 @@ class Dispatcher(LoopService):
                 conn.unhold(a.task_id, a.attempt)
             return False
         conn.outbox.put_nowait(pb.EngineMessage(assignments=pb.Assignments(items=items)))
+        return True
+
+    def push_here(self, worker_id: int, msg: pb.EngineMessage) -> bool:
+        """Puts ``msg`` on the stream of a worker connected here; False when it is not."""
+        conn = self._conns.get(worker_id)
+        if conn is None or conn.closed:
+            return False
+        conn.outbox.put_nowait(msg)
         return True
 
     async def cancel(self, worker_id: int, items: Iterable[tuple[int, int, str]]) -> None:
@@ -391,6 +405,8 @@ class Dispatcher(LoopService):
                 kind = msg.WhichOneof("msg")
                 if kind == "events":
                     self._take(conn, msg.events.events)
+                elif kind == "durable":
+                    await self._durable(conn, msg.durable)
                 elif kind == "draining":
                     conn.draining = True
                 elif kind == "goodbye":
@@ -407,6 +423,28 @@ class Dispatcher(LoopService):
         except Exception as exc:
             log.info("worker %s stream ended: %s", conn.name, exc)
         conn.close()
+
+    async def _durable(self, conn: WorkerConn, req: pb.DurableRequest) -> None:
+        """Answers a durable request of an attempt this connection holds, in stream order
+        (a failure ends the stream; the worker reconnects and asks again)."""
+        held = conn.running.get(req.task_id)
+        if held is None or held.attempt != req.attempt or self.durable_handler is None:
+            self.rejections.reject(
+                "not_held",
+                1,
+                f"worker {conn.name} ({conn.external_id}) sent a durable request for task "
+                f"{req.task_id} attempt {req.attempt}, which it does not hold",
+            )
+            reply = pb.DurableReply(
+                task_id=req.task_id,
+                attempt=req.attempt,
+                request_id=req.request_id,
+                error="the attempt is not held by this worker",
+            )
+        else:
+            reply = await self.durable_handler(conn.worker_id, conn.tenant_id, req)
+        if not conn.closed:
+            conn.outbox.put_nowait(pb.EngineMessage(durable=reply))
 
     def _take(self, conn: WorkerConn, events: Iterable[pb.TaskEvent]) -> None:
         freed = False

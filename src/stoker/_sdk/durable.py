@@ -1,0 +1,325 @@
+"""Durable tasks in the SDK (docs/durable.md): :class:`DurableTask`, the
+:class:`DurableContext` its body receives, and :class:`DurableLog`, the attempt's view of
+its log in the engine.
+
+A durable body's calls — ``ctx.step``, ``ctx.sleep``, ``ctx.sleep_until`` — each take the
+next position *when called* (before any ``await``), so numbering follows program order.
+When the attempt starts, the log is opened (a new invocation; the engine fences off older
+ones) and its visible entries come back; a call whose position is recorded is checked
+against the record (:func:`stoker._core.durable.check_call`) and returns its recorded
+outcome at once, through the :class:`~stoker._core.durable.ReleaseGate` so completions
+come back in their original order. A new call is appended over the worker's stream and
+acknowledged before the body continues: a step after it ran (so a completed step never
+runs again, a step in flight during a crash runs again), a sleep with its deadline
+computed by the engine from the database clock (so it never moves).
+
+A pending wait is resolved when the engine hints that the log changed (``DurableWakes``)
+and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
+clock re-reads on its own, so a lost hint costs latency, not the wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from stoker._core.durable import (
+    EntryKind,
+    EntryStatus,
+    Operation,
+    ReleaseGate,
+    check_call,
+    fingerprint,
+)
+from stoker._proto import engine_pb2 as pb
+from stoker._sdk.context import Context
+from stoker._sdk.task import Task
+from stoker.errors import NonDeterminismError, OutputSerializationError, StokerError
+
+T = TypeVar("T")
+
+LATE_S = 1.0
+"""How long past its deadline (on the database clock) a sleep waits for the engine's hint
+before it re-reads its log itself."""
+
+RESYNC_S = 5.0
+"""Then how often it re-reads while still pending."""
+
+_request_ids = itertools.count(1)
+
+_SLEEP = "sleep"
+_SLEEP_FP = fingerprint(EntryKind.WAIT, _SLEEP, timer=True)
+
+
+class DurableTask(Task[Any, Any]):
+    """A task declared with ``@app.durable_task``: an ``async def`` whose steps and sleeps
+    are recorded and replayed. Run it like any task."""
+
+
+class DurableLog:
+    """One attempt's view of its durable log, and its requests to the engine.
+
+    ``send`` queues a message on the worker's stream (before task events). Requests whose
+    reply was lost with a broken stream are sent again on the next (:meth:`resend`):
+    appends are idempotent by position and fingerprint, and a re-sent ``OPEN`` can only
+    precede the body's first call.
+    """
+
+    def __init__(
+        self, task_id: int, attempt: int, send: Callable[[pb.WorkerMessage], None]
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self._send = send
+        self.invocation = 0
+        self.recorded: dict[int, pb.DurableEntry] = {}
+        self.gate = ReleaseGate({})
+        self._next = 1
+        self._offset_ms = 0.0  # database clock minus this machine's
+        self._requests: dict[int, tuple[pb.WorkerMessage, asyncio.Future[pb.DurableReply]]] = {}
+        self._waiters: dict[int, asyncio.Future[pb.DurableEntry]] = {}
+        self._syncing = False
+        self.diverged: NonDeterminismError | None = None
+        """The divergence found, kept even if the body caught it: the run fails with it."""
+
+    # -- positions ----------------------------------------------------------------------
+
+    def take(self, kind: EntryKind, name: str, fp: str) -> tuple[int, pb.DurableEntry | None]:
+        """The next position and what it recorded; NonDeterminismError if another call."""
+        position = self._next
+        self._next += 1
+        recorded = self.recorded.get(position)
+        if recorded is not None:
+            try:
+                check_call(
+                    position,
+                    Operation(recorded.kind, recorded.name, recorded.fingerprint),
+                    Operation(str(kind), name, fp),
+                )
+            except NonDeterminismError as exc:
+                self.diverged = exc
+                raise
+        return position, recorded
+
+    def check_appended(self, entry: pb.DurableEntry, kind: EntryKind, name: str, fp: str) -> None:
+        """An append answered with an entry recorded before (a re-send): it must be ours."""
+        if entry.inserted:
+            return
+        try:
+            check_call(
+                entry.position,
+                Operation(entry.kind, entry.name, entry.fingerprint),
+                Operation(str(kind), name, fp),
+            )
+        except NonDeterminismError as exc:
+            self.diverged = exc
+            raise
+
+    # -- requests -----------------------------------------------------------------------
+
+    def db_now_ms(self) -> float:
+        """Now on the database clock (as of the last reply), epoch milliseconds."""
+        return time.time() * 1000 + self._offset_ms
+
+    async def request(
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = ()
+    ) -> pb.DurableReply:
+        """Sends a request and waits for its reply; StokerError when the engine refused it."""
+        req = pb.DurableRequest(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            request_id=next(_request_ids),
+            op=op,
+            invocation=self.invocation,
+            calls=calls,
+        )
+        msg = pb.WorkerMessage(durable=req)
+        fut: asyncio.Future[pb.DurableReply] = asyncio.get_running_loop().create_future()
+        self._requests[req.request_id] = (msg, fut)
+        self._send(msg)
+        try:
+            reply = await fut
+        finally:
+            self._requests.pop(req.request_id, None)
+        if reply.error:
+            raise StokerError(f"durable task log: {reply.error}")
+        return reply
+
+    def resend(self, still_queued: Callable[[pb.WorkerMessage], bool]) -> None:
+        """After a reconnect: sends again the requests written on the broken stream."""
+        for msg, fut in list(self._requests.values()):
+            if not fut.done() and not still_queued(msg):
+                self._send(msg)
+
+    def on_reply(self, reply: pb.DurableReply) -> None:
+        """A reply from the engine (to this attempt's request)."""
+        if reply.now_ms:
+            self._offset_ms = reply.now_ms - time.time() * 1000
+        pending = self._requests.get(reply.request_id)
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(reply)
+        if not reply.error:
+            self._settle(reply.entries)
+
+    def on_wake(self) -> None:
+        """The engine settled something in this log: re-read it (once at a time)."""
+        if not self._syncing:
+            asyncio.get_running_loop().create_task(self.sync())
+
+    async def sync(self) -> None:
+        """Re-reads the visible log; settled entries resolve their waits."""
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            await self.request(pb.SYNC)
+        except StokerError:
+            pass  # the attempt ended; its cancellation follows
+        finally:
+            self._syncing = False
+
+    def _settle(self, entries: Any) -> None:
+        for entry in entries:
+            if entry.status == EntryStatus.PENDING:
+                continue
+            waiter = self._waiters.get(entry.position)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(entry)
+
+    async def open(self) -> None:
+        """Starts this attempt's invocation and loads the log to replay."""
+        reply = await self.request(pb.OPEN)
+        self.invocation = reply.invocation
+        self.recorded = {e.position: e for e in reply.entries}
+        self.gate = ReleaseGate(
+            {e.satisfied_seq: e.position for e in reply.entries if e.satisfied_seq}
+        )
+
+    async def append(self, call: pb.DurableCall) -> pb.DurableEntry:
+        """Records one call and returns its entry as the log holds it."""
+        reply = await self.request(pb.APPEND, [call])
+        return reply.entries[0]
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    async def outcome(self, entry: pb.DurableEntry) -> pb.DurableEntry:
+        """Waits until ``entry`` is settled (a sleep past its deadline counts as settled)
+        and its turn in the release gate came; returns the settled entry."""
+        if entry.status == EntryStatus.PENDING:
+            if entry.wake_at_ms and entry.wake_at_ms <= self.db_now_ms():
+                return entry
+            entry = await self._wait(entry)
+        if entry.satisfied_seq:
+            await self.gate.release(entry.satisfied_seq)
+        return entry
+
+    async def _wait(self, entry: pb.DurableEntry) -> pb.DurableEntry:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiters.setdefault(entry.position, loop.create_future())
+        try:
+            timeout = LATE_S
+            if entry.wake_at_ms:
+                timeout += max(0.0, (entry.wake_at_ms - self.db_now_ms()) / 1000)
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                except TimeoutError:
+                    await self.sync()  # a lost hint: look for ourselves
+                    timeout = RESYNC_S
+        finally:
+            self._waiters.pop(entry.position, None)
+
+
+class DurableContext(Context):
+    """The context of a durable task: a :class:`~stoker.Context` plus the durable calls.
+
+    Each call takes the next position in the task's log when it is made; on a replay
+    (after a crash or a retry) recorded calls return their recorded outcome at once, and a
+    call that differs from the record raises :class:`~stoker.errors.NonDeterminismError`,
+    which fails the run without a retry.
+    """
+
+    def __init__(self, *, log: DurableLog, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log = log
+        """The attempt's durable log (positions, replay, the engine's replies)."""
+
+    def sleep(self, duration: float | timedelta) -> Awaitable[None]:
+        """Sleeps ``duration`` (seconds or a timedelta). The deadline is computed once, by
+        the engine from the database clock, and never moves across crashes and retries."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"ctx.sleep needs a duration >= 0, got {duration!r}")
+        return self._sleep(pb.DurableCall(delay_ms=round(seconds * 1000)))
+
+    def sleep_until(self, when: datetime) -> Awaitable[None]:
+        """Sleeps until ``when`` (a timezone-aware datetime); at once if it has passed."""
+        if not isinstance(when, datetime) or when.tzinfo is None:
+            raise ValueError(f"ctx.sleep_until needs a timezone-aware datetime, got {when!r}")
+        return self._sleep(pb.DurableCall(wake_at_ms=max(1, round(when.timestamp() * 1000))))
+
+    def _sleep(self, call: pb.DurableCall) -> Awaitable[None]:
+        position, recorded = self.log.take(EntryKind.WAIT, _SLEEP, _SLEEP_FP)
+        call.position, call.kind, call.name = position, str(EntryKind.WAIT), _SLEEP
+        call.fingerprint, call.status = _SLEEP_FP, str(EntryStatus.PENDING)
+        return self._slept(call, recorded)
+
+    async def _slept(self, call: pb.DurableCall, recorded: pb.DurableEntry | None) -> None:
+        entry = recorded
+        if entry is None:
+            entry = await self.log.append(call)
+            self.log.check_appended(entry, EntryKind.WAIT, _SLEEP, _SLEEP_FP)
+        await self.log.outcome(entry)
+
+    def step(
+        self, fn: Callable[..., T | Awaitable[T]], *args: Any, name: str | None = None
+    ) -> Awaitable[T]:
+        """Runs ``fn(*args)`` once and records its result (JSON); on a replay the recorded
+        result is returned without calling ``fn``. ``fn`` may be sync (run in a thread) or
+        async; ``name`` (default: the function's name) identifies the step in the log."""
+        step_name = name or getattr(fn, "__name__", None) or repr(fn)
+        fp = fingerprint(EntryKind.STEP, step_name)
+        position, recorded = self.log.take(EntryKind.STEP, step_name, fp)
+        return self._step(position, recorded, fn, args, step_name, fp)
+
+    async def _step(
+        self,
+        position: int,
+        recorded: pb.DurableEntry | None,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: str,
+        fp: str,
+    ) -> Any:
+        if recorded is None:
+            if inspect.iscoroutinefunction(fn):
+                value = await fn(*args)
+            else:
+                value = await asyncio.to_thread(fn, *args)
+                if inspect.isawaitable(value):
+                    value = await value
+            try:
+                raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise OutputSerializationError(
+                    f"durable step {name!r} (position {position}) returned a "
+                    f"{type(value).__name__}, which is not JSON: {exc}"
+                ) from None
+            call = pb.DurableCall(
+                position=position,
+                kind=str(EntryKind.STEP),
+                name=name,
+                fingerprint=fp,
+                status=str(EntryStatus.OK),
+                result=raw.encode(),
+            )
+            recorded = await self.log.append(call)
+            self.log.check_appended(recorded, EntryKind.STEP, name, fp)
+        entry = await self.log.outcome(recorded)
+        return json.loads(entry.result) if entry.result else None

@@ -1,0 +1,91 @@
+"""Durable timers: fires the due sleeps of durable tasks (leader only).
+
+Each round the leader claims the pending log entries whose ``wake_at`` passed
+(``claim_due_durable_timers``: their logs locked, ``SKIP LOCKED`` so a worker's append to
+the same log never waits for a round), settles them ``ok`` in the same transaction, and
+after the commit hints the workers running those tasks (:class:`~stoker.engine.durable.Wakes`),
+which re-read their logs and resume. A task with no running attempt (its worker died) is
+only settled: its next attempt replays the sleep as done.
+
+Between rounds it sleeps until the earliest pending deadline (at most ``interval_s``), and
+is woken at once when this replica records a new deadline (:meth:`DurableTimers.wake`);
+a deadline recorded on another replica is seen by the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from stoker.db import Executor, NoParams
+from stoker.db.store import durable as store
+from stoker.engine.controllers.leadership import Leadership
+from stoker.engine.durable import Wakes
+from stoker.engine.service import LoopService
+
+log = logging.getLogger("stoker.engine.controllers")
+
+_BATCH = 500
+
+
+class DurableTimers(LoopService):
+    """Fires due durable sleeps and wakes their workers, on the leader."""
+
+    name = "durable-timers"
+
+    def __init__(
+        self, db: Executor, wakes: Wakes, leadership: Leadership, *, interval_s: float
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._wakes = wakes
+        self._leadership = leadership
+        self._interval = interval_s
+        self._wake = self.signal()
+        self.fired = 0
+        """Timers fired by this replica (for tests and metrics)."""
+
+    def wake(self) -> None:
+        """A deadline was recorded: re-read when the next one is due."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            delay = self._interval
+            if self._leadership.is_leader:
+                delay = await self.round()
+            await self._wake.wait(delay)
+
+    async def round(self) -> float:
+        """Fires what is due; returns seconds until the next deadline (at most the interval)."""
+        by_worker: dict[int, list[tuple[int, int]]] = {}
+        async with self._db.transaction() as tx:
+            due = await store.claim_due_durable_timers(tx, store.ClaimDueDurableTimers(_BATCH))
+            if due:
+                settled = await store.settle_durable_entries(
+                    tx,
+                    store.SettleDurableEntries(
+                        task_ids=[d["task_id"] for d in due],
+                        created_ats=[d["created_at"] for d in due],
+                        branches=[d["branch"] for d in due],
+                        positions=[d["position"] for d in due],
+                        statuses=["ok" for _ in due],
+                        results=[None for _ in due],
+                        errors=[None for _ in due],
+                        fired=["timer" for _ in due],
+                        event_ids=[None for _ in due],
+                    ),
+                )
+                tasks = sorted({s["task_id"] for s in settled})
+                for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(tasks)):
+                    by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
+                self.fired += len(settled)
+        if by_worker:
+            await self._wakes.send(by_worker)
+        if len(due) >= _BATCH:
+            return 0.0
+        nxt = await store.next_durable_wake_at(self._db, NoParams())
+        if nxt is None or nxt["wake_at"] is None:
+            return self._interval
+        left = (nxt["wake_at"] - datetime.now(UTC)).total_seconds()
+        return float(max(0.005, min(self._interval, left)))

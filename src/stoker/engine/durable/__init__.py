@@ -1,0 +1,18 @@
+"""Durable tasks on the engine side (docs/durable.md): the log a durable attempt reads and
+appends to over its worker's stream, and the wake-up hints sent to workers when something
+in a log is settled.
+
+* :mod:`~stoker.engine.durable.log` — :class:`~stoker.engine.durable.log.DurableLogs`
+  answers a worker's durable requests (open an invocation, re-read, append calls), each in
+  one transaction under the log's row lock;
+* :mod:`~stoker.engine.durable.wake` — :class:`~stoker.engine.durable.wake.Wakes` tells
+  the workers running tasks whose logs changed, directly when connected here, else through
+  the replica holding the stream (``stoker_durable``).
+
+The leader loop that fires due timers is :mod:`stoker.engine.controllers.durable_timers`.
+"""
+
+from stoker.engine.durable.log import DurableLogs
+from stoker.engine.durable.wake import Wakes
+
+__all__ = ["DurableLogs", "Wakes"]
