@@ -87,6 +87,25 @@ def test_a_killed_worker_s_run_resumes_with_its_step_done_and_its_deadline_kept(
     assert (done - wake_at).total_seconds() < 1.5
 
 
+def test_an_engine_restart_mid_sleep_loses_neither_the_step_nor_the_wake_up(
+    engine_factory: Any, tenant_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    worker = worker_factory("tests.apps.durable:app", durable_slots=2, engine=eng, tenant=ten)
+    client = durable.declare(Stoker(address=eng.grpc_address, token=ten.token, connect_timeout=60))
+    ref = client.tasks["chores"].run_no_wait(Chores(dir=str(tmp_path), seconds=3))
+    wait_until(lambda: len(entries(eng.db_url, ref.run_id)) == 2, what="the sleep to be recorded")
+    wake_at = entries(eng.db_url, ref.run_id)[1]["wake_at"]
+    eng.restart()  # SIGKILL: the worker's stream breaks, the leader lease must expire
+    # The same attempt on the same worker resumes: it reconnected and was woken.
+    assert ref.result(timeout=90) == {"count": 1, "attempt": 0, "pid": worker.pid}
+    assert len((tmp_path / "side-effects").read_text().splitlines()) == 1
+    sleep = entries(eng.db_url, ref.run_id)[1]
+    assert (sleep["status"], sleep["wake_at"]) == ("ok", wake_at)
+    assert sleep["satisfied_at"] >= wake_at
+
+
 def test_a_replay_that_calls_another_step_fails_the_run_without_retries(
     app: Stoker, engine: Any, tenant: Any, tmp_path: Path
 ) -> None:
