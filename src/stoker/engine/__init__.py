@@ -91,6 +91,21 @@ class Engine:
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
         )
+        self.leadership = Leadership(
+            db,
+            engine_id=self.engine_id,
+            interval_s=s.controller_interval_s,
+            lease_ttl_s=s.lease_ttl_s,
+        )
+        # Durable tasks: the dispatcher hands their requests to the logs; the timers hint
+        # workers through the dispatcher's streams (built next, hence the late lookup).
+        self.wakes = Wakes(
+            db, lambda worker, msg: self.dispatcher.push_here(worker, msg), engine_id=self.engine_id
+        )
+        self.durable_timers = DurableTimers(
+            db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+        )
+        self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -99,6 +114,7 @@ class Engine:
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
+            durable=self.durable_logs.handle,
         )
         self.scheduler = Scheduler(
             db,
@@ -109,12 +125,6 @@ class Engine:
             batch=s.scheduler_batch,
             poll_s=s.scheduler_poll_s,
             defer_ms=s.scheduler_defer_ms,
-        )
-        self.leadership = Leadership(
-            db,
-            engine_id=self.engine_id,
-            interval_s=s.controller_interval_s,
-            lease_ttl_s=s.lease_ttl_s,
         )
         self.timeouts = Timeouts(
             db,
@@ -132,12 +142,6 @@ class Engine:
             interval_s=s.controller_interval_s,
             worker_dead_after_s=s.worker_dead_after_s,
         )
-        self.wakes = Wakes(db, self.dispatcher.push_here, engine_id=self.engine_id)
-        self.durable_timers = DurableTimers(
-            db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
-        )
-        self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
-        self.dispatcher.durable_handler = self.durable_logs.handle
         self.auth = TokenAuth(
             db,
             cache_ttl_s=s.auth_cache_ttl_s,

@@ -147,6 +147,7 @@ class Dispatcher(LoopService):
         max_payload_bytes: int,
         flush_interval_ms: float,
         flush_max_items: int,
+        durable: DurableHandler | None = None,
     ) -> None:
         super().__init__()
         self._db = db
@@ -165,8 +166,8 @@ class Dispatcher(LoopService):
         self._failed: list[AttemptEnd] = []
         self._refresh: list[tuple[int, pb.TaskEvent]] = []
         self.rejections = Rejections()
-        self.durable_handler: DurableHandler | None = None
-        """Where the durable requests of attempts go (set by the engine)."""
+        self._durable_handler = durable
+        """Where the durable requests of attempts go (None: refused)."""
 
     # -- what the scheduler sees --------------------------------------------------------
 
@@ -428,7 +429,7 @@ class Dispatcher(LoopService):
         """Answers a durable request of an attempt this connection holds, in stream order
         (a failure ends the stream; the worker reconnects and asks again)."""
         held = conn.running.get(req.task_id)
-        if held is None or held.attempt != req.attempt or self.durable_handler is None:
+        if held is None or held.attempt != req.attempt or self._durable_handler is None:
             self.rejections.reject(
                 "not_held",
                 1,
@@ -442,7 +443,7 @@ class Dispatcher(LoopService):
                 error="the attempt is not held by this worker",
             )
         else:
-            reply = await self.durable_handler(conn.worker_id, conn.tenant_id, req)
+            reply = await self._durable_handler(conn.worker_id, conn.tenant_id, req)
         if not conn.closed:
             conn.outbox.put_nowait(pb.EngineMessage(durable=reply))
 
