@@ -84,7 +84,9 @@ class DurableLog:
         self._offset_ms = 0.0  # database clock minus this machine's
         self._requests: dict[int, tuple[pb.WorkerMessage, asyncio.Future[pb.DurableReply]]] = {}
         self._waiters: dict[int, asyncio.Future[pb.DurableEntry]] = {}
+        self._settled: dict[int, pb.DurableEntry] = {}  # settlements seen on re-reads
         self._syncing = False
+        self._sync_task: asyncio.Task[None] | None = None
         self.diverged: NonDeterminismError | None = None
         """The divergence found, kept even if the body caught it: the run fails with it."""
 
@@ -170,7 +172,7 @@ class DurableLog:
     def on_wake(self) -> None:
         """The engine settled something in this log: re-read it (once at a time)."""
         if not self._syncing:
-            asyncio.get_running_loop().create_task(self.sync())
+            self._sync_task = asyncio.get_running_loop().create_task(self.sync())
 
     async def sync(self) -> None:
         """Re-reads the visible log; settled entries resolve their waits."""
@@ -188,6 +190,7 @@ class DurableLog:
         for entry in entries:
             if entry.status == EntryStatus.PENDING:
                 continue
+            self._settled[entry.position] = entry
             waiter = self._waiters.get(entry.position)
             if waiter is not None and not waiter.done():
                 waiter.set_result(entry)
@@ -220,6 +223,9 @@ class DurableLog:
         return entry
 
     async def _wait(self, entry: pb.DurableEntry) -> pb.DurableEntry:
+        settled = self._settled.get(entry.position)
+        if settled is not None:  # a re-read saw it settled before the call got here
+            return settled
         loop = asyncio.get_running_loop()
         waiter = self._waiters.setdefault(entry.position, loop.create_future())
         try:
@@ -280,8 +286,10 @@ class DurableContext(Context):
     def step(
         self, fn: Callable[..., T | Awaitable[T]], *args: Any, name: str | None = None
     ) -> Awaitable[T]:
-        """Runs ``fn(*args)`` once and records its result (JSON); on a replay the recorded
-        result is returned without calling ``fn``. ``fn`` may be sync (run in a thread) or
+        """Runs ``fn(*args)`` once and records its result, which must be JSON; on a replay
+        the recorded result is returned without calling ``fn``. Either way the caller gets
+        the result as read back from JSON (a tuple comes back a list), so the first run and
+        a replay see the same values. ``fn`` may be sync (run in a thread) or
         async; ``name`` (default: the function's name) identifies the step in the log."""
         step_name = name or getattr(fn, "__name__", None) or repr(fn)
         fp = fingerprint(EntryKind.STEP, step_name)
