@@ -7,10 +7,11 @@ import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
-from stoker import Context, Stoker
+from stoker import Context, NotFoundError, Stoker
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,6 +81,22 @@ def test_a_cron_removed_from_the_code_stops(engine: Any, tenant_factory: Any) ->
     _declare(clock, "clock", ["* * * * * *"])
     _declare(clock, "removed", ["* * * * * *"]).register()
     wait_until(lambda: _ticks(engine.db_url, "removed", ten.tenant_id), what="the cron's first run")
+
+    # Read back through the SDK and the REST API, with the next fire times.
+    info = clock.crons.get("removed:* * * * * *")
+    assert (info.task_name, info.expression, info.timezone) == ("removed", "* * * * * *", "UTC")
+    assert info.enabled and info.source == "code" and info.input == {"from": "cron"}
+    assert len(info.next_fire_times) == 5
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(info.next_fire_times))
+    assert [c.name for c in clock.crons.list()] == ["clock:* * * * * *", "removed:* * * * * *"]
+    with pytest.raises(NotFoundError, match="nope"):
+        clock.crons.get("nope")
+    headers = {"authorization": f"Bearer {ten.token}"}
+    items = httpx.get(f"{engine.http_url}/api/v1/crons", headers=headers, timeout=10).json()
+    assert [(c["name"], len(c["next_fire_times"])) for c in items["items"]] == [
+        ("clock:* * * * * *", 5),
+        ("removed:* * * * * *", 5),
+    ]
 
     # The next version of the code declares the task without its cron.
     changed = Stoker(address=engine.grpc_address, token=ten.token)

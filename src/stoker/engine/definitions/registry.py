@@ -43,6 +43,9 @@ from stoker.errors import InvalidRequestError, UnknownTaskError
 
 DEFAULT_TTL_S = 5.0
 
+NEXT_FIRES = 5
+"""How many upcoming fire times a cron read shows."""
+
 Workflows = dict[str, tuple[int, WorkflowSpec]]
 """A tenant's workflows: name -> (current version id, spec)."""
 
@@ -90,6 +93,24 @@ async def _replace_code_crons(
     )
     if rows.names:
         await cron_store.upsert_code_crons(tx, rows)
+
+
+def upcoming(row: cron_store.CronRow, n: int) -> list[datetime]:
+    """A cron's next ``n`` fire times: its stored next tick, then the ones after it."""
+    first = row["next_fire_at"]
+    if first is None or not row["enabled"]:
+        return []
+    try:
+        parsed = cron.parse(row["expression"], row["timezone"])
+    except CronError:
+        return [first]
+    ticks = [first]
+    while len(ticks) < n:
+        following = parsed.next_after(ticks[-1])
+        if following is None:
+            break
+        ticks.append(following)
+    return ticks
 
 
 class Definitions:
@@ -178,6 +199,10 @@ class Definitions:
                     tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
                 )
         self._workflows.pop(tenant_id, None)
+
+    async def crons(self, tenant_id: int) -> list[cron_store.CronRow]:
+        """The tenant's crons as stored (read each time: ``next_fire_at`` moves)."""
+        return await cron_store.list_crons(self._db, cron_store.ListCrons(tenant_id))
 
     async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
         """Creates or updates a static rate limit."""
