@@ -71,36 +71,28 @@ class Crons(LoopService):
         """Fires the due ticks; returns seconds to the next one (at most the interval)."""
         async with self._db.transaction() as tx:
             due = await cron_store.due_crons(tx, cron_store.DueCrons(_BATCH))
-            if due:
-                await asyncio.gather(*(self._fire(tx, row) for row in due))
+            now = datetime.now(UTC)
+            # The runs first, together (one ingest flush); only then are the ticks advanced,
+            # in this transaction: a crash in between leaves the ticks due, and the next
+            # leader's request keys find the runs already made.
+            await asyncio.gather(
+                *(self._start_run(r) for r in due if now - r["next_fire_at"] <= MISFIRE_GRACE)
+            )
+            for row in due:
+                await cron_store.advance_cron(
+                    tx, cron_store.AdvanceCron(row["id"], row["next_fire_at"], _following(row, now))
+                )
         if len(due) >= _BATCH:
             return 0.0
-        row = await cron_store.next_cron_fire(self._db, NoParams())
-        fire_at = row["fire_at"] if row else None
+        earliest = await cron_store.next_cron_fire(self._db, NoParams())
+        fire_at = earliest["fire_at"] if earliest else None
         if fire_at is None:
             return self._interval
         left = (fire_at - datetime.now(UTC)).total_seconds()
         return float(max(0.0, min(self._interval, left)))
 
-    async def _fire(self, tx: Executor, row: cron_store.DueCron) -> None:
+    async def _start_run(self, row: cron_store.DueCron) -> None:
         tick: datetime = row["next_fire_at"]
-        now = datetime.now(UTC)
-        try:
-            parsed = cron.parse(row["expression"], row["timezone"])
-        except cron.CronError as exc:  # stored before a parser change: leave it be
-            log.error("cron %r cannot be read, not fired: %s", row["name"], exc)
-            await cron_store.advance_cron(tx, cron_store.AdvanceCron(row["id"], tick, None))
-            return
-        if now - tick <= MISFIRE_GRACE:
-            await self._start_run(row, tick)
-        else:
-            log.warning("cron %r: tick %s missed (catch-up: none)", row["name"], tick)
-        following = parsed.next_after(tick)
-        if following is not None and now - following > MISFIRE_GRACE:
-            following = parsed.next_after(now)  # catch-up none: skip the missed ticks
-        await cron_store.advance_cron(tx, cron_store.AdvanceCron(row["id"], tick, following))
-
-    async def _start_run(self, row: cron_store.DueCron, tick: datetime) -> None:
         tick_iso = tick.astimezone(UTC).isoformat()
         item = TriggerInput(
             row["task_name"],
@@ -115,3 +107,21 @@ class Crons(LoopService):
             log.error("cron %r: the run of tick %s is refused: %s", row["name"], tick_iso, exc)
             return
         self.fired += 1
+
+
+def _following(row: cron_store.DueCron, now: datetime) -> datetime | None:
+    """The cron's tick after this one; past the grace, the next future one (catch-up
+    ``none``: missed ticks are skipped). None: the cron cannot be read (stored before a
+    parser change) and stops, with an error in the log."""
+    tick = row["next_fire_at"]
+    if now - tick > MISFIRE_GRACE:
+        log.warning("cron %r: tick %s missed (catch-up: none)", row["name"], tick)
+    try:
+        parsed = cron.parse(row["expression"], row["timezone"])
+    except cron.CronError as exc:
+        log.error("cron %r cannot be read, it stops: %s", row["name"], exc)
+        return None
+    following = parsed.next_after(tick)
+    if following is not None and now - following > MISFIRE_GRACE:
+        following = parsed.next_after(now)
+    return following
