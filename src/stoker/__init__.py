@@ -12,6 +12,7 @@ This module is the SDK's whole public surface::
 
 __version__ = "0.1.0"
 
+from stoker._core.cron import CronError
 from stoker._core.wire import (
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
@@ -24,6 +25,7 @@ from stoker._core.wire import (
 from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
+from stoker._sdk.crons import CronInfo, Crons
 from stoker._sdk.durable import DurableContext
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
@@ -57,6 +59,9 @@ __all__ = [
     "ConcurrencyLimitStrategy",
     "ConfigError",
     "Context",
+    "CronError",
+    "CronInfo",
+    "Crons",
     "DatabaseUnavailableError",
     "DeclarationError",
     "DesiredWorkerLabel",

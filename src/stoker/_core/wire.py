@@ -141,6 +141,18 @@ class StickyStrategy(StrEnum):
     """Only that worker."""
 
 
+class CronSpec(BaseModel):
+    """A cron declared on a task (``@app.task(on_crons=...)``), sent with its definition:
+    the expression as written, its time zone (None: the expression's ``TZ=`` prefix, or
+    UTC) and the runs' input as JSON."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    expression: str
+    timezone: str | None = None
+    input_json: str = "{}"
+
+
 class TaskConfig(BaseModel):
     """A task definition's options as registered with the engine (JSON in TaskDefinition)."""
 
@@ -159,6 +171,7 @@ class TaskConfig(BaseModel):
     rate_limits: list[RateLimit] = Field(default_factory=list)
     desired_worker_labels: dict[str, DesiredWorkerLabel] = Field(default_factory=dict)
     sticky: StickyStrategy | None = None
+    crons: list[CronSpec] = Field(default_factory=list)
 
 
 # One gRPC message carries at most one payload's worth of data plus this much: room for the

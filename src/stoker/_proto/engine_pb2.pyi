@@ -119,6 +119,91 @@ class PutRateLimitResponse(_message.Message):
 Global___PutRateLimitResponse: _TypeAlias = PutRateLimitResponse  # noqa: Y015
 
 @_typing.final
+class ListCronsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Empty: every cron of the tenant; else only this one (NOT_FOUND when there is none)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCronsRequest: _TypeAlias = ListCronsRequest  # noqa: Y015
+
+@_typing.final
+class CronInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_AT_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    task_name: _builtins.str
+    expression: _builtins.str
+    timezone: _builtins.str
+    enabled: _builtins.bool
+    source: _builtins.str
+    """"code": declared with @app.task(on_crons=...)."""
+    input: _builtins.bytes
+    """The runs' input, JSON."""
+    @_builtins.property
+    def next_fire_at_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The next few ticks, epoch milliseconds (the first is the next one to fire)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        expression: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        source: _builtins.str = ...,
+        input: _builtins.bytes = ...,
+        next_fire_at_ms: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "expression", b"expression", "input", b"input", "name", b"name", "next_fire_at_ms", b"next_fire_at_ms", "source", b"source", "task_name", b"task_name", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CronInfo: _TypeAlias = CronInfo  # noqa: Y015
+
+@_typing.final
+class ListCronsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def crons(self) -> _containers.RepeatedCompositeFieldContainer[Global___CronInfo]: ...
+    def __init__(
+        self,
+        *,
+        crons: _abc.Iterable[Global___CronInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crons", b"crons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCronsResponse: _TypeAlias = ListCronsResponse  # noqa: Y015
+
+@_typing.final
 class TaskDefinition(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

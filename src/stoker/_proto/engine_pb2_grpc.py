@@ -64,6 +64,11 @@ class EngineStub:
                 request_serializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.SerializeToString,
                 response_deserializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.FromString,
                 _registered_method=True)
+        self.ListCrons = channel.unary_unary(
+                '/stoker.v1.Engine/ListCrons',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.ListCronsRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.ListCronsResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -114,6 +119,13 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCrons(self, request, context):
+        """The tenant's crons (all, or the one named), with their next fire times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +158,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.PutRateLimit,
                     request_deserializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.FromString,
                     response_serializer=stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.SerializeToString,
+            ),
+            'ListCrons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCrons,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.ListCronsRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.ListCronsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +327,33 @@ class Engine:
             '/stoker.v1.Engine/PutRateLimit',
             stoker_dot___proto_dot_engine__pb2.PutRateLimitRequest.SerializeToString,
             stoker_dot___proto_dot_engine__pb2.PutRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCrons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/ListCrons',
+            stoker_dot___proto_dot_engine__pb2.ListCronsRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.ListCronsResponse.FromString,
             options,
             channel_credentials,
             insecure,

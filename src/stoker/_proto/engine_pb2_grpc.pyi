@@ -53,6 +53,8 @@ class EngineStub:
     """
     PutRateLimit: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PutRateLimitRequest, _engine_pb2.PutRateLimitResponse]
     """Creates or updates a static rate limit."""
+    ListCrons: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListCronsRequest, _engine_pb2.ListCronsResponse]
+    """The tenant's crons (all, or the one named), with their next fire times."""
 
 @_typing.type_check_only
 class EngineAsyncStub(EngineStub):
@@ -75,6 +77,8 @@ class EngineAsyncStub(EngineStub):
     """
     PutRateLimit: _aio.UnaryUnaryMultiCallable[_engine_pb2.PutRateLimitRequest, _engine_pb2.PutRateLimitResponse]  # type: ignore[assignment]
     """Creates or updates a static rate limit."""
+    ListCrons: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListCronsRequest, _engine_pb2.ListCronsResponse]  # type: ignore[assignment]
+    """The tenant's crons (all, or the one named), with their next fire times."""
 
 class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -130,5 +134,13 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.PutRateLimitResponse, _abc.Awaitable[_engine_pb2.PutRateLimitResponse]]:
         """Creates or updates a static rate limit."""
+
+    @_abc_1.abstractmethod
+    def ListCrons(
+        self,
+        request: _engine_pb2.ListCronsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ListCronsResponse, _abc.Awaitable[_engine_pb2.ListCronsResponse]]:
+        """The tenant's crons (all, or the one named), with their next fire times."""
 
 def add_EngineServicer_to_server(servicer: EngineServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

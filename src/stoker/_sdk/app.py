@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
+from stoker._sdk.crons import Crons
 from stoker._sdk.durable import DurableTask
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
@@ -109,6 +110,8 @@ class Stoker:
         )
         """The calls to the engine (through the interceptors) and what the engine knows."""
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.crons = Crons(self.connection)
+        """The tenant's crons: ``app.crons.list()``, ``app.crons.get(name)``."""
         self.rate_limits = RateLimits(self.connection)
         """Static rate limits: ``app.rate_limits.put("openai", limit=100, duration="minute")``."""
         self.workflows: dict[str, Workflow[Any]] = {}

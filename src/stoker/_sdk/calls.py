@@ -97,6 +97,13 @@ class Interceptor:
     async def aio_put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
         return await self.next.aio_put_rate_limit(request)
 
+    def list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
+        """Reads the tenant's crons."""
+        return self.next.list_crons(request)
+
+    async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
+        return await self.next.aio_list_crons(request)
+
     # -- workflows, children, events, cancel and replay ---------------------------------
 
     def register_workflows(
@@ -209,6 +216,16 @@ class TransportCalls(Interceptor):
     async def aio_put_rate_limit(self, request: pb.PutRateLimitRequest) -> pb.PutRateLimitResponse:
         resp: pb.PutRateLimitResponse = await self._transport().acall(
             lambda s: s.engine.PutRateLimit, request
+        )
+        return resp
+
+    def list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
+        resp: pb.ListCronsResponse = self._transport().call(lambda s: s.engine.ListCrons, request)
+        return resp
+
+    async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
+        resp: pb.ListCronsResponse = await self._transport().acall(
+            lambda s: s.engine.ListCrons, request
         )
         return resp
 

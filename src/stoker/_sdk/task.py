@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from stoker._core import cron
 from stoker._core.cel import check_expression
+from stoker._core.cron import CronError
 from stoker._core.wire import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     ConcurrencyExpression,
+    CronSpec,
     DesiredWorkerLabel,
     RateLimit,
     StickyStrategy,
@@ -91,6 +94,13 @@ class TaskArgs(TypedDict, total=False):
     """Labels wanted on the worker (required or weighted)."""
     sticky: StickyStrategy | str | None
     """'soft' or 'hard': stay on the worker that ran the run's earlier tasks."""
+    on_crons: Sequence[str]
+    """Cron expressions (5 fields, or 6 with seconds; optional ``TZ=<zone>`` prefix) on which
+    the engine starts a run of this task; registered with the task, removed with it."""
+    cron_input: Any
+    """The input of the runs the crons start (validated against the input model now)."""
+    cron_timezone: str | None
+    """The time zone of ``on_crons`` expressions without a ``TZ=`` prefix (default UTC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,9 @@ class TaskOptions:
     rate_limits: Sequence[RateLimit] = ()
     desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None
     sticky: StickyStrategy | str | None = None
+    on_crons: Sequence[str] = ()
+    cron_input: Any = None
+    cron_timezone: str | None = None
 
     def to_config(self, name: str) -> TaskConfig:
         """The engine-side configuration; DeclarationError on anything invalid."""
@@ -153,6 +166,7 @@ class TaskOptions:
                 f"{what}: sticky must be 'soft' or 'hard', got {self.sticky!r}"
             ) from None
         return TaskConfig(
+            crons=_cron_specs(self.on_crons, self.cron_timezone, what),
             retries=self.retries,
             backoff_factor=self.backoff_factor,
             backoff_max_seconds=self.backoff_max_seconds,
@@ -166,6 +180,26 @@ class TaskOptions:
             desired_worker_labels=labels,
             sticky=sticky,
         )
+
+
+def _cron_specs(expressions: Sequence[str], timezone: str | None, what: str) -> list[CronSpec]:
+    """``on_crons`` parsed now, so a bad expression or zone fails at declaration (CronError
+    naming the task, the expression and the reason); the input is filled in by the task,
+    which knows its input model."""
+    if isinstance(expressions, str):
+        raise DeclarationError(f"{what}: on_crons takes a list of expressions, not one string")
+    specs: list[CronSpec] = []
+    for expression in expressions:
+        if not isinstance(expression, str):
+            raise DeclarationError(f"{what}: on_crons takes strings, got {expression!r}")
+        try:
+            cron.parse(expression, timezone)
+        except CronError as exc:
+            raise CronError(f"{what}: {exc}") from None
+        specs.append(CronSpec(expression=expression, timezone=timezone))
+    if len({s.expression for s in specs}) != len(specs):
+        raise DeclarationError(f"{what}: on_crons names one expression twice")
+    return specs
 
 
 def _concurrency_list(
@@ -200,12 +234,34 @@ class Task(Generic[I, O]):
         self.config = options.to_config(name)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.input_model, self.output_type = _inspect_signature(fn, name)
+        if self.config.crons:
+            raw = self._cron_input_json(options.cron_input)
+            crons = [c.model_copy(update={"input_json": raw}) for c in self.config.crons]
+            self.config = self.config.model_copy(update={"crons": crons})
         self._output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(self.output_type) if self.output_type is not None else None
         )
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def _cron_input_json(self, value: Any) -> str:
+        """``cron_input`` as JSON, checked against the input model at declaration."""
+        what = f"task {self.name!r}: cron_input"
+        if self.input_model is not None:
+            try:
+                model = (
+                    value
+                    if isinstance(value, self.input_model)
+                    else self.input_model.model_validate(value if value is not None else {})
+                )
+            except ValidationError as exc:
+                raise DeclarationError(f"{what} does not fit the input model: {exc}") from None
+            return model.model_dump_json()
+        try:
+            return pydantic_core.to_json(value if value is not None else {}).decode()
+        except pydantic_core.PydanticSerializationError as exc:
+            raise DeclarationError(f"{what} is not JSON-serializable: {exc}") from None
 
     # -- encoding -----------------------------------------------------------------------
 

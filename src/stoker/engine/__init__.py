@@ -7,7 +7,7 @@
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
 * runs — waiting for results, cancel and replay;
 * controllers — the leader loops, one per module: leadership, timeouts, worker liveness,
-  the DAG sweeper, durable timers, retention (their rounds run on the leader replica only);
+  the DAG sweeper, durable timers, crons, retention (their rounds run on the leader replica only);
 * durable — durable tasks' logs, read and appended over the worker streams, and the
   wake-up hints sent to workers when a log is settled;
 * api — the REST API over HTTP.
@@ -34,6 +34,7 @@ from stoker.db import Executor, open_pool
 from stoker.engine import watchdog
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
+from stoker.engine.controllers.crons import Crons
 from stoker.engine.controllers.durable_timers import DurableTimers
 from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
@@ -104,6 +105,9 @@ class Engine:
         )
         self.durable_timers = DurableTimers(
             db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+        )
+        self.crons = Crons(
+            db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
         self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
         self.dispatcher = Dispatcher(
@@ -184,6 +188,7 @@ class Engine:
             self.liveness,
             self.sweeper,
             self.durable_timers,
+            self.crons,
             self.retention,
         ]
         if s.http_enabled:

@@ -174,3 +174,22 @@ class TaskDef(_Model):
 
 class TaskDefList(_Model):
     items: list[TaskDef]
+
+
+class Cron(_Model):
+    """A cron: what it starts, when, and its next fire times (UTC)."""
+
+    name: str
+    task_name: str | None
+    expression: str
+    timezone: str
+    input: Any
+    enabled: bool
+    source: str
+    next_fire_times: list[datetime]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CronList(_Model):
+    items: list[Cron]

@@ -10,10 +10,11 @@ replica holds the leader lease, so one replica at a time does the upkeep:
 * :mod:`~stoker.engine.controllers.sweeper` — due sleeps of workflow steps, stalled
   workflow runs;
 * :mod:`~stoker.engine.controllers.durable_timers` — due sleeps of durable tasks;
+* :mod:`~stoker.engine.controllers.crons` — cron ticks that are due: one run per tick;
 * :mod:`~stoker.engine.controllers.retention` — moving finished runs to history, day
   partitions, vacuum, expired request keys.
 
-Adding one (a cron ticker, say): a new module here with a ``LoopService`` that takes the
+Adding one: a new module here with a ``LoopService`` that takes the
 ``Leadership`` and checks ``leadership.is_leader`` before each round, built and listed in
 the engine's services in :class:`stoker.engine.Engine` (after the leadership, so it stops
 first). Work that runs inside other services' transactions is not a controller: it

@@ -1,5 +1,5 @@
 """What tenants declared: task and workflow definitions, concurrency strategies, static
-rate limits, and the evaluation of a new run's policy against them.
+rate limits, crons declared on tasks, and the evaluation of a new run's policy against them.
 
 :class:`Definitions` (in :mod:`.registry`) writes and caches them; the scheduler, ingest,
 the workflow ingest and the client service depend on it, never on each other for
@@ -8,6 +8,23 @@ units over a run's input.
 """
 
 from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
-from stoker.engine.definitions.registry import Definitions, Resolved, Workflows
+from stoker.engine.definitions.registry import (
+    NEXT_FIRES,
+    Definitions,
+    Resolved,
+    Workflows,
+    cron_name,
+    upcoming,
+)
 
-__all__ = ["Definitions", "Resolved", "RunPolicy", "Strategy", "Workflows", "evaluate_policy"]
+__all__ = [
+    "NEXT_FIRES",
+    "Definitions",
+    "Resolved",
+    "RunPolicy",
+    "Strategy",
+    "Workflows",
+    "cron_name",
+    "evaluate_policy",
+    "upcoming",
+]

@@ -20,16 +20,21 @@ a caller resolves its names before asking for policies.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from stoker._core import cron
+from stoker._core.cron import CronError
 from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import TaskConfig, text_problem
 from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store
+from stoker.db.store import crons as cron_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
@@ -37,6 +42,9 @@ from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_polic
 from stoker.errors import InvalidRequestError, UnknownTaskError
 
 DEFAULT_TTL_S = 5.0
+
+NEXT_FIRES = 5
+"""How many upcoming fire times a cron read shows."""
 
 Workflows = dict[str, tuple[int, WorkflowSpec]]
 """A tenant's workflows: name -> (current version id, spec)."""
@@ -48,6 +56,61 @@ class Resolved:
 
     workflows: Workflows
     tasks: dict[str, TaskConfig]
+
+
+def cron_name(task_name: str, expression: str) -> str:
+    """A code cron's name: derived from what declares it, so registering again finds it."""
+    return f"{task_name}:{expression}"
+
+
+async def _replace_code_crons(
+    tx: Executor, tenant_id: int, task_names: list[str], configs: list[str]
+) -> None:
+    """Makes the tasks' code crons those of their new definitions: a cron removed from the
+    code is deleted, a new one gets its next tick, an unchanged one keeps its next tick."""
+    now = datetime.now(UTC)
+    rows = cron_store.UpsertCodeCrons(tenant_id, [], [], [], [], [], [])
+    for name, config_json in zip(task_names, configs, strict=True):
+        for spec in TaskConfig.model_validate_json(config_json).crons:
+            try:
+                parsed = cron.parse(spec.expression, spec.timezone)
+            except CronError as exc:
+                raise InvalidRequestError(f"task {name!r}: {exc}") from None
+            try:
+                json.loads(spec.input_json)
+            except ValueError:
+                raise InvalidRequestError(
+                    f"task {name!r}: cron {spec.expression!r} has an input that is not JSON"
+                ) from None
+            rows.names.append(cron_name(name, spec.expression))
+            rows.task_names.append(name)
+            rows.expressions.append(spec.expression)
+            rows.timezones.append(parsed.timezone)
+            rows.inputs.append(spec.input_json)
+            rows.next_fire_at.append(parsed.next_after(now))
+    await cron_store.delete_code_crons(
+        tx, cron_store.DeleteCodeCrons(tenant_id, task_names, rows.names)
+    )
+    if rows.names:
+        await cron_store.upsert_code_crons(tx, rows)
+
+
+def upcoming(row: cron_store.CronRow, n: int) -> list[datetime]:
+    """A cron's next ``n`` fire times: its stored next tick, then the ones after it."""
+    first = row["next_fire_at"]
+    if first is None or not row["enabled"]:
+        return []
+    try:
+        parsed = cron.parse(row["expression"], row["timezone"])
+    except CronError:
+        return [first]
+    ticks = [first]
+    while len(ticks) < n:
+        following = parsed.next_after(ticks[-1])
+        if following is None:
+            break
+        ticks.append(following)
+    return ticks
 
 
 class Definitions:
@@ -108,6 +171,7 @@ class Definitions:
                     strategies.limit_strategies.append(c.limit_strategy.value)
             if strategies.scopes:
                 await concurrency_store.upsert_concurrency_strategies(tx, strategies)
+            await _replace_code_crons(tx, tenant_id, [n for n, _ in defs], configs)
         self._tasks.pop(tenant_id, None)
 
     async def register_workflows(
@@ -135,6 +199,10 @@ class Definitions:
                     tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
                 )
         self._workflows.pop(tenant_id, None)
+
+    async def crons(self, tenant_id: int) -> list[cron_store.CronRow]:
+        """The tenant's crons as stored (read each time: ``next_fire_at`` moves)."""
+        return await cron_store.list_crons(self._db, cron_store.ListCrons(tenant_id))
 
     async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
         """Creates or updates a static rate limit."""

@@ -20,7 +20,7 @@ from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import workflows_pb2 as wpb
 from stoker.engine.auth import Principal, TokenAuth
-from stoker.engine.definitions import Definitions
+from stoker.engine.definitions import NEXT_FIRES, Definitions, upcoming
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
@@ -111,6 +111,31 @@ class ClientService(Servicer):
             caller.tenant_id, request.key, request.limit, request.duration_ms
         )
         return pb.PutRateLimitResponse()
+
+    @rpc
+    async def ListCrons(
+        self, request: pb.ListCronsRequest, caller: Principal
+    ) -> pb.ListCronsResponse:
+        rows = await self._definitions.crons(caller.tenant_id)
+        if request.name:
+            rows = [r for r in rows if r["name"] == request.name]
+            if not rows:
+                raise NotFoundError(f"no cron named {request.name!r}")
+        return pb.ListCronsResponse(
+            crons=[
+                pb.CronInfo(
+                    name=r["name"],
+                    task_name=r["task_name"] or "",
+                    expression=r["expression"],
+                    timezone=r["timezone"],
+                    enabled=r["enabled"],
+                    source=r["source"],
+                    input=json.dumps(r["input"]).encode(),
+                    next_fire_at_ms=[int(t.timestamp() * 1000) for t in upcoming(r, NEXT_FIRES)],
+                )
+                for r in rows
+            ]
+        )
 
     # --- workflows, children, events, cancel and replay (the Workflows service) -------
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stoker.engine.api.routes import health, runs, tasks, tokens, workers, workflows
+from stoker.engine.api.routes import crons, health, runs, tasks, tokens, workers, workflows
 
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
     workers.router,
     tasks.router,
+    crons.router,
     workflows.router,
     tokens.router,
 ]
