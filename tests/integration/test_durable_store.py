@@ -348,3 +348,22 @@ async def test_a_run_s_log_moves_into_its_day_partition_and_is_read_from_there(
         await conn.close()
     assert "_default" not in plan and f"durable_entry_p{day:%Y%m%d}" in plan
     assert await visible(db, 1) == [(1, 1), (2, 1)]
+
+
+async def test_the_partition_upkeep_creates_and_drops_the_durable_days(db: Executor) -> None:
+    # The retention loop's statements cover the durable tables: a run's log lives in its
+    # day's partition from the start and goes when that day leaves the retention.
+    from stoker.db.store import retention
+
+    day = CREATED.date()
+    await retention.ensure_partitions(db, retention.EnsurePartitions(day, 2))
+    await open_log(db, 1)
+    tables = {
+        r["parent"]: r["dropped"]
+        for r in await retention.drop_expired_partitions(
+            db, retention.DropExpiredPartitions(day + timedelta(days=1))
+        )
+    }
+    for parent in ("durable_log", "durable_branch", "durable_entry"):
+        assert tables.get(parent) == f"{parent}_p{day:%Y%m%d}", tables
+    assert await visible(db, 1) == []
