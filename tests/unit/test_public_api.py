@@ -46,6 +46,8 @@ PUBLIC = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",
+    "WaitResult",
+    "WaitTimeoutError",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",
