@@ -24,7 +24,9 @@ TARGET = "tests.apps.waits:app"
 
 @pytest.fixture
 def app(engine: Any, tenant: Any) -> Stoker:
-    return waits.declare(Stoker(address=engine.grpc_address, token=tenant.token, connect_timeout=30))
+    return waits.declare(
+        Stoker(address=engine.grpc_address, token=tenant.token, connect_timeout=30)
+    )
 
 
 def query(db_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -142,7 +144,6 @@ def test_an_event_racing_the_wait_s_registration_satisfies_it_exactly_once(
                 what="the attempt to start",
             )
         runs.append((k, ref, app.events.push(k, {"i": i})))
-    live = 0
     for i, (k, ref, taken) in enumerate(runs):
         assert ref.result(timeout=60)["payload"] == {"i": i}
         [wait] = entries(engine.db_url, ref.run_id)
@@ -152,8 +153,6 @@ def test_an_event_racing_the_wait_s_registration_satisfies_it_exactly_once(
         # Exactly one side took it: the push (live) or the registration's lookback.
         by_lookback = wait["satisfied_at"] == wait["recorded_at"]
         assert taken == (0 if by_lookback else 1), (i, taken, by_lookback)
-        live += taken
-    assert 0 <= live <= len(runs)
 
 
 def test_one_event_satisfies_every_task_but_only_one_wait_per_task(
@@ -173,9 +172,7 @@ def test_one_event_satisfies_every_task_but_only_one_wait_per_task(
     assert twice.result(timeout=60) == [{"n": 1}, {"n": 2}]
 
 
-def test_a_timeout_raises_wait_timeout_error(
-    app: Stoker, engine: Any, worker_factory: Any
-) -> None:
+def test_a_timeout_raises_wait_timeout_error(app: Stoker, engine: Any, worker_factory: Any) -> None:
     worker_factory(TARGET, durable_slots=4)
     ref = app.tasks["await_event"].run_no_wait(Await(key=key(), timeout_s=1))
     with pytest.raises(TaskRunError) as failed:
@@ -282,12 +279,8 @@ def test_events_pushed_from_threads_while_tasks_register_lose_nothing(
     lookback covering them, each task takes exactly one event and no event twice."""
     worker_factory(TARGET, durable_slots=10)
     k = key()
-    refs = [
-        app.tasks["await_event"].run_no_wait(Await(key=k, lookback_s=600)) for _ in range(10)
-    ]
-    pushers = [
-        threading.Thread(target=app.events.push, args=(k, {"t": t})) for t in range(3)
-    ]
+    refs = [app.tasks["await_event"].run_no_wait(Await(key=k, lookback_s=600)) for _ in range(10)]
+    pushers = [threading.Thread(target=app.events.push, args=(k, {"t": t})) for t in range(3)]
     for t in pushers:
         t.start()
     for t in pushers:

@@ -29,6 +29,14 @@ FROM durable_log
 WHERE task_id = %(task_id)s AND created_at = %(created_at)s
 FOR UPDATE;
 
+-- name: read_durable_log
+-- Reads a task's log row without locking it (a re-read of the log: a read-only
+-- transaction, which costs no WAL flush at commit).
+SELECT task_id, created_at, tenant_id, invocation, active_branch, satisfied_counter,
+       evicted_at
+FROM durable_log
+WHERE task_id = %(task_id)s AND created_at = %(created_at)s;
+
 -- name: lock_durable_logs
 -- Locks several tasks' log rows in task id order, so that two writers locking batches
 -- (events reaching many tasks, children ending) never wait for each other in a cycle.

@@ -171,9 +171,7 @@ class DurableCondition(TypedDict):
     payload: Any
 
 
-durable_wait_conditions = Many[DurableWaitConditions, DurableCondition](
-    "durable_wait_conditions"
-)
+durable_wait_conditions = Many[DurableWaitConditions, DurableCondition]("durable_wait_conditions")
 
 
 @dataclass(frozen=True, slots=True)

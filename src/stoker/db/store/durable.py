@@ -52,6 +52,7 @@ class DurableLog(TypedDict):
 
 
 lock_durable_log = One[LockDurableLog, DurableLog]("lock_durable_log")
+read_durable_log = One[LockDurableLog, DurableLog]("read_durable_log")
 
 
 @dataclass(frozen=True, slots=True)

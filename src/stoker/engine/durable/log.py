@@ -97,7 +97,9 @@ class DurableLogs:
                 )
                 reply.invocation = bumped[0]["invocation"]
             elif req.op == pb.SYNC:
-                locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
+                # Only reads: no row lock, so the transaction commits without a WAL flush
+                # (this re-read is on the path from an event to the task resuming).
+                locked = await store.read_durable_log(tx, store.LockDurableLog(*key))
                 if locked is None:
                     reply.error = "the task's log was never opened"
                     return reply

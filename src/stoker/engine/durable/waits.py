@@ -138,6 +138,16 @@ def expression_holds(
     return value is True
 
 
+async def workers_of(tx: Executor, tasks: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """The running attempts of ``tasks`` by worker: whom to hint that their logs changed."""
+    by_worker: dict[int, list[tuple[int, int]]] = {}
+    ids = sorted(set(tasks))
+    if ids:
+        for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(ids)):
+            by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
+    return by_worker
+
+
 def _keys_params(keys: Sequence[Key]) -> condition_store.DurableWaitConditions:
     return condition_store.DurableWaitConditions(
         [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]
@@ -264,12 +274,15 @@ class DurableWaits:
                 )  # fmt: skip
         return None
 
-    async def on_events(self, tx: Executor, matches: Sequence[EventMatch]) -> tuple[int, list[int]]:
+    async def on_events(
+        self, tx: Executor, matches: Sequence[EventMatch]
+    ) -> tuple[int, dict[int, list[tuple[int, int]]]]:
         """Satisfies the durable conditions that pushed events matched and settles the waits
         that now hold, in the ingest's transaction (which holds the events' key locks).
-        Returns how many conditions were satisfied and the tasks whose waits settled."""
+        Returns how many conditions were satisfied and the wake-up hints to send after the
+        commit: the (task, attempt) of each settled wait's running attempt, by worker."""
         if not matches:
-            return 0, []
+            return 0, {}
         satisfied = await self._satisfy(tx, matches)
         fired: dict[Key, Fired] = {}
         for s in satisfied:
@@ -279,7 +292,7 @@ class DurableWaits:
             if prev is None or (prev.event_id or 0) < event_id:
                 fired[key] = Fired(s["path"], s["event_id"])  # the latest event completes it
         settled = await self.decide(tx, list(fired), fired)
-        return len(satisfied), sorted({s.task_id for s in settled})
+        return len(satisfied), await workers_of(tx, {s.task_id for s in settled})
 
     async def _satisfy(
         self, tx: Executor, matches: Sequence[EventMatch]

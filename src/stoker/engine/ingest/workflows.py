@@ -51,7 +51,6 @@ from stoker.db import Executor
 from stoker.db.store import children as child_store
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
-from stoker.db.store import durable as durable_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
 from stoker.engine.durable.waits import DurableWaits, EventMatch, lock_event_keys
@@ -381,7 +380,7 @@ class WorkflowIngest:
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
         keys = sorted({e.key for e in events})
-        woken: list[int] = []
+        woken: dict[int, list[tuple[int, int]]] = {}
         async with self._signals.transaction(self._db) as (tx, out):
             # The (tenant, key) locks durable waits' registration takes too: whichever
             # commits second sees the other's rows.
@@ -454,12 +453,7 @@ class WorkflowIngest:
             await requests.record(tx, tenant_id, requests.Call(request, ids, satisfied))
         if woken and self._wakes is not None:
             # Right after the commit that settled their waits: the workers re-read at once.
-            by_worker: dict[int, list[tuple[int, int]]] = {}
-            for w in await durable_store.durable_task_workers(
-                self._db, durable_store.DurableTaskWorkers(woken)
-            ):
-                by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
-            await self._wakes.send(by_worker)
+            await self._wakes.send(woken)
         return ids, satisfied
 
 
