@@ -223,9 +223,8 @@ def test_wait_for_with_an_or_group_says_what_fired(
     assert by_event.result(timeout=60) == {"fired": "event", "payload": {"ok": True, "n": 1}}
     assert by_sleep.result(timeout=60) == {"fired": "sleep", "payload": None}
     # The or-group's losing condition is gone from the registry; the winner stays.
-    assert [(c["cond"].split(":")[1], c["kind"]) for c in conditions(engine.db_url, by_event.run_id)] == [
-        ("0.1", "event")
-    ]  # fmt: skip
+    left = conditions(engine.db_url, by_event.run_id)
+    assert [(c["cond"].split(":")[1], c["kind"]) for c in left] == [("0.1", "event")]
 
 
 def test_wait_for_holds_only_when_every_item_does(
