@@ -37,7 +37,15 @@ from datetime import datetime
 from typing import Any
 
 from stoker._core.cel import compile_expression
-from stoker._core.durable import MAX_LOOKBACK_MS, WaitLeaf, wait_holds, wait_leaves
+from stoker._core.durable import (
+    MAX_LOOKBACK_MS,
+    EntryKind,
+    EntryStatus,
+    WaitLeaf,
+    wait_holds,
+    wait_leaves,
+)
+from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import durable as store
@@ -276,13 +284,14 @@ class DurableWaits:
 
     async def on_events(
         self, tx: Executor, matches: Sequence[EventMatch]
-    ) -> tuple[int, dict[int, list[tuple[int, int]]]]:
+    ) -> tuple[int, list[SettledWait], dict[int, list[tuple[int, int]]]]:
         """Satisfies the durable conditions that pushed events matched and settles the waits
         that now hold, in the ingest's transaction (which holds the events' key locks).
-        Returns how many conditions were satisfied and the wake-up hints to send after the
-        commit: the (task, attempt) of each settled wait's running attempt, by worker."""
+        Returns how many conditions were satisfied, the waits settled, and whom to tell
+        after the commit: the (task, attempt) of each settled wait's running attempt, by
+        worker."""
         if not matches:
-            return 0, {}
+            return 0, [], {}
         satisfied = await self._satisfy(tx, matches)
         fired: dict[Key, Fired] = {}
         for s in satisfied:
@@ -292,7 +301,7 @@ class DurableWaits:
             if prev is None or (prev.event_id or 0) < event_id:
                 fired[key] = Fired(s["path"], s["event_id"])  # the latest event completes it
         settled = await self.decide(tx, list(fired), fired)
-        return len(satisfied), await workers_of(tx, {s.task_id for s in settled})
+        return len(satisfied), settled, await workers_of(tx, {s.task_id for s in settled})
 
     async def _satisfy(
         self, tx: Executor, matches: Sequence[EventMatch]
@@ -403,3 +412,19 @@ class DurableWaits:
             )
             for s in settled
         ]  # fmt: skip
+
+
+def settled_entries(settled: Iterable[SettledWait]) -> dict[int, list[pb.DurableEntry]]:
+    """Settled waits as the worker's log sees them, by task (for :meth:`Wakes.deliver`)."""
+    out: dict[int, list[pb.DurableEntry]] = {}
+    for s in settled:
+        out.setdefault(s.task_id, []).append(
+            pb.DurableEntry(
+                position=s.position,
+                kind=str(EntryKind.WAIT),
+                status=str(EntryStatus.OK),
+                result=json.dumps(s.result, separators=(",", ":")).encode(),
+                satisfied_seq=s.satisfied_seq,
+            )
+        )
+    return out

@@ -53,7 +53,13 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
-from stoker.engine.durable.waits import DurableWaits, EventMatch, lock_event_keys
+from stoker.engine.durable.waits import (
+    DurableWaits,
+    EventMatch,
+    SettledWait,
+    lock_event_keys,
+    settled_entries,
+)
 from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import requests
@@ -381,6 +387,7 @@ class WorkflowIngest:
             metadata.append(md)
         keys = sorted({e.key for e in events})
         woken: dict[int, list[tuple[int, int]]] = {}
+        settled: list[SettledWait] = []
         async with self._signals.transaction(self._db) as (tx, out):
             # The (tenant, key) locks durable waits' registration takes too: whichever
             # commits second sees the other's rows.
@@ -403,7 +410,7 @@ class WorkflowIngest:
             matched = [(w, i) for w, i in matched if w["dag_id"] is not None]
             satisfied = len(matched)
             if durable and self._durable_waits is not None:
-                count, woken = await self._durable_waits.on_events(
+                count, settled, woken = await self._durable_waits.on_events(
                     tx,
                     [
                         EventMatch(
@@ -452,8 +459,9 @@ class WorkflowIngest:
             ids = [str(r["external_id"]) for r in stored]
             await requests.record(tx, tenant_id, requests.Call(request, ids, satisfied))
         if woken and self._wakes is not None:
-            # Right after the commit that settled their waits: the workers re-read at once.
-            await self._wakes.send(woken)
+            # Right after the commit that settled their waits, the workers get the settled
+            # entries (or, when connected elsewhere, a hint to re-read).
+            await self._wakes.deliver(woken, settled_entries(settled))
         return ids, satisfied
 
 
