@@ -4,7 +4,7 @@ A durable task waits for an event on its own key; once its wait is recorded (a p
 entry in its log, read from Postgres), the harness stamps the time and pushes the event;
 the task stamps the time it resumed (the wait returned) and returns it. The latency is
 resume minus push, both wall clocks of this machine: the push call, the ingest transaction
-that settles the wait, the hint to the worker, its re-read of the log and the release of
+that settles the wait, the delivery of the settled entry to the worker and the release of
 the body. Measured one wait at a time (``light``), then with ``DURABLE_WAITERS`` tasks
 waiting at once and their events pushed one after another (``loaded``).
 

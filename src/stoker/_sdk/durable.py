@@ -13,8 +13,9 @@ acknowledged before the body continues: a step after it ran (so a completed step
 runs again, a step in flight during a crash runs again), a sleep with its deadline
 computed by the engine from the database clock (so it never moves).
 
-A pending wait is resolved when the engine hints that the log changed (``DurableWakes``)
-and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
+A pending wait is resolved when the engine sends its settled entry (an event's
+settlement: a ``DurableReply`` no request asked for), or hints that the log changed
+(``DurableWakes``) and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
 clock re-reads on its own, so a lost hint costs latency, not the wake-up.
 """
 
