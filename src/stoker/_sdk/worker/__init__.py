@@ -9,7 +9,9 @@ A :class:`Worker` is made of three parts, each in its own module:
 * :mod:`.runtime` — running one attempt: decode, call, timeout, classify, encode.
 
 This module holds the lifecycle. ``stop()`` (or SIGINT/SIGTERM) drains: the engine is told
-to assign nothing more, running tasks get ``grace`` seconds to finish and report (the
+to assign nothing more, durable tasks blocked on their waits are evicted (they resume on
+another worker when what they wait for happens), running tasks get ``grace`` seconds to
+finish and report (the
 console says what is awaited), then what is still running is cancelled here and handed
 back: the stream is closed cleanly and the engine requeues those attempts at once without
 using up a retry. A second stop request (Ctrl-C again) skips the wait and hands back at
@@ -175,9 +177,12 @@ class Worker:
 
         heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
         heartbeat.start()
+        evictor = asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")
         try:
             await session.run()
         finally:
+            evictor.cancel()
+            await asyncio.gather(evictor, return_exceptions=True)
             heartbeat.stop()
             runtime.shutdown()
 

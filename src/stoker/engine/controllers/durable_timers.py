@@ -5,7 +5,10 @@ Each round the leader claims the pending log entries whose ``wake_at`` passed
 the same log never waits for a round), settles them ``ok`` in the same transaction, and
 after the commit hints the workers running those tasks (:class:`~stoker.engine.durable.Wakes`),
 which re-read their logs and resume. A task with no running attempt (its worker died) is
-only settled: its next attempt replays the sleep as done.
+only settled: its next attempt replays the sleep as done. An evicted task is restored by
+the settlement itself (``settle_durable_entries`` queues it again in the same statement);
+its tenant's scheduler is signalled once the round commits. A running task that is no
+longer blocked gets its execution deadline back (``durable_timeouts``).
 
 Between rounds it sleeps until the earliest pending deadline (at most ``interval_s``), and
 is woken at once when this replica records a new deadline (:meth:`DurableTimers.wake`);
@@ -21,7 +24,9 @@ from stoker.db import Executor, NoParams
 from stoker.db.store import durable as store
 from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.durable import Wakes
+from stoker.engine.scheduler import TIMEOUT_GRACE_MS
 from stoker.engine.service import LoopService
+from stoker.engine.signals import Signals
 
 log = logging.getLogger("stoker.engine.controllers")
 
@@ -34,16 +39,25 @@ class DurableTimers(LoopService):
     name = "durable-timers"
 
     def __init__(
-        self, db: Executor, wakes: Wakes, leadership: Leadership, *, interval_s: float
+        self,
+        db: Executor,
+        wakes: Wakes,
+        leadership: Leadership,
+        signals: Signals,
+        *,
+        interval_s: float,
     ) -> None:
         super().__init__()
         self._db = db
+        self._run_signals = signals
         self._wakes = wakes
         self._leadership = leadership
         self._interval = interval_s
         self._wake = self.signal()
         self.fired = 0
         """Timers fired by this replica (for tests and metrics)."""
+        self.restored = 0
+        """Evicted tasks this replica's timers queued again."""
 
     def wake(self) -> None:
         """A deadline was recorded: re-read when the next one is due."""
@@ -59,7 +73,7 @@ class DurableTimers(LoopService):
     async def round(self) -> float:
         """Fires what is due; returns seconds until the next deadline (at most the interval)."""
         by_worker: dict[int, list[tuple[int, int]]] = {}
-        async with self._db.transaction() as tx:
+        async with self._run_signals.transaction(self._db) as (tx, out):
             due = await store.claim_due_durable_timers(tx, store.ClaimDueDurableTimers(_BATCH))
             if due:
                 settled = await store.settle_durable_entries(
@@ -77,6 +91,15 @@ class DurableTimers(LoopService):
                     ),
                 )
                 tasks = sorted({s["task_id"] for s in settled})
+                restored = {s["task_id"]: s["tenant_id"] for s in settled if s["restored"]}
+                for tenant_id in set(restored.values()):
+                    out.queued(tenant_id)
+                self.restored += len(restored)
+                running = [t for t in tasks if t not in restored]
+                if running:
+                    await store.durable_timeouts(
+                        tx, store.DurableTimeouts(running, TIMEOUT_GRACE_MS)
+                    )
                 for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(tasks)):
                     by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
                 self.fired += len(settled)
