@@ -11,8 +11,10 @@ checked against ``task_runtime``: only the worker running that attempt, of that 
 is answered; the dispatcher checked the same in memory before.
 
 The execution timeout of a durable attempt counts only time spent running: after each
-request the attempt's deadline is cleared while its log has a pending entry and set again
-once none is left (``durable_timeouts``; the timer loop does the same after it settles).
+request the attempt's deadline in ``task_runtime`` is cleared while its log has a pending
+entry and set again once none is left (``durable_timeouts``; the timer loop does the same
+after it settles). The worker enforces the same rule itself, more precisely (its deadline
+pauses only while the body is blocked); the engine's deadline is the backstop.
 """
 
 from __future__ import annotations
@@ -138,8 +140,10 @@ class DurableLogs:
             if req.op != pb.APPEND:
                 visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
                 reply.entries.extend(wire_entry(e) for e in visible)
-            if req.op != pb.OPEN:
-                await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
+            # A new invocation replaying into a recorded pending wait blocks without a
+            # request: its deadline is cleared already at OPEN (the worker enforces its own
+            # from the start and pauses it while blocked; this one is the backstop).
+            await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
             self._on_timer()
         return reply
