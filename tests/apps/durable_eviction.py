@@ -53,6 +53,11 @@ def declare(app: Stoker) -> Stoker:
         await ctx.sleep(input.seconds)
         return "woke"
 
+    @app.task()
+    def quick(input: Nap, ctx: Any) -> str:
+        """An ordinary task, in the normal slots."""
+        return "quick"
+
     return app
 
 

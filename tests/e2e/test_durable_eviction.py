@@ -76,6 +76,25 @@ def test_a_sleep_longer_than_the_ttl_is_evicted_at_once_and_restored_by_its_time
     assert kinds == ["EVICTED"]
 
 
+def test_a_blocked_durable_task_holds_no_normal_slot(
+    app: Stoker, engine: Any, worker_factory: Any
+) -> None:
+    # One normal and one durable slot; the durable task is never evicted and sleeps long.
+    worker_factory("tests.apps.durable_eviction:app", slots=1, durable_slots=1)
+    sleeper = app.tasks["stay"].run_no_wait(Nap(seconds=30))
+    wait_until(
+        lambda: (task_row(engine.db_url, sleeper.run_id) or {}).get("status") == "RUNNING",
+        20,
+        "the durable task to run",
+    )
+    # The normal slot is free meanwhile: ordinary tasks run one after the other.
+    for _ in range(3):
+        assert app.tasks["quick"].run_no_wait(Nap(seconds=0)).result(timeout=20) == "quick"
+    row = task_row(engine.db_url, sleeper.run_id)
+    assert row is not None and row["status"] == "RUNNING" and row["running"]
+    app.runs.cancel(sleeper.run_id)
+
+
 def test_fifty_sleeping_tasks_share_two_durable_slots(
     app: Stoker, engine: Any, worker_factory: Any
 ) -> None:

@@ -1,7 +1,8 @@
 """The durable log's statements (db/sql/durable.sql) on a real Postgres: appends are
 idempotent and expose a changed call, settlements are numbered under the log's lock, due
 timers are shared between sweepers by SKIP LOCKED, resets branch the visible log, and
-eviction is accepted only when no wake-up can be lost."""
+eviction is accepted only when no wake-up can be lost, and a settlement restores an evicted
+task once, ahead of ordinary work."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from stoker._core.durable import (
     fingerprint,
     visible_positions,
 )
+from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, connect
 from stoker.db.queries import queries
 from stoker.db.store import NoParams
 from stoker.db.store import durable as store
+from stoker.engine.durable import DurableLogs
 from stoker.errors import NonDeterminismError
 from tests.harness import SCHEMA
 
@@ -468,3 +471,48 @@ async def test_the_partition_upkeep_creates_and_drops_the_durable_days(db: Execu
     for parent in ("durable_log", "durable_branch", "durable_entry"):
         assert tables.get(parent) == f"{parent}_p{day:%Y%m%d}", tables
     assert await visible(db, 1) == []
+
+
+async def test_the_engine_refuses_an_eviction_while_a_resolution_is_in_flight(
+    db: Executor, db_url: str
+) -> None:
+    # The engine's handler of worker requests (engine/durable/log.py), on a real run row.
+    await running_task(db_url, 1)
+    logs = DurableLogs(db)
+    ids = iter(range(1, 100))
+
+    async def ask(op: pb.DurableOp.ValueType, **fields: Any) -> pb.DurableReply:
+        req = pb.DurableRequest(task_id=1, attempt=0, request_id=next(ids), op=op, **fields)
+        return await logs.handle(7, TENANT, req)
+
+    def nap(position: int, delay_ms: int) -> pb.DurableCall:
+        return pb.DurableCall(
+            position=position,
+            kind="wait",
+            name="sleep",
+            fingerprint=fingerprint(EntryKind.WAIT, "sleep", timer=True),
+            delay_ms=delay_ms,
+            status="pending",
+        )
+
+    inv = (await ask(pb.OPEN)).invocation
+    idle = await ask(pb.EVICT, invocation=inv, last_seen_seq=0)
+    assert not idle.evicted and "waits for nothing" in idle.error
+    await ask(pb.APPEND, invocation=inv, calls=[nap(1, 0), nap(2, 60_000)])
+    # The timer settles the first sleep (seq 1) before the worker, which has seen nothing
+    # settled, asks to be evicted (blocked on both): refused, the wake-up is on its way.
+    await settle(db, [(1, 1, 1)])
+    refused = await ask(pb.EVICT, invocation=inv, last_seen_seq=0)
+    assert not refused.evicted and "resolution is on its way" in refused.error
+    stale = await ask(pb.EVICT, invocation=inv - 1, last_seen_seq=1)
+    assert not stale.evicted and "newer invocation" in stale.error
+    [task] = await sql(db_url, "SELECT status FROM task WHERE id = 1")
+    assert task == {"status": "RUNNING"}
+
+    # Having seen it, blocked on the long sleep: accepted.
+    accepted = await ask(pb.EVICT, invocation=inv, last_seen_seq=1)
+    assert accepted.evicted and not accepted.error
+    [task] = await sql(db_url, "SELECT status FROM task WHERE id = 1")
+    assert task == {"status": "EVICTED"}
+    # The attempt is over: the worker's further requests are refused.
+    assert (await ask(pb.SYNC)).error == "the attempt is not running on this worker"
