@@ -31,6 +31,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.durable import DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
@@ -177,12 +178,17 @@ class Worker:
 
         heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
         heartbeat.start()
-        evictor = asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")
+        helpers: list[asyncio.Task[None]] = []
+        if any(isinstance(t, DurableTask) for t in self.tasks.values()):
+            helpers.append(
+                asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")
+            )
         try:
             await session.run()
         finally:
-            evictor.cancel()
-            await asyncio.gather(evictor, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             heartbeat.stop()
             runtime.shutdown()
 

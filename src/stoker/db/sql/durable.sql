@@ -235,7 +235,8 @@ ORDER BY task_id, position;
 -- only for the current invocation, when nothing was settled since the worker last looked
 -- (satisfied_counter <= last_seen_seq: otherwise a resolution is on its way, and evicting
 -- would lose the wake-up), when the task waits for something, and when the attempt is
--- still the reporting worker's. Then, in this statement: the log is marked evicted, the
+-- still the reporting worker's (so an evicted one cannot be evicted twice: its attempt
+-- is over). Then, in this statement: the log is marked evicted, the
 -- attempt ends without counting as a retry (its task_runtime row goes: the slot is free)
 -- and the task is EVICTED until a settlement restores it (settle_durable_entries).
 -- Returns the log when accepted, nothing when refused. Run under the lock.
@@ -243,7 +244,6 @@ WITH log AS (
     UPDATE durable_log l SET evicted_at = now()
     WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
       AND l.invocation = %(invocation)s AND l.satisfied_counter <= %(last_seen_seq)s
-      AND l.evicted_at IS NULL
       AND EXISTS (
           SELECT 1 FROM durable_entry e
           WHERE e.task_id = l.task_id AND e.created_at = l.created_at
@@ -277,20 +277,24 @@ SELECT log.* FROM log JOIN ended ON ended.task_id = log.task_id;
 -- The execution timeout of durable attempts counts only time spent running between
 -- durable calls: an attempt whose log has a pending entry is blocked, and its deadline is
 -- cleared; one that is not blocked (any more) gets its deadline again, counted from now
--- when it had none (grace_ms on top, as at assignment). Attempts without an execution
--- timeout are left alone.
+-- (grace_ms on top, as at assignment). Only rows that change are written (a re-read
+-- stays a read), and attempts without an execution timeout are left alone.
+WITH x AS (
+    SELECT t.id, t.execution_timeout_ms,
+           EXISTS (SELECT 1 FROM durable_entry e
+                   WHERE e.task_id = t.id AND e.created_at = t.created_at
+                     AND e.status = 'pending') AS blocked
+    FROM task t
+    WHERE t.id = ANY(%(task_ids)s::bigint[]) AND t.execution_timeout_ms > 0
+)
 UPDATE task_runtime r
-SET timeout_at = CASE
-        WHEN EXISTS (SELECT 1 FROM durable_entry e
-                     WHERE e.task_id = t.id AND e.created_at = t.created_at
-                       AND e.status = 'pending')
-        THEN NULL
-        ELSE coalesce(r.timeout_at,
-                      now() + (t.execution_timeout_ms + %(grace_ms)s) * interval '1 millisecond')
-    END
-FROM task t
-WHERE t.id = ANY(%(task_ids)s::bigint[]) AND r.task_id = t.id
-  AND t.execution_timeout_ms > 0;
+SET timeout_at = CASE WHEN x.blocked THEN NULL
+                      ELSE now() + (x.execution_timeout_ms + %(grace_ms)s)
+                                   * interval '1 millisecond'
+                 END
+FROM x
+WHERE r.task_id = x.id
+  AND CASE WHEN x.blocked THEN r.timeout_at IS NOT NULL ELSE r.timeout_at IS NULL END;
 
 -- name: set_durable_deadline
 -- The run's whole-life deadline: its creation time plus the task's `timeout`, set once

@@ -157,8 +157,6 @@ def _refusal(locked: store.DurableLog | None, req: pb.DurableRequest) -> str:
         return "eviction refused: a newer invocation of this task runs elsewhere"
     if locked["satisfied_counter"] > req.last_seen_seq:
         return "eviction refused: a resolution is on its way"
-    if locked["evicted_at"] is not None:
-        return "eviction refused: already evicted"
     return "eviction refused: the task waits for nothing"
 
 
