@@ -126,8 +126,13 @@ class Runtime:
     def begin(self, a: pb.Assignment) -> None:
         """Starts an assigned attempt (a redelivered one already running is ignored)."""
         task = self.tasks.get(a.task_name)
-        if a.task_id in self.running:
-            return  # already running this attempt (a redelivery after reconnect)
+        current = self.running.get(a.task_id)
+        if current is not None:
+            if current.assignment.attempt >= a.attempt:
+                return  # already running this attempt (a redelivery after reconnect)
+            # A newer attempt means the engine ended ours (an eviction acknowledged on the
+            # stream just behind this assignment): ours stops, unreported.
+            self.cancel(a.task_id, current.assignment.attempt, "superseded by a new attempt")
         outbox = self.outbox
 
         def refresh(seconds: float) -> None:
