@@ -95,6 +95,18 @@ def test_a_blocked_durable_task_holds_no_normal_slot(
     app.runs.cancel(sleeper.run_id)
 
 
+def test_cancelling_an_evicted_run_ends_it_at_once(
+    app: Stoker, engine: Any, worker_factory: Any
+) -> None:
+    worker_factory("tests.apps.durable_eviction:app", durable_slots=4)
+    ref = app.tasks["hibernate"].run_no_wait(Nap(seconds=60))
+    wait_until(lambda: evicted_now(engine.db_url, ref.run_id), 20, "the task to be evicted")
+    app.runs.cancel(ref.run_id)
+    with pytest.raises(TaskRunError) as failed:
+        ref.result(timeout=10)
+    assert failed.value.status == "CANCELLED"
+
+
 def test_fifty_sleeping_tasks_share_two_durable_slots(
     app: Stoker, engine: Any, worker_factory: Any
 ) -> None:
