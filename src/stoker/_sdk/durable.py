@@ -251,11 +251,10 @@ class DurableLog:
         return time.time() * 1000 + self._offset_ms
 
     async def request(
-        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = ()
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = (), **fields: Any
     ) -> pb.DurableReply:
         """Sends a request and waits for its reply; StokerError when the engine refused it."""
-        fut = self._send_request(op, calls)
-        reply = await fut
+        reply = await self._send_request(op, calls, **fields)
         if reply.error:
             raise StokerError(f"durable task log: {reply.error}")
         return reply
@@ -333,19 +332,12 @@ class DurableLog:
     async def open(self) -> None:
         """Starts this attempt's invocation and loads the log to replay."""
         with self.busy():
-            reply = await self._open()
+            reply = await self.request(pb.OPEN, run_timeout_ms=self._run_timeout_ms)
         self.invocation = reply.invocation
         self.recorded = {e.position: e for e in reply.entries}
         self.gate = ReleaseGate(
             {e.satisfied_seq: e.position for e in reply.entries if e.satisfied_seq}
         )
-
-    async def _open(self) -> pb.DurableReply:
-        fut = self._send_request(pb.OPEN, (), run_timeout_ms=self._run_timeout_ms)
-        reply = await fut
-        if reply.error:
-            raise StokerError(f"durable task log: {reply.error}")
-        return reply
 
     async def append(self, call: pb.DurableCall) -> pb.DurableEntry:
         """Records one call and returns its entry as the log holds it."""
