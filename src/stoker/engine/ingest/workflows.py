@@ -51,8 +51,8 @@ from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
 from stoker.engine.flows.progression import Progression
-from stoker.engine.ingest import requests
-from stoker.engine.ingest.buffer import Ingest, Written
+from stoker.engine.ingest import idempotency, requests
+from stoker.engine.ingest.buffer import Ingest, RunIds, Written
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.signals import Outbox, Signals
@@ -67,6 +67,8 @@ class WorkflowTriggerInput:
     input: bytes
     additional_metadata: bytes = b""
     priority: int = 0
+    idempotency_key: str = ""
+    idempotency_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +131,12 @@ class WorkflowIngest:
         tenant_id: int,
         items: list[WorkflowTriggerInput],
         request: RequestKey | None = None,
-    ) -> list[str]:
+    ) -> RunIds:
         """Creates workflow runs and returns their ids once they are stored (for a retry
-        of the call with ``request``: the first call's)."""
+        of the call with ``request``: the first call's; for a run whose idempotency key
+        names a live run: that run's)."""
         if not items:
-            return []
+            return RunIds([])
         known = await self._definitions.resolve(
             tenant_id, workflow_names=sorted({i.workflow_name for i in items})
         )
@@ -143,12 +146,17 @@ class WorkflowIngest:
         ]
         for r in runs:
             self._check(r, f"workflow {r.name!r}")
+        keys = [
+            idempotency.check(i.idempotency_key, i.idempotency_ttl_ms, f"workflow {i.workflow_name!r}")
+            for i in items
+        ]
         return await self._ingest.submit(
             tenant_id,
             self._write_parked,
             [(r, known.workflows, known.tasks) for r in runs],
             [str(r.external_id) for r in runs],
             request,
+            keys,
         )
 
     async def _write_parked(
