@@ -7,7 +7,8 @@
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
 * runs — waiting for results, cancel and replay;
 * controllers — the leader loops, one per module: leadership, timeouts, worker liveness,
-  the DAG sweeper, durable timers, crons, scheduled runs, retention (their rounds run on the leader replica only);
+  the DAG sweeper, durable timers, crons, scheduled runs, retention (their rounds run on
+  the leader replica only);
 * durable — durable tasks' logs, read and appended over the worker streams, and the
   wake-up hints sent to workers when a log is settled;
 * api — the REST API over HTTP.
@@ -241,13 +242,12 @@ class Engine:
     def _start_workflows(self, db: Executor) -> None:
         """Workflows: the wait registry and its sweeper, the workflow/child/event ingest,
         cancel and replay (DAG progression itself is made with the attempts that call it)."""
+        from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.controllers.sweeper import Sweeper
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.ingest.workflows import WorkflowIngest
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
-
-        from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.schedules import Schedules
 
         s = self.settings

@@ -126,7 +126,9 @@ class ScheduleTimers(LoopService):
         except StokerError as exc:
             if len(rows) == 1:
                 name = rows[0]["task_name"] or rows[0]["workflow_name"]
-                log.error("scheduled run %s of %r is refused: %s", rows[0]["external_id"], name, exc)
+                log.error(
+                    "scheduled run %s of %r is refused: %s", rows[0]["external_id"], name, exc
+                )
                 return [(rows[0]["id"], None, str(exc))]
         # One of them is refused: each alone, so that only the bad ones fail.
         parts = await asyncio.gather(*(self._fire(tenant_id, workflow, [r]) for r in rows))

@@ -57,11 +57,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stoker.db import Executor, NoParams
+from stoker.db.store import idempotency as idempotency_store
 from stoker.db.store import queue as queue_store
 from stoker.db.store import workers as worker_store
 from stoker.engine import faults
 from stoker.engine.definitions import Definitions
-from stoker.db.store import idempotency as idempotency_store
 from stoker.engine.ingest import idempotency, requests
 from stoker.engine.ingest.idempotency import IdemKey
 from stoker.engine.ingest.requests import RequestKey
@@ -334,9 +334,7 @@ class Ingest(LoopService):
                     outcomes[id(p)] = RunIds(replay.run_ids)
             # Then idempotency keys: items whose key names a live run are answered with it.
             skipped = await self._deduplicate(tx, tenant_id, todo, outcomes)
-            rows = [
-                r for p in todo for n, r in enumerate(p.rows) if (id(p), n) not in skipped
-            ]
+            rows = [r for p in todo for n, r in enumerate(p.rows) if (id(p), n) not in skipped]
             writers: dict[BatchWriter, list[Any]] = {}
             for p in todo:
                 if p.writer is not None:

@@ -147,7 +147,9 @@ class WorkflowIngest:
         for r in runs:
             self._check(r, f"workflow {r.name!r}")
         keys = [
-            idempotency.check(i.idempotency_key, i.idempotency_ttl_ms, f"workflow {i.workflow_name!r}")
+            idempotency.check(
+                i.idempotency_key, i.idempotency_ttl_ms, f"workflow {i.workflow_name!r}"
+            )
             for i in items
         ]
         return await self._ingest.submit(

@@ -8,9 +8,9 @@
   answered as statuses (the ``@rpc`` decorator), and the interceptor that refuses calls
   without a valid token before their request is read.
 
-The wire has three services, ``Engine``, ``Workflows`` and ``Schedules``; :func:`open_server` answers each of
-their methods with the one servicer that defines it, so which servicer answers a method is
-a matter of who calls it, not of which ``.proto`` service declares it.
+The wire has three services, ``Engine``, ``Workflows`` and ``Schedules``; :func:`open_server`
+answers each of their methods with the one servicer that defines it, so which servicer
+answers a method is a matter of who calls it, not of which ``.proto`` service declares it.
 """
 
 from __future__ import annotations

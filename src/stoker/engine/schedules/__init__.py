@@ -13,8 +13,9 @@ one statement or transaction.
 * **Waking the controller.** Every create or reschedule sends ``stoker_schedules`` in its
   transaction (the leader may be another replica) and wakes this replica's controller
   after the commit, so a run due sooner than the controller's next wake-up is not late.
-* **Retried calls.** ``CreateSchedules`` carries a request key (:mod:`stoker.engine.ingest.requests`)
-  recorded in the insert's transaction: a retry answers with the first call's schedules.
+* **Retried calls.** ``CreateSchedules`` carries a request key
+  (:mod:`stoker.engine.ingest.requests`) recorded in the insert's transaction: a retry
+  answers with the first call's schedules.
 * **Fired runs stay** as rows with their run id (``status`` FIRED, or FAILED with the
   reason the run was refused) and can no longer be changed or deleted.
 """
@@ -241,9 +242,7 @@ class Schedules:
         who = f"scheduled run {external_id}"
         run_at = at_ms(run_at_ms, f"{who}: run_at_ms") if run_at_ms else None
         if run_at is not None and strict and run_at < datetime.now(UTC):
-            raise InvalidRequestError(
-                f"{who}: {run_at.isoformat()} is in the past and strict=True"
-            )
+            raise InvalidRequestError(f"{who}: {run_at.isoformat()} is in the past and strict=True")
         check_payload(
             TriggerInput(name, input, additional_metadata), self._max_payload, subject=who
         )
