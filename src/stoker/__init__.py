@@ -30,7 +30,8 @@ from stoker._sdk.durable import DurableContext
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
-from stoker._sdk.task import Task
+from stoker._sdk.schedules import ScheduledRun, Schedules
+from stoker._sdk.task import Idempotency, Task
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
@@ -68,6 +69,7 @@ __all__ = [
     "DurableContext",
     "EngineUnavailableError",
     "Events",
+    "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -83,6 +85,8 @@ __all__ = [
     "RunOutcome",
     "RunRef",
     "Runs",
+    "ScheduledRun",
+    "Schedules",
     "SleepCondition",
     "StickyStrategy",
     "Stoker",
