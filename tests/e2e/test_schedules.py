@@ -1,0 +1,203 @@
+"""Scheduled runs through real engine and worker processes: a run fires at its time (not
+before), once; reschedule, change and delete before it is due; a past time fires at once
+and strict refuses it; a restart of the engine before the time still fires it once; and
+10,000 runs due in the same second, with two engine replicas, all fire exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from stoker import InvalidRequestError, NotFoundError, ScheduledRun, Stoker, UnknownTaskError
+from tests.apps import basic
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _client(tenant: Any) -> Stoker:
+    return basic.declare(tenant.client())
+
+
+def _runs(db_url: str, tenant_id: int) -> list[tuple[str, Any, datetime]]:
+    """The tenant's task runs made from schedules: (schedule id, input, created_at)."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT additional_metadata->>'stoker_schedule', input, created_at FROM stoker.task"
+            " WHERE tenant_id = %s AND additional_metadata ? 'stoker_schedule' ORDER BY id",
+            (tenant_id,),
+        ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _fired(app: Stoker, s: ScheduledRun) -> ScheduledRun | None:
+    now = app.schedules.get(s)
+    return now if now.status != "SCHEDULED" else None
+
+
+def test_a_scheduled_run_fires_at_its_time_once_and_its_handle_leads_to_the_run(
+    engine: Any, tenant: Any, worker_factory: Any
+) -> None:
+    worker_factory("tests.apps.basic:app", tenant=tenant).wait_ready()
+    app = _client(tenant)
+    greet = app.tasks["greet"]
+    at = datetime.now(UTC) + timedelta(seconds=1.5)
+    s = greet.schedule(at, basic.Greet(name="later"), additional_metadata={"batch": "b1"})
+    assert s.status == "SCHEDULED" and s.run() is None and s.task_name == "greet"
+    assert abs((s.at - at).total_seconds()) < 0.002
+    assert s.input == {"name": "later"} and s.additional_metadata == {"batch": "b1"}
+    assert _runs(engine.db_url, tenant.tenant_id) == []  # no queue item before its time
+    fired = wait_until(lambda: _fired(app, s), what="the schedule to fire", log=engine.log_path)
+    assert fired.status == "FIRED" and fired.fired_at is not None and fired.run_id
+    ref = fired.run()
+    assert ref is not None and ref.result(timeout=30) == {"message": "hello later", "attempt": 0}
+    runs = _runs(engine.db_url, tenant.tenant_id)
+    assert [r[0] for r in runs] == [s.id]
+    assert runs[0][2] >= s.at  # not before its time
+    assert app.schedules.list(task="greet", status="FIRED")[0].run_id == fired.run_id
+    app.close()
+
+
+def test_reschedule_change_and_delete_before_it_is_due(engine: Any, tenant: Any) -> None:
+    app = _client(tenant)
+    greet = app.tasks["greet"]
+    later = datetime.now(UTC) + timedelta(hours=1)
+    moved = greet.schedule(later, {"name": "first"})
+    dropped = greet.schedule(later, {"name": "dropped"})
+    kept = greet.schedule(later + timedelta(minutes=1), {"name": "kept"})
+    by_filter = [
+        greet.schedule(later + timedelta(days=1), {"name": f"f{n}"}, additional_metadata={"g": 1})
+        for n in range(3)
+    ]
+
+    changed = app.schedules.update(moved, input={"name": "second"}, additional_metadata={"v": 2})
+    assert changed.input == {"name": "second"} and changed.additional_metadata == {"v": 2}
+    with pytest.raises(ValidationError):  # the local task's input model applies
+        app.schedules.update(moved, input={"nom": "x"})
+    app.schedules.delete(dropped)
+    with pytest.raises(NotFoundError):
+        app.schedules.get(dropped.id)
+    with pytest.raises(NotFoundError):
+        app.schedules.delete(dropped.id)
+    # Bulk delete by metadata and time range: only the matching ones.
+    assert app.schedules.bulk_delete(additional_metadata={"g": 1}, until=later) == []
+    deleted = app.schedules.bulk_delete(
+        task="greet", since=later + timedelta(hours=2), additional_metadata={"g": 1}
+    )
+    assert sorted(deleted) == sorted(s.id for s in by_filter)
+    with pytest.raises(InvalidRequestError, match="needs ids or a filter"):
+        app.schedules.bulk_delete()
+
+    rescheduled = app.schedules.update(moved, at=timedelta(milliseconds=300))
+    assert rescheduled.at < later
+    fired = wait_until(lambda: _fired(app, moved), what="the rescheduled run")
+    assert fired.status == "FIRED"
+    runs = _runs(engine.db_url, tenant.tenant_id)
+    assert [(r[0], r[1]) for r in runs] == [(moved.id, {"name": "second"})]
+    with pytest.raises(InvalidRequestError, match="can no longer be changed: it is FIRED"):
+        app.schedules.update(moved, at=timedelta(hours=1))
+    with pytest.raises(InvalidRequestError, match="can no longer be deleted"):
+        app.schedules.delete(moved)
+    assert [s.id for s in app.schedules.list(status="SCHEDULED")] == [kept.id]
+    app.close()
+
+
+def test_a_past_time_fires_at_once_and_strict_refuses_it(engine: Any, tenant: Any) -> None:
+    app = _client(tenant)
+    greet = app.tasks["greet"]
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    with pytest.raises(InvalidRequestError, match="is in the past .* strict=True"):
+        greet.schedule(past, {"name": "strict"}, strict=True)
+    assert app.schedules.list() == []  # nothing stored
+    s = greet.schedule(past, {"name": "late"})
+    assert wait_until(lambda: _fired(app, s), what="the past schedule").status == "FIRED"
+    assert [r[0] for r in _runs(engine.db_url, tenant.tenant_id)] == [s.id]
+    app.close()
+
+
+def test_bad_input_is_refused_when_scheduling(engine: Any, tenant: Any) -> None:
+    app = _client(tenant)
+    greet = app.tasks["greet"]
+    with pytest.raises(ValidationError):
+        greet.schedule(timedelta(minutes=1), {"nom": "x"})
+    with pytest.raises(ValueError, match="has no time zone"):
+        greet.schedule(datetime.now() + timedelta(minutes=1), {"name": "x"})  # noqa: DTZ005
+    with pytest.raises(TypeError, match="unknown schedule option"):
+        greet.schedule(timedelta(minutes=1), {"name": "x"}, desired_worker_id="w")
+    with pytest.raises(NotFoundError):
+        app.schedules.get("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(NotFoundError):
+        app.schedules.get("not-an-id")
+    with pytest.raises(NotFoundError):
+        app.schedules.update("00000000-0000-0000-0000-000000000000", at=timedelta(minutes=1))
+    other = tenant.client()
+
+    @other.task(name="nowhere")
+    async def nowhere(input: dict[str, Any], ctx: Any) -> None:
+        return None
+
+    from stoker._sdk.schedules import schedule_item
+
+    item = schedule_item("t", "never_registered", "", b"{}", timedelta(minutes=1), {})
+    with pytest.raises(UnknownTaskError, match="never_registered"):
+        other.schedules.create([item])
+    app.close()
+    other.close()
+
+
+def test_an_engine_restarted_before_the_time_fires_the_run_once(
+    engine_factory: Any, tenant_factory: Any
+) -> None:
+    eng = engine_factory()
+    ten = tenant_factory(eng)
+    app = _client(ten)
+    s = app.tasks["greet"].schedule(timedelta(seconds=3), {"name": "restart"})
+    eng.kill()
+    assert _runs(eng.db_url, ten.tenant_id) == []
+    eng.restart()
+    wait_until(lambda: _fired(app, s), timeout=60, what="the schedule after restart", log=eng.log_path)
+    assert [r[0] for r in _runs(eng.db_url, ten.tenant_id)] == [s.id]
+    app.close()
+
+
+def test_ten_thousand_runs_due_in_one_second_fire_exactly_once_on_two_replicas(
+    engine_factory: Any, tenant_factory: Any
+) -> None:
+    first = engine_factory(env={"STOKER_ENGINE_ID": "one"})
+    second = engine_factory(db_url=first.db_url, env={"STOKER_ENGINE_ID": "two"})
+    ten = tenant_factory(first)
+    app = _client(ten)
+    greet = app.tasks["greet"]
+    greet.app.register([greet])
+    start = datetime.now(UTC) + timedelta(seconds=8)
+    made: list[str] = []
+    clients = [app, _client(ten)]
+    clients[1].close()
+    second_app = basic.declare(Stoker(address=second.grpc_address, token=ten.token))
+    for chunk in range(10):
+        items = [
+            greet._schedule_item(  # noqa: SLF001 - bulk creation through the public call
+                start + timedelta(microseconds=100 * (chunk * 1000 + n)), {"name": f"n{n}"}, {}
+            )
+            for n in range(1000)
+        ]
+        target = app if chunk % 2 else second_app
+        made += [s.id for s in target.schedules.create(items)]
+    assert len(set(made)) == 10_000
+    assert datetime.now(UTC) < start, "creating took too long for the test's premise"
+    wait_until(
+        lambda: len(_runs(first.db_url, ten.tenant_id)) >= 10_000,
+        timeout=120,
+        what="10,000 scheduled runs",
+        log=first.log_path,
+    )
+    runs = _runs(first.db_url, ten.tenant_id)
+    assert len(runs) == 10_000
+    assert sorted(r[0] for r in runs) == sorted(made)  # each exactly once
+    assert app.schedules.list(status="SCHEDULED") == []
+    app.close()
+    second_app.close()
