@@ -411,6 +411,40 @@ class Task(Generic[I, O]):
             await self.app.connection.aio_register([self])
         return (await self.app.schedules.aio_create([item], strict=strict))[0]
 
+    def schedule_many(
+        self,
+        runs: Sequence[tuple[When, I]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        """Stores many scheduled runs, ``(at, input)`` each, in calls of up to 1,000 (every
+        input validated first; one invalid run refuses its call whole)."""
+        items = [self._schedule_item(at, value, options) for at, value in runs]
+        if not self.app.connection.is_registered(self.name):
+            self.app.connection.register([self])
+        made: list[ScheduledRun] = []
+        for n in range(0, len(items), _TRIGGER_BATCH):
+            made += self.app.schedules.create(items[n : n + _TRIGGER_BATCH], strict=strict)
+        return made
+
+    async def aio_schedule_many(
+        self,
+        runs: Sequence[tuple[When, I]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        items = [self._schedule_item(at, value, options) for at, value in runs]
+        if not self.app.connection.is_registered(self.name):
+            await self.app.connection.aio_register([self])
+        made: list[ScheduledRun] = []
+        for n in range(0, len(items), _TRIGGER_BATCH):
+            made += await self.app.schedules.aio_create(
+                items[n : n + _TRIGGER_BATCH], strict=strict
+            )
+        return made
+
     def _children(self, inputs: Sequence[I], options: RunOptions) -> list[ChildSpec]:
         if "idempotency_key" in options:
             raise TypeError(

@@ -92,6 +92,24 @@ class WorkflowTask(Task[Any, Any]):
     ) -> ScheduledRun:
         raise self._refuse()
 
+    def schedule_many(
+        self,
+        runs: Sequence[tuple[When, Any]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        raise self._refuse()
+
+    async def aio_schedule_many(
+        self,
+        runs: Sequence[tuple[When, Any]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        raise self._refuse()
+
     async def aio_schedule(
         self, at: When, input: Any, *, strict: bool = False, **options: Unpack[RunOptions]
     ) -> ScheduledRun:
