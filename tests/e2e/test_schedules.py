@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from pydantic import ValidationError
@@ -211,3 +212,47 @@ def test_ten_thousand_runs_due_in_one_second_fire_exactly_once_on_two_replicas(
     assert sorted(r[0] for r in runs) == sorted(made)  # each exactly once
     for app in apps:
         app.close()
+
+
+def test_the_rest_api_creates_lists_changes_and_deletes_scheduled_runs(
+    engine: Any, tenant: Any
+) -> None:
+    app = _client(tenant)
+    app.register([app.tasks["greet"]])
+    api = httpx.Client(
+        base_url=f"{engine.http_url}/api/v1",
+        headers={"authorization": f"Bearer {tenant.token}"},
+        timeout=10,
+    )
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    made = api.post(
+        "/schedules", json={"task_name": "greet", "input": {"name": "rest"}, "run_at": later}
+    )
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    assert made.json()["status"] == "SCHEDULED" and made.json()["input"] == {"name": "rest"}
+    assert api.get(f"/schedules/{sid}").json()["id"] == sid
+    assert [s["id"] for s in api.get("/schedules", params={"name": "greet"}).json()["items"]] == [
+        sid
+    ]
+    moved = api.patch(f"/schedules/{sid}", json={"input": {"name": "changed"}, "run_at": later})
+    assert moved.status_code == 200 and moved.json()["input"] == {"name": "changed"}
+    past = api.post(
+        "/schedules",
+        json={"task_name": "greet", "run_at": "2020-01-01T00:00:00Z", "strict": True},
+    )
+    assert past.status_code == 422 and "strict" in past.json()["error"]["message"]
+    unknown = api.post("/schedules", json={"task_name": "nope", "run_at": later})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+    assert api.get("/schedules/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert api.delete(f"/schedules/{sid}").status_code == 204
+    assert api.get(f"/schedules/{sid}").status_code == 404
+    other = api.post(
+        "/schedules",
+        json={"task_name": "greet", "run_at": later, "additional_metadata": {"tag": "x"}},
+    ).json()
+    deleted = api.post("/schedules/delete", json={"additional_metadata": {"tag": "x"}}).json()
+    assert deleted == {"ids": [other["id"]]}
+    assert api.post("/schedules/delete", json={}).status_code == 422
+    api.close()
+    app.close()

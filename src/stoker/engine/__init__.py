@@ -206,6 +206,7 @@ class Engine:
                 served=self.served,
                 engine_id=self.engine_id,
                 max_body_bytes=message_limit(s.max_payload_bytes),
+                schedules=self.schedules,
             )
             self.services.append(
                 ApiService(
