@@ -52,6 +52,7 @@ def registry() -> dict[str, Scenario]:
         drain,
         idle,
         policy,
+        schedules,
         soak,
         steady,
         workflows,

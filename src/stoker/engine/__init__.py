@@ -271,6 +271,7 @@ class Engine:
         # Scheduled runs: stored by request, fired by the leader through ingest.
         self.schedule_timers = ScheduleTimers(
             db,
+            self.signals,
             self.ingest,
             workflows,
             self.leadership,

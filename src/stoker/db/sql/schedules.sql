@@ -13,23 +13,27 @@ FROM unnest(%(external_ids)s::uuid[], %(task_names)s::text[], %(workflow_names)s
 RETURNING external_id, task_name, workflow_name, run_at, input, additional_metadata,
           priority, status, run_id, error, created_at, fired_at;
 
--- name: due_scheduled_runs
--- Locked until the firing transaction marks them: a second leader skips them.
-SELECT id, tenant_id, external_id, task_name, workflow_name, run_at, input,
-       additional_metadata, priority
-FROM scheduled_run
-WHERE status = 'SCHEDULED' AND run_at <= now()
-ORDER BY run_at
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
-
--- name: mark_scheduled_runs
+-- name: fire_due_scheduled_runs
+-- Claims the due runs and marks them FIRED with the ids their runs will have, in one
+-- statement; the caller writes those runs in the same transaction (a refused one is then
+-- marked FAILED). Rows locked by another leader's round are skipped.
 UPDATE scheduled_run s
-SET status = m.status, run_id = m.run_id, error = m.error, fired_at = now(),
-    updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(run_ids)s::uuid[], %(errors)s::text[])
-    AS m(id, status, run_id, error)
-WHERE s.id = m.id AND s.status = 'SCHEDULED';
+SET status = 'FIRED', run_id = gen_random_uuid(), fired_at = now(), updated_at = now()
+FROM (SELECT id FROM scheduled_run
+      WHERE status = 'SCHEDULED' AND run_at <= now()
+      ORDER BY run_at
+      LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due
+WHERE s.id = due.id
+RETURNING s.id, s.tenant_id, s.external_id, s.task_name, s.workflow_name, s.run_at, s.input,
+          s.additional_metadata, s.priority, s.run_id;
+
+-- name: fail_scheduled_runs
+-- Runs the engine refused when they fell due: no run, and why.
+UPDATE scheduled_run s
+SET status = 'FAILED', run_id = NULL, error = f.error, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS f(id, error)
+WHERE s.id = f.id;
 
 -- name: next_scheduled_run
 SELECT min(run_at) AS run_at FROM scheduled_run WHERE status = 'SCHEDULED';

@@ -47,12 +47,13 @@ insert_scheduled_runs = Many[InsertScheduledRuns, ScheduledRunRow]("insert_sched
 
 
 @dataclass(frozen=True, slots=True)
-class DueScheduledRuns:
+class FireDueScheduledRuns:
     limit: int
 
 
-class DueScheduledRun(TypedDict):
-    """A scheduled run that is due, locked by the firing transaction."""
+class FiredScheduledRun(TypedDict):
+    """A scheduled run that fell due, claimed and marked FIRED by the firing transaction,
+    with the id its run gets."""
 
     id: int
     tenant_id: int
@@ -63,20 +64,19 @@ class DueScheduledRun(TypedDict):
     input: Any
     additional_metadata: Any
     priority: int
+    run_id: uuid.UUID
 
 
-due_scheduled_runs = Many[DueScheduledRuns, DueScheduledRun]("due_scheduled_runs")
+fire_due_scheduled_runs = Many[FireDueScheduledRuns, FiredScheduledRun]("fire_due_scheduled_runs")
 
 
 @dataclass(frozen=True, slots=True)
-class MarkScheduledRuns:
+class FailScheduledRuns:
     ids: list[int]
-    statuses: list[str]
-    run_ids: list[uuid.UUID | None]
-    errors: list[str | None]
+    errors: list[str]
 
 
-mark_scheduled_runs = Exec[MarkScheduledRuns]("mark_scheduled_runs")
+fail_scheduled_runs = Exec[FailScheduledRuns]("fail_scheduled_runs")
 
 
 class NextScheduledRun(TypedDict):

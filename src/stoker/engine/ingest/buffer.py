@@ -162,26 +162,8 @@ class Ingest(LoopService):
         run whose idempotency key names a live run: that run's id, nothing created)."""
         if not items:
             return RunIds([])
-        defs = (await self._definitions.resolve(tenant_id, [i.task_name for i in items])).tasks
-        for item in items:
-            check_payload(item, self._max_payload)
-        workers = await self._desired_workers(tenant_id, items)
-        rows = [
-            NewTaskRun(
-                uuid.uuid4(),
-                defs[item.task_name],
-                item,
-                self._definitions.policy(
-                    tenant_id,
-                    item.task_name,
-                    defs[item.task_name],
-                    item.input,
-                    item.additional_metadata,
-                ),
-                workers.get(item.desired_worker_id),
-            )
-            for item in items
-        ]
+        rows = await self.prepare(tenant_id, items)
+        defs = {r.item.task_name: r.config for r in rows}
         ids = [str(r.external_id) for r in rows]
         keys = [
             idempotency.key_for(
@@ -197,6 +179,38 @@ class Ingest(LoopService):
         pending = _Pending(tenant_id, rows, ids, request, keys=keys if any(keys) else None)
         stored: RunIds = await self._park(pending, len(rows))
         return stored
+
+    async def prepare(
+        self,
+        tenant_id: int,
+        items: list[TriggerInput],
+        external_ids: list[uuid.UUID] | None = None,
+    ) -> list[NewTaskRun]:
+        """The rows :meth:`trigger` would write for ``items`` (names resolved, payloads
+        checked, policy evaluated; new ids unless ``external_ids`` are given), for a caller
+        that writes them in its own transaction with :func:`write_task_runs` (the schedules
+        controller: the runs and the marking of their schedules commit together)."""
+        ids = external_ids if external_ids is not None else [uuid.uuid4() for _ in items]
+        defs = (await self._definitions.resolve(tenant_id, [i.task_name for i in items])).tasks
+        for item in items:
+            check_payload(item, self._max_payload)
+        workers = await self._desired_workers(tenant_id, items)
+        return [
+            NewTaskRun(
+                external_id,
+                defs[item.task_name],
+                item,
+                self._definitions.policy(
+                    tenant_id,
+                    item.task_name,
+                    defs[item.task_name],
+                    item.input,
+                    item.additional_metadata,
+                ),
+                workers.get(item.desired_worker_id),
+            )
+            for item, external_id in zip(items, ids, strict=True)
+        ]
 
     async def submit(
         self,

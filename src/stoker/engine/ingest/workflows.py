@@ -161,6 +161,29 @@ class WorkflowIngest:
             keys,
         )
 
+    async def write_runs(
+        self,
+        tx: Executor,
+        out: Outbox,
+        tenant_id: int,
+        items: list[WorkflowTriggerInput],
+        external_ids: list[uuid.UUID],
+    ) -> None:
+        """Validates and writes workflow runs with ``external_ids`` inside the caller's
+        transaction ``tx`` (the schedules controller: the runs and the marking of their
+        schedules commit together). No idempotency keys here: the caller's transaction is
+        what makes the write exactly once."""
+        known = await self._definitions.resolve(
+            tenant_id, workflow_names=sorted({i.workflow_name for i in items})
+        )
+        runs = [
+            _NewRun(e, i.workflow_name, i.input, i.additional_metadata, i.priority)
+            for i, e in zip(items, external_ids, strict=True)
+        ]
+        for r in runs:
+            self._check(r, f"workflow {r.name!r}")
+        await self._insert_workflow_runs(tx, out, tenant_id, runs, known.workflows, known.tasks)
+
     async def _write_parked(
         self,
         tx: Executor,
