@@ -78,7 +78,7 @@ async def test_a_run_refused_when_due_fails_alone_and_the_others_fire(
         tenant,
         ghost,
     )
-    delay, fired = await timers.round()
+    _, fired = await timers.round()
     assert fired == 3 and timers.fired == 2
     rows = {
         r[0]: r[1:]
