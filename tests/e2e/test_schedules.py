@@ -257,3 +257,30 @@ def test_the_rest_api_creates_lists_changes_and_deletes_scheduled_runs(
     assert api.post("/schedules/delete", json={}).status_code == 422
     api.close()
     app.close()
+
+
+def test_the_command_line_lists_moves_and_deletes_scheduled_runs(engine: Any, tenant: Any) -> None:
+    from tests.e2e.test_cli import stoker
+
+    app = _client(tenant)
+    greet = app.tasks["greet"]
+    a = greet.schedule(timedelta(hours=1), {"name": "a"})
+    b = greet.schedule(timedelta(hours=2), {"name": "b"})
+    listed = stoker("schedule", "list", "--task", "greet", env=tenant.env)
+    assert listed.returncode == 0, listed.stderr
+    assert a.id in listed.stdout and b.id in listed.stdout and "SCHEDULED" in listed.stdout
+    moved = stoker("schedule", "move", a.id, "3h", env=tenant.env)
+    assert moved.returncode == 0, moved.stderr
+    assert app.schedules.get(a).at > b.at
+    bad = stoker("schedule", "move", a.id, "whenever", env=tenant.env)
+    assert bad.returncode == 2 and "neither an ISO 8601 time nor a delay" in bad.stderr
+    gone = stoker("schedule", "delete", b.id, env=tenant.env)
+    assert gone.returncode == 0 and gone.stdout.split() == [b.id]
+    nothing = stoker("schedule", "delete", env=tenant.env)
+    assert nothing.returncode == 2 and "give scheduled run ids" in nothing.stderr
+    unknown = stoker(
+        "schedule", "move", "00000000-0000-0000-0000-000000000000", "1h", env=tenant.env
+    )
+    assert unknown.returncode == 2 and "no scheduled run" in unknown.stderr
+    assert [s.id for s in app.schedules.list()] == [a.id]
+    app.close()
