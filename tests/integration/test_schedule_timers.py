@@ -112,3 +112,28 @@ async def test_two_rounds_at_once_fire_each_due_run_once(db: Executor, db_url: s
     assert fired == 3000
     runs = _sql(db_url, "SELECT additional_metadata->>'stoker_schedule' FROM task")
     assert sorted(r[0] for r in runs) == sorted(str(m["external_id"]) for m in made)
+
+
+async def test_fired_runs_are_pruned_after_the_cutoff_and_scheduled_ones_never(
+    db: Executor, db_url: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from stoker.db.store import schedules as store
+
+    tenant = await create_tenant(db, "t")
+    await _register(db, tenant, ["greet"])
+    timers, schedules, _ = await _timers(db)
+    await schedules.create(tenant, [_due_now("greet")], strict=False)
+    later = ScheduleInput("greet", "", b"{}", b"{}", 0, int(time.time() * 1000) + 3_600_000)
+    (pending,) = await schedules.create(tenant, [later], strict=False)
+    assert (await timers.round())[1] == 1
+    past = datetime.now(UTC) - timedelta(days=1)
+    assert await store.prune_fired_scheduled_runs(db, store.PruneFiredScheduledRuns(past, 10)) == 0
+    future = datetime.now(UTC) + timedelta(days=1)
+    assert (
+        await store.prune_fired_scheduled_runs(db, store.PruneFiredScheduledRuns(future, 10)) == 1
+    )
+    assert [r[0] for r in _sql(db_url, "SELECT external_id FROM scheduled_run")] == [
+        pending["external_id"]
+    ]

@@ -77,3 +77,12 @@ WHERE tenant_id = %(tenant_id)s AND status = 'SCHEDULED'
   AND (%(until)s::timestamptz IS NULL OR run_at < %(until)s::timestamptz)
   AND (%(metadata)s::jsonb IS NULL OR additional_metadata @> %(metadata)s::jsonb)
 RETURNING external_id;
+
+-- name: prune_fired_scheduled_runs
+-- Forgets scheduled runs that fired (or failed) before the cutoff, a batch at a time; their
+-- runs are kept by the run history's own retention.
+DELETE FROM scheduled_run
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM scheduled_run
+    WHERE status <> 'SCHEDULED' AND fired_at < %(cutoff)s
+    LIMIT %(limit)s));

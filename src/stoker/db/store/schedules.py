@@ -128,3 +128,12 @@ class DeletedScheduledRun(TypedDict):
 
 
 delete_scheduled_runs = Many[DeleteScheduledRuns, DeletedScheduledRun]("delete_scheduled_runs")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneFiredScheduledRuns:
+    cutoff: datetime
+    limit: int
+
+
+prune_fired_scheduled_runs = Exec[PruneFiredScheduledRuns]("prune_fired_scheduled_runs")

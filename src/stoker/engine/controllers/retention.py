@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
 from stoker.db.store import retention as retention_store
+from stoker.db.store import schedules as schedule_store
 from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.ingest import idempotency, requests
 from stoker.engine.service import LoopService
@@ -144,7 +145,8 @@ class Retention(LoopService):
         return dags, tasks
 
     async def maintain(self) -> None:
-        """Creates the partitions ahead, drops those past retention, prunes child links."""
+        """Creates the partitions ahead, drops those past retention, prunes child links
+        and scheduled runs that fired before the retention cutoff."""
         self._maintained_at = time.monotonic()
         today = datetime.now(UTC).date()
         row = await retention_store.ensure_partitions(
@@ -159,6 +161,14 @@ class Retention(LoopService):
         while (
             await retention_store.prune_child_runs(
                 self._db, retention_store.PruneChildRuns(cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
+        fired_cutoff = datetime.combine(cutoff, datetime.min.time(), UTC)
+        while (
+            await schedule_store.prune_fired_scheduled_runs(
+                self._db, schedule_store.PruneFiredScheduledRuns(fired_cutoff, _BATCH)
             )
             >= _BATCH
         ):
