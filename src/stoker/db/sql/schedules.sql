@@ -16,7 +16,9 @@ RETURNING external_id, task_name, workflow_name, run_at, input, additional_metad
 -- name: fire_due_scheduled_runs
 -- Claims the due runs and marks them FIRED with the ids their runs will have, in one
 -- statement; the caller writes those runs in the same transaction (a refused one is then
--- marked FAILED). Rows locked by another leader's round are skipped.
+-- marked FAILED). Rows locked by another leader's round are skipped. Input and metadata
+-- come back as JSON text, the metadata with the schedule's id as stoker_schedule: the runs
+-- are written from them as they are, without parsing them here.
 UPDATE scheduled_run s
 SET status = 'FIRED', run_id = gen_random_uuid(), fired_at = now(), updated_at = now()
 FROM (SELECT id FROM scheduled_run
@@ -25,8 +27,11 @@ FROM (SELECT id FROM scheduled_run
       LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) due
 WHERE s.id = due.id
-RETURNING s.id, s.tenant_id, s.external_id, s.task_name, s.workflow_name, s.run_at, s.input,
-          s.additional_metadata, s.priority, s.run_id;
+RETURNING s.id, s.tenant_id, s.external_id, s.task_name, s.workflow_name, s.run_at,
+          s.input::text AS input,
+          (s.additional_metadata
+           || jsonb_build_object('stoker_schedule', s.external_id::text))::text AS metadata,
+          s.priority, s.run_id;
 
 -- name: fail_scheduled_runs
 -- Runs the engine refused when they fell due: no run, and why.

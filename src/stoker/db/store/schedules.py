@@ -61,8 +61,9 @@ class FiredScheduledRun(TypedDict):
     task_name: str | None
     workflow_name: str | None
     run_at: datetime
-    input: Any
-    additional_metadata: Any
+    input: str
+    metadata: str
+    """The run's additional metadata: the schedule's, with ``stoker_schedule``."""
     priority: int
     run_id: uuid.UUID
 

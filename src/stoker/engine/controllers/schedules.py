@@ -31,7 +31,6 @@ schedule's id) in their additional metadata.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -173,7 +172,10 @@ class ScheduleTimers(LoopService):
         if workflow:
             items = [
                 WorkflowTriggerInput(
-                    r["workflow_name"] or "", _json(r["input"]), _metadata(r), r["priority"]
+                    r["workflow_name"] or "",
+                    r["input"].encode(),
+                    r["metadata"].encode(),
+                    r["priority"],
                 )
                 for r in rows
             ]
@@ -182,19 +184,11 @@ class ScheduleTimers(LoopService):
         runs = await self._ingest.prepare(
             tenant_id,
             [
-                TriggerInput(r["task_name"] or "", _json(r["input"]), _metadata(r), r["priority"])
+                TriggerInput(
+                    r["task_name"] or "", r["input"].encode(), r["metadata"].encode(), r["priority"]
+                )
                 for r in rows
             ],
             ids,
         )
         out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, runs))
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value).encode()
-
-
-def _metadata(row: store.FiredScheduledRun) -> bytes:
-    metadata = dict(row["additional_metadata"] or {})
-    metadata["stoker_schedule"] = str(row["external_id"])
-    return json.dumps(metadata).encode()
