@@ -49,6 +49,8 @@ PUBLIC = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",
+    "WaitResult",
+    "WaitTimeoutError",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",
