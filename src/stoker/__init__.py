@@ -26,7 +26,7 @@ from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
 from stoker._sdk.crons import CronInfo, Crons
-from stoker._sdk.durable import DurableContext, WaitResult
+from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
@@ -70,6 +70,7 @@ __all__ = [
     "DurableContext",
     "EngineUnavailableError",
     "Events",
+    "Eviction",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",

@@ -22,6 +22,7 @@ PUBLIC = [
     "DurableContext",
     "EngineUnavailableError",
     "Events",
+    "Eviction",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",

@@ -15,8 +15,15 @@ computed by the engine from the database clock (so it never moves).
 
 A pending wait is resolved when the engine sends its settled entry (an event's
 settlement: a ``DurableReply`` no request asked for), or hints that the log changed
-(``DurableWakes``) and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
-clock re-reads on its own, so a lost hint costs latency, not the wake-up.
+(``DurableWakes``) and the re-read log (``SYNC``) shows it settled; a wait that looks late
+on the database clock re-reads on its own, so a lost hint costs latency, not the wake-up.
+
+The log also knows when the body is *blocked*: it awaits pending waits and nothing else
+durable is in flight (no step running, no append or replay gate outstanding). While
+blocked, the attempt's execution deadline is paused, and the worker may evict it
+(:class:`Eviction`, ``EVICT``): the request is built at the instant of the decision with
+the highest settlement sequence seen so far, so the engine refuses it when anything was
+settled since, and the body is cancelled only once the engine accepted.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import inspect
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
@@ -51,6 +59,7 @@ from stoker._sdk.context import Context
 from stoker._sdk.task import Task
 from stoker.config import parse_duration
 from stoker.errors import (
+    DeclarationError,
     DurationError,
     NonDeterminismError,
     OutputSerializationError,
@@ -94,9 +103,44 @@ def _duration(value: str | float | timedelta | None, what: str) -> timedelta | N
         raise ValueError(str(exc)) from None
 
 
+@dataclass(frozen=True, slots=True, init=False)
+class Eviction:
+    """When a worker evicts a blocked durable task (docs/durable.md, "Slots, eviction and
+    restore"): it frees the task's durable slot, and the engine queues the task again when
+    what it waits for happens; the new attempt replays the log and continues.
+
+    ``ttl``: evict a task blocked this long (a duration: ``"30s"``, seconds, a timedelta),
+    and at once one whose waits are all timers further away than ``ttl``.
+    ``on_capacity``: also evict, longest-blocked first, while the worker's blocked durable
+    tasks are as many as its durable slots. Pass ``eviction=None`` to
+    ``@app.durable_task`` to never evict (a worker that stops still evicts).
+    """
+
+    ttl_s: float
+    on_capacity: bool
+
+    def __init__(self, ttl: str | float | timedelta = "30s", on_capacity: bool = True) -> None:
+        delta = parse_duration(ttl, "Eviction(ttl=...)")
+        assert delta is not None
+        if not isinstance(on_capacity, bool):
+            raise DeclarationError(f"Eviction(on_capacity=...) takes a bool, got {on_capacity!r}")
+        object.__setattr__(self, "ttl_s", delta.total_seconds())
+        object.__setattr__(self, "on_capacity", on_capacity)
+
+
+DEFAULT_EVICTION = Eviction()
+"""The eviction policy of a durable task that does not choose one."""
+
+
 class DurableTask(Task[Any, Any]):
     """A task declared with ``@app.durable_task``: an ``async def`` whose steps and sleeps
-    are recorded and replayed. Run it like any task."""
+    are recorded and replayed. Run it like any task.
+
+    ``eviction`` is its :class:`Eviction` policy (``None``: never evicted); ``timeout_ms``
+    bounds the run's whole wall-clock life, evictions included (0: no bound)."""
+
+    eviction: Eviction | None = DEFAULT_EVICTION
+    timeout_ms: int = 0
 
 
 class DurableLog:
@@ -109,11 +153,35 @@ class DurableLog:
     """
 
     def __init__(
-        self, task_id: int, attempt: int, send: Callable[[pb.WorkerMessage], None]
+        self,
+        task_id: int,
+        attempt: int,
+        send: Callable[[pb.WorkerMessage], None],
+        *,
+        run_timeout_ms: int = 0,
+        on_blocked: Callable[[bool], None] = lambda _: None,
+        on_evicted: Callable[[], None] = lambda: None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
         self._send = send
+        self._run_timeout_ms = run_timeout_ms
+        self._on_blocked = on_blocked
+        self._on_evicted = on_evicted
+        self.seen_seq = 0
+        """The highest settlement sequence seen in the engine's replies."""
+        self.waiting: dict[int, pb.DurableEntry] = {}
+        """Pending entries the body awaits now, by position (none resolved yet)."""
+        self._busy = 0  # durable work in flight: a step, an append, a gate turn
+        self.blocked = False
+        """The body awaits pending waits and nothing else durable is in flight."""
+        self.blocked_since = 0.0
+        """When it became blocked (``time.monotonic()``)."""
+        self.evicting = False
+        """An EVICT request is outstanding."""
+        self.refused_at_seq: int | None = None
+        """``seen_seq`` when the last eviction was refused (not asked again until it moves)."""
+        self.refused_at = 0.0
         self.invocation = 0
         self.recorded: dict[int, pb.DurableEntry] = {}
         self.gate = ReleaseGate({})
@@ -160,6 +228,53 @@ class DurableLog:
             self.diverged = exc
             raise
 
+    # -- blocked or not -----------------------------------------------------------------
+
+    def _recheck(self) -> None:
+        blocked = bool(self.waiting) and self._busy == 0
+        if blocked != self.blocked:
+            self.blocked = blocked
+            if blocked:
+                self.blocked_since = time.monotonic()
+            self._on_blocked(blocked)
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Marks durable work in flight (the body is not blocked meanwhile)."""
+        self._busy += 1
+        self._recheck()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._recheck()
+
+    def only_timers_beyond(self, seconds: float) -> bool:
+        """Every wait the body awaits is a sleep ending more than ``seconds`` from now."""
+        if not self.waiting:
+            return False
+        now = self.db_now_ms()
+        return all(
+            e.name == _SLEEP and e.wake_at_ms and e.wake_at_ms - now > seconds * 1000
+            for e in self.waiting.values()
+        )
+
+    def evict(self) -> asyncio.Future[pb.DurableReply]:
+        """Asks the engine to evict this attempt, *now*: the request carries what was seen
+        at this instant (a later settlement makes the engine refuse it). The reply's
+        ``evicted`` says whether it was accepted; then ``on_evicted`` has already run."""
+        self.evicting = True
+        fut = self._send_request(pb.EVICT, (), last_seen_seq=self.seen_seq)
+
+        def done(f: asyncio.Future[pb.DurableReply]) -> None:
+            self.evicting = False
+            if f.cancelled() or f.exception() is not None or not f.result().evicted:
+                self.refused_at_seq = self.seen_seq
+                self.refused_at = time.monotonic()
+
+        fut.add_done_callback(done)
+        return fut
+
     # -- requests -----------------------------------------------------------------------
 
     def db_now_ms(self) -> float:
@@ -167,9 +282,18 @@ class DurableLog:
         return time.time() * 1000 + self._offset_ms
 
     async def request(
-        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = ()
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = (), **fields: Any
     ) -> pb.DurableReply:
         """Sends a request and waits for its reply; StokerError when the engine refused it."""
+        reply = await self._send_request(op, calls, **fields)
+        if reply.error:
+            raise StokerError(f"durable task log: {reply.error}")
+        return reply
+
+    def _send_request(
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall], **fields: Any
+    ) -> asyncio.Future[pb.DurableReply]:
+        """Queues a request on the stream at once; the future gets its reply."""
         req = pb.DurableRequest(
             task_id=self.task_id,
             attempt=self.attempt,
@@ -177,18 +301,14 @@ class DurableLog:
             op=op,
             invocation=self.invocation,
             calls=calls,
+            **fields,
         )
         msg = pb.WorkerMessage(durable=req)
         fut: asyncio.Future[pb.DurableReply] = asyncio.get_running_loop().create_future()
         self._requests[req.request_id] = (msg, fut)
+        fut.add_done_callback(lambda _: self._requests.pop(req.request_id, None))
         self._send(msg)
-        try:
-            reply = await fut
-        finally:
-            self._requests.pop(req.request_id, None)
-        if reply.error:
-            raise StokerError(f"durable task log: {reply.error}")
-        return reply
+        return fut
 
     def resend(self, still_queued: Callable[[pb.WorkerMessage], bool]) -> None:
         """After a reconnect: sends again the requests written on the broken stream."""
@@ -200,6 +320,8 @@ class DurableLog:
         """A reply from the engine (to this attempt's request)."""
         if reply.now_ms:
             self._offset_ms = reply.now_ms - time.time() * 1000
+        if reply.evicted:
+            self._on_evicted()  # before anything else runs: the attempt is over here
         pending = self._requests.get(reply.request_id)
         if pending is not None and not pending[1].done():
             pending[1].set_result(reply)
@@ -225,16 +347,23 @@ class DurableLog:
 
     def _settle(self, entries: Any) -> None:
         for entry in entries:
+            if entry.satisfied_seq > self.seen_seq:
+                self.seen_seq = entry.satisfied_seq
             if entry.status == EntryStatus.PENDING:
                 continue
             self._settled[entry.position] = entry
             waiter = self._waiters.get(entry.position)
             if waiter is not None and not waiter.done():
                 waiter.set_result(entry)
+            # Resolved: no longer blocked on it, even before the body resumes (an
+            # eviction asked from now on carries this settlement's sequence).
+            if self.waiting.pop(entry.position, None) is not None:
+                self._recheck()
 
     async def open(self) -> None:
         """Starts this attempt's invocation and loads the log to replay."""
-        reply = await self.request(pb.OPEN)
+        with self.busy():
+            reply = await self.request(pb.OPEN, run_timeout_ms=self._run_timeout_ms)
         self.invocation = reply.invocation
         self.recorded = {e.position: e for e in reply.entries}
         self.gate = ReleaseGate(
@@ -243,7 +372,8 @@ class DurableLog:
 
     async def append(self, call: pb.DurableCall) -> pb.DurableEntry:
         """Records one call and returns its entry as the log holds it."""
-        reply = await self.request(pb.APPEND, [call])
+        with self.busy():
+            reply = await self.request(pb.APPEND, [call])
         return reply.entries[0]
 
     # -- outcomes -----------------------------------------------------------------------
@@ -260,7 +390,8 @@ class DurableLog:
                 return entry
             entry = await self._wait(entry)
         if entry.satisfied_seq:
-            await self.gate.release(entry.satisfied_seq)
+            with self.busy():
+                await self.gate.release(entry.satisfied_seq)
         return entry
 
     async def _wait(self, entry: pb.DurableEntry) -> pb.DurableEntry:
@@ -269,6 +400,8 @@ class DurableLog:
             return settled
         loop = asyncio.get_running_loop()
         waiter = self._waiters.setdefault(entry.position, loop.create_future())
+        self.waiting[entry.position] = entry
+        self._recheck()
         try:
             # An event wait is resolved by the engine's hint; re-reading on our own is only
             # the backstop for a lost one.
@@ -283,6 +416,17 @@ class DurableLog:
                     timeout = RESYNC_S
         finally:
             self._waiters.pop(entry.position, None)
+            if self.waiting.pop(entry.position, None) is not None:
+                self._recheck()
+
+
+async def _call_step(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    value = await asyncio.to_thread(fn, *args)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
 class DurableContext(Context):
@@ -349,12 +493,8 @@ class DurableContext(Context):
         fp: str,
     ) -> Any:
         if recorded is None:
-            if inspect.iscoroutinefunction(fn):
-                value = await fn(*args)
-            else:
-                value = await asyncio.to_thread(fn, *args)
-                if inspect.isawaitable(value):
-                    value = await value
+            with self.log.busy():
+                value = await _call_step(fn, args)
             try:
                 raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as exc:

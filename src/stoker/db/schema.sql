@@ -627,10 +627,21 @@ CREATE TABLE durable_log (
     satisfied_counter bigint NOT NULL DEFAULT 0,
     evicted_at        timestamptz,
     opened_at         timestamptz NOT NULL DEFAULT now(),
+    -- The run's whole-life deadline (created_at + the task's `timeout`), set when the log
+    -- is first opened; the leader's timeouts loop fails runs past it, evicted or not.
+    deadline_at       timestamptz,
     PRIMARY KEY (task_id, created_at)
 ) PARTITION BY RANGE (created_at);
 
 CREATE TABLE durable_log_default PARTITION OF durable_log DEFAULT;
+
+CREATE INDEX durable_log_deadline_idx ON durable_log (deadline_at)
+    WHERE deadline_at IS NOT NULL;
+
+-- Ids of the queue items of restored durable tasks: counted up from -2^62, below every
+-- ordinary item's id, so the claim's `ORDER BY priority DESC, id` takes a restored task
+-- ahead of ordinary work of its priority (and restored tasks among themselves in order).
+CREATE SEQUENCE queue_item_ahead_seq;
 
 -- The branches of a task's log: branch 1 is the root (fork_position 1); runs.reset makes
 -- the others. At position p a branch shows its own entry if p >= fork_position, otherwise

@@ -54,7 +54,7 @@ from stoker.engine.rpc import open_server
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
-from stoker.engine.scheduler import Scheduler
+from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
 from stoker.engine.service import Service
 from stoker.engine.signals import Signals
 
@@ -111,12 +111,18 @@ class Engine:
             self.wakes,
             self.durable_waits,
             self.leadership,
+            self.signals,
             interval_s=min(1.0, s.controller_interval_s),
         )
         self.crons = Crons(
             db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
-        self.durable_logs = DurableLogs(db, self.durable_waits, on_timer=self.durable_timers.wake)
+        self.durable_logs = DurableLogs(
+            db,
+            self.durable_waits,
+            on_timer=self.durable_timers.wake,
+            timeout_grace_ms=TIMEOUT_GRACE_MS,
+        )
         self.dispatcher = Dispatcher(
             db,
             self.signals,

@@ -157,6 +157,9 @@ class Settled(TypedDict):
     tenant_id: int
     invocation: int
     evicted_at: datetime | None
+    """When the task was evicted, if it was when this settled (then it was restored)."""
+    restored: bool
+    """This statement queued the task again (it was evicted): signal its tenant's queue."""
 
 
 settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_entries")
@@ -213,15 +216,17 @@ pending_child_entries = Many[PendingChildEntries, ChildEntry]("pending_child_ent
 
 
 @dataclass(frozen=True, slots=True)
-class MarkDurableEvicted:
+class EvictDurableTask:
     task_id: int
     created_at: datetime
     invocation: int
     last_seen_seq: int
+    attempt: int
+    worker_id: int
 
 
 class Evicted(TypedDict):
-    """An accepted eviction."""
+    """An accepted eviction: the attempt ended, the task is EVICTED."""
 
     task_id: int
     tenant_id: int
@@ -229,16 +234,47 @@ class Evicted(TypedDict):
     evicted_at: datetime
 
 
-mark_durable_evicted = One[MarkDurableEvicted, Evicted]("mark_durable_evicted")
+evict_durable_task = One[EvictDurableTask, Evicted]("evict_durable_task")
 
 
 @dataclass(frozen=True, slots=True)
-class ClearDurableEvicted:
+class DurableTimeouts:
+    task_ids: list[int]
+    grace_ms: int
+
+
+durable_timeouts = Exec[DurableTimeouts]("durable_timeouts")
+
+
+@dataclass(frozen=True, slots=True)
+class SetDurableDeadline:
     task_id: int
     created_at: datetime
+    timeout_ms: int
 
 
-clear_durable_evicted = Exec[ClearDurableEvicted]("clear_durable_evicted")
+set_durable_deadline = Exec[SetDurableDeadline]("set_durable_deadline")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireDurableRuns:
+    limit: int
+    error: str
+
+
+class ExpiredRun(TypedDict):
+    """A durable run failed at its whole-run deadline; ``worker_id`` and ``attempt`` are
+    set when an attempt was running (to be told to stop)."""
+
+    id: int
+    external_id: uuid.UUID
+    tenant_id: int
+    dag_id: int | None
+    worker_id: int | None
+    attempt: int | None
+
+
+expire_durable_runs = Many[ExpireDurableRuns, ExpiredRun]("expire_durable_runs")
 
 
 @dataclass(frozen=True, slots=True)

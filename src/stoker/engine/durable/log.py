@@ -5,10 +5,18 @@ off every older one, and the visible log to replay), records the calls it makes 
 first time (``APPEND``: a completed step with its result, a sleep whose deadline is
 computed here from the database clock and written once, a wait whose conditions are
 registered in the same transaction — :mod:`stoker.engine.durable.waits` — and may be
-settled at once by a lookback), and re-reads its log when told something was settled
-(``SYNC``). Every request is checked against ``task_runtime``: only
-the worker running that attempt, of that tenant, is answered; the dispatcher checked the
-same in memory before.
+settled at once by a lookback), re-reads its log when told something was settled
+(``SYNC``), and asks to be evicted while it is blocked (``EVICT``: accepted under the log's
+lock only when no wake-up can be lost; the attempt then ends without counting as a retry
+and a later settlement restores the task). Every request is checked against
+``task_runtime``: only the worker running that attempt, of that tenant, is answered; the
+dispatcher checked the same in memory before.
+
+The execution timeout of a durable attempt counts only time spent running: after each
+request the attempt's deadline in ``task_runtime`` is cleared while its log has a pending
+entry and set again once none is left (``durable_timeouts``; the timer loop does the same
+after it settles). The worker enforces the same rule itself, more precisely (its deadline
+pauses only while the body is blocked); the engine's deadline is the backstop.
 """
 
 from __future__ import annotations
@@ -67,10 +75,12 @@ class DurableLogs:
         waits: DurableWaits,
         *,
         on_timer: Callable[[], None] = lambda: None,
+        timeout_grace_ms: int = 1000,
     ) -> None:
         self._db = db
         self._waits = waits
         self._on_timer = on_timer
+        self._grace_ms = timeout_grace_ms
 
     async def handle(
         self, worker_id: int, tenant_id: int, req: pb.DurableRequest
@@ -96,6 +106,10 @@ class DurableLogs:
                     tx, store.BumpDurableInvocations([key[0]], [key[1]])
                 )
                 reply.invocation = bumped[0]["invocation"]
+                if req.run_timeout_ms > 0:
+                    await store.set_durable_deadline(
+                        tx, store.SetDurableDeadline(*key, req.run_timeout_ms)
+                    )
             elif req.op == pb.SYNC:
                 # Only reads: no row lock, so the transaction commits without a WAL flush
                 # (this re-read is on the path from an event to the task resuming).
@@ -142,15 +156,44 @@ class DurableLogs:
                     r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
                     for r in rows
                 ) or any(w is not None for w in wake_ats.values())
+            elif req.op == pb.EVICT:
+                locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
+                evicted = await store.evict_durable_task(
+                    tx,
+                    store.EvictDurableTask(
+                        *key, req.invocation, req.last_seen_seq, req.attempt, worker_id
+                    ),
+                )
+                if evicted is None:
+                    reply.error = _refusal(locked, req)
+                    return reply
+                reply.invocation = req.invocation
+                reply.evicted = True
+                return reply
             else:
                 reply.error = f"unknown durable operation {req.op}"
                 return reply
             if req.op != pb.APPEND:
                 visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
                 reply.entries.extend(wire_entry(e) for e in visible)
+            # A new invocation replaying into a recorded pending wait blocks without a
+            # request: its deadline is cleared already at OPEN (the worker enforces its own
+            # from the start and pauses it while blocked; this one is the backstop).
+            await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
             self._on_timer()
         return reply
+
+
+def _refusal(locked: store.DurableLog | None, req: pb.DurableRequest) -> str:
+    """Why an eviction was refused, for the worker's log."""
+    if locked is None:
+        return "eviction refused: the task's log was never opened"
+    if locked["invocation"] != req.invocation:
+        return "eviction refused: a newer invocation of this task runs elsewhere"
+    if locked["satisfied_counter"] > req.last_seen_seq:
+        return "eviction refused: a resolution is on its way"
+    return "eviction refused: the task waits for nothing"
 
 
 def _waits(req: pb.DurableRequest) -> dict[int, list[WaitLeaf]]:

@@ -76,6 +76,9 @@ class SettledWait:
     position: int
     satisfied_seq: int
     result: dict[str, Any]
+    tenant_id: int
+    restored: bool
+    """The task had been evicted and the settlement queued it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +320,10 @@ class DurableWaits:
             ),
         )  # fmt: skip
 
-    async def on_timers(self, tx: Executor, due: Sequence[store.DueTimer]) -> list[int]:
+    async def on_timers(self, tx: Executor, due: Sequence[store.DueTimer]) -> list[SettledWait]:
         """Fires the elapsed sleep conditions of due waits (their logs locked by the claim),
         settles those that now hold and re-arms the others at their next sleep. Returns the
-        tasks whose waits settled."""
+        waits settled."""
         if not due:
             return []
         fired_rows = await condition_store.fire_durable_sleeps(
@@ -349,7 +352,7 @@ class DurableWaits:
                     [k[3] for k in rest],
                 ),
             )  # fmt: skip
-        return sorted({s.task_id for s in settled})
+        return settled
 
     async def decide(
         self, tx: Executor, keys: Sequence[Key], fired: dict[Key, Fired]
@@ -408,7 +411,8 @@ class DurableWaits:
         return [
             SettledWait(
                 s["task_id"], s["position"], s["satisfied_seq"],
-                results[(s["task_id"], s["branch"], s["position"])],
+                results[(s["task_id"], s["branch"], s["position"])], s["tenant_id"],
+                bool(s["restored"]),
             )
             for s in settled
         ]  # fmt: skip

@@ -53,6 +53,7 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
+from stoker.engine.durable.settled import Settled, resume
 from stoker.engine.durable.waits import (
     DurableWaits,
     EventMatch,
@@ -456,6 +457,9 @@ class WorkflowIngest:
                     ],
                 )
                 satisfied += count
+                await resume(
+                    tx, out, (Settled(w.task_id, w.tenant_id, w.restored) for w in settled)
+                )
             if matched or errors:
                 dag_ids = sorted(
                     {int(w["dag_id"]) for w, _ in matched + errors if w["dag_id"] is not None}
