@@ -29,7 +29,7 @@ from stoker._sdk.crons import CronInfo, Crons
 from stoker._sdk.durable import DurableContext
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
-from stoker._sdk.runs import RunOutcome, Runs
+from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.task import Task
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
@@ -78,6 +78,7 @@ __all__ = [
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
+    "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
     "RunOutcome",

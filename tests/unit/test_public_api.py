@@ -32,6 +32,7 @@ PUBLIC = [
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
+    "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
     "RunOutcome",

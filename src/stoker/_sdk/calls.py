@@ -104,7 +104,7 @@ class Interceptor:
     async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
         return await self.next.aio_list_crons(request)
 
-    # -- workflows, children, events, cancel and replay ---------------------------------
+    # -- workflows, children, events, cancel, replay, reset------------------------------
 
     def register_workflows(
         self, request: wpb.RegisterWorkflowsRequest
@@ -157,6 +157,13 @@ class Interceptor:
 
     async def aio_replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
         return await self.next.aio_replay_runs(request)
+
+    def reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        """Branches a durable run's log at a position and runs it again from there."""
+        return self.next.reset_run(request)
+
+    async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        return await self.next.aio_reset_run(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -308,6 +315,16 @@ class TransportCalls(Interceptor):
     async def aio_replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
         resp: wpb.ReplayRunsResponse = await self._transport().acall(
             lambda s: s.workflows.ReplayRuns, request
+        )
+        return resp
+
+    def reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        resp: wpb.ResetRunResponse = self._transport().call(lambda s: s.workflows.ResetRun, request)
+        return resp
+
+    async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        resp: wpb.ResetRunResponse = await self._transport().acall(
+            lambda s: s.workflows.ResetRun, request
         )
         return resp
 

@@ -202,6 +202,7 @@ class Engine:
                 served=self.served,
                 engine_id=self.engine_id,
                 max_body_bytes=message_limit(s.max_payload_bytes),
+                ops=self.run_ops,
             )
             self.services.append(
                 ApiService(
@@ -247,6 +248,7 @@ class Engine:
             self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
         )
+        self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         self.client_service = ClientService(
             self.auth,
             self.definitions,
@@ -260,7 +262,7 @@ class Engine:
                 max_payload_bytes=s.max_payload_bytes,
             ),
             self.watcher,
-            RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
+            self.run_ops,
             self.served,
         )
 

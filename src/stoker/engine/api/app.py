@@ -13,6 +13,8 @@ failures in :mod:`~stoker.engine.api.errors` and the request checks in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import Depends, FastAPI
 
 from stoker.db import Executor
@@ -23,6 +25,9 @@ from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
 from stoker.engine.auth import TokenAuth
 from stoker.engine.dispatcher.served import ServedTasks
+
+if TYPE_CHECKING:
+    from stoker.engine.runs.ops import RunOps
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -68,12 +73,14 @@ def create_app(
     served: ServedTasks | None = None,
     engine_id: str = "",
     max_body_bytes: int = 5 * 1024 * 1024,
+    ops: RunOps | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
 
     ``served`` tells which tasks have live workers (the engine shares its own; by default
-    one of the API's own, reading the ``worker`` table).
+    one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
+    operations, for the routes that change runs (reset).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -86,7 +93,7 @@ def create_app(
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
-    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id)
+    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, ops)
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)

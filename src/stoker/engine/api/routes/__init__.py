@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stoker.engine.api.routes import crons, health, runs, tasks, tokens, workers, workflows
+from stoker.engine.api.routes import (
+    crons,
+    durable,
+    health,
+    runs,
+    tasks,
+    tokens,
+    workers,
+    workflows,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    durable.router,
     workers.router,
     tasks.router,
     crons.router,
