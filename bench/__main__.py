@@ -45,6 +45,8 @@ SIZE_FLAGS = {
     "idle_seconds": float,
     "chaos_rate": float,
     "chaos_phase_s": float,
+    "durable_sleepers": int,
+    "durable_tasks": int,
 }
 
 
