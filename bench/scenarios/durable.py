@@ -45,7 +45,7 @@ REPLAYS = {"quick": 2, "full": 20}
 REPLAY_STEPS = 100
 DURABLE_SLOTS = 5_000
 """Per worker process: more than any part runs at once (no eviction is assumed)."""
-TIMEOUT_S = 600.0
+TIMEOUT_S = 1800.0
 
 WAKE_UPS = """
 SELECT (t.output #>> '{}')::float8 AS woke_ms, extract(epoch FROM e.wake_at) * 1000 AS due_ms,
