@@ -69,3 +69,24 @@ async def test_the_retention_analyzes_today_s_durable_partitions(db: Executor, d
             break
         await asyncio.sleep(0.05)
     assert await analyzed() == set(parts)
+
+
+async def test_a_due_sleep_is_numbered_before_the_calls_appended_after_it(db: Executor) -> None:
+    # The worker goes past a sleep whose deadline passed without waiting for the sweeper;
+    # what it appends next must be numbered after the sleep, or a replay's release gate
+    # would hold the sleep back for a call the body only makes after it.
+    await open_log(db, 1)
+    await append(db, 1, 1, [step(1, "a", 1), sleep(2, delay_ms=0)])
+    async with db.transaction() as tx:
+        await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+        settled = await store.settle_due_durable_timers_of(
+            tx, store.SettleDueDurableTimersOf(1, CREATED)
+        )
+        await append(tx, 1, 1, [step(3, "c", 3)])
+    assert [r["position"] for r in settled] == [2]
+    rows = await store.visible_durable_log(db, store.VisibleDurableLog(1, CREATED))
+    assert [(r["position"], r["status"], r["satisfied_seq"]) for r in rows] == [
+        (1, "ok", 1),
+        (2, "ok", 2),
+        (3, "ok", 3),
+    ]

@@ -400,3 +400,28 @@ JOIN durable_entry e
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
 WHERE e.status = 'pending'
 ORDER BY e.position;
+
+-- name: settle_due_durable_timers_of
+-- Settles a task's pending timers that are due by now(), in deadline order, before an
+-- append of that task is numbered: the worker treats a sleep past its deadline as done
+-- without waiting for the sweeper, so the calls it makes next must be numbered after it,
+-- or a replay's release gate would wait for them before releasing the sleep. (The
+-- worker's idea of the database clock is never ahead of now() here.) Run under the lock.
+WITH due AS (
+    SELECT branch, position, row_number() OVER (ORDER BY wake_at, position) AS n
+    FROM durable_entry
+    WHERE task_id = %(task_id)s AND created_at = %(created_at)s AND status = 'pending'
+      AND wake_at <= now()
+),
+log AS (
+    UPDATE durable_log l SET satisfied_counter = l.satisfied_counter + c.n
+    FROM (SELECT count(*) AS n FROM due) c
+    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s AND c.n > 0
+    RETURNING l.satisfied_counter - c.n AS base
+)
+UPDATE durable_entry e
+SET status = 'ok', fired = 'timer', satisfied_seq = log.base + due.n, satisfied_at = now()
+FROM due, log
+WHERE e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = due.branch
+  AND e.position = due.position
+RETURNING e.position;

@@ -410,3 +410,20 @@ class DurableLogPending:
 
 
 durable_log_pending = Many[DurableLogPending, Entry]("durable_log_pending")
+
+
+@dataclass(frozen=True, slots=True)
+class SettleDueDurableTimersOf:
+    task_id: int
+    created_at: datetime
+
+
+class SettledTimer(TypedDict):
+    """A timer settled before an append."""
+
+    position: int
+
+
+settle_due_durable_timers_of = Many[SettleDueDurableTimersOf, SettledTimer](
+    "settle_due_durable_timers_of"
+)
