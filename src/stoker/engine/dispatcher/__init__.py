@@ -88,10 +88,6 @@ from stoker.errors import InvalidRequestError
 
 log = logging.getLogger("stoker.engine.dispatcher")
 
-_DURABLE_AT_ONCE = 4
-"""Durable requests answered at once (each holds a connection of the engine's pool, whose
-default size is 10, for its transaction)."""
-
 DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableReply]]
 """Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
 (:class:`stoker.engine.durable.DurableLogs`)."""
@@ -172,7 +168,6 @@ class Dispatcher(LoopService):
         self.rejections = Rejections()
         self._durable_handler = durable
         """Where the durable requests of attempts go (None: refused)."""
-        self._durable_at_once = asyncio.Semaphore(_DURABLE_AT_ONCE)
 
     # -- what the scheduler sees --------------------------------------------------------
 
@@ -406,15 +401,13 @@ class Dispatcher(LoopService):
         return conn
 
     async def _read(self, conn: WorkerConn, messages: AsyncIterator[pb.WorkerMessage]) -> None:
-        # The durable request each task is being answered for (the last one it sent).
-        durable: dict[int, asyncio.Task[None]] = {}
         try:
             async for msg in messages:
                 kind = msg.WhichOneof("msg")
                 if kind == "events":
                     self._take(conn, msg.events.events)
                 elif kind == "durable":
-                    self._durable_soon(conn, msg.durable, durable)
+                    await self._durable(conn, msg.durable)
                 elif kind == "draining":
                     conn.draining = True
                 elif kind == "goodbye":
@@ -430,52 +423,11 @@ class Dispatcher(LoopService):
             raise
         except Exception as exc:
             log.info("worker %s stream ended: %s", conn.name, exc)
-        finally:
-            for pending in durable.values():
-                pending.cancel()
-            await asyncio.gather(*durable.values(), return_exceptions=True)
         conn.close()
 
-    def _durable_soon(
-        self, conn: WorkerConn, req: pb.DurableRequest, tails: dict[int, asyncio.Task[None]]
-    ) -> None:
-        """Answers a durable request without holding up the stream behind it.
-
-        The requests of one task are answered in the order it sent them (each waits for
-        the one before), those of different tasks side by side, at most
-        ``_DURABLE_AT_ONCE`` at a time for the whole dispatcher (each is a transaction).
-        Answered one after the other, a stream's durable requests were the bound on the
-        durable tasks one worker could run (docs/performance.md, "Durable tasks")."""
-        before = tails.get(req.task_id)
-        task = asyncio.create_task(self._durable_after(conn, req, before))
-        tails[req.task_id] = task
-
-        def forget(done: asyncio.Task[None], task_id: int = req.task_id) -> None:
-            if tails.get(task_id) is done:
-                del tails[task_id]
-
-        task.add_done_callback(forget)
-
-    async def _durable_after(
-        self, conn: WorkerConn, req: pb.DurableRequest, before: asyncio.Task[None] | None
-    ) -> None:
-        if before is not None:
-            await asyncio.wait([before])
-        if conn.closed:
-            return
-        try:
-            async with self._durable_at_once:
-                await self._durable(conn, req)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # As a failure of the stream: the worker reconnects and asks again.
-            log.info("worker %s stream ended: a durable request failed: %s", conn.name, exc)
-            conn.close()
-
     async def _durable(self, conn: WorkerConn, req: pb.DurableRequest) -> None:
-        """Answers a durable request of an attempt this connection holds (a failure ends
-        the stream; the worker reconnects and asks again)."""
+        """Answers a durable request of an attempt this connection holds, in stream order
+        (a failure ends the stream; the worker reconnects and asks again)."""
         held = conn.running.get(req.task_id)
         if held is None or held.attempt != req.attempt or self._durable_handler is None:
             self.rejections.reject(
