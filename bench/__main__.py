@@ -46,6 +46,8 @@ SIZE_FLAGS = {
     "chaos_rate": float,
     "chaos_phase_s": float,
     "schedule_runs": int,
+    "durable_sleepers": int,
+    "durable_tasks": int,
 }
 
 

@@ -29,7 +29,7 @@ from stoker._sdk.crons import CronInfo, Crons
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
-from stoker._sdk.runs import RunOutcome, Runs
+from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
 from stoker._sdk.task import Idempotency, Task
 from stoker._sdk.worker import Worker
@@ -82,6 +82,7 @@ __all__ = [
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
+    "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
     "RunOutcome",

@@ -54,3 +54,21 @@ def test_quick_drain_of_one_peer_writes_its_json(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["systems"]) == {"pgqueuer"}
     assert (out / "drain-throughput.png").stat().st_size > 0
+
+
+def test_the_durable_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--systems", "stoker", "--only", "durable",
+            "--durable-sleepers", "10", "--durable-tasks", "10", "--out", str(out),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stoker = json.loads((out / "durable.json").read_text())["systems"]["stoker"]
+    assert stoker["wake_up"]["measured"] == 10
+    assert stoker["replay"]["runs"] == 2 and stoker["replay"]["replay_p50_ms"] is not None
+    assert stoker["throughput"]["tasks"] == 10 and stoker["throughput"]["tasks_per_s"] > 0
+    assert stoker["throughput"]["peak_rss_mb"]["engine"] > 0
+    assert "event_to_resume" in stoker

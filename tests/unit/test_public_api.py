@@ -34,6 +34,7 @@ PUBLIC = [
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
+    "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
     "RunOutcome",

@@ -513,3 +513,67 @@ class ReplayRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayRunsResponse: _TypeAlias = ReplayRunsResponse  # noqa: Y015
+
+@_typing.final
+class ResetRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    position: _builtins.int
+    """1 .. the log's last visible position + 1: earlier calls replay, later ones run again."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetRunRequest: _TypeAlias = ResetRunRequest  # noqa: Y015
+
+@_typing.final
+class ResetRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    INVOCATION_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    position: _builtins.int
+    branch: _builtins.int
+    """The branch of the log the reset made active."""
+    invocation: _builtins.int
+    """The invocation the log was fenced to (older ones are refused)."""
+    dropped: _builtins.int
+    """How many pending waits of the old branch were dropped."""
+    status: _builtins.str
+    """The run's status after the reset."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        branch: _builtins.int = ...,
+        invocation: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "dropped", b"dropped", "invocation", b"invocation", "position", b"position", "run_id", b"run_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetRunResponse: _TypeAlias = ResetRunResponse  # noqa: Y015

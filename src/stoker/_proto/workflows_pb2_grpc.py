@@ -64,6 +64,11 @@ class WorkflowsStub:
                 request_serializer=stoker_dot___proto_dot_workflows__pb2.ReplayRunsRequest.SerializeToString,
                 response_deserializer=stoker_dot___proto_dot_workflows__pb2.ReplayRunsResponse.FromString,
                 _registered_method=True)
+        self.ResetRun = channel.unary_unary(
+                '/stoker.v1.Workflows/ResetRun',
+                request_serializer=stoker_dot___proto_dot_workflows__pb2.ResetRunRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_workflows__pb2.ResetRunResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowsServicer:
@@ -112,6 +117,13 @@ class WorkflowsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetRun(self, request, context):
+        """Branches a durable run's log at a position and runs its task again from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +156,11 @@ def add_WorkflowsServicer_to_server(servicer, server):
                     servicer.ReplayRuns,
                     request_deserializer=stoker_dot___proto_dot_workflows__pb2.ReplayRunsRequest.FromString,
                     response_serializer=stoker_dot___proto_dot_workflows__pb2.ReplayRunsResponse.SerializeToString,
+            ),
+            'ResetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetRun,
+                    request_deserializer=stoker_dot___proto_dot_workflows__pb2.ResetRunRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_workflows__pb2.ResetRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +325,33 @@ class Workflows:
             '/stoker.v1.Workflows/ReplayRuns',
             stoker_dot___proto_dot_workflows__pb2.ReplayRunsRequest.SerializeToString,
             stoker_dot___proto_dot_workflows__pb2.ReplayRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Workflows/ResetRun',
+            stoker_dot___proto_dot_workflows__pb2.ResetRunRequest.SerializeToString,
+            stoker_dot___proto_dot_workflows__pb2.ResetRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

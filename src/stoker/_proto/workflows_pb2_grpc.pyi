@@ -47,6 +47,8 @@ class WorkflowsStub:
     """Cancels runs (by id, or every run matching a filter) and their children."""
     ReplayRuns: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ReplayRunsRequest, _workflows_pb2.ReplayRunsResponse]
     """Re-runs finished runs from their failed or cancelled tasks."""
+    ResetRun: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ResetRunRequest, _workflows_pb2.ResetRunResponse]
+    """Branches a durable run's log at a position and runs its task again from there."""
 
 @_typing.type_check_only
 class WorkflowsAsyncStub(WorkflowsStub):
@@ -65,6 +67,8 @@ class WorkflowsAsyncStub(WorkflowsStub):
     """Cancels runs (by id, or every run matching a filter) and their children."""
     ReplayRuns: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ReplayRunsRequest, _workflows_pb2.ReplayRunsResponse]  # type: ignore[assignment]
     """Re-runs finished runs from their failed or cancelled tasks."""
+    ResetRun: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ResetRunRequest, _workflows_pb2.ResetRunResponse]  # type: ignore[assignment]
+    """Branches a durable run's log at a position and runs its task again from there."""
 
 class WorkflowsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -116,5 +120,13 @@ class WorkflowsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflows_pb2.ReplayRunsResponse, _abc.Awaitable[_workflows_pb2.ReplayRunsResponse]]:
         """Re-runs finished runs from their failed or cancelled tasks."""
+
+    @_abc_1.abstractmethod
+    def ResetRun(
+        self,
+        request: _workflows_pb2.ResetRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.ResetRunResponse, _abc.Awaitable[_workflows_pb2.ResetRunResponse]]:
+        """Branches a durable run's log at a position and runs its task again from there."""
 
 def add_WorkflowsServicer_to_server(servicer: WorkflowsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

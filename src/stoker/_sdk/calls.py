@@ -105,7 +105,7 @@ class Interceptor:
     async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
         return await self.next.aio_list_crons(request)
 
-    # -- workflows, children, events, cancel and replay ---------------------------------
+    # -- workflows, children, events, cancel, replay, reset------------------------------
 
     def register_workflows(
         self, request: wpb.RegisterWorkflowsRequest
@@ -194,6 +194,13 @@ class Interceptor:
         self, request: spb.DeleteSchedulesRequest
     ) -> spb.DeleteSchedulesResponse:
         return await self.next.aio_delete_schedules(request)
+
+    def reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        """Branches a durable run's log at a position and runs it again from there."""
+        return self.next.reset_run(request)
+
+    async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        return await self.next.aio_reset_run(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -399,6 +406,16 @@ class TransportCalls(Interceptor):
     ) -> spb.DeleteSchedulesResponse:
         resp: spb.DeleteSchedulesResponse = await self._transport().acall(
             lambda s: s.schedules.DeleteSchedules, request
+        )
+        return resp
+
+    def reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        resp: wpb.ResetRunResponse = self._transport().call(lambda s: s.workflows.ResetRun, request)
+        return resp
+
+    async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
+        resp: wpb.ResetRunResponse = await self._transport().acall(
+            lambda s: s.workflows.ResetRun, request
         )
         return resp
 

@@ -1,4 +1,5 @@
-"""``app.runs``: cancel and replay runs, one by id or many by id or filter."""
+"""``app.runs``: cancel and replay runs, one by id or many by id or filter; reset a
+durable run's log to a position."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._core.wire import encode_json
 from stoker._proto import workflows_pb2 as wpb
-from stoker.errors import NotFoundError
+from stoker.errors import InvalidRequestError, NotFoundError
 
 if TYPE_CHECKING:
     from stoker._sdk.calls import Connection
@@ -70,8 +71,38 @@ def _single(outcomes: list[RunOutcome], run_id: str) -> RunOutcome:
     return o
 
 
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """What ``app.runs.reset`` did: the log's ``branch`` made active, forking at
+    ``position``; the ``invocation`` it was fenced to; how many pending waits it
+    ``dropped``; the run's ``status`` afterwards (``"QUEUED"``: its task runs again)."""
+
+    run_id: str
+    position: int
+    branch: int
+    invocation: int
+    dropped: int
+    status: str
+
+
+def _reset(resp: wpb.ResetRunResponse) -> ResetOutcome:
+    return ResetOutcome(
+        resp.run_id, resp.position, resp.branch, resp.invocation, resp.dropped, resp.status
+    )
+
+
+def _reset_request(run_id: str | RunRef[Any], position: int, reason: str) -> wpb.ResetRunRequest:
+    rid = run_id if isinstance(run_id, str) else run_id.run_id
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise TypeError(f"reset position must be an int, not {type(position).__name__}")
+    if not 1 <= position <= 2**31 - 1:
+        raise InvalidRequestError(f"reset position {position} is refused: positions start at 1")
+    return wpb.ResetRunRequest(run_id=rid, position=position, reason=reason)
+
+
 class Runs:
-    """Cancel and replay runs: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``.
+    """Cancel and replay runs: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``;
+    ``app.runs.reset(run_id, position)`` for a durable task's run.
 
     A run id is a workflow run's or a single task run's. Bulk forms take ids, or a filter
     (workflow/task names, statuses, creation time range, additional metadata that the
@@ -115,7 +146,11 @@ class Runs:
 
     def replay(self, run_id: str | RunRef[Any]) -> RunOutcome:
         """Re-runs a finished run from its failed or cancelled tasks, with the same input;
-        tasks that succeeded keep their outputs. NotFoundError for an unknown id."""
+        tasks that succeeded keep their outputs. NotFoundError for an unknown id.
+
+        A durable task's run replays with its log: recorded calls return their recorded
+        outcomes (completed steps do not run again) and the body continues after them.
+        """
         rid = run_id if isinstance(run_id, str) else run_id.run_id
         req = wpb.ReplayRunsRequest(run_ids=[rid])
         return _single(_outcomes(self._connection.calls.replay_runs(req)), rid)
@@ -124,6 +159,26 @@ class Runs:
         rid = run_id if isinstance(run_id, str) else run_id.run_id
         req = wpb.ReplayRunsRequest(run_ids=[rid])
         return _single(_outcomes(await self._connection.calls.aio_replay_runs(req)), rid)
+
+    def reset(self, run_id: str | RunRef[Any], position: int, reason: str = "") -> ResetOutcome:
+        """Branches a durable run's log at ``position`` and runs its task again.
+
+        Calls before ``position`` replay their recorded outcomes; the call at ``position``
+        and every later one execute again (their old entries stay in the log's earlier
+        branch). Pending waits at or after it are dropped; a running attempt is stopped and
+        a finished run reopens. ``position`` goes from 1 (everything runs again) to the
+        log's last position + 1 (nothing does; the body continues after the log).
+        NotFoundError for an unknown run; InvalidRequestError for a position out of range
+        or a run that is not a durable task's.
+        """
+        req = _reset_request(run_id, position, reason)
+        return _reset(self._connection.calls.reset_run(req))
+
+    async def aio_reset(
+        self, run_id: str | RunRef[Any], position: int, reason: str = ""
+    ) -> ResetOutcome:
+        req = _reset_request(run_id, position, reason)
+        return _reset(await self._connection.calls.aio_reset_run(req))
 
     def bulk_replay(
         self,
@@ -142,4 +197,4 @@ class Runs:
         return _outcomes(self._connection.calls.replay_runs(req))
 
 
-__all__ = ["RunOutcome", "Runs"]
+__all__ = ["ResetOutcome", "RunOutcome", "Runs"]

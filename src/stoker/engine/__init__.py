@@ -218,6 +218,7 @@ class Engine:
                 engine_id=self.engine_id,
                 max_body_bytes=message_limit(s.max_payload_bytes),
                 schedules=self.schedules,
+                ops=self.run_ops,
             )
             self.services.append(
                 ApiService(
@@ -297,13 +298,14 @@ class Engine:
             max_payload_bytes=s.max_payload_bytes,
             on_changed=self.schedule_timers.wake,
         )
+        self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         self.client_service = ClientService(
             self.auth,
             self.definitions,
             self.ingest,
             workflows,
             self.watcher,
-            RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
+            self.run_ops,
             self.served,
         )
 

@@ -457,3 +457,141 @@ RETURNING e.task_id, e.position, e.wake_at;
 SELECT input, additional_metadata
 FROM task
 WHERE id = %(task_id)s AND created_at = %(created_at)s;
+
+-- name: lock_durable_run
+-- runs.reset: the single-task run of a tenant, locked (after the caller held it live), with
+-- what the reset needs to know of it; nothing for an unknown id or a workflow step.
+SELECT t.id AS task_id, t.created_at, t.tenant_id, t.status, t.attempt, t.dag_id, t.task_name
+FROM task t
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s
+FOR UPDATE;
+
+-- name: end_reset_attempt
+-- runs.reset of a running task: its attempt ends (queue item and task_runtime row removed,
+-- so whatever that attempt reports later is ignored) and is logged as RESET. Returns the
+-- worker to tell, when one held it.
+WITH dq AS (
+    DELETE FROM queue_item q WHERE q.task_id = %(task_id)s
+),
+dr AS (
+    DELETE FROM task_runtime r WHERE r.task_id = %(task_id)s
+    RETURNING r.task_id, r.attempt, r.worker_id
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
+    SELECT t.tenant_id, t.id, t.attempt, 'RESET', dr.worker_id,
+           jsonb_build_object('error', %(error)s::jsonb, 'started_at', t.started_at)
+    FROM task t LEFT JOIN dr ON dr.task_id = t.id
+    WHERE t.id = %(task_id)s
+)
+SELECT task_id, attempt, worker_id FROM dr;
+
+-- name: requeue_reset_task
+-- runs.reset: the task is queued again as a new attempt with fresh retries (make_tasks_ready).
+-- `admitted`: it still holds its concurrency slots (it was running); a finished run
+-- reopens and waits for admission again, like a new run.
+WITH upd AS (
+    UPDATE task t
+    SET status = 'QUEUED', attempt = t.attempt + 1, retry_count = 0, error = NULL,
+        output = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL
+    WHERE t.id = %(task_id)s
+    RETURNING t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
+              t.rate_limits, t.desired_worker_id, t.concurrency_keys
+),
+ready AS (
+    SELECT make_tasks_ready(
+        array_agg(ROW(id, tenant_id, attempt, task_name, priority, now(), schedule_timeout_ms,
+                      rate_limits, desired_worker_id, concurrency_keys)::ready_task),
+        %(admitted)s)
+    FROM upd
+)
+SELECT upd.id AS task_id, upd.attempt,
+       NOT %(admitted)s AND upd.concurrency_keys IS NOT NULL AS gated
+FROM upd, ready;
+
+-- name: durable_run_log
+-- The REST log of a run: the run's task and its log row, by the tenant's run id (live or
+-- in history); nothing for an unknown run. `invocation` is NULL for a run that never
+-- opened a log (not durable, or not started).
+SELECT t.id AS task_id, t.created_at, t.status, t.task_name, t.dag_id, l.invocation,
+       l.active_branch, l.satisfied_counter, l.evicted_at, l.opened_at
+FROM all_tasks t
+LEFT JOIN durable_log l ON l.task_id = t.id AND l.created_at = t.created_at
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
+
+-- name: durable_log_page
+-- A page of a run's visible log, in position order after `after` (as visible_durable_log),
+-- for the REST API; the branch chain is walked once per page.
+WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
+    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
+    FROM durable_log l
+    JOIN durable_branch b
+      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
+    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
+    UNION ALL
+    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
+    FROM chain c
+    JOIN durable_branch p
+      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
+)
+SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
+       e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
+       e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
+FROM chain c
+JOIN durable_entry e
+  ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
+ AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
+WHERE e.position > %(after)s
+ORDER BY e.position
+LIMIT %(limit)s;
+
+-- name: durable_log_pending
+-- What a run's task waits for now: the pending entries of its visible log.
+WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
+    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
+    FROM durable_log l
+    JOIN durable_branch b
+      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
+    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
+    UNION ALL
+    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
+    FROM chain c
+    JOIN durable_branch p
+      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
+)
+SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
+       e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
+       e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
+FROM chain c
+JOIN durable_entry e
+  ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
+ AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
+WHERE e.status = 'pending'
+ORDER BY e.position;
+
+-- name: settle_due_durable_timers_of
+-- Settles a task's pending timers that are due by now(), in deadline order, before an
+-- append of that task is numbered: the worker treats a sleep past its deadline as done
+-- without waiting for the sweeper, so the calls it makes next must be numbered after it,
+-- or a replay's release gate would wait for them before releasing the sleep. (The
+-- worker's idea of the database clock is never ahead of now() here.) Only plain sleeps:
+-- a wait with conditions is decided by the timers with its other conditions. Run under
+-- the lock.
+WITH due AS (
+    SELECT branch, position, row_number() OVER (ORDER BY wake_at, position) AS n
+    FROM durable_entry
+    WHERE task_id = %(task_id)s AND created_at = %(created_at)s AND status = 'pending'
+      AND wake_at <= now() AND NOT coalesce(request ? 'conditions', false)
+),
+log AS (
+    UPDATE durable_log l SET satisfied_counter = l.satisfied_counter + c.n
+    FROM (SELECT count(*) AS n FROM due) c
+    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s AND c.n > 0
+    RETURNING l.satisfied_counter - c.n AS base
+)
+UPDATE durable_entry e
+SET status = 'ok', fired = 'timer', satisfied_seq = log.base + due.n, satisfied_at = now()
+FROM due, log
+WHERE e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = due.branch
+  AND e.position = due.position
+RETURNING e.position;

@@ -86,3 +86,22 @@ VACUUM (SKIP_LOCKED, ANALYZE) task, dag;
 
 -- name: analyze_day
 SELECT analyze_day(%(day)s::date);
+
+-- name: analyze_durable_day
+-- Refreshes the planner statistics of today's (UTC) day partitions of the durable log. A
+-- live durable run's log is written, and its entries updated as they settle, in the
+-- partition of the run's creation day, so the reads of live logs (replay, the REST log,
+-- the timer sweeper) keep their index plans whatever autovacuum does. (A block, not a
+-- function: the partitions' names are made here, from the database's clock.)
+DO $$
+DECLARE
+    part text;
+BEGIN
+    FOREACH part IN ARRAY ARRAY['durable_log', 'durable_branch', 'durable_entry'] LOOP
+        part := part || '_p' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD');
+        IF to_regclass(part) IS NOT NULL THEN
+            EXECUTE 'ANALYZE ' || quote_ident(part);
+        END IF;
+    END LOOP;
+END;
+$$;

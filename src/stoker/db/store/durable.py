@@ -385,3 +385,119 @@ class RunInput(TypedDict):
 
 
 durable_run_input = One[DurableRunInput, RunInput]("durable_run_input")
+
+
+@dataclass(frozen=True, slots=True)
+class LockDurableRun:
+    tenant_id: int
+    run_id: uuid.UUID
+
+
+class DurableRun(TypedDict):
+    """The task of a run a reset is about, locked."""
+
+    task_id: int
+    created_at: datetime
+    tenant_id: int
+    status: str
+    attempt: int
+    dag_id: int | None
+    task_name: str
+
+
+lock_durable_run = One[LockDurableRun, DurableRun]("lock_durable_run")
+
+
+@dataclass(frozen=True, slots=True)
+class EndResetAttempt:
+    task_id: int
+    error: str
+
+
+class EndedAttempt(TypedDict):
+    """The running attempt a reset ended, and the worker that held it."""
+
+    task_id: int
+    attempt: int
+    worker_id: int
+
+
+end_reset_attempt = Many[EndResetAttempt, EndedAttempt]("end_reset_attempt")
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueResetTask:
+    task_id: int
+    admitted: bool
+
+
+class RequeuedTask(TypedDict):
+    """The attempt a reset queued; ``gated`` when it waits for concurrency admission."""
+
+    task_id: int
+    attempt: int
+    gated: bool
+
+
+requeue_reset_task = One[RequeueResetTask, RequeuedTask]("requeue_reset_task")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRunLog:
+    tenant_id: int
+    run_id: uuid.UUID
+
+
+class RunLog(TypedDict):
+    """A run's task and its log row (``invocation`` None: no log was ever opened)."""
+
+    task_id: int
+    created_at: datetime
+    status: str
+    task_name: str
+    dag_id: int | None
+    invocation: int | None
+    active_branch: int | None
+    satisfied_counter: int | None
+    evicted_at: datetime | None
+    opened_at: datetime | None
+
+
+durable_run_log = One[DurableRunLog, RunLog]("durable_run_log")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableLogPage:
+    task_id: int
+    created_at: datetime
+    after: int
+    limit: int
+
+
+durable_log_page = Many[DurableLogPage, Entry]("durable_log_page")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableLogPending:
+    task_id: int
+    created_at: datetime
+
+
+durable_log_pending = Many[DurableLogPending, Entry]("durable_log_pending")
+
+
+@dataclass(frozen=True, slots=True)
+class SettleDueDurableTimersOf:
+    task_id: int
+    created_at: datetime
+
+
+class SettledTimer(TypedDict):
+    """A timer settled before an append."""
+
+    position: int
+
+
+settle_due_durable_timers_of = Many[SettleDueDurableTimersOf, SettledTimer](
+    "settle_due_durable_timers_of"
+)

@@ -76,3 +76,5 @@ class AnalyzeDay:
 
 
 analyze_day = Exec[AnalyzeDay]("analyze_day")
+
+analyze_durable_day = Exec[NoParams]("analyze_durable_day")

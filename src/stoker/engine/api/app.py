@@ -13,6 +13,8 @@ failures in :mod:`~stoker.engine.api.errors` and the request checks in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import Depends, FastAPI
 
 from stoker.db import Executor
@@ -25,6 +27,9 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
+
+if TYPE_CHECKING:
+    from stoker.engine.runs.ops import RunOps
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -71,6 +76,7 @@ def create_app(
     engine_id: str = "",
     max_body_bytes: int = 5 * 1024 * 1024,
     schedules: Schedules | None = None,
+    ops: RunOps | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -79,6 +85,8 @@ def create_app(
     one of the API's own, reading the ``worker`` table). ``schedules``: the engine's
     (whose creates wake its controller at once); by default one of the API's own, whose
     creates reach the leader through ``stoker_schedules``.
+    one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
+    operations, for the routes that change runs (reset).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -99,7 +107,7 @@ def create_app(
             max_payload_bytes=max_body_bytes,
             on_changed=lambda: None,
         )
-    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, schedules)
+    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, schedules, ops)
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)

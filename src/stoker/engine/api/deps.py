@@ -7,7 +7,7 @@ request's bearer token; 401 without a valid one) and reads through :data:`DbDep`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +17,9 @@ from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
+
+if TYPE_CHECKING:
+    from stoker.engine.runs.ops import RunOps
 from stoker.errors import InvalidRequestError
 
 
@@ -29,6 +32,8 @@ class ApiState:
     served: ServedTasks
     engine_id: str
     schedules: Schedules
+    # The engine's run operations (reset); None for an API served without an engine.
+    ops: RunOps | None = None
 
 
 def api_state(request: Request) -> ApiState:

@@ -12,7 +12,8 @@ Design (docs/storage.md has the whole picture):
   external ids do not change, so every reference stays valid; readers that do not care
   where a run is read the ``all_tasks``/``all_dags`` views, hot paths read the live tables
   and fall back to history only for ids they did not find.
-* **Partitions.** ``task_history``, ``dag_history``, ``task_event`` and ``user_event`` are
+* **Partitions.** ``task_history``, ``dag_history``, ``task_event``, ``user_event`` and
+  the durable log's ``durable_log``, ``durable_branch`` and ``durable_entry`` are
   range-partitioned by UTC day on ``created_at``. Every hour (and at start) the partitions
   of yesterday to ``partitions_ahead_days`` ahead are created, and whole partitions older
   than ``retention_days`` are dropped (a ``DROP TABLE``, no row-by-row delete), as are
@@ -20,7 +21,9 @@ Design (docs/storage.md has the whole picture):
 * **Vacuum.** Updates (three per run) and moves leave dead rows in ``task`` and ``dag``;
   once ``_VACUUM_AFTER`` rows have moved (or a minute after any move), the leader vacuums
   and analyzes them in the background, and analyzes the day partitions the rows moved
-  into, so plans and sizes do not depend on autovacuum (which may lag, or be off).
+  into and today's partitions of the durable log (a live run's log is written and
+  settled there), so plans and sizes do not depend on autovacuum (which may lag, or be
+  off).
 * **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
   than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`),
   and so are user-facing idempotency keys whose TTL passed
@@ -122,6 +125,7 @@ class Retention(LoopService):
             await retention_store.vacuum_live_runs(self._db, NoParams())
             today = datetime.now(UTC).date()
             await retention_store.analyze_day(self._db, retention_store.AnalyzeDay(today))
+            await retention_store.analyze_durable_day(self._db, NoParams())
             self.vacuums += 1
         except Exception:
             log.exception("vacuuming the live run tables failed")

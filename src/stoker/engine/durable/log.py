@@ -135,6 +135,8 @@ class DurableLogs:
                     reply.error = "a newer invocation of this task runs elsewhere"
                     return reply
                 reply.invocation = req.invocation
+                # Due sleeps first: the worker may have gone past them already.
+                await store.settle_due_durable_timers_of(tx, store.SettleDueDurableTimersOf(*key))
                 rows = await store.append_durable_entries(tx, _append(key, req, waits))
                 fresh = [
                     (r["branch"], r["position"], waits[r["position"]])

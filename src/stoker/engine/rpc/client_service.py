@@ -265,6 +265,24 @@ class ClientService(Servicer):
         )
         return wpb.ReplayRunsResponse(outcomes=_outcomes(outcomes))
 
+    @rpc
+    async def ResetRun(
+        self, request: wpb.ResetRunRequest, caller: Principal
+    ) -> wpb.ResetRunResponse:
+        if text_problem(request.reason):
+            raise InvalidRequestError("the reset reason is refused: it holds NUL")
+        done = await self._ops.reset(
+            caller.tenant_id, request.run_id, request.position, request.reason
+        )
+        return wpb.ResetRunResponse(
+            run_id=done.run_id,
+            position=done.position,
+            branch=done.branch,
+            invocation=done.invocation,
+            dropped=done.dropped,
+            status=done.status,
+        )
+
 
 def request_content(request: Message) -> bytes:
     """What a request key's fingerprint covers: the request as parsed, serialized the same

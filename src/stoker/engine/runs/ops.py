@@ -16,7 +16,17 @@ and progression queues the steps whose parents are complete. A single-task run t
 or was cancelled is queued again as a new attempt (through concurrency admission when it
 has keys). The failed or cancelled child runs of the tasks replayed are replayed in the
 same transaction, recursively, so a re-run parent that spawns its children again (same
-index or key) gets children that run again instead of their old failure.
+index or key) gets children that run again instead of their old failure. A durable
+task's run replays with its log: the new attempt opens the log (a new invocation on the
+same branch) and gets every recorded call back, so its completed steps do not run again.
+The replay needs no fence of its own: a finished run has no live attempt, and a cancelled
+attempt's requests are refused once its ``task_runtime`` row is gone.
+
+Reset (durable runs, docs/durable.md "Reset"): in one transaction the log branches at a
+position (a new branch forking there becomes active, the pending waits at or after it are
+dropped, the live invocation is fenced off) and the task runs again as a new attempt — a
+running attempt is ended and its worker told to stop, a finished run reopens. Earlier
+positions replay, later ones execute again.
 """
 
 from __future__ import annotations
@@ -31,17 +41,18 @@ from typing import Any
 
 import psycopg
 
-from stoker._core.status import FINAL
+from stoker._core.status import FINAL, RunStatus
 from stoker.db import Executor
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
+from stoker.db.store import durable as durable_store
 from stoker.db.store import runs as run_store
 from stoker.db.store import tasks as task_store
 from stoker.engine.attempts import Attempts, stops
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.flows.progression import Progression
 from stoker.engine.signals import Signals
-from stoker.errors import InvalidRequestError
+from stoker.errors import InvalidRequestError, NotFoundError
 
 log = logging.getLogger("stoker.engine.cancel")
 
@@ -58,6 +69,20 @@ class Outcome:
     outcome: str  # cancelled, replayed, already_finished, not_finished, not_found, completed
     status: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    """What a reset did: the branch it made active, forking at ``position``, the
+    invocation it fenced the log to, how many pending waits it dropped, and the run's
+    status afterwards (QUEUED unless it was still queued or waiting to start)."""
+
+    run_id: str
+    position: int
+    branch: int
+    invocation: int
+    dropped: int
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +263,91 @@ class RunOps:
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
         return outcomes
+
+    # -- reset (durable runs) -----------------------------------------------------------
+
+    async def reset(
+        self, tenant_id: int, run_id: str, position: int, reason: str = ""
+    ) -> ResetOutcome:
+        """Branches a durable run's log at ``position`` and runs the task again from it.
+
+        NotFoundError for an unknown run; InvalidRequestError for a run that has no
+        durable log (not a durable task's run, or not started yet) or a position outside
+        1 .. last visible position + 1.
+        """
+        try:
+            rid = uuid.UUID(run_id)
+        except ValueError:
+            raise NotFoundError(f"{run_id!r} is not a run id") from None
+        if position < 1:
+            raise InvalidRequestError(f"reset position {position} is refused: positions start at 1")
+        why = reason or f"reset to position {position}"
+        stopped: list[durable_store.EndedAttempt] = []
+        async with self._signals.transaction(self._db) as (tx, out):
+            await self._restore(tx, tenant_id, [rid])
+            run = await durable_store.lock_durable_run(
+                tx, durable_store.LockDurableRun(tenant_id, rid)
+            )
+            if run is None:
+                raise await self._not_resettable(tx, tenant_id, rid)
+            if run["dag_id"] is not None:
+                raise InvalidRequestError(
+                    f"run {rid} is a step of a workflow run; reset applies to the run of a "
+                    "durable task"
+                )
+            key = (run["task_id"], run["created_at"])
+            if await durable_store.lock_durable_log(tx, durable_store.LockDurableLog(*key)) is None:
+                raise InvalidRequestError(
+                    f"run {rid} has no durable log: task {run['task_name']!r} is not a "
+                    "durable task, or the run has not started yet"
+                )
+            visible = await durable_store.visible_durable_log(
+                tx, durable_store.VisibleDurableLog(*key)
+            )
+            top = max((e["position"] for e in visible), default=0)
+            if position > top + 1:
+                raise InvalidRequestError(
+                    f"reset position {position} is out of range: the log of run {rid} has "
+                    f"positions 1..{top}, so a reset takes 1..{top + 1}"
+                )
+            done = await durable_store.reset_durable_log(
+                tx, durable_store.ResetDurableLog(*key, position, why)
+            )
+            assert done is not None  # the position was checked under the lock
+            status = str(run["status"])
+            running = status in (RunStatus.ASSIGNED, RunStatus.RUNNING)
+            if running:
+                error = json.dumps({"type": "RunResetError", "message": why, "traceback": ""})
+                stopped = list(
+                    await durable_store.end_reset_attempt(
+                        tx, durable_store.EndResetAttempt(key[0], error)
+                    )
+                )
+            # A queued run's next attempt opens the new branch by itself.
+            if running or status in FINAL:
+                queued = await durable_store.requeue_reset_task(
+                    tx, durable_store.RequeueResetTask(key[0], running)
+                )
+                assert queued is not None
+                out.queued(tenant_id, gated=queued["gated"])
+                status = RunStatus.QUEUED.value
+        for row in stopped:
+            await self._dispatcher.cancel(
+                int(row["worker_id"]), [(int(row["task_id"]), int(row["attempt"]), why)]
+            )
+        return ResetOutcome(
+            str(rid), position, done["branch"], done["invocation"], int(done["dropped"]), status
+        )
+
+    async def _not_resettable(
+        self, tx: Executor, tenant_id: int, rid: uuid.UUID
+    ) -> InvalidRequestError | NotFoundError:
+        rows = await run_store.resolve_runs(tx, run_store.ResolveRuns(tenant_id, [rid]))
+        if rows and rows[0]["dag_id"] is not None:
+            return InvalidRequestError(
+                f"run {rid} is a workflow run; reset applies to the run of a durable task"
+            )
+        return NotFoundError(f"no run with id {rid}")
 
     async def _restore(self, tx: Executor, tenant_id: int, run_ids: list[uuid.UUID]) -> None:
         """Holds the runs live, and level by level their child runs: what is live and

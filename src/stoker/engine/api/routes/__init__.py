@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from stoker.engine.api.routes import (
     crons,
+    durable,
     health,
     runs,
     schedules,
@@ -22,6 +23,7 @@ from stoker.engine.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    durable.router,
     workers.router,
     tasks.router,
     crons.router,

@@ -1,0 +1,50 @@
+"""Durable tasks for the operations tests (tests/e2e/test_durable_ops.py): replay, reset
+and the REST log, in real worker processes.
+
+``errands`` runs three steps, each appending its name to ``<dir>/side-effects`` (what a
+test counts), with a sleep between the second and the third whose length is read from
+``<dir>/nap`` when the sleep is called (0 without the file), and fails at the end while
+``<dir>/fail`` exists — so a test can make a run fail, mend it, and replay it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from stoker import DurableContext, Stoker
+
+
+class Errand(BaseModel):
+    dir: str
+
+
+def side_effects(dir: str) -> list[str]:
+    """The names of the steps that ran, in order, one line per run of a step."""
+    path = Path(dir) / "side-effects"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def declare(app: Stoker) -> Stoker:
+    def record(dir: str, name: str) -> str:
+        with (Path(dir) / "side-effects").open("a") as f:
+            f.write(f"{name}\n")
+        return f"{name} done"
+
+    @app.durable_task()
+    async def errands(input: Errand, ctx: DurableContext) -> dict[str, Any]:
+        a = await ctx.step(record, input.dir, "a", name="a")
+        b = await ctx.step(record, input.dir, "b", name="b")
+        nap = Path(input.dir) / "nap"
+        await ctx.sleep(float(nap.read_text()) if nap.exists() else 0.0)
+        c = await ctx.step(record, input.dir, "c", name="c")
+        if (Path(input.dir) / "fail").exists():
+            raise RuntimeError("the errands failed after their steps")
+        return {"steps": [a, b, c], "attempt": ctx.attempt}
+
+    return app
+
+
+app = declare(Stoker())
