@@ -38,6 +38,7 @@ PUBLIC = [
     "RunRef",
     "Runs",
     "SleepCondition",
+    "StepError",
     "StickyStrategy",
     "Stoker",
     "StokerError",

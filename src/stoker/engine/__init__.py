@@ -44,10 +44,11 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
-from stoker.engine.durable import DurableLogs, Wakes
+from stoker.engine.durable import ChildEnds, DurableLogs, Wakes
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
+from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.worker_service import WorkerService
@@ -109,7 +110,20 @@ class Engine:
         self.crons = Crons(
             db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
-        self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
+        self.workflow_ingest = WorkflowIngest(
+            db,
+            self.signals,
+            self.definitions,
+            self.ingest,
+            self.progression,
+            max_payload_bytes=s.max_payload_bytes,
+        )
+        self.durable_logs = DurableLogs(
+            db, on_timer=self.durable_timers.wake, children=self.workflow_ingest
+        )
+        # A durable parent's entry waiting for a child settles in the transaction that
+        # finished the child, whichever path finished it (engine/durable/children.py).
+        self.signals.on_finishing(ChildEnds(self.wakes).on_finishing)
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -234,7 +248,6 @@ class Engine:
         cancel and replay (DAG progression itself is made with the attempts that call it)."""
         from stoker.engine.controllers.sweeper import Sweeper
         from stoker.engine.flows.conditions import Conditions
-        from stoker.engine.ingest.workflows import WorkflowIngest
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
 
@@ -251,14 +264,7 @@ class Engine:
             self.auth,
             self.definitions,
             self.ingest,
-            WorkflowIngest(
-                db,
-                self.signals,
-                self.definitions,
-                self.ingest,
-                self.progression,
-                max_payload_bytes=s.max_payload_bytes,
-            ),
+            self.workflow_ingest,
             self.watcher,
             RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
             self.served,

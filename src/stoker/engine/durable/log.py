@@ -2,25 +2,39 @@
 
 A durable attempt opens its log when it starts (``OPEN``: a new invocation, which fences
 off every older one, and the visible log to replay), records the calls it makes for the
-first time (``APPEND``: a completed step with its result, a sleep whose deadline is
-computed here from the database clock and written once), and re-reads its log when told
-something was settled (``SYNC``). Every request is checked against ``task_runtime``: only
-the worker running that attempt, of that tenant, is answered; the dispatcher checked the
-same in memory before.
+first time (``APPEND``: a completed step with its result or its final error, a sleep whose
+deadline is computed here from the database clock and written once, child runs), and
+re-reads its log when told something was settled (``SYNC``).
+
+Children are appended through ingest, the one run-writing path
+(:meth:`~stoker.engine.ingest.workflows.WorkflowIngest.spawn_logged`): in the savepoint
+that writes the child runs, the log is locked, the invocation checked, and the ``child``
+entries recorded pointing at them, so a child exists exactly when its entry does, and a
+replay finds it instead of spawning it again. The child's index under its parent is its
+position, so even a spawn whose reply was lost finds the same child when re-sent. A child
+that existed already (found by its ``child_key``) and is final settles its entry at once.
+
+Every request is checked against ``task_runtime``: only the worker running that attempt,
+of that tenant, is answered; the dispatcher checked the same in memory before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stoker._core.durable import EntryStatus
+from stoker._core.durable import EntryKind, EntryStatus
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import durable as store
+from stoker.engine.durable.children import settle_children, settle_final_children
+from stoker.engine.ingest.workflows import ChildInput, WorkflowIngest
+from stoker.engine.signals import Outbox
+from stoker.errors import StokerError
 
 log = logging.getLogger("stoker.engine.durable")
 
@@ -49,6 +63,7 @@ def wire_entry(e: store.Entry, inserted: bool = False) -> pb.DurableEntry:
         wake_at_ms=epoch_ms(e["wake_at"]),
         satisfied_seq=e["satisfied_seq"] or 0,
         inserted=inserted,
+        child_run_id=str(e["child_external_id"] or ""),
     )
 
 
@@ -58,15 +73,24 @@ class DurableLogs:
     ``on_timer()`` is called after a commit that wrote a deadline, so the timer loop, if it
     runs here, re-reads when the next one is due."""
 
-    def __init__(self, db: Executor, *, on_timer: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        db: Executor,
+        *,
+        on_timer: Callable[[], None] = lambda: None,
+        children: WorkflowIngest | None = None,
+    ) -> None:
         self._db = db
         self._on_timer = on_timer
+        self._children = children
 
     async def handle(
         self, worker_id: int, tenant_id: int, req: pb.DurableRequest
     ) -> pb.DurableReply:
         """The reply to one request of the worker ``worker_id`` (of ``tenant_id``)."""
         reply = pb.DurableReply(task_id=req.task_id, attempt=req.attempt, request_id=req.request_id)
+        if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
+            return await self._spawn(worker_id, tenant_id, req, reply)
         timers = False
         async with self._db.transaction() as tx:
             run = await store.durable_attempt(
@@ -106,13 +130,110 @@ class DurableLogs:
                 return reply
             if req.op != pb.APPEND:
                 visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
+                if await settle_final_children(tx, visible, key):
+                    visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
                 reply.entries.extend(wire_entry(e) for e in visible)
         if timers:
             self._on_timer()
         return reply
 
+    async def _spawn(
+        self, worker_id: int, tenant_id: int, req: pb.DurableRequest, reply: pb.DurableReply
+    ) -> pb.DurableReply:
+        """APPEND of child calls: the children and their entries, in one savepoint of
+        ingest's flush."""
+        calls = list(req.calls)
+        if self._children is None:
+            reply.error = "this engine does not spawn children of durable tasks"
+            return reply
+        if any(c.kind != EntryKind.CHILD for c in calls):
+            reply.error = "an append of child runs holds child runs only"
+            return reply
+        run = await store.durable_attempt(
+            self._db, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
+        )
+        if run is None:
+            reply.error = "the attempt is not running on this worker"
+            return reply
+        reply.now_ms = epoch_ms(run["db_now"])
+        try:
+            ids = [uuid.UUID(c.child.run_id) if c.child.run_id else uuid.uuid4() for c in calls]
+        except ValueError:
+            reply.error = "a child's run_id is not a UUID"
+            return reply
+        items = [
+            ChildInput(
+                c.child.task_name,
+                c.child.workflow_name,
+                c.child.input,
+                c.child.additional_metadata,
+                c.child.priority,
+                c.position,
+                c.child.child_key,
+            )
+            for c in calls
+        ]
+        record = _ChildRecord((run["task_id"], run["created_at"]), req)
+        try:
+            answer = await self._children.spawn_logged(
+                run["tenant_id"], run["task_id"], items, ids, record
+            )
+        except StokerError as exc:
+            reply.error = f"spawning children: {exc}"
+            return reply
+        if isinstance(answer, str):
+            reply.error = answer
+            return reply
+        reply.invocation = req.invocation
+        reply.entries.extend(answer)
+        return reply
 
-def _append(key: tuple[int, datetime], req: pb.DurableRequest) -> store.AppendDurableEntries:
+
+class _ChildRecord:
+    """Records a durable task's children in its log, in their spawn's savepoint."""
+
+    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest) -> None:
+        self.key = key
+        self.req = req
+
+    async def guard(self, tx: Executor) -> str | None:
+        locked = await store.lock_durable_log(tx, store.LockDurableLog(*self.key))
+        if locked is None or locked["invocation"] != self.req.invocation:
+            return "a newer invocation of this task runs elsewhere"
+        return None
+
+    async def record(
+        self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]
+    ) -> list[pb.DurableEntry]:
+        ids = [uuid.UUID(run_id) for run_id, _ in children]
+        rows = await store.append_durable_entries(tx, _append(self.key, self.req, ids))
+        existed = [
+            (self.key[0], self.key[1], r["branch"], r["position"], r["child_external_id"])
+            for r, (_, was) in zip(rows, children, strict=True)
+            if r["inserted"] and was and r["child_external_id"] is not None
+        ]
+        if existed:
+            # Found by its child_key: it may have ended already, and nothing else would
+            # settle this new entry.
+            _, n = await settle_children(tx, existed)
+            if n:
+                positions = {r["position"] for r in rows}
+                visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
+                by_position = {e["position"]: e for e in visible if e["position"] in positions}
+                return [
+                    wire_entry(by_position[r["position"]], r["inserted"])
+                    if r["position"] in by_position
+                    else wire_entry(r, r["inserted"])
+                    for r in rows
+                ]
+        return [wire_entry(r, r["inserted"]) for r in rows]
+
+
+def _append(
+    key: tuple[int, datetime],
+    req: pb.DurableRequest,
+    child_ids: list[uuid.UUID] | None = None,
+) -> store.AppendDurableEntries:
     calls = list(req.calls)
     return store.AppendDurableEntries(
         task_id=key[0],
@@ -127,8 +248,8 @@ def _append(key: tuple[int, datetime], req: pb.DurableRequest) -> store.AppendDu
         wake_ats=[
             _EPOCH + timedelta(milliseconds=c.wake_at_ms) if c.wake_at_ms else None for c in calls
         ],
-        child_external_ids=[None for _ in calls],
+        child_external_ids=list(child_ids) if child_ids is not None else [None for _ in calls],
         statuses=[c.status or str(EntryStatus.PENDING) for c in calls],
         results=[c.result.decode() if c.result else None for c in calls],
-        errors=[None for _ in calls],
+        errors=[c.error.decode() if c.error else None for c in calls],
     )
