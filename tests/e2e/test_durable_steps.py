@@ -39,7 +39,7 @@ def entries(db_url: str, run_id: str) -> list[dict[str, Any]]:
     return query(
         db_url,
         "SELECT e.position, e.kind, e.name, e.status, e.result, e.error, e.invocation,"
-        " e.child_external_id FROM stoker.durable_entry e"
+        " e.child_external_id, e.satisfied_at FROM stoker.durable_entry e"
         " JOIN stoker.all_tasks t ON t.id = e.task_id"
         " WHERE t.external_id = %s ORDER BY e.position",
         run_id,
@@ -165,6 +165,16 @@ def test_a_parent_with_100_children_replays_without_spawning_more(
     wait_until(lambda: sleeping(engine.db_url, ref.run_id), what="the sleep to be recorded")
     spawned = children_of(engine.db_url, ref.run_id)
     assert spawned == 101  # aio_run_many's 100 and a run_no_wait
+    # The children's ends settle their entries while the parent sleeps: nobody awaits
+    # them through the log, so only the transactions that finished them can have.
+    wait_until(
+        lambda: (
+            [e["status"] for e in entries(engine.db_url, ref.run_id) if e["kind"] == "child"]
+            == ["ok"] * 101
+        ),
+        what="the children's entries to be settled by their ends",
+    )
+    assert sleeping(engine.db_url, ref.run_id)
     doomed.kill()
     worker_factory(APP, slots=20, durable_slots=2, name="survivor")
     out = ref.result(timeout=120)
@@ -204,6 +214,13 @@ def test_a_child_s_failure_is_stored_once_and_raised_again_on_replay(
     }
     assert (child["kind"], child["name"], child["status"]) == ("child", "bad_kid", "error")
     assert child["error"]["status"] == "FAILED"
+    # Settled in the transaction that failed the child: the same now().
+    ended = query(
+        engine.db_url,
+        "SELECT finished_at FROM stoker.all_tasks WHERE external_id = %s",
+        child["child_external_id"],
+    )[0]["finished_at"]
+    assert child["satisfied_at"] == ended
     assert lines(tmp_path / "bad-kids") == [str(doomed.pid)]  # ran once, spawned once
     assert children_of(engine.db_url, ref.run_id) == 1
 
