@@ -11,12 +11,15 @@ says so through an :class:`Outbox` bound to the transaction that made the change
 
 The outbox then does the three things every such change needs, in order:
 
-1. **inside the transaction**, one ``NOTIFY`` per channel and tenant (``stoker_queue``,
+1. **inside the transaction**, the ``on_finishing`` hooks with the finished runs (what
+   must change in the same transaction as a run's end: a durable parent's log entry
+   waiting for that child), then one ``NOTIFY`` per channel and tenant (``stoker_queue``,
    ``stoker_finished``), so other replicas hear of the change exactly when it is visible;
 2. **after commit**, the local subscribers: the scheduler is woken for queued runs, tenants
    with runs waiting for concurrency slots are marked *gated* (the scheduler runs admission
-   for them), the run watcher reads back finished runs its callers wait for, and every
-   ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called;
+   for them), the run watcher reads back finished runs its callers wait for, every
+   ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called, and the
+   outbox's :meth:`Outbox.after_commit` actions run;
 3. nothing at all when the transaction rolls back.
 
 Code that already holds a transaction (DAG progression, ``Attempts.complete`` and
