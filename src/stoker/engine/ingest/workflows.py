@@ -293,7 +293,11 @@ class WorkflowIngest:
         def replayed(answer: requests.Answer) -> Any:  # no request key: never called
             raise AssertionError("a logged spawn has no request key")
 
-        return await self._ingest.submit_call(tenant_id, write, len(items), replayed, None)
+        # The guard locks the parent's log: calls of one flush take those locks in task id
+        # order, as every other writer of several logs does.
+        return await self._ingest.submit_call(
+            tenant_id, write, len(items), replayed, None, order=parent_task_id
+        )
 
     async def _check_spawn(
         self,
