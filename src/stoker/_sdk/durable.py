@@ -157,10 +157,11 @@ class DurableLog:
         """Now on the database clock (as of the last reply), epoch milliseconds."""
         return time.time() * 1000 + self._offset_ms
 
-    async def request(
+    def request(
         self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = ()
-    ) -> pb.DurableReply:
-        """Sends a request and waits for its reply; StokerError when the engine refused it."""
+    ) -> Awaitable[pb.DurableReply]:
+        """Sends a request now (so requests go out in the order they are made) and returns
+        an awaitable of its reply; StokerError when the engine refused it."""
         req = pb.DurableRequest(
             task_id=self.task_id,
             attempt=self.attempt,
@@ -173,10 +174,15 @@ class DurableLog:
         fut: asyncio.Future[pb.DurableReply] = asyncio.get_running_loop().create_future()
         self._requests[req.request_id] = (msg, fut)
         self._send(msg)
+        return self._reply(req.request_id, fut)
+
+    async def _reply(
+        self, request_id: int, fut: asyncio.Future[pb.DurableReply]
+    ) -> pb.DurableReply:
         try:
             reply = await fut
         finally:
-            self._requests.pop(req.request_id, None)
+            self._requests.pop(request_id, None)
         if reply.error:
             raise StokerError(f"durable task log: {reply.error}")
         return reply
@@ -237,10 +243,11 @@ class DurableLog:
         reply = await self.request(pb.APPEND, [call])
         return reply.entries[0]
 
-    async def append_many(self, calls: Sequence[pb.DurableCall]) -> list[pb.DurableEntry]:
-        """Records calls in one request; their entries, in position order."""
-        reply = await self.request(pb.APPEND, calls)
-        return sorted(reply.entries, key=lambda e: e.position)
+    def append_many(self, calls: Sequence[pb.DurableCall]) -> Awaitable[list[pb.DurableEntry]]:
+        """Records calls in one request, sent now; their entries, in position order."""
+        return _mapped(
+            self.request(pb.APPEND, calls), lambda r: sorted(r.entries, key=lambda e: e.position)
+        )
 
     def background(self, work: Coroutine[Any, Any, T], *, drain: bool = True) -> asyncio.Task[T]:
         """Runs ``work`` on its own (a sync ``run_no_wait`` cannot await its recording);
@@ -518,10 +525,13 @@ class DurableContext(Context):
         checks: list[tuple[str, str]],
         awaited: bool,
     ) -> Awaitable[list[pb.DurableEntry]]:
+        # Sent now, in call order, even when nobody awaits the recording.
+        sent = self.log.append_many(calls) if calls else None
+
         async def record() -> list[pb.DurableEntry]:
             entries = {e.position: e for e in known}
-            if calls:
-                got = await self.log.append_many(calls)
+            if sent is not None:
+                got = await sent
                 for call, (target, fp), entry in zip(calls, checks, got, strict=True):
                     self.log.check_appended(entry, EntryKind.CHILD, target, fp)
                     entries[call.position] = entry
