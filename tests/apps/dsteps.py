@@ -130,6 +130,13 @@ def declare(app: Stoker) -> Stoker:
         await ctx.sleep(input.seconds)
         return caught
 
+    @app.durable_task()
+    async def keyed(input: Job, ctx: DurableContext) -> list[int]:
+        # Two calls with one child_key: two positions, one child run.
+        first = await kid.aio_run(Kid(dir=input.dir, n=4), child_key="the-one")
+        again = await kid.aio_run(Kid(dir=input.dir, n=4), child_key="the-one")
+        return [first, again]
+
     pipeline = app.workflow("pipeline")
 
     @pipeline.task()

@@ -225,6 +225,21 @@ def test_a_child_s_failure_is_stored_once_and_raised_again_on_replay(
     assert children_of(engine.db_url, ref.run_id) == 1
 
 
+def test_a_child_key_used_twice_finds_the_same_finished_child(
+    app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    worker_factory(APP, durable_slots=2)
+    ref = app.tasks["keyed"].run_no_wait(Job(dir=str(tmp_path)))
+    assert ref.result(timeout=60) == [8, 8]
+    first, again = entries(engine.db_url, ref.run_id)
+    assert first["child_external_id"] == again["child_external_id"]
+    # The second entry found a finished child: settled when recorded, from its outcome.
+    assert (first["status"], again["status"]) == ("ok", "ok")
+    assert again["result"] == 8
+    assert children_of(engine.db_url, ref.run_id) == 1
+    assert len(lines(tmp_path / "kids")) == 1
+
+
 def test_a_durable_step_of_a_workflow_keeps_its_log(
     app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from stoker import (
 )
 from stoker._core.durable import EntryKind, fingerprint
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.children import ChildSpec
 from stoker._sdk.context import current_context
 from stoker._sdk.durable import MAX_BACKOFF_S, DurableLog, StepOptions
 
@@ -250,3 +251,37 @@ async def test_bad_sleeps_are_refused_at_the_call() -> None:
         ctx.sleep(timedelta(seconds=-5))
     with pytest.raises(ValueError, match="timezone-aware"):
         ctx.sleep_until(datetime(2030, 1, 1))
+
+
+async def test_a_replay_that_spawns_another_child_is_refused() -> None:
+    recorded = pb.DurableEntry(
+        position=1, kind="child", name="kid",
+        fingerprint=fingerprint(EntryKind.CHILD, "kid"), status="pending",
+        child_run_id="00000000-0000-0000-0000-000000000001",
+    )  # fmt: skip
+    engine = Log([recorded])
+    ctx = await engine.context()
+    with pytest.raises(NonDeterminismError, match=r"position 1.*child 'kid'.*child 'other'"):
+        ctx.spawn([ChildSpec("other", "", b"{}", {})], None, awaited=True)
+    # The same child with another key is another call too.
+    engine = Log([recorded])
+    ctx = await engine.context()
+    with pytest.raises(NonDeterminismError, match="position 1"):
+        ctx.spawn([ChildSpec("kid", "", b"{}", {"child_key": "k"})], None, awaited=True)
+
+
+async def test_a_recorded_child_is_found_again_not_spawned() -> None:
+    recorded = pb.DurableEntry(
+        position=1, kind="child", name="kid",
+        fingerprint=fingerprint(EntryKind.CHILD, "kid"), status="ok",
+        result=b"42", satisfied_seq=1, child_run_id="00000000-0000-0000-0000-000000000001",
+    )  # fmt: skip
+    engine = Log([recorded])
+    ctx = await engine.context()
+    assert await ctx.run_child(ChildSpec("kid", "", b"{}", {}), None) == 42
+    refs, done = ctx.spawn([ChildSpec("kid", "", b"{}", {})], None, awaited=False)
+    await done
+    assert refs[0].run_id != recorded.child_run_id  # position 2: a new child
+    [call] = engine.appended
+    assert (call.position, call.kind, call.child.task_name) == (2, "child", "kid")
+    assert call.child.run_id == refs[0].run_id
