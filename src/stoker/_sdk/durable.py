@@ -463,14 +463,22 @@ class DurableContext(Context):
     # -- children -----------------------------------------------------------------------
 
     def spawn(
-        self, children: Sequence[ChildSpec], decoder: OutputDecoder[Any] | None, *, awaited: bool
+        self,
+        children: Sequence[ChildSpec],
+        decoder: OutputDecoder[Any] | None,
+        *,
+        awaited: bool,
+        detached: bool = False,
     ) -> tuple[list[RunRef[Any]], Awaitable[list[pb.DurableEntry]]]:
-        """Child runs, recorded: each takes the next position now. Returns their refs at
-        once (a new child's run id is chosen here, so the refs exist before the engine
-        answers) and an awaitable of their entries once recorded. A recorded child is
-        found again, never spawned twice. ``awaited``: the caller awaits the children's
-        outcomes through the log (``aio_run``); otherwise their recorded completions are
-        released in the background, so they never hold up the release gate."""
+        """Child runs, recorded: each takes the next position now, and the new ones are
+        sent to the engine now. Returns their refs at once (a new child's run id is chosen
+        here, so the refs exist before the engine answers) and an awaitable of their
+        entries once recorded. A recorded child is found again, never spawned twice.
+        ``awaited``: the caller awaits the children's outcomes through the log
+        (``aio_run``); otherwise their recorded completions are released in the
+        background, so they never hold up the release gate. ``detached``: nobody awaits
+        the recording (a sync ``run_no_wait``): it completes in the background, before the
+        attempt reports, and a refusal fails the attempt."""
         connection = _connection(decoder)
         refs: list[RunRef[Any]] = []
         known: list[pb.DurableEntry] = []
@@ -515,6 +523,8 @@ class DurableContext(Context):
             checks.append((target, fp))
             refs.append(RunRef(connection, run_id, decoder))
         done = self._record_children(refs, known, calls, checks, awaited)
+        if detached:
+            return refs, self.log.background(done)
         return refs, done
 
     def _record_children(
@@ -524,8 +534,8 @@ class DurableContext(Context):
         calls: list[pb.DurableCall],
         checks: list[tuple[str, str]],
         awaited: bool,
-    ) -> Awaitable[list[pb.DurableEntry]]:
-        # Sent now, in call order, even when nobody awaits the recording.
+    ) -> Coroutine[Any, Any, list[pb.DurableEntry]]:
+        # Sent now, in call order, whenever the recording is awaited.
         sent = self.log.append_many(calls) if calls else None
 
         async def record() -> list[pb.DurableEntry]:
@@ -545,8 +555,7 @@ class DurableContext(Context):
                         self.log.release_later(e.satisfied_seq)
             return ordered
 
-        # Recorded in the background too when nobody awaits it (a sync run_no_wait).
-        return self.log.background(record())
+        return record()
 
     async def run_child(self, child: ChildSpec, decoder: OutputDecoder[Any] | None) -> Any:
         """``await child.aio_run(...)`` in a durable task: spawns (or finds) the child and

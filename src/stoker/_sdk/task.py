@@ -337,7 +337,9 @@ class Task(Generic[I, O]):
         if not connection.is_registered(self.name):
             connection.register([self])
         if (durable := recording_context(ctx)) is not None:
-            spawned, _ = durable.spawn(self._children(inputs, options), self, awaited=False)
+            spawned, _ = durable.spawn(
+                self._children(inputs, options), self, awaited=False, detached=True
+            )
             return typing.cast(list[RunRef[O]], spawned)
         return self._refs(spawn(connection, ctx, self._children(inputs, options)))
 

@@ -391,7 +391,9 @@ class Workflow(Generic[I]):
             self.register()
         if (ctx := current_context.get()) is not None:
             if (durable := recording_context(ctx)) is not None:
-                spawned, _ = durable.spawn(self._children(inputs, options), self, awaited=False)
+                spawned, _ = durable.spawn(
+                    self._children(inputs, options), self, awaited=False, detached=True
+                )
                 return typing.cast(list[RunRef[dict[str, Any]]], spawned)
             return self._refs(spawn(self.app.connection, ctx, self._children(inputs, options)))
         items = [self._trigger(v, options) for v in inputs]
