@@ -285,3 +285,18 @@ async def test_a_recorded_child_is_found_again_not_spawned() -> None:
     [call] = engine.appended
     assert (call.position, call.kind, call.child.task_name) == (2, "child", "kid")
     assert call.child.run_id == refs[0].run_id
+
+
+async def test_a_step_result_postgres_cannot_store_fails_the_step() -> None:
+    engine = Log([])
+    ctx = await engine.context()
+    with pytest.raises(StepError, match=r"OutputSerializationError.*cannot be stored.*NUL"):
+        await ctx.step(lambda: "a\x00b", name="nul")
+
+    def boom() -> None:
+        raise ValueError("bad \x00 byte")
+
+    with pytest.raises(StepError) as failed:
+        await ctx.step(boom)
+    assert failed.value.error_message == "bad \\x00 byte"  # stored as visible text
+    assert [c.status for c in engine.appended] == ["error", "error"]

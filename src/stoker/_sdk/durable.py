@@ -44,7 +44,7 @@ from stoker._core.durable import (
     check_call,
     fingerprint,
 )
-from stoker._core.wire import encode_json
+from stoker._core.wire import encode_json, json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.children import ChildSpec
 from stoker._sdk.context import Context, current_context
@@ -425,6 +425,11 @@ class DurableContext(Context):
                     raise OutputSerializationError(
                         f"step {name!r} returned a {type(value).__name__}, which is not JSON: {exc}"
                     ) from None
+                if (problem := json_problem(raw.encode(), serialized=True)) is not None:
+                    raise OutputSerializationError(
+                        f"step {name!r} returned a {type(value).__name__} that cannot be "
+                        f"stored: {problem}"
+                    )
                 call.status, call.result = str(EntryStatus.OK), raw.encode()
             except Exception as exc:
                 cause = exc
@@ -672,8 +677,8 @@ async def _try_step(
 def _error_doc(exc: BaseException) -> bytes:
     doc = {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": storable_text(str(exc)),
+        "traceback": storable_text("".join(traceback.format_exception(exc))),
     }
     return json.dumps(doc).encode()
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stoker._core.durable import EntryKind, EntryStatus
+from stoker._core.wire import json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import durable as store
@@ -89,6 +90,9 @@ class DurableLogs:
     ) -> pb.DurableReply:
         """The reply to one request of the worker ``worker_id`` (of ``tenant_id``)."""
         reply = pb.DurableReply(task_id=req.task_id, attempt=req.attempt, request_id=req.request_id)
+        if req.op == pb.APPEND and (problem := _call_problem(req.calls)) is not None:
+            reply.error = problem
+            return reply
         if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
             return await self._spawn(worker_id, tenant_id, req, reply)
         timers = False
@@ -187,6 +191,21 @@ class DurableLogs:
         reply.invocation = req.invocation
         reply.entries.extend(answer)
         return reply
+
+
+def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
+    """Why calls a worker sent cannot be recorded (None: they can): the log only holds
+    known kinds and statuses and JSON documents."""
+    kinds = {str(k) for k in EntryKind}
+    for c in calls:
+        if c.kind not in kinds:
+            return f"position {c.position}: unknown kind {c.kind!r}"
+        if c.status not in ("", EntryStatus.PENDING, EntryStatus.OK, EntryStatus.ERROR):
+            return f"position {c.position}: unknown status {c.status!r}"
+        for what, raw in (("result", c.result), ("error", c.error), ("request", c.request)):
+            if raw and (problem := json_problem(raw)) is not None:
+                return f"position {c.position}: the {what} is refused: {problem}"
+    return None
 
 
 class _ChildRecord:
