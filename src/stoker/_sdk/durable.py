@@ -333,7 +333,7 @@ class DurableContext(Context):
         # Runs started from inside a step are ordinary children of the attempt (not
         # recorded: the step is), indexed apart from the recorded children, whose index
         # is their position (1, 2, ...).
-        self.state._next_child = STEP_CHILD_INDEX_BASE
+        self.state.index_children_from(STEP_CHILD_INDEX_BASE)
 
     def sleep(self, duration: float | timedelta) -> Awaitable[None]:
         """Sleeps ``duration`` (seconds or a timedelta). The deadline is computed once, by
