@@ -26,7 +26,7 @@ from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
 from stoker._sdk.crons import CronInfo, Crons
-from stoker._sdk.durable import DurableContext
+from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
@@ -52,6 +52,7 @@ from stoker.errors import (
     TaskRunError,
     TaskTimeoutError,
     UnknownTaskError,
+    WaitTimeoutError,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "DurableContext",
     "EngineUnavailableError",
     "Events",
+    "Eviction",
     "InvalidRequestError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -94,6 +96,8 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",
+    "WaitResult",
+    "WaitTimeoutError",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

@@ -28,6 +28,8 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
     assert {"hello.py", "run_hello.py"} <= set(files)
     outputs = run_examples(files, engine, tenant, tmp_path, timeout=120)
     assert outputs["run_hello.py"].strip() == "{'message': 'hello world'}"
+    # A 2 s sleep past a 1 s eviction TTL: evicted at once, restored by its timer.
+    assert outputs["run_reminders.py"].strip() == "{'reminded': 'ada', 'restored': True}"
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:

@@ -1,7 +1,8 @@
 """The durable log's statements (db/sql/durable.sql) on a real Postgres: appends are
 idempotent and expose a changed call, settlements are numbered under the log's lock, due
 timers are shared between sweepers by SKIP LOCKED, resets branch the visible log, and
-eviction is accepted only when no wake-up can be lost."""
+eviction is accepted only when no wake-up can be lost, and a settlement restores an evicted
+task once, ahead of ordinary work."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from stoker._core.durable import (
     fingerprint,
     visible_positions,
 )
+from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, connect
 from stoker.db.queries import queries
 from stoker.db.store import NoParams
 from stoker.db.store import durable as store
+from stoker.engine.durable import DurableLogs
 from stoker.errors import NonDeterminismError
 from tests.harness import SCHEMA
 
@@ -281,31 +284,132 @@ async def test_reset_branches_the_visible_log(db: Executor) -> None:
     assert (log["active_branch"], log["invocation"]) == (3, 3)
 
 
-async def test_eviction_is_accepted_only_when_no_wake_up_can_be_lost(db: Executor) -> None:
+async def sql(db_url: str, query: str, params: Any = ()) -> list[dict[str, Any]]:
+    """Runs one statement the store has no block for (test setup and checks)."""
+    conn = await connect(db_url, SCHEMA)
+    try:
+        cur = await conn.execute(query, params)
+        if cur.description is None:
+            return []
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+    finally:
+        await conn.close()
+
+
+async def running_task(db_url: str, task_id: int, worker_id: int = 7) -> None:
+    """A task row (RUNNING, attempt 0 on ``worker_id``) for the log ``task_id``, with the
+    created_at of the logs here, so eviction and restore have a run to act on."""
+    await sql(
+        db_url,
+        "INSERT INTO task (id, tenant_id, external_id, task_name, status, input, created_at,"
+        " priority, schedule_timeout_ms) OVERRIDING SYSTEM VALUE"
+        " VALUES (%s, %s, %s, 'nap', 'RUNNING', '{}', %s, 2, 60000)",
+        (task_id, TENANT, uuid.uuid4(), CREATED),
+    )
+    await sql(
+        db_url,
+        "INSERT INTO task_runtime (task_id, tenant_id, attempt, worker_id) VALUES (%s, %s, 0, %s)",
+        (task_id, TENANT, worker_id),
+    )
+
+
+async def test_eviction_is_accepted_only_when_no_wake_up_can_be_lost(
+    db: Executor, db_url: str
+) -> None:
     await open_log(db, 1, 2)
+    await running_task(db_url, 1)
+    await running_task(db_url, 2)
     await append(db, 1, 1, [step(1, "a"), sleep(2)])
     await append(db, 2, 1, [step(1, "a")])  # waits for nothing
 
-    async def evict(task_id: int, invocation: int, last_seen: int) -> store.Evicted | None:
-        return await store.mark_durable_evicted(
-            db, store.MarkDurableEvicted(task_id, CREATED, invocation, last_seen)
-        )
+    async def evict(
+        task_id: int, invocation: int, last_seen: int, worker_id: int = 7
+    ) -> store.Evicted | None:
+        async with db.transaction() as tx:
+            await store.lock_durable_log(tx, store.LockDurableLog(task_id, CREATED))
+            return await store.evict_durable_task(
+                tx, store.EvictDurableTask(task_id, CREATED, invocation, last_seen, 0, worker_id)
+            )
 
     assert await evict(1, 0, 1) is None  # a stale invocation
     assert await evict(1, 1, 0) is None  # a settlement the worker has not seen yet
     assert await evict(2, 1, 1) is None  # nothing pending
+    assert await evict(1, 1, 1, worker_id=8) is None  # not that worker's attempt
     accepted = await evict(1, 1, 1)
     assert accepted is not None and accepted["invocation"] == 1
     assert await evict(1, 1, 1) is None  # already evicted
     assert (await log_of(db, 1))["evicted_at"] == accepted["evicted_at"]
+    # The attempt ended (its slot is free) without counting as a retry.
+    [task] = await sql(
+        db_url,
+        "SELECT status, attempt, retry_count, worker_id,"
+        " (SELECT count(*) FROM task_runtime WHERE task_id = 1) AS runtimes,"
+        " (SELECT kind FROM task_event WHERE task_id = 1) AS event FROM task WHERE id = 1",
+    )
+    assert task == {
+        "status": "EVICTED",
+        "attempt": 0,
+        "retry_count": 0,
+        "worker_id": None,
+        "runtimes": 0,
+        "event": "EVICTED",
+    }
 
-    # The settlement that restores it says so.
-    [woken] = await settle(db, [(1, 1, 2)])
-    assert woken["evicted_at"] == accepted["evicted_at"]
-    clear = store.ClearDurableEvicted(1, CREATED)
-    assert await store.clear_durable_evicted(db, clear) == 1
-    assert await store.clear_durable_evicted(db, clear) == 0
+
+async def test_settling_an_evicted_task_restores_it_once_ahead_of_its_priority(
+    db: Executor, db_url: str
+) -> None:
+    await open_log(db, 1)
+    await running_task(db_url, 1)
+    await append(db, 1, 1, [sleep(1), sleep(2, delay_ms=120_000)])
+    async with db.transaction() as tx:
+        await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+        assert await store.evict_durable_task(tx, store.EvictDurableTask(1, CREATED, 1, 0, 0, 7))
+    # Ordinary work of the same priority, queued before the restore.
+    await sql(
+        db_url,
+        "INSERT INTO queue_item (tenant_id, task_id, attempt, queue, priority)"
+        " VALUES (%s, 99, 0, 'nap', 2)",
+        (TENANT,),
+    )
+
+    # The settlement queues the task again in the same statement, as its next attempt.
+    [woken] = await settle(db, [(1, 1, 1)])
+    assert woken["restored"] and woken["evicted_at"] is not None
     assert (await log_of(db, 1))["evicted_at"] is None
+    [task] = await sql(db_url, "SELECT status, attempt, retry_count FROM task WHERE id = 1")
+    assert task == {"status": "QUEUED", "attempt": 1, "retry_count": 0}
+    # Ahead of the ordinary item of its priority, in the scheduler's claim order.
+    items = await sql(
+        db_url,
+        "SELECT task_id, attempt, schedule_deadline IS NOT NULL AS deadline FROM queue_item"
+        " WHERE tenant_id = %s ORDER BY priority DESC, id",
+        (TENANT,),
+    )
+    assert items == [
+        {"task_id": 1, "attempt": 1, "deadline": True},
+        {"task_id": 99, "attempt": 0, "deadline": False},
+    ]
+
+    # A second settlement (the other sleep) while it is queued restores nothing more.
+    [again] = await settle(db, [(1, 1, 2)])
+    assert not again["restored"] and again["evicted_at"] is None
+    [count] = await sql(db_url, "SELECT count(*) AS n FROM queue_item WHERE task_id = 1")
+    assert count == {"n": 1}
+
+
+async def test_a_cancelled_evicted_task_is_not_restored(db: Executor, db_url: str) -> None:
+    await open_log(db, 1)
+    await running_task(db_url, 1)
+    await append(db, 1, 1, [sleep(1)])
+    async with db.transaction() as tx:
+        await store.lock_durable_log(tx, store.LockDurableLog(1, CREATED))
+        assert await store.evict_durable_task(tx, store.EvictDurableTask(1, CREATED, 1, 0, 0, 7))
+    await sql(db_url, "UPDATE task SET status = 'CANCELLED' WHERE id = 1")
+    [woken] = await settle(db, [(1, 1, 1)])
+    assert not woken["restored"]
+    assert await sql(db_url, "SELECT 1 FROM queue_item WHERE task_id = 1") == []
 
 
 async def test_pending_children_are_found_by_their_run(db: Executor) -> None:
@@ -367,3 +471,48 @@ async def test_the_partition_upkeep_creates_and_drops_the_durable_days(db: Execu
     for parent in ("durable_log", "durable_branch", "durable_entry"):
         assert tables.get(parent) == f"{parent}_p{day:%Y%m%d}", tables
     assert await visible(db, 1) == []
+
+
+async def test_the_engine_refuses_an_eviction_while_a_resolution_is_in_flight(
+    db: Executor, db_url: str
+) -> None:
+    # The engine's handler of worker requests (engine/durable/log.py), on a real run row.
+    await running_task(db_url, 1)
+    logs = DurableLogs(db)
+    ids = iter(range(1, 100))
+
+    async def ask(op: pb.DurableOp.ValueType, **fields: Any) -> pb.DurableReply:
+        req = pb.DurableRequest(task_id=1, attempt=0, request_id=next(ids), op=op, **fields)
+        return await logs.handle(7, TENANT, req)
+
+    def nap(position: int, delay_ms: int) -> pb.DurableCall:
+        return pb.DurableCall(
+            position=position,
+            kind="wait",
+            name="sleep",
+            fingerprint=fingerprint(EntryKind.WAIT, "sleep", timer=True),
+            delay_ms=delay_ms,
+            status="pending",
+        )
+
+    inv = (await ask(pb.OPEN)).invocation
+    idle = await ask(pb.EVICT, invocation=inv, last_seen_seq=0)
+    assert not idle.evicted and "waits for nothing" in idle.error
+    await ask(pb.APPEND, invocation=inv, calls=[nap(1, 0), nap(2, 60_000)])
+    # The timer settles the first sleep (seq 1) before the worker, which has seen nothing
+    # settled, asks to be evicted (blocked on both): refused, the wake-up is on its way.
+    await settle(db, [(1, 1, 1)])
+    refused = await ask(pb.EVICT, invocation=inv, last_seen_seq=0)
+    assert not refused.evicted and "resolution is on its way" in refused.error
+    stale = await ask(pb.EVICT, invocation=inv - 1, last_seen_seq=1)
+    assert not stale.evicted and "newer invocation" in stale.error
+    [task] = await sql(db_url, "SELECT status FROM task WHERE id = 1")
+    assert task == {"status": "RUNNING"}
+
+    # Having seen it, blocked on the long sleep: accepted.
+    accepted = await ask(pb.EVICT, invocation=inv, last_seen_seq=1)
+    assert accepted.evicted and not accepted.error
+    [task] = await sql(db_url, "SELECT status FROM task WHERE id = 1")
+    assert task == {"status": "EVICTED"}
+    # The attempt is over: the worker's further requests are refused.
+    assert (await ask(pb.SYNC)).error == "the attempt is not running on this worker"

@@ -22,6 +22,7 @@ class RunStatus(StrEnum):
     QUEUED = "QUEUED"
     ASSIGNED = "ASSIGNED"
     RUNNING = "RUNNING"
+    EVICTED = "EVICTED"  # a durable task taken off its worker while it waits (docs/durable.md)
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"

@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stoker import errors
 from stoker.errors import InvalidRequestError
 
-RUN_STATUSES = ("PENDING", "QUEUED", "ASSIGNED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+RUN_STATUSES = (
+    "PENDING",
+    "QUEUED",
+    "ASSIGNED",
+    "RUNNING",
+    "EVICTED",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
 """Every status a task run can have (a workflow run: RUNNING or one of the last three)."""
 WORKFLOW_RUN_STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 

@@ -63,6 +63,11 @@ class _DurableOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DurableOp.V
     """Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
     APPEND: _DurableOp.ValueType  # 3
     """Record calls made for the first time, under the invocation OPEN gave."""
+    EVICT: _DurableOp.ValueType  # 4
+    """The attempt is blocked: end it and free its slot until what it waits for happens
+    (refused when the invocation is stale, when a settlement newer than last_seen_seq
+    exists, or when nothing is pending). The worker cancels the body only once accepted.
+    """
 
 class DurableOp(_DurableOp, metaclass=_DurableOpEnumTypeWrapper):
     """Durable tasks (docs/durable.md): what an attempt of a durable task asks of its log."""
@@ -76,6 +81,11 @@ SYNC: DurableOp.ValueType  # 2
 """Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
 APPEND: DurableOp.ValueType  # 3
 """Record calls made for the first time, under the invocation OPEN gave."""
+EVICT: DurableOp.ValueType  # 4
+"""The attempt is blocked: end it and free its slot until what it waits for happens
+(refused when the invocation is stale, when a settlement newer than last_seen_seq
+exists, or when nothing is pending). The worker cancels the body only once accepted.
+"""
 Global___DurableOp: _TypeAlias = DurableOp  # noqa: Y015
 
 @_typing.final
@@ -826,6 +836,8 @@ class DurableRequest(_message.Message):
     OP_FIELD_NUMBER: _builtins.int
     INVOCATION_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_SEQ_FIELD_NUMBER: _builtins.int
+    RUN_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     request_id: _builtins.int
@@ -833,6 +845,12 @@ class DurableRequest(_message.Message):
     op: Global___DurableOp.ValueType
     invocation: _builtins.int
     """APPEND: the invocation OPEN answered with."""
+    last_seen_seq: _builtins.int
+    """EVICT: the highest satisfied_seq the attempt has seen."""
+    run_timeout_ms: _builtins.int
+    """OPEN: the task's whole-run timeout (0: none); the run's deadline is its creation
+    time plus this, set by the first OPEN.
+    """
     @_builtins.property
     def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableCall]: ...
     def __init__(
@@ -844,10 +862,12 @@ class DurableRequest(_message.Message):
         op: Global___DurableOp.ValueType = ...,
         invocation: _builtins.int = ...,
         calls: _abc.Iterable[Global___DurableCall] | None = ...,
+        last_seen_seq: _builtins.int = ...,
+        run_timeout_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "calls", b"calls", "invocation", b"invocation", "op", b"op", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "calls", b"calls", "invocation", b"invocation", "last_seen_seq", b"last_seen_seq", "op", b"op", "request_id", b"request_id", "run_timeout_ms", b"run_timeout_ms", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -924,6 +944,7 @@ class DurableReply(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     NOW_MS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    EVICTED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     request_id: _builtins.int
@@ -932,6 +953,8 @@ class DurableReply(_message.Message):
     """The database clock when the reply was made (epoch ms): deadlines are on that clock."""
     error: _builtins.str
     """Set when the request was refused (a stale invocation, an attempt not the worker's)."""
+    evicted: _builtins.bool
+    """EVICT: true when the eviction was accepted (the attempt ended; error says why not)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableEntry]:
         """OPEN and SYNC: the visible log; APPEND: the entries at the requested positions."""
@@ -946,10 +969,11 @@ class DurableReply(_message.Message):
         entries: _abc.Iterable[Global___DurableEntry] | None = ...,
         now_ms: _builtins.int = ...,
         error: _builtins.str = ...,
+        evicted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "entries", b"entries", "error", b"error", "invocation", b"invocation", "now_ms", b"now_ms", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "entries", b"entries", "error", b"error", "evicted", b"evicted", "invocation", b"invocation", "now_ms", b"now_ms", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

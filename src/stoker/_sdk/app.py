@@ -24,7 +24,7 @@ from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons
-from stoker._sdk.durable import DurableTask, Step, StepOptions
+from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
@@ -188,22 +188,47 @@ class Stoker:
 
     @overload
     def durable_task(
-        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        eviction: Eviction | None = DEFAULT_EVICTION,
+        timeout: str | float | timedelta | None = None,
+        **options: Unpack[TaskArgs],
     ) -> Callable[[F], Task[Any, Any]]: ...
 
     def durable_task(
-        self, fn: F | None = None, /, *, name: str | None = None, **options: Unpack[TaskArgs]
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        eviction: Eviction | None = DEFAULT_EVICTION,
+        timeout: str | float | timedelta | None = None,
+        **options: Unpack[TaskArgs],
     ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
         """Declares a durable task (docs/durable.md): an ``async def`` taking ``(input,
         ctx: DurableContext)`` whose ``ctx.step``, ``ctx.sleep`` and ``ctx.sleep_until``
-        calls are recorded, so that after a crash or a retry the body replays and continues
-        where it stopped. It runs in the workers' durable slot pool (``durable_slots``).
+        calls are recorded, so that after a crash, a retry or an eviction the body replays
+        and continues where it stopped. It runs in the workers' durable slot pool
+        (``durable_slots``).
 
-        Options are those of ``@app.task``; ``execution_timeout`` defaults to none here,
-        because it still counts the time a durable task spends asleep.
+        Options are those of ``@app.task``, plus ``eviction`` (an :class:`Eviction`, by
+        default ``Eviction(ttl="30s", on_capacity=True)``; ``None``: never evicted) and
+        ``timeout``, the bound on the run's whole wall-clock life, evictions included
+        (default: none). ``execution_timeout`` defaults to none here and counts only time
+        spent running between durable calls, never time blocked.
         """
         if "durable" in options:
             raise DeclarationError("@app.durable_task: durable= is implied; leave it out")
+        if eviction is not None and not isinstance(eviction, Eviction):
+            raise DeclarationError(
+                f"@app.durable_task: eviction takes an Eviction(...) or None, got {eviction!r}"
+            )
+        run_timeout = parse_duration(timeout, "@app.durable_task: timeout")
+        if run_timeout is not None and run_timeout.total_seconds() <= 0:
+            raise DeclarationError(f"@app.durable_task: timeout must be > 0, got {timeout!r}")
         options = {"execution_timeout": None, **options, "durable": True}
         try:
             declared_options = TaskOptions(**options)
@@ -224,6 +249,9 @@ class Stoker:
                     f"a task named {task_name!r} is already declared on this app"
                 )
             declared = DurableTask(self, f, task_name, declared_options)
+            declared.eviction = eviction
+            if run_timeout is not None:
+                declared.timeout_ms = max(1, int(run_timeout.total_seconds() * 1000))
             self.tasks[task_name] = declared
             return declared
 

@@ -13,9 +13,17 @@ acknowledged before the body continues: a step after it ran (so a completed step
 runs again, a step in flight during a crash runs again), a sleep with its deadline
 computed by the engine from the database clock (so it never moves).
 
-A pending wait is resolved when the engine hints that the log changed (``DurableWakes``)
-and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
-clock re-reads on its own, so a lost hint costs latency, not the wake-up.
+A pending wait is resolved when the engine sends its settled entry (an event's
+settlement: a ``DurableReply`` no request asked for), or hints that the log changed
+(``DurableWakes``) and the re-read log (``SYNC``) shows it settled; a wait that looks late
+on the database clock re-reads on its own, so a lost hint costs latency, not the wake-up.
+
+The log also knows when the body is *blocked*: it awaits pending waits and nothing else
+durable is in flight (no step running, no append or replay gate outstanding). While
+blocked, the attempt's execution deadline is paused, and the worker may evict it
+(:class:`Eviction`, ``EVICT``): the request is built at the instant of the decision with
+the highest settlement sequence seen so far, so the engine refuses it when anything was
+settled since, and the body is cancelled only once the engine accepted.
 """
 
 from __future__ import annotations
@@ -30,27 +38,38 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID, uuid4
 
+from pydantic import BaseModel
+
+from stoker._core.cel import compile_expression
 from stoker._core.durable import (
+    MAX_LOOKBACK_MS,
     EntryKind,
     EntryStatus,
     Operation,
     ReleaseGate,
+    WaitLeaf,
     check_call,
     fingerprint,
+    wait_request,
 )
 from stoker._core.wire import encode_json, json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.children import ChildSpec
+from stoker._sdk.conditions import OrGroup, SleepCondition, UserEventCondition
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.refs import OutputDecoder, RunRef
 from stoker._sdk.task import Task
+from stoker.config import parse_duration
 from stoker.errors import (
+    DeclarationError,
+    DurationError,
     NonDeterminismError,
     OutputSerializationError,
     RunCancelledError,
@@ -58,11 +77,13 @@ from stoker.errors import (
     StepTimeoutError,
     StokerError,
     TaskRunError,
+    WaitTimeoutError,
 )
 
 log = logging.getLogger("stoker.worker")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 LATE_S = 1.0
 """How long past its deadline (on the database clock) a sleep waits for the engine's hint
@@ -75,6 +96,55 @@ _request_ids = itertools.count(1)
 
 _SLEEP = "sleep"
 _SLEEP_FP = fingerprint(EntryKind.WAIT, _SLEEP, timer=True)
+_WAIT_FOR_EVENT = "wait_for_event"
+_WAIT_FOR = "wait_for"
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """What ended a ``ctx.wait_for``: the condition that fired (one of those passed, or one
+    inside an ``or_()`` group; with several items, the one that completed the wait) and the
+    payload of its event (``None`` for a sleep)."""
+
+    fired: SleepCondition | UserEventCondition
+    payload: Any
+
+
+def _duration(value: str | float | timedelta | None, what: str) -> timedelta | None:
+    """A call's duration option; ValueError naming it when negative or not a duration."""
+    try:
+        return parse_duration(value, what)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Eviction:
+    """When a worker evicts a blocked durable task (docs/durable.md, "Slots, eviction and
+    restore"): it frees the task's durable slot, and the engine queues the task again when
+    what it waits for happens; the new attempt replays the log and continues.
+
+    ``ttl``: evict a task blocked this long (a duration: ``"30s"``, seconds, a timedelta),
+    and at once one whose waits are all timers further away than ``ttl``.
+    ``on_capacity``: also evict, longest-blocked first, while the worker's blocked durable
+    tasks are as many as its durable slots. Pass ``eviction=None`` to
+    ``@app.durable_task`` to never evict (a worker that stops still evicts).
+    """
+
+    ttl_s: float
+    on_capacity: bool
+
+    def __init__(self, ttl: str | float | timedelta = "30s", on_capacity: bool = True) -> None:
+        delta = parse_duration(ttl, "Eviction(ttl=...)")
+        assert delta is not None
+        if not isinstance(on_capacity, bool):
+            raise DeclarationError(f"Eviction(on_capacity=...) takes a bool, got {on_capacity!r}")
+        object.__setattr__(self, "ttl_s", delta.total_seconds())
+        object.__setattr__(self, "on_capacity", on_capacity)
+
+
+DEFAULT_EVICTION = Eviction()
+"""The eviction policy of a durable task that does not choose one."""
 
 
 STEP_CHILD_INDEX_BASE = -1_000_000_000
@@ -83,7 +153,13 @@ STEP_CHILD_INDEX_BASE = -1_000_000_000
 
 class DurableTask(Task[Any, Any]):
     """A task declared with ``@app.durable_task``: an ``async def`` whose steps and sleeps
-    are recorded and replayed. Run it like any task."""
+    are recorded and replayed. Run it like any task.
+
+    ``eviction`` is its :class:`Eviction` policy (``None``: never evicted); ``timeout_ms``
+    bounds the run's whole wall-clock life, evictions included (0: no bound)."""
+
+    eviction: Eviction | None = DEFAULT_EVICTION
+    timeout_ms: int = 0
 
 
 class DurableLog:
@@ -96,11 +172,35 @@ class DurableLog:
     """
 
     def __init__(
-        self, task_id: int, attempt: int, send: Callable[[pb.WorkerMessage], None]
+        self,
+        task_id: int,
+        attempt: int,
+        send: Callable[[pb.WorkerMessage], None],
+        *,
+        run_timeout_ms: int = 0,
+        on_blocked: Callable[[bool], None] = lambda _: None,
+        on_evicted: Callable[[], None] = lambda: None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
         self._send = send
+        self._run_timeout_ms = run_timeout_ms
+        self._on_blocked = on_blocked
+        self._on_evicted = on_evicted
+        self.seen_seq = 0
+        """The highest settlement sequence seen in the engine's replies."""
+        self.waiting: dict[int, pb.DurableEntry] = {}
+        """Pending entries the body awaits now, by position (none resolved yet)."""
+        self._busy = 0  # durable work in flight: a step, an append, a gate turn
+        self.blocked = False
+        """The body awaits pending waits and nothing else durable is in flight."""
+        self.blocked_since = 0.0
+        """When it became blocked (``time.monotonic()``)."""
+        self.evicting = False
+        """An EVICT request is outstanding."""
+        self.refused_at_seq: int | None = None
+        """``seen_seq`` when the last eviction was refused (not asked again until it moves)."""
+        self.refused_at = 0.0
         self.invocation = 0
         self.recorded: dict[int, pb.DurableEntry] = {}
         self.gate = ReleaseGate({})
@@ -151,17 +251,72 @@ class DurableLog:
             self.diverged = exc
             raise
 
+    # -- blocked or not -----------------------------------------------------------------
+
+    def _recheck(self) -> None:
+        blocked = bool(self.waiting) and self._busy == 0
+        if blocked != self.blocked:
+            self.blocked = blocked
+            if blocked:
+                self.blocked_since = time.monotonic()
+            self._on_blocked(blocked)
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Marks durable work in flight (the body is not blocked meanwhile)."""
+        self._busy += 1
+        self._recheck()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._recheck()
+
+    def only_timers_beyond(self, seconds: float) -> bool:
+        """Every wait the body awaits is a sleep ending more than ``seconds`` from now."""
+        if not self.waiting:
+            return False
+        now = self.db_now_ms()
+        return all(
+            e.name == _SLEEP and e.wake_at_ms and e.wake_at_ms - now > seconds * 1000
+            for e in self.waiting.values()
+        )
+
+    def evict(self) -> asyncio.Future[pb.DurableReply]:
+        """Asks the engine to evict this attempt, *now*: the request carries what was seen
+        at this instant (a later settlement makes the engine refuse it). The reply's
+        ``evicted`` says whether it was accepted; then ``on_evicted`` has already run."""
+        self.evicting = True
+        fut = self._send_request(pb.EVICT, (), last_seen_seq=self.seen_seq)
+
+        def done(f: asyncio.Future[pb.DurableReply]) -> None:
+            self.evicting = False
+            if f.cancelled() or f.exception() is not None or not f.result().evicted:
+                self.refused_at_seq = self.seen_seq
+                self.refused_at = time.monotonic()
+
+        fut.add_done_callback(done)
+        return fut
+
     # -- requests -----------------------------------------------------------------------
 
     def db_now_ms(self) -> float:
         """Now on the database clock (as of the last reply), epoch milliseconds."""
         return time.time() * 1000 + self._offset_ms
 
-    def request(
-        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = ()
-    ) -> Awaitable[pb.DurableReply]:
-        """Sends a request now (so requests go out in the order they are made) and returns
-        an awaitable of its reply; StokerError when the engine refused it."""
+    async def request(
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall] = (), **fields: Any
+    ) -> pb.DurableReply:
+        """Sends a request and waits for its reply; StokerError when the engine refused it."""
+        reply = await self._send_request(op, calls, **fields)
+        if reply.error:
+            raise StokerError(f"durable task log: {reply.error}")
+        return reply
+
+    def _send_request(
+        self, op: pb.DurableOp.ValueType, calls: Sequence[pb.DurableCall], **fields: Any
+    ) -> asyncio.Future[pb.DurableReply]:
+        """Queues a request on the stream at once; the future gets its reply."""
         req = pb.DurableRequest(
             task_id=self.task_id,
             attempt=self.attempt,
@@ -169,23 +324,14 @@ class DurableLog:
             op=op,
             invocation=self.invocation,
             calls=calls,
+            **fields,
         )
         msg = pb.WorkerMessage(durable=req)
         fut: asyncio.Future[pb.DurableReply] = asyncio.get_running_loop().create_future()
         self._requests[req.request_id] = (msg, fut)
+        fut.add_done_callback(lambda _: self._requests.pop(req.request_id, None))
         self._send(msg)
-        return self._reply(req.request_id, fut)
-
-    async def _reply(
-        self, request_id: int, fut: asyncio.Future[pb.DurableReply]
-    ) -> pb.DurableReply:
-        try:
-            reply = await fut
-        finally:
-            self._requests.pop(request_id, None)
-        if reply.error:
-            raise StokerError(f"durable task log: {reply.error}")
-        return reply
+        return fut
 
     def resend(self, still_queued: Callable[[pb.WorkerMessage], bool]) -> None:
         """After a reconnect: sends again the requests written on the broken stream."""
@@ -197,6 +343,8 @@ class DurableLog:
         """A reply from the engine (to this attempt's request)."""
         if reply.now_ms:
             self._offset_ms = reply.now_ms - time.time() * 1000
+        if reply.evicted:
+            self._on_evicted()  # before anything else runs: the attempt is over here
         pending = self._requests.get(reply.request_id)
         if pending is not None and not pending[1].done():
             pending[1].set_result(reply)
@@ -222,16 +370,23 @@ class DurableLog:
 
     def _settle(self, entries: Any) -> None:
         for entry in entries:
+            if entry.satisfied_seq > self.seen_seq:
+                self.seen_seq = entry.satisfied_seq
             if entry.status == EntryStatus.PENDING:
                 continue
             self._settled[entry.position] = entry
             waiter = self._waiters.get(entry.position)
             if waiter is not None and not waiter.done():
                 waiter.set_result(entry)
+            # Resolved: no longer blocked on it, even before the body resumes (an
+            # eviction asked from now on carries this settlement's sequence).
+            if self.waiting.pop(entry.position, None) is not None:
+                self._recheck()
 
     async def open(self) -> None:
         """Starts this attempt's invocation and loads the log to replay."""
-        reply = await self.request(pb.OPEN)
+        with self.busy():
+            reply = await self.request(pb.OPEN, run_timeout_ms=self._run_timeout_ms)
         self.invocation = reply.invocation
         self.recorded = {e.position: e for e in reply.entries}
         self.gate = ReleaseGate(
@@ -240,14 +395,21 @@ class DurableLog:
 
     async def append(self, call: pb.DurableCall) -> pb.DurableEntry:
         """Records one call and returns its entry as the log holds it."""
-        reply = await self.request(pb.APPEND, [call])
+        with self.busy():
+            reply = await self.request(pb.APPEND, [call])
         return reply.entries[0]
 
     def append_many(self, calls: Sequence[pb.DurableCall]) -> Awaitable[list[pb.DurableEntry]]:
-        """Records calls in one request, sent now; their entries, in position order."""
-        return _mapped(
-            self.request(pb.APPEND, calls), lambda r: sorted(r.entries, key=lambda e: e.position)
-        )
+        """Records calls in one request, sent now (so it keeps its place in the stream
+        before later calls); their entries, in position order."""
+        return self._appended(self._send_request(pb.APPEND, calls))
+
+    @staticmethod
+    async def _appended(fut: asyncio.Future[pb.DurableReply]) -> list[pb.DurableEntry]:
+        reply = await fut
+        if reply.error:
+            raise StokerError(f"durable task log: {reply.error}")
+        return sorted(reply.entries, key=lambda e: e.position)
 
     def background(self, work: Coroutine[Any, Any, T], *, drain: bool = True) -> asyncio.Task[T]:
         """Runs ``work`` on its own (a sync ``run_no_wait`` cannot await its recording);
@@ -286,15 +448,20 @@ class DurableLog:
 
     # -- outcomes -----------------------------------------------------------------------
 
-    async def outcome(self, entry: pb.DurableEntry) -> pb.DurableEntry:
-        """Waits until ``entry`` is settled (a sleep past its deadline counts as settled)
-        and its turn in the release gate came; returns the settled entry."""
+    async def outcome(
+        self, entry: pb.DurableEntry, *, deadline_settles: bool = True
+    ) -> pb.DurableEntry:
+        """Waits until ``entry`` is settled (a sleep past its deadline counts as settled,
+        unless ``deadline_settles`` is false: a wait with conditions, whose ``wake_at`` is
+        only its next sleep condition) and its turn in the release gate came; returns the
+        settled entry."""
         if entry.status == EntryStatus.PENDING:
-            if entry.wake_at_ms and entry.wake_at_ms <= self.db_now_ms():
+            if deadline_settles and entry.wake_at_ms and entry.wake_at_ms <= self.db_now_ms():
                 return entry
             entry = await self._wait(entry)
         if entry.satisfied_seq:
-            await self.gate.release(entry.satisfied_seq)
+            with self.busy():
+                await self.gate.release(entry.satisfied_seq)
         return entry
 
     async def _wait(self, entry: pb.DurableEntry) -> pb.DurableEntry:
@@ -303,8 +470,12 @@ class DurableLog:
             return settled
         loop = asyncio.get_running_loop()
         waiter = self._waiters.setdefault(entry.position, loop.create_future())
+        self.waiting[entry.position] = entry
+        self._recheck()
         try:
-            timeout = LATE_S
+            # An event wait is resolved by the engine's hint; re-reading on our own is only
+            # the backstop for a lost one.
+            timeout = LATE_S if entry.wake_at_ms else RESYNC_S
             if entry.wake_at_ms:
                 timeout += max(0.0, (entry.wake_at_ms - self.db_now_ms()) / 1000)
             while True:
@@ -315,6 +486,8 @@ class DurableLog:
                     timeout = RESYNC_S
         finally:
             self._waiters.pop(entry.position, None)
+            if self.waiting.pop(entry.position, None) is not None:
+                self._recheck()
 
 
 class DurableContext(Context):
@@ -418,7 +591,8 @@ class DurableContext(Context):
             call = pb.DurableCall(position=position, kind=str(EntryKind.STEP), name=name)
             call.fingerprint = fp
             try:
-                value = await _run_step(fn, args, kwargs, name, options)
+                with self.log.busy():  # running, not blocked: no eviction, the clock runs
+                    value = await _run_step(fn, args, kwargs, name, options)
                 try:
                     raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
                 except (TypeError, ValueError) as exc:
@@ -583,6 +757,199 @@ class DurableContext(Context):
             str(doc.get("traceback") or ""),
             status=status,
         )
+
+    # -- waits --------------------------------------------------------------------------
+
+    @overload
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: None = None,
+    ) -> Awaitable[Any]: ...
+
+    @overload
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: type[M],
+    ) -> Awaitable[M]: ...
+
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: type[BaseModel] | None = None,
+    ) -> Awaitable[Any]:
+        """Waits for an event pushed with ``app.events.push(key, ...)`` and returns its
+        payload (validated into ``model``, a pydantic model, when given).
+
+        ``expression`` (CEL) must be true for the event; it sees ``input`` (the event's
+        payload), ``additional_metadata`` (the event's), ``run_input`` and ``run_metadata``
+        (this run's). ``scope``: only events pushed with that scope count. ``lookback``
+        (at most 24 h): an event pushed up to that long before the wait counts too — the
+        earliest one this task has not used. ``timeout``: raise
+        :class:`~stoker.errors.WaitTimeoutError` when nothing came by then. One event
+        satisfies at most one wait of a task (its lowest position), and the waits of every
+        task waiting for it. The wait survives crashes and replays like a sleep: on a
+        replay the recorded event's payload comes back at once.
+        """
+        if not isinstance(key, str) or not key or len(key) > 500:
+            raise ValueError(
+                f"ctx.wait_for_event needs an event key of 1-500 characters, got {key!r}"
+            )
+        what = f"ctx.wait_for_event({key!r})"
+        if expression is not None:
+            _check_cel(expression, what)
+        if scope is not None and (not isinstance(scope, str) or not scope):
+            raise ValueError(f"{what}: scope must be a non-empty string, got {scope!r}")
+        back = _duration(lookback, f"{what}: lookback")
+        if back is not None and back > timedelta(milliseconds=MAX_LOOKBACK_MS):
+            raise ValueError(f"{what}: lookback {back} is longer than 24 h")
+        limit = _duration(timeout, f"{what}: timeout")
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ValueError(f"{what}: model must be a pydantic model class, got {model!r}")
+        event = WaitLeaf(
+            "0.0" if limit is not None else "0",
+            "event",
+            key=key,
+            expression=expression or "",
+            scope=scope or "",
+            lookback_ms=_ms(back) if back is not None else 0,
+        )
+        items: list[WaitLeaf | list[WaitLeaf]] = [event]
+        if limit is not None:
+            items = [[event, WaitLeaf("0.1", "sleep", ms=_ms(limit))]]
+        fp = fingerprint(EntryKind.WAIT, _WAIT_FOR_EVENT, event_keys=[key], timer=limit is not None)
+        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR_EVENT, fp)
+        call = _wait_call(position, _WAIT_FOR_EVENT, fp, wait_request(items))
+        return self._waited_event(call, recorded, what, limit, model)
+
+    async def _waited_event(
+        self,
+        call: pb.DurableCall,
+        recorded: pb.DurableEntry | None,
+        what: str,
+        limit: timedelta | None,
+        model: type[BaseModel] | None,
+    ) -> Any:
+        fired, payload = await self._waited(call, recorded)
+        if fired != "0" and fired != "0.0":
+            raise WaitTimeoutError(
+                f"{what} timed out after {limit}: no matching event came (position {call.position})"
+            )
+        return payload if model is None else model.model_validate(payload)
+
+    def wait_for(
+        self, *conditions: SleepCondition | UserEventCondition | OrGroup
+    ) -> Awaitable[WaitResult]:
+        """Waits until every item holds — a :class:`~stoker.SleepCondition` (that long
+        after the call), a :class:`~stoker.UserEventCondition` (an event pushed after the
+        call whose expression holds), or an ``or_()`` group of them, which holds when any
+        of its conditions does — and returns which condition fired and its event's payload
+        (:class:`WaitResult`). The wait is recorded like ``wait_for_event``: it survives
+        crashes and replays, and a replay gets the recorded result back."""
+        if not conditions:
+            raise ValueError("ctx.wait_for needs at least one condition")
+        items: list[WaitLeaf | list[WaitLeaf]] = []
+        objects: dict[str, SleepCondition | UserEventCondition] = {}
+        for i, item in enumerate(conditions):
+            if isinstance(item, OrGroup):
+                group: list[WaitLeaf] = []
+                for j, sub in enumerate(item.conditions):
+                    if not isinstance(sub, SleepCondition | UserEventCondition):
+                        raise ValueError(
+                            f"ctx.wait_for takes sleep and event conditions, got {sub!r} in or_()"
+                        )
+                    group.append(_leaf(f"{i}.{j}", sub))
+                    objects[f"{i}.{j}"] = sub
+                items.append(group)
+            elif isinstance(item, SleepCondition | UserEventCondition):
+                items.append(_leaf(str(i), item))
+                objects[str(i)] = item
+            else:
+                raise ValueError(
+                    "ctx.wait_for takes SleepCondition, UserEventCondition or or_(...), got "
+                    f"{item!r}"
+                )
+        keys = [c.event_key for c in objects.values() if isinstance(c, UserEventCondition)]
+        timer = any(isinstance(c, SleepCondition) for c in objects.values())
+        fp = fingerprint(EntryKind.WAIT, _WAIT_FOR, event_keys=keys, timer=timer)
+        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR, fp)
+        call = _wait_call(position, _WAIT_FOR, fp, wait_request(items))
+        return self._waited_for(call, recorded, objects)
+
+    async def _waited_for(
+        self,
+        call: pb.DurableCall,
+        recorded: pb.DurableEntry | None,
+        objects: dict[str, SleepCondition | UserEventCondition],
+    ) -> WaitResult:
+        fired, payload = await self._waited(call, recorded)
+        condition = objects.get(fired)
+        if condition is None:  # a recorded wait whose conditions changed shape
+            raise NonDeterminismError(
+                f"replay diverged at position {call.position}: the recorded wait fired "
+                f"condition {fired!r}, which the code's ctx.wait_for does not have",
+                position=call.position,
+            )
+        return WaitResult(condition, payload)
+
+    async def _waited(
+        self, call: pb.DurableCall, recorded: pb.DurableEntry | None
+    ) -> tuple[str, Any]:
+        """Records a wait (unless replayed) and waits for its outcome: the path of the
+        condition that fired and its event's payload."""
+        entry = recorded
+        if entry is None:
+            entry = await self.log.append(call)
+            self.log.check_appended(entry, EntryKind.WAIT, call.name, call.fingerprint)
+        entry = await self.log.outcome(entry, deadline_settles=False)
+        done = json.loads(entry.result) if entry.result else {}
+        return str(done.get("fired", "")), done.get("payload")
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _check_cel(expression: str, what: str) -> None:
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError(f"{what}: the CEL expression must be a non-empty string")
+    try:
+        compile_expression(expression)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{what}: invalid CEL expression {expression!r}: {exc}") from None
+
+
+def _leaf(path: str, condition: SleepCondition | UserEventCondition) -> WaitLeaf:
+    if isinstance(condition, SleepCondition):
+        return WaitLeaf(path, "sleep", ms=_ms(condition.duration))
+    return WaitLeaf(path, "event", key=condition.event_key, expression=condition.expression)
+
+
+def _wait_call(position: int, name: str, fp: str, request: dict[str, object]) -> pb.DurableCall:
+    return pb.DurableCall(
+        position=position,
+        kind=str(EntryKind.WAIT),
+        name=name,
+        fingerprint=fp,
+        status=str(EntryStatus.PENDING),
+        request=json.dumps(request, separators=(",", ":")).encode(),
+    )
 
 
 # -- steps ------------------------------------------------------------------------------

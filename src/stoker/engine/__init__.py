@@ -44,7 +44,7 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
-from stoker.engine.durable import ChildEnds, DurableLogs, Wakes
+from stoker.engine.durable import ChildEnds, DurableLogs, DurableWaits, Wakes
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
@@ -53,7 +53,7 @@ from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
-from stoker.engine.scheduler import Scheduler
+from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
 from stoker.engine.service import Service
 from stoker.engine.signals import Signals
 
@@ -104,8 +104,14 @@ class Engine:
         self.wakes = Wakes(
             db, lambda worker, msg: self.dispatcher.push_here(worker, msg), engine_id=self.engine_id
         )
+        self.durable_waits = DurableWaits()
         self.durable_timers = DurableTimers(
-            db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+            db,
+            self.wakes,
+            self.durable_waits,
+            self.leadership,
+            self.signals,
+            interval_s=min(1.0, s.controller_interval_s),
         )
         self.crons = Crons(
             db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
@@ -117,13 +123,19 @@ class Engine:
             self.ingest,
             self.progression,
             max_payload_bytes=s.max_payload_bytes,
+            durable_waits=self.durable_waits,
+            wakes=self.wakes,
         )
         self.durable_logs = DurableLogs(
-            db, on_timer=self.durable_timers.wake, children=self.workflow_ingest
+            db,
+            self.durable_waits,
+            on_timer=self.durable_timers.wake,
+            timeout_grace_ms=TIMEOUT_GRACE_MS,
+            children=self.workflow_ingest,
         )
         # A durable parent's entry waiting for a child settles in the transaction that
         # finished the child, whichever path finished it (engine/durable/children.py).
-        self.signals.on_finishing(ChildEnds(self.wakes).on_finishing)
+        self.signals.on_finishing(ChildEnds(self.wakes, self.signals).on_finishing)
         self.dispatcher = Dispatcher(
             db,
             self.signals,

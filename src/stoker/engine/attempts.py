@@ -4,7 +4,8 @@
 * :meth:`Attempts.end` — failures, timeouts, lost and stopped workers, with the retry
   decision;
 * :meth:`Attempts.cancel` — cancels (runs cancelled by request, concurrency limits);
-* :meth:`Attempts.expire_schedule_timeouts` — queued attempts no worker took in time.
+* :meth:`Attempts.expire_schedule_timeouts` — queued attempts no worker took in time;
+* :meth:`Attempts.expire_durable_runs` — durable runs past their whole-run ``timeout``.
 
 Each says what it finished or requeued through the transaction's
 :class:`~stoker.engine.signals.Outbox`, and the final ends of DAG steps progress their
@@ -39,6 +40,7 @@ from typing import Any
 from stoker._core.wire import storable_text
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, int_array, json_array
+from stoker.db.store import durable as durable_store
 from stoker.db.store import tasks as task_store
 from stoker.engine import faults
 from stoker.engine.flows.progression import Progression
@@ -125,6 +127,17 @@ class Completion:
     reporter: int
 
 
+def run_timeout_error(what: str = "its whole-run timeout") -> str:
+    """The error document of a durable run failed at its whole-run deadline."""
+    return json.dumps(
+        {
+            "type": "RunTimeoutError",
+            "message": f"the durable run did not finish within {what} (evictions included)",
+            "traceback": "",
+        }
+    )
+
+
 SCHEDULE_TIMEOUT_ERROR = json.dumps(
     {
         "type": "ScheduleTimeoutError",
@@ -135,7 +148,8 @@ SCHEDULE_TIMEOUT_ERROR = json.dumps(
 
 
 def stops(
-    rows: Iterable[task_store.CancelledTask | task_store.FailedAttempt], reason: str
+    rows: Iterable[task_store.CancelledTask | task_store.FailedAttempt | durable_store.ExpiredRun],
+    reason: str,
 ) -> dict[int, list[tuple[int, int, str]]]:
     """The attempts among ``rows`` that were running, by worker: what to tell the workers
     to stop (through ``Dispatcher.cancel``) once the end is committed."""
@@ -246,6 +260,18 @@ class Attempts:
             )
             _finished(out, rows)
         return len(rows)
+
+    async def expire_durable_runs(self, limit: int) -> list[durable_store.ExpiredRun]:
+        """Fails up to ``limit`` durable runs past their whole-run deadline (evicted,
+        queued or running; not retried) and progresses their DAG runs; returns them. The
+        caller stops the attempts that were running (``worker_id`` set)."""
+        async with self._signals.transaction(self._db) as (tx, out):
+            rows = await durable_store.expire_durable_runs(
+                tx, durable_store.ExpireDurableRuns(limit, run_timeout_error())
+            )
+            await self.progress(tx, out, rows)
+            _finished(out, rows)
+        return rows
 
     async def end(self, ends: list[AttemptEnd]) -> list[task_store.FailedAttempt]:
         """Ends the attempts; returns the rows of those that were still running.

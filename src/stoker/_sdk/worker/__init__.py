@@ -9,7 +9,9 @@ A :class:`Worker` is made of three parts, each in its own module:
 * :mod:`.runtime` — running one attempt: decode, call, timeout, classify, encode.
 
 This module holds the lifecycle. ``stop()`` (or SIGINT/SIGTERM) drains: the engine is told
-to assign nothing more, running tasks get ``grace`` seconds to finish and report (the
+to assign nothing more, durable tasks blocked on their waits are evicted (they resume on
+another worker when what they wait for happens), running tasks get ``grace`` seconds to
+finish and report (the
 console says what is awaited), then what is still running is cancelled here and handed
 back: the stream is closed cleanly and the engine requeues those attempts at once without
 using up a retry. A second stop request (Ctrl-C again) skips the wait and hands back at
@@ -29,6 +31,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.durable import DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
@@ -175,9 +178,17 @@ class Worker:
 
         heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
         heartbeat.start()
+        helpers: list[asyncio.Task[None]] = []
+        if any(isinstance(t, DurableTask) for t in self.tasks.values()):
+            helpers.append(
+                asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")
+            )
         try:
             await session.run()
         finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             heartbeat.stop()
             runtime.shutdown()
 

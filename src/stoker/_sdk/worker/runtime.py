@@ -5,6 +5,9 @@ the outcome, encode the output, and queue the result for the engine.
   threads. The execution timeout is enforced here (and, as a backstop, by the engine):
   an async task is cancelled; a sync task cannot be interrupted, so its attempt is reported
   failed, ``ctx.is_cancelled`` turns true, and its eventual result is discarded.
+* A durable attempt's execution deadline is paused while its body is blocked on durable
+  waits and starts again (from its full length) when it resumes, so it counts only time
+  spent running; blocked durable attempts may be evicted (:mod:`.eviction`).
 * Each attempt has a :class:`~stoker.Context` for the task and an
   :class:`~stoker._sdk.context.AttemptState` that this runtime drives (cancel, deadline,
   released slot, the parents' outcomes of a workflow step).
@@ -34,10 +37,15 @@ from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
+from stoker._sdk.worker.eviction import Evictor
 from stoker._sdk.worker.session import Outbox
 from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
 log = logging.getLogger("stoker.worker")
+
+
+DEADLINE_POLL_S = 0.25
+"""How often a durable attempt's (movable) execution deadline is checked at the least."""
 
 
 def now_ms() -> int:
@@ -88,6 +96,8 @@ class Runtime:
         """Sync task functions running in the pool right now."""
         self._threads_lock = threading.Lock()
         self._warned_parents = False
+        self.evictor = Evictor(self, durable_slots)
+        """Evicts blocked durable attempts (run by the worker beside the session)."""
 
     def shutdown(self) -> None:
         """Lets go of the thread pool without waiting for the threads still running."""
@@ -116,8 +126,13 @@ class Runtime:
     def begin(self, a: pb.Assignment) -> None:
         """Starts an assigned attempt (a redelivered one already running is ignored)."""
         task = self.tasks.get(a.task_name)
-        if a.task_id in self.running:
-            return  # already running this attempt (a redelivery after reconnect)
+        current = self.running.get(a.task_id)
+        if current is not None:
+            if current.assignment.attempt >= a.attempt:
+                return  # already running this attempt (a redelivery after reconnect)
+            # A newer attempt means the engine ended ours (an eviction acknowledged on the
+            # stream just behind this assignment): ours stops, unreported.
+            self.cancel(a.task_id, current.assignment.attempt, "superseded by a new attempt")
         outbox = self.outbox
 
         def refresh(seconds: float) -> None:
@@ -154,11 +169,29 @@ class Runtime:
             task_id=a.task_id,
             state=state,
         )
-        ctx = (
-            DurableContext(log=DurableLog(a.task_id, a.attempt, outbox.put_control), **about)
-            if isinstance(task, DurableTask)
-            else Context(**about)
-        )
+        ctx: Context
+        if isinstance(task, DurableTask):
+            exec_timeout_s = a.execution_timeout_ms / 1000 or None
+
+            def blocked(now_blocked: bool) -> None:
+                # The execution timeout counts only time spent running: paused while
+                # blocked, its full length again once resumed.
+                if exec_timeout_s is not None:
+                    state.deadline = None if now_blocked else time.monotonic() + exec_timeout_s
+                if now_blocked:
+                    self.evictor.poke()
+
+            dlog = DurableLog(
+                a.task_id,
+                a.attempt,
+                outbox.put_control,
+                run_timeout_ms=task.timeout_ms,
+                on_blocked=blocked,
+                on_evicted=lambda: self.evicted(a.task_id, a.attempt),
+            )
+            ctx = DurableContext(log=dlog, **about)
+        else:
+            ctx = Context(**about)
         if task is None:
             outbox.put(
                 failure_event(
@@ -214,6 +247,12 @@ class Runtime:
         del self.running[task_id]
         if attempt.future is not None:
             attempt.future.cancel()
+
+    def evicted(self, task_id: int, attempt_no: int) -> None:
+        """The engine accepted this attempt's eviction: it ends here, unreported (a later
+        settlement queues the task again, and its next attempt replays the log)."""
+        self.cancel(task_id, attempt_no, "evicted while blocked")
+        self.changed.set()
 
     def hand_back(self, reason: str) -> list[Attempt]:
         """Cancels every running attempt; the stream's clean close hands them back."""
@@ -333,6 +372,9 @@ class Runtime:
         else:
             cv = contextvars.copy_context()
             inner = loop.run_in_executor(self.pool, cv.run, self._in_thread, task.fn, value, ctx)
+        # A durable attempt's deadline moves while it runs (paused while blocked): look
+        # at it again at least every DEADLINE_POLL_S.
+        poll = DEADLINE_POLL_S if isinstance(task, DurableTask) else None
         try:
             while True:
                 left = None if state.deadline is None else state.deadline - time.monotonic()
@@ -343,6 +385,8 @@ class Runtime:
                         f"task {task.name!r} ran past its execution timeout of "
                         f"{attempt.assignment.execution_timeout_ms / 1000:g}s"
                     )
+                if poll is not None:
+                    left = poll if left is None else min(left, poll)
                 done, _ = await asyncio.wait({inner}, timeout=left)
                 if done:
                     return inner.result()

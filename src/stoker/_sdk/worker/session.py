@@ -230,8 +230,11 @@ class Session:
                 raise ConnectionResetError("the engine closed the stream")
             if reconnect in done:
                 raise ConnectionResetError("the engine no longer knows this worker")
-            # Draining: no new work, let running attempts finish and report.
+            # Draining: no new work, let running attempts finish and report; durable ones
+            # blocked on their waits are evicted (they go on elsewhere once woken).
             await call.write(pb.WorkerMessage(draining=pb.Draining()))
+            runtime.evictor.stopping = True
+            runtime.evictor.poke()
             if self._stop_deadline is None:
                 self._stop_deadline = time.monotonic() + self.identity.grace
                 if runtime.running and not life.force.is_set():

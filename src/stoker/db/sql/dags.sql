@@ -150,7 +150,8 @@ SELECT d.id
 FROM dag d
 WHERE d.status = 'RUNNING' AND d.created_at < now() - interval '1 second'
   AND NOT EXISTS (SELECT 1 FROM task t
-                  WHERE t.dag_id = d.id AND t.status IN ('QUEUED', 'ASSIGNED', 'RUNNING'))
+                  WHERE t.dag_id = d.id
+                    AND t.status IN ('QUEUED', 'ASSIGNED', 'RUNNING', 'EVICTED'))
   AND NOT EXISTS (SELECT 1 FROM task_wait w
                   WHERE w.dag_id = d.id AND w.satisfied_at IS NULL)
 ORDER BY d.id

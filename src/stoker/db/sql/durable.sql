@@ -29,6 +29,14 @@ FROM durable_log
 WHERE task_id = %(task_id)s AND created_at = %(created_at)s
 FOR UPDATE;
 
+-- name: read_durable_log
+-- Reads a task's log row without locking it (a re-read of the log: a read-only
+-- transaction, which costs no WAL flush at commit).
+SELECT task_id, created_at, tenant_id, invocation, active_branch, satisfied_counter,
+       evicted_at
+FROM durable_log
+WHERE task_id = %(task_id)s AND created_at = %(created_at)s;
+
 -- name: lock_durable_logs
 -- Locks several tasks' log rows in task id order, so that two writers locking batches
 -- (events reaching many tasks, children ending) never wait for each other in a cycle.
@@ -130,6 +138,14 @@ ORDER BY position;
 -- ++satisfied_counter of its task, in the order given. An entry no longer pending is left
 -- alone and not returned, so a second settlement is a no-op. Run under the logs' locks
 -- (claim_due_durable_timers, lock_durable_logs).
+--
+-- Restore, in the same statement: a task that was evicted (evicted_at set, status
+-- EVICTED) is queued again as its next attempt — not a retry: retry_count stays — with a
+-- queue item whose id is below every ordinary one (queue_item_ahead_seq), so it goes ahead
+-- of ordinary work of its priority. It was admitted before, so it needs no concurrency
+-- admission (the ready rule with already_admitted, see make_tasks_ready). evicted_at is
+-- cleared under the lock, so a second settlement (or a second restore) queues nothing.
+-- `restored` says which rows' tasks were queued (the caller signals their tenants).
 WITH x AS (
     SELECT *
     FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
@@ -149,11 +165,42 @@ pending AS (
     WHERE e.status = 'pending'
 ),
 logs AS (
-    UPDATE durable_log l SET satisfied_counter = l.satisfied_counter + c.n
-    FROM (SELECT task_id, created_at, count(*) AS n FROM pending GROUP BY 1, 2) c
+    UPDATE durable_log l
+    SET satisfied_counter = l.satisfied_counter + c.n, evicted_at = NULL
+    FROM (SELECT p.task_id, p.created_at, count(*) AS n, o.evicted_at
+          FROM pending p
+          JOIN durable_log o ON o.task_id = p.task_id AND o.created_at = p.created_at
+          GROUP BY 1, 2, 4) c
     WHERE l.task_id = c.task_id AND l.created_at = c.created_at
     RETURNING l.task_id, l.satisfied_counter - c.n AS base, l.tenant_id, l.invocation,
-              l.evicted_at
+              c.evicted_at
+),
+evicted AS (
+    SELECT t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
+           t.rate_limits, t.desired_worker_id
+    FROM logs
+    JOIN task t ON t.id = logs.task_id
+    WHERE logs.evicted_at IS NOT NULL AND t.status = 'EVICTED'
+),
+requeued AS (
+    INSERT INTO queue_item (id, tenant_id, task_id, attempt, queue, priority, available_at,
+                            schedule_deadline, rate_limits, desired_worker_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval('queue_item_ahead_seq') - 4611686018427387904, v.tenant_id, v.id,
+           v.attempt + 1, v.task_name, v.priority, now(),
+           CASE WHEN v.schedule_timeout_ms > 0
+                THEN now() + v.schedule_timeout_ms * interval '1 millisecond'
+           END,
+           v.rate_limits, v.desired_worker_id
+    FROM evicted v
+    RETURNING task_id
+),
+restored AS (
+    UPDATE task t
+    SET status = 'QUEUED', attempt = t.attempt + 1, started_at = NULL, worker_id = NULL
+    FROM requeued q
+    WHERE t.id = q.task_id
+    RETURNING t.id
 )
 UPDATE durable_entry e
 SET status = p.status, result = p.result, error = p.error, fired = p.fired,
@@ -163,13 +210,16 @@ JOIN logs ON logs.task_id = p.task_id
 WHERE e.task_id = p.task_id AND e.created_at = p.created_at AND e.branch = p.branch
   AND e.position = p.position AND e.status = 'pending'
 RETURNING e.task_id, e.created_at, e.branch, e.position, e.status, e.satisfied_seq,
-          logs.tenant_id, logs.invocation, logs.evicted_at;
+          logs.tenant_id, logs.invocation, logs.evicted_at,
+          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored;
 
 -- name: claim_due_durable_timers
 -- The pending entries whose wake_at has passed, earliest first, with their tasks' logs
 -- locked; logs another transaction holds are skipped, so two sweepers share the work.
+-- `conditions`: the entry is a wait with conditions (wait_for, wait_for_event), whose
+-- wake_at is its earliest unfired sleep condition, not a deadline that settles it.
 SELECT e.task_id, e.created_at, e.branch, e.position, e.wake_at, l.tenant_id, l.invocation,
-       l.evicted_at
+       l.evicted_at, coalesce(e.request ? 'conditions', false) AS conditions
 FROM durable_entry e
 JOIN durable_log l ON l.task_id = e.task_id AND l.created_at = e.created_at
 WHERE e.status = 'pending' AND e.wake_at <= now()
@@ -190,25 +240,123 @@ FROM durable_entry
 WHERE status = 'pending' AND child_external_id = ANY(%(child_external_ids)s::uuid[])
 ORDER BY task_id, position;
 
--- name: mark_durable_evicted
--- Accepts a worker's eviction request: only for the current invocation, when nothing was
--- settled since the worker last looked (satisfied_counter <= last_seen_seq: otherwise a
--- resolution is on its way, and evicting would lose the wake-up), and when the task waits
--- for something. Returns the log when accepted, nothing when refused.
-UPDATE durable_log l SET evicted_at = now()
-WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-  AND l.invocation = %(invocation)s AND l.satisfied_counter <= %(last_seen_seq)s
-  AND l.evicted_at IS NULL
-  AND EXISTS (
-      SELECT 1 FROM durable_entry e
-      WHERE e.task_id = l.task_id AND e.created_at = l.created_at AND e.status = 'pending'
-  )
-RETURNING l.task_id, l.tenant_id, l.invocation, l.evicted_at;
+-- name: evict_durable_task
+-- Accepts a worker's eviction request (docs/durable.md, "Slots, eviction and restore"):
+-- only for the current invocation, when nothing was settled since the worker last looked
+-- (satisfied_counter <= last_seen_seq: otherwise a resolution is on its way, and evicting
+-- would lose the wake-up), when the task waits for something, and when the attempt is
+-- still the reporting worker's (so an evicted one cannot be evicted twice: its attempt
+-- is over). Then, in this statement: the log is marked evicted, the
+-- attempt ends without counting as a retry (its task_runtime row goes: the slot is free)
+-- and the task is EVICTED until a settlement restores it (settle_durable_entries).
+-- Returns the log when accepted, nothing when refused. Run under the lock.
+WITH log AS (
+    UPDATE durable_log l SET evicted_at = now()
+    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
+      AND l.invocation = %(invocation)s AND l.satisfied_counter <= %(last_seen_seq)s
+      AND EXISTS (
+          SELECT 1 FROM durable_entry e
+          WHERE e.task_id = l.task_id AND e.created_at = l.created_at
+            AND e.status = 'pending'
+      )
+      AND EXISTS (
+          SELECT 1 FROM task_runtime r
+          WHERE r.task_id = l.task_id AND r.attempt = %(attempt)s
+            AND r.worker_id = %(worker_id)s
+      )
+    RETURNING l.task_id, l.tenant_id, l.invocation, l.evicted_at
+),
+ended AS (
+    DELETE FROM task_runtime r USING log
+    WHERE r.task_id = log.task_id AND r.attempt = %(attempt)s
+    RETURNING r.task_id, r.worker_id
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
+    SELECT log.tenant_id, log.task_id, %(attempt)s, 'EVICTED', ended.worker_id, '{}'::jsonb
+    FROM log JOIN ended ON ended.task_id = log.task_id
+),
+task AS (
+    UPDATE task t SET status = 'EVICTED', worker_id = NULL
+    FROM ended
+    WHERE t.id = ended.task_id
+)
+SELECT log.* FROM log JOIN ended ON ended.task_id = log.task_id;
 
--- name: clear_durable_evicted
--- The task was restored: it runs on a worker again.
-UPDATE durable_log SET evicted_at = NULL
-WHERE task_id = %(task_id)s AND created_at = %(created_at)s AND evicted_at IS NOT NULL;
+-- name: durable_timeouts
+-- The execution timeout of durable attempts counts only time spent running between
+-- durable calls: an attempt whose log has a pending entry is blocked, and its deadline is
+-- cleared; one that is not blocked (any more) gets its deadline again, counted from now
+-- (grace_ms on top, as at assignment). Only rows that change are written (a re-read
+-- stays a read), and attempts without an execution timeout are left alone.
+WITH x AS (
+    SELECT t.id, t.execution_timeout_ms,
+           EXISTS (SELECT 1 FROM durable_entry e
+                   WHERE e.task_id = t.id AND e.created_at = t.created_at
+                     AND e.status = 'pending') AS blocked
+    FROM task t
+    WHERE t.id = ANY(%(task_ids)s::bigint[]) AND t.execution_timeout_ms > 0
+)
+UPDATE task_runtime r
+SET timeout_at = CASE WHEN x.blocked THEN NULL
+                      ELSE now() + (x.execution_timeout_ms + %(grace_ms)s)
+                                   * interval '1 millisecond'
+                 END
+FROM x
+WHERE r.task_id = x.id
+  AND CASE WHEN x.blocked THEN r.timeout_at IS NOT NULL ELSE r.timeout_at IS NULL END;
+
+-- name: set_durable_deadline
+-- The run's whole-life deadline: its creation time plus the task's `timeout`, set once
+-- (the first opening of the log decides; a later one keeps it).
+UPDATE durable_log l
+SET deadline_at = l.created_at + %(timeout_ms)s * interval '1 millisecond'
+WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s AND l.deadline_at IS NULL;
+
+-- name: expire_durable_runs
+-- Durable runs past their whole-run deadline (`timeout`), evicted, queued or running:
+-- each is FAILED with `error`, not retried; its queue item and running attempt go (the
+-- running ones are returned with their worker, to be told to stop). Logs another
+-- transaction holds are skipped (the next round takes them). A finished run's deadline is
+-- just cleared.
+WITH due AS (
+    SELECT l.task_id, l.created_at, l.tenant_id
+    FROM durable_log l
+    WHERE l.deadline_at IS NOT NULL AND l.deadline_at < now()
+    ORDER BY l.deadline_at
+    LIMIT %(limit)s
+    FOR UPDATE OF l SKIP LOCKED
+),
+cleared AS (
+    UPDATE durable_log l SET deadline_at = NULL, evicted_at = NULL
+    FROM due
+    WHERE l.task_id = due.task_id AND l.created_at = due.created_at
+),
+live AS (
+    SELECT t.id, t.tenant_id, t.attempt
+    FROM task t JOIN due ON due.task_id = t.id
+    WHERE t.status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    FOR UPDATE OF t
+),
+dequeued AS (
+    DELETE FROM queue_item q USING live WHERE q.task_id = live.id
+),
+ended AS (
+    DELETE FROM task_runtime r USING live
+    WHERE r.task_id = live.id
+    RETURNING r.task_id, r.attempt, r.worker_id
+),
+logged AS (
+    INSERT INTO task_event (tenant_id, task_id, attempt, kind, worker_id, data)
+    SELECT live.tenant_id, live.id, live.attempt, 'TIMED_OUT', ended.worker_id,
+           jsonb_build_object('error', %(error)s::jsonb, 'retry', false)
+    FROM live LEFT JOIN ended ON ended.task_id = live.id
+)
+UPDATE task t
+SET status = 'FAILED', error = %(error)s::jsonb, finished_at = now()
+FROM live LEFT JOIN ended ON ended.task_id = live.id
+WHERE t.id = live.id
+RETURNING t.id, t.external_id, t.tenant_id, t.dag_id, ended.worker_id, ended.attempt;
 
 -- name: bump_durable_invocations
 -- Starts a new invocation of each task (an assignment): what an older invocation sends
@@ -308,3 +456,23 @@ SELECT d.external_id, d.status,
 FROM all_dags d
 WHERE d.external_id = ANY(%(external_ids)s::uuid[])
   AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
+-- name: set_durable_wake_ats
+-- The next time the durable timers look at these waits with conditions: their earliest
+-- unfired sleep condition (NULL: none left). Run under the logs' locks.
+UPDATE durable_entry e
+SET wake_at = (SELECT min(w.fire_at) FROM task_wait w
+               WHERE w.task_id = e.task_id AND w.dag_id IS NULL AND w.branch = e.branch
+                 AND w.position = e.position AND w.kind = 'sleep'
+                 AND w.satisfied_at IS NULL)
+FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[], %(branches)s::integer[],
+            %(positions)s::integer[]) AS x(task_id, created_at, branch, position)
+WHERE e.task_id = x.task_id AND e.created_at = x.created_at AND e.branch = x.branch
+  AND e.position = x.position AND e.status = 'pending'
+RETURNING e.task_id, e.position, e.wake_at;
+
+-- name: durable_run_input
+-- What a durable wait's expression sees of its run: the task's input and metadata.
+SELECT input, additional_metadata
+FROM task
+WHERE id = %(task_id)s AND created_at = %(created_at)s;

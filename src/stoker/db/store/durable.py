@@ -52,6 +52,7 @@ class DurableLog(TypedDict):
 
 
 lock_durable_log = One[LockDurableLog, DurableLog]("lock_durable_log")
+read_durable_log = One[LockDurableLog, DurableLog]("read_durable_log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,9 @@ class Settled(TypedDict):
     tenant_id: int
     invocation: int
     evicted_at: datetime | None
+    """When the task was evicted, if it was when this settled (then it was restored)."""
+    restored: bool
+    """This statement queued the task again (it was evicted): signal its tenant's queue."""
 
 
 settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_entries")
@@ -177,6 +181,8 @@ class DueTimer(TypedDict):
     tenant_id: int
     invocation: int
     evicted_at: datetime | None
+    conditions: bool
+    """A wait with conditions: its wake_at is when to look at its sleeps again."""
 
 
 claim_due_durable_timers = Many[ClaimDueDurableTimers, DueTimer]("claim_due_durable_timers")
@@ -210,15 +216,17 @@ pending_child_entries = Many[PendingChildEntries, ChildEntry]("pending_child_ent
 
 
 @dataclass(frozen=True, slots=True)
-class MarkDurableEvicted:
+class EvictDurableTask:
     task_id: int
     created_at: datetime
     invocation: int
     last_seen_seq: int
+    attempt: int
+    worker_id: int
 
 
 class Evicted(TypedDict):
-    """An accepted eviction."""
+    """An accepted eviction: the attempt ended, the task is EVICTED."""
 
     task_id: int
     tenant_id: int
@@ -226,16 +234,47 @@ class Evicted(TypedDict):
     evicted_at: datetime
 
 
-mark_durable_evicted = One[MarkDurableEvicted, Evicted]("mark_durable_evicted")
+evict_durable_task = One[EvictDurableTask, Evicted]("evict_durable_task")
 
 
 @dataclass(frozen=True, slots=True)
-class ClearDurableEvicted:
+class DurableTimeouts:
+    task_ids: list[int]
+    grace_ms: int
+
+
+durable_timeouts = Exec[DurableTimeouts]("durable_timeouts")
+
+
+@dataclass(frozen=True, slots=True)
+class SetDurableDeadline:
     task_id: int
     created_at: datetime
+    timeout_ms: int
 
 
-clear_durable_evicted = Exec[ClearDurableEvicted]("clear_durable_evicted")
+set_durable_deadline = Exec[SetDurableDeadline]("set_durable_deadline")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireDurableRuns:
+    limit: int
+    error: str
+
+
+class ExpiredRun(TypedDict):
+    """A durable run failed at its whole-run deadline; ``worker_id`` and ``attempt`` are
+    set when an attempt was running (to be told to stop)."""
+
+    id: int
+    external_id: uuid.UUID
+    tenant_id: int
+    dag_id: int | None
+    worker_id: int | None
+    attempt: int | None
+
+
+expire_durable_runs = Many[ExpireDurableRuns, ExpiredRun]("expire_durable_runs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,3 +367,38 @@ class ChildOutcome(TypedDict):
 
 
 durable_child_outcomes = Many[DurableChildOutcomes, ChildOutcome]("durable_child_outcomes")
+
+
+@dataclass(frozen=True, slots=True)
+class SetDurableWakeAts:
+    task_ids: list[int]
+    created_ats: list[datetime]
+    branches: list[int]
+    positions: list[int]
+
+
+class WakeAt(TypedDict):
+    """A wait's next look (``None``: no sleep condition left to fire)."""
+
+    task_id: int
+    position: int
+    wake_at: datetime | None
+
+
+set_durable_wake_ats = Many[SetDurableWakeAts, WakeAt]("set_durable_wake_ats")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRunInput:
+    task_id: int
+    created_at: datetime
+
+
+class RunInput(TypedDict):
+    """A durable task's input and metadata, as a wait's expression sees them."""
+
+    input: Any
+    additional_metadata: Any
+
+
+durable_run_input = One[DurableRunInput, RunInput]("durable_run_input")

@@ -8,7 +8,11 @@ Every ``interval_s`` the leader reads what is due (``upkeep_due``: one cheap rea
   cancelled is progressed by the sweeper);
 * fails attempts past their execution timeout (a retryable failure that uses up a retry,
   through :meth:`~stoker.engine.attempts.Attempts.end`) and tells their workers to stop
-  them.
+  them;
+* fails durable runs past their whole-run ``timeout`` (evicted, queued or running; not
+  retried, through :meth:`~stoker.engine.attempts.Attempts.expire_durable_runs`) and
+  tells the workers of those running to stop them. A durable attempt's execution
+  deadline is cleared while it is blocked, so it counts only time spent running.
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ class Timeouts(LoopService):
             await self._expire_schedule_timeouts()
         if due["execution_timeouts"]:
             await self._expire_execution_timeouts()
+        await self._expire_durable_runs()
+
+    async def _expire_durable_runs(self) -> None:
+        rows = await self._attempts.expire_durable_runs(_BATCH)
+        if not rows:
+            return
+        log.info("%d durable runs passed their whole-run timeout", len(rows))
+        for worker_id, items in stops(rows, "whole-run timeout").items():
+            await self._dispatcher.cancel(worker_id, items)
 
     async def _expire_schedule_timeouts(self) -> None:
         expired = await self._attempts.expire_schedule_timeouts(_BATCH)

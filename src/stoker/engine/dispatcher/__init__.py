@@ -444,6 +444,9 @@ class Dispatcher(LoopService):
             )
         else:
             reply = await self._durable_handler(conn.worker_id, conn.tenant_id, req)
+            if reply.evicted and conn.unhold(req.task_id, req.attempt):
+                # The attempt ended (evicted): its durable slot can take other work.
+                self._run_signals.capacity(conn.tenant_id)
         if not conn.closed:
             conn.outbox.put_nowait(pb.EngineMessage(durable=reply))
 

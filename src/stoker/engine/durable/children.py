@@ -7,8 +7,10 @@ attempt's end, a cancel, a workflow run finishing — the transaction that finis
 settles the entry (:meth:`ChildEnds.on_finishing`, called by the transaction's
 :class:`~stoker.engine.signals.Outbox` before it commits), with the one settle statement
 ``settle_durable_entries``: ``ok`` with the child's output, or ``error`` with its error
-document and final status, stored once so that every replay raises the same error. After
-the commit the workers running the parents are hinted (:class:`~stoker.engine.durable.Wakes`).
+document and final status, stored once so that every replay raises the same error; an
+evicted parent is restored by that statement, and :func:`~stoker.engine.durable.settled.resume`
+signals it, as for every settlement. After the commit the workers running the parents are
+hinted (:class:`~stoker.engine.durable.Wakes`).
 
 The same settlement runs, under the log's lock, when a log is opened or re-read and shows
 a pending child whose run is already final (:func:`settle_final_children`): a backstop
@@ -27,8 +29,9 @@ from typing import Any
 
 from stoker.db import Executor
 from stoker.db.store import durable as store
+from stoker.engine.durable.settled import Settled, resume
 from stoker.engine.durable.wake import Wakes
-from stoker.engine.signals import Outbox
+from stoker.engine.signals import Outbox, Signals
 
 log = logging.getLogger("stoker.engine.durable")
 
@@ -51,7 +54,9 @@ def _outcome_doc(o: store.ChildOutcome) -> tuple[str, str | None, str | None]:
 
 
 async def settle_children(
-    tx: Executor, pending: Iterable[tuple[int, datetime, int, int, uuid.UUID]]
+    tx: Executor,
+    pending: Iterable[tuple[int, datetime, int, int, uuid.UUID]],
+    out: Outbox | None = None,
 ) -> tuple[ByWorker, int]:
     """Settles the pending child entries ``(task_id, created_at, branch, position, child
     run)`` whose child run is final, inside ``tx``; the workers to hint, by worker, and
@@ -88,6 +93,12 @@ async def settle_children(
             event_ids=[None for _ in items],
         ),
     )
+    if out is not None:
+        # Restored (evicted) parents are queued: their tenants are signalled; running ones
+        # get their execution deadline back once nothing they wait for is pending.
+        await resume(
+            tx, out, (Settled(s["task_id"], s["tenant_id"], bool(s["restored"])) for s in settled)
+        )
     by_worker: ByWorker = {}
     if settled:
         task_ids = sorted({s["task_id"] for s in settled})
@@ -114,8 +125,9 @@ async def settle_final_children(tx: Executor, entries: Iterable[store.Entry], ke
 class ChildEnds:
     """Settles the entries of durable parents whose children a transaction finished."""
 
-    def __init__(self, wakes: Wakes) -> None:
+    def __init__(self, wakes: Wakes, signals: Signals) -> None:
         self._wakes = wakes
+        self._signals = signals
         self._sending: set[asyncio.Task[None]] = set()
 
     async def on_finishing(self, tx: Executor, out: Outbox, finished: list[uuid.UUID]) -> None:
@@ -134,7 +146,9 @@ class ChildEnds:
         ]
         try:
             async with tx.transaction() as sp:
-                by_worker, _ = await settle_children(sp, pending)
+                part = self._signals.outbox()
+                by_worker, _ = await settle_children(sp, pending, part)
+            out.merge(part)
         except Exception:
             log.exception("settling the log entries of %d finished children failed", len(rows))
             return

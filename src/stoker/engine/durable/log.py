@@ -2,9 +2,21 @@
 
 A durable attempt opens its log when it starts (``OPEN``: a new invocation, which fences
 off every older one, and the visible log to replay), records the calls it makes for the
-first time (``APPEND``: a completed step with its result or its final error, a sleep whose
-deadline is computed here from the database clock and written once, child runs), and
-re-reads its log when told something was settled (``SYNC``).
+first time (``APPEND``: a completed step with its result, a sleep whose deadline is
+computed here from the database clock and written once, a wait whose conditions are
+registered in the same transaction — :mod:`stoker.engine.durable.waits` — and may be
+settled at once by a lookback), re-reads its log when told something was settled
+(``SYNC``), and asks to be evicted while it is blocked (``EVICT``: accepted under the log's
+lock only when no wake-up can be lost; the attempt then ends without counting as a retry
+and a later settlement restores the task). Every request is checked against
+``task_runtime``: only the worker running that attempt, of that tenant, is answered; the
+dispatcher checked the same in memory before.
+
+The execution timeout of a durable attempt counts only time spent running: after each
+request the attempt's deadline in ``task_runtime`` is cleared while its log has a pending
+entry and set again once none is left (``durable_timeouts``; the timer loop does the same
+after it settles). The worker enforces the same rule itself, more precisely (its deadline
+pauses only while the body is blocked); the engine's deadline is the backstop.
 
 Children are appended through ingest, the one run-writing path
 (:meth:`~stoker.engine.ingest.workflows.WorkflowIngest.spawn_logged`): in the savepoint
@@ -13,9 +25,7 @@ entries recorded pointing at them, so a child exists exactly when its entry does
 replay finds it instead of spawning it again. The child's index under its parent is its
 position, so even a spawn whose reply was lost finds the same child when re-sent. A child
 that existed already (found by its ``child_key``) and is final settles its entry at once.
-
-Every request is checked against ``task_runtime``: only the worker running that attempt,
-of that tenant, is answered; the dispatcher checked the same in memory before.
+A completed step is appended with its result or its final error.
 """
 
 from __future__ import annotations
@@ -27,12 +37,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stoker._core.durable import EntryKind, EntryStatus
+from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf
 from stoker._core.wire import json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import durable as store
 from stoker.engine.durable.children import settle_children, settle_final_children
+from stoker.engine.durable.waits import DurableWaits, event_keys, lock_event_keys, parse_wait
 from stoker.engine.ingest.workflows import ChildInput, WorkflowIngest
 from stoker.engine.signals import Outbox
 from stoker.errors import StokerError
@@ -77,12 +88,16 @@ class DurableLogs:
     def __init__(
         self,
         db: Executor,
+        waits: DurableWaits,
         *,
         on_timer: Callable[[], None] = lambda: None,
+        timeout_grace_ms: int = 1000,
         children: WorkflowIngest | None = None,
     ) -> None:
         self._db = db
+        self._waits = waits
         self._on_timer = on_timer
+        self._grace_ms = timeout_grace_ms
         self._children = children
 
     async def handle(
@@ -114,21 +129,70 @@ class DurableLogs:
                     tx, store.BumpDurableInvocations([key[0]], [key[1]])
                 )
                 reply.invocation = bumped[0]["invocation"]
+                if req.run_timeout_ms > 0:
+                    await store.set_durable_deadline(
+                        tx, store.SetDurableDeadline(*key, req.run_timeout_ms)
+                    )
             elif req.op == pb.SYNC:
-                locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
+                # Only reads: no row lock, so the transaction commits without a WAL flush
+                # (this re-read is on the path from an event to the task resuming).
+                locked = await store.read_durable_log(tx, store.LockDurableLog(*key))
                 if locked is None:
                     reply.error = "the task's log was never opened"
                     return reply
                 reply.invocation = locked["invocation"]
             elif req.op == pb.APPEND:
+                try:
+                    waits = _waits(req)
+                except ValueError as exc:
+                    reply.error = f"invalid wait: {exc}"
+                    return reply
+                # The event keys' locks come first (the order event ingest takes them in),
+                # then the log's: whichever of this and an event commits second sees the
+                # other.
+                await lock_event_keys(
+                    tx, run["tenant_id"], event_keys(leaf for ls in waits.values() for leaf in ls)
+                )
                 locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
                 if locked is None or locked["invocation"] != req.invocation:
                     reply.error = "a newer invocation of this task runs elsewhere"
                     return reply
                 reply.invocation = req.invocation
-                rows = await store.append_durable_entries(tx, _append(key, req))
-                reply.entries.extend(wire_entry(r, r["inserted"]) for r in rows)
-                timers = any(r["inserted"] and r["wake_at"] is not None for r in rows)
+                rows = await store.append_durable_entries(tx, _append(key, req, waits))
+                fresh = [
+                    (r["branch"], r["position"], waits[r["position"]])
+                    for r in rows
+                    if r["inserted"] and r["position"] in waits
+                ]
+                settled, wake_ats = await self._waits.register(tx, run["tenant_id"], key, fresh)
+                for r in rows:
+                    entry = wire_entry(r, r["inserted"])
+                    if r["inserted"] and r["position"] in settled:
+                        done = settled[r["position"]]
+                        entry.status = str(EntryStatus.OK)
+                        entry.result = _json(done.result)
+                        entry.satisfied_seq = done.satisfied_seq
+                    if r["inserted"] and r["position"] in wake_ats:
+                        entry.wake_at_ms = epoch_ms(wake_ats[r["position"]])
+                    reply.entries.append(entry)
+                timers = any(
+                    r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
+                    for r in rows
+                ) or any(w is not None for w in wake_ats.values())
+            elif req.op == pb.EVICT:
+                locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
+                evicted = await store.evict_durable_task(
+                    tx,
+                    store.EvictDurableTask(
+                        *key, req.invocation, req.last_seen_seq, req.attempt, worker_id
+                    ),
+                )
+                if evicted is None:
+                    reply.error = _refusal(locked, req)
+                    return reply
+                reply.invocation = req.invocation
+                reply.evicted = True
+                return reply
             else:
                 reply.error = f"unknown durable operation {req.op}"
                 return reply
@@ -137,6 +201,10 @@ class DurableLogs:
                 if await settle_final_children(tx, visible, key):
                     visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
                 reply.entries.extend(wire_entry(e) for e in visible)
+            # A new invocation replaying into a recorded pending wait blocks without a
+            # request: its deadline is cleared already at OPEN (the worker enforces its own
+            # from the start and pauses it while blocked; this one is the backstop).
+            await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
             self._on_timer()
         return reply
@@ -177,7 +245,7 @@ class DurableLogs:
             )
             for c in calls
         ]
-        record = _ChildRecord((run["task_id"], run["created_at"]), req)
+        record = _ChildRecord((run["task_id"], run["created_at"]), req, self._grace_ms)
         try:
             answer = await self._children.spawn_logged(
                 run["tenant_id"], run["task_id"], items, ids, record
@@ -211,9 +279,10 @@ def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
 class _ChildRecord:
     """Records a durable task's children in its log, in their spawn's savepoint."""
 
-    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest) -> None:
+    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest, grace_ms: int) -> None:
         self.key = key
         self.req = req
+        self.grace_ms = grace_ms
 
     async def guard(self, tx: Executor) -> str | None:
         locked = await store.lock_durable_log(tx, store.LockDurableLog(*self.key))
@@ -225,34 +294,59 @@ class _ChildRecord:
         self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]
     ) -> list[pb.DurableEntry]:
         ids = [uuid.UUID(run_id) for run_id, _ in children]
-        rows = await store.append_durable_entries(tx, _append(self.key, self.req, ids))
+        rows = await store.append_durable_entries(tx, _append(self.key, self.req, {}, ids))
+        entries = [wire_entry(r, r["inserted"]) for r in rows]
         existed = [
             (self.key[0], self.key[1], r["branch"], r["position"], r["child_external_id"])
             for r, (_, was) in zip(rows, children, strict=True)
             if r["inserted"] and was and r["child_external_id"] is not None
         ]
-        if existed:
-            # Found by its child_key: it may have ended already, and nothing else would
-            # settle this new entry.
-            _, n = await settle_children(tx, existed)
-            if n:
-                positions = {r["position"] for r in rows}
-                visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
-                by_position = {e["position"]: e for e in visible if e["position"] in positions}
-                return [
-                    wire_entry(by_position[r["position"]], r["inserted"])
-                    if r["position"] in by_position
-                    else wire_entry(r, r["inserted"])
-                    for r in rows
-                ]
-        return [wire_entry(r, r["inserted"]) for r in rows]
+        # Found by its child_key, a child may have ended already, and nothing else would
+        # settle its new entry: settled here, from its outcome.
+        if existed and (await settle_children(tx, existed, out))[1]:
+            positions = {r["position"] for r in rows}
+            visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
+            by_position = {e["position"]: e for e in visible if e["position"] in positions}
+            entries = [wire_entry(by_position.get(r["position"], r), r["inserted"]) for r in rows]
+        # The attempt's deadline pauses while a child is pending, as for any wait.
+        await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
+        return entries
+
+
+def _refusal(locked: store.DurableLog | None, req: pb.DurableRequest) -> str:
+    """Why an eviction was refused, for the worker's log."""
+    if locked is None:
+        return "eviction refused: the task's log was never opened"
+    if locked["invocation"] != req.invocation:
+        return "eviction refused: a newer invocation of this task runs elsewhere"
+    if locked["satisfied_counter"] > req.last_seen_seq:
+        return "eviction refused: a resolution is on its way"
+    return "eviction refused: the task waits for nothing"
+
+
+def _waits(req: pb.DurableRequest) -> dict[int, list[WaitLeaf]]:
+    """The conditions of the waits among the calls (wait_for, wait_for_event), by position;
+    ValueError when one is malformed."""
+    waits: dict[int, list[WaitLeaf]] = {}
+    for c in req.calls:
+        if c.kind == str(EntryKind.WAIT) and c.request:
+            request = json.loads(c.request)
+            if isinstance(request, dict) and "conditions" in request:
+                try:
+                    waits[c.position] = parse_wait(c.request)[1]
+                except ValueError as exc:
+                    raise ValueError(f"position {c.position}: {exc}") from None
+    return waits
 
 
 def _append(
     key: tuple[int, datetime],
     req: pb.DurableRequest,
+    waits: dict[int, list[WaitLeaf]],
     child_ids: list[uuid.UUID] | None = None,
 ) -> store.AppendDurableEntries:
+    """The append of the calls; a wait with conditions gets no deadline here (its sleeps
+    are conditions, armed by the registration)."""
     calls = list(req.calls)
     return store.AppendDurableEntries(
         task_id=key[0],
@@ -263,9 +357,17 @@ def _append(
         names=[c.name for c in calls],
         fingerprints=[c.fingerprint for c in calls],
         requests=[c.request.decode() if c.request else None for c in calls],
-        delays_ms=[c.delay_ms if c.kind == "wait" and not c.wake_at_ms else None for c in calls],
+        delays_ms=[
+            c.delay_ms
+            if c.kind == "wait" and not c.wake_at_ms and c.position not in waits
+            else None
+            for c in calls
+        ],
         wake_ats=[
-            _EPOCH + timedelta(milliseconds=c.wake_at_ms) if c.wake_at_ms else None for c in calls
+            _EPOCH + timedelta(milliseconds=c.wake_at_ms)
+            if c.wake_at_ms and c.position not in waits
+            else None
+            for c in calls
         ],
         child_external_ids=list(child_ids) if child_ids is not None else [None for _ in calls],
         statuses=[c.status or str(EntryStatus.PENDING) for c in calls],
