@@ -45,6 +45,7 @@ SIZE_FLAGS = {
     "idle_seconds": float,
     "chaos_rate": float,
     "chaos_phase_s": float,
+    "schedule_runs": int,
 }
 
 

@@ -53,6 +53,7 @@ def registry() -> dict[str, Scenario]:
         durable_events,
         idle,
         policy,
+        schedules,
         soak,
         steady,
         workflows,

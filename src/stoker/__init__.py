@@ -30,7 +30,8 @@ from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
-from stoker._sdk.task import Task
+from stoker._sdk.schedules import ScheduledRun, Schedules
+from stoker._sdk.task import Idempotency, Task
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
@@ -71,6 +72,7 @@ __all__ = [
     "EngineUnavailableError",
     "Events",
     "Eviction",
+    "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -86,6 +88,8 @@ __all__ = [
     "RunOutcome",
     "RunRef",
     "Runs",
+    "ScheduledRun",
+    "Schedules",
     "SleepCondition",
     "StepError",
     "StickyStrategy",

@@ -61,6 +61,11 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+schedule_app = typer.Typer(
+    help="Scheduled runs of the tenant of STOKER_TOKEN (or `stoker lite`'s profile).",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
 console = Console(stderr=True)
 
 T = TypeVar("T")
@@ -423,6 +428,108 @@ def token_revoke(
     if _run(lambda: asyncio.run(revoke())) is None:
         raise _fail(f"no unrevoked token {token_id} (see `stoker token list --all`)")
     console.print(f"revoked {token_id}")
+
+
+def _when(value: str, what: str) -> Any:
+    """An ISO 8601 time (UTC when it has no zone), or a delay from now such as ``10m``."""
+    from datetime import UTC, datetime
+
+    from stoker.config import parse_duration
+
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            delta = parse_duration(value, what)
+        except StokerError:
+            raise _fail(
+                f"{what}: {value!r} is neither an ISO 8601 time nor a delay such as '10m'"
+            ) from None
+        assert delta is not None
+        return datetime.now(UTC) + delta
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    task: Annotated[
+        list[str] | None, typer.Option(help="Task or workflow name (repeatable).")
+    ] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="SCHEDULED, FIRED or FAILED (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """Lists scheduled runs by due time: id, what, when, status, run."""
+    from rich.table import Table
+
+    from stoker import Stoker
+
+    client = Stoker()
+    try:
+        rows = _run(lambda: client.schedules.list(task=task, status=status, limit=limit))
+    finally:
+        client.close()
+    table = Table("id", "task / workflow", "at (UTC)", "status", "run", "error")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.task_name or r.workflow_name or "",
+            r.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            r.status,
+            r.run_id or "-",
+            r.error or "",
+        )
+    Console(width=200).print(table)
+
+
+@schedule_app.command("move")
+def schedule_move(
+    schedule_id: Annotated[str, typer.Argument(help="The scheduled run's id.")],
+    at: Annotated[str, typer.Argument(help="ISO 8601 time (UTC if no zone), or a delay: 10m")],
+    strict: Annotated[bool, typer.Option(help="Refuse a time in the past.")] = False,
+) -> None:
+    """Reschedules a run that has not fired yet."""
+    from stoker import Stoker
+
+    when = _when(at, "at")
+    client = Stoker()
+    try:
+        moved = _run(lambda: client.schedules.update(schedule_id, at=when, strict=strict))
+    finally:
+        client.close()
+    console.print(f"{moved.id} now fires at {moved.at.isoformat()}")
+
+
+@schedule_app.command("delete")
+def schedule_delete(
+    schedule_ids: Annotated[list[str] | None, typer.Argument(help="Scheduled run ids.")] = None,
+    task: Annotated[
+        list[str] | None, typer.Option(help="Task or workflow name (repeatable).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Due at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Due before (ISO 8601).")] = None,
+) -> None:
+    """Deletes runs not fired yet: these ids, or every one matching the filter."""
+    from stoker import Stoker
+
+    if not schedule_ids and not (task or since or until):
+        raise _fail("give scheduled run ids, or a filter (--task, --since, --until)")
+    client = Stoker()
+    try:
+        deleted = _run(
+            lambda: client.schedules.bulk_delete(
+                schedule_ids,
+                task=task,
+                since=_when(since, "--since") if since else None,
+                until=_when(until, "--until") if until else None,
+            )
+        )
+    finally:
+        client.close()
+    console.print(f"deleted {len(deleted)} scheduled run(s)")
+    for sid in deleted:
+        print(sid)
 
 
 def load_app(target: str) -> Any:

@@ -28,7 +28,7 @@ from stoker.db import Executor, connect
 from stoker.db.queries import queries
 from stoker.db.store import NoParams
 from stoker.db.store import durable as store
-from stoker.engine.durable import DurableLogs
+from stoker.engine.durable import DurableLogs, DurableWaits
 from stoker.errors import NonDeterminismError
 from tests.harness import SCHEMA
 
@@ -478,7 +478,7 @@ async def test_the_engine_refuses_an_eviction_while_a_resolution_is_in_flight(
 ) -> None:
     # The engine's handler of worker requests (engine/durable/log.py), on a real run row.
     await running_task(db_url, 1)
-    logs = DurableLogs(db)
+    logs = DurableLogs(db, DurableWaits())
     ids = iter(range(1, 100))
 
     async def ask(op: pb.DurableOp.ValueType, **fields: Any) -> pb.DurableReply:

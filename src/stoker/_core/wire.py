@@ -162,6 +162,17 @@ class CronSpec(BaseModel):
     input_json: str = "{}"
 
 
+class IdempotencyConfig(BaseModel):
+    """A task's declared idempotency (``@app.task(idempotency=Idempotency(...))``) as sent
+    with its definition: the CEL expression giving each run's key (None: only keys given
+    at trigger time) and the keys' TTL (0: live until the run finishes)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    expression: str | None = None
+    ttl_ms: int = Field(default=0, ge=0)
+
+
 class TaskConfig(BaseModel):
     """A task definition's options as registered with the engine (JSON in TaskDefinition)."""
 
@@ -181,6 +192,7 @@ class TaskConfig(BaseModel):
     desired_worker_labels: dict[str, DesiredWorkerLabel] = Field(default_factory=dict)
     sticky: StickyStrategy | None = None
     crons: list[CronSpec] = Field(default_factory=list)
+    idempotency: IdempotencyConfig | None = None
 
 
 # One gRPC message carries at most one payload's worth of data plus this much: room for the

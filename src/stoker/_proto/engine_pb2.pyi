@@ -281,6 +281,8 @@ class TriggerItem(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     RUN_AT_MS_FIELD_NUMBER: _builtins.int
     DESIRED_WORKER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_TTL_MS_FIELD_NUMBER: _builtins.int
     task_name: _builtins.str
     input: _builtins.bytes
     additional_metadata: _builtins.bytes
@@ -290,6 +292,15 @@ class TriggerItem(_message.Message):
     """Unix epoch milliseconds; 0 means now."""
     desired_worker_id: _builtins.str
     """The external id of a worker to prefer (required when the task is hard-sticky)."""
+    idempotency_key: _builtins.str
+    """A user-facing idempotency key (README "Idempotency keys"): while a run made with it is
+    live, a trigger with the same key gets that run back instead of a new one. Empty: the
+    task's declared Idempotency expression, if any.
+    """
+    idempotency_ttl_ms: _builtins.int
+    """How long the key stays live, in milliseconds; 0: until the run finishes (or the
+    task's declared ttl).
+    """
     def __init__(
         self,
         *,
@@ -299,10 +310,12 @@ class TriggerItem(_message.Message):
         priority: _builtins.int = ...,
         run_at_ms: _builtins.int = ...,
         desired_worker_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        idempotency_ttl_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "desired_worker_id", b"desired_worker_id", "input", b"input", "priority", b"priority", "run_at_ms", b"run_at_ms", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "desired_worker_id", b"desired_worker_id", "idempotency_key", b"idempotency_key", "idempotency_ttl_ms", b"idempotency_ttl_ms", "input", b"input", "priority", b"priority", "run_at_ms", b"run_at_ms", "task_name", b"task_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +355,7 @@ class TriggerResponse(_message.Message):
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
     UNSERVED_TASK_NAMES_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """External run ids, in the order of the request's items."""
@@ -352,15 +366,22 @@ class TriggerResponse(_message.Message):
         a moment ago): their runs are accepted and wait in the queue until such a worker connects.
         """
 
+    @_builtins.property
+    def deduplicated(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Per item: true when an idempotency key named a live run, whose id is returned instead
+        of a new run's.
+        """
+
     def __init__(
         self,
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
         unserved_task_names: _abc.Iterable[_builtins.str] | None = ...,
+        deduplicated: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "unserved_task_names", b"unserved_task_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "run_ids", b"run_ids", "unserved_task_names", b"unserved_task_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

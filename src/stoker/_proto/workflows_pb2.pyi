@@ -96,11 +96,16 @@ class WorkflowTrigger(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_TTL_MS_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
     input: _builtins.bytes
     additional_metadata: _builtins.bytes
     priority: _builtins.int
     """0 means the steps' default priority."""
+    idempotency_key: _builtins.str
+    """A user-facing idempotency key and its TTL, as TriggerItem's."""
+    idempotency_ttl_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -108,10 +113,12 @@ class WorkflowTrigger(_message.Message):
         input: _builtins.bytes = ...,
         additional_metadata: _builtins.bytes = ...,
         priority: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+        idempotency_ttl_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "input", b"input", "priority", b"priority", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "idempotency_key", b"idempotency_key", "idempotency_ttl_ms", b"idempotency_ttl_ms", "input", b"input", "priority", b"priority", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -147,6 +154,7 @@ class TriggerWorkflowsResponse(_message.Message):
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
     UNSERVED_TASK_NAMES_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -155,15 +163,20 @@ class TriggerWorkflowsResponse(_message.Message):
         (as the engine saw a moment ago); as in TriggerResponse.
         """
 
+    @_builtins.property
+    def deduplicated(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Per item: true when an idempotency key named a live run (as TriggerResponse's)."""
+
     def __init__(
         self,
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
         unserved_task_names: _abc.Iterable[_builtins.str] | None = ...,
+        deduplicated: _abc.Iterable[_builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "unserved_task_names", b"unserved_task_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "run_ids", b"run_ids", "unserved_task_names", b"unserved_task_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

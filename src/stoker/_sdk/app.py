@@ -28,6 +28,7 @@ from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, S
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
+from stoker._sdk.schedules import Schedules
 from stoker._sdk.task import (
     RunOptions,
     Task,
@@ -119,6 +120,10 @@ class Stoker:
         """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
         self.events = Events(self.connection)
         """User events: ``app.events.push("payment:settled", {"order_id": 7})``."""
+        self.schedules = Schedules(
+            self.connection, lambda name: self.workflows.get(name) or self.tasks.get(name)
+        )
+        """Scheduled runs: ``app.schedules.list()``, ``get``, ``update``, ``delete``."""
 
     # -- configuration ------------------------------------------------------------------
 
@@ -383,7 +388,7 @@ class Stoker:
         if local is not None:
             return local.run_no_wait(input, **options)
         ids = self.connection.trigger(None, [self._named_item(task_name, input, options)])
-        return RunRef(self.connection, ids[0], None)
+        return RunRef(self.connection, ids[0], None, deduplicated=ids.deduplicated[0])
 
     def run(self, task_name: str, input: Any = None, **options: Unpack[RunOptions]) -> Any:
         """Runs a task known by name and returns its output (as JSON values)."""

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import schedules_pb2 as spb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.transport import Transport
 
@@ -157,6 +158,42 @@ class Interceptor:
 
     async def aio_replay_runs(self, request: wpb.ReplayRunsRequest) -> wpb.ReplayRunsResponse:
         return await self.next.aio_replay_runs(request)
+
+    # -- scheduled runs -----------------------------------------------------------------
+
+    def create_schedules(self, request: spb.CreateSchedulesRequest) -> spb.CreateSchedulesResponse:
+        """Stores scheduled runs."""
+        return self.next.create_schedules(request)
+
+    async def aio_create_schedules(
+        self, request: spb.CreateSchedulesRequest
+    ) -> spb.CreateSchedulesResponse:
+        return await self.next.aio_create_schedules(request)
+
+    def list_schedules(self, request: spb.ListSchedulesRequest) -> spb.ListSchedulesResponse:
+        """Reads scheduled runs by filter."""
+        return self.next.list_schedules(request)
+
+    async def aio_list_schedules(
+        self, request: spb.ListSchedulesRequest
+    ) -> spb.ListSchedulesResponse:
+        return await self.next.aio_list_schedules(request)
+
+    def update_schedule(self, request: spb.UpdateScheduleRequest) -> spb.ScheduleInfo:
+        """Reschedules a run, or changes its input or metadata."""
+        return self.next.update_schedule(request)
+
+    async def aio_update_schedule(self, request: spb.UpdateScheduleRequest) -> spb.ScheduleInfo:
+        return await self.next.aio_update_schedule(request)
+
+    def delete_schedules(self, request: spb.DeleteSchedulesRequest) -> spb.DeleteSchedulesResponse:
+        """Deletes scheduled runs by id or filter."""
+        return self.next.delete_schedules(request)
+
+    async def aio_delete_schedules(
+        self, request: spb.DeleteSchedulesRequest
+    ) -> spb.DeleteSchedulesResponse:
+        return await self.next.aio_delete_schedules(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -311,6 +348,60 @@ class TransportCalls(Interceptor):
         )
         return resp
 
+    def create_schedules(self, request: spb.CreateSchedulesRequest) -> spb.CreateSchedulesResponse:
+        resp: spb.CreateSchedulesResponse = self._transport().call(
+            lambda s: s.schedules.CreateSchedules, request
+        )
+        return resp
+
+    async def aio_create_schedules(
+        self, request: spb.CreateSchedulesRequest
+    ) -> spb.CreateSchedulesResponse:
+        resp: spb.CreateSchedulesResponse = await self._transport().acall(
+            lambda s: s.schedules.CreateSchedules, request
+        )
+        return resp
+
+    def list_schedules(self, request: spb.ListSchedulesRequest) -> spb.ListSchedulesResponse:
+        resp: spb.ListSchedulesResponse = self._transport().call(
+            lambda s: s.schedules.ListSchedules, request
+        )
+        return resp
+
+    async def aio_list_schedules(
+        self, request: spb.ListSchedulesRequest
+    ) -> spb.ListSchedulesResponse:
+        resp: spb.ListSchedulesResponse = await self._transport().acall(
+            lambda s: s.schedules.ListSchedules, request
+        )
+        return resp
+
+    def update_schedule(self, request: spb.UpdateScheduleRequest) -> spb.ScheduleInfo:
+        resp: spb.ScheduleInfo = self._transport().call(
+            lambda s: s.schedules.UpdateSchedule, request
+        )
+        return resp
+
+    async def aio_update_schedule(self, request: spb.UpdateScheduleRequest) -> spb.ScheduleInfo:
+        resp: spb.ScheduleInfo = await self._transport().acall(
+            lambda s: s.schedules.UpdateSchedule, request
+        )
+        return resp
+
+    def delete_schedules(self, request: spb.DeleteSchedulesRequest) -> spb.DeleteSchedulesResponse:
+        resp: spb.DeleteSchedulesResponse = self._transport().call(
+            lambda s: s.schedules.DeleteSchedules, request
+        )
+        return resp
+
+    async def aio_delete_schedules(
+        self, request: spb.DeleteSchedulesRequest
+    ) -> spb.DeleteSchedulesResponse:
+        resp: spb.DeleteSchedulesResponse = await self._transport().acall(
+            lambda s: s.schedules.DeleteSchedules, request
+        )
+        return resp
+
 
 def chain(innermost: Interceptor, interceptors: Sequence[InterceptorFactory]) -> Interceptor:
     """``innermost`` wrapped by each interceptor, the first of the list outermost."""
@@ -322,6 +413,17 @@ def chain(innermost: Interceptor, interceptors: Sequence[InterceptorFactory]) ->
                 f"interceptors=: {make!r} made {type(calls).__name__}, not an Interceptor"
             )
     return calls
+
+
+class Triggered(list[str]):
+    """The run ids a trigger call answered, with ``deduplicated[i]`` True where an
+    idempotency key named an existing run (an engine that does not know keys sends none:
+    all False)."""
+
+    def __init__(self, ids: Iterable[str], deduplicated: Iterable[bool] = ()) -> None:
+        super().__init__(ids)
+        flags = list(deduplicated)
+        self.deduplicated: list[bool] = flags if len(flags) == len(self) else [False] * len(self)
 
 
 class Connection:
@@ -378,24 +480,24 @@ class Connection:
 
     # -- triggering ---------------------------------------------------------------------
 
-    def trigger(self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]) -> list[str]:
+    def trigger(self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]) -> Triggered:
         """Enqueues runs (declaring ``task`` first if the engine was not told of it yet);
         their run ids."""
         if task is not None and not self.is_registered(task.name):
             self.register([task])
         resp = self.calls.trigger(pb.TriggerRequest(items=items, request_key=request_key()))
         self.warn_unserved(resp.unserved_task_names)
-        return list(resp.run_ids)
+        return Triggered(resp.run_ids, resp.deduplicated)
 
     async def aio_trigger(
         self, task: Task[Any, Any] | None, items: list[pb.TriggerItem]
-    ) -> list[str]:
+    ) -> Triggered:
         if task is not None and not self.is_registered(task.name):
             await self.aio_register([task])
         req = pb.TriggerRequest(items=items, request_key=request_key())
         resp = await self.calls.aio_trigger(req)
         self.warn_unserved(resp.unserved_task_names)
-        return list(resp.run_ids)
+        return Triggered(resp.run_ids, resp.deduplicated)
 
     def warn_unserved(self, names: Sequence[str]) -> None:
         """Logs, once per task name, that the engine knows no live worker for a task."""
@@ -413,4 +515,11 @@ class Connection:
             )
 
 
-__all__ = ["Connection", "Interceptor", "InterceptorFactory", "TransportCalls", "request_key"]
+__all__ = [
+    "Connection",
+    "Interceptor",
+    "InterceptorFactory",
+    "TransportCalls",
+    "Triggered",
+    "request_key",
+]

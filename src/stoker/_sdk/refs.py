@@ -36,13 +36,23 @@ class OutputDecoder(Protocol[O_co]):
 class RunRef(Generic[O]):
     """A reference to one run: wait for it with ``result()`` or ``await aio_result()``."""
 
-    def __init__(self, connection: Connection, run_id: str, task: OutputDecoder[O] | None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        run_id: str,
+        task: OutputDecoder[O] | None,
+        *,
+        deduplicated: bool = False,
+    ) -> None:
         self.connection = connection
         self.run_id = run_id
         self.task = task
+        self.deduplicated = deduplicated
+        """True when the trigger's idempotency key named a live run: this is that run, and
+        no new one was created."""
 
     def __repr__(self) -> str:
-        return f"<RunRef {self.run_id}>"
+        return f"<RunRef {self.run_id}{' deduplicated' if self.deduplicated else ''}>"
 
     def result(self, timeout: float | None = None) -> O:
         """Blocks until the run finishes; its output, or TaskRunError / RunCancelledError."""

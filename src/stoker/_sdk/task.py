@@ -26,6 +26,7 @@ from stoker._core.wire import (
     ConcurrencyExpression,
     CronSpec,
     DesiredWorkerLabel,
+    IdempotencyConfig,
     RateLimit,
     StickyStrategy,
     TaskConfig,
@@ -35,9 +36,11 @@ from stoker._core.wire import (
     split_batches,
 )
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import schedules_pb2 as spb
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.refs import RunRef
+from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
 
@@ -66,6 +69,13 @@ class RunOptions(TypedDict, total=False):
     child_key: str
     """Inside a running task: names the child run, so spawning the same key again (from a
     retry) returns the existing child. Outside a task it has no effect."""
+    idempotency_key: str
+    """While a run made with this key is live, a trigger with the same key returns that run
+    (``ref.deduplicated`` is True) instead of creating one; per tenant (README
+    "Idempotency keys"). Inside a task use ``child_key``."""
+    idempotency_ttl: str | float | timedelta
+    """Keep ``idempotency_key`` live for this long (e.g. ``"24h"``) instead of until the
+    run finishes."""
 
 
 class TaskArgs(TypedDict, total=False):
@@ -102,6 +112,29 @@ class TaskArgs(TypedDict, total=False):
     """The input of the runs the crons start (validated against the input model now)."""
     cron_timezone: str | None
     """The time zone of ``on_crons`` expressions without a ``TZ=`` prefix (default UTC)."""
+    idempotency: Idempotency | None
+    """Each run's idempotency key from a CEL expression over its input and metadata, and
+    the keys' TTL (README "Idempotency keys")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A task's idempotency: ``expression`` (CEL over ``input`` and ``additional_metadata``,
+    e.g. ``"input.order_id"``) gives each run's key, scoped to the task; ``ttl`` keeps a
+    key live for that long (e.g. ``"24h"``), else until its run finishes. A key passed with
+    ``run(..., idempotency_key=...)`` takes precedence over the expression."""
+
+    expression: str | None = None
+    ttl: str | float | timedelta | None = None
+
+    def to_config(self, what: str) -> IdempotencyConfig:
+        """The engine-side form; DeclarationError for a bad expression or TTL."""
+        if self.expression is not None:
+            check_expression(self.expression, f"{what}: idempotency expression")
+        delta = parse_duration(self.ttl, f"{what}: idempotency ttl")
+        return IdempotencyConfig(
+            expression=self.expression, ttl_ms=int(delta.total_seconds() * 1000) if delta else 0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,7 @@ class TaskOptions:
     on_crons: Sequence[str] = ()
     cron_input: Any = None
     cron_timezone: str | None = None
+    idempotency: Idempotency | None = None
 
     def to_config(self, name: str) -> TaskConfig:
         """The engine-side configuration; DeclarationError on anything invalid."""
@@ -166,7 +200,12 @@ class TaskOptions:
             raise DeclarationError(
                 f"{what}: sticky must be 'soft' or 'hard', got {self.sticky!r}"
             ) from None
+        if self.idempotency is not None and not isinstance(self.idempotency, Idempotency):
+            raise DeclarationError(
+                f"{what}: idempotency takes an Idempotency(...), got {self.idempotency!r}"
+            )
         return TaskConfig(
+            idempotency=self.idempotency.to_config(what) if self.idempotency else None,
             crons=_cron_specs(self.on_crons, self.cron_timezone, what),
             retries=self.retries,
             backoff_factor=self.backoff_factor,
@@ -325,9 +364,94 @@ class Task(Generic[I, O]):
         return self._refs(ids)[0]
 
     def _refs(self, run_ids: Sequence[str]) -> list[RunRef[O]]:
-        return [RunRef(self.app.connection, run_id, self) for run_id in run_ids]
+        flags = getattr(run_ids, "deduplicated", None) or [False] * len(run_ids)
+        return [
+            RunRef(self.app.connection, run_id, self, deduplicated=d)
+            for run_id, d in zip(run_ids, flags, strict=True)
+        ]
+
+    def _items(
+        self, inputs: Sequence[I], options: RunOptions, keys: Sequence[str | None] | None
+    ) -> list[pb.TriggerItem]:
+        """Every run of a ``run_many``, validated; ``keys``: one idempotency key per input."""
+        if keys is None:
+            return [self._item(i, options) for i in inputs]
+        if isinstance(keys, str) or len(keys) != len(inputs):
+            raise ValueError(
+                f"task {self.name!r}: idempotency_keys takes one key (or None) per input"
+            )
+        return [
+            self._item(i, {**options, "idempotency_key": k} if k else options)
+            for i, k in zip(inputs, keys, strict=True)
+        ]
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _schedule_item(self, at: When, input: I, options: RunOptions) -> spb.ScheduleItem:
+        return schedule_item(
+            f"task {self.name!r}", self.name, "", self.encode_input(input), at, options
+        )
+
+    def schedule(
+        self, at: When, input: I, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
+        """Stores a run that the engine starts at ``at`` (an aware datetime, or a delay);
+        until then it is no queue item (``app.schedules`` lists, changes or deletes it). The
+        input is validated now. A time in the past fires at once, unless ``strict=True``
+        (then InvalidRequestError). Options: ``priority``, ``additional_metadata``."""
+        item = self._schedule_item(at, input, options)
+        if not self.app.connection.is_registered(self.name):
+            self.app.connection.register([self])
+        return self.app.schedules.create([item], strict=strict)[0]
+
+    async def aio_schedule(
+        self, at: When, input: I, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
+        item = self._schedule_item(at, input, options)
+        if not self.app.connection.is_registered(self.name):
+            await self.app.connection.aio_register([self])
+        return (await self.app.schedules.aio_create([item], strict=strict))[0]
+
+    def schedule_many(
+        self,
+        runs: Sequence[tuple[When, I]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        """Stores many scheduled runs, ``(at, input)`` each, in calls of up to 1,000 (every
+        input validated first; one invalid run refuses its call whole)."""
+        items = [self._schedule_item(at, value, options) for at, value in runs]
+        if not self.app.connection.is_registered(self.name):
+            self.app.connection.register([self])
+        made: list[ScheduledRun] = []
+        for n in range(0, len(items), _TRIGGER_BATCH):
+            made += self.app.schedules.create(items[n : n + _TRIGGER_BATCH], strict=strict)
+        return made
+
+    async def aio_schedule_many(
+        self,
+        runs: Sequence[tuple[When, I]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        items = [self._schedule_item(at, value, options) for at, value in runs]
+        if not self.app.connection.is_registered(self.name):
+            await self.app.connection.aio_register([self])
+        made: list[ScheduledRun] = []
+        for n in range(0, len(items), _TRIGGER_BATCH):
+            made += await self.app.schedules.aio_create(
+                items[n : n + _TRIGGER_BATCH], strict=strict
+            )
+        return made
 
     def _children(self, inputs: Sequence[I], options: RunOptions) -> list[ChildSpec]:
+        if "idempotency_key" in options:
+            raise TypeError(
+                f"task {self.name!r}: inside a task, name a child run with child_key, "
+                "not idempotency_key"
+            )
         for value in inputs:
             self._item(value, options)  # validates input and options before anything is sent
         return [ChildSpec(self.name, "", self.encode_input(v), options) for v in inputs]
@@ -372,22 +496,33 @@ class Task(Generic[I, O]):
         ref = await self.aio_run_no_wait(input, **options)
         return await ref.aio_result()
 
-    def run_many(self, inputs: Sequence[I], **options: Unpack[RunOptions]) -> list[RunRef[O]]:
-        """Enqueues many runs in as few calls as possible (every input is validated first)."""
+    def run_many(
+        self,
+        inputs: Sequence[I],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> list[RunRef[O]]:
+        """Enqueues many runs in as few calls as possible (every input is validated first).
+        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys")."""
         if (ctx := current_context.get()) is not None:
             return self._spawn(ctx, inputs, options)
-        items = [self._item(i, options) for i in inputs]
+        items = self._items(inputs, options, idempotency_keys)
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.connection.max_payload_bytes):
             refs += self._refs(self.app.connection.trigger(self, chunk))
         return refs
 
     async def aio_run_many(
-        self, inputs: Sequence[I], **options: Unpack[RunOptions]
+        self,
+        inputs: Sequence[I],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
     ) -> list[RunRef[O]]:
         if (ctx := current_context.get()) is not None:
             return await self._aio_spawn(ctx, inputs, options)
-        items = [self._item(i, options) for i in inputs]
+        items = self._items(inputs, options, idempotency_keys)
         refs: list[RunRef[O]] = []
         for chunk in _chunks(items, self.app.connection.max_payload_bytes):
             refs += self._refs(await self.app.connection.aio_trigger(self, chunk))
@@ -424,7 +559,15 @@ def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.Tr
     priority = options.get("priority")
     if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
+    key = options.get("idempotency_key") or ""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a string, got {type(key).__name__}")
+    ttl = parse_duration(options.get("idempotency_ttl"), "idempotency_ttl")
+    if ttl is not None and not key:
+        raise ValueError("idempotency_ttl needs an idempotency_key")
     return pb.TriggerItem(
+        idempotency_key=key,
+        idempotency_ttl_ms=int(ttl.total_seconds() * 1000) if ttl else 0,
         task_name=task_name,
         input=raw_input,
         additional_metadata=encode_json(
@@ -480,4 +623,4 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     return input_model, output
 
 
-__all__ = ["RunOptions", "Task", "TaskArgs", "TaskOptions", "ValidationError"]
+__all__ = ["Idempotency", "RunOptions", "Task", "TaskArgs", "TaskOptions", "ValidationError"]

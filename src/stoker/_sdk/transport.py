@@ -31,6 +31,7 @@ import grpc
 from stoker import errors
 from stoker._core.wire import ERROR_TYPE_KEY, error_class, message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import ClientSettings, read_pem
 
@@ -121,11 +122,12 @@ def to_stoker_error(exc: grpc.RpcError, address: str) -> errors.StokerError:
 
 
 class Stubs:
-    """The stubs of both engine services over one channel."""
+    """The stubs of the engine's services over one channel."""
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.engine = pb_grpc.EngineStub(channel)
         self.workflows = wpb_grpc.WorkflowsStub(channel)
+        self.schedules = spb_grpc.SchedulesStub(channel)
 
 
 class Transport:

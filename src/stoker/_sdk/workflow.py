@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from stoker._core.dag import Role, StepSpec, WorkflowSpec
 from stoker._core.wire import checked_json, message_limit, split_batches
+from stoker._proto import schedules_pb2 as spb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.calls import request_key
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
@@ -26,6 +27,7 @@ from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.durable import DurableTask
 from stoker._sdk.refs import RunRef
+from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker._sdk.task import (
     RunOptions,
     Task,
@@ -79,12 +81,50 @@ class WorkflowTask(Task[Any, Any]):
     async def aio_run_no_wait(self, input: Any, **options: Unpack[RunOptions]) -> RunRef[Any]:
         raise self._refuse()
 
-    def run_many(self, inputs: Sequence[Any], **options: Unpack[RunOptions]) -> list[RunRef[Any]]:
+    def run_many(
+        self,
+        inputs: Sequence[Any],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> list[RunRef[Any]]:
         raise self._refuse()
 
     async def aio_run_many(
-        self, inputs: Sequence[Any], **options: Unpack[RunOptions]
+        self,
+        inputs: Sequence[Any],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
     ) -> list[RunRef[Any]]:
+        raise self._refuse()
+
+    def schedule(
+        self, at: When, input: Any, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
+        raise self._refuse()
+
+    def schedule_many(
+        self,
+        runs: Sequence[tuple[When, Any]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        raise self._refuse()
+
+    async def aio_schedule_many(
+        self,
+        runs: Sequence[tuple[When, Any]],
+        *,
+        strict: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> list[ScheduledRun]:
+        raise self._refuse()
+
+    async def aio_schedule(
+        self, at: When, input: Any, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
         raise self._refuse()
 
 
@@ -375,18 +415,76 @@ class Workflow(Generic[I]):
             input=item.input,
             additional_metadata=item.additional_metadata,
             priority=item.priority,
+            idempotency_key=item.idempotency_key,
+            idempotency_ttl_ms=item.idempotency_ttl_ms,
         )
 
-    def _refs(self, run_ids: Sequence[str]) -> list[RunRef[dict[str, Any]]]:
-        return [RunRef(self.app.connection, run_id, self) for run_id in run_ids]
+    def _triggers(
+        self, inputs: Sequence[Any], options: RunOptions, keys: Sequence[str | None] | None
+    ) -> list[wpb.WorkflowTrigger]:
+        """Every run of a ``run_many``, validated; ``keys``: one idempotency key per input."""
+        if keys is None:
+            return [self._trigger(v, options) for v in inputs]
+        if isinstance(keys, str) or len(keys) != len(inputs):
+            raise ValueError(
+                f"workflow {self.name!r}: idempotency_keys takes one key (or None) per input"
+            )
+        return [
+            self._trigger(v, {**options, "idempotency_key": k} if k else options)
+            for v, k in zip(inputs, keys, strict=True)
+        ]
+
+    def _refs(
+        self, run_ids: Sequence[str], deduplicated: Sequence[bool] = ()
+    ) -> list[RunRef[dict[str, Any]]]:
+        flags = list(deduplicated) if len(deduplicated) == len(run_ids) else [False] * len(run_ids)
+        return [
+            RunRef(self.app.connection, run_id, self, deduplicated=d)
+            for run_id, d in zip(run_ids, flags, strict=True)
+        ]
 
     def _children(self, inputs: Sequence[Any], options: RunOptions) -> list[ChildSpec]:
+        if "idempotency_key" in options:
+            raise TypeError(
+                f"workflow {self.name!r}: inside a task, name a child run with child_key, "
+                "not idempotency_key"
+            )
         return [ChildSpec("", self.name, self.encode_input(v), options) for v in inputs]
 
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _schedule_item(self, at: When, input: Any, options: RunOptions) -> spb.ScheduleItem:
+        return schedule_item(
+            f"workflow {self.name!r}", "", self.name, self.encode_input(input), at, options
+        )
+
+    def schedule(
+        self, at: When, input: I, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
+        """Stores a run of the workflow that the engine starts at ``at``, as
+        :meth:`Task.schedule <stoker.Task.schedule>` does for a task."""
+        item = self._schedule_item(at, input, options)
+        if not self._registered:
+            self.register()
+        return self.app.schedules.create([item], strict=strict)[0]
+
+    async def aio_schedule(
+        self, at: When, input: I, *, strict: bool = False, **options: Unpack[RunOptions]
+    ) -> ScheduledRun:
+        item = self._schedule_item(at, input, options)
+        if not self._registered:
+            await self.aio_register()
+        return (await self.app.schedules.aio_create([item], strict=strict))[0]
+
     def run_many(
-        self, inputs: Sequence[I], **options: Unpack[RunOptions]
+        self,
+        inputs: Sequence[I],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
     ) -> list[RunRef[dict[str, Any]]]:
-        """Starts many runs (up to 1,000 per call to the engine); inside a task, child runs."""
+        """Starts many runs (up to 1,000 per call to the engine); inside a task, child runs.
+        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys")."""
         if not self._registered:
             self.register()
         if (ctx := current_context.get()) is not None:
@@ -396,18 +494,22 @@ class Workflow(Generic[I]):
                 )
                 return typing.cast(list[RunRef[dict[str, Any]]], spawned)
             return self._refs(spawn(self.app.connection, ctx, self._children(inputs, options)))
-        items = [self._trigger(v, options) for v in inputs]
+        items = self._triggers(inputs, options, idempotency_keys)
         refs: list[RunRef[dict[str, Any]]] = []
         connection = self.app.connection
         for batch in split_batches(items, message_limit(connection.max_payload_bytes), 1000):
             req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
             resp = connection.calls.trigger_workflows(req)
             connection.warn_unserved(resp.unserved_task_names)
-            refs += self._refs(resp.run_ids)
+            refs += self._refs(resp.run_ids, resp.deduplicated)
         return refs
 
     async def aio_run_many(
-        self, inputs: Sequence[I], **options: Unpack[RunOptions]
+        self,
+        inputs: Sequence[I],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        **options: Unpack[RunOptions],
     ) -> list[RunRef[dict[str, Any]]]:
         if not self._registered:
             await self.aio_register()
@@ -419,14 +521,14 @@ class Workflow(Generic[I]):
             return self._refs(
                 await aio_spawn(self.app.connection, ctx, self._children(inputs, options))
             )
-        items = [self._trigger(v, options) for v in inputs]
+        items = self._triggers(inputs, options, idempotency_keys)
         refs: list[RunRef[dict[str, Any]]] = []
         connection = self.app.connection
         for batch in split_batches(items, message_limit(connection.max_payload_bytes), 1000):
             req = wpb.TriggerWorkflowsRequest(items=batch, request_key=request_key())
             resp = await connection.calls.aio_trigger_workflows(req)
             connection.warn_unserved(resp.unserved_task_names)
-            refs += self._refs(resp.run_ids)
+            refs += self._refs(resp.run_ids, resp.deduplicated)
         return refs
 
     def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[dict[str, Any]]:

@@ -7,7 +7,8 @@
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
 * runs — waiting for results, cancel and replay;
 * controllers — the leader loops, one per module: leadership, timeouts, worker liveness,
-  the DAG sweeper, durable timers, crons, retention (their rounds run on the leader replica only);
+  the DAG sweeper, durable timers, crons, scheduled runs, retention (their rounds run on
+  the leader replica only);
 * durable — durable tasks' logs, read and appended over the worker streams, and the
   wake-up hints sent to workers when a log is settled;
 * api — the REST API over HTTP.
@@ -49,8 +50,9 @@ from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
-from stoker.engine.notify import CANCEL, FINISHED, QUEUE, Listener
+from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
+from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
@@ -190,6 +192,7 @@ class Engine:
                 CANCEL: self.dispatcher.cancel_remote,
                 TOKEN_CHANNEL: self.auth.on_revoked,
                 DURABLE_CHANNEL: self.wakes.on_remote,
+                SCHEDULES: self.schedule_timers.on_remote,
             },
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
@@ -215,6 +218,7 @@ class Engine:
             self.sweeper,
             self.durable_timers,
             self.crons,
+            self.schedule_timers,
             self.retention,
         ]
         if s.http_enabled:
@@ -228,6 +232,7 @@ class Engine:
                 served=self.served,
                 engine_id=self.engine_id,
                 max_body_bytes=message_limit(s.max_payload_bytes),
+                schedules=self.schedules,
             )
             self.services.append(
                 ApiService(
@@ -243,7 +248,13 @@ class Engine:
             await service.start()
 
         self._grpc = await open_server(
-            s, self.auth, [WorkerService(self.auth, self.dispatcher), self.client_service]
+            s,
+            self.auth,
+            [
+                WorkerService(self.auth, self.dispatcher),
+                self.client_service,
+                ScheduleService(self.auth, self.schedules),
+            ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
         log.info(
@@ -258,10 +269,12 @@ class Engine:
     def _start_workflows(self, db: Executor) -> None:
         """Workflows: the wait registry and its sweeper, the workflow/child/event ingest,
         cancel and replay (DAG progression itself is made with the attempts that call it)."""
+        from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.controllers.sweeper import Sweeper
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
+        from stoker.engine.schedules import Schedules
 
         s = self.settings
         self.conditions = Conditions(db, self.signals, self.progression.progress)
@@ -271,6 +284,23 @@ class Engine:
             self.progression,
             self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
+        )
+        workflows = self.workflow_ingest
+        # Scheduled runs: stored by request, fired by the leader through ingest.
+        self.schedule_timers = ScheduleTimers(
+            db,
+            self.signals,
+            self.ingest,
+            workflows,
+            self.leadership,
+            interval_s=min(1.0, s.controller_interval_s),
+        )
+        self.schedules = Schedules(
+            db,
+            self.definitions,
+            engine_id=self.engine_id,
+            max_payload_bytes=s.max_payload_bytes,
+            on_changed=self.schedule_timers.wake,
         )
         self.client_service = ClientService(
             self.auth,

@@ -35,6 +35,9 @@ log = logging.getLogger("stoker.engine.notify")
 QUEUE = "stoker_queue"
 FINISHED = "stoker_finished"
 CANCEL = "stoker_cancel"
+SCHEDULES = "stoker_schedules"
+"""A scheduled run was created or rescheduled: the leader's schedules controller looks
+again when the next one is due (body ``0``)."""
 
 _MAX_PAYLOAD = 7_000  # bytes; Postgres refuses payloads of 8,000 and more
 _MAX_REASON = 200

@@ -22,7 +22,9 @@ from stoker.engine.api.metrics import router as metrics
 from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
 from stoker.engine.auth import TokenAuth
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.schedules import Schedules
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -68,12 +70,15 @@ def create_app(
     served: ServedTasks | None = None,
     engine_id: str = "",
     max_body_bytes: int = 5 * 1024 * 1024,
+    schedules: Schedules | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
 
     ``served`` tells which tasks have live workers (the engine shares its own; by default
-    one of the API's own, reading the ``worker`` table).
+    one of the API's own, reading the ``worker`` table). ``schedules``: the engine's
+    (whose creates wake its controller at once); by default one of the API's own, whose
+    creates reach the leader through ``stoker_schedules``.
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -86,7 +91,15 @@ def create_app(
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
-    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id)
+    if schedules is None:
+        schedules = Schedules(
+            db,
+            Definitions(db, on_limits_changed=lambda _tenant: None),
+            engine_id=engine_id or "api",
+            max_payload_bytes=max_body_bytes,
+            on_changed=lambda: None,
+        )
+    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, schedules)
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)

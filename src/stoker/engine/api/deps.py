@@ -16,6 +16,7 @@ from stoker._core.wire import text_problem
 from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.schedules import Schedules
 from stoker.errors import InvalidRequestError
 
 
@@ -27,6 +28,7 @@ class ApiState:
     auth: TokenAuth
     served: ServedTasks
     engine_id: str
+    schedules: Schedules
 
 
 def api_state(request: Request) -> ApiState:

@@ -22,7 +22,9 @@ Design (docs/storage.md has the whole picture):
   and analyzes them in the background, and analyzes the day partitions the rows moved
   into, so plans and sizes do not depend on autovacuum (which may lag, or be off).
 * **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
-  than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`).
+  than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`),
+  and so are user-facing idempotency keys whose TTL passed
+  (:mod:`stoker.engine.ingest.idempotency`).
 * **Replicas.** Only the replica holding the leader lease does this
   (:mod:`~stoker.engine.controllers.leadership`), except creating today's partitions at
   start, which every replica does before the first run is written; the statements are
@@ -38,8 +40,9 @@ from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
 from stoker.db.store import retention as retention_store
+from stoker.db.store import schedules as schedule_store
 from stoker.engine.controllers.leadership import Leadership
-from stoker.engine.ingest import requests
+from stoker.engine.ingest import idempotency, requests
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.retention")
@@ -98,6 +101,7 @@ class Retention(LoopService):
                     await self.maintain()
                 await self.archive()
                 await requests.prune(self._db, self._request_key_ttl_s, _BATCH)
+                await idempotency.prune(self._db, _BATCH)
                 self._maybe_vacuum()
         finally:
             if self._vacuum is not None:
@@ -141,7 +145,8 @@ class Retention(LoopService):
         return dags, tasks
 
     async def maintain(self) -> None:
-        """Creates the partitions ahead, drops those past retention, prunes child links."""
+        """Creates the partitions ahead, drops those past retention, prunes child links
+        and scheduled runs that fired before the retention cutoff."""
         self._maintained_at = time.monotonic()
         today = datetime.now(UTC).date()
         row = await retention_store.ensure_partitions(
@@ -156,6 +161,14 @@ class Retention(LoopService):
         while (
             await retention_store.prune_child_runs(
                 self._db, retention_store.PruneChildRuns(cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
+        fired_cutoff = datetime.combine(cutoff, datetime.min.time(), UTC)
+        while (
+            await schedule_store.prune_fired_scheduled_runs(
+                self._db, schedule_store.PruneFiredScheduledRuns(fired_cutoff, _BATCH)
             )
             >= _BATCH
         ):

@@ -6,10 +6,12 @@
 * :mod:`.tasks` — task rows: what a trigger carries, payload checks, ``insert_tasks``;
 * :mod:`.workflows` — workflow runs, child spawns and user events, validated and handed
   to the buffer (events are written there);
-* :mod:`.requests` — request keys, so a retried call creates nothing twice.
+* :mod:`.requests` — request keys, so a retried call creates nothing twice;
+* :mod:`.idempotency` — user-facing idempotency keys: a trigger whose key names a live
+  run gets that run back.
 """
 
-from stoker.engine.ingest.buffer import BatchWriter, CallWriter, Ingest, Written
+from stoker.engine.ingest.buffer import BatchWriter, CallWriter, Ingest, RunIds, Written
 from stoker.engine.ingest.tasks import (
     MAX_RUN_AT_MS,
     NewTaskRun,
@@ -25,6 +27,7 @@ __all__ = [
     "CallWriter",
     "Ingest",
     "NewTaskRun",
+    "RunIds",
     "TriggerInput",
     "Written",
     "check_payload",

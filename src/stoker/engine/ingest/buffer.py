@@ -32,7 +32,12 @@ Writers say which runs they queued through the flush's
 the flush's only when its savepoint is released). Task rows are written by
 :func:`write_task_runs` whoever makes them.
 
-Idempotency: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
+Idempotency keys (:mod:`stoker.engine.ingest.idempotency`): runs may carry user-facing
+keys; the flush resolves them in its transaction, after the request keys, and writes only
+the runs whose key named no live run (the others answer with the existing run's id, marked
+in :class:`RunIds`).
+
+Request keys: a call may carry a request key (:mod:`stoker.engine.ingest.requests`). The
 flush records the keys of every call it writes in the same transaction as their runs
 (:func:`~stoker.engine.ingest.requests.claim`), before writing them; a call whose key is
 recorded already (committed by an earlier flush or another replica, or earlier in the same
@@ -52,11 +57,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stoker.db import Executor, NoParams
+from stoker.db.store import idempotency as idempotency_store
 from stoker.db.store import queue as queue_store
 from stoker.db.store import workers as worker_store
 from stoker.engine import faults
 from stoker.engine.definitions import Definitions
-from stoker.engine.ingest import requests
+from stoker.engine.ingest import idempotency, requests
+from stoker.engine.ingest.idempotency import IdemKey
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.service import LoopService
@@ -73,6 +80,15 @@ class Written:
 
     answer: Any
     run_ids: list[str]
+
+
+class RunIds(list[str]):
+    """The run ids a trigger answers, in order, with ``deduplicated[i]`` True when an
+    idempotency key named an existing live run whose id is returned instead of a new one."""
+
+    def __init__(self, ids: Sequence[str], deduplicated: Sequence[bool] | None = None) -> None:
+        super().__init__(ids)
+        self.deduplicated: list[bool] = list(deduplicated or [False] * len(ids))
 
 
 BatchWriter = Callable[[Executor, Outbox, int, list[Any]], Awaitable[None]]
@@ -94,6 +110,7 @@ class _Pending:
     items: list[Any] = field(default_factory=list)
     call: CallWriter | None = None
     replayed: Callable[[requests.Answer], Any] | None = None
+    keys: list[IdemKey | None] | None = None
     order: int = 0
     done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -140,18 +157,48 @@ class Ingest(LoopService):
 
     async def trigger(
         self, tenant_id: int, items: list[TriggerInput], request: RequestKey | None = None
-    ) -> list[str]:
+    ) -> RunIds:
         """Creates the runs and returns their external ids once they are stored (a retry
-        of a call with the same ``request`` key: the first call's ids, nothing created)."""
+        of a call with the same ``request`` key: the first call's ids, nothing created; a
+        run whose idempotency key names a live run: that run's id, nothing created)."""
         if not items:
-            return []
+            return RunIds([])
+        rows = await self.prepare(tenant_id, items)
+        defs = {r.item.task_name: r.config for r in rows}
+        ids = [str(r.external_id) for r in rows]
+        keys = [
+            idempotency.key_for(
+                item.task_name,
+                defs[item.task_name],
+                item.idempotency_key,
+                item.idempotency_ttl_ms,
+                item.input,
+                item.additional_metadata,
+            )
+            for item in items
+        ]
+        pending = _Pending(tenant_id, rows, ids, request, keys=keys if any(keys) else None)
+        stored: RunIds = await self._park(pending, len(rows))
+        return stored
+
+    async def prepare(
+        self,
+        tenant_id: int,
+        items: list[TriggerInput],
+        external_ids: list[uuid.UUID] | None = None,
+    ) -> list[NewTaskRun]:
+        """The rows :meth:`trigger` would write for ``items`` (names resolved, payloads
+        checked, policy evaluated; new ids unless ``external_ids`` are given), for a caller
+        that writes them in its own transaction with :func:`write_task_runs` (the schedules
+        controller: the runs and the marking of their schedules commit together)."""
+        ids = external_ids if external_ids is not None else [uuid.uuid4() for _ in items]
         defs = (await self._definitions.resolve(tenant_id, [i.task_name for i in items])).tasks
         for item in items:
             check_payload(item, self._max_payload)
         workers = await self._desired_workers(tenant_id, items)
-        rows = [
+        return [
             NewTaskRun(
-                uuid.uuid4(),
+                external_id,
                 defs[item.task_name],
                 item,
                 self._definitions.policy(
@@ -163,11 +210,8 @@ class Ingest(LoopService):
                 ),
                 workers.get(item.desired_worker_id),
             )
-            for item in items
+            for item, external_id in zip(items, ids, strict=True)
         ]
-        ids = [str(r.external_id) for r in rows]
-        stored: list[str] = await self._park(_Pending(tenant_id, rows, ids, request), len(rows))
-        return stored
 
     async def submit(
         self,
@@ -176,14 +220,17 @@ class Ingest(LoopService):
         items: list[Any],
         ids: list[str],
         request: RequestKey | None = None,
-    ) -> list[str]:
+        keys: list[IdemKey | None] | None = None,
+    ) -> RunIds:
         """Parks validated items of another kind (e.g. workflow runs) for the next flush,
         which writes every caller's items of this tenant with one ``writer`` call in its
         transaction; returns ``ids`` once they are stored (or, for a retry of a call with
-        the same ``request`` key, the first call's ids, and writes nothing)."""
-        answer: list[str] = await self._park(
-            _Pending(tenant_id, [], ids, request, writer, items), len(items)
+        the same ``request`` key, the first call's ids, and writes nothing). ``keys``: the
+        items' idempotency keys (an item whose key names a live run is not written)."""
+        pending = _Pending(
+            tenant_id, [], ids, request, writer, items, keys=keys if keys and any(keys) else None
         )
+        answer: RunIds = await self._park(pending, len(items))
         return answer
 
     async def submit_call(
@@ -301,23 +348,68 @@ class Ingest(LoopService):
             for p, replay in zip(batched, replays, strict=True):
                 if replay is None:
                     todo.append(p)
-                    outcomes[id(p)] = p.ids
+                    outcomes[id(p)] = RunIds(p.ids)
                 elif isinstance(replay, InvalidRequestError):
                     outcomes[id(p)] = replay
                 else:
-                    outcomes[id(p)] = replay.run_ids
-            rows = [r for p in todo for r in p.rows]
+                    outcomes[id(p)] = RunIds(replay.run_ids)
+            # Then idempotency keys: items whose key names a live run are answered with it.
+            skipped = await self._deduplicate(tx, tenant_id, todo, outcomes)
+            rows = [r for p in todo for n, r in enumerate(p.rows) if (id(p), n) not in skipped]
             writers: dict[BatchWriter, list[Any]] = {}
             for p in todo:
                 if p.writer is not None:
-                    writers.setdefault(p.writer, []).extend(p.items)
+                    writers.setdefault(p.writer, []).extend(
+                        item for n, item in enumerate(p.items) if (id(p), n) not in skipped
+                    )
             if rows:
                 out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, rows))
             for writer, items in writers.items():
-                await writer(tx, out, tenant_id, items)
+                if items:
+                    await writer(tx, out, tenant_id, items)
             for p in sorted((p for p in group if p.call is not None), key=lambda p: p.order):
                 outcomes[id(p)] = await self._write_call(tx, out, tenant_id, p)
         return [outcomes[id(p)] for p in group]
+
+    async def _deduplicate(
+        self, tx: Executor, tenant_id: int, todo: list[_Pending], outcomes: dict[int, Any]
+    ) -> set[tuple[int, int]]:
+        """Resolves the idempotency keys of the calls to write (in ``tx``); fills their
+        answers in ``outcomes`` and returns the ``(id(call), index)`` of the items not to
+        write. Computed afresh on every call: the flush's transaction may be retried."""
+        keyed = [
+            (p, n, key)
+            for p in todo
+            if p.keys is not None
+            for n, key in enumerate(p.keys)
+            if key is not None
+        ]
+        if not keyed:
+            return set()
+        decisions = await idempotency.resolve(
+            tx, tenant_id, [(key, p.ids[n]) for p, n, key in keyed]
+        )
+        skipped: set[tuple[int, int]] = set()
+        changed: dict[int, _Pending] = {}
+        for (p, n, _), d in zip(keyed, decisions, strict=True):
+            if not d.deduplicated:
+                continue
+            answer: RunIds = outcomes[id(p)]
+            answer[n] = d.run_id
+            answer.deduplicated[n] = True
+            skipped.add((id(p), n))
+            changed[id(p)] = p
+        for p in changed.values():
+            if p.request is not None:  # a retry of the call must answer the same ids
+                await idempotency_store.rewrite_request_ids(
+                    tx,
+                    idempotency_store.RewriteRequestIds(
+                        tenant_id,
+                        p.request.key,
+                        bytes.fromhex("".join(outcomes[id(p)]).replace("-", "")),
+                    ),
+                )
+        return skipped
 
     async def _write_call(self, tx: Executor, out: Outbox, tenant_id: int, p: _Pending) -> Any:
         """Writes one parked call in a savepoint: its answer, or the exception that fails

@@ -35,6 +35,8 @@ class TriggerInput:
     priority: int = 0
     run_at_ms: int = 0
     desired_worker_id: str = ""
+    idempotency_key: str = ""
+    idempotency_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,8 @@ from stoker.engine.durable.waits import (
 )
 from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
-from stoker.engine.ingest import requests
-from stoker.engine.ingest.buffer import Ingest, Written
+from stoker.engine.ingest import idempotency, requests
+from stoker.engine.ingest.buffer import Ingest, RunIds, Written
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.signals import Outbox, Signals
@@ -79,6 +79,8 @@ class WorkflowTriggerInput:
     input: bytes
     additional_metadata: bytes = b""
     priority: int = 0
+    idempotency_key: str = ""
+    idempotency_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +160,12 @@ class WorkflowIngest:
         tenant_id: int,
         items: list[WorkflowTriggerInput],
         request: RequestKey | None = None,
-    ) -> list[str]:
+    ) -> RunIds:
         """Creates workflow runs and returns their ids once they are stored (for a retry
-        of the call with ``request``: the first call's)."""
+        of the call with ``request``: the first call's; for a run whose idempotency key
+        names a live run: that run's)."""
         if not items:
-            return []
+            return RunIds([])
         known = await self._definitions.resolve(
             tenant_id, workflow_names=sorted({i.workflow_name for i in items})
         )
@@ -172,13 +175,43 @@ class WorkflowIngest:
         ]
         for r in runs:
             self._check(r, f"workflow {r.name!r}")
+        keys = [
+            idempotency.check(
+                i.idempotency_key, i.idempotency_ttl_ms, f"workflow {i.workflow_name!r}"
+            )
+            for i in items
+        ]
         return await self._ingest.submit(
             tenant_id,
             self._write_parked,
             [(r, known.workflows, known.tasks) for r in runs],
             [str(r.external_id) for r in runs],
             request,
+            keys,
         )
+
+    async def write_runs(
+        self,
+        tx: Executor,
+        out: Outbox,
+        tenant_id: int,
+        items: list[WorkflowTriggerInput],
+        external_ids: list[uuid.UUID],
+    ) -> None:
+        """Validates and writes workflow runs with ``external_ids`` inside the caller's
+        transaction ``tx`` (the schedules controller: the runs and the marking of their
+        schedules commit together). No idempotency keys here: the caller's transaction is
+        what makes the write exactly once."""
+        known = await self._definitions.resolve(
+            tenant_id, workflow_names=sorted({i.workflow_name for i in items})
+        )
+        runs = [
+            _NewRun(e, i.workflow_name, i.input, i.additional_metadata, i.priority)
+            for i, e in zip(items, external_ids, strict=True)
+        ]
+        for r in runs:
+            self._check(r, f"workflow {r.name!r}")
+        await self._insert_workflow_runs(tx, out, tenant_id, runs, known.workflows, known.tasks)
 
     async def _write_parked(
         self,

@@ -3,13 +3,14 @@
 * :mod:`~stoker.engine.rpc.worker_service` — what a worker calls: its stream and heartbeats;
 * :mod:`~stoker.engine.rpc.client_service` — what an SDK client calls: task definitions,
   triggers and results, workflows, children, events, cancel and replay;
+* :mod:`~stoker.engine.rpc.schedule_service` — scheduled runs (the ``Schedules`` service);
 * :mod:`~stoker.engine.rpc.handlers` — what every handler shares: authentication, errors
   answered as statuses (the ``@rpc`` decorator), and the interceptor that refuses calls
   without a valid token before their request is read.
 
-The wire has two services, ``Engine`` and ``Workflows``; :func:`open_server` answers each of
-their methods with the one servicer that defines it, so which servicer answers a method is
-a matter of who calls it, not of which ``.proto`` service declares it.
+The wire has three services, ``Engine``, ``Workflows`` and ``Schedules``; :func:`open_server`
+answers each of their methods with the one servicer that defines it, so which servicer
+answers a method is a matter of who calls it, not of which ``.proto`` service declares it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from stoker._core.wire import message_limit
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import schedules_pb2 as spb
+from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import EngineSettings, read_pem
@@ -35,7 +38,7 @@ async def open_server(
     settings: EngineSettings, auth: TokenAuth, servicers: Sequence[Servicer]
 ) -> grpc.aio.Server:
     """A started gRPC server on ``settings.grpc_host:grpc_port`` (over TLS when configured)
-    answering every method of both services with ``servicers``; OSError when the address
+    answering every method of the services with ``servicers``; OSError when the address
     cannot be bound."""
     s = settings
     # Requests larger than one payload plus headroom are refused by gRPC before they are
@@ -57,6 +60,8 @@ async def open_server(
     pb_grpc.add_EngineServicer_to_server(cast(pb_grpc.EngineServicer, engine), server)
     workflows = answering(wpb.DESCRIPTOR.services_by_name["Workflows"], servicers)
     wpb_grpc.add_WorkflowsServicer_to_server(cast(wpb_grpc.WorkflowsServicer, workflows), server)
+    schedules = answering(spb.DESCRIPTOR.services_by_name["Schedules"], servicers)
+    spb_grpc.add_SchedulesServicer_to_server(cast(spb_grpc.SchedulesServicer, schedules), server)
     address = f"{s.grpc_host}:{s.grpc_port}"
     try:
         if s.tls:

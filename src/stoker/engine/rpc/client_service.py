@@ -83,13 +83,17 @@ class ClientService(Servicer):
                 i.priority,
                 i.run_at_ms,
                 i.desired_worker_id,
+                i.idempotency_key,
+                i.idempotency_ttl_ms,
             )
             for i in request.items
         ]
         key = RequestKey.of(request.request_key, "trigger", request_content(request))
         ids = await self._ingest.trigger(caller.tenant_id, items, key)
         unserved = await self._served.report(caller.tenant_id, {i.task_name for i in items})
-        return pb.TriggerResponse(run_ids=ids, unserved_task_names=unserved)
+        return pb.TriggerResponse(
+            run_ids=ids, unserved_task_names=unserved, deduplicated=ids.deduplicated
+        )
 
     @rpc
     async def AwaitRuns(
@@ -165,13 +169,22 @@ class ClientService(Servicer):
         ids = await self._workflows.trigger(
             caller.tenant_id,
             [
-                WorkflowTriggerInput(i.workflow_name, i.input, i.additional_metadata, i.priority)
+                WorkflowTriggerInput(
+                    i.workflow_name,
+                    i.input,
+                    i.additional_metadata,
+                    i.priority,
+                    i.idempotency_key,
+                    i.idempotency_ttl_ms,
+                )
                 for i in request.items
             ],
             RequestKey.of(request.request_key, "workflows", request_content(request)),
         )
         return wpb.TriggerWorkflowsResponse(
-            run_ids=ids, unserved_task_names=await self._unserved_steps(caller.tenant_id, request)
+            run_ids=ids,
+            unserved_task_names=await self._unserved_steps(caller.tenant_id, request),
+            deduplicated=ids.deduplicated,
         )
 
     async def _unserved_steps(
