@@ -174,5 +174,38 @@ class NonDeterminismError(StokerError):
         super().__init__(message)
 
 
+class StepError(StokerError):
+    """A durable task's memoized step failed for good (its retries used up, its timeout
+    passed, or its result was not JSON).
+
+    The failure is recorded in the task's log, and the same :class:`StepError` is raised
+    on every replay without running the step again: ``step`` and ``position`` name the
+    step, ``error_type``, ``error_message`` and ``remote_traceback`` describe what it
+    raised (``StepTimeoutError`` for a timeout, ``OutputSerializationError`` for a result
+    that is not JSON). On the first run the original exception is also the ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        position: int,
+        error_type: str,
+        error_message: str,
+        remote_traceback: str = "",
+    ) -> None:
+        self.step = step
+        self.position = position
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"step {step!r} (position {position}) failed: {error_type}: {error_message}"
+        )
+
+
+class StepTimeoutError(StokerError):
+    """A try of a durable task's step ran past the step's timeout."""
+
+
 class WaitTimeoutError(StokerError):
     """A durable wait reached its timeout before anything it waited for happened."""

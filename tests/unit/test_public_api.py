@@ -43,6 +43,7 @@ PUBLIC = [
     "ScheduledRun",
     "Schedules",
     "SleepCondition",
+    "StepError",
     "StickyStrategy",
     "Stoker",
     "StokerError",

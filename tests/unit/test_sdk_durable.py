@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from stoker import DurableContext, NonDeterminismError, OutputSerializationError
+from stoker import (
+    DeclarationError,
+    DurableContext,
+    NonDeterminismError,
+    OutputSerializationError,
+    StepError,
+    Stoker,
+)
 from stoker._core.durable import EntryKind, fingerprint
 from stoker._proto import engine_pb2 as pb
-from stoker._sdk.durable import DurableLog
+from stoker._sdk.children import ChildSpec
+from stoker._sdk.context import current_context
+from stoker._sdk.durable import MAX_BACKOFF_S, DurableLog, StepOptions
 
 
 class Log:
@@ -41,8 +52,9 @@ class Log:
             entry = pb.DurableEntry(
                 position=call.position, kind=call.kind, name=call.name,
                 fingerprint=call.fingerprint, status=call.status, result=call.result,
+                error=call.error,
                 wake_at_ms=reply.now_ms + call.delay_ms if call.kind == "wait" else 0,
-                satisfied_seq=self.seq if call.status == "ok" else 0, inserted=True,
+                satisfied_seq=self.seq if call.status in ("ok", "error") else 0, inserted=True,
             )  # fmt: skip
             self.entries[call.position] = entry
             reply.entries.append(entry)
@@ -127,9 +139,108 @@ async def test_a_sleep_past_its_recorded_deadline_returns_at_once() -> None:
 async def test_a_step_whose_result_is_not_json_fails_naming_the_type() -> None:
     engine = Log([])
     ctx = await engine.context()
-    with pytest.raises(OutputSerializationError, match=r"'tags'.*returned a set"):
+    with pytest.raises(StepError, match=r"'tags'.*OutputSerializationError.*returned a set"):
         await ctx.step(lambda: {"a"}, name="tags")
-    assert engine.appended == []
+    [call] = engine.appended  # the failure is recorded, to be raised again on replay
+    assert call.status == "error"
+    assert json.loads(call.error)["type"] == OutputSerializationError.__name__
+
+
+async def test_a_step_is_retried_with_backoff_then_its_failure_is_recorded() -> None:
+    engine = Log([])
+    ctx = await engine.context()
+    tries: list[float] = []
+
+    def flaky() -> None:
+        tries.append(time.monotonic())
+        raise ConnectionError(f"try {len(tries)}")
+
+    with pytest.raises(StepError) as failed:
+        await ctx.step(flaky, retries=2, backoff=0.05)
+    assert len(tries) == 3
+    assert tries[1] - tries[0] >= 0.05 and tries[2] - tries[1] >= 0.1  # doubling
+    assert (failed.value.error_type, failed.value.error_message) == ("ConnectionError", "try 3")
+    assert isinstance(failed.value.__cause__, ConnectionError)
+    [call] = engine.appended
+    assert (call.position, call.name, call.status) == (1, "flaky", "error")
+
+
+async def test_a_recorded_step_failure_is_raised_again_without_running() -> None:
+    error = {"type": "ValueError", "message": "declined", "traceback": "tb"}
+    recorded = pb.DurableEntry(
+        position=1, kind="step", name="charge",
+        fingerprint=fingerprint(EntryKind.STEP, "charge"), status="error",
+        error=json.dumps(error).encode(), satisfied_seq=1,
+    )  # fmt: skip
+    engine = Log([recorded])
+    ctx = await engine.context()
+    ran: list[int] = []
+
+    def charge() -> None:
+        ran.append(1)
+
+    with pytest.raises(StepError) as failed:
+        await ctx.step(charge)
+    assert (failed.value.error_type, failed.value.error_message) == ("ValueError", "declined")
+    assert (failed.value.step, failed.value.position) == ("charge", 1)
+    assert failed.value.remote_traceback == "tb"
+    assert ran == [] and engine.appended == []
+
+
+async def test_a_try_past_the_step_s_timeout_fails_it() -> None:
+    ctx = await Log([]).context()
+
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    with pytest.raises(StepError, match=r"StepTimeoutError: step 'stuck' took longer than"):
+        await asyncio.wait_for(ctx.step(stuck, timeout=0.05), 5)
+
+
+async def test_now_uuid_and_random_are_recorded_steps() -> None:
+    engine = Log([])
+    ctx = await engine.context()
+    now, uid, rnd = await ctx.now(), await ctx.uuid(), await ctx.random()
+    assert now.tzinfo is not None and isinstance(uid, UUID) and 0 <= rnd < 1
+    assert [c.name for c in engine.appended] == ["stoker.now", "stoker.uuid", "stoker.random"]
+    # A replay of the same log gets the same values back.
+    again = Log(list(engine.entries.values()))
+    replay = await again.context()
+    assert (await replay.now(), await replay.uuid(), await replay.random()) == (now, uid, rnd)
+    assert again.appended == []
+
+
+async def test_an_app_step_is_recorded_in_a_durable_task_and_plain_elsewhere() -> None:
+    app = Stoker(address="127.0.0.1:1")
+    ran: list[str] = []
+
+    @app.step(name="greet")
+    def greet(who: str) -> str:
+        ran.append(who)
+        return f"hi {who}"
+
+    assert greet("plain") == "hi plain"  # no durable task: a plain call
+    engine = Log([])
+    ctx = await engine.context()
+    token = current_context.set(ctx)
+    try:
+        assert await greet("ada") == "hi ada"
+    finally:
+        current_context.reset(token)
+    assert ran == ["plain", "ada"]
+    assert [(c.name, c.result) for c in engine.appended] == [("greet", b'"hi ada"')]
+
+
+def test_bad_step_options_are_refused() -> None:
+    app = Stoker(address="127.0.0.1:1")
+    with pytest.raises(DeclarationError, match="retries must be an int >= 0"):
+        app.step(retries=-1)
+    with pytest.raises(DeclarationError, match="backoff must be seconds >= 0"):
+        app.step(backoff=-1)
+    with pytest.raises(DeclarationError, match="timeout must be seconds > 0"):
+        app.step(timeout=0)
+    assert StepOptions(backoff=1).delay(1) == 1 and StepOptions(backoff=1).delay(3) == 4
+    assert StepOptions(backoff=10).delay(10) == MAX_BACKOFF_S
 
 
 async def test_bad_sleeps_are_refused_at_the_call() -> None:
@@ -140,6 +251,55 @@ async def test_bad_sleeps_are_refused_at_the_call() -> None:
         ctx.sleep(timedelta(seconds=-5))
     with pytest.raises(ValueError, match="timezone-aware"):
         ctx.sleep_until(datetime(2030, 1, 1))
+
+
+async def test_a_replay_that_spawns_another_child_is_refused() -> None:
+    recorded = pb.DurableEntry(
+        position=1, kind="child", name="kid",
+        fingerprint=fingerprint(EntryKind.CHILD, "kid"), status="pending",
+        child_run_id="00000000-0000-0000-0000-000000000001",
+    )  # fmt: skip
+    engine = Log([recorded])
+    ctx = await engine.context()
+    with pytest.raises(NonDeterminismError, match=r"position 1.*child 'kid'.*child 'other'"):
+        ctx.spawn([ChildSpec("other", "", b"{}", {})], None, awaited=True)
+    # The same child with another key is another call too.
+    engine = Log([recorded])
+    ctx = await engine.context()
+    with pytest.raises(NonDeterminismError, match="position 1"):
+        ctx.spawn([ChildSpec("kid", "", b"{}", {"child_key": "k"})], None, awaited=True)
+
+
+async def test_a_recorded_child_is_found_again_not_spawned() -> None:
+    recorded = pb.DurableEntry(
+        position=1, kind="child", name="kid",
+        fingerprint=fingerprint(EntryKind.CHILD, "kid"), status="ok",
+        result=b"42", satisfied_seq=1, child_run_id="00000000-0000-0000-0000-000000000001",
+    )  # fmt: skip
+    engine = Log([recorded])
+    ctx = await engine.context()
+    assert await ctx.run_child(ChildSpec("kid", "", b"{}", {}), None) == 42
+    refs, done = ctx.spawn([ChildSpec("kid", "", b"{}", {})], None, awaited=False)
+    await done
+    assert refs[0].run_id != recorded.child_run_id  # position 2: a new child
+    [call] = engine.appended
+    assert (call.position, call.kind, call.child.task_name) == (2, "child", "kid")
+    assert call.child.run_id == refs[0].run_id
+
+
+async def test_a_step_result_postgres_cannot_store_fails_the_step() -> None:
+    engine = Log([])
+    ctx = await engine.context()
+    with pytest.raises(StepError, match=r"OutputSerializationError.*cannot be stored.*NUL"):
+        await ctx.step(lambda: "a\x00b", name="nul")
+
+    def boom() -> None:
+        raise ValueError("bad \x00 byte")
+
+    with pytest.raises(StepError) as failed:
+        await ctx.step(boom)
+    assert failed.value.error_message == "bad \\x00 byte"  # stored as visible text
+    assert [c.status for c in engine.appended] == ["error", "error"]
 
 
 @pytest.mark.parametrize(

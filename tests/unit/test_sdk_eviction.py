@@ -124,7 +124,8 @@ def tasks() -> dict[str, DurableTask]:
 
 
 async def settle_loop() -> None:
-    for _ in range(5):
+    # Enough loop turns for a step (its own task, then its append) to reach the next call.
+    for _ in range(20):
         await asyncio.sleep(0)
 
 

@@ -54,3 +54,22 @@ def test_remote_signals_reach_the_same_subscribers() -> None:
     signals.remote_finished(8)
     assert woken == [{7}]
     assert tenants == [8]
+
+
+def test_after_commit_actions_run_after_the_subscribers_and_survive_a_merge() -> None:
+    signals = Signals("e1")
+    order: list[str] = []
+    signals.on_finished(lambda ids: order.append("finished"))
+    out = signals.outbox()
+    out.finished(1, [uuid.uuid4()])
+    part = signals.outbox()
+    part.after_commit(lambda: order.append("hint"))
+    part.after_commit(lambda: 1 / 0)  # a failing action is logged, the others still run
+    part.after_commit(lambda: order.append("second"))
+    out.merge(part)
+    assert order == []
+    out.committed()
+    assert order == ["finished", "hint", "second"]
+    dropped = signals.outbox()
+    dropped.after_commit(lambda: order.append("never"))  # a rollback never commits it
+    assert order == ["finished", "hint", "second"]

@@ -753,9 +753,11 @@ class DurableCall(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CHILD_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     kind: _builtins.str
-    """"step" or "wait"."""
+    """"step", "wait" or "child"."""
     name: _builtins.str
     fingerprint: _builtins.str
     delay_ms: _builtins.int
@@ -764,10 +766,20 @@ class DurableCall(_message.Message):
     """
     wake_at_ms: _builtins.int
     status: _builtins.str
-    """"pending" for a wait, "ok" for a completed step (with its result, JSON)."""
+    """"pending" for a wait or a child, "ok" for a completed step (with its result, JSON),
+    "error" for a step that failed for good.
+    """
     result: _builtins.bytes
     request: _builtins.bytes
     """JSON of what the call asked (conditions, options), shown with the log."""
+    error: _builtins.bytes
+    """A step that failed for good: status "error" and the error document (JSON: type,
+    message, traceback), re-raised on every replay.
+    """
+    @_builtins.property
+    def child(self) -> Global___DurableChild:
+        """kind "child": the run to spawn, written in the transaction that records the call."""
+
     def __init__(
         self,
         *,
@@ -780,14 +792,60 @@ class DurableCall(_message.Message):
         status: _builtins.str = ...,
         result: _builtins.bytes = ...,
         request: _builtins.bytes = ...,
+        error: _builtins.bytes = ...,
+        child: Global___DurableChild | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ms", b"delay_ms", "fingerprint", b"fingerprint", "kind", b"kind", "name", b"name", "position", b"position", "request", b"request", "result", b"result", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "delay_ms", b"delay_ms", "error", b"error", "fingerprint", b"fingerprint", "kind", b"kind", "name", b"name", "position", b"position", "request", b"request", "result", b"result", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DurableCall: _TypeAlias = DurableCall  # noqa: Y015
+
+@_typing.final
+class DurableChild(_message.Message):
+    """A child run a durable task spawns (one per position)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CHILD_KEY_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    task_name: _builtins.str
+    """Exactly one of a task and a workflow."""
+    workflow_name: _builtins.str
+    input: _builtins.bytes
+    additional_metadata: _builtins.bytes
+    priority: _builtins.int
+    child_key: _builtins.str
+    """Names the child under its parent: a call with a key already spawned finds that run."""
+    run_id: _builtins.str
+    """The run id the worker chose for the child (a UUID); a child that existed already
+    keeps its own, which the entry's child_run_id says.
+    """
+    def __init__(
+        self,
+        *,
+        task_name: _builtins.str = ...,
+        workflow_name: _builtins.str = ...,
+        input: _builtins.bytes = ...,
+        additional_metadata: _builtins.bytes = ...,
+        priority: _builtins.int = ...,
+        child_key: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "child_key", b"child_key", "input", b"input", "priority", b"priority", "run_id", b"run_id", "task_name", b"task_name", "workflow_name", b"workflow_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurableChild: _TypeAlias = DurableChild  # noqa: Y015
 
 @_typing.final
 class DurableRequest(_message.Message):
@@ -852,6 +910,7 @@ class DurableEntry(_message.Message):
     WAKE_AT_MS_FIELD_NUMBER: _builtins.int
     SATISFIED_SEQ_FIELD_NUMBER: _builtins.int
     INSERTED_FIELD_NUMBER: _builtins.int
+    CHILD_RUN_ID_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     kind: _builtins.str
     name: _builtins.str
@@ -868,6 +927,10 @@ class DurableEntry(_message.Message):
     """APPEND: true when this request recorded it, false when the position was recorded
     before (the same call sent again, or another call: non-determinism).
     """
+    child_run_id: _builtins.str
+    """kind "child": the child's run id. Its outcome, once final, is the entry's result (the
+    run's output) or error (type, message, traceback, status).
+    """
     def __init__(
         self,
         *,
@@ -881,10 +944,11 @@ class DurableEntry(_message.Message):
         wake_at_ms: _builtins.int = ...,
         satisfied_seq: _builtins.int = ...,
         inserted: _builtins.bool = ...,
+        child_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "fingerprint", b"fingerprint", "inserted", b"inserted", "kind", b"kind", "name", b"name", "position", b"position", "result", b"result", "satisfied_seq", b"satisfied_seq", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_run_id", b"child_run_id", "error", b"error", "fingerprint", b"fingerprint", "inserted", b"inserted", "kind", b"kind", "name", b"name", "position", b"position", "result", b"result", "satisfied_seq", b"satisfied_seq", "status", b"status", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons
-from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction
+from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
@@ -259,6 +259,52 @@ class Stoker:
                 declared.timeout_ms = max(1, int(run_timeout.total_seconds() * 1000))
             self.tasks[task_name] = declared
             return declared
+
+        return declare(fn) if fn is not None else declare
+
+    @overload
+    def step(self, fn: Callable[..., Any], /) -> Step[Any]: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        backoff: float = 1.0,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[..., Any]], Step[Any]]: ...
+
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        backoff: float = 1.0,
+        timeout: float | timedelta | None = None,
+    ) -> Step[Any] | Callable[[Callable[..., Any]], Step[Any]]:
+        """Declares a memoized step (docs/durable.md): called from a durable task (``await
+        charge(order)``), it runs once and its result — or, after its ``retries`` (waiting
+        ``backoff`` seconds, doubling) and per-try ``timeout``, its failure — is recorded,
+        so a replay gets it back without running it again; called anywhere else it is a
+        plain call. The function may be sync (run in a thread) or async; its result must
+        be JSON. ``name`` (default: the function's name) identifies it in the log."""
+        try:
+            options = StepOptions.checked(retries, backoff, timeout, "@app.step")
+        except ValueError as exc:
+            raise DeclarationError(str(exc)) from None
+
+        def declare(f: Callable[..., Any]) -> Step[Any]:
+            if not callable(f):
+                raise DeclarationError(f"@app.step: expected a function, got {type(f).__name__}")
+            step_name = name or getattr(f, "__name__", "")
+            if not step_name:
+                raise DeclarationError("a step needs a name: pass name=...")
+            return Step(f, step_name, options)
 
         return declare(fn) if fn is not None else declare
 

@@ -91,6 +91,12 @@ class AttemptState:
             self.slot_released = True
             self._on_release_slot()
 
+    def index_children_from(self, first: int) -> None:
+        """Numbers this attempt's next children from ``first`` (a durable task keeps its
+        recorded children's indexes, their positions, apart from the others)."""
+        with self._child_lock:
+            self._next_child = first
+
     def take_child_indexes(self, n: int) -> int:
         """Reserves the next ``n`` child indexes of this attempt; returns the first."""
         with self._child_lock:

@@ -29,15 +29,21 @@ settled since, and the body is cancelled only once the engine accepted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import itertools
 import json
+import logging
+import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel
 
@@ -53,9 +59,12 @@ from stoker._core.durable import (
     fingerprint,
     wait_request,
 )
+from stoker._core.wire import encode_json, json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.children import ChildSpec
 from stoker._sdk.conditions import OrGroup, SleepCondition, UserEventCondition
-from stoker._sdk.context import Context
+from stoker._sdk.context import Context, current_context
+from stoker._sdk.refs import OutputDecoder, RunRef
 from stoker._sdk.task import Task
 from stoker.config import parse_duration
 from stoker.errors import (
@@ -63,9 +72,15 @@ from stoker.errors import (
     DurationError,
     NonDeterminismError,
     OutputSerializationError,
+    RunCancelledError,
+    StepError,
+    StepTimeoutError,
     StokerError,
+    TaskRunError,
     WaitTimeoutError,
 )
+
+log = logging.getLogger("stoker.worker")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -132,6 +147,10 @@ DEFAULT_EVICTION = Eviction()
 """The eviction policy of a durable task that does not choose one."""
 
 
+STEP_CHILD_INDEX_BASE = -1_000_000_000
+"""The first child index of the runs a durable task starts from inside its steps."""
+
+
 class DurableTask(Task[Any, Any]):
     """A task declared with ``@app.durable_task``: an ``async def`` whose steps and sleeps
     are recorded and replayed. Run it like any task.
@@ -194,6 +213,10 @@ class DurableLog:
         self._sync_task: asyncio.Task[None] | None = None
         self.diverged: NonDeterminismError | None = None
         """The divergence found, kept even if the body caught it: the run fails with it."""
+        self.failed: BaseException | None = None
+        """What background recording raised (a child spawn refused): the attempt fails."""
+        self._background: set[asyncio.Task[Any]] = set()
+        self._draining: set[asyncio.Task[Any]] = set()
 
     # -- positions ----------------------------------------------------------------------
 
@@ -376,6 +399,53 @@ class DurableLog:
             reply = await self.request(pb.APPEND, [call])
         return reply.entries[0]
 
+    def append_many(self, calls: Sequence[pb.DurableCall]) -> Awaitable[list[pb.DurableEntry]]:
+        """Records calls in one request, sent now (so it keeps its place in the stream
+        before later calls); their entries, in position order."""
+        return self._appended(self._send_request(pb.APPEND, calls))
+
+    @staticmethod
+    async def _appended(fut: asyncio.Future[pb.DurableReply]) -> list[pb.DurableEntry]:
+        reply = await fut
+        if reply.error:
+            raise StokerError(f"durable task log: {reply.error}")
+        return sorted(reply.entries, key=lambda e: e.position)
+
+    def background(self, work: Coroutine[Any, Any, T], *, drain: bool = True) -> asyncio.Task[T]:
+        """Runs ``work`` on its own (a sync ``run_no_wait`` cannot await its recording);
+        what it raises fails the attempt once the body returns (:attr:`failed`).
+        ``drain``: the attempt waits for it before it reports its outcome (:meth:`drain`)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        if drain:
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+
+        def done(t: asyncio.Task[T]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None and self.failed is None:
+                self.failed = exc
+
+        task.add_done_callback(done)
+        return task
+
+    def release_later(self, seq: int) -> None:
+        """Releases a recorded completion nobody awaits (a child not awaited through the
+        log) in its turn, so later ones are not held back by it."""
+
+        async def release() -> None:
+            try:
+                await self.gate.release(seq)
+            except NonDeterminismError as exc:
+                self.diverged = self.diverged or exc
+
+        self.background(release(), drain=False)
+
+    async def drain(self) -> None:
+        """Waits for the recordings still in flight (the body returned before them)."""
+        while self._draining:
+            await asyncio.gather(*list(self._draining), return_exceptions=True)
+
     # -- outcomes -----------------------------------------------------------------------
 
     async def outcome(
@@ -420,15 +490,6 @@ class DurableLog:
                 self._recheck()
 
 
-async def _call_step(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args)
-    value = await asyncio.to_thread(fn, *args)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
 class DurableContext(Context):
     """The context of a durable task: a :class:`~stoker.Context` plus the durable calls.
 
@@ -442,6 +503,10 @@ class DurableContext(Context):
         super().__init__(**kwargs)
         self.log = log
         """The attempt's durable log (positions, replay, the engine's replies)."""
+        # Runs started from inside a step are ordinary children of the attempt (not
+        # recorded: the step is), indexed apart from the recorded children, whose index
+        # is their position (1, 2, ...).
+        self.state.index_children_from(STEP_CHILD_INDEX_BASE)
 
     def sleep(self, duration: float | timedelta) -> Awaitable[None]:
         """Sleeps ``duration`` (seconds or a timedelta). The deadline is computed once, by
@@ -470,18 +535,45 @@ class DurableContext(Context):
             self.log.check_appended(entry, EntryKind.WAIT, _SLEEP, _SLEEP_FP)
         await self.log.outcome(entry)
 
+    # -- memoized steps -----------------------------------------------------------------
+
     def step(
-        self, fn: Callable[..., T | Awaitable[T]], *args: Any, name: str | None = None
+        self,
+        fn: Callable[..., T | Awaitable[T]],
+        *args: Any,
+        name: str | None = None,
+        retries: int = 0,
+        backoff: float = 1.0,
+        timeout: float | timedelta | None = None,
     ) -> Awaitable[T]:
         """Runs ``fn(*args)`` once and records its result, which must be JSON; on a replay
         the recorded result is returned without calling ``fn``. Either way the caller gets
         the result as read back from JSON (a tuple comes back a list), so the first run and
-        a replay see the same values. ``fn`` may be sync (run in a thread) or
-        async; ``name`` (default: the function's name) identifies the step in the log."""
+        a replay see the same values. ``fn`` may be sync (run in a thread) or async;
+        ``name`` (default: the function's name) identifies the step in the log.
+
+        ``retries``: how many more times ``fn`` is tried when it raises, waiting
+        ``backoff`` seconds before the first retry and twice as long before each next one
+        (at most a minute); ``timeout``: how long one try may take. When the last try
+        fails (or its result is not JSON), the failure is recorded and
+        :class:`~stoker.StepError` raised — now and on every replay, without running
+        ``fn`` again."""
+        options = StepOptions.checked(retries, backoff, timeout, "ctx.step")
         step_name = name or getattr(fn, "__name__", None) or repr(fn)
-        fp = fingerprint(EntryKind.STEP, step_name)
-        position, recorded = self.log.take(EntryKind.STEP, step_name, fp)
-        return self._step(position, recorded, fn, args, step_name, fp)
+        return self.call_step(fn, args, {}, step_name, options)
+
+    def call_step(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str,
+        options: StepOptions,
+    ) -> Awaitable[Any]:
+        """A step call: takes its position now; the awaitable runs or replays it."""
+        fp = fingerprint(EntryKind.STEP, name)
+        position, recorded = self.log.take(EntryKind.STEP, name, fp)
+        return self._step(position, recorded, fn, args, kwargs, name, fp, options)
 
     async def _step(
         self,
@@ -489,31 +581,182 @@ class DurableContext(Context):
         recorded: pb.DurableEntry | None,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         name: str,
         fp: str,
+        options: StepOptions,
     ) -> Any:
+        cause: BaseException | None = None
         if recorded is None:
-            with self.log.busy():
-                value = await _call_step(fn, args)
+            call = pb.DurableCall(position=position, kind=str(EntryKind.STEP), name=name)
+            call.fingerprint = fp
             try:
-                raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise OutputSerializationError(
-                    f"durable step {name!r} (position {position}) returned a "
-                    f"{type(value).__name__}, which is not JSON: {exc}"
-                ) from None
-            call = pb.DurableCall(
-                position=position,
-                kind=str(EntryKind.STEP),
-                name=name,
-                fingerprint=fp,
-                status=str(EntryStatus.OK),
-                result=raw.encode(),
-            )
+                with self.log.busy():  # running, not blocked: no eviction, the clock runs
+                    value = await _run_step(fn, args, kwargs, name, options)
+                try:
+                    raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
+                except (TypeError, ValueError) as exc:
+                    raise OutputSerializationError(
+                        f"step {name!r} returned a {type(value).__name__}, which is not JSON: {exc}"
+                    ) from None
+                if (problem := json_problem(raw.encode(), serialized=True)) is not None:
+                    raise OutputSerializationError(
+                        f"step {name!r} returned a {type(value).__name__} that cannot be "
+                        f"stored: {problem}"
+                    )
+                call.status, call.result = str(EntryStatus.OK), raw.encode()
+            except Exception as exc:
+                cause = exc
+                call.status, call.error = str(EntryStatus.ERROR), _error_doc(exc)
             recorded = await self.log.append(call)
             self.log.check_appended(recorded, EntryKind.STEP, name, fp)
         entry = await self.log.outcome(recorded)
+        if entry.status == EntryStatus.ERROR:
+            doc = json.loads(entry.error) if entry.error else {}
+            raise StepError(
+                name,
+                position,
+                str(doc.get("type") or "Exception"),
+                str(doc.get("message") or ""),
+                str(doc.get("traceback") or ""),
+            ) from cause
         return json.loads(entry.result) if entry.result else None
+
+    # -- determinism helpers ------------------------------------------------------------
+
+    def now(self) -> Awaitable[datetime]:
+        """The current time (UTC), recorded: a replay gets the same value back."""
+        aw = self.call_step(_now, (), {}, "stoker.now", StepOptions())
+        return _mapped(aw, datetime.fromisoformat)
+
+    def uuid(self) -> Awaitable[UUID]:
+        """A random UUID (version 4), recorded: a replay gets the same value back."""
+        aw = self.call_step(_uuid, (), {}, "stoker.uuid", StepOptions())
+        return _mapped(aw, UUID)
+
+    def random(self) -> Awaitable[float]:
+        """A random float in [0, 1), recorded: a replay gets the same value back."""
+        aw = self.call_step(random.random, (), {}, "stoker.random", StepOptions())
+        return _mapped(aw, float)
+
+    # -- children -----------------------------------------------------------------------
+
+    def spawn(
+        self,
+        children: Sequence[ChildSpec],
+        decoder: OutputDecoder[Any] | None,
+        *,
+        awaited: bool,
+        detached: bool = False,
+    ) -> tuple[list[RunRef[Any]], Awaitable[list[pb.DurableEntry]]]:
+        """Child runs, recorded: each takes the next position now, and the new ones are
+        sent to the engine now. Returns their refs at once (a new child's run id is chosen
+        here, so the refs exist before the engine answers) and an awaitable of their
+        entries once recorded. A recorded child is found again, never spawned twice.
+        ``awaited``: the caller awaits the children's outcomes through the log
+        (``aio_run``); otherwise their recorded completions are released in the
+        background, so they never hold up the release gate. ``detached``: nobody awaits
+        the recording (a sync ``run_no_wait``): it completes in the background, before the
+        attempt reports, and a refusal fails the attempt."""
+        connection = _connection(decoder)
+        refs: list[RunRef[Any]] = []
+        known: list[pb.DurableEntry] = []
+        calls: list[pb.DurableCall] = []
+        checks: list[tuple[str, str]] = []
+        for child in children:
+            target = child.task_name or child.workflow_name
+            key = str(child.options.get("child_key") or "")
+            fp = fingerprint(EntryKind.CHILD, target, child_key=key or None)
+            position, recorded = self.log.take(EntryKind.CHILD, target, fp)
+            if recorded is not None:
+                known.append(recorded)
+                refs.append(RunRef(connection, recorded.child_run_id, decoder))
+                if not awaited and recorded.satisfied_seq:
+                    self.log.release_later(recorded.satisfied_seq)
+                continue
+            metadata = {
+                **self.additional_metadata,
+                **(child.options.get("additional_metadata") or {}),
+            }
+            run_id = str(uuid4())
+            call = pb.DurableCall(
+                position=position,
+                kind=str(EntryKind.CHILD),
+                name=target,
+                fingerprint=fp,
+                status=str(EntryStatus.PENDING),
+                request=json.dumps(
+                    {"task" if child.task_name else "workflow": target, "child_key": key or None}
+                ).encode(),
+                child=pb.DurableChild(
+                    task_name=child.task_name,
+                    workflow_name=child.workflow_name,
+                    input=child.input,
+                    additional_metadata=encode_json(metadata, f"child {target!r}: metadata"),
+                    priority=int(child.options.get("priority") or 0),
+                    child_key=key,
+                    run_id=run_id,
+                ),
+            )
+            calls.append(call)
+            checks.append((target, fp))
+            refs.append(RunRef(connection, run_id, decoder))
+        done = self._record_children(refs, known, calls, checks, awaited)
+        if detached:
+            return refs, self.log.background(done)
+        return refs, done
+
+    def _record_children(
+        self,
+        refs: list[RunRef[Any]],
+        known: list[pb.DurableEntry],
+        calls: list[pb.DurableCall],
+        checks: list[tuple[str, str]],
+        awaited: bool,
+    ) -> Coroutine[Any, Any, list[pb.DurableEntry]]:
+        # Sent now, in call order, whenever the recording is awaited.
+        sent = self.log.append_many(calls) if calls else None
+
+        async def record() -> list[pb.DurableEntry]:
+            entries = {e.position: e for e in known}
+            if sent is not None:
+                got = await sent
+                for call, (target, fp), entry in zip(calls, checks, got, strict=True):
+                    self.log.check_appended(entry, EntryKind.CHILD, target, fp)
+                    entries[call.position] = entry
+            ordered = [entries[p] for p in sorted(entries)]
+            for ref, entry in zip(refs, ordered, strict=True):
+                ref.run_id = entry.child_run_id or ref.run_id  # a keyed child keeps its id
+            if not awaited:
+                for call in calls:
+                    e = entries[call.position]
+                    if e.satisfied_seq and not e.inserted:
+                        self.log.release_later(e.satisfied_seq)
+            return ordered
+
+        return record()
+
+    async def run_child(self, child: ChildSpec, decoder: OutputDecoder[Any] | None) -> Any:
+        """``await child.aio_run(...)`` in a durable task: spawns (or finds) the child and
+        returns its output, or raises its failure, as recorded in the log."""
+        _, done = self.spawn([child], decoder, awaited=True)
+        (entry,) = await done
+        entry = await self.log.outcome(entry)
+        if entry.status == EntryStatus.OK:
+            raw = entry.result or b"null"
+            if decoder is not None:
+                return decoder.decode_output(raw)
+            return json.loads(raw)
+        doc = json.loads(entry.error) if entry.error else {}
+        status = str(doc.get("status") or "FAILED")
+        cls = RunCancelledError if status == "CANCELLED" else TaskRunError
+        raise cls(
+            entry.child_run_id,
+            str(doc.get("type") or status),
+            str(doc.get("message") or ""),
+            str(doc.get("traceback") or ""),
+            status=status,
+        )
 
     # -- waits --------------------------------------------------------------------------
 
@@ -707,3 +950,155 @@ def _wait_call(position: int, name: str, fp: str, request: dict[str, object]) ->
         status=str(EntryStatus.PENDING),
         request=json.dumps(request, separators=(",", ":")).encode(),
     )
+
+
+# -- steps ------------------------------------------------------------------------------
+
+MAX_BACKOFF_S = 60.0
+"""The longest wait between two tries of a step."""
+
+_in_step: contextvars.ContextVar[bool] = contextvars.ContextVar("stoker_in_step", default=False)
+"""True while a step's function runs: a step called from inside a step is a plain call."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """A step's tries: ``retries`` more after the first, ``backoff`` seconds before the
+    first retry (doubling, at most :data:`MAX_BACKOFF_S`), ``timeout`` seconds per try."""
+
+    retries: int = 0
+    backoff: float = 1.0
+    timeout: float | None = None
+
+    @classmethod
+    def checked(cls, retries: Any, backoff: Any, timeout: Any, what: str) -> StepOptions:
+        """The options, or ValueError naming what is wrong."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"{what}: retries must be an int >= 0, got {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
+            raise ValueError(f"{what}: backoff must be seconds >= 0, got {backoff!r}")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0
+        ):
+            raise ValueError(f"{what}: timeout must be seconds > 0 or None, got {timeout!r}")
+        return cls(retries, float(backoff), float(seconds) if seconds is not None else None)
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        return float(min(MAX_BACKOFF_S, self.backoff * 2 ** (retry - 1)))
+
+
+class _StepTimedOut(Exception):
+    pass
+
+
+async def _run_step(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    name: str,
+    options: StepOptions,
+) -> Any:
+    """Calls ``fn`` with its retries and timeout; the last try's exception when all fail
+    (a timeout as :class:`StepTimeoutError`)."""
+    tries = options.retries + 1
+    for n in range(1, tries + 1):
+        try:
+            return await _try_step(fn, args, kwargs, options.timeout)
+        except _StepTimedOut:
+            exc: Exception = StepTimeoutError(
+                f"step {name!r} took longer than its timeout of {options.timeout or 0:g}s"
+            )
+        except Exception as caught:
+            exc = caught
+        if n == tries:
+            raise exc
+        log.info("step %r failed (try %d of %d): %s", name, n, tries, exc)
+        await asyncio.sleep(options.delay(n))
+    raise AssertionError("unreachable")
+
+
+async def _try_step(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+) -> Any:
+    """One try, in a copy of the context marked as inside a step."""
+    cv = contextvars.copy_context()
+    cv.run(_in_step.set, True)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any]
+    if inspect.iscoroutinefunction(fn):
+        fut = loop.create_task(fn(*args, **kwargs), context=cv)
+    else:
+        fut = loop.run_in_executor(None, functools.partial(cv.run, fn, *args, **kwargs))
+    done, _ = await asyncio.wait({fut}, timeout=timeout)
+    if not done:
+        fut.cancel()  # an async step stops; a thread cannot be stopped and is left to finish
+        raise _StepTimedOut
+    value = fut.result()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _error_doc(exc: BaseException) -> bytes:
+    doc = {
+        "type": type(exc).__name__,
+        "message": storable_text(str(exc)),
+        "traceback": storable_text("".join(traceback.format_exception(exc))),
+    }
+    return json.dumps(doc).encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _uuid() -> str:
+    return str(uuid4())
+
+
+async def _mapped(aw: Awaitable[Any], f: Callable[[Any], T]) -> T:
+    return f(await aw)
+
+
+def _connection(decoder: Any) -> Any:
+    app = getattr(decoder, "app", None)
+    return app.connection if app is not None else None
+
+
+class Step(Generic[T]):
+    """A function declared with ``@app.step``: inside a durable task, calling it runs it
+    as a memoized step (await the call); anywhere else it is a plain call."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, options: StepOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = current_context.get()
+        if isinstance(ctx, DurableContext) and not _in_step.get():
+            return ctx.call_step(self.fn, args, kwargs, self.name, self.options)
+        return self.fn(*args, **kwargs)
+
+
+def recording_context(ctx: Context | None) -> DurableContext | None:
+    """The durable context whose log records calls made now: the running durable task's,
+    except inside one of its steps (there, calls are plain)."""
+    if isinstance(ctx, DurableContext) and not _in_step.get():
+        return ctx
+    return None
+
+
+def refuse_blocking(what: str) -> None:
+    """A blocking wait inside a durable task would stall the loop its log runs on."""
+    if recording_context(current_context.get()) is not None:
+        raise StokerError(
+            f"{what} blocks, which a durable task cannot do (its log is recorded on the "
+            f"same event loop): use `await ....aio_run(...)` instead"
+        )

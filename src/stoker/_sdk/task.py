@@ -46,6 +46,7 @@ from stoker.errors import DeclarationError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     from stoker._sdk.app import Stoker
+    from stoker._sdk.durable import DurableContext
 
 I = TypeVar("I")  # noqa: E741 - the input type
 O = TypeVar("O")  # noqa: E741 - the output type
@@ -459,6 +460,11 @@ class Task(Generic[I, O]):
         connection = self.app.connection
         if not connection.is_registered(self.name):
             connection.register([self])
+        if (durable := recording_context(ctx)) is not None:
+            spawned, _ = durable.spawn(
+                self._children(inputs, options), self, awaited=False, detached=True
+            )
+            return typing.cast(list[RunRef[O]], spawned)
         return self._refs(spawn(connection, ctx, self._children(inputs, options)))
 
     async def _aio_spawn(
@@ -467,13 +473,26 @@ class Task(Generic[I, O]):
         connection = self.app.connection
         if not connection.is_registered(self.name):
             await connection.aio_register([self])
+        if (durable := recording_context(ctx)) is not None:
+            spawned, done = durable.spawn(self._children(inputs, options), self, awaited=False)
+            await done
+            return typing.cast(list[RunRef[O]], spawned)
         return self._refs(await aio_spawn(connection, ctx, self._children(inputs, options)))
 
     def run(self, input: I, **options: Unpack[RunOptions]) -> O:
         """Runs the task and blocks until it finishes: its output, or TaskRunError."""
+        refuse_blocking(f"task {self.name!r}: run()")
         return self.run_no_wait(input, **options).result()
 
     async def aio_run(self, input: I, **options: Unpack[RunOptions]) -> O:
+        """Runs the task and waits: its output, or TaskRunError. In a durable task the
+        child is recorded, and a replay returns (or raises) its recorded outcome."""
+        if (durable := recording_context(current_context.get())) is not None:
+            connection = self.app.connection
+            if not connection.is_registered(self.name):
+                await connection.aio_register([self])
+            (child,) = self._children([input], options)
+            return typing.cast(O, await durable.run_child(child, self))
         ref = await self.aio_run_no_wait(input, **options)
         return await ref.aio_result()
 
@@ -512,6 +531,23 @@ class Task(Generic[I, O]):
     def __call__(self, input: I, ctx: Context) -> Any:
         """Calls the function directly, in-process (handy in unit tests)."""
         return self.fn(input, ctx)
+
+
+def recording_context(ctx: Context | None) -> DurableContext | None:
+    """The running durable task's context when it records calls made now, else None."""
+    if ctx is None:
+        return None
+    from stoker._sdk.durable import recording_context as recording
+
+    return recording(ctx)
+
+
+def refuse_blocking(what: str) -> None:
+    """Refuses a blocking run inside a durable task (see ``stoker._sdk.durable``)."""
+    if current_context.get() is not None:
+        from stoker._sdk.durable import refuse_blocking as refuse
+
+        refuse(what)
 
 
 def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.TriggerItem:

@@ -9,7 +9,9 @@ outputs of its completed steps keyed by step name.
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
@@ -23,9 +25,19 @@ from stoker._sdk.calls import request_key
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
+from stoker._sdk.durable import DurableTask
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
-from stoker._sdk.task import RunOptions, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
+from stoker._sdk.task import (
+    RunOptions,
+    Task,
+    TaskArgs,
+    TaskFn,
+    TaskOptions,
+    recording_context,
+    refuse_blocking,
+    trigger_item,
+)
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
@@ -116,6 +128,14 @@ class WorkflowTask(Task[Any, Any]):
         raise self._refuse()
 
 
+class DurableWorkflowTask(WorkflowTask, DurableTask):
+    """A durable step of a workflow (``@wf.durable_task``): its body gets a
+    :class:`~stoker.DurableContext`, and its log works as a durable task's."""
+
+    def __repr__(self) -> str:
+        return f"<DurableWorkflowTask {self.name}>"
+
+
 class Workflow(Generic[I]):
     """A workflow: declare steps with :meth:`task`, handlers with :meth:`on_failure_task` and
     :meth:`on_success_task`, then run it with ``run``/``aio_run``/``run_no_wait``/
@@ -190,6 +210,39 @@ class Workflow(Generic[I]):
 
         return declare(fn) if fn is not None else declare
 
+    def durable_task(
+        self,
+        *,
+        name: str | None = None,
+        parents: Sequence[Task[Any, Any]] = (),
+        wait_for: Conditions = (),
+        skip_if: Conditions = (),
+        cancel_if: Conditions = (),
+        **options: Unpack[TaskArgs],
+    ) -> Callable[[F], WorkflowTask]:
+        """Declares a durable step (docs/durable.md): like :meth:`task`, but its body is an
+        ``async def`` taking ``(input, ctx: DurableContext)`` whose steps, sleeps and child
+        runs are recorded and replayed, as in ``@app.durable_task``. It runs in the
+        workers' durable slot pool; ``execution_timeout`` defaults to none."""
+        if "durable" in options:
+            raise DeclarationError(
+                f"workflow {self.name!r}: durable_task: durable= is implied; leave it out"
+            )
+
+        def declare(f: F) -> WorkflowTask:
+            step = name or getattr(f, "__name__", "")
+            if not inspect.iscoroutinefunction(f):
+                raise DeclarationError(
+                    f"workflow {self.name!r}, durable step {step!r}: the function must be "
+                    "async (async def); a durable body awaits its steps and sleeps"
+                )
+            merged = {"execution_timeout": None, **options, "durable": True}
+            return self._declare(
+                f, name, "step", list(parents), wait_for, skip_if, cancel_if, merged, durable=True
+            )
+
+        return declare
+
     def on_failure_task(
         self, *, name: str | None = None, **options: Unpack[TaskArgs]
     ) -> Callable[[F], WorkflowTask]:
@@ -213,6 +266,8 @@ class Workflow(Generic[I]):
         skip_if: Conditions,
         cancel_if: Conditions,
         options: dict[str, Any],
+        *,
+        durable: bool = False,
     ) -> WorkflowTask:
         step = name or getattr(fn, "__name__", "")
         what = f"workflow {self.name!r}, step {step!r}"
@@ -260,7 +315,8 @@ class Workflow(Generic[I]):
             task_options = TaskOptions(**{**self.defaults, **options})
         except TypeError as exc:
             raise DeclarationError(f"{what}: {exc}") from None
-        declared = WorkflowTask(self.app, fn, self, step, task_options, spec)
+        cls = DurableWorkflowTask if durable else WorkflowTask
+        declared = cls(self.app, fn, self, step, task_options, spec)
         if (
             self.input_validator is not None
             and declared.input_model is not None
@@ -432,6 +488,11 @@ class Workflow(Generic[I]):
         if not self._registered:
             self.register()
         if (ctx := current_context.get()) is not None:
+            if (durable := recording_context(ctx)) is not None:
+                spawned, _ = durable.spawn(
+                    self._children(inputs, options), self, awaited=False, detached=True
+                )
+                return typing.cast(list[RunRef[dict[str, Any]]], spawned)
             return self._refs(spawn(self.app.connection, ctx, self._children(inputs, options)))
         items = self._triggers(inputs, options, idempotency_keys)
         refs: list[RunRef[dict[str, Any]]] = []
@@ -453,6 +514,10 @@ class Workflow(Generic[I]):
         if not self._registered:
             await self.aio_register()
         if (ctx := current_context.get()) is not None:
+            if (durable := recording_context(ctx)) is not None:
+                spawned, done = durable.spawn(self._children(inputs, options), self, awaited=False)
+                await done
+                return typing.cast(list[RunRef[dict[str, Any]]], spawned)
             return self._refs(
                 await aio_spawn(self.app.connection, ctx, self._children(inputs, options))
             )
@@ -478,9 +543,18 @@ class Workflow(Generic[I]):
     def run(self, input: I, **options: Unpack[RunOptions]) -> dict[str, Any]:
         """Runs the workflow and waits: the outputs of its steps by step name, or
         TaskRunError (RunCancelledError) naming the step that failed (was cancelled)."""
+        refuse_blocking(f"workflow {self.name!r}: run()")
         return self.run_no_wait(input, **options).result()
 
     async def aio_run(self, input: I, **options: Unpack[RunOptions]) -> dict[str, Any]:
+        """Runs the workflow and waits; in a durable task the child run is recorded, and a
+        replay returns (or raises) its recorded outcome."""
+        if (durable := recording_context(current_context.get())) is not None:
+            if not self._registered:
+                await self.aio_register()
+            (child,) = self._children([input], options)
+            outputs: dict[str, Any] = await durable.run_child(child, self)
+            return outputs
         ref = await self.aio_run_no_wait(input, **options)
         return await ref.aio_result()
 

@@ -45,10 +45,11 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
-from stoker.engine.durable import DurableLogs, DurableWaits, Wakes
+from stoker.engine.durable import ChildEnds, DurableLogs, DurableWaits, Wakes
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
+from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.schedule_service import ScheduleService
@@ -117,12 +118,26 @@ class Engine:
         self.crons = Crons(
             db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
+        self.workflow_ingest = WorkflowIngest(
+            db,
+            self.signals,
+            self.definitions,
+            self.ingest,
+            self.progression,
+            max_payload_bytes=s.max_payload_bytes,
+            durable_waits=self.durable_waits,
+            wakes=self.wakes,
+        )
         self.durable_logs = DurableLogs(
             db,
             self.durable_waits,
             on_timer=self.durable_timers.wake,
             timeout_grace_ms=TIMEOUT_GRACE_MS,
+            children=self.workflow_ingest,
         )
+        # A durable parent's entry waiting for a child settles in the transaction that
+        # finished the child, whichever path finished it (engine/durable/children.py).
+        self.signals.on_finishing(ChildEnds(self.wakes, self.signals).on_finishing)
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -258,7 +273,6 @@ class Engine:
         from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.controllers.sweeper import Sweeper
         from stoker.engine.flows.conditions import Conditions
-        from stoker.engine.ingest.workflows import WorkflowIngest
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
@@ -272,16 +286,7 @@ class Engine:
             self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
         )
-        workflows = WorkflowIngest(
-            db,
-            self.signals,
-            self.definitions,
-            self.ingest,
-            self.progression,
-            max_payload_bytes=s.max_payload_bytes,
-            durable_waits=self.durable_waits,
-            wakes=self.wakes,
-        )
+        workflows = self.workflow_ingest
         # Scheduled runs: stored by request, fired by the leader through ingest.
         self.schedule_timers = ScheduleTimers(
             db,
@@ -303,7 +308,7 @@ class Engine:
             self.auth,
             self.definitions,
             self.ingest,
-            workflows,
+            self.workflow_ingest,
             self.watcher,
             self.run_ops,
             self.served,

@@ -12,7 +12,10 @@ Each says what it finished or requeued through the transaction's
 runs in the same transaction (:meth:`Progression.progress
 <stoker.engine.flows.progression.Progression.progress>`, called here, not through hooks).
 Telling workers to stop attempts that ended is the caller's part (it owns the dispatcher):
-:func:`stops` groups the rows to tell.
+:func:`stops` groups the rows to tell. A durable parent's log entry waiting for a run that
+ends here is settled in the same transaction, by the ``on_finishing`` hook its outbox
+runs before commit (:mod:`stoker.engine.durable.children`) — the hook every path that
+ends runs shares, DAG progression and cancels included.
 
 Every path that ends an attempt other than by success or cancel goes through
 :meth:`Attempts.end`, one ``fail_attempts`` statement per batch, which decides in Postgres

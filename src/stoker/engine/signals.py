@@ -11,12 +11,15 @@ says so through an :class:`Outbox` bound to the transaction that made the change
 
 The outbox then does the three things every such change needs, in order:
 
-1. **inside the transaction**, one ``NOTIFY`` per channel and tenant (``stoker_queue``,
+1. **inside the transaction**, the ``on_finishing`` hooks with the finished runs (what
+   must change in the same transaction as a run's end: a durable parent's log entry
+   waiting for that child), then one ``NOTIFY`` per channel and tenant (``stoker_queue``,
    ``stoker_finished``), so other replicas hear of the change exactly when it is visible;
 2. **after commit**, the local subscribers: the scheduler is woken for queued runs, tenants
    with runs waiting for concurrency slots are marked *gated* (the scheduler runs admission
-   for them), the run watcher reads back finished runs its callers wait for, and every
-   ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called;
+   for them), the run watcher reads back finished runs its callers wait for, every
+   ``on_finished``/``on_queued`` subscriber (metrics, live feeds) is called, and the
+   outbox's :meth:`Outbox.after_commit` actions run;
 3. nothing at all when the transaction rolls back.
 
 Code that already holds a transaction (DAG progression, ``Attempts.complete`` and
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from stoker.db import Executor
@@ -55,6 +58,10 @@ FinishedHook = Callable[[list[uuid.UUID]], None]
 """Called after commit with the external ids of runs that reached a final status."""
 CapacityHook = Callable[[int], None]
 """Called with a tenant whose capacity to run work changed here (slots, limits, labels)."""
+FinishingHook = Callable[[Executor, "Outbox", list[uuid.UUID]], Awaitable[None]]
+"""Awaited inside the transaction that finished runs (their external ids), before it
+commits: what must change in the same transaction as a run's end (a durable parent's log
+entry waiting for its child). It may add to the outbox, and :meth:`Outbox.after_commit`."""
 
 
 class Signals:
@@ -70,6 +77,7 @@ class Signals:
         self._finished: list[FinishedHook] = []
         self._tenant_finished: list[Callable[[int], None]] = []
         self._capacity: list[CapacityHook] = []
+        self._finishing: list[FinishingHook] = []
         self._gated: set[int] = set()
 
     # -- wiring -------------------------------------------------------------------------
@@ -85,6 +93,11 @@ class Signals:
     def on_tenant_finished(self, hook: Callable[[int], None]) -> None:
         """Calls ``hook(tenant_id)`` when another replica finished some of a tenant's runs."""
         self._tenant_finished.append(hook)
+
+    def on_finishing(self, hook: FinishingHook) -> None:
+        """Awaits ``hook(tx, outbox, external_ids)`` inside every transaction that finishes
+        runs, before its NOTIFY and commit (see :data:`FinishingHook`)."""
+        self._finishing.append(hook)
 
     def on_capacity(self, hook: CapacityHook) -> None:
         """Calls ``hook(tenant_id)`` whenever :meth:`capacity` is signalled."""
@@ -153,7 +166,14 @@ class Signals:
 class Outbox:
     """What one transaction queued and finished; see the module docstring."""
 
-    __slots__ = ("_finished_ids", "_finished_tenants", "_gated", "_queued", "_signals")
+    __slots__ = (
+        "_after",
+        "_finished_ids",
+        "_finished_tenants",
+        "_gated",
+        "_queued",
+        "_signals",
+    )
 
     def __init__(self, signals: Signals) -> None:
         self._signals = signals
@@ -161,6 +181,11 @@ class Outbox:
         self._gated: set[int] = set()
         self._finished_tenants: set[int] = set()
         self._finished_ids: list[uuid.UUID] = []
+        self._after: list[Callable[[], None]] = []
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Calls ``fn()`` after the transaction commits (never if it rolls back)."""
+        self._after.append(fn)
 
     def queued(self, tenant_id: int, *, gated: bool = False) -> None:
         """Runs of ``tenant_id`` became ready; ``gated`` when some wait for concurrency slots."""
@@ -181,12 +206,17 @@ class Outbox:
         self._gated |= other._gated
         self._finished_tenants |= other._finished_tenants
         self._finished_ids.extend(other._finished_ids)
+        self._after.extend(other._after)
 
     def __bool__(self) -> bool:
         return bool(self._queued or self._finished_tenants)
 
     async def notify(self, tx: Executor) -> None:
-        """NOTIFY the other replicas, inside the transaction that made the change."""
+        """The ``on_finishing`` hooks, then NOTIFY the other replicas, inside the
+        transaction that made the change."""
+        if self._finished_ids:
+            for hook in self._signals._finishing:
+                await hook(tx, self, list(self._finished_ids))
         channels = {
             notify.QUEUE: self._queued,
             notify.FINISHED: self._finished_tenants,
@@ -204,3 +234,8 @@ class Outbox:
             signals._fan_queued(self._queued)
         if self._finished_ids:
             signals._fan_finished(self._finished_ids)
+        for fn in self._after:
+            try:
+                fn()
+            except Exception:
+                log.exception("an after-commit action failed")

@@ -279,8 +279,12 @@ class Runtime:
                 if isinstance(ctx, DurableContext):
                     await ctx.log.open()
                 result = await self._call(attempt, value)
+                if isinstance(ctx, DurableContext):
+                    await ctx.log.drain()
                 if isinstance(ctx, DurableContext) and ctx.log.diverged is not None:
                     raise ctx.log.diverged  # caught by the body, yet the replay diverged
+                if isinstance(ctx, DurableContext) and ctx.log.failed is not None:
+                    raise ctx.log.failed  # a recording the body did not await failed
             except asyncio.CancelledError:
                 if ctx.is_cancelled:
                     return  # the engine ended this attempt; nothing to report

@@ -438,6 +438,25 @@ SELECT task_id, attempt, worker_id
 FROM task_runtime
 WHERE task_id = ANY(%(task_ids)s::bigint[]);
 
+-- name: durable_child_outcomes
+-- The outcome of the finished runs among these child runs (task runs and workflow runs,
+-- live or moved to history): what settles the log entries that wait for them. A workflow
+-- run's output is its completed steps' outputs by step name, as its callers see it.
+SELECT t.external_id, t.status, t.output, t.error
+FROM all_tasks t
+WHERE t.external_id = ANY(%(external_ids)s::uuid[]) AND t.dag_id IS NULL
+  AND t.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+UNION ALL
+SELECT d.external_id, d.status,
+       CASE WHEN d.status = 'COMPLETED' THEN
+           (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}') FROM all_tasks s
+            WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped)
+       END,
+       d.error
+FROM all_dags d
+WHERE d.external_id = ANY(%(external_ids)s::uuid[])
+  AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
 -- name: set_durable_wake_ats
 -- The next time the durable timers look at these waits with conditions: their earliest
 -- unfired sleep condition (NULL: none left). Run under the logs' locks.

@@ -353,6 +353,23 @@ durable_task_workers = Many[DurableTaskWorkers, TaskWorker]("durable_task_worker
 
 
 @dataclass(frozen=True, slots=True)
+class DurableChildOutcomes:
+    external_ids: list[uuid.UUID]
+
+
+class ChildOutcome(TypedDict):
+    """A finished child run: its status, output (COMPLETED) and error document."""
+
+    external_id: uuid.UUID
+    status: str
+    output: Any
+    error: Any
+
+
+durable_child_outcomes = Many[DurableChildOutcomes, ChildOutcome]("durable_child_outcomes")
+
+
+@dataclass(frozen=True, slots=True)
 class SetDurableWakeAts:
     task_ids: list[int]
     created_ats: list[datetime]

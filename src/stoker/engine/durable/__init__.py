@@ -5,6 +5,8 @@ in a log is settled.
 * :mod:`~stoker.engine.durable.log` — :class:`~stoker.engine.durable.log.DurableLogs`
   answers a worker's durable requests (open an invocation, re-read, append calls), each in
   one transaction under the log's row lock;
+* :mod:`~stoker.engine.durable.children` — :class:`~stoker.engine.durable.children.ChildEnds`
+  settles a durable parent's ``child`` entry in the transaction that finished the child;
 * :mod:`~stoker.engine.durable.waits` — :class:`~stoker.engine.durable.waits.DurableWaits`
   registers the conditions of ``wait_for_event`` / ``wait_for`` in the condition registry
   and settles the waits that hold (after an event, a sleep, or a lookback);
@@ -15,8 +17,9 @@ in a log is settled.
 The leader loop that fires due timers is :mod:`stoker.engine.controllers.durable_timers`.
 """
 
+from stoker.engine.durable.children import ChildEnds
 from stoker.engine.durable.log import DurableLogs
 from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.durable.wake import Wakes
 
-__all__ = ["DurableLogs", "DurableWaits", "Wakes"]
+__all__ = ["ChildEnds", "DurableLogs", "DurableWaits", "Wakes"]

@@ -17,21 +17,36 @@ request the attempt's deadline in ``task_runtime`` is cleared while its log has 
 entry and set again once none is left (``durable_timeouts``; the timer loop does the same
 after it settles). The worker enforces the same rule itself, more precisely (its deadline
 pauses only while the body is blocked); the engine's deadline is the backstop.
+
+Children are appended through ingest, the one run-writing path
+(:meth:`~stoker.engine.ingest.workflows.WorkflowIngest.spawn_logged`): in the savepoint
+that writes the child runs, the log is locked, the invocation checked, and the ``child``
+entries recorded pointing at them, so a child exists exactly when its entry does, and a
+replay finds it instead of spawning it again. The child's index under its parent is its
+position, so even a spawn whose reply was lost finds the same child when re-sent. A child
+that existed already (found by its ``child_key``) and is final settles its entry at once.
+A completed step is appended with its result or its final error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf
+from stoker._core.wire import json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.db.store import durable as store
+from stoker.engine.durable.children import settle_children, settle_final_children
 from stoker.engine.durable.waits import DurableWaits, event_keys, lock_event_keys, parse_wait
+from stoker.engine.ingest.workflows import ChildInput, WorkflowIngest
+from stoker.engine.signals import Outbox
+from stoker.errors import StokerError
 
 log = logging.getLogger("stoker.engine.durable")
 
@@ -60,6 +75,7 @@ def wire_entry(e: store.Entry, inserted: bool = False) -> pb.DurableEntry:
         wake_at_ms=epoch_ms(e["wake_at"]),
         satisfied_seq=e["satisfied_seq"] or 0,
         inserted=inserted,
+        child_run_id=str(e["child_external_id"] or ""),
     )
 
 
@@ -76,17 +92,24 @@ class DurableLogs:
         *,
         on_timer: Callable[[], None] = lambda: None,
         timeout_grace_ms: int = 1000,
+        children: WorkflowIngest | None = None,
     ) -> None:
         self._db = db
         self._waits = waits
         self._on_timer = on_timer
         self._grace_ms = timeout_grace_ms
+        self._children = children
 
     async def handle(
         self, worker_id: int, tenant_id: int, req: pb.DurableRequest
     ) -> pb.DurableReply:
         """The reply to one request of the worker ``worker_id`` (of ``tenant_id``)."""
         reply = pb.DurableReply(task_id=req.task_id, attempt=req.attempt, request_id=req.request_id)
+        if req.op == pb.APPEND and (problem := _call_problem(req.calls)) is not None:
+            reply.error = problem
+            return reply
+        if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
+            return await self._spawn(worker_id, tenant_id, req, reply)
         timers = False
         async with self._db.transaction() as tx:
             run = await store.durable_attempt(
@@ -177,6 +200,8 @@ class DurableLogs:
                 return reply
             if req.op != pb.APPEND:
                 visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
+                if await settle_final_children(tx, visible, key):
+                    visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
                 reply.entries.extend(wire_entry(e) for e in visible)
             # A new invocation replaying into a recorded pending wait blocks without a
             # request: its deadline is cleared already at OPEN (the worker enforces its own
@@ -185,6 +210,109 @@ class DurableLogs:
         if timers:
             self._on_timer()
         return reply
+
+    async def _spawn(
+        self, worker_id: int, tenant_id: int, req: pb.DurableRequest, reply: pb.DurableReply
+    ) -> pb.DurableReply:
+        """APPEND of child calls: the children and their entries, in one savepoint of
+        ingest's flush."""
+        calls = list(req.calls)
+        if self._children is None:
+            reply.error = "this engine does not spawn children of durable tasks"
+            return reply
+        if any(c.kind != EntryKind.CHILD for c in calls):
+            reply.error = "an append of child runs holds child runs only"
+            return reply
+        run = await store.durable_attempt(
+            self._db, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
+        )
+        if run is None:
+            reply.error = "the attempt is not running on this worker"
+            return reply
+        reply.now_ms = epoch_ms(run["db_now"])
+        try:
+            ids = [uuid.UUID(c.child.run_id) if c.child.run_id else uuid.uuid4() for c in calls]
+        except ValueError:
+            reply.error = "a child's run_id is not a UUID"
+            return reply
+        items = [
+            ChildInput(
+                c.child.task_name,
+                c.child.workflow_name,
+                c.child.input,
+                c.child.additional_metadata,
+                c.child.priority,
+                c.position,
+                c.child.child_key,
+            )
+            for c in calls
+        ]
+        record = _ChildRecord((run["task_id"], run["created_at"]), req, self._grace_ms)
+        try:
+            answer = await self._children.spawn_logged(
+                run["tenant_id"], run["task_id"], items, ids, record
+            )
+        except StokerError as exc:
+            reply.error = f"spawning children: {exc}"
+            return reply
+        if isinstance(answer, str):
+            reply.error = answer
+            return reply
+        reply.invocation = req.invocation
+        reply.entries.extend(answer)
+        return reply
+
+
+def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
+    """Why calls a worker sent cannot be recorded (None: they can): the log only holds
+    known kinds and statuses and JSON documents."""
+    kinds = {str(k) for k in EntryKind}
+    for c in calls:
+        if c.kind not in kinds:
+            return f"position {c.position}: unknown kind {c.kind!r}"
+        if c.status not in ("", EntryStatus.PENDING, EntryStatus.OK, EntryStatus.ERROR):
+            return f"position {c.position}: unknown status {c.status!r}"
+        for what, raw in (("result", c.result), ("error", c.error), ("request", c.request)):
+            if raw and (problem := json_problem(raw)) is not None:
+                return f"position {c.position}: the {what} is refused: {problem}"
+    return None
+
+
+class _ChildRecord:
+    """Records a durable task's children in its log, in their spawn's savepoint."""
+
+    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest, grace_ms: int) -> None:
+        self.key = key
+        self.req = req
+        self.grace_ms = grace_ms
+
+    async def guard(self, tx: Executor) -> str | None:
+        locked = await store.lock_durable_log(tx, store.LockDurableLog(*self.key))
+        if locked is None or locked["invocation"] != self.req.invocation:
+            return "a newer invocation of this task runs elsewhere"
+        return None
+
+    async def record(
+        self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]
+    ) -> list[pb.DurableEntry]:
+        ids = [uuid.UUID(run_id) for run_id, _ in children]
+        rows = await store.append_durable_entries(tx, _append(self.key, self.req, {}, ids))
+        entries = [wire_entry(r, r["inserted"]) for r in rows]
+        existed = [
+            (self.key[0], self.key[1], r["branch"], r["position"], r["child_external_id"])
+            for r, (_, was) in zip(rows, children, strict=True)
+            if r["inserted"] and was and r["child_external_id"] is not None
+        ]
+        # Found by its child_key, a child may have ended already, and nothing else would
+        # settle its new entry: settled here, from its outcome.
+        if existed and (await settle_children(tx, existed, out))[1]:
+            positions = {r["position"] for r in rows}
+            visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
+            by_position = {e["position"]: e for e in visible if e["position"] in positions}
+            entries = [wire_entry(by_position.get(r["position"], r), r["inserted"]) for r in rows]
+        # The attempt's deadline pauses while a child is pending, as for any wait.
+        await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
+        return entries
 
 
 def _refusal(locked: store.DurableLog | None, req: pb.DurableRequest) -> str:
@@ -214,7 +342,10 @@ def _waits(req: pb.DurableRequest) -> dict[int, list[WaitLeaf]]:
 
 
 def _append(
-    key: tuple[int, datetime], req: pb.DurableRequest, waits: dict[int, list[WaitLeaf]]
+    key: tuple[int, datetime],
+    req: pb.DurableRequest,
+    waits: dict[int, list[WaitLeaf]],
+    child_ids: list[uuid.UUID] | None = None,
 ) -> store.AppendDurableEntries:
     """The append of the calls; a wait with conditions gets no deadline here (its sleeps
     are conditions, armed by the registration)."""
@@ -240,8 +371,8 @@ def _append(
             else None
             for c in calls
         ],
-        child_external_ids=[None for _ in calls],
+        child_external_ids=list(child_ids) if child_ids is not None else [None for _ in calls],
         statuses=[c.status or str(EntryStatus.PENDING) for c in calls],
         results=[c.result.decode() if c.result else None for c in calls],
-        errors=[None for _ in calls],
+        errors=[c.error.decode() if c.error else None for c in calls],
     )

@@ -111,6 +111,7 @@ class _Pending:
     call: CallWriter | None = None
     replayed: Callable[[requests.Answer], Any] | None = None
     keys: list[IdemKey | None] | None = None
+    order: int = 0
     done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -239,13 +240,19 @@ class Ingest(LoopService):
         size: int,
         replayed: Callable[[requests.Answer], Any],
         request: RequestKey | None = None,
+        *,
+        order: int = 0,
     ) -> Any:
         """Parks one call (``size`` runs at most) for the next flush, which runs ``call``
         in a savepoint of the tenant's transaction and records ``request`` with the ids it
         returns; answers with its :attr:`Written.answer` once committed (for a retry of a
         call with the same key: ``replayed(first call's answer)``, and nothing is written).
+
+        The calls of one flush run in ascending ``order``: a call that locks a row others
+        lock too (a durable parent's log, locked in task id order everywhere) passes that
+        id, so two transactions never take such locks in opposite orders.
         """
-        pending = _Pending(tenant_id, [], [], request, call=call, replayed=replayed)
+        pending = _Pending(tenant_id, [], [], request, call=call, replayed=replayed, order=order)
         return await self._park(pending, size)
 
     async def _park(self, pending: _Pending, n: int) -> Any:
@@ -360,9 +367,8 @@ class Ingest(LoopService):
             for writer, items in writers.items():
                 if items:
                     await writer(tx, out, tenant_id, items)
-            for p in group:
-                if p.call is not None:
-                    outcomes[id(p)] = await self._write_call(tx, out, tenant_id, p)
+            for p in sorted((p for p in group if p.call is not None), key=lambda p: p.order):
+                outcomes[id(p)] = await self._write_call(tx, out, tenant_id, p)
         return [outcomes[id(p)] for p in group]
 
     async def _deduplicate(

@@ -42,7 +42,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from stoker._core import envelope
 from stoker._core.cel import compile_expression
@@ -52,7 +52,7 @@ from stoker.db.store import children as child_store
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
-from stoker.engine.definitions import Definitions, Workflows
+from stoker.engine.definitions import Definitions, Resolved, Workflows
 from stoker.engine.durable.settled import Settled, resume
 from stoker.engine.durable.waits import (
     DurableWaits,
@@ -94,6 +94,19 @@ class ChildInput:
     priority: int
     child_index: int
     child_key: str
+
+
+class SpawnLog(Protocol):
+    """What records a durable task's children in its log, in their spawn's savepoint
+    (:meth:`WorkflowIngest.spawn_logged`)."""
+
+    async def guard(self, tx: Executor) -> str | None:
+        """Before the children are written: why not to write them (None: go on)."""
+        ...
+
+    async def record(self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]) -> Any:
+        """After: records the children ((run id, existed) per item); the answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +300,62 @@ class WorkflowIngest:
             return []
         if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
             return _replayed_spawn(answer)
+        ids = [uuid.uuid4() for _ in items]
+        known = await self._check_spawn(tenant_id, parent_task_id, items, ids)
+
+        async def write(tx: Executor, out: Outbox) -> Written:
+            return await self._write_spawn(
+                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+            )
+
+        result: list[tuple[str, bool]] = await self._ingest.submit_call(
+            tenant_id, write, len(items), _replayed_spawn, request
+        )
+        return result
+
+    async def spawn_logged(
+        self,
+        tenant_id: int,
+        parent_task_id: int,
+        items: list[ChildInput],
+        ids: list[uuid.UUID],
+        log: SpawnLog,
+    ) -> Any:
+        """Creates children of a running durable task together with their log entries: in
+        the savepoint that writes the children, ``log.guard`` runs first (a refusal, such
+        as a stale invocation, writes nothing and is the answer) and ``log.record`` after,
+        with (run id, existed already) per item; its return value is the answer. ``ids``
+        are the run ids to give the new children (a child that exists keeps its own)."""
+        if not items:
+            return None
+        known = await self._check_spawn(tenant_id, parent_task_id, items, ids)
+
+        async def write(tx: Executor, out: Outbox) -> Written:
+            refused = await log.guard(tx)
+            if refused is not None:
+                return Written(refused, [])
+            w = await self._write_spawn(
+                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+            )
+            return Written(await log.record(tx, out, w.answer), w.run_ids)
+
+        def replayed(answer: requests.Answer) -> Any:  # no request key: never called
+            raise AssertionError("a logged spawn has no request key")
+
+        # The guard locks the parent's log: calls of one flush take those locks in task id
+        # order, as every other writer of several logs does.
+        return await self._ingest.submit_call(
+            tenant_id, write, len(items), replayed, None, order=parent_task_id
+        )
+
+    async def _check_spawn(
+        self,
+        tenant_id: int,
+        parent_task_id: int,
+        items: list[ChildInput],
+        ids: list[uuid.UUID],
+    ) -> Resolved:
+        """Checks a spawn before it is parked: the parent, the items, the definitions."""
         parent = await child_store.parent_task(
             self._db, child_store.ParentTask(tenant_id, parent_task_id)
         )
@@ -302,7 +371,6 @@ class WorkflowIngest:
             sorted({i.task_name for i in items if i.task_name}),
             sorted({i.workflow_name for i in items if i.workflow_name}),
         )
-        ids = [uuid.uuid4() for _ in items]
         for i, external_id in zip(items, ids, strict=True):
             self._check(
                 _NewRun(
@@ -314,16 +382,7 @@ class WorkflowIngest:
                 ),
                 f"child {i.task_name or i.workflow_name!r}",
             )
-
-        async def write(tx: Executor, out: Outbox) -> Written:
-            return await self._write_spawn(
-                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
-            )
-
-        result: list[tuple[str, bool]] = await self._ingest.submit_call(
-            tenant_id, write, len(items), _replayed_spawn, request
-        )
-        return result
+        return known
 
     async def _write_spawn(
         self,
@@ -578,4 +637,4 @@ def _created_at(w: condition_store.EventWait) -> datetime:
     return created
 
 
-__all__ = ["ChildInput", "EventInput", "WorkflowIngest", "WorkflowTriggerInput"]
+__all__ = ["ChildInput", "EventInput", "SpawnLog", "WorkflowIngest", "WorkflowTriggerInput"]
