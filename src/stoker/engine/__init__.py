@@ -40,6 +40,7 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
+from stoker.engine.crons import CRONS_CHANNEL, CronAdmin, CronRuns
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
@@ -106,9 +107,6 @@ class Engine:
         self.durable_timers = DurableTimers(
             db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
-        self.crons = Crons(
-            db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
-        )
         self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
         self.dispatcher = Dispatcher(
             db,
@@ -159,7 +157,11 @@ class Engine:
             s.database_url,
             s.schema_name,
             self.engine_id,
-            {QUEUE: self.signals.remote_queued, FINISHED: self.signals.remote_finished},
+            {
+                QUEUE: self.signals.remote_queued,
+                FINISHED: self.signals.remote_finished,
+                CRONS_CHANNEL: self._crons_changed,
+            },
             {
                 CANCEL: self.dispatcher.cancel_remote,
                 TOKEN_CHANNEL: self.auth.on_revoked,
@@ -202,6 +204,7 @@ class Engine:
                 served=self.served,
                 engine_id=self.engine_id,
                 max_body_bytes=message_limit(s.max_payload_bytes),
+                crons=self.cron_admin,
             )
             self.services.append(
                 ApiService(
@@ -247,22 +250,46 @@ class Engine:
             self.leadership,
             interval_s=min(1.0, s.controller_interval_s),
         )
+        workflow_ingest = WorkflowIngest(
+            db,
+            self.signals,
+            self.definitions,
+            self.ingest,
+            self.progression,
+            max_payload_bytes=s.max_payload_bytes,
+        )
+        ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        cron_runs = CronRuns(self.ingest, workflow_ingest)
+        self.crons = Crons(
+            db, cron_runs, ops, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+        )
+        self.signals.on_queued(self.crons.queued)
+        self.cron_admin = CronAdmin(
+            db,
+            self.definitions,
+            cron_runs,
+            ops,
+            engine_id=self.engine_id,
+            on_change=self._crons_changed,
+        )
         self.client_service = ClientService(
             self.auth,
             self.definitions,
             self.ingest,
-            WorkflowIngest(
-                db,
-                self.signals,
-                self.definitions,
-                self.ingest,
-                self.progression,
-                max_payload_bytes=s.max_payload_bytes,
-            ),
+            workflow_ingest,
             self.watcher,
-            RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression),
+            ops,
             self.served,
+            self.cron_admin,
         )
+
+    def _crons_changed(self, tenant_id: int) -> None:
+        """A tenant's crons or pauses changed (here, or on a replica that said so): the
+        crons controller looks again, the definitions cache forgets the pauses, and the
+        scheduler looks again (a resumed task's runs can be assigned)."""
+        self.definitions.forget(tenant_id)
+        self.crons.changed(tenant_id)
+        self.signals.capacity(tenant_id)
 
     async def stop(self) -> None:
         """Stops accepting work, flushes buffers, then closes everything (safe to repeat)."""

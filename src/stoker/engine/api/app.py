@@ -22,6 +22,7 @@ from stoker.engine.api.metrics import router as metrics
 from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
 from stoker.engine.auth import TokenAuth
+from stoker.engine.crons import CronAdmin
 from stoker.engine.dispatcher.served import ServedTasks
 
 DOCS_ASSETS = "/docs/assets"
@@ -68,6 +69,7 @@ def create_app(
     served: ServedTasks | None = None,
     engine_id: str = "",
     max_body_bytes: int = 5 * 1024 * 1024,
+    crons: CronAdmin | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -86,7 +88,7 @@ def create_app(
         description="REST API of the Stoker engine: runs, workers and task definitions. "
         "Send `authorization: Bearer <token>` on every /api route.",
     )
-    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id)
+    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, crons)
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)

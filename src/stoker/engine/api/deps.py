@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from stoker._core.wire import text_problem
 from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.crons import CronAdmin
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.errors import InvalidRequestError
 
@@ -27,6 +28,8 @@ class ApiState:
     auth: TokenAuth
     served: ServedTasks
     engine_id: str
+    crons: CronAdmin | None = None
+    """Cron management and pauses (the engine's; None for an API without an engine)."""
 
 
 def api_state(request: Request) -> ApiState:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stoker.engine.api.routes import crons, health, runs, tasks, tokens, workers, workflows
+from stoker.engine.api.routes import (
+    crons,
+    health,
+    pauses,
+    runs,
+    tasks,
+    tokens,
+    workers,
+    workflows,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -16,6 +25,7 @@ ROUTERS: list[APIRouter] = [
     workers.router,
     tasks.router,
     crons.router,
+    pauses.router,
     workflows.router,
     tokens.router,
 ]
