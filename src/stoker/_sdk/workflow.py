@@ -13,17 +13,25 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stoker._core.dag import Role, StepSpec, WorkflowSpec
-from stoker._core.wire import checked_json, message_limit, split_batches
+from stoker._core.wire import CronSpec, checked_json, message_limit, split_batches
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.calls import request_key
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.refs import RunRef
-from stoker._sdk.task import RunOptions, Task, TaskArgs, TaskFn, TaskOptions, trigger_item
+from stoker._sdk.task import (
+    RunOptions,
+    Task,
+    TaskArgs,
+    TaskFn,
+    TaskOptions,
+    cron_specs,
+    trigger_item,
+)
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
@@ -88,6 +96,10 @@ class Workflow(Generic[I]):
         name: str,
         input_validator: type[BaseModel] | None = None,
         defaults: TaskArgs | None = None,
+        *,
+        on_crons: Sequence[str] = (),
+        cron_input: Any = None,
+        cron_timezone: str | None = None,
     ) -> None:
         if not name or len(name) > 150 or ":" in name:
             raise DeclarationError(
@@ -103,6 +115,19 @@ class Workflow(Generic[I]):
             raise DeclarationError(f"workflow {name!r}: {exc}") from None
         self.steps: dict[str, WorkflowTask] = {}
         self._registered = False
+        what = f"workflow {name!r}"
+        self.crons: list[CronSpec] = []
+        if on_crons:
+            try:
+                raw = self.encode_input(cron_input if cron_input is not None else {}).decode()
+            except (ValidationError, ValueError) as exc:
+                raise DeclarationError(f"{what}: cron_input does not fit: {exc}") from None
+            self.crons = [
+                c.model_copy(update={"input_json": raw})
+                for c in cron_specs(on_crons, cron_timezone, what)
+            ]
+        elif cron_input is not None or cron_timezone is not None:
+            raise DeclarationError(f"{what}: cron_input and cron_timezone need on_crons")
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name}>"
@@ -260,7 +285,7 @@ class Workflow(Generic[I]):
         """The workflow's shape as the engine runs it."""
         if not any(s.spec.role == "step" for s in self.steps.values()):
             raise DeclarationError(f"workflow {self.name!r} has no steps: declare some first")
-        return WorkflowSpec(steps=[s.spec for s in self.steps.values()])
+        return WorkflowSpec(steps=[s.spec for s in self.steps.values()], crons=self.crons)
 
     # -- registering --------------------------------------------------------------------
 
