@@ -40,8 +40,8 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
-from stoker.engine.crons import CRONS_CHANNEL, CronAdmin, CronRuns
-from stoker.engine.definitions import Definitions
+from stoker.engine.crons import CronAdmin, CronRuns
+from stoker.engine.definitions import CRONS_CHANNEL, Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
@@ -84,7 +84,12 @@ class Engine:
         self.progression = Progression(db, self.signals)
         self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
         # A rate limit that changed may let deferred runs start: the scheduler looks again.
-        self.definitions = Definitions(db, on_limits_changed=self.signals.capacity)
+        self.definitions = Definitions(
+            db,
+            on_limits_changed=self.signals.capacity,
+            on_crons_changed=lambda tenant_id: self._crons_changed(tenant_id),
+            engine_id=self.engine_id,
+        )
         self.ingest = Ingest(
             db,
             self.signals,

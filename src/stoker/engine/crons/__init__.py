@@ -26,15 +26,13 @@ from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, json_problem, text_pro
 from stoker.db import Executor
 from stoker.db.store import crons as cron_store
 from stoker.db.store import notify as notify_store
-from stoker.engine.definitions import Definitions, upcoming
+from stoker.engine.definitions import CRONS_CHANNEL, Definitions, upcoming
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.ops import RunFilter, RunOps
 from stoker.errors import InvalidRequestError, NotFoundError
 
-CRONS_CHANNEL = "stoker_crons"
-"""NOTIFY channel: a tenant's crons or pauses changed (payload ``<tenant>:<engine>``)."""
 
 OVERLAPS = ("allow", "skip", "cancel_previous", "buffer_one")
 """What a tick does while the cron's previous run still runs: start anyway, skip the

@@ -36,12 +36,16 @@ from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store
 from stoker.db.store import crons as cron_store
 from stoker.db.store import dags as dag_store
+from stoker.db.store import notify as notify_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
 from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.errors import InvalidRequestError, UnknownTaskError
 
 DEFAULT_TTL_S = 5.0
+
+CRONS_CHANNEL = "stoker_crons"
+"""NOTIFY channel: a tenant's crons or pauses changed (payload ``<tenant>:<engine>``)."""
 
 NEXT_FIRES = 5
 """How many upcoming fire times a cron read shows."""
@@ -68,7 +72,7 @@ async def _replace_code_crons(
     tenant_id: int,
     owners: list[tuple[str, str]],
     specs: list[list[CronSpec]],
-) -> None:
+) -> bool:
     """Makes the code crons of ``owners`` (kind ``"task"`` or ``"workflow"``, name) those of
     their new definitions: a cron removed from the code is deleted, a new one gets its next
     tick, an unchanged one keeps its next tick."""
@@ -93,7 +97,7 @@ async def _replace_code_crons(
             rows.timezones.append(parsed.timezone)
             rows.inputs.append(spec.input_json)
             rows.next_fire_at.append(parsed.next_after(now))
-    await cron_store.delete_code_crons(
+    deleted = await cron_store.delete_code_crons(
         tx,
         cron_store.DeleteCodeCrons(
             tenant_id,
@@ -104,6 +108,7 @@ async def _replace_code_crons(
     )
     if rows.names:
         await cron_store.upsert_code_crons(tx, rows)
+    return bool(deleted or rows.names)
 
 
 def upcoming(row: cron_store.CronRow, n: int) -> list[datetime]:
@@ -129,17 +134,23 @@ class Definitions:
     keys per tenant; see the module docstring.
 
     ``on_limits_changed(tenant_id)`` is called after a rate limit was created or changed
-    (the scheduler retries runs it deferred for that limit)."""
+    (the scheduler retries runs it deferred for that limit); ``on_crons_changed(tenant_id)``
+    after a registration created, changed or removed code crons (which is also announced
+    to the other replicas on ``stoker_crons``)."""
 
     def __init__(
         self,
         db: Executor,
         *,
         on_limits_changed: Callable[[int], None],
+        on_crons_changed: Callable[[int], None] = lambda _: None,
+        engine_id: str = "",
         ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self._db = db
         self._on_limits_changed = on_limits_changed
+        self._on_crons_changed = on_crons_changed
+        self._engine_id = engine_id
         self._ttl = ttl_s
         self._tasks: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
         self._strategies: dict[int, dict[str, list[Strategy]]] = {}
@@ -183,13 +194,17 @@ class Definitions:
                     strategies.limit_strategies.append(c.limit_strategy.value)
             if strategies.scopes:
                 await concurrency_store.upsert_concurrency_strategies(tx, strategies)
-            await _replace_code_crons(
+            crons = await _replace_code_crons(
                 tx,
                 tenant_id,
                 [("task", n) for n, _ in defs],
                 [TaskConfig.model_validate_json(c).crons for c in configs],
             )
+            if crons:
+                await self._announce_crons(tx, tenant_id)
         self._tasks.pop(tenant_id, None)
+        if crons:
+            self._on_crons_changed(tenant_id)
 
     async def register_workflows(
         self, tenant_id: int, workflows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
@@ -219,8 +234,18 @@ class Definitions:
                 )
                 owners.append(("workflow", name))
                 specs.append(spec.crons)
-            await _replace_code_crons(tx, tenant_id, owners, specs)
+            crons = await _replace_code_crons(tx, tenant_id, owners, specs)
+            if crons:
+                await self._announce_crons(tx, tenant_id)
         self._workflows.pop(tenant_id, None)
+        if crons:
+            self._on_crons_changed(tenant_id)
+
+    async def _announce_crons(self, tx: Executor, tenant_id: int) -> None:
+        """Tells the other replicas (their crons controller) that code crons changed."""
+        await notify_store.notify(
+            tx, notify_store.Notify(CRONS_CHANNEL, f"{tenant_id}:{self._engine_id}")
+        )
 
     async def crons(self, tenant_id: int, name: str | None = None) -> list[cron_store.CronRow]:
         """The tenant's crons as stored, or the one named (read each time: ``next_fire_at``
