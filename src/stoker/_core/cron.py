@@ -233,8 +233,10 @@ class Cron:
             raise ValueError("next_after needs an aware datetime")
         after = after.astimezone(UTC)
         local = after.astimezone(self.zone).replace(tzinfo=None)
-        # Start early enough to see ticks that a transition moves past ``after``.
-        wall = self._next_wall(local - _MAX_SHIFT - timedelta(seconds=1))
+        # Near a transition, start early enough to see ticks that it moves past ``after``;
+        # elsewhere (and in UTC) local time runs with real time: start at ``after``.
+        early = _MAX_SHIFT if self._near_transition(local) else timedelta(0)
+        wall = self._next_wall(local - early - timedelta(seconds=1))
         best: datetime | None = None
         while wall is not None:
             for instant in self._instants(wall):
@@ -363,7 +365,7 @@ def plan(
         t = parsed.next_after(t)
     on_time = [d for d in due if now - d <= grace]
     late = [d for d in due if now - d > grace]
-    caught = late[len(late) - max_missed :] if max_missed > 0 and window > timedelta(0) else []
+    caught = late[max(0, len(late) - max_missed) :] if max_missed > 0 and window else []
     missed = missed or len(caught) < len(late)
     fire = caught + on_time
     if single and len(fire) > 1:
