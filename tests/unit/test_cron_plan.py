@@ -68,7 +68,7 @@ def reference(
 ) -> tuple[list[datetime], datetime | None]:
     """Every tick from ``tick`` to ``now``, each judged on its own."""
     cron = parse(expression, zone)
-    due = [tick] + list(cron.fires(tick, now))
+    due = [tick, *cron.fires(tick, now)]
     on_time = [t for t in due if now - t <= GRACE]
     late = [t for t in due if GRACE < now - t <= window] if max_missed else []
     fire = late[-max_missed:] + on_time if late else on_time

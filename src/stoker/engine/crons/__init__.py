@@ -33,7 +33,6 @@ from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.ops import RunFilter, RunOps
 from stoker.errors import InvalidRequestError, NotFoundError
 
-
 OVERLAPS = ("allow", "skip", "cancel_previous", "buffer_one")
 """What a tick does while the cron's previous run still runs: start anyway, skip the
 tick, cancel the previous run, or hold the tick (one at most) until the previous ends."""
