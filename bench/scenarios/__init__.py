@@ -50,6 +50,7 @@ def registry() -> dict[str, Scenario]:
         chaos,
         cost,
         drain,
+        durable_events,
         idle,
         policy,
         soak,

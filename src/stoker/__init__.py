@@ -35,7 +35,7 @@ from stoker._sdk.crons import (
     TaskRegistry,
     WorkflowRegistry,
 )
-from stoker._sdk.durable import DurableContext
+from stoker._sdk.durable import DurableContext, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import RunOutcome, Runs
@@ -60,6 +60,7 @@ from stoker.errors import (
     TaskRunError,
     TaskTimeoutError,
     UnknownTaskError,
+    WaitTimeoutError,
 )
 
 __all__ = [
@@ -106,6 +107,8 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",
+    "WaitResult",
+    "WaitTimeoutError",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

@@ -51,6 +51,8 @@ PUBLIC = [
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",
+    "WaitResult",
+    "WaitTimeoutError",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

@@ -140,3 +140,42 @@ async def test_bad_sleeps_are_refused_at_the_call() -> None:
         ctx.sleep(timedelta(seconds=-5))
     with pytest.raises(ValueError, match="timezone-aware"):
         ctx.sleep_until(datetime(2030, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("call", "problem"),
+    [
+        (lambda ctx: ctx.wait_for_event("k", "input.total >"), r"invalid CEL expression 'input\.t"),
+        (lambda ctx: ctx.wait_for_event("k", lookback=-1), "negative"),
+        (lambda ctx: ctx.wait_for_event("k", lookback=timedelta(hours=25)), "longer than 24 h"),
+        (lambda ctx: ctx.wait_for_event(""), "event key"),
+        (lambda ctx: ctx.wait_for(), "at least one condition"),
+    ],
+)  # fmt: skip
+async def test_a_bad_wait_is_refused_at_the_call_before_anything_is_recorded(
+    call: Any, problem: str
+) -> None:
+    engine = Log([])
+    ctx = await engine.context()
+    with pytest.raises(ValueError, match=problem):
+        call(ctx)
+    assert engine.appended == []
+
+
+async def test_a_replayed_wait_returns_its_recorded_payload_and_what_fired() -> None:
+    from stoker import SleepCondition, UserEventCondition, or_
+
+    keys = fingerprint(EntryKind.WAIT, "wait_for", event_keys=["paid"], timer=True)
+    engine = Log(
+        [
+            pb.DurableEntry(
+                position=1, kind="wait", name="wait_for", fingerprint=keys, status="ok",
+                result=b'{"fired": "0.1", "payload": {"n": 1}}', satisfied_seq=1,
+            )
+        ]
+    )  # fmt: skip
+    ctx = await engine.context()
+    event = UserEventCondition("paid")
+    got = await ctx.wait_for(or_(SleepCondition(60), event))
+    assert (got.fired, got.payload) == (event, {"n": 1})
+    assert engine.appended == []

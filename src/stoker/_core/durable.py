@@ -183,3 +183,101 @@ class ReleaseGate:
             if i < len(self._waiting) and self._waiting[i] == seq:
                 del self._waiting[i]
             changed.notify_all()
+
+
+MAX_LOOKBACK_MS = 24 * 3600 * 1000
+"""The longest lookback a durable wait may ask for (24 h)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitLeaf:
+    """One sleep or event condition of a durable wait, at ``path`` in its conditions: ``"i"``
+    for the i-th item, ``"i.j"`` for the j-th condition of the i-th item, an ``or_()``."""
+
+    path: str
+    kind: str  # "sleep" or "event"
+    ms: int = 0
+    key: str = ""
+    expression: str = ""
+    scope: str = ""
+    lookback_ms: int = 0
+
+    def wire(self) -> dict[str, object]:
+        if self.kind == "sleep":
+            return {"kind": "sleep", "ms": self.ms}
+        return {
+            "kind": "event",
+            "key": self.key,
+            "expression": self.expression,
+            "scope": self.scope,
+            "lookback_ms": self.lookback_ms,
+        }
+
+
+def wait_request(items: Iterable[WaitLeaf | list[WaitLeaf]]) -> dict[str, object]:
+    """The request a durable wait records: its items (ANDed), an item being one condition
+    or a list of conditions of which one must hold (an ``or_()`` group)."""
+    conditions: list[object] = []
+    for item in items:
+        if isinstance(item, list):
+            conditions.append({"kind": "or", "items": [leaf.wire() for leaf in item]})
+        else:
+            conditions.append(item.wire())
+    return {"conditions": conditions}
+
+
+def _leaf(path: str, raw: Mapping[str, object]) -> WaitLeaf:
+    kind = str(raw.get("kind", ""))
+    if kind == "sleep":
+        return WaitLeaf(path, kind, ms=int(str(raw.get("ms", 0))))
+    if kind == "event":
+        return WaitLeaf(
+            path,
+            kind,
+            key=str(raw.get("key", "")),
+            expression=str(raw.get("expression") or ""),
+            scope=str(raw.get("scope") or ""),
+            lookback_ms=int(str(raw.get("lookback_ms", 0))),
+        )
+    raise ValueError(f"unknown wait condition kind {kind!r} at {path}")
+
+
+def wait_leaves(request: Mapping[str, object]) -> list[WaitLeaf]:
+    """The sleep and event conditions of a recorded wait request, with their paths;
+    ValueError when it is not one."""
+    conditions = request.get("conditions")
+    if not isinstance(conditions, list) or not conditions:
+        raise ValueError("a wait needs at least one condition")
+    leaves: list[WaitLeaf] = []
+    for i, item in enumerate(conditions):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"wait condition {i} is not an object")
+        if item.get("kind") == "or":
+            subs = item.get("items")
+            if not isinstance(subs, list) or not subs:
+                raise ValueError(f"wait condition {i}: an or group needs conditions")
+            for j, sub in enumerate(subs):
+                if not isinstance(sub, Mapping):
+                    raise ValueError(f"wait condition {i}.{j} is not an object")
+                leaves.append(_leaf(f"{i}.{j}", sub))
+        else:
+            leaves.append(_leaf(str(i), item))
+    return leaves
+
+
+def wait_holds(request: Mapping[str, object], satisfied: Iterable[str]) -> bool:
+    """Whether a wait holds once the conditions at the paths ``satisfied`` are: every item
+    holds, an or group when any of its conditions does."""
+    done = set(satisfied)
+    conditions = request.get("conditions")
+    if not isinstance(conditions, list) or not conditions:
+        return False
+    for i, item in enumerate(conditions):
+        if isinstance(item, Mapping) and item.get("kind") == "or":
+            subs = item.get("items")
+            count = len(subs) if isinstance(subs, list) else 0
+            if not any(f"{i}.{j}" in done for j in range(count)):
+                return False
+        elif str(i) not in done:
+            return False
+    return True

@@ -13,8 +13,9 @@ acknowledged before the body continues: a step after it ran (so a completed step
 runs again, a step in flight during a crash runs again), a sleep with its deadline
 computed by the engine from the database clock (so it never moves).
 
-A pending wait is resolved when the engine hints that the log changed (``DurableWakes``)
-and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
+A pending wait is resolved when the engine sends its settled entry (an event's
+settlement: a ``DurableReply`` no request asked for), or hints that the log changed
+(``DurableWakes``) and the re-read log (``SYNC``) shows it settled; a wait that looks late on the database
 clock re-reads on its own, so a lost hint costs latency, not the wake-up.
 """
 
@@ -26,23 +27,39 @@ import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
+from pydantic import BaseModel
+
+from stoker._core.cel import compile_expression
 from stoker._core.durable import (
+    MAX_LOOKBACK_MS,
     EntryKind,
     EntryStatus,
     Operation,
     ReleaseGate,
+    WaitLeaf,
     check_call,
     fingerprint,
+    wait_request,
 )
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.conditions import OrGroup, SleepCondition, UserEventCondition
 from stoker._sdk.context import Context
 from stoker._sdk.task import Task
-from stoker.errors import NonDeterminismError, OutputSerializationError, StokerError
+from stoker.config import parse_duration
+from stoker.errors import (
+    DurationError,
+    NonDeterminismError,
+    OutputSerializationError,
+    StokerError,
+    WaitTimeoutError,
+)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 LATE_S = 1.0
 """How long past its deadline (on the database clock) a sleep waits for the engine's hint
@@ -55,6 +72,26 @@ _request_ids = itertools.count(1)
 
 _SLEEP = "sleep"
 _SLEEP_FP = fingerprint(EntryKind.WAIT, _SLEEP, timer=True)
+_WAIT_FOR_EVENT = "wait_for_event"
+_WAIT_FOR = "wait_for"
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """What ended a ``ctx.wait_for``: the condition that fired (one of those passed, or one
+    inside an ``or_()`` group; with several items, the one that completed the wait) and the
+    payload of its event (``None`` for a sleep)."""
+
+    fired: SleepCondition | UserEventCondition
+    payload: Any
+
+
+def _duration(value: str | float | timedelta | None, what: str) -> timedelta | None:
+    """A call's duration option; ValueError naming it when negative or not a duration."""
+    try:
+        return parse_duration(value, what)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class DurableTask(Task[Any, Any]):
@@ -211,11 +248,15 @@ class DurableLog:
 
     # -- outcomes -----------------------------------------------------------------------
 
-    async def outcome(self, entry: pb.DurableEntry) -> pb.DurableEntry:
-        """Waits until ``entry`` is settled (a sleep past its deadline counts as settled)
-        and its turn in the release gate came; returns the settled entry."""
+    async def outcome(
+        self, entry: pb.DurableEntry, *, deadline_settles: bool = True
+    ) -> pb.DurableEntry:
+        """Waits until ``entry`` is settled (a sleep past its deadline counts as settled,
+        unless ``deadline_settles`` is false: a wait with conditions, whose ``wake_at`` is
+        only its next sleep condition) and its turn in the release gate came; returns the
+        settled entry."""
         if entry.status == EntryStatus.PENDING:
-            if entry.wake_at_ms and entry.wake_at_ms <= self.db_now_ms():
+            if deadline_settles and entry.wake_at_ms and entry.wake_at_ms <= self.db_now_ms():
                 return entry
             entry = await self._wait(entry)
         if entry.satisfied_seq:
@@ -229,7 +270,9 @@ class DurableLog:
         loop = asyncio.get_running_loop()
         waiter = self._waiters.setdefault(entry.position, loop.create_future())
         try:
-            timeout = LATE_S
+            # An event wait is resolved by the engine's hint; re-reading on our own is only
+            # the backstop for a lost one.
+            timeout = LATE_S if entry.wake_at_ms else RESYNC_S
             if entry.wake_at_ms:
                 timeout += max(0.0, (entry.wake_at_ms - self.db_now_ms()) / 1000)
             while True:
@@ -331,3 +374,196 @@ class DurableContext(Context):
             self.log.check_appended(recorded, EntryKind.STEP, name, fp)
         entry = await self.log.outcome(recorded)
         return json.loads(entry.result) if entry.result else None
+
+    # -- waits --------------------------------------------------------------------------
+
+    @overload
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: None = None,
+    ) -> Awaitable[Any]: ...
+
+    @overload
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: type[M],
+    ) -> Awaitable[M]: ...
+
+    def wait_for_event(
+        self,
+        key: str,
+        expression: str | None = None,
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+        timeout: str | float | timedelta | None = None,
+        model: type[BaseModel] | None = None,
+    ) -> Awaitable[Any]:
+        """Waits for an event pushed with ``app.events.push(key, ...)`` and returns its
+        payload (validated into ``model``, a pydantic model, when given).
+
+        ``expression`` (CEL) must be true for the event; it sees ``input`` (the event's
+        payload), ``additional_metadata`` (the event's), ``run_input`` and ``run_metadata``
+        (this run's). ``scope``: only events pushed with that scope count. ``lookback``
+        (at most 24 h): an event pushed up to that long before the wait counts too — the
+        earliest one this task has not used. ``timeout``: raise
+        :class:`~stoker.errors.WaitTimeoutError` when nothing came by then. One event
+        satisfies at most one wait of a task (its lowest position), and the waits of every
+        task waiting for it. The wait survives crashes and replays like a sleep: on a
+        replay the recorded event's payload comes back at once.
+        """
+        if not isinstance(key, str) or not key or len(key) > 500:
+            raise ValueError(
+                f"ctx.wait_for_event needs an event key of 1-500 characters, got {key!r}"
+            )
+        what = f"ctx.wait_for_event({key!r})"
+        if expression is not None:
+            _check_cel(expression, what)
+        if scope is not None and (not isinstance(scope, str) or not scope):
+            raise ValueError(f"{what}: scope must be a non-empty string, got {scope!r}")
+        back = _duration(lookback, f"{what}: lookback")
+        if back is not None and back > timedelta(milliseconds=MAX_LOOKBACK_MS):
+            raise ValueError(f"{what}: lookback {back} is longer than 24 h")
+        limit = _duration(timeout, f"{what}: timeout")
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ValueError(f"{what}: model must be a pydantic model class, got {model!r}")
+        event = WaitLeaf(
+            "0.0" if limit is not None else "0",
+            "event",
+            key=key,
+            expression=expression or "",
+            scope=scope or "",
+            lookback_ms=_ms(back) if back is not None else 0,
+        )
+        items: list[WaitLeaf | list[WaitLeaf]] = [event]
+        if limit is not None:
+            items = [[event, WaitLeaf("0.1", "sleep", ms=_ms(limit))]]
+        fp = fingerprint(EntryKind.WAIT, _WAIT_FOR_EVENT, event_keys=[key], timer=limit is not None)
+        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR_EVENT, fp)
+        call = _wait_call(position, _WAIT_FOR_EVENT, fp, wait_request(items))
+        return self._waited_event(call, recorded, what, limit, model)
+
+    async def _waited_event(
+        self,
+        call: pb.DurableCall,
+        recorded: pb.DurableEntry | None,
+        what: str,
+        limit: timedelta | None,
+        model: type[BaseModel] | None,
+    ) -> Any:
+        fired, payload = await self._waited(call, recorded)
+        if fired != "0" and fired != "0.0":
+            raise WaitTimeoutError(
+                f"{what} timed out after {limit}: no matching event came (position {call.position})"
+            )
+        return payload if model is None else model.model_validate(payload)
+
+    def wait_for(
+        self, *conditions: SleepCondition | UserEventCondition | OrGroup
+    ) -> Awaitable[WaitResult]:
+        """Waits until every item holds — a :class:`~stoker.SleepCondition` (that long
+        after the call), a :class:`~stoker.UserEventCondition` (an event pushed after the
+        call whose expression holds), or an ``or_()`` group of them, which holds when any
+        of its conditions does — and returns which condition fired and its event's payload
+        (:class:`WaitResult`). The wait is recorded like ``wait_for_event``: it survives
+        crashes and replays, and a replay gets the recorded result back."""
+        if not conditions:
+            raise ValueError("ctx.wait_for needs at least one condition")
+        items: list[WaitLeaf | list[WaitLeaf]] = []
+        objects: dict[str, SleepCondition | UserEventCondition] = {}
+        for i, item in enumerate(conditions):
+            if isinstance(item, OrGroup):
+                group: list[WaitLeaf] = []
+                for j, sub in enumerate(item.conditions):
+                    if not isinstance(sub, SleepCondition | UserEventCondition):
+                        raise ValueError(
+                            f"ctx.wait_for takes sleep and event conditions, got {sub!r} in or_()"
+                        )
+                    group.append(_leaf(f"{i}.{j}", sub))
+                    objects[f"{i}.{j}"] = sub
+                items.append(group)
+            elif isinstance(item, SleepCondition | UserEventCondition):
+                items.append(_leaf(str(i), item))
+                objects[str(i)] = item
+            else:
+                raise ValueError(
+                    "ctx.wait_for takes SleepCondition, UserEventCondition or or_(...), got "
+                    f"{item!r}"
+                )
+        keys = [c.event_key for c in objects.values() if isinstance(c, UserEventCondition)]
+        timer = any(isinstance(c, SleepCondition) for c in objects.values())
+        fp = fingerprint(EntryKind.WAIT, _WAIT_FOR, event_keys=keys, timer=timer)
+        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR, fp)
+        call = _wait_call(position, _WAIT_FOR, fp, wait_request(items))
+        return self._waited_for(call, recorded, objects)
+
+    async def _waited_for(
+        self,
+        call: pb.DurableCall,
+        recorded: pb.DurableEntry | None,
+        objects: dict[str, SleepCondition | UserEventCondition],
+    ) -> WaitResult:
+        fired, payload = await self._waited(call, recorded)
+        condition = objects.get(fired)
+        if condition is None:  # a recorded wait whose conditions changed shape
+            raise NonDeterminismError(
+                f"replay diverged at position {call.position}: the recorded wait fired "
+                f"condition {fired!r}, which the code's ctx.wait_for does not have",
+                position=call.position,
+            )
+        return WaitResult(condition, payload)
+
+    async def _waited(
+        self, call: pb.DurableCall, recorded: pb.DurableEntry | None
+    ) -> tuple[str, Any]:
+        """Records a wait (unless replayed) and waits for its outcome: the path of the
+        condition that fired and its event's payload."""
+        entry = recorded
+        if entry is None:
+            entry = await self.log.append(call)
+            self.log.check_appended(entry, EntryKind.WAIT, call.name, call.fingerprint)
+        entry = await self.log.outcome(entry, deadline_settles=False)
+        done = json.loads(entry.result) if entry.result else {}
+        return str(done.get("fired", "")), done.get("payload")
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _check_cel(expression: str, what: str) -> None:
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError(f"{what}: the CEL expression must be a non-empty string")
+    try:
+        compile_expression(expression)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{what}: invalid CEL expression {expression!r}: {exc}") from None
+
+
+def _leaf(path: str, condition: SleepCondition | UserEventCondition) -> WaitLeaf:
+    if isinstance(condition, SleepCondition):
+        return WaitLeaf(path, "sleep", ms=_ms(condition.duration))
+    return WaitLeaf(path, "event", key=condition.event_key, expression=condition.expression)
+
+
+def _wait_call(position: int, name: str, fp: str, request: dict[str, object]) -> pb.DurableCall:
+    return pb.DurableCall(
+        position=position,
+        kind=str(EntryKind.WAIT),
+        name=name,
+        fingerprint=fp,
+        status=str(EntryStatus.PENDING),
+        request=json.dumps(request, separators=(",", ":")).encode(),
+    )

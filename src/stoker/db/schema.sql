@@ -319,11 +319,16 @@ CREATE INDEX task_pending_idx ON task (dag_id) WHERE status = 'PENDING';
 -- condition's path in the step's declaration (e.g. "wait_for.1.0"). A sleep is satisfied
 -- once fire_at passes; an event when a matching event arrives after the row was created.
 -- Rows go when the step leaves PENDING.
+-- The conditions of durable tasks' waits (wait_for_event, wait_for) are rows here too,
+-- without a dag_id: they name their log entry (run_created_at, branch, position), and cond
+-- is "d<branch>.<position>:<path>". `scope` limits an event condition to events pushed with
+-- it, `since` starts its lookback window, `event_id` is the event that satisfied it. A
+-- durable wait's rows go with its task (to history), so the events a task used are known.
 CREATE TABLE task_wait (
     task_id      bigint NOT NULL,
     cond         text NOT NULL,
     tenant_id    bigint NOT NULL,
-    dag_id       bigint NOT NULL,
+    dag_id       bigint,
     kind         text NOT NULL,
     fire_at      timestamptz,
     event_key    text,
@@ -331,6 +336,12 @@ CREATE TABLE task_wait (
     satisfied_at timestamptz,
     error        text,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    run_created_at timestamptz,
+    branch       integer,
+    position     integer,
+    scope        text,
+    since        timestamptz,
+    event_id     bigint,
     PRIMARY KEY (task_id, cond)
 ) WITH (fillfactor = 70);
 
@@ -338,6 +349,9 @@ CREATE INDEX task_wait_sleep_idx ON task_wait (fire_at)
     WHERE kind = 'sleep' AND satisfied_at IS NULL;
 CREATE INDEX task_wait_event_idx ON task_wait (tenant_id, event_key)
     WHERE kind = 'event' AND satisfied_at IS NULL;
+-- One event satisfies at most one condition of a task (durable waits).
+CREATE UNIQUE INDEX task_wait_event_used_idx ON task_wait (task_id, event_id)
+    WHERE event_id IS NOT NULL;
 
 -- Child runs spawned from inside a task. The n-th spawn of a task (child_index, counted
 -- per attempt) and an explicit child_key each name one child, so a retried parent gets
@@ -395,6 +409,8 @@ CREATE TABLE user_event (
 
 CREATE TABLE user_event_default PARTITION OF user_event DEFAULT;
 CREATE INDEX user_event_tenant_created_idx ON user_event (tenant_id, created_at DESC, id DESC);
+-- The lookback search of a durable wait.
+CREATE INDEX user_event_key_idx ON user_event (tenant_id, key, created_at);
 
 -- Runs are filtered by their additional metadata (`@>`) in the API and bulk cancellation.
 CREATE INDEX task_metadata_idx ON task USING gin (additional_metadata jsonb_path_ops);

@@ -45,7 +45,7 @@ from stoker.engine.definitions import CRONS_CHANNEL, Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
-from stoker.engine.durable import DurableLogs, Wakes
+from stoker.engine.durable import DurableLogs, DurableWaits, Wakes
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
@@ -109,10 +109,15 @@ class Engine:
         self.wakes = Wakes(
             db, lambda worker, msg: self.dispatcher.push_here(worker, msg), engine_id=self.engine_id
         )
+        self.durable_waits = DurableWaits()
         self.durable_timers = DurableTimers(
-            db, self.wakes, self.leadership, interval_s=min(1.0, s.controller_interval_s)
+            db,
+            self.wakes,
+            self.durable_waits,
+            self.leadership,
+            interval_s=min(1.0, s.controller_interval_s),
         )
-        self.durable_logs = DurableLogs(db, on_timer=self.durable_timers.wake)
+        self.durable_logs = DurableLogs(db, self.durable_waits, on_timer=self.durable_timers.wake)
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -262,6 +267,8 @@ class Engine:
             self.ingest,
             self.progression,
             max_payload_bytes=s.max_payload_bytes,
+            durable_waits=self.durable_waits,
+            wakes=self.wakes,
         )
         ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         cron_runs = CronRuns(self.ingest, workflow_ingest)

@@ -29,6 +29,14 @@ FROM durable_log
 WHERE task_id = %(task_id)s AND created_at = %(created_at)s
 FOR UPDATE;
 
+-- name: read_durable_log
+-- Reads a task's log row without locking it (a re-read of the log: a read-only
+-- transaction, which costs no WAL flush at commit).
+SELECT task_id, created_at, tenant_id, invocation, active_branch, satisfied_counter,
+       evicted_at
+FROM durable_log
+WHERE task_id = %(task_id)s AND created_at = %(created_at)s;
+
 -- name: lock_durable_logs
 -- Locks several tasks' log rows in task id order, so that two writers locking batches
 -- (events reaching many tasks, children ending) never wait for each other in a cycle.
@@ -168,8 +176,10 @@ RETURNING e.task_id, e.created_at, e.branch, e.position, e.status, e.satisfied_s
 -- name: claim_due_durable_timers
 -- The pending entries whose wake_at has passed, earliest first, with their tasks' logs
 -- locked; logs another transaction holds are skipped, so two sweepers share the work.
+-- `conditions`: the entry is a wait with conditions (wait_for, wait_for_event), whose
+-- wake_at is its earliest unfired sleep condition, not a deadline that settles it.
 SELECT e.task_id, e.created_at, e.branch, e.position, e.wake_at, l.tenant_id, l.invocation,
-       l.evicted_at
+       l.evicted_at, coalesce(e.request ? 'conditions', false) AS conditions
 FROM durable_entry e
 JOIN durable_log l ON l.task_id = e.task_id AND l.created_at = e.created_at
 WHERE e.status = 'pending' AND e.wake_at <= now()
@@ -289,3 +299,23 @@ WHERE r.task_id = %(task_id)s AND r.attempt = %(attempt)s AND r.worker_id = %(wo
 SELECT task_id, attempt, worker_id
 FROM task_runtime
 WHERE task_id = ANY(%(task_ids)s::bigint[]);
+
+-- name: set_durable_wake_ats
+-- The next time the durable timers look at these waits with conditions: their earliest
+-- unfired sleep condition (NULL: none left). Run under the logs' locks.
+UPDATE durable_entry e
+SET wake_at = (SELECT min(w.fire_at) FROM task_wait w
+               WHERE w.task_id = e.task_id AND w.dag_id IS NULL AND w.branch = e.branch
+                 AND w.position = e.position AND w.kind = 'sleep'
+                 AND w.satisfied_at IS NULL)
+FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[], %(branches)s::integer[],
+            %(positions)s::integer[]) AS x(task_id, created_at, branch, position)
+WHERE e.task_id = x.task_id AND e.created_at = x.created_at AND e.branch = x.branch
+  AND e.position = x.position AND e.status = 'pending'
+RETURNING e.task_id, e.position, e.wake_at;
+
+-- name: durable_run_input
+-- What a durable wait's expression sees of its run: the task's input and metadata.
+SELECT input, additional_metadata
+FROM task
+WHERE id = %(task_id)s AND created_at = %(created_at)s;

@@ -42,6 +42,10 @@ tasks AS (
               t.desired_worker_id, t.rate_limits, t.assigned_at, t.dag_id, t.step,
               t.skipped, t.concurrency_keys
 ),
+waits_dropped AS (
+    -- A durable task's satisfied conditions stay while it lives (the events it used).
+    DELETE FROM task_wait w USING tasks WHERE w.task_id = tasks.id
+),
 tasks_moved AS (
     INSERT INTO task_history (id, tenant_id, external_id, task_name, status, attempt,
                               retry_count, priority, input, additional_metadata, output,

@@ -1,4 +1,5 @@
-"""Conditions of waiting workflow steps (task_wait): registering, firing sleeps, matching events.
+"""Conditions of waiting workflow steps and durable waits (task_wait): registering, firing
+sleeps, matching events.
 
 Statements of ``db/sql/conditions.sql``; see :mod:`stoker.db.store`.
 """
@@ -86,11 +87,16 @@ class EventWait(TypedDict):
 
     task_id: int
     cond: str
-    dag_id: int
+    dag_id: int | None
+    """None for a durable wait's condition."""
     event_key: str
     expression: str | None
     created_at: datetime
-    dag_external_id: str
+    run_created_at: datetime | None
+    branch: int | None
+    position: int | None
+    scope: str | None
+    dag_external_id: str | None
     run_input: Any
     run_metadata: Any
 
@@ -115,3 +121,106 @@ class RecordWaitErrors:
 
 
 record_wait_errors = Exec[RecordWaitErrors]("record_wait_errors")
+
+
+@dataclass(frozen=True, slots=True)
+class InsertDurableWaits:
+    task_ids: list[int]
+    run_created_ats: list[datetime]
+    tenant_ids: list[int]
+    branches: list[int]
+    positions: list[int]
+    paths: list[str]
+    kinds: list[str]
+    sleeps_ms: list[int]
+    event_keys: list[str]
+    expressions: list[str]
+    scopes: list[str]
+    lookbacks_ms: list[int]
+
+
+insert_durable_waits = Exec[InsertDurableWaits]("insert_durable_waits")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableWaitConditions:
+    task_ids: list[int]
+    created_ats: list[datetime]
+    branches: list[int]
+    positions: list[int]
+
+
+class DurableCondition(TypedDict):
+    """One condition of a durable wait, with its entry's request and status."""
+
+    task_id: int
+    run_created_at: datetime
+    branch: int
+    position: int
+    path: str
+    kind: str
+    fire_at: datetime | None
+    event_key: str | None
+    expression: str | None
+    scope: str | None
+    since: datetime | None
+    satisfied_at: datetime | None
+    event_id: int | None
+    request: Any
+    status: str
+    payload: Any
+
+
+durable_wait_conditions = Many[DurableWaitConditions, DurableCondition]("durable_wait_conditions")
+
+
+@dataclass(frozen=True, slots=True)
+class SatisfyDurableWaits:
+    task_ids: list[int]
+    conds: list[str]
+    event_ids: list[int | None]
+
+
+class SatisfiedCondition(TypedDict):
+    """A condition of a durable wait that was just satisfied."""
+
+    task_id: int
+    run_created_at: datetime
+    branch: int
+    position: int
+    path: str
+    event_id: int | None
+
+
+satisfy_durable_waits = Many[SatisfyDurableWaits, SatisfiedCondition]("satisfy_durable_waits")
+
+
+@dataclass(frozen=True, slots=True)
+class FireDurableSleeps:
+    task_ids: list[int]
+    branches: list[int]
+    positions: list[int]
+
+
+class FiredSleep(TypedDict):
+    """A sleep condition of a durable wait that just elapsed."""
+
+    task_id: int
+    run_created_at: datetime
+    branch: int
+    position: int
+    path: str
+    fire_at: datetime
+
+
+fire_durable_sleeps = Many[FireDurableSleeps, FiredSleep]("fire_durable_sleeps")
+
+
+@dataclass(frozen=True, slots=True)
+class ClearDurableWaits:
+    task_ids: list[int]
+    branches: list[int]
+    positions: list[int]
+
+
+clear_durable_waits = Exec[ClearDurableWaits]("clear_durable_waits")

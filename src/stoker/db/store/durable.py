@@ -52,6 +52,7 @@ class DurableLog(TypedDict):
 
 
 lock_durable_log = One[LockDurableLog, DurableLog]("lock_durable_log")
+read_durable_log = One[LockDurableLog, DurableLog]("read_durable_log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,8 @@ class DueTimer(TypedDict):
     tenant_id: int
     invocation: int
     evicted_at: datetime | None
+    conditions: bool
+    """A wait with conditions: its wake_at is when to look at its sleeps again."""
 
 
 claim_due_durable_timers = Many[ClaimDueDurableTimers, DueTimer]("claim_due_durable_timers")
@@ -311,3 +314,38 @@ class TaskWorker(TypedDict):
 
 
 durable_task_workers = Many[DurableTaskWorkers, TaskWorker]("durable_task_workers")
+
+
+@dataclass(frozen=True, slots=True)
+class SetDurableWakeAts:
+    task_ids: list[int]
+    created_ats: list[datetime]
+    branches: list[int]
+    positions: list[int]
+
+
+class WakeAt(TypedDict):
+    """A wait's next look (``None``: no sleep condition left to fire)."""
+
+    task_id: int
+    position: int
+    wake_at: datetime | None
+
+
+set_durable_wake_ats = Many[SetDurableWakeAts, WakeAt]("set_durable_wake_ats")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRunInput:
+    task_id: int
+    created_at: datetime
+
+
+class RunInput(TypedDict):
+    """A durable task's input and metadata, as a wait's expression sees them."""
+
+    input: Any
+    additional_metadata: Any
+
+
+durable_run_input = One[DurableRunInput, RunInput]("durable_run_input")

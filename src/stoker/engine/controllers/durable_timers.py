@@ -5,7 +5,9 @@ Each round the leader claims the pending log entries whose ``wake_at`` passed
 the same log never waits for a round), settles them ``ok`` in the same transaction, and
 after the commit hints the workers running those tasks (:class:`~stoker.engine.durable.Wakes`),
 which re-read their logs and resume. A task with no running attempt (its worker died) is
-only settled: its next attempt replays the sleep as done.
+only settled: its next attempt replays the sleep as done. A due wait with conditions
+(``wait_for``) has its elapsed sleep conditions fired instead, and is settled only when its
+conditions then hold (:meth:`~stoker.engine.durable.DurableWaits.on_timers`).
 
 Between rounds it sleeps until the earliest pending deadline (at most ``interval_s``), and
 is woken at once when this replica records a new deadline (:meth:`DurableTimers.wake`);
@@ -20,7 +22,7 @@ from datetime import UTC, datetime
 from stoker.db import Executor, NoParams
 from stoker.db.store import durable as store
 from stoker.engine.controllers.leadership import Leadership
-from stoker.engine.durable import Wakes
+from stoker.engine.durable import DurableWaits, Wakes
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.controllers")
@@ -34,11 +36,18 @@ class DurableTimers(LoopService):
     name = "durable-timers"
 
     def __init__(
-        self, db: Executor, wakes: Wakes, leadership: Leadership, *, interval_s: float
+        self,
+        db: Executor,
+        wakes: Wakes,
+        waits: DurableWaits,
+        leadership: Leadership,
+        *,
+        interval_s: float,
     ) -> None:
         super().__init__()
         self._db = db
         self._wakes = wakes
+        self._waits = waits
         self._leadership = leadership
         self._interval = interval_s
         self._wake = self.signal()
@@ -61,25 +70,35 @@ class DurableTimers(LoopService):
         by_worker: dict[int, list[tuple[int, int]]] = {}
         async with self._db.transaction() as tx:
             due = await store.claim_due_durable_timers(tx, store.ClaimDueDurableTimers(_BATCH))
-            if due:
+            sleeps = [d for d in due if not d["conditions"]]
+            tasks: set[int] = set()
+            if sleeps:
                 settled = await store.settle_durable_entries(
                     tx,
                     store.SettleDurableEntries(
-                        task_ids=[d["task_id"] for d in due],
-                        created_ats=[d["created_at"] for d in due],
-                        branches=[d["branch"] for d in due],
-                        positions=[d["position"] for d in due],
-                        statuses=["ok" for _ in due],
-                        results=[None for _ in due],
-                        errors=[None for _ in due],
-                        fired=["timer" for _ in due],
-                        event_ids=[None for _ in due],
+                        task_ids=[d["task_id"] for d in sleeps],
+                        created_ats=[d["created_at"] for d in sleeps],
+                        branches=[d["branch"] for d in sleeps],
+                        positions=[d["position"] for d in sleeps],
+                        statuses=["ok" for _ in sleeps],
+                        results=[None for _ in sleeps],
+                        errors=[None for _ in sleeps],
+                        fired=["timer" for _ in sleeps],
+                        event_ids=[None for _ in sleeps],
                     ),
                 )
-                tasks = sorted({s["task_id"] for s in settled})
-                for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(tasks)):
-                    by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
+                tasks.update(s["task_id"] for s in settled)
                 self.fired += len(settled)
+            # Waits with conditions: their elapsed sleeps are conditions, which may or may
+            # not complete the wait (the one decision, shared with events).
+            waited = await self._waits.on_timers(tx, [d for d in due if d["conditions"]])
+            tasks.update(waited)
+            self.fired += len(waited)
+            if tasks:
+                for w in await store.durable_task_workers(
+                    tx, store.DurableTaskWorkers(sorted(tasks))
+                ):
+                    by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
         if by_worker:
             await self._wakes.send(by_worker)
         if len(due) >= _BATCH:

@@ -5,6 +5,9 @@ in a log is settled.
 * :mod:`~stoker.engine.durable.log` — :class:`~stoker.engine.durable.log.DurableLogs`
   answers a worker's durable requests (open an invocation, re-read, append calls), each in
   one transaction under the log's row lock;
+* :mod:`~stoker.engine.durable.waits` — :class:`~stoker.engine.durable.waits.DurableWaits`
+  registers the conditions of ``wait_for_event`` / ``wait_for`` in the condition registry
+  and settles the waits that hold (after an event, a sleep, or a lookback);
 * :mod:`~stoker.engine.durable.wake` — :class:`~stoker.engine.durable.wake.Wakes` tells
   the workers running tasks whose logs changed, directly when connected here, else through
   the replica holding the stream (``stoker_durable``).
@@ -13,6 +16,7 @@ The leader loop that fires due timers is :mod:`stoker.engine.controllers.durable
 """
 
 from stoker.engine.durable.log import DurableLogs
+from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.durable.wake import Wakes
 
-__all__ = ["DurableLogs", "Wakes"]
+__all__ = ["DurableLogs", "DurableWaits", "Wakes"]

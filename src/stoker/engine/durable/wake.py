@@ -1,7 +1,10 @@
 """Wake-up hints to the workers running durable tasks whose logs were settled.
 
 A hint names ``(task_id, attempt)``; the worker answers it by re-reading its log (``SYNC``),
-so a hint carries no state and a duplicate or a stale one is harmless. A worker connected
+so a hint carries no state and a duplicate or a stale one is harmless. A settlement whose
+entries are at hand (an event's) is delivered instead (:meth:`Wakes.deliver`): the settled
+entries in a ``DurableReply`` with no request id, which the worker applies as it would a
+re-read's — the same state, without the round trip. A worker connected
 to this replica gets it on its stream at once; one connected elsewhere through
 ``stoker_durable`` (``<worker_id>;<task_id>.<attempt>,...:<engine_id>``), which the replica
 holding its stream passes on. A lost hint costs latency, not correctness: a worker whose
@@ -58,6 +61,26 @@ class Wakes:
                     )
             except Exception:
                 log.exception("could not send a durable wake-up hint to worker %d", worker_id)
+
+    async def deliver(
+        self,
+        by_worker: dict[int, list[tuple[int, int]]],
+        settled: dict[int, list[pb.DurableEntry]],
+    ) -> None:
+        """Sends each worker connected here the entries just settled in its tasks' logs
+        (``settled``: by task), as an unsolicited ``DurableReply`` (``request_id`` 0) that
+        resolves the waits without a re-read; a worker connected elsewhere gets the hint
+        instead. After the commit that settled them."""
+        hints: dict[int, list[tuple[int, int]]] = {}
+        for worker_id, items in by_worker.items():
+            for task_id, attempt in items:
+                reply = pb.DurableReply(
+                    task_id=task_id, attempt=attempt, entries=settled.get(task_id, [])
+                )
+                if not self._push(worker_id, pb.EngineMessage(durable=reply)):
+                    hints.setdefault(worker_id, []).append((task_id, attempt))
+        if hints:
+            await self.send(hints)
 
     def on_remote(self, body: str) -> None:
         """A ``stoker_durable`` signal of another replica: passed on if the worker is here."""

@@ -18,8 +18,11 @@ never calls back into this module's state (no Ingest → WorkflowIngest → Inge
   parked in the same buffer (:meth:`Ingest.submit_call`) and written in a savepoint of the
   flush's transaction, so spawns of many parents commit together and one bad spawn fails
   only itself.
-* A user event is stored, then matched against the event conditions that were waiting
-  before it arrived: key equality, the optional scope (a workflow run id), and the CEL
+* A user event is stored under the (tenant, key) locks that durable waits' registration
+  takes too, then matched against the event conditions of workflow steps and durable
+  waits (:mod:`stoker.engine.durable.waits`, which settles the durable waits that hold and
+  whose workers are hinted right after the commit). A step's condition takes events that
+  arrived after it began waiting: key equality, the optional scope (a workflow run id), and the CEL
   expression over ``input`` (the payload), ``additional_metadata`` (the event's),
   ``run_input`` and ``run_metadata`` (the waiting run's). Satisfied runs progress in the
   same transaction. An expression that fails on a payload is recorded on the waiting step
@@ -50,6 +53,14 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.engine.definitions import Definitions, Workflows
+from stoker.engine.durable.waits import (
+    DurableWaits,
+    EventMatch,
+    SettledWait,
+    lock_event_keys,
+    settled_entries,
+)
+from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import requests
 from stoker.engine.ingest.buffer import Ingest, Written
@@ -114,6 +125,8 @@ class WorkflowIngest:
         dags: Progression,
         *,
         max_payload_bytes: int,
+        durable_waits: DurableWaits | None = None,
+        wakes: Wakes | None = None,
     ) -> None:
         self._db = db
         self._signals = signals
@@ -121,6 +134,8 @@ class WorkflowIngest:
         self._ingest = ingest
         self._dags = dags
         self._max_payload = max_payload_bytes
+        self._durable_waits = durable_waits
+        self._wakes = wakes
 
     # -- workflow runs ------------------------------------------------------------------
 
@@ -371,7 +386,12 @@ class WorkflowIngest:
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
         keys = sorted({e.key for e in events})
+        woken: dict[int, list[tuple[int, int]]] = {}
+        settled: list[SettledWait] = []
         async with self._signals.transaction(self._db) as (tx, out):
+            # The (tenant, key) locks durable waits' registration takes too: whichever
+            # commits second sees the other's rows.
+            await lock_event_keys(tx, tenant_id, keys)
             stored = await event_store.insert_user_events(
                 tx,
                 event_store.InsertUserEvents(
@@ -386,8 +406,27 @@ class WorkflowIngest:
                 tx, condition_store.WaitsForEvents(tenant_id, keys)
             )
             matched, errors = _match(waits, events, payloads, metadata, stored)
+            durable = [(w, i) for w, i in matched if w["dag_id"] is None]
+            matched = [(w, i) for w, i in matched if w["dag_id"] is not None]
+            satisfied = len(matched)
+            if durable and self._durable_waits is not None:
+                count, settled, woken = await self._durable_waits.on_events(
+                    tx,
+                    [
+                        EventMatch(
+                            int(w["task_id"]),
+                            _created_at(w),
+                            str(w["cond"]),
+                            int(stored[i]["id"]),
+                        )
+                        for w, i in durable
+                    ],
+                )
+                satisfied += count
             if matched or errors:
-                dag_ids = sorted({int(w["dag_id"]) for w, _ in matched + errors})
+                dag_ids = sorted(
+                    {int(w["dag_id"]) for w, _ in matched + errors if w["dag_id"] is not None}
+                )
                 await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
                 if errors:
                     await condition_store.record_wait_errors(
@@ -418,8 +457,12 @@ class WorkflowIngest:
                     )
                     await self._dags.progress(tx, out, dag_ids)
             ids = [str(r["external_id"]) for r in stored]
-            await requests.record(tx, tenant_id, requests.Call(request, ids, len(matched)))
-        return ids, len(matched)
+            await requests.record(tx, tenant_id, requests.Call(request, ids, satisfied))
+        if woken and self._wakes is not None:
+            # Right after the commit that settled their waits, the workers get the settled
+            # entries (or, when connected elsewhere, a hint to re-read).
+            await self._wakes.deliver(woken, settled_entries(settled))
+        return ids, satisfied
 
 
 def _replayed_spawn(answer: requests.Answer) -> list[tuple[str, bool]]:
@@ -434,17 +477,33 @@ def _match(
     metadata: list[dict[str, Any]],
     stored: list[event_store.StoredEvent],
 ) -> tuple[
-    list[tuple[condition_store.EventWait, str]], list[tuple[condition_store.EventWait, str]]
+    list[tuple[condition_store.EventWait, int]], list[tuple[condition_store.EventWait, str]]
 ]:
-    """Which waits the events satisfy, and which expressions failed (with why)."""
-    matched: list[tuple[condition_store.EventWait, str]] = []
+    """Which waits the events satisfy (with the index of the event), and which expressions
+    failed (with why).
+
+    A workflow step's condition takes events that arrived after it began waiting, and a
+    scoped event only when the scope is its workflow run's id. A durable wait's condition
+    takes any event the ingest sees (registration and ingest are ordered by the key locks,
+    so an event seen here came after the wait), only events of its scope when it has one,
+    and an event satisfies at most one condition of a task: the first in (position, path)
+    order, the order ``waits`` comes in.
+    """
+    matched: list[tuple[condition_store.EventWait, int]] = []
     errors: list[tuple[condition_store.EventWait, str]] = []
+    used: set[tuple[int, int]] = set()  # (task, event index) taken by a durable condition
     for w in waits:
+        durable = w["dag_id"] is None
         created: datetime = w["created_at"]
-        for e, payload, md, s in zip(events, payloads, metadata, stored, strict=True):
-            if e.key != w["event_key"] or s["created_at"] < created:
+        for i, (e, payload, md, s) in enumerate(
+            zip(events, payloads, metadata, stored, strict=True)
+        ):
+            if e.key != w["event_key"]:
                 continue
-            if e.scope and e.scope != w["dag_external_id"]:
+            if durable:
+                if (int(w["task_id"]), i) in used or (w["scope"] and e.scope != w["scope"]):
+                    continue
+            elif s["created_at"] < created or (e.scope and e.scope != w["dag_external_id"]):
                 continue
             expression = w["expression"]
             if expression:
@@ -468,9 +527,18 @@ def _match(
                     continue
                 if value is not True:
                     continue
-            matched.append((w, e.key))
+            matched.append((w, i))
+            if durable:
+                used.add((int(w["task_id"]), i))
             break
     return matched, errors
+
+
+def _created_at(w: condition_store.EventWait) -> datetime:
+    created = w["run_created_at"]
+    if created is None:  # registered with its entry, always set for a durable wait
+        raise ValueError(f"durable wait {w['cond']!r} of task {w['task_id']} has no run time")
+    return created
 
 
 __all__ = ["ChildInput", "EventInput", "WorkflowIngest", "WorkflowTriggerInput"]
