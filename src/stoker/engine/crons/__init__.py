@@ -154,6 +154,12 @@ class CronAdmin:
             by_cron.setdefault(f["cron_id"], []).append(f)
         return [CronView(r, upcoming(r, 5), by_cron.get(r["id"], [])) for r in rows]
 
+    async def one(self, tenant_id: int, name: str) -> CronView:
+        """The cron named ``name``; NotFoundError when there is none."""
+        if not name:
+            raise NotFoundError("no cron named '' (give a cron's name)")
+        return (await self.list(tenant_id, name))[0]
+
     async def paused(self, tenant_id: int) -> builtins.list[cron_store.PausedRow]:
         """The tenant's paused tasks and workflows."""
         return await cron_store.list_paused(self._db, cron_store.ListPaused(tenant_id))
@@ -269,7 +275,7 @@ class CronAdmin:
 
     async def trigger_now(self, tenant_id: int, name: str) -> Fired:
         """Starts one run of the cron now, outside its schedule and policies."""
-        view = (await self.list(tenant_id, name))[0]
+        view = await self.one(tenant_id, name)
         tick = datetime.now(UTC)
         run_id = await self._runs.start(tenant_id, view.row, tick, keyed=False)
         await cron_store.record_cron_fires(
@@ -289,11 +295,13 @@ class CronAdmin:
         now = datetime.now(UTC)
         if end < start:
             raise InvalidRequestError(f"backfill: end {end} is before start {start}")
+        if start.year < 1970:
+            raise InvalidRequestError(f"backfill: start {start.isoformat()} is before 1970")
         if end > now:
             raise InvalidRequestError(
                 f"backfill: end {end.isoformat()} is in the future; backfill covers past ticks"
             )
-        view = (await self.list(tenant_id, name))[0]
+        view = await self.one(tenant_id, name)
         parsed = _parse(view.row["expression"], view.row["timezone"])
         ticks: builtins.list[datetime] = []
         t = parsed.next_after(start - _SECOND)

@@ -161,8 +161,8 @@ class ClientService(Servicer):
         fired = await self._crons.backfill(
             caller.tenant_id,
             request.name,
-            datetime.fromtimestamp(request.start_ms / 1000, UTC),
-            datetime.fromtimestamp(request.end_ms / 1000, UTC),
+            _time(request.start_ms, "start_ms"),
+            _time(request.end_ms, "end_ms"),
         )
         return pb.BackfillCronResponse(
             fires=[
@@ -387,6 +387,13 @@ def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
         wpb.RunOutcome(run_id=o.run_id, outcome=o.outcome, status=o.status, message=o.message)
         for o in items
     ]
+
+
+def _time(ms: int, what: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequestError(f"{what} {ms} is not a time in epoch milliseconds") from None
 
 
 def _ms(t: datetime) -> int:

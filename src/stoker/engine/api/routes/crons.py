@@ -125,7 +125,7 @@ async def backfill_cron(who: Auth, crons: Admin, name: str, body: Backfill) -> B
 @router.get("/crons/{name:path}", response_model=Cron)
 async def get_cron(who: Auth, crons: Admin, name: str) -> Cron:
     """One cron, by name."""
-    return cron_model((await crons.list(who.tenant_id, name))[0])
+    return cron_model(await crons.one(who.tenant_id, name))
 
 
 @router.patch("/crons/{name:path}", response_model=Cron)
