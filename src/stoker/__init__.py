@@ -25,7 +25,16 @@ from stoker._core.wire import (
 from stoker._sdk.app import RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
-from stoker._sdk.crons import CronInfo, Crons
+from stoker._sdk.crons import (
+    BackfillRun,
+    CatchUp,
+    CronInfo,
+    CronRun,
+    Crons,
+    PausedInfo,
+    TaskRegistry,
+    WorkflowRegistry,
+)
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
@@ -58,12 +67,15 @@ from stoker.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "BackfillRun",
+    "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
     "ConfigError",
     "Context",
     "CronError",
     "CronInfo",
+    "CronRun",
     "Crons",
     "DatabaseUnavailableError",
     "DeclarationError",
@@ -79,6 +91,7 @@ __all__ = [
     "NotFoundError",
     "OutputSerializationError",
     "ParentCondition",
+    "PausedInfo",
     "PayloadTooLargeError",
     "RateLimit",
     "RateLimitDuration",
@@ -97,6 +110,7 @@ __all__ = [
     "Stoker",
     "StokerError",
     "Task",
+    "TaskRegistry",
     "TaskRunError",
     "TaskTimeoutError",
     "UnknownTaskError",
@@ -106,6 +120,7 @@ __all__ = [
     "Worker",
     "WorkerLabelComparator",
     "Workflow",
+    "WorkflowRegistry",
     "WorkflowTask",
     "__version__",
     "or_",

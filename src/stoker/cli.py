@@ -1,4 +1,5 @@
-"""The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``.
+"""The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``,
+``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -24,6 +25,7 @@ import typer.core
 from rich.console import Console
 from rich.panel import Panel
 
+from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
 from stoker.errors import ConfigError, StokerError
 
@@ -66,6 +68,9 @@ schedule_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(cron_app, name="cron")
+app.add_typer(task_app, name="task")
+app.add_typer(workflow_app, name="workflow")
 console = Console(stderr=True)
 
 T = TypeVar("T")

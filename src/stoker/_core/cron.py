@@ -233,8 +233,10 @@ class Cron:
             raise ValueError("next_after needs an aware datetime")
         after = after.astimezone(UTC)
         local = after.astimezone(self.zone).replace(tzinfo=None)
-        # Start early enough to see ticks that a transition moves past ``after``.
-        wall = self._next_wall(local - _MAX_SHIFT - timedelta(seconds=1))
+        # Near a transition, start early enough to see ticks that it moves past ``after``;
+        # elsewhere (and in UTC) local time runs with real time: start at ``after``.
+        early = _MAX_SHIFT if self._near_transition(local) else timedelta(0)
+        wall = self._next_wall(local - early - timedelta(seconds=1))
         best: datetime | None = None
         while wall is not None:
             for instant in self._instants(wall):
@@ -320,3 +322,52 @@ def parse(expression: str, timezone: str | None = None) -> Cron:
     if cron._next_wall(datetime(2000, 1, 1)) is None:
         raise CronError(f"cron {expression!r} never fires (no such date)")
     return cron
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a cron does with its due ticks (:func:`plan`): the ticks that fire now, oldest
+    first, whether it let some go, and its next tick (None: it never fires again)."""
+
+    fire: list[datetime]
+    missed: bool
+    following: datetime | None
+
+
+def plan(
+    parsed: Cron,
+    tick: datetime,
+    now: datetime,
+    *,
+    grace: timedelta,
+    window: timedelta = timedelta(0),
+    max_missed: int = 0,
+    single: bool = False,
+) -> Plan:
+    """The missed-tick rule: which of a cron's ticks from ``tick`` (its stored next tick)
+    up to ``now`` fire.
+
+    A tick at most ``grace`` old fires (a leader failover or a slow round made it late). An
+    older tick was missed (the engine was down): it fires only when it is at most
+    ``window`` old (catch-up), and at most ``max_missed`` of them do, the newest. With
+    ``single`` (an overlap policy other than ``allow``: the runs would overlap each other)
+    only the newest of the firing ticks fires. The next tick is the first after ``now``.
+    """
+    horizon = max(grace, window)
+    due: list[datetime] = []
+    missed = False
+    t: datetime | None = tick
+    if now - tick > horizon:  # skip the ticks no rule can fire without walking them
+        t = parsed.next_after(now - horizon - timedelta(microseconds=1))
+        missed = True
+    while t is not None and t <= now:
+        due.append(t)
+        t = parsed.next_after(t)
+    on_time = [d for d in due if now - d <= grace]
+    late = [d for d in due if now - d > grace]
+    caught = late[max(0, len(late) - max_missed) :] if max_missed > 0 and window else []
+    missed = missed or len(caught) < len(late)
+    fire = caught + on_time
+    if single and len(fire) > 1:
+        missed, fire = True, fire[-1:]
+    return Plan(fire, missed, t)

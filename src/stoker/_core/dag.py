@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from stoker._core.cel import compile_expression
+from stoker._core.wire import CronSpec
 
 Role = Literal["step", "on_failure", "on_success"]
 
@@ -55,6 +56,9 @@ class WorkflowSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     steps: list[StepSpec]
+    crons: list[CronSpec] = []
+    """Crons declared on the workflow (``app.workflow(name, on_crons=...)``); not part of
+    the version: a changed cron is not a new version of the workflow."""
 
     def step(self, name: str) -> StepSpec:
         for s in self.steps:
@@ -68,7 +72,7 @@ class WorkflowSpec(BaseModel):
     def hash(self) -> str:
         import hashlib
 
-        raw = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        raw = json.dumps(self.model_dump(mode="json", exclude={"crons"}), sort_keys=True).encode()
         return hashlib.sha256(raw).hexdigest()[:32]
 
 

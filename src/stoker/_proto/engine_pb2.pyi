@@ -160,6 +160,16 @@ class CronInfo(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_AT_MS_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_WINDOW_S_FIELD_NUMBER: _builtins.int
+    CATCH_UP_MAX_FIELD_NUMBER: _builtins.int
+    LAST_RUNS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    BUFFERED_TICK_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     task_name: _builtins.str
     expression: _builtins.str
@@ -169,9 +179,28 @@ class CronInfo(_message.Message):
     """"code": declared with @app.task(on_crons=...)."""
     input: _builtins.bytes
     """The runs' input, JSON."""
+    workflow_name: _builtins.str
+    """"" when the cron starts a task."""
+    additional_metadata: _builtins.bytes
+    """JSON object added to the runs' additional metadata."""
+    priority: _builtins.int
+    """0: the task's default."""
+    overlap: _builtins.str
+    """allow | skip | cancel_previous | buffer_one"""
+    catch_up_window_s: _builtins.int
+    """0 and 0: catch-up none."""
+    catch_up_max: _builtins.int
+    created_at_ms: _builtins.int
+    updated_at_ms: _builtins.int
+    buffered_tick_ms: _builtins.int
+    """A tick held by buffer_one until the previous run ends (0: none)."""
     @_builtins.property
     def next_fire_at_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The next few ticks, epoch milliseconds (the first is the next one to fire)."""
+
+    @_builtins.property
+    def last_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___CronFire]:
+        """The newest ticks handled, newest first."""
 
     def __init__(
         self,
@@ -184,14 +213,482 @@ class CronInfo(_message.Message):
         source: _builtins.str = ...,
         input: _builtins.bytes = ...,
         next_fire_at_ms: _abc.Iterable[_builtins.int] | None = ...,
+        workflow_name: _builtins.str = ...,
+        additional_metadata: _builtins.bytes = ...,
+        priority: _builtins.int = ...,
+        overlap: _builtins.str = ...,
+        catch_up_window_s: _builtins.int = ...,
+        catch_up_max: _builtins.int = ...,
+        last_runs: _abc.Iterable[Global___CronFire] | None = ...,
+        created_at_ms: _builtins.int = ...,
+        updated_at_ms: _builtins.int = ...,
+        buffered_tick_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "expression", b"expression", "input", b"input", "name", b"name", "next_fire_at_ms", b"next_fire_at_ms", "source", b"source", "task_name", b"task_name", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "buffered_tick_ms", b"buffered_tick_ms", "catch_up_max", b"catch_up_max", "catch_up_window_s", b"catch_up_window_s", "created_at_ms", b"created_at_ms", "enabled", b"enabled", "expression", b"expression", "input", b"input", "last_runs", b"last_runs", "name", b"name", "next_fire_at_ms", b"next_fire_at_ms", "overlap", b"overlap", "priority", b"priority", "source", b"source", "task_name", b"task_name", "timezone", b"timezone", "updated_at_ms", b"updated_at_ms", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CronInfo: _TypeAlias = CronInfo  # noqa: Y015
+
+@_typing.final
+class CronFire(_message.Message):
+    """A tick a cron handled: its run, or why it started none."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICK_MS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXISTING_FIELD_NUMBER: _builtins.int
+    tick_ms: _builtins.int
+    run_id: _builtins.str
+    """"" when no run was started (outcome skipped or paused)."""
+    outcome: _builtins.str
+    """started | manual | backfill | skipped | paused"""
+    status: _builtins.str
+    """The run's status ("" when unknown)."""
+    existing: _builtins.bool
+    """Backfill: the tick already had this run, none was created."""
+    def __init__(
+        self,
+        *,
+        tick_ms: _builtins.int = ...,
+        run_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        status: _builtins.str = ...,
+        existing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "outcome", b"outcome", "run_id", b"run_id", "status", b"status", "tick_ms", b"tick_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CronFire: _TypeAlias = CronFire  # noqa: Y015
+
+@_typing.final
+class CronSettings(_message.Message):
+    """A cron's settable fields; on update only those present change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_WINDOW_S_FIELD_NUMBER: _builtins.int
+    CATCH_UP_MAX_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    expression: _builtins.str
+    timezone: _builtins.str
+    input: _builtins.bytes
+    additional_metadata: _builtins.bytes
+    priority: _builtins.int
+    overlap: _builtins.str
+    catch_up_window_s: _builtins.int
+    catch_up_max: _builtins.int
+    enabled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        expression: _builtins.str | None = ...,
+        timezone: _builtins.str | None = ...,
+        input: _builtins.bytes | None = ...,
+        additional_metadata: _builtins.bytes | None = ...,
+        priority: _builtins.int | None = ...,
+        overlap: _builtins.str | None = ...,
+        catch_up_window_s: _builtins.int | None = ...,
+        catch_up_max: _builtins.int | None = ...,
+        enabled: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_additional_metadata", b"_additional_metadata", "_catch_up_max", b"_catch_up_max", "_catch_up_window_s", b"_catch_up_window_s", "_enabled", b"_enabled", "_expression", b"_expression", "_input", b"_input", "_overlap", b"_overlap", "_priority", b"_priority", "_timezone", b"_timezone", "additional_metadata", b"additional_metadata", "catch_up_max", b"catch_up_max", "catch_up_window_s", b"catch_up_window_s", "enabled", b"enabled", "expression", b"expression", "input", b"input", "overlap", b"overlap", "priority", b"priority", "timezone", b"timezone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_additional_metadata", b"_additional_metadata", "_catch_up_max", b"_catch_up_max", "_catch_up_window_s", b"_catch_up_window_s", "_enabled", b"_enabled", "_expression", b"_expression", "_input", b"_input", "_overlap", b"_overlap", "_priority", b"_priority", "_timezone", b"_timezone", "additional_metadata", b"additional_metadata", "catch_up_max", b"catch_up_max", "catch_up_window_s", b"catch_up_window_s", "enabled", b"enabled", "expression", b"expression", "input", b"input", "overlap", b"overlap", "priority", b"priority", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__additional_metadata: _TypeAlias = _typing.Literal["additional_metadata"]  # noqa: Y015
+    _WhichOneofArgType__additional_metadata: _TypeAlias = _typing.Literal["_additional_metadata", b"_additional_metadata"]  # noqa: Y015
+    _WhichOneofReturnType__catch_up_max: _TypeAlias = _typing.Literal["catch_up_max"]  # noqa: Y015
+    _WhichOneofArgType__catch_up_max: _TypeAlias = _typing.Literal["_catch_up_max", b"_catch_up_max"]  # noqa: Y015
+    _WhichOneofReturnType__catch_up_window_s: _TypeAlias = _typing.Literal["catch_up_window_s"]  # noqa: Y015
+    _WhichOneofArgType__catch_up_window_s: _TypeAlias = _typing.Literal["_catch_up_window_s", b"_catch_up_window_s"]  # noqa: Y015
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__expression: _TypeAlias = _typing.Literal["expression"]  # noqa: Y015
+    _WhichOneofArgType__expression: _TypeAlias = _typing.Literal["_expression", b"_expression"]  # noqa: Y015
+    _WhichOneofReturnType__input: _TypeAlias = _typing.Literal["input"]  # noqa: Y015
+    _WhichOneofArgType__input: _TypeAlias = _typing.Literal["_input", b"_input"]  # noqa: Y015
+    _WhichOneofReturnType__overlap: _TypeAlias = _typing.Literal["overlap"]  # noqa: Y015
+    _WhichOneofArgType__overlap: _TypeAlias = _typing.Literal["_overlap", b"_overlap"]  # noqa: Y015
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    _WhichOneofReturnType__timezone: _TypeAlias = _typing.Literal["timezone"]  # noqa: Y015
+    _WhichOneofArgType__timezone: _TypeAlias = _typing.Literal["_timezone", b"_timezone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__additional_metadata) -> _WhichOneofReturnType__additional_metadata | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__catch_up_max) -> _WhichOneofReturnType__catch_up_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__catch_up_window_s) -> _WhichOneofReturnType__catch_up_window_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expression) -> _WhichOneofReturnType__expression | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input) -> _WhichOneofReturnType__input | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__overlap) -> _WhichOneofReturnType__overlap | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timezone) -> _WhichOneofReturnType__timezone | None: ...
+
+Global___CronSettings: _TypeAlias = CronSettings  # noqa: Y015
+
+@_typing.final
+class CreateCronRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    task_name: _builtins.str
+    """Exactly one of task_name and workflow_name."""
+    workflow_name: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___CronSettings: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        workflow_name: _builtins.str = ...,
+        settings: Global___CronSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "settings", b"settings", "task_name", b"task_name", "workflow_name", b"workflow_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCronRequest: _TypeAlias = CreateCronRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCronRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___CronSettings: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        settings: Global___CronSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCronRequest: _TypeAlias = UpdateCronRequest  # noqa: Y015
+
+@_typing.final
+class CronResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cron(self) -> Global___CronInfo: ...
+    def __init__(
+        self,
+        *,
+        cron: Global___CronInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CronResponse: _TypeAlias = CronResponse  # noqa: Y015
+
+@_typing.final
+class DeleteCronRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCronRequest: _TypeAlias = DeleteCronRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCronResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCronResponse: _TypeAlias = DeleteCronResponse  # noqa: Y015
+
+@_typing.final
+class TriggerCronRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerCronRequest: _TypeAlias = TriggerCronRequest  # noqa: Y015
+
+@_typing.final
+class TriggerCronResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    TICK_MS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    tick_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        tick_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "tick_ms", b"tick_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerCronResponse: _TypeAlias = TriggerCronResponse  # noqa: Y015
+
+@_typing.final
+class BackfillCronRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    START_MS_FIELD_NUMBER: _builtins.int
+    END_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    start_ms: _builtins.int
+    """The range of past ticks, epoch milliseconds, both included."""
+    end_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        start_ms: _builtins.int = ...,
+        end_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ms", b"end_ms", "name", b"name", "start_ms", b"start_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillCronRequest: _TypeAlias = BackfillCronRequest  # noqa: Y015
+
+@_typing.final
+class BackfillCronResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fires(self) -> _containers.RepeatedCompositeFieldContainer[Global___CronFire]: ...
+    def __init__(
+        self,
+        *,
+        fires: _abc.Iterable[Global___CronFire] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fires", b"fires"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillCronResponse: _TypeAlias = BackfillCronResponse  # noqa: Y015
+
+@_typing.final
+class PauseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DROP_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"task" or "workflow"."""
+    name: _builtins.str
+    drop: _builtins.bool
+    """Cancel its queued runs (now and while paused) instead of keeping them."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        drop: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drop", b"drop", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRequest: _TypeAlias = PauseRequest  # noqa: Y015
+
+@_typing.final
+class PauseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.int
+    """Runs cancelled now (drop)."""
+    def __init__(
+        self,
+        *,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseResponse: _TypeAlias = PauseResponse  # noqa: Y015
+
+@_typing.final
+class ResumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRequest: _TypeAlias = ResumeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeResponse: _TypeAlias = ResumeResponse  # noqa: Y015
+
+@_typing.final
+class ListPausedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPausedRequest: _TypeAlias = ListPausedRequest  # noqa: Y015
+
+@_typing.final
+class PausedInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DROP_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_MS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    name: _builtins.str
+    drop: _builtins.bool
+    paused_at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        drop: _builtins.bool = ...,
+        paused_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drop", b"drop", "kind", b"kind", "name", b"name", "paused_at_ms", b"paused_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PausedInfo: _TypeAlias = PausedInfo  # noqa: Y015
+
+@_typing.final
+class ListPausedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAUSED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def paused(self) -> _containers.RepeatedCompositeFieldContainer[Global___PausedInfo]: ...
+    def __init__(
+        self,
+        *,
+        paused: _abc.Iterable[Global___PausedInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused", b"paused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPausedResponse: _TypeAlias = ListPausedResponse  # noqa: Y015
 
 @_typing.final
 class ListCronsResponse(_message.Message):

@@ -69,6 +69,46 @@ class EngineStub:
                 request_serializer=stoker_dot___proto_dot_engine__pb2.ListCronsRequest.SerializeToString,
                 response_deserializer=stoker_dot___proto_dot_engine__pb2.ListCronsResponse.FromString,
                 _registered_method=True)
+        self.CreateCron = channel.unary_unary(
+                '/stoker.v1.Engine/CreateCron',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.CreateCronRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.CronResponse.FromString,
+                _registered_method=True)
+        self.UpdateCron = channel.unary_unary(
+                '/stoker.v1.Engine/UpdateCron',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.UpdateCronRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.CronResponse.FromString,
+                _registered_method=True)
+        self.DeleteCron = channel.unary_unary(
+                '/stoker.v1.Engine/DeleteCron',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.DeleteCronRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.DeleteCronResponse.FromString,
+                _registered_method=True)
+        self.TriggerCron = channel.unary_unary(
+                '/stoker.v1.Engine/TriggerCron',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.TriggerCronRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.TriggerCronResponse.FromString,
+                _registered_method=True)
+        self.BackfillCron = channel.unary_unary(
+                '/stoker.v1.Engine/BackfillCron',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.BackfillCronRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.BackfillCronResponse.FromString,
+                _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/stoker.v1.Engine/Pause',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.PauseRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.PauseResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/stoker.v1.Engine/Resume',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.ResumeResponse.FromString,
+                _registered_method=True)
+        self.ListPaused = channel.unary_unary(
+                '/stoker.v1.Engine/ListPaused',
+                request_serializer=stoker_dot___proto_dot_engine__pb2.ListPausedRequest.SerializeToString,
+                response_deserializer=stoker_dot___proto_dot_engine__pb2.ListPausedResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -126,6 +166,56 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCron(self, request, context):
+        """Crons managed at run time: create, change, delete, run now, backfill a past range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCron(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCron(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerCron(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillCron(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pause(self, request, context):
+        """Pausing a task or workflow: its runs stay queued (or are dropped) and its crons rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaused(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +253,46 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ListCrons,
                     request_deserializer=stoker_dot___proto_dot_engine__pb2.ListCronsRequest.FromString,
                     response_serializer=stoker_dot___proto_dot_engine__pb2.ListCronsResponse.SerializeToString,
+            ),
+            'CreateCron': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCron,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.CreateCronRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.CronResponse.SerializeToString,
+            ),
+            'UpdateCron': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCron,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.UpdateCronRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.CronResponse.SerializeToString,
+            ),
+            'DeleteCron': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCron,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.DeleteCronRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.DeleteCronResponse.SerializeToString,
+            ),
+            'TriggerCron': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerCron,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.TriggerCronRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.TriggerCronResponse.SerializeToString,
+            ),
+            'BackfillCron': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillCron,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.BackfillCronRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.BackfillCronResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.PauseRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.PauseResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.ResumeRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.ResumeResponse.SerializeToString,
+            ),
+            'ListPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaused,
+                    request_deserializer=stoker_dot___proto_dot_engine__pb2.ListPausedRequest.FromString,
+                    response_serializer=stoker_dot___proto_dot_engine__pb2.ListPausedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +484,222 @@ class Engine:
             '/stoker.v1.Engine/ListCrons',
             stoker_dot___proto_dot_engine__pb2.ListCronsRequest.SerializeToString,
             stoker_dot___proto_dot_engine__pb2.ListCronsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCron(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/CreateCron',
+            stoker_dot___proto_dot_engine__pb2.CreateCronRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.CronResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCron(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/UpdateCron',
+            stoker_dot___proto_dot_engine__pb2.UpdateCronRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.CronResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCron(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/DeleteCron',
+            stoker_dot___proto_dot_engine__pb2.DeleteCronRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.DeleteCronResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerCron(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/TriggerCron',
+            stoker_dot___proto_dot_engine__pb2.TriggerCronRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.TriggerCronResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillCron(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/BackfillCron',
+            stoker_dot___proto_dot_engine__pb2.BackfillCronRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.BackfillCronResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/Pause',
+            stoker_dot___proto_dot_engine__pb2.PauseRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.PauseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/Resume',
+            stoker_dot___proto_dot_engine__pb2.ResumeRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.ResumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stoker.v1.Engine/ListPaused',
+            stoker_dot___proto_dot_engine__pb2.ListPausedRequest.SerializeToString,
+            stoker_dot___proto_dot_engine__pb2.ListPausedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,16 @@ class EngineStub:
     """Creates or updates a static rate limit."""
     ListCrons: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListCronsRequest, _engine_pb2.ListCronsResponse]
     """The tenant's crons (all, or the one named), with their next fire times."""
+    CreateCron: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CreateCronRequest, _engine_pb2.CronResponse]
+    """Crons managed at run time: create, change, delete, run now, backfill a past range."""
+    UpdateCron: _grpc.UnaryUnaryMultiCallable[_engine_pb2.UpdateCronRequest, _engine_pb2.CronResponse]
+    DeleteCron: _grpc.UnaryUnaryMultiCallable[_engine_pb2.DeleteCronRequest, _engine_pb2.DeleteCronResponse]
+    TriggerCron: _grpc.UnaryUnaryMultiCallable[_engine_pb2.TriggerCronRequest, _engine_pb2.TriggerCronResponse]
+    BackfillCron: _grpc.UnaryUnaryMultiCallable[_engine_pb2.BackfillCronRequest, _engine_pb2.BackfillCronResponse]
+    Pause: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PauseRequest, _engine_pb2.PauseResponse]
+    """Pausing a task or workflow: its runs stay queued (or are dropped) and its crons rest."""
+    Resume: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ResumeRequest, _engine_pb2.ResumeResponse]
+    ListPaused: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListPausedRequest, _engine_pb2.ListPausedResponse]
 
 @_typing.type_check_only
 class EngineAsyncStub(EngineStub):
@@ -79,6 +89,16 @@ class EngineAsyncStub(EngineStub):
     """Creates or updates a static rate limit."""
     ListCrons: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListCronsRequest, _engine_pb2.ListCronsResponse]  # type: ignore[assignment]
     """The tenant's crons (all, or the one named), with their next fire times."""
+    CreateCron: _aio.UnaryUnaryMultiCallable[_engine_pb2.CreateCronRequest, _engine_pb2.CronResponse]  # type: ignore[assignment]
+    """Crons managed at run time: create, change, delete, run now, backfill a past range."""
+    UpdateCron: _aio.UnaryUnaryMultiCallable[_engine_pb2.UpdateCronRequest, _engine_pb2.CronResponse]  # type: ignore[assignment]
+    DeleteCron: _aio.UnaryUnaryMultiCallable[_engine_pb2.DeleteCronRequest, _engine_pb2.DeleteCronResponse]  # type: ignore[assignment]
+    TriggerCron: _aio.UnaryUnaryMultiCallable[_engine_pb2.TriggerCronRequest, _engine_pb2.TriggerCronResponse]  # type: ignore[assignment]
+    BackfillCron: _aio.UnaryUnaryMultiCallable[_engine_pb2.BackfillCronRequest, _engine_pb2.BackfillCronResponse]  # type: ignore[assignment]
+    Pause: _aio.UnaryUnaryMultiCallable[_engine_pb2.PauseRequest, _engine_pb2.PauseResponse]  # type: ignore[assignment]
+    """Pausing a task or workflow: its runs stay queued (or are dropped) and its crons rest."""
+    Resume: _aio.UnaryUnaryMultiCallable[_engine_pb2.ResumeRequest, _engine_pb2.ResumeResponse]  # type: ignore[assignment]
+    ListPaused: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListPausedRequest, _engine_pb2.ListPausedResponse]  # type: ignore[assignment]
 
 class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -142,5 +162,63 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ListCronsResponse, _abc.Awaitable[_engine_pb2.ListCronsResponse]]:
         """The tenant's crons (all, or the one named), with their next fire times."""
+
+    @_abc_1.abstractmethod
+    def CreateCron(
+        self,
+        request: _engine_pb2.CreateCronRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CronResponse, _abc.Awaitable[_engine_pb2.CronResponse]]:
+        """Crons managed at run time: create, change, delete, run now, backfill a past range."""
+
+    @_abc_1.abstractmethod
+    def UpdateCron(
+        self,
+        request: _engine_pb2.UpdateCronRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CronResponse, _abc.Awaitable[_engine_pb2.CronResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteCron(
+        self,
+        request: _engine_pb2.DeleteCronRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.DeleteCronResponse, _abc.Awaitable[_engine_pb2.DeleteCronResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerCron(
+        self,
+        request: _engine_pb2.TriggerCronRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.TriggerCronResponse, _abc.Awaitable[_engine_pb2.TriggerCronResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def BackfillCron(
+        self,
+        request: _engine_pb2.BackfillCronRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.BackfillCronResponse, _abc.Awaitable[_engine_pb2.BackfillCronResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Pause(
+        self,
+        request: _engine_pb2.PauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PauseResponse, _abc.Awaitable[_engine_pb2.PauseResponse]]:
+        """Pausing a task or workflow: its runs stay queued (or are dropped) and its crons rest."""
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _engine_pb2.ResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ResumeResponse, _abc.Awaitable[_engine_pb2.ResumeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPaused(
+        self,
+        request: _engine_pb2.ListPausedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ListPausedResponse, _abc.Awaitable[_engine_pb2.ListPausedResponse]]: ...
 
 def add_EngineServicer_to_server(servicer: EngineServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

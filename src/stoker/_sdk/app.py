@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from stoker._core.wire import DURATION_MS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
-from stoker._sdk.crons import Crons
+from stoker._sdk.crons import Crons, TaskRegistry, WorkflowRegistry
 from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
 from stoker._sdk.events import Events
 from stoker._sdk.refs import RunRef
@@ -110,12 +110,15 @@ class Stoker:
             lambda: self.transport, lambda: self.max_payload_bytes, interceptors
         )
         """The calls to the engine (through the interceptors) and what the engine knows."""
-        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.tasks = TaskRegistry(self.connection)
+        """The declared tasks by name; ``app.tasks.pause(name)`` / ``resume(name)``."""
         self.crons = Crons(self.connection)
-        """The tenant's crons: ``app.crons.list()``, ``app.crons.get(name)``."""
+        """The tenant's crons: ``list``, ``get``, ``create``, ``update``, ``delete``,
+        ``trigger_now``, ``backfill``."""
         self.rate_limits = RateLimits(self.connection)
         """Static rate limits: ``app.rate_limits.put("openai", limit=100, duration="minute")``."""
-        self.workflows: dict[str, Workflow[Any]] = {}
+        self.workflows = WorkflowRegistry(self.connection)
+        """The declared workflows by name; ``app.workflows.pause(name)`` / ``resume``."""
         self.runs = Runs(self.connection)
         """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
         self.events = Events(self.connection)
@@ -319,11 +322,24 @@ class Stoker:
 
         ``input_validator`` is the pydantic model of the run's input; ``defaults`` are
         options of ``@app.task`` (retries, timeouts, priority, concurrency, ...) for the
-        steps that do not set their own.
+        steps that do not set their own. ``on_crons`` / ``cron_input`` / ``cron_timezone``
+        start the workflow on a clock, as on a task (crons named ``"<workflow>:<expr>"``).
         """
         if name in self.workflows:
             raise DeclarationError(f"a workflow named {name!r} is already declared on this app")
-        wf: Workflow[Any] = Workflow(self, name, input_validator, defaults)
+        # The cron options start the workflow, they are not defaults of its steps.
+        on_crons = defaults.pop("on_crons", ())
+        cron_input = defaults.pop("cron_input", None)
+        cron_timezone = defaults.pop("cron_timezone", None)
+        wf: Workflow[Any] = Workflow(
+            self,
+            name,
+            input_validator,
+            defaults,
+            on_crons=on_crons,
+            cron_input=cron_input,
+            cron_timezone=cron_timezone,
+        )
         self.workflows[name] = wf
         return wf
 

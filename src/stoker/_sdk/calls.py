@@ -105,6 +105,62 @@ class Interceptor:
     async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
         return await self.next.aio_list_crons(request)
 
+    def create_cron(self, request: pb.CreateCronRequest) -> pb.CronResponse:
+        """Creates a cron."""
+        return self.next.create_cron(request)
+
+    async def aio_create_cron(self, request: pb.CreateCronRequest) -> pb.CronResponse:
+        return await self.next.aio_create_cron(request)
+
+    def update_cron(self, request: pb.UpdateCronRequest) -> pb.CronResponse:
+        """Changes a cron."""
+        return self.next.update_cron(request)
+
+    async def aio_update_cron(self, request: pb.UpdateCronRequest) -> pb.CronResponse:
+        return await self.next.aio_update_cron(request)
+
+    def delete_cron(self, request: pb.DeleteCronRequest) -> pb.DeleteCronResponse:
+        """Deletes a cron."""
+        return self.next.delete_cron(request)
+
+    async def aio_delete_cron(self, request: pb.DeleteCronRequest) -> pb.DeleteCronResponse:
+        return await self.next.aio_delete_cron(request)
+
+    def trigger_cron(self, request: pb.TriggerCronRequest) -> pb.TriggerCronResponse:
+        """Starts a cron's run now."""
+        return self.next.trigger_cron(request)
+
+    async def aio_trigger_cron(self, request: pb.TriggerCronRequest) -> pb.TriggerCronResponse:
+        return await self.next.aio_trigger_cron(request)
+
+    def backfill_cron(self, request: pb.BackfillCronRequest) -> pb.BackfillCronResponse:
+        """Starts the runs of a cron's past ticks."""
+        return self.next.backfill_cron(request)
+
+    async def aio_backfill_cron(self, request: pb.BackfillCronRequest) -> pb.BackfillCronResponse:
+        return await self.next.aio_backfill_cron(request)
+
+    def pause(self, request: pb.PauseRequest) -> pb.PauseResponse:
+        """Pauses a task or workflow."""
+        return self.next.pause(request)
+
+    async def aio_pause(self, request: pb.PauseRequest) -> pb.PauseResponse:
+        return await self.next.aio_pause(request)
+
+    def resume(self, request: pb.ResumeRequest) -> pb.ResumeResponse:
+        """Resumes a task or workflow."""
+        return self.next.resume(request)
+
+    async def aio_resume(self, request: pb.ResumeRequest) -> pb.ResumeResponse:
+        return await self.next.aio_resume(request)
+
+    def list_paused(self, request: pb.ListPausedRequest) -> pb.ListPausedResponse:
+        """Reads the paused tasks and workflows."""
+        return self.next.list_paused(request)
+
+    async def aio_list_paused(self, request: pb.ListPausedRequest) -> pb.ListPausedResponse:
+        return await self.next.aio_list_paused(request)
+
     # -- workflows, children, events, cancel, replay, reset------------------------------
 
     def register_workflows(
@@ -270,6 +326,86 @@ class TransportCalls(Interceptor):
     async def aio_list_crons(self, request: pb.ListCronsRequest) -> pb.ListCronsResponse:
         resp: pb.ListCronsResponse = await self._transport().acall(
             lambda s: s.engine.ListCrons, request
+        )
+        return resp
+
+    def create_cron(self, request: pb.CreateCronRequest) -> pb.CronResponse:
+        resp: pb.CronResponse = self._transport().call(lambda s: s.engine.CreateCron, request)
+        return resp
+
+    async def aio_create_cron(self, request: pb.CreateCronRequest) -> pb.CronResponse:
+        resp: pb.CronResponse = await self._transport().acall(
+            lambda s: s.engine.CreateCron, request
+        )
+        return resp
+
+    def update_cron(self, request: pb.UpdateCronRequest) -> pb.CronResponse:
+        resp: pb.CronResponse = self._transport().call(lambda s: s.engine.UpdateCron, request)
+        return resp
+
+    async def aio_update_cron(self, request: pb.UpdateCronRequest) -> pb.CronResponse:
+        resp: pb.CronResponse = await self._transport().acall(
+            lambda s: s.engine.UpdateCron, request
+        )
+        return resp
+
+    def delete_cron(self, request: pb.DeleteCronRequest) -> pb.DeleteCronResponse:
+        resp: pb.DeleteCronResponse = self._transport().call(lambda s: s.engine.DeleteCron, request)
+        return resp
+
+    async def aio_delete_cron(self, request: pb.DeleteCronRequest) -> pb.DeleteCronResponse:
+        resp: pb.DeleteCronResponse = await self._transport().acall(
+            lambda s: s.engine.DeleteCron, request
+        )
+        return resp
+
+    def trigger_cron(self, request: pb.TriggerCronRequest) -> pb.TriggerCronResponse:
+        resp: pb.TriggerCronResponse = self._transport().call(
+            lambda s: s.engine.TriggerCron, request
+        )
+        return resp
+
+    async def aio_trigger_cron(self, request: pb.TriggerCronRequest) -> pb.TriggerCronResponse:
+        resp: pb.TriggerCronResponse = await self._transport().acall(
+            lambda s: s.engine.TriggerCron, request
+        )
+        return resp
+
+    def backfill_cron(self, request: pb.BackfillCronRequest) -> pb.BackfillCronResponse:
+        resp: pb.BackfillCronResponse = self._transport().call(
+            lambda s: s.engine.BackfillCron, request
+        )
+        return resp
+
+    async def aio_backfill_cron(self, request: pb.BackfillCronRequest) -> pb.BackfillCronResponse:
+        resp: pb.BackfillCronResponse = await self._transport().acall(
+            lambda s: s.engine.BackfillCron, request
+        )
+        return resp
+
+    def pause(self, request: pb.PauseRequest) -> pb.PauseResponse:
+        resp: pb.PauseResponse = self._transport().call(lambda s: s.engine.Pause, request)
+        return resp
+
+    async def aio_pause(self, request: pb.PauseRequest) -> pb.PauseResponse:
+        resp: pb.PauseResponse = await self._transport().acall(lambda s: s.engine.Pause, request)
+        return resp
+
+    def resume(self, request: pb.ResumeRequest) -> pb.ResumeResponse:
+        resp: pb.ResumeResponse = self._transport().call(lambda s: s.engine.Resume, request)
+        return resp
+
+    async def aio_resume(self, request: pb.ResumeRequest) -> pb.ResumeResponse:
+        resp: pb.ResumeResponse = await self._transport().acall(lambda s: s.engine.Resume, request)
+        return resp
+
+    def list_paused(self, request: pb.ListPausedRequest) -> pb.ListPausedResponse:
+        resp: pb.ListPausedResponse = self._transport().call(lambda s: s.engine.ListPaused, request)
+        return resp
+
+    async def aio_list_paused(self, request: pb.ListPausedRequest) -> pb.ListPausedResponse:
+        resp: pb.ListPausedResponse = await self._transport().acall(
+            lambda s: s.engine.ListPaused, request
         )
         return resp
 

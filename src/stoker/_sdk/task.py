@@ -206,7 +206,7 @@ class TaskOptions:
             )
         return TaskConfig(
             idempotency=self.idempotency.to_config(what) if self.idempotency else None,
-            crons=_cron_specs(self.on_crons, self.cron_timezone, what),
+            crons=cron_specs(self.on_crons, self.cron_timezone, what),
             retries=self.retries,
             backoff_factor=self.backoff_factor,
             backoff_max_seconds=self.backoff_max_seconds,
@@ -222,7 +222,7 @@ class TaskOptions:
         )
 
 
-def _cron_specs(expressions: Sequence[str], timezone: str | None, what: str) -> list[CronSpec]:
+def cron_specs(expressions: Sequence[str], timezone: str | None, what: str) -> list[CronSpec]:
     """``on_crons`` parsed now, so a bad expression or zone fails at declaration (CronError
     naming the task, the expression and the reason); the input is filled in by the task,
     which knows its input model."""

@@ -15,10 +15,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from stoker._core.dag import Role, StepSpec, WorkflowSpec
-from stoker._core.wire import checked_json, message_limit, split_batches
+from stoker._core.wire import CronSpec, checked_json, message_limit, split_batches
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.calls import request_key
@@ -34,6 +34,7 @@ from stoker._sdk.task import (
     TaskArgs,
     TaskFn,
     TaskOptions,
+    cron_specs,
     recording_context,
     refuse_blocking,
     trigger_item,
@@ -148,6 +149,10 @@ class Workflow(Generic[I]):
         name: str,
         input_validator: type[BaseModel] | None = None,
         defaults: TaskArgs | None = None,
+        *,
+        on_crons: Sequence[str] = (),
+        cron_input: Any = None,
+        cron_timezone: str | None = None,
     ) -> None:
         if not name or len(name) > 150 or ":" in name:
             raise DeclarationError(
@@ -163,6 +168,19 @@ class Workflow(Generic[I]):
             raise DeclarationError(f"workflow {name!r}: {exc}") from None
         self.steps: dict[str, WorkflowTask] = {}
         self._registered = False
+        what = f"workflow {name!r}"
+        self.crons: list[CronSpec] = []
+        if on_crons:
+            try:
+                raw = self.encode_input(cron_input if cron_input is not None else {}).decode()
+            except (ValidationError, ValueError) as exc:
+                raise DeclarationError(f"{what}: cron_input does not fit: {exc}") from None
+            self.crons = [
+                c.model_copy(update={"input_json": raw})
+                for c in cron_specs(on_crons, cron_timezone, what)
+            ]
+        elif cron_input is not None or cron_timezone is not None:
+            raise DeclarationError(f"{what}: cron_input and cron_timezone need on_crons")
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name}>"
@@ -356,7 +374,7 @@ class Workflow(Generic[I]):
         """The workflow's shape as the engine runs it."""
         if not any(s.spec.role == "step" for s in self.steps.values()):
             raise DeclarationError(f"workflow {self.name!r} has no steps: declare some first")
-        return WorkflowSpec(steps=[s.spec for s in self.steps.values()])
+        return WorkflowSpec(steps=[s.spec for s in self.steps.values()], crons=self.crons)
 
     # -- registering --------------------------------------------------------------------
 

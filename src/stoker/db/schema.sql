@@ -712,11 +712,48 @@ CREATE TABLE cron (
     next_fire_at timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- What the runs carry besides their input, and the policies (migration 0018): overlap
+    -- (a tick while the previous run still runs) and catch-up (missed ticks at most
+    -- catch_up_window_s old fire, at most catch_up_max). buffered_tick: the tick a
+    -- buffer_one cron holds until its previous run ends.
+    additional_metadata jsonb NOT NULL DEFAULT '{}',
+    priority     smallint NOT NULL DEFAULT 0,
+    overlap      text NOT NULL DEFAULT 'allow'
+        CHECK (overlap IN ('allow', 'skip', 'cancel_previous', 'buffer_one')),
+    catch_up_window_s integer NOT NULL DEFAULT 0 CHECK (catch_up_window_s >= 0),
+    catch_up_max integer NOT NULL DEFAULT 0 CHECK (catch_up_max >= 0),
+    buffered_tick timestamptz,
     UNIQUE (tenant_id, name),
     CHECK ((task_name IS NULL) <> (workflow_name IS NULL))
 );
 -- The controller's "what is due" and "when is the next one".
 CREATE INDEX cron_due_idx ON cron (next_fire_at) WHERE enabled AND next_fire_at IS NOT NULL;
+CREATE INDEX cron_buffered_idx ON cron (id) WHERE buffered_tick IS NOT NULL;
+
+-- The ticks a cron handled, newest kept (the controller trims each cron to its last 20):
+-- the run it started (run_id, a task or workflow run's external id; outcome 'started' on
+-- a tick, 'manual' by trigger_now, 'backfill') or why it started none ('skipped': the
+-- previous run still ran; 'paused'). "Last runs" and the overlap policies read them.
+CREATE TABLE cron_fire (
+    cron_id    bigint NOT NULL REFERENCES cron (id) ON DELETE CASCADE,
+    tick       timestamptz NOT NULL,
+    run_id     uuid,
+    outcome    text NOT NULL CHECK (outcome IN ('started', 'manual', 'backfill', 'skipped', 'paused')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cron_id, tick)
+);
+
+-- A paused task or workflow (kind 'task' | 'workflow'): the scheduler assigns none of its
+-- runs (they stay queued) and its crons do not fire; with drop_runs its queued runs are
+-- cancelled instead.
+CREATE TABLE paused (
+    tenant_id bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    kind      text NOT NULL CHECK (kind IN ('task', 'workflow')),
+    name      text NOT NULL,
+    drop_runs boolean NOT NULL DEFAULT false,
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, kind, name)
+);
 
 -- Scheduled runs (issue 13): one run of a task or a workflow, to start at run_at. It is no
 -- queue item until then: the leader's schedules controller locks the due rows (SKIP

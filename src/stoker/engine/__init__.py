@@ -41,7 +41,8 @@ from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.controllers.liveness import Liveness
 from stoker.engine.controllers.retention import Retention
 from stoker.engine.controllers.timeouts import Timeouts
-from stoker.engine.definitions import Definitions
+from stoker.engine.crons import CronAdmin, CronRuns
+from stoker.engine.definitions import CRONS_CHANNEL, Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
@@ -86,7 +87,12 @@ class Engine:
         self.progression = Progression(db, self.signals)
         self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
         # A rate limit that changed may let deferred runs start: the scheduler looks again.
-        self.definitions = Definitions(db, on_limits_changed=self.signals.capacity)
+        self.definitions = Definitions(
+            db,
+            on_limits_changed=self.signals.capacity,
+            on_crons_changed=lambda tenant_id: self._crons_changed(tenant_id),
+            engine_id=self.engine_id,
+        )
         self.ingest = Ingest(
             db,
             self.signals,
@@ -114,9 +120,6 @@ class Engine:
             self.leadership,
             self.signals,
             interval_s=min(1.0, s.controller_interval_s),
-        )
-        self.crons = Crons(
-            db, self.ingest, self.leadership, interval_s=min(1.0, s.controller_interval_s)
         )
         self.workflow_ingest = WorkflowIngest(
             db,
@@ -187,7 +190,11 @@ class Engine:
             s.database_url,
             s.schema_name,
             self.engine_id,
-            {QUEUE: self.signals.remote_queued, FINISHED: self.signals.remote_finished},
+            {
+                QUEUE: self.signals.remote_queued,
+                FINISHED: self.signals.remote_finished,
+                CRONS_CHANNEL: self._crons_changed,
+            },
             {
                 CANCEL: self.dispatcher.cancel_remote,
                 TOKEN_CHANNEL: self.auth.on_revoked,
@@ -234,6 +241,7 @@ class Engine:
                 max_body_bytes=message_limit(s.max_payload_bytes),
                 schedules=self.schedules,
                 ops=self.run_ops,
+                crons=self.cron_admin,
             )
             self.services.append(
                 ApiService(
@@ -304,6 +312,23 @@ class Engine:
             on_changed=self.schedule_timers.wake,
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        cron_runs = CronRuns(self.ingest, self.workflow_ingest)
+        self.crons = Crons(
+            db,
+            cron_runs,
+            self.run_ops,
+            self.leadership,
+            interval_s=min(1.0, s.controller_interval_s),
+        )
+        self.signals.on_queued(self.crons.queued)
+        self.cron_admin = CronAdmin(
+            db,
+            self.definitions,
+            cron_runs,
+            self.run_ops,
+            engine_id=self.engine_id,
+            on_change=self._crons_changed,
+        )
         self.client_service = ClientService(
             self.auth,
             self.definitions,
@@ -312,7 +337,16 @@ class Engine:
             self.watcher,
             self.run_ops,
             self.served,
+            self.cron_admin,
         )
+
+    def _crons_changed(self, tenant_id: int) -> None:
+        """A tenant's crons or pauses changed (here, or on a replica that said so): the
+        crons controller looks again, the definitions cache forgets the pauses, and the
+        scheduler looks again (a resumed task's runs can be assigned)."""
+        self.definitions.forget(tenant_id)
+        self.crons.changed(tenant_id)
+        self.signals.capacity(tenant_id)
 
     async def stop(self) -> None:
         """Stops accepting work, flushes buffers, then closes everything (safe to repeat)."""

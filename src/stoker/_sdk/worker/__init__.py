@@ -145,6 +145,11 @@ class Worker:
         self.connected = life.connected
         outbox = self._outbox = Outbox()
         await self.app.aio_register(list(self.tasks.values()))
+        # The workflows served whole are registered too: their crons (declared in code)
+        # are created, changed or removed with them.
+        for wf in list(self.app.workflows.values()):
+            if wf.steps and all(s.name in self.tasks for s in wf.steps.values()):
+                await wf.aio_register()
         settings = self.app.settings
         runtime = self._runtime = Runtime(
             name=self.name,

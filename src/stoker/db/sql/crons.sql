@@ -1,24 +1,30 @@
--- Crons: code crons replaced on registration, the due ones the leader fires, reads.
+-- Crons: code crons replaced on registration, run-time crons, the due ones the leader
+-- fires, their fires (last runs), and paused tasks and workflows.
 
 -- name: delete_code_crons
--- A registration replaces its tasks' code crons: the ones no longer declared go.
+-- A registration replaces its tasks' (or workflows') code crons: those no longer declared
+-- go.
 DELETE FROM cron
 WHERE tenant_id = %(tenant_id)s AND source = 'code'
-  AND task_name = ANY(%(task_names)s::text[])
+  AND (task_name = ANY(%(task_names)s::text[])
+       OR workflow_name = ANY(%(workflow_names)s::text[]))
   AND NOT (name = ANY(%(keep_names)s::text[]));
 
 -- name: upsert_code_crons
 -- A cron registered again keeps its next_fire_at unless its schedule changed, so that a
--- worker starting never skips or repeats a tick.
-INSERT INTO cron (tenant_id, name, task_name, expression, timezone, input, source,
-                  next_fire_at)
-SELECT %(tenant_id)s, c.name, c.task_name, c.expression, c.timezone, c.input, 'code',
-       c.next_fire_at
-FROM unnest(%(names)s::text[], %(task_names)s::text[], %(expressions)s::text[],
-            %(timezones)s::text[], %(inputs)s::jsonb[], %(next_fire_at)s::timestamptz[])
-    AS c(name, task_name, expression, timezone, input, next_fire_at)
+-- worker starting never skips or repeats a tick; its enabled flag and policies (set with
+-- app.crons.update) stay.
+INSERT INTO cron (tenant_id, name, task_name, workflow_name, expression, timezone, input,
+                  source, next_fire_at)
+SELECT %(tenant_id)s, c.name, c.task_name, c.workflow_name, c.expression, c.timezone,
+       c.input, 'code', c.next_fire_at
+FROM unnest(%(names)s::text[], %(task_names)s::text[], %(workflow_names)s::text[],
+            %(expressions)s::text[], %(timezones)s::text[], %(inputs)s::jsonb[],
+            %(next_fire_at)s::timestamptz[])
+    AS c(name, task_name, workflow_name, expression, timezone, input, next_fire_at)
 ON CONFLICT (tenant_id, name) DO UPDATE SET
     task_name = excluded.task_name,
+    workflow_name = excluded.workflow_name,
     input = excluded.input,
     next_fire_at = CASE
         WHEN cron.expression = excluded.expression AND cron.timezone = excluded.timezone
@@ -29,24 +35,127 @@ ON CONFLICT (tenant_id, name) DO UPDATE SET
 WHERE cron.source = 'code';
 
 -- name: due_crons
--- Locked until the firing transaction advances them: a second leader skips them.
-SELECT id, tenant_id, name, task_name, expression, timezone, input, next_fire_at
-FROM cron
-WHERE enabled AND next_fire_at <= now()
-ORDER BY next_fire_at
+-- Locked until the firing transaction advances them: a second leader skips them. A cron
+-- holding a buffered tick is read every round until its previous run ends. `paused`: its
+-- task or workflow is paused; `last_run_id`: the newest run it started.
+SELECT c.id, c.tenant_id, c.name, c.task_name, c.workflow_name, c.expression, c.timezone,
+       c.input, c.additional_metadata, c.priority, c.overlap, c.catch_up_window_s,
+       c.catch_up_max, c.next_fire_at, c.buffered_tick,
+       EXISTS (SELECT 1 FROM paused p
+               WHERE p.tenant_id = c.tenant_id
+                 AND (p.kind, p.name) = (CASE WHEN c.task_name IS NOT NULL THEN 'task'
+                                              ELSE 'workflow' END,
+                                         coalesce(c.task_name, c.workflow_name))) AS paused,
+       (SELECT f.run_id FROM cron_fire f
+        WHERE f.cron_id = c.id AND f.run_id IS NOT NULL
+        ORDER BY f.created_at DESC LIMIT 1) AS last_run_id
+FROM cron c
+WHERE c.enabled AND (c.next_fire_at <= now() OR c.buffered_tick IS NOT NULL)
+ORDER BY c.next_fire_at
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF c SKIP LOCKED;
 
 -- name: advance_cron
-UPDATE cron SET next_fire_at = %(next_fire_at)s
-WHERE id = %(id)s AND next_fire_at = %(tick)s;
+UPDATE cron SET next_fire_at = %(next_fire_at)s, buffered_tick = %(buffered_tick)s
+WHERE id = %(id)s AND next_fire_at IS NOT DISTINCT FROM %(tick)s;
 
 -- name: next_cron_fire
-SELECT min(next_fire_at) AS fire_at FROM cron WHERE enabled;
+-- When the controller must look again: the earliest tick, and whether some cron holds a
+-- buffered tick (then it looks every round).
+SELECT (SELECT min(next_fire_at) FROM cron WHERE enabled AND next_fire_at IS NOT NULL)
+           AS fire_at,
+       EXISTS (SELECT 1 FROM cron WHERE buffered_tick IS NOT NULL AND enabled) AS buffered;
+
+-- name: record_cron_fires
+-- What happened to each tick (a tick handled twice keeps its first record).
+INSERT INTO cron_fire (cron_id, tick, run_id, outcome)
+SELECT * FROM unnest(%(cron_ids)s::bigint[], %(ticks)s::timestamptz[], %(run_ids)s::uuid[],
+                     %(outcomes)s::text[])
+ON CONFLICT (cron_id, tick) DO NOTHING;
+
+-- name: trim_cron_fires
+-- Keeps each cron's newest 20 fires.
+DELETE FROM cron_fire f
+USING unnest(%(cron_ids)s::bigint[]) AS c(id)
+WHERE f.cron_id = c.id
+  AND f.tick < (SELECT tick FROM cron_fire WHERE cron_id = c.id
+                ORDER BY tick DESC OFFSET 19 LIMIT 1);
+
+-- name: recent_cron_fires
+-- The newest fires of some crons, with their runs' status (NULL: no run, or the run is
+-- gone from history).
+SELECT f.cron_id, f.tick, f.run_id, f.outcome, f.created_at,
+       coalesce((SELECT t.status FROM all_tasks t
+                 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = f.run_id
+                   AND t.dag_id IS NULL),
+                (SELECT d.status FROM all_dags d
+                 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = f.run_id))
+           AS status
+FROM unnest(%(cron_ids)s::bigint[]) AS c(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM cron_fire WHERE cron_id = c.id ORDER BY tick DESC LIMIT %(per_cron)s
+) f
+ORDER BY f.cron_id, f.tick DESC;
 
 -- name: list_crons
-SELECT name, task_name, workflow_name, expression, timezone, input, enabled, source,
-       next_fire_at, created_at, updated_at
+-- The tenant's crons (all, or the one named).
+SELECT id, name, task_name, workflow_name, expression, timezone, input,
+       additional_metadata, priority, overlap, catch_up_window_s, catch_up_max, enabled,
+       source, next_fire_at, buffered_tick, created_at, updated_at
 FROM cron
-WHERE tenant_id = %(tenant_id)s
+WHERE tenant_id = %(tenant_id)s AND (%(name)s::text IS NULL OR name = %(name)s)
 ORDER BY name;
+
+-- name: lock_cron
+SELECT id, name, task_name, workflow_name, expression, timezone, input,
+       additional_metadata, priority, overlap, catch_up_window_s, catch_up_max, enabled,
+       source, next_fire_at, buffered_tick, created_at, updated_at
+FROM cron
+WHERE tenant_id = %(tenant_id)s AND name = %(name)s
+FOR UPDATE;
+
+-- name: create_cron
+-- Nothing returned: a cron of that name exists.
+INSERT INTO cron (tenant_id, name, task_name, workflow_name, expression, timezone, input,
+                  additional_metadata, priority, overlap, catch_up_window_s, catch_up_max,
+                  enabled, source, next_fire_at)
+VALUES (%(tenant_id)s, %(name)s, %(task_name)s, %(workflow_name)s, %(expression)s,
+        %(timezone)s, %(input)s::jsonb, %(additional_metadata)s::jsonb, %(priority)s,
+        %(overlap)s, %(catch_up_window_s)s, %(catch_up_max)s, %(enabled)s, 'api',
+        %(next_fire_at)s)
+ON CONFLICT (tenant_id, name) DO NOTHING
+RETURNING id;
+
+-- name: update_cron
+UPDATE cron SET expression = %(expression)s, timezone = %(timezone)s,
+    input = %(input)s::jsonb, additional_metadata = %(additional_metadata)s::jsonb,
+    priority = %(priority)s, overlap = %(overlap)s,
+    catch_up_window_s = %(catch_up_window_s)s, catch_up_max = %(catch_up_max)s,
+    enabled = %(enabled)s, next_fire_at = %(next_fire_at)s,
+    buffered_tick = CASE WHEN %(enabled)s THEN buffered_tick END, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: delete_cron
+DELETE FROM cron WHERE id = %(id)s;
+
+-- name: pause
+-- Pausing again updates drop_runs.
+INSERT INTO paused (tenant_id, kind, name, drop_runs)
+VALUES (%(tenant_id)s, %(kind)s, %(name)s, %(drop_runs)s)
+ON CONFLICT (tenant_id, kind, name) DO UPDATE SET drop_runs = excluded.drop_runs;
+
+-- name: resume
+DELETE FROM paused
+WHERE tenant_id = %(tenant_id)s AND kind = %(kind)s AND name = %(name)s;
+
+-- name: list_paused
+SELECT kind, name, drop_runs, paused_at FROM paused
+WHERE tenant_id = %(tenant_id)s ORDER BY kind, name;
+
+-- name: cron_fires_between
+SELECT tick, run_id, outcome FROM cron_fire
+WHERE cron_id = %(cron_id)s AND tick BETWEEN %(start)s AND %(end)s;
+
+-- name: dropping_pauses
+-- Every tenant's tasks and workflows paused with drop (their queued runs are cancelled).
+SELECT tenant_id, name FROM paused WHERE drop_runs;

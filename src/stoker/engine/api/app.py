@@ -24,6 +24,7 @@ from stoker.engine.api.metrics import router as metrics
 from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
 from stoker.engine.auth import TokenAuth
+from stoker.engine.crons import CronAdmin
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
@@ -77,6 +78,7 @@ def create_app(
     max_body_bytes: int = 5 * 1024 * 1024,
     schedules: Schedules | None = None,
     ops: RunOps | None = None,
+    crons: CronAdmin | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -107,7 +109,9 @@ def create_app(
             max_payload_bytes=max_body_bytes,
             on_changed=lambda: None,
         )
-    app.state.stoker = ApiState(db, auth, served or ServedTasks(db), engine_id, schedules, ops)
+    app.state.stoker = ApiState(
+        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons
+    )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)

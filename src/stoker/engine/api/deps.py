@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from stoker._core.wire import text_problem
 from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
+from stoker.engine.crons import CronAdmin
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
 
@@ -34,6 +35,8 @@ class ApiState:
     schedules: Schedules
     # The engine's run operations (reset); None for an API served without an engine.
     ops: RunOps | None = None
+    crons: CronAdmin | None = None
+    """Cron management and pauses (the engine's; None for an API without an engine)."""
 
 
 def api_state(request: Request) -> ApiState:

@@ -176,19 +176,124 @@ class TaskDefList(_Model):
     items: list[TaskDef]
 
 
+class CronFire(_Model):
+    """A tick a cron handled: the run it started (``run_id``, its ``status``) or why it
+    started none (``outcome`` skipped or paused)."""
+
+    tick: datetime
+    run_id: uuid.UUID | None
+    outcome: str = Field(examples=["started"])
+    status: str | None = None
+
+
 class Cron(_Model):
-    """A cron: what it starts, when, and its next fire times (UTC)."""
+    """A cron: what it starts, when, its policies, next fire times (UTC) and last runs."""
 
     name: str
     task_name: str | None
+    workflow_name: str | None = None
     expression: str
     timezone: str
     input: Any
+    additional_metadata: dict[str, Any] = {}
+    priority: int = 0
+    overlap: str = Field("allow", examples=["allow", "skip", "cancel_previous", "buffer_one"])
+    catch_up_window_s: int = 0
+    catch_up_max: int = 0
     enabled: bool
-    source: str
+    source: str = Field(examples=["code", "api"])
     next_fire_times: list[datetime]
+    last_runs: list[CronFire] = []
     created_at: datetime
     updated_at: datetime
+
+
+class CronCreate(BaseModel):
+    """A cron to create: a name, the task or workflow it starts, its expression."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    task_name: str | None = None
+    workflow_name: str | None = None
+    expression: str = Field(examples=["*/5 * * * *", "TZ=Europe/Berlin 0 9 * * MON-FRI"])
+    timezone: str | None = None
+    input: Any = None
+    additional_metadata: dict[str, Any] | None = None
+    priority: int | None = None
+    overlap: str | None = None
+    catch_up_window_s: int | None = None
+    catch_up_max: int | None = None
+    enabled: bool | None = None
+
+
+class CronUpdate(BaseModel):
+    """The fields of a cron to change (absent ones stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str | None = None
+    timezone: str | None = None
+    input: Any = None
+    additional_metadata: dict[str, Any] | None = None
+    priority: int | None = None
+    overlap: str | None = None
+    catch_up_window_s: int | None = None
+    catch_up_max: int | None = None
+    enabled: bool | None = None
+
+
+class CronTriggered(_Model):
+    """The run ``POST /api/v1/crons/{name}/trigger`` started."""
+
+    run_id: uuid.UUID
+    tick: datetime
+
+
+class Backfill(BaseModel):
+    """A past range of a cron's ticks to create the runs of (both ends included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: datetime
+    end: datetime
+
+
+class BackfillRun(_Model):
+    tick: datetime
+    run_id: uuid.UUID
+    existing: bool = Field(description="The tick already had this run; none was created.")
+
+
+class BackfillResult(_Model):
+    items: list[BackfillRun]
+
+
+class PauseBody(BaseModel):
+    """``drop``: cancel the queued runs (now and while paused) instead of keeping them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop: bool = False
+
+
+class Paused(_Model):
+    """A paused task or workflow."""
+
+    kind: str = Field(examples=["task", "workflow"])
+    name: str
+    drop: bool
+    paused_at: datetime
+
+
+class PausedList(_Model):
+    items: list[Paused]
+
+
+class PauseResult(_Model):
+    """A pause: ``dropped`` queued runs were cancelled now (with ``drop``)."""
+
+    dropped: int
 
 
 class CronList(_Model):

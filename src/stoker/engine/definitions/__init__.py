@@ -9,6 +9,7 @@ units over a run's input.
 
 from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.engine.definitions.registry import (
+    CRONS_CHANNEL,
     NEXT_FIRES,
     Definitions,
     Resolved,
@@ -18,6 +19,7 @@ from stoker.engine.definitions.registry import (
 )
 
 __all__ = [
+    "CRONS_CHANNEL",
     "NEXT_FIRES",
     "Definitions",
     "Resolved",

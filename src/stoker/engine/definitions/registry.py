@@ -31,17 +31,21 @@ from pydantic import ValidationError
 from stoker._core import cron
 from stoker._core.cron import CronError
 from stoker._core.dag import WorkflowSpec
-from stoker._core.wire import TaskConfig, text_problem
+from stoker._core.wire import CronSpec, TaskConfig, text_problem
 from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store
 from stoker.db.store import crons as cron_store
 from stoker.db.store import dags as dag_store
+from stoker.db.store import notify as notify_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
 from stoker.engine.definitions.policy import RunPolicy, Strategy, evaluate_policy
 from stoker.errors import InvalidRequestError, UnknownTaskError
 
 DEFAULT_TTL_S = 5.0
+
+CRONS_CHANNEL = "stoker_crons"
+"""NOTIFY channel: a tenant's crons or pauses changed (payload ``<tenant>:<engine>``)."""
 
 NEXT_FIRES = 5
 """How many upcoming fire times a cron read shows."""
@@ -64,35 +68,47 @@ def cron_name(task_name: str, expression: str) -> str:
 
 
 async def _replace_code_crons(
-    tx: Executor, tenant_id: int, task_names: list[str], configs: list[str]
-) -> None:
-    """Makes the tasks' code crons those of their new definitions: a cron removed from the
-    code is deleted, a new one gets its next tick, an unchanged one keeps its next tick."""
+    tx: Executor,
+    tenant_id: int,
+    owners: list[tuple[str, str]],
+    specs: list[list[CronSpec]],
+) -> bool:
+    """Makes the code crons of ``owners`` (kind ``"task"`` or ``"workflow"``, name) those of
+    their new definitions: a cron removed from the code is deleted, a new one gets its next
+    tick, an unchanged one keeps its next tick."""
     now = datetime.now(UTC)
-    rows = cron_store.UpsertCodeCrons(tenant_id, [], [], [], [], [], [])
-    for name, config_json in zip(task_names, configs, strict=True):
-        for spec in TaskConfig.model_validate_json(config_json).crons:
+    rows = cron_store.UpsertCodeCrons(tenant_id, [], [], [], [], [], [], [])
+    for (kind, name), crons in zip(owners, specs, strict=True):
+        for spec in crons:
             try:
                 parsed = cron.parse(spec.expression, spec.timezone)
             except CronError as exc:
-                raise InvalidRequestError(f"task {name!r}: {exc}") from None
+                raise InvalidRequestError(f"{kind} {name!r}: {exc}") from None
             try:
                 json.loads(spec.input_json)
             except ValueError:
                 raise InvalidRequestError(
-                    f"task {name!r}: cron {spec.expression!r} has an input that is not JSON"
+                    f"{kind} {name!r}: cron {spec.expression!r} has an input that is not JSON"
                 ) from None
             rows.names.append(cron_name(name, spec.expression))
-            rows.task_names.append(name)
+            rows.task_names.append(name if kind == "task" else None)
+            rows.workflow_names.append(name if kind == "workflow" else None)
             rows.expressions.append(spec.expression)
             rows.timezones.append(parsed.timezone)
             rows.inputs.append(spec.input_json)
             rows.next_fire_at.append(parsed.next_after(now))
-    await cron_store.delete_code_crons(
-        tx, cron_store.DeleteCodeCrons(tenant_id, task_names, rows.names)
+    deleted = await cron_store.delete_code_crons(
+        tx,
+        cron_store.DeleteCodeCrons(
+            tenant_id,
+            [n for k, n in owners if k == "task"],
+            [n for k, n in owners if k == "workflow"],
+            rows.names,
+        ),
     )
     if rows.names:
         await cron_store.upsert_code_crons(tx, rows)
+    return bool(deleted or rows.names)
 
 
 def upcoming(row: cron_store.CronRow, n: int) -> list[datetime]:
@@ -118,22 +134,29 @@ class Definitions:
     keys per tenant; see the module docstring.
 
     ``on_limits_changed(tenant_id)`` is called after a rate limit was created or changed
-    (the scheduler retries runs it deferred for that limit)."""
+    (the scheduler retries runs it deferred for that limit); ``on_crons_changed(tenant_id)``
+    after a registration created, changed or removed code crons (which is also announced
+    to the other replicas on ``stoker_crons``)."""
 
     def __init__(
         self,
         db: Executor,
         *,
         on_limits_changed: Callable[[int], None],
+        on_crons_changed: Callable[[int], None] = lambda _: None,
+        engine_id: str = "",
         ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self._db = db
         self._on_limits_changed = on_limits_changed
+        self._on_crons_changed = on_crons_changed
+        self._engine_id = engine_id
         self._ttl = ttl_s
         self._tasks: dict[int, tuple[float, dict[str, TaskConfig]]] = {}
         self._strategies: dict[int, dict[str, list[Strategy]]] = {}
         self._static_limits: dict[int, tuple[float, set[str]]] = {}
         self._workflows: dict[int, tuple[float, Workflows]] = {}
+        self._paused: dict[int, tuple[float, frozenset[str]]] = {}
 
     # -- writing ------------------------------------------------------------------------
 
@@ -171,8 +194,17 @@ class Definitions:
                     strategies.limit_strategies.append(c.limit_strategy.value)
             if strategies.scopes:
                 await concurrency_store.upsert_concurrency_strategies(tx, strategies)
-            await _replace_code_crons(tx, tenant_id, [n for n, _ in defs], configs)
+            crons = await _replace_code_crons(
+                tx,
+                tenant_id,
+                [("task", n) for n, _ in defs],
+                [TaskConfig.model_validate_json(c).crons for c in configs],
+            )
+            if crons:
+                await self._announce_crons(tx, tenant_id)
         self._tasks.pop(tenant_id, None)
+        if crons:
+            self._on_crons_changed(tenant_id)
 
     async def register_workflows(
         self, tenant_id: int, workflows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
@@ -183,6 +215,8 @@ class Definitions:
         if tasks:
             await self.register_tasks(tenant_id, tasks)
         async with self._db.transaction() as tx:
+            owners: list[tuple[str, str]] = []
+            specs: list[list[CronSpec]] = []
             for name, raw, _ in workflows:
                 if not name or len(name) > 200 or text_problem(name):
                     raise InvalidRequestError(
@@ -198,11 +232,49 @@ class Definitions:
                 await dag_store.register_workflow(
                     tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
                 )
+                owners.append(("workflow", name))
+                specs.append(spec.crons)
+            crons = await _replace_code_crons(tx, tenant_id, owners, specs)
+            if crons:
+                await self._announce_crons(tx, tenant_id)
         self._workflows.pop(tenant_id, None)
+        if crons:
+            self._on_crons_changed(tenant_id)
 
-    async def crons(self, tenant_id: int) -> list[cron_store.CronRow]:
-        """The tenant's crons as stored (read each time: ``next_fire_at`` moves)."""
-        return await cron_store.list_crons(self._db, cron_store.ListCrons(tenant_id))
+    async def _announce_crons(self, tx: Executor, tenant_id: int) -> None:
+        """Tells the other replicas (their crons controller) that code crons changed."""
+        await notify_store.notify(
+            tx, notify_store.Notify(CRONS_CHANNEL, f"{tenant_id}:{self._engine_id}")
+        )
+
+    async def crons(self, tenant_id: int, name: str | None = None) -> list[cron_store.CronRow]:
+        """The tenant's crons as stored, or the one named (read each time: ``next_fire_at``
+        moves)."""
+        return await cron_store.list_crons(self._db, cron_store.ListCrons(tenant_id, name))
+
+    def forget(self, tenant_id: int) -> None:
+        """Drops the tenant's cached definitions and pauses (they changed elsewhere)."""
+        self._tasks.pop(tenant_id, None)
+        self._workflows.pop(tenant_id, None)
+        self._paused.pop(tenant_id, None)
+
+    async def paused_queues(self, tenant_id: int) -> frozenset[str]:
+        """The task names whose runs the scheduler leaves queued: paused tasks and the
+        steps of paused workflows (cached like the definitions; a pause through another
+        replica drops the cache through its notification)."""
+        cached = self._paused.get(tenant_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await cron_store.list_paused(self._db, cron_store.ListPaused(tenant_id))
+        names = {r["name"] for r in rows if r["kind"] == "task"}
+        if any(r["kind"] == "workflow" for r in rows):
+            flows = await self.workflows(tenant_id)
+            for r in rows:
+                if r["kind"] == "workflow" and r["name"] in flows:
+                    names.update(s.task_name for s in flows[r["name"]][1].steps)
+        found = frozenset(names)
+        self._paused[tenant_id] = (time.monotonic() + self._ttl, found)
+        return found
 
     async def put_rate_limit(self, tenant_id: int, key: str, limit: int, window_ms: int) -> None:
         """Creates or updates a static rate limit."""

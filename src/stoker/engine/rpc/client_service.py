@@ -20,7 +20,8 @@ from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import workflows_pb2 as wpb
 from stoker.engine.auth import Principal, TokenAuth
-from stoker.engine.definitions import NEXT_FIRES, Definitions, upcoming
+from stoker.engine.crons import CronAdmin, CronFields, CronView
+from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
@@ -53,8 +54,10 @@ class ClientService(Servicer):
         watcher: RunWatcher,
         ops: RunOps,
         served: ServedTasks,
+        crons: CronAdmin,
     ) -> None:
         super().__init__(auth)
+        self._crons = crons
         self._definitions = definitions
         self._ingest = ingest
         self._workflows = workflows
@@ -120,22 +123,84 @@ class ClientService(Servicer):
     async def ListCrons(
         self, request: pb.ListCronsRequest, caller: Principal
     ) -> pb.ListCronsResponse:
-        rows = await self._definitions.crons(caller.tenant_id)
-        if request.name:
-            rows = [r for r in rows if r["name"] == request.name]
-            if not rows:
-                raise NotFoundError(f"no cron named {request.name!r}")
-        return pb.ListCronsResponse(
-            crons=[
-                pb.CronInfo(
+        views = await self._crons.list(caller.tenant_id, request.name or None)
+        return pb.ListCronsResponse(crons=[cron_info(v) for v in views])
+
+    @rpc
+    async def CreateCron(self, request: pb.CreateCronRequest, caller: Principal) -> pb.CronResponse:
+        view = await self._crons.create(
+            caller.tenant_id,
+            request.name,
+            request.task_name,
+            request.workflow_name,
+            cron_fields(request.settings),
+        )
+        return pb.CronResponse(cron=cron_info(view))
+
+    @rpc
+    async def UpdateCron(self, request: pb.UpdateCronRequest, caller: Principal) -> pb.CronResponse:
+        view = await self._crons.update(
+            caller.tenant_id, request.name, cron_fields(request.settings)
+        )
+        return pb.CronResponse(cron=cron_info(view))
+
+    @rpc
+    async def DeleteCron(
+        self, request: pb.DeleteCronRequest, caller: Principal
+    ) -> pb.DeleteCronResponse:
+        await self._crons.delete(caller.tenant_id, request.name)
+        return pb.DeleteCronResponse()
+
+    @rpc
+    async def TriggerCron(
+        self, request: pb.TriggerCronRequest, caller: Principal
+    ) -> pb.TriggerCronResponse:
+        fired = await self._crons.trigger_now(caller.tenant_id, request.name)
+        return pb.TriggerCronResponse(run_id=fired.run_id, tick_ms=_ms(fired.tick))
+
+    @rpc
+    async def BackfillCron(
+        self, request: pb.BackfillCronRequest, caller: Principal
+    ) -> pb.BackfillCronResponse:
+        fired = await self._crons.backfill(
+            caller.tenant_id,
+            request.name,
+            _time(request.start_ms, "start_ms"),
+            _time(request.end_ms, "end_ms"),
+        )
+        return pb.BackfillCronResponse(
+            fires=[
+                pb.CronFire(
+                    tick_ms=_ms(f.tick), run_id=f.run_id, outcome="backfill", existing=f.existing
+                )
+                for f in fired
+            ]
+        )
+
+    @rpc
+    async def Pause(self, request: pb.PauseRequest, caller: Principal) -> pb.PauseResponse:
+        dropped = await self._crons.pause(
+            caller.tenant_id, _kind(request.kind), request.name, drop=request.drop
+        )
+        return pb.PauseResponse(dropped=dropped)
+
+    @rpc
+    async def Resume(self, request: pb.ResumeRequest, caller: Principal) -> pb.ResumeResponse:
+        await self._crons.resume(caller.tenant_id, _kind(request.kind), request.name)
+        return pb.ResumeResponse()
+
+    @rpc
+    async def ListPaused(
+        self, request: pb.ListPausedRequest, caller: Principal
+    ) -> pb.ListPausedResponse:
+        rows = await self._crons.paused(caller.tenant_id)
+        return pb.ListPausedResponse(
+            paused=[
+                pb.PausedInfo(
+                    kind=r["kind"],
                     name=r["name"],
-                    task_name=r["task_name"] or "",
-                    expression=r["expression"],
-                    timezone=r["timezone"],
-                    enabled=r["enabled"],
-                    source=r["source"],
-                    input=json.dumps(r["input"]).encode(),
-                    next_fire_at_ms=[int(t.timestamp() * 1000) for t in upcoming(r, NEXT_FIRES)],
+                    drop=r["drop_runs"],
+                    paused_at_ms=_ms(r["paused_at"]),
                 )
                 for r in rows
             ]
@@ -353,3 +418,68 @@ def _outcomes(items: list[Outcome]) -> list[wpb.RunOutcome]:
         wpb.RunOutcome(run_id=o.run_id, outcome=o.outcome, status=o.status, message=o.message)
         for o in items
     ]
+
+
+def _time(ms: int, what: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequestError(f"{what} {ms} is not a time in epoch milliseconds") from None
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _kind(kind: str) -> str:
+    if kind not in ("task", "workflow"):
+        raise InvalidRequestError(f"pause kind {kind!r} is neither 'task' nor 'workflow'")
+    return kind
+
+
+def cron_fields(s: pb.CronSettings) -> CronFields:
+    """The settings present in a request (absent ones are None)."""
+    return CronFields(
+        expression=s.expression if s.HasField("expression") else None,
+        timezone=s.timezone if s.HasField("timezone") else None,
+        input=s.input if s.HasField("input") else None,
+        additional_metadata=(s.additional_metadata if s.HasField("additional_metadata") else None),
+        priority=s.priority if s.HasField("priority") else None,
+        overlap=s.overlap if s.HasField("overlap") else None,
+        catch_up_window_s=s.catch_up_window_s if s.HasField("catch_up_window_s") else None,
+        catch_up_max=s.catch_up_max if s.HasField("catch_up_max") else None,
+        enabled=s.enabled if s.HasField("enabled") else None,
+    )
+
+
+def cron_info(v: CronView) -> pb.CronInfo:
+    """A cron on the wire."""
+    r = v.row
+    return pb.CronInfo(
+        name=r["name"],
+        task_name=r["task_name"] or "",
+        workflow_name=r["workflow_name"] or "",
+        expression=r["expression"],
+        timezone=r["timezone"],
+        enabled=r["enabled"],
+        source=r["source"],
+        input=json.dumps(r["input"]).encode(),
+        additional_metadata=json.dumps(r["additional_metadata"]).encode(),
+        priority=r["priority"],
+        overlap=r["overlap"],
+        catch_up_window_s=r["catch_up_window_s"],
+        catch_up_max=r["catch_up_max"],
+        next_fire_at_ms=[_ms(t) for t in v.next_fire_times],
+        last_runs=[
+            pb.CronFire(
+                tick_ms=_ms(f["tick"]),
+                run_id=str(f["run_id"]) if f["run_id"] else "",
+                outcome=f["outcome"],
+                status=f["status"] or "",
+            )
+            for f in v.last_fires
+        ],
+        created_at_ms=_ms(r["created_at"]),
+        updated_at_ms=_ms(r["updated_at"]),
+        buffered_tick_ms=_ms(r["buffered_tick"]) if r["buffered_tick"] else 0,
+    )

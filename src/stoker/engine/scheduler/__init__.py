@@ -154,6 +154,9 @@ class Scheduler(LoopService):
                 cfg = defs.get(name, _DEFAULT)
                 capacity[name] += conn.free(cfg.durable) // cfg.slot_cost
         queues = sorted(q for q, n in capacity.items() if n > 0)
+        if queues:  # a paused task's runs stay queued (app.tasks.pause)
+            paused = await self._definitions.paused_queues(tenant_id)
+            queues = [q for q in queues if q not in paused]
         if not queues:
             return False
         limits = [min(self._batch, capacity[q]) for q in queues]

@@ -12,6 +12,7 @@ from stoker.engine.api.routes import (
     crons,
     durable,
     health,
+    pauses,
     runs,
     schedules,
     tasks,
@@ -28,6 +29,7 @@ ROUTERS: list[APIRouter] = [
     tasks.router,
     crons.router,
     schedules.router,
+    pauses.router,
     workflows.router,
     tokens.router,
 ]
