@@ -28,7 +28,8 @@ from stoker.db import Executor, connect
 from stoker.db.queries import queries
 from stoker.db.store import NoParams
 from stoker.db.store import durable as store
-from stoker.engine.durable import DurableLogs, DurableWaits
+from stoker.engine.durable.log import DurableLogs
+from stoker.engine.durable.waits import DurableWaits
 from stoker.errors import NonDeterminismError
 from tests.harness import SCHEMA
 

@@ -46,8 +46,11 @@ from stoker.engine.definitions import CRONS_CHANNEL, Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.dispatcher.reconciler import Reconciler
 from stoker.engine.dispatcher.served import ServedTasks
-from stoker.engine.durable import ChildEnds, DurableLogs, DurableWaits, Wakes
+from stoker.engine.durable.children import ChildEnds
+from stoker.engine.durable.log import DurableLogs
+from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
+from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest

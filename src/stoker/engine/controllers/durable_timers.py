@@ -3,11 +3,11 @@
 Each round the leader claims the pending log entries whose ``wake_at`` passed
 (``claim_due_durable_timers``: their logs locked, ``SKIP LOCKED`` so a worker's append to
 the same log never waits for a round), settles them ``ok`` in the same transaction, and
-after the commit hints the workers running those tasks (:class:`~stoker.engine.durable.Wakes`),
+after the commit hints the workers running those tasks (:class:`~stoker.engine.durable.wake.Wakes`),
 which re-read their logs and resume. A task with no running attempt (its worker died) is
 only settled: its next attempt replays the sleep as done. A due wait with conditions
 (``wait_for``) has its elapsed sleep conditions fired instead, and is settled only when its
-conditions then hold (:meth:`~stoker.engine.durable.DurableWaits.on_timers`). An evicted
+conditions then hold (:meth:`~stoker.engine.durable.waits.DurableWaits.on_timers`). An evicted
 task is restored by the settlement itself (``settle_durable_entries`` queues it again in
 the same statement); its tenant's scheduler is signalled once the round commits. A running
 task that is no longer blocked gets its execution deadline back (``durable_timeouts``).
@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from stoker.db import Executor, NoParams
 from stoker.db.store import durable as store
 from stoker.engine.controllers.leadership import Leadership
-from stoker.engine.durable import DurableWaits, Wakes
 from stoker.engine.durable.settled import Settled, resume
+from stoker.engine.durable.waits import DurableWaits
+from stoker.engine.durable.wake import Wakes
 from stoker.engine.service import LoopService
 from stoker.engine.signals import Signals
 

@@ -90,7 +90,7 @@ log = logging.getLogger("stoker.engine.dispatcher")
 
 DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableReply]]
 """Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
-(:class:`stoker.engine.durable.DurableLogs`)."""
+(:class:`stoker.engine.durable.log.DurableLogs`)."""
 
 REJECTED = Counter(
     "stoker_worker_messages_rejected",

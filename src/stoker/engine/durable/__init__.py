@@ -15,11 +15,8 @@ in a log is settled.
   the replica holding the stream (``stoker_durable``).
 
 The leader loop that fires due timers is :mod:`stoker.engine.controllers.durable_timers`.
+
+The package imports none of its modules: ingest imports :mod:`~stoker.engine.durable.waits`
+and :mod:`~stoker.engine.durable.settled`, and :mod:`~stoker.engine.durable.log` imports
+ingest (to spawn children), so each is imported by its own name.
 """
-
-from stoker.engine.durable.children import ChildEnds
-from stoker.engine.durable.log import DurableLogs
-from stoker.engine.durable.waits import DurableWaits
-from stoker.engine.durable.wake import Wakes
-
-__all__ = ["ChildEnds", "DurableLogs", "DurableWaits", "Wakes"]

@@ -10,7 +10,7 @@ settles the entry (:meth:`ChildEnds.on_finishing`, called by the transaction's
 document and final status, stored once so that every replay raises the same error; an
 evicted parent is restored by that statement, and :func:`~stoker.engine.durable.settled.resume`
 signals it, as for every settlement. After the commit the workers running the parents are
-hinted (:class:`~stoker.engine.durable.Wakes`).
+hinted (:class:`~stoker.engine.durable.wake.Wakes`).
 
 The same settlement runs, under the log's lock, when a log is opened or re-read and shows
 a pending child whose run is already final (:func:`settle_final_children`): a backstop

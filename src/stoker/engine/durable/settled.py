@@ -1,7 +1,7 @@
 """What follows a settlement of durable log entries, in the transaction that settled them.
 
 Every path that settles entries — a timer (``controllers/durable_timers.py``), an event
-(``ingest`` through :class:`~stoker.engine.durable.DurableWaits`), a child's end — goes
+(``ingest`` through :class:`~stoker.engine.durable.waits.DurableWaits`), a child's end — goes
 through the one statement ``settle_durable_entries``, which also restores a task that was
 evicted (queues it again). Then :func:`resume` does the rest, the same for all of them:
 the restored tasks' tenants are signalled (their schedulers look at once, after the

@@ -19,7 +19,7 @@ A wait's log entry records its conditions (the entry's ``request``: items ANDed,
 After each of them :meth:`DurableWaits.decide` settles the waits that now hold through the
 one settle statement (``settle_durable_entries``), with the condition that fired, its event
 and the result ``{"fired": path, "payload": ...}``, and drops the conditions that never
-held; the caller hints the workers after its commit (:class:`~stoker.engine.durable.Wakes`).
+held; the caller hints the workers after its commit (:class:`~stoker.engine.durable.wake.Wakes`).
 
 Event ingest and registration both take the (tenant, key) transaction locks of the keys
 involved first (``lock_event_keys``, in key order), so whichever commits second sees the
