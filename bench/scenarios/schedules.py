@@ -23,7 +23,7 @@ from typing import Any
 from bench.config import Context
 from bench.measure import percentile
 from bench.report import error_rows, fmt, table, write_json
-from bench.scenarios import Result, Scenario, register
+from bench.scenarios import Result, Scenario, cron_idle, register
 from bench.systems import System
 
 RUNS = {"quick": 10_000, "full": 10_000}
@@ -123,17 +123,34 @@ async def run(system: System, ctx: Context) -> Result:
     # Normal load first (a few runs due every second), then the burst.
     sparse = await _phase(system, SPARSE_RUNS, SPARSE_SPREAD_S, 0)
     burst = await _phase(system, n, SPREAD_S, SPARSE_RUNS)
-    # Cron lateness and idle cost with 10,000 crons belong here too: bench/scenarios/cron_idle.py
-    # (from the crons feature) provides those measurements; call them from this scenario
-    # once that module is on main.
     _, runs, distinct = await _lateness(system.db_url, [])
     await system.reset()  # the fired runs stay queued: no worker ran them
+    crons = await _crons(system, ctx)
     return {
         "phases": {"sparse": sparse, "burst": burst},
         "task_runs": runs,
         "duplicates": runs - distinct,
+        "crons": crons,
         "config": system.describe(),
     }
+
+
+async def _crons(system: System, ctx: Context) -> Result:
+    """Cron tick lateness, then the idle cost with 10,000 crons defined
+    (:mod:`bench.scenarios.cron_idle`); a failure is reported, not raised."""
+    quick = ctx.profile.name == "quick"
+    out: Result = {}
+    try:
+        out["ticks"] = await cron_idle.tick_lateness(
+            system, crons=20 if quick else 100, seconds=5.0 if quick else 10.0
+        )
+        await system.reset()
+        out["idle"] = await cron_idle.idle_with_crons(
+            system, seconds=5.0 if quick else 15.0, crons=10_000
+        )
+    except Exception as exc:  # the lateness figures above stand on their own
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 def report(results: dict[str, Result], ctx: Context) -> None:
@@ -155,6 +172,24 @@ def report(results: dict[str, Result], ctx: Context) -> None:
             rows,
         )
     )
+    cron_rows = []
+    for name, r in results.items():
+        c = r.get("crons") or {}
+        if "error" in c:
+            cron_rows.append([name, c["error"], "", "", "", "", ""])
+            continue
+        t, i = c.get("ticks"), c.get("idle")
+        if t and i:
+            cron_rows.append(
+                [name, f"{t['runs']:,}", fmt(t["lateness_p50_ms"], 1), fmt(t["lateness_p99_ms"], 1),
+                 f"{i['crons']:,}", fmt(i["idle_tx_per_s_no_crons"], 1),
+                 fmt(i["idle_tx_per_s_with_crons"], 1)]
+            )  # fmt: skip
+    if cron_rows:
+        cron_columns = ["system", "cron runs", "tick lateness p50 ms", "p99 ms", "crons defined",
+                        "idle tx/s without", "idle tx/s with"]  # fmt: skip
+        title = f"schedules ({ctx.label}): per-second cron ticks, and idle cost with crons defined"
+        ctx.console.print(table(title, cron_columns, cron_rows))
     write_json(ctx, "schedules", results)
 
 

@@ -33,8 +33,7 @@ def declare(app: Stoker) -> Stoker:
             f.write(f"{name}\n")
         return f"{name} done"
 
-    @app.durable_task()
-    async def errands(input: Errand, ctx: DurableContext) -> dict[str, Any]:
+    async def body(input: Errand, ctx: DurableContext) -> dict[str, Any]:
         a = await ctx.step(record, input.dir, "a", name="a")
         b = await ctx.step(record, input.dir, "b", name="b")
         nap = Path(input.dir) / "nap"
@@ -43,6 +42,15 @@ def declare(app: Stoker) -> Stoker:
         if (Path(input.dir) / "fail").exists():
             raise RuntimeError("the errands failed after their steps")
         return {"steps": [a, b, c], "attempt": ctx.attempt}
+
+    # The same body twice: evicted while it sleeps long (the default), and never evicted.
+    @app.durable_task()
+    async def errands(input: Errand, ctx: DurableContext) -> dict[str, Any]:
+        return await body(input, ctx)
+
+    @app.durable_task(eviction=None)
+    async def errands_held(input: Errand, ctx: DurableContext) -> dict[str, Any]:
+        return await body(input, ctx)
 
     return app
 

@@ -113,7 +113,7 @@ def test_a_reset_of_a_sleeping_run_drops_its_wait_and_stops_the_attempt(
 ) -> None:
     worker_factory("tests.apps.durable_ops:app", durable_slots=2)
     (tmp_path / "nap").write_text("600")
-    ref = app.tasks["errands"].run_no_wait(Errand(dir=str(tmp_path)))
+    ref = app.tasks["errands_held"].run_no_wait(Errand(dir=str(tmp_path)))
     wait_until(
         lambda: len(entries(engine.db_url, ref.run_id)) == 3, what="the sleep to be recorded"
     )
@@ -147,6 +147,31 @@ def test_a_reset_of_a_sleeping_run_drops_its_wait_and_stops_the_attempt(
     with rest(engine, tenant) as http:
         attempts = http.get(f"/api/v1/runs/{ref.run_id}").json()["attempts"]
     assert [(a["number"], a["status"]) for a in attempts] == [(0, "RESET"), (1, "COMPLETED")]
+
+
+def test_a_reset_of_an_evicted_run_queues_it_on_the_new_branch(
+    app: Stoker, engine: Any, tenant: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    # A long sleep is evicted at once: the run holds no slot and waits for its timer. A
+    # reset drops that wait, so the reset itself must queue the run again.
+    worker_factory("tests.apps.durable_ops:app", durable_slots=2)
+    (tmp_path / "nap").write_text("600")
+    ref = app.tasks["errands"].run_no_wait(Errand(dir=str(tmp_path)))
+    with rest(engine, tenant) as http:
+        wait_until(
+            lambda: http.get(f"/api/v1/runs/{ref.run_id}/log").json()["status"] == "EVICTED",
+            what="the sleeping run to be evicted",
+        )
+        (tmp_path / "nap").write_text("0.2")
+        resp = http.post(f"/api/v1/runs/{ref.run_id}/reset", json={"position": 3})
+    assert resp.status_code == 200, resp.text
+    assert {k: resp.json()[k] for k in ("branch", "dropped", "status")} == {
+        "branch": 2,
+        "dropped": 1,
+        "status": "QUEUED",
+    }
+    assert ref.result(timeout=60)["steps"] == ["a done", "b done", "c done"]
+    assert side_effects(str(tmp_path)) == ["a", "b", "c"]
 
 
 def test_bad_reset_positions_and_runs_are_refused_with_a_clear_error(

@@ -323,10 +323,14 @@ class RunOps:
                         tx, durable_store.EndResetAttempt(key[0], error)
                     )
                 )
-            # A queued run's next attempt opens the new branch by itself.
-            if running or status in FINAL:
+            # A queued run's next attempt opens the new branch by itself. An evicted one
+            # waited for what the reset may just have dropped: it is queued now, still
+            # admitted (it kept its concurrency slots while evicted), and the restore a
+            # later settlement would do finds it no longer EVICTED.
+            evicted = status == RunStatus.EVICTED
+            if running or evicted or status in FINAL:
                 queued = await durable_store.requeue_reset_task(
-                    tx, durable_store.RequeueResetTask(key[0], running)
+                    tx, durable_store.RequeueResetTask(key[0], running or evicted)
                 )
                 assert queued is not None
                 out.queued(tenant_id, gated=queued["gated"])
