@@ -52,6 +52,8 @@ from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
+from stoker.engine.inbox import CHANNEL as INBOX_CHANNEL
+from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
@@ -203,6 +205,7 @@ class Engine:
                 TOKEN_CHANNEL: self.auth.on_revoked,
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
+                INBOX_CHANNEL: self.inbox.on_remote,
             },
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
@@ -229,6 +232,7 @@ class Engine:
             self.durable_timers,
             self.crons,
             self.schedule_timers,
+            self.inbox,
             self.retention,
         ]
         if s.http_enabled:
@@ -315,6 +319,8 @@ class Engine:
             on_changed=self.schedule_timers.wake,
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        # Transactional enqueue: runs applications committed into the inbox, on every replica.
+        self.inbox = InboxDrainer(db, self.signals, self.ingest, workflows)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)
         self.crons = Crons(
             db,
