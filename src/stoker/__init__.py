@@ -61,6 +61,7 @@ from stoker.errors import (
     StokerError,
     TaskRunError,
     TaskTimeoutError,
+    TransactionalEnqueueError,
     UnknownTaskError,
     WaitTimeoutError,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "TaskRegistry",
     "TaskRunError",
     "TaskTimeoutError",
+    "TransactionalEnqueueError",
     "UnknownTaskError",
     "UserEventCondition",
     "WaitResult",

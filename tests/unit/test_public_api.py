@@ -54,6 +54,7 @@ PUBLIC = [
     "Task",
     "TaskRegistry",
     "TaskRunError",
+    "TransactionalEnqueueError",
     "TaskTimeoutError",
     "UnknownTaskError",
     "UserEventCondition",

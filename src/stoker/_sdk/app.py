@@ -107,7 +107,10 @@ class Stoker:
         self._transport: Transport | None = None
         self._lock = threading.Lock()
         self.connection = Connection(
-            lambda: self.transport, lambda: self.max_payload_bytes, interceptors
+            lambda: self.transport,
+            lambda: self.max_payload_bytes,
+            interceptors,
+            schema_name=lambda: self.settings.schema_name,
         )
         """The calls to the engine (through the interceptors) and what the engine knows."""
         self.tasks = TaskRegistry(self.connection)

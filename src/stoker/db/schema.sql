@@ -886,3 +886,52 @@ DO $$ BEGIN
                    current_schema());
 END $$;
 REVOKE EXECUTE ON FUNCTION enqueue_runs(text) FROM PUBLIC;
+
+-- Administration (run by the engine's role, e.g. through `stoker enqueue-role grant`):
+-- lets a database role enqueue for a tenant, granting what it needs and nothing more.
+CREATE FUNCTION grant_enqueue_role(role_name text, tenant_name text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_tenant bigint;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = role_name) THEN
+        RAISE EXCEPTION 'no database role %', role_name
+            USING ERRCODE = '42704', HINT = 'create it first: CREATE ROLE ... LOGIN PASSWORD ...';
+    END IF;
+    SELECT t.id INTO found_tenant FROM tenant t WHERE t.name = tenant_name;
+    IF found_tenant IS NULL THEN
+        RAISE EXCEPTION 'no tenant %', tenant_name USING ERRCODE = 'P0002';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.enqueue_runs(text) TO %I',
+                   current_schema(), role_name);
+    INSERT INTO enqueue_role AS e (role_name, tenant_id)
+    VALUES (grant_enqueue_role.role_name, found_tenant)
+    ON CONFLICT ON CONSTRAINT enqueue_role_pkey
+    DO UPDATE SET tenant_id = excluded.tenant_id, created_at = now();
+    RETURN found_tenant;
+END $$;
+
+-- Takes the permission back: no tenant, no EXECUTE (USAGE on the schema is left: it may
+-- have been granted for another reason, and gives nothing alone). False: was not mapped.
+CREATE FUNCTION revoke_enqueue_role(role_name text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    removed boolean;
+BEGIN
+    DELETE FROM enqueue_role e WHERE e.role_name = revoke_enqueue_role.role_name;
+    removed := FOUND;
+    IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = role_name) THEN
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %I.enqueue_runs(text) FROM %I',
+                       current_schema(), role_name);
+    END IF;
+    RETURN removed;
+END $$;
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION grant_enqueue_role(text, text) SET search_path = %I, pg_temp',
+                   current_schema());
+    EXECUTE format('ALTER FUNCTION revoke_enqueue_role(text) SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;
+REVOKE EXECUTE ON FUNCTION grant_enqueue_role(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION revoke_enqueue_role(text) FROM PUBLIC;

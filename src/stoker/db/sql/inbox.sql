@@ -38,19 +38,13 @@ WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM run_inbox_receipt WHERE created_at < %(cutoff)s LIMIT %(limit)s));
 
 -- name: grant_enqueue_role
--- Maps a database role to the tenant it enqueues for (replacing an earlier mapping).
-INSERT INTO enqueue_role (role_name, tenant_id)
-VALUES (%(role_name)s, %(tenant_id)s)
-ON CONFLICT (role_name) DO UPDATE SET tenant_id = excluded.tenant_id, created_at = now()
-RETURNING role_name, tenant_id;
+-- Maps a database role to a tenant and grants it what enqueue_runs() needs (schema.sql).
+SELECT grant_enqueue_role(%(role_name)s, %(tenant_name)s) AS tenant_id;
 
 -- name: revoke_enqueue_role
-DELETE FROM enqueue_role WHERE role_name = %(role_name)s RETURNING role_name;
+SELECT revoke_enqueue_role(%(role_name)s) AS revoked;
 
 -- name: list_enqueue_roles
 SELECT r.role_name, t.name AS tenant_name, r.created_at
 FROM enqueue_role r JOIN tenant t ON t.id = r.tenant_id
 ORDER BY r.role_name;
-
--- name: role_exists
-SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %(role_name)s) AS found;

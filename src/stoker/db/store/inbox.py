@@ -80,15 +80,14 @@ prune_inbox_receipts = Exec[PruneInboxReceipts]("prune_inbox_receipts")
 @dataclass(frozen=True, slots=True)
 class GrantEnqueueRole:
     role_name: str
+    tenant_name: str
+
+
+class GrantedRole(TypedDict):
     tenant_id: int
 
 
-class EnqueueRole(TypedDict):
-    role_name: str
-    tenant_id: int
-
-
-grant_enqueue_role = One[GrantEnqueueRole, EnqueueRole]("grant_enqueue_role")
+grant_enqueue_role = One[GrantEnqueueRole, GrantedRole]("grant_enqueue_role")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ class RevokeEnqueueRole:
 
 
 class RevokedRole(TypedDict):
-    role_name: str
+    revoked: bool
 
 
 revoke_enqueue_role = One[RevokeEnqueueRole, RevokedRole]("revoke_enqueue_role")
@@ -112,15 +111,3 @@ class EnqueueRoleRow(TypedDict):
 
 
 list_enqueue_roles = Many[NoParams, EnqueueRoleRow]("list_enqueue_roles")
-
-
-@dataclass(frozen=True, slots=True)
-class RoleExists:
-    role_name: str
-
-
-class Found(TypedDict):
-    found: bool
-
-
-role_exists = One[RoleExists, Found]("role_exists")
