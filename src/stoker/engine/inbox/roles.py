@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
 from stoker.db.store import inbox as store
 from stoker.errors import InvalidRequestError, NotFoundError
 
@@ -35,7 +35,7 @@ async def revoke(db: Executor, role_name: str) -> bool:
 
 async def list_roles(db: Executor) -> list[store.EnqueueRoleRow]:
     """The mapped roles and their tenants."""
-    return await store.list_enqueue_roles(db, store.NoParams())
+    return await store.list_enqueue_roles(db, NoParams())
 
 
 __all__ = ["grant", "list_roles", "revoke"]

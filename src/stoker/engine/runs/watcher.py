@@ -111,7 +111,17 @@ class RunWatcher:
                 self._db, run_store.RunStates(params.tenant_id, missing)
             )
         if len(known) < len(set(params.external_ids)):
-            known += await self._inbox_states(params, {r["external_id"] for r in known}, aliases)
+            found = {r["external_id"] for r in known}
+            inbox = await self._inbox_states(params, found, aliases)
+            known += inbox
+            found |= {r["external_id"] for r in inbox} | set(aliases)
+            missing = [i for i in params.external_ids if i not in found]
+            if missing:
+                # Drained between the two reads: the drain deletes the inbox row and
+                # writes the run in one transaction, so the run is there now.
+                known += await run_store.run_states(
+                    self._db, run_store.RunStates(params.tenant_id, missing)
+                )
         return known
 
     async def _inbox_states(
