@@ -56,10 +56,11 @@ def _role_url(db_url: str, role: str) -> str:
 
 def _sqlalchemy_url(url: str, driver: str) -> str:
     p = conninfo_to_dict(url)
-    host = p.get("host") or "127.0.0.1"
-    if str(host).startswith("/"):
-        return f"postgresql+{driver}://{p['user']}@/{p['dbname']}?host={host}&port={p.get('port', 5432)}"
-    return f"postgresql+{driver}://{p['user']}@{host}:{p.get('port', 5432)}/{p['dbname']}"
+    host, port = p.get("host") or "127.0.0.1", p.get("port", 5432)
+    head = f"postgresql+{driver}://{p['user']}"
+    if str(host).startswith("/"):  # a socket directory
+        return f"{head}@/{p['dbname']}?host={host}&port={port}"
+    return f"{head}@{host}:{port}/{p['dbname']}"
 
 
 def create_role(db_url: str, tenant_id: int) -> str:
