@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from stoker import NotFoundError, Stoker, TaskRunError, TransactionalEnqueueError
 from tests.apps import txenq
 from tests.conftest import make_tenant
-from tests.harness import EngineProcess, Tenant, WorkerProcess
+from tests.harness import EngineProcess, Tenant, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -367,10 +367,13 @@ def test_a_run_is_not_seen_before_its_transaction_commits(tx: Setup) -> None:
 def test_idempotency_keys_apply_to_runs_enqueued_in_transactions(tx: Setup) -> None:
     ship, invoice = tx.app.tasks["ship"], tx.app.tasks["invoice"]
     key = f"order-{uuid.uuid4().hex}"
+    # A TTL keeps the key live after its run ends (the default: until then; the first
+    # run may well end before the second transaction is drained).
+    keyed: dict[str, Any] = {"idempotency_key": key, "idempotency_ttl": "1h"}
     with psycopg.connect(tx.role_url) as conn:
-        first = ship.run_no_wait(txenq.Order(order_id=30), connection=conn, idempotency_key=key)
+        first = ship.run_no_wait(txenq.Order(order_id=30), connection=conn, **keyed)
     with psycopg.connect(tx.role_url) as conn:
-        again = ship.run_no_wait(txenq.Order(order_id=31), connection=conn, idempotency_key=key)
+        again = ship.run_no_wait(txenq.Order(order_id=31), connection=conn, **keyed)
         # A declared expression (invoice: input.order_id) applies too: twice in one call.
         n = 900_000 + uuid.uuid4().int % 100_000
         a, b = invoice.run_many([txenq.Order(order_id=n)] * 2, connection=conn)
@@ -428,18 +431,40 @@ def test_a_database_without_the_schema_or_a_role_without_a_tenant_is_a_clear_err
             ship.run_no_wait(txenq.Order(order_id=1), connection=conn)
 
 
-def test_workflows_and_refused_names(tx: Setup) -> None:
+def test_workflows_tasks_not_declared_yet_and_refused_names(tx: Setup) -> None:
     flow = tx.app.workflows["fulfilment"]
+    suffix = uuid.uuid4().hex[:6]
 
-    @tx.app.task(name=f"never_registered_{uuid.uuid4().hex[:6]}")
-    async def unknown(input: txenq.Order, ctx: Any) -> None: ...
+    @tx.app.task(name=f"declared_later_{suffix}", retries=2)
+    async def later(input: txenq.Order, ctx: Any) -> None: ...
+
+    # A workflow the engine was never told of is refused, with the reason.
+    stray = tx.app.workflow(f"stray_{suffix}", input_validator=txenq.Order)
+
+    @stray.task()
+    async def step(input: txenq.Order, ctx: Any) -> None: ...
 
     with psycopg.connect(tx.role_url) as conn:
         runs = flow.run_many([txenq.Order(order_id=40), txenq.Order(order_id=41)], connection=conn)
-        refused = unknown.run_no_wait(txenq.Order(order_id=42), connection=conn)
+        queued = later.run_no_wait(txenq.Order(order_id=42), connection=conn)
+        refused = stray.run_no_wait(txenq.Order(order_id=43), connection=conn)
     assert [r.result(timeout=30)["pack"] for r in runs] == [{"packed": 40}, {"packed": 41}]
-    with pytest.raises(TaskRunError, match="no task"):
+    with pytest.raises(TaskRunError, match="no workflow named"):
         refused.result(timeout=30)
+
+    # A task no worker declared yet is registered from the definition the run carried
+    # (no worker serves it here: it waits in the queue).
+    def drained() -> Any:
+        with psycopg.connect(tx.engine.db_url) as conn:
+            return conn.execute(
+                "SELECT t.status, d.config->>'retries' FROM stoker.task t JOIN stoker.task_def d"
+                " ON d.tenant_id = t.tenant_id AND d.name = t.task_name"
+                " WHERE t.external_id = %s",
+                (uuid.UUID(queued.run_id),),
+            ).fetchone()
+
+    row = wait_until(drained, what="the run of a task declared by its first run")
+    assert row == ("QUEUED", "2")
 
 
 # -- the engine is down at commit time --------------------------------------------------

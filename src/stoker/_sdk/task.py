@@ -421,7 +421,8 @@ class Task(Generic[I, O]):
         kind = check_connection(connection, aio=aio, what=f"task {self.name!r}")
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise TypeError(f"task {self.name!r}: run_many takes a list of inputs")
-        return kind, [inbox_run("task", i) for i in self._items(inputs, options, keys)]
+        definition = self.config.model_dump_json()
+        return kind, [inbox_run("task", i, definition) for i in self._items(inputs, options, keys)]
 
     def _enqueue(
         self,
@@ -651,7 +652,7 @@ def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.Tr
     )
 
 
-def inbox_run(kind: str, item: pb.TriggerItem) -> InboxRun:
+def inbox_run(kind: str, item: pb.TriggerItem, definition: str = "") -> InboxRun:
     """A validated trigger as an inbox row of a transactional enqueue, with a new run id."""
     return InboxRun(
         run_id=new_run_id(),
@@ -663,6 +664,7 @@ def inbox_run(kind: str, item: pb.TriggerItem) -> InboxRun:
         desired_worker_id=item.desired_worker_id,
         idempotency_key=item.idempotency_key,
         idempotency_ttl_ms=item.idempotency_ttl_ms,
+        definition=definition,
     )
 
 

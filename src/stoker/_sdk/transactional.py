@@ -68,6 +68,9 @@ class InboxRun:
     desired_worker_id: str
     idempotency_key: str
     idempotency_ttl_ms: int
+    definition: str = ""
+    """A task's configuration (JSON): the engine registers the task from it if it does
+    not know the task yet (the application may enqueue before any worker declared it)."""
 
 
 def new_run_id() -> str:
@@ -95,7 +98,8 @@ def runs_json(runs: Sequence[InboxRun]) -> str:
         )
         parts.append(
             f'{head[:-1]}, "input": {r.input.decode() or "null"}, '
-            f'"metadata": {r.additional_metadata.decode() or "{}"}}}'
+            f'"metadata": {r.additional_metadata.decode() or "{}"}, '
+            f'"definition": {r.definition or "null"}}}'
         )
     return "[" + ", ".join(parts) + "]"
 

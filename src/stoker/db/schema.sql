@@ -831,6 +831,9 @@ CREATE TABLE run_inbox (
     desired_worker_id   text NOT NULL DEFAULT '',
     idempotency_key     text NOT NULL DEFAULT '',
     idempotency_ttl_ms  bigint NOT NULL DEFAULT 0,
+    -- The task's definition as the application declared it: registered for the tenant
+    -- when the engine does not know the task yet (never replacing a known one).
+    definition          jsonb,
     created_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX run_inbox_tenant_external_idx ON run_inbox (tenant_id, external_id);
@@ -852,7 +855,8 @@ CREATE INDEX run_inbox_receipt_created_idx ON run_inbox_receipt (created_at);
 -- The one entry point for applications. SECURITY DEFINER: the caller needs EXECUTE on
 -- it (and USAGE on the schema), no privilege on any table. The tenant comes from
 -- enqueue_role by session_user (SET ROLE does not change it). runs: a JSON array of
--- {"id", "kind", "name", "input", "metadata", "priority", "worker", "key", "ttl_ms"}.
+-- {"id", "kind", "name", "input", "metadata", "priority", "worker", "key", "ttl_ms",
+-- "definition"}.
 -- Returns how many rows were inserted.
 CREATE FUNCTION enqueue_runs(runs text) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER AS $$
@@ -868,13 +872,14 @@ BEGIN
                   HINT = 'an administrator maps it with: stoker enqueue-role grant ROLE --tenant NAME';
     END IF;
     INSERT INTO run_inbox (tenant_id, external_id, kind, name, input, additional_metadata,
-                           priority, desired_worker_id, idempotency_key, idempotency_ttl_ms)
+                           priority, desired_worker_id, idempotency_key, idempotency_ttl_ms,
+                           definition)
     SELECT caller_tenant, r.id, r.kind, r.name, coalesce(r.input, 'null'::jsonb),
            coalesce(r.metadata, '{}'::jsonb), coalesce(r.priority, 0),
-           coalesce(r.worker, ''), coalesce(r.key, ''), coalesce(r.ttl_ms, 0)
+           coalesce(r.worker, ''), coalesce(r.key, ''), coalesce(r.ttl_ms, 0), r.definition
     FROM jsonb_to_recordset(runs::jsonb) AS r(id uuid, kind text, name text, input jsonb,
                                              metadata jsonb, priority smallint, worker text,
-                                             key text, ttl_ms bigint);
+                                             key text, ttl_ms bigint, definition jsonb);
     GET DIAGNOSTICS inserted = ROW_COUNT;
     PERFORM pg_notify('stoker_inbox', caller_tenant::text || ':app');
     RETURN inserted;

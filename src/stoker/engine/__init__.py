@@ -320,7 +320,7 @@ class Engine:
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         # Transactional enqueue: runs applications committed into the inbox, on every replica.
-        self.inbox = InboxDrainer(db, self.signals, self.ingest, workflows)
+        self.inbox = InboxDrainer(db, self.signals, self.definitions, self.ingest, workflows)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)
         self.crons = Crons(
             db,

@@ -9,7 +9,7 @@ USING (SELECT id FROM run_inbox ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCK
 WHERE i.id = t.id
 RETURNING i.id, i.tenant_id, i.external_id, i.kind, i.name, i.input::text AS input,
           i.additional_metadata::text AS metadata, i.priority, i.desired_worker_id,
-          i.idempotency_key, i.idempotency_ttl_ms;
+          i.idempotency_key, i.idempotency_ttl_ms, i.definition::text AS definition;
 
 -- name: put_inbox_receipts
 -- Records the inbox rows that did not become a run of their id: deduplicated (run_id) or

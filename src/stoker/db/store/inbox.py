@@ -33,6 +33,8 @@ class InboxRow(TypedDict):
     desired_worker_id: str
     idempotency_key: str
     idempotency_ttl_ms: int
+    definition: str | None
+    """The task's configuration as the application declared it (JSON), if sent."""
 
 
 take_inbox = Many[TakeInbox, InboxRow]("take_inbox")

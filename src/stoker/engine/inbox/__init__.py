@@ -24,7 +24,13 @@ all, so each inbox row becomes its run exactly once across replicas and crashes.
 names a live run writes nothing and leaves a receipt (``run_inbox_receipt.run_id``), which
 ``AwaitRuns`` follows, so the application's run reference answers with that run.
 
-**Refused rows** (a name the tenant never registered, a payload over the limit or not
+**Unknown tasks.** An application may enqueue before any worker declared a task: each
+task row carries the task's definition as the application declared it, and a task the
+tenant does not have is registered from it (a known task's definition is never replaced
+from the inbox). Workflows are not: a workflow must have been declared to the engine (by
+its worker, or any earlier call) before its runs are drained.
+
+**Refused rows** (a workflow the tenant never registered, a payload over the limit or not
 storable, a bad idempotency key): the tenant's rows of one kind are written in a
 savepoint; when that fails, row by row, and a refused row leaves a receipt with the
 reason (``run_inbox_receipt.error``): its reference's ``result()`` raises TaskRunError
@@ -44,12 +50,14 @@ import uuid
 from stoker.db import Executor
 from stoker.db.store import inbox as store
 from stoker.engine import faults
+from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import Ingest, TriggerInput, write_task_runs
 from stoker.engine.ingest import idempotency as idem
 from stoker.engine.ingest.idempotency import IdemKey
 from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.service import LoopService
 from stoker.engine.signals import Outbox, Signals
+from stoker.errors import UnknownTaskError
 
 log = logging.getLogger("stoker.engine.inbox")
 
@@ -70,11 +78,13 @@ class InboxDrainer(LoopService):
         self,
         db: Executor,
         signals: Signals,
+        definitions: Definitions,
         ingest: Ingest,
         workflows: WorkflowIngest,
     ) -> None:
         super().__init__()
         self._db = db
+        self._definitions = definitions
         self._run_signals = signals
         self._ingest = ingest
         self._workflows = workflows
@@ -188,7 +198,13 @@ class InboxDrainer(LoopService):
             )
             for r in rows
         ]
-        runs = await self._ingest.prepare(tenant_id, tasks, [r["external_id"] for r in rows])
+        ids = [r["external_id"] for r in rows]
+        try:
+            runs = await self._ingest.prepare(tenant_id, tasks, ids)
+        except UnknownTaskError:
+            if not await self._register_missing(tenant_id, rows):
+                raise
+            runs = await self._ingest.prepare(tenant_id, tasks, ids)
         keys = [
             idem.key_for(
                 t.task_name,
@@ -205,6 +221,21 @@ class InboxDrainer(LoopService):
             gated = await write_task_runs(tx, tenant_id, [runs[n] for n in fresh])
             out.queued(tenant_id, gated=gated)
         return dups
+
+    async def _register_missing(self, tenant_id: int, rows: list[store.InboxRow]) -> bool:
+        """Registers the tasks of ``rows`` the tenant does not have, from the definitions
+        the application sent (an application may enqueue before any worker declared the
+        task); a known task's definition is never replaced from here. Whether it
+        registered any."""
+        known = await self._definitions.tasks(tenant_id, refresh=True)
+        missing = {
+            r["name"]: r["definition"].encode()
+            for r in rows
+            if r["name"] not in known and r["definition"]
+        }
+        if missing:
+            await self._definitions.register_tasks(tenant_id, sorted(missing.items()))
+        return bool(missing)
 
     @staticmethod
     async def _resolve(
