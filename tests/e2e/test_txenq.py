@@ -17,6 +17,7 @@ The module shares one tenant, one worker and one database role (mapped to the te
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -501,3 +502,29 @@ def test_runs_enqueued_while_the_engine_is_down_start_when_it_returns(
     finally:
         app.close()
         drop_role(engine.db_url, role)
+
+
+def test_the_application_role_can_enqueue_and_nothing_else(tx: Setup) -> None:
+    """Least privilege: the mapped role calls enqueue_runs() and reaches no table, no
+    admin function; the tenant of its runs is not something it can choose."""
+    statements = [
+        "SELECT count(*) FROM stoker.task",
+        "SELECT count(*) FROM stoker.run_inbox",
+        "SELECT count(*) FROM stoker.enqueue_role",
+        "INSERT INTO stoker.run_inbox (tenant_id, external_id, kind, name, input)"
+        " VALUES (1, gen_random_uuid(), 'task', 'ship', '{}')",
+        "UPDATE stoker.enqueue_role SET tenant_id = 1",
+        f"SELECT stoker.grant_enqueue_role('{tx.role}', 'other')",
+    ]
+    for statement in statements:
+        with psycopg.connect(tx.role_url, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement.encode())
+    # A run made through the role belongs to the role's tenant, whatever it sends.
+    run_id = str(uuid.uuid4())
+    row = {"id": run_id, "kind": "task", "name": "ship", "input": {"order_id": 50},
+           "tenant_id": 1, "tenant": 1}  # fmt: skip
+    with psycopg.connect(tx.role_url) as conn:
+        conn.execute("SELECT stoker.enqueue_runs(%s)", (json.dumps([row]),))
+    ran = wait_until(lambda: _rows(tx.engine.db_url, [run_id]).get(run_id, -1) >= 0)
+    assert ran and _rows(tx.engine.db_url, [run_id]) == {run_id: tx.tenant.tenant_id}
