@@ -27,13 +27,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from stoker import NotFoundError, Stoker, TaskRunError, TransactionalEnqueueError
 from tests.apps import txenq
 from tests.conftest import make_tenant
-from tests.harness import EngineProcess, Tenant, WorkerProcess, wait_until
+from tests.harness import (
+    EngineProcess,
+    Tenant,
+    WorkerProcess,
+    create_role,
+    drop_role,
+    role_url,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,14 +55,6 @@ class Setup:
     app: Stoker
 
 
-def _role_url(db_url: str, role: str) -> str:
-    """``db_url`` logging in as ``role`` (trust or peer authentication, as the test server)."""
-    params = conninfo_to_dict(db_url)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo(**params)
-
-
 def _sqlalchemy_url(url: str, driver: str) -> str:
     p = conninfo_to_dict(url)
     host, port = p.get("host") or "127.0.0.1", p.get("port", 5432)
@@ -62,25 +62,6 @@ def _sqlalchemy_url(url: str, driver: str) -> str:
     if str(host).startswith("/"):  # a socket directory
         return f"{head}@/{p['dbname']}?host={host}&port={port}"
     return f"{head}@{host}:{port}/{p['dbname']}"
-
-
-def create_role(db_url: str, tenant_id: int) -> str:
-    """A new login role that may enqueue for the tenant, and nothing else."""
-    role = f"stoker_app_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f'CREATE ROLE "{role}" LOGIN'.encode())
-        (name,) = conn.execute(  # type: ignore[misc]
-            "SELECT name FROM stoker.tenant WHERE id = %s", (tenant_id,)
-        ).fetchone()
-        conn.execute("SELECT stoker.grant_enqueue_role(%s, %s)", (role, name))
-    return role
-
-
-def drop_role(db_url: str, role: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("SELECT stoker.revoke_enqueue_role(%s)", (role,))
-        conn.execute(f'DROP OWNED BY "{role}"'.encode())
-        conn.execute(f'DROP ROLE "{role}"'.encode())
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +73,7 @@ def tx(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Itera
     role = create_role(engine.db_url, tenant.tenant_id)
     app = txenq.declare(tenant.client())
     try:
-        yield Setup(engine, tenant, role, _role_url(engine.db_url, role), app)
+        yield Setup(engine, tenant, role, role_url(engine.db_url, role), app)
     finally:
         app.close()
         worker.kill()
@@ -478,7 +459,7 @@ def test_runs_enqueued_while_the_engine_is_down_start_when_it_returns(
     tenant = make_tenant(engine)
     worker_factory("tests.apps.txenq:app", engine=engine, tenant=tenant)
     role = create_role(engine.db_url, tenant.tenant_id)
-    url = _role_url(engine.db_url, role)
+    url = role_url(engine.db_url, role)
     app = txenq.declare(tenant.client())
     try:
         engine.stop()
