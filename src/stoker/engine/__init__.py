@@ -2,6 +2,7 @@
 
 * definitions — task and workflow definitions, strategies, rate-limit keys, policy;
 * ingest — accepts triggers, workflow runs and child spawns, writes runs in batches;
+* inbox — drains the runs applications enqueued in their own transactions (every replica);
 * scheduler — turns queued attempts into assignments on workers with free slots;
 * dispatcher — owns worker streams, slot accounting and batched task events;
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
