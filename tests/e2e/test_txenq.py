@@ -334,8 +334,10 @@ async def test_async_commit_rollback_and_savepoint(tx: Setup, driver: str) -> No
 
 def test_a_run_is_not_seen_before_its_transaction_commits(tx: Setup) -> None:
     ship = tx.app.tasks["ship"]
+    other = tx.tenant.client()  # declares nothing: runs the task by name
     with psycopg.connect(tx.role_url) as conn:
         pending = ship.run_no_wait(txenq.Order(order_id=20), connection=conn)
+        by_name = other.run_no_wait("ship", {"order_id": 22}, connection=conn)
         # A run triggered meanwhile through the engine starts and ends: the engine and the
         # worker are busy, and still nothing of the uncommitted run exists.
         assert ship.run(txenq.Order(order_id=21))["shipped"] == 21
@@ -344,6 +346,8 @@ def test_a_run_is_not_seen_before_its_transaction_commits(tx: Setup) -> None:
             pending.result(timeout=1)
         conn.commit()
     assert pending.result(timeout=30)["shipped"] == 20
+    assert by_name.result(timeout=30) == {"shipped": 22, "note": ""}
+    other.close()
 
 
 def test_idempotency_keys_apply_to_runs_enqueued_in_transactions(tx: Setup) -> None:
