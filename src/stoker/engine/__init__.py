@@ -208,6 +208,7 @@ class Engine:
                 SCHEDULES: self.schedule_timers.on_remote,
                 INBOX_CHANNEL: self.inbox.on_remote,
             },
+            on_connect=self.inbox.on_listening,
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(

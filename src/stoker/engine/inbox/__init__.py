@@ -9,9 +9,11 @@ administrator mapped the caller's database role to (``enqueue_role``), and sends
 the notification. Nothing of this needs the engine to be up.
 
 **Draining.** Every replica runs this service. It drains at start-up, whenever
-``stoker_inbox`` arrives (the :class:`~stoker.engine.notify.Listener`), and on a slow
-fallback timer (``_FALLBACK_S``) that covers a notification lost while the listener was
-reconnecting. A round is **one transaction**: ``take_inbox`` deletes the oldest rows with
+``stoker_inbox`` arrives (the :class:`~stoker.engine.notify.Listener`), each time the
+listener connects again (a notification sent while it was away is lost), and on a slow
+fallback timer (``_FALLBACK_S``, 30 s: one indexed delete on an empty table).
+
+A round is **one transaction**: ``take_inbox`` deletes the oldest rows with
 ``FOR UPDATE SKIP LOCKED`` (two replicas take disjoint rows), and their runs are written
 in the same transaction, with the ids the SDK gave them, by ingest's writers
 (:meth:`Ingest.prepare <stoker.engine.ingest.Ingest.prepare>` +
@@ -65,8 +67,11 @@ CHANNEL = "stoker_inbox"
 """NOTIFY channel ``enqueue_runs()`` sends (body ``<tenant_id>:app``)."""
 
 _BATCH = 1_000
-_FALLBACK_S = 5.0
-"""How often an idle replica looks at the inbox without being told (a lost NOTIFY)."""
+_RETRY_S = 1.0
+"""After a failed round (the database away): the rows are still there, look again soon."""
+_FALLBACK_S = 30.0
+"""How often an idle replica looks at the inbox without being told: a notification is
+lost only while the listener reconnects, and it drains on reconnecting too."""
 
 
 class InboxDrainer(LoopService):
@@ -96,13 +101,18 @@ class InboxDrainer(LoopService):
         """``stoker_inbox``: an application committed enqueued runs."""
         self._wake.set()
 
+    def on_listening(self) -> None:
+        """The listener (re)connected: notifications sent meanwhile were not heard."""
+        self._wake.set()
+
     async def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 n = await self.round()
             except Exception:
                 log.exception("draining the run inbox failed; it is retried")
-                n = 0
+                await self._wake.wait(_RETRY_S)
+                continue
             if n >= _BATCH:
                 continue
             await self._wake.wait(_FALLBACK_S)
