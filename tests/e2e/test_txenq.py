@@ -37,10 +37,13 @@ from tests.harness import (
     EngineProcess,
     Tenant,
     WorkerProcess,
+    create_database,
     create_role,
+    drop_database,
     drop_role,
     role_url,
     wait_until,
+    with_database,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -412,9 +415,13 @@ def test_a_database_without_the_schema_or_a_role_without_a_tenant_is_a_clear_err
         with pytest.raises(TransactionalEnqueueError, match="no tenant is mapped"):
             ship.run_no_wait(txenq.Order(order_id=1), connection=conn)
     # A database without Stoker's schema.
-    with psycopg.connect(pg_url) as conn:
-        with pytest.raises(TransactionalEnqueueError, match="no Stoker schema 'stoker'"):
-            ship.run_no_wait(txenq.Order(order_id=1), connection=conn)
+    empty = create_database(pg_url)
+    try:
+        with psycopg.connect(with_database(pg_url, empty)) as conn:
+            with pytest.raises(TransactionalEnqueueError, match="no Stoker schema 'stoker'"):
+                ship.run_no_wait(txenq.Order(order_id=1), connection=conn)
+    finally:
+        drop_database(pg_url, empty)
 
 
 def test_workflows_tasks_not_declared_yet_and_refused_names(tx: Setup) -> None:
