@@ -76,7 +76,10 @@ class WorkflowSpec(BaseModel):
     def hash(self) -> str:
         import hashlib
 
-        raw = json.dumps(self.model_dump(mode="json", exclude={"crons", "on_events", "default_filters"}), sort_keys=True).encode()
+        raw = json.dumps(
+            self.model_dump(mode="json", exclude={"crons", "on_events", "default_filters"}),
+            sort_keys=True,
+        ).encode()
         return hashlib.sha256(raw).hexdigest()[:32]
 
 

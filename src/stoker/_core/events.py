@@ -20,6 +20,16 @@ from functools import lru_cache
 MAX_KEY_LENGTH = 500
 SEPARATOR = ":"
 
+EVENT_ID_KEY = "stoker_event"
+"""The additional-metadata key of an event-started run holding its event's id."""
+EVENT_KEY_KEY = "stoker_event_key"
+"""... and the event's key."""
+FILTER_ID_KEY = "stoker_filter"
+"""... and the id of the filter that let the run through (when one did)."""
+FILTER_PAYLOAD_KEY = "stoker_filter_payload"
+"""... and that filter's payload: the worker takes it out of the metadata the task sees
+(``ctx.filter_payload``), so it does not travel on to child runs."""
+
 
 def key_problem(key: str) -> str | None:
     """Why ``key`` is not a valid event key, or None."""
@@ -70,4 +80,13 @@ def matches(pattern: str, key: str) -> bool:
     return all(w == "*" or w == h for w, h in zip(want, have, strict=True))
 
 
-__all__ = ["MAX_KEY_LENGTH", "key_problem", "matches", "pattern_problem"]
+__all__ = [
+    "EVENT_ID_KEY",
+    "EVENT_KEY_KEY",
+    "FILTER_ID_KEY",
+    "FILTER_PAYLOAD_KEY",
+    "MAX_KEY_LENGTH",
+    "key_problem",
+    "matches",
+    "pattern_problem",
+]

@@ -31,8 +31,8 @@ from pydantic import ValidationError
 from stoker._core import cron
 from stoker._core.cel import compile_expression
 from stoker._core.cron import CronError
-from stoker._core.events import pattern_problem
 from stoker._core.dag import WorkflowSpec
+from stoker._core.events import pattern_problem
 from stoker._core.wire import CronSpec, FilterSpec, TaskConfig, text_problem
 from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store

@@ -25,22 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoker._core.cel import compile_expression
-from stoker._core.events import matches
+from stoker._core.events import (
+    EVENT_ID_KEY,
+    EVENT_KEY_KEY,
+    FILTER_ID_KEY,
+    FILTER_PAYLOAD_KEY,
+    matches,
+)
 from stoker._core.wire import TaskConfig
 from stoker.db.store.events import FilterRow
 from stoker.engine.definitions import Workflows
 
 log = logging.getLogger("stoker.engine.events")
-
-EVENT_ID_KEY = "stoker_event"
-"""The additional-metadata key of an event-triggered run holding its event's id."""
-EVENT_KEY_KEY = "stoker_event_key"
-"""... and the event's key."""
-FILTER_ID_KEY = "stoker_filter"
-"""... and the id of the filter that let the run through (when one did)."""
-FILTER_PAYLOAD_KEY = "stoker_filter_payload"
-"""... and that filter's payload (``ctx.filter_payload``; the worker takes it out of the
-metadata the task sees, so it does not travel on to child runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +145,6 @@ def run_metadata(
 
 
 __all__ = [
-    "EVENT_ID_KEY",
-    "EVENT_KEY_KEY",
-    "FILTER_ID_KEY",
-    "FILTER_PAYLOAD_KEY",
     "EventView",
     "PlannedRun",
     "Subscriber",

@@ -504,15 +504,11 @@ class WorkflowIngest:
     async def _replayed_push(self, tenant_id: int, answer: requests.Answer) -> Pushed:
         """A retried push's answer: the first call's events and the runs they started."""
         ids = [uuid.UUID(i) for i in answer.run_ids]
-        rows = await event_store.runs_of_events(
-            self._db, event_store.RunsOfEvents(tenant_id, ids)
-        )
+        rows = await event_store.runs_of_events(self._db, event_store.RunsOfEvents(tenant_id, ids))
         runs: dict[str, list[str]] = {}
         for r in rows:
             runs.setdefault(str(r["event_id"]), []).append(str(r["run_id"]))
-        return Pushed(
-            [PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied
-        )
+        return Pushed([PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied)
 
     async def _subscribers(
         self, tenant_id: int, keys: list[str]
@@ -598,9 +594,7 @@ class WorkflowIngest:
         now, with the event's payload, metadata, scope and priority (waits are not
         satisfied again); the new runs' ids, recorded as the event's runs of this replay."""
         (external_id,) = _event_ids([event_id])
-        row = await event_store.get_event(
-            self._db, event_store.GetEvent(tenant_id, external_id)
-        )
+        row = await event_store.get_event(self._db, event_store.GetEvent(tenant_id, external_id))
         if row is None:
             raise NotFoundError(f"no event with id {event_id}")
         previous = await event_store.event_runs(
@@ -619,9 +613,7 @@ class WorkflowIngest:
         )
         replay = max((r["replay"] for r in previous), default=0) + 1
         async with self._signals.transaction(self._db) as (tx, out):
-            (started,) = await self._start_runs(
-                tx, out, tenant_id, [event], matched, known, replay
-            )
+            (started,) = await self._start_runs(tx, out, tenant_id, [event], matched, known, replay)
         return started
 
     async def _push_events(
