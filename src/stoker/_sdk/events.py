@@ -29,6 +29,7 @@ from stoker._core.wire import (
 from stoker._proto import events_pb2 as epb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.calls import request_key
+from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import When, at_ms
 from stoker.errors import InvalidRequestError, PayloadTooLargeError
 
@@ -43,12 +44,14 @@ _PUSH_BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class PushedEvent:
-    """A pushed event: its id, the runs it started (ids), and how many waiting conditions
-    (workflow conditions, durable waits) it satisfied."""
+    """A pushed event: its id, the runs it started (``runs``: references to wait on, their
+    ids in ``run_ids``), and how many waiting conditions (workflow conditions, durable
+    waits) it satisfied."""
 
     event_id: str
     run_ids: list[str]
     satisfied: int
+    runs: list[RunRef[Any]] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +152,17 @@ def _filter_info(f: epb.FilterInfo) -> FilterInfo:
     )
 
 
-def _pushed(resp: wpb.PushEventsResponse) -> list[PushedEvent]:
+def _pushed(resp: wpb.PushEventsResponse, connection: Connection) -> list[PushedEvent]:
     if resp.events:
-        return [PushedEvent(e.event_id, list(e.run_ids), e.satisfied) for e in resp.events]
+        return [
+            PushedEvent(
+                e.event_id,
+                list(e.run_ids),
+                e.satisfied,
+                [RunRef(connection, r, None) for r in e.run_ids],
+            )
+            for e in resp.events
+        ]
     # An engine that does not start runs from events answers only ids and a total.
     return [PushedEvent(i, [], resp.satisfied) for i in resp.event_ids]
 
@@ -219,7 +230,7 @@ class Events:
         """
         event = self._event(key, payload, scope, additional_metadata, priority)
         req = wpb.PushEventsRequest(events=[event], request_key=request_key())
-        return _pushed(self._connection.calls.push_events(req))[0]
+        return _pushed(self._connection.calls.push_events(req), self._connection)[0]
 
     async def aio_push(
         self,
@@ -232,7 +243,7 @@ class Events:
     ) -> PushedEvent:
         event = self._event(key, payload, scope, additional_metadata, priority)
         req = wpb.PushEventsRequest(events=[event], request_key=request_key())
-        return _pushed(await self._connection.calls.aio_push_events(req))[0]
+        return _pushed(await self._connection.calls.aio_push_events(req), self._connection)[0]
 
     def _batches(self, events: Sequence[EventPush | tuple[str, Any]]) -> list[list[wpb.UserEvent]]:
         items: list[wpb.UserEvent] = []
@@ -253,7 +264,7 @@ class Events:
         pushed: list[PushedEvent] = []
         for batch in self._batches(events):
             req = wpb.PushEventsRequest(events=batch, request_key=request_key())
-            pushed += _pushed(self._connection.calls.push_events(req))
+            pushed += _pushed(self._connection.calls.push_events(req), self._connection)
         return pushed
 
     async def aio_bulk_push(
@@ -262,7 +273,7 @@ class Events:
         pushed: list[PushedEvent] = []
         for batch in self._batches(events):
             req = wpb.PushEventsRequest(events=batch, request_key=request_key())
-            pushed += _pushed(await self._connection.calls.aio_push_events(req))
+            pushed += _pushed(await self._connection.calls.aio_push_events(req), self._connection)
         return pushed
 
     @staticmethod
