@@ -56,6 +56,13 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
         raise NotFoundError(f"no {what} with id {raw!r} ({what} ids are UUIDs)") from None
 
 
+def _check_text(**values: str) -> None:
+    """InvalidRequestError for a name or filter value holding NUL (no row can match it)."""
+    for what, value in values.items():
+        if text_problem(value):
+            raise InvalidRequestError(f"{what} {value[:50]!r} is refused: it holds NUL")
+
+
 def check_expression(expression: str) -> str:
     """A filter's CEL expression, compiled now; InvalidRequestError naming the problem."""
     if not isinstance(expression, str) or not expression.strip():
@@ -105,6 +112,7 @@ class EventAdmin:
         """The tenant's events matching ``f``, newest first."""
         if not 0 < f.limit <= MAX_LIST:
             raise InvalidRequestError(f"limit must be 1 to {MAX_LIST}, got {f.limit}")
+        _check_text(key=f.key or "", scope=f.scope or "")
         return await event_store.list_events(
             self._db,
             event_store.ListEvents(
@@ -152,6 +160,7 @@ class EventAdmin:
         self, tenant_id: int, task_name: str, workflow_name: str, name: str
     ) -> tuple[str | None, str | None]:
         """(task, workflow) a new filter belongs to, checked against what is registered."""
+        _check_text(task_name=task_name, workflow_name=workflow_name, name=name)
         given = [n for n in (task_name, workflow_name, name) if n]
         if len(given) != 1:
             raise InvalidRequestError(
@@ -207,6 +216,7 @@ class EventAdmin:
         """The tenant's filters (code and api), oldest first, narrowed by what is given."""
         if not 0 < limit <= MAX_LIST:
             raise InvalidRequestError(f"limit must be 1 to {MAX_LIST}, got {limit}")
+        _check_text(task_name=task_name, workflow_name=workflow_name, scope=scope)
         return await event_store.list_filters(
             self._db,
             event_store.ListFilters(

@@ -19,7 +19,9 @@ never calls back into this module's state (no Ingest → WorkflowIngest → Inge
   flush's transaction, so spawns of many parents commit together and one bad spawn fails
   only itself.
 * A user event is stored under the (tenant, key) locks that durable waits' registration
-  takes too, then matched against the event conditions of workflow steps and durable
+  takes too; the runs of the tasks and workflows subscribed to its key are written in the
+  same transaction, as their filters allow (:mod:`stoker.engine.ingest.events`), and
+  recorded as the event's (``event_run``). It is then matched against the event conditions of workflow steps and durable
   waits (:mod:`stoker.engine.durable.waits`, which settles the durable waits that hold and
   whose workers are hinted right after the commit). A step's condition takes events that
   arrived after it began waiting: key equality, the optional scope (a workflow run id), and the CEL
