@@ -21,14 +21,15 @@ never calls back into this module's state (no Ingest → WorkflowIngest → Inge
 * A user event is stored under the (tenant, key) locks that durable waits' registration
   takes too; the runs of the tasks and workflows subscribed to its key are written in the
   same transaction, as their filters allow (:mod:`stoker.engine.ingest.events`), and
-  recorded as the event's (``event_run``). It is then matched against the event conditions of workflow steps and durable
-  waits (:mod:`stoker.engine.durable.waits`, which settles the durable waits that hold and
-  whose workers are hinted right after the commit). A step's condition takes events that
-  arrived after it began waiting: key equality, the optional scope (a workflow run id), and the CEL
-  expression over ``input`` (the payload), ``additional_metadata`` (the event's),
-  ``run_input`` and ``run_metadata`` (the waiting run's). Satisfied runs progress in the
-  same transaction. An expression that fails on a payload is recorded on the waiting step
-  (``task_wait.error`` and a CONDITION_ERROR event) and matches nothing; other waits go on.
+  recorded as the event's (``event_run``). It is then matched against the event conditions
+  of workflow steps and durable waits (:mod:`stoker.engine.durable.waits`, which settles the
+  durable waits that hold and whose workers are hinted right after the commit). A step's
+  condition takes events that arrived after it began waiting: key equality, the optional
+  scope (a workflow run id), and the CEL expression over ``input`` (the payload),
+  ``additional_metadata`` (the event's), ``run_input`` and ``run_metadata`` (the waiting
+  run's). Satisfied runs progress in the same transaction. An expression that fails on a
+  payload is recorded on the waiting step (``task_wait.error`` and a CONDITION_ERROR event)
+  and matches nothing; other waits go on.
 * Request keys (:mod:`stoker.engine.ingest.requests`): a workflow trigger's key is
   recorded by the flush like a task trigger's. A spawn records its key at the end of its
   savepoint, an event push at the end of its own transaction; a retry finds the key before
