@@ -938,7 +938,14 @@ def _check_cel(expression: str, what: str) -> None:
 def _leaf(path: str, condition: SleepCondition | UserEventCondition) -> WaitLeaf:
     if isinstance(condition, SleepCondition):
         return WaitLeaf(path, "sleep", ms=_ms(condition.duration))
-    return WaitLeaf(path, "event", key=condition.event_key, expression=condition.expression)
+    return WaitLeaf(
+        path,
+        "event",
+        key=condition.event_key,
+        expression=condition.expression,
+        scope=condition.scope or "",
+        lookback_ms=_ms(condition.lookback) if condition.lookback is not None else 0,
+    )
 
 
 def _wait_call(position: int, name: str, fp: str, request: dict[str, object]) -> pb.DurableCall:

@@ -50,25 +50,11 @@ FOR UPDATE OF l;
 
 -- name: visible_durable_log
 -- The log a new invocation replays, in position order: at each position the entry of the
--- branch that shows it. The chain walks from the active branch to the root; each branch
--- shows its own entries from its fork_position up to (not including) the lowest fork of
--- the branches below it in the chain.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
+-- branch that shows it (durable_chain).
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -372,21 +358,9 @@ RETURNING l.task_id, l.invocation, l.active_branch, l.satisfied_counter;
 -- the pending entries at or after it are dropped (they were all on the active chain, and
 -- none is visible any more), and the live invocation is fenced off. Refused (no row) when
 -- the position is not in 1 .. last visible position + 1. Run under the lock.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-),
-last AS (
+WITH last AS (
     SELECT coalesce(max(e.position), 0) AS top
-    FROM chain c
+    FROM durable_chain(%(task_id)s, %(created_at)s) c
     JOIN durable_entry e
       ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
      AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -539,24 +513,12 @@ LEFT JOIN durable_log l ON l.task_id = t.id AND l.created_at = t.created_at
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
 
 -- name: durable_log_page
--- A page of a run's visible log, in position order after `after` (as visible_durable_log),
--- for the REST API; the branch chain is walked once per page.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
+-- A page of a run's visible log, in position order after `after` (as visible_durable_log):
+-- the REST API's pages and the pages a new invocation reads its log in.
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -566,22 +528,10 @@ LIMIT %(limit)s;
 
 -- name: durable_log_pending
 -- What a run's task waits for now: the pending entries of its visible log.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)

@@ -82,15 +82,15 @@ def wire_entry(e: store.Entry, inserted: bool = False) -> pb.DurableEntry:
 class DurableLogs:
     """The engine's side of durable attempts' logs.
 
-    ``on_timer()`` is called after a commit that wrote a deadline, so the timer loop, if it
-    runs here, re-reads when the next one is due."""
+    ``on_timer(at)`` is called after a commit that wrote a deadline (the earliest one it
+    wrote), so the timer loop, if it runs here, looks again when it is due."""
 
     def __init__(
         self,
         db: Executor,
         waits: DurableWaits,
         *,
-        on_timer: Callable[[], None] = lambda: None,
+        on_timer: Callable[[datetime], None] = lambda _: None,
         timeout_grace_ms: int = 1000,
         children: WorkflowIngest | None = None,
     ) -> None:
@@ -110,7 +110,7 @@ class DurableLogs:
             return reply
         if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
             return await self._spawn(worker_id, tenant_id, req, reply)
-        timers = False
+        timers: list[datetime] = []
         async with self._db.transaction() as tx:
             run = await store.durable_attempt(
                 tx, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
@@ -177,10 +177,11 @@ class DurableLogs:
                     if r["inserted"] and r["position"] in wake_ats:
                         entry.wake_at_ms = epoch_ms(wake_ats[r["position"]])
                     reply.entries.append(entry)
-                timers = any(
-                    r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
+                timers = [
+                    r["wake_at"]
                     for r in rows
-                ) or any(w is not None for w in wake_ats.values())
+                    if r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
+                ] + [w for w in wake_ats.values() if w is not None]
             elif req.op == pb.EVICT:
                 locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
                 evicted = await store.evict_durable_task(
@@ -208,7 +209,7 @@ class DurableLogs:
             # from the start and pauses it while blocked; this one is the backstop).
             await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
-            self._on_timer()
+            self._on_timer(min(timers))
         return reply
 
     async def _spawn(
