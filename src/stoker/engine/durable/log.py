@@ -26,6 +26,11 @@ replay finds it instead of spawning it again. The child's index under its parent
 position, so even a spawn whose reply was lost finds the same child when re-sent. A child
 that existed already (found by its ``child_key``) and is final settles its entry at once.
 A completed step is appended with its result or its final error.
+
+A log is sent in pages (:data:`PAGE_ENTRIES` entries or about :data:`PAGE_BYTES`):
+``OPEN`` and ``SYNC`` answer the first with ``more`` set when the log goes on, and the
+worker reads the rest with ``SYNC`` ``after_position``, so a log of any length fits the
+stream's message limit.
 """
 
 from __future__ import annotations
@@ -200,10 +205,13 @@ class DurableLogs:
                 reply.error = f"unknown durable operation {req.op}"
                 return reply
             if req.op != pb.APPEND:
-                visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
-                if await settle_final_children(tx, visible, key):
-                    visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
-                reply.entries.extend(wire_entry(e) for e in visible)
+                if req.after_position <= 0:
+                    pending = await store.durable_log_pending(
+                        tx, store.DurableLogPending(*key)
+                    )
+                    await settle_final_children(tx, pending, key)
+                entries, reply.more = await _page(tx, key, max(0, req.after_position))
+                reply.entries.extend(entries)
             # A new invocation replaying into a recorded pending wait blocks without a
             # request: its deadline is cleared already at OPEN (the worker enforces its own
             # from the start and pauses it while blocked; this one is the backstop).
@@ -264,6 +272,32 @@ class DurableLogs:
         return reply
 
 
+PAGE_ENTRIES = 1000
+"""At most this many entries in one page of a log sent to a worker (OPEN, SYNC)."""
+
+PAGE_BYTES = 1 << 20
+"""And about this many bytes: a page ends after the entry that reaches it (one entry, up to
+the payload limit, always fits the stream's message limit)."""
+
+
+async def _page(
+    tx: Executor, key: tuple[int, datetime], after: int
+) -> tuple[list[pb.DurableEntry], bool]:
+    """The page of the visible log after position ``after``, and whether more follows."""
+    rows = await store.durable_log_page(
+        tx, store.DurableLogPage(key[0], key[1], after, PAGE_ENTRIES + 1)
+    )
+    page: list[pb.DurableEntry] = []
+    size = 0
+    for row in rows[:PAGE_ENTRIES]:
+        entry = wire_entry(row)
+        page.append(entry)
+        size += entry.ByteSize()
+        if size >= PAGE_BYTES:
+            break
+    return page, len(page) < len(rows)
+
+
 def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
     """Why calls a worker sent cannot be recorded (None: they can): the log only holds
     known kinds and statuses and JSON documents."""
@@ -308,7 +342,10 @@ class _ChildRecord:
         # settle its new entry: settled here, from its outcome.
         if existed and (await settle_children(tx, existed, out))[1]:
             positions = {r["position"] for r in rows}
-            visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
+            lo, hi = min(positions), max(positions)
+            visible = await store.durable_log_page(
+                tx, store.DurableLogPage(self.key[0], self.key[1], lo - 1, hi - lo + 1)
+            )
             by_position = {e["position"]: e for e in visible if e["position"] in positions}
             entries = [wire_entry(by_position.get(r["position"], r), r["inserted"]) for r in rows]
         # The attempt's deadline pauses while a child is pending, as for any wait.
