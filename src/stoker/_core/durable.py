@@ -185,6 +185,26 @@ class ReleaseGate:
             changed.notify_all()
 
 
+BRANCH_CHILD_SPAN = 1_000_000
+"""Child indexes per branch of a log: a child recorded at position p of branch b is the
+parent's child number (b - 1) * BRANCH_CHILD_SPAN + p, so a child re-executed after a reset
+(a new branch) is a new run, never the one the abandoned branch spawned at that position."""
+
+MAX_BRANCHES = 2_000
+"""How many branches a log may have (resets + 1): their child indexes fit an integer."""
+
+
+def child_index(branch: int, position: int) -> int:
+    """The child index of a child recorded at ``position`` of ``branch``; ValueError when
+    the position is beyond what a branch's children can take."""
+    if not 1 <= position < BRANCH_CHILD_SPAN:
+        raise ValueError(
+            f"position {position}: a durable task records children at positions below "
+            f"{BRANCH_CHILD_SPAN:,}"
+        )
+    return (branch - 1) * BRANCH_CHILD_SPAN + position
+
+
 MAX_LOOKBACK_MS = 24 * 3600 * 1000
 """The longest lookback a durable wait may ask for (24 h)."""
 

@@ -6,13 +6,14 @@ the same log never waits for a round), settles them ``ok`` in the same transacti
 round is one transaction for up to ``_BATCH`` timers, whatever their tasks — and after the
 commit delivers the settled entries themselves to the workers running those tasks
 (:meth:`~stoker.engine.durable.wake.Wakes.deliver`, the same message an event's
-settlement sends), which resume at once: no re-read, no round trip per sleeper. A task with no running attempt (its worker died) is
-only settled: its next attempt replays the sleep as done. A due wait with conditions
-(``wait_for``) has its elapsed sleep conditions fired instead, and is settled only when its
-conditions then hold (:meth:`~stoker.engine.durable.waits.DurableWaits.on_timers`). An evicted
-task is restored by the settlement itself (``settle_durable_entries`` queues it again in
-the same statement); its tenant's scheduler is signalled once the round commits. A running
-task that is no longer blocked gets its execution deadline back (``durable_timeouts``).
+settlement sends), which resume at once: no re-read, no round trip per sleeper. A task with
+no running attempt (its worker died) is only settled: its next attempt replays the sleep as
+done. A due wait with conditions (``wait_for``) has its elapsed sleep conditions fired
+instead, and is settled only when its conditions then hold
+(:meth:`~stoker.engine.durable.waits.DurableWaits.on_timers`). An evicted task is restored
+by the settlement itself (``settle_durable_entries`` queues it again in the same
+statement); its tenant's scheduler is signalled once the round commits. A running task that
+is no longer blocked gets its execution deadline back (``durable_timeouts``).
 
 Between rounds it sleeps until the earliest pending deadline (at most ``interval_s``), and
 is woken when this replica records a deadline earlier than the one it sleeps until
@@ -27,12 +28,12 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from stoker._core.durable import EntryKind, EntryStatus
+from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, NoParams
 from stoker.db.store import durable as store
 from stoker.engine.controllers.leadership import Leadership
 from stoker.engine.durable.settled import Settled, resume
-from stoker._core.durable import EntryKind, EntryStatus
-from stoker._proto import engine_pb2 as pb
 from stoker.engine.durable.waits import DurableWaits, settled_entries
 from stoker.engine.durable.wake import Wakes
 from stoker.engine.service import LoopService

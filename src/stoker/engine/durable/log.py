@@ -23,7 +23,9 @@ Children are appended through ingest, the one run-writing path
 that writes the child runs, the log is locked, the invocation checked, and the ``child``
 entries recorded pointing at them, so a child exists exactly when its entry does, and a
 replay finds it instead of spawning it again. The child's index under its parent is its
-position, so even a spawn whose reply was lost finds the same child when re-sent. A child
+position on its branch (:func:`~stoker._core.durable.child_index`), so even a spawn whose
+reply was lost finds the same child when re-sent, and a child re-executed after a reset
+(another branch) is a new run. A child
 that existed already (found by its ``child_key``) and is final settles its entry at once.
 A completed step is appended with its result or its final error.
 
@@ -42,7 +44,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf
+from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf, child_index
 from stoker._core.wire import json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
@@ -206,9 +208,7 @@ class DurableLogs:
                 return reply
             if req.op != pb.APPEND:
                 if req.after_position <= 0:
-                    pending = await store.durable_log_pending(
-                        tx, store.DurableLogPending(*key)
-                    )
+                    pending = await store.durable_log_pending(tx, store.DurableLogPending(*key))
                     await settle_final_children(tx, pending, key)
                 entries, reply.more = await _page(tx, key, max(0, req.after_position))
                 reply.entries.extend(entries)
@@ -244,6 +244,12 @@ class DurableLogs:
         except ValueError:
             reply.error = "a child's run_id is not a UUID"
             return reply
+        for c in calls:
+            try:
+                child_index(1, c.position)
+            except ValueError as exc:
+                reply.error = str(exc)
+                return reply
         items = [
             ChildInput(
                 c.child.task_name,
@@ -320,12 +326,19 @@ class _ChildRecord:
         self.key = key
         self.req = req
         self.grace_ms = grace_ms
+        self.branch = 1  # the log's active branch, read by the guard
 
     async def guard(self, tx: Executor) -> str | None:
         locked = await store.lock_durable_log(tx, store.LockDurableLog(*self.key))
         if locked is None or locked["invocation"] != self.req.invocation:
             return "a newer invocation of this task runs elsewhere"
+        self.branch = locked["active_branch"]
         return None
+
+    def child_index(self, position: int) -> int:
+        # After a reset the branch is another, and so is the child: a position the
+        # abandoned branch spawned a child at never finds that run again.
+        return child_index(self.branch, position)
 
     async def record(
         self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]

@@ -41,6 +41,7 @@ from typing import Any
 
 import psycopg
 
+from stoker._core.durable import MAX_BRANCHES
 from stoker._core.status import FINAL, RunStatus
 from stoker.db import Executor
 from stoker.db.store import conditions as condition_store
@@ -290,10 +291,14 @@ class RunOps:
             )
             if run is None:
                 raise await self._not_resettable(tx, tenant_id, rid)
-            if run["dag_id"] is not None:
+            if run["dag_id"] is not None and run["status"] in FINAL:
+                # Its workflow run went on from its outcome (later steps ran on its output,
+                # or the workflow run ended with it): running it again alone would leave
+                # them as they are. A step is reset while it runs, waits or is queued.
                 raise InvalidRequestError(
-                    f"run {rid} is a step of a workflow run; reset applies to the run of a "
-                    "durable task"
+                    f"run {rid} is a step of a workflow run and is {run['status']} already: "
+                    "the workflow run went on from its outcome, so a step is reset only "
+                    "before it finishes (replay the workflow run to run failed steps again)"
                 )
             key = (run["task_id"], run["created_at"])
             if await durable_store.lock_durable_log(tx, durable_store.LockDurableLog(*key)) is None:
@@ -314,6 +319,11 @@ class RunOps:
                 tx, durable_store.ResetDurableLog(*key, position, why)
             )
             assert done is not None  # the position was checked under the lock
+            if done["branch"] > MAX_BRANCHES:
+                raise InvalidRequestError(
+                    f"run {rid} was reset {MAX_BRANCHES - 1:,} times already, the most a "
+                    "durable run's log takes"
+                )
             status = str(run["status"])
             running = status in (RunStatus.ASSIGNED, RunStatus.RUNNING)
             if running:
@@ -349,7 +359,8 @@ class RunOps:
         rows = await run_store.resolve_runs(tx, run_store.ResolveRuns(tenant_id, [rid]))
         if rows and rows[0]["dag_id"] is not None:
             return InvalidRequestError(
-                f"run {rid} is a workflow run; reset applies to the run of a durable task"
+                f"run {rid} is a workflow run; reset applies to the run of a durable task "
+                "or of a durable step (the step's run id)"
             )
         return NotFoundError(f"no run with id {rid}")
 
