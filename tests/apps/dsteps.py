@@ -159,6 +159,8 @@ def declare(app: Stoker) -> Stoker:
         paid = await charge(input.dir, 1)
         nap = Path(input.dir) / "nap"
         await ctx.sleep(float(nap.read_text()) if nap.exists() else 0.0)
+        if (Path(input.dir) / "fail").exists():
+            raise RuntimeError("the check failed after its sleep")
         return {"paid": paid, "attempt": ctx.attempt}
 
     @review.task(parents=[check])

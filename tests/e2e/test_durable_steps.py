@@ -292,11 +292,36 @@ def test_a_durable_step_of_a_workflow_is_reset_while_it_waits_not_once_finished(
     assert out["after"] == "after attempt 1"
     assert len(lines(tmp_path / "charges")) == 1  # the step before the fork replayed
     assert len(lines(tmp_path / "after")) == 1
-    # Finished, its workflow run went on from its outcome: refused, saying why.
+    # Completed, the steps after it ran on its output: refused, saying why.
     with pytest.raises(InvalidRequestError, match="reset only before it finishes"):
         app.runs.reset(step, 2)
     with pytest.raises(InvalidRequestError, match="is a workflow run"):
         app.runs.reset(ref.run_id, 1)
+
+
+def test_a_failed_durable_step_of_a_finished_workflow_is_reset_and_the_workflow_resumes(
+    app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    worker_factory(APP, slots=4, durable_slots=2)
+    (tmp_path / "fail").touch()
+    ref = app.workflows["review"].run_no_wait(Job(dir=str(tmp_path)))
+    with pytest.raises(TaskRunError, match="the check failed after its sleep"):
+        ref.result(timeout=60)
+    [step] = query(
+        engine.db_url,
+        "SELECT t.external_id::text AS id, t.status FROM stoker.all_tasks t"
+        " JOIN stoker.all_dags d ON d.id = t.dag_id"
+        " WHERE d.external_id = %s AND t.step = 'check'",
+        ref.run_id,
+    )
+    assert step["status"] == "FAILED"
+    (tmp_path / "fail").unlink()  # the fix
+    done = app.runs.reset(step["id"], 2)
+    assert (done.branch, done.status) == (2, "QUEUED")
+    out = ref.result(timeout=60)
+    assert out["check"] == {"paid": {"charged": 1, "count": 1}, "attempt": 1}
+    assert out["after"] == "after attempt 1"
+    assert len(lines(tmp_path / "charges")) == 1  # the step before the fork replayed
 
 
 def test_a_durable_step_of_a_workflow_keeps_its_log(

@@ -451,9 +451,18 @@ SELECT input, additional_metadata
 FROM task
 WHERE id = %(task_id)s AND created_at = %(created_at)s;
 
+-- name: durable_step_dag
+-- runs.reset of a workflow step (the step's run id): its workflow run, live or in history;
+-- nothing for a single-task run or an unknown id.
+SELECT d.id AS dag_id, d.external_id, d.status
+FROM all_tasks t
+JOIN all_dags d ON d.id = t.dag_id
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
+
 -- name: lock_durable_run
--- runs.reset: the single-task run of a tenant, locked (after the caller held it live), with
--- what the reset needs to know of it; nothing for an unknown id or a workflow step.
+-- runs.reset: the task of a run of a tenant (a single-task run, or a step of a workflow
+-- run by the step's run id), locked (after the caller held it live), with what the reset
+-- needs to know of it; nothing for an unknown id.
 SELECT t.id AS task_id, t.created_at, t.tenant_id, t.status, t.attempt, t.dag_id, t.task_name
 FROM task t
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s

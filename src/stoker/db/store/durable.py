@@ -425,6 +425,17 @@ class DurableRun(TypedDict):
 lock_durable_run = One[LockDurableRun, DurableRun]("lock_durable_run")
 
 
+class StepDag(TypedDict):
+    """The workflow run a step belongs to (live or in history)."""
+
+    dag_id: int
+    external_id: uuid.UUID
+    status: str
+
+
+durable_step_dag = One[LockDurableRun, StepDag]("durable_step_dag")
+
+
 @dataclass(frozen=True, slots=True)
 class EndResetAttempt:
     task_id: int

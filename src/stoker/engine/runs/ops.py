@@ -285,21 +285,18 @@ class RunOps:
         why = reason or f"reset to position {position}"
         stopped: list[durable_store.EndedAttempt] = []
         async with self._signals.transaction(self._db) as (tx, out):
-            await self._restore(tx, tenant_id, [rid])
+            # A step is held live with its workflow run (which may be in history).
+            dag = await durable_store.durable_step_dag(
+                tx, durable_store.LockDurableRun(tenant_id, rid)
+            )
+            await self._restore(tx, tenant_id, [rid if dag is None else dag["external_id"]])
             run = await durable_store.lock_durable_run(
                 tx, durable_store.LockDurableRun(tenant_id, rid)
             )
             if run is None:
                 raise await self._not_resettable(tx, tenant_id, rid)
-            if run["dag_id"] is not None and run["status"] in FINAL:
-                # Its workflow run went on from its outcome (later steps ran on its output,
-                # or the workflow run ended with it): running it again alone would leave
-                # them as they are. A step is reset while it runs, waits or is queued.
-                raise InvalidRequestError(
-                    f"run {rid} is a step of a workflow run and is {run['status']} already: "
-                    "the workflow run went on from its outcome, so a step is reset only "
-                    "before it finishes (replay the workflow run to run failed steps again)"
-                )
+            if dag is not None and run["status"] in FINAL:
+                self._check_finished_step(rid, str(run["status"]), str(dag["status"]))
             key = (run["task_id"], run["created_at"])
             if await durable_store.lock_durable_log(tx, durable_store.LockDurableLog(*key)) is None:
                 raise InvalidRequestError(
@@ -338,7 +335,21 @@ class RunOps:
             # admitted (it kept its concurrency slots while evicted), and the restore a
             # later settlement would do finds it no longer EVICTED.
             evicted = status == RunStatus.EVICTED
-            if running or evicted or status in FINAL:
+            if dag is not None and status in FINAL:
+                # A failed or cancelled step of a finished workflow run: the workflow run
+                # is replayed (as runs.replay does: its failed and cancelled steps and its
+                # handlers run again), this step from its new branch.
+                dag_ids = [int(dag["dag_id"])]
+                handlers = await self._handler_task_names(tx, dag_ids)
+                await run_store.replay_dags(
+                    tx, run_store.ReplayDags(dag_ids, json.dumps(sorted(handlers)))
+                )
+                await self._progression.progress(tx, out, dag_ids)
+                again = await durable_store.lock_durable_run(
+                    tx, durable_store.LockDurableRun(tenant_id, rid)
+                )
+                status = str(again["status"]) if again is not None else status
+            elif running or evicted or status in FINAL:
                 queued = await durable_store.requeue_reset_task(
                     tx, durable_store.RequeueResetTask(key[0], running or evicted)
                 )
@@ -352,6 +363,23 @@ class RunOps:
         return ResetOutcome(
             str(rid), position, done["branch"], done["invocation"], int(done["dropped"]), status
         )
+
+    @staticmethod
+    def _check_finished_step(rid: uuid.UUID, status: str, dag_status: str) -> None:
+        """Refuses the reset of a finished workflow step that cannot run again soundly."""
+        if status == RunStatus.COMPLETED:
+            # Later steps ran on its output, or the workflow run ended with it: running it
+            # again alone would leave them as they are.
+            raise InvalidRequestError(
+                f"run {rid} is a step of a workflow run that completed already: the steps "
+                "after it ran on its output, so a completed step is reset only before it "
+                "finishes"
+            )
+        if dag_status not in FINAL:
+            raise InvalidRequestError(
+                f"run {rid} is a {status} step of a workflow run that is still "
+                f"{dag_status}: reset it once the workflow run has finished"
+            )
 
     async def _not_resettable(
         self, tx: Executor, tenant_id: int, rid: uuid.UUID
