@@ -132,6 +132,12 @@ ORDER BY position;
 -- admission (the ready rule with already_admitted, see make_tasks_ready). evicted_at is
 -- cleared under the lock, so a second settlement (or a second restore) queues nothing.
 -- `restored` says which rows' tasks were queued (the caller signals their tenants).
+--
+-- And what follows a settlement, so that it costs no further statement: the conditions of
+-- a settled wait that never held are dropped (the satisfied ones stay, as the record of
+-- the events the task used); each row says which attempt of which worker runs its task
+-- now (`worker_id`, `attempt`: NULL when none does), whom to deliver it to, and whether
+-- the task has an execution timeout (`timed`: only then does its deadline need re-arming).
 WITH x AS (
     SELECT *
     FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
@@ -187,17 +193,27 @@ restored AS (
     FROM requeued q
     WHERE t.id = q.task_id
     RETURNING t.id
+),
+cleared AS (
+    DELETE FROM task_wait w
+    USING pending p
+    WHERE w.task_id = p.task_id AND w.dag_id IS NULL AND w.branch = p.branch
+      AND w.position = p.position AND w.satisfied_at IS NULL
 )
 UPDATE durable_entry e
 SET status = p.status, result = p.result, error = p.error, fired = p.fired,
     event_id = p.event_id, satisfied_seq = logs.base + p.n, satisfied_at = now()
 FROM pending p
 JOIN logs ON logs.task_id = p.task_id
+LEFT JOIN task_runtime r ON r.task_id = p.task_id
 WHERE e.task_id = p.task_id AND e.created_at = p.created_at AND e.branch = p.branch
   AND e.position = p.position AND e.status = 'pending'
 RETURNING e.task_id, e.created_at, e.branch, e.position, e.status, e.satisfied_seq,
           logs.tenant_id, logs.invocation, logs.evicted_at,
-          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored;
+          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored,
+          r.worker_id, r.attempt,
+          EXISTS (SELECT 1 FROM task t
+                  WHERE t.id = e.task_id AND t.execution_timeout_ms > 0) AS timed;
 
 -- name: claim_due_durable_timers
 -- The pending entries whose wake_at has passed, earliest first, with their tasks' logs
@@ -404,13 +420,6 @@ FROM task_runtime r
 JOIN task t ON t.id = r.task_id
 WHERE r.task_id = %(task_id)s AND r.attempt = %(attempt)s AND r.worker_id = %(worker_id)s
   AND r.tenant_id = %(tenant_id)s;
-
--- name: durable_task_workers
--- The attempt and worker each of these tasks runs on now (a task with no running attempt
--- is left out), for telling the worker that its log changed.
-SELECT task_id, attempt, worker_id
-FROM task_runtime
-WHERE task_id = ANY(%(task_ids)s::bigint[]);
 
 -- name: durable_child_outcomes
 -- The outcome of the finished runs among these child runs (task runs and workflow runs,

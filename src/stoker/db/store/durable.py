@@ -160,6 +160,12 @@ class Settled(TypedDict):
     """When the task was evicted, if it was when this settled (then it was restored)."""
     restored: bool
     """This statement queued the task again (it was evicted): signal its tenant's queue."""
+    worker_id: int | None
+    """The worker running the task's attempt now (None: none runs it)."""
+    attempt: int | None
+    """That attempt."""
+    timed: bool
+    """The task has an execution timeout (its deadline is re-armed once it is unblocked)."""
 
 
 settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_entries")
@@ -334,22 +340,6 @@ class AttemptRun(TypedDict):
 
 
 durable_attempt = One[DurableAttempt, AttemptRun]("durable_attempt")
-
-
-@dataclass(frozen=True, slots=True)
-class DurableTaskWorkers:
-    task_ids: list[int]
-
-
-class TaskWorker(TypedDict):
-    """Where a task runs now."""
-
-    task_id: int
-    attempt: int
-    worker_id: int
-
-
-durable_task_workers = Many[DurableTaskWorkers, TaskWorker]("durable_task_workers")
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,7 @@ class DurableTimers(LoopService):
         async with self._run_signals.transaction(self._db) as (tx, out):
             due = await store.claim_due_durable_timers(tx, store.ClaimDueDurableTimers(_BATCH))
             sleeps = [d for d in due if not d["conditions"]]
-            tasks: set[int] = set()
+            running: dict[int, tuple[int, int]] = {}  # task -> (worker, attempt) running it
             resumed: list[Settled] = []
             if sleeps:
                 settled = await store.settle_durable_entries(
@@ -115,7 +115,6 @@ class DurableTimers(LoopService):
                         event_ids=[None for _ in sleeps],
                     ),
                 )
-                tasks.update(s["task_id"] for s in settled)
                 for s in settled:
                     entries.setdefault(s["task_id"], []).append(
                         pb.DurableEntry(
@@ -126,23 +125,26 @@ class DurableTimers(LoopService):
                         )
                     )
                 resumed.extend(
-                    Settled(s["task_id"], s["tenant_id"], bool(s["restored"])) for s in settled
+                    Settled(s["task_id"], s["tenant_id"], bool(s["restored"]), s["timed"])
+                    for s in settled
                 )
+                for s in settled:
+                    if s["worker_id"] is not None and s["attempt"] is not None:
+                        running[s["task_id"]] = (s["worker_id"], s["attempt"])
                 self.fired += len(settled)
             # Waits with conditions: their elapsed sleeps are conditions, which may or may
             # not complete the wait (the one decision, shared with events).
             waited = await self._waits.on_timers(tx, [d for d in due if d["conditions"]])
-            tasks.update(w.task_id for w in waited)
             for task_id, settled_waits in settled_entries(waited).items():
                 entries.setdefault(task_id, []).extend(settled_waits)
-            resumed.extend(Settled(w.task_id, w.tenant_id, w.restored) for w in waited)
+            resumed.extend(Settled(w.task_id, w.tenant_id, w.restored, w.timed) for w in waited)
+            for w in waited:
+                if w.worker_id is not None and w.attempt is not None:
+                    running[w.task_id] = (w.worker_id, w.attempt)
             self.fired += len(waited)
             self.restored += await resume(tx, out, resumed)
-            if tasks:
-                for w in await store.durable_task_workers(
-                    tx, store.DurableTaskWorkers(sorted(tasks))
-                ):
-                    by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
+        for task_id, (worker_id, attempt) in running.items():
+            by_worker.setdefault(worker_id, []).append((task_id, attempt))
         if by_worker:
             # The settled entries themselves: the bodies resume without re-reading.
             await self._wakes.deliver(by_worker, entries)
