@@ -694,6 +694,10 @@ CREATE INDEX durable_entry_due_idx ON durable_entry (wake_at)
 -- The entry a child's end settles.
 CREATE INDEX durable_entry_child_idx ON durable_entry (child_external_id)
     WHERE status = 'pending' AND child_external_id IS NOT NULL;
+-- The pending entries of one task's log (what it waits for, its due sleeps, whether it is
+-- blocked): a task with a long log of settled steps finds them without reading its steps.
+CREATE INDEX durable_entry_pending_idx ON durable_entry (task_id, created_at)
+    WHERE status = 'pending';
 
 -- The branch chain of a task's log (docs/durable.md, "Visibility"): from the active branch
 -- up to the root, each branch with the positions it shows, lo <= position < hi (hi NULL:

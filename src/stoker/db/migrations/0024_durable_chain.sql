@@ -1,5 +1,6 @@
--- The branch chain of a durable log as one function, read by every reader of the visible
--- log (visible_durable_log, durable_log_page, durable_log_pending, reset_durable_log).
+-- Durable logs: the branch chain of a log as one function, read by every reader of the
+-- visible log (visible_durable_log, durable_log_page, durable_log_pending,
+-- reset_durable_log), and an index of each log's pending entries.
 
 -- The branch chain of a task's log (docs/durable.md, "Visibility"): from the active branch
 -- up to the root, each branch with the positions it shows, lo <= position < hi (hi NULL:
@@ -25,3 +26,8 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     )
     SELECT c.branch, c.lo, c.hi FROM chain c
 $$;
+
+-- The pending entries of one task's log (what it waits for, its due sleeps, whether it is
+-- blocked): a task with a long log of settled steps finds them without reading its steps.
+CREATE INDEX durable_entry_pending_idx ON durable_entry (task_id, created_at)
+    WHERE status = 'pending';

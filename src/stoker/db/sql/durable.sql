@@ -413,9 +413,10 @@ FROM log;
 
 -- name: durable_attempt
 -- The run behind a durable request, when (task_id, attempt) is running on that worker of
--- that tenant (nothing otherwise: the request is refused), and the database clock, which
--- deadlines are measured on.
-SELECT t.id AS task_id, t.created_at, t.tenant_id, now() AS db_now
+-- that tenant (nothing otherwise: the request is refused), the database clock, which
+-- deadlines are measured on, and whether the task has an execution timeout (`timed`).
+SELECT t.id AS task_id, t.created_at, t.tenant_id, now() AS db_now,
+       t.execution_timeout_ms > 0 AS timed
 FROM task_runtime r
 JOIN task t ON t.id = r.task_id
 WHERE r.task_id = %(task_id)s AND r.attempt = %(attempt)s AND r.worker_id = %(worker_id)s
@@ -580,5 +581,5 @@ UPDATE durable_entry e
 SET status = 'ok', fired = 'timer', satisfied_seq = log.base + due.n, satisfied_at = now()
 FROM due, log
 WHERE e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = due.branch
-  AND e.position = due.position
+  AND e.position = due.position AND e.status = 'pending'
 RETURNING e.position;

@@ -337,6 +337,8 @@ class AttemptRun(TypedDict):
     created_at: datetime
     tenant_id: int
     db_now: datetime
+    timed: bool
+    """The task has an execution timeout (its deadline pauses while it is blocked)."""
 
 
 durable_attempt = One[DurableAttempt, AttemptRun]("durable_attempt")

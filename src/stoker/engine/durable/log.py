@@ -214,8 +214,10 @@ class DurableLogs:
                 reply.entries.extend(entries)
             # A new invocation replaying into a recorded pending wait blocks without a
             # request: its deadline is cleared already at OPEN (the worker enforces its own
-            # from the start and pauses it while blocked; this one is the backstop).
-            await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
+            # from the start and pauses it while blocked; this one is the backstop). A
+            # task without an execution timeout has no deadline: no statement.
+            if run["timed"]:
+                await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
             self._on_timer(min(timers))
         return reply
@@ -262,7 +264,9 @@ class DurableLogs:
             )
             for c in calls
         ]
-        record = _ChildRecord((run["task_id"], run["created_at"]), req, self._grace_ms)
+        record = _ChildRecord(
+            (run["task_id"], run["created_at"]), req, self._grace_ms, timed=run["timed"]
+        )
         try:
             answer = await self._children.spawn_logged(
                 run["tenant_id"], run["task_id"], items, ids, record
@@ -322,10 +326,18 @@ def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
 class _ChildRecord:
     """Records a durable task's children in its log, in their spawn's savepoint."""
 
-    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest, grace_ms: int) -> None:
+    def __init__(
+        self,
+        key: tuple[int, datetime],
+        req: pb.DurableRequest,
+        grace_ms: int,
+        *,
+        timed: bool = True,
+    ) -> None:
         self.key = key
         self.req = req
         self.grace_ms = grace_ms
+        self.timed = timed
         self.branch = 1  # the log's active branch, read by the guard
 
     async def guard(self, tx: Executor) -> str | None:
@@ -362,7 +374,8 @@ class _ChildRecord:
             by_position = {e["position"]: e for e in visible if e["position"] in positions}
             entries = [wire_entry(by_position.get(r["position"], r), r["inserted"]) for r in rows]
         # The attempt's deadline pauses while a child is pending, as for any wait.
-        await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
+        if self.timed:
+            await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
         return entries
 
 
