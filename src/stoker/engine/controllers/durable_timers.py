@@ -25,6 +25,7 @@ next round.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -73,7 +74,9 @@ class DurableTimers(LoopService):
         """Evicted tasks this replica's timers queued again."""
         self.rounds = 0
         """Rounds run (for tests and metrics)."""
-        self._next_at = 0.0  # epoch seconds of the next planned round (0: awake)
+        # Epoch seconds of the next planned round; infinity while a round runs (then any
+        # new deadline may be earlier than the one the round will plan for).
+        self._next_at = math.inf
 
     def wake(self, at: datetime | None = None) -> None:
         """A deadline was recorded (``at``; None: unknown): look again when it is due, if
@@ -88,7 +91,7 @@ class DurableTimers(LoopService):
                 delay = await self.round()
             self._next_at = time.time() + delay
             await self._wake.wait(delay)
-            self._next_at = 0.0
+            self._next_at = math.inf
 
     async def round(self) -> float:
         """Fires what is due; returns seconds until the next deadline (at most the interval)."""
