@@ -175,7 +175,8 @@ class ReleaseGate:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                await asyncio.wait_for(turn, remaining)
+                async with asyncio.timeout(remaining):
+                    await turn
             except TimeoutError:
                 position = self._positions[blocker]
                 raise NonDeterminismError(
