@@ -1,5 +1,6 @@
 """The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``,
-``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`).
+``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`), ``event``
+(:mod:`stoker.cli_events`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
+from stoker.cli_events import event_app
 from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
 from stoker.errors import ConfigError, StokerError
 
@@ -71,6 +73,7 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(cron_app, name="cron")
 app.add_typer(task_app, name="task")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(event_app, name="event")
 console = Console(stderr=True)
 
 T = TypeVar("T")

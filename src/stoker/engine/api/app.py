@@ -30,6 +30,7 @@ from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
+    from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
 
 DOCS_ASSETS = "/docs/assets"
@@ -79,6 +80,7 @@ def create_app(
     schedules: Schedules | None = None,
     ops: RunOps | None = None,
     crons: CronAdmin | None = None,
+    events: EventAdmin | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -110,7 +112,7 @@ def create_app(
             on_changed=lambda: None,
         )
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons
+        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
