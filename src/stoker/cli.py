@@ -26,7 +26,13 @@ from rich.console import Console
 from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
-from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
+from stoker.config import (
+    ClientSettings,
+    EngineSettings,
+    data_dir,
+    lite_webhook_key,
+    profile_path,
+)
 from stoker.errors import ConfigError, StokerError
 
 if TYPE_CHECKING:
@@ -197,7 +203,12 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
 
     # Lite is for this machine: plaintext on loopback, whatever STOKER_TLS_* say.
     plaintext = {"tls_cert_file": "", "tls_key_file": "", "tls_client_ca_file": ""}
-    settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext))
+    # Webhook secrets are encrypted with STOKER_WEBHOOK_SECRET_KEY, else with a key lite
+    # keeps in its data directory.
+    key = {} if os.environ.get("STOKER_WEBHOOK_SECRET_KEY") else {"webhook_secret_key": ""}
+    if key:
+        key["webhook_secret_key"] = _run(lite_webhook_key)
+    settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext, **key))
     _run(lambda: _check_ports(settings))
 
     async def provision() -> lite_mode.Provisioned:

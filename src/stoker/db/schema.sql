@@ -404,6 +404,10 @@ CREATE TABLE user_event (
     additional_metadata jsonb NOT NULL DEFAULT '{}',
     scope               text,
     created_at          timestamptz NOT NULL DEFAULT now(),
+    -- An event that came through a webhook: which one (no foreign key, events outlive a
+    -- deleted webhook), and the request body exactly as received.
+    webhook_id          bigint,
+    body                bytea,
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 
@@ -800,3 +804,24 @@ CREATE TABLE idempotency_key (
 );
 CREATE INDEX idempotency_key_expires_idx ON idempotency_key (expires_at)
     WHERE expires_at IS NOT NULL;
+
+-- Incoming webhooks: authenticated POSTs to /webhooks/<tenant>/<name> become user events.
+-- The credential (an HMAC secret, a Basic password or an API key) is stored only encrypted
+-- (AES-GCM under the engine's webhook secret key, bound to the webhook's external id);
+-- auth_options holds what is not secret (header, algorithm, encoding, prefix, user name,
+-- replay tolerance).
+CREATE TABLE webhook (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id            bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    external_id          uuid NOT NULL UNIQUE,
+    name                 text NOT NULL,
+    auth_kind            text NOT NULL
+                         CHECK (auth_kind IN ('HMAC', 'STRIPE', 'GITHUB', 'BASIC', 'API_KEY')),
+    auth_options         jsonb NOT NULL DEFAULT '{}',
+    secret               bytea NOT NULL,
+    event_key_expression text NOT NULL,
+    scope_expression     text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, name)
+);

@@ -1,10 +1,13 @@
 -- User events (app.events.push); their matching against waits is in conditions.sql.
 
 -- name: insert_user_events
-INSERT INTO user_event (tenant_id, key, payload, additional_metadata, scope)
-SELECT %(tenant_id)s, x.key, x.payload, x.metadata, nullif(x.scope, '')
-FROM unnest(%(keys)s::text[], %(payloads)s::jsonb[], %(metadata)s::jsonb[], %(scopes)s::text[])
-     AS x(key, payload, metadata, scope)
+-- webhook_ids and bodies: the webhook an event came through and its request body as
+-- received (NULL for events pushed through the API).
+INSERT INTO user_event (tenant_id, key, payload, additional_metadata, scope, webhook_id, body)
+SELECT %(tenant_id)s, x.key, x.payload, x.metadata, nullif(x.scope, ''), x.webhook_id, x.body
+FROM unnest(%(keys)s::text[], %(payloads)s::jsonb[], %(metadata)s::jsonb[], %(scopes)s::text[],
+            %(webhook_ids)s::bigint[], %(bodies)s::bytea[])
+     AS x(key, payload, metadata, scope, webhook_id, body)
 RETURNING id, external_id, created_at;
 
 -- name: lock_event_keys

@@ -20,6 +20,8 @@ class InsertUserEvents:
     payloads: list[str]
     metadata: list[str]
     scopes: list[str]
+    webhook_ids: list[int | None]
+    bodies: list[bytes | None]
 
 
 class StoredEvent(TypedDict):

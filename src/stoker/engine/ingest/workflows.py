@@ -117,6 +117,10 @@ class EventInput:
     payload: bytes
     additional_metadata: bytes = b""
     scope: str = ""
+    webhook_id: int | None = None
+    """The webhook the event came through (None: pushed through the API)."""
+    body: bytes | None = None
+    """A webhook event's request body, exactly as received (kept beside the payload)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +497,8 @@ class WorkflowIngest:
                     [json.dumps(p) for p in payloads],
                     [json.dumps(m) for m in metadata],
                     [e.scope for e in events],
+                    [e.webhook_id for e in events],
+                    [e.body for e in events],
                 ),
             )
             waits = await condition_store.waits_for_events(

@@ -17,6 +17,7 @@ from stoker.engine.api.routes import (
     schedules,
     tasks,
     tokens,
+    webhooks,
     workers,
     workflows,
 )
@@ -32,4 +33,6 @@ ROUTERS: list[APIRouter] = [
     pauses.router,
     workflows.router,
     tokens.router,
+    webhooks.router,
+    webhooks.incoming,
 ]
