@@ -41,6 +41,16 @@ from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
 from stoker._sdk.task import Idempotency, Task
+from stoker._sdk.webhooks import (
+    HMAC,
+    ApiKey,
+    Basic,
+    GitHubSignature,
+    StripeSignature,
+    Webhook,
+    WebhookAuth,
+    Webhooks,
+)
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
@@ -66,8 +76,11 @@ from stoker.errors import (
 )
 
 __all__ = [
+    "HMAC",
+    "ApiKey",
     "AuthenticationError",
     "BackfillRun",
+    "Basic",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -84,6 +97,7 @@ __all__ = [
     "EngineUnavailableError",
     "Events",
     "Eviction",
+    "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
@@ -109,6 +123,7 @@ __all__ = [
     "StickyStrategy",
     "Stoker",
     "StokerError",
+    "StripeSignature",
     "Task",
     "TaskRegistry",
     "TaskRunError",
@@ -117,6 +132,9 @@ __all__ = [
     "UserEventCondition",
     "WaitResult",
     "WaitTimeoutError",
+    "Webhook",
+    "WebhookAuth",
+    "Webhooks",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

@@ -8,8 +8,10 @@ import importlib
 import stoker
 
 PUBLIC = [
+    "ApiKey",
     "AuthenticationError",
     "BackfillRun",
+    "Basic",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -26,6 +28,8 @@ PUBLIC = [
     "EngineUnavailableError",
     "Events",
     "Eviction",
+    "GitHubSignature",
+    "HMAC",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
@@ -51,6 +55,7 @@ PUBLIC = [
     "StickyStrategy",
     "Stoker",
     "StokerError",
+    "StripeSignature",
     "Task",
     "TaskRegistry",
     "TaskRunError",
@@ -59,6 +64,9 @@ PUBLIC = [
     "UserEventCondition",
     "WaitResult",
     "WaitTimeoutError",
+    "Webhook",
+    "WebhookAuth",
+    "Webhooks",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",
