@@ -374,17 +374,17 @@ def test_management_over_rest_and_cli(engine: Any, tenant: Any) -> None:
     assert printed["auth"]["kind"] == "STRIPE" and printed["auth"]["tolerance_s"] == 300
     assert SECRET not in made_cli.stdout
     assert "cli" in cli("list").stdout
-    assert json.loads(cli("get", "cli").stdout)["id"] == printed["id"]
     updated = cli("update", "cli", "--scope", "input.account")
     assert json.loads(updated.stdout)["scope_expression"] == "input.account"
+    assert json.loads(updated.stdout)["id"] == printed["id"]
     refused = cli("create", "bad", "--auth", "hmac", "--secret", "s", "--event-key", "input.(")
     assert refused.returncode == 2 and "invalid CEL expression" in refused.stderr
-    no_secret = cli("create", "bad", "--auth", "github", "--event-key", "'k'")
-    assert no_secret.returncode == 2 and "WEBHOOK_SECRET" in no_secret.stderr
     assert cli("delete", "cli").returncode == 0
-    assert cli("get", "cli").returncode == 2
+    gone = cli("get", "cli")
+    assert gone.returncode == 2 and "no webhook named 'cli'" in gone.stderr
 
 
+@pytest.mark.slow
 def test_the_secret_key_rotates(engine_factory: Any, tenant_factory: Any, db_url: str) -> None:
     old_key = base64.b64encode(b"o" * 32).decode()
     new_key = base64.b64encode(b"n" * 32).decode()
