@@ -29,6 +29,7 @@ KINDS = ("HMAC", "STRIPE", "GITHUB", "BASIC", "API_KEY")
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 ENCODINGS = ("hex", "base64")
 DEFAULT_TOLERANCE_S = 300
+MAX_TOLERANCE_S = 86_400
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 
 
@@ -73,8 +74,11 @@ class AuthSpec:
             raise InvalidRequestError(f"{what}: the {field} is empty")
         if kind == "STRIPE":
             tolerance = self.tolerance_s or DEFAULT_TOLERANCE_S
-            if tolerance < 0:
-                raise InvalidRequestError(f"{what}: the tolerance must be positive")
+            if not 0 < tolerance <= MAX_TOLERANCE_S:
+                raise InvalidRequestError(
+                    f"{what}: the tolerance must be 1 to {MAX_TOLERANCE_S} seconds, "
+                    f"got {tolerance}"
+                )
             return AuthSpec(
                 kind, self.secret, "Stripe-Signature", "sha256", "hex", "", "", tolerance
             )
@@ -190,6 +194,7 @@ __all__ = [
     "DEFAULT_TOLERANCE_S",
     "ENCODINGS",
     "KINDS",
+    "MAX_TOLERANCE_S",
     "AuthSpec",
     "WebhookForbidden",
     "WebhookUnauthorized",
