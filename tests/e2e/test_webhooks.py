@@ -35,7 +35,7 @@ from stoker import (
     StripeSignature,
     Webhook,
 )
-from tests.apps import waits
+from tests.apps import waits, workflows
 from tests.harness import REPO, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -253,6 +253,42 @@ def test_a_webhook_event_resumes_a_durable_task_waiting_for_it(
     answer = _post(engine, hook, body, **{"X-Signature": _sign(SECRET, body)})
     assert answer.status_code == 202 and answer.json()["satisfied"] == 1
     assert ref.result(timeout=60)["payload"] == {"order_id": 42, "amount": 99}
+    app.close()
+
+
+def test_webhook_events_satisfy_the_waiting_steps_of_a_workflow(
+    engine: Any, tenant: Any, worker_factory: Any
+) -> None:
+    app = workflows.declare(tenant.client())
+    worker_factory("tests.apps.workflows:app", slots=20)
+    hook = app.webhooks.create(
+        "shop",
+        auth=ApiKey("X-Key", "k"),
+        event_key_expression="input.event",
+        # The run the event is for, when the sender says so (scoped events reach only it).
+        scope_expression="'x-run' in headers ? headers['x-run'] : ''",
+    )
+    ref = app.workflows["waits"].run_no_wait(workflows.Job(order_id=7))
+    with psycopg.connect(engine.db_url) as conn:
+        wait_until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM stoker.task_wait w JOIN stoker.task t ON t.id = w.task_id"
+                    " JOIN stoker.dag d ON d.id = t.dag_id WHERE d.external_id = %s"
+                    " AND w.kind = 'event'",
+                    (ref.run_id,),
+                ).fetchone()[0]
+                >= 2
+            ),
+            what="the steps to wait for their events",
+        )
+    paid = _post(engine, hook, b'{"event": "order:paid", "order_id": 7}', **{"X-Key": "k"})
+    assert paid.status_code == 202 and paid.json()["satisfied"] == 1
+    go = _post(engine, hook, b'{"event": "order:go"}', **{"X-Key": "k", "X-Run": ref.run_id})
+    assert go.status_code == 202 and go.json()["scope"] == ref.run_id
+    assert go.json()["satisfied"] == 1
+    out = ref.result(timeout=30)
+    assert out["paid"] == "paid" and out["mixed"] == "mixed"
     app.close()
 
 
