@@ -22,14 +22,14 @@ webhook_app = typer.Typer(
     help="Incoming webhooks: create, list, get, update, delete.", no_args_is_help=True
 )
 
-AUTH_KINDS = ("hmac", "stripe", "github", "basic", "api-key")
+AUTH_KINDS = ("hmac", "stripe", "github", "slack", "basic", "api-key")
 
 Auth = Annotated[str | None, typer.Option("--auth", help=f"One of {', '.join(AUTH_KINDS)}.")]
 Secret = Annotated[
     str | None,
     typer.Option(
         envvar="WEBHOOK_SECRET",
-        help="HMAC/Stripe/GitHub secret, Basic password or API key (or $WEBHOOK_SECRET).",
+        help="HMAC/Stripe/GitHub/Slack secret, Basic password or API key ($WEBHOOK_SECRET).",
         show_envvar=False,
     ),
 ]
@@ -38,7 +38,7 @@ Algorithm = Annotated[str, typer.Option(help="hmac: sha1, sha256 or sha512.")]
 Encoding = Annotated[str, typer.Option(help="hmac: hex or base64.")]
 Prefix = Annotated[str, typer.Option(help="hmac: text before the signature (sha256=).")]
 User = Annotated[str | None, typer.Option(help="basic: the user name.")]
-Tolerance = Annotated[float, typer.Option(help="stripe: replay tolerance in seconds.")]
+Tolerance = Annotated[float, typer.Option(help="stripe, slack: replay tolerance in seconds.")]
 Scope = Annotated[
     str | None, typer.Option("--scope", help="CEL: the event's scope ('' removes it on update).")
 ]
@@ -54,7 +54,7 @@ def _auth(
     user: str | None,
     tolerance: float,
 ) -> WebhookAuth:
-    from stoker import HMAC, ApiKey, Basic, GitHubSignature, StripeSignature
+    from stoker import HMAC, ApiKey, Basic, GitHubSignature, SlackSignature, StripeSignature
 
     if not secret:
         raise _fail("give the secret with --secret or the WEBHOOK_SECRET environment variable")
@@ -65,6 +65,8 @@ def _auth(
         return StripeSignature(secret, tolerance)
     if kind == "github":
         return GitHubSignature(secret)
+    if kind == "slack":
+        return SlackSignature(secret, tolerance)
     if kind == "basic":
         if not user:
             raise _fail("--auth basic needs --user")

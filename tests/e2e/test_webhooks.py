@@ -31,6 +31,7 @@ from stoker import (
     GitHubSignature,
     InvalidRequestError,
     NotFoundError,
+    SlackSignature,
     Stoker,
     StripeSignature,
     Webhook,
@@ -178,7 +179,7 @@ def test_stripe_signatures_with_a_replayed_old_timestamp_refused(engine: Any, te
     app.close()
 
 
-def test_github_preset_basic_and_api_key(engine: Any, tenant: Any) -> None:
+def test_github_and_slack_presets_basic_and_api_key(engine: Any, tenant: Any) -> None:
     app = tenant.client()
     gh = app.webhooks.create(
         "github",
@@ -209,6 +210,28 @@ def test_github_preset_basic_and_api_key(engine: Any, tenant: Any) -> None:
         wrong = httpx.post(basic.url(engine.http_url), content=body, auth=(user, password))
         assert wrong.status_code == 403
 
+    slack = app.webhooks.create(
+        "slack", auth=SlackSignature(SECRET), event_key_expression="'slack:' + input.event.type"
+    )
+    body = b'{"type": "event_callback", "event": {"type": "app_mention"}}'
+
+    def slack_headers(body: bytes, at: float) -> dict[str, str]:
+        t = str(int(at))
+        signed = "v0=" + _sign(SECRET, f"v0:{t}:".encode() + body)
+        return {"X-Slack-Request-Timestamp": t, "X-Slack-Signature": signed}
+
+    ok = _post(engine, slack, body, **slack_headers(body, time.time()))
+    assert ok.status_code == 202 and ok.json()["key"] == "slack:app_mention"
+    stale = _post(engine, slack, body, **slack_headers(body, time.time() - 600))
+    assert stale.status_code == 403 and "replay" in stale.json()["error"]["message"]
+    forged = {**slack_headers(body, time.time()), "X-Slack-Signature": "v0=" + _sign("x", body)}
+    assert _post(engine, slack, body, **forged).status_code == 403
+    # Slack's check of a new URL: the challenge comes back, no event is made.
+    check = b'{"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV"}'
+    answer = _post(engine, slack, check, **slack_headers(check, time.time()))
+    assert answer.status_code == 200 and answer.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV"}
+
+    body = b'{"kind": "partner:ping"}'
     keyed = app.webhooks.create(
         "keyed", auth=ApiKey("X-Api-Key", "k-123"), event_key_expression="'keyed:' + input.kind"
     )
@@ -219,7 +242,7 @@ def test_github_preset_basic_and_api_key(engine: Any, tenant: Any) -> None:
     odd = _post(engine, basic, b'{"kind": 7}', authorization="Basic " + _b64("partner:pa55"))
     assert odd.status_code == 400 and "event_key_expression" in odd.json()["error"]["message"]
     keys = [e["key"] for e in _events(engine.db_url, tenant.tenant_id)]
-    assert keys == ["github:issues", "partner:ping", "keyed:partner:ping"]
+    assert keys == ["github:issues", "partner:ping", "slack:app_mention", "keyed:partner:ping"]
     app.close()
 
 

@@ -50,6 +50,7 @@ PUBLIC = [
     "Runs",
     "ScheduledRun",
     "Schedules",
+    "SlackSignature",
     "SleepCondition",
     "StepError",
     "StickyStrategy",

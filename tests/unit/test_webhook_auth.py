@@ -75,6 +75,17 @@ def test_each_kind_accepts_the_right_credential_and_refuses_others() -> None:
     with pytest.raises(WebhookForbidden, match="replay"):
         verify(stripe, {"stripe-signature": header}, body, 1061)
 
+    slack = AuthSpec("SLACK", "s").checked("w")
+    signed = {
+        "x-slack-request-timestamp": "1000",
+        "x-slack-signature": "v0=" + _sig("s", b"v0:1000:" + body),
+    }
+    verify(slack, signed, body, 1200)
+    with pytest.raises(WebhookForbidden, match="replay"):
+        verify(slack, signed, body, 1301)
+    with pytest.raises(WebhookUnauthorized, match="X-Slack-Request-Timestamp"):
+        verify(slack, {"x-slack-signature": signed["x-slack-signature"]}, body, 1000)
+
     basic = AuthSpec("BASIC", "pw", username="u").checked("w")
     token = base64.b64encode(b"u:pw").decode()
     verify(basic, {"authorization": f"Basic {token}"}, body, 0)

@@ -36,7 +36,7 @@ class WebhookAuth(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     TOLERANCE_S_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"HMAC", "STRIPE", "GITHUB", "BASIC" or "API_KEY"."""
+    """"HMAC", "STRIPE", "GITHUB", "SLACK", "BASIC" or "API_KEY"."""
     secret: _builtins.str
     """The HMAC secret, Basic password or API key: sent on create/update, never returned."""
     header: _builtins.str
@@ -49,7 +49,7 @@ class WebhookAuth(_message.Message):
     username: _builtins.str
     """BASIC: the user name."""
     tolerance_s: _builtins.int
-    """STRIPE: how far the signed timestamp may be from now, seconds (0: 300)."""
+    """STRIPE, SLACK: how far the signed timestamp may be from now, seconds (0: 300)."""
     def __init__(
         self,
         *,

@@ -2,10 +2,10 @@
 authenticated POST into a user event (README "Webhooks").
 
 A webhook authenticates requests with one of :class:`HMAC`, :class:`StripeSignature`,
-:class:`GitHubSignature`, :class:`Basic` or :class:`ApiKey`; its secret is sent to the
-engine on create/update, stored encrypted there, and never returned. The event's key (and
-optionally its scope) is a CEL expression over the JSON body (``input``) and the request's
-headers (``headers``, lower-case names).
+:class:`GitHubSignature`, :class:`SlackSignature`, :class:`Basic` or :class:`ApiKey`; its
+secret is sent to the engine on create/update, stored encrypted there, and never returned.
+The event's key (and optionally its scope) is a CEL expression over the JSON body
+(``input``) and the request's headers (``headers``, lower-case names).
 """
 
 from __future__ import annotations
@@ -53,14 +53,16 @@ class StripeSignature:
     tolerance: float | timedelta = 300
 
     def _wire(self) -> hpb.WebhookAuth:
-        seconds = (
-            self.tolerance.total_seconds()
-            if isinstance(self.tolerance, timedelta)
-            else self.tolerance
+        return hpb.WebhookAuth(
+            kind="STRIPE", secret=self.secret, tolerance_s=_seconds(self.tolerance, "Stripe")
         )
-        if seconds <= 0:
-            raise ValueError(f"StripeSignature: tolerance must be positive, got {self.tolerance}")
-        return hpb.WebhookAuth(kind="STRIPE", secret=self.secret, tolerance_s=round(seconds))
+
+
+def _seconds(tolerance: float | timedelta, preset: str) -> int:
+    seconds = tolerance.total_seconds() if isinstance(tolerance, timedelta) else tolerance
+    if not 1 <= seconds <= 86_400:
+        raise ValueError(f"{preset}Signature: tolerance must be 1 s to a day, got {tolerance}")
+    return round(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,22 @@ class GitHubSignature:
 
     def _wire(self) -> hpb.WebhookAuth:
         return hpb.WebhookAuth(kind="GITHUB", secret=self.secret)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSignature:
+    """Slack's scheme: ``X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:<t>:<body>">`` with
+    ``t`` in ``X-Slack-Request-Timestamp``, refused as a replay when more than ``tolerance``
+    from now. Slack's URL check (``{"type": "url_verification", "challenge": ...}``) is
+    answered with its challenge and makes no event."""
+
+    secret: str = field(repr=False)
+    tolerance: float | timedelta = 300
+
+    def _wire(self) -> hpb.WebhookAuth:
+        return hpb.WebhookAuth(
+            kind="SLACK", secret=self.secret, tolerance_s=_seconds(self.tolerance, "Slack")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +113,17 @@ class ApiKey:
         return hpb.WebhookAuth(kind="API_KEY", header=self.header, secret=self.key)
 
 
-WebhookAuth = HMAC | StripeSignature | GitHubSignature | Basic | ApiKey
+WebhookAuth = HMAC | StripeSignature | GitHubSignature | SlackSignature | Basic | ApiKey
 """How a webhook authenticates requests."""
 
 
 def _auth(auth: Any, what: str) -> hpb.WebhookAuth:
-    if not isinstance(auth, HMAC | StripeSignature | GitHubSignature | Basic | ApiKey):
+    if not isinstance(
+        auth, HMAC | StripeSignature | GitHubSignature | SlackSignature | Basic | ApiKey
+    ):
         raise TypeError(
-            f"{what}: auth must be HMAC, StripeSignature, GitHubSignature, Basic or ApiKey, "
+            f"{what}: auth must be HMAC, StripeSignature, GitHubSignature, SlackSignature, "
+            "Basic or ApiKey, "
             f"got {type(auth).__name__}"
         )
     return auth._wire()
@@ -279,6 +300,7 @@ __all__ = [
     "ApiKey",
     "Basic",
     "GitHubSignature",
+    "SlackSignature",
     "StripeSignature",
     "Webhook",
     "WebhookAuth",

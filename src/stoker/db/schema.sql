@@ -816,7 +816,8 @@ CREATE TABLE webhook (
     external_id          uuid NOT NULL UNIQUE,
     name                 text NOT NULL,
     auth_kind            text NOT NULL
-                         CHECK (auth_kind IN ('HMAC', 'STRIPE', 'GITHUB', 'BASIC', 'API_KEY')),
+                         CHECK (auth_kind IN ('HMAC', 'STRIPE', 'GITHUB', 'SLACK', 'BASIC',
+                                               'API_KEY')),
     auth_options         jsonb NOT NULL DEFAULT '{}',
     secret               bytea NOT NULL,
     event_key_expression text NOT NULL,

@@ -58,17 +58,19 @@ class WebhookSpec:
     auth: AuthSpec | None = None
     event_key_expression: str | None = None
     scope_expression: str | None = None
-    """"" removes the scope expression (on update)."""
+    """On update, an empty string removes the scope expression."""
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """The event a webhook request became."""
+    """The event a webhook request became (or, for Slack's URL check, the challenge to
+    answer, and no event)."""
 
     event_id: str
     key: str
     scope: str | None
     satisfied: int
+    challenge: str | None = None
 
 
 def check_name(name: str) -> str:
@@ -235,6 +237,15 @@ class Webhooks:
                 f"webhook {name!r} takes a JSON body; this one is refused: {problem}"
             )
         payload = json.loads(body)
+        if (
+            row["auth_kind"] == "SLACK"
+            and isinstance(payload, dict)
+            and payload.get("type") == "url_verification"
+            and isinstance(payload.get("challenge"), str)
+        ):
+            # Slack checks a new events URL by asking it to echo a challenge (signed like
+            # every request): answered, and no event.
+            return Received("", "", None, 0, challenge=payload["challenge"])
         context = {"input": payload, "headers": dict(headers)}
         key = _evaluate(row["event_key_expression"], context, name, "event_key_expression")
         if not isinstance(key, str) or not key:

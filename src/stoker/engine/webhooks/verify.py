@@ -5,6 +5,8 @@
 * ``STRIPE`` — ``Stripe-Signature: t=<unix time>,v1=<hex>``: the HMAC-SHA256 of
   ``"<t>.<body>"``; a timestamp further than the tolerance from now is a replay.
 * ``GITHUB`` — ``X-Hub-Signature-256: sha256=<hex>``, the HMAC-SHA256 of the body.
+* ``SLACK`` — ``X-Slack-Signature: v0=<hex>``, the HMAC-SHA256 of ``"v0:<t>:<body>"`` where
+  ``t`` is ``X-Slack-Request-Timestamp``; a stale timestamp is a replay, as for Stripe.
 * ``BASIC`` — ``Authorization: Basic`` with the user name and password.
 * ``API_KEY`` — a header carries the key itself.
 
@@ -25,11 +27,12 @@ from typing import Any
 
 from stoker.errors import InvalidRequestError, StokerError
 
-KINDS = ("HMAC", "STRIPE", "GITHUB", "BASIC", "API_KEY")
+KINDS = ("HMAC", "STRIPE", "GITHUB", "SLACK", "BASIC", "API_KEY")
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 ENCODINGS = ("hex", "base64")
 DEFAULT_TOLERANCE_S = 300
 MAX_TOLERANCE_S = 86_400
+SLACK_TIMESTAMP = "X-Slack-Request-Timestamp"
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 
 
@@ -72,12 +75,15 @@ class AuthSpec:
         if not self.secret:
             field = {"BASIC": "password", "API_KEY": "key"}.get(kind, "secret")
             raise InvalidRequestError(f"{what}: the {field} is empty")
-        if kind == "STRIPE":
+        if kind in ("STRIPE", "SLACK"):
             tolerance = self.tolerance_s or DEFAULT_TOLERANCE_S
             if not 0 < tolerance <= MAX_TOLERANCE_S:
                 raise InvalidRequestError(
-                    f"{what}: the tolerance must be 1 to {MAX_TOLERANCE_S} seconds, "
-                    f"got {tolerance}"
+                    f"{what}: the tolerance must be 1 to {MAX_TOLERANCE_S} seconds, got {tolerance}"
+                )
+            if kind == "SLACK":
+                return AuthSpec(
+                    kind, self.secret, "X-Slack-Signature", "sha256", "hex", "v0=", "", tolerance
                 )
             return AuthSpec(
                 kind, self.secret, "Stripe-Signature", "sha256", "hex", "", "", tolerance
@@ -129,6 +135,8 @@ def verify(auth: AuthSpec, headers: Mapping[str, str], body: bytes, now: float) 
             raise WebhookForbidden(f"the {auth.header} header does not hold the webhook's key")
     elif auth.kind == "STRIPE":
         _stripe(auth, given, body, now)
+    elif auth.kind == "SLACK":
+        _slack(auth, given, headers.get(SLACK_TIMESTAMP.lower(), ""), body, now)
     else:
         if not given.startswith(auth.prefix):
             raise WebhookForbidden(f"the {auth.header} header does not start with {auth.prefix!r}")
@@ -165,6 +173,25 @@ def _basic(auth: AuthSpec, given: str) -> None:
         raise WebhookForbidden("wrong user name or password")
 
 
+def _fresh(auth: AuthSpec, header: str, timestamp: str, now: float) -> None:
+    """Refuses a signed timestamp further than the tolerance from ``now`` (a replay)."""
+    age = now - int(timestamp)
+    if abs(age) > auth.tolerance_s:
+        raise WebhookForbidden(
+            f"the {header} timestamp is {age:.0f}s from now, outside the tolerance of "
+            f"{auth.tolerance_s}s: refused as a replay"
+        )
+
+
+def _slack(auth: AuthSpec, given: str, timestamp: str, body: bytes, now: float) -> None:
+    if not timestamp.isdigit():
+        raise WebhookUnauthorized(f"the request has no {SLACK_TIMESTAMP} header")
+    _fresh(auth, SLACK_TIMESTAMP, timestamp, now)
+    expected = _digest(auth, b"v0:" + timestamp.encode() + b":" + body)
+    if not given.startswith("v0=") or not _same_signature(given[3:], expected, "hex"):
+        raise WebhookForbidden(f"the signature in {auth.header} does not match the body")
+
+
 def _stripe(auth: AuthSpec, given: str, body: bytes, now: float) -> None:
     timestamp = ""
     signatures: list[str] = []
@@ -176,12 +203,7 @@ def _stripe(auth: AuthSpec, given: str, body: bytes, now: float) -> None:
             signatures.append(value)
     if not timestamp.isdigit() or not signatures:
         raise WebhookForbidden(f"the {auth.header} header has no t=... and v1=... parts")
-    age = now - int(timestamp)
-    if abs(age) > auth.tolerance_s:
-        raise WebhookForbidden(
-            f"the {auth.header} timestamp is {age:.0f}s from now, outside the tolerance of "
-            f"{auth.tolerance_s}s: refused as a replay"
-        )
+    _fresh(auth, auth.header, timestamp, now)
     expected = _digest(auth, timestamp.encode() + b"." + body)
     # Every v1 signature is compared (a secret being rolled signs with both).
     matches = [_same_signature(s, expected, "hex") for s in signatures]

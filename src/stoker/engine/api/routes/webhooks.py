@@ -5,7 +5,8 @@ operations as the SDK's ``app.webhooks``). Secrets are write-only.
 
 ``POST /webhooks/{tenant}/{name}`` (:data:`incoming`): where other services send their
 webhooks. It needs no Stoker token — the webhook's signature or credential is the
-authentication — and answers 202 with the event the request became; 401/403 for a missing
+authentication — and answers 202 with the event the request became (200 with the
+challenge to Slack's URL check); 401/403 for a missing
 or wrong credential, 404 for an unknown webhook, 400 for a body that is not JSON, 413 for
 one over the payload limit; nothing is stored then.
 """
@@ -31,12 +32,13 @@ from stoker.errors import EngineUnavailableError, StokerError
 router = APIRouter(prefix="/api/v1/webhooks", responses=ERROR_RESPONSES, tags=["webhooks"])
 incoming = APIRouter(tags=["webhooks"])
 
-Kind = Literal["HMAC", "STRIPE", "GITHUB", "BASIC", "API_KEY"]
+Kind = Literal["HMAC", "STRIPE", "GITHUB", "SLACK", "BASIC", "API_KEY"]
 
 
 class WebhookAuthIn(BaseModel):
     """How the webhook authenticates requests. ``secret``: the HMAC secret (HMAC, STRIPE,
-    GITHUB), the password (BASIC) or the key (API_KEY); stored encrypted, never returned."""
+    GITHUB) or signing secret (SLACK), the password (BASIC) or the key (API_KEY); stored
+    encrypted, never returned."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +49,7 @@ class WebhookAuthIn(BaseModel):
     encoding: str = Field(default="", description="HMAC: hex (default) or base64")
     prefix: str = Field(default="", description="HMAC: text before the signature")
     username: str = Field(default="", description="BASIC: the user name")
-    tolerance_s: int = Field(default=0, description="STRIPE: replay tolerance (0: 300 s)")
+    tolerance_s: int = Field(default=0, description="STRIPE, SLACK: replay tolerance (0: 300 s)")
 
     def spec(self) -> AuthSpec:
         return AuthSpec(
@@ -210,6 +212,8 @@ async def receive_webhook(tenant: str, name: str, request: Request) -> JSONRespo
         # Not stoker_error_response: a 401 here asks for the webhook's credential, not for
         # a Stoker bearer token.
         return error_response(exc.http_status, type(exc).__name__, exc.message)
+    if received.challenge is not None:
+        return JSONResponse({"challenge": received.challenge})
     event = ReceivedEvent(
         event_id=uuid.UUID(received.event_id),
         key=received.key,
