@@ -116,6 +116,9 @@ def test_hmac_signed_posts_become_events_and_forged_ones_store_nothing(
     other = hook.path.rsplit("/", 1)[0] + "/nope"
     assert httpx.post(engine.http_url + other, content=body).status_code == 404
     assert httpx.post(f"{engine.http_url}/webhooks/{uuid.uuid4()}/orders").status_code == 404
+    # A body over the payload limit is refused before it is read.
+    big = b'{"event": "' + b"x" * (6 * 1024 * 1024) + b'"}'
+    assert _post(engine, hook, big, **{"X-Shop-Signature": good}).status_code == 413
     assert len(_events(engine.db_url, tenant.tenant_id)) == 1  # nothing more stored
     app.close()
 
