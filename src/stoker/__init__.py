@@ -36,11 +36,19 @@ from stoker._sdk.crons import (
     WorkflowRegistry,
 )
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
-from stoker._sdk.events import Events
+from stoker._sdk.events import (
+    EventInfo,
+    EventPush,
+    EventRun,
+    Events,
+    FilterInfo,
+    Filters,
+    PushedEvent,
+)
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
-from stoker._sdk.task import Idempotency, Task
+from stoker._sdk.task import DefaultFilter, Idempotency, Task
 from stoker._sdk.webhooks import (
     HMAC,
     ApiKey,
@@ -93,11 +101,17 @@ __all__ = [
     "Crons",
     "DatabaseUnavailableError",
     "DeclarationError",
+    "DefaultFilter",
     "DesiredWorkerLabel",
     "DurableContext",
     "EngineUnavailableError",
+    "EventInfo",
+    "EventPush",
+    "EventRun",
     "Events",
     "Eviction",
+    "FilterInfo",
+    "Filters",
     "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
@@ -108,6 +122,7 @@ __all__ = [
     "ParentCondition",
     "PausedInfo",
     "PayloadTooLargeError",
+    "PushedEvent",
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",

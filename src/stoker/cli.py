@@ -1,6 +1,6 @@
 """The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``,
-``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`), ``webhook``
-(:mod:`stoker.cli_webhooks`).
+``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`), ``event``
+(:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
+from stoker.cli_events import event_app
 from stoker.cli_webhooks import webhook_app
 from stoker.config import (
     ClientSettings,
@@ -79,6 +80,7 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(cron_app, name="cron")
 app.add_typer(task_app, name="task")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(event_app, name="event")
 app.add_typer(webhook_app, name="webhook")
 console = Console(stderr=True)
 

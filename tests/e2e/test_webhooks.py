@@ -31,12 +31,13 @@ from stoker import (
     GitHubSignature,
     InvalidRequestError,
     NotFoundError,
+    RunRef,
     SlackSignature,
     Stoker,
     StripeSignature,
     Webhook,
 )
-from tests.apps import waits, workflows
+from tests.apps import events, waits, workflows
 from tests.harness import REPO, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -315,6 +316,28 @@ def test_webhook_events_satisfy_the_waiting_steps_of_a_workflow(
     assert go.json()["satisfied"] == 1
     out = ref.result(timeout=30)
     assert out["paid"] == "paid" and out["mixed"] == "mixed"
+    app.close()
+
+
+def test_a_webhook_post_starts_the_tasks_subscribed_to_its_event(
+    engine: Any, tenant: Any, worker_factory: Any
+) -> None:
+    app = events.declare(tenant.client())
+    worker_factory("tests.apps.events:app", slots=20).wait_ready()
+    hook = app.webhooks.create(
+        "carrier",
+        auth=GitHubSignature(SECRET),
+        event_key_expression="'shipment:' + input.status",
+    )
+    body = b'{"status": "delivered", "parcel": 9}'
+    answer = _post(engine, hook, body, **{"X-Hub-Signature-256": "sha256=" + _sign(SECRET, body)})
+    assert answer.status_code == 202, answer.text
+    got = answer.json()
+    (run_id,) = got["run_ids"]  # shipments, on_events=["shipment:**"]
+    out = RunRef(app.connection, run_id, app.tasks["shipments"]).result(timeout=30)
+    assert out["input"] == {"status": "delivered", "parcel": 9}
+    assert (out["event_key"], out["event_id"]) == ("shipment:delivered", got["event_id"])
+    assert [r.task_name for r in app.events.get(got["event_id"]).runs] == ["shipments"]
     app.close()
 
 

@@ -56,6 +56,7 @@ from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
+from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
@@ -247,6 +248,7 @@ class Engine:
                 schedules=self.schedules,
                 ops=self.run_ops,
                 crons=self.cron_admin,
+                events=self.event_admin,
                 webhooks=self.webhooks,
             )
             self.services.append(
@@ -275,6 +277,7 @@ class Engine:
                 WorkerService(self.auth, self.dispatcher),
                 self.client_service,
                 ScheduleService(self.auth, self.schedules),
+                EventService(self.auth, self.event_admin),
                 WebhookService(self.auth, self.webhooks),
             ],
         )
@@ -293,6 +296,7 @@ class Engine:
         cancel and replay (DAG progression itself is made with the attempts that call it)."""
         from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.controllers.sweeper import Sweeper
+        from stoker.engine.events import EventAdmin
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
@@ -325,6 +329,9 @@ class Engine:
             engine_id=self.engine_id,
             max_payload_bytes=s.max_payload_bytes,
             on_changed=self.schedule_timers.wake,
+        )
+        self.event_admin = EventAdmin(
+            db, self.definitions, workflows, max_payload_bytes=s.max_payload_bytes
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)

@@ -30,6 +30,7 @@ from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
+    from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
 
@@ -80,6 +81,7 @@ def create_app(
     schedules: Schedules | None = None,
     ops: RunOps | None = None,
     crons: CronAdmin | None = None,
+    events: EventAdmin | None = None,
     webhooks: Webhooks | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
@@ -113,7 +115,7 @@ def create_app(
             on_changed=lambda: None,
         )
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, webhooks
+        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events, webhooks
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:

@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stoker._core.cel import compile_expression
@@ -70,6 +70,8 @@ class Received:
     key: str
     scope: str | None
     satisfied: int
+    run_ids: list[str] = field(default_factory=list)
+    """The runs the event started (tasks and workflows subscribed with ``on_events``)."""
     challenge: str | None = None
 
 
@@ -245,7 +247,7 @@ class Webhooks:
         ):
             # Slack checks a new events URL by asking it to echo a challenge (signed like
             # every request): answered, and no event.
-            return Received("", "", None, 0, challenge=payload["challenge"])
+            return Received("", "", None, 0, [], challenge=payload["challenge"])
         context = {"input": payload, "headers": dict(headers)}
         key = _evaluate(row["event_key_expression"], context, name, "event_key_expression")
         if not isinstance(key, str) or not key:
@@ -270,8 +272,9 @@ class Webhooks:
             webhook_id=row["id"],
             body=body,
         )
-        ids, satisfied = await self._ingest.push_events(row["tenant_id"], [event])
-        return Received(ids[0], key, scope, satisfied)
+        pushed = await self._ingest.push_events(row["tenant_id"], [event])
+        (stored,) = pushed.events
+        return Received(stored.event_id, key, scope, pushed.satisfied, stored.run_ids)
 
 
 def _evaluate(expression: str, context: dict[str, Any], name: str, what: str) -> Any:

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from stoker.engine.api.routes import (
     crons,
     durable,
+    events,
     health,
     pauses,
     runs,
@@ -30,6 +31,7 @@ ROUTERS: list[APIRouter] = [
     tasks.router,
     crons.router,
     schedules.router,
+    events.router,
     pauses.router,
     workflows.router,
     tokens.router,

@@ -124,6 +124,7 @@ class ReceivedEvent(BaseModel):
     key: str
     scope: str | None
     satisfied: int = Field(description="How many waiting conditions it satisfied")
+    run_ids: list[uuid.UUID] = Field(description="The runs it started (on_events)")
 
 
 def _model(r: WebhookRow) -> Webhook:
@@ -219,5 +220,6 @@ async def receive_webhook(tenant: str, name: str, request: Request) -> JSONRespo
         key=received.key,
         scope=received.scope,
         satisfied=received.satisfied,
+        run_ids=[uuid.UUID(r) for r in received.run_ids],
     )
     return JSONResponse(event.model_dump(mode="json"), status_code=202)
