@@ -5,7 +5,8 @@ A worker process serves three tasks subscribed to the same key (``on_events``); 
 returns the wall-clock time its body started. One event is pushed at a time; its latency
 is each run's start minus the moment before the push call (this machine's clock): the push
 call, the ingest transaction that stores the event and its three runs, the scheduler's
-assignment and the worker's start. Reported per run and for the last of the three. Then
+assignment and the worker's start. Reported per run and for the last of the three, beside the same
+measurement for a run triggered directly (``aio_run_no_wait``) at the same moment. Then
 ``bulk_events`` events are pushed with ``aio_bulk_push`` (1,000 per call, each call one
 transaction): to a key nothing subscribes to (the ingest alone) and to a key one task
 subscribes to (a run per event), as events per second. The engine's target: push-to-start
@@ -67,6 +68,7 @@ async def _subscribed(app: Stoker, timeout: float = 60) -> None:
 async def _push_to_start(app: Stoker, n: int) -> dict[str, Any]:
     each: list[float] = []
     last: list[float] = []
+    spread: list[float] = []
     for i in range(n):
         at = time.time()
         pushed = await app.events.aio_push(KEY, {"i": i})
@@ -74,6 +76,7 @@ async def _push_to_start(app: Stoker, n: int) -> dict[str, Any]:
         ms = [(s - at) * 1000 for s in starts]
         each += ms
         last.append(max(ms))
+        spread.append(max(ms) - min(ms))
     return {
         "pushes": n,
         "runs": len(each),
@@ -81,7 +84,20 @@ async def _push_to_start(app: Stoker, n: int) -> dict[str, Any]:
         "p99_ms": percentile(each, 99),
         "all_three_p50_ms": percentile(last, 50),
         "all_three_p99_ms": percentile(last, 99),
+        "spread_p50_ms": percentile(spread, 50),
     }
+
+
+async def _trigger_to_start(app: Stoker, n: int) -> dict[str, Any]:
+    """The same measurement for one run triggered directly (``aio_run_no_wait``): what the
+    event path costs beyond it, on the same machine at the same moment."""
+    task = app.tasks["bench_ev_a"]
+    each: list[float] = []
+    for i in range(n):
+        at = time.time()
+        ref = await task.aio_run_no_wait({"i": i})
+        each.append((float(await ref.aio_result(timeout=60)) - at) * 1000)
+    return {"runs": n, "p50_ms": percentile(each, 50), "p99_ms": percentile(each, 99)}
 
 
 async def _bulk(app: Stoker, key: str, n: int) -> dict[str, Any]:
@@ -108,6 +124,7 @@ async def run(system: System, ctx: Context) -> Result:
         app = declare(Stoker(address=env["STOKER_ADDRESS"], token=env["STOKER_TOKEN"]))
         await _subscribed(app)
         latency = await _push_to_start(app, n)
+        direct = await _trigger_to_start(app, n)
     finally:
         stop_procs([proc])
     # No worker from here: only the pushes are timed.
@@ -117,6 +134,7 @@ async def run(system: System, ctx: Context) -> Result:
     return {
         "config": system.describe(),
         "push_to_start": latency,
+        "trigger_to_start": direct,
         "bulk_no_subscriber": bulk_none,
         "bulk_one_subscriber": bulk_one,
     }
@@ -124,16 +142,18 @@ async def run(system: System, ctx: Context) -> Result:
 
 def report(results: dict[str, Result], ctx: Context) -> None:
     columns = ["system", "pushes", "start p50 / p99 ms (each run)",
-               "all three started p50 / p99 ms", "bulk events/s (no subscriber)",
+               "all three started p50 / p99 ms", "direct trigger p50 / p99 ms",
+               "bulk events/s (no subscriber)",
                "bulk events/s (one run each)"]  # fmt: skip
     rows: list[list[Any]] = []
     for name, r in results.items():
         if "error" in r:
             continue
-        p = r["push_to_start"]
+        p, d = r["push_to_start"], r["trigger_to_start"]
         rows.append(
             [name, f"{p['pushes']:,}", f"{fmt(p['p50_ms'], 2)} / {fmt(p['p99_ms'], 2)}",
              f"{fmt(p['all_three_p50_ms'], 2)} / {fmt(p['all_three_p99_ms'], 2)}",
+             f"{fmt(d['p50_ms'], 2)} / {fmt(d['p99_ms'], 2)}",
              fmt(r["bulk_no_subscriber"]["events_per_s"]),
              fmt(r["bulk_one_subscriber"]["events_per_s"])]
         )  # fmt: skip

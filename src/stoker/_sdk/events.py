@@ -417,13 +417,18 @@ class Filters:
         return _filter_info(await self._connection.calls.aio_create_filter(req))
 
     @staticmethod
-    def _list_request(
+    def _list_requests(
         target: Task[Any, Any] | Workflow[Any] | str | None, scope: str | None, limit: int
-    ) -> epb.ListFiltersRequest:
+    ) -> builtins.list[epb.ListFiltersRequest]:
+        """The calls a list makes: one, or for a bare name the task's and the workflow's."""
         fields = _target_fields(target) if target is not None else {}
-        if "name" in fields:  # a name lists the task's and the workflow's
-            fields = {"task_name": fields["name"]}
-        return epb.ListFiltersRequest(**fields, scope=scope or "", limit=limit)
+        if "name" in fields:
+            name = fields["name"]
+            return [
+                epb.ListFiltersRequest(task_name=name, scope=scope or "", limit=limit),
+                epb.ListFiltersRequest(workflow_name=name, scope=scope or "", limit=limit),
+            ]
+        return [epb.ListFiltersRequest(**fields, scope=scope or "", limit=limit)]
 
     def list(
         self,
@@ -433,9 +438,12 @@ class Filters:
         limit: int = 100,
     ) -> builtins.list[FilterInfo]:
         """The tenant's filters (declared in code and created here), oldest first, of one
-        task or workflow and one scope when given."""
-        req = self._list_request(target, scope, limit)
-        return [_filter_info(f) for f in self._connection.calls.list_filters(req).filters]
+        task or workflow (or both of a name) and one scope when given."""
+        return [
+            _filter_info(f)
+            for req in self._list_requests(target, scope, limit)
+            for f in self._connection.calls.list_filters(req).filters
+        ]
 
     async def aio_list(
         self,
@@ -444,9 +452,11 @@ class Filters:
         scope: str | None = None,
         limit: int = 100,
     ) -> builtins.list[FilterInfo]:
-        req = self._list_request(target, scope, limit)
-        resp = await self._connection.calls.aio_list_filters(req)
-        return [_filter_info(f) for f in resp.filters]
+        found: builtins.list[FilterInfo] = []
+        for req in self._list_requests(target, scope, limit):
+            resp = await self._connection.calls.aio_list_filters(req)
+            found += [_filter_info(f) for f in resp.filters]
+        return found
 
     def get(self, filter_id: str) -> FilterInfo:
         """One filter (NotFoundError)."""
