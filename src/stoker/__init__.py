@@ -49,6 +49,17 @@ from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
 from stoker._sdk.task import DefaultFilter, Idempotency, Task
+from stoker._sdk.webhooks import (
+    HMAC,
+    ApiKey,
+    Basic,
+    GitHubSignature,
+    SlackSignature,
+    StripeSignature,
+    Webhook,
+    WebhookAuth,
+    Webhooks,
+)
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
@@ -74,8 +85,11 @@ from stoker.errors import (
 )
 
 __all__ = [
+    "HMAC",
+    "ApiKey",
     "AuthenticationError",
     "BackfillRun",
+    "Basic",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -98,6 +112,7 @@ __all__ = [
     "Eviction",
     "FilterInfo",
     "Filters",
+    "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
@@ -119,11 +134,13 @@ __all__ = [
     "Runs",
     "ScheduledRun",
     "Schedules",
+    "SlackSignature",
     "SleepCondition",
     "StepError",
     "StickyStrategy",
     "Stoker",
     "StokerError",
+    "StripeSignature",
     "Task",
     "TaskRegistry",
     "TaskRunError",
@@ -132,6 +149,9 @@ __all__ = [
     "UserEventCondition",
     "WaitResult",
     "WaitTimeoutError",
+    "Webhook",
+    "WebhookAuth",
+    "Webhooks",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

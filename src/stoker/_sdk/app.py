@@ -38,6 +38,7 @@ from stoker._sdk.task import (
     trigger_item,
 )
 from stoker._sdk.transport import Transport
+from stoker._sdk.webhooks import Webhooks
 from stoker._sdk.workflow import Workflow
 from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
@@ -131,6 +132,9 @@ class Stoker:
             self.connection, lambda name: self.workflows.get(name) or self.tasks.get(name)
         )
         """Scheduled runs: ``app.schedules.list()``, ``get``, ``update``, ``delete``."""
+        self.webhooks = Webhooks(self.connection)
+        """Incoming webhooks: ``app.webhooks.create(name, auth=..., event_key_expression=...)``,
+        ``list``, ``get``, ``update``, ``delete``."""
 
     # -- configuration ------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import events_pb2 as epb
 from stoker._proto import schedules_pb2 as spb
+from stoker._proto import webhooks_pb2 as hpb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.transport import Transport
 
@@ -309,6 +310,45 @@ class Interceptor:
 
     async def aio_delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
         return await self.next.aio_delete_filter(request)
+
+    # -- incoming webhooks --------------------------------------------------------------
+
+    def create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        """Stores an incoming webhook."""
+        return self.next.create_webhook(request)
+
+    async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_create_webhook(request)
+
+    def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        """Reads the tenant's webhooks."""
+        return self.next.list_webhooks(request)
+
+    async def aio_list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        return await self.next.aio_list_webhooks(request)
+
+    def get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        """Reads one webhook."""
+        return self.next.get_webhook(request)
+
+    async def aio_get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_get_webhook(request)
+
+    def update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        """Changes a webhook's auth or expressions."""
+        return self.next.update_webhook(request)
+
+    async def aio_update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_update_webhook(request)
+
+    def delete_webhook(self, request: hpb.DeleteWebhookRequest) -> hpb.DeleteWebhookResponse:
+        """Deletes a webhook."""
+        return self.next.delete_webhook(request)
+
+    async def aio_delete_webhook(
+        self, request: hpb.DeleteWebhookRequest
+    ) -> hpb.DeleteWebhookResponse:
+        return await self.next.aio_delete_webhook(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -680,6 +720,62 @@ class TransportCalls(Interceptor):
     async def aio_delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
         resp: epb.DeleteFilterResponse = await self._transport().acall(
             lambda s: s.events.DeleteFilter, request
+        )
+        return resp
+
+    def create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.CreateWebhook, request)
+        return resp
+
+    async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.CreateWebhook, request
+        )
+        return resp
+
+    def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        resp: hpb.ListWebhooksResponse = self._transport().call(
+            lambda s: s.webhooks.ListWebhooks, request
+        )
+        return resp
+
+    async def aio_list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        resp: hpb.ListWebhooksResponse = await self._transport().acall(
+            lambda s: s.webhooks.ListWebhooks, request
+        )
+        return resp
+
+    def get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.GetWebhook, request)
+        return resp
+
+    async def aio_get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.GetWebhook, request
+        )
+        return resp
+
+    def update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.UpdateWebhook, request)
+        return resp
+
+    async def aio_update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.UpdateWebhook, request
+        )
+        return resp
+
+    def delete_webhook(self, request: hpb.DeleteWebhookRequest) -> hpb.DeleteWebhookResponse:
+        resp: hpb.DeleteWebhookResponse = self._transport().call(
+            lambda s: s.webhooks.DeleteWebhook, request
+        )
+        return resp
+
+    async def aio_delete_webhook(
+        self, request: hpb.DeleteWebhookRequest
+    ) -> hpb.DeleteWebhookResponse:
+        resp: hpb.DeleteWebhookResponse = await self._transport().acall(
+            lambda s: s.webhooks.DeleteWebhook, request
         )
         return resp
 

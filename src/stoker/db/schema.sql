@@ -406,6 +406,10 @@ CREATE TABLE user_event (
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- The priority the event's runs get (0: each task's default).
     priority            smallint NOT NULL DEFAULT 0,
+    -- An event that came through a webhook: which one (no foreign key, events outlive a
+    -- deleted webhook), and the request body exactly as received.
+    webhook_id          bigint,
+    body                bytea,
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 
@@ -877,3 +881,25 @@ CREATE TABLE event_run (
 ) PARTITION BY RANGE (created_at);
 
 CREATE TABLE event_run_default PARTITION OF event_run DEFAULT;
+
+-- Incoming webhooks: authenticated POSTs to /webhooks/<tenant>/<name> become user events.
+-- The credential (an HMAC secret, a Basic password or an API key) is stored only encrypted
+-- (AES-GCM under the engine's webhook secret key, bound to the webhook's external id);
+-- auth_options holds what is not secret (header, algorithm, encoding, prefix, user name,
+-- replay tolerance).
+CREATE TABLE webhook (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id            bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    external_id          uuid NOT NULL UNIQUE,
+    name                 text NOT NULL,
+    auth_kind            text NOT NULL
+                         CHECK (auth_kind IN ('HMAC', 'STRIPE', 'GITHUB', 'SLACK', 'BASIC',
+                                               'API_KEY')),
+    auth_options         jsonb NOT NULL DEFAULT '{}',
+    secret               bytea NOT NULL,
+    event_key_expression text NOT NULL,
+    scope_expression     text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, name)
+);

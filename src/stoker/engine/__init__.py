@@ -58,11 +58,13 @@ from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.schedule_service import ScheduleService
+from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
 from stoker.engine.service import Service
 from stoker.engine.signals import Signals
+from stoker.errors import ConfigError
 
 log = logging.getLogger("stoker.engine")
 
@@ -247,6 +249,7 @@ class Engine:
                 ops=self.run_ops,
                 crons=self.cron_admin,
                 events=self.event_admin,
+                webhooks=self.webhooks,
             )
             self.services.append(
                 ApiService(
@@ -258,6 +261,12 @@ class Engine:
                     client_ca_file=s.tls_client_ca_file,
                 )
             )
+        try:
+            # Secrets sealed by a key now in STOKER_WEBHOOK_OLD_SECRET_KEYS move to the
+            # current one, so the old key can be dropped after this start.
+            await self.webhooks.rekey()
+        except ConfigError as exc:
+            log.warning("webhook secrets: %s", exc)
         for service in self.services:
             await service.start()
 
@@ -269,6 +278,7 @@ class Engine:
                 self.client_service,
                 ScheduleService(self.auth, self.schedules),
                 EventService(self.auth, self.event_admin),
+                WebhookService(self.auth, self.webhooks),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
@@ -291,6 +301,8 @@ class Engine:
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
+        from stoker.engine.webhooks import Webhooks
+        from stoker.engine.webhooks.secrets import SecretBox
 
         s = self.settings
         self.conditions = Conditions(db, self.signals, self.progression.progress)
@@ -339,6 +351,8 @@ class Engine:
             engine_id=self.engine_id,
             on_change=self._crons_changed,
         )
+        # Incoming webhooks: their events go through the same ingest as app.events.push.
+        self.webhooks = Webhooks(db, workflows, SecretBox(s.webhook_keys()))
         self.client_service = ClientService(
             self.auth,
             self.definitions,

@@ -1,11 +1,15 @@
 -- User events (app.events.push); their matching against waits is in conditions.sql.
 
 -- name: insert_user_events
-INSERT INTO user_event (tenant_id, key, payload, additional_metadata, scope, priority)
-SELECT %(tenant_id)s, x.key, x.payload, x.metadata, nullif(x.scope, ''), x.priority
+-- webhook_ids and bodies: the webhook an event came through and its request body as
+-- received (NULL for events pushed through the API).
+INSERT INTO user_event (tenant_id, key, payload, additional_metadata, scope, priority,
+                        webhook_id, body)
+SELECT %(tenant_id)s, x.key, x.payload, x.metadata, nullif(x.scope, ''), x.priority,
+       x.webhook_id, x.body
 FROM unnest(%(keys)s::text[], %(payloads)s::jsonb[], %(metadata)s::jsonb[], %(scopes)s::text[],
-            %(priorities)s::smallint[])
-     AS x(key, payload, metadata, scope, priority)
+            %(priorities)s::smallint[], %(webhook_ids)s::bigint[], %(bodies)s::bytea[])
+     AS x(key, payload, metadata, scope, priority, webhook_id, body)
 RETURNING id, external_id, created_at;
 
 -- name: lock_event_keys

@@ -22,6 +22,8 @@ class InsertUserEvents:
     metadata: list[str]
     scopes: list[str]
     priorities: list[int]
+    webhook_ids: list[int | None]
+    bodies: list[bytes | None]
 
 
 class StoredEvent(TypedDict):

@@ -22,6 +22,7 @@ from stoker.engine.schedules import Schedules
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
+    from stoker.engine.webhooks import Webhooks
 from stoker.errors import InvalidRequestError
 
 
@@ -40,6 +41,8 @@ class ApiState:
     """Cron management and pauses (the engine's; None for an API without an engine)."""
     events: EventAdmin | None = None
     """Events and filters (the engine's; None for an API without an engine)."""
+    webhooks: Webhooks | None = None
+    """Incoming webhooks (the engine's; None for an API without an engine)."""
 
 
 def api_state(request: Request) -> ApiState:

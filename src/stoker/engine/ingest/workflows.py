@@ -133,6 +133,10 @@ class EventInput:
     additional_metadata: bytes = b""
     scope: str = ""
     priority: int = 0
+    webhook_id: int | None = None
+    """The webhook the event came through (None: pushed through the API)."""
+    body: bytes | None = None
+    """A webhook event's request body, exactly as received (kept beside the payload)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,6 +666,8 @@ class WorkflowIngest:
                     [json.dumps(m) for m in metadata],
                     [e.scope for e in events],
                     [e.priority for e in events],
+                    [e.webhook_id for e in events],
+                    [e.body for e in events],
                 ),
             )
             started = await self._start_runs(

@@ -18,6 +18,7 @@ from stoker.engine.api.routes import (
     schedules,
     tasks,
     tokens,
+    webhooks,
     workers,
     workflows,
 )
@@ -34,4 +35,6 @@ ROUTERS: list[APIRouter] = [
     pauses.router,
     workflows.router,
     tokens.router,
+    webhooks.router,
+    webhooks.incoming,
 ]
