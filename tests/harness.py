@@ -314,7 +314,9 @@ class WorkerProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"worker-{self.name}.log"
 
-    def start(self) -> WorkerProcess:
+    def start(self, wait: bool = True) -> WorkerProcess:
+        """Starts the process; ``wait``: until it registered (else call :meth:`wait_ready`,
+        e.g. after starting several at once)."""
         cmd = [
             sys.executable, "-m", "stoker", "worker", self.target,
             "--name", self.name, "--slots", str(self.slots),
@@ -328,7 +330,8 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 30) -> str:
