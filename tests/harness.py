@@ -314,9 +314,7 @@ class WorkerProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"worker-{self.name}.log"
 
-    def start(self, wait: bool = True) -> WorkerProcess:
-        """Starts the process; ``wait``: until it registered (else call :meth:`wait_ready`,
-        e.g. after starting several at once)."""
+    def start(self) -> WorkerProcess:
         cmd = [
             sys.executable, "-m", "stoker", "worker", self.target,
             "--name", self.name, "--slots", str(self.slots),
@@ -330,8 +328,7 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
-        if wait:
-            self.wait_ready()
+        self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 30) -> str:
