@@ -177,21 +177,28 @@ def engine_factory(
     """Starts extra engines: on a fresh database, or on ``db_url`` (another replica)."""
     made: list[EngineProcess] = []
     databases: list[str] = []
+    own: set[str] = set()  # the URLs of the databases made here (dropped at the end)
 
     def start(db_url: str | None = None, env: dict[str, str] | None = None) -> EngineProcess:
         if db_url is None:
             name = create_database(pg_url, engine_template)
             databases.append(name)
             db_url = with_database(pg_url, name)
+            own.add(db_url)
         proc = EngineProcess(db_url, tmp_path, env=env or {})
         made.append(proc)
         return proc.start()
 
     yield start
     for proc in made:
-        # Killed, not stopped: nothing is checked after the test, and a clean stop waits
-        # for the gRPC grace period and every service.
-        proc.kill()
+        # An engine on a database made here is killed: nothing is checked after the test,
+        # and a clean stop waits for the gRPC grace period and every service. A replica on
+        # a database that outlives the test (the session engine's) stops cleanly, handing
+        # its leases back at once.
+        if proc.db_url in own:
+            proc.kill()
+        else:
+            proc.stop()
     for name in databases:
         drop_database(pg_url, name)
 
