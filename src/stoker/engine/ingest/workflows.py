@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -102,6 +102,10 @@ class SpawnLog(Protocol):
 
     async def guard(self, tx: Executor) -> str | None:
         """Before the children are written: why not to write them (None: go on)."""
+        ...
+
+    def child_index(self, position: int) -> int:
+        """After the guard: the child index of a child recorded at ``position``."""
         ...
 
     async def record(self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]) -> Any:
@@ -334,8 +338,10 @@ class WorkflowIngest:
             refused = await log.guard(tx)
             if refused is not None:
                 return Written(refused, [])
+            # The index depends on the log's branch, known under the log's lock.
+            indexed = [replace(i, child_index=log.child_index(i.child_index)) for i in items]
             w = await self._write_spawn(
-                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+                tx, out, tenant_id, parent_task_id, indexed, ids, known.workflows, known.tasks
             )
             return Written(await log.record(tx, out, w.answer), w.run_ids)
 
