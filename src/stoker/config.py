@@ -95,6 +95,11 @@ class EngineSettings(BaseSettings):
     retention_days: int = 30
     partitions_ahead_days: int = 7
     archive_interval_s: float = 5.0
+    # Statistics upkeep that does not wait for autovacuum: the queue is analyzed after
+    # queue_analyze_after_runs runs were enqueued, the live run tables vacuumed after
+    # vacuum_after_moved_runs runs moved to history (or a minute after any move).
+    queue_analyze_after_runs: int = 10_000
+    vacuum_after_moved_runs: int = 20_000
     max_requeues: int = 20
     # How long the request key of a trigger call is remembered, so that a retry of the
     # call returns its runs instead of making new ones (docs/idempotency.md).
@@ -146,6 +151,11 @@ class EngineSettings(BaseSettings):
         if self.history_after_s < 0 or self.archive_interval_s <= 0:
             raise ConfigError(
                 "STOKER_HISTORY_AFTER_S must be >= 0 and STOKER_ARCHIVE_INTERVAL_S positive"
+            )
+        if self.queue_analyze_after_runs < 1 or self.vacuum_after_moved_runs < 1:
+            raise ConfigError(
+                "STOKER_QUEUE_ANALYZE_AFTER_RUNS and STOKER_VACUUM_AFTER_MOVED_RUNS must be "
+                "at least 1"
             )
         if self.request_key_ttl_s <= 0:
             raise ConfigError("STOKER_REQUEST_KEY_TTL_S must be positive")

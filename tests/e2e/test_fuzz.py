@@ -51,9 +51,9 @@ INTERNAL = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 @pytest.fixture(scope="module")
 def fuzz_engine(
-    pg_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+    pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
-    name = create_database(pg_url, template_db)
+    name = create_database(pg_url, engine_template)
     proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("fuzz")).start()
     try:
         yield proc

@@ -106,6 +106,7 @@ class Engine:
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
+            analyze_after=s.queue_analyze_after_runs,
         )
         self.leadership = Leadership(
             db,
@@ -217,6 +218,7 @@ class Engine:
             partitions_ahead_days=s.partitions_ahead_days,
             interval_s=s.archive_interval_s,
             request_key_ttl_s=s.request_key_ttl_s,
+            vacuum_after=s.vacuum_after_moved_runs,
         )
         self.services = [
             self.auth,
