@@ -50,6 +50,8 @@ SIZE_FLAGS = {
     "schedule_runs": int,
     "durable_sleepers": int,
     "durable_tasks": int,
+    "event_pushes": int,
+    "bulk_events": int,
 }
 
 

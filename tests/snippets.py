@@ -56,6 +56,7 @@ def run_examples(
         given = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
         env.update(tenant.env)
+        env["ENGINE_HTTP"] = engine.http_url  # the webhook examples' engine HTTP address
         env.update(given)
         env["PYTHONPATH"] = os.pathsep.join([str(folder), str(REPO)])
         for script in sorted(n for n in files if n.startswith("run_")):

@@ -40,6 +40,16 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "welcome mail to ada@example.com",
         "['welcome mail to cy@example.com', 'welcome mail to di@example.com']",
     ]
+    # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
+    assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
+    # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.
+    assert outputs["run_webhooks.py"].splitlines() == [
+        "['github', 'shop', 'stripe']",
+        "202 payment:settled",
+        "{'paid': 30.0, 'picked': False}",
+        "202 stripe:invoice.paid cus_9",
+        "403 WebhookForbidden",
+    ]
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:
