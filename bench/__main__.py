@@ -45,6 +45,8 @@ SIZE_FLAGS = {
     "idle_seconds": float,
     "chaos_rate": float,
     "chaos_phase_s": float,
+    "latency_txs": int,
+    "throughput_txs": int,
     "schedule_runs": int,
     "durable_sleepers": int,
     "durable_tasks": int,

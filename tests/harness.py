@@ -360,3 +360,34 @@ class WorkerProcess:
 
     def kill(self) -> None:
         terminate(self.proc, grace=0)
+
+
+# -- transactional enqueue: application database roles -----------------------------
+
+
+def role_url(db_url: str, role: str) -> str:
+    """``db_url`` (a URL) logging in as ``role`` (the test server trusts local
+    connections)."""
+    parts = urlsplit(db_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{role}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def create_role(db_url: str, tenant_id: int) -> str:
+    """A new login role that may enqueue runs for the tenant (``grant_enqueue_role``: the
+    least-privilege application role of docs/transactional.md) and nothing else."""
+    role = f"stoker_app_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN'.encode())
+        row = conn.execute("SELECT name FROM stoker.tenant WHERE id = %s", (tenant_id,)).fetchone()
+        assert row is not None
+        conn.execute("SELECT stoker.grant_enqueue_role(%s, %s)", (role, row[0]))
+    return role
+
+
+def drop_role(db_url: str, role: str) -> None:
+    """Drops a role made by :func:`create_role` (roles outlive the test's database)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT stoker.revoke_enqueue_role(%s)", (role,))
+        conn.execute(f'DROP OWNED BY "{role}"'.encode())
+        conn.execute(f'DROP ROLE "{role}"'.encode())

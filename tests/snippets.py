@@ -30,10 +30,16 @@ def examples(page: Path) -> dict[str, str]:
 
 
 def run_examples(
-    files: dict[str, str], engine: EngineProcess, tenant: Tenant, folder: Path, timeout: float
+    files: dict[str, str],
+    engine: EngineProcess,
+    tenant: Tenant,
+    folder: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Writes ``files`` to ``folder``, serves their apps, runs every ``run_*.py``; returns
-    each script's stdout. A script that exits non-zero fails the test with its output."""
+    """Writes ``files`` to ``folder``, serves their apps, runs every ``run_*.py`` (with
+    ``env`` added to its environment); returns each script's stdout. A script that exits
+    non-zero fails the test with its output."""
     for name, body in files.items():
         (folder / name).write_text(body)
     modules = [n for n, b in files.items() if not n.startswith("run_") and "Stoker()" in b]
@@ -47,9 +53,11 @@ def run_examples(
                 extra_args=shlex.split(args[1]) if args else [], cwd=folder,
             )  # fmt: skip
             workers.append(worker.start())
+        given = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
         env.update(tenant.env)
         env["ENGINE_HTTP"] = engine.http_url  # the webhook examples' engine HTTP address
+        env.update(given)
         env["PYTHONPATH"] = os.pathsep.join([str(folder), str(REPO)])
         for script in sorted(n for n in files if n.startswith("run_")):
             done = subprocess.run(

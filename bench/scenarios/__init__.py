@@ -58,6 +58,7 @@ def registry() -> dict[str, Scenario]:
         schedules,
         soak,
         steady,
+        tx_enqueue,
         workflows,
     )
 

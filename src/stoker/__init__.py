@@ -80,6 +80,7 @@ from stoker.errors import (
     StokerError,
     TaskRunError,
     TaskTimeoutError,
+    TransactionalEnqueueError,
     UnknownTaskError,
     WaitTimeoutError,
 )
@@ -145,6 +146,7 @@ __all__ = [
     "TaskRegistry",
     "TaskRunError",
     "TaskTimeoutError",
+    "TransactionalEnqueueError",
     "UnknownTaskError",
     "UserEventCondition",
     "WaitResult",

@@ -1,6 +1,6 @@
-"""The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``,
-``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`), ``event``
-(:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`).
+"""The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``,
+``enqueue-role``, ``worker``, ``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`),
+``event`` (:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -77,6 +77,10 @@ schedule_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(schedule_app, name="schedule")
+enqueue_role_app = typer.Typer(
+    help="Database roles that may enqueue runs in their own transactions.", no_args_is_help=True
+)
+app.add_typer(enqueue_role_app, name="enqueue-role")
 app.add_typer(cron_app, name="cron")
 app.add_typer(task_app, name="task")
 app.add_typer(workflow_app, name="workflow")
@@ -449,6 +453,68 @@ def token_revoke(
     if _run(lambda: asyncio.run(revoke())) is None:
         raise _fail(f"no unrevoked token {token_id} (see `stoker token list --all`)")
     console.print(f"revoked {token_id}")
+
+
+@enqueue_role_app.command("grant")
+def enqueue_role_grant(
+    role: Annotated[str, typer.Argument(help="The application's database role (must exist).")],
+    tenant: Annotated[str, typer.Option(help="The tenant its runs belong to.")],
+) -> None:
+    """Lets a database role enqueue runs for a tenant inside its own transactions
+    (run_no_wait(..., connection=conn)): maps it to the tenant and grants it USAGE on the
+    schema and EXECUTE on enqueue_runs(text), nothing else."""
+    settings = _run(EngineSettings.load)
+
+    async def grant() -> int:
+        from stoker.db import Executor
+        from stoker.engine.inbox import roles
+
+        async with _database(settings) as conn:
+            return await roles.grant(Executor(conn), role, tenant)
+
+    _run(lambda: asyncio.run(grant()))
+    console.print(f"role {role} enqueues runs for tenant {tenant}")
+
+
+@enqueue_role_app.command("revoke")
+def enqueue_role_revoke(
+    role: Annotated[str, typer.Argument(help="The database role.")],
+) -> None:
+    """Takes a role's permission to enqueue back (its tenant mapping and EXECUTE)."""
+    settings = _run(EngineSettings.load)
+
+    async def revoke() -> bool:
+        from stoker.db import Executor
+        from stoker.engine.inbox import roles
+
+        async with _database(settings) as conn:
+            return await roles.revoke(Executor(conn), role)
+
+    if not _run(lambda: asyncio.run(revoke())):
+        raise _fail(f"role {role} may not enqueue (see `stoker enqueue-role list`)")
+    console.print(f"role {role} may no longer enqueue")
+
+
+@enqueue_role_app.command("list")
+def enqueue_role_list() -> None:
+    """Lists the roles that may enqueue, and their tenants."""
+    settings = _run(EngineSettings.load)
+
+    async def fetch() -> list[Any]:
+        from stoker.db import Executor
+        from stoker.engine.inbox import roles
+
+        async with _database(settings) as conn:
+            return list(await roles.list_roles(Executor(conn)))
+
+    from rich.table import Table
+
+    table = Table("role", "tenant", "granted")
+    for row in _run(lambda: asyncio.run(fetch())):
+        table.add_row(
+            row["role_name"], row["tenant_name"], row["created_at"].strftime("%Y-%m-%d %H:%M:%S")
+        )
+    Console(width=200).print(table)
 
 
 def _when(value: str, what: str) -> Any:

@@ -244,6 +244,9 @@ class ClientSettings(BaseSettings):
     tls_key_file: str = ""
     # The name the engine's certificate must carry, when it is not the address' host.
     tls_server_name: str = ""
+    # The Postgres schema of the engine's tables, for transactional enqueue
+    # (run_no_wait(..., connection=conn) calls <schema_name>.enqueue_runs()).
+    schema_name: str = "stoker"
 
     @property
     def use_tls(self) -> bool:

@@ -88,6 +88,12 @@ class InvalidRequestError(StokerError):
     http_status = 422
 
 
+class TransactionalEnqueueError(StokerError):
+    """A transactional enqueue could not write through the application's connection: its
+    database has no Stoker schema, or its database role may not enqueue (see
+    docs/transactional.md). The application's transaction is aborted and must roll back."""
+
+
 class NotFoundError(StokerError):
     """No such run."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import REPO, create_role, drop_role, role_url
 from tests.snippets import examples, run_examples
 
 README = REPO / "README.md"
@@ -26,10 +26,20 @@ pytestmark = pytest.mark.timeout(180)
 def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> None:
     files = examples(README)
     assert {"hello.py", "run_hello.py"} <= set(files)
-    outputs = run_examples(files, engine, tenant, tmp_path, timeout=120)
+    # Transactional enqueue: the application's database role, mapped to the tenant.
+    role = create_role(engine.db_url, tenant.tenant_id)
+    try:
+        app_db = {"APP_DATABASE_URL": role_url(engine.db_url, role)}
+        outputs = run_examples(files, engine, tenant, tmp_path, timeout=120, env=app_db)
+    finally:
+        drop_role(engine.db_url, role)
     assert outputs["run_hello.py"].strip() == "{'message': 'hello world'}"
     # A 2 s sleep past a 1 s eviction TTL: evicted at once, restored by its timer.
     assert outputs["run_reminders.py"].strip() == "{'reminded': 'ada', 'restored': True}"
+    assert outputs["run_signup.py"].splitlines() == [
+        "welcome mail to ada@example.com",
+        "['welcome mail to cy@example.com', 'welcome mail to di@example.com']",
+    ]
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.

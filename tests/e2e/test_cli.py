@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -256,3 +257,33 @@ def _healthy(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def test_enqueue_role_grant_list_and_revoke(db_url: str) -> None:
+    env = {"DATABASE_URL": db_url}
+    role = f"stoker_cli_{uuid.uuid4().hex[:8]}"
+    assert stoker("token", "create", "--tenant", "shop", env=env).returncode == 0
+    unknown = stoker("enqueue-role", "grant", role, "--tenant", "shop", env=env)
+    assert unknown.returncode == 2 and f"no database role {role}" in unknown.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN'.encode())
+    try:
+        no_tenant = stoker("enqueue-role", "grant", role, "--tenant", "nope", env=env)
+        assert no_tenant.returncode == 2 and "no tenant nope" in no_tenant.stderr
+        granted = stoker("enqueue-role", "grant", role, "--tenant", "shop", env=env)
+        assert granted.returncode == 0, granted.stderr
+        listed = stoker("enqueue-role", "list", env=env)
+        assert role in listed.stdout and "shop" in listed.stdout
+        with psycopg.connect(db_url) as conn:
+            (allowed,) = conn.execute(  # type: ignore[misc]
+                "SELECT has_function_privilege(%s, 'stoker.enqueue_runs(text)', 'EXECUTE')",
+                (role,),
+            ).fetchone()
+        assert allowed
+        assert stoker("enqueue-role", "revoke", role, env=env).returncode == 0
+        again = stoker("enqueue-role", "revoke", role, env=env)
+        assert again.returncode == 2 and "may not enqueue" in again.stderr
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"'.encode())
+            conn.execute(f'DROP ROLE "{role}"'.encode())

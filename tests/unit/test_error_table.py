@@ -29,6 +29,7 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.PayloadTooLargeError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     errors.InvalidRequestError: (grpc.StatusCode.INVALID_ARGUMENT, 422),
     errors.TaskRunError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.TransactionalEnqueueError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.RunCancelledError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.NonRetryableError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.RetryAfter: (grpc.StatusCode.FAILED_PRECONDITION, 400),

@@ -68,6 +68,7 @@ PUBLIC = [
     "TaskRegistry",
     "TaskRunError",
     "TaskTimeoutError",
+    "TransactionalEnqueueError",
     "UnknownTaskError",
     "UserEventCondition",
     "WaitResult",

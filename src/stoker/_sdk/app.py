@@ -35,8 +35,10 @@ from stoker._sdk.task import (
     TaskArgs,
     TaskFn,
     TaskOptions,
+    inbox_run,
     trigger_item,
 )
+from stoker._sdk.transactional import check_connection, enqueue
 from stoker._sdk.transport import Transport
 from stoker._sdk.webhooks import Webhooks
 from stoker._sdk.workflow import Workflow
@@ -108,7 +110,10 @@ class Stoker:
         self._transport: Transport | None = None
         self._lock = threading.Lock()
         self.connection = Connection(
-            lambda: self.transport, lambda: self.max_payload_bytes, interceptors
+            lambda: self.transport,
+            lambda: self.max_payload_bytes,
+            interceptors,
+            schema_name=lambda: self.settings.schema_name,
         )
         """The calls to the engine (through the interceptors) and what the engine knows."""
         self.tasks = TaskRegistry(self.connection)
@@ -411,12 +416,24 @@ class Stoker:
         return trigger_item(task_name, raw, options)
 
     def run_no_wait(
-        self, task_name: str, input: Any = None, **options: Unpack[RunOptions]
+        self,
+        task_name: str,
+        input: Any = None,
+        *,
+        connection: Any = None,
+        **options: Unpack[RunOptions],
     ) -> RunRef[Any]:
-        """Enqueues a run of a task known by name (it may be declared in another codebase)."""
+        """Enqueues a run of a task known by name (it may be declared in another codebase).
+        ``connection``: write it in the application's transaction (README "Transactional
+        enqueue"; the engine must know the task)."""
         local = self.tasks.get(task_name)
         if local is not None:
-            return local.run_no_wait(input, **options)
+            return local.run_no_wait(input, connection=connection, **options)
+        if connection is not None:
+            kind = check_connection(connection, aio=False, what=f"task {task_name!r}")
+            run = inbox_run("task", self._named_item(task_name, input, options))
+            enqueue(connection, kind, [run], self.connection.schema_name)
+            return RunRef(self.connection, run.run_id, None)
         ids = self.connection.trigger(None, [self._named_item(task_name, input, options)])
         return RunRef(self.connection, ids[0], None, deduplicated=ids.deduplicated[0])
 

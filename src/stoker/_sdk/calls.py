@@ -813,10 +813,12 @@ class Connection:
         transport: Callable[[], Transport],
         max_payload_bytes: Callable[[], int],
         interceptors: Sequence[InterceptorFactory] = (),
+        schema_name: Callable[[], str] = lambda: "stoker",
     ) -> None:
         self.calls: Interceptor = chain(TransportCalls(transport), interceptors)
         """Every call to the engine: ``connection.calls.trigger(request)``."""
         self._max_payload_bytes = max_payload_bytes
+        self._schema_name = schema_name
         self._lock = threading.Lock()
         self._registered: set[str] = set()
         self._warned_unserved: set[str] = set()
@@ -825,6 +827,11 @@ class Connection:
     def max_payload_bytes(self) -> int:
         """The largest input or output the engine accepts, in bytes."""
         return self._max_payload_bytes()
+
+    @property
+    def schema_name(self) -> str:
+        """The engine's Postgres schema, for transactional enqueue."""
+        return self._schema_name()
 
     # -- registration -------------------------------------------------------------------
 

@@ -43,6 +43,13 @@ from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
+from stoker._sdk.transactional import (
+    InboxRun,
+    aio_enqueue,
+    check_connection,
+    enqueue,
+    new_run_id,
+)
 from stoker.config import parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
 
@@ -410,14 +417,28 @@ class Task(Generic[I, O]):
     def _item(self, value: Any, options: RunOptions) -> pb.TriggerItem:
         return trigger_item(self.name, self.encode_input(value), options)
 
-    def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
+    def run_no_wait(
+        self, input: I, *, connection: Any = None, **options: Unpack[RunOptions]
+    ) -> RunRef[O]:
         """Enqueues one run and returns a reference to it at once (inside a running task:
-        a child run of that task)."""
+        a child run of that task). ``connection``: the application's open database
+        connection or session (psycopg, SQLAlchemy, Django): the run is written in its
+        transaction, without calling the engine (README "Transactional enqueue")."""
+        if connection is not None:
+            return self._enqueue(connection, [input], options, None, aio=False)[0]
         if (ctx := current_context.get()) is not None:
             return self._spawn(ctx, [input], options)[0]
         return self._refs(self.app.connection.trigger(self, [self._item(input, options)]))[0]
 
-    async def aio_run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[O]:
+    async def aio_run_no_wait(
+        self, input: I, *, connection: Any = None, **options: Unpack[RunOptions]
+    ) -> RunRef[O]:
+        """``connection``: an async connection or session (psycopg, asyncpg, SQLAlchemy)
+        whose transaction the run is written in."""
+        if connection is not None:
+            refs, done = self._aio_enqueue(connection, [input], options, None)
+            await done
+            return refs[0]
         if (ctx := current_context.get()) is not None:
             return (await self._aio_spawn(ctx, [input], options))[0]
         ids = await self.app.connection.aio_trigger(self, [self._item(input, options)])
@@ -444,6 +465,50 @@ class Task(Generic[I, O]):
             self._item(i, {**options, "idempotency_key": k} if k else options)
             for i, k in zip(inputs, keys, strict=True)
         ]
+
+    # -- transactional enqueue ----------------------------------------------------------
+
+    def _inbox_runs(
+        self,
+        connection: Any,
+        inputs: Sequence[I],
+        options: RunOptions,
+        keys: Sequence[str | None] | None,
+        *,
+        aio: bool,
+    ) -> tuple[str, list[InboxRun]]:
+        """The connection's kind and the validated runs (nothing is written yet)."""
+        kind = check_connection(connection, aio=aio, what=f"task {self.name!r}")
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise TypeError(f"task {self.name!r}: run_many takes a list of inputs")
+        definition = self.config.model_dump_json()
+        return kind, [inbox_run("task", i, definition) for i in self._items(inputs, options, keys)]
+
+    def _enqueue(
+        self,
+        connection: Any,
+        inputs: Sequence[I],
+        options: RunOptions,
+        keys: Sequence[str | None] | None,
+        *,
+        aio: bool,
+    ) -> list[RunRef[O]]:
+        kind, runs = self._inbox_runs(connection, inputs, options, keys, aio=aio)
+        enqueue(connection, kind, runs, self.app.connection.schema_name)
+        return [RunRef(self.app.connection, r.run_id, self) for r in runs]
+
+    def _aio_enqueue(
+        self,
+        connection: Any,
+        inputs: Sequence[I],
+        options: RunOptions,
+        keys: Sequence[str | None] | None,
+    ) -> tuple[list[RunRef[O]], Awaitable[None]]:
+        """Validates now (so errors are raised before anything is awaited); the refs and
+        the write to await."""
+        kind, runs = self._inbox_runs(connection, inputs, options, keys, aio=True)
+        write = aio_enqueue(connection, kind, runs, self.app.connection.schema_name)
+        return [RunRef(self.app.connection, r.run_id, self) for r in runs], write
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -561,10 +626,14 @@ class Task(Generic[I, O]):
         inputs: Sequence[I],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[O]]:
         """Enqueues many runs in as few calls as possible (every input is validated first).
-        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys")."""
+        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys").
+        ``connection``: write them in the application's transaction (see ``run_no_wait``)."""
+        if connection is not None:
+            return self._enqueue(connection, inputs, options, idempotency_keys, aio=False)
         if (ctx := current_context.get()) is not None:
             return self._spawn(ctx, inputs, options)
         items = self._items(inputs, options, idempotency_keys)
@@ -578,8 +647,13 @@ class Task(Generic[I, O]):
         inputs: Sequence[I],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[O]]:
+        if connection is not None:
+            enqueued, done = self._aio_enqueue(connection, inputs, options, idempotency_keys)
+            await done
+            return enqueued
         if (ctx := current_context.get()) is not None:
             return await self._aio_spawn(ctx, inputs, options)
         items = self._items(inputs, options, idempotency_keys)
@@ -635,6 +709,22 @@ def trigger_item(task_name: str, raw_input: bytes, options: RunOptions) -> pb.Tr
         ),
         priority=priority or 0,
         desired_worker_id=options.get("desired_worker_id") or "",
+    )
+
+
+def inbox_run(kind: str, item: pb.TriggerItem, definition: str = "") -> InboxRun:
+    """A validated trigger as an inbox row of a transactional enqueue, with a new run id."""
+    return InboxRun(
+        run_id=new_run_id(),
+        kind=kind,
+        name=item.task_name,
+        input=item.input,
+        additional_metadata=item.additional_metadata,
+        priority=item.priority,
+        desired_worker_id=item.desired_worker_id,
+        idempotency_key=item.idempotency_key,
+        idempotency_ttl_ms=item.idempotency_ttl_ms,
+        definition=definition,
     )
 
 

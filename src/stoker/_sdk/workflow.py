@@ -42,6 +42,7 @@ from stoker._sdk.task import (
     refuse_blocking,
     trigger_item,
 )
+from stoker._sdk.transactional import InboxRun, aio_enqueue, check_connection, enqueue, new_run_id
 from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
@@ -79,10 +80,14 @@ class WorkflowTask(Task[Any, Any]):
             f"(wf.run(...)) instead of one of its steps"
         )
 
-    def run_no_wait(self, input: Any, **options: Unpack[RunOptions]) -> RunRef[Any]:
+    def run_no_wait(
+        self, input: Any, *, connection: Any = None, **options: Unpack[RunOptions]
+    ) -> RunRef[Any]:
         raise self._refuse()
 
-    async def aio_run_no_wait(self, input: Any, **options: Unpack[RunOptions]) -> RunRef[Any]:
+    async def aio_run_no_wait(
+        self, input: Any, *, connection: Any = None, **options: Unpack[RunOptions]
+    ) -> RunRef[Any]:
         raise self._refuse()
 
     def run_many(
@@ -90,6 +95,7 @@ class WorkflowTask(Task[Any, Any]):
         inputs: Sequence[Any],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[Any]]:
         raise self._refuse()
@@ -99,6 +105,7 @@ class WorkflowTask(Task[Any, Any]):
         inputs: Sequence[Any],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[Any]]:
         raise self._refuse()
@@ -454,6 +461,34 @@ class Workflow(Generic[I]):
             idempotency_ttl_ms=item.idempotency_ttl_ms,
         )
 
+    def _inbox_runs(
+        self,
+        connection: Any,
+        inputs: Sequence[Any],
+        options: RunOptions,
+        keys: Sequence[str | None] | None,
+        aio: bool,
+    ) -> tuple[str, list[InboxRun]]:
+        """The connection's kind and the validated runs of a transactional enqueue."""
+        kind = check_connection(connection, aio=aio, what=f"workflow {self.name!r}")
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise TypeError(f"workflow {self.name!r}: run_many takes a list of inputs")
+        runs = [
+            InboxRun(
+                run_id=new_run_id(),
+                kind="workflow",
+                name=self.name,
+                input=t.input,
+                additional_metadata=t.additional_metadata,
+                priority=t.priority,
+                desired_worker_id="",
+                idempotency_key=t.idempotency_key,
+                idempotency_ttl_ms=t.idempotency_ttl_ms,
+            )
+            for t in self._triggers(inputs, options, keys)
+        ]
+        return kind, runs
+
     def _triggers(
         self, inputs: Sequence[Any], options: RunOptions, keys: Sequence[str | None] | None
     ) -> list[wpb.WorkflowTrigger]:
@@ -516,10 +551,18 @@ class Workflow(Generic[I]):
         inputs: Sequence[I],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[dict[str, Any]]]:
         """Starts many runs (up to 1,000 per call to the engine); inside a task, child runs.
-        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys")."""
+        ``idempotency_keys``: one key (or None) per input (README "Idempotency keys").
+        ``connection``: the application's open database connection or session: the runs
+        are written in its transaction, without calling the engine (README
+        "Transactional enqueue")."""
+        if connection is not None:
+            kind, runs = self._inbox_runs(connection, inputs, options, idempotency_keys, False)
+            enqueue(connection, kind, runs, self.app.connection.schema_name)
+            return self._refs([r.run_id for r in runs], [False] * len(runs))
         if not self._registered:
             self.register()
         if (ctx := current_context.get()) is not None:
@@ -544,8 +587,13 @@ class Workflow(Generic[I]):
         inputs: Sequence[I],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        connection: Any = None,
         **options: Unpack[RunOptions],
     ) -> list[RunRef[dict[str, Any]]]:
+        if connection is not None:
+            kind, runs = self._inbox_runs(connection, inputs, options, idempotency_keys, True)
+            await aio_enqueue(connection, kind, runs, self.app.connection.schema_name)
+            return self._refs([r.run_id for r in runs], [False] * len(runs))
         if not self._registered:
             await self.aio_register()
         if (ctx := current_context.get()) is not None:
@@ -566,14 +614,17 @@ class Workflow(Generic[I]):
             refs += self._refs(resp.run_ids, resp.deduplicated)
         return refs
 
-    def run_no_wait(self, input: I, **options: Unpack[RunOptions]) -> RunRef[dict[str, Any]]:
-        """Starts a run and returns a reference to it at once."""
-        return self.run_many([input], **options)[0]
+    def run_no_wait(
+        self, input: I, *, connection: Any = None, **options: Unpack[RunOptions]
+    ) -> RunRef[dict[str, Any]]:
+        """Starts a run and returns a reference to it at once (``connection``: in the
+        application's transaction, see ``run_many``)."""
+        return self.run_many([input], connection=connection, **options)[0]
 
     async def aio_run_no_wait(
-        self, input: I, **options: Unpack[RunOptions]
+        self, input: I, *, connection: Any = None, **options: Unpack[RunOptions]
     ) -> RunRef[dict[str, Any]]:
-        return (await self.aio_run_many([input], **options))[0]
+        return (await self.aio_run_many([input], connection=connection, **options))[0]
 
     def run(self, input: I, **options: Unpack[RunOptions]) -> dict[str, Any]:
         """Runs the workflow and waits: the outputs of its steps by step name, or

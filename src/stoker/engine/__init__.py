@@ -2,6 +2,7 @@
 
 * definitions — task and workflow definitions, strategies, rate-limit keys, policy;
 * ingest — accepts triggers, workflow runs and child spawns, writes runs in batches;
+* inbox — drains the runs applications enqueued in their own transactions (every replica);
 * scheduler — turns queued attempts into assignments on workers with free slots;
 * dispatcher — owns worker streams, slot accounting and batched task events;
 * flows — workflow logic run inline in the others' transactions (DAG progression, waits);
@@ -52,6 +53,8 @@ from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.durable.wake import CHANNEL as DURABLE_CHANNEL
 from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
+from stoker.engine.inbox import CHANNEL as INBOX_CHANNEL
+from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
@@ -207,7 +210,9 @@ class Engine:
                 TOKEN_CHANNEL: self.auth.on_revoked,
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
+                INBOX_CHANNEL: self.inbox.on_remote,
             },
+            on_connect=self.inbox.on_listening,
         )
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(
@@ -234,6 +239,7 @@ class Engine:
             self.durable_timers,
             self.crons,
             self.schedule_timers,
+            self.inbox,
             self.retention,
         ]
         if s.http_enabled:
@@ -336,6 +342,8 @@ class Engine:
             db, self.definitions, workflows, max_payload_bytes=s.max_payload_bytes
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        # Transactional enqueue: runs applications committed into the inbox, on every replica.
+        self.inbox = InboxDrainer(db, self.signals, self.definitions, self.ingest, workflows)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)
         self.crons = Crons(
             db,

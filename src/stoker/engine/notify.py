@@ -91,7 +91,8 @@ def parse_cancel(body: str) -> tuple[int, list[tuple[int, int]], str] | None:
 
 class Listener(LoopService):
     """Listens to the other replicas' signals and calls ``handlers[channel](tenant_id)``
-    (``raw_handlers[channel](body)`` for channels whose body is not a tenant id)."""
+    (``raw_handlers[channel](body)`` for channels whose body is not a tenant id), and
+    ``on_connect()`` each time it is listening again."""
 
     name = "listener"
 
@@ -102,8 +103,10 @@ class Listener(LoopService):
         engine_id: str,
         handlers: dict[str, Callable[[int], None]],
         raw_handlers: dict[str, Callable[[str], None]] | None = None,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self._on_connect = on_connect
         self._url = url
         self._schema = schema
         self._engine_id = engine_id
@@ -117,6 +120,9 @@ class Listener(LoopService):
             for channel in [*self._handlers, *self._raw]:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             self.connected.set()
+            if self._on_connect is not None:
+                # Whatever was sent while this connection was down went unheard.
+                self._on_connect()
             while not self.stopping.is_set():
                 async for note in conn.notifies(timeout=1.0):
                     body, _, sender = note.payload.rpartition(":")

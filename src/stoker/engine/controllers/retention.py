@@ -27,7 +27,9 @@ Design (docs/storage.md has the whole picture):
 * **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
   than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`),
   and so are user-facing idempotency keys whose TTL passed
-  (:mod:`stoker.engine.ingest.idempotency`).
+  (:mod:`stoker.engine.ingest.idempotency`). The receipts of transactionally enqueued
+  runs that were deduplicated or refused (:mod:`stoker.engine.inbox`) are kept as long
+  as the run history.
 * **Replicas.** Only the replica holding the leader lease does this
   (:mod:`~stoker.engine.controllers.leadership`), except creating today's partitions at
   start, which every replica does before the first run is written; the statements are
@@ -42,6 +44,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
+from stoker.db.store import inbox as inbox_store
 from stoker.db.store import retention as retention_store
 from stoker.db.store import schedules as schedule_store
 from stoker.engine.controllers.leadership import Leadership
@@ -175,6 +178,14 @@ class Retention(LoopService):
         while (
             await schedule_store.prune_fired_scheduled_runs(
                 self._db, schedule_store.PruneFiredScheduledRuns(fired_cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
+        # Receipts of transactionally enqueued runs that were deduplicated or refused.
+        while (
+            await inbox_store.prune_inbox_receipts(
+                self._db, inbox_store.PruneInboxReceipts(fired_cutoff, _BATCH)
             )
             >= _BATCH
         ):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from stoker._core.status import FINAL
 from stoker.db import Executor
+from stoker.db.store import inbox as inbox_store
 from stoker.db.store import runs as run_store
 from stoker.engine.signals import Signals
 from stoker.errors import NotFoundError
@@ -93,9 +94,15 @@ class RunWatcher:
                         waiter.rows.append(row)
                         waiter.event.set()
 
-    async def _states(self, params: run_store.RunStates) -> list[run_store.RunState]:
-        """The runs' states: from the live tables, and from history for the ids not found
-        live (runs finished a while ago have moved there; docs/storage.md)."""
+    async def _states(
+        self, params: run_store.RunStates, aliases: dict[uuid.UUID, uuid.UUID]
+    ) -> list[run_store.RunState]:
+        """The runs' states: from the live tables, from history for the ids not found live
+        (runs finished a while ago have moved there; docs/storage.md), and from the inbox
+        for ids enqueued in an application's transaction and not yet drained (QUEUED) or
+        drained without a run of their own (:mod:`stoker.engine.inbox`): a refused one is
+        FAILED with the reason, a deduplicated one answers with the live run its key named
+        (recorded in ``aliases``: requested id -> that run's id)."""
         known = await run_store.run_states(self._db, params)
         if len(known) < len(set(params.external_ids)):
             found = {r["external_id"] for r in known}
@@ -103,7 +110,67 @@ class RunWatcher:
             known += await run_store.run_states_history(
                 self._db, run_store.RunStates(params.tenant_id, missing)
             )
+        if len(known) < len(set(params.external_ids)):
+            found = {r["external_id"] for r in known}
+            inbox = await self._inbox_states(params, found, aliases)
+            known += inbox
+            found |= {r["external_id"] for r in inbox} | set(aliases)
+            missing = [i for i in params.external_ids if i not in found]
+            if missing:
+                # Drained between the two reads: the drain deletes the inbox row and
+                # writes the run in one transaction, so the run is there now.
+                known += await run_store.run_states(
+                    self._db, run_store.RunStates(params.tenant_id, missing)
+                )
         return known
+
+    async def _inbox_states(
+        self,
+        params: run_store.RunStates,
+        found: set[uuid.UUID],
+        aliases: dict[uuid.UUID, uuid.UUID],
+    ) -> list[run_store.RunState]:
+        missing = [i for i in params.external_ids if i not in found]
+        rows = await inbox_store.inbox_states(
+            self._db, inbox_store.InboxStates(params.tenant_id, missing)
+        )
+        states: list[run_store.RunState] = []
+        for row in rows:
+            run_id = row["run_id"]
+            if row["pending"]:
+                states.append(
+                    run_store.RunState(
+                        external_id=row["external_id"], status="QUEUED", output=None, error=None
+                    )
+                )
+            elif run_id is None:
+                states.append(
+                    run_store.RunState(
+                        external_id=row["external_id"],
+                        status="FAILED",
+                        output=None,
+                        error={
+                            "type": "EnqueueRefused",
+                            "message": row["error"] or "",
+                            "traceback": "",
+                        },
+                    )
+                )
+            else:
+                aliases[row["external_id"]] = run_id
+        if aliases:
+            named = {v: k for k, v in aliases.items()}
+            targets = run_store.RunStates(params.tenant_id, sorted(named))
+            for state in await self._states(targets, {}):
+                states.append(
+                    run_store.RunState(
+                        external_id=named[state["external_id"]],
+                        status=state["status"],
+                        output=state["output"],
+                        error=state["error"],
+                    )
+                )
+        return states
 
     async def wait(
         self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float
@@ -115,14 +182,20 @@ class RunWatcher:
         params = run_store.RunStates(tenant_id, run_ids)
         # Registered before the first read, so a run that ends meanwhile is not missed.
         waiter = _Waiter(tenant_id, run_ids)
-        for run_id in run_ids:
+        watched = list(run_ids)
+        for run_id in watched:
             self._waiters.setdefault(run_id, set()).add(waiter)
         self._by_tenant.setdefault(tenant_id, set()).add(waiter)
         deadline = time.monotonic() + timeout_s
+        aliases: dict[uuid.UUID, uuid.UUID] = {}
         try:
-            known = await self._states(params)
+            known = await self._states(params, aliases)
             if not known:
                 raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
+            named = {v: k for k, v in aliases.items()}
+            for target in named:  # deduplicated ids: wake on the run they answer with
+                self._waiters.setdefault(target, set()).add(waiter)
+                watched.append(target)
             done = [r for r in known if r["status"] in FINAL]
             if done:
                 return done
@@ -130,13 +203,22 @@ class RunWatcher:
                 try:
                     await asyncio.wait_for(waiter.event.wait(), timeout=min(left, self._poll_s))
                 except TimeoutError:
-                    done = [r for r in await self._states(params) if r["status"] in FINAL]
+                    done = [r for r in await self._states(params, aliases) if r["status"] in FINAL]
                     if done:
                         return done
                     continue
                 waiter.event.clear()
                 if waiter.rows:
-                    return list({r["external_id"]: r for r in waiter.rows}.values())
+                    rows = [
+                        run_store.RunState(
+                            external_id=named.get(r["external_id"], r["external_id"]),
+                            status=r["status"],
+                            output=r["output"],
+                            error=r["error"],
+                        )
+                        for r in waiter.rows
+                    ]
+                    return list({r["external_id"]: r for r in rows}.values())
             return []
         finally:
             tenant_waiters = self._by_tenant.get(tenant_id)
@@ -144,7 +226,7 @@ class RunWatcher:
                 tenant_waiters.discard(waiter)
                 if not tenant_waiters:
                     del self._by_tenant[tenant_id]
-            for run_id in run_ids:
+            for run_id in watched:
                 waiting = self._waiters.get(run_id)
                 if waiting is not None:
                     waiting.discard(waiter)
