@@ -187,10 +187,13 @@ def test_a_reset_of_an_evicted_run_queues_it_on_the_new_branch(
     (tmp_path / "nap").write_text("600")
     ref = app.tasks["errands"].run_no_wait(Errand(dir=str(tmp_path)))
     with rest(engine, tenant) as http:
-        wait_until(
-            lambda: http.get(f"/api/v1/runs/{ref.run_id}/log").json()["status"] == "EVICTED",
-            what="the sleeping run to be evicted",
-        )
+
+        def evicted() -> bool:
+            # 422 until the run has started and has a log.
+            resp = http.get(f"/api/v1/runs/{ref.run_id}/log")
+            return resp.status_code == 200 and resp.json()["status"] == "EVICTED"
+
+        wait_until(evicted, what="the sleeping run to be evicted")
         (tmp_path / "nap").write_text("0.2")
         resp = http.post(f"/api/v1/runs/{ref.run_id}/reset", json={"position": 3})
     assert resp.status_code == 200, resp.text
