@@ -46,6 +46,7 @@ from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
     AuthenticationError,
     ConfigError,
+    ConflictError,
     DatabaseUnavailableError,
     DeclarationError,
     EngineUnavailableError,
@@ -72,7 +73,9 @@ __all__ = [
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
     "ConfigError",
+    "ConflictError",
     "Context",
+    "Cron",
     "CronError",
     "CronInfo",
     "CronRun",

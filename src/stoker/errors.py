@@ -88,6 +88,13 @@ class InvalidRequestError(StokerError):
     http_status = 422
 
 
+class ConflictError(InvalidRequestError):
+    """The request names something that exists already (a cron of that name)."""
+
+    grpc_code = "ALREADY_EXISTS"
+    http_status = 409
+
+
 class NotFoundError(StokerError):
     """No such run."""
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from stoker import (
     CatchUp,
+    ConflictError,
     InvalidRequestError,
     NotFoundError,
     Stoker,
@@ -101,7 +102,7 @@ def test_create_read_update_delete_through_the_sdk(engine: Any, tenant: Any) -> 
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(info.next_fire_times))
 
     # Bad input is refused, saying what and why.
-    with pytest.raises(InvalidRequestError, match="'beat' exists"):
+    with pytest.raises(ConflictError, match="cron named 'beat' exists"):
         crons.create("beat", "other", "* * * * *")
     with pytest.raises(InvalidRequestError, match=r"'\* \* \*' has 3 fields"):
         crons.create("bad", "other", "* * *")
@@ -418,7 +419,10 @@ def test_rest_api(engine: Any, tenant: Any) -> None:
         assert created.status_code == 201, created.text
         assert created.json()["source"] == "api" and created.json()["input"] == {"tag": "r"}
         again = http.post(f"{api}/crons", json=body)
-        assert again.status_code in (400, 409, 422) and "exists" in again.text
+        assert again.status_code == 409, again.text
+        assert (
+            again.json()["error"]["type"] == "ConflictError" and "'rest cron' exists" in again.text
+        )
         bad = http.post(f"{api}/crons", json={**body, "name": "x", "expression": "0 25 * * *"})
         assert bad.status_code in (400, 422) and "hour 25 is outside 0-23" in bad.text
         path = f"{api}/crons/{urllib.parse.quote('rest cron', safe='')}"

@@ -42,6 +42,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
+from stoker.db.store import crons as cron_store
 from stoker.db.store import retention as retention_store
 from stoker.db.store import schedules as schedule_store
 from stoker.engine.controllers.leadership import Leadership
@@ -149,8 +150,8 @@ class Retention(LoopService):
         return dags, tasks
 
     async def maintain(self) -> None:
-        """Creates the partitions ahead, drops those past retention, prunes child links
-        and scheduled runs that fired before the retention cutoff."""
+        """Creates the partitions ahead, drops those past retention, prunes child links,
+        scheduled runs that fired and cron ticks before the retention cutoff."""
         self._maintained_at = time.monotonic()
         today = datetime.now(UTC).date()
         row = await retention_store.ensure_partitions(
@@ -173,6 +174,14 @@ class Retention(LoopService):
         while (
             await schedule_store.prune_fired_scheduled_runs(
                 self._db, schedule_store.PruneFiredScheduledRuns(fired_cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
+        # Cron ticks older than the retention: past the backfill horizon.
+        while (
+            await cron_store.prune_cron_fires(
+                self._db, cron_store.PruneCronFires(fired_cutoff, _BATCH)
             )
             >= _BATCH
         ):

@@ -24,6 +24,7 @@ from stoker.engine.api.models import (
     CronList,
     CronTriggered,
     CronUpdate,
+    ErrorBody,
 )
 from stoker.engine.crons import CronAdmin, CronFields, CronView
 from stoker.errors import EngineUnavailableError
@@ -95,10 +96,16 @@ async def list_crons(
     return CronList(items=[cron_model(v) for v in await crons.list(who.tenant_id, name)])
 
 
-@router.post("/crons", response_model=Cron, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/crons",
+    response_model=Cron,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorBody, "description": "A cron of that name exists"}},
+)
 async def create_cron(who: Auth, crons: Admin, body: CronCreate) -> Cron:
     """Creates a cron of a task (``task_name``) or a workflow (``workflow_name``); a name
-    that exists, an invalid expression or time zone is refused with the reason."""
+    that exists is a 409 naming it, an invalid expression or time zone a 422 with the
+    reason."""
     view = await crons.create(
         who.tenant_id, body.name, body.task_name or "", body.workflow_name or "", _fields(body)
     )
