@@ -28,6 +28,7 @@ from stoker._sdk.context import Context
 from stoker._sdk.crons import (
     BackfillRun,
     CatchUp,
+    Cron,
     CronInfo,
     CronRun,
     Crons,

@@ -112,10 +112,21 @@ async def create_cron(who: Auth, crons: Admin, body: CronCreate) -> Cron:
     return cron_model(view)
 
 
-@router.post("/crons/{name:path}/trigger", response_model=CronTriggered)
-async def trigger_cron(who: Auth, crons: Admin, name: str) -> CronTriggered:
-    """Starts one run of the cron now, outside its schedule and policies."""
-    fired = await crons.trigger_now(who.tenant_id, name)
+@router.post(
+    "/crons/{name:path}/trigger",
+    response_model=CronTriggered,
+    responses={409: {"model": ErrorBody, "description": "The overlap policy refuses a run"}},
+)
+async def trigger_cron(
+    who: Auth,
+    crons: Admin,
+    name: str,
+    force: Annotated[bool, Query(description="Start a run whatever the overlap policy")] = False,
+) -> CronTriggered:
+    """Starts one run of the cron now, outside its schedule, under its overlap policy: while
+    its previous run still runs, ``skip`` and ``buffer_one`` refuse (409) unless ``force``,
+    ``cancel_previous`` cancels that run first."""
+    fired = await crons.trigger_now(who.tenant_id, name, force=force)
     return CronTriggered(run_id=fired.run_id, tick=fired.tick)
 
 
