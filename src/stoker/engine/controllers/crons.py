@@ -21,7 +21,7 @@ records the tick as skipped; ``cancel_previous`` cancels the previous run and st
 one; ``buffer_one`` holds the tick (the newest one, one at most) and starts it as soon as
 the previous run ends — the controller looks at such a cron every round while it holds a
 tick. Several ticks firing in one round (caught up) meet the policy in turn, oldest first
-(:func:`_decide`).
+(:func:`decide`).
 
 A paused task's or workflow's ticks, and those of a task that is a step of a paused
 workflow, are recorded as ``paused`` and start nothing.
@@ -167,7 +167,7 @@ class Crons(LoopService):
             statuses = await self._statuses(tx, due)
             paused = await self._paused(due)
             decisions = [
-                _decide(r, now, statuses.get(r["last_run_id"]), r["id"] in paused) for r in due
+                decide(r, now, statuses.get(r["last_run_id"]), r["id"] in paused) for r in due
             ]
             for d in decisions:
                 if d.cancel is not None:
@@ -265,7 +265,7 @@ class Crons(LoopService):
         return uuid.UUID(run_id)
 
 
-def _decide(
+def decide(
     row: cron_store.DueCron, now: datetime, previous: str | None, paused: bool
 ) -> _Decision:
     """What a due cron does: the missed-tick rule, then its overlap policy, given the
