@@ -39,9 +39,9 @@ RETURNING s.id, s.tenant_id, s.external_id, s.task_name, s.workflow_name, s.run_
 -- writes their runs from the rows as they are — input, metadata and the task's options
 -- never leave Postgres — as insert_tasks would (QUEUED, made ready by make_tasks_ready).
 -- The other due rows (other tasks, workflows) stay locked by this transaction, and the
--- statement that follows (fire_due_scheduled_runs) claims them. Answers how many runs each tenant got,
--- and a row without tenant: how many due rows it locked (more than it fired: others are
--- due, for the statement that follows).
+-- statement that follows (fire_due_scheduled_runs) claims them. Answers how many runs
+-- each tenant got, and a row without tenant: how many due rows it locked (more than it
+-- fired: others are due, for the statement that follows).
 WITH due AS (
     SELECT id FROM scheduled_run
     WHERE status = 'SCHEDULED' AND run_at <= now()

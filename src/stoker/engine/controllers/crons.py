@@ -265,9 +265,7 @@ class Crons(LoopService):
         return uuid.UUID(run_id)
 
 
-def decide(
-    row: cron_store.DueCron, now: datetime, previous: str | None, paused: bool
-) -> _Decision:
+def decide(row: cron_store.DueCron, now: datetime, previous: str | None, paused: bool) -> _Decision:
     """What a due cron does: the missed-tick rule, then its overlap policy, given the
     status of its previous run (None: none, or not known any more) and whether its task or
     workflow is paused.

@@ -32,8 +32,8 @@ the reason (``fail_scheduled_runs``), and never retried.
 sooner than the planned wake-up is not late. A round that fired something is followed at
 once by another; one that fired ``_BUSY`` or more (runs falling due fast) by
 ``_PARALLEL`` loops of short rounds back to back, so that a run waits a fraction of a
-short round before one claims it (docs/schedules.md has the figures). Runs carry ``stoker_schedule`` (the
-schedule's id) in their additional metadata.
+short round before one claims it (docs/schedules.md has the figures). Runs carry
+``stoker_schedule`` (the schedule's id) in their additional metadata.
 """
 
 from __future__ import annotations
