@@ -614,6 +614,11 @@ def test_cli(engine: Any, tenant: Any) -> None:
     assert updated.returncode == 0 and json.loads(updated.stdout)["enabled"] is False
     triggered = _cli(tenant, "cron", "trigger", "nightly")
     assert triggered.returncode == 0 and len(triggered.stdout.strip()) == 36
+    # Its run stays queued (no worker): "skip" refuses another, unless forced.
+    refused = _cli(tenant, "cron", "trigger", "nightly")
+    assert refused.returncode != 0 and "overlap policy is skip" in refused.stderr
+    forced = _cli(tenant, "cron", "trigger", "nightly", "--force")
+    assert forced.returncode == 0 and forced.stdout.strip() != triggered.stdout.strip()
     end = datetime.now(UTC)
     start = (end - timedelta(days=2)).isoformat()
     filled = _cli(tenant, "cron", "backfill", "nightly", "--start", start, "--end", end.isoformat())
