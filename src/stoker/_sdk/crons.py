@@ -224,7 +224,9 @@ class Crons:
 
     A code cron (declared with ``on_crons``) is managed by registration: ``update`` takes
     only ``enabled``, ``overlap`` and ``catch_up`` for it (they persist across
-    registrations), and ``delete`` refuses it (remove it from the code)."""
+    registrations, except the policies a ``Cron(...)`` declares, which each registration
+    sets again), and ``delete`` refuses it (remove it from the code). ``create`` with a
+    name that exists raises ConflictError naming it."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
