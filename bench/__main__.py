@@ -48,6 +48,8 @@ SIZE_FLAGS = {
     "schedule_runs": int,
     "durable_sleepers": int,
     "durable_tasks": int,
+    "event_pushes": int,
+    "bulk_events": int,
 }
 
 

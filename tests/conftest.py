@@ -16,6 +16,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ import pytest
 # in flight; gRPC's fork handlers have been seen to crash such a child before its exec.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from stoker.config import EngineSettings
 from stoker.db import Executor, connect, open_pool
+from stoker.db.store import retention as retention_store
 from stoker.engine.auth import create_tenant, create_token
 from tests.harness import (
     SCHEMA,
@@ -78,6 +81,33 @@ def template_db(pg_url: str) -> Iterator[str]:
         drop_database(pg_url, name)
 
 
+@pytest.fixture(scope="session")
+def engine_template(pg_url: str, template_db: str) -> Iterator[str]:
+    """The migrated template with the day partitions an engine creates at start already
+    made (yesterday to the default days ahead): an engine on a clone of it starts without
+    that DDL. Statement tests keep the bare template, whose partition upkeep they test."""
+    name = create_database(pg_url, template_db)
+
+    async def partitions() -> None:
+        conn = await connect(with_database(pg_url, name), SCHEMA)
+        try:
+            await conn.set_autocommit(True)
+            ahead = EngineSettings.model_fields["partitions_ahead_days"].default
+            today = datetime.now(UTC).date()
+            await retention_store.ensure_partitions(
+                Executor(conn),
+                retention_store.EnsurePartitions(today - timedelta(days=1), ahead + 2),
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(partitions())
+    try:
+        yield name
+    finally:
+        drop_database(pg_url, name)
+
+
 @pytest.fixture
 def db_url(pg_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
@@ -103,10 +133,10 @@ async def db(db_url: str) -> AsyncIterator[Executor]:
 
 @pytest.fixture(scope="session")
 def engine(
-    pg_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+    pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
     """One engine process for the session, on its own database; tests isolate by tenant."""
-    name = create_database(pg_url, template_db)
+    name = create_database(pg_url, engine_template)
     proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("engine")).start()
     try:
         yield proc
@@ -142,24 +172,33 @@ def tenant_factory() -> Callable[[EngineProcess], Tenant]:
 
 @pytest.fixture
 def engine_factory(
-    pg_url: str, template_db: str, tmp_path: Path
+    pg_url: str, engine_template: str, tmp_path: Path
 ) -> Iterator[Callable[..., EngineProcess]]:
     """Starts extra engines: on a fresh database, or on ``db_url`` (another replica)."""
     made: list[EngineProcess] = []
     databases: list[str] = []
+    own: set[str] = set()  # the URLs of the databases made here (dropped at the end)
 
     def start(db_url: str | None = None, env: dict[str, str] | None = None) -> EngineProcess:
         if db_url is None:
-            name = create_database(pg_url, template_db)
+            name = create_database(pg_url, engine_template)
             databases.append(name)
             db_url = with_database(pg_url, name)
+            own.add(db_url)
         proc = EngineProcess(db_url, tmp_path, env=env or {})
         made.append(proc)
         return proc.start()
 
     yield start
     for proc in made:
-        proc.stop()
+        # An engine on a database made here is killed: nothing is checked after the test,
+        # and a clean stop waits for the gRPC grace period and every service. A replica on
+        # a database that outlives the test (the session engine's) stops cleanly, handing
+        # its leases back at once.
+        if proc.db_url in own:
+            proc.kill()
+        else:
+            proc.stop()
     for name in databases:
         drop_database(pg_url, name)
 

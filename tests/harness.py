@@ -46,6 +46,8 @@ FAST_ENGINE_ENV = {
     "STOKER_CONTROLLER_INTERVAL_S": "0.2",
     # An engine whose event loop stalls writes every thread's stack to its log.
     "STOKER_LOOP_STALL_S": "3",
+    # The key webhook secrets are sealed with (32 bytes, base64): any will do in tests.
+    "STOKER_WEBHOOK_SECRET_KEY": "c3Rva2VyLXRlc3RzLXdlYmhvb2stc2VjcmV0LWtleSE=",
 }
 
 

@@ -49,6 +49,7 @@ def run_examples(
             workers.append(worker.start())
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
         env.update(tenant.env)
+        env["ENGINE_HTTP"] = engine.http_url  # the webhook examples' engine HTTP address
         env["PYTHONPATH"] = os.pathsep.join([str(folder), str(REPO)])
         for script in sorted(n for n in files if n.startswith("run_")):
             done = subprocess.run(

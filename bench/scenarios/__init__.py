@@ -52,6 +52,7 @@ def registry() -> dict[str, Scenario]:
         drain,
         durable,
         durable_events,
+        events,
         idle,
         policy,
         schedules,

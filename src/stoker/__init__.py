@@ -37,11 +37,30 @@ from stoker._sdk.crons import (
     WorkflowRegistry,
 )
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
-from stoker._sdk.events import Events
+from stoker._sdk.events import (
+    EventInfo,
+    EventPush,
+    EventRun,
+    Events,
+    FilterInfo,
+    Filters,
+    PushedEvent,
+)
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
-from stoker._sdk.task import Idempotency, Task
+from stoker._sdk.task import DefaultFilter, Idempotency, Task
+from stoker._sdk.webhooks import (
+    HMAC,
+    ApiKey,
+    Basic,
+    GitHubSignature,
+    SlackSignature,
+    StripeSignature,
+    Webhook,
+    WebhookAuth,
+    Webhooks,
+)
 from stoker._sdk.worker import Worker
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
@@ -68,8 +87,11 @@ from stoker.errors import (
 )
 
 __all__ = [
+    "HMAC",
+    "ApiKey",
     "AuthenticationError",
     "BackfillRun",
+    "Basic",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -83,11 +105,18 @@ __all__ = [
     "Crons",
     "DatabaseUnavailableError",
     "DeclarationError",
+    "DefaultFilter",
     "DesiredWorkerLabel",
     "DurableContext",
     "EngineUnavailableError",
+    "EventInfo",
+    "EventPush",
+    "EventRun",
     "Events",
     "Eviction",
+    "FilterInfo",
+    "Filters",
+    "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
     "NonDeterminismError",
@@ -97,6 +126,7 @@ __all__ = [
     "ParentCondition",
     "PausedInfo",
     "PayloadTooLargeError",
+    "PushedEvent",
     "RateLimit",
     "RateLimitDuration",
     "RateLimits",
@@ -108,11 +138,13 @@ __all__ = [
     "Runs",
     "ScheduledRun",
     "Schedules",
+    "SlackSignature",
     "SleepCondition",
     "StepError",
     "StickyStrategy",
     "Stoker",
     "StokerError",
+    "StripeSignature",
     "Task",
     "TaskRegistry",
     "TaskRunError",
@@ -121,6 +153,9 @@ __all__ = [
     "UserEventCondition",
     "WaitResult",
     "WaitTimeoutError",
+    "Webhook",
+    "WebhookAuth",
+    "Webhooks",
     "Worker",
     "WorkerLabelComparator",
     "Workflow",

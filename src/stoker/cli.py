@@ -1,5 +1,6 @@
 """The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``, ``worker``,
-``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`).
+``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`), ``event``
+(:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -26,7 +27,15 @@ from rich.console import Console
 from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
-from stoker.config import ClientSettings, EngineSettings, data_dir, profile_path
+from stoker.cli_events import event_app
+from stoker.cli_webhooks import webhook_app
+from stoker.config import (
+    ClientSettings,
+    EngineSettings,
+    data_dir,
+    lite_webhook_key,
+    profile_path,
+)
 from stoker.errors import ConfigError, StokerError
 
 if TYPE_CHECKING:
@@ -71,6 +80,8 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(cron_app, name="cron")
 app.add_typer(task_app, name="task")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(event_app, name="event")
+app.add_typer(webhook_app, name="webhook")
 console = Console(stderr=True)
 
 T = TypeVar("T")
@@ -197,7 +208,12 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
 
     # Lite is for this machine: plaintext on loopback, whatever STOKER_TLS_* say.
     plaintext = {"tls_cert_file": "", "tls_key_file": "", "tls_client_ca_file": ""}
-    settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext))
+    # Webhook secrets are encrypted with STOKER_WEBHOOK_SECRET_KEY, else with a key lite
+    # keeps in its data directory.
+    key = {} if os.environ.get("STOKER_WEBHOOK_SECRET_KEY") else {"webhook_secret_key": ""}
+    if key:
+        key["webhook_secret_key"] = _run(lite_webhook_key)
+    settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext, **key))
     _run(lambda: _check_ports(settings))
 
     async def provision() -> lite_mode.Provisioned:

@@ -6,6 +6,7 @@ values that cannot work together.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -94,6 +95,11 @@ class EngineSettings(BaseSettings):
     retention_days: int = 30
     partitions_ahead_days: int = 7
     archive_interval_s: float = 5.0
+    # Statistics upkeep that does not wait for autovacuum: the queue is analyzed after
+    # queue_analyze_after_runs runs were enqueued, the live run tables vacuumed after
+    # vacuum_after_moved_runs runs moved to history (or a minute after any move).
+    queue_analyze_after_runs: int = 10_000
+    vacuum_after_moved_runs: int = 20_000
     max_requeues: int = 20
     # How long the request key of a trigger call is remembered, so that a retry of the
     # call returns its runs instead of making new ones (docs/idempotency.md).
@@ -115,6 +121,12 @@ class EngineSettings(BaseSettings):
     # The event-loop watchdog (engine/watchdog.py): a loop blocked this long gets the stacks
     # of every thread written to stderr; 0 turns it off.
     loop_stall_s: float = 10.0
+    # Incoming webhooks (README "Webhooks"): the key their secrets are encrypted with
+    # (AES-256-GCM; 32 bytes, base64), and earlier keys still accepted for reading, comma-
+    # separated, while a rotation is under way (the engine re-encrypts under the current key
+    # at start). Without a key, webhooks cannot be created; `stoker lite` makes one.
+    webhook_secret_key: str = ""
+    webhook_old_secret_keys: str = ""
 
     def validate_settings(self) -> EngineSettings:
         """Fails fast with ConfigError on values that cannot work."""
@@ -139,6 +151,11 @@ class EngineSettings(BaseSettings):
         if self.history_after_s < 0 or self.archive_interval_s <= 0:
             raise ConfigError(
                 "STOKER_HISTORY_AFTER_S must be >= 0 and STOKER_ARCHIVE_INTERVAL_S positive"
+            )
+        if self.queue_analyze_after_runs < 1 or self.vacuum_after_moved_runs < 1:
+            raise ConfigError(
+                "STOKER_QUEUE_ANALYZE_AFTER_RUNS and STOKER_VACUUM_AFTER_MOVED_RUNS must be "
+                "at least 1"
             )
         if self.request_key_ttl_s <= 0:
             raise ConfigError("STOKER_REQUEST_KEY_TTL_S must be positive")
@@ -172,7 +189,20 @@ class EngineSettings(BaseSettings):
         ):
             if path:
                 read_pem(path, what)
+        self.webhook_keys()
         return self
+
+    def webhook_keys(self) -> list[bytes]:
+        """The webhook secret keys, current first (empty: none configured); ConfigError for
+        one that is not 32 bytes in base64, or old keys without a current one."""
+        old = [k.strip() for k in self.webhook_old_secret_keys.split(",") if k.strip()]
+        if old and not self.webhook_secret_key:
+            raise ConfigError(
+                "STOKER_WEBHOOK_OLD_SECRET_KEYS needs STOKER_WEBHOOK_SECRET_KEY: the old keys "
+                "only decrypt, secrets are re-encrypted under the current one"
+            )
+        keys = [self.webhook_secret_key.strip()] if self.webhook_secret_key.strip() else []
+        return [_webhook_key(k, n) for n, k in enumerate(keys + old)]
 
     @property
     def tls(self) -> bool:
@@ -267,6 +297,41 @@ class ClientSettings(BaseSettings):
     def addresses(self) -> list[str]:
         """The engine addresses to use, in order of preference."""
         return [a.strip() for a in self.address.split(",") if a.strip()]
+
+
+def _webhook_key(text: str, n: int) -> bytes:
+    what = "STOKER_WEBHOOK_SECRET_KEY" if n == 0 else "STOKER_WEBHOOK_OLD_SECRET_KEYS"
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"{what} must be 32 random bytes in base64 (make one with "
+            '`python -c "import os, base64; print(base64.b64encode(os.urandom(32)).decode())"`)'
+        )
+    return key
+
+
+def new_webhook_key() -> str:
+    """A fresh webhook secret key, as STOKER_WEBHOOK_SECRET_KEY takes it."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def lite_webhook_key() -> str:
+    """The webhook secret key of ``stoker lite``: made once and kept (mode 0600) in the data
+    directory, so secrets stored by one lite run are readable by the next."""
+    path = data_dir() / "webhook-secret.key"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new_webhook_key())
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def read_pem(path: str, what: str) -> bytes:

@@ -150,6 +150,24 @@ def declare(app: Stoker) -> Stoker:
         await ctx.sleep(input.seconds)
         return {"paid": paid, "attempt": ctx.attempt}
 
+    review = app.workflow("review")
+
+    @review.durable_task()
+    async def check(input: Job, ctx: DurableContext) -> dict[str, Any]:
+        # The sleep's length is read from <dir>/nap when it is called: a test makes it long,
+        # then shortens it and resets the step to the sleep.
+        paid = await charge(input.dir, 1)
+        nap = Path(input.dir) / "nap"
+        await ctx.sleep(float(nap.read_text()) if nap.exists() else 0.0)
+        if (Path(input.dir) / "fail").exists():
+            raise RuntimeError("the check failed after its sleep")
+        return {"paid": paid, "attempt": ctx.attempt}
+
+    @review.task(parents=[check])
+    async def after(input: Job, ctx: Context) -> str:
+        note(input.dir, "after")
+        return f"after attempt {ctx.task_output(check)['attempt']}"
+
     return app
 
 

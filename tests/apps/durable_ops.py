@@ -5,20 +5,31 @@ and the REST log, in real worker processes.
 test counts), with a sleep between the second and the third whose length is read from
 ``<dir>/nap`` when the sleep is called (0 without the file), and fails at the end while
 ``<dir>/fail`` exists — so a test can make a run fail, mend it, and replay it.
+
+``ledger`` records ``steps`` steps at once (``asyncio.gather``), each returning ``size``
+bytes of text and appending a line to ``<dir>/side-effects``, and fails on its first attempt
+after them: its replay reads a log too long for one message, in pages.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from stoker import DurableContext, Stoker
+from stoker import DurableContext, NonRetryableError, Stoker
 
 
 class Errand(BaseModel):
     dir: str
+
+
+class Ledger(BaseModel):
+    dir: str
+    steps: int
+    size: int
 
 
 def side_effects(dir: str) -> list[str]:
@@ -51,6 +62,20 @@ def declare(app: Stoker) -> Stoker:
     @app.durable_task(eviction=None)
     async def errands_held(input: Errand, ctx: DurableContext) -> dict[str, Any]:
         return await body(input, ctx)
+
+    def line(dir: str, i: int, size: int) -> str:
+        with (Path(dir) / "side-effects").open("a") as f:
+            f.write(f"e{i}\n")
+        return str(i % 10) * size
+
+    @app.durable_task(eviction=None)
+    async def ledger(input: Ledger, ctx: DurableContext) -> dict[str, int]:
+        results = await asyncio.gather(
+            *(ctx.step(line, input.dir, i, input.size, name=f"e{i}") for i in range(input.steps))
+        )
+        if ctx.attempt == 0:
+            raise NonRetryableError("the ledger fails once, to be replayed")
+        return {"steps": len(results), "bytes": sum(len(r) for r in results)}
 
     return app
 

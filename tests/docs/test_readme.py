@@ -30,6 +30,16 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
     assert outputs["run_hello.py"].strip() == "{'message': 'hello world'}"
     # A 2 s sleep past a 1 s eviction TTL: evicted at once, restored by its timer.
     assert outputs["run_reminders.py"].strip() == "{'reminded': 'ada', 'restored': True}"
+    # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
+    assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
+    # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.
+    assert outputs["run_webhooks.py"].splitlines() == [
+        "['github', 'shop', 'stripe']",
+        "202 payment:settled",
+        "{'paid': 30.0, 'picked': False}",
+        "202 stripe:invoice.paid cus_9",
+        "403 WebhookForbidden",
+    ]
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:

@@ -72,3 +72,19 @@ def test_the_durable_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert stoker["throughput"]["tasks"] == 10 and stoker["throughput"]["tasks_per_s"] > 0
     assert stoker["throughput"]["peak_rss_mb"]["engine"] > 0
     assert "event_to_resume" in stoker
+
+
+def test_the_events_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--systems", "stoker", "--only", "events",
+            "--event-pushes", "5", "--bulk-events", "200", "--out", str(out),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stoker = json.loads((out / "events.json").read_text())["systems"]["stoker"]
+    assert stoker["push_to_start"]["runs"] == 15 and stoker["push_to_start"]["p50_ms"] > 0
+    assert stoker["bulk_no_subscriber"]["runs"] == 0
+    assert stoker["bulk_one_subscriber"]["runs"] == 200

@@ -132,7 +132,25 @@ def test_lite_is_the_quickstart_and_keeps_its_data_and_token(tmp_path: Path) -> 
         try:
             wait_until(lambda: _healthy(health), 90, "stoker lite to answer", log_path)
             profiles.append(json.loads((home / "profile.json").read_text()))
+            if start == 0:
+                # A webhook with no configuration at all: lite keeps the key to its secret.
+                made = stoker(
+                    "webhook", "create", "hook", "--auth", "api-key", "--header", "X-Key",
+                    "--secret", "k-1", "--event-key", "'lite:' + input.kind", env=env,
+                )  # fmt: skip
+                assert made.returncode == 0, made.stderr
+                hook_path = json.loads(made.stdout)["path"]
+                assert (home / "webhook-secret.key").stat().st_mode & 0o077 == 0
             if start == 1:
+                # The secret stored by the first start opens under the second.
+                posted = urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"http://127.0.0.1:{http_port}{hook_path}", data=b'{"kind": "ping"}',
+                        headers={"X-Key": "k-1", "content-type": "application/json"},
+                    ),
+                    timeout=10,
+                )  # fmt: skip
+                assert posted.status == 202 and json.loads(posted.read())["key"] == "lite:ping"
                 _run_quickstart(tmp_path / "app", env)
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -15,7 +15,7 @@ import pytest
 from stoker import InvalidRequestError, NotFoundError, Stoker, TaskRunError
 from tests.apps import durable, durable_ops
 from tests.apps.durable import Chores
-from tests.apps.durable_ops import Errand, side_effects
+from tests.apps.durable_ops import Errand, Ledger, side_effects
 from tests.e2e.test_durable import entries, query
 from tests.harness import WorkerProcess, wait_until
 
@@ -71,6 +71,35 @@ def test_a_failed_durable_run_replays_with_its_log_and_its_steps_do_not_run_agai
         (3, 1),
         (4, 1),
     ]
+
+
+def replay_ledger(app: Stoker, tmp_path: Path, steps: int, size: int) -> None:
+    """A ledger run records its steps, fails, and is replayed: the replay reads the whole
+    log (in pages) and no step runs again."""
+    ref = app.tasks["ledger"].run_no_wait(Ledger(dir=str(tmp_path), steps=steps, size=size))
+    with pytest.raises(TaskRunError, match="fails once"):
+        ref.result(timeout=600)
+    assert len(side_effects(str(tmp_path))) == steps
+    assert app.runs.replay(ref.run_id).outcome == "replayed"
+    assert ref.result(timeout=600) == {"steps": steps, "bytes": steps * size}
+    assert len(side_effects(str(tmp_path))) == steps
+
+
+def test_a_log_larger_than_a_page_is_replayed_from_its_pages(
+    app: Stoker, worker_factory: Any, tmp_path: Path
+) -> None:
+    # Five results of 700 kB: about 3.5 MB of log, read in pages of about 1 MB.
+    worker_factory("tests.apps.durable_ops:app", durable_slots=2)
+    replay_ledger(app, tmp_path, 5, 700_000)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_log_of_10_000_entries_is_replayed_from_its_pages(
+    app: Stoker, worker_factory: Any, tmp_path: Path
+) -> None:
+    worker_factory("tests.apps.durable_ops:app", durable_slots=2)
+    replay_ledger(app, tmp_path, 10_000, 500)
 
 
 def test_a_reset_runs_a_finished_run_again_only_from_its_position(

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from stoker import DeclarationError, StepError, Stoker, TaskRunError
+from stoker import DeclarationError, InvalidRequestError, StepError, Stoker, TaskRunError
 from tests.apps import dsteps
 from tests.apps.dsteps import Job
 from tests.harness import wait_until
@@ -238,6 +238,90 @@ def test_a_child_key_used_twice_finds_the_same_finished_child(
     assert again["result"] == 8
     assert children_of(engine.db_url, ref.run_id) == 1
     assert len(lines(tmp_path / "kids")) == 1
+
+
+def test_a_child_re_executed_after_a_reset_is_a_new_run(
+    app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    # parent with one child: 1 kid 0, 2 the loose kid, 3 the sleep, 4 kid 500, 5 family.
+    worker_factory(APP, slots=4, durable_slots=2)
+    ref = app.tasks["parent"].run_no_wait(Job(dir=str(tmp_path), children=1))
+    first = ref.result(timeout=60)
+    assert children_of(engine.db_url, ref.run_id) == 4
+    assert len(lines(tmp_path / "kids")) == 3
+    assert app.runs.reset(ref, 4).branch == 2
+    assert ref.result(timeout=60) == first
+    # Positions 4 and 5 ran again on branch 2: new children, not the old branch's runs.
+    assert children_of(engine.db_url, ref.run_id) == 6
+    assert len(lines(tmp_path / "kids")) == 4
+    assert len(lines(tmp_path / "family")) == 2
+    rows = query(
+        engine.db_url,
+        "SELECT e.branch, e.position, e.child_external_id AS child FROM stoker.durable_entry e"
+        " JOIN stoker.all_tasks t ON t.id = e.task_id WHERE t.external_id = %s"
+        " AND e.position >= 4 ORDER BY e.position, e.branch",
+        ref.run_id,
+    )
+    assert [(r["position"], r["branch"]) for r in rows] == [(4, 1), (4, 2), (5, 1), (5, 2)]
+    assert rows[0]["child"] != rows[1]["child"] and rows[2]["child"] != rows[3]["child"]
+
+
+def test_a_durable_step_of_a_workflow_is_reset_while_it_waits_not_once_finished(
+    app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    worker_factory(APP, slots=4, durable_slots=2)
+    (tmp_path / "nap").write_text("600")
+    ref = app.workflows["review"].run_no_wait(Job(dir=str(tmp_path)))
+    step_id = lambda: query(  # noqa: E731
+        engine.db_url,
+        "SELECT t.external_id::text AS id FROM stoker.all_tasks t"
+        " JOIN stoker.all_dags d ON d.id = t.dag_id"
+        " WHERE d.external_id = %s AND t.step = 'check'",
+        ref.run_id,
+    )
+    wait_until(
+        lambda: bool(step_id()) and sleeping(engine.db_url, step_id()[0]["id"]),
+        what="the durable step's sleep to be recorded",
+    )
+    step = step_id()[0]["id"]
+    (tmp_path / "nap").write_text("0.1")  # the fix: the sleep at 2 runs again, shorter
+    done = app.runs.reset(step, 2)
+    assert (done.branch, done.dropped) == (2, 1)
+    out = ref.result(timeout=60)
+    assert out["check"] == {"paid": {"charged": 1, "count": 1}, "attempt": 1}
+    assert out["after"] == "after attempt 1"
+    assert len(lines(tmp_path / "charges")) == 1  # the step before the fork replayed
+    assert len(lines(tmp_path / "after")) == 1
+    # Completed, the steps after it ran on its output: refused, saying why.
+    with pytest.raises(InvalidRequestError, match="reset only before it finishes"):
+        app.runs.reset(step, 2)
+    with pytest.raises(InvalidRequestError, match="is a workflow run"):
+        app.runs.reset(ref.run_id, 1)
+
+
+def test_a_failed_durable_step_of_a_finished_workflow_is_reset_and_the_workflow_resumes(
+    app: Stoker, engine: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    worker_factory(APP, slots=4, durable_slots=2)
+    (tmp_path / "fail").touch()
+    ref = app.workflows["review"].run_no_wait(Job(dir=str(tmp_path)))
+    with pytest.raises(TaskRunError, match="the check failed after its sleep"):
+        ref.result(timeout=60)
+    [step] = query(
+        engine.db_url,
+        "SELECT t.external_id::text AS id, t.status FROM stoker.all_tasks t"
+        " JOIN stoker.all_dags d ON d.id = t.dag_id"
+        " WHERE d.external_id = %s AND t.step = 'check'",
+        ref.run_id,
+    )
+    assert step["status"] == "FAILED"
+    (tmp_path / "fail").unlink()  # the fix
+    done = app.runs.reset(step["id"], 2)
+    assert (done.branch, done.status) == (2, "QUEUED")
+    out = ref.result(timeout=60)
+    assert out["check"] == {"paid": {"charged": 1, "count": 1}, "attempt": 1}
+    assert out["after"] == "after attempt 1"
+    assert len(lines(tmp_path / "charges")) == 1  # the step before the fork replayed
 
 
 def test_a_durable_step_of_a_workflow_keeps_its_log(

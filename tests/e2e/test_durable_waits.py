@@ -74,9 +74,9 @@ def test_an_event_pushed_after_the_wait_resumes_the_task(
     k = key()
     ref = app.tasks["await_event"].run_no_wait(Await(key=k, expression="input.total > 10"))
     wait_until(lambda: pending(engine.db_url, ref.run_id), what="the wait to be recorded")
-    assert app.events.push(k, {"total": 5}) == 0  # the expression is false: not taken
-    assert app.events.push(k + ":other", {"total": 50}) == 0  # another key
-    assert app.events.push(k, {"total": 50}) == 1
+    assert app.events.push(k, {"total": 5}).satisfied == 0  # the expression is false: not taken
+    assert app.events.push(k + ":other", {"total": 50}).satisfied == 0  # another key
+    assert app.events.push(k, {"total": 50}).satisfied == 1
     assert ref.result(timeout=60)["payload"] == {"total": 50}
     [wait] = entries(engine.db_url, ref.run_id)
     assert (wait["kind"], wait["name"], wait["status"], wait["fired"]) == (
@@ -122,7 +122,7 @@ def test_an_event_older_than_the_lookback_does_not_satisfy_the_wait(
     ref = app.tasks["await_event"].run_no_wait(Await(key=k, lookback_s=1))
     # Pending once recorded: the lookback ran in the recording transaction and found none.
     wait_until(lambda: pending(engine.db_url, ref.run_id), what="the wait to be recorded")
-    assert app.events.push(k, {"n": "new"}) == 1
+    assert app.events.push(k, {"n": "new"}).satisfied == 1
     assert ref.result(timeout=60)["payload"] == {"n": "new"}
 
 
@@ -143,7 +143,7 @@ def test_an_event_racing_the_wait_s_registration_satisfies_it_exactly_once(
                 ),
                 what="the attempt to start",
             )
-        runs.append((k, ref, app.events.push(k, {"i": i})))
+        runs.append((k, ref, app.events.push(k, {"i": i}).satisfied))
     for i, (k, ref, taken) in enumerate(runs):
         assert ref.result(timeout=60)["payload"] == {"i": i}
         [wait] = entries(engine.db_url, ref.run_id)
@@ -164,11 +164,11 @@ def test_one_event_satisfies_every_task_but_only_one_wait_per_task(
     once = app.tasks["await_event"].run_no_wait(Await(key=k))
     wait_until(lambda: pending(engine.db_url, twice.run_id, 2), what="two waits recorded")
     wait_until(lambda: pending(engine.db_url, once.run_id), what="the other task's wait")
-    assert app.events.push(k, {"n": 1}) == 2  # one wait of each task
+    assert app.events.push(k, {"n": 1}).satisfied == 2  # one wait of each task
     assert once.result(timeout=60)["payload"] == {"n": 1}
     first, second = entries(engine.db_url, twice.run_id)
     assert (first["status"], second["status"]) == ("ok", "pending")  # the lowest position
-    assert app.events.push(k, {"n": 2}) == 1
+    assert app.events.push(k, {"n": 2}).satisfied == 1
     assert twice.result(timeout=60) == [{"n": 1}, {"n": 2}]
 
 
@@ -234,7 +234,9 @@ def test_wait_for_holds_only_when_every_item_does(
     k = key()
     ref = app.tasks["await_both"].run_no_wait(Either(key=k, sleep_s=2))
     wait_until(lambda: pending(engine.db_url, ref.run_id), what="the wait to be recorded")
-    assert app.events.push(k + ":b", {"n": "b"}) == 1  # the or-item holds, the sleep not yet
+    assert (
+        app.events.push(k + ":b", {"n": "b"}).satisfied == 1
+    )  # the or-item holds, the sleep not yet
     assert entries(engine.db_url, ref.run_id)[0]["status"] == "pending"
     assert ref.result(timeout=60) == {"fired": "sleep", "payload": None}  # the sleep completed it
 
@@ -250,7 +252,7 @@ def test_an_engine_killed_mid_wait_then_an_event_resumes_the_task(
     ref = client.tasks["await_event"].run_no_wait(Await(key=k))
     wait_until(lambda: pending(eng.db_url, ref.run_id), what="the wait to be recorded")
     eng.restart()  # SIGKILL and start again
-    wait_until(lambda: client.events.push(k, {"after": "restart"}) == 1, timeout=60,
+    wait_until(lambda: client.events.push(k, {"after": "restart"}).satisfied == 1, timeout=60,
                what="the restarted engine to take the event")  # fmt: skip
     out = ref.result(timeout=90)
     # The same attempt on the same worker resumed: it reconnected and was woken.
@@ -265,7 +267,9 @@ def test_a_worker_killed_mid_wait_resumes_on_another_worker_with_the_event(
     ref = app.tasks["await_event"].run_no_wait(Await(key=k))
     wait_until(lambda: pending(engine.db_url, ref.run_id), what="the wait to be recorded")
     doomed.kill()
-    assert app.events.push(k, {"while": "no worker"}) == 1  # recorded with no one running it
+    assert (
+        app.events.push(k, {"while": "no worker"}).satisfied == 1
+    )  # recorded with no one running it
     survivor = worker_factory(TARGET, durable_slots=4, name="survivor")
     out = ref.result(timeout=90)
     assert out == {"payload": {"while": "no worker"}, "attempt": 1, "pid": survivor.pid}

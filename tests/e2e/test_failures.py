@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -152,6 +153,99 @@ def test_stopped_worker_reports_what_finished_and_hands_back_the_rest(
         long.run_id,
     )
     assert [k["kind"] for k in kinds] == ["WORKER_STOPPED"]
+
+
+def test_a_worker_stopped_while_work_arrives_loses_and_repeats_nothing(
+    app: Stoker, engine: Any, tenant: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    """SIGTERM a busy worker while new runs keep arriving: what it holds is handed back at
+    once (nothing stays ASSIGNED to it), and every run ends COMPLETED, run again only if it
+    was handed back."""
+    stopping = WorkerProcess(
+        "tests.apps.basic:app", tenant, engine.db_url, tmp_path, "stopping", slots=6,
+        extra_args=["--grace", "0.5"],
+    ).start()  # fmt: skip
+    refs: list[Any] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set() and len(refs) < 120:
+            refs.extend(app.tasks["slow"].run_many([Sleep(seconds=0.1, tag="a")] * 3))
+            stop.wait(0.05)
+
+    def completed() -> int:
+        sql = "SELECT count(*) AS n FROM stoker.task WHERE status = 'COMPLETED' AND tenant_id = %s"
+        return int(query(engine.db_url, sql, tenant.tenant_id)[0]["n"])
+
+    producer = threading.Thread(target=produce)
+    try:
+        long = app.tasks["slow"].run_no_wait(Sleep(seconds=6, tag="long"))
+        wait_until(lambda: status_of(engine.db_url, long.run_id) == "RUNNING", what="the start")
+        steady = worker_factory("tests.apps.basic:app", slots=8, name="steady")
+        producer.start()
+        wait_until(lambda: completed() >= 10, what="both workers to be busy")
+        stopping.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert stopping.proc.wait(timeout=30) == 0  # type: ignore[union-attr]
+        # Handed back at once, well before a dead-worker timeout (3 s).
+        held = (
+            "SELECT count(*) AS n FROM stoker.task_runtime r"
+            " JOIN stoker.worker w ON w.id = r.worker_id WHERE w.external_id = %s"
+        )
+        wait_until(
+            lambda: query(engine.db_url, held, stopping.worker_id)[0]["n"] == 0,
+            timeout=2,
+            what="the stopped worker's attempts to be handed back",
+        )
+    finally:
+        stop.set()
+        producer.join()
+        stopping.kill()
+    assert long.result(timeout=60)["pid"] == steady.pid
+    assert all(r.result(timeout=60)["tag"] == "a" for r in refs)
+    ids = [r.run_id for r in [long, *refs]]
+    rows = query(
+        engine.db_url,
+        "SELECT status, count(*) AS n FROM stoker.task WHERE external_id = ANY(%s::uuid[])"
+        " GROUP BY status",
+        ids,
+    )
+    assert rows == [{"status": "COMPLETED", "n": len(ids)}]
+    # A hand-back is the only reason to run again: no attempt lost, failed or timed out.
+    kinds = query(
+        engine.db_url,
+        "SELECT DISTINCT e.kind FROM stoker.task_event e JOIN stoker.task t ON t.id = e.task_id"
+        " WHERE t.external_id = ANY(%s::uuid[])",
+        ids,
+    )
+    assert {k["kind"] for k in kinds} <= {"WORKER_STOPPED", "ASSIGNMENT_LOST"}
+
+
+def test_an_attempt_left_on_a_stopped_worker_is_requeued(
+    app: Stoker, engine: Any, worker_factory: Any
+) -> None:
+    """A worker that left cleanly while still named on an attempt (its hand-back was never
+    written) sends no heartbeats to miss: the leader's sweep requeues the attempt."""
+    gone = worker_factory("tests.apps.basic:app", slots=1, name="gone")
+    ref = app.tasks["slow"].run_no_wait(Sleep(seconds=2, tag="orphan"))
+    wait_until(lambda: status_of(engine.db_url, ref.run_id) == "RUNNING", what="the run to start")
+    gone.kill()
+    # What a clean close leaves when its hand-back cannot be written: the worker STOPPED
+    # (no longer watched for heartbeats), its attempt still held by it.
+    with psycopg.connect(engine.db_url) as conn:
+        conn.execute(
+            "UPDATE stoker.worker SET status = 'STOPPED' WHERE external_id = %s", [gone.worker_id]
+        )
+    other = worker_factory("tests.apps.basic:app", slots=1, name="other")
+    assert ref.result(timeout=30) == {"pid": other.pid, "attempt": 1, "tag": "orphan"}
+    events = query(
+        engine.db_url,
+        "SELECT e.kind, e.data->'error'->>'message' AS message FROM stoker.task_event e"
+        " JOIN stoker.task t ON t.id = e.task_id WHERE t.external_id = %s",
+        ref.run_id,
+    )
+    assert events == [
+        {"kind": "WORKER_LOST", "message": "the worker left without handing the attempt back"}
+    ]
 
 
 def test_a_second_stop_signal_hands_back_at_once(

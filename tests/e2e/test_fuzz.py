@@ -31,7 +31,7 @@ from google.protobuf import descriptor as pd
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, given, settings
 
-from stoker._proto import engine_pb2, workflows_pb2
+from stoker._proto import engine_pb2, events_pb2, workflows_pb2
 from tests.conftest import make_tenant
 from tests.harness import EngineProcess, Tenant, create_database, drop_database, with_database
 
@@ -51,9 +51,9 @@ INTERNAL = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 @pytest.fixture(scope="module")
 def fuzz_engine(
-    pg_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+    pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
-    name = create_database(pg_url, template_db)
+    name = create_database(pg_url, engine_template)
     proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("fuzz")).start()
     try:
         yield proc
@@ -137,9 +137,10 @@ def test_rest_api_never_answers_a_server_error(
 SERVICES = [
     engine_pb2.DESCRIPTOR.services_by_name["Engine"],
     workflows_pb2.DESCRIPTOR.services_by_name["Workflows"],
+    events_pb2.DESCRIPTOR.services_by_name["Events"],
 ]
 MESSAGES: dict[str, type[Message]] = {}
-for _module in (engine_pb2, workflows_pb2):
+for _module in (engine_pb2, workflows_pb2, events_pb2):
     for _name in _module.DESCRIPTOR.message_types_by_name:
         MESSAGES[_module.DESCRIPTOR.message_types_by_name[_name].full_name] = getattr(
             _module, _name

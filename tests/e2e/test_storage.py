@@ -215,10 +215,11 @@ def test_a_bulk_enqueue_refreshes_the_queue_statistics(
     engine_factory: Any, tenant_factory: Any
 ) -> None:
     # Stale statistics after a bulk enqueue made claims sort the whole queue (O(depth));
-    # the ingest analyzes queue_item once 10,000 runs went in (docs/performance.md).
+    # the ingest analyzes queue_item once 10,000 runs went in (docs/performance.md), 1,000
+    # here: the count is a setting.
     from tests.apps import basic
 
-    eng = engine_factory()
+    eng = engine_factory(env={"STOKER_QUEUE_ANALYZE_AFTER_RUNS": "1000"})
     ten = tenant_factory(eng)
     app = basic.declare(Stoker(address=eng.grpc_address, token=ten.token))
 
@@ -233,7 +234,7 @@ def test_a_bulk_enqueue_refreshes_the_queue_statistics(
     assert not analyzed()
     greet = app.tasks["greet"]
     for _ in range(2):
-        greet.run_many([basic.Greet(name="x")] * 5000)
+        greet.run_many([basic.Greet(name="x")] * 500)
     wait_until(analyzed, 30, "queue_item to be analyzed")
 
 
@@ -241,16 +242,17 @@ def test_the_engine_vacuums_its_live_run_tables_after_moving_runs(
     engine_factory: Any, tenant_factory: Any, worker_factory: Any
 ) -> None:
     # Without relying on autovacuum (which may lag, or be off): once 20,000 runs moved to
-    # history, the leader vacuums and analyzes task and dag.
+    # history (1,000 here: the count is a setting), the leader vacuums and analyzes task
+    # and dag.
     from tests.apps import basic
 
-    eng = engine_factory(env=FAST_HISTORY)
+    eng = engine_factory(env={**FAST_HISTORY, "STOKER_VACUUM_AFTER_MOVED_RUNS": "1000"})
     ten = tenant_factory(eng)
     worker_factory("tests.apps.basic:app", slots=200, engine=eng, tenant=ten)
     app = basic.declare(Stoker(address=eng.grpc_address, token=ten.token))
     refs = []
-    for _ in range(4):
-        refs += app.tasks["greet"].run_many([basic.Greet(name="x")] * 5000)
+    for _ in range(2):
+        refs += app.tasks["greet"].run_many([basic.Greet(name="x")] * 500)
     assert refs[-1].result(timeout=60)["message"] == "hello x"
 
     def vacuumed() -> bool:

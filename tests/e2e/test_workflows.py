@@ -98,10 +98,10 @@ def test_sleep_event_and_and_of_ors_conditions(app: Stoker, worker: Any, engine:
     assert {s[n]["status"] for n in ("paid", "mixed")} == {"PENDING"}
     # an event for another order does not match; one whose payload breaks the expression
     # is reported on the waiting step without blocking anything
-    assert app.events.push("order:paid", {"order_id": 8}) == 0
-    assert app.events.push("order:paid", "not an object") == 0
-    assert app.events.push("order:paid", {"order_id": 7}) == 1
-    assert app.events.push("order:go", {}, scope=ref.run_id) == 1
+    assert app.events.push("order:paid", {"order_id": 8}).satisfied == 0
+    assert app.events.push("order:paid", "not an object").satisfied == 0
+    assert app.events.push("order:paid", {"order_id": 7}).satisfied == 1
+    assert app.events.push("order:go", {}, scope=ref.run_id).satisfied == 1
     out = ref.result(timeout=30)
     assert out["paid"] == "paid" and out["mixed"] == "mixed"
     assert out["slept"]["at"] - out["start"]["at"] >= 1.0

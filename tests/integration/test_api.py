@@ -175,6 +175,9 @@ async def test_openapi_lists_every_route(env: Env) -> None:
         "/api/v1/runs/{run_id}",
         "/api/v1/workers",
         "/api/v1/tasks",
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{name}",
+        "/webhooks/{tenant}/{name}",
     }
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert (await env.client.get("/docs")).status_code == 200

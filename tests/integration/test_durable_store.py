@@ -517,3 +517,53 @@ async def test_the_engine_refuses_an_eviction_while_a_resolution_is_in_flight(
     assert task == {"status": "EVICTED"}
     # The attempt is over: the worker's further requests are refused.
     assert (await ask(pb.SYNC)).error == "the attempt is not running on this worker"
+
+
+async def test_a_long_log_is_read_in_pages_that_fit_the_stream(db: Executor, db_url: str) -> None:
+    # 10,000 recorded steps: OPEN answers the first page and says more follows; SYNC with
+    # after_position reads the rest; every entry comes exactly once, in position order, and
+    # no page holds more than PAGE_ENTRIES entries or much more than PAGE_BYTES.
+    from stoker.engine.durable.log import PAGE_BYTES, PAGE_ENTRIES
+
+    await running_task(db_url, 1)
+    logs = DurableLogs(db, DurableWaits())
+    ids = iter(range(1, 1000))
+
+    async def ask(op: pb.DurableOp.ValueType, **fields: Any) -> pb.DurableReply:
+        req = pb.DurableRequest(task_id=1, attempt=0, request_id=next(ids), op=op, **fields)
+        reply = await logs.handle(7, TENANT, req)
+        assert not reply.error, reply.error
+        return reply
+
+    def done(position: int, result: bytes) -> pb.DurableCall:
+        return pb.DurableCall(
+            position=position, kind="step", name=f"s{position}", status="ok", result=result,
+            fingerprint=fingerprint(EntryKind.STEP, f"s{position}"),
+        )  # fmt: skip
+
+    async def read_all(first: pb.DurableReply) -> list[list[pb.DurableEntry]]:
+        pages = [list(first.entries)]
+        reply = first
+        while reply.more:
+            reply = await ask(pb.SYNC, after_position=pages[-1][-1].position)
+            pages.append(list(reply.entries))
+        return pages
+
+    inv = (await ask(pb.OPEN)).invocation
+    await ask(pb.APPEND, invocation=inv, calls=[done(p, b"%d" % p) for p in range(1, 10_001)])
+    reopened = await ask(pb.OPEN)
+    assert reopened.more and len(reopened.entries) == PAGE_ENTRIES
+    pages = await read_all(reopened)
+    assert [len(p) for p in pages] == [PAGE_ENTRIES] * 10
+    assert [e.position for p in pages for e in p] == list(range(1, 10_001))
+    assert [e.result for e in pages[-1][-2:]] == [b"9999", b"10000"]
+    assert all(e.satisfied_seq for p in pages for e in p)
+
+    # Large results: a page ends once it holds about PAGE_BYTES.
+    big = b'"' + b"x" * (PAGE_BYTES // 3) + b'"'
+    inv = reopened.invocation
+    await ask(pb.APPEND, invocation=inv, calls=[done(p, big) for p in range(10_001, 10_008)])
+    pages = await read_all(await ask(pb.SYNC, after_position=10_000))
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert all(sum(e.ByteSize() for e in p) < PAGE_BYTES * 1.5 for p in pages)
+    assert [e.position for p in pages for e in p] == list(range(10_001, 10_008))

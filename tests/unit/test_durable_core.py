@@ -198,3 +198,21 @@ def test_gather_of_two_branches_replays_in_the_original_order() -> None:
 
     for first in (0, 1):
         assert asyncio.run(body(first)) == [1, 3, 2, 4]
+
+
+async def test_ten_thousand_concurrent_completions_replay_in_order_at_once() -> None:
+    # A replayed asyncio.gather of 10,000 steps: every release waits for its turn, and
+    # each is woken once (not on every release, which made this stall past the timeout),
+    # so the whole replay is done well within the stall timeout.
+    n = 10_000
+    seqs = list(range(1, n + 1))
+    gate = ReleaseGate({s: s for s in seqs}, stall_timeout=20)
+    order: list[int] = []
+
+    async def release(seq: int) -> None:
+        await gate.release(seq)
+        order.append(seq)
+
+    calls = seqs[::-1]  # the worst order: the last completion is awaited first
+    await asyncio.gather(*(release(s) for s in calls))
+    assert order == seqs and gate.unreleased() == []

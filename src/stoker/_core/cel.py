@@ -8,14 +8,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import cel
-
 from stoker.errors import DeclarationError, InvalidRequestError
 
 
 @lru_cache(maxsize=4096)
 def compile_expression(expression: str) -> Any:
     """The compiled program; ValueError with the parse error when it does not parse."""
+    # Imported on first use: the cel package loads its CLI (prompt_toolkit) on import, a
+    # large share of the start-up of every process that never meets an expression.
+    import cel
+
     return cel.compile(expression)
 
 

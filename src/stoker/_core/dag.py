@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from stoker._core.cel import compile_expression
-from stoker._core.wire import CronSpec
+from stoker._core.wire import CronSpec, FilterSpec
 
 Role = Literal["step", "on_failure", "on_success"]
 
@@ -59,6 +59,10 @@ class WorkflowSpec(BaseModel):
     crons: list[CronSpec] = []
     """Crons declared on the workflow (``app.workflow(name, on_crons=...)``); not part of
     the version: a changed cron is not a new version of the workflow."""
+    on_events: list[str] = []
+    """Event key patterns that start a run of the workflow (not part of the version)."""
+    default_filters: list[FilterSpec] = []
+    """Filters declared on the workflow (not part of the version)."""
 
     def step(self, name: str) -> StepSpec:
         for s in self.steps:
@@ -72,7 +76,10 @@ class WorkflowSpec(BaseModel):
     def hash(self) -> str:
         import hashlib
 
-        raw = json.dumps(self.model_dump(mode="json", exclude={"crons"}), sort_keys=True).encode()
+        raw = json.dumps(
+            self.model_dump(mode="json", exclude={"crons", "on_events", "default_filters"}),
+            sort_keys=True,
+        ).encode()
         return hashlib.sha256(raw).hexdigest()[:32]
 
 

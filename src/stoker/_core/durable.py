@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import heapq
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -144,7 +146,12 @@ class ReleaseGate:
         self._positions = dict(settlements)
         self._waiting = sorted(settlements)  # known sequences not released yet
         self._stall_timeout = stall_timeout
-        self._changed: asyncio.Condition | None = None
+        # Releases waiting for their turn: (seq, tie-breaker, future), lowest seq first.
+        # Each is woken once, when every known sequence below it is released, so replaying
+        # thousands of concurrent completions costs O(n log n), not a wake-up of every
+        # waiter on every release.
+        self._parked: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tie = itertools.count()
 
     def blocker(self, seq: int) -> int | None:
         """The lowest unreleased known sequence below ``seq`` (what it waits for)."""
@@ -159,30 +166,57 @@ class ReleaseGate:
 
     async def release(self, seq: int) -> None:
         """Waits until every lower known sequence was released, then releases ``seq``."""
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        changed = self._changed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._stall_timeout
-        async with changed:
-            while (blocker := self.blocker(seq)) is not None:
-                remaining = deadline - loop.time()
-                try:
-                    if remaining <= 0:
-                        raise TimeoutError
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    position = self._positions[blocker]
-                    raise NonDeterminismError(
-                        f"replay stalled at position {position}: its recorded completion "
-                        f"(#{blocker}) must come first, but the code never made that call "
-                        f"within {self._stall_timeout:g}s",
-                        position=position,
-                    ) from None
-            i = bisect.bisect_left(self._waiting, seq)
-            if i < len(self._waiting) and self._waiting[i] == seq:
-                del self._waiting[i]
-            changed.notify_all()
+        while (blocker := self.blocker(seq)) is not None:
+            remaining = deadline - loop.time()
+            turn: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._parked, (seq, next(self._tie), turn))
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    await turn
+            except TimeoutError:
+                position = self._positions[blocker]
+                raise NonDeterminismError(
+                    f"replay stalled at position {position}: its recorded completion "
+                    f"(#{blocker}) must come first, but the code never made that call "
+                    f"within {self._stall_timeout:g}s",
+                    position=position,
+                ) from None
+        i = bisect.bisect_left(self._waiting, seq)
+        if i < len(self._waiting) and self._waiting[i] == seq:
+            del self._waiting[i]
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wakes the parked releases that nothing known below them holds back any more."""
+        head = self._waiting[0] if self._waiting else None
+        while self._parked and (head is None or self._parked[0][0] <= head):
+            turn = heapq.heappop(self._parked)[2]
+            if not turn.done():
+                turn.set_result(None)
+
+
+BRANCH_CHILD_SPAN = 1_000_000
+"""Child indexes per branch of a log: a child recorded at position p of branch b is the
+parent's child number (b - 1) * BRANCH_CHILD_SPAN + p, so a child re-executed after a reset
+(a new branch) is a new run, never the one the abandoned branch spawned at that position."""
+
+MAX_BRANCHES = 2_000
+"""How many branches a log may have (resets + 1): their child indexes fit an integer."""
+
+
+def child_index(branch: int, position: int) -> int:
+    """The child index of a child recorded at ``position`` of ``branch``; ValueError when
+    the position is beyond what a branch's children can take."""
+    if not 1 <= position < BRANCH_CHILD_SPAN:
+        raise ValueError(
+            f"position {position}: a durable task records children at positions below "
+            f"{BRANCH_CHILD_SPAN:,}"
+        )
+    return (branch - 1) * BRANCH_CHILD_SPAN + position
 
 
 MAX_LOOKBACK_MS = 24 * 3600 * 1000

@@ -177,6 +177,18 @@ class IdempotencyConfig(BaseModel):
     ttl_ms: int = Field(default=0, ge=0)
 
 
+class FilterSpec(BaseModel):
+    """A filter declared on a task or workflow (``default_filters=[...]``), sent with its
+    definition: the CEL expression over the event, the scope it applies to (None: every
+    scope) and the payload given to the runs it lets through."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    expression: str
+    scope: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
 class TaskConfig(BaseModel):
     """A task definition's options as registered with the engine (JSON in TaskDefinition)."""
 
@@ -197,6 +209,8 @@ class TaskConfig(BaseModel):
     sticky: StickyStrategy | None = None
     crons: list[CronSpec] = Field(default_factory=list)
     idempotency: IdempotencyConfig | None = None
+    on_events: list[str] = Field(default_factory=list)
+    default_filters: list[FilterSpec] = Field(default_factory=list)
 
 
 # One gRPC message carries at most one payload's worth of data plus this much: room for the

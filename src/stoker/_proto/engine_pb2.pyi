@@ -60,7 +60,9 @@ class _DurableOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DurableOp.V
     visible log to replay.
     """
     SYNC: _DurableOp.ValueType  # 2
-    """Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
+    """Re-read the visible log (after a wake-up hint, or when a wait seems late); with
+    after_position, the next page of it (after OPEN or SYNC answered more = true).
+    """
     APPEND: _DurableOp.ValueType  # 3
     """Record calls made for the first time, under the invocation OPEN gave."""
     EVICT: _DurableOp.ValueType  # 4
@@ -78,7 +80,9 @@ OPEN: DurableOp.ValueType  # 1
 visible log to replay.
 """
 SYNC: DurableOp.ValueType  # 2
-"""Re-read the visible log (after a wake-up hint, or when a wait seems late)."""
+"""Re-read the visible log (after a wake-up hint, or when a wait seems late); with
+after_position, the next page of it (after OPEN or SYNC answered more = true).
+"""
 APPEND: DurableOp.ValueType  # 3
 """Record calls made for the first time, under the invocation OPEN gave."""
 EVICT: DurableOp.ValueType  # 4
@@ -1362,6 +1366,7 @@ class DurableRequest(_message.Message):
     CALLS_FIELD_NUMBER: _builtins.int
     LAST_SEEN_SEQ_FIELD_NUMBER: _builtins.int
     RUN_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    AFTER_POSITION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     request_id: _builtins.int
@@ -1375,6 +1380,8 @@ class DurableRequest(_message.Message):
     """OPEN: the task's whole-run timeout (0: none); the run's deadline is its creation
     time plus this, set by the first OPEN.
     """
+    after_position: _builtins.int
+    """SYNC: read the visible log from after this position (a next page; 0: from the start)."""
     @_builtins.property
     def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableCall]: ...
     def __init__(
@@ -1388,10 +1395,11 @@ class DurableRequest(_message.Message):
         calls: _abc.Iterable[Global___DurableCall] | None = ...,
         last_seen_seq: _builtins.int = ...,
         run_timeout_ms: _builtins.int = ...,
+        after_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "calls", b"calls", "invocation", b"invocation", "last_seen_seq", b"last_seen_seq", "op", b"op", "request_id", b"request_id", "run_timeout_ms", b"run_timeout_ms", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "attempt", b"attempt", "calls", b"calls", "invocation", b"invocation", "last_seen_seq", b"last_seen_seq", "op", b"op", "request_id", b"request_id", "run_timeout_ms", b"run_timeout_ms", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1469,6 +1477,7 @@ class DurableReply(_message.Message):
     NOW_MS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     EVICTED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     request_id: _builtins.int
@@ -1479,9 +1488,15 @@ class DurableReply(_message.Message):
     """Set when the request was refused (a stale invocation, an attempt not the worker's)."""
     evicted: _builtins.bool
     """EVICT: true when the eviction was accepted (the attempt ended; error says why not)."""
+    more: _builtins.bool
+    """OPEN and SYNC: the visible log goes on after the last entry here (a page is at most
+    1,000 entries or about 1 MB); the worker reads on with SYNC after_position.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DurableEntry]:
-        """OPEN and SYNC: the visible log; APPEND: the entries at the requested positions."""
+        """OPEN and SYNC: a page of the visible log; APPEND: the entries at the requested
+        positions.
+        """
 
     def __init__(
         self,
@@ -1494,10 +1509,11 @@ class DurableReply(_message.Message):
         now_ms: _builtins.int = ...,
         error: _builtins.str = ...,
         evicted: _builtins.bool = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "entries", b"entries", "error", b"error", "evicted", b"evicted", "invocation", b"invocation", "now_ms", b"now_ms", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "entries", b"entries", "error", b"error", "evicted", b"evicted", "invocation", b"invocation", "more", b"more", "now_ms", b"now_ms", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -285,11 +285,16 @@ class UserEvent(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     payload: _builtins.bytes
     additional_metadata: _builtins.bytes
     scope: _builtins.str
-    """When set, only the workflow run with this id can be woken by the event."""
+    """When set, only the workflow run with this id can be woken by the event, and only the
+    filters without a scope or of this scope apply to its subscribers.
+    """
+    priority: _builtins.int
+    """The priority of the runs the event starts (0: each task's default)."""
     def __init__(
         self,
         *,
@@ -297,10 +302,11 @@ class UserEvent(_message.Message):
         payload: _builtins.bytes = ...,
         additional_metadata: _builtins.bytes = ...,
         scope: _builtins.str = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "key", b"key", "payload", b"payload", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "key", b"key", "payload", b"payload", "priority", b"priority", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,23 +342,55 @@ class PushEventsResponse(_message.Message):
 
     EVENT_IDS_FIELD_NUMBER: _builtins.int
     SATISFIED_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     satisfied: _builtins.int
     """How many waiting conditions the events satisfied."""
     @_builtins.property
     def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PushedEvent]:
+        """Per event, in the order pushed: its id, the runs it started, what it satisfied."""
+
     def __init__(
         self,
         *,
         event_ids: _abc.Iterable[_builtins.str] | None = ...,
         satisfied: _builtins.int = ...,
+        events: _abc.Iterable[Global___PushedEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_ids", b"event_ids", "satisfied", b"satisfied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_ids", b"event_ids", "events", b"events", "satisfied", b"satisfied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushEventsResponse: _TypeAlias = PushEventsResponse  # noqa: Y015
+
+@_typing.final
+class PushedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    RUN_IDS_FIELD_NUMBER: _builtins.int
+    SATISFIED_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    satisfied: _builtins.int
+    @_builtins.property
+    def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        satisfied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "run_ids", b"run_ids", "satisfied", b"satisfied"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushedEvent: _TypeAlias = PushedEvent  # noqa: Y015
 
 @_typing.final
 class RunFilter(_message.Message):

@@ -25,7 +25,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons, TaskRegistry, WorkflowRegistry
 from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
-from stoker._sdk.events import Events
+from stoker._sdk.events import Events, Filters
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
 from stoker._sdk.schedules import Schedules
@@ -38,6 +38,7 @@ from stoker._sdk.task import (
     trigger_item,
 )
 from stoker._sdk.transport import Transport
+from stoker._sdk.webhooks import Webhooks
 from stoker._sdk.workflow import Workflow
 from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
@@ -122,11 +123,18 @@ class Stoker:
         self.runs = Runs(self.connection)
         """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
         self.events = Events(self.connection)
-        """User events: ``app.events.push("payment:settled", {"order_id": 7})``."""
+        """User events: ``app.events.push("payment:settled", {"order_id": 7})``,
+        ``bulk_push``, ``list``, ``get``, ``replay``."""
+        self.filters = Filters(self.connection)
+        """Filters of event subscribers: ``app.filters.create(task, expression=...)``,
+        ``list``, ``get``, ``update``, ``delete``."""
         self.schedules = Schedules(
             self.connection, lambda name: self.workflows.get(name) or self.tasks.get(name)
         )
         """Scheduled runs: ``app.schedules.list()``, ``get``, ``update``, ``delete``."""
+        self.webhooks = Webhooks(self.connection)
+        """Incoming webhooks: ``app.webhooks.create(name, auth=..., event_key_expression=...)``,
+        ``list``, ``get``, ``update``, ``delete``."""
 
     # -- configuration ------------------------------------------------------------------
 
@@ -323,7 +331,8 @@ class Stoker:
         ``input_validator`` is the pydantic model of the run's input; ``defaults`` are
         options of ``@app.task`` (retries, timeouts, priority, concurrency, ...) for the
         steps that do not set their own. ``on_crons`` / ``cron_input`` / ``cron_timezone``
-        start the workflow on a clock, as on a task (crons named ``"<workflow>:<expr>"``).
+        start the workflow on a clock, as on a task (crons named ``"<workflow>:<expr>"``);
+        ``on_events`` / ``default_filters`` start it on events (README "Events").
         """
         if name in self.workflows:
             raise DeclarationError(f"a workflow named {name!r} is already declared on this app")
@@ -331,6 +340,9 @@ class Stoker:
         on_crons = defaults.pop("on_crons", ())
         cron_input = defaults.pop("cron_input", None)
         cron_timezone = defaults.pop("cron_timezone", None)
+        # So do event subscriptions and their filters.
+        on_events = defaults.pop("on_events", ())
+        default_filters = defaults.pop("default_filters", ())
         wf: Workflow[Any] = Workflow(
             self,
             name,
@@ -339,6 +351,8 @@ class Stoker:
             on_crons=on_crons,
             cron_input=cron_input,
             cron_timezone=cron_timezone,
+            on_events=on_events,
+            default_filters=default_filters,
         )
         self.workflows[name] = wf
         return wf

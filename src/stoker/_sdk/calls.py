@@ -34,7 +34,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import events_pb2 as epb
 from stoker._proto import schedules_pb2 as spb
+from stoker._proto import webhooks_pb2 as hpb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.transport import Transport
 
@@ -257,6 +259,96 @@ class Interceptor:
 
     async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
         return await self.next.aio_reset_run(request)
+
+    # -- stored events and filters --------------------------------------------------------
+
+    def list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
+        """Reads stored events."""
+        return self.next.list_events(request)
+
+    async def aio_list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
+        return await self.next.aio_list_events(request)
+
+    def get_event(self, request: epb.GetEventRequest) -> epb.EventInfo:
+        """Reads one event and the runs it started."""
+        return self.next.get_event(request)
+
+    async def aio_get_event(self, request: epb.GetEventRequest) -> epb.EventInfo:
+        return await self.next.aio_get_event(request)
+
+    def replay_event(self, request: epb.ReplayEventRequest) -> epb.ReplayEventResponse:
+        """Starts an event's runs again."""
+        return self.next.replay_event(request)
+
+    async def aio_replay_event(self, request: epb.ReplayEventRequest) -> epb.ReplayEventResponse:
+        return await self.next.aio_replay_event(request)
+
+    def create_filter(self, request: epb.CreateFilterRequest) -> epb.FilterInfo:
+        """Creates a filter of an event subscriber."""
+        return self.next.create_filter(request)
+
+    async def aio_create_filter(self, request: epb.CreateFilterRequest) -> epb.FilterInfo:
+        return await self.next.aio_create_filter(request)
+
+    def list_filters(self, request: epb.ListFiltersRequest) -> epb.ListFiltersResponse:
+        """Reads filters."""
+        return self.next.list_filters(request)
+
+    async def aio_list_filters(self, request: epb.ListFiltersRequest) -> epb.ListFiltersResponse:
+        return await self.next.aio_list_filters(request)
+
+    def update_filter(self, request: epb.UpdateFilterRequest) -> epb.FilterInfo:
+        """Changes a filter."""
+        return self.next.update_filter(request)
+
+    async def aio_update_filter(self, request: epb.UpdateFilterRequest) -> epb.FilterInfo:
+        return await self.next.aio_update_filter(request)
+
+    def delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
+        """Deletes a filter."""
+        return self.next.delete_filter(request)
+
+    async def aio_delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
+        return await self.next.aio_delete_filter(request)
+
+    # -- incoming webhooks --------------------------------------------------------------
+
+    def create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        """Stores an incoming webhook."""
+        return self.next.create_webhook(request)
+
+    async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_create_webhook(request)
+
+    def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        """Reads the tenant's webhooks."""
+        return self.next.list_webhooks(request)
+
+    async def aio_list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        return await self.next.aio_list_webhooks(request)
+
+    def get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        """Reads one webhook."""
+        return self.next.get_webhook(request)
+
+    async def aio_get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_get_webhook(request)
+
+    def update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        """Changes a webhook's auth or expressions."""
+        return self.next.update_webhook(request)
+
+    async def aio_update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        return await self.next.aio_update_webhook(request)
+
+    def delete_webhook(self, request: hpb.DeleteWebhookRequest) -> hpb.DeleteWebhookResponse:
+        """Deletes a webhook."""
+        return self.next.delete_webhook(request)
+
+    async def aio_delete_webhook(
+        self, request: hpb.DeleteWebhookRequest
+    ) -> hpb.DeleteWebhookResponse:
+        return await self.next.aio_delete_webhook(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -552,6 +644,138 @@ class TransportCalls(Interceptor):
     async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
         resp: wpb.ResetRunResponse = await self._transport().acall(
             lambda s: s.workflows.ResetRun, request
+        )
+        return resp
+
+    def list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
+        resp: epb.ListEventsResponse = self._transport().call(
+            lambda s: s.events.ListEvents, request
+        )
+        return resp
+
+    async def aio_list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
+        resp: epb.ListEventsResponse = await self._transport().acall(
+            lambda s: s.events.ListEvents, request
+        )
+        return resp
+
+    def get_event(self, request: epb.GetEventRequest) -> epb.EventInfo:
+        resp: epb.EventInfo = self._transport().call(lambda s: s.events.GetEvent, request)
+        return resp
+
+    async def aio_get_event(self, request: epb.GetEventRequest) -> epb.EventInfo:
+        resp: epb.EventInfo = await self._transport().acall(lambda s: s.events.GetEvent, request)
+        return resp
+
+    def replay_event(self, request: epb.ReplayEventRequest) -> epb.ReplayEventResponse:
+        resp: epb.ReplayEventResponse = self._transport().call(
+            lambda s: s.events.ReplayEvent, request
+        )
+        return resp
+
+    async def aio_replay_event(self, request: epb.ReplayEventRequest) -> epb.ReplayEventResponse:
+        resp: epb.ReplayEventResponse = await self._transport().acall(
+            lambda s: s.events.ReplayEvent, request
+        )
+        return resp
+
+    def create_filter(self, request: epb.CreateFilterRequest) -> epb.FilterInfo:
+        resp: epb.FilterInfo = self._transport().call(lambda s: s.events.CreateFilter, request)
+        return resp
+
+    async def aio_create_filter(self, request: epb.CreateFilterRequest) -> epb.FilterInfo:
+        resp: epb.FilterInfo = await self._transport().acall(
+            lambda s: s.events.CreateFilter, request
+        )
+        return resp
+
+    def list_filters(self, request: epb.ListFiltersRequest) -> epb.ListFiltersResponse:
+        resp: epb.ListFiltersResponse = self._transport().call(
+            lambda s: s.events.ListFilters, request
+        )
+        return resp
+
+    async def aio_list_filters(self, request: epb.ListFiltersRequest) -> epb.ListFiltersResponse:
+        resp: epb.ListFiltersResponse = await self._transport().acall(
+            lambda s: s.events.ListFilters, request
+        )
+        return resp
+
+    def update_filter(self, request: epb.UpdateFilterRequest) -> epb.FilterInfo:
+        resp: epb.FilterInfo = self._transport().call(lambda s: s.events.UpdateFilter, request)
+        return resp
+
+    async def aio_update_filter(self, request: epb.UpdateFilterRequest) -> epb.FilterInfo:
+        resp: epb.FilterInfo = await self._transport().acall(
+            lambda s: s.events.UpdateFilter, request
+        )
+        return resp
+
+    def delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
+        resp: epb.DeleteFilterResponse = self._transport().call(
+            lambda s: s.events.DeleteFilter, request
+        )
+        return resp
+
+    async def aio_delete_filter(self, request: epb.DeleteFilterRequest) -> epb.DeleteFilterResponse:
+        resp: epb.DeleteFilterResponse = await self._transport().acall(
+            lambda s: s.events.DeleteFilter, request
+        )
+        return resp
+
+    def create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.CreateWebhook, request)
+        return resp
+
+    async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.CreateWebhook, request
+        )
+        return resp
+
+    def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        resp: hpb.ListWebhooksResponse = self._transport().call(
+            lambda s: s.webhooks.ListWebhooks, request
+        )
+        return resp
+
+    async def aio_list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
+        resp: hpb.ListWebhooksResponse = await self._transport().acall(
+            lambda s: s.webhooks.ListWebhooks, request
+        )
+        return resp
+
+    def get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.GetWebhook, request)
+        return resp
+
+    async def aio_get_webhook(self, request: hpb.GetWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.GetWebhook, request
+        )
+        return resp
+
+    def update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = self._transport().call(lambda s: s.webhooks.UpdateWebhook, request)
+        return resp
+
+    async def aio_update_webhook(self, request: hpb.UpdateWebhookRequest) -> hpb.WebhookInfo:
+        resp: hpb.WebhookInfo = await self._transport().acall(
+            lambda s: s.webhooks.UpdateWebhook, request
+        )
+        return resp
+
+    def delete_webhook(self, request: hpb.DeleteWebhookRequest) -> hpb.DeleteWebhookResponse:
+        resp: hpb.DeleteWebhookResponse = self._transport().call(
+            lambda s: s.webhooks.DeleteWebhook, request
+        )
+        return resp
+
+    async def aio_delete_webhook(
+        self, request: hpb.DeleteWebhookRequest
+    ) -> hpb.DeleteWebhookResponse:
+        resp: hpb.DeleteWebhookResponse = await self._transport().acall(
+            lambda s: s.webhooks.DeleteWebhook, request
         )
         return resp
 

@@ -42,25 +42,60 @@ class SleepCondition:
         return ConditionSpec(kind="sleep", seconds=self.duration.total_seconds())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class UserEventCondition:
     """Holds once an event with ``event_key`` is pushed (``app.events.push``) after the step
     started waiting, and ``expression`` (CEL, optional) is true for it.
 
     The expression sees ``input`` (the event's payload), ``additional_metadata`` (the
     event's), ``run_input`` and ``run_metadata`` (the waiting workflow run's).
+
+    In a durable task's ``ctx.wait_for`` (only there), ``scope`` takes only events pushed
+    with that scope, and ``lookback`` (a duration, at most 24 h) lets an event pushed up to
+    that long before the wait satisfy it — the earliest one the task has not used — as
+    ``ctx.wait_for_event`` does. A workflow step's condition is scoped to its workflow run
+    and sees only later events, so it refuses both.
     """
 
     event_key: str
-    expression: str = ""
+    expression: str
+    scope: str | None
+    lookback: timedelta | None
 
-    def __post_init__(self) -> None:
-        if not self.event_key:
+    def __init__(
+        self,
+        event_key: str,
+        expression: str = "",
+        *,
+        scope: str | None = None,
+        lookback: str | float | timedelta | None = None,
+    ) -> None:
+        if not event_key or not isinstance(event_key, str):
             raise DeclarationError("UserEventCondition needs an event_key")
-        if self.expression:
-            check_expression(self.expression, f"UserEventCondition({self.event_key!r})")
+        if expression:
+            check_expression(expression, f"UserEventCondition({event_key!r})")
+        if scope is not None and (not isinstance(scope, str) or not scope):
+            raise DeclarationError(
+                f"UserEventCondition({event_key!r}): scope must be a non-empty string, "
+                f"got {scope!r}"
+            )
+        back = parse_duration(lookback, f"UserEventCondition({event_key!r}): lookback")
+        if back is not None and back > timedelta(hours=24):
+            raise DeclarationError(
+                f"UserEventCondition({event_key!r}): lookback {back} is longer than 24 h"
+            )
+        object.__setattr__(self, "event_key", event_key)
+        object.__setattr__(self, "expression", expression)
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "lookback", back)
 
     def spec(self) -> ConditionSpec:
+        if self.scope is not None or self.lookback is not None:
+            raise DeclarationError(
+                f"UserEventCondition({self.event_key!r}): scope and lookback apply to a "
+                "durable task's ctx.wait_for only; a workflow step's condition is scoped to "
+                "its workflow run and sees only events pushed after it began waiting"
+            )
         return ConditionSpec(kind="event", event_key=self.event_key, expression=self.expression)
 
 

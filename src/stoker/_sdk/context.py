@@ -121,6 +121,7 @@ class Context:
         worker_id: str,
         task_id: int = 0,
         state: AttemptState | None = None,
+        filter_payload: Any = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -132,6 +133,10 @@ class Context:
         self.worker_id = worker_id
         self.state = state if state is not None else AttemptState()
         """The attempt's runtime state, owned by the worker runtime."""
+        self.filter_payload = filter_payload
+        """In a run an event started: the payload of the filter that let it through
+        (README "Events"); None when no filter applied or the run was not started by an
+        event."""
 
     @property
     def deadline(self) -> float | None:

@@ -362,7 +362,9 @@ class DurableLog:
             return
         self._syncing = True
         try:
-            await self.request(pb.SYNC)
+            reply = await self.request(pb.SYNC)
+            while reply.more and reply.entries:  # the next pages of a long log
+                reply = await self.request(pb.SYNC, after_position=reply.entries[-1].position)
         except StokerError:
             pass  # the attempt ended; its cancellation follows
         finally:
@@ -387,10 +389,16 @@ class DurableLog:
         """Starts this attempt's invocation and loads the log to replay."""
         with self.busy():
             reply = await self.request(pb.OPEN, run_timeout_ms=self._run_timeout_ms)
-        self.invocation = reply.invocation
-        self.recorded = {e.position: e for e in reply.entries}
+            self.invocation = reply.invocation
+            entries = list(reply.entries)
+            # A long log comes in pages (the stream's messages have a size limit).
+            while reply.more and reply.entries:
+                reply = await self.request(pb.SYNC, after_position=entries[-1].position)
+                entries.extend(reply.entries)
+        # A settlement delivered while the pages came in is newer than its page's copy.
+        self.recorded = {e.position: self._settled.get(e.position, e) for e in entries}
         self.gate = ReleaseGate(
-            {e.satisfied_seq: e.position for e in reply.entries if e.satisfied_seq}
+            {e.satisfied_seq: e.position for e in self.recorded.values() if e.satisfied_seq}
         )
 
     async def append(self, call: pb.DurableCall) -> pb.DurableEntry:
@@ -938,7 +946,14 @@ def _check_cel(expression: str, what: str) -> None:
 def _leaf(path: str, condition: SleepCondition | UserEventCondition) -> WaitLeaf:
     if isinstance(condition, SleepCondition):
         return WaitLeaf(path, "sleep", ms=_ms(condition.duration))
-    return WaitLeaf(path, "event", key=condition.event_key, expression=condition.expression)
+    return WaitLeaf(
+        path,
+        "event",
+        key=condition.event_key,
+        expression=condition.expression,
+        scope=condition.scope or "",
+        lookback_ms=_ms(condition.lookback) if condition.lookback is not None else 0,
+    )
 
 
 def _wait_call(position: int, name: str, fp: str, request: dict[str, object]) -> pb.DurableCall:

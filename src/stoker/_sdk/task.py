@@ -20,12 +20,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from stoker._core import cron
 from stoker._core.cel import check_expression
 from stoker._core.cron import CronError
+from stoker._core.events import pattern_problem
 from stoker._core.wire import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     ConcurrencyExpression,
     CronSpec,
     DesiredWorkerLabel,
+    FilterSpec,
     IdempotencyConfig,
     RateLimit,
     StickyStrategy,
@@ -117,6 +119,60 @@ class TaskArgs(TypedDict, total=False):
     idempotency: Idempotency | None
     """Each run's idempotency key from a CEL expression over its input and metadata, and
     the keys' TTL (README "Idempotency keys")."""
+    on_events: Sequence[str]
+    """Event key patterns (``"order:created"``, ``"order:*"``, ``"order:**"``): every event
+    pushed with a matching key starts a run with its payload as input (README "Events");
+    registered with the task, removed with it."""
+    default_filters: Sequence[DefaultFilter]
+    """Filters declared with the task (README "Events"), replaced at each registration."""
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultFilter:
+    """A filter declared on a task or workflow: ``expression`` (CEL over ``input`` — the
+    event's payload —, ``additional_metadata``, ``scope`` and ``key``) must hold for an
+    event to start a run; ``scope`` limits it to events pushed with that scope (None: every
+    scope); ``payload`` is given to the runs it lets through (``ctx.filter_payload``)."""
+
+    expression: str
+    scope: str | None = None
+    payload: Mapping[str, Any] | None = None
+
+    def to_spec(self, what: str) -> FilterSpec:
+        """The engine-side form; DeclarationError for a bad expression, scope or payload."""
+        check_expression(self.expression, f"{what}: default filter")
+        if self.scope is not None and (not isinstance(self.scope, str) or not self.scope):
+            raise DeclarationError(f"{what}: a default filter's scope must be a non-empty string")
+        payload = dict(self.payload or {})
+        encode_json(payload, f"{what}: default filter payload")
+        return FilterSpec(expression=self.expression, scope=self.scope, payload=payload)
+
+
+def event_patterns(patterns: Sequence[str], what: str) -> list[str]:
+    """``on_events`` checked now, so a bad pattern fails at declaration."""
+    if isinstance(patterns, str):
+        raise DeclarationError(f"{what}: on_events takes a list of patterns, not one string")
+    found: list[str] = []
+    for pattern in patterns:
+        problem = pattern_problem(pattern) if isinstance(pattern, str) else "not a string"
+        if problem is not None:
+            raise DeclarationError(f"{what}: on_events: {problem}")
+        if pattern in found:
+            raise DeclarationError(f"{what}: on_events names {pattern!r} twice")
+        found.append(pattern)
+    return found
+
+
+def filter_specs(filters: Sequence[DefaultFilter], what: str) -> list[FilterSpec]:
+    """``default_filters`` checked now."""
+    specs: list[FilterSpec] = []
+    for f in filters:
+        if not isinstance(f, DefaultFilter):
+            raise DeclarationError(
+                f"{what}: default_filters takes DefaultFilter objects, got {f!r}"
+            )
+        specs.append(f.to_spec(what))
+    return specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +215,8 @@ class TaskOptions:
     cron_input: Any = None
     cron_timezone: str | None = None
     idempotency: Idempotency | None = None
+    on_events: Sequence[str] = ()
+    default_filters: Sequence[DefaultFilter] = ()
 
     def to_config(self, name: str) -> TaskConfig:
         """The engine-side configuration; DeclarationError on anything invalid."""
@@ -207,6 +265,8 @@ class TaskOptions:
                 f"{what}: idempotency takes an Idempotency(...), got {self.idempotency!r}"
             )
         return TaskConfig(
+            on_events=event_patterns(self.on_events, what),
+            default_filters=filter_specs(self.default_filters, what),
             idempotency=self.idempotency.to_config(what) if self.idempotency else None,
             crons=cron_specs(self.on_crons, self.cron_timezone, what),
             retries=self.retries,
@@ -642,4 +702,12 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     return input_model, output
 
 
-__all__ = ["Idempotency", "RunOptions", "Task", "TaskArgs", "TaskOptions", "ValidationError"]
+__all__ = [
+    "DefaultFilter",
+    "Idempotency",
+    "RunOptions",
+    "Task",
+    "TaskArgs",
+    "TaskOptions",
+    "ValidationError",
+]

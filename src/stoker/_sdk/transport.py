@@ -31,7 +31,9 @@ import grpc
 from stoker import errors
 from stoker._core.wire import ERROR_TYPE_KEY, error_class, message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import events_pb2_grpc as epb_grpc
 from stoker._proto import schedules_pb2_grpc as spb_grpc
+from stoker._proto import webhooks_pb2_grpc as hpb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import ClientSettings, read_pem
 
@@ -128,6 +130,8 @@ class Stubs:
         self.engine = pb_grpc.EngineStub(channel)
         self.workflows = wpb_grpc.WorkflowsStub(channel)
         self.schedules = spb_grpc.SchedulesStub(channel)
+        self.events = epb_grpc.EventsStub(channel)
+        self.webhooks = hpb_grpc.WebhooksStub(channel)
 
 
 class Transport:

@@ -30,12 +30,15 @@ from stoker._sdk.durable import DurableTask
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker._sdk.task import (
+    DefaultFilter,
     RunOptions,
     Task,
     TaskArgs,
     TaskFn,
     TaskOptions,
     cron_specs,
+    event_patterns,
+    filter_specs,
     recording_context,
     refuse_blocking,
     trigger_item,
@@ -154,6 +157,8 @@ class Workflow(Generic[I]):
         on_crons: Sequence[str | Cron] = (),
         cron_input: Any = None,
         cron_timezone: str | None = None,
+        on_events: Sequence[str] = (),
+        default_filters: Sequence[DefaultFilter] = (),
     ) -> None:
         if not name or len(name) > 150 or ":" in name:
             raise DeclarationError(
@@ -182,6 +187,8 @@ class Workflow(Generic[I]):
             ]
         elif cron_input is not None or cron_timezone is not None:
             raise DeclarationError(f"{what}: cron_input and cron_timezone need on_crons")
+        self.on_events = event_patterns(on_events, what)
+        self.default_filters = filter_specs(default_filters, what)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name}>"
@@ -328,6 +335,11 @@ class Workflow(Generic[I]):
             skip_if=condition_specs(list(skip_if), f"{what}: skip_if"),
             cancel_if=condition_specs(list(cancel_if), f"{what}: cancel_if"),
         )
+        if options.get("on_events") or options.get("default_filters"):
+            raise DeclarationError(
+                f"{what}: on_events and default_filters belong to the workflow "
+                f"(app.workflow({self.name!r}, on_events=[...])), not to a step"
+            )
         if spec.task_name in self.app.tasks:
             raise DeclarationError(f"{what}: a task named {spec.task_name!r} already exists")
         try:
@@ -375,7 +387,12 @@ class Workflow(Generic[I]):
         """The workflow's shape as the engine runs it."""
         if not any(s.spec.role == "step" for s in self.steps.values()):
             raise DeclarationError(f"workflow {self.name!r} has no steps: declare some first")
-        return WorkflowSpec(steps=[s.spec for s in self.steps.values()], crons=self.crons)
+        return WorkflowSpec(
+            steps=[s.spec for s in self.steps.values()],
+            crons=self.crons,
+            on_events=self.on_events,
+            default_filters=self.default_filters,
+        )
 
     # -- registering --------------------------------------------------------------------
 

@@ -404,6 +404,12 @@ CREATE TABLE user_event (
     additional_metadata jsonb NOT NULL DEFAULT '{}',
     scope               text,
     created_at          timestamptz NOT NULL DEFAULT now(),
+    -- The priority the event's runs get (0: each task's default).
+    priority            smallint NOT NULL DEFAULT 0,
+    -- An event that came through a webhook: which one (no foreign key, events outlive a
+    -- deleted webhook), and the request body exactly as received.
+    webhook_id          bigint,
+    body                bytea,
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 
@@ -411,6 +417,8 @@ CREATE TABLE user_event_default PARTITION OF user_event DEFAULT;
 CREATE INDEX user_event_tenant_created_idx ON user_event (tenant_id, created_at DESC, id DESC);
 -- The lookback search of a durable wait.
 CREATE INDEX user_event_key_idx ON user_event (tenant_id, key, created_at);
+-- Events read by id (the REST get and replay).
+CREATE INDEX user_event_external_id_idx ON user_event (external_id);
 
 -- Runs are filtered by their additional metadata (`@>`) in the API and bulk cancellation.
 CREATE INDEX task_metadata_idx ON task USING gin (additional_metadata jsonb_path_ops);
@@ -694,6 +702,35 @@ CREATE INDEX durable_entry_due_idx ON durable_entry (wake_at)
 -- The entry a child's end settles.
 CREATE INDEX durable_entry_child_idx ON durable_entry (child_external_id)
     WHERE status = 'pending' AND child_external_id IS NOT NULL;
+-- The pending entries of one task's log (what it waits for, its due sleeps, whether it is
+-- blocked): a task with a long log of settled steps finds them without reading its steps.
+CREATE INDEX durable_entry_pending_idx ON durable_entry (task_id, created_at)
+    WHERE status = 'pending';
+
+-- The branch chain of a task's log (docs/durable.md, "Visibility"): from the active branch
+-- up to the root, each branch with the positions it shows, lo <= position < hi (hi NULL:
+-- no bound). A branch shows its own entries from its fork_position up to the lowest fork
+-- of the branches below it in the chain. Every reader of the visible log joins
+-- durable_entry to this.
+CREATE FUNCTION durable_chain(p_task_id bigint, p_created_at timestamptz)
+RETURNS TABLE (branch integer, lo integer, hi integer)
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
+        SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
+        FROM durable_log l
+        JOIN durable_branch b
+          ON b.task_id = l.task_id AND b.created_at = l.created_at
+         AND b.branch = l.active_branch
+        WHERE l.task_id = p_task_id AND l.created_at = p_created_at
+        UNION ALL
+        SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
+        FROM chain c
+        JOIN durable_branch p
+          ON p.task_id = p_task_id AND p.created_at = p_created_at
+         AND p.branch = c.parent_branch
+    )
+    SELECT c.branch, c.lo, c.hi FROM chain c
+$$;
 
 -- Crons (issue 13): a task's time trigger. Code crons (source 'code') are declared with
 -- @app.task(on_crons=...) and replaced each time the task is registered; the leader's
@@ -806,3 +843,69 @@ CREATE TABLE idempotency_key (
 );
 CREATE INDEX idempotency_key_expires_idx ON idempotency_key (expires_at)
     WHERE expires_at IS NOT NULL;
+
+-- Event-triggered runs (README "Events").
+
+-- A filter on a subscriber (a task or a workflow): a CEL expression over the event
+-- (input, additional_metadata, scope, key), optionally for one scope only, and a payload
+-- the runs it lets through get (ctx.filter_payload). Filters declared in code
+-- (default_filters, source 'code') are replaced at each registration of their task or
+-- workflow; the others (source 'api') are managed with app.filters.
+CREATE TABLE event_filter (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id     bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    external_id   uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    task_name     text,
+    workflow_name text,
+    scope         text,
+    expression    text NOT NULL,
+    payload       jsonb NOT NULL DEFAULT '{}',
+    source        text NOT NULL DEFAULT 'api' CHECK (source IN ('code', 'api')),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK ((task_name IS NULL) <> (workflow_name IS NULL))
+);
+CREATE INDEX event_filter_task_idx ON event_filter (tenant_id, task_name) WHERE task_name IS NOT NULL;
+CREATE INDEX event_filter_workflow_idx ON event_filter (tenant_id, workflow_name)
+    WHERE workflow_name IS NOT NULL;
+
+-- The runs an event started: one row per run, written in the transaction that stored the
+-- event (replay 0) or replayed it (replay n). `filter_id` is the external id of the filter
+-- that let the run through (NULL: its subscriber had no filter for the event's scope).
+-- Partitioned by day on the event's created_at, like user_event, and dropped with it.
+CREATE TABLE event_run (
+    tenant_id     bigint NOT NULL,
+    event_id      bigint NOT NULL,
+    created_at    timestamptz NOT NULL,
+    run_id        uuid NOT NULL,
+    task_name     text,
+    workflow_name text,
+    filter_id     uuid,
+    replay        integer NOT NULL DEFAULT 0,
+    triggered_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, created_at, run_id)
+) PARTITION BY RANGE (created_at);
+
+CREATE TABLE event_run_default PARTITION OF event_run DEFAULT;
+
+-- Incoming webhooks: authenticated POSTs to /webhooks/<tenant>/<name> become user events.
+-- The credential (an HMAC secret, a Basic password or an API key) is stored only encrypted
+-- (AES-GCM under the engine's webhook secret key, bound to the webhook's external id);
+-- auth_options holds what is not secret (header, algorithm, encoding, prefix, user name,
+-- replay tolerance).
+CREATE TABLE webhook (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id            bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    external_id          uuid NOT NULL UNIQUE,
+    name                 text NOT NULL,
+    auth_kind            text NOT NULL
+                         CHECK (auth_kind IN ('HMAC', 'STRIPE', 'GITHUB', 'SLACK', 'BASIC',
+                                               'API_KEY')),
+    auth_options         jsonb NOT NULL DEFAULT '{}',
+    secret               bytea NOT NULL,
+    event_key_expression text NOT NULL,
+    scope_expression     text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, name)
+);

@@ -57,12 +57,15 @@ from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
+from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.schedule_service import ScheduleService
+from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
 from stoker.engine.service import Service
 from stoker.engine.signals import Signals
+from stoker.errors import ConfigError
 
 log = logging.getLogger("stoker.engine")
 
@@ -104,6 +107,7 @@ class Engine:
             max_payload_bytes=s.max_payload_bytes,
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
+            analyze_after=s.queue_analyze_after_runs,
         )
         self.leadership = Leadership(
             db,
@@ -215,6 +219,7 @@ class Engine:
             partitions_ahead_days=s.partitions_ahead_days,
             interval_s=s.archive_interval_s,
             request_key_ttl_s=s.request_key_ttl_s,
+            vacuum_after=s.vacuum_after_moved_runs,
         )
         self.services = [
             self.auth,
@@ -246,6 +251,8 @@ class Engine:
                 schedules=self.schedules,
                 ops=self.run_ops,
                 crons=self.cron_admin,
+                events=self.event_admin,
+                webhooks=self.webhooks,
             )
             self.services.append(
                 ApiService(
@@ -257,6 +264,12 @@ class Engine:
                     client_ca_file=s.tls_client_ca_file,
                 )
             )
+        try:
+            # Secrets sealed by a key now in STOKER_WEBHOOK_OLD_SECRET_KEYS move to the
+            # current one, so the old key can be dropped after this start.
+            await self.webhooks.rekey()
+        except ConfigError as exc:
+            log.warning("webhook secrets: %s", exc)
         for service in self.services:
             await service.start()
 
@@ -267,6 +280,8 @@ class Engine:
                 WorkerService(self.auth, self.dispatcher),
                 self.client_service,
                 ScheduleService(self.auth, self.schedules),
+                EventService(self.auth, self.event_admin),
+                WebhookService(self.auth, self.webhooks),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
@@ -284,10 +299,13 @@ class Engine:
         cancel and replay (DAG progression itself is made with the attempts that call it)."""
         from stoker.engine.controllers.schedules import ScheduleTimers
         from stoker.engine.controllers.sweeper import Sweeper
+        from stoker.engine.events import EventAdmin
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.rpc.client_service import ClientService
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
+        from stoker.engine.webhooks import Webhooks
+        from stoker.engine.webhooks.secrets import SecretBox
 
         s = self.settings
         self.conditions = Conditions(db, self.signals, self.progression.progress)
@@ -315,6 +333,9 @@ class Engine:
             max_payload_bytes=s.max_payload_bytes,
             on_changed=self.schedule_timers.wake,
         )
+        self.event_admin = EventAdmin(
+            db, self.definitions, workflows, max_payload_bytes=s.max_payload_bytes
+        )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)
         self.crons = Crons(
@@ -335,6 +356,8 @@ class Engine:
             on_change=self._crons_changed,
             horizon=timedelta(days=s.retention_days),
         )
+        # Incoming webhooks: their events go through the same ingest as app.events.push.
+        self.webhooks = Webhooks(db, workflows, SecretBox(s.webhook_keys()))
         self.client_service = ClientService(
             self.auth,
             self.definitions,

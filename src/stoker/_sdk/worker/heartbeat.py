@@ -3,8 +3,9 @@
 Heartbeats go from a dedicated thread over a channel of their own (not the app's, not the
 stream's), so a task that blocks the event loop cannot make a healthy worker look dead.
 When a replica does not answer within two heartbeat intervals, the next address is tried
-(any replica records heartbeats). When the engine answers that it no longer knows the
-worker (it was declared dead), ``on_unknown`` is called: the session re-opens the stream.
+(any replica records heartbeats) on a new channel. When the engine answers that it no
+longer knows the worker (it was declared dead), ``on_unknown`` is called: the session
+re-opens the stream.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ class Heartbeat:
                     resp = stubs.engine.Heartbeat(req, metadata=self._metadata, timeout=timeout)
                 except grpc.RpcError:
                     # That replica is away: any other one records heartbeats as well (the
-                    # stream loop reconnects on its own).
-                    if len(addresses) > 1:
-                        turn += 1
-                        channel.close()
-                        channel = open_channel(settings, addresses[turn % len(addresses)])
-                        stubs = Stubs(channel)
+                    # stream loop reconnects on its own). With one address, a new channel
+                    # all the same: a channel that failed to connect waits out its growing
+                    # reconnect backoff (seconds after a long outage), and heartbeats held
+                    # back that long after the engine is back get the worker declared dead.
+                    turn += 1
+                    channel.close()
+                    channel = open_channel(settings, addresses[turn % len(addresses)])
+                    stubs = Stubs(channel)
                     continue
                 if not resp.known:
                     self._on_unknown()

@@ -33,6 +33,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
+from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
@@ -159,12 +160,19 @@ class Runtime:
             on_release_slot=release_slot,
             on_spawn=self._check_parent_slots,
         )
+        metadata = json.loads(a.additional_metadata or b"{}")
+        # A filter's payload travels in the run's metadata; the task gets it as
+        # ctx.filter_payload, and it goes no further (children copy ctx's metadata).
+        filter_payload = (
+            metadata.pop(FILTER_PAYLOAD_KEY, None) if isinstance(metadata, dict) else None
+        )
         about: dict[str, Any] = dict(
             run_id=a.run_id,
             task_name=a.task_name,
             attempt=a.attempt,
             retry_count=a.retry_count,
-            additional_metadata=json.loads(a.additional_metadata or b"{}"),
+            additional_metadata=metadata,
+            filter_payload=filter_payload,
             worker_id=self.worker_id,
             task_id=a.task_id,
             state=state,

@@ -144,12 +144,3 @@ WHERE w.task_id = x.task_id AND w.dag_id IS NULL AND w.branch = x.branch
   AND w.fire_at <= now()
 RETURNING w.task_id, w.run_created_at, w.branch, w.position,
           substr(w.cond, strpos(w.cond, ':') + 1) AS path, w.fire_at;
-
--- name: clear_durable_waits
--- Drops the conditions of settled durable waits that never held; the satisfied ones stay,
--- with their tasks, as the record of which events each task used.
-DELETE FROM task_wait w
-USING unnest(%(task_ids)s::bigint[], %(branches)s::integer[], %(positions)s::integer[])
-      AS x(task_id, branch, position)
-WHERE w.task_id = x.task_id AND w.dag_id IS NULL AND w.branch = x.branch
-  AND w.position = x.position AND w.satisfied_at IS NULL;

@@ -3,11 +3,12 @@
 
 -- name: register_workflow
 -- Stores a workflow version (deduplicated by the hash of its config) and makes it the
--- version new runs use.
+-- version new runs use. A version registered again takes the new config: what the hash
+-- leaves out (crons, event subscriptions and filters) may have changed.
 WITH v AS (
     INSERT INTO workflow_version (tenant_id, name, hash, config)
     VALUES (%(tenant_id)s, %(name)s, %(hash)s, %(config)s::jsonb)
-    ON CONFLICT (tenant_id, name, hash) DO UPDATE SET name = excluded.name
+    ON CONFLICT (tenant_id, name, hash) DO UPDATE SET config = excluded.config
     RETURNING id
 )
 INSERT INTO workflow_def (tenant_id, name, version_id, updated_at)

@@ -50,25 +50,11 @@ FOR UPDATE OF l;
 
 -- name: visible_durable_log
 -- The log a new invocation replays, in position order: at each position the entry of the
--- branch that shows it. The chain walks from the active branch to the root; each branch
--- shows its own entries from its fork_position up to (not including) the lowest fork of
--- the branches below it in the chain.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
+-- branch that shows it (durable_chain).
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -146,6 +132,12 @@ ORDER BY position;
 -- admission (the ready rule with already_admitted, see make_tasks_ready). evicted_at is
 -- cleared under the lock, so a second settlement (or a second restore) queues nothing.
 -- `restored` says which rows' tasks were queued (the caller signals their tenants).
+--
+-- And what follows a settlement, so that it costs no further statement: the conditions of
+-- a settled wait that never held are dropped (the satisfied ones stay, as the record of
+-- the events the task used); each row says which attempt of which worker runs its task
+-- now (`worker_id`, `attempt`: NULL when none does), whom to deliver it to, and whether
+-- the task has an execution timeout (`timed`: only then does its deadline need re-arming).
 WITH x AS (
     SELECT *
     FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
@@ -201,17 +193,27 @@ restored AS (
     FROM requeued q
     WHERE t.id = q.task_id
     RETURNING t.id
+),
+cleared AS (
+    DELETE FROM task_wait w
+    USING pending p
+    WHERE w.task_id = p.task_id AND w.dag_id IS NULL AND w.branch = p.branch
+      AND w.position = p.position AND w.satisfied_at IS NULL
 )
 UPDATE durable_entry e
 SET status = p.status, result = p.result, error = p.error, fired = p.fired,
     event_id = p.event_id, satisfied_seq = logs.base + p.n, satisfied_at = now()
 FROM pending p
 JOIN logs ON logs.task_id = p.task_id
+LEFT JOIN task_runtime r ON r.task_id = p.task_id
 WHERE e.task_id = p.task_id AND e.created_at = p.created_at AND e.branch = p.branch
   AND e.position = p.position AND e.status = 'pending'
 RETURNING e.task_id, e.created_at, e.branch, e.position, e.status, e.satisfied_seq,
           logs.tenant_id, logs.invocation, logs.evicted_at,
-          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored;
+          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored,
+          r.worker_id, r.attempt,
+          EXISTS (SELECT 1 FROM task t
+                  WHERE t.id = e.task_id AND t.execution_timeout_ms > 0) AS timed;
 
 -- name: claim_due_durable_timers
 -- The pending entries whose wake_at has passed, earliest first, with their tasks' logs
@@ -372,21 +374,9 @@ RETURNING l.task_id, l.invocation, l.active_branch, l.satisfied_counter;
 -- the pending entries at or after it are dropped (they were all on the active chain, and
 -- none is visible any more), and the live invocation is fenced off. Refused (no row) when
 -- the position is not in 1 .. last visible position + 1. Run under the lock.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-),
-last AS (
+WITH last AS (
     SELECT coalesce(max(e.position), 0) AS top
-    FROM chain c
+    FROM durable_chain(%(task_id)s, %(created_at)s) c
     JOIN durable_entry e
       ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
      AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -423,20 +413,14 @@ FROM log;
 
 -- name: durable_attempt
 -- The run behind a durable request, when (task_id, attempt) is running on that worker of
--- that tenant (nothing otherwise: the request is refused), and the database clock, which
--- deadlines are measured on.
-SELECT t.id AS task_id, t.created_at, t.tenant_id, now() AS db_now
+-- that tenant (nothing otherwise: the request is refused), the database clock, which
+-- deadlines are measured on, and whether the task has an execution timeout (`timed`).
+SELECT t.id AS task_id, t.created_at, t.tenant_id, now() AS db_now,
+       t.execution_timeout_ms > 0 AS timed
 FROM task_runtime r
 JOIN task t ON t.id = r.task_id
 WHERE r.task_id = %(task_id)s AND r.attempt = %(attempt)s AND r.worker_id = %(worker_id)s
   AND r.tenant_id = %(tenant_id)s;
-
--- name: durable_task_workers
--- The attempt and worker each of these tasks runs on now (a task with no running attempt
--- is left out), for telling the worker that its log changed.
-SELECT task_id, attempt, worker_id
-FROM task_runtime
-WHERE task_id = ANY(%(task_ids)s::bigint[]);
 
 -- name: durable_child_outcomes
 -- The outcome of the finished runs among these child runs (task runs and workflow runs,
@@ -477,9 +461,18 @@ SELECT input, additional_metadata
 FROM task
 WHERE id = %(task_id)s AND created_at = %(created_at)s;
 
+-- name: durable_step_dag
+-- runs.reset of a workflow step (the step's run id): its workflow run, live or in history;
+-- nothing for a single-task run or an unknown id.
+SELECT d.id AS dag_id, d.external_id, d.status
+FROM all_tasks t
+JOIN all_dags d ON d.id = t.dag_id
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
+
 -- name: lock_durable_run
--- runs.reset: the single-task run of a tenant, locked (after the caller held it live), with
--- what the reset needs to know of it; nothing for an unknown id or a workflow step.
+-- runs.reset: the task of a run of a tenant (a single-task run, or a step of a workflow
+-- run by the step's run id), locked (after the caller held it live), with what the reset
+-- needs to know of it; nothing for an unknown id.
 SELECT t.id AS task_id, t.created_at, t.tenant_id, t.status, t.attempt, t.dag_id, t.task_name
 FROM task t
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s
@@ -539,24 +532,12 @@ LEFT JOIN durable_log l ON l.task_id = t.id AND l.created_at = t.created_at
 WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s;
 
 -- name: durable_log_page
--- A page of a run's visible log, in position order after `after` (as visible_durable_log),
--- for the REST API; the branch chain is walked once per page.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
+-- A page of a run's visible log, in position order after `after` (as visible_durable_log):
+-- the REST API's pages and the pages a new invocation reads its log in.
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -566,22 +547,10 @@ LIMIT %(limit)s;
 
 -- name: durable_log_pending
 -- What a run's task waits for now: the pending entries of its visible log.
-WITH RECURSIVE chain (branch, parent_branch, lo, hi) AS (
-    SELECT b.branch, b.parent_branch, b.fork_position, NULL::integer
-    FROM durable_log l
-    JOIN durable_branch b
-      ON b.task_id = l.task_id AND b.created_at = l.created_at AND b.branch = l.active_branch
-    WHERE l.task_id = %(task_id)s AND l.created_at = %(created_at)s
-    UNION ALL
-    SELECT p.branch, p.parent_branch, p.fork_position, least(c.hi, c.lo)
-    FROM chain c
-    JOIN durable_branch p
-      ON p.task_id = %(task_id)s AND p.created_at = %(created_at)s AND p.branch = c.parent_branch
-)
 SELECT e.branch, e.position, e.kind, e.name, e.fingerprint, e.request, e.wake_at,
        e.child_external_id, e.status, e.result, e.error, e.fired, e.event_id,
        e.satisfied_seq, e.invocation, e.recorded_at, e.satisfied_at
-FROM chain c
+FROM durable_chain(%(task_id)s, %(created_at)s) c
 JOIN durable_entry e
   ON e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = c.branch
  AND e.position >= c.lo AND (c.hi IS NULL OR e.position < c.hi)
@@ -612,5 +581,5 @@ UPDATE durable_entry e
 SET status = 'ok', fired = 'timer', satisfied_seq = log.base + due.n, satisfied_at = now()
 FROM due, log
 WHERE e.task_id = %(task_id)s AND e.created_at = %(created_at)s AND e.branch = due.branch
-  AND e.position = due.position
+  AND e.position = due.position AND e.status = 'pending'
 RETURNING e.position;

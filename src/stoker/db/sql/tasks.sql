@@ -212,6 +212,20 @@ SELECT task_id, attempt, worker_id
 FROM task_runtime
 WHERE worker_id = ANY(%(worker_ids)s::bigint[]);
 
+-- name: orphaned_runtimes
+-- Attempts still held by workers that are gone: stopped by a clean close, or declared
+-- dead, and silent for dead_after_ms (so results they sent just before leaving have been
+-- stored). Nothing else ends them (liveness watches only ACTIVE workers): an assignment
+-- committed while its worker closed, whose hand-back could not be written, would wait
+-- forever. The leader requeues them (Liveness).
+SELECT r.task_id, r.attempt, r.worker_id
+FROM task_runtime r
+JOIN worker w ON w.id = r.worker_id
+WHERE w.status <> 'ACTIVE'
+  AND w.last_heartbeat_at < now() - %(dead_after_ms)s * interval '1 millisecond'
+ORDER BY r.task_id
+LIMIT %(limit)s;
+
 -- name: runtimes_of_registering_worker
 -- The attempts a (re)registering worker holds, to check the ones it says it still runs
 -- against; ``stale``: assigned before this registration (one it does not report was lost).

@@ -214,13 +214,3 @@ class FiredSleep(TypedDict):
 
 
 fire_durable_sleeps = Many[FireDurableSleeps, FiredSleep]("fire_durable_sleeps")
-
-
-@dataclass(frozen=True, slots=True)
-class ClearDurableWaits:
-    task_ids: list[int]
-    branches: list[int]
-    positions: list[int]
-
-
-clear_durable_waits = Exec[ClearDurableWaits]("clear_durable_waits")

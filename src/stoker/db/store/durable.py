@@ -160,6 +160,12 @@ class Settled(TypedDict):
     """When the task was evicted, if it was when this settled (then it was restored)."""
     restored: bool
     """This statement queued the task again (it was evicted): signal its tenant's queue."""
+    worker_id: int | None
+    """The worker running the task's attempt now (None: none runs it)."""
+    attempt: int | None
+    """That attempt."""
+    timed: bool
+    """The task has an execution timeout (its deadline is re-armed once it is unblocked)."""
 
 
 settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_entries")
@@ -331,25 +337,11 @@ class AttemptRun(TypedDict):
     created_at: datetime
     tenant_id: int
     db_now: datetime
+    timed: bool
+    """The task has an execution timeout (its deadline pauses while it is blocked)."""
 
 
 durable_attempt = One[DurableAttempt, AttemptRun]("durable_attempt")
-
-
-@dataclass(frozen=True, slots=True)
-class DurableTaskWorkers:
-    task_ids: list[int]
-
-
-class TaskWorker(TypedDict):
-    """Where a task runs now."""
-
-    task_id: int
-    attempt: int
-    worker_id: int
-
-
-durable_task_workers = Many[DurableTaskWorkers, TaskWorker]("durable_task_workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +415,17 @@ class DurableRun(TypedDict):
 
 
 lock_durable_run = One[LockDurableRun, DurableRun]("lock_durable_run")
+
+
+class StepDag(TypedDict):
+    """The workflow run a step belongs to (live or in history)."""
+
+    dag_id: int
+    external_id: uuid.UUID
+    status: str
+
+
+durable_step_dag = One[LockDurableRun, StepDag]("durable_step_dag")
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,6 +191,15 @@ runtimes_of_workers = Many[RuntimesOfWorkers, Runtime]("runtimes_of_workers")
 
 
 @dataclass(frozen=True, slots=True)
+class OrphanedRuntimes:
+    dead_after_ms: int
+    limit: int
+
+
+orphaned_runtimes = Many[OrphanedRuntimes, Runtime]("orphaned_runtimes")
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimesOfRegisteringWorker:
     worker_id: int
     tenant_id: int

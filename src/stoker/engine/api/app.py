@@ -30,7 +30,9 @@ from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
+    from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
+    from stoker.engine.webhooks import Webhooks
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -79,6 +81,8 @@ def create_app(
     schedules: Schedules | None = None,
     ops: RunOps | None = None,
     crons: CronAdmin | None = None,
+    events: EventAdmin | None = None,
+    webhooks: Webhooks | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -88,7 +92,8 @@ def create_app(
     (whose creates wake its controller at once); by default one of the API's own, whose
     creates reach the leader through ``stoker_schedules``.
     one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
-    operations, for the routes that change runs (reset).
+    operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
+    webhooks (without it, ``/webhooks/...`` answers 503).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -110,7 +115,7 @@ def create_app(
             on_changed=lambda: None,
         )
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons
+        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events, webhooks
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:

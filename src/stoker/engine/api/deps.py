@@ -20,7 +20,9 @@ from stoker.engine.dispatcher.served import ServedTasks
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
+    from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
+    from stoker.engine.webhooks import Webhooks
 from stoker.errors import InvalidRequestError
 
 
@@ -37,6 +39,10 @@ class ApiState:
     ops: RunOps | None = None
     crons: CronAdmin | None = None
     """Cron management and pauses (the engine's; None for an API without an engine)."""
+    events: EventAdmin | None = None
+    """Events and filters (the engine's; None for an API without an engine)."""
+    webhooks: Webhooks | None = None
+    """Incoming webhooks (the engine's; None for an API without an engine)."""
 
 
 def api_state(request: Request) -> ApiState:

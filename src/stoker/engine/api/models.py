@@ -298,3 +298,110 @@ class PauseResult(_Model):
 
 class CronList(_Model):
     items: list[Cron]
+
+
+class EventPush(BaseModel):
+    """An event to push: its key, payload, scope, metadata and the priority of its runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(examples=["order:created"])
+    payload: Any = None
+    scope: str | None = None
+    additional_metadata: dict[str, Any] | None = None
+    priority: int | None = None
+
+
+class EventBulkPush(BaseModel):
+    """Events to push in one transaction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventPush]
+
+
+class EventPushed(_Model):
+    """A stored event: its id, the runs it started and the waiting conditions it satisfied."""
+
+    id: uuid.UUID
+    run_ids: list[uuid.UUID]
+    satisfied: int
+
+
+class EventPushedList(_Model):
+    items: list[EventPushed]
+    satisfied: int
+
+
+class EventRunInfo(_Model):
+    """A run an event started (``replay`` 0: by its push; n: by its n-th replay)."""
+
+    run_id: uuid.UUID
+    task_name: str | None
+    workflow_name: str | None
+    filter_id: uuid.UUID | None
+    replay: int
+    status: str | None
+    triggered_at: datetime
+
+
+class Event(_Model):
+    """A stored event; ``payload`` and ``runs`` only when read by id."""
+
+    id: uuid.UUID
+    key: str
+    scope: str | None
+    additional_metadata: dict[str, Any]
+    priority: int
+    created_at: datetime
+    run_count: int
+    payload: Any = None
+    runs: list[EventRunInfo] = []
+
+
+class EventList(_Model):
+    items: list[Event]
+
+
+class EventReplayed(_Model):
+    run_ids: list[uuid.UUID]
+
+
+class Filter(_Model):
+    """A filter of an event subscriber (``source`` "code": declared with default_filters)."""
+
+    id: uuid.UUID
+    task_name: str | None
+    workflow_name: str | None
+    scope: str | None
+    expression: str
+    payload: dict[str, Any]
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class FilterList(_Model):
+    items: list[Filter]
+
+
+class FilterCreate(BaseModel):
+    """A filter to create on a task or a workflow (exactly one of the names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_name: str | None = None
+    workflow_name: str | None = None
+    expression: str = Field(examples=["input.amount > 100"])
+    scope: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+class FilterUpdate(BaseModel):
+    """What to change in a filter (``scope: ""`` applies it to every scope)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str | None = None
+    scope: str | None = None
+    payload: dict[str, Any] | None = None

@@ -13,11 +13,20 @@ from then (``forgive_missed_heartbeats``), if this replica leads. So workers tha
 their stream to an engine restart, or whose heartbeats failed during a Postgres outage or
 restart (no heartbeat could be recorded meanwhile), get one full ``worker_dead_after_s``
 to come back.
+
+Attempts held by a worker that is gone (stopped by a clean close, or dead) and silent for
+``worker_dead_after_s`` are swept up too, every half of that: a clean close hands back what
+its worker held, and the scheduler hands back an assignment it committed for a worker that
+closed meanwhile, but either write can fail (a deadlock, an outage, the engine dying in
+between), and nothing else would ever end such an attempt, since its worker sends no
+heartbeat to miss. So no run stays ASSIGNED to a worker that left for much longer than a
+dead-worker timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from stoker.db import Executor, NoParams
 from stoker.db.store import leases as lease_store
@@ -29,6 +38,9 @@ from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.service import LoopService
 
 log = logging.getLogger("stoker.engine.controllers")
+
+ORPHAN_BATCH = 1000
+"""Attempts of gone workers requeued per transaction."""
 
 
 class Liveness(LoopService):
@@ -56,6 +68,8 @@ class Liveness(LoopService):
         # Set at every (re)start of this loop or of the lease loop, cleared by the next round.
         self._forgive = True
         self._epoch = 0
+        self._sweep_at = 0.0  # when to look for attempts of workers that are gone
+        self.orphans_requeued = 0
 
     async def run(self) -> None:
         # A restart follows a failed round: heartbeats may have gone unrecorded meanwhile.
@@ -82,6 +96,41 @@ class Liveness(LoopService):
         assert due is not None
         if due["dead_workers"]:
             await self._reap_dead_workers()
+        now = time.monotonic()
+        if now >= self._sweep_at:
+            self._sweep_at = now + self._dead_after_s / 2
+            await self.requeue_orphans()
+
+    async def requeue_orphans(self) -> int:
+        """Requeues the attempts still held by workers that are no longer ACTIVE (see the
+        module docstring); returns how many were requeued."""
+        total = 0
+        while True:
+            rows = await task_store.orphaned_runtimes(
+                self._db,
+                task_store.OrphanedRuntimes(int(self._dead_after_s * 1000), ORPHAN_BATCH),
+            )
+            if not rows:
+                break
+            ended = await self._attempts.end(
+                [
+                    AttemptEnd.lost(
+                        r["task_id"],
+                        r["attempt"],
+                        "WORKER_LOST",
+                        "the worker left without handing the attempt back",
+                        reporter=r["worker_id"],
+                    )
+                    for r in rows
+                ]
+            )
+            total += len(ended)
+            if len(rows) < ORPHAN_BATCH or not ended:
+                break
+        if total:
+            self.orphans_requeued += total
+            log.warning("requeued %d attempts held by workers that are gone", total)
+        return total
 
     async def _reap_dead_workers(self) -> None:
         dead = await worker_store.mark_dead_workers(

@@ -19,11 +19,11 @@ Design (docs/storage.md has the whole picture):
   than ``retention_days`` are dropped (a ``DROP TABLE``, no row-by-row delete), as are
   child-run links that old. A DEFAULT partition takes rows no day partition covers.
 * **Vacuum.** Updates (three per run) and moves leave dead rows in ``task`` and ``dag``;
-  once ``_VACUUM_AFTER`` rows have moved (or a minute after any move), the leader vacuums
-  and analyzes them in the background, and analyzes the day partitions the rows moved
-  into and today's partitions of the durable log (a live run's log is written and
-  settled there), so plans and sizes do not depend on autovacuum (which may lag, or be
-  off).
+  once ``vacuum_after_moved_runs`` rows have moved (20,000; or a minute after any move),
+  the leader vacuums and analyzes them in the background, and analyzes the day partitions
+  the rows moved into and today's partitions of the durable log (a live run's log is
+  written and settled there), so plans and sizes do not depend on autovacuum (which may
+  lag, or be off).
 * **Request keys.** The idempotency keys of trigger calls (``trigger_request``) older
   than ``request_key_ttl_s`` are deleted every round (:mod:`stoker.engine.ingest.requests`),
   and so are user-facing idempotency keys whose TTL passed
@@ -73,8 +73,10 @@ class Retention(LoopService):
         partitions_ahead_days: int,
         interval_s: float,
         request_key_ttl_s: float,
+        vacuum_after: int = _VACUUM_AFTER,
     ) -> None:
         super().__init__()
+        self._vacuum_after = vacuum_after
         self._db = db
         self._leadership = leadership
         self._after_ms = int(history_after_s * 1000)
@@ -116,7 +118,7 @@ class Retention(LoopService):
         if not self._moved_since_vacuum or (self._vacuum is not None and not self._vacuum.done()):
             return
         waited = time.monotonic() - self._vacuumed_at
-        if self._moved_since_vacuum < _VACUUM_AFTER and waited < _VACUUM_EVERY_S:
+        if self._moved_since_vacuum < self._vacuum_after and waited < _VACUUM_EVERY_S:
             return
         self._moved_since_vacuum, self._vacuumed_at = 0, time.monotonic()
         self._vacuum = asyncio.create_task(self._run_vacuum(), name="stoker-vacuum-runs")

@@ -29,13 +29,16 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from stoker._core import cron
+from stoker._core.cel import compile_expression
 from stoker._core.cron import OVERLAPS, CronError
 from stoker._core.dag import WorkflowSpec
-from stoker._core.wire import CronSpec, TaskConfig, text_problem
+from stoker._core.events import pattern_problem
+from stoker._core.wire import CronSpec, FilterSpec, TaskConfig, text_problem
 from stoker.db import Executor
 from stoker.db.store import concurrency as concurrency_store
 from stoker.db.store import crons as cron_store
 from stoker.db.store import dags as dag_store
+from stoker.db.store import events as event_store
 from stoker.db.store import notify as notify_store
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
@@ -133,6 +136,52 @@ def _check_policies(kind: str, name: str, spec: CronSpec) -> None:
         )
 
 
+def check_subscriptions(what: str, patterns: list[str], filters: list[FilterSpec]) -> None:
+    """InvalidRequestError for an ``on_events`` pattern or a default filter that is not
+    valid (checked at registration, so nothing of the registration is stored)."""
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise InvalidRequestError(f"{what}: on_events: {problem}")
+    for f in filters:
+        try:
+            compile_expression(f.expression)
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidRequestError(
+                f"{what}: default filter {f.expression!r} is not valid CEL: {exc}"
+            ) from None
+        if f.scope is not None and (not f.scope or text_problem(f.scope)):
+            raise InvalidRequestError(f"{what}: a default filter's scope must be non-empty text")
+
+
+async def _replace_code_filters(
+    tx: Executor,
+    tenant_id: int,
+    owners: list[tuple[str, str]],
+    specs: list[list[FilterSpec]],
+) -> None:
+    """Makes the code filters (``default_filters``) of ``owners`` those of their new
+    definitions."""
+    rows = event_store.InsertCodeFilters(tenant_id, [], [], [], [], [])
+    for (kind, name), filters in zip(owners, specs, strict=True):
+        for f in filters:
+            rows.task_names.append(name if kind == "task" else None)
+            rows.workflow_names.append(name if kind == "workflow" else None)
+            rows.scopes.append(f.scope)
+            rows.expressions.append(f.expression)
+            rows.payloads.append(json.dumps(f.payload))
+    await event_store.delete_code_filters(
+        tx,
+        event_store.DeleteCodeFilters(
+            tenant_id,
+            [n for k, n in owners if k == "task"],
+            [n for k, n in owners if k == "workflow"],
+        ),
+    )
+    if rows.expressions:
+        await event_store.insert_code_filters(tx, rows)
+
+
 def upcoming(row: cron_store.CronRow, n: int) -> list[datetime]:
     """A cron's next ``n`` fire times: its stored next tick, then the ones after it."""
     first = row["next_fire_at"]
@@ -195,11 +244,13 @@ class Definitions:
                     f"task name {name!r} must be 1 to 200 characters, without NUL"
                 )
             try:
-                configs.append(TaskConfig.model_validate_json(raw or b"{}").model_dump_json())
+                config = TaskConfig.model_validate_json(raw or b"{}")
             except ValidationError as exc:
                 raise InvalidRequestError(
                     f"task {name!r} has an invalid configuration: {exc}"
                 ) from None
+            check_subscriptions(f"task {name!r}", config.on_events, config.default_filters)
+            configs.append(config.model_dump_json())
         async with self._db.transaction() as tx:
             await task_store.upsert_task_defs(
                 tx, task_store.UpsertTaskDefs(tenant_id, [n for n, _ in defs], configs)
@@ -216,11 +267,12 @@ class Definitions:
                     strategies.limit_strategies.append(c.limit_strategy.value)
             if strategies.scopes:
                 await concurrency_store.upsert_concurrency_strategies(tx, strategies)
+            parsed = [TaskConfig.model_validate_json(c) for c in configs]
             crons = await _replace_code_crons(
-                tx,
-                tenant_id,
-                [("task", n) for n, _ in defs],
-                [TaskConfig.model_validate_json(c).crons for c in configs],
+                tx, tenant_id, [("task", n) for n, _ in defs], [c.crons for c in parsed]
+            )
+            await _replace_code_filters(
+                tx, tenant_id, [("task", n) for n, _ in defs], [c.default_filters for c in parsed]
             )
             if crons:
                 await self._announce_crons(tx, tenant_id)
@@ -250,6 +302,7 @@ class Definitions:
                     raise InvalidRequestError(
                         f"workflow {name!r} has an invalid definition: {exc}"
                     ) from None
+                check_subscriptions(f"workflow {name!r}", spec.on_events, spec.default_filters)
                 config = spec.model_dump_json()
                 await dag_store.register_workflow(
                     tx, dag_store.RegisterWorkflow(tenant_id, name, spec.hash(), config)
@@ -257,6 +310,12 @@ class Definitions:
                 owners.append(("workflow", name))
                 specs.append(spec.crons)
             crons = await _replace_code_crons(tx, tenant_id, owners, specs)
+            await _replace_code_filters(
+                tx,
+                tenant_id,
+                owners,
+                [WorkflowSpec.model_validate_json(raw).default_filters for _, raw, _ in workflows],
+            )
             if crons:
                 await self._announce_crons(tx, tenant_id)
         self._workflows.pop(tenant_id, None)

@@ -97,13 +97,19 @@ async def settle_children(
         # Restored (evicted) parents are queued: their tenants are signalled; running ones
         # get their execution deadline back once nothing they wait for is pending.
         await resume(
-            tx, out, (Settled(s["task_id"], s["tenant_id"], bool(s["restored"])) for s in settled)
+            tx,
+            out,
+            (
+                Settled(s["task_id"], s["tenant_id"], bool(s["restored"]), s["timed"])
+                for s in settled
+            ),
         )
     by_worker: ByWorker = {}
-    if settled:
-        task_ids = sorted({s["task_id"] for s in settled})
-        for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(task_ids)):
-            by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
+    for s in settled:
+        if s["worker_id"] is not None and s["attempt"] is not None:
+            pair = (s["task_id"], s["attempt"])
+            if pair not in by_worker.get(s["worker_id"], []):
+                by_worker.setdefault(s["worker_id"], []).append(pair)
     return by_worker, len(settled)
 
 

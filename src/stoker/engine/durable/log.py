@@ -23,9 +23,16 @@ Children are appended through ingest, the one run-writing path
 that writes the child runs, the log is locked, the invocation checked, and the ``child``
 entries recorded pointing at them, so a child exists exactly when its entry does, and a
 replay finds it instead of spawning it again. The child's index under its parent is its
-position, so even a spawn whose reply was lost finds the same child when re-sent. A child
+position on its branch (:func:`~stoker._core.durable.child_index`), so even a spawn whose
+reply was lost finds the same child when re-sent, and a child re-executed after a reset
+(another branch) is a new run. A child
 that existed already (found by its ``child_key``) and is final settles its entry at once.
 A completed step is appended with its result or its final error.
+
+A log is sent in pages (:data:`PAGE_ENTRIES` entries or about :data:`PAGE_BYTES`):
+``OPEN`` and ``SYNC`` answer the first with ``more`` set when the log goes on, and the
+worker reads the rest with ``SYNC`` ``after_position``, so a log of any length fits the
+stream's message limit.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf
+from stoker._core.durable import EntryKind, EntryStatus, WaitLeaf, child_index
 from stoker._core.wire import json_problem
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
@@ -82,15 +89,15 @@ def wire_entry(e: store.Entry, inserted: bool = False) -> pb.DurableEntry:
 class DurableLogs:
     """The engine's side of durable attempts' logs.
 
-    ``on_timer()`` is called after a commit that wrote a deadline, so the timer loop, if it
-    runs here, re-reads when the next one is due."""
+    ``on_timer(at)`` is called after a commit that wrote a deadline (the earliest one it
+    wrote), so the timer loop, if it runs here, looks again when it is due."""
 
     def __init__(
         self,
         db: Executor,
         waits: DurableWaits,
         *,
-        on_timer: Callable[[], None] = lambda: None,
+        on_timer: Callable[[datetime], None] = lambda _: None,
         timeout_grace_ms: int = 1000,
         children: WorkflowIngest | None = None,
     ) -> None:
@@ -110,7 +117,7 @@ class DurableLogs:
             return reply
         if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
             return await self._spawn(worker_id, tenant_id, req, reply)
-        timers = False
+        timers: list[datetime] = []
         async with self._db.transaction() as tx:
             run = await store.durable_attempt(
                 tx, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
@@ -177,10 +184,11 @@ class DurableLogs:
                     if r["inserted"] and r["position"] in wake_ats:
                         entry.wake_at_ms = epoch_ms(wake_ats[r["position"]])
                     reply.entries.append(entry)
-                timers = any(
-                    r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
+                timers = [
+                    r["wake_at"]
                     for r in rows
-                ) or any(w is not None for w in wake_ats.values())
+                    if r["inserted"] and r["wake_at"] is not None and r["position"] not in waits
+                ] + [w for w in wake_ats.values() if w is not None]
             elif req.op == pb.EVICT:
                 locked = await store.lock_durable_log(tx, store.LockDurableLog(*key))
                 evicted = await store.evict_durable_task(
@@ -199,16 +207,19 @@ class DurableLogs:
                 reply.error = f"unknown durable operation {req.op}"
                 return reply
             if req.op != pb.APPEND:
-                visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
-                if await settle_final_children(tx, visible, key):
-                    visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*key))
-                reply.entries.extend(wire_entry(e) for e in visible)
+                if req.after_position <= 0:
+                    pending = await store.durable_log_pending(tx, store.DurableLogPending(*key))
+                    await settle_final_children(tx, pending, key)
+                entries, reply.more = await _page(tx, key, max(0, req.after_position))
+                reply.entries.extend(entries)
             # A new invocation replaying into a recorded pending wait blocks without a
             # request: its deadline is cleared already at OPEN (the worker enforces its own
-            # from the start and pauses it while blocked; this one is the backstop).
-            await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
+            # from the start and pauses it while blocked; this one is the backstop). A
+            # task without an execution timeout has no deadline: no statement.
+            if run["timed"]:
+                await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
         if timers:
-            self._on_timer()
+            self._on_timer(min(timers))
         return reply
 
     async def _spawn(
@@ -235,6 +246,12 @@ class DurableLogs:
         except ValueError:
             reply.error = "a child's run_id is not a UUID"
             return reply
+        for c in calls:
+            try:
+                child_index(1, c.position)
+            except ValueError as exc:
+                reply.error = str(exc)
+                return reply
         items = [
             ChildInput(
                 c.child.task_name,
@@ -247,7 +264,9 @@ class DurableLogs:
             )
             for c in calls
         ]
-        record = _ChildRecord((run["task_id"], run["created_at"]), req, self._grace_ms)
+        record = _ChildRecord(
+            (run["task_id"], run["created_at"]), req, self._grace_ms, timed=run["timed"]
+        )
         try:
             answer = await self._children.spawn_logged(
                 run["tenant_id"], run["task_id"], items, ids, record
@@ -261,6 +280,32 @@ class DurableLogs:
         reply.invocation = req.invocation
         reply.entries.extend(answer)
         return reply
+
+
+PAGE_ENTRIES = 1000
+"""At most this many entries in one page of a log sent to a worker (OPEN, SYNC)."""
+
+PAGE_BYTES = 1 << 20
+"""And about this many bytes: a page ends after the entry that reaches it (one entry, up to
+the payload limit, always fits the stream's message limit)."""
+
+
+async def _page(
+    tx: Executor, key: tuple[int, datetime], after: int
+) -> tuple[list[pb.DurableEntry], bool]:
+    """The page of the visible log after position ``after``, and whether more follows."""
+    rows = await store.durable_log_page(
+        tx, store.DurableLogPage(key[0], key[1], after, PAGE_ENTRIES + 1)
+    )
+    page: list[pb.DurableEntry] = []
+    size = 0
+    for row in rows[:PAGE_ENTRIES]:
+        entry = wire_entry(row)
+        page.append(entry)
+        size += entry.ByteSize()
+        if size >= PAGE_BYTES:
+            break
+    return page, len(page) < len(rows)
 
 
 def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
@@ -281,16 +326,31 @@ def _call_problem(calls: Sequence[pb.DurableCall]) -> str | None:
 class _ChildRecord:
     """Records a durable task's children in its log, in their spawn's savepoint."""
 
-    def __init__(self, key: tuple[int, datetime], req: pb.DurableRequest, grace_ms: int) -> None:
+    def __init__(
+        self,
+        key: tuple[int, datetime],
+        req: pb.DurableRequest,
+        grace_ms: int,
+        *,
+        timed: bool = True,
+    ) -> None:
         self.key = key
         self.req = req
         self.grace_ms = grace_ms
+        self.timed = timed
+        self.branch = 1  # the log's active branch, read by the guard
 
     async def guard(self, tx: Executor) -> str | None:
         locked = await store.lock_durable_log(tx, store.LockDurableLog(*self.key))
         if locked is None or locked["invocation"] != self.req.invocation:
             return "a newer invocation of this task runs elsewhere"
+        self.branch = locked["active_branch"]
         return None
+
+    def child_index(self, position: int) -> int:
+        # After a reset the branch is another, and so is the child: a position the
+        # abandoned branch spawned a child at never finds that run again.
+        return child_index(self.branch, position)
 
     async def record(
         self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]
@@ -307,11 +367,15 @@ class _ChildRecord:
         # settle its new entry: settled here, from its outcome.
         if existed and (await settle_children(tx, existed, out))[1]:
             positions = {r["position"] for r in rows}
-            visible = await store.visible_durable_log(tx, store.VisibleDurableLog(*self.key))
+            lo, hi = min(positions), max(positions)
+            visible = await store.durable_log_page(
+                tx, store.DurableLogPage(self.key[0], self.key[1], lo - 1, hi - lo + 1)
+            )
             by_position = {e["position"]: e for e in visible if e["position"] in positions}
             entries = [wire_entry(by_position.get(r["position"], r), r["inserted"]) for r in rows]
         # The attempt's deadline pauses while a child is pending, as for any wait.
-        await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
+        if self.timed:
+            await store.durable_timeouts(tx, store.DurableTimeouts([self.key[0]], self.grace_ms))
         return entries
 
 

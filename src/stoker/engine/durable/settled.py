@@ -27,17 +27,19 @@ class Settled:
     task_id: int
     tenant_id: int
     restored: bool
+    timed: bool = True
+    """The task has an execution timeout (else there is no deadline to re-arm)."""
 
 
 async def resume(tx: Executor, out: Outbox, settled: Iterable[Settled]) -> int:
     """Signals the tenants of restored tasks and re-arms the execution deadline of running
-    ones; returns how many tasks were restored."""
+    ones that have one; returns how many tasks were restored."""
     restored: dict[int, int] = {}
     running: set[int] = set()
     for s in settled:
         if s.restored:
             restored[s.task_id] = s.tenant_id
-        else:
+        elif s.timed:
             running.add(s.task_id)
     for tenant_id in set(restored.values()):
         out.queued(tenant_id)

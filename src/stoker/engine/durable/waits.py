@@ -18,8 +18,9 @@ A wait's log entry records its conditions (the entry's ``request``: items ANDed,
 
 After each of them :meth:`DurableWaits.decide` settles the waits that now hold through the
 one settle statement (``settle_durable_entries``), with the condition that fired, its event
-and the result ``{"fired": path, "payload": ...}``, and drops the conditions that never
-held; the caller hints the workers after its commit (:class:`~stoker.engine.durable.wake.Wakes`).
+and the result ``{"fired": path, "payload": ...}``; the same statement drops the conditions
+that never held and says which worker runs each task; the caller delivers to the workers
+after its commit (:class:`~stoker.engine.durable.wake.Wakes`).
 
 Event ingest and registration both take the (tenant, key) transaction locks of the keys
 involved first (``lock_event_keys``, in key order), so whichever commits second sees the
@@ -79,6 +80,11 @@ class SettledWait:
     tenant_id: int
     restored: bool
     """The task had been evicted and the settlement queued it again."""
+    worker_id: int | None = None
+    """The worker running the task's attempt (None: none runs it), to deliver it to."""
+    attempt: int | None = None
+    timed: bool = True
+    """The task has an execution timeout (re-armed once nothing it waits for is pending)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +153,6 @@ def expression_holds(
         }
     )
     return value is True
-
-
-async def workers_of(tx: Executor, tasks: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
-    """The running attempts of ``tasks`` by worker: whom to hint that their logs changed."""
-    by_worker: dict[int, list[tuple[int, int]]] = {}
-    ids = sorted(set(tasks))
-    if ids:
-        for w in await store.durable_task_workers(tx, store.DurableTaskWorkers(ids)):
-            by_worker.setdefault(w["worker_id"], []).append((w["task_id"], w["attempt"]))
-    return by_worker
 
 
 def _keys_params(keys: Sequence[Key]) -> condition_store.DurableWaitConditions:
@@ -304,7 +300,11 @@ class DurableWaits:
             if prev is None or (prev.event_id or 0) < event_id:
                 fired[key] = Fired(s["path"], s["event_id"])  # the latest event completes it
         settled = await self.decide(tx, list(fired), fired)
-        return len(satisfied), settled, await workers_of(tx, {s.task_id for s in settled})
+        by_worker: dict[int, list[tuple[int, int]]] = {}
+        for w in settled:
+            if w.worker_id is not None and w.attempt is not None:
+                by_worker.setdefault(w.worker_id, []).append((w.task_id, w.attempt))
+        return len(satisfied), settled, by_worker
 
     async def _satisfy(
         self, tx: Executor, matches: Sequence[EventMatch]
@@ -398,21 +398,13 @@ class DurableWaits:
                 event_ids=[f.event_id for _, f, _ in ready],
             ),
         )
+        # The statement also dropped their conditions that never held.
         results = {(k[0], k[2], k[3]): r for k, _, r in ready}
-        done_keys = [(s["task_id"], s["branch"], s["position"]) for s in settled]
-        if done_keys:
-            await condition_store.clear_durable_waits(
-                tx,
-                condition_store.ClearDurableWaits(
-                    [k[0] for k in done_keys], [k[1] for k in done_keys],
-                    [k[2] for k in done_keys],
-                ),
-            )  # fmt: skip
         return [
             SettledWait(
                 s["task_id"], s["position"], s["satisfied_seq"],
                 results[(s["task_id"], s["branch"], s["position"])], s["tenant_id"],
-                bool(s["restored"]),
+                bool(s["restored"]), s["worker_id"], s["attempt"], s["timed"],
             )
             for s in settled
         ]  # fmt: skip

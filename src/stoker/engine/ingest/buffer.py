@@ -118,7 +118,8 @@ class _Pending:
 
 
 # After this many runs enqueued since the last time (and at most every few seconds), the
-# queue's statistics are refreshed so that claims keep their index plan (analyze_queue).
+# queue's statistics are refreshed so that claims keep their index plan (analyze_queue);
+# the engine's setting is queue_analyze_after_runs.
 ANALYZE_AFTER_INSERTS = 10_000
 _ANALYZE_EVERY_S = 5.0
 
@@ -137,9 +138,11 @@ class Ingest(LoopService):
         max_payload_bytes: int,
         flush_interval_ms: float,
         flush_max_items: int,
+        analyze_after: int = ANALYZE_AFTER_INSERTS,
     ) -> None:
         super().__init__()
         self._db = db
+        self._analyze_after = analyze_after
         self._run_signals = signals
         self._definitions = definitions
         self._max_payload = max_payload_bytes
@@ -435,7 +438,7 @@ class Ingest(LoopService):
         """Starts a background ANALYZE of the queue after a bulk enqueue."""
         now = time.monotonic()
         if (
-            self._inserted < ANALYZE_AFTER_INSERTS
+            self._inserted < self._analyze_after
             or now - self._analyzed_at < _ANALYZE_EVERY_S
             or (self._analyze is not None and not self._analyze.done())
         ):

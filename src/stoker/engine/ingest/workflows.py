@@ -19,14 +19,17 @@ never calls back into this module's state (no Ingest → WorkflowIngest → Inge
   flush's transaction, so spawns of many parents commit together and one bad spawn fails
   only itself.
 * A user event is stored under the (tenant, key) locks that durable waits' registration
-  takes too, then matched against the event conditions of workflow steps and durable
-  waits (:mod:`stoker.engine.durable.waits`, which settles the durable waits that hold and
-  whose workers are hinted right after the commit). A step's condition takes events that
-  arrived after it began waiting: key equality, the optional scope (a workflow run id), and the CEL
-  expression over ``input`` (the payload), ``additional_metadata`` (the event's),
-  ``run_input`` and ``run_metadata`` (the waiting run's). Satisfied runs progress in the
-  same transaction. An expression that fails on a payload is recorded on the waiting step
-  (``task_wait.error`` and a CONDITION_ERROR event) and matches nothing; other waits go on.
+  takes too; the runs of the tasks and workflows subscribed to its key are written in the
+  same transaction, as their filters allow (:mod:`stoker.engine.ingest.events`), and
+  recorded as the event's (``event_run``). It is then matched against the event conditions
+  of workflow steps and durable waits (:mod:`stoker.engine.durable.waits`, which settles the
+  durable waits that hold and whose workers are hinted right after the commit). A step's
+  condition takes events that arrived after it began waiting: key equality, the optional
+  scope (a workflow run id), and the CEL expression over ``input`` (the payload),
+  ``additional_metadata`` (the event's), ``run_input`` and ``run_metadata`` (the waiting
+  run's). Satisfied runs progress in the same transaction. An expression that fails on a
+  payload is recorded on the waiting step (``task_wait.error`` and a CONDITION_ERROR event)
+  and matches nothing; other waits go on.
 * Request keys (:mod:`stoker.engine.ingest.requests`): a workflow trigger's key is
   recorded by the flush like a task trigger's. A spawn records its key at the end of its
   savepoint, an event push at the end of its own transaction; a retry finds the key before
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -65,6 +68,14 @@ from stoker.engine.durable.wake import Wakes
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import idempotency, requests
 from stoker.engine.ingest.buffer import Ingest, RunIds, Written
+from stoker.engine.ingest.events import (
+    EventView,
+    Subscriber,
+    plan_runs,
+    run_metadata,
+    subscribed,
+    subscribers,
+)
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.tasks import NewTaskRun, TriggerInput, check_payload, write_task_runs
 from stoker.engine.signals import Outbox, Signals
@@ -104,6 +115,10 @@ class SpawnLog(Protocol):
         """Before the children are written: why not to write them (None: go on)."""
         ...
 
+    def child_index(self, position: int) -> int:
+        """After the guard: the child index of a child recorded at ``position``."""
+        ...
+
     async def record(self, tx: Executor, out: Outbox, children: list[tuple[str, bool]]) -> Any:
         """After: records the children ((run id, existed) per item); the answer."""
         ...
@@ -111,12 +126,49 @@ class SpawnLog(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EventInput:
-    """One user event."""
+    """One user event. ``priority``: of the runs it starts (0: each task's default)."""
 
     key: str
     payload: bytes
     additional_metadata: bytes = b""
     scope: str = ""
+    priority: int = 0
+    webhook_id: int | None = None
+    """The webhook the event came through (None: pushed through the API)."""
+    body: bytes | None = None
+    """A webhook event's request body, exactly as received (kept beside the payload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushedEvent:
+    """One stored event: its id, the runs it started, the waiting conditions it satisfied."""
+
+    event_id: str
+    run_ids: list[str]
+    satisfied: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What a push stored: each event (in the order given) and how many waiting conditions
+    the events satisfied in all."""
+
+    events: list[PushedEvent]
+    satisfied: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """A stored event as the runs it starts are made from it."""
+
+    id: int
+    external_id: str
+    created_at: datetime
+    key: str
+    scope: str
+    payload: Any
+    metadata: dict[str, Any]
+    priority: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +386,10 @@ class WorkflowIngest:
             refused = await log.guard(tx)
             if refused is not None:
                 return Written(refused, [])
+            # The index depends on the log's branch, known under the log's lock.
+            indexed = [replace(i, child_index=log.child_index(i.child_index)) for i in items]
             w = await self._write_spawn(
-                tx, out, tenant_id, parent_task_id, items, ids, known.workflows, known.tasks
+                tx, out, tenant_id, parent_task_id, indexed, ids, known.workflows, known.tasks
             )
             return Written(await log.record(tx, out, w.answer), w.run_ids)
 
@@ -445,22 +499,139 @@ class WorkflowIngest:
 
     async def push_events(
         self, tenant_id: int, events: list[EventInput], request: RequestKey | None = None
-    ) -> tuple[list[str], int]:
-        """Stores events and satisfies the conditions waiting for them; (event ids, how many
-        conditions they satisfied). A retry of the call with ``request`` stores nothing and
-        gets the first call's answer."""
+    ) -> Pushed:
+        """Ingests events: stores them, starts a run of every task and workflow subscribed
+        to their keys (subject to their filters; :mod:`stoker.engine.ingest.events`) and
+        satisfies the conditions waiting for them, all in one transaction. A retry of the
+        call with ``request`` stores nothing and gets the first call's answer. This is the
+        one entry point of events, whatever brings them (the SDK, REST, webhooks)."""
         if not events:
-            return [], 0
+            return Pushed([], 0)
         if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
-            return answer.run_ids, answer.satisfied
+            return await self._replayed_push(tenant_id, answer)
         try:
             return await self._push_events(tenant_id, events, request)
         except requests.Replayed as replayed:
-            return replayed.answer.run_ids, replayed.answer.satisfied
+            return await self._replayed_push(tenant_id, replayed.answer)
+
+    async def _replayed_push(self, tenant_id: int, answer: requests.Answer) -> Pushed:
+        """A retried push's answer: the first call's events and the runs they started."""
+        ids = [uuid.UUID(i) for i in answer.run_ids]
+        rows = await event_store.runs_of_events(self._db, event_store.RunsOfEvents(tenant_id, ids))
+        runs: dict[str, list[str]] = {}
+        for r in rows:
+            runs.setdefault(str(r["event_id"]), []).append(str(r["run_id"]))
+        return Pushed([PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied)
+
+    async def _subscribers(
+        self, tenant_id: int, keys: list[str]
+    ) -> tuple[list[list[Subscriber]], Resolved | None]:
+        """Each key's subscribers, and the definitions their runs need (None: none)."""
+        subs = subscribers(
+            await self._definitions.tasks(tenant_id), await self._definitions.workflows(tenant_id)
+        )
+        matched = [subscribed(subs, k) if subs else [] for k in keys]
+        names = {(s.kind, s.name) for m in matched for s in m}
+        if not names:
+            return matched, None
+        known = await self._definitions.resolve(
+            tenant_id,
+            sorted(n for k, n in names if k == "task"),
+            sorted(n for k, n in names if k == "workflow"),
+        )
+        return matched, known
+
+    async def _start_runs(
+        self,
+        tx: Executor,
+        out: Outbox,
+        tenant_id: int,
+        events: list[_Event],
+        matched: list[list[Subscriber]],
+        known: Resolved | None,
+        replay: int,
+    ) -> list[list[str]]:
+        """Writes the runs ``events`` start inside ``tx`` and records them as the events'
+        runs (``replay``: 0 at the push, n for the n-th replay); their ids per event."""
+        started: list[list[str]] = [[] for _ in events]
+        if known is None:
+            return started
+        names = {(s.kind, s.name) for m in matched for s in m}
+        filters = await event_store.subscriber_filters(
+            tx,
+            event_store.SubscriberFilters(
+                tenant_id,
+                sorted(n for k, n in names if k == "task"),
+                sorted(n for k, n in names if k == "workflow"),
+            ),
+        )
+        planned = plan_runs(
+            [EventView(e.key, e.scope, e.payload, e.metadata) for e in events], matched, filters
+        )
+        if not planned:
+            return started
+        task_rows: list[NewTaskRun] = []
+        wf_runs: list[_NewRun] = []
+        record = event_store.InsertEventRuns(tenant_id, [], [], [], [], [], [], replay)
+        for p in planned:
+            e = events[p.event]
+            raw = json.dumps(e.payload if e.payload is not None else {}).encode()
+            md = json.dumps(run_metadata(e.metadata, e.external_id, e.key, p.filter)).encode()
+            run_id = uuid.uuid4()
+            name = p.subscriber.name
+            if p.subscriber.kind == "task":
+                config = known.tasks[name]
+                policy = self._definitions.policy(tenant_id, name, config, raw, md)
+                item = TriggerInput(name, raw, md, e.priority)
+                task_rows.append(NewTaskRun(run_id, config, item, policy))
+            else:
+                wf_runs.append(_NewRun(run_id, name, raw, md, e.priority))
+            started[p.event].append(str(run_id))
+            record.event_ids.append(e.id)
+            record.created_at.append(e.created_at)
+            record.run_ids.append(run_id)
+            record.task_names.append(name if p.subscriber.kind == "task" else None)
+            record.workflow_names.append(name if p.subscriber.kind == "workflow" else None)
+            record.filter_ids.append(p.filter["external_id"] if p.filter else None)
+        if task_rows:
+            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
+        if wf_runs:
+            await self._insert_workflow_runs(
+                tx, out, tenant_id, wf_runs, known.workflows, known.tasks
+            )
+        await event_store.insert_event_runs(tx, record)
+        return started
+
+    async def replay_event(self, tenant_id: int, event_id: str) -> list[str]:
+        """Starts the runs of a stored event again: its subscribers and filters as they are
+        now, with the event's payload, metadata, scope and priority (waits are not
+        satisfied again); the new runs' ids, recorded as the event's runs of this replay."""
+        (external_id,) = _event_ids([event_id])
+        row = await event_store.get_event(self._db, event_store.GetEvent(tenant_id, external_id))
+        if row is None:
+            raise NotFoundError(f"no event with id {event_id}")
+        previous = await event_store.event_runs(
+            self._db, event_store.EventRuns(row["id"], row["created_at"])
+        )
+        matched, known = await self._subscribers(tenant_id, [row["key"]])
+        event = _Event(
+            row["id"],
+            str(row["external_id"]),
+            row["created_at"],
+            row["key"],
+            row["scope"] or "",
+            row["payload"],
+            dict(row["additional_metadata"] or {}),
+            row["priority"],
+        )
+        replay = max((r["replay"] for r in previous), default=0) + 1
+        async with self._signals.transaction(self._db) as (tx, out):
+            (started,) = await self._start_runs(tx, out, tenant_id, [event], matched, known, replay)
+        return started
 
     async def _push_events(
         self, tenant_id: int, events: list[EventInput], request: RequestKey | None
-    ) -> tuple[list[str], int]:
+    ) -> Pushed:
         payloads: list[Any] = []
         metadata: list[dict[str, Any]] = []
         for e in events:
@@ -471,13 +642,14 @@ class WorkflowIngest:
             if text_problem(e.scope):
                 raise InvalidRequestError(f"event scope {e.scope!r} is refused: it holds NUL")
             self._check(
-                _NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, 0),
+                _NewRun(uuid.uuid4(), e.key, e.payload, e.additional_metadata, e.priority),
                 f"event {e.key!r}",
                 "payload",
             )
             payloads.append(json.loads(e.payload) if e.payload else None)
             md = json.loads(e.additional_metadata) if e.additional_metadata else {}
             metadata.append(md)
+        matched, known = await self._subscribers(tenant_id, [e.key for e in events])
         keys = sorted({e.key for e in events})
         woken: dict[int, list[tuple[int, int]]] = {}
         settled: list[SettledWait] = []
@@ -493,15 +665,42 @@ class WorkflowIngest:
                     [json.dumps(p) for p in payloads],
                     [json.dumps(m) for m in metadata],
                     [e.scope for e in events],
+                    [e.priority for e in events],
+                    [e.webhook_id for e in events],
+                    [e.body for e in events],
                 ),
+            )
+            started = await self._start_runs(
+                tx,
+                out,
+                tenant_id,
+                [
+                    _Event(
+                        int(r["id"]),
+                        str(r["external_id"]),
+                        r["created_at"],
+                        e.key,
+                        e.scope,
+                        p,
+                        md,
+                        e.priority,
+                    )
+                    for r, e, p, md in zip(stored, events, payloads, metadata, strict=True)
+                ],
+                matched,
+                known,
+                0,
             )
             waits = await condition_store.waits_for_events(
                 tx, condition_store.WaitsForEvents(tenant_id, keys)
             )
-            matched, errors = _match(waits, events, payloads, metadata, stored)
-            durable = [(w, i) for w, i in matched if w["dag_id"] is None]
-            matched = [(w, i) for w, i in matched if w["dag_id"] is not None]
-            satisfied = len(matched)
+            found, errors = _match(waits, events, payloads, metadata, stored)
+            durable = [(w, i) for w, i in found if w["dag_id"] is None]
+            satisfying = [(w, i) for w, i in found if w["dag_id"] is not None]
+            satisfied = len(satisfying)
+            each = [0] * len(events)
+            for _, i in satisfying + durable:
+                each[i] += 1
             if durable and self._durable_waits is not None:
                 count, settled, woken = await self._durable_waits.on_events(
                     tx,
@@ -519,9 +718,9 @@ class WorkflowIngest:
                 await resume(
                     tx, out, (Settled(w.task_id, w.tenant_id, w.restored) for w in settled)
                 )
-            if matched or errors:
+            if satisfying or errors:
                 dag_ids = sorted(
-                    {int(w["dag_id"]) for w, _ in matched + errors if w["dag_id"] is not None}
+                    {int(w["dag_id"]) for w, _ in satisfying + errors if w["dag_id"] is not None}
                 )
                 await dag_store.lock_dags(tx, dag_store.LockDags(dag_ids))
                 if errors:
@@ -543,12 +742,12 @@ class WorkflowIngest:
                             ],
                         ),
                     )
-                if matched:
+                if satisfying:
                     await condition_store.satisfy_waits(
                         tx,
                         condition_store.SatisfyWaits(
-                            [int(w["task_id"]) for w, _ in matched],
-                            [str(w["cond"]) for w, _ in matched],
+                            [int(w["task_id"]) for w, _ in satisfying],
+                            [str(w["cond"]) for w, _ in satisfying],
                         ),
                     )
                     await self._dags.progress(tx, out, dag_ids)
@@ -558,7 +757,20 @@ class WorkflowIngest:
             # Right after the commit that settled their waits, the workers get the settled
             # entries (or, when connected elsewhere, a hint to re-read).
             await self._wakes.deliver(woken, settled_entries(settled))
-        return ids, satisfied
+        return Pushed(
+            [PushedEvent(i, r, n) for i, r, n in zip(ids, started, each, strict=True)], satisfied
+        )
+
+
+def _event_ids(ids: list[str]) -> list[uuid.UUID]:
+    """Event ids as given by a caller; NotFoundError for one that is not a UUID."""
+    parsed: list[uuid.UUID] = []
+    for i in ids:
+        try:
+            parsed.append(uuid.UUID(i))
+        except ValueError:
+            raise NotFoundError(f"no event with id {i!r} (event ids are UUIDs)") from None
+    return parsed
 
 
 def _replayed_spawn(answer: requests.Answer) -> list[tuple[str, bool]]:
@@ -637,4 +849,12 @@ def _created_at(w: condition_store.EventWait) -> datetime:
     return created
 
 
-__all__ = ["ChildInput", "EventInput", "SpawnLog", "WorkflowIngest", "WorkflowTriggerInput"]
+__all__ = [
+    "ChildInput",
+    "EventInput",
+    "Pushed",
+    "PushedEvent",
+    "SpawnLog",
+    "WorkflowIngest",
+    "WorkflowTriggerInput",
+]

@@ -4,13 +4,16 @@
 * :mod:`~stoker.engine.rpc.client_service` — what an SDK client calls: task definitions,
   triggers and results, workflows, children, events, cancel and replay;
 * :mod:`~stoker.engine.rpc.schedule_service` — scheduled runs (the ``Schedules`` service);
+* :mod:`~stoker.engine.rpc.webhook_service` — incoming webhooks (the ``Webhooks`` service);
+* :mod:`~stoker.engine.rpc.event_service` — stored events and filters (``Events``);
 * :mod:`~stoker.engine.rpc.handlers` — what every handler shares: authentication, errors
   answered as statuses (the ``@rpc`` decorator), and the interceptor that refuses calls
   without a valid token before their request is read.
 
-The wire has three services, ``Engine``, ``Workflows`` and ``Schedules``; :func:`open_server`
-answers each of their methods with the one servicer that defines it, so which servicer
-answers a method is a matter of who calls it, not of which ``.proto`` service declares it.
+The wire has five services, ``Engine``, ``Workflows``, ``Schedules``, ``Events`` and
+``Webhooks``; :func:`open_server` answers each of their methods with the one servicer that
+defines it, so which servicer answers a method is a matter of who calls it, not of which
+``.proto`` service declares it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 from stoker._core.wire import message_limit
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
+from stoker._proto import events_pb2 as epb
+from stoker._proto import events_pb2_grpc as epb_grpc
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import schedules_pb2_grpc as spb_grpc
+from stoker._proto import webhooks_pb2 as hpb
+from stoker._proto import webhooks_pb2_grpc as hpb_grpc
 from stoker._proto import workflows_pb2 as wpb
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
 from stoker.config import EngineSettings, read_pem
@@ -62,6 +69,10 @@ async def open_server(
     wpb_grpc.add_WorkflowsServicer_to_server(cast(wpb_grpc.WorkflowsServicer, workflows), server)
     schedules = answering(spb.DESCRIPTOR.services_by_name["Schedules"], servicers)
     spb_grpc.add_SchedulesServicer_to_server(cast(spb_grpc.SchedulesServicer, schedules), server)
+    events = answering(epb.DESCRIPTOR.services_by_name["Events"], servicers)
+    epb_grpc.add_EventsServicer_to_server(cast(epb_grpc.EventsServicer, events), server)
+    webhooks = answering(hpb.DESCRIPTOR.services_by_name["Webhooks"], servicers)
+    hpb_grpc.add_WebhooksServicer_to_server(cast(hpb_grpc.WebhooksServicer, webhooks), server)
     address = f"{s.grpc_host}:{s.grpc_port}"
     try:
         if s.tls:

@@ -298,12 +298,22 @@ class ClientService(Servicer):
     async def PushEvents(
         self, request: wpb.PushEventsRequest, caller: Principal
     ) -> wpb.PushEventsResponse:
-        ids, satisfied = await self._workflows.push_events(
+        pushed = await self._workflows.push_events(
             caller.tenant_id,
-            [EventInput(e.key, e.payload, e.additional_metadata, e.scope) for e in request.events],
+            [
+                EventInput(e.key, e.payload, e.additional_metadata, e.scope, e.priority)
+                for e in request.events
+            ],
             RequestKey.of(request.request_key, "events", request_content(request)),
         )
-        return wpb.PushEventsResponse(event_ids=ids, satisfied=satisfied)
+        return wpb.PushEventsResponse(
+            event_ids=[e.event_id for e in pushed.events],
+            satisfied=pushed.satisfied,
+            events=[
+                wpb.PushedEvent(event_id=e.event_id, run_ids=e.run_ids, satisfied=e.satisfied)
+                for e in pushed.events
+            ],
+        )
 
     @rpc
     async def CancelRuns(

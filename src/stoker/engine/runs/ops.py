@@ -41,6 +41,7 @@ from typing import Any
 
 import psycopg
 
+from stoker._core.durable import MAX_BRANCHES
 from stoker._core.status import FINAL, RunStatus
 from stoker.db import Executor
 from stoker.db.store import conditions as condition_store
@@ -284,17 +285,18 @@ class RunOps:
         why = reason or f"reset to position {position}"
         stopped: list[durable_store.EndedAttempt] = []
         async with self._signals.transaction(self._db) as (tx, out):
-            await self._restore(tx, tenant_id, [rid])
+            # A step is held live with its workflow run (which may be in history).
+            dag = await durable_store.durable_step_dag(
+                tx, durable_store.LockDurableRun(tenant_id, rid)
+            )
+            await self._restore(tx, tenant_id, [rid if dag is None else dag["external_id"]])
             run = await durable_store.lock_durable_run(
                 tx, durable_store.LockDurableRun(tenant_id, rid)
             )
             if run is None:
                 raise await self._not_resettable(tx, tenant_id, rid)
-            if run["dag_id"] is not None:
-                raise InvalidRequestError(
-                    f"run {rid} is a step of a workflow run; reset applies to the run of a "
-                    "durable task"
-                )
+            if dag is not None and run["status"] in FINAL:
+                self._check_finished_step(rid, str(run["status"]), str(dag["status"]))
             key = (run["task_id"], run["created_at"])
             if await durable_store.lock_durable_log(tx, durable_store.LockDurableLog(*key)) is None:
                 raise InvalidRequestError(
@@ -314,6 +316,11 @@ class RunOps:
                 tx, durable_store.ResetDurableLog(*key, position, why)
             )
             assert done is not None  # the position was checked under the lock
+            if done["branch"] > MAX_BRANCHES:
+                raise InvalidRequestError(
+                    f"run {rid} was reset {MAX_BRANCHES - 1:,} times already, the most a "
+                    "durable run's log takes"
+                )
             status = str(run["status"])
             running = status in (RunStatus.ASSIGNED, RunStatus.RUNNING)
             if running:
@@ -328,7 +335,21 @@ class RunOps:
             # admitted (it kept its concurrency slots while evicted), and the restore a
             # later settlement would do finds it no longer EVICTED.
             evicted = status == RunStatus.EVICTED
-            if running or evicted or status in FINAL:
+            if dag is not None and status in FINAL:
+                # A failed or cancelled step of a finished workflow run: the workflow run
+                # is replayed (as runs.replay does: its failed and cancelled steps and its
+                # handlers run again), this step from its new branch.
+                dag_ids = [int(dag["dag_id"])]
+                handlers = await self._handler_task_names(tx, dag_ids)
+                await run_store.replay_dags(
+                    tx, run_store.ReplayDags(dag_ids, json.dumps(sorted(handlers)))
+                )
+                await self._progression.progress(tx, out, dag_ids)
+                again = await durable_store.lock_durable_run(
+                    tx, durable_store.LockDurableRun(tenant_id, rid)
+                )
+                status = str(again["status"]) if again is not None else status
+            elif running or evicted or status in FINAL:
                 queued = await durable_store.requeue_reset_task(
                     tx, durable_store.RequeueResetTask(key[0], running or evicted)
                 )
@@ -343,13 +364,31 @@ class RunOps:
             str(rid), position, done["branch"], done["invocation"], int(done["dropped"]), status
         )
 
+    @staticmethod
+    def _check_finished_step(rid: uuid.UUID, status: str, dag_status: str) -> None:
+        """Refuses the reset of a finished workflow step that cannot run again soundly."""
+        if status == RunStatus.COMPLETED:
+            # Later steps ran on its output, or the workflow run ended with it: running it
+            # again alone would leave them as they are.
+            raise InvalidRequestError(
+                f"run {rid} is a step of a workflow run that completed already: the steps "
+                "after it ran on its output, so a completed step is reset only before it "
+                "finishes"
+            )
+        if dag_status not in FINAL:
+            raise InvalidRequestError(
+                f"run {rid} is a {status} step of a workflow run that is still "
+                f"{dag_status}: reset it once the workflow run has finished"
+            )
+
     async def _not_resettable(
         self, tx: Executor, tenant_id: int, rid: uuid.UUID
     ) -> InvalidRequestError | NotFoundError:
         rows = await run_store.resolve_runs(tx, run_store.ResolveRuns(tenant_id, [rid]))
         if rows and rows[0]["dag_id"] is not None:
             return InvalidRequestError(
-                f"run {rid} is a workflow run; reset applies to the run of a durable task"
+                f"run {rid} is a workflow run; reset applies to the run of a durable task "
+                "or of a durable step (the step's run id)"
             )
         return NotFoundError(f"no run with id {rid}")
 

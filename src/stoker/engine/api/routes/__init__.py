@@ -11,12 +11,14 @@ from fastapi import APIRouter
 from stoker.engine.api.routes import (
     crons,
     durable,
+    events,
     health,
     pauses,
     runs,
     schedules,
     tasks,
     tokens,
+    webhooks,
     workers,
     workflows,
 )
@@ -29,7 +31,10 @@ ROUTERS: list[APIRouter] = [
     tasks.router,
     crons.router,
     schedules.router,
+    events.router,
     pauses.router,
     workflows.router,
     tokens.router,
+    webhooks.router,
+    webhooks.incoming,
 ]
