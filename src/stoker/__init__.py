@@ -28,6 +28,7 @@ from stoker._sdk.context import Context
 from stoker._sdk.crons import (
     BackfillRun,
     CatchUp,
+    Cron,
     CronInfo,
     CronRun,
     Crons,
@@ -65,6 +66,7 @@ from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
     AuthenticationError,
     ConfigError,
+    ConflictError,
     DatabaseUnavailableError,
     DeclarationError,
     EngineUnavailableError,
@@ -95,7 +97,9 @@ __all__ = [
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
     "ConfigError",
+    "ConflictError",
     "Context",
+    "Cron",
     "CronError",
     "CronInfo",
     "CronRun",

@@ -253,9 +253,14 @@ def cron_delete(name: Annotated[str, typer.Argument(help="The cron's name.")]) -
 
 
 @cron_app.command("trigger")
-def cron_trigger(name: Annotated[str, typer.Argument(help="The cron's name.")]) -> None:
-    """Starts one run of the cron now and prints its run id."""
-    print(_run(lambda: _client().crons.trigger_now(name)).run_id)
+def cron_trigger(
+    name: Annotated[str, typer.Argument(help="The cron's name.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Start a run whatever the overlap policy.")
+    ] = False,
+) -> None:
+    """Starts one run of the cron now (under its overlap policy) and prints its run id."""
+    print(_run(lambda: _client().crons.trigger_now(name, force=force)).run_id)
 
 
 @cron_app.command("backfill")

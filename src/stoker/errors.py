@@ -94,6 +94,13 @@ class TransactionalEnqueueError(StokerError):
     docs/transactional.md). The application's transaction is aborted and must roll back."""
 
 
+class ConflictError(InvalidRequestError):
+    """The request names something that exists already (a cron of that name)."""
+
+    grpc_code = "ALREADY_EXISTS"
+    http_status = 409
+
+
 class NotFoundError(StokerError):
     """No such run."""
 

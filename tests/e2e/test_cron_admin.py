@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from stoker import (
     CatchUp,
+    ConflictError,
+    Cron,
     InvalidRequestError,
     NotFoundError,
     Stoker,
@@ -101,7 +103,7 @@ def test_create_read_update_delete_through_the_sdk(engine: Any, tenant: Any) -> 
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(info.next_fire_times))
 
     # Bad input is refused, saying what and why.
-    with pytest.raises(InvalidRequestError, match="'beat' exists"):
+    with pytest.raises(ConflictError, match="cron named 'beat' exists"):
         crons.create("beat", "other", "* * * * *")
     with pytest.raises(InvalidRequestError, match=r"'\* \* \*' has 3 fields"):
         crons.create("bad", "other", "* * *")
@@ -205,6 +207,42 @@ def test_code_crons_take_only_enabled_and_policies(engine: Any, tenant: Any) -> 
     assert (again.overlap, again.enabled, again.catch_up) == (info.overlap, False, info.catch_up)
 
 
+def test_policies_declared_in_code_are_set_at_registration(engine: Any, tenant: Any) -> None:
+    app = tenant.client()
+
+    @app.task(
+        name="policed",
+        on_crons=[Cron("0 0 1 1 *", overlap="buffer_one", catch_up=CatchUp("1h", 3))],
+    )
+    async def policed(input: dict[str, Any], ctx: Any) -> None:
+        return None
+
+    app.register()
+    name = "policed:0 0 1 1 *"
+    info = app.crons.get(name)
+    assert (info.overlap, info.catch_up, info.source) == (
+        "buffer_one",
+        CatchUp(timedelta(hours=1), 3),
+        "code",
+    )
+    # Changed through the API, then registered again: the code's policies are back.
+    assert app.crons.update(name, overlap="skip", catch_up="none").overlap == "skip"
+    app.register()
+    again = app.crons.get(name)
+    assert (again.overlap, again.catch_up) == ("buffer_one", CatchUp(timedelta(hours=1), 3))
+
+    # The next version of the code declares other policies on the same expression.
+    changed = tenant.client()
+
+    @changed.task(name="policed", on_crons=[Cron("0 0 1 1 *", overlap="cancel_previous")])
+    async def policed_again(input: dict[str, Any], ctx: Any) -> None:
+        return None
+
+    changed.register()
+    latest = changed.crons.get(name)
+    assert (latest.overlap, latest.catch_up) == ("cancel_previous", None)
+
+
 def test_crons_on_workflows_in_code_and_at_run_time(engine: Any, tenant: Any) -> None:
     app = _app(tenant)
     coded = tenant.client()
@@ -301,6 +339,12 @@ def test_catch_up_window_and_max(engine: Any, tenant: Any) -> None:
     app.crons.create("none", "other", expression)
     app.crons.create("caught", "other", expression, catch_up=CatchUp("2m", 5))
     app.crons.create("capped", "other", expression, catch_up=CatchUp("10m", 1))
+    # No worker runs: a run stays QUEUED, so each started run is still "running".
+    for name, overlap in (("skipping", "skip"), ("holding", "buffer_one")):
+        app.crons.create(name, "other", expression, overlap=overlap, catch_up=CatchUp("2m", 5))
+    app.crons.create(
+        "cancelling", "other", expression, overlap="cancel_previous", catch_up=CatchUp("2m", 5)
+    )
     last = now.replace(second=second, microsecond=0)
     if last > now:
         last -= timedelta(minutes=1)
@@ -321,6 +365,15 @@ def test_catch_up_window_and_max(engine: Any, tenant: Any) -> None:
     assert [_tick(r) for r in _runs(engine.db_url, tenant.tenant_id, "caught")] == missed[-2:]
     # At most one: the newest.
     assert [_tick(r) for r in _runs(engine.db_url, tenant.tenant_id, "capped")] == missed[-1:]
+    # The caught-up ticks meet the overlap policy in turn, oldest first: skip starts the
+    # first and skips the next (its run still runs); buffer_one holds it; cancel_previous
+    # starts only the newest (each would cancel the one before).
+    for name in ("skipping", "holding"):
+        assert [_tick(r) for r in _runs(engine.db_url, tenant.tenant_id, name)] == missed[-2:-1]
+    assert _outcomes(engine.db_url, tenant.tenant_id, "skipping") == ["started", "skipped"]
+    assert app.crons.get("holding").buffered_tick == missed[-1]
+    assert [_tick(r) for r in _runs(engine.db_url, tenant.tenant_id, "cancelling")] == missed[-1:]
+    assert _outcomes(engine.db_url, tenant.tenant_id, "cancelling") == ["skipped", "started"]
 
 
 def test_backfill_is_idempotent(engine: Any, tenant: Any) -> None:
@@ -341,10 +394,90 @@ def test_backfill_is_idempotent(engine: Any, tenant: Any) -> None:
     assert len(_runs(engine.db_url, tenant.tenant_id, "hourly")) == 6
     with pytest.raises(InvalidRequestError, match="in the future"):
         app.crons.backfill("hourly", start, end + timedelta(hours=1))
+    with pytest.raises(InvalidRequestError, match="past the backfill horizon"):
+        app.crons.backfill("hourly", end - timedelta(days=31), end)
+    app.crons.create("minutely", "other", "* * * * *")
     with pytest.raises(InvalidRequestError, match="more than 1000 ticks"):
-        app.crons.backfill("hourly", end - timedelta(days=60), end)
+        app.crons.backfill("minutely", end - timedelta(days=1), end)
     with pytest.raises(ValueError, match="time-zone-aware"):
         app.crons.backfill("hourly", datetime(2026, 1, 1), end)
+
+
+def test_a_late_backfill_finds_every_tick_that_made_a_run(engine: Any, tenant: Any) -> None:
+    """More ticks than the 20 fires a cron shows: those that made a run stay recorded
+    while the cron goes on firing, so backfilling the range again starts nothing."""
+    app = _app(tenant)
+    app.crons.create("secondly", "other", "* * * * * *")
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    start = end - timedelta(seconds=29)
+    first = app.crons.backfill("secondly", start, end)
+    assert len(first) == 30 and not any(r.existing for r in first)
+
+    def fired_on_time() -> int:
+        return _outcomes(engine.db_url, tenant.tenant_id, "secondly").count("started")
+
+    wait_until(lambda: fired_on_time() >= 3, what="three ticks fired on time (each trims)")
+    again = app.crons.backfill("secondly", start, end)
+    assert [r.existing for r in again] == [True] * 30
+    assert [r.run.run_id for r in again] == [r.run.run_id for r in first]
+    app.crons.update("secondly", enabled=False)
+    backfilled = [r for r in _runs(engine.db_url, tenant.tenant_id, "secondly") if _tick(r) <= end]
+    assert len(backfilled) == 30
+
+
+def test_trigger_now_follows_the_overlap_policy(engine: Any, tenant: Any) -> None:
+    """No worker runs: a started run stays QUEUED, which counts as still running."""
+    app = _app(tenant)
+    crons = app.crons
+    crons.create("manual", "other", "0 0 1 1 *", overlap="skip")
+    first = crons.trigger_now("manual")
+    with pytest.raises(ConflictError, match=f"previous run {first.run_id} is still QUEUED"):
+        crons.trigger_now("manual")
+    forced = crons.trigger_now("manual", force=True)
+    assert forced.run_id != first.run_id
+    crons.update("manual", overlap="buffer_one")
+    with pytest.raises(ConflictError, match=f"previous run {forced.run_id} .* buffer_one"):
+        asyncio.run(crons.aio_trigger_now("manual"))
+
+    def status(run_id: str) -> str:
+        with psycopg.connect(engine.db_url) as conn:
+            row = conn.execute(
+                "SELECT status FROM stoker.all_tasks WHERE external_id = %s", (run_id,)
+            ).fetchone()
+        return str(row[0]) if row else ""
+
+    crons.update("manual", overlap="cancel_previous")
+    replacing = crons.trigger_now("manual")
+    wait_until(lambda: status(forced.run_id) == "CANCELLED", what="the previous run cancelled")
+    crons.update("manual", overlap="allow")
+    crons.trigger_now("manual")
+    assert status(replacing.run_id) == "QUEUED"
+    assert [r.outcome for r in crons.get("manual").last_runs] == ["manual"] * 4
+
+    crons.update("manual", overlap="skip")
+    headers = {"authorization": f"Bearer {tenant.token}"}
+    path = f"{engine.http_url}/api/v1/crons/manual/trigger"
+    with httpx.Client(headers=headers, timeout=10) as http:
+        refused = http.post(path)
+        assert refused.status_code == 409 and "overlap policy is skip" in refused.text
+        assert http.post(path, params={"force": "true"}).status_code == 200
+
+
+def test_a_step_of_a_paused_workflow_fires_no_cron(engine: Any, tenant: Any) -> None:
+    app = _app(tenant)
+    app.workflows.pause("cron_flow")
+    app.crons.create("step-beat", "cron_flow:step", "* * * * * *")
+    wait_until(
+        lambda: _outcomes(engine.db_url, tenant.tenant_id, "step-beat").count("paused") >= 2,
+        what="two ticks of the paused workflow's step cron",
+    )
+    assert "started" not in _outcomes(engine.db_url, tenant.tenant_id, "step-beat")
+    app.workflows.resume("cron_flow")
+    wait_until(
+        lambda: "started" in _outcomes(engine.db_url, tenant.tenant_id, "step-beat"),
+        what="the step's cron firing again",
+    )
+    app.crons.delete("step-beat")
 
 
 def test_pause_keeps_runs_queued_and_crons_silent_and_resume_drains(
@@ -418,7 +551,10 @@ def test_rest_api(engine: Any, tenant: Any) -> None:
         assert created.status_code == 201, created.text
         assert created.json()["source"] == "api" and created.json()["input"] == {"tag": "r"}
         again = http.post(f"{api}/crons", json=body)
-        assert again.status_code in (400, 409, 422) and "exists" in again.text
+        assert again.status_code == 409, again.text
+        assert (
+            again.json()["error"]["type"] == "ConflictError" and "'rest cron' exists" in again.text
+        )
         bad = http.post(f"{api}/crons", json={**body, "name": "x", "expression": "0 25 * * *"})
         assert bad.status_code in (400, 422) and "hour 25 is outside 0-23" in bad.text
         path = f"{api}/crons/{urllib.parse.quote('rest cron', safe='')}"
@@ -478,6 +614,11 @@ def test_cli(engine: Any, tenant: Any) -> None:
     assert updated.returncode == 0 and json.loads(updated.stdout)["enabled"] is False
     triggered = _cli(tenant, "cron", "trigger", "nightly")
     assert triggered.returncode == 0 and len(triggered.stdout.strip()) == 36
+    # Its run stays queued (no worker): "skip" refuses another, unless forced.
+    refused = _cli(tenant, "cron", "trigger", "nightly")
+    assert refused.returncode != 0 and "overlap policy is skip" in refused.stderr
+    forced = _cli(tenant, "cron", "trigger", "nightly", "--force")
+    assert forced.returncode == 0 and forced.stdout.strip() != triggered.stdout.strip()
     end = datetime.now(UTC)
     start = (end - timedelta(days=2)).isoformat()
     filled = _cli(tenant, "cron", "backfill", "nightly", "--start", start, "--end", end.isoformat())

@@ -137,3 +137,67 @@ async def test_fired_runs_are_pruned_after_the_cutoff_and_scheduled_ones_never(
     assert [r[0] for r in _sql(db_url, "SELECT external_id FROM scheduled_run")] == [
         pending["external_id"]
     ]
+
+
+async def test_the_plain_path_writes_the_runs_the_general_path_writes(
+    db: Executor, db_url: str
+) -> None:
+    """A task without concurrency or rate-limit policy is fired by one statement; a task
+    with a policy by the general path (prepare, insert_tasks) in the same round. Their
+    rows agree on everything the task's options and the schedule set."""
+    from stoker._core.wire import ConcurrencyExpression
+
+    tenant = await create_tenant(db, "t")
+    defs = Definitions(db, on_limits_changed=lambda _t: None)
+    options: dict[str, Any] = {
+        "retries": 3,
+        "backoff_factor": 2.0,
+        "backoff_max_seconds": 1.5,
+        "execution_timeout_ms": 7000,
+        "schedule_timeout_ms": 9000,
+        "priority": 2,
+    }
+    gated = [ConcurrencyExpression(expression="'all'", max_runs=1)]
+    await defs.register_tasks(
+        tenant,
+        [
+            ("plain", TaskConfig(**options).model_dump_json().encode()),
+            ("policed", TaskConfig(**options, concurrency=gated).model_dump_json().encode()),
+        ],
+    )
+    timers, schedules, _ = await _timers(db)
+    now_ms = int(time.time() * 1000)
+    made = await schedules.create(
+        tenant,
+        [
+            ScheduleInput("plain", "", b'{"n": 1}', b'{"m": "x"}', 0, now_ms),
+            ScheduleInput("policed", "", b'{"n": 1}', b'{"m": "x"}', 0, now_ms),
+            ScheduleInput("plain", "", b'{"n": 2}', b"{}", 3, now_ms),
+        ],
+        strict=False,
+    )
+    assert (await timers.round())[1] == 3 and timers.fired == 3
+    rows = _sql(
+        db_url,
+        "SELECT t.task_name, t.status, t.priority, t.input, t.additional_metadata,"
+        " t.max_retries, t.backoff_factor, t.backoff_max_ms, t.execution_timeout_ms,"
+        " t.schedule_timeout_ms, t.error, t.finished_at, t.rate_limits, t.desired_worker_id,"
+        " s.external_id::text"
+        " FROM task t JOIN scheduled_run s ON s.run_id = t.external_id ORDER BY s.id",
+    )
+    by_schedule = {r[-1]: r[:-1] for r in rows}
+    first, policed, second = (by_schedule[str(m["external_id"])] for m in made)
+    assert first[1:4] == ("QUEUED", 2, {"n": 1}) and second[2:4] == (3, {"n": 2})
+    assert first[4] == {"m": "x", "stoker_schedule": str(made[0]["external_id"])}
+    assert first[1:4] + first[5:] == policed[1:4] + policed[5:]
+    assert first[5:10] == (3, 2.0, 1500, 7000, 9000)
+    # The plain runs are queue items due now with their schedule deadline; the policed
+    # one waits for its concurrency slot.
+    items = _sql(
+        db_url,
+        "SELECT t.task_name, q.priority,"
+        " extract(epoch FROM q.schedule_deadline - q.available_at) * 1000"
+        " FROM queue_item q JOIN task t ON t.id = q.task_id ORDER BY q.priority",
+    )
+    assert [(n, p, float(d)) for n, p, d in items] == [("plain", 2, 9000.0), ("plain", 3, 9000.0)]
+    assert len(_sql(db_url, "SELECT 1 FROM concurrency_slot")) == 1

@@ -28,6 +28,7 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.NotFoundError: (grpc.StatusCode.NOT_FOUND, 404),
     errors.PayloadTooLargeError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     errors.InvalidRequestError: (grpc.StatusCode.INVALID_ARGUMENT, 422),
+    errors.ConflictError: (grpc.StatusCode.ALREADY_EXISTS, 409),
     errors.TaskRunError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.TransactionalEnqueueError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.RunCancelledError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
@@ -49,6 +50,7 @@ ANSWERED = [
     errors.NotFoundError,
     errors.PayloadTooLargeError,
     errors.InvalidRequestError,
+    errors.ConflictError,
     errors.EngineUnavailableError,
     errors.DatabaseUnavailableError,
 ]

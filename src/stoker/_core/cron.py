@@ -54,6 +54,10 @@ Monday recurs at least every 28 years); an expression with no tick that soon nev
 _MAX_SHIFT = timedelta(hours=3)
 """More than any zone's change of UTC offset at one transition."""
 
+OVERLAPS = ("allow", "skip", "cancel_previous", "buffer_one")
+"""What a tick does while the cron's previous run still runs: start anyway, skip the
+tick, cancel the previous run, or hold the tick (one at most) until the previous ends."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Field:

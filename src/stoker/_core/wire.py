@@ -153,13 +153,17 @@ class StickyStrategy(StrEnum):
 class CronSpec(BaseModel):
     """A cron declared on a task (``@app.task(on_crons=...)``), sent with its definition:
     the expression as written, its time zone (None: the expression's ``TZ=`` prefix, or
-    UTC) and the runs' input as JSON."""
+    UTC), the runs' input as JSON, and its policies when declared with ``Cron(...)``
+    (``overlap`` None: a plain string, the cron keeps the policies set through the API)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     expression: str
     timezone: str | None = None
     input_json: str = "{}"
+    overlap: str | None = None
+    catch_up_window_s: int = Field(default=0, ge=0)
+    catch_up_max: int = Field(default=0, ge=0)
 
 
 class IdempotencyConfig(BaseModel):

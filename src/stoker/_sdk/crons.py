@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic_core
 
+from stoker._core.cron import OVERLAPS
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.refs import RunRef
 from stoker.config import parse_duration
@@ -51,6 +52,30 @@ class CatchUp:
         if self.max_runs < 1:
             raise ValueError(f"catch_up max_runs must be at least 1, got {self.max_runs}")
         return int(delta.total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A cron declared in code with its policies, in ``on_crons`` next to plain expression
+    strings: ``@app.task(on_crons=[Cron("*/5 * * * *", overlap="skip",
+    catch_up=CatchUp(window="1h", max_runs=3))])``.
+
+    Registration sets the cron's policies to these (a plain string leaves those set with
+    ``app.crons.update``); ``timezone`` overrides the declaration's ``cron_timezone``. The
+    cron is named ``"<task or workflow>:<expression>"`` like a string's."""
+
+    expression: str
+    overlap: Overlap = "allow"
+    catch_up: CatchUp | Literal["none"] = "none"
+    timezone: str | None = None
+
+    def policies(self) -> tuple[str, int, int]:
+        """(overlap, catch-up window in seconds, catch-up max), checked (ValueError)."""
+        if self.overlap not in OVERLAPS:
+            raise ValueError(f"overlap {self.overlap!r} is not one of {', '.join(OVERLAPS)}")
+        window = _catch_up(self.catch_up)
+        assert window is not None
+        return (self.overlap, *window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +224,9 @@ class Crons:
 
     A code cron (declared with ``on_crons``) is managed by registration: ``update`` takes
     only ``enabled``, ``overlap`` and ``catch_up`` for it (they persist across
-    registrations), and ``delete`` refuses it (remove it from the code)."""
+    registrations, except the policies a ``Cron(...)`` declares, which each registration
+    sets again), and ``delete`` refuses it (remove it from the code). ``create`` with a
+    name that exists raises ConflictError naming it."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
@@ -424,13 +451,19 @@ class Crons:
 
     # -- running ------------------------------------------------------------------------
 
-    def trigger_now(self, name: str) -> RunRef[Any]:
-        """Starts one run of the cron now, outside its schedule and policies."""
-        resp = self._connection.calls.trigger_cron(pb.TriggerCronRequest(name=name))
+    def trigger_now(self, name: str, *, force: bool = False) -> RunRef[Any]:
+        """Starts one run of the cron now, outside its schedule, under its overlap policy:
+        while the cron's previous run still runs, ``allow`` starts anyway,
+        ``cancel_previous`` cancels that run first, and ``skip`` and ``buffer_one`` raise
+        ConflictError naming it. ``force=True`` starts one whatever the policy. The run
+        counts as the cron's previous run for its next ticks."""
+        request = pb.TriggerCronRequest(name=name, force=force)
+        resp = self._connection.calls.trigger_cron(request)
         return RunRef(self._connection, resp.run_id, None)
 
-    async def aio_trigger_now(self, name: str) -> RunRef[Any]:
-        resp = await self._connection.calls.aio_trigger_cron(pb.TriggerCronRequest(name=name))
+    async def aio_trigger_now(self, name: str, *, force: bool = False) -> RunRef[Any]:
+        request = pb.TriggerCronRequest(name=name, force=force)
+        resp = await self._connection.calls.aio_trigger_cron(request)
         return RunRef(self._connection, resp.run_id, None)
 
     def _backfill_request(

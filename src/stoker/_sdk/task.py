@@ -41,6 +41,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker._proto import schedules_pb2 as spb
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
+from stoker._sdk.crons import Cron
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker._sdk.transactional import (
@@ -114,9 +115,10 @@ class TaskArgs(TypedDict, total=False):
     """Labels wanted on the worker (required or weighted)."""
     sticky: StickyStrategy | str | None
     """'soft' or 'hard': stay on the worker that ran the run's earlier tasks."""
-    on_crons: Sequence[str]
+    on_crons: Sequence[str | Cron]
     """Cron expressions (5 fields, or 6 with seconds; optional ``TZ=<zone>`` prefix) on which
-    the engine starts a run of this task; registered with the task, removed with it."""
+    the engine starts a run of this task, or ``Cron(expression, overlap=..., catch_up=...)``
+    with its policies; registered with the task, removed with it."""
     cron_input: Any
     """The input of the runs the crons start (validated against the input model now)."""
     cron_timezone: str | None
@@ -216,7 +218,7 @@ class TaskOptions:
     rate_limits: Sequence[RateLimit] = ()
     desired_worker_labels: Mapping[str, DesiredWorkerLabel] | None = None
     sticky: StickyStrategy | str | None = None
-    on_crons: Sequence[str] = ()
+    on_crons: Sequence[str | Cron] = ()
     cron_input: Any = None
     cron_timezone: str | None = None
     idempotency: Idempotency | None = None
@@ -289,21 +291,38 @@ class TaskOptions:
         )
 
 
-def cron_specs(expressions: Sequence[str], timezone: str | None, what: str) -> list[CronSpec]:
-    """``on_crons`` parsed now, so a bad expression or zone fails at declaration (CronError
-    naming the task, the expression and the reason); the input is filled in by the task,
-    which knows its input model."""
+def cron_specs(
+    expressions: Sequence[str | Cron], timezone: str | None, what: str
+) -> list[CronSpec]:
+    """``on_crons`` parsed now, so a bad expression, zone or policy fails at declaration
+    (CronError naming the task, the expression and the reason); the input is filled in by
+    the task, which knows its input model."""
     if isinstance(expressions, str):
         raise DeclarationError(f"{what}: on_crons takes a list of expressions, not one string")
     specs: list[CronSpec] = []
-    for expression in expressions:
-        if not isinstance(expression, str):
-            raise DeclarationError(f"{what}: on_crons takes strings, got {expression!r}")
+    for item in expressions:
+        if isinstance(item, Cron):
+            expression, zone = item.expression, item.timezone or timezone
+            try:
+                overlap, window_s, max_runs = item.policies()
+            except ValueError as exc:
+                raise CronError(f"{what}: cron {item.expression!r}: {exc}") from None
+            policies: dict[str, Any] = {
+                "overlap": overlap,
+                "catch_up_window_s": window_s,
+                "catch_up_max": max_runs,
+            }
+        elif isinstance(item, str):
+            expression, zone, policies = item, timezone, {}
+        else:
+            raise DeclarationError(
+                f"{what}: on_crons takes expression strings or Cron(...), got {item!r}"
+            )
         try:
-            cron.parse(expression, timezone)
+            cron.parse(expression, zone)
         except CronError as exc:
             raise CronError(f"{what}: {exc}") from None
-        specs.append(CronSpec(expression=expression, timezone=timezone))
+        specs.append(CronSpec(expression=expression, timezone=zone, **policies))
     if len({s.expression for s in specs}) != len(specs):
         raise DeclarationError(f"{what}: on_crons names one expression twice")
     return specs

@@ -25,6 +25,7 @@ from stoker._sdk.calls import request_key
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.conditions import Condition, OrGroup, condition_specs, parents_in
 from stoker._sdk.context import Context, current_context
+from stoker._sdk.crons import Cron
 from stoker._sdk.durable import DurableTask
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
@@ -160,7 +161,7 @@ class Workflow(Generic[I]):
         input_validator: type[BaseModel] | None = None,
         defaults: TaskArgs | None = None,
         *,
-        on_crons: Sequence[str] = (),
+        on_crons: Sequence[str | Cron] = (),
         cron_input: Any = None,
         cron_timezone: str | None = None,
         on_events: Sequence[str] = (),

@@ -760,6 +760,9 @@ CREATE TABLE cron (
     catch_up_window_s integer NOT NULL DEFAULT 0 CHECK (catch_up_window_s >= 0),
     catch_up_max integer NOT NULL DEFAULT 0 CHECK (catch_up_max >= 0),
     buffered_tick timestamptz,
+    -- The newest run the cron started on a tick or with trigger_now (migration 0023): the
+    -- overlap policies look at its status.
+    last_run_id  uuid,
     UNIQUE (tenant_id, name),
     CHECK ((task_name IS NULL) <> (workflow_name IS NULL))
 );
@@ -767,10 +770,12 @@ CREATE TABLE cron (
 CREATE INDEX cron_due_idx ON cron (next_fire_at) WHERE enabled AND next_fire_at IS NOT NULL;
 CREATE INDEX cron_buffered_idx ON cron (id) WHERE buffered_tick IS NOT NULL;
 
--- The ticks a cron handled, newest kept (the controller trims each cron to its last 20):
--- the run it started (run_id, a task or workflow run's external id; outcome 'started' on
--- a tick, 'manual' by trigger_now, 'backfill') or why it started none ('skipped': the
--- previous run still ran; 'paused'). "Last runs" and the overlap policies read them.
+-- The ticks a cron handled: the run it started (run_id, a task or workflow run's external
+-- id; outcome 'started' on a tick, 'manual' by trigger_now, 'backfill') or why it started
+-- none ('skipped': the overlap policy; 'paused'). "Last runs" reads them, and backfill finds
+-- the ticks that have a run: those are kept until the tick is older than the retention (the
+-- backfill horizon, pruned by the retention loop through cron_fire_tick_idx), the others
+-- are trimmed to each cron's newest 20 (migration 0023).
 CREATE TABLE cron_fire (
     cron_id    bigint NOT NULL REFERENCES cron (id) ON DELETE CASCADE,
     tick       timestamptz NOT NULL,
@@ -779,6 +784,7 @@ CREATE TABLE cron_fire (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (cron_id, tick)
 );
+CREATE INDEX cron_fire_tick_idx ON cron_fire (tick);
 
 -- A paused task or workflow (kind 'task' | 'workflow'): the scheduler assigns none of its
 -- runs (they stay queued) and its crons do not fire; with drop_runs its queued runs are

@@ -24,6 +24,7 @@ import logging
 import signal
 import socket
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -350,6 +351,7 @@ class Engine:
             cron_runs,
             self.run_ops,
             self.leadership,
+            self.definitions.paused_queues,
             interval_s=min(1.0, s.controller_interval_s),
         )
         self.signals.on_queued(self.crons.queued)
@@ -360,6 +362,7 @@ class Engine:
             self.run_ops,
             engine_id=self.engine_id,
             on_change=self._crons_changed,
+            horizon=timedelta(days=s.retention_days),
         )
         # Incoming webhooks: their events go through the same ingest as app.events.push.
         self.webhooks = Webhooks(db, workflows, SecretBox(s.webhook_keys()))

@@ -37,7 +37,8 @@ WHERE cron.source = 'code';
 -- name: due_crons
 -- Locked until the firing transaction advances them: a second leader skips them. A cron
 -- holding a buffered tick is read every round until its previous run ends. `paused`: its
--- task or workflow is paused; `last_run_id`: the newest run it started.
+-- task or workflow is paused (a task that is a step of a paused workflow is found by the
+-- controller); `last_run_id`: the newest run it started on a tick or with trigger_now.
 SELECT c.id, c.tenant_id, c.name, c.task_name, c.workflow_name, c.expression, c.timezone,
        c.input, c.additional_metadata, c.priority, c.overlap, c.catch_up_window_s,
        c.catch_up_max, c.next_fire_at, c.buffered_tick,
@@ -46,9 +47,7 @@ SELECT c.id, c.tenant_id, c.name, c.task_name, c.workflow_name, c.expression, c.
                  AND (p.kind, p.name) = (CASE WHEN c.task_name IS NOT NULL THEN 'task'
                                               ELSE 'workflow' END,
                                          coalesce(c.task_name, c.workflow_name))) AS paused,
-       (SELECT f.run_id FROM cron_fire f
-        WHERE f.cron_id = c.id AND f.run_id IS NOT NULL
-        ORDER BY f.created_at DESC LIMIT 1) AS last_run_id
+       c.last_run_id
 FROM cron c
 WHERE c.enabled AND (c.next_fire_at <= now() OR c.buffered_tick IS NOT NULL)
 ORDER BY c.next_fire_at
@@ -56,8 +55,13 @@ LIMIT %(limit)s
 FOR UPDATE OF c SKIP LOCKED;
 
 -- name: advance_cron
-UPDATE cron SET next_fire_at = %(next_fire_at)s, buffered_tick = %(buffered_tick)s
+-- last_run_id: the newest run this round started (NULL: the previous one stays).
+UPDATE cron SET next_fire_at = %(next_fire_at)s, buffered_tick = %(buffered_tick)s,
+    last_run_id = coalesce(%(last_run_id)s::uuid, last_run_id)
 WHERE id = %(id)s AND next_fire_at IS NOT DISTINCT FROM %(tick)s;
+
+-- name: set_cron_last_run
+UPDATE cron SET last_run_id = %(run_id)s WHERE id = %(id)s;
 
 -- name: next_cron_fire
 -- When the controller must look again: the earliest tick, and whether some cron holds a
@@ -67,19 +71,42 @@ SELECT (SELECT min(next_fire_at) FROM cron WHERE enabled AND next_fire_at IS NOT
        EXISTS (SELECT 1 FROM cron WHERE buffered_tick IS NOT NULL AND enabled) AS buffered;
 
 -- name: record_cron_fires
--- What happened to each tick (a tick handled twice keeps its first record).
+-- What happened to each tick. A tick handled twice keeps its first record with a run (a
+-- backfill of a tick that was skipped or paused records its run).
 INSERT INTO cron_fire (cron_id, tick, run_id, outcome)
 SELECT * FROM unnest(%(cron_ids)s::bigint[], %(ticks)s::timestamptz[], %(run_ids)s::uuid[],
                      %(outcomes)s::text[])
-ON CONFLICT (cron_id, tick) DO NOTHING;
+ON CONFLICT (cron_id, tick) DO UPDATE
+    SET run_id = excluded.run_id, outcome = excluded.outcome, created_at = now()
+    WHERE cron_fire.run_id IS NULL AND excluded.run_id IS NOT NULL;
 
 -- name: trim_cron_fires
--- Keeps each cron's newest 20 fires.
+-- Of the ticks that made no run, keeps those among each cron's newest 20 fires; the ticks
+-- that made one stay for the backfill horizon (prune_cron_fires).
 DELETE FROM cron_fire f
 USING unnest(%(cron_ids)s::bigint[]) AS c(id)
-WHERE f.cron_id = c.id
+WHERE f.cron_id = c.id AND f.run_id IS NULL
   AND f.tick < (SELECT tick FROM cron_fire WHERE cron_id = c.id
                 ORDER BY tick DESC OFFSET 19 LIMIT 1);
+
+-- name: prune_cron_fires
+-- Forgets the ticks older than the cutoff (the backfill horizon), a batch at a time.
+DELETE FROM cron_fire
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM cron_fire WHERE tick < %(cutoff)s LIMIT %(limit)s));
+
+-- name: set_code_cron_policies
+-- The policies a registration declares with Cron(...) (a plain string declares none: the
+-- cron keeps those set with app.crons.update).
+UPDATE cron SET overlap = p.overlap, catch_up_window_s = p.window_s,
+    catch_up_max = p.max_runs,
+    buffered_tick = CASE WHEN p.overlap = 'buffer_one' THEN cron.buffered_tick END,
+    updated_at = now()
+FROM unnest(%(names)s::text[], %(overlaps)s::text[], %(windows)s::int[], %(maxes)s::int[])
+    AS p(name, overlap, window_s, max_runs)
+WHERE cron.tenant_id = %(tenant_id)s AND cron.name = p.name AND cron.source = 'code'
+  AND (cron.overlap, cron.catch_up_window_s, cron.catch_up_max)
+      IS DISTINCT FROM (p.overlap, p.window_s, p.max_runs);
 
 -- name: recent_cron_fires
 -- The newest fires of some crons, with their runs' status (NULL: no run, or the run is
@@ -101,7 +128,7 @@ ORDER BY f.cron_id, f.tick DESC;
 -- The tenant's crons (all, or the one named).
 SELECT id, name, task_name, workflow_name, expression, timezone, input,
        additional_metadata, priority, overlap, catch_up_window_s, catch_up_max, enabled,
-       source, next_fire_at, buffered_tick, created_at, updated_at
+       source, next_fire_at, buffered_tick, created_at, updated_at, last_run_id
 FROM cron
 WHERE tenant_id = %(tenant_id)s AND (%(name)s::text IS NULL OR name = %(name)s)
 ORDER BY name;
@@ -109,7 +136,7 @@ ORDER BY name;
 -- name: lock_cron
 SELECT id, name, task_name, workflow_name, expression, timezone, input,
        additional_metadata, priority, overlap, catch_up_window_s, catch_up_max, enabled,
-       source, next_fire_at, buffered_tick, created_at, updated_at
+       source, next_fire_at, buffered_tick, created_at, updated_at, last_run_id
 FROM cron
 WHERE tenant_id = %(tenant_id)s AND name = %(name)s
 FOR UPDATE;

@@ -33,6 +33,61 @@ RETURNING s.id, s.tenant_id, s.external_id, s.task_name, s.workflow_name, s.run_
            || jsonb_build_object('stoker_schedule', s.external_id::text))::text AS metadata,
           s.priority, s.run_id;
 
+-- name: fire_due_plain_task_runs
+-- The fast path of a round, in one statement: claims the due runs of tasks without a
+-- concurrency or rate-limit policy (nothing to evaluate per run), marks them FIRED and
+-- writes their runs from the rows as they are — input, metadata and the task's options
+-- never leave Postgres — as insert_tasks would (QUEUED, made ready by make_tasks_ready).
+-- The other due rows (other tasks, workflows) stay locked by this transaction, and the
+-- statement that follows (fire_due_scheduled_runs) claims them. Answers how many runs
+-- each tenant got, and a row without tenant: how many due rows it locked (more than it
+-- fired: others are due, for the statement that follows).
+WITH due AS (
+    SELECT id FROM scheduled_run
+    WHERE status = 'SCHEDULED' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+fired AS (
+    UPDATE scheduled_run s
+    SET status = 'FIRED', run_id = gen_random_uuid(), fired_at = now(), updated_at = now()
+    FROM due, task_def d
+    WHERE s.id = due.id AND d.tenant_id = s.tenant_id AND d.name = s.task_name
+      AND d.config->'concurrency' = '[]'::jsonb AND d.config->'rate_limits' = '[]'::jsonb
+    RETURNING s.tenant_id, s.run_id, s.task_name, s.input,
+              s.additional_metadata
+                  || jsonb_build_object('stoker_schedule', s.external_id::text) AS metadata,
+              CASE WHEN s.priority <> 0 THEN s.priority
+                   ELSE (d.config->>'priority')::smallint END AS priority,
+              d.config
+),
+ins AS (
+    INSERT INTO task (tenant_id, external_id, task_name, status, priority, input,
+                      additional_metadata, max_retries, backoff_factor, backoff_max_ms,
+                      execution_timeout_ms, schedule_timeout_ms)
+    SELECT f.tenant_id, f.run_id, f.task_name, 'QUEUED', f.priority, f.input, f.metadata,
+           (f.config->>'retries')::int, (f.config->>'backoff_factor')::float8,
+           trunc((f.config->>'backoff_max_seconds')::float8 * 1000)::bigint,
+           (f.config->>'execution_timeout_ms')::bigint,
+           (f.config->>'schedule_timeout_ms')::bigint
+    FROM fired f
+    RETURNING id, tenant_id, task_name, priority, schedule_timeout_ms
+),
+ready AS (
+    SELECT make_tasks_ready(
+        array_agg(ROW(i.id, i.tenant_id, 0, i.task_name, i.priority, now(),
+                      i.schedule_timeout_ms, NULL::jsonb, NULL::bigint,
+                      NULL::jsonb)::ready_task),
+        false) AS gated
+    FROM ins i
+)
+SELECT i.tenant_id, count(*)::int AS runs
+FROM ins i CROSS JOIN ready
+GROUP BY i.tenant_id
+UNION ALL
+SELECT NULL, count(*)::int FROM due;
+
 -- name: fail_scheduled_runs
 -- Runs the engine refused when they fell due: no run, and why.
 UPDATE scheduled_run s

@@ -77,6 +77,7 @@ class AdvanceCron:
     tick: datetime | None
     next_fire_at: datetime | None
     buffered_tick: datetime | None
+    last_run_id: uuid.UUID | None = None
 
 
 advance_cron = Exec[AdvanceCron]("advance_cron")
@@ -107,6 +108,36 @@ class TrimCronFires:
 
 
 trim_cron_fires = Exec[TrimCronFires]("trim_cron_fires")
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCronFires:
+    cutoff: datetime
+    limit: int
+
+
+prune_cron_fires = Exec[PruneCronFires]("prune_cron_fires")
+
+
+@dataclass(frozen=True, slots=True)
+class SetCronLastRun:
+    id: int
+    run_id: uuid.UUID
+
+
+set_cron_last_run = Exec[SetCronLastRun]("set_cron_last_run")
+
+
+@dataclass(frozen=True, slots=True)
+class SetCodeCronPolicies:
+    tenant_id: int
+    names: list[str]
+    overlaps: list[str]
+    windows: list[int]
+    maxes: list[int]
+
+
+set_code_cron_policies = Exec[SetCodeCronPolicies]("set_code_cron_policies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +188,7 @@ class CronRow(TypedDict):
     buffered_tick: datetime | None
     created_at: datetime
     updated_at: datetime
+    last_run_id: uuid.UUID | None
 
 
 list_crons = Many[ListCrons, CronRow]("list_crons")

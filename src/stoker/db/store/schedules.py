@@ -71,6 +71,17 @@ class FiredScheduledRun(TypedDict):
 fire_due_scheduled_runs = Many[FireDueScheduledRuns, FiredScheduledRun]("fire_due_scheduled_runs")
 
 
+class FiredPlainRuns(TypedDict):
+    """How many runs of plain tasks (no concurrency or rate-limit policy) a tenant got; in
+    the row without tenant, how many due rows the statement locked."""
+
+    tenant_id: int | None
+    runs: int
+
+
+fire_due_plain_task_runs = Many[FireDueScheduledRuns, FiredPlainRuns]("fire_due_plain_task_runs")
+
+
 @dataclass(frozen=True, slots=True)
 class FailScheduledRuns:
     ids: list[int]

@@ -13,15 +13,18 @@ that holds the lock commits. Runs carry ``stoker_cron`` (the cron's name) and
 Missed ticks: a tick at most ``MISFIRE_GRACE`` late (a leader failover, a slow round) still
 fires. An older one was missed by a downtime: with catch-up ``none`` (the default) it does
 not fire; with a catch-up window and max, the newest missed ticks inside the window fire,
-at most max of them (one, when the overlap policy is not ``allow``).
+at most max of them.
 
-Overlap, when the cron's previous run has not ended: ``allow`` starts the tick's run
-anyway; ``skip`` records the tick as skipped; ``cancel_previous`` cancels the previous run
-and starts the new one; ``buffer_one`` holds the tick (the newest one, one at most) and
-starts it as soon as the previous run ends — the controller looks at such a cron every
-round while it holds a tick.
+Overlap, when the cron's previous run (``cron.last_run_id``: the newest run it started on
+a tick or with trigger_now) has not ended: ``allow`` starts the tick's run anyway; ``skip``
+records the tick as skipped; ``cancel_previous`` cancels the previous run and starts the new
+one; ``buffer_one`` holds the tick (the newest one, one at most) and starts it as soon as
+the previous run ends — the controller looks at such a cron every round while it holds a
+tick. Several ticks firing in one round (caught up) meet the policy in turn, oldest first
+(:func:`decide`).
 
-A paused task's or workflow's ticks are recorded as ``paused`` and start nothing.
+A paused task's or workflow's ticks, and those of a task that is a step of a paused
+workflow, are recorded as ``paused`` and start nothing.
 
 Idle cost: between ticks the loop sleeps until the earliest ``next_fire_at`` (one query
 per wake-up, whatever the number of crons); a cron created, changed or deleted through any
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -83,12 +87,14 @@ class Crons(LoopService):
         runs: CronRuns,
         ops: RunOps,
         leadership: Leadership,
+        paused_queues: Callable[[int], Awaitable[frozenset[str]]],
         *,
         interval_s: float,
         recheck_s: float = RECHECK_S,
     ) -> None:
         super().__init__()
         self._db = db
+        self._paused_queues = paused_queues
         self._runs = runs
         self._ops = ops
         self._leadership = leadership
@@ -159,7 +165,10 @@ class Crons(LoopService):
             due = await cron_store.due_crons(tx, cron_store.DueCrons(_BATCH))
             now = datetime.now(UTC)
             statuses = await self._statuses(tx, due)
-            decisions = [_decide(r, now, statuses.get(r["last_run_id"])) for r in due]
+            paused = await self._paused(due)
+            decisions = [
+                decide(r, now, statuses.get(r["last_run_id"]), r["id"] in paused) for r in due
+            ]
             for d in decisions:
                 if d.cancel is not None:
                     await self._cancel(d.row, d.cancel)
@@ -172,10 +181,12 @@ class Crons(LoopService):
             records = cron_store.RecordCronFires([], [], [], [])
             pairs = iter(started)
             for d in decisions:
+                last: uuid.UUID | None = None
                 for tick in d.start:
                     run_id = next(pairs)
                     if run_id is None:  # refused (logged): nothing to record
                         continue
+                    last = run_id
                     records.cron_ids.append(d.row["id"])
                     records.ticks.append(tick)
                     records.run_ids.append(run_id)
@@ -188,7 +199,7 @@ class Crons(LoopService):
                 await cron_store.advance_cron(
                     tx,
                     cron_store.AdvanceCron(
-                        d.row["id"], d.row["next_fire_at"], d.following, d.buffered
+                        d.row["id"], d.row["next_fire_at"], d.following, d.buffered, last
                     ),
                 )
             if records.cron_ids:
@@ -224,6 +235,18 @@ class Crons(LoopService):
             found.update({r["external_id"]: r["status"] for r in rows})
         return found
 
+    async def _paused(self, due: list[cron_store.DueCron]) -> set[int]:
+        """The crons whose task or workflow is paused, or whose task is a step of a paused
+        workflow (read from the definitions' cache of paused queues)."""
+        found = {r["id"] for r in due if r["paused"]}
+        tenants = {r["tenant_id"] for r in due if r["task_name"] and not r["paused"]}
+        for tenant_id in tenants:
+            names = await self._paused_queues(tenant_id)
+            found.update(
+                r["id"] for r in due if r["tenant_id"] == tenant_id and r["task_name"] in names
+            )
+        return found
+
     async def _cancel(self, row: cron_store.DueCron, run_id: uuid.UUID) -> None:
         try:
             await self._ops.cancel(
@@ -242,13 +265,23 @@ class Crons(LoopService):
         return uuid.UUID(run_id)
 
 
-def _decide(row: cron_store.DueCron, now: datetime, previous: str | None) -> _Decision:
+def decide(row: cron_store.DueCron, now: datetime, previous: str | None, paused: bool) -> _Decision:
     """What a due cron does: the missed-tick rule, then its overlap policy, given the
-    status of its previous run (None: none, or not known any more)."""
+    status of its previous run (None: none, or not known any more) and whether its task or
+    workflow is paused.
+
+    The ticks that fire this round (on time, or caught up after a downtime: those of the
+    catch-up window, at most its max) meet the overlap policy one after the other, oldest
+    first, as they would have on time: each one's run is "the previous run" of the next.
+    With ``skip`` the first tick whose previous run has ended starts and the ticks after it
+    are skipped; with ``buffer_one`` that one starts and the newest of the others is held
+    until it ends; with ``cancel_previous`` only the newest starts (each would cancel the
+    one before), after cancelling the previous run; with ``allow`` all start."""
     tick = row["next_fire_at"]
     buffered = row["buffered_tick"]
     running = previous is not None and previous not in FINAL
     d = _Decision(row, [], [], tick, buffered)
+    new: list[datetime] = []
     if tick is not None and tick <= now:
         try:
             parsed = cron.parse(row["expression"], row["timezone"])
@@ -263,38 +296,41 @@ def _decide(row: cron_store.DueCron, now: datetime, previous: str | None) -> _De
             grace=MISFIRE_GRACE,
             window=timedelta(seconds=row["catch_up_window_s"]),
             max_missed=row["catch_up_max"],
-            single=row["overlap"] != "allow",
         )
         if p.missed:
             log.warning("cron %r: ticks from %s on were missed, catch-up rules", row["name"], tick)
         d.following = p.following
-        if row["paused"]:
-            d.records = [(t, "paused") for t in p.fire]
-            return d
         new = p.fire
-    else:
-        new = []
-    if row["paused"]:
+    if paused:  # nothing starts; a held tick waits for the resume
+        d.records = [(t, "paused") for t in new]
         return d
     policy = row["overlap"]
-    if policy == "allow" or (not running and not buffered):
+    if policy != "buffer_one":
+        d.buffered = None  # held under buffer_one before the policy changed: dropped
+    if policy == "allow":
         d.start = new
-    elif policy == "skip":
-        d.records = [(t, "skipped") for t in new] if running else []
-        d.start = [] if running else new
-    elif policy == "cancel_previous":
-        if new and running:
-            d.cancel = row["last_run_id"]
-        d.start = new
-    else:  # buffer_one: hold the newest tick while the previous run runs
-        if running:
-            held = [t for t in [buffered, *new] if t is not None]
-            d.buffered = max(held) if held else None
-            d.records = [(t, "skipped") for t in held if t != d.buffered]
-        else:  # the previous run ended: the held tick starts now, a new one is held
-            d.start = [buffered] if buffered else []
-            d.buffered = max(new) if new and buffered else None
-            if not buffered:
-                d.start = new
-            d.records = [(t, "skipped") for t in new if buffered and t != d.buffered]
+        return d
+    if policy == "cancel_previous":
+        if new:
+            d.start = new[-1:]
+            d.records = [(t, "skipped") for t in new[:-1]]
+            if running:
+                d.cancel = row["last_run_id"]
+        return d
+    held = buffered if policy == "buffer_one" else None
+    d.buffered = None
+    if held is not None and not running:  # the previous run ended: the held tick starts
+        d.start.append(held)
+        running, held = True, None
+    for t in new:
+        if not running:
+            d.start.append(t)
+            running = True
+        elif policy == "skip":
+            d.records.append((t, "skipped"))
+        else:  # buffer_one: the newest tick is held, the one it replaces is skipped
+            if held is not None:
+                d.records.append((held, "skipped"))
+            held = t
+    d.buffered = held
     return d

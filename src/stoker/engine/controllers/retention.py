@@ -44,6 +44,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from stoker.db import Executor, NoParams
+from stoker.db.store import crons as cron_store
 from stoker.db.store import inbox as inbox_store
 from stoker.db.store import retention as retention_store
 from stoker.db.store import schedules as schedule_store
@@ -154,8 +155,8 @@ class Retention(LoopService):
         return dags, tasks
 
     async def maintain(self) -> None:
-        """Creates the partitions ahead, drops those past retention, prunes child links
-        and scheduled runs that fired before the retention cutoff."""
+        """Creates the partitions ahead, drops those past retention, prunes child links,
+        scheduled runs that fired and cron ticks before the retention cutoff."""
         self._maintained_at = time.monotonic()
         today = datetime.now(UTC).date()
         row = await retention_store.ensure_partitions(
@@ -186,6 +187,14 @@ class Retention(LoopService):
         while (
             await inbox_store.prune_inbox_receipts(
                 self._db, inbox_store.PruneInboxReceipts(fired_cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
+        # Cron ticks older than the retention: past the backfill horizon.
+        while (
+            await cron_store.prune_cron_fires(
+                self._db, cron_store.PruneCronFires(fired_cutoff, _BATCH)
             )
             >= _BATCH
         ):

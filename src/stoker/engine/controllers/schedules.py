@@ -1,14 +1,19 @@
 """The schedules controller: starts scheduled runs when they are due (leader only).
 
-Each round is **one transaction**: one statement claims the due ``scheduled_run`` rows
-(``FOR UPDATE SKIP LOCKED``, so a second leader overlapping briefly skips them) and marks
-them FIRED with the ids their runs get; then their runs are written with those ids by the
-writers ingest's flush uses (:func:`~stoker.engine.ingest.write_task_runs` for tasks,
+Each round is **one transaction**. Its first statement (``fire_due_plain_task_runs``)
+locks the due ``scheduled_run`` rows (``FOR UPDATE SKIP LOCKED``, so a second leader or a
+parallel round skips them) and, for the runs of *plain* tasks — no concurrency or
+rate-limit policy, nothing to evaluate per run — marks them FIRED and writes their task
+rows and queue items in the same statement, without their input or metadata ever leaving
+Postgres. When it locked other rows (workflows, tasks with a policy, a task unregistered
+since), a second statement (``fire_due_scheduled_runs``) marks those FIRED with the ids
+their runs get, and their runs are written with those ids by the writers ingest's flush
+uses (:func:`~stoker.engine.ingest.write_task_runs` for tasks,
 :meth:`WorkflowIngest.write_runs` for workflows; names, payloads and policy checked by
-:meth:`Ingest.prepare`), and the round commits. The runs and the marks commit together
-or not at all, so a scheduled run fires **exactly once**
-across replicas, leader changes and crashes, with no key to look up: a leader that dies
-mid-round leaves the rows SCHEDULED and no run, and the next leader fires them.
+:meth:`Ingest.prepare`); then the round commits. The runs and the marks commit together
+or not at all, so a scheduled run fires **exactly once** across replicas, leader changes
+and crashes, with no key to look up: a leader that dies mid-round leaves the rows
+SCHEDULED and no run, and the next leader fires them.
 
 Why not through ingest's buffer (as the crons controller does, with a request key per
 tick): the buffer writes in a transaction of its own, so exactly-once needed a key per run
@@ -24,8 +29,11 @@ the reason (``fail_scheduled_runs``), and never retried.
 **On time.** Between rounds the loop sleeps until the earliest due time (at most
 ``interval_s``), and is woken at once by a create or reschedule on this replica
 (:meth:`ScheduleTimers.wake`) or on another one (``stoker_schedules``), so a run due
-sooner than the planned wake-up is not late. Runs carry ``stoker_schedule`` (the
-schedule's id) in their additional metadata.
+sooner than the planned wake-up is not late. A round that fired something is followed at
+once by another; one that fired ``_BUSY`` or more (runs falling due fast) by
+``_PARALLEL`` loops of short rounds back to back, so that a run waits a fraction of a
+short round before one claims it (docs/schedules.md has the figures). Runs carry
+``stoker_schedule`` (the schedule's id) in their additional metadata.
 """
 
 from __future__ import annotations
@@ -46,9 +54,13 @@ from stoker.engine.signals import Outbox, Signals
 log = logging.getLogger("stoker.engine.schedules")
 
 _BATCH = 2_000
-_BUSY = 200
-"""A round that fired this many is followed at once, by ``_PARALLEL`` rounds at a time."""
-_PARALLEL = 2
+"""Most runs the first round after a wake-up fires (a backlog after a failover)."""
+_BUSY = 20
+"""A round that fired this many is followed by ``_PARALLEL`` rounds at a time."""
+_BUSY_BATCH = 500
+"""Most runs a round fires while runs are falling due: short rounds, claimed often."""
+_PARALLEL = 3
+"""Rounds at a time while runs are falling due."""
 
 
 class ScheduleTimers(LoopService):
@@ -86,29 +98,54 @@ class ScheduleTimers(LoopService):
         self._wake.set()
 
     async def run(self) -> None:
-        rounds = 1
         while not self.stopping.is_set():
             delay = self._interval
             if self._leadership.is_leader:
-                try:
-                    done = await asyncio.gather(*(self.round() for _ in range(rounds)))
-                except Exception:
-                    log.exception("a round of scheduled runs failed; it is retried")
-                    done = [(self._interval, 0)]
-                delay = min(d for d, _ in done)
-                # Many due at once: two rounds at a time (disjoint rows, SKIP LOCKED), so
-                # that one round's statements run in Postgres while the other's runs are
-                # prepared here.
-                rounds = _PARALLEL if max(n for _, n in done) >= _BUSY else 1
+                delay, fired = await self._safe_round(_BATCH)
+                if fired >= _BUSY:
+                    # Runs are falling due fast: rounds go on back to back, _PARALLEL of
+                    # them at a time, until one finds nothing due.
+                    delay = min(await asyncio.gather(*(self._busy() for _ in range(_PARALLEL))))
                 if delay == 0.0:
                     continue
             await self._wake.wait(delay)
 
-    async def round(self) -> tuple[float, int]:
-        """Fires what is due; returns seconds until the next one (at most the interval)
-        and how many it fired."""
+    async def _busy(self) -> float:
+        """Rounds back to back while they fire something: each one claims what fell due
+        while the others ran (disjoint rows, SKIP LOCKED), so a run waits for a fraction of
+        a round before one claims it, and Postgres works on one round while this process
+        handles another."""
+        while not self.stopping.is_set() and self._leadership.is_leader:
+            delay, _ = await self._safe_round(_BUSY_BATCH)
+            if delay > 0.0:
+                return delay
+        return self._interval
+
+    async def _safe_round(self, limit: int) -> tuple[float, int]:
+        try:
+            return await self.round(limit)
+        except Exception:
+            log.exception("a round of scheduled runs failed; it is retried")
+            return self._interval, 0
+
+    async def round(self, limit: int = _BATCH) -> tuple[float, int]:
+        """Fires what is due (at most ``limit``); returns how many it fired and seconds
+        until the next one: 0 when it fired some (more may be due by now), else the time
+        to the next due run (at most the interval)."""
         async with self._run_signals.transaction(self._db) as (tx, out):
-            due = await store.fire_due_scheduled_runs(tx, store.FireDueScheduledRuns(_BATCH))
+            plain = await store.fire_due_plain_task_runs(tx, store.FireDueScheduledRuns(limit))
+            quick = locked = 0
+            for r in plain:
+                if r["tenant_id"] is None:
+                    locked = r["runs"]
+                else:
+                    quick += r["runs"]
+                    out.queued(r["tenant_id"], gated=False)
+            due: list[store.FiredScheduledRun] = []
+            if locked > quick:  # due rows of other tasks or of workflows
+                due = await store.fire_due_scheduled_runs(
+                    tx, store.FireDueScheduledRuns(max(1, limit - quick))
+                )
             if due:
                 groups: dict[tuple[int, bool], list[store.FiredScheduledRun]] = {}
                 for row in due:
@@ -120,10 +157,11 @@ class ScheduleTimers(LoopService):
                         failed.errors.append(error)
                 if failed.ids:
                     await store.fail_scheduled_runs(tx, failed)
+        self.fired += quick
         if due:
             self.fired += len(due) - len(failed.ids)
-        if len(due) >= _BUSY:
-            return 0.0, len(due)
+        if due or quick:
+            return 0.0, len(due) + quick
         nxt = await store.next_scheduled_run(self._db, NoParams())
         if nxt is None or nxt["run_at"] is None:
             return self._interval, len(due)

@@ -12,6 +12,7 @@ see it at once.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import uuid
@@ -21,21 +22,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stoker._core import cron
-from stoker._core.cron import CronError
+from stoker._core.cron import OVERLAPS, CronError
+from stoker._core.status import FINAL
 from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, json_problem, text_problem
 from stoker.db import Executor
 from stoker.db.store import crons as cron_store
 from stoker.db.store import notify as notify_store
+from stoker.db.store import runs as run_store
 from stoker.engine.definitions import CRONS_CHANNEL, Definitions, upcoming
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.ops import RunFilter, RunOps
-from stoker.errors import InvalidRequestError, NotFoundError
-
-OVERLAPS = ("allow", "skip", "cancel_previous", "buffer_one")
-"""What a tick does while the cron's previous run still runs: start anyway, skip the
-tick, cancel the previous run, or hold the tick (one at most) until the previous ends."""
+from stoker.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_BACKFILL = 1000
 """Most ticks one backfill call creates runs for."""
@@ -125,8 +124,10 @@ class CronAdmin:
         *,
         engine_id: str,
         on_change: Callable[[int], None],
+        horizon: timedelta = timedelta(days=30),
     ) -> None:
         self._db = db
+        self._horizon = horizon
         self._definitions = definitions
         self._runs = runs
         self._ops = ops
@@ -203,7 +204,7 @@ class CronAdmin:
             ),
         )
         if created is None:
-            raise InvalidRequestError(
+            raise ConflictError(
                 f"a cron named {name!r} exists already; update or delete it, or choose another name"
             )
         await self._changed(tenant_id)
@@ -273,23 +274,52 @@ class CronAdmin:
             await cron_store.delete_cron(tx, cron_store.DeleteCron(row["id"]))
         await self._changed(tenant_id)
 
-    async def trigger_now(self, tenant_id: int, name: str) -> Fired:
-        """Starts one run of the cron now, outside its schedule and policies."""
-        view = await self.one(tenant_id, name)
-        tick = datetime.now(UTC)
-        run_id = await self._runs.start(tenant_id, view.row, tick, keyed=False)
-        await cron_store.record_cron_fires(
-            self._db,
-            cron_store.RecordCronFires([view.row["id"]], [tick], [uuid.UUID(run_id)], ["manual"]),
-        )
+    async def trigger_now(self, tenant_id: int, name: str, *, force: bool = False) -> Fired:
+        """Starts one run of the cron now, outside its schedule, under its overlap policy:
+        while its previous run (on a tick or from trigger_now) still runs, ``allow`` starts
+        anyway, ``cancel_previous`` cancels that run first, and ``skip`` and ``buffer_one``
+        refuse with a ConflictError naming the run — unless ``force``, which starts one
+        whatever the policy. The run becomes the cron's previous run for its next ticks."""
+        async with self._db.transaction() as tx:
+            # Locked: the crons controller (SKIP LOCKED) leaves this cron alone meanwhile.
+            row = await cron_store.lock_cron(tx, cron_store.LockCron(tenant_id, name))
+            if row is None:
+                raise NotFoundError(f"no cron named {name!r}")
+            previous = row["last_run_id"]
+            status = None
+            if not force and row["overlap"] != "allow" and previous is not None:
+                found = await run_store.resolve_runs(
+                    tx, run_store.ResolveRuns(tenant_id, [previous])
+                )
+                status = found[0]["status"] if found else None
+            if status is not None and status not in FINAL:
+                if row["overlap"] in ("skip", "buffer_one"):
+                    raise ConflictError(
+                        f"cron {name!r}: its previous run {previous} is still {status} and "
+                        f"its overlap policy is {row['overlap']}; wait for it, cancel it, or "
+                        "trigger with force=True to start one anyway"
+                    )
+                await self._ops.cancel(
+                    tenant_id, [str(previous)], None, f"cron {name}: trigger_now, cancel_previous"
+                )
+            tick = datetime.now(UTC)
+            run_id = await self._runs.start(tenant_id, row, tick, keyed=False)
+            await cron_store.set_cron_last_run(
+                tx, cron_store.SetCronLastRun(row["id"], uuid.UUID(run_id))
+            )
+            await cron_store.record_cron_fires(
+                tx,
+                cron_store.RecordCronFires([row["id"]], [tick], [uuid.UUID(run_id)], ["manual"]),
+            )
         return Fired(tick, run_id)
 
     async def backfill(
         self, tenant_id: int, name: str, start: datetime, end: datetime
     ) -> builtins.list[Fired]:
-        """Starts the runs of the cron's ticks in ``[start, end]`` (both in the past), one
-        per tick with the tick's request key; a tick the cron already has a recorded run
-        for is not started again (``existing``)."""
+        """Starts the runs of the cron's ticks in ``[start, end]`` (both in the past, within
+        the backfill horizon), one per tick with the tick's request key, whatever the
+        overlap policy (the range's runs are what was asked for); a tick the cron already
+        has a recorded run for is not started again (``existing``)."""
         if start.tzinfo is None or end.tzinfo is None:
             raise InvalidRequestError("backfill needs time-zone-aware start and end")
         now = datetime.now(UTC)
@@ -300,6 +330,12 @@ class CronAdmin:
         if end > now:
             raise InvalidRequestError(
                 f"backfill: end {end.isoformat()} is in the future; backfill covers past ticks"
+            )
+        if start < now - self._horizon:
+            raise InvalidRequestError(
+                f"backfill: start {start.isoformat()} is more than {self._horizon.days} days "
+                "ago, past the backfill horizon (the retention: older ticks' runs are "
+                "forgotten, so a backfill there could start a tick twice)"
             )
         view = await self.one(tenant_id, name)
         parsed = _parse(view.row["expression"], view.row["timezone"])
@@ -324,7 +360,7 @@ class CronAdmin:
                 out.append(Fired(tick, str(had[tick]), existing=True))
             else:
                 fresh.append(tick)
-        ids = [await self._runs.start(tenant_id, view.row, tick) for tick in fresh]
+        ids = await asyncio.gather(*(self._runs.start(tenant_id, view.row, t) for t in fresh))
         if fresh:
             await cron_store.record_cron_fires(
                 self._db,

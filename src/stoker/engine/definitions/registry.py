@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from stoker._core import cron
 from stoker._core.cel import compile_expression
-from stoker._core.cron import CronError
+from stoker._core.cron import OVERLAPS, CronError
 from stoker._core.dag import WorkflowSpec
 from stoker._core.events import pattern_problem
 from stoker._core.wire import CronSpec, FilterSpec, TaskConfig, text_problem
@@ -81,6 +81,7 @@ async def _replace_code_crons(
     tick, an unchanged one keeps its next tick."""
     now = datetime.now(UTC)
     rows = cron_store.UpsertCodeCrons(tenant_id, [], [], [], [], [], [], [])
+    policies = cron_store.SetCodeCronPolicies(tenant_id, [], [], [], [])
     for (kind, name), crons in zip(owners, specs, strict=True):
         for spec in crons:
             try:
@@ -100,6 +101,12 @@ async def _replace_code_crons(
             rows.timezones.append(parsed.timezone)
             rows.inputs.append(spec.input_json)
             rows.next_fire_at.append(parsed.next_after(now))
+            if spec.overlap is not None:
+                _check_policies(kind, name, spec)
+                policies.names.append(rows.names[-1])
+                policies.overlaps.append(spec.overlap)
+                policies.windows.append(spec.catch_up_window_s)
+                policies.maxes.append(spec.catch_up_max)
     deleted = await cron_store.delete_code_crons(
         tx,
         cron_store.DeleteCodeCrons(
@@ -111,7 +118,22 @@ async def _replace_code_crons(
     )
     if rows.names:
         await cron_store.upsert_code_crons(tx, rows)
+    if policies.names:
+        await cron_store.set_code_cron_policies(tx, policies)
     return bool(deleted or rows.names)
+
+
+def _check_policies(kind: str, name: str, spec: CronSpec) -> None:
+    """A code cron's declared policies, as ``app.crons.create`` checks them."""
+    what = f"{kind} {name!r}: cron {spec.expression!r}"
+    if spec.overlap not in OVERLAPS:
+        raise InvalidRequestError(
+            f"{what}: overlap {spec.overlap!r} is not one of {', '.join(OVERLAPS)}"
+        )
+    if (spec.catch_up_window_s > 0) != (spec.catch_up_max > 0):
+        raise InvalidRequestError(
+            f"{what}: catch-up needs both a window and a max (or neither: catch-up none)"
+        )
 
 
 def check_subscriptions(what: str, patterns: list[str], filters: list[FilterSpec]) -> None:

@@ -155,7 +155,7 @@ class ClientService(Servicer):
     async def TriggerCron(
         self, request: pb.TriggerCronRequest, caller: Principal
     ) -> pb.TriggerCronResponse:
-        fired = await self._crons.trigger_now(caller.tenant_id, request.name)
+        fired = await self._crons.trigger_now(caller.tenant_id, request.name, force=request.force)
         return pb.TriggerCronResponse(run_id=fired.run_id, tick_ms=_ms(fired.tick))
 
     @rpc

@@ -24,6 +24,7 @@ from stoker.engine.api.models import (
     CronList,
     CronTriggered,
     CronUpdate,
+    ErrorBody,
 )
 from stoker.engine.crons import CronAdmin, CronFields, CronView
 from stoker.errors import EngineUnavailableError
@@ -95,20 +96,37 @@ async def list_crons(
     return CronList(items=[cron_model(v) for v in await crons.list(who.tenant_id, name)])
 
 
-@router.post("/crons", response_model=Cron, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/crons",
+    response_model=Cron,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorBody, "description": "A cron of that name exists"}},
+)
 async def create_cron(who: Auth, crons: Admin, body: CronCreate) -> Cron:
     """Creates a cron of a task (``task_name``) or a workflow (``workflow_name``); a name
-    that exists, an invalid expression or time zone is refused with the reason."""
+    that exists is a 409 naming it, an invalid expression or time zone a 422 with the
+    reason."""
     view = await crons.create(
         who.tenant_id, body.name, body.task_name or "", body.workflow_name or "", _fields(body)
     )
     return cron_model(view)
 
 
-@router.post("/crons/{name:path}/trigger", response_model=CronTriggered)
-async def trigger_cron(who: Auth, crons: Admin, name: str) -> CronTriggered:
-    """Starts one run of the cron now, outside its schedule and policies."""
-    fired = await crons.trigger_now(who.tenant_id, name)
+@router.post(
+    "/crons/{name:path}/trigger",
+    response_model=CronTriggered,
+    responses={409: {"model": ErrorBody, "description": "The overlap policy refuses a run"}},
+)
+async def trigger_cron(
+    who: Auth,
+    crons: Admin,
+    name: str,
+    force: Annotated[bool, Query(description="Start a run whatever the overlap policy")] = False,
+) -> CronTriggered:
+    """Starts one run of the cron now, outside its schedule, under its overlap policy: while
+    its previous run still runs, ``skip`` and ``buffer_one`` refuse (409) unless ``force``,
+    ``cancel_previous`` cancels that run first."""
+    fired = await crons.trigger_now(who.tenant_id, name, force=force)
     return CronTriggered(run_id=fired.run_id, tick=fired.tick)
 
 
