@@ -17,9 +17,14 @@ import psycopg
 
 from tests.harness import SCHEMA, create_database, drop_database, migrate, with_database
 
-# Lines of a dump that describe the dump, not the schema: comments, session settings, and
-# PG 17.6+/18's \restrict/\unrestrict guards (their key is random per dump).
-_NOISE = re.compile(r"^(--.*|SET .*|SELECT pg_catalog\.set_config\(.*|\\(un)?restrict .*)$")
+# Lines of a dump that describe the dump, not the schema: comments, session settings,
+# PG 17.6+/18's \restrict/\unrestrict guards (their key is random per dump), and the
+# per-column ``pg_attver`` option some servers stamp on every column they create (its value
+# differs per database).
+_NOISE = re.compile(
+    r"^(--.*|SET .*|SELECT pg_catalog\.set_config\(.*|\\(un)?restrict .*"
+    r"|ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(pg_attver=\d+\);)$"
+)
 
 
 def pg_dump_path() -> str:
