@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stoker.engine.api.routes import (
+    actions,
     crons,
     durable,
     events,
@@ -26,6 +27,7 @@ from stoker.engine.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    actions.router,
     durable.router,
     workers.router,
     tasks.router,
