@@ -21,6 +21,7 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.observe import Observe
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
 from stoker.errors import InvalidRequestError
@@ -43,6 +44,8 @@ class ApiState:
     """Events and filters (the engine's; None for an API without an engine)."""
     webhooks: Webhooks | None = None
     """Incoming webhooks (the engine's; None for an API without an engine)."""
+    observe: Observe | None = None
+    """Task logs, streams and run events (the engine's, or the API's own reader)."""
 
 
 def api_state(request: Request) -> ApiState:

@@ -13,6 +13,7 @@ from stoker.engine.api.routes import (
     durable,
     events,
     health,
+    observe,
     pauses,
     runs,
     schedules,
@@ -26,6 +27,7 @@ from stoker.engine.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    observe.router,
     durable.router,
     workers.router,
     tasks.router,
