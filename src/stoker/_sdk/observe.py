@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 FOLLOW_POLL_S = 0.5
 """How often a follower of a running run's logs asks for new lines."""
 
+FOLLOW_GRACE_S = 1.0
+"""How long a follower keeps asking after the run finished (its last lines trail it)."""
+
 
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
@@ -108,10 +111,10 @@ def follow_logs(
     connection: Connection, run_id: str, poll_s: float = FOLLOW_POLL_S
 ) -> Iterator[LogLine]:
     """The run's lines, then new ones as they are stored, until the run has finished and
-    everything it logged was read (lines still in flight when it finished are waited for
-    one more poll)."""
+    everything it logged was read: lines still on their way when it finished (they are
+    written in batches, a little after the result) are waited for ``FOLLOW_GRACE_S``."""
     cursor = ""
-    finished_polls = 0
+    finished_at: float | None = None
     while True:
         page = connection.calls.list_logs(_request(run_id, cursor))
         for e in page.lines:
@@ -120,8 +123,9 @@ def follow_logs(
         if len(page.lines) == 1000:
             continue
         if page.finished:
-            finished_polls += 1
-            if finished_polls > 1 and not page.lines:
+            now = time.monotonic()
+            finished_at = finished_at or now
+            if not page.lines and now - finished_at >= FOLLOW_GRACE_S:
                 return
         time.sleep(poll_s)
 
