@@ -21,6 +21,7 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.observe import Observe
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
@@ -49,6 +50,8 @@ class ApiState:
     """Bulk cancel and replay (the engine's; None for an API without an engine)."""
     dispatcher: PauseTarget | None = None
     """Applies worker pauses to the streams held here (None: at the next heartbeat)."""
+    observe: Observe | None = None
+    """Task logs, streams and run events (the engine's, or the API's own reader)."""
 
 
 def api_state(request: Request) -> ApiState:
