@@ -49,6 +49,7 @@ def registry() -> dict[str, Scenario]:
         backlog,
         chaos,
         cost,
+        dashboard,
         drain,
         durable,
         durable_events,

@@ -224,6 +224,10 @@ async def test_runs_filters_by_status_name_and_metadata(site: Site) -> None:
     assert await shown("meta=customer%3Dacme%7Cglobex") == 9
     assert await shown("meta=customer%3Dglobex&meta=region%3Deu&meta_mode=any") == 6
     assert await shown("kind=workflow") == 0
+    both = (await site.client.get("/ui/runs?meta=customer%3Dacme&meta=region%3Deu")).text
+    assert '<strong data-testid="run-count">4</strong>' in both  # counted through the GIN path
+    either = (await site.client.get("/ui/runs?meta=customer%3Dacme%7Cglobex")).text
+    assert '<strong data-testid="run-count">9</strong>' in either
     page = (await site.client.get("/ui/runs?status=FAILED")).text
     assert '<strong data-testid="run-count">3</strong>' in page
     # A viewer gets no action buttons.
