@@ -103,14 +103,13 @@ async def runs(ui: UiDep) -> HTMLResponse:
     """The runs list (its table re-fetches itself when runs change)."""
     query = parse(ui.request.query_params)
     page, next_cursor = await _page(ui, query)
-    count = await _count(ui, query)
     base = f"{PREFIX}/runs"
     return ui.render(
         "runs.html",
         active="runs",
         q=query,
         rows=page,
-        count=count,
+        count_url=query.url(f"{base}/count"),
         next_url=(query.url(base) + "&cursor=" + next_cursor) if next_cursor else None,
         first_url=query.url(base) if query.cursor else None,
         self_url=ui.request.url.path + "?" + ui.request.url.query,
@@ -120,6 +119,15 @@ async def runs(ui: UiDep) -> HTMLResponse:
         statuses=STATUSES,
         query_string=urllib.parse.urlencode(query.params()),
     )
+
+
+@router.get("/runs/count")
+async def count(ui: UiDep) -> HTMLResponse:
+    """How many runs the filter matches (exact up to 10,000), as a fragment the list page
+    loads after itself: counting can take longer than showing the newest page."""
+    query = parse(ui.request.query_params)
+    n = await _count(ui, query)
+    return ui.render("runs_count.html", count=n)
 
 
 @router.get("/runs/histogram")
