@@ -55,6 +55,7 @@ def registry() -> dict[str, Scenario]:
         durable_events,
         events,
         idle,
+        observe,
         policy,
         schedules,
         soak,
