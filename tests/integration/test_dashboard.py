@@ -377,3 +377,15 @@ async def test_an_expired_session_signs_in_again_and_comes_back(site: Site) -> N
     r = await sign_in(site.client, "viewer@acme.test", "/ui/runs?status=FAILED")
     assert r.headers["location"] == "/ui/runs?status=FAILED"
     assert (await site.client.get("/ui/runs?status=FAILED")).status_code == 200
+
+
+async def test_the_session_cookie_is_secure_behind_tls(db: Executor) -> None:
+    tenant_id = await create_tenant(db, "tls")
+    await dash_store.dash_create_user(
+        db, dash_store.DashCreateUser(tenant_id, "a@tls.test", "viewer", CHEAP_HASH)
+    )
+    app = create_app(db, TokenAuth(db), version="test", secure_cookies=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://dash.test") as client:
+        r = await sign_in(client, "a@tls.test")
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]

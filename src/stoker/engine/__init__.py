@@ -276,6 +276,7 @@ class Engine:
                 events=self.event_admin,
                 webhooks=self.webhooks,
                 signals=self.signals,
+                secure_cookies=s.tls,
                 bulk=self.bulk,
                 dispatcher=self.dispatcher,
                 observe=self.observe,

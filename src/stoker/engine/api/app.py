@@ -91,6 +91,7 @@ def create_app(
     dispatcher: PauseTarget | None = None,
     signals: Signals | None = None,
     dashboard: bool = True,
+    secure_cookies: bool = False,
     observe: Observe | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
@@ -107,7 +108,8 @@ def create_app(
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
     dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
-    ``signals``, the engine's run signals, make its pages live.
+    ``signals``, the engine's run signals, make its pages live; ``secure_cookies`` marks
+    its session cookie Secure (the engine serves TLS).
     """
     app = FastAPI(
         title="Stoker",
@@ -152,7 +154,15 @@ def create_app(
     if dashboard:
         from stoker.engine.dashboard import mount
 
-        mount(app, db, served=app.state.stoker.served, signals=signals, ops=ops, bulk=bulk)
+        mount(
+            app,
+            db,
+            served=app.state.stoker.served,
+            signals=signals,
+            ops=ops,
+            bulk=bulk,
+            secure_cookies=secure_cookies,
+        )
     add_error_handlers(app)
     app.add_middleware(StorableBodies)
     app.add_middleware(CatchAll)
