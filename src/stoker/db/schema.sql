@@ -135,7 +135,9 @@ CREATE TABLE worker (
     last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
     created_at        timestamptz NOT NULL DEFAULT now(),
     labels            jsonb NOT NULL DEFAULT '{}',
-    durable_slots     integer NOT NULL DEFAULT 0
+    durable_slots     integer NOT NULL DEFAULT 0,
+    -- A paused worker keeps its stream and what it runs but is assigned nothing new.
+    paused_at         timestamptz
 ) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.05);
 
 CREATE INDEX worker_tenant_idx ON worker (tenant_id, status);
@@ -1049,3 +1051,118 @@ DO $$ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION grant_enqueue_role(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION revoke_enqueue_role(text) FROM PUBLIC;
+
+-- A bulk cancel or replay: the runs it applies to, resolved when it was asked for (ids as
+-- given, or every run the filter matched then), processed in chunks from `position`. The
+-- replica driving it (`owner`) touches `heartbeat_at` after each chunk; a RUNNING operation
+-- whose heartbeat is stale is claimed and resumed by another replica (engine/runs/bulk.py).
+CREATE TABLE bulk_operation (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id    bigint NOT NULL,
+    external_id  uuid NOT NULL UNIQUE,
+    action       text NOT NULL CHECK (action IN ('cancel', 'replay')),
+    state        text NOT NULL DEFAULT 'RUNNING'
+                 CHECK (state IN ('RUNNING', 'COMPLETED', 'FAILED')),
+    reason       text NOT NULL DEFAULT '',
+    filter       jsonb,
+    run_ids      text[] NOT NULL,
+    total        integer NOT NULL,
+    position     integer NOT NULL DEFAULT 0,
+    done         integer NOT NULL DEFAULT 0,
+    failed       integer NOT NULL DEFAULT 0,
+    error        text,
+    errors       integer NOT NULL DEFAULT 0,
+    owner        text NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+
+CREATE INDEX bulk_operation_tenant_idx ON bulk_operation (tenant_id, created_at DESC);
+CREATE INDEX bulk_operation_running_idx ON bulk_operation (heartbeat_at)
+    WHERE state = 'RUNNING';
+
+-- Dashboard (docs/dashboard.md): people who sign in to the web UI, each in one tenant with a
+-- role (viewer: reads; operator: also cancels and replays; admin: also manages users).
+-- password_hash is argon2id; NULL for a user who signs in only through one-time links.
+CREATE TABLE dashboard_user (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id     bigint NOT NULL REFERENCES tenant (id) ON DELETE CASCADE,
+    email         text NOT NULL UNIQUE,
+    role          text NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    password_hash text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dashboard_user_tenant_idx ON dashboard_user (tenant_id, email);
+
+-- A signed-in browser. Only the SHA-256 of the session cookie is stored; csrf_token is sent
+-- back with every action of the session.
+CREATE TABLE dashboard_session (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    token_hash  bytea NOT NULL UNIQUE,
+    user_id     bigint NOT NULL REFERENCES dashboard_user (id) ON DELETE CASCADE,
+    csrf_token  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX dashboard_session_user_idx ON dashboard_session (user_id);
+CREATE INDEX dashboard_session_expires_idx ON dashboard_session (expires_at);
+
+-- One-time sign-in links (`stoker lite` prints one): the SHA-256 of the link's token, used
+-- once, before expires_at.
+CREATE TABLE dashboard_login_link (
+    token_hash bytea PRIMARY KEY,
+    user_id    bigint NOT NULL REFERENCES dashboard_user (id) ON DELETE CASCADE,
+    expires_at timestamptz NOT NULL,
+    used_at    timestamptz
+);
+CREATE INDEX dashboard_login_link_user_idx ON dashboard_login_link (user_id);
+
+-- Task logs and live streams (docs/observability.md).
+--
+-- task_log holds the lines tasks log (ctx.log and the standard logging module) in
+-- batches: one row holds lines of one attempt as they arrived together (parallel arrays,
+-- one entry a line), so that a task logging 100 lines costs a row or two, not 100.
+-- Range-partitioned by day on created_at like task_history: the retention drops its day
+-- partitions with the others. A batch names its task run and, for a workflow step, the
+-- workflow run (run_id), so a run's logs are one index range whichever table the run is in.
+CREATE TABLE task_log (
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    tenant_id   bigint NOT NULL,
+    task_id     bigint NOT NULL,
+    run_id      uuid NOT NULL,
+    task_run_id uuid NOT NULL,
+    task_name   text NOT NULL,
+    attempt     integer NOT NULL,
+    max_level   smallint NOT NULL,
+    levels      smallint[] NOT NULL,
+    loggers     text[] NOT NULL,
+    messages    text[] NOT NULL,
+    logged_at   bigint[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE (created_at);
+
+CREATE TABLE task_log_default PARTITION OF task_log DEFAULT;
+
+-- A run's batches in order, and the tenant's batches newest first (search, also by task
+-- name or level, which filter that range).
+CREATE INDEX task_log_run_idx ON task_log (tenant_id, run_id, id);
+CREATE INDEX task_log_tenant_created_idx ON task_log (tenant_id, created_at DESC, id DESC);
+
+-- task_stream holds the chunks running attempts publish (ctx.put_stream), for a bounded
+-- time (the engine deletes chunks older than its stream retention) so that a subscriber
+-- that joins late reads the stream from its start. The row with is_end closes an attempt's
+-- stream.
+CREATE TABLE task_stream (
+    task_id    bigint NOT NULL,
+    attempt    integer NOT NULL,
+    seq        integer NOT NULL,
+    tenant_id  bigint NOT NULL,
+    data       bytea NOT NULL,
+    is_text    boolean NOT NULL,
+    is_end     boolean NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, attempt, seq)
+);
+
+CREATE INDEX task_stream_created_idx ON task_stream (created_at);

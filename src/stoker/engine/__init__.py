@@ -59,8 +59,11 @@ from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
+from stoker.engine.observe import Observe
+from stoker.engine.observe.streams import CHANNEL as STREAM_CHANNEL
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.event_service import EventService
+from stoker.engine.rpc.observe_service import ObserveService
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
@@ -152,6 +155,13 @@ class Engine:
         # A durable parent's entry waiting for a child settles in the transaction that
         # finished the child, whichever path finished it (engine/durable/children.py).
         self.signals.on_finishing(ChildEnds(self.wakes, self.signals).on_finishing)
+        # Logs, streams and run events: the dispatcher hands workers' lines and chunks over.
+        self.observe = Observe(
+            db,
+            signals=self.signals,
+            engine_id=self.engine_id,
+            max_chunk_bytes=message_limit(s.max_payload_bytes),
+        )
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -161,6 +171,8 @@ class Engine:
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
             durable=self.durable_logs.handle,
+            on_logs=self.observe.logs.take,
+            on_stream=self.observe.streams.take,
         )
         self.scheduler = Scheduler(
             db,
@@ -212,6 +224,7 @@ class Engine:
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
                 INBOX_CHANNEL: self.inbox.on_remote,
+                STREAM_CHANNEL: self.observe.streams.on_remote,
             },
             on_connect=self.inbox.on_listening,
         )
@@ -231,6 +244,8 @@ class Engine:
             self.listener,
             self.ingest,
             self.dispatcher,
+            self.observe.logs,
+            self.observe.streams,
             self.reconciler,
             self.scheduler,
             self.leadership,
@@ -242,6 +257,7 @@ class Engine:
             self.schedule_timers,
             self.inbox,
             self.retention,
+            self.bulk,
         ]
         if s.http_enabled:
             from stoker.engine.api.app import create_app
@@ -259,6 +275,11 @@ class Engine:
                 crons=self.cron_admin,
                 events=self.event_admin,
                 webhooks=self.webhooks,
+                signals=self.signals,
+                secure_cookies=s.tls,
+                bulk=self.bulk,
+                dispatcher=self.dispatcher,
+                observe=self.observe,
             )
             self.services.append(
                 ApiService(
@@ -288,6 +309,7 @@ class Engine:
                 ScheduleService(self.auth, self.schedules),
                 EventService(self.auth, self.event_admin),
                 WebhookService(self.auth, self.webhooks),
+                ObserveService(self.auth, self.observe),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
@@ -308,6 +330,7 @@ class Engine:
         from stoker.engine.events import EventAdmin
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.rpc.client_service import ClientService
+        from stoker.engine.runs.bulk import BulkOps
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
         from stoker.engine.webhooks import Webhooks
@@ -343,6 +366,7 @@ class Engine:
             db, self.definitions, workflows, max_payload_bytes=s.max_payload_bytes
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        self.bulk = BulkOps(db, self.run_ops, engine_id=self.engine_id, cap=s.bulk_cap)
         # Transactional enqueue: runs applications committed into the inbox, on every replica.
         self.inbox = InboxDrainer(db, self.signals, self.definitions, self.ingest, workflows)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)

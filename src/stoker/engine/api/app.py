@@ -27,12 +27,16 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.crons import CronAdmin
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.observe import Observe
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
+    from stoker.engine.signals import Signals
     from stoker.engine.webhooks import Webhooks
+    from stoker.engine.workers import PauseTarget
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -83,6 +87,12 @@ def create_app(
     crons: CronAdmin | None = None,
     events: EventAdmin | None = None,
     webhooks: Webhooks | None = None,
+    bulk: BulkOps | None = None,
+    dispatcher: PauseTarget | None = None,
+    signals: Signals | None = None,
+    dashboard: bool = True,
+    secure_cookies: bool = False,
+    observe: Observe | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -93,9 +103,13 @@ def create_app(
     creates reach the leader through ``stoker_schedules``.
     one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
     operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
-    webhooks (without it, ``/webhooks/...`` answers 503).
+    webhooks (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk
+    operations and ``dispatcher`` its worker streams (pauses apply there at once).
 
-    OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
+    OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
+    dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
+    ``signals``, the engine's run signals, make its pages live; ``secure_cookies`` marks
+    its session cookie Secure (the engine serves TLS).
     """
     app = FastAPI(
         title="Stoker",
@@ -114,14 +128,41 @@ def create_app(
             max_payload_bytes=max_body_bytes,
             on_changed=lambda: None,
         )
+    if observe is None:
+        # Without an engine: logs and run events read alike; a stream's subscribers are
+        # woken by polling (no writer here to wake them).
+        observe = Observe(db)
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events, webhooks
+        db,
+        auth,
+        served or ServedTasks(db),
+        engine_id,
+        schedules,
+        ops,
+        crons,
+        events,
+        webhooks,
+        bulk,
+        dispatcher,
+        observe,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)
     _serve_docs(app)
     app.include_router(metrics)
+    if dashboard:
+        from stoker.engine.dashboard import mount
+
+        mount(
+            app,
+            db,
+            served=app.state.stoker.served,
+            signals=signals,
+            ops=ops,
+            bulk=bulk,
+            secure_cookies=secure_cookies,
+        )
     add_error_handlers(app)
     app.add_middleware(StorableBodies)
     app.add_middleware(CatchAll)

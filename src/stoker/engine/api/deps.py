@@ -21,8 +21,11 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.observe import Observe
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
+    from stoker.engine.workers import PauseTarget
 from stoker.errors import InvalidRequestError
 
 
@@ -43,6 +46,12 @@ class ApiState:
     """Events and filters (the engine's; None for an API without an engine)."""
     webhooks: Webhooks | None = None
     """Incoming webhooks (the engine's; None for an API without an engine)."""
+    bulk: BulkOps | None = None
+    """Bulk cancel and replay (the engine's; None for an API without an engine)."""
+    dispatcher: PauseTarget | None = None
+    """Applies worker pauses to the streams held here (None: at the next heartbeat)."""
+    observe: Observe | None = None
+    """Task logs, streams and run events (the engine's, or the API's own reader)."""
 
 
 def api_state(request: Request) -> ApiState:

@@ -70,12 +70,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
 from stoker._core.wire import json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import observe_pb2 as opb
 from stoker.db import Executor, int_array
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
@@ -91,6 +93,9 @@ log = logging.getLogger("stoker.engine.dispatcher")
 DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableReply]]
 """Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
 (:class:`stoker.engine.durable.log.DurableLogs`)."""
+
+ObservedItem = opb.AttemptLines | opb.StreamPut
+"""An attempt's log lines or a stream chunk, as a worker sent them."""
 
 REJECTED = Counter(
     "stoker_worker_messages_rejected",
@@ -148,8 +153,13 @@ class Dispatcher(LoopService):
         flush_interval_ms: float,
         flush_max_items: int,
         durable: DurableHandler | None = None,
+        on_logs: Callable[[int, list[Any]], None] | None = None,
+        on_stream: Callable[[int, list[Any]], None] | None = None,
     ) -> None:
         super().__init__()
+        # Where the log lines and stream chunks of held attempts go, (tenant_id, items).
+        self._on_logs = on_logs
+        self._on_stream = on_stream
         self._db = db
         self._run_signals = signals
         self._attempts = attempts
@@ -157,6 +167,8 @@ class Dispatcher(LoopService):
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
         self._conns: dict[int, WorkerConn] = {}
+        # External ids of the conns here that are paused (so a heartbeat tells a change).
+        self._paused: set[uuid.UUID] = set()
         self.engine_id = engine_id
         self._work = self.signal()
         self._full = self.signal()
@@ -244,6 +256,21 @@ class Dispatcher(LoopService):
             conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=msgs)))
             self._run_signals.capacity(conn.tenant_id)
 
+    def set_paused(self, worker_id: int, paused: bool) -> bool:
+        """Pauses or resumes a worker connected here (a paused worker has no free slots,
+        so placement passes it by); True when it is connected here."""
+        conn = self._conns.get(worker_id)
+        if conn is None:
+            return False
+        if conn.paused and not paused:
+            self._run_signals.capacity(conn.tenant_id)  # its slots count again
+        conn.paused = paused
+        if paused:
+            self._paused.add(conn.external_id)
+        else:
+            self._paused.discard(conn.external_id)
+        return True
+
     def drop_workers(self, worker_ids: Iterable[int]) -> None:
         """Closes the streams of workers declared dead; they must register again."""
         for worker_id in worker_ids:
@@ -275,6 +302,7 @@ class Dispatcher(LoopService):
             conn.closed = True
             if self._conns.get(conn.worker_id) is conn:
                 del self._conns[conn.worker_id]
+                self._paused.discard(conn.external_id)
                 if conn.ended_cleanly:
                     # Shielded: the call may be torn down while this runs, and the worker
                     # is gone for good, so nobody else would hand these attempts back soon.
@@ -376,6 +404,10 @@ class Dispatcher(LoopService):
                 f"task {refused[0].task_id} attempt {refused[0].attempt}, not its own",
             )
         self._conns[worker_id] = conn
+        # A paused worker stays paused when it reconnects (the pause is the worker row's).
+        self._paused.discard(external_id)
+        if row["paused"]:
+            self.set_paused(worker_id, True)
         stale = [key for key, old_enough in mine.items() if old_enough and key[0] not in running]
         if stale:
             await self._attempts.end(
@@ -412,6 +444,10 @@ class Dispatcher(LoopService):
                     conn.draining = True
                 elif kind == "goodbye":
                     conn.ended_cleanly = True
+                elif kind == "logs":
+                    self._observed(conn, msg.logs.attempts, self._on_logs, "log lines")
+                elif kind == "stream":
+                    self._observed(conn, msg.stream.chunks, self._on_stream, "stream chunk")
                 elif kind == "labels":
                     conn.labels = parse_labels(msg.labels.labels)
                     await worker_store.update_worker_labels(
@@ -424,6 +460,32 @@ class Dispatcher(LoopService):
         except Exception as exc:
             log.info("worker %s stream ended: %s", conn.name, exc)
         conn.close()
+
+    def _observed(
+        self,
+        conn: WorkerConn,
+        items: Sequence[ObservedItem],
+        sink: Callable[[int, list[Any]], None] | None,
+        what: str,
+    ) -> None:
+        """Hands log lines or stream chunks of attempts this connection holds to ``sink``
+        (:mod:`stoker.engine.observe`); the others are ignored like any task event."""
+        if sink is None:
+            return
+        running = conn.running
+        held = [
+            i for i in items if (h := running.get(i.task_id)) is not None and h.attempt == i.attempt
+        ]
+        if len(held) < len(items):
+            bad = next(i for i in items if i not in held)
+            self.rejections.reject(
+                "not_held",
+                len(items) - len(held),
+                f"{what} for task {bad.task_id} attempt {bad.attempt}, not held by "
+                f"worker {conn.name}",
+            )
+        if held:
+            sink(conn.tenant_id, held)
 
     async def _durable(self, conn: WorkerConn, req: pb.DurableRequest) -> None:
         """Answers a durable request of an attempt this connection holds, in stream order
@@ -523,6 +585,13 @@ class Dispatcher(LoopService):
             self._db, worker_store.HeartbeatWorkers([external_id], tenant_id)
         )
         if rows:
+            # A pause made on another replica reaches this one with the next heartbeat.
+            # Looked for only when it may have changed: pauses are rare, heartbeats are not.
+            paused = bool(rows[0]["paused"])
+            if paused != (external_id in self._paused):
+                for conn in list(self._conns.values()):
+                    if conn.external_id == external_id:
+                        self.set_paused(conn.worker_id, paused)
             return True
         owner = await worker_store.worker_tenant(self._db, worker_store.WorkerTenant(external_id))
         if owner is not None and int(owner["tenant_id"]) != tenant_id:

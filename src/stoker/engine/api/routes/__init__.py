@@ -9,10 +9,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stoker.engine.api.routes import (
+    actions,
     crons,
     durable,
     events,
     health,
+    observe,
     pauses,
     runs,
     schedules,
@@ -26,6 +28,8 @@ from stoker.engine.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    actions.router,
+    observe.router,
     durable.router,
     workers.router,
     tasks.router,
