@@ -20,10 +20,10 @@ import httpx
 import psycopg
 import pytest
 
-from stoker import Stoker
+from stoker import AuthenticationError, Stoker
 from stoker.db import Executor, connect
 from stoker.engine.auth import ADMIN, create_token
-from tests.apps import basic
+from tests.apps import basic, workflows
 from tests.apps.basic import Sleep
 from tests.harness import (
     SCHEMA,
@@ -38,15 +38,17 @@ from tests.harness import (
 pytestmark = pytest.mark.timeout(180)
 
 CAP = 5
+PAYLOAD_LIMIT = 65_536
 
 
 @pytest.fixture(scope="module")
 def engine(
     pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
-    """This module's engine: the session engine's settings with a bulk cap of 5."""
+    """This module's engine: the session engine's settings with a bulk cap of 5 and a
+    payload limit of 64 KiB."""
     name = create_database(pg_url, engine_template)
-    env = {"STOKER_BULK_CAP": str(CAP)}
+    env = {"STOKER_BULK_CAP": str(CAP), "STOKER_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT)}
     proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("rest"), env=env)
     proc.start()
     try:
@@ -326,3 +328,136 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
     detail = api.get(f"/workers/{worker_a}").json()
     assert detail["name"] == "a" and detail["slots"] == 4
     assert api.get(f"/workers/{uuid.uuid4()}").status_code == 404
+
+
+def test_trigger_a_task_and_a_workflow_over_rest(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, theirs = tenants
+    api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    with _app(mine) as app:
+        flows = workflows.declare(app)
+        flows.workflows["diamond"].run_no_wait(workflows.Job())  # registers it
+    body = {"input": {"name": "rest"}, "additional_metadata": {"via": "rest"}, "priority": 3}
+    made = api.post("/tasks/greet/trigger", body)
+    assert made.status_code == 201, made.text
+    run = made.json()
+    assert run["unserved_task_names"] == ["greet"] and run["deduplicated"] is False
+    detail = api.get(f"/runs/{run['run_id']}").json()
+    assert (detail["input"], detail["additional_metadata"]) == ({"name": "rest"}, {"via": "rest"})
+    # The other tenant has no such task; its runs are its own.
+    unknown = other.post("/tasks/greet/trigger", body)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == (
+        "no task named 'greet' is registered; registered tasks: none"
+    )
+    assert other.get(f"/runs/{run['run_id']}").status_code == 404
+
+    keyed = body | {"idempotency_key": "order-7", "idempotency_ttl": "1h"}
+    first = api.post("/tasks/greet/trigger", keyed).json()
+    again = api.post("/tasks/greet/trigger", keyed).json()
+    assert again["run_id"] == first["run_id"] and again["deduplicated"] is True
+
+    flow = api.post("/workflows/diamond/trigger", {"input": {"value": 3}})
+    assert flow.status_code == 201, flow.text
+    assert api.get(f"/workflow-runs/{flow.json()['run_id']}").json()["input"] == {"value": 3}
+
+    missing = api.post("/tasks/nope/trigger", {"input": 1})
+    assert missing.status_code == 404
+    assert "registered tasks: " in missing.json()["error"]["message"]
+    assert "greet" in missing.json()["error"]["message"]
+    big = api.post("/tasks/greet/trigger", {"input": {"name": "x" * (PAYLOAD_LIMIT + 10)}})
+    assert big.status_code == 413, big.text
+    assert f"over the limit of {PAYLOAD_LIMIT} bytes" in big.json()["error"]["message"]
+    assert api.post("/tasks/greet/trigger", {"priority": 9}).status_code == 422
+    assert api.post("/tasks/greet/trigger", {"inputs": 1}).status_code == 422
+    bad_ttl = api.post("/tasks/greet/trigger", {"idempotency_key": "k", "idempotency_ttl": "soon"})
+    assert bad_ttl.status_code == 422 and "idempotency_ttl" in bad_ttl.text
+
+
+def test_rate_limits_list_put_delete_per_tenant(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, theirs = tenants
+    api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    put = api.http.put("/rate-limits/openai", json={"limit": 60, "duration": "1m"})
+    assert put.status_code == 200, put.text
+    assert put.json() | {"updated_at": None} == {
+        "key": "openai",
+        "limit": 60,
+        "duration_s": 60.0,
+        "dynamic": False,
+        "used": 0,
+        "updated_at": None,
+    }
+    api.http.put("/rate-limits/email", json={"limit": 5, "duration": 1})
+    assert [r["key"] for r in api.get("/rate-limits").json()["items"]] == ["email", "openai"]
+    assert api.get("/rate-limits/email").json()["duration_s"] == 1.0
+
+    # Another tenant sees none of them and cannot delete them.
+    assert other.get("/rate-limits").json()["items"] == []
+    assert other.get("/rate-limits/openai").status_code == 404
+    assert other.http.delete("/rate-limits/openai").status_code == 404
+
+    updated = api.http.put("/rate-limits/openai", json={"limit": 120, "duration": "1m"})
+    assert updated.json()["limit"] == 120
+    gone = api.http.delete("/rate-limits/openai")
+    assert gone.status_code == 200 and gone.json() == {"key": "openai", "waiting_runs": 0}
+    assert api.get("/rate-limits/openai").status_code == 404
+    assert api.http.delete("/rate-limits/openai").status_code == 404
+
+    zero = api.http.put("/rate-limits/x", json={"limit": 0})
+    assert zero.status_code == 422 and "limit" in zero.text
+    soon = api.http.put("/rate-limits/x", json={"limit": 1, "duration": "soon"})
+    assert soon.status_code == 422 and "duration" in soon.json()["error"]["message"]
+
+
+def test_an_expired_token_is_refused_on_rest_and_grpc(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, _ = tenants
+    admin = Api(engine, admin_token(engine, mine))
+    made = admin.post("/tokens", {"name": "short", "expires_in": "1s"})
+    assert made.status_code == 201, made.text
+    api = Api(engine, made.json()["token"])
+    wait_until(lambda: api.get("/runs").status_code == 401, 10, "the token to expire")
+    refused = api.post(f"/runs/{uuid.uuid4()}/cancel")
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    client = Tenant(mine.tenant_id, made.json()["token"], mine.address).client()
+    try:
+        with pytest.raises(AuthenticationError, match="expired"):
+            client.runs.cancel(str(uuid.uuid4()))
+    finally:
+        client.close()
+
+
+def test_openapi_documents_the_actions_with_examples(engine: EngineProcess) -> None:
+    spec = httpx.get(f"{engine.http_url}/openapi.json", timeout=10).json()
+    paths = spec["paths"]
+    for path, method in [
+        ("/api/v1/runs/{run_id}/cancel", "post"),
+        ("/api/v1/runs/{run_id}/replay", "post"),
+        ("/api/v1/runs/bulk/cancel", "post"),
+        ("/api/v1/runs/bulk/replay", "post"),
+        ("/api/v1/bulk-operations/{operation_id}", "get"),
+        ("/api/v1/bulk-operations", "get"),
+        ("/api/v1/tasks/{name}/trigger", "post"),
+        ("/api/v1/workflows/{name}/trigger", "post"),
+        ("/api/v1/rate-limits", "get"),
+        ("/api/v1/rate-limits/{key}", "put"),
+        ("/api/v1/rate-limits/{key}", "delete"),
+        ("/api/v1/workers/{worker_id}", "get"),
+        ("/api/v1/workers/{worker_id}/pause", "post"),
+        ("/api/v1/workers/{worker_id}/resume", "post"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens/{token_id}", "delete"),
+    ]:
+        op = paths[path][method]
+        assert op["summary"] and op.get("description"), (path, method)
+        assert "401" in op["responses"], (path, method)
+    assert "409" in paths["/api/v1/runs/bulk/cancel"]["post"]["responses"]
+    schemas = spec["components"]["schemas"]
+    for name in ("BulkBody", "BulkOperation", "TriggerBody", "RateLimit", "PutRateLimit"):
+        assert schemas[name].get("examples"), name
+    assert "paused" in schemas["Worker"]["properties"]
+    assert "current_runs" in schemas["Worker"]["properties"]

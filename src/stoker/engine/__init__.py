@@ -262,6 +262,9 @@ class Engine:
                 webhooks=self.webhooks,
                 bulk=self.bulk,
                 dispatcher=self.dispatcher,
+                ingest=self.ingest,
+                workflow_ingest=self.workflow_ingest,
+                definitions=self.definitions,
             )
             self.services.append(
                 ApiService(

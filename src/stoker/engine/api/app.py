@@ -31,6 +31,8 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.ingest import Ingest
+    from stoker.engine.ingest.workflows import WorkflowIngest
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
@@ -87,6 +89,9 @@ def create_app(
     webhooks: Webhooks | None = None,
     bulk: BulkOps | None = None,
     dispatcher: PauseTarget | None = None,
+    ingest: Ingest | None = None,
+    workflow_ingest: WorkflowIngest | None = None,
+    definitions: Definitions | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -98,7 +103,9 @@ def create_app(
     one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
     operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
     webhooks (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk
-    operations and ``dispatcher`` its worker streams (pauses apply there at once).
+    operations and ``dispatcher`` its worker streams (pauses apply there at once);
+    ``ingest`` and ``workflow_ingest`` create the runs REST triggers ask for;
+    ``definitions`` write rate limits (refreshing the engine's caches).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -131,6 +138,9 @@ def create_app(
         webhooks,
         bulk,
         dispatcher,
+        ingest,
+        workflow_ingest,
+        definitions,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
