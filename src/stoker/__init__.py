@@ -22,7 +22,7 @@ from stoker._core.wire import (
     StickyStrategy,
     WorkerLabelComparator,
 )
-from stoker._sdk.app import RateLimits, Stoker
+from stoker._sdk.app import RateLimitInfo, RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
 from stoker._sdk.crons import (
@@ -47,7 +47,15 @@ from stoker._sdk.events import (
     PushedEvent,
 )
 from stoker._sdk.refs import RunRef
-from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
+from stoker._sdk.runs import (
+    BulkOperation,
+    BulkProgress,
+    ResetOutcome,
+    RunInfo,
+    RunOutcome,
+    RunPage,
+    Runs,
+)
 from stoker._sdk.schedules import ScheduledRun, Schedules
 from stoker._sdk.task import DefaultFilter, Idempotency, Task
 from stoker._sdk.webhooks import (
@@ -62,6 +70,7 @@ from stoker._sdk.webhooks import (
     Webhooks,
 )
 from stoker._sdk.worker import Worker
+from stoker._sdk.workers import WorkerInfo, Workers
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
     AuthenticationError,
@@ -93,6 +102,8 @@ __all__ = [
     "AuthenticationError",
     "BackfillRun",
     "Basic",
+    "BulkOperation",
+    "BulkProgress",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -130,11 +141,14 @@ __all__ = [
     "PushedEvent",
     "RateLimit",
     "RateLimitDuration",
+    "RateLimitInfo",
     "RateLimits",
     "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
+    "RunInfo",
     "RunOutcome",
+    "RunPage",
     "RunRef",
     "Runs",
     "ScheduledRun",
@@ -159,7 +173,9 @@ __all__ = [
     "WebhookAuth",
     "Webhooks",
     "Worker",
+    "WorkerInfo",
     "WorkerLabelComparator",
+    "Workers",
     "Workflow",
     "WorkflowRegistry",
     "WorkflowTask",

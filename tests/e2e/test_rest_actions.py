@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from stoker import AuthenticationError, Stoker
+from stoker import AuthenticationError, ConflictError, NotFoundError, Stoker
 from stoker.db import Executor, connect
 from stoker.engine.auth import ADMIN, create_token
 from tests.apps import basic, workflows
@@ -461,3 +461,72 @@ def test_openapi_documents_the_actions_with_examples(engine: EngineProcess) -> N
         assert schemas[name].get("examples"), name
     assert "paused" in schemas["Worker"]["properties"]
     assert "current_runs" in schemas["Worker"]["properties"]
+
+
+def test_sdk_runs_workers_rate_limits_and_bulk_operations(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant], worker_factory: Any
+) -> None:
+    mine, theirs = tenants
+    worker = worker_factory("tests.apps.basic:app", slots=2, name="sdk", engine=engine, tenant=mine)
+    worker_id = worker.wait_ready()
+    with _app(mine) as app, _app(theirs) as their_app:
+        done = app.tasks["greet"].run({"name": "sdk"})
+        assert done["message"] == "hello sdk"
+        app.workers.pause(worker_id)
+        queued = _queued(app, CAP + 1, wave="w1")
+
+        # Runs: a page at a time, filtered; one run with its input and output.
+        first = app.runs.list(status="QUEUED", task_name="slow", limit=4)
+        assert [r.run_id for r in first.items] == queued[::-1][:4]
+        assert first.next_cursor is not None
+        rest = app.runs.list(status="QUEUED", task_name="slow", limit=4, cursor=first.next_cursor)
+        assert [r.run_id for r in rest.items] == queued[::-1][4:]
+        assert rest.next_cursor is None
+        assert len(list(app.runs.iter(task_name="slow", page_size=2))) == CAP + 1
+        (greeted,) = app.runs.list(task_name="greet").items
+        got = app.runs.get(greeted.run_id)
+        assert (got.status, got.input, got.output["message"]) == (
+            "COMPLETED",
+            {"name": "sdk"},
+            "hello sdk",
+        )
+        assert got.worker_id == worker_id
+        with pytest.raises(NotFoundError):
+            their_app.runs.get(greeted.run_id)
+
+        # Workers: the paused one is listed so and gets nothing; resumed, it does again.
+        (listed,) = app.workers.list()
+        assert (listed.worker_id, listed.paused, listed.current_runs) == (worker_id, True, [])
+        assert their_app.workers.list() == []
+        with pytest.raises(NotFoundError):
+            their_app.workers.pause(worker_id)
+        assert app.workers.get(worker_id).name == "sdk"
+
+        # Bulk: past the cap without confirm, a ConflictError naming the count.
+        with pytest.raises(ConflictError, match=f"matches {CAP + 1} runs"):
+            app.runs.start_bulk_cancel(workflow="slow", additional_metadata={"wave": "w1"})
+        op = app.runs.start_bulk_cancel(
+            workflow="slow", additional_metadata={"wave": "w1"}, confirm=True, reason="sdk"
+        )
+        progress = op.wait(timeout=30)
+        assert (progress.state, progress.total, progress.done) == ("COMPLETED", CAP + 1, CAP + 1)
+        assert app.runs.bulk_operation(op.operation_id).progress.done == CAP + 1
+        with pytest.raises(NotFoundError):
+            their_app.runs.bulk_operation(op.operation_id)
+        replay = app.runs.start_bulk_replay(queued[:2]).wait(timeout=30)
+        assert (replay.done, replay.failed) == (2, 0)
+        assert app.workers.resume(worker_id).paused is False
+        wait_until(
+            lambda: set(app.workers.get(worker_id).current_runs) == set(queued[:2]),
+            30,
+            "the resumed worker to take the replayed runs",
+        )
+
+        # Rate limits: put, list with use, delete.
+        app.rate_limits.put("sdk-limit", 10, "minute")
+        (limit,) = app.rate_limits.list()
+        assert (limit.key, limit.limit, limit.duration_s, limit.used) == ("sdk-limit", 10, 60.0, 0)
+        assert their_app.rate_limits.list() == []
+        assert app.rate_limits.delete("sdk-limit") == 0
+        with pytest.raises(NotFoundError):
+            app.rate_limits.delete("sdk-limit")

@@ -60,6 +60,7 @@ from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
 from stoker.engine.rpc import open_server
+from stoker.engine.rpc.admin_service import AdminService
 from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.webhook_service import WebhookService
@@ -294,6 +295,7 @@ class Engine:
                 ScheduleService(self.auth, self.schedules),
                 EventService(self.auth, self.event_admin),
                 WebhookService(self.auth, self.webhooks),
+                AdminService(self.auth, db, self.dispatcher, self.bulk),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
