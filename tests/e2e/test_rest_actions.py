@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from stoker.engine.auth import ADMIN, create_token
 from tests.apps import basic, workflows
 from tests.apps.basic import Sleep
 from tests.harness import (
+    REPO,
     SCHEMA,
     EngineProcess,
     Tenant,
@@ -54,7 +59,7 @@ def engine(
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.kill()  # nothing is checked after the module: no clean stop to wait for
         drop_database(pg_url, name)
 
 
@@ -530,3 +535,47 @@ def test_sdk_runs_workers_rate_limits_and_bulk_operations(
         assert app.rate_limits.delete("sdk-limit") == 0
         with pytest.raises(NotFoundError):
             app.rate_limits.delete("sdk-limit")
+
+
+def _cli(tenant: Tenant, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")} | tenant.env
+    return subprocess.run(
+        [sys.executable, "-m", "stoker", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_cancels_by_filter_and_pauses_workers(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, _ = tenants
+    api = Api(engine, mine.token)
+    with _app(mine) as app:
+        runs = _queued(app, CAP + 1, batch="cli")
+    args = ["runs", "cancel", "--filter", "name=slow", "--filter", "batch=cli"]
+    refused = _cli(mine, *args)
+    assert refused.returncode == 2
+    assert f"matches {CAP + 1} runs" in refused.stderr and "confirm" in refused.stderr
+    done = _cli(mine, *args, "--confirm", "--reason", "from the cli", "--json")
+    assert done.returncode == 0, done.stderr
+    progress = json.loads(done.stdout)
+    assert (progress["state"], progress["done"]) == ("COMPLETED", CAP + 1)
+    assert all(api.status(r) == "CANCELLED" for r in runs)
+
+    worker_id = uuid.uuid4()
+    with psycopg.connect(engine.db_url) as conn:
+        conn.execute(
+            "INSERT INTO stoker.worker (tenant_id, external_id, name, slots, task_names)"
+            " VALUES (%s, %s, 'cli-worker', 2, '{slow}')",
+            (mine.tenant_id, worker_id),
+        )
+    paused = _cli(mine, "workers", "pause", str(worker_id))
+    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
+    listed = json.loads(_cli(mine, "workers", "list", "--json").stdout)
+    assert [(w["name"], w["paused"]) for w in listed] == [("cli-worker", True)]
+    missing = _cli(mine, "workers", "resume", str(uuid.uuid4()))
+    assert missing.returncode == 2 and "no worker with id" in missing.stderr
