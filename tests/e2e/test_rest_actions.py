@@ -17,7 +17,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -286,10 +285,17 @@ def _worker_runs(api: Api) -> dict[str, list[str]]:
 
 
 def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
-    engine: EngineProcess, tenants: tuple[Tenant, Tenant], worker_factory: Any, tmp_path: Path
+    engine: EngineProcess,
+    tenants: tuple[Tenant, Tenant],
+    worker_factory: Any,
+    engine_factory: Any,
 ) -> None:
+    """The workers are connected to the module's engine; the pause and the resume go
+    through another replica, which tells the first."""
     mine, theirs = tenants
+    replica = engine_factory(engine.db_url)
     api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    elsewhere = Api(replica, mine.token)
     paused_worker = worker_factory(
         "tests.apps.basic:app", slots=4, name="a", engine=engine, tenant=mine
     )
@@ -301,7 +307,7 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
 
         # Another tenant cannot pause it.
         assert other.post(f"/workers/{worker_a}/pause").status_code == 404
-        paused = api.post(f"/workers/{worker_a}/pause")
+        paused = elsewhere.post(f"/workers/{worker_a}/pause")
         assert paused.status_code == 200, paused.text
         assert paused.json()["paused"] is True and paused.json()["free_slots"] == 0
 
@@ -322,7 +328,7 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
         assert listed["a"]["heartbeat_age_s"] < 5
 
         # Resumed, it takes runs again: with b full, the rest go to a.
-        resumed = api.post(f"/workers/{worker_a}/resume").json()
+        resumed = elsewhere.post(f"/workers/{worker_a}/resume").json()
         assert resumed["paused"] is False
         more = [slow.run_no_wait(Sleep(seconds=3, tag="more")).run_id for _ in range(3)]
         wait_until(

@@ -60,6 +60,8 @@ async def _run(
 class Pauses:
     """Records what a dispatcher would be told."""
 
+    engine_id = "test"
+
     def __init__(self) -> None:
         self.calls: list[tuple[int, bool]] = []
 

@@ -58,7 +58,7 @@ from stoker.engine.inbox import CHANNEL as INBOX_CHANNEL
 from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
-from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
+from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, WORKER_PAUSE, Listener
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.admin_service import AdminService
 from stoker.engine.rpc.event_service import EventService
@@ -209,6 +209,7 @@ class Engine:
             },
             {
                 CANCEL: self.dispatcher.cancel_remote,
+                WORKER_PAUSE: self.dispatcher.pause_remote,
                 TOKEN_CHANNEL: self.auth.on_revoked,
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
