@@ -188,3 +188,43 @@ async def test_run_pages_and_bulk_filters(db: Executor, seed: AsyncConnection[An
     with pytest.raises(NotFoundError):
         await bulk.get_operation(db, mine, uuid.uuid4())
     assert await bulk.list_operations(db, mine) == []
+
+
+async def test_bulk_operation_rows_advance_once_fail_after_errors_and_change_hands(
+    db: Executor,
+) -> None:
+    from stoker.db.store import bulk as store
+
+    tenant = await create_tenant(db, "acme")
+    oid = uuid.uuid4()
+    made = await store.create_bulk_operation(
+        db, store.CreateBulkOperation(tenant, oid, "cancel", "", None, ["a", "b", "c"], "e1")
+    )
+    assert made is not None
+    op = int(made["id"])
+    chunk = await store.next_bulk_chunk(db, store.NextBulkChunk(op, "e1", 2))
+    assert chunk == {"position": 0, "run_ids": ["a", "b"]}
+    assert await store.next_bulk_chunk(db, store.NextBulkChunk(op, "e2", 2)) is None  # not e2's
+    step = store.AdvanceBulkOperation(op, "e1", 0, 2, 2, 0)
+    assert await store.advance_bulk_operation(db, step) == {"state": "RUNNING"}
+    assert await store.advance_bulk_operation(db, step) is None  # a chunk counts once
+    progress = await bulk.get_operation(db, tenant, oid)
+    assert (progress.state, progress.done, progress.failed) == ("RUNNING", 2, 0)
+
+    # Another replica takes over only once the owner's heartbeat is stale.
+    claim = store.ClaimStaleBulkOperations("e2", 60_000, 10)
+    assert await store.claim_stale_bulk_operations(db, claim) == []
+    stale = store.ClaimStaleBulkOperations("e2", 0, 10)
+    (claimed,) = await store.claim_stale_bulk_operations(db, stale)
+    assert (claimed["external_id"], claimed["action"]) == (oid, "cancel")
+    assert await store.next_bulk_chunk(db, store.NextBulkChunk(op, "e1", 2)) is None
+    chunk = await store.next_bulk_chunk(db, store.NextBulkChunk(op, "e2", 2))
+    assert chunk == {"position": 2, "run_ids": ["c"]}
+
+    # A failing chunk is noted; the third failure gives the operation up.
+    for state in ("RUNNING", "RUNNING", "FAILED"):
+        noted = await store.note_bulk_error(db, store.NoteBulkError(op, "e2", "boom", 3))
+        assert noted == {"state": state}
+    failed = await bulk.get_operation(db, tenant, oid)
+    assert (failed.state, failed.error, failed.finished_at is not None) == ("FAILED", "boom", True)
+    assert await store.claim_stale_bulk_operations(db, stale) == []
