@@ -1,6 +1,7 @@
-"""``stoker runs list|get|cancel|replay|operation`` and ``stoker workers
-list|get|pause|resume``: runs and workers of the tenant of ``STOKER_TOKEN`` (or the lite
-profile), through the SDK (the same calls as ``app.runs`` and ``app.workers``). A mistake
+"""``stoker runs list|get|cancel|replay|operation``, ``stoker workers
+list|get|pause|resume`` and ``stoker rate-limit list|put|delete``: runs, workers and rate
+limits of the tenant of ``STOKER_TOKEN`` (or the lite profile), through the SDK (the same
+calls as ``app.runs``, ``app.workers`` and ``app.rate_limits``). A mistake
 (unknown run or worker, bad filter, a filter past the bulk cap without ``--confirm``) is
 one red line and exit code 2.
 
@@ -247,3 +248,41 @@ def workers_resume(worker_id: Annotated[str, typer.Argument(help="A worker's id.
     """Resumes a paused worker."""
     w = _run(lambda: _client().workers.resume(worker_id))
     out.print(f"worker {w.name} ({w.worker_id}) resumed", highlight=False)
+
+
+rate_limit_app = typer.Typer(help="Rate limits: list, put, delete.", no_args_is_help=True)
+
+
+@rate_limit_app.command("list")
+def rate_limits_list(as_json: Json = False) -> None:
+    """The tenant's rate limits with the units used in the current window."""
+    found = _run(lambda: _client().rate_limits.list())
+    if as_json:
+        _print([asdict(r) for r in found])
+        return
+    from rich.table import Table
+
+    table = Table("key", "limit", "per", "used", "dynamic")
+    for r in found:
+        table.add_row(r.key, str(r.limit), f"{r.duration_s:g}s", str(r.used), str(r.dynamic))
+    out.print(table)
+
+
+@rate_limit_app.command("put")
+def rate_limits_put(
+    key: Annotated[str, typer.Argument(help="The limit's key.")],
+    limit: Annotated[int, typer.Argument(help="Units per duration.")],
+    duration: Annotated[
+        str, typer.Option(help="second, minute, hour, day, or a duration such as 10s.")
+    ] = "minute",
+) -> None:
+    """Creates or updates a static rate limit."""
+    _run(lambda: _client().rate_limits.put(key, limit, duration))
+    out.print(f"rate limit {key}: {limit} per {duration}", highlight=False)
+
+
+@rate_limit_app.command("delete")
+def rate_limits_delete(key: Annotated[str, typer.Argument(help="The limit's key.")]) -> None:
+    """Deletes a rate limit (queued runs naming it wait until it is put again)."""
+    waiting = _run(lambda: _client().rate_limits.delete(key))
+    out.print(f"rate limit {key} deleted; {waiting} queued runs still name it", highlight=False)

@@ -583,5 +583,8 @@ def test_cli_cancels_by_filter_and_pauses_workers(
     assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
     listed = json.loads(_cli(mine, "workers", "list", "--json").stdout)
     assert [(w["name"], w["paused"]) for w in listed] == [("cli-worker", True)]
+    put = _cli(mine, "rate-limit", "put", "cli-limit", "7", "--duration", "10s")
+    assert put.returncode == 0, put.stderr
+    assert api.get("/rate-limits/cli-limit").json()["duration_s"] == 10.0
     missing = _cli(mine, "workers", "resume", str(uuid.uuid4()))
     assert missing.returncode == 2 and "no worker with id" in missing.stderr
