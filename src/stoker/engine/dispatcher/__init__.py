@@ -275,6 +275,7 @@ class Dispatcher(LoopService):
         for worker_id in worker_ids:
             conn = self._conns.pop(worker_id, None)
             if conn is not None:
+                self._paused.discard(conn.external_id)
                 conn.close()
 
     # -- streams ------------------------------------------------------------------------
