@@ -22,7 +22,7 @@ from stoker._core.wire import (
     StickyStrategy,
     WorkerLabelComparator,
 )
-from stoker._sdk.app import RateLimits, Stoker
+from stoker._sdk.app import RateLimitInfo, RateLimits, Stoker
 from stoker._sdk.conditions import ParentCondition, SleepCondition, UserEventCondition, or_
 from stoker._sdk.context import Context
 from stoker._sdk.crons import (
@@ -48,7 +48,15 @@ from stoker._sdk.events import (
 )
 from stoker._sdk.observe import LogLine, RunEvent
 from stoker._sdk.refs import RunRef
-from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
+from stoker._sdk.runs import (
+    BulkOperation,
+    BulkProgress,
+    ResetOutcome,
+    RunInfo,
+    RunOutcome,
+    RunPage,
+    Runs,
+)
 from stoker._sdk.schedules import ScheduledRun, Schedules
 from stoker._sdk.task import DefaultFilter, Idempotency, Task
 from stoker._sdk.webhooks import (
@@ -63,6 +71,7 @@ from stoker._sdk.webhooks import (
     Webhooks,
 )
 from stoker._sdk.worker import Worker
+from stoker._sdk.workers import WorkerInfo, Workers
 from stoker._sdk.workflow import Workflow, WorkflowTask
 from stoker.errors import (
     AuthenticationError,
@@ -94,6 +103,8 @@ __all__ = [
     "AuthenticationError",
     "BackfillRun",
     "Basic",
+    "BulkOperation",
+    "BulkProgress",
     "CatchUp",
     "ConcurrencyExpression",
     "ConcurrencyLimitStrategy",
@@ -132,12 +143,15 @@ __all__ = [
     "PushedEvent",
     "RateLimit",
     "RateLimitDuration",
+    "RateLimitInfo",
     "RateLimits",
     "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
     "RunEvent",
+    "RunInfo",
     "RunOutcome",
+    "RunPage",
     "RunRef",
     "Runs",
     "ScheduledRun",
@@ -162,7 +176,9 @@ __all__ = [
     "WebhookAuth",
     "Webhooks",
     "Worker",
+    "WorkerInfo",
     "WorkerLabelComparator",
+    "Workers",
     "Workflow",
     "WorkflowRegistry",
     "WorkflowTask",

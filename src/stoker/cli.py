@@ -1,7 +1,8 @@
 """The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``,
 ``enqueue-role``, ``worker``, ``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`),
-``event`` (:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`), ``logs``
-(:mod:`stoker.cli_logs`).
+``event`` (:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`), ``runs``,
+``workers`` and ``rate-limit`` (:mod:`stoker.cli_runs`), ``logs`` (:mod:`stoker.cli_logs`) and
+``user`` (:mod:`stoker.cli_users`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -30,6 +31,7 @@ from rich.panel import Panel
 from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.cli_events import event_app
 from stoker.cli_logs import logs as logs_command
+from stoker.cli_runs import rate_limit_app, run_app, worker_app
 from stoker.cli_users import user_app
 from stoker.cli_webhooks import webhook_app
 from stoker.config import (
@@ -91,6 +93,9 @@ app.add_typer(event_app, name="event")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(user_app, name="user")
 app.command("logs")(logs_command)
+app.add_typer(run_app, name="runs")
+app.add_typer(worker_app, name="workers")
+app.add_typer(rate_limit_app, name="rate-limit")
 console = Console(stderr=True)
 
 T = TypeVar("T")

@@ -62,6 +62,25 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
     ]
     # The FastAPI proxy streams the task's chunks to the client.
     assert outputs["run_obs_proxy.py"].splitlines() == ["you", "said:", "hi", "web"]
+    # Acting on runs and workers: read, pause, bulk cancel and replay, rate limits.
+    lines = outputs["run_thumbnails.py"].splitlines()
+    assert lines == [
+        "{'size': 64}",
+        "COMPLETED {'size': 64} True",
+        "1 None",
+        "True",
+        "COMPLETED 3 3 0",
+        "[128, 256, 512]",
+        "RateLimitInfo(key='image-api', limit=100, duration_s=60.0, dynamic=False, used=0, "
+        f"updated_at={lines[6].split('updated_at=')[1]}",
+        "0",
+    ]
+    assert outputs["run_thumbnails_rest.py"].splitlines() == [
+        "True",
+        "cancelled",
+        "replay 1",
+        "True",
+    ]
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from stoker import Stoker
+from stoker import AuthenticationError, ConflictError, NotFoundError, Stoker
 from stoker.db import Executor, connect
 from stoker.engine.auth import ADMIN, create_token
-from tests.apps import basic
+from tests.apps import basic, workflows
 from tests.apps.basic import Sleep
 from tests.harness import (
+    REPO,
     SCHEMA,
     EngineProcess,
     Tenant,
@@ -38,21 +42,23 @@ from tests.harness import (
 pytestmark = pytest.mark.timeout(180)
 
 CAP = 5
+PAYLOAD_LIMIT = 65_536
 
 
 @pytest.fixture(scope="module")
 def engine(
     pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
-    """This module's engine: the session engine's settings with a bulk cap of 5."""
+    """This module's engine: the session engine's settings with a bulk cap of 5 and a
+    payload limit of 64 KiB."""
     name = create_database(pg_url, engine_template)
-    env = {"STOKER_BULK_CAP": str(CAP)}
+    env = {"STOKER_BULK_CAP": str(CAP), "STOKER_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT)}
     proc = EngineProcess(with_database(pg_url, name), tmp_path_factory.mktemp("rest"), env=env)
     proc.start()
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.kill()  # nothing is checked after the module: no clean stop to wait for
         drop_database(pg_url, name)
 
 
@@ -279,10 +285,17 @@ def _worker_runs(api: Api) -> dict[str, list[str]]:
 
 
 def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
-    engine: EngineProcess, tenants: tuple[Tenant, Tenant], worker_factory: Any, tmp_path: Path
+    engine: EngineProcess,
+    tenants: tuple[Tenant, Tenant],
+    worker_factory: Any,
+    engine_factory: Any,
 ) -> None:
+    """The workers are connected to the module's engine; the pause and the resume go
+    through another replica, which tells the first."""
     mine, theirs = tenants
+    replica = engine_factory(engine.db_url)
     api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    elsewhere = Api(replica, mine.token)
     paused_worker = worker_factory(
         "tests.apps.basic:app", slots=4, name="a", engine=engine, tenant=mine
     )
@@ -294,7 +307,7 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
 
         # Another tenant cannot pause it.
         assert other.post(f"/workers/{worker_a}/pause").status_code == 404
-        paused = api.post(f"/workers/{worker_a}/pause")
+        paused = elsewhere.post(f"/workers/{worker_a}/pause")
         assert paused.status_code == 200, paused.text
         assert paused.json()["paused"] is True and paused.json()["free_slots"] == 0
 
@@ -315,7 +328,7 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
         assert listed["a"]["heartbeat_age_s"] < 5
 
         # Resumed, it takes runs again: with b full, the rest go to a.
-        resumed = api.post(f"/workers/{worker_a}/resume").json()
+        resumed = elsewhere.post(f"/workers/{worker_a}/resume").json()
         assert resumed["paused"] is False
         more = [slow.run_no_wait(Sleep(seconds=3, tag="more")).run_id for _ in range(3)]
         wait_until(
@@ -326,3 +339,252 @@ def test_a_paused_worker_gets_nothing_new_and_keeps_what_it_runs(
     detail = api.get(f"/workers/{worker_a}").json()
     assert detail["name"] == "a" and detail["slots"] == 4
     assert api.get(f"/workers/{uuid.uuid4()}").status_code == 404
+
+
+def test_trigger_a_task_and_a_workflow_over_rest(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, theirs = tenants
+    api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    with _app(mine) as app:
+        flows = workflows.declare(app)
+        flows.workflows["diamond"].run_no_wait(workflows.Job())  # registers it
+    body = {"input": {"name": "rest"}, "additional_metadata": {"via": "rest"}, "priority": 3}
+    made = api.post("/tasks/greet/trigger", body)
+    assert made.status_code == 201, made.text
+    run = made.json()
+    assert run["unserved_task_names"] == ["greet"] and run["deduplicated"] is False
+    detail = api.get(f"/runs/{run['run_id']}").json()
+    assert (detail["input"], detail["additional_metadata"]) == ({"name": "rest"}, {"via": "rest"})
+    # The other tenant has no such task; its runs are its own.
+    unknown = other.post("/tasks/greet/trigger", body)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == (
+        "no task named 'greet' is registered; registered tasks: none"
+    )
+    assert other.get(f"/runs/{run['run_id']}").status_code == 404
+
+    keyed = body | {"idempotency_key": "order-7", "idempotency_ttl": "1h"}
+    first = api.post("/tasks/greet/trigger", keyed).json()
+    again = api.post("/tasks/greet/trigger", keyed).json()
+    assert again["run_id"] == first["run_id"] and again["deduplicated"] is True
+
+    flow = api.post("/workflows/diamond/trigger", {"input": {"value": 3}})
+    assert flow.status_code == 201, flow.text
+    assert api.get(f"/workflow-runs/{flow.json()['run_id']}").json()["input"] == {"value": 3}
+
+    missing = api.post("/tasks/nope/trigger", {"input": 1})
+    assert missing.status_code == 404
+    assert "registered tasks: " in missing.json()["error"]["message"]
+    assert "greet" in missing.json()["error"]["message"]
+    big = api.post("/tasks/greet/trigger", {"input": {"name": "x" * (PAYLOAD_LIMIT + 10)}})
+    assert big.status_code == 413, big.text
+    assert f"over the limit of {PAYLOAD_LIMIT} bytes" in big.json()["error"]["message"]
+    assert api.post("/tasks/greet/trigger", {"priority": 9}).status_code == 422
+    assert api.post("/tasks/greet/trigger", {"inputs": 1}).status_code == 422
+    bad_ttl = api.post("/tasks/greet/trigger", {"idempotency_key": "k", "idempotency_ttl": "soon"})
+    assert bad_ttl.status_code == 422 and "idempotency_ttl" in bad_ttl.text
+
+
+def test_rate_limits_list_put_delete_per_tenant(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, theirs = tenants
+    api, other = Api(engine, mine.token), Api(engine, theirs.token)
+    put = api.http.put("/rate-limits/openai", json={"limit": 60, "duration": "1m"})
+    assert put.status_code == 200, put.text
+    assert put.json() | {"updated_at": None} == {
+        "key": "openai",
+        "limit": 60,
+        "duration_s": 60.0,
+        "dynamic": False,
+        "used": 0,
+        "updated_at": None,
+    }
+    api.http.put("/rate-limits/email", json={"limit": 5, "duration": 1})
+    assert [r["key"] for r in api.get("/rate-limits").json()["items"]] == ["email", "openai"]
+    assert api.get("/rate-limits/email").json()["duration_s"] == 1.0
+
+    # Another tenant sees none of them and cannot delete them.
+    assert other.get("/rate-limits").json()["items"] == []
+    assert other.get("/rate-limits/openai").status_code == 404
+    assert other.http.delete("/rate-limits/openai").status_code == 404
+
+    updated = api.http.put("/rate-limits/openai", json={"limit": 120, "duration": "1m"})
+    assert updated.json()["limit"] == 120
+    gone = api.http.delete("/rate-limits/openai")
+    assert gone.status_code == 200 and gone.json() == {"key": "openai", "waiting_runs": 0}
+    assert api.get("/rate-limits/openai").status_code == 404
+    assert api.http.delete("/rate-limits/openai").status_code == 404
+
+    zero = api.http.put("/rate-limits/x", json={"limit": 0})
+    assert zero.status_code == 422 and "limit" in zero.text
+    soon = api.http.put("/rate-limits/x", json={"limit": 1, "duration": "soon"})
+    assert soon.status_code == 422 and "duration" in soon.json()["error"]["message"]
+
+
+def test_an_expired_token_is_refused_on_rest_and_grpc(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, _ = tenants
+    admin = Api(engine, admin_token(engine, mine))
+    made = admin.post("/tokens", {"name": "short", "expires_in": "1s"})
+    assert made.status_code == 201, made.text
+    api = Api(engine, made.json()["token"])
+    wait_until(lambda: api.get("/runs").status_code == 401, 10, "the token to expire")
+    refused = api.post(f"/runs/{uuid.uuid4()}/cancel")
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    client = Tenant(mine.tenant_id, made.json()["token"], mine.address).client()
+    try:
+        with pytest.raises(AuthenticationError, match="expired"):
+            client.runs.cancel(str(uuid.uuid4()))
+    finally:
+        client.close()
+
+
+def test_openapi_documents_the_actions_with_examples(engine: EngineProcess) -> None:
+    spec = httpx.get(f"{engine.http_url}/openapi.json", timeout=10).json()
+    paths = spec["paths"]
+    for path, method in [
+        ("/api/v1/runs/{run_id}/cancel", "post"),
+        ("/api/v1/runs/{run_id}/replay", "post"),
+        ("/api/v1/runs/bulk/cancel", "post"),
+        ("/api/v1/runs/bulk/replay", "post"),
+        ("/api/v1/bulk-operations/{operation_id}", "get"),
+        ("/api/v1/bulk-operations", "get"),
+        ("/api/v1/tasks/{name}/trigger", "post"),
+        ("/api/v1/workflows/{name}/trigger", "post"),
+        ("/api/v1/rate-limits", "get"),
+        ("/api/v1/rate-limits/{key}", "put"),
+        ("/api/v1/rate-limits/{key}", "delete"),
+        ("/api/v1/workers/{worker_id}", "get"),
+        ("/api/v1/workers/{worker_id}/pause", "post"),
+        ("/api/v1/workers/{worker_id}/resume", "post"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens/{token_id}", "delete"),
+    ]:
+        op = paths[path][method]
+        assert op["summary"] and op.get("description"), (path, method)
+        assert "401" in op["responses"], (path, method)
+    assert "409" in paths["/api/v1/runs/bulk/cancel"]["post"]["responses"]
+    schemas = spec["components"]["schemas"]
+    for name in ("BulkBody", "BulkOperation", "TriggerBody", "RateLimit", "PutRateLimit"):
+        assert schemas[name].get("examples"), name
+    assert "paused" in schemas["Worker"]["properties"]
+    assert "current_runs" in schemas["Worker"]["properties"]
+
+
+def test_sdk_runs_workers_rate_limits_and_bulk_operations(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant], worker_factory: Any
+) -> None:
+    mine, theirs = tenants
+    worker = worker_factory("tests.apps.basic:app", slots=2, name="sdk", engine=engine, tenant=mine)
+    worker_id = worker.wait_ready()
+    with _app(mine) as app, _app(theirs) as their_app:
+        done = app.tasks["greet"].run({"name": "sdk"})
+        assert done["message"] == "hello sdk"
+        app.workers.pause(worker_id)
+        queued = _queued(app, CAP + 1, wave="w1")
+
+        # Runs: a page at a time, filtered; one run with its input and output.
+        first = app.runs.list(status="QUEUED", task_name="slow", limit=4)
+        assert [r.run_id for r in first.items] == queued[::-1][:4]
+        assert first.next_cursor is not None
+        rest = app.runs.list(status="QUEUED", task_name="slow", limit=4, cursor=first.next_cursor)
+        assert [r.run_id for r in rest.items] == queued[::-1][4:]
+        assert rest.next_cursor is None
+        assert len(list(app.runs.iter(task_name="slow", page_size=2))) == CAP + 1
+        (greeted,) = app.runs.list(task_name="greet").items
+        got = app.runs.get(greeted.run_id)
+        assert (got.status, got.input, got.output["message"]) == (
+            "COMPLETED",
+            {"name": "sdk"},
+            "hello sdk",
+        )
+        assert got.worker_id == worker_id
+        with pytest.raises(NotFoundError):
+            their_app.runs.get(greeted.run_id)
+
+        # Workers: the paused one is listed so and gets nothing; resumed, it does again.
+        (listed,) = app.workers.list()
+        assert (listed.worker_id, listed.paused, listed.current_runs) == (worker_id, True, [])
+        assert their_app.workers.list() == []
+        with pytest.raises(NotFoundError):
+            their_app.workers.pause(worker_id)
+        assert app.workers.get(worker_id).name == "sdk"
+
+        # Bulk: past the cap without confirm, a ConflictError naming the count.
+        with pytest.raises(ConflictError, match=f"matches {CAP + 1} runs"):
+            app.runs.start_bulk_cancel(workflow="slow", additional_metadata={"wave": "w1"})
+        op = app.runs.start_bulk_cancel(
+            workflow="slow", additional_metadata={"wave": "w1"}, confirm=True, reason="sdk"
+        )
+        progress = op.wait(timeout=30)
+        assert (progress.state, progress.total, progress.done) == ("COMPLETED", CAP + 1, CAP + 1)
+        assert app.runs.bulk_operation(op.operation_id).progress.done == CAP + 1
+        with pytest.raises(NotFoundError):
+            their_app.runs.bulk_operation(op.operation_id)
+        replay = app.runs.start_bulk_replay(queued[:2]).wait(timeout=30)
+        assert (replay.done, replay.failed) == (2, 0)
+        assert app.workers.resume(worker_id).paused is False
+        wait_until(
+            lambda: set(app.workers.get(worker_id).current_runs) == set(queued[:2]),
+            30,
+            "the resumed worker to take the replayed runs",
+        )
+
+        # Rate limits: put, list with use, delete.
+        app.rate_limits.put("sdk-limit", 10, "minute")
+        (limit,) = app.rate_limits.list()
+        assert (limit.key, limit.limit, limit.duration_s, limit.used) == ("sdk-limit", 10, 60.0, 0)
+        assert their_app.rate_limits.list() == []
+        assert app.rate_limits.delete("sdk-limit") == 0
+        with pytest.raises(NotFoundError):
+            app.rate_limits.delete("sdk-limit")
+
+
+def _cli(tenant: Tenant, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")} | tenant.env
+    return subprocess.run(
+        [sys.executable, "-m", "stoker", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_cancels_by_filter_and_pauses_workers(
+    engine: EngineProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    mine, _ = tenants
+    api = Api(engine, mine.token)
+    with _app(mine) as app:
+        runs = _queued(app, CAP + 1, batch="cli")
+    args = ["runs", "cancel", "--filter", "name=slow", "--filter", "batch=cli"]
+    refused = _cli(mine, *args)
+    assert refused.returncode == 2
+    assert f"matches {CAP + 1} runs" in refused.stderr and "confirm" in refused.stderr
+    done = _cli(mine, *args, "--confirm", "--reason", "from the cli", "--json")
+    assert done.returncode == 0, done.stderr
+    progress = json.loads(done.stdout)
+    assert (progress["state"], progress["done"]) == ("COMPLETED", CAP + 1)
+    assert all(api.status(r) == "CANCELLED" for r in runs)
+
+    worker_id = uuid.uuid4()
+    with psycopg.connect(engine.db_url) as conn:
+        conn.execute(
+            "INSERT INTO stoker.worker (tenant_id, external_id, name, slots, task_names)"
+            " VALUES (%s, %s, 'cli-worker', 2, '{slow}')",
+            (mine.tenant_id, worker_id),
+        )
+    paused = _cli(mine, "workers", "pause", str(worker_id))
+    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
+    listed = json.loads(_cli(mine, "workers", "list", "--json").stdout)
+    assert [(w["name"], w["paused"]) for w in listed] == [("cli-worker", True)]
+    put = _cli(mine, "rate-limit", "put", "cli-limit", "7", "--duration", "10s")
+    assert put.returncode == 0, put.stderr
+    assert api.get("/rate-limits/cli-limit").json()["duration_s"] == 10.0
+    missing = _cli(mine, "workers", "resume", str(uuid.uuid4()))
+    assert missing.returncode == 2 and "no worker with id" in missing.stderr

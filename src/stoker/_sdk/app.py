@@ -9,18 +9,21 @@ interceptors given to ``Stoker(interceptors=[...])``."""
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 import pydantic_core
 from pydantic import BaseModel
 
 from stoker._core.wire import DURATION_MS
+from stoker._proto import admin_pb2 as apb
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons, TaskRegistry, WorkflowRegistry
@@ -41,6 +44,7 @@ from stoker._sdk.task import (
 from stoker._sdk.transactional import check_connection, enqueue
 from stoker._sdk.transport import Transport
 from stoker._sdk.webhooks import Webhooks
+from stoker._sdk.workers import Workers, at
 from stoker._sdk.workflow import Workflow
 from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
@@ -126,7 +130,10 @@ class Stoker:
         self.workflows = WorkflowRegistry(self.connection)
         """The declared workflows by name; ``app.workflows.pause(name)`` / ``resume``."""
         self.runs = Runs(self.connection)
-        """Cancel and replay: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``."""
+        """Runs: ``app.runs.list()``, ``get(run_id)``, ``cancel(run_id)``, ``replay``,
+        ``start_bulk_cancel(...)`` (a bulk operation's handle)."""
+        self.workers = Workers(self.connection)
+        """The tenant's workers: ``app.workers.list()``, ``get``, ``pause``, ``resume``."""
         self.events = Events(self.connection)
         """User events: ``app.events.push("payment:settled", {"order_id": 7})``,
         ``bulk_push``, ``list``, ``get``, ``replay``."""
@@ -472,7 +479,8 @@ class Stoker:
 
 
 class RateLimits:
-    """Creates and updates the tenant's static rate limits."""
+    """The tenant's rate limits: ``put`` creates or updates a static one, ``list`` reads
+    them all with their use in the current window, ``delete`` removes one."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
@@ -499,3 +507,39 @@ class RateLimits:
 
     async def aio_put(self, key: str, limit: int, duration: str | timedelta = "minute") -> None:
         await self._connection.calls.aio_put_rate_limit(self._request(key, limit, duration))
+
+    def list(self) -> builtins.list[RateLimitInfo]:
+        """The tenant's limits, by key (dynamic ones, made by runs that name them, too)."""
+        resp = self._connection.calls.list_rate_limits(apb.ListRateLimitsRequest())
+        return [_rate_limit(r) for r in resp.items]
+
+    async def aio_list(self) -> builtins.list[RateLimitInfo]:
+        resp = await self._connection.calls.aio_list_rate_limits(apb.ListRateLimitsRequest())
+        return [_rate_limit(r) for r in resp.items]
+
+    def delete(self, key: str) -> int:
+        """Deletes a limit; returns how many queued runs still name it (they wait until a
+        limit of that key is put again). NotFoundError for an unknown key."""
+        req = apb.DeleteRateLimitRequest(key=key)
+        return self._connection.calls.delete_rate_limit(req).waiting_runs
+
+    async def aio_delete(self, key: str) -> int:
+        req = apb.DeleteRateLimitRequest(key=key)
+        return (await self._connection.calls.aio_delete_rate_limit(req)).waiting_runs
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """A rate limit: at most ``limit`` units start in any ``duration_s`` window; ``used``
+    started in the window ending now; ``dynamic``: made by runs that name it."""
+
+    key: str
+    limit: int
+    duration_s: float
+    dynamic: bool
+    used: int
+    updated_at: datetime | None
+
+
+def _rate_limit(r: apb.RateLimitInfo) -> RateLimitInfo:
+    return RateLimitInfo(r.key, r.limit, r.duration_s, r.dynamic, r.used, at(r.updated_at_ms))

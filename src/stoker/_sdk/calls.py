@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from stoker._proto import admin_pb2 as apb
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import events_pb2 as epb
 from stoker._proto import observe_pb2 as opb
@@ -381,6 +382,86 @@ class Interceptor:
         self, request: hpb.DeleteWebhookRequest
     ) -> hpb.DeleteWebhookResponse:
         return await self.next.aio_delete_webhook(request)
+
+    # -- runs, workers, rate limits and bulk operations (Admin) ----------------------
+
+    def list_runs(self, request: apb.ListRunsRequest) -> apb.ListRunsResponse:
+        """Reads a page of the tenant's task runs."""
+        return self.next.list_runs(request)
+
+    async def aio_list_runs(self, request: apb.ListRunsRequest) -> apb.ListRunsResponse:
+        return await self.next.aio_list_runs(request)
+
+    def get_run(self, request: apb.GetRunRequest) -> apb.RunInfo:
+        """Reads one task run."""
+        return self.next.get_run(request)
+
+    async def aio_get_run(self, request: apb.GetRunRequest) -> apb.RunInfo:
+        return await self.next.aio_get_run(request)
+
+    def list_workers(self, request: apb.ListWorkersRequest) -> apb.ListWorkersResponse:
+        """Reads the tenant's workers."""
+        return self.next.list_workers(request)
+
+    async def aio_list_workers(self, request: apb.ListWorkersRequest) -> apb.ListWorkersResponse:
+        return await self.next.aio_list_workers(request)
+
+    def get_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        """Reads one worker."""
+        return self.next.get_worker(request)
+
+    async def aio_get_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        return await self.next.aio_get_worker(request)
+
+    def pause_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        """Pauses a worker."""
+        return self.next.pause_worker(request)
+
+    async def aio_pause_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        return await self.next.aio_pause_worker(request)
+
+    def resume_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        """Resumes a worker."""
+        return self.next.resume_worker(request)
+
+    async def aio_resume_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        return await self.next.aio_resume_worker(request)
+
+    def list_rate_limits(self, request: apb.ListRateLimitsRequest) -> apb.ListRateLimitsResponse:
+        """Reads the tenant's rate limits."""
+        return self.next.list_rate_limits(request)
+
+    async def aio_list_rate_limits(
+        self, request: apb.ListRateLimitsRequest
+    ) -> apb.ListRateLimitsResponse:
+        return await self.next.aio_list_rate_limits(request)
+
+    def delete_rate_limit(self, request: apb.DeleteRateLimitRequest) -> apb.DeleteRateLimitResponse:
+        """Deletes a rate limit."""
+        return self.next.delete_rate_limit(request)
+
+    async def aio_delete_rate_limit(
+        self, request: apb.DeleteRateLimitRequest
+    ) -> apb.DeleteRateLimitResponse:
+        return await self.next.aio_delete_rate_limit(request)
+
+    def start_bulk_operation(self, request: apb.StartBulkOperationRequest) -> apb.BulkOperationInfo:
+        """Starts a bulk cancel or replay."""
+        return self.next.start_bulk_operation(request)
+
+    async def aio_start_bulk_operation(
+        self, request: apb.StartBulkOperationRequest
+    ) -> apb.BulkOperationInfo:
+        return await self.next.aio_start_bulk_operation(request)
+
+    def get_bulk_operation(self, request: apb.GetBulkOperationRequest) -> apb.BulkOperationInfo:
+        """Reads a bulk operation's progress."""
+        return self.next.get_bulk_operation(request)
+
+    async def aio_get_bulk_operation(
+        self, request: apb.GetBulkOperationRequest
+    ) -> apb.BulkOperationInfo:
+        return await self.next.aio_get_bulk_operation(request)
 
 
 InterceptorFactory = Callable[[Interceptor], Interceptor]
@@ -830,6 +911,118 @@ class TransportCalls(Interceptor):
     ) -> hpb.DeleteWebhookResponse:
         resp: hpb.DeleteWebhookResponse = await self._transport().acall(
             lambda s: s.webhooks.DeleteWebhook, request
+        )
+        return resp
+
+    def list_runs(self, request: apb.ListRunsRequest) -> apb.ListRunsResponse:
+        resp: apb.ListRunsResponse = self._transport().call(lambda s: s.admin.ListRuns, request)
+        return resp
+
+    async def aio_list_runs(self, request: apb.ListRunsRequest) -> apb.ListRunsResponse:
+        resp: apb.ListRunsResponse = await self._transport().acall(
+            lambda s: s.admin.ListRuns, request
+        )
+        return resp
+
+    def get_run(self, request: apb.GetRunRequest) -> apb.RunInfo:
+        resp: apb.RunInfo = self._transport().call(lambda s: s.admin.GetRun, request)
+        return resp
+
+    async def aio_get_run(self, request: apb.GetRunRequest) -> apb.RunInfo:
+        resp: apb.RunInfo = await self._transport().acall(lambda s: s.admin.GetRun, request)
+        return resp
+
+    def list_workers(self, request: apb.ListWorkersRequest) -> apb.ListWorkersResponse:
+        resp: apb.ListWorkersResponse = self._transport().call(
+            lambda s: s.admin.ListWorkers, request
+        )
+        return resp
+
+    async def aio_list_workers(self, request: apb.ListWorkersRequest) -> apb.ListWorkersResponse:
+        resp: apb.ListWorkersResponse = await self._transport().acall(
+            lambda s: s.admin.ListWorkers, request
+        )
+        return resp
+
+    def get_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = self._transport().call(lambda s: s.admin.GetWorker, request)
+        return resp
+
+    async def aio_get_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = await self._transport().acall(lambda s: s.admin.GetWorker, request)
+        return resp
+
+    def pause_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = self._transport().call(lambda s: s.admin.PauseWorker, request)
+        return resp
+
+    async def aio_pause_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = await self._transport().acall(lambda s: s.admin.PauseWorker, request)
+        return resp
+
+    def resume_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = self._transport().call(lambda s: s.admin.ResumeWorker, request)
+        return resp
+
+    async def aio_resume_worker(self, request: apb.WorkerRequest) -> apb.WorkerInfo:
+        resp: apb.WorkerInfo = await self._transport().acall(
+            lambda s: s.admin.ResumeWorker, request
+        )
+        return resp
+
+    def list_rate_limits(self, request: apb.ListRateLimitsRequest) -> apb.ListRateLimitsResponse:
+        resp: apb.ListRateLimitsResponse = self._transport().call(
+            lambda s: s.admin.ListRateLimits, request
+        )
+        return resp
+
+    async def aio_list_rate_limits(
+        self, request: apb.ListRateLimitsRequest
+    ) -> apb.ListRateLimitsResponse:
+        resp: apb.ListRateLimitsResponse = await self._transport().acall(
+            lambda s: s.admin.ListRateLimits, request
+        )
+        return resp
+
+    def delete_rate_limit(self, request: apb.DeleteRateLimitRequest) -> apb.DeleteRateLimitResponse:
+        resp: apb.DeleteRateLimitResponse = self._transport().call(
+            lambda s: s.admin.DeleteRateLimit, request
+        )
+        return resp
+
+    async def aio_delete_rate_limit(
+        self, request: apb.DeleteRateLimitRequest
+    ) -> apb.DeleteRateLimitResponse:
+        resp: apb.DeleteRateLimitResponse = await self._transport().acall(
+            lambda s: s.admin.DeleteRateLimit, request
+        )
+        return resp
+
+    def start_bulk_operation(self, request: apb.StartBulkOperationRequest) -> apb.BulkOperationInfo:
+        resp: apb.BulkOperationInfo = self._transport().call(
+            lambda s: s.admin.StartBulkOperation, request
+        )
+        return resp
+
+    async def aio_start_bulk_operation(
+        self, request: apb.StartBulkOperationRequest
+    ) -> apb.BulkOperationInfo:
+        resp: apb.BulkOperationInfo = await self._transport().acall(
+            lambda s: s.admin.StartBulkOperation, request
+        )
+        return resp
+
+    def get_bulk_operation(self, request: apb.GetBulkOperationRequest) -> apb.BulkOperationInfo:
+        resp: apb.BulkOperationInfo = self._transport().call(
+            lambda s: s.admin.GetBulkOperation, request
+        )
+        return resp
+
+    async def aio_get_bulk_operation(
+        self, request: apb.GetBulkOperationRequest
+    ) -> apb.BulkOperationInfo:
+        resp: apb.BulkOperationInfo = await self._transport().acall(
+            lambda s: s.admin.GetBulkOperation, request
         )
         return resp
 

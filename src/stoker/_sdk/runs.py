@@ -1,17 +1,24 @@
-"""``app.runs``: cancel and replay runs, one by id or many by id or filter; reset a
+"""``app.runs``: list and read runs; cancel and replay runs, one by id or many by id or
+filter (at once, or as a bulk operation whose progress is read from its handle); reset a
 durable run's log to a position."""
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stoker._core.wire import encode_json
+from stoker._proto import admin_pb2 as apb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk import observe
 from stoker._sdk.observe import LogLine, RunEvent
+from stoker._sdk.workers import at
 from stoker.errors import InvalidRequestError, NotFoundError
 
 if TYPE_CHECKING:
@@ -102,6 +109,173 @@ def _reset_request(run_id: str | RunRef[Any], position: int, reason: str) -> wpb
     return wpb.ResetRunRequest(run_id=rid, position=position, reason=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A task run as stored: ``input`` and ``output`` are its JSON values (``output`` and
+    ``input`` are None in a listed page; :meth:`Runs.get` has them); ``error`` a failed or
+    cancelled run's ``{"type", "message", "traceback"}``."""
+
+    run_id: str
+    task_name: str
+    status: str
+    attempt: int
+    retry_count: int
+    priority: int
+    additional_metadata: dict[str, Any]
+    error: dict[str, Any] | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
+    input: Any = None
+    output: Any = None
+
+
+def _json(raw: bytes) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def _run(r: apb.RunInfo) -> RunInfo:
+    return RunInfo(
+        run_id=r.run_id,
+        task_name=r.task_name,
+        status=r.status,
+        attempt=r.attempt,
+        retry_count=r.retry_count,
+        priority=r.priority,
+        additional_metadata=_json(r.additional_metadata) or {},
+        error=_json(r.error),
+        created_at=at(r.created_at_ms),
+        started_at=at(r.started_at_ms),
+        finished_at=at(r.finished_at_ms),
+        worker_id=r.worker_id or None,
+        input=_json(r.input),
+        output=_json(r.output),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """A page of runs, newest first; pass ``next_cursor`` to get the next (None: last)."""
+
+    items: list[RunInfo]
+    next_cursor: str | None
+
+
+def _list_request(
+    status: str | Sequence[str] | None,
+    task_name: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> apb.ListRunsRequest:
+    statuses = [status] if isinstance(status, str) else list(status or [])
+    if not 1 <= limit <= 500:
+        raise InvalidRequestError(f"limit {limit} is outside 1..500")
+    return apb.ListRunsRequest(
+        statuses=[s.upper() for s in statuses],
+        task_name=task_name or "",
+        since_ms=int(since.timestamp() * 1000) if since else 0,
+        until_ms=int(until.timestamp() * 1000) if until else 0,
+        cursor=cursor or "",
+        limit=limit,
+    )
+
+
+def _page(resp: apb.ListRunsResponse) -> RunPage:
+    return RunPage([_run(r) for r in resp.items], resp.next_cursor or None)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """Where a bulk operation stands: ``state`` RUNNING, COMPLETED or FAILED; ``done``
+    (applied, or nothing left to do) and ``failed`` (unknown run, replay of a running run)
+    of ``total``."""
+
+    operation_id: str
+    action: str
+    state: str
+    total: int
+    done: int
+    failed: int
+    reason: str
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "RUNNING"
+
+
+def _progress(b: apb.BulkOperationInfo) -> BulkProgress:
+    return BulkProgress(
+        b.operation_id,
+        b.action,
+        b.state,
+        b.total,
+        b.done,
+        b.failed,
+        b.reason,
+        b.error or None,
+        at(b.created_at_ms),
+        at(b.finished_at_ms),
+    )
+
+
+class BulkOperation:
+    """The handle of a bulk cancel or replay running in the engine: ``progress`` is what
+    was read last, ``refresh()`` reads it again, ``wait()`` until it finishes."""
+
+    def __init__(self, connection: Connection, progress: BulkProgress) -> None:
+        self._connection = connection
+        self.progress = progress
+
+    @property
+    def operation_id(self) -> str:
+        return self.progress.operation_id
+
+    def __repr__(self) -> str:
+        p = self.progress
+        return (
+            f"<BulkOperation {p.operation_id} {p.action} {p.state} {p.done + p.failed}/{p.total}>"
+        )
+
+    def refresh(self) -> BulkProgress:
+        """Reads the operation's progress again (from any engine replica)."""
+        req = apb.GetBulkOperationRequest(operation_id=self.operation_id)
+        self.progress = _progress(self._connection.calls.get_bulk_operation(req))
+        return self.progress
+
+    async def aio_refresh(self) -> BulkProgress:
+        req = apb.GetBulkOperationRequest(operation_id=self.operation_id)
+        self.progress = _progress(await self._connection.calls.aio_get_bulk_operation(req))
+        return self.progress
+
+    def wait(self, timeout: float = 60.0) -> BulkProgress:
+        """Polls the progress until the operation finishes; TimeoutError after
+        ``timeout`` seconds."""
+        deadline, pause = time.monotonic() + timeout, 0.05
+        while not self.progress.finished:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bulk operation {self.operation_id} is still running")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            self.refresh()
+        return self.progress
+
+    async def aio_wait(self, timeout: float = 60.0) -> BulkProgress:
+        deadline, pause = time.monotonic() + timeout, 0.05
+        while not self.progress.finished:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bulk operation {self.operation_id} is still running")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            await self.aio_refresh()
+        return self.progress
+
+
 class Runs:
     """Cancel and replay runs: ``app.runs.cancel(run_id)``, ``app.runs.replay(run_id)``;
     ``app.runs.reset(run_id, position)`` for a durable task's run.
@@ -109,10 +283,210 @@ class Runs:
     A run id is a workflow run's or a single task run's. Bulk forms take ids, or a filter
     (workflow/task names, statuses, creation time range, additional metadata that the
     runs' metadata must contain).
+
+    ``app.runs.list(...)`` and ``get(run_id)`` read task runs; ``start_bulk_cancel`` and
+    ``start_bulk_replay`` start a bulk operation in the engine and return its
+    :class:`BulkOperation` handle.
     """
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+
+    # -- reading ------------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """A page of the tenant's task runs, newest first (``limit`` 1..500); pass the
+        page's ``next_cursor`` as ``cursor`` for the next one."""
+        req = _list_request(status, task_name, since, until, cursor, limit)
+        return _page(self._connection.calls.list_runs(req))
+
+    async def aio_list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        req = _list_request(status, task_name, since, until, cursor, limit)
+        return _page(await self._connection.calls.aio_list_runs(req))
+
+    def iter(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+    ) -> Iterator[RunInfo]:
+        """Every matching run, newest first, read a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list(
+                status=status,
+                task_name=task_name,
+                since=since,
+                until=until,
+                cursor=cursor,
+                limit=page_size,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def aio_iter(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[RunInfo]:
+        cursor: str | None = None
+        while True:
+            page = await self.aio_list(
+                status=status,
+                task_name=task_name,
+                since=since,
+                until=until,
+                cursor=cursor,
+                limit=page_size,
+            )
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def get(self, run_id: str | RunRef[Any]) -> RunInfo:
+        """One task run with its input and output; NotFoundError for an unknown id."""
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        return _run(self._connection.calls.get_run(apb.GetRunRequest(run_id=rid)))
+
+    async def aio_get(self, run_id: str | RunRef[Any]) -> RunInfo:
+        rid = run_id if isinstance(run_id, str) else run_id.run_id
+        return _run(await self._connection.calls.aio_get_run(apb.GetRunRequest(run_id=rid)))
+
+    # -- bulk operations ----------------------------------------------------------------
+
+    def _bulk_request(
+        self,
+        action: str,
+        run_ids: Sequence[str] | None,
+        workflow: str | Sequence[str] | None,
+        status: str | Sequence[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        additional_metadata: Mapping[str, Any] | None,
+        reason: str,
+        confirm: bool,
+    ) -> apb.StartBulkOperationRequest:
+        req = apb.StartBulkOperationRequest(
+            action=action, run_ids=list(run_ids or []), reason=reason, confirm=confirm
+        )
+        if not run_ids:
+            req.filter.CopyFrom(_filter(workflow, status, since, until, additional_metadata))
+        return req
+
+    def start_bulk_cancel(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+        reason: str = "",
+        confirm: bool = False,
+    ) -> BulkOperation:
+        """Starts cancelling runs by id, or every unfinished run matching the filter, in
+        the engine; returns the operation's handle at once.
+
+        ConflictError when the filter matches more runs than the engine's bulk cap
+        (``STOKER_BULK_CAP``) and ``confirm`` is not set; the message names the count.
+        """
+        req = self._bulk_request(
+            "cancel", run_ids, workflow, status, since, until, additional_metadata, reason, confirm
+        )
+        info = self._connection.calls.start_bulk_operation(req)
+        return BulkOperation(self._connection, _progress(info))
+
+    async def aio_start_bulk_cancel(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+        reason: str = "",
+        confirm: bool = False,
+    ) -> BulkOperation:
+        req = self._bulk_request(
+            "cancel", run_ids, workflow, status, since, until, additional_metadata, reason, confirm
+        )
+        info = await self._connection.calls.aio_start_bulk_operation(req)
+        return BulkOperation(self._connection, _progress(info))
+
+    def start_bulk_replay(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+        confirm: bool = False,
+    ) -> BulkOperation:
+        """Starts replaying runs by id, or every failed or cancelled run matching the
+        filter; returns the operation's handle (the cap as for :meth:`start_bulk_cancel`)."""
+        req = self._bulk_request(
+            "replay", run_ids, workflow, status, since, until, additional_metadata, "", confirm
+        )
+        info = self._connection.calls.start_bulk_operation(req)
+        return BulkOperation(self._connection, _progress(info))
+
+    async def aio_start_bulk_replay(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+        confirm: bool = False,
+    ) -> BulkOperation:
+        req = self._bulk_request(
+            "replay", run_ids, workflow, status, since, until, additional_metadata, "", confirm
+        )
+        info = await self._connection.calls.aio_start_bulk_operation(req)
+        return BulkOperation(self._connection, _progress(info))
+
+    def bulk_operation(self, operation_id: str) -> BulkOperation:
+        """The handle of an operation started earlier (here or elsewhere), read now;
+        NotFoundError for an unknown id."""
+        req = apb.GetBulkOperationRequest(operation_id=operation_id)
+        return BulkOperation(
+            self._connection, _progress(self._connection.calls.get_bulk_operation(req))
+        )
 
     def cancel(self, run_id: str | RunRef[Any], reason: str = "") -> RunOutcome:
         """Cancels a run, its queued and running tasks and its child runs.
@@ -139,7 +513,7 @@ class Runs:
         until: datetime | None = None,
         additional_metadata: Mapping[str, Any] | None = None,
         reason: str = "",
-    ) -> list[RunOutcome]:
+    ) -> builtins.list[RunOutcome]:
         """Cancels runs by id, or every run matching the filter (at most 10,000 a call)."""
         req = wpb.CancelRunsRequest(run_ids=list(run_ids or []), reason=reason)
         if not run_ids:
@@ -191,7 +565,7 @@ class Runs:
         since: datetime | None = None,
         until: datetime | None = None,
         additional_metadata: Mapping[str, Any] | None = None,
-    ) -> list[RunOutcome]:
+    ) -> builtins.list[RunOutcome]:
         """Replays runs by id, or every finished run matching the filter."""
         req = wpb.ReplayRunsRequest(run_ids=list(run_ids or []))
         if not run_ids:
@@ -200,13 +574,13 @@ class Runs:
 
     # -- logs, streams and events -------------------------------------------------------
 
-    def logs(self, run_id: str | RunRef[Any]) -> list[LogLine]:
+    def logs(self, run_id: str | RunRef[Any]) -> builtins.list[LogLine]:
         """Every line the run logged so far (a workflow run: all its steps'), oldest first:
         ``ctx.log`` lines and ``logging`` records emitted inside its attempts.
         NotFoundError for an unknown run."""
         return observe.read_logs(self._connection, _rid(run_id))
 
-    async def aio_logs(self, run_id: str | RunRef[Any]) -> list[LogLine]:
+    async def aio_logs(self, run_id: str | RunRef[Any]) -> builtins.list[LogLine]:
         return await observe.aio_read_logs(self._connection, _rid(run_id))
 
     def follow_logs(self, run_id: str | RunRef[Any]) -> Iterator[LogLine]:
@@ -243,4 +617,12 @@ def _rid(run_id: str | RunRef[Any]) -> str:
     return run_id if isinstance(run_id, str) else run_id.run_id
 
 
-__all__ = ["ResetOutcome", "RunOutcome", "Runs"]
+__all__ = [
+    "BulkOperation",
+    "BulkProgress",
+    "ResetOutcome",
+    "RunInfo",
+    "RunOutcome",
+    "RunPage",
+    "Runs",
+]

@@ -30,6 +30,7 @@ import grpc
 
 from stoker import errors
 from stoker._core.wire import ERROR_TYPE_KEY, error_class, message_limit
+from stoker._proto import admin_pb2_grpc as apb_grpc
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import events_pb2_grpc as epb_grpc
 from stoker._proto import observe_pb2_grpc as opb_grpc
@@ -134,6 +135,7 @@ class Stubs:
         self.events = epb_grpc.EventsStub(channel)
         self.webhooks = hpb_grpc.WebhooksStub(channel)
         self.observe = opb_grpc.ObserveStub(channel)
+        self.admin = apb_grpc.AdminStub(channel)
 
 
 class Transport:

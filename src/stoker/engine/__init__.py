@@ -58,10 +58,11 @@ from stoker.engine.inbox import CHANNEL as INBOX_CHANNEL
 from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
-from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
+from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, WORKER_PAUSE, Listener
 from stoker.engine.observe import Observe
 from stoker.engine.observe.streams import CHANNEL as STREAM_CHANNEL
 from stoker.engine.rpc import open_server
+from stoker.engine.rpc.admin_service import AdminService
 from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.observe_service import ObserveService
 from stoker.engine.rpc.schedule_service import ScheduleService
@@ -220,6 +221,7 @@ class Engine:
             },
             {
                 CANCEL: self.dispatcher.cancel_remote,
+                WORKER_PAUSE: self.dispatcher.pause_remote,
                 TOKEN_CHANNEL: self.auth.on_revoked,
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
@@ -280,6 +282,9 @@ class Engine:
                 bulk=self.bulk,
                 dispatcher=self.dispatcher,
                 observe=self.observe,
+                ingest=self.ingest,
+                workflow_ingest=self.workflow_ingest,
+                definitions=self.definitions,
             )
             self.services.append(
                 ApiService(
@@ -310,6 +315,7 @@ class Engine:
                 EventService(self.auth, self.event_admin),
                 WebhookService(self.auth, self.webhooks),
                 ObserveService(self.auth, self.observe),
+                AdminService(self.auth, db, self.dispatcher, self.bulk),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"

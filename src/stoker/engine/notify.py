@@ -7,6 +7,10 @@ the signal goes out exactly when the change is visible). Every replica listens o
 dedicated connection and hands what it hears to :class:`~stoker.engine.signals.Signals`;
 a replica ignores its own signals, which it already acted on in memory.
 
+A replica that pauses or resumes a worker sends ``stoker_worker_pause`` with
+``<worker_id>,<1|0>:<engine_id>``; the replica holding the worker's stream applies it
+(the worker's next heartbeat would too, should the signal be lost).
+
 A replica that ends running attempts of a worker connected to another replica (a cancel,
 a concurrency cancellation, an execution timeout) sends ``stoker_cancel`` with
 ``<worker_id>;<task_id>.<attempt>,...;<reason>:<engine_id>`` (in chunks under Postgres'
@@ -38,6 +42,10 @@ CANCEL = "stoker_cancel"
 SCHEDULES = "stoker_schedules"
 """A scheduled run was created or rescheduled: the leader's schedules controller looks
 again when the next one is due (body ``0``)."""
+
+WORKER_PAUSE = "stoker_worker_pause"
+"""A worker was paused or resumed (body ``<worker_id>,<1|0>``): the replica holding its
+stream applies it at once (engine/workers)."""
 
 _MAX_PAYLOAD = 7_000  # bytes; Postgres refuses payloads of 8,000 and more
 _MAX_REASON = 200
@@ -77,6 +85,20 @@ async def send_cancel(
         size += len(part) + 1
     if chunk:
         await notify_store.notify(db, notify_store.Notify(CANCEL, head + ",".join(chunk) + tail))
+
+
+async def send_worker_pause(db: Executor, worker_id: int, paused: bool, engine_id: str) -> None:
+    """Tells the replica holding ``worker_id``'s stream that it was paused or resumed."""
+    body = f"{worker_id},{int(paused)}:{engine_id}"
+    await notify_store.notify(db, notify_store.Notify(WORKER_PAUSE, body))
+
+
+def parse_worker_pause(body: str) -> tuple[int, bool] | None:
+    """``(worker_id, paused)`` from a ``stoker_worker_pause`` body."""
+    worker, _, flag = body.partition(",")
+    if not worker.isdigit() or flag not in ("0", "1"):
+        return None
+    return int(worker), flag == "1"
 
 
 def parse_cancel(body: str) -> tuple[int, list[tuple[int, int]], str] | None:

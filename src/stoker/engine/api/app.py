@@ -32,6 +32,8 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.ingest import Ingest
+    from stoker.engine.ingest.workflows import WorkflowIngest
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.signals import Signals
@@ -93,18 +95,22 @@ def create_app(
     dashboard: bool = True,
     secure_cookies: bool = False,
     observe: Observe | None = None,
+    ingest: Ingest | None = None,
+    workflow_ingest: WorkflowIngest | None = None,
+    definitions: Definitions | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
 
     ``served`` tells which tasks have live workers (the engine shares its own; by default
-    one of the API's own, reading the ``worker`` table). ``schedules``: the engine's
-    (whose creates wake its controller at once); by default one of the API's own, whose
-    creates reach the leader through ``stoker_schedules``.
-    one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
-    operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
-    webhooks (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk
-    operations and ``dispatcher`` its worker streams (pauses apply there at once).
+    one of the API's own, reading the ``worker`` table). ``schedules``: the engine's (whose
+    creates wake its controller at once); by default one of the API's own, whose creates
+    reach the leader through ``stoker_schedules``. ``ops``: the engine's run operations, for
+    the routes that change runs (reset). ``webhooks``: the engine's incoming webhooks
+    (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk operations and
+    ``dispatcher`` its worker streams (pauses apply there at once); ``ingest`` and
+    ``workflow_ingest`` create the runs REST triggers ask for; ``definitions`` write rate
+    limits (refreshing the engine's caches).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
     dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
@@ -145,6 +151,9 @@ def create_app(
         bulk,
         dispatcher,
         observe,
+        ingest,
+        workflow_ingest,
+        definitions,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:

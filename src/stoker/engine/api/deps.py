@@ -21,7 +21,10 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.ingest import Ingest
+    from stoker.engine.ingest.workflows import WorkflowIngest
     from stoker.engine.observe import Observe
+    from stoker.engine.ratelimits import LimitWriter
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
@@ -52,6 +55,12 @@ class ApiState:
     """Applies worker pauses to the streams held here (None: at the next heartbeat)."""
     observe: Observe | None = None
     """Task logs, streams and run events (the engine's, or the API's own reader)."""
+    ingest: Ingest | None = None
+    """Creates task runs (the engine's; REST triggers answer 503 without it)."""
+    workflow_ingest: WorkflowIngest | None = None
+    """Creates workflow runs (the engine's)."""
+    definitions: LimitWriter | None = None
+    """Writes rate limits and refreshes the engine's caches (None: written directly)."""
 
 
 def api_state(request: Request) -> ApiState:

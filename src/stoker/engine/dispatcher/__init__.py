@@ -271,11 +271,21 @@ class Dispatcher(LoopService):
             self._paused.discard(conn.external_id)
         return True
 
+    def pause_remote(self, body: str) -> None:
+        """A ``stoker_worker_pause`` signal from another replica (ignored unless the worker
+        is connected here)."""
+        parsed = notify.parse_worker_pause(body)
+        if parsed is None:
+            log.warning("ignoring a malformed worker pause signal %r", body[:200])
+            return
+        self.set_paused(*parsed)
+
     def drop_workers(self, worker_ids: Iterable[int]) -> None:
         """Closes the streams of workers declared dead; they must register again."""
         for worker_id in worker_ids:
             conn = self._conns.pop(worker_id, None)
             if conn is not None:
+                self._paused.discard(conn.external_id)
                 conn.close()
 
     # -- streams ------------------------------------------------------------------------

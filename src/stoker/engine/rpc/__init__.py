@@ -6,14 +6,16 @@
 * :mod:`~stoker.engine.rpc.schedule_service` — scheduled runs (the ``Schedules`` service);
 * :mod:`~stoker.engine.rpc.webhook_service` — incoming webhooks (the ``Webhooks`` service);
 * :mod:`~stoker.engine.rpc.event_service` — stored events and filters (``Events``);
+* :mod:`~stoker.engine.rpc.admin_service` — runs, workers, rate limits and bulk
+  operations as an operator reads and steers them (``Admin``);
 * :mod:`~stoker.engine.rpc.handlers` — what every handler shares: authentication, errors
   answered as statuses (the ``@rpc`` decorator), and the interceptor that refuses calls
   without a valid token before their request is read.
 
-The wire has five services, ``Engine``, ``Workflows``, ``Schedules``, ``Events`` and
-``Webhooks``; :func:`open_server` answers each of their methods with the one servicer that
-defines it, so which servicer answers a method is a matter of who calls it, not of which
-``.proto`` service declares it.
+The wire has six services, ``Engine``, ``Workflows``, ``Schedules``, ``Events``,
+``Webhooks`` and ``Admin``; :func:`open_server` answers each of their methods with the one
+servicer that defines it, so which servicer answers a method is a matter of who calls it,
+not of which ``.proto`` service declares it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from stoker._core.wire import message_limit
+from stoker._proto import admin_pb2 as apb
+from stoker._proto import admin_pb2_grpc as apb_grpc
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import events_pb2 as epb
@@ -77,6 +81,8 @@ async def open_server(
     hpb_grpc.add_WebhooksServicer_to_server(cast(hpb_grpc.WebhooksServicer, webhooks), server)
     observe = answering(opb.DESCRIPTOR.services_by_name["Observe"], servicers)
     opb_grpc.add_ObserveServicer_to_server(cast(opb_grpc.ObserveServicer, observe), server)
+    admin = answering(apb.DESCRIPTOR.services_by_name["Admin"], servicers)
+    apb_grpc.add_AdminServicer_to_server(cast(apb_grpc.AdminServicer, admin), server)
     address = f"{s.grpc_host}:{s.grpc_port}"
     try:
         if s.tls:

@@ -55,7 +55,7 @@ log = logging.getLogger("stoker.engine.bulk")
 Action = Literal["cancel", "replay"]
 ACTIONS: tuple[Action, ...] = ("cancel", "replay")
 
-CHUNK = 200
+CHUNK = 1000
 """Runs processed per transaction of a bulk operation."""
 MAX_RUNS = 100_000
 """The most runs one operation takes (the cap can be raised up to this)."""

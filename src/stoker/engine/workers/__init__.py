@@ -7,10 +7,11 @@ Pausing: the pause is the worker row's (``worker.paused_at``), so it survives a 
 and every replica can read it. A paused worker keeps its stream and finishes what it runs,
 but has no free slots as placement sees it (:class:`~stoker.engine.dispatcher.conns.
 WorkerConn`), so the scheduler assigns it nothing new — no query and no extra work per
-round. The replica holding the worker's stream applies a pause at once when it is the one
-that was asked (``dispatcher``), otherwise at the worker's next heartbeat (every 2 s by
-default), whose statement returns the flag. Resuming signals the scheduler, which looks
-for work for the worker's slots again.
+round. The replica holding the worker's stream applies a pause at once: directly when it
+is the one that was asked (``dispatcher``), else on the ``stoker_worker_pause`` signal
+every pause sends; should that signal be lost, the worker's next heartbeat (every 2 s by
+default), whose statement returns the flag, applies it. Resuming signals the scheduler,
+which looks for work for the worker's slots again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from stoker.db import Executor
 from stoker.db.store import worker_admin as store
+from stoker.engine import notify
 from stoker.errors import NotFoundError
 
 STATUSES = ("ACTIVE", "STOPPED", "DEAD")
@@ -30,6 +32,8 @@ STATUSES = ("ACTIVE", "STOPPED", "DEAD")
 
 class PauseTarget(Protocol):
     """What applies a pause to a connected worker (the engine's dispatcher)."""
+
+    engine_id: str
 
     def set_paused(self, worker_id: int, paused: bool) -> bool: ...
 
@@ -116,8 +120,10 @@ async def _set_paused(
     row = await store.set_worker_paused(db, store.SetWorkerPaused(tenant_id, wid, paused))
     if row is None:
         raise NotFoundError(f"no worker with id {wid}")
-    if dispatcher is not None:
-        dispatcher.set_paused(int(row["id"]), paused)
+    here = dispatcher is not None and dispatcher.set_paused(int(row["id"]), paused)
+    if not here:  # its stream is held by another replica (or none): tell them all
+        sender = dispatcher.engine_id if dispatcher is not None else "api"
+        await notify.send_worker_pause(db, int(row["id"]), paused, sender)
     return await get_worker(db, tenant_id, wid)
 
 

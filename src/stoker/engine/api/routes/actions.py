@@ -10,6 +10,7 @@ more runs than the engine's bulk cap answers 409 naming the count and ``confirm`
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -174,24 +175,8 @@ def _outcome(outcomes: list[Outcome], run_id: uuid.UUID) -> RunActionOutcome:
 
 
 def bulk_model(p: BulkProgress) -> BulkOperation:
-    """A bulk operation as the API shows it."""
-    return BulkOperation(
-        operation_id=p.operation_id,
-        action="cancel" if p.action == "cancel" else "replay",
-        state="RUNNING"
-        if p.state == "RUNNING"
-        else "COMPLETED"
-        if p.state == "COMPLETED"
-        else "FAILED",
-        total=p.total,
-        done=p.done,
-        failed=p.failed,
-        reason=p.reason,
-        filter=p.filter,
-        error=p.error,
-        created_at=p.created_at,
-        finished_at=p.finished_at,
-    )
+    """A bulk operation as the API shows it (the fields are the same)."""
+    return BulkOperation.model_validate(asdict(p))
 
 
 _BULK_RESPONSES: dict[int | str, dict[str, Any]] = {
