@@ -383,3 +383,20 @@ def test_run_events_of_every_run_matching_a_filter(app: Stoker) -> None:
     assert len(runs) == 2
     for kinds in runs.values():
         assert kinds == ["queued", "assigned", "started", "finished"]
+
+
+def test_a_stream_read_through_another_replica(
+    app: Stoker, engine: EngineProcess, tenant_m: Tenant, engine_factory: Any
+) -> None:
+    """The worker sends its chunks to the session engine; a reader on a second replica of
+    the same database gets them live (stoker_stream) and in order."""
+    replica = engine_factory(engine.db_url)
+    there = tasks.declare(
+        Stoker(address=replica.grpc_address, token=tenant_m.token, connect_timeout=5)
+    )
+
+    async def read() -> list[str | bytes]:
+        ref = await app.tasks["stream_chunks"].aio_run_no_wait({"n": 10, "delay": 0.05})
+        return [c async for c in there.runs.stream(ref.run_id)]
+
+    assert asyncio.run(read()) == [f"token-{i} " for i in range(10)]
