@@ -30,3 +30,9 @@ WHERE ctid = ANY(ARRAY(
     WHERE created_at < now() - make_interval(secs => %(ttl_s)s)
     ORDER BY created_at
     LIMIT %(limit)s));
+
+-- name: set_request_satisfied
+-- The satisfied count of a call whose key was claimed earlier in the same transaction
+-- (an event push claims its key first and learns the count later).
+UPDATE trigger_request SET satisfied = %(satisfied)s
+WHERE tenant_id = %(tenant_id)s AND request_key = %(request_key)s;

@@ -58,3 +58,13 @@ class PruneRequestKeys:
 
 
 prune_request_keys = Exec[PruneRequestKeys]("prune_request_keys")
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequestSatisfied:
+    tenant_id: int
+    request_key: str
+    satisfied: int
+
+
+set_request_satisfied = Exec[SetRequestSatisfied]("set_request_satisfied")
