@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -117,8 +118,20 @@ class Executor:
             async with self._conn() as conn, conn.transaction():
                 yield Executor(conn)
             return
-        async with self._conn() as conn, conn.pipeline() as p, conn.transaction():
-            yield Executor(conn, p)
+        # BEGIN and COMMIT are queued like any statement (psycopg's own transaction blocks
+        # would sync around each), so they cost no round trip of their own.
+        async with self._conn() as conn:
+            try:
+                async with conn.pipeline() as p:
+                    await conn.execute("BEGIN")
+                    yield Executor(conn, p)
+                    await conn.execute("COMMIT")
+            except BaseException:
+                # Whatever failed (the body, a queued statement, the commit), the transaction
+                # is not committed: end it so the connection goes back clean.
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.execute("ROLLBACK")
+                raise
 
     async def send(self, name: str, params: object = NoParams()) -> None:
         """Runs a statement whose result is not read. In a pipelined transaction it is only

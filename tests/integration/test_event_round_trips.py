@@ -1,0 +1,174 @@
+"""Round trips of an event push, read from libpq's protocol trace of the connection the
+ingest runs on: an event with three subscribers (no waits on its key) is stored, starts
+its three runs and commits in two round trips (the pipelined transaction of
+``WorkflowIngest.push_events``), whatever the machine's load; a retried push (same request
+key) answers the first push's runs and stores nothing more; a pipelined transaction that
+fails (in its body, or in a statement sent without waiting) stores nothing.
+
+Printed with ``-s``: the round trips and statements of a push (``bench`` reports the
+latency they make)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from stoker._core.wire import TaskConfig
+from stoker.db import Batch, Executor, connect
+from stoker.db.store import requests as request_store
+from stoker.engine.auth import create_tenant
+from stoker.engine.definitions import Definitions
+from stoker.engine.flows.progression import Progression
+from stoker.engine.ingest import Ingest
+from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.ingest.workflows import EventInput, WorkflowIngest
+from stoker.engine.signals import Signals
+
+MAX = 1024 * 1024
+KEY = "order:created"
+
+
+@dataclass(frozen=True, slots=True)
+class Trips:
+    """What a traced stretch of a connection's protocol shows."""
+
+    round_trips: int
+    statements: int
+
+
+class Tracer:
+    """libpq's trace of one connection: every message, F (to the server) or B (back)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[object]) -> None:
+        self._conn = conn
+        fd, name = tempfile.mkstemp(prefix="stoker-trace-")
+        self._fd = fd
+        self.path = Path(name)
+
+    def start(self) -> None:
+        self.path.write_text("")
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.ftruncate(self._fd, 0)
+        self._conn.pgconn.trace(self._fd)
+        self._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    def stop(self) -> Trips:
+        self._conn.pgconn.untrace()
+        os.fsync(self._fd)
+        return count(self.path.read_text())
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+
+def count(trace: str) -> Trips:
+    """Round trips (a run of client messages answered by a run of server messages) and
+    statements (Query, or Bind of the extended protocol; BEGIN/COMMIT included)."""
+    trips = statements = 0
+    last = ""
+    for line in trace.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3:
+            continue
+        direction, message = parts[0], parts[2]
+        if direction == "F" and message in ("Query", "Bind"):
+            statements += 1
+        if direction == "B" and last == "F":
+            trips += 1
+        last = direction
+    return Trips(trips, statements)
+
+
+@pytest.fixture
+async def traced(db_url: str) -> AsyncIterator[tuple[Executor, Tracer]]:
+    conn = await connect(db_url, "stoker")
+    tracer = Tracer(conn)
+    try:
+        yield Executor(conn), tracer
+    finally:
+        tracer.close()
+        await conn.close()
+
+
+async def _ingest(db: Executor, tenant_id: int) -> WorkflowIngest:
+    signals = Signals("test")
+    definitions = Definitions(db, on_limits_changed=lambda _t: None)
+    config = TaskConfig(on_events=[KEY]).model_dump_json().encode()
+    await definitions.register_tasks(tenant_id, [(n, config) for n in ("a", "b", "c")])
+    ingest = Ingest(
+        db, signals, definitions, max_payload_bytes=MAX, flush_interval_ms=0, flush_max_items=1
+    )
+    return WorkflowIngest(
+        db, signals, definitions, ingest, Progression(db, signals), max_payload_bytes=MAX
+    )
+
+
+def _event(n: int) -> EventInput:
+    return EventInput(KEY, json.dumps({"n": n}).encode(), b"{}", "", 0)
+
+
+async def test_a_push_with_three_subscribers_takes_two_round_trips(
+    traced: tuple[Executor, Tracer], db_url: str
+) -> None:
+    db, tracer = traced
+    tenant = await create_tenant(db, "t")
+    ingest = await _ingest(db, tenant)
+    await ingest.push_events(tenant, [_event(0)])  # definitions cached, statements prepared
+    request = RequestKey.of("push-1", "events", b"push-1")
+    tracer.start()
+    pushed = await ingest.push_events(tenant, [_event(1)], request)
+    trips = tracer.stop()
+    print(f"\npush with 3 subscribers: {trips.round_trips} round trips, "
+          f"{trips.statements} statements")  # fmt: skip
+    assert len(pushed.events) == 1 and len(pushed.events[0].run_ids) == 3
+    assert trips.round_trips == 2, trips
+    again = await ingest.push_events(tenant, [_event(1)], request)
+    assert again.events[0].event_id == pushed.events[0].event_id
+    assert sorted(again.events[0].run_ids) == sorted(pushed.events[0].run_ids)
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM user_event), (SELECT count(*) FROM task),"
+            " (SELECT count(*) FROM event_run)"
+        ).fetchone()
+    assert row == (2, 6, 6)
+
+
+async def test_a_pipelined_transaction_that_fails_late_stores_nothing(
+    traced: tuple[Executor, Tracer],
+) -> None:
+    """A statement sent without waiting fails at COMMIT's sync: the transaction is rolled
+    back (nothing written before it stays) and the connection is clean for the next."""
+    db, _ = traced
+    tenant = await create_tenant(db, "t")
+    claim = request_store.ClaimRequestKeys(
+        tenant, ["k"], ["events"], [b"f"], [1], [16], [0], uuid.uuid4().bytes
+    )
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        async with db.transaction(pipeline=True) as tx:
+            batch = Batch()
+            claimed = request_store.claim_request_keys.add(batch, claim)
+            await tx.run(batch)
+            assert [r["request_key"] for r in claimed.rows] == ["k"]
+            await request_store.set_request_satisfied.send(
+                tx, request_store.SetRequestSatisfied(tenant, "k", 2**40)
+            )
+    found = request_store.FindRequestKeys(tenant, ["k"])
+    assert await request_store.find_request_keys(db, found) == []
+    with pytest.raises(RuntimeError, match="body"):
+        async with db.transaction(pipeline=True) as tx:
+            await request_store.claim_request_keys(tx, claim)
+            raise RuntimeError("the body failed")
+    assert await request_store.find_request_keys(db, found) == []
+    async with db.transaction(pipeline=True) as tx:
+        await request_store.claim_request_keys(tx, claim)
+    assert len(await request_store.find_request_keys(db, found)) == 1
