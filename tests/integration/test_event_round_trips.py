@@ -3,7 +3,8 @@ ingest runs on: an event with three subscribers (no waits on its key) is stored,
 its three runs and commits in two round trips (the pipelined transaction of
 ``WorkflowIngest.push_events``), whatever the machine's load; a retried push (same request
 key) answers the first push's runs and stores nothing more; a pipelined transaction that
-fails (in its body, or in a statement sent without waiting) stores nothing.
+fails (in its body, or in a statement sent without waiting) stores nothing; a kept
+request key (a webhook delivery's) outlives the TTL.
 
 Printed with ``-s``: the round trips and statements of a push (``bench`` reports the
 latency they make)."""
@@ -28,7 +29,7 @@ from stoker.db.store import requests as request_store
 from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
 from stoker.engine.flows.progression import Progression
-from stoker.engine.ingest import Ingest
+from stoker.engine.ingest import Ingest, requests
 from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import EventInput, WorkflowIngest
 from stoker.engine.signals import Signals
@@ -151,7 +152,7 @@ async def test_a_pipelined_transaction_that_fails_late_stores_nothing(
     db, _ = traced
     tenant = await create_tenant(db, "t")
     claim = request_store.ClaimRequestKeys(
-        tenant, ["k"], ["events"], [b"f"], [1], [16], [0], uuid.uuid4().bytes
+        tenant, ["k"], ["events"], [b"f"], [1], [16], [0], uuid.uuid4().bytes, [0]
     )
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         async with db.transaction(pipeline=True) as tx:
@@ -172,3 +173,30 @@ async def test_a_pipelined_transaction_that_fails_late_stores_nothing(
     async with db.transaction(pipeline=True) as tx:
         await request_store.claim_request_keys(tx, claim)
     assert len(await request_store.find_request_keys(db, found)) == 1
+
+
+async def test_kept_request_keys_outlive_the_ttl_and_are_pruned_after_keep_until(
+    db: Executor, db_url: str
+) -> None:
+    """A webhook delivery's key (``keep_s``) stays past the request key TTL, then goes
+    once its keep_until passes; ordinary keys go after the TTL."""
+    tenant = await create_tenant(db, "t")
+    ids = uuid.uuid4().bytes
+    for key, keep_s in (("plain", 0), ("kept", 3600), ("lapsed", 1)):
+        await request_store.claim_request_keys(
+            db,
+            request_store.ClaimRequestKeys(
+                tenant, [key], ["webhook"], [b"f"], [1], [16], [0], ids, [keep_s]
+            ),
+        )
+    with psycopg.connect(db_url, options="-c search_path=stoker", autocommit=True) as conn:
+        conn.execute("UPDATE trigger_request SET created_at = now() - interval '1 hour'")
+        conn.execute(
+            "UPDATE trigger_request SET keep_until = now() - interval '1 second'"
+            " WHERE request_key = 'lapsed'"
+        )
+    assert await requests.prune(db, ttl_s=600, batch=1) == 2
+    left = await request_store.find_request_keys(
+        db, request_store.FindRequestKeys(tenant, ["plain", "kept", "lapsed"])
+    )
+    assert [r["request_key"] for r in left] == ["kept"]

@@ -21,6 +21,7 @@ class ClaimRequestKeys:
     lengths: list[int]
     satisfied: list[int]
     run_ids: bytes
+    keep_s: list[int]
 
 
 class ClaimedKey(TypedDict):

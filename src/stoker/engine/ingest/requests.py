@@ -55,6 +55,8 @@ class RequestKey:
     key: str
     kind: str
     fingerprint: bytes
+    keep_s: int = 0
+    """Kept this many seconds (0: ``request_key_ttl_s``): a webhook delivery's key."""
 
     @classmethod
     def of(cls, key: str, kind: str, content: bytes) -> RequestKey | None:
@@ -151,6 +153,7 @@ def claim_params(tenant_id: int, calls: Sequence[Call]) -> request_store.ClaimRe
         satisfied=[c.satisfied for c in new],
         # Hex of every id, in one go (parsing 1,000 UUID objects would cost more).
         run_ids=bytes.fromhex("".join(i for c in new for i in c.run_ids).replace("-", "")),
+        keep_s=[c.request.keep_s for c in new if c.request],
     )
 
 

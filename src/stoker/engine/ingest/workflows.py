@@ -155,6 +155,9 @@ class Pushed:
 
     events: list[PushedEvent]
     satisfied: int
+    replayed: bool = False
+    """The push repeated an earlier one (its request key was recorded): these are the
+    earlier push's events, and nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,7 +522,9 @@ class WorkflowIngest:
         runs: dict[str, list[str]] = {}
         for r in rows:
             runs.setdefault(str(r["event_id"]), []).append(str(r["run_id"]))
-        return Pushed([PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied)
+        return Pushed(
+            [PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied, True
+        )
 
     async def _subscribers(
         self, tenant_id: int, keys: list[str]
