@@ -571,6 +571,7 @@ class WorkflowIngest:
         task_rows: list[NewTaskRun] = []
         wf_runs: list[_NewRun] = []
         record = event_store.InsertEventRuns(tenant_id, [], [], [], [], [], [], replay)
+        keyed: list[tuple[idempotency.IdemKey, str]] = []
         for p in planned:
             e = events[p.event]
             raw = json.dumps(e.payload if e.payload is not None else {}).encode()
@@ -580,6 +581,14 @@ class WorkflowIngest:
             if p.subscriber.kind == "task":
                 config = known.tasks[name]
                 policy = self._definitions.policy(tenant_id, name, config, raw, md)
+                try:
+                    key = idempotency.key_for(name, config, "", 0, raw, md)
+                except InvalidRequestError as exc:
+                    # The task's idempotency expression fails on this event: that run
+                    # fails with why, the event's other runs start.
+                    key, policy = None, replace(policy, error=exc.message)
+                if key is not None:
+                    keyed.append((key, str(run_id)))
                 item = TriggerInput(name, raw, md, e.priority)
                 task_rows.append(NewTaskRun(run_id, config, item, policy))
             else:
@@ -591,6 +600,19 @@ class WorkflowIngest:
             record.task_names.append(name if p.subscriber.kind == "task" else None)
             record.workflow_names.append(name if p.subscriber.kind == "workflow" else None)
             record.filter_ids.append(p.filter["external_id"] if p.filter else None)
+        if keyed:
+            # A task's idempotency expression applies as to a direct trigger: a run whose
+            # key names a live run is not made, and the event records that run instead.
+            decisions = await idempotency.resolve(tx, tenant_id, keyed)
+            existing = {
+                uuid.UUID(run): uuid.UUID(d.run_id)
+                for (_, run), d in zip(keyed, decisions, strict=True)
+                if d.deduplicated
+            }
+            if existing:
+                task_rows = [r for r in task_rows if r.external_id not in existing]
+                record = replace(record, run_ids=[existing.get(r, r) for r in record.run_ids])
+                started = [[str(existing.get(uuid.UUID(r), r)) for r in runs] for runs in started]
         if task_rows:
             out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
         if wf_runs:
