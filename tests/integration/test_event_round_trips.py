@@ -17,20 +17,25 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import pq
 
+from stoker._core.durable import EntryKind, WaitLeaf, fingerprint, wait_request
 from stoker._core.wire import TaskConfig
 from stoker.db import Batch, Executor, connect
+from stoker.db.store import durable as durable_store
 from stoker.db.store import requests as request_store
 from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
+from stoker.engine.durable.waits import DurableWaits
 from stoker.engine.flows.progression import Progression
 from stoker.engine.ingest import Ingest, requests
 from stoker.engine.ingest.requests import RequestKey
+from stoker.engine.ingest.tasks import TriggerInput, write_task_runs
 from stoker.engine.ingest.workflows import EventInput, WorkflowIngest
 from stoker.engine.signals import Signals
 
@@ -101,17 +106,33 @@ async def traced(db_url: str) -> AsyncIterator[tuple[Executor, Tracer]]:
         await conn.close()
 
 
-async def _ingest(db: Executor, tenant_id: int) -> WorkflowIngest:
+async def _ingests(db: Executor, tenant_id: int) -> tuple[WorkflowIngest, Ingest]:
+    """The event ingest (three tasks subscribed to KEY, and a durable task ``waiter``) and
+    the task runs' writer."""
     signals = Signals("test")
     definitions = Definitions(db, on_limits_changed=lambda _t: None)
     config = TaskConfig(on_events=[KEY]).model_dump_json().encode()
-    await definitions.register_tasks(tenant_id, [(n, config) for n in ("a", "b", "c")])
+    durable = TaskConfig(durable=True).model_dump_json().encode()
+    await definitions.register_tasks(
+        tenant_id, [*((n, config) for n in ("a", "b", "c")), ("waiter", durable)]
+    )
     ingest = Ingest(
         db, signals, definitions, max_payload_bytes=MAX, flush_interval_ms=0, flush_max_items=1
     )
-    return WorkflowIngest(
-        db, signals, definitions, ingest, Progression(db, signals), max_payload_bytes=MAX
+    events = WorkflowIngest(
+        db,
+        signals,
+        definitions,
+        ingest,
+        Progression(db, signals),
+        max_payload_bytes=MAX,
+        durable_waits=DurableWaits(),
     )
+    return events, ingest
+
+
+async def _ingest(db: Executor, tenant_id: int) -> WorkflowIngest:
+    return (await _ingests(db, tenant_id))[0]
 
 
 def _event(n: int) -> EventInput:
@@ -142,6 +163,66 @@ async def test_a_push_with_three_subscribers_takes_two_round_trips(
             " (SELECT count(*) FROM event_run)"
         ).fetchone()
     assert row == (2, 6, 6)
+
+
+def _waiter_task(db_url: str) -> tuple[int, datetime]:
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        row = conn.execute("SELECT id, created_at FROM task WHERE task_name = 'waiter'").fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
+
+
+async def _durable_waiter(db: Executor, db_url: str, tenant_id: int, ingest: Ingest) -> int:
+    """A durable run whose log's first entry waits for an event on KEY (as a worker's
+    APPEND records it); its task id."""
+    runs = await ingest.prepare(tenant_id, [TriggerInput("waiter", b"{}", b"{}", 0)])
+    async with db.transaction() as tx:
+        await write_task_runs(tx, tenant_id, runs)
+    key = _waiter_task(db_url)
+    await durable_store.create_durable_logs(
+        db, durable_store.CreateDurableLogs([key[0]], [key[1]], [tenant_id])
+    )
+    await durable_store.bump_durable_invocations(
+        db, durable_store.BumpDurableInvocations([key[0]], [key[1]])
+    )
+    leaf = WaitLeaf("0", "event", key=KEY)
+    async with db.transaction() as tx:
+        await durable_store.append_durable_entries(
+            tx,
+            durable_store.AppendDurableEntries(
+                task_id=key[0], created_at=key[1], invocation=1, positions=[0],
+                kinds=[str(EntryKind.WAIT)], names=["wait_for_event"],
+                fingerprints=[fingerprint(EntryKind.WAIT, "wait_for_event", event_keys=[KEY])],
+                requests=[json.dumps(wait_request([leaf]))], delays_ms=[None],
+                wake_ats=[None], child_external_ids=[None], statuses=["pending"],
+                results=[None], errors=[None],
+            ),
+        )  # fmt: skip
+        await DurableWaits().register(tx, tenant_id, key, [(1, 0, [leaf])])
+    return key[0]
+
+
+async def test_a_push_that_resumes_a_durable_wait_takes_four_round_trips(
+    traced: tuple[Executor, Tracer], db_url: str
+) -> None:
+    db, tracer = traced
+    tenant = await create_tenant(db, "t")
+    ingest, writer = await _ingests(db, tenant)
+    await ingest.push_events(tenant, [_event(0)])
+    task_id = await _durable_waiter(db, db_url, tenant, writer)
+    tracer.start()
+    pushed = await ingest.push_events(tenant, [_event(1)])
+    trips = tracer.stop()
+    print(f"\npush with 3 subscribers resuming a durable wait: {trips.round_trips} round "
+          f"trips, {trips.statements} statements")  # fmt: skip
+    assert pushed.satisfied == 1 and len(pushed.events[0].run_ids) == 3
+    assert trips.round_trips == 4, trips
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        entries = conn.execute(
+            "SELECT position, status, result->>'fired' FROM durable_entry WHERE task_id = %s",
+            (task_id,),
+        ).fetchall()
+    assert entries == [(0, "ok", "0")]
 
 
 async def test_a_pipelined_transaction_that_fails_late_stores_nothing(

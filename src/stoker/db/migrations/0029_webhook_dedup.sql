@@ -12,3 +12,11 @@ CREATE INDEX trigger_request_created_idx ON trigger_request (created_at)
     WHERE keep_until IS NULL;
 CREATE INDEX trigger_request_keep_idx ON trigger_request (keep_until)
     WHERE keep_until IS NOT NULL;
+
+-- Existing Stripe and GitHub webhooks get the presets a new one gets (their deliveries
+-- carry the id on every retry).
+UPDATE webhook SET dedup_expression = 'has(input.id) ? input.id : null'
+WHERE auth_kind = 'STRIPE';
+UPDATE webhook
+SET dedup_expression = '''x-github-delivery'' in headers ? headers[''x-github-delivery''] : null'
+WHERE auth_kind = 'GITHUB';
