@@ -11,11 +11,13 @@ objects of :mod:`stoker.db.store` do, and give each call its params and row type
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
@@ -129,8 +131,10 @@ class Executor:
             except BaseException:
                 # Whatever failed (the body, a queued statement, the commit), the transaction
                 # is not committed: end it so the connection goes back clean.
+                # (If the connection broke, the pool discards it on return instead.)
                 if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                    await conn.execute("ROLLBACK")
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.execute("ROLLBACK")
                 raise
 
     async def send(self, name: str, params: object = NoParams()) -> None:
