@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -523,6 +524,14 @@ def test_a_redelivered_webhook_request_makes_one_event(engine: Any, tenant: Any)
     assert [a.json()["duplicate"] for a in answers] == [False, True, False]
     assert answers[1].json()["event_id"] == answers[0].json()["event_id"]
     assert answers[2].json()["event_id"] != answers[0].json()["event_id"]
+    # Six copies of one delivery at once: one event, the others its duplicates.
+    burst = b'{"id": "evt_9", "type": "charge.refunded"}'
+    header = {"Stripe-Signature": _stripe_header(SECRET, burst, time.time())}
+    with ThreadPoolExecutor(6) as pool:
+        copies = list(pool.map(lambda _: _post(engine, stripe, burst, **header), range(6)))
+    assert [c.status_code for c in copies] == [202] * 6
+    assert len({c.json()["event_id"] for c in copies}) == 1
+    assert sorted(c.json()["duplicate"] for c in copies) == [False] + [True] * 5
 
     github = app.webhooks.create(
         "github-dedup", auth=GitHubSignature(SECRET), event_key_expression="'github:push'"
@@ -569,7 +578,10 @@ def test_a_redelivered_webhook_request_makes_one_event(engine: Any, tenant: Any)
     assert plain.dedup_expression is None
 
     keys = [e["key"] for e in _events(engine.db_url, tenant.tenant_id)]
-    assert keys == ["stripe:charge.succeeded"] * 2 + ["github:push"] * 2 + ["shop:paid"] * 4
+    assert keys == (
+        ["stripe:charge.succeeded"] * 2 + ["stripe:charge.refunded"] + ["github:push"] * 2
+        + ["shop:paid"] * 4
+    )  # fmt: skip
     with psycopg.connect(engine.db_url) as conn:
         (kept,) = conn.execute(
             "SELECT min(keep_until - created_at) FROM stoker.trigger_request"
