@@ -42,6 +42,14 @@ Tolerance = Annotated[float, typer.Option(help="stripe, slack: replay tolerance 
 Scope = Annotated[
     str | None, typer.Option("--scope", help="CEL: the event's scope ('' removes it on update).")
 ]
+Dedup = Annotated[
+    str | None,
+    typer.Option(
+        "--dedup",
+        help="CEL naming a request's delivery: a repeated delivery makes no new event "
+        "(default for stripe: the event id, github: X-GitHub-Delivery; '' for none).",
+    ),
+]
 
 
 def _auth(
@@ -86,6 +94,7 @@ def _show(w: Webhook) -> dict[str, Any]:
         "auth": {"kind": w.auth_kind, **w.auth_options},
         "event_key_expression": w.event_key_expression,
         "scope_expression": w.scope_expression,
+        "dedup_expression": w.dedup_expression,
         "created_at": w.created_at.isoformat(),
         "updated_at": w.updated_at.isoformat(),
     }
@@ -110,15 +119,17 @@ def webhook_create(
     user: User = None,
     tolerance: Tolerance = 300,
     scope: Scope = None,
+    dedup: Dedup = None,
 ) -> None:
     """Creates a webhook and prints it, with the path it receives POSTs on."""
     if auth is None:
         raise _fail(f"give --auth (one of {', '.join(AUTH_KINDS)})")
     spec = _auth(auth, secret, header, algorithm, encoding, prefix, user, tolerance)
+    extra: dict[str, Any] = {} if dedup is None else {"dedup_expression": dedup or None}
     _print(
         _run(
             lambda: _client().webhooks.create(
-                name, auth=spec, event_key_expression=event_key, scope_expression=scope
+                name, auth=spec, event_key_expression=event_key, scope_expression=scope, **extra
             )
         )
     )
@@ -156,6 +167,7 @@ def webhook_update(
     user: User = None,
     tolerance: Tolerance = 300,
     scope: Scope = None,
+    dedup: Dedup = None,
 ) -> None:
     """Changes a webhook: a new auth (--auth with its secret: a rotation), expressions."""
     changes: dict[str, Any] = {}
@@ -165,8 +177,10 @@ def webhook_update(
         changes["event_key_expression"] = event_key
     if scope is not None:
         changes["scope_expression"] = scope or None
+    if dedup is not None:
+        changes["dedup_expression"] = dedup or None
     if not changes:
-        raise _fail("nothing to change: give --auth, --event-key or --scope")
+        raise _fail("nothing to change: give --auth, --event-key, --scope or --dedup")
     _print(_run(lambda: _client().webhooks.update(name, **changes)))
 
 

@@ -222,3 +222,30 @@ class StepTimeoutError(StokerError):
 
 class WaitTimeoutError(StokerError):
     """A durable wait reached its timeout before anything it waited for happened."""
+
+
+# -- incoming webhooks (the answers of POST /webhooks/<tenant>/<name>) ------------------
+
+
+class WebhookUnauthorized(StokerError):
+    """The request carries no credential for this webhook."""
+
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
+
+
+class WebhookForbidden(StokerError):
+    """The request's signature or credential is wrong for this webhook."""
+
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+
+
+class WebhookBodyError(InvalidRequestError):
+    """The request body is not what the webhook takes (a JSON document)."""
+
+    http_status = 400
+
+
+class UnknownWebhookError(NotFoundError):
+    """No webhook of that name at this URL."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stoker import Context, DefaultFilter, Stoker
+from stoker import Context, DefaultFilter, Idempotency, Stoker
 
 
 class Order(BaseModel):
@@ -48,6 +48,15 @@ def declare(app: Stoker) -> Stoker:
     @app.task(on_events=["bulk:item"])
     async def bulk_item(input: dict[str, Any], ctx: Context) -> None:
         return None
+
+    # One live run per refund, however many events ask for it.
+    @app.task(on_events=["refund:requested"], idempotency=Idempotency(expression="input.refund_id"))
+    async def refund(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        return _seen(input, ctx)
+
+    @app.task(on_events=["refund:requested"])
+    async def refund_log(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        return _seen(input, ctx)
 
     flow = app.workflow("order_flow", input_validator=Order, on_events=["order:created"])
 

@@ -133,6 +133,34 @@ def test_an_invalid_payload_fails_only_the_runs_whose_model_refuses_it(
     assert runs["record_order"].status == "FAILED" and runs["audit"].status == "COMPLETED"
 
 
+def test_a_task_s_idempotency_expression_applies_to_the_runs_events_start(
+    app: Stoker, worker: Any
+) -> None:
+    """Two events naming one refund in one push start one refund run (the second event
+    records the first's run); another refund gets its own; an event the expression fails
+    on fails that run alone (the plain subscriber still runs)."""
+    pushed = app.events.bulk_push(
+        [
+            ("refund:requested", {"refund_id": 5}),
+            ("refund:requested", {"refund_id": 5}),
+            ("refund:requested", {"refund_id": 6}),
+            ("refund:requested", {"note": "no id"}),
+        ]
+    )
+    refunds = [_by_name(app, p.event_id)["refund"].run_id for p in pushed]
+    assert refunds[0] == refunds[1] != refunds[2] != refunds[3]
+    logs = {_by_name(app, p.event_id)["refund_log"].run_id for p in pushed}
+    assert len(logs) == 4
+    assert len({r for p in pushed for r in p.run_ids}) == 7
+    by_id = {r.run_id: r for p in pushed for r in p.runs}
+    assert by_id[str(refunds[0])].result(timeout=30)["input"] == {"refund_id": 5}
+    with pytest.raises(TaskRunError, match="idempotency expression"):
+        by_id[str(refunds[3])].result(timeout=30)
+    for ref in pushed[3].runs:
+        if ref.run_id != str(refunds[3]):
+            assert ref.result(timeout=30)["input"] == {"note": "no id"}
+
+
 def test_bulk_push_stores_every_event_with_its_runs(app: Stoker, worker: Any) -> None:
     pushed = app.events.bulk_push(
         [EventPush("bulk:item", {"i": i}, additional_metadata={"batch": "b1"}) for i in range(1500)]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -160,8 +161,11 @@ def test_stripe_signatures_with_a_replayed_old_timestamp_refused(engine: Any, te
     ok = _post(engine, hook, body, **{"Stripe-Signature": _stripe_header(SECRET, body, now)})
     assert ok.status_code == 202 and ok.json()["key"] == "stripe:invoice.paid"
     # During a secret roll Stripe signs with both secrets: any v1 that matches will do.
+    # (The same event id again: the first delivery's event, nothing stored.)
     both = _stripe_header(SECRET, body, now) + ",v1=" + _sign("old", b"x")
-    assert _post(engine, hook, body, **{"Stripe-Signature": both}).status_code == 202
+    again = _post(engine, hook, body, **{"Stripe-Signature": both})
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert again.json()["event_id"] == ok.json()["event_id"]
 
     forged = _post(engine, hook, body, **{"Stripe-Signature": _stripe_header("no", body, now)})
     assert forged.status_code == 403
@@ -176,10 +180,7 @@ def test_stripe_signatures_with_a_replayed_old_timestamp_refused(engine: Any, te
     assert _post(engine, hook, body, **{"Stripe-Signature": moved}).status_code == 403
     garbled = _post(engine, hook, body, **{"Stripe-Signature": "v1=abc"})
     assert garbled.status_code == 403
-    assert [e["key"] for e in _events(engine.db_url, tenant.tenant_id)] == [
-        "stripe:invoice.paid",
-        "stripe:invoice.paid",
-    ]
+    assert [e["key"] for e in _events(engine.db_url, tenant.tenant_id)] == ["stripe:invoice.paid"]
     app.close()
 
 
@@ -501,3 +502,91 @@ def test_the_secret_key_rotates(engine_factory: Any, tenant_factory: Any, db_url
     # Only the new key from then on: the secret still opens.
     third = engine_factory(db_url, env={"STOKER_WEBHOOK_SECRET_KEY": new_key})
     assert _post(third, hook, body, **{"X-Signature": _sign(SECRET, body)}).status_code == 202
+
+
+def test_a_redelivered_webhook_request_makes_one_event(engine: Any, tenant: Any) -> None:
+    """Stripe's event id and GitHub's delivery id name a delivery by default; a webhook's
+    own dedup_expression can name it otherwise, or be turned off. A delivery received
+    again answers with the first one's event (``duplicate``) and stores nothing."""
+    app = tenant.client()
+    stripe = app.webhooks.create(
+        "stripe-dedup", auth=StripeSignature(SECRET), event_key_expression="'stripe:' + input.type"
+    )
+    assert stripe.dedup_expression == "has(input.id) ? input.id : null"
+    first = b'{"id": "evt_7", "type": "charge.succeeded"}'
+    retried = b'{"id": "evt_7", "type": "charge.succeeded", "attempt": 2}'
+    other = b'{"id": "evt_8", "type": "charge.succeeded"}'
+    answers = [
+        _post(engine, stripe, b, **{"Stripe-Signature": _stripe_header(SECRET, b, time.time())})
+        for b in (first, retried, other)
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert [a.json()["duplicate"] for a in answers] == [False, True, False]
+    assert answers[1].json()["event_id"] == answers[0].json()["event_id"]
+    assert answers[2].json()["event_id"] != answers[0].json()["event_id"]
+    # Six copies of one delivery at once: one event, the others its duplicates.
+    burst = b'{"id": "evt_9", "type": "charge.refunded"}'
+    header = {"Stripe-Signature": _stripe_header(SECRET, burst, time.time())}
+    with ThreadPoolExecutor(6) as pool:
+        copies = list(pool.map(lambda _: _post(engine, stripe, burst, **header), range(6)))
+    assert [c.status_code for c in copies] == [202] * 6
+    assert len({c.json()["event_id"] for c in copies}) == 1
+    assert sorted(c.json()["duplicate"] for c in copies) == [False] + [True] * 5
+
+    github = app.webhooks.create(
+        "github-dedup", auth=GitHubSignature(SECRET), event_key_expression="'github:push'"
+    )
+    body = b'{"ref": "refs/heads/main"}'
+    sig = "sha256=" + _sign(SECRET, body)
+    ids = [
+        _post(engine, github, body, **{"X-Hub-Signature-256": sig, "X-GitHub-Delivery": d})
+        .json()["event_id"]
+        for d in ("d-1", "d-1", "d-2")
+    ]  # fmt: skip
+    assert ids[0] == ids[1] != ids[2]
+
+    custom = app.webhooks.create(
+        "shop-dedup",
+        auth=ApiKey("X-Api-Key", "k-1"),
+        event_key_expression="'shop:' + input.kind",
+        dedup_expression="input.delivery",
+    )
+    assert app.webhooks.get("shop-dedup").dedup_expression == "input.delivery"
+    posts = [
+        b'{"kind": "paid", "delivery": 41}',
+        b'{"kind": "paid", "delivery": 41}',
+        b'{"kind": "paid", "delivery": null}',  # no delivery id: not deduplicated
+        b'{"kind": "paid", "delivery": null}',
+    ]
+    got = [_post(engine, custom, b, **{"X-Api-Key": "k-1"}).json() for b in posts]
+    assert [g["duplicate"] for g in got] == [False, True, False, False]
+    off = app.webhooks.update("shop-dedup", dedup_expression=None)
+    assert off.dedup_expression is None
+    again = _post(engine, custom, posts[0], **{"X-Api-Key": "k-1"}).json()
+    assert again["duplicate"] is False and again["event_id"] != got[0]["event_id"]
+    odd = app.webhooks.update("shop-dedup", dedup_expression="input")
+    bad = _post(engine, odd, posts[0], **{"X-Api-Key": "k-1"})
+    assert bad.status_code == 400 and "dedup_expression" in bad.json()["error"]["message"]
+    with pytest.raises(InvalidRequestError, match="dedup_expression"):
+        app.webhooks.update("shop-dedup", dedup_expression="input.(")
+    plain = app.webhooks.create(
+        "stripe-plain",
+        auth=StripeSignature(SECRET),
+        event_key_expression="'stripe:' + input.type",
+        dedup_expression=None,
+    )
+    assert plain.dedup_expression is None
+
+    keys = [e["key"] for e in _events(engine.db_url, tenant.tenant_id)]
+    assert keys == (
+        ["stripe:charge.succeeded"] * 2 + ["stripe:charge.refunded"] + ["github:push"] * 2
+        + ["shop:paid"] * 4
+    )  # fmt: skip
+    with psycopg.connect(engine.db_url) as conn:
+        (kept,) = conn.execute(
+            "SELECT min(keep_until - created_at) FROM stoker.trigger_request"
+            " WHERE tenant_id = %s AND kind = 'webhook'",
+            (tenant.tenant_id,),
+        ).fetchone() or (None,)
+    assert kept is not None and kept.days == 4
+    app.close()

@@ -40,6 +40,11 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.WaitTimeoutError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.StepError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.StepTimeoutError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    # the answers of a webhook's URL
+    errors.WebhookUnauthorized: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    errors.WebhookForbidden: (grpc.StatusCode.PERMISSION_DENIED, 403),
+    errors.WebhookBodyError: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    errors.UnknownWebhookError: (grpc.StatusCode.NOT_FOUND, 404),
 }
 
 # What the engine raises in handlers; each must come back to the SDK as itself.
@@ -53,6 +58,7 @@ ANSWERED = [
     errors.ConflictError,
     errors.EngineUnavailableError,
     errors.DatabaseUnavailableError,
+    errors.UnknownWebhookError,
 ]
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstoker/_proto/webhooks.proto\x12\tstoker.v1\"\x97\x01\n\x0bWebhookAuth\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x0e\n\x06header\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x10\n\x08username\x18\x07 \x01(\t\x12\x13\n\x0btolerance_s\x18\x08 \x01(\x05\"\xc1\x01\n\x0bWebhookInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04\x61uth\x18\x03 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12\x1c\n\x14\x65vent_key_expression\x18\x04 \x01(\t\x12\x18\n\x10scope_expression\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x08 \x01(\x03\"\x82\x01\n\x14\x43reateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12\x1c\n\x14\x65vent_key_expression\x18\x03 \x01(\t\x12\x18\n\x10scope_expression\x18\x04 \x01(\t\"\x15\n\x13ListWebhooksRequest\"@\n\x14ListWebhooksResponse\x12(\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.stoker.v1.WebhookInfo\"!\n\x11GetWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xba\x01\n\x14UpdateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12!\n\x14\x65vent_key_expression\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10scope_expression\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x17\n\x15_event_key_expressionB\x13\n\x11_scope_expression\"$\n\x14\x44\x65leteWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse2\x87\x03\n\x08Webhooks\x12H\n\rCreateWebhook\x12\x1f.stoker.v1.CreateWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12O\n\x0cListWebhooks\x12\x1e.stoker.v1.ListWebhooksRequest\x1a\x1f.stoker.v1.ListWebhooksResponse\x12\x42\n\nGetWebhook\x12\x1c.stoker.v1.GetWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12H\n\rUpdateWebhook\x12\x1f.stoker.v1.UpdateWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12R\n\rDeleteWebhook\x12\x1f.stoker.v1.DeleteWebhookRequest\x1a .stoker.v1.DeleteWebhookResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstoker/_proto/webhooks.proto\x12\tstoker.v1\"\x97\x01\n\x0bWebhookAuth\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x0e\n\x06header\x18\x03 \x01(\t\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\t\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x10\n\x08username\x18\x07 \x01(\t\x12\x13\n\x0btolerance_s\x18\x08 \x01(\x05\"\xdc\x01\n\x0bWebhookInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04\x61uth\x18\x03 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12\x1c\n\x14\x65vent_key_expression\x18\x04 \x01(\t\x12\x18\n\x10scope_expression\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x08 \x01(\x03\x12\x19\n\x10\x64\x65\x64up_expression\x18\xb4\x01 \x01(\t\"\xb7\x01\n\x14\x43reateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12\x1c\n\x14\x65vent_key_expression\x18\x03 \x01(\t\x12\x18\n\x10scope_expression\x18\x04 \x01(\t\x12\x1e\n\x10\x64\x65\x64up_expression\x18\xb4\x01 \x01(\tH\x00\x88\x01\x01\x42\x13\n\x11_dedup_expression\"\x15\n\x13ListWebhooksRequest\"@\n\x14ListWebhooksResponse\x12(\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.stoker.v1.WebhookInfo\"!\n\x11GetWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xef\x01\n\x14UpdateWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x16.stoker.v1.WebhookAuth\x12!\n\x14\x65vent_key_expression\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10scope_expression\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x10\x64\x65\x64up_expression\x18\xb4\x01 \x01(\tH\x02\x88\x01\x01\x42\x17\n\x15_event_key_expressionB\x13\n\x11_scope_expressionB\x13\n\x11_dedup_expression\"$\n\x14\x44\x65leteWebhookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse2\x87\x03\n\x08Webhooks\x12H\n\rCreateWebhook\x12\x1f.stoker.v1.CreateWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12O\n\x0cListWebhooks\x12\x1e.stoker.v1.ListWebhooksRequest\x1a\x1f.stoker.v1.ListWebhooksResponse\x12\x42\n\nGetWebhook\x12\x1c.stoker.v1.GetWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12H\n\rUpdateWebhook\x12\x1f.stoker.v1.UpdateWebhookRequest\x1a\x16.stoker.v1.WebhookInfo\x12R\n\rDeleteWebhook\x12\x1f.stoker.v1.DeleteWebhookRequest\x1a .stoker.v1.DeleteWebhookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKAUTH']._serialized_start=44
   _globals['_WEBHOOKAUTH']._serialized_end=195
   _globals['_WEBHOOKINFO']._serialized_start=198
-  _globals['_WEBHOOKINFO']._serialized_end=391
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=394
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=524
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=526
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=547
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=549
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=613
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=615
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=648
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=651
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=837
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=839
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=875
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=877
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=900
-  _globals['_WEBHOOKS']._serialized_start=903
-  _globals['_WEBHOOKS']._serialized_end=1294
+  _globals['_WEBHOOKINFO']._serialized_end=418
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=421
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=604
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=606
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=627
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=629
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=693
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=695
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=728
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=731
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=970
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=972
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1008
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1010
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1033
+  _globals['_WEBHOOKS']._serialized_start=1036
+  _globals['_WEBHOOKS']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)

@@ -82,6 +82,7 @@ class WebhookInfo(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    DEDUP_EXPRESSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     event_key_expression: _builtins.str
@@ -90,6 +91,8 @@ class WebhookInfo(_message.Message):
     """Where the webhook receives POSTs on the engine's HTTP port: /webhooks/<tenant>/<name>."""
     created_at_ms: _builtins.int
     updated_at_ms: _builtins.int
+    dedup_expression: _builtins.str
+    """CEL naming a request's delivery (empty: no deduplication)."""
     @_builtins.property
     def auth(self) -> Global___WebhookAuth:
         """Without the secret."""
@@ -105,10 +108,11 @@ class WebhookInfo(_message.Message):
         path: _builtins.str = ...,
         created_at_ms: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        dedup_expression: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "created_at_ms", b"created_at_ms", "event_key_expression", b"event_key_expression", "id", b"id", "name", b"name", "path", b"path", "scope_expression", b"scope_expression", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "created_at_ms", b"created_at_ms", "dedup_expression", b"dedup_expression", "event_key_expression", b"event_key_expression", "id", b"id", "name", b"name", "path", b"path", "scope_expression", b"scope_expression", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -122,12 +126,18 @@ class CreateWebhookRequest(_message.Message):
     AUTH_FIELD_NUMBER: _builtins.int
     EVENT_KEY_EXPRESSION_FIELD_NUMBER: _builtins.int
     SCOPE_EXPRESSION_FIELD_NUMBER: _builtins.int
+    DEDUP_EXPRESSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     event_key_expression: _builtins.str
     """CEL over the JSON body (input) and the request's headers (headers, lower-case names):
     the event's key, and optionally its scope.
     """
     scope_expression: _builtins.str
+    dedup_expression: _builtins.str
+    """CEL naming a request's delivery: a delivery received again within the dedup window
+    answers with its first event and stores nothing. Unset: the auth's preset (Stripe:
+    input.id, GitHub: headers['x-github-delivery'], else none); empty: none.
+    """
     @_builtins.property
     def auth(self) -> Global___WebhookAuth: ...
     def __init__(
@@ -137,12 +147,15 @@ class CreateWebhookRequest(_message.Message):
         auth: Global___WebhookAuth | None = ...,
         event_key_expression: _builtins.str = ...,
         scope_expression: _builtins.str = ...,
+        dedup_expression: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression", "auth", b"auth", "dedup_expression", b"dedup_expression"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "event_key_expression", b"event_key_expression", "name", b"name", "scope_expression", b"scope_expression"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression", "auth", b"auth", "dedup_expression", b"dedup_expression", "event_key_expression", b"event_key_expression", "name", b"name", "scope_expression", b"scope_expression"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__dedup_expression: _TypeAlias = _typing.Literal["dedup_expression"]  # noqa: Y015
+    _WhichOneofArgType__dedup_expression: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dedup_expression) -> _WhichOneofReturnType__dedup_expression | None: ...
 
 Global___CreateWebhookRequest: _TypeAlias = CreateWebhookRequest  # noqa: Y015
 
@@ -208,10 +221,13 @@ class UpdateWebhookRequest(_message.Message):
     AUTH_FIELD_NUMBER: _builtins.int
     EVENT_KEY_EXPRESSION_FIELD_NUMBER: _builtins.int
     SCOPE_EXPRESSION_FIELD_NUMBER: _builtins.int
+    DEDUP_EXPRESSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     event_key_expression: _builtins.str
     scope_expression: _builtins.str
     """Unset: unchanged; empty: no scope."""
+    dedup_expression: _builtins.str
+    """Unset: unchanged; empty: no deduplication."""
     @_builtins.property
     def auth(self) -> Global___WebhookAuth:
         """Unset: unchanged."""
@@ -223,15 +239,20 @@ class UpdateWebhookRequest(_message.Message):
         auth: Global___WebhookAuth | None = ...,
         event_key_expression: _builtins.str | None = ...,
         scope_expression: _builtins.str | None = ...,
+        dedup_expression: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_event_key_expression", b"_event_key_expression", "_scope_expression", b"_scope_expression", "auth", b"auth", "event_key_expression", b"event_key_expression", "scope_expression", b"scope_expression"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression", "_event_key_expression", b"_event_key_expression", "_scope_expression", b"_scope_expression", "auth", b"auth", "dedup_expression", b"dedup_expression", "event_key_expression", b"event_key_expression", "scope_expression", b"scope_expression"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_event_key_expression", b"_event_key_expression", "_scope_expression", b"_scope_expression", "auth", b"auth", "event_key_expression", b"event_key_expression", "name", b"name", "scope_expression", b"scope_expression"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression", "_event_key_expression", b"_event_key_expression", "_scope_expression", b"_scope_expression", "auth", b"auth", "dedup_expression", b"dedup_expression", "event_key_expression", b"event_key_expression", "name", b"name", "scope_expression", b"scope_expression"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dedup_expression: _TypeAlias = _typing.Literal["dedup_expression"]  # noqa: Y015
+    _WhichOneofArgType__dedup_expression: _TypeAlias = _typing.Literal["_dedup_expression", b"_dedup_expression"]  # noqa: Y015
     _WhichOneofReturnType__event_key_expression: _TypeAlias = _typing.Literal["event_key_expression"]  # noqa: Y015
     _WhichOneofArgType__event_key_expression: _TypeAlias = _typing.Literal["_event_key_expression", b"_event_key_expression"]  # noqa: Y015
     _WhichOneofReturnType__scope_expression: _TypeAlias = _typing.Literal["scope_expression"]  # noqa: Y015
     _WhichOneofArgType__scope_expression: _TypeAlias = _typing.Literal["_scope_expression", b"_scope_expression"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dedup_expression) -> _WhichOneofReturnType__dedup_expression | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__event_key_expression) -> _WhichOneofReturnType__event_key_expression | None: ...
     @_typing.overload

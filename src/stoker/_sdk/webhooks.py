@@ -145,6 +145,8 @@ class Webhook:
     """What is not secret: header, algorithm, encoding, prefix, username, tolerance_s."""
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None
+    """CEL naming a request's delivery (None: every request makes an event)."""
     path: str
     """Where it receives POSTs on the engine's HTTP port: ``/webhooks/<tenant>/<name>``."""
     created_at: datetime
@@ -173,6 +175,7 @@ class Webhook:
             auth_options={k: v for k, v in options.items() if v},
             event_key_expression=w.event_key_expression,
             scope_expression=w.scope_expression or None,
+            dedup_expression=w.dedup_expression or None,
             path=w.path,
             created_at=_time(w.created_at_ms),
             updated_at=_time(w.updated_at_ms),
@@ -198,18 +201,25 @@ class Webhooks:
 
     @staticmethod
     def _create(
-        name: str, auth: WebhookAuth, event_key_expression: str, scope_expression: str | None
+        name: str,
+        auth: WebhookAuth,
+        event_key_expression: str,
+        scope_expression: str | None,
+        dedup_expression: Any,
     ) -> hpb.CreateWebhookRequest:
-        return hpb.CreateWebhookRequest(
+        req = hpb.CreateWebhookRequest(
             name=name,
             auth=_auth(auth, f"webhook {name!r}"),
             event_key_expression=event_key_expression,
             scope_expression=scope_expression or "",
         )
+        if dedup_expression is not _UNSET:
+            req.dedup_expression = dedup_expression or ""
+        return req
 
     @staticmethod
     def _update(
-        name: str, auth: Any, event_key_expression: Any, scope_expression: Any
+        name: str, auth: Any, event_key_expression: Any, scope_expression: Any, dedup: Any
     ) -> hpb.UpdateWebhookRequest:
         req = hpb.UpdateWebhookRequest(name=name)
         if auth is not _UNSET:
@@ -218,6 +228,8 @@ class Webhooks:
             req.event_key_expression = event_key_expression
         if scope_expression is not _UNSET:
             req.scope_expression = scope_expression or ""
+        if dedup is not _UNSET:
+            req.dedup_expression = dedup or ""
         return req
 
     def create(
@@ -227,12 +239,17 @@ class Webhooks:
         auth: WebhookAuth,
         event_key_expression: str,
         scope_expression: str | None = None,
+        dedup_expression: str | None = _UNSET,
     ) -> Webhook:
         """Stores a webhook; its :attr:`Webhook.path` on the engine's HTTP port then turns
         each authenticated POST into an event keyed by ``event_key_expression`` (CEL over
-        ``input``, the JSON body, and ``headers``). InvalidRequestError when the name is
+        ``input``, the JSON body, and ``headers``). ``dedup_expression`` (same inputs)
+        names a request's delivery: a delivery received again within 4 days answers with
+        the first one's event and stores nothing; when not given, Stripe's event id
+        (``input.id``) and GitHub's delivery id (``headers['x-github-delivery']``) are
+        used for those auths; None turns it off. InvalidRequestError when the name is
         taken or an expression does not parse."""
-        req = self._create(name, auth, event_key_expression, scope_expression)
+        req = self._create(name, auth, event_key_expression, scope_expression, dedup_expression)
         return Webhook._of(self._connection.calls.create_webhook(req))
 
     async def aio_create(
@@ -242,8 +259,9 @@ class Webhooks:
         auth: WebhookAuth,
         event_key_expression: str,
         scope_expression: str | None = None,
+        dedup_expression: str | None = _UNSET,
     ) -> Webhook:
-        req = self._create(name, auth, event_key_expression, scope_expression)
+        req = self._create(name, auth, event_key_expression, scope_expression, dedup_expression)
         return Webhook._of(await self._connection.calls.aio_create_webhook(req))
 
     def list(self) -> builtins.list[Webhook]:
@@ -270,10 +288,12 @@ class Webhooks:
         auth: WebhookAuth = _UNSET,
         event_key_expression: str = _UNSET,
         scope_expression: str | None = _UNSET,
+        dedup_expression: str | None = _UNSET,
     ) -> Webhook:
         """Changes what is given: a new auth (a rotated secret), the expressions
-        (``scope_expression=None`` removes the scope)."""
-        req = self._update(name, auth, event_key_expression, scope_expression)
+        (``scope_expression=None`` removes the scope, ``dedup_expression=None`` the
+        deduplication)."""
+        req = self._update(name, auth, event_key_expression, scope_expression, dedup_expression)
         return Webhook._of(self._connection.calls.update_webhook(req))
 
     async def aio_update(
@@ -283,8 +303,9 @@ class Webhooks:
         auth: WebhookAuth = _UNSET,
         event_key_expression: str = _UNSET,
         scope_expression: str | None = _UNSET,
+        dedup_expression: str | None = _UNSET,
     ) -> Webhook:
-        req = self._update(name, auth, event_key_expression, scope_expression)
+        req = self._update(name, auth, event_key_expression, scope_expression, dedup_expression)
         return Webhook._of(await self._connection.calls.aio_update_webhook(req))
 
     def delete(self, name: str) -> None:

@@ -390,10 +390,16 @@ CREATE TABLE trigger_request (
     -- PushEvents: how many waiting conditions the events satisfied.
     satisfied   integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    -- A key kept past the TTL (a webhook delivery's, for the webhook's dedup window):
+    -- pruned once this passes instead.
+    keep_until  timestamptz,
     PRIMARY KEY (tenant_id, request_key)
 );
 ALTER TABLE trigger_request ALTER COLUMN run_ids SET STORAGE EXTERNAL;
-CREATE INDEX trigger_request_created_idx ON trigger_request (created_at);
+CREATE INDEX trigger_request_created_idx ON trigger_request (created_at)
+    WHERE keep_until IS NULL;
+CREATE INDEX trigger_request_keep_idx ON trigger_request (keep_until)
+    WHERE keep_until IS NOT NULL;
 
 -- User events pushed with app.events.push (kept for the API and for matching waits),
 -- partitioned by day like task_event.
@@ -909,6 +915,8 @@ CREATE TABLE webhook (
     scope_expression     text,
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- CEL naming a request's delivery (NULL: no deduplication), see trigger_request.
+    dedup_expression     text,
     UNIQUE (tenant_id, name)
 );
 

@@ -59,9 +59,9 @@ async def send_many(db: Executor, signals: dict[str, set[int]], engine_id: str) 
     if not pairs:
         return
     if len(pairs) == 1:
-        await notify_store.notify(db, notify_store.Notify(*pairs[0]))
+        await notify_store.notify.send(db, notify_store.Notify(*pairs[0]))
         return
-    await notify_store.notify_many(
+    await notify_store.notify_many.send(
         db, notify_store.NotifyMany([c for c, _ in pairs], [p for _, p in pairs])
     )
 

@@ -119,10 +119,14 @@ class Signals:
         return Outbox(self)
 
     @asynccontextmanager
-    async def transaction(self, db: Executor) -> AsyncIterator[tuple[Executor, Outbox]]:
-        """A transaction with its outbox: notifies before commit, fans out after it."""
+    async def transaction(
+        self, db: Executor, *, pipeline: bool = False
+    ) -> AsyncIterator[tuple[Executor, Outbox]]:
+        """A transaction with its outbox: notifies before commit, fans out after it.
+        ``pipeline``: a pipelined transaction (:class:`~stoker.db.Executor`; the NOTIFY
+        then travels with COMMIT)."""
         out = self.outbox()
-        async with db.transaction() as tx:
+        async with db.transaction(pipeline=pipeline) as tx:
             yield tx, out
             await out.notify(tx)
         out.committed()

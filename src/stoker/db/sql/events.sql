@@ -1,15 +1,20 @@
 -- User events (app.events.push); their matching against waits is in conditions.sql.
 
 -- name: insert_user_events
--- webhook_ids and bodies: the webhook an event came through and its request body as
--- received (NULL for events pushed through the API).
-INSERT INTO user_event (tenant_id, key, payload, additional_metadata, scope, priority,
-                        webhook_id, body)
-SELECT %(tenant_id)s, x.key, x.payload, x.metadata, nullif(x.scope, ''), x.priority,
-       x.webhook_id, x.body
-FROM unnest(%(keys)s::text[], %(payloads)s::jsonb[], %(metadata)s::jsonb[], %(scopes)s::text[],
-            %(priorities)s::smallint[], %(webhook_ids)s::bigint[], %(bodies)s::bytea[])
-     AS x(key, payload, metadata, scope, priority, webhook_id, body)
+-- external_ids: made by the ingest (the request key's answer is claimed with them, in the
+-- same round trip). webhook_ids and bodies: the webhook an event came through and its
+-- request body as received (NULL for events pushed through the API). Rows come back in
+-- the order given.
+INSERT INTO user_event (tenant_id, external_id, key, payload, additional_metadata, scope,
+                        priority, webhook_id, body)
+SELECT %(tenant_id)s, x.external_id, x.key, x.payload, x.metadata, nullif(x.scope, ''),
+       x.priority, x.webhook_id, x.body
+FROM unnest(%(external_ids)s::uuid[], %(keys)s::text[], %(payloads)s::jsonb[],
+            %(metadata)s::jsonb[], %(scopes)s::text[], %(priorities)s::smallint[],
+            %(webhook_ids)s::bigint[], %(bodies)s::bytea[])
+     WITH ORDINALITY AS x(external_id, key, payload, metadata, scope, priority, webhook_id,
+                          body, n)
+ORDER BY x.n
 RETURNING id, external_id, created_at;
 
 -- name: lock_event_keys

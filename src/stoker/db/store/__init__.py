@@ -33,13 +33,32 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Generic, TypeVar, cast
 
-from stoker.db.executor import Executor, NoParams
+from stoker.db.executor import Batch, Executor, NoParams
 from stoker.db.queries import queries
 
 P = TypeVar("P")
 R = TypeVar("R")
 
-__all__ = ["Exec", "Many", "NoParams", "One", "Statement", "params_type"]
+__all__ = ["Exec", "Many", "NoParams", "One", "Queued", "Statement", "params_type"]
+
+
+class Queued(Generic[R]):
+    """A statement added to a :class:`~stoker.db.Batch`: its rows once the batch has run."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    @property
+    def rows(self) -> list[R]:
+        return cast(list[R], self._batch.rows(self._index))
+
+    @property
+    def row(self) -> R | None:
+        rows = self.rows
+        return rows[0] if rows else None
 
 
 class Statement(Generic[P]):
@@ -64,6 +83,10 @@ class Many(Statement[P], Generic[P, R]):
     async def __call__(self, db: Executor, params: P) -> list[R]:
         return cast(list[R], await db.fetch(self.name, params))
 
+    def add(self, batch: Batch, params: P) -> Queued[R]:
+        """Adds the statement to ``batch``; its rows once the batch has run."""
+        return Queued(batch, batch.add(self.name, params))
+
 
 class One(Statement[P], Generic[P, R]):
     """A statement whose call returns its first row, or ``None`` when there is none."""
@@ -71,12 +94,21 @@ class One(Statement[P], Generic[P, R]):
     async def __call__(self, db: Executor, params: P) -> R | None:
         return cast(R | None, await db.fetchone(self.name, params))
 
+    def add(self, batch: Batch, params: P) -> Queued[R]:
+        """Adds the statement to ``batch``; its row (``.row``) once the batch has run."""
+        return Queued(batch, batch.add(self.name, params))
+
 
 class Exec(Statement[P]):
     """A statement whose call returns how many rows it touched."""
 
     async def __call__(self, db: Executor, params: P) -> int:
         return await db.execute(self.name, params)
+
+    async def send(self, db: Executor, params: P) -> None:
+        """Runs the statement without reading its result (:meth:`Executor.send`: only
+        queued in a pipelined transaction)."""
+        await db.send(self.name, params)
 
 
 def params_type(statement: Statement[Any]) -> type[Any]:

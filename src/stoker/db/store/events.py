@@ -17,6 +17,7 @@ from stoker.db.store import Exec, Many, One
 @dataclass(frozen=True, slots=True)
 class InsertUserEvents:
     tenant_id: int
+    external_ids: list[uuid.UUID]
     keys: list[str]
     payloads: list[str]
     metadata: list[str]

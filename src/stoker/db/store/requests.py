@@ -21,6 +21,7 @@ class ClaimRequestKeys:
     lengths: list[int]
     satisfied: list[int]
     run_ids: bytes
+    keep_s: list[int]
 
 
 class ClaimedKey(TypedDict):
@@ -58,3 +59,13 @@ class PruneRequestKeys:
 
 
 prune_request_keys = Exec[PruneRequestKeys]("prune_request_keys")
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequestSatisfied:
+    tenant_id: int
+    request_key: str
+    satisfied: int
+
+
+set_request_satisfied = Exec[SetRequestSatisfied]("set_request_satisfied")

@@ -22,6 +22,7 @@ class WebhookRow(TypedDict):
     auth_options: dict[str, Any]
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None
     tenant_external_id: uuid.UUID
     created_at: datetime
     updated_at: datetime
@@ -43,6 +44,7 @@ class InsertWebhook:
     secret: bytes
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None
 
 
 insert_webhook = One[InsertWebhook, WebhookRow]("insert_webhook")
@@ -74,6 +76,7 @@ class UpdateWebhook:
     secret: bytes
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None
 
 
 update_webhook = One[UpdateWebhook, WebhookRow]("update_webhook")
@@ -106,6 +109,7 @@ class ReceivingWebhook(TypedDict):
     secret: bytes
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None
 
 
 find_webhook = One[FindWebhook, ReceivingWebhook]("find_webhook")

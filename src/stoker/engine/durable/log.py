@@ -118,7 +118,8 @@ class DurableLogs:
         if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
             return await self._spawn(worker_id, tenant_id, req, reply)
         timers: list[datetime] = []
-        async with self._db.transaction() as tx:
+        # Pipelined: BEGIN goes with the first statement, the deadline's update with COMMIT.
+        async with self._db.transaction(pipeline=True) as tx:
             run = await store.durable_attempt(
                 tx, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
             )
@@ -217,7 +218,9 @@ class DurableLogs:
             # from the start and pauses it while blocked; this one is the backstop). A
             # task without an execution timeout has no deadline: no statement.
             if run["timed"]:
-                await store.durable_timeouts(tx, store.DurableTimeouts([key[0]], self._grace_ms))
+                await store.durable_timeouts.send(
+                    tx, store.DurableTimeouts([key[0]], self._grace_ms)
+                )
         if timers:
             self._on_timer(min(timers))
         return reply

@@ -45,5 +45,7 @@ async def resume(tx: Executor, out: Outbox, settled: Iterable[Settled]) -> int:
         out.queued(tenant_id)
     running -= restored.keys()
     if running:
-        await store.durable_timeouts(tx, store.DurableTimeouts(sorted(running), TIMEOUT_GRACE_MS))
+        await store.durable_timeouts.send(
+            tx, store.DurableTimeouts(sorted(running), TIMEOUT_GRACE_MS)
+        )
     return len(restored)

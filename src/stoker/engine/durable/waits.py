@@ -47,7 +47,7 @@ from stoker._core.durable import (
     wait_leaves,
 )
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Executor
+from stoker.db import Batch, Executor
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import durable as store
 from stoker.db.store import events as event_store
@@ -153,6 +153,14 @@ def expression_holds(
         }
     )
     return value is True
+
+
+def _wait_key(m: EventMatch) -> Key:
+    """The wait (task, run created at, branch, position) of a durable condition, from its
+    ``cond`` (``d<branch>.<position>:<path>``)."""
+    head = m.cond.split(":", 1)[0]
+    branch, position = head[1:].split(".", 1)
+    return (m.task_id, m.created_at, int(branch), int(position))
 
 
 def _keys_params(keys: Sequence[Key]) -> condition_store.DurableWaitConditions:
@@ -291,7 +299,25 @@ class DurableWaits:
         worker."""
         if not matches:
             return 0, [], {}
-        satisfied = await self._satisfy(tx, matches)
+        # One round trip: the log locks, the conditions satisfied, and the conditions of
+        # every wait an event reached (read after the update, in the same transaction).
+        created = {m.task_id: m.created_at for m in matches}
+        tasks = sorted(created)
+        batch = Batch()
+        store.lock_durable_logs.add(
+            batch, store.LockDurableLogs(tasks, [created[t] for t in tasks])
+        )
+        satisfied_q = condition_store.satisfy_durable_waits.add(
+            batch,
+            condition_store.SatisfyDurableWaits(
+                [m.task_id for m in matches], [m.cond for m in matches],
+                [m.event_id for m in matches],
+            ),
+        )  # fmt: skip
+        reached = sorted({_wait_key(m) for m in matches})
+        conds_q = condition_store.durable_wait_conditions.add(batch, _keys_params(reached))
+        await tx.run(batch)
+        satisfied = satisfied_q.rows
         fired: dict[Key, Fired] = {}
         for s in satisfied:
             key = (s["task_id"], s["run_created_at"], s["branch"], s["position"])
@@ -299,26 +325,16 @@ class DurableWaits:
             event_id = s["event_id"] or 0
             if prev is None or (prev.event_id or 0) < event_id:
                 fired[key] = Fired(s["path"], s["event_id"])  # the latest event completes it
-        settled = await self.decide(tx, list(fired), fired)
+        rows = [
+            r for r in conds_q.rows
+            if (r["task_id"], r["run_created_at"], r["branch"], r["position"]) in fired
+        ]  # fmt: skip
+        settled = await self._settle(tx, rows, fired)
         by_worker: dict[int, list[tuple[int, int]]] = {}
         for w in settled:
             if w.worker_id is not None and w.attempt is not None:
                 by_worker.setdefault(w.worker_id, []).append((w.task_id, w.attempt))
         return len(satisfied), settled, by_worker
-
-    async def _satisfy(
-        self, tx: Executor, matches: Sequence[EventMatch]
-    ) -> list[condition_store.SatisfiedCondition]:
-        created = {m.task_id: m.created_at for m in matches}
-        tasks = sorted(created)
-        await store.lock_durable_logs(tx, store.LockDurableLogs(tasks, [created[t] for t in tasks]))
-        return await condition_store.satisfy_durable_waits(
-            tx,
-            condition_store.SatisfyDurableWaits(
-                [m.task_id for m in matches], [m.cond for m in matches],
-                [m.event_id for m in matches],
-            ),
-        )  # fmt: skip
 
     async def on_timers(self, tx: Executor, due: Sequence[store.DueTimer]) -> list[SettledWait]:
         """Fires the elapsed sleep conditions of due waits (their logs locked by the claim),
@@ -363,6 +379,12 @@ class DurableWaits:
         if not keys:
             return []
         rows = await condition_store.durable_wait_conditions(tx, _keys_params(keys))
+        return await self._settle(tx, rows, fired)
+
+    async def _settle(
+        self, tx: Executor, rows: list[condition_store.DurableCondition], fired: dict[Key, Fired]
+    ) -> list[SettledWait]:
+        """:meth:`decide`, given the conditions of the waits (``durable_wait_conditions``)."""
         groups: dict[Key, list[condition_store.DurableCondition]] = {}
         for r in rows:
             key = (r["task_id"], r["run_created_at"], r["branch"], r["position"])

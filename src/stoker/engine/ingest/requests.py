@@ -55,6 +55,8 @@ class RequestKey:
     key: str
     kind: str
     fingerprint: bytes
+    keep_s: int = 0
+    """Kept this many seconds (0: ``request_key_ttl_s``): a webhook delivery's key."""
 
     @classmethod
     def of(cls, key: str, kind: str, content: bytes) -> RequestKey | None:
@@ -116,24 +118,32 @@ async def claim(
     tx: Executor, tenant_id: int, calls: Sequence[Call]
 ) -> list[Answer | InvalidRequestError | None]:
     """Records the keys of ``calls`` inside ``tx``, which then writes what they create.
-
     Per call: None when it is to be written (no key, or its key is new), an :class:`Answer`
     when it is a retry (of a committed call, or of an earlier call in ``calls``), or the
     error to refuse it with (its key was used with other content)."""
-    result: list[Answer | InvalidRequestError | None] = [None] * len(calls)
-    first: dict[str, int] = {}
+    p = claim_params(tenant_id, calls)
+    if p is None:
+        return [None] * len(calls)
+    rows = await request_store.claim_request_keys(tx, p)
+    return await claimed(tx, tenant_id, calls, {str(r["request_key"]) for r in rows})
+
+
+def claim_params(tenant_id: int, calls: Sequence[Call]) -> request_store.ClaimRequestKeys | None:
+    """The ``claim_request_keys`` statement of :func:`claim` (None: no call has a key), for
+    a caller that sends it with other statements and then calls :func:`claimed`."""
     new: list[Call] = []
-    for n, call in enumerate(calls):
-        if call.request is not None and call.request.key not in first:
-            first[call.request.key] = n
+    seen: set[str] = set()
+    for call in calls:
+        if call.request is not None and call.request.key not in seen:
+            seen.add(call.request.key)
             new.append(call)
     if not new:
-        return result
+        return None
     starts, at = [], 1
     for call in new:
         starts.append(at)
         at += 16 * len(call.run_ids)
-    p = request_store.ClaimRequestKeys(
+    return request_store.ClaimRequestKeys(
         tenant_id,
         keys=[c.request.key for c in new if c.request],
         kinds=[c.request.kind for c in new if c.request],
@@ -143,9 +153,20 @@ async def claim(
         satisfied=[c.satisfied for c in new],
         # Hex of every id, in one go (parsing 1,000 UUID objects would cost more).
         run_ids=bytes.fromhex("".join(i for c in new for i in c.run_ids).replace("-", "")),
+        keep_s=[c.request.keep_s for c in new if c.request],
     )
-    claimed = {str(r["request_key"]) for r in await request_store.claim_request_keys(tx, p)}
-    taken = [k for k in first if k not in claimed]
+
+
+async def claimed(
+    tx: Executor, tenant_id: int, calls: Sequence[Call], keys: set[str]
+) -> list[Answer | InvalidRequestError | None]:
+    """What :func:`claim` answers, given the keys its statement recorded (``keys``)."""
+    result: list[Answer | InvalidRequestError | None] = [None] * len(calls)
+    first: dict[str, int] = {}
+    for n, call in enumerate(calls):
+        if call.request is not None and call.request.key not in first:
+            first[call.request.key] = n
+    taken = [k for k in first if k not in keys]
     recorded_rows: dict[str, request_store.StoredRequest] = {}
     if taken:
         rows = await request_store.find_request_keys(

@@ -59,7 +59,7 @@ async def write_task_runs(tx: Executor, tenant_id: int, runs: list[NewTaskRun]) 
     dynamic = _dynamic_limits(tenant_id, runs)
     if dynamic.keys:
         await rate_limit_store.ensure_dynamic_rate_limits(tx, dynamic)
-    await task_store.insert_tasks(tx, params)
+    await task_store.insert_tasks.send(tx, params)
     return _gated(params)
 
 

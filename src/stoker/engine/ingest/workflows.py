@@ -50,18 +50,18 @@ from typing import Any, Protocol
 from stoker._core import envelope
 from stoker._core.cel import compile_expression
 from stoker._core.wire import TaskConfig, text_problem
-from stoker.db import Executor
+from stoker.db import Batch, Executor
 from stoker.db.store import children as child_store
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
+from stoker.db.store import requests as request_store
 from stoker.engine.definitions import Definitions, Resolved, Workflows
 from stoker.engine.durable.settled import Settled, resume
 from stoker.engine.durable.waits import (
     DurableWaits,
     EventMatch,
     SettledWait,
-    lock_event_keys,
     settled_entries,
 )
 from stoker.engine.durable.wake import Wakes
@@ -155,6 +155,9 @@ class Pushed:
 
     events: list[PushedEvent]
     satisfied: int
+    replayed: bool = False
+    """The push repeated an earlier one (its request key was recorded): these are the
+    earlier push's events, and nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,8 +510,6 @@ class WorkflowIngest:
         one entry point of events, whatever brings them (the SDK, REST, webhooks)."""
         if not events:
             return Pushed([], 0)
-        if (answer := await requests.recorded(self._db, tenant_id, request)) is not None:
-            return await self._replayed_push(tenant_id, answer)
         try:
             return await self._push_events(tenant_id, events, request)
         except requests.Replayed as replayed:
@@ -521,7 +522,9 @@ class WorkflowIngest:
         runs: dict[str, list[str]] = {}
         for r in rows:
             runs.setdefault(str(r["event_id"]), []).append(str(r["run_id"]))
-        return Pushed([PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied)
+        return Pushed(
+            [PushedEvent(i, runs.get(i, [])) for i in answer.run_ids], answer.satisfied, True
+        )
 
     async def _subscribers(
         self, tenant_id: int, keys: list[str]
@@ -550,21 +553,16 @@ class WorkflowIngest:
         matched: list[list[Subscriber]],
         known: Resolved | None,
         replay: int,
+        filters: list[event_store.FilterRow],
     ) -> list[list[str]]:
         """Writes the runs ``events`` start inside ``tx`` and records them as the events'
-        runs (``replay``: 0 at the push, n for the n-th replay); their ids per event."""
+        runs (``replay``: 0 at the push, n for the n-th replay); their ids per event.
+        ``filters``: :func:`_subscriber_filters`, read in ``tx``. The task runs and the
+        records are sent without waiting (in a pipelined transaction they travel with
+        what follows)."""
         started: list[list[str]] = [[] for _ in events]
         if known is None:
             return started
-        names = {(s.kind, s.name) for m in matched for s in m}
-        filters = await event_store.subscriber_filters(
-            tx,
-            event_store.SubscriberFilters(
-                tenant_id,
-                sorted(n for k, n in names if k == "task"),
-                sorted(n for k, n in names if k == "workflow"),
-            ),
-        )
         planned = plan_runs(
             [EventView(e.key, e.scope, e.payload, e.metadata) for e in events], matched, filters
         )
@@ -573,6 +571,7 @@ class WorkflowIngest:
         task_rows: list[NewTaskRun] = []
         wf_runs: list[_NewRun] = []
         record = event_store.InsertEventRuns(tenant_id, [], [], [], [], [], [], replay)
+        keyed: list[tuple[idempotency.IdemKey, str]] = []
         for p in planned:
             e = events[p.event]
             raw = json.dumps(e.payload if e.payload is not None else {}).encode()
@@ -582,6 +581,14 @@ class WorkflowIngest:
             if p.subscriber.kind == "task":
                 config = known.tasks[name]
                 policy = self._definitions.policy(tenant_id, name, config, raw, md)
+                try:
+                    key = idempotency.key_for(name, config, "", 0, raw, md)
+                except InvalidRequestError as exc:
+                    # The task's idempotency expression fails on this event: that run
+                    # fails with why, the event's other runs start.
+                    key, policy = None, replace(policy, error=exc.message)
+                if key is not None:
+                    keyed.append((key, str(run_id)))
                 item = TriggerInput(name, raw, md, e.priority)
                 task_rows.append(NewTaskRun(run_id, config, item, policy))
             else:
@@ -593,13 +600,26 @@ class WorkflowIngest:
             record.task_names.append(name if p.subscriber.kind == "task" else None)
             record.workflow_names.append(name if p.subscriber.kind == "workflow" else None)
             record.filter_ids.append(p.filter["external_id"] if p.filter else None)
+        if keyed:
+            # A task's idempotency expression applies as to a direct trigger: a run whose
+            # key names a live run is not made, and the event records that run instead.
+            decisions = await idempotency.resolve(tx, tenant_id, keyed)
+            existing = {
+                uuid.UUID(run): uuid.UUID(d.run_id)
+                for (_, run), d in zip(keyed, decisions, strict=True)
+                if d.deduplicated
+            }
+            if existing:
+                task_rows = [r for r in task_rows if r.external_id not in existing]
+                record = replace(record, run_ids=[existing.get(r, r) for r in record.run_ids])
+                started = [[str(existing.get(uuid.UUID(r), r)) for r in runs] for runs in started]
         if task_rows:
             out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
         if wf_runs:
             await self._insert_workflow_runs(
                 tx, out, tenant_id, wf_runs, known.workflows, known.tasks
             )
-        await event_store.insert_event_runs(tx, record)
+        await event_store.insert_event_runs.send(tx, record)
         return started
 
     async def replay_event(self, tenant_id: int, event_id: str) -> list[str]:
@@ -626,7 +646,12 @@ class WorkflowIngest:
         )
         replay = max((r["replay"] for r in previous), default=0) + 1
         async with self._signals.transaction(self._db) as (tx, out):
-            (started,) = await self._start_runs(tx, out, tenant_id, [event], matched, known, replay)
+            filters: list[event_store.FilterRow] = []
+            if (q := _subscriber_filters(tenant_id, matched, known)) is not None:
+                filters = await event_store.subscriber_filters(tx, q)
+            (started,) = await self._start_runs(
+                tx, out, tenant_id, [event], matched, known, replay, filters
+            )
         return started
 
     async def _push_events(
@@ -651,16 +676,30 @@ class WorkflowIngest:
             metadata.append(md)
         matched, known = await self._subscribers(tenant_id, [e.key for e in events])
         keys = sorted({e.key for e in events})
+        ids = [str(uuid.uuid4()) for _ in events]
+        call = requests.Call(request, ids)
         woken: dict[int, list[tuple[int, int]]] = {}
         settled: list[SettledWait] = []
-        async with self._signals.transaction(self._db) as (tx, out):
+        # Round trips: the transaction is pipelined. BEGIN, the key locks, the request key,
+        # the events, the subscribers' filters and the waits on the keys go in one batch;
+        # the runs, their records and the NOTIFY are sent without waiting and travel with
+        # COMMIT. Only matched waits (rare beside starts) cost round trips of their own.
+        async with self._signals.transaction(self._db, pipeline=True) as (tx, out):
+            batch = Batch()
             # The (tenant, key) locks durable waits' registration takes too: whichever
-            # commits second sees the other's rows.
-            await lock_event_keys(tx, tenant_id, keys)
-            stored = await event_store.insert_user_events(
-                tx,
+            # commits second sees the other's rows. Taken before anything else.
+            event_store.lock_event_keys.add(batch, event_store.LockEventKeys(tenant_id, keys))
+            claim_params = requests.claim_params(tenant_id, [call])
+            claim = (
+                request_store.claim_request_keys.add(batch, claim_params)
+                if claim_params is not None
+                else None
+            )
+            stored_q = event_store.insert_user_events.add(
+                batch,
                 event_store.InsertUserEvents(
                     tenant_id,
+                    [uuid.UUID(i) for i in ids],
                     [e.key for e in events],
                     [json.dumps(p) for p in payloads],
                     [json.dumps(m) for m in metadata],
@@ -670,6 +709,24 @@ class WorkflowIngest:
                     [e.body for e in events],
                 ),
             )
+            filters_params = _subscriber_filters(tenant_id, matched, known)
+            filters_q = (
+                event_store.subscriber_filters.add(batch, filters_params)
+                if filters_params is not None
+                else None
+            )
+            waits_q = condition_store.waits_for_events.add(
+                batch, condition_store.WaitsForEvents(tenant_id, keys)
+            )
+            await tx.run(batch)
+            if claim is not None:
+                recorded = {str(r["request_key"]) for r in claim.rows}
+                (answer,) = await requests.claimed(tx, tenant_id, [call], recorded)
+                if isinstance(answer, InvalidRequestError):
+                    raise answer
+                if answer is not None:
+                    raise requests.Replayed(answer)
+            stored = stored_q.rows
             started = await self._start_runs(
                 tx,
                 out,
@@ -690,10 +747,9 @@ class WorkflowIngest:
                 matched,
                 known,
                 0,
+                filters_q.rows if filters_q is not None else [],
             )
-            waits = await condition_store.waits_for_events(
-                tx, condition_store.WaitsForEvents(tenant_id, keys)
-            )
+            waits = waits_q.rows
             found, errors = _match(waits, events, payloads, metadata, stored)
             durable = [(w, i) for w, i in found if w["dag_id"] is None]
             satisfying = [(w, i) for w, i in found if w["dag_id"] is not None]
@@ -751,8 +807,10 @@ class WorkflowIngest:
                         ),
                     )
                     await self._dags.progress(tx, out, dag_ids)
-            ids = [str(r["external_id"]) for r in stored]
-            await requests.record(tx, tenant_id, requests.Call(request, ids, satisfied))
+            if request is not None and satisfied:
+                await request_store.set_request_satisfied.send(
+                    tx, request_store.SetRequestSatisfied(tenant_id, request.key, satisfied)
+                )
         if woken and self._wakes is not None:
             # Right after the commit that settled their waits, the workers get the settled
             # entries (or, when connected elsewhere, a hint to re-read).
@@ -760,6 +818,20 @@ class WorkflowIngest:
         return Pushed(
             [PushedEvent(i, r, n) for i, r, n in zip(ids, started, each, strict=True)], satisfied
         )
+
+
+def _subscriber_filters(
+    tenant_id: int, matched: list[list[Subscriber]], known: Resolved | None
+) -> event_store.SubscriberFilters | None:
+    """The read of the filters of the subscribers events matched (None: no subscriber)."""
+    if known is None:
+        return None
+    names = {(s.kind, s.name) for m in matched for s in m}
+    return event_store.SubscriberFilters(
+        tenant_id,
+        sorted(n for k, n in names if k == "task"),
+        sorted(n for k, n in names if k == "workflow"),
+    )
 
 
 def _event_ids(ids: list[str]) -> list[uuid.UUID]:

@@ -30,6 +30,7 @@ class WebhookService(Servicer):
                 _auth(request.auth) if request.HasField("auth") else None,
                 request.event_key_expression or None,
                 request.scope_expression or None,
+                request.dedup_expression if request.HasField("dedup_expression") else None,
             ),
         )
         return info(row)
@@ -58,6 +59,7 @@ class WebhookService(Servicer):
                 _auth(request.auth) if request.HasField("auth") else None,
                 request.event_key_expression if request.HasField("event_key_expression") else None,
                 request.scope_expression if request.HasField("scope_expression") else None,
+                request.dedup_expression if request.HasField("dedup_expression") else None,
             ),
         )
         return info(row)
@@ -97,6 +99,7 @@ def info(r: WebhookRow) -> hpb.WebhookInfo:
         ),
         event_key_expression=r["event_key_expression"],
         scope_expression=r["scope_expression"] or "",
+        dedup_expression=r["dedup_expression"] or "",
         path=webhook_path(r["tenant_external_id"], r["name"]),
         created_at_ms=_ms(r["created_at"]),
         updated_at_ms=_ms(r["updated_at"]),

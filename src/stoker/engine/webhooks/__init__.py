@@ -15,6 +15,7 @@ re-encrypts those sealed by an old key under the current one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -29,10 +30,15 @@ from stoker._core.wire import json_problem, text_problem
 from stoker.db import Executor
 from stoker.db.store import NoParams
 from stoker.db.store import webhooks as store
+from stoker.engine.ingest.requests import RequestKey
 from stoker.engine.ingest.workflows import EventInput, WorkflowIngest
 from stoker.engine.webhooks.secrets import SecretBox
 from stoker.engine.webhooks.verify import AuthSpec, verify
-from stoker.errors import InvalidRequestError, NotFoundError
+from stoker.errors import (
+    InvalidRequestError,
+    UnknownWebhookError,
+    WebhookBodyError,
+)
 
 log = logging.getLogger("stoker.engine.webhooks")
 
@@ -40,15 +46,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 WEBHOOK_METADATA = "stoker_webhook"
 """The additional-metadata key that names the webhook an event came through."""
 
+DEDUP_PRESETS = {
+    "STRIPE": "has(input.id) ? input.id : null",
+    "GITHUB": "'x-github-delivery' in headers ? headers['x-github-delivery'] : null",
+}
+"""The dedup expression a webhook of these auth kinds gets when none is given: Stripe's
+event id (the same on every retry of an event), GitHub's delivery id (the same on a
+redelivery); a request without one is not deduplicated."""
 
-class WebhookBodyError(InvalidRequestError):
-    """The request body is not what the webhook takes (a JSON document)."""
+DEDUP_WINDOW_S = 4 * 86_400
+"""How long a delivery is remembered: past the 3 days Stripe retries an event and GitHub
+offers a delivery for redelivery."""
 
-    http_status = 400
-
-
-class UnknownWebhookError(NotFoundError):
-    """No webhook of that name at this URL."""
+_DEDUP_KIND = "webhook"
+_DEDUP_FINGERPRINT = hashlib.sha256(b"webhook delivery").digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,10 @@ class WebhookSpec:
     event_key_expression: str | None = None
     scope_expression: str | None = None
     """On update, an empty string removes the scope expression."""
+    dedup_expression: str | None = None
+    """CEL naming a request's delivery. On create, None takes the auth's preset
+    (:data:`DEDUP_PRESETS`; none for the others) and an empty string none; on update, None
+    keeps it and an empty string removes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,9 @@ class Received:
     run_ids: list[str] = field(default_factory=list)
     """The runs the event started (tasks and workflows subscribed with ``on_events``)."""
     challenge: str | None = None
+    duplicate: bool = False
+    """The delivery was received before (the webhook's dedup expression named it): the
+    event is the first delivery's, and nothing was stored."""
 
 
 def check_name(name: str) -> str:
@@ -130,6 +148,10 @@ class Webhooks:
             if spec.scope_expression
             else None
         )
+        dedup = spec.dedup_expression
+        if dedup is None:
+            dedup = DEDUP_PRESETS.get(auth.kind)
+        dedup_expr = _check_expression(dedup, "dedup_expression") if dedup else None
         external_id = uuid.uuid4()
         row = await store.insert_webhook(
             self._db,
@@ -142,6 +164,7 @@ class Webhooks:
                 self._box.seal(auth.secret, external_id),
                 key_expr,
                 scope_expr,
+                dedup_expr,
             ),
         )
         if row is None:
@@ -181,12 +204,20 @@ class Webhooks:
                 if spec.scope_expression
                 else None
             )
+        dedup_expr = current["dedup_expression"]
+        if spec.dedup_expression is not None:
+            dedup_expr = (
+                _check_expression(spec.dedup_expression, "dedup_expression")
+                if spec.dedup_expression
+                else None
+            )
         row = await store.update_webhook(
             self._db,
             store.UpdateWebhook(
-                tenant_id, name, kind, json.dumps(options), secret, key_expr, scope_expr
+                tenant_id, name, kind, json.dumps(options), secret, key_expr, scope_expr,
+                dedup_expr,
             ),
-        )
+        )  # fmt: skip
         if row is None:
             raise UnknownWebhookError(f"no webhook named {name!r}")
         return row
@@ -264,6 +295,16 @@ class Webhooks:
                     f"{value!r} for this body, not a string"
                 )
             scope = value or None
+        delivery: RequestKey | None = None
+        if row["dedup_expression"]:
+            value = _evaluate(row["dedup_expression"], context, name, "dedup_expression")
+            if value is not None and not isinstance(value, str | int):
+                raise WebhookBodyError(
+                    f"webhook {name!r}: dedup_expression {row['dedup_expression']!r} gave "
+                    f"{value!r} for this body, not a string"
+                )
+            if value is not None and value != "":
+                delivery = _delivery_key(row["external_id"], str(value))
         event = EventInput(
             key,
             body,
@@ -272,9 +313,22 @@ class Webhooks:
             webhook_id=row["id"],
             body=body,
         )
-        pushed = await self._ingest.push_events(row["tenant_id"], [event])
+        pushed = await self._ingest.push_events(row["tenant_id"], [event], delivery)
         (stored,) = pushed.events
-        return Received(stored.event_id, key, scope, pushed.satisfied, stored.run_ids)
+        return Received(
+            stored.event_id, key, scope, pushed.satisfied, stored.run_ids,
+            duplicate=pushed.replayed,
+        )  # fmt: skip
+
+
+def _delivery_key(webhook: uuid.UUID, delivery: str) -> RequestKey:
+    """The request key a delivery is recorded under: per webhook, kept for the dedup window,
+    with one fingerprint for every body (a delivery repeated with another body is still the
+    same delivery, answered with its first event)."""
+    digest = hashlib.sha256(delivery.encode()).hexdigest()
+    return RequestKey(
+        f"webhook:{webhook}:{digest}", _DEDUP_KIND, _DEDUP_FINGERPRINT, DEDUP_WINDOW_S
+    )
 
 
 def _evaluate(expression: str, context: dict[str, Any], name: str, what: str) -> Any:
@@ -288,6 +342,8 @@ def _evaluate(expression: str, context: dict[str, Any], name: str, what: str) ->
 
 
 __all__ = [
+    "DEDUP_PRESETS",
+    "DEDUP_WINDOW_S",
     "WEBHOOK_METADATA",
     "Received",
     "UnknownWebhookError",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stoker.errors import InvalidRequestError, StokerError
+from stoker.errors import InvalidRequestError, WebhookForbidden, WebhookUnauthorized
 
 KINDS = ("HMAC", "STRIPE", "GITHUB", "SLACK", "BASIC", "API_KEY")
 ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
@@ -34,20 +34,6 @@ DEFAULT_TOLERANCE_S = 300
 MAX_TOLERANCE_S = 86_400
 SLACK_TIMESTAMP = "X-Slack-Request-Timestamp"
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-
-
-class WebhookUnauthorized(StokerError):
-    """The request carries no credential for this webhook."""
-
-    grpc_code = "UNAUTHENTICATED"
-    http_status = 401
-
-
-class WebhookForbidden(StokerError):
-    """The request's signature or credential is wrong for this webhook."""
-
-    grpc_code = "PERMISSION_DENIED"
-    http_status = 403
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,9 @@ class Webhook(BaseModel):
     auth: WebhookAuthOut
     event_key_expression: str
     scope_expression: str | None
+    dedup_expression: str | None = Field(
+        description="CEL naming a request's delivery; a delivery seen again is not stored"
+    )
     path: str = Field(description="Where it receives POSTs on this port")
     created_at: datetime
     updated_at: datetime
@@ -105,16 +108,23 @@ class CreateWebhook(BaseModel):
     auth: WebhookAuthIn
     event_key_expression: str
     scope_expression: str | None = None
+    dedup_expression: str | None = Field(
+        default=None,
+        description="CEL naming a request's delivery (absent: the auth's preset, Stripe's "
+        "input.id or GitHub's headers['x-github-delivery']; \"\" or null: none)",
+    )
 
 
 class UpdateWebhook(BaseModel):
-    """What to change (absent: unchanged; scope_expression "" or null removes it)."""
+    """What to change (absent: unchanged; scope_expression or dedup_expression "" or null
+    removes it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     auth: WebhookAuthIn | None = None
     event_key_expression: str | None = None
     scope_expression: str | None = None
+    dedup_expression: str | None = None
 
 
 class ReceivedEvent(BaseModel):
@@ -125,6 +135,10 @@ class ReceivedEvent(BaseModel):
     scope: str | None
     satisfied: int = Field(description="How many waiting conditions it satisfied")
     run_ids: list[uuid.UUID] = Field(description="The runs it started (on_events)")
+    duplicate: bool = Field(
+        default=False,
+        description="The delivery was received before: the first delivery's event, nothing stored",
+    )
 
 
 def _model(r: WebhookRow) -> Webhook:
@@ -134,10 +148,19 @@ def _model(r: WebhookRow) -> Webhook:
         auth=WebhookAuthOut(kind=r["auth_kind"], **r["auth_options"]),
         event_key_expression=r["event_key_expression"],
         scope_expression=r["scope_expression"],
+        dedup_expression=r["dedup_expression"],
         path=webhook_path(r["tenant_external_id"], r["name"]),
         created_at=r["created_at"],
         updated_at=r["updated_at"],
     )
+
+
+def _dedup(body: BaseModel, given: str | None) -> str | None:
+    """A request's dedup_expression for the spec: absent None (the preset on create,
+    unchanged on update), null or "" an empty string (none)."""
+    if "dedup_expression" not in body.model_fields_set:
+        return None
+    return given or ""
 
 
 def _webhooks(state: ApiState) -> Webhooks:
@@ -152,7 +175,12 @@ async def create_webhook(body: CreateWebhook, who: Auth, state: StateDep) -> Web
     row = await _webhooks(state).create(
         who.tenant_id,
         body.name,
-        WebhookSpec(body.auth.spec(), body.event_key_expression, body.scope_expression),
+        WebhookSpec(
+            body.auth.spec(),
+            body.event_key_expression,
+            body.scope_expression,
+            _dedup(body, body.dedup_expression),
+        ),
     )
     return _model(row)
 
@@ -178,7 +206,12 @@ async def update_webhook(name: str, body: UpdateWebhook, who: Auth, state: State
     row = await _webhooks(state).update(
         who.tenant_id,
         name,
-        WebhookSpec(body.auth.spec() if body.auth else None, body.event_key_expression, scope),
+        WebhookSpec(
+            body.auth.spec() if body.auth else None,
+            body.event_key_expression,
+            scope,
+            _dedup(body, body.dedup_expression),
+        ),
     )
     return _model(row)
 
@@ -221,5 +254,6 @@ async def receive_webhook(tenant: str, name: str, request: Request) -> JSONRespo
         scope=received.scope,
         satisfied=received.satisfied,
         run_ids=[uuid.UUID(r) for r in received.run_ids],
+        duplicate=received.duplicate,
     )
     return JSONResponse(event.model_dump(mode="json"), status_code=202)
