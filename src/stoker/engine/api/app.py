@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI
 from stoker.db import Executor
 from stoker.engine.api.deps import ApiState, storable_query
 from stoker.engine.api.errors import add_error_handlers
+from stoker.engine.api.metrics import api as metrics_api
 from stoker.engine.api.metrics import router as metrics
 from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
@@ -27,6 +28,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.crons import CronAdmin
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.metrics.gauges import Gauges
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ def create_app(
     crons: CronAdmin | None = None,
     events: EventAdmin | None = None,
     webhooks: Webhooks | None = None,
+    metrics_cache_s: float = 1.0,
+    metrics_max_series: int = 20_000,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -93,7 +97,9 @@ def create_app(
     creates reach the leader through ``stoker_schedules``.
     one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
     operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
-    webhooks (without it, ``/webhooks/...`` answers 503).
+    webhooks (without it, ``/webhooks/...`` answers 503). ``metrics_cache_s``: how long a
+    scrape reuses the state metrics read from Postgres; ``metrics_max_series``: the bound on
+    (tenant, task) pairs they report (docs/metrics.md).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
     """
@@ -114,13 +120,24 @@ def create_app(
             max_payload_bytes=max_body_bytes,
             on_changed=lambda: None,
         )
+    gauges = Gauges(db, cache_s=metrics_cache_s, max_series=metrics_max_series)
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events, webhooks
+        db,
+        auth,
+        served or ServedTasks(db),
+        engine_id,
+        schedules,
+        ops,
+        crons,
+        events,
+        webhooks,
+        gauges=gauges,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)
     _serve_docs(app)
+    app.include_router(metrics_api)
     app.include_router(metrics)
     add_error_handlers(app)
     app.add_middleware(StorableBodies)

@@ -17,6 +17,7 @@ from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.crons import CronAdmin
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.metrics.gauges import Gauges
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class ApiState:
     """Events and filters (the engine's; None for an API without an engine)."""
     webhooks: Webhooks | None = None
     """Incoming webhooks (the engine's; None for an API without an engine)."""
+    gauges: Gauges | None = None
+    """The state metrics read from Postgres (/metrics, task stats); create_app sets it."""
 
 
 def api_state(request: Request) -> ApiState:
