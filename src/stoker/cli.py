@@ -665,6 +665,17 @@ def worker(
         float,
         typer.Option(help="Seconds running tasks get to finish on stop before being handed back."),
     ] = 30.0,
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz, /readyz and /metrics (the worker's own) on this port."),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option(help="The address the health endpoint listens on.")
+    ] = "0.0.0.0",
+    max_loop_block: Annotated[
+        float,
+        typer.Option(help="Seconds the event loop may be blocked before /healthz says 503."),
+    ] = 5.0,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
@@ -674,7 +685,14 @@ def worker(
     labels = _run(lambda: _labels(label or []))
     runner = _run(
         lambda: stoker_app.worker(
-            name, slots=slots, durable_slots=durable_slots, labels=labels, grace=grace
+            name,
+            slots=slots,
+            durable_slots=durable_slots,
+            labels=labels,
+            grace=grace,
+            health_port=health_port,
+            health_host=health_host,
+            max_loop_block_s=max_loop_block,
         )
     )
     _run(runner.start)

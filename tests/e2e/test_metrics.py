@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stoker import Stoker, TaskRunError
 from tests.apps import basic
 from tests.apps.basic import Flaky, Greet, Sleep
-from tests.harness import EngineProcess, Tenant, wait_until
+from tests.harness import EngineProcess, Tenant, WorkerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -168,3 +168,54 @@ def test_tenant_metrics_need_the_tenants_token(engine: EngineProcess, tenant_fac
         for s in family.samples:
             assert s.labels["tenant"] == str(b.tenant_id)
     assert samples(tenant_view(a), b.tenant_id) == {}
+
+
+def test_worker_health_port_reports_a_blocked_loop(
+    engine: EngineProcess, tenant: Tenant, tmp_path: Any
+) -> None:
+    port = free_port()
+    worker = WorkerProcess(
+        "tests.apps.basic:app",
+        tenant,
+        engine.db_url,
+        tmp_path,
+        "health",
+        slots=2,
+        extra_args=["--health-port", str(port), "--max-loop-block", "0.5"],
+    )
+    app = client(tenant)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        worker.start()
+        wait_until(
+            lambda: httpx.get(base + "/readyz", timeout=2).status_code == 200,
+            what="the worker to report ready",
+        )
+        healthy = httpx.get(base + "/healthz", timeout=2)
+        assert healthy.status_code == 200 and healthy.json()["status"] == "ok"
+        app.tasks["greet"].run_no_wait(Greet(name="h")).result(timeout=30)
+        # A task that blocks the worker's loop for 3 s: the endpoint, on its own thread,
+        # answers meanwhile and says so.
+        ref = app.tasks["blocks_loop"].run_no_wait(Sleep(seconds=3))
+
+        def blocked() -> dict[str, Any] | None:
+            resp = httpx.get(base + "/healthz", timeout=2)
+            return dict(resp.json()) if resp.status_code == 503 else None
+
+        body = wait_until(blocked, 20, "/healthz to report the blocked loop")
+        assert body["status"] == "blocked" and body["loop_lag_s"] > 0.5
+        ref.result(timeout=30)
+        wait_until(
+            lambda: httpx.get(base + "/healthz", timeout=2).status_code == 200,
+            what="/healthz to recover once the loop turns again",
+        )
+        got = samples(httpx.get(base + "/metrics", timeout=2).text)
+        assert got[("stoker_worker_attempts_started_total", "greet")] == 1
+        assert got[("stoker_worker_attempts_finished_total", "greet")] == 1
+        assert got[("stoker_worker_attempts_finished_total", "blocks_loop")] == 1
+        assert got[("stoker_worker_slots", "")] == 2
+        assert got[("stoker_worker_connected", "")] == 1
+        assert httpx.get(base + "/nope", timeout=2).status_code == 404
+    finally:
+        app.close()
+        worker.kill()

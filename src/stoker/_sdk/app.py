@@ -371,6 +371,9 @@ class Stoker:
         labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
         grace: float = 30.0,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        max_loop_block_s: float = 5.0,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -380,6 +383,11 @@ class Stoker:
         tasks' ``desired_worker_labels``. ``name`` defaults to :func:`default_worker_name`.
         On stop, running tasks get ``grace`` seconds to finish; what still runs then is
         handed back to the engine to run elsewhere.
+
+        ``health_port``: serve ``/healthz`` (503 once the event loop has been blocked for
+        ``max_loop_block_s``), ``/readyz`` (connected to the engine) and ``/metrics`` (the
+        worker's own, Prometheus text) on ``health_host:health_port`` (README "Metrics and
+        tracing"); 0 picks a free port (``worker.health.port``).
         """
         from stoker._sdk.worker import Worker
 
@@ -391,6 +399,9 @@ class Stoker:
             labels=labels,
             tasks=_expand(tasks) if tasks is not None else None,
             grace=grace,
+            health_port=health_port,
+            health_host=health_host,
+            max_loop_block_s=max_loop_block_s,
         )
 
     # -- talking to the engine ----------------------------------------------------------

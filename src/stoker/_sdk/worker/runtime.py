@@ -39,6 +39,7 @@ from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
+from stoker._sdk.worker.health import WorkerStats
 from stoker._sdk.worker.session import Outbox
 from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
@@ -98,6 +99,8 @@ class Runtime:
         self._threads_lock = threading.Lock()
         self._warned_parents = False
         self.evictor = Evictor(self, durable_slots)
+        self.stats = WorkerStats()
+        """Attempts started and finished, for the health endpoint's metrics."""
         """Evicts blocked durable attempts (run by the worker beside the session)."""
 
     def shutdown(self) -> None:
@@ -216,6 +219,7 @@ class Runtime:
         outbox.put(
             pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=now_ms())
         )
+        self.stats.start(a.task_name)
         attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
 
     def _durable_log(self, task_id: int, attempt_no: int) -> DurableLog | None:
@@ -434,6 +438,8 @@ class Runtime:
         if attempt.reported:
             return
         attempt.reported = True
+        outcome = "completed" if event.kind == pb.COMPLETED else "failed"
+        self.stats.finish(attempt.task.name, outcome)
         if self.running.get(attempt.assignment.task_id) is attempt:
             del self.running[attempt.assignment.task_id]
         self.outbox.put(event)
