@@ -54,6 +54,7 @@ def registry() -> dict[str, Scenario]:
         durable_events,
         events,
         idle,
+        metrics,
         policy,
         schedules,
         soak,

@@ -61,6 +61,18 @@ class Gauges:
     connected: bool
 
 
+METRIC_NAMES = [
+    "stoker_worker_attempts_started_total",
+    "stoker_worker_attempts_finished_total",
+    "stoker_worker_slots",
+    "stoker_worker_attempts_running",
+    "stoker_worker_sync_threads_busy",
+    "stoker_worker_connected",
+    "stoker_worker_event_loop_lag_seconds",
+]
+"""Every metric a worker's ``/metrics`` writes (the dashboard test checks names against it)."""
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 

@@ -14,14 +14,14 @@ and oldest age per task; see docs/metrics.md for a ScaledObject.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, Field
 
+from stoker.engine import metrics as task_metrics
 from stoker.engine.api.deps import ApiState, Auth, StateDep
 from stoker.engine.api.errors import ERROR_RESPONSES
 from stoker.engine.metrics.gauges import Gauges, Snapshot, TaskStat
@@ -39,23 +39,11 @@ def _gauges(state: ApiState) -> Gauges:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: StateDep) -> Response:
     """Every metric of this engine process, and the queue's state from Postgres."""
-    text = generate_latest(REGISTRY) + (await _gauges(state).render()).encode()
+    state_text = await _gauges(state).render()
+    # Formatting is off the event loop: with 10,000 task names it is tens of milliseconds.
+    events = await asyncio.to_thread(task_metrics.render)
+    text = generate_latest(REGISTRY) + events.encode() + state_text.encode()
     return Response(text, media_type=CONTENT_TYPE_LATEST)
-
-
-class _TenantOnly:
-    """The process's registry seen through one tenant: only series labelled with it."""
-
-    def __init__(self, tenant_id: int) -> None:
-        self._tenant = str(tenant_id)
-
-    def collect(self) -> Iterator[Metric]:
-        for family in REGISTRY.collect():
-            samples = [s for s in family.samples if s.labels.get("tenant") == self._tenant]
-            if samples:
-                kept = Metric(family.name, family.documentation, family.type, family.unit)
-                kept.samples = samples
-                yield kept
 
 
 @api.get(
@@ -67,8 +55,9 @@ async def tenant_metrics(who: Auth, state: StateDep) -> Response:
     """The caller's tenant's metrics in the Prometheus text format: its run counters and
     histograms (of the replica answering) and its queue depth, running attempts and workers
     (from Postgres). Scrape it with the tenant's token as a bearer token."""
-    own = generate_latest(_TenantOnly(who.tenant_id))
-    text = own + (await _gauges(state).render(who.tenant_id)).encode()
+    state_text = await _gauges(state).render(who.tenant_id)
+    events = await asyncio.to_thread(task_metrics.render, who.tenant_id)
+    text = (events + state_text).encode()
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
