@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stoker._sdk.worker.health import METRIC_NAMES as WORKER_METRICS
 from stoker._sdk.worker.health import WorkerStats
 from stoker.engine import metrics
-from stoker.engine.metrics.gauges import GAUGE_NAMES, Snapshot, TaskStat, WorkerStat, render
+from stoker.engine.metrics.gauges import GAUGE_NAMES
 from tests.harness import REPO
 
 DOCS = REPO / "docs"
@@ -60,34 +60,6 @@ def test_the_alert_rules_are_valid_and_name_existing_metrics() -> None:
     names = used([r["expr"] for r in alerts])
     assert names <= exported(), f"unknown metrics: {sorted(names - exported())}"
     assert {"stoker_queue_oldest_age_seconds", "stoker_runs_failed_total"} <= names
-
-
-def test_gauges_render_in_the_text_format_with_escaped_labels() -> None:
-    snap = Snapshot(
-        0.0,
-        [TaskStat(1, 'odd "name"\\x', ready=3, oldest_s=1.5), TaskStat(2, "b", running=2)],
-        [WorkerStat(1, workers=2, slots=10, used=4)],
-    )
-    families = {f.name: f for f in text_string_to_metric_families(render(snap))}
-    depth = {s.labels["task"]: s.value for s in families["stoker_queue_depth"].samples}
-    assert depth == {'odd "name"\\x': 3, "b": 0}
-    # Running is written only where not zero.
-    running = {s.labels["task"]: s.value for s in families["stoker_attempts_running"].samples}
-    assert running == {"b": 2}
-    free = families["stoker_worker_slots_free"].samples
-    assert [(s.labels, s.value) for s in free] == [({"tenant": "1"}, 6)]
-
-
-def test_gauges_past_the_series_bound_are_summed_under_other() -> None:
-    tasks = [TaskStat(1, f"t{i}", ready=1, oldest_s=float(i)) for i in range(5)]
-    text = render(Snapshot(0.0, tasks, []), max_series=3)
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    depth = {s.labels["task"]: s.value for s in families["stoker_queue_depth"].samples}
-    assert depth == {"t0": 1, "t1": 1, "t2": 1, metrics.OTHER: 2}
-    oldest = {
-        s.labels["task"]: s.value for s in families["stoker_queue_oldest_age_seconds"].samples
-    }
-    assert oldest[metrics.OTHER] == 4.0
 
 
 def test_counter_labels_are_bounded() -> None:

@@ -179,6 +179,7 @@ class Worker:
             max_payload_bytes=self.app.max_payload_bytes,
             outbox=outbox,
             changed=life.changed,
+            calls=self.app.connection.calls,
         )
         session = Session(
             identity=Identity(

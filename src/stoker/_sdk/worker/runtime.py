@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.calls import Interceptor
 from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
@@ -81,8 +82,11 @@ class Runtime:
         max_payload_bytes: int,
         outbox: Outbox,
         changed: asyncio.Event,
+        calls: Interceptor | None = None,
     ) -> None:
         self.name = name
+        self.calls = calls
+        """The app's interceptor chain, through which each attempt runs (tracing)."""
         self.worker_id = worker_id
         self.tasks = tasks
         self.slots = slots
@@ -290,7 +294,10 @@ class Runtime:
             try:
                 if isinstance(ctx, DurableContext):
                     await ctx.log.open()
-                result = await self._call(attempt, value)
+                if self.calls is not None:
+                    result = await self.calls.aio_execute(ctx, lambda: self._call(attempt, value))
+                else:
+                    result = await self._call(attempt, value)
                 if isinstance(ctx, DurableContext):
                     await ctx.log.drain()
                 if isinstance(ctx, DurableContext) and ctx.log.diverged is not None:

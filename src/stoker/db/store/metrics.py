@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
-from stoker.db.store import Many
+from stoker.db.store import Many, One
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +42,26 @@ class WorkerGauges(TypedDict):
 
 
 metric_worker_gauges = Many[MetricGauges, WorkerGauges]("metric_worker_gauges")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricExposition:
+    tenant_id: int | None
+    max_series: int
+
+
+class Exposition(TypedDict):
+    """Each state metric's sample lines in the text format (None: no sample)."""
+
+    stoker_queue_depth: str | None
+    stoker_queue_delayed: str | None
+    stoker_queue_oldest_age_seconds: str | None
+    stoker_attempts_running: str | None
+    stoker_concurrency_waiting: str | None
+    stoker_workers_connected: str | None
+    stoker_worker_slots: str | None
+    stoker_worker_slots_used: str | None
+    stoker_worker_slots_free: str | None
+
+
+metric_exposition = One[MetricExposition, Exposition]("metric_exposition")
