@@ -59,6 +59,7 @@ def registry() -> dict[str, Scenario]:
         schedules,
         soak,
         steady,
+        tracing,
         tx_enqueue,
         workflows,
     )

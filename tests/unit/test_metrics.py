@@ -129,3 +129,22 @@ def test_worker_stats_count_per_task_and_outcome() -> None:
     stats.finish("a", "failed")
     assert stats.started == {"a": 2}
     assert stats.finished == {("a", "completed"): 1, ("a", "failed"): 1}
+
+
+def test_engine_spans_go_to_the_global_provider_once_one_is_set() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from stoker.engine import tracing
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace.set_tracer_provider(provider)  # the engine's tracer was made before: it follows
+    with tracing.span("stoker.scheduler.round", tenant_id=7):
+        pass
+    (span,) = memory.get_finished_spans()
+    assert span.name == "stoker.scheduler.round"
+    assert dict(span.attributes or {}) == {"stoker.tenant_id": 7}

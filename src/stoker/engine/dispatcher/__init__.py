@@ -79,7 +79,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, int_array
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults, metrics, notify
+from stoker.engine import faults, metrics, notify, tracing
 from stoker.engine.attempts import AttemptEnd, Attempts, Completion
 from stoker.engine.dispatcher.conns import Held, WorkerConn, parse_labels
 from stoker.engine.service import LoopService
@@ -568,7 +568,10 @@ class Dispatcher(LoopService):
         refused = 0
         try:
             if events:
-                with metrics.FLUSH.time():
+                with (
+                    metrics.FLUSH.time(),
+                    tracing.span("stoker.dispatch.flush", events=len(events)),
+                ):
                     done = await self._store(events, progress=True)
         except Exception as exc:
             if faults.transient(exc):

@@ -60,7 +60,7 @@ from stoker.db import Executor, NoParams
 from stoker.db.store import idempotency as idempotency_store
 from stoker.db.store import queue as queue_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults, metrics
+from stoker.engine import faults, metrics, tracing
 from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import idempotency, requests
 from stoker.engine.ingest.idempotency import IdemKey
@@ -311,7 +311,10 @@ class Ingest(LoopService):
             # fail, the callers are split apart so that only that caller gets the error
             # (faults.isolate). An outage fails the callers not yet written as
             # unavailable: nothing of theirs was stored, so their retry is safe.
-            with metrics.INGEST_BATCH.time():
+            with (
+                metrics.INGEST_BATCH.time(),
+                tracing.span("stoker.ingest.batch", tenant_id=tenant_id, calls=len(group)),
+            ):
                 result = await faults.isolate(
                     group,
                     functools.partial(self._write, tenant_id),

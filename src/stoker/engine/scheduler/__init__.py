@@ -26,7 +26,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, NoParams, int_array
 from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
-from stoker.engine import metrics
+from stoker.engine import metrics, tracing
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
@@ -143,7 +143,10 @@ class Scheduler(LoopService):
                 again = True
                 continue
             for tenant_id, conns in self._dispatcher.conns_with_free_slots().items():
-                with metrics.SCHEDULER_ROUND.time():
+                with (
+                    metrics.SCHEDULER_ROUND.time(),
+                    tracing.span("stoker.scheduler.round", tenant_id=tenant_id),
+                ):
                     again |= await self.schedule_tenant(tenant_id, conns)
             self.rounds += 1
 
@@ -204,7 +207,8 @@ class Scheduler(LoopService):
                     for item, conn, _ in decided.chosen:
                         conn.unhold(item["task_id"], item["attempt"])
                     raise
-        await self._push(rows, decided)
+        with tracing.span("stoker.dispatch", tenant_id=tenant_id, assignments=len(rows)):
+            await self._push(rows, decided)
         metrics.assigned(tenant_id, (r["task_name"] for r in rows))
         self._deletes += len(rows)
         self._maybe_vacuum()
