@@ -18,8 +18,8 @@ counted under ``task="_other"`` (:func:`task_labels`).
 Why not ``prometheus_client``'s labelled metrics for the per-task series: its exposition
 costs ~15 µs a sample, so 10,000 task names (each with a ``_created`` sample besides)
 took over half a second to scrape. The per-task instruments here are plain dicts rendered
-by :func:`render` with each (tenant, task) label text built once — a few hundred
-nanoseconds a line. The engine's own unlabelled histograms (scheduler rounds, flushes,
+by :func:`render` with each (tenant, task) label text built once — about a microsecond
+a line. The engine's own unlabelled histograms (scheduler rounds, flushes,
 ingest batches) stay ``prometheus_client`` metrics in its default registry.
 
 Every recording function takes rows as the store returns them, so the callers (ingest,
