@@ -53,6 +53,7 @@ SIZE_FLAGS = {
     "event_pushes": int,
     "bulk_events": int,
     "dashboard_runs": int,
+    "scrape_tasks": int,
 }
 
 

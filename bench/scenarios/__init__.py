@@ -55,11 +55,13 @@ def registry() -> dict[str, Scenario]:
         durable_events,
         events,
         idle,
+        metrics,
         observe,
         policy,
         schedules,
         soak,
         steady,
+        tracing,
         tx_enqueue,
         workflows,
     )

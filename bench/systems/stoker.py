@@ -64,6 +64,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
 WORKER_LABELS: dict[str, str | int] = {"zone": "a", "tier": 2}
 
 
+def traced_app(**options: Any) -> Stoker:
+    """An app whose calls and attempts are traced (``stoker.otel.Tracing``): spans made and
+    ended by the OpenTelemetry SDK, batched, and dropped by the exporter, so what is
+    measured is the cost of tracing in the process, not of a collector."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from stoker.otel import Tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return Stoker(interceptors=[Tracing.using(provider)], **options)
+
+
 def declare(app: Stoker) -> Stoker:
     """Puts the benchmark's no-op task, and its policy variants, on ``app``."""
 
@@ -91,6 +109,10 @@ class StokerSystem(System):
         self._client: Stoker | None = None
         self.variant = "noop"
         """The task ``enqueue_bulk`` enqueues (see VARIANTS)."""
+        self.tracing = False
+        """Enqueue and run with ``stoker.otel.Tracing``, spans recorded by the OpenTelemetry
+        SDK and handed to an exporter that drops them (the ``tracing`` scenario)."""
+        self._traced: Stoker | None = None
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -161,6 +183,9 @@ class StokerSystem(System):
 
     async def teardown(self) -> None:
         await self.stop_workers()
+        if self._traced is not None:
+            self._traced.close()
+            self._traced = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -170,7 +195,12 @@ class StokerSystem(System):
         await super().teardown()
 
     async def enqueue_bulk(self, seqs: Sequence[int]) -> None:
-        task = self.client.tasks[self.variant]
+        app = self.client
+        if self.tracing:
+            if self._traced is None:
+                self._traced = declare(traced_app(address=self.address, token=self.token))
+            app = self._traced
+        task = app.tasks[self.variant]
         for i in range(0, len(seqs), BULK_CHUNK):
             await task.aio_run_many([Noop(seq=s) for s in seqs[i : i + BULK_CHUNK]])
 
@@ -185,6 +215,7 @@ class StokerSystem(System):
             "STOKER_ADDRESS": self.address,
             "STOKER_TOKEN": self.token,
             "BENCH_SLOTS": str(self.concurrency),
+            "BENCH_TRACING": "1" if self.tracing else "",
         }
 
     def server_pids(self) -> list[int]:
@@ -207,7 +238,7 @@ class StokerSystem(System):
 
 def _work(name: str) -> None:
     """A worker process: the SDK's worker with BENCH_SLOTS slots, until SIGTERM."""
-    app = declare(Stoker())
+    app = declare(traced_app() if os.environ.get("BENCH_TRACING") else Stoker())
     slots = int(os.environ.get("BENCH_SLOTS", "100"))
     app.worker(name, slots=slots, labels=WORKER_LABELS).start()
 

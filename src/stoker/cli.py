@@ -684,6 +684,17 @@ def worker(
     log_line_max_bytes: Annotated[
         int, typer.Option(help="Bytes one log line keeps (then it is truncated).")
     ] = 16384,
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /healthz, /readyz and /metrics (the worker's own) on this port."),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option(help="The address the health endpoint listens on.")
+    ] = "0.0.0.0",
+    max_loop_block: Annotated[
+        float,
+        typer.Option(help="Seconds the event loop may be blocked before /healthz says 503."),
+    ] = 5.0,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
@@ -701,6 +712,9 @@ def worker(
             log_max_lines=log_max_lines,
             log_max_bytes=log_max_bytes,
             log_line_max_bytes=log_line_max_bytes,
+            health_port=health_port,
+            health_host=health_host,
+            max_loop_block_s=max_loop_block,
         )
     )
     _run(runner.start)

@@ -121,6 +121,11 @@ class EngineSettings(BaseSettings):
     # The event-loop watchdog (engine/watchdog.py): a loop blocked this long gets the stacks
     # of every thread written to stderr; 0 turns it off.
     loop_stall_s: float = 10.0
+    # Metrics (docs/metrics.md): how long a scrape reuses the queue state read from
+    # Postgres, and how many (tenant, task) label pairs the engine reports before summing
+    # the rest under task="_other".
+    metrics_cache_s: float = 1.0
+    metrics_max_series: int = 20_000
     # Incoming webhooks (README "Webhooks"): the key their secrets are encrypted with
     # (AES-256-GCM; 32 bytes, base64), and earlier keys still accepted for reading, comma-
     # separated, while a rotation is under way (the engine re-encrypts under the current key
@@ -177,6 +182,10 @@ class EngineSettings(BaseSettings):
             raise ConfigError(
                 "STOKER_TOKEN_LAST_USED_INTERVAL_S and STOKER_GRPC_MAX_CONCURRENT_STREAMS "
                 "must be positive"
+            )
+        if self.metrics_cache_s < 0 or self.metrics_max_series < 1:
+            raise ConfigError(
+                "STOKER_METRICS_CACHE_S must be >= 0 and STOKER_METRICS_MAX_SERIES at least 1"
             )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError(

@@ -20,6 +20,7 @@ from stoker.db import Executor
 from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import NewTaskRun, TriggerInput, write_task_runs
+from stoker.engine.signals import Signals
 from stoker.errors import UnknownTaskError
 from tests.harness import SCHEMA
 
@@ -212,7 +213,7 @@ async def test_new_runs_follow_the_rule_through_insert_tasks(db: Executor, db_ur
     runs = [run("plain"), run("gated"), run("plain", pending=True), run("gated", b'{"n": 1}')]
     assert runs[3].policy.error is not None  # no key in the input: the run fails
     async with db.transaction() as tx:
-        assert await write_task_runs(tx, tenant_id, runs) is True
+        assert await write_task_runs(tx, tenant_id, runs, Signals("test").outbox()) is True
     with psycopg.connect(db_url, options=f"-c search_path={SCHEMA}") as c:
         by_id = {
             str(r[0]): (r[1], r[2])

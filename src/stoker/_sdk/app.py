@@ -383,6 +383,9 @@ class Stoker:
         log_line_max_bytes: int = 16 * 1024,
         stream_max_bytes: int = 64 * 1024 * 1024,
         capture_logging: bool = True,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        max_loop_block_s: float = 5.0,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -397,6 +400,10 @@ class Stoker:
         ``log_max_bytes`` and ``log_line_max_bytes`` bound what one attempt logs,
         ``stream_max_bytes`` what it streams; ``capture_logging=False`` leaves records of
         the ``logging`` module out of the tasks' logs.
+        ``health_port``: serve ``/healthz`` (503 once the event loop has been blocked for
+        ``max_loop_block_s``), ``/readyz`` (connected to the engine) and ``/metrics`` (the
+        worker's own, Prometheus text) on ``health_host:health_port`` (README "Metrics and
+        tracing"); 0 picks a free port (``worker.health.port``).
         """
         from stoker._sdk.worker import Worker
 
@@ -413,6 +420,9 @@ class Stoker:
             log_line_max_bytes=log_line_max_bytes,
             stream_max_bytes=stream_max_bytes,
             capture_logging=capture_logging,
+            health_port=health_port,
+            health_host=health_host,
+            max_loop_block_s=max_loop_block_s,
         )
 
     # -- talking to the engine ----------------------------------------------------------

@@ -16,8 +16,10 @@ override the methods they care about and call ``self.next``::
 
     app = Stoker(interceptors=[CountTriggers])
 
-Only the client calls go through the chain; a worker's stream and heartbeats have their
-own channels (:mod:`stoker._sdk.worker`).
+Besides the client calls, the chain sees each attempt a worker runs: :meth:`Interceptor.
+aio_execute` wraps the call of the task function (the innermost link just calls it), which
+is where tracing starts an attempt's span (:mod:`stoker._sdk.tracing`). A worker's stream
+and heartbeats have their own channels (:mod:`stoker._sdk.worker`).
 
 :class:`Connection` is what declared tasks, workflows, run references, ``app.runs`` and
 ``app.events`` depend on instead of the :class:`~stoker.Stoker` object itself: the call
@@ -30,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -45,6 +47,7 @@ from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.transport import Transport, to_stoker_error
 
 if TYPE_CHECKING:
+    from stoker._sdk.context import Context
     from stoker._sdk.task import Task
 
 log = logging.getLogger("stoker.client")
@@ -83,6 +86,13 @@ class Interceptor:
 
     def __init__(self, next: Interceptor) -> None:
         self.next = next
+
+    # -- attempts run by a worker -------------------------------------------------------
+
+    async def aio_execute(self, ctx: Context, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs one attempt on this worker: ``run()`` calls the task function (with its
+        timeout) and returns its result or raises; ``ctx`` says which run and attempt."""
+        return await self.next.aio_execute(ctx, run)
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -473,6 +483,9 @@ class TransportCalls(Interceptor):
 
     def __init__(self, transport: Callable[[], Transport]) -> None:  # no next: the end
         self._transport = transport
+
+    async def aio_execute(self, ctx: Context, run: Callable[[], Awaitable[Any]]) -> Any:
+        return await run()
 
     def register_tasks(self, request: pb.RegisterTasksRequest) -> pb.RegisterTasksResponse:
         resp: pb.RegisterTasksResponse = self._transport().call(

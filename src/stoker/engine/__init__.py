@@ -34,7 +34,7 @@ from stoker import __version__
 from stoker._core.wire import message_limit
 from stoker.config import EngineSettings
 from stoker.db import Executor, open_pool
-from stoker.engine import watchdog
+from stoker.engine import metrics, watchdog
 from stoker.engine.attempts import Attempts
 from stoker.engine.auth import TOKEN_CHANNEL, TokenAuth
 from stoker.engine.controllers.crons import Crons
@@ -97,6 +97,7 @@ class Engine:
         # queues or finishes runs says so through ``signals`` (NOTIFY in the transaction,
         # local wake-ups after commit); the scheduler and the run watcher subscribe there.
         self.signals = Signals(self.engine_id)
+        metrics.set_max_series(s.metrics_max_series)
         self.watcher = RunWatcher(db, self.signals)
         self.progression = Progression(db, self.signals)
         self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
@@ -285,6 +286,8 @@ class Engine:
                 ingest=self.ingest,
                 workflow_ingest=self.workflow_ingest,
                 definitions=self.definitions,
+                metrics_cache_s=s.metrics_cache_s,
+                metrics_max_series=s.metrics_max_series,
             )
             self.services.append(
                 ApiService(

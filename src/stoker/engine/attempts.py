@@ -42,7 +42,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, int_array, json_array
 from stoker.db.store import durable as durable_store
 from stoker.db.store import tasks as task_store
-from stoker.engine import faults
+from stoker.engine import faults, metrics
 from stoker.engine.flows.progression import Progression
 from stoker.engine.signals import Outbox, Signals
 
@@ -233,6 +233,7 @@ class Attempts:
             ),
         )
         _finished(out, rows)
+        out.after_commit(lambda: metrics.succeeded(rows))
         if progress:
             await self.progress(tx, out, rows, isolated=False)
         return rows
@@ -249,6 +250,7 @@ class Attempts:
             tx, task_store.CancelTasks(list(task_ids), list(errors))
         )
         _finished(out, rows)
+        out.after_commit(lambda: metrics.cancelled(rows))
         return rows
 
     async def expire_schedule_timeouts(self, limit: int) -> int:
@@ -259,6 +261,7 @@ class Attempts:
                 tx, task_store.ExpireScheduleTimeouts(limit, SCHEDULE_TIMEOUT_ERROR)
             )
             _finished(out, rows)
+            out.after_commit(lambda: metrics.cancelled(rows))
         return len(rows)
 
     async def expire_durable_runs(self, limit: int) -> list[durable_store.ExpiredRun]:
@@ -338,4 +341,5 @@ class Attempts:
             _finished(out, finals)
             for tenant_id in {int(r["tenant_id"]) for r in rows if r["status"] == "QUEUED"}:
                 out.queued(tenant_id)
+            out.after_commit(lambda: metrics.ended(rows))
         return rows

@@ -6,7 +6,9 @@ A :class:`Worker` is made of three parts, each in its own module:
   after replica), the outbox of task events, draining on stop;
 * :mod:`.heartbeat` — heartbeats from a dedicated thread over a channel of their own, so a
   task that blocks the event loop cannot make a healthy worker look dead;
-* :mod:`.runtime` — running one attempt: decode, call, timeout, classify, encode.
+* :mod:`.runtime` — running one attempt: decode, call, timeout, classify, encode;
+* :mod:`.health` — optionally, an HTTP endpoint with the worker's health (a blocked event
+  loop shows) and metrics (``health_port``).
 
 This module holds the lifecycle. ``stop()`` (or SIGINT/SIGTERM) drains: the engine is told
 to assign nothing more, durable tasks blocked on their waits are evicted (they resume on
@@ -40,6 +42,7 @@ from stoker._sdk.logs import (
     wake_from_any_thread,
 )
 from stoker._sdk.task import Task
+from stoker._sdk.worker.health import Gauges, HealthServer
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
 from stoker._sdk.worker.session import Identity, Lifecycle, Outbox, Session
@@ -69,11 +72,22 @@ class Worker:
         log_line_max_bytes: int = 16 * 1024,
         stream_max_bytes: int = 64 * 1024 * 1024,
         capture_logging: bool = True,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        max_loop_block_s: float = 5.0,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
         if durable_slots < 0:
             raise DeclarationError(f"worker {name!r}: durable_slots must be >= 0")
+        if health_port is not None and not 0 <= health_port < 65536:
+            raise DeclarationError(
+                f"worker {name!r}: health_port must be a port (0-65535), got {health_port}"
+            )
+        if max_loop_block_s <= 0:
+            raise DeclarationError(
+                f"worker {name!r}: max_loop_block_s must be positive, got {max_loop_block_s}"
+            )
         chosen = tasks if tasks is not None else list(app.tasks.values())
         if not chosen:
             raise DeclarationError(f"worker {name!r} has no tasks: declare some with @app.task")
@@ -93,6 +107,11 @@ class Worker:
         self.capture_logging = capture_logging
         """Whether records of the standard ``logging`` module emitted inside an attempt
         become its log lines (see :mod:`stoker._sdk.logs`)."""
+        self.health_port = health_port
+        self.health_host = health_host
+        self.max_loop_block_s = max_loop_block_s
+        self.health: HealthServer | None = None
+        """The health endpoint while the worker runs with a ``health_port``."""
         self.tasks = {t.name: t for t in chosen}
         self.worker_id = str(uuid.uuid4())
         self.connected = asyncio.Event() if _has_loop() else None
@@ -184,6 +203,7 @@ class Worker:
             outbox=outbox,
             changed=life.changed,
             log_limits=self.log_limits,
+            calls=self.app.connection.calls,
         )
         session = Session(
             identity=Identity(
@@ -209,6 +229,21 @@ class Worker:
         heartbeat.start()
         if self.capture_logging:
             install_capture()
+        if self.health_port is not None:
+            self.health = HealthServer(
+                host=self.health_host,
+                port=self.health_port,
+                max_loop_block_s=self.max_loop_block_s,
+                worker=self.name,
+                stats=runtime.stats,
+                gauges=lambda: Gauges(
+                    self.slots + self.durable_slots,
+                    len(runtime.running),
+                    runtime.in_threads,
+                    life.connected.is_set(),
+                ),
+            )
+            self.health.start()
         helpers: list[asyncio.Task[None]] = []
         if any(isinstance(t, DurableTask) for t in self.tasks.values()):
             helpers.append(
@@ -221,6 +256,8 @@ class Worker:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             heartbeat.stop()
+            if self.health is not None:
+                await self.health.stop()
             runtime.shutdown()
             if self.capture_logging:
                 uninstall_capture()

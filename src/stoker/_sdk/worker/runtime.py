@@ -35,11 +35,13 @@ from pydantic import ValidationError
 
 from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.calls import Interceptor
 from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.logs import AttemptLog, LogLimits, Shipping, current_log
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
+from stoker._sdk.worker.health import WorkerStats
 from stoker._sdk.worker.session import Outbox
 from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
@@ -82,8 +84,11 @@ class Runtime:
         outbox: Outbox,
         changed: asyncio.Event,
         log_limits: LogLimits | None = None,
+        calls: Interceptor | None = None,
     ) -> None:
         self.name = name
+        self.calls = calls
+        """The app's interceptor chain, through which each attempt runs (tracing)."""
         self.worker_id = worker_id
         self.tasks = tasks
         self.slots = slots
@@ -101,6 +106,8 @@ class Runtime:
         self._warned_parents = False
         self.evictor = Evictor(self, durable_slots)
         """Evicts blocked durable attempts (run by the worker beside the session)."""
+        self.stats = WorkerStats()
+        """Attempts started and finished, for the health endpoint's metrics."""
         self.log_limits = log_limits or LogLimits()
         if outbox.shipping is None:
             outbox.shipping = Shipping(outbox.wake.set)
@@ -225,6 +232,7 @@ class Runtime:
         outbox.put(
             pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, kind=pb.STARTED, at_ms=now_ms())
         )
+        self.stats.start(a.task_name)
         attempt.future = asyncio.create_task(self._execute(attempt), name=f"stoker-task-{a.run_id}")
 
     def _durable_log(self, task_id: int, attempt_no: int) -> DurableLog | None:
@@ -299,7 +307,10 @@ class Runtime:
             try:
                 if isinstance(ctx, DurableContext):
                     await ctx.journal.open()
-                result = await self._call(attempt, value)
+                if self.calls is not None:
+                    result = await self.calls.aio_execute(ctx, lambda: self._call(attempt, value))
+                else:
+                    result = await self._call(attempt, value)
                 if isinstance(ctx, DurableContext):
                     await ctx.journal.drain()
                 if isinstance(ctx, DurableContext) and ctx.journal.diverged is not None:
@@ -447,6 +458,8 @@ class Runtime:
         if attempt.reported:
             return
         attempt.reported = True
+        outcome = "completed" if event.kind == pb.COMPLETED else "failed"
+        self.stats.finish(attempt.task.name, outcome)
         if self.running.get(attempt.assignment.task_id) is attempt:
             del self.running[attempt.assignment.task_id]
         if attempt.state.log is not None:

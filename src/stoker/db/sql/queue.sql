@@ -5,10 +5,10 @@
 -- priority. Locked rows stay invisible to other schedulers (SKIP LOCKED) until this
 -- transaction ends; those not assigned are simply released.
 SELECT qi.id, qi.task_id, qi.attempt, qi.queue, qi.priority, qi.rate_limits::text,
-       qi.desired_worker_id
+       qi.desired_worker_id, qi.available_at
 FROM unnest(%(queues)s::text[], %(limits)s::int[]) AS q(queue, lim)
 CROSS JOIN LATERAL (
-    SELECT id, task_id, attempt, queue, priority, rate_limits, desired_worker_id
+    SELECT id, task_id, attempt, queue, priority, rate_limits, desired_worker_id, available_at
     FROM queue_item
     WHERE tenant_id = %(tenant_id)s AND queue = q.queue AND available_at <= now()
     ORDER BY priority DESC, id

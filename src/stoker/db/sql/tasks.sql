@@ -87,7 +87,8 @@ SET status = 'COMPLETED', output = e.output, error = NULL, finished_at = e.finis
     started_at = coalesce(t.started_at, e.finished_at)
 FROM ended e
 WHERE t.id = e.task_id
-RETURNING t.id, t.external_id, t.tenant_id, t.dag_id;
+RETURNING t.id, t.external_id, t.tenant_id, t.dag_id, t.task_name,
+          extract(epoch FROM t.finished_at - t.started_at)::float8 AS run_s;
 
 -- name: fail_attempts
 -- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
@@ -155,7 +156,8 @@ SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
     worker_id = CASE WHEN d.retry THEN NULL ELSE t.worker_id END
 FROM decided d, requeued
 WHERE t.id = d.id
-RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt, t.dag_id;
+RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt, t.dag_id,
+          t.task_name, d.kind, extract(epoch FROM now() - d.started_at)::float8 AS run_s;
 
 -- name: expire_schedule_timeouts
 -- Cancels queued attempts that waited for a worker longer than their schedule timeout.
@@ -179,7 +181,7 @@ UPDATE task t
 SET status = 'CANCELLED', error = %(error)s::jsonb, finished_at = now()
 FROM expired x
 WHERE t.id = x.task_id
-RETURNING t.id, t.external_id, t.tenant_id;
+RETURNING t.id, t.external_id, t.tenant_id, t.task_name;
 
 -- name: expired_runtimes
 -- Attempts running past their execution timeout.
@@ -261,4 +263,4 @@ UPDATE task t
 SET status = 'CANCELLED', error = c.error, finished_at = now()
 FROM c LEFT JOIN dr ON dr.task_id = c.id
 WHERE t.id = c.id
-RETURNING t.id, t.external_id, t.tenant_id, dr.worker_id, dr.attempt;
+RETURNING t.id, t.external_id, t.tenant_id, dr.worker_id, dr.attempt, t.task_name;

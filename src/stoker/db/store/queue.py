@@ -30,6 +30,7 @@ class ClaimedItem(TypedDict):
     priority: int
     rate_limits: str | None
     desired_worker_id: int | None
+    available_at: datetime
 
 
 claim_queue_items = Many[ClaimQueueItems, ClaimedItem]("claim_queue_items")

@@ -83,12 +83,14 @@ class CompleteAttempts:
 
 
 class CompletedRun(TypedDict):
-    """A run whose attempt just succeeded."""
+    """A run whose attempt just succeeded (``run_s``: how long the attempt ran)."""
 
     id: int
     external_id: uuid.UUID
     tenant_id: int
     dag_id: int | None
+    task_name: str
+    run_s: float | None
 
 
 complete_attempts = Many[CompleteAttempts, CompletedRun]("complete_attempts")
@@ -117,6 +119,9 @@ class FailedAttempt(TypedDict):
     worker_id: int
     attempt: int
     dag_id: int | None
+    task_name: str
+    kind: str
+    run_s: float | None
 
 
 fail_attempts = Many[FailAttempts, FailedAttempt]("fail_attempts")
@@ -134,6 +139,7 @@ class ExpiredRun(TypedDict):
     id: int
     external_id: uuid.UUID
     tenant_id: int
+    task_name: str
 
 
 expire_schedule_timeouts = Many[ExpireScheduleTimeouts, ExpiredRun]("expire_schedule_timeouts")
@@ -233,6 +239,7 @@ class CancelledTask(TypedDict):
     tenant_id: int
     worker_id: int | None
     attempt: int | None
+    task_name: str
 
 
 cancel_tasks = Many[CancelTasks, CancelledTask]("cancel_tasks")

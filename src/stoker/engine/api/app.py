@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI
 from stoker.db import Executor
 from stoker.engine.api.deps import ApiState, storable_query
 from stoker.engine.api.errors import add_error_handlers
+from stoker.engine.api.metrics import api as metrics_api
 from stoker.engine.api.metrics import router as metrics
 from stoker.engine.api.middleware import CatchAll, GuardBodies, StorableBodies
 from stoker.engine.api.routes import ROUTERS
@@ -27,6 +28,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.crons import CronAdmin
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.metrics.gauges import Gauges
 from stoker.engine.observe import Observe
 from stoker.engine.schedules import Schedules
 
@@ -98,6 +100,8 @@ def create_app(
     ingest: Ingest | None = None,
     workflow_ingest: WorkflowIngest | None = None,
     definitions: Definitions | None = None,
+    metrics_cache_s: float = 1.0,
+    metrics_max_series: int = 20_000,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -110,7 +114,9 @@ def create_app(
     (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk operations and
     ``dispatcher`` its worker streams (pauses apply there at once); ``ingest`` and
     ``workflow_ingest`` create the runs REST triggers ask for; ``definitions`` write rate
-    limits (refreshing the engine's caches).
+    limits (refreshing the engine's caches). ``metrics_cache_s``: how long a scrape reuses
+    the state metrics read from Postgres; ``metrics_max_series``: the bound on (tenant,
+    task) pairs they report (docs/metrics.md).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
     dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
@@ -138,6 +144,7 @@ def create_app(
         # Without an engine: logs and run events read alike; a stream's subscribers are
         # woken by polling (no writer here to wake them).
         observe = Observe(db)
+    gauges = Gauges(db, cache_s=metrics_cache_s, max_series=metrics_max_series)
     app.state.stoker = ApiState(
         db,
         auth,
@@ -154,11 +161,13 @@ def create_app(
         ingest,
         workflow_ingest,
         definitions,
+        gauges=gauges,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:
         app.include_router(router)
     _serve_docs(app)
+    app.include_router(metrics_api)
     app.include_router(metrics)
     if dashboard:
         from stoker.engine.dashboard import mount

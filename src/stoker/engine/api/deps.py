@@ -17,6 +17,7 @@ from stoker.db import Executor
 from stoker.engine.auth import Principal, TokenAuth, bearer
 from stoker.engine.crons import CronAdmin
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.metrics.gauges import Gauges
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class ApiState:
     """Creates workflow runs (the engine's)."""
     definitions: LimitWriter | None = None
     """Writes rate limits and refreshes the engine's caches (None: written directly)."""
+    gauges: Gauges | None = None
+    """The state metrics read from Postgres (/metrics, task stats); create_app sets it."""
 
 
 def api_state(request: Request) -> ApiState:

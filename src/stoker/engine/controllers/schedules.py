@@ -229,4 +229,4 @@ class ScheduleTimers(LoopService):
             ],
             ids,
         )
-        out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, runs))
+        out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, runs, out))

@@ -81,7 +81,7 @@ from stoker._proto import observe_pb2 as opb
 from stoker.db import Executor, int_array
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults, notify
+from stoker.engine import faults, metrics, notify, tracing
 from stoker.engine.attempts import AttemptEnd, Attempts, Completion
 from stoker.engine.dispatcher.conns import Held, WorkerConn, parse_labels
 from stoker.engine.service import LoopService
@@ -532,6 +532,8 @@ class Dispatcher(LoopService):
                 ignored.append(ev)  # not an attempt this connection holds
             elif ev.kind == pb.STARTED:
                 self._started.append((me, ev))
+                wait_s = ev.at_ms / 1000 - held.ready_at if held.ready_at and ev.at_ms else None
+                metrics.started(conn.tenant_id, held.task_name, wait_s)
             elif ev.kind == pb.COMPLETED:
                 freed |= conn.unhold(ev.task_id, ev.attempt)
                 problem = self._output_problem(ev.output)
@@ -645,7 +647,11 @@ class Dispatcher(LoopService):
         refused = 0
         try:
             if events:
-                done = await self._store(events, progress=True)
+                with (
+                    metrics.FLUSH.time(),
+                    tracing.span("stoker.dispatch.flush", events=len(events)),
+                ):
+                    done = await self._store(events, progress=True)
         except Exception as exc:
             if faults.transient(exc):
                 # The database went away: put the events back so nothing a worker

@@ -30,6 +30,10 @@ class Held:
     cost: int = 1
     durable: bool = False
     since: float = field(default_factory=time.monotonic)
+    # For metrics: the task's name and when the attempt became ready (Unix seconds; 0 when
+    # unknown, as for attempts a reconnecting worker reports).
+    task_name: str = ""
+    ready_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -71,10 +75,19 @@ class WorkerConn:
         for held in self.running.values():
             self.used[held.durable] += held.cost
 
-    def hold(self, task_id: int, attempt: int, cost: int, durable: bool) -> None:
+    def hold(
+        self,
+        task_id: int,
+        attempt: int,
+        cost: int,
+        durable: bool,
+        *,
+        task_name: str = "",
+        ready_at: float = 0.0,
+    ) -> None:
         """Reserves slots for an attempt assigned to this worker."""
         self.unhold(task_id)
-        self.running[task_id] = Held(attempt, cost, durable)
+        self.running[task_id] = Held(attempt, cost, durable, task_name=task_name, ready_at=ready_at)
         self.used[durable] += cost
 
     def unhold(self, task_id: int, attempt: int | None = None) -> bool:

@@ -228,7 +228,7 @@ class InboxDrainer(LoopService):
         ]
         fresh, dups = await self._resolve(tx, tenant_id, rows, keys)
         if fresh:
-            gated = await write_task_runs(tx, tenant_id, [runs[n] for n in fresh])
+            gated = await write_task_runs(tx, tenant_id, [runs[n] for n in fresh], out)
             out.queued(tenant_id, gated=gated)
         return dups
 

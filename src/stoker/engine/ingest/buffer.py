@@ -60,7 +60,7 @@ from stoker.db import Executor, NoParams
 from stoker.db.store import idempotency as idempotency_store
 from stoker.db.store import queue as queue_store
 from stoker.db.store import workers as worker_store
-from stoker.engine import faults
+from stoker.engine import faults, metrics, tracing
 from stoker.engine.definitions import Definitions
 from stoker.engine.ingest import idempotency, requests
 from stoker.engine.ingest.idempotency import IdemKey
@@ -311,11 +311,15 @@ class Ingest(LoopService):
             # fail, the callers are split apart so that only that caller gets the error
             # (faults.isolate). An outage fails the callers not yet written as
             # unavailable: nothing of theirs was stored, so their retry is safe.
-            result = await faults.isolate(
-                group,
-                functools.partial(self._write, tenant_id),
-                what=f"writing the triggers of tenant {tenant_id}",
-            )
+            with (
+                metrics.INGEST_BATCH.time(),
+                tracing.span("stoker.ingest.batch", tenant_id=tenant_id, calls=len(group)),
+            ):
+                result = await faults.isolate(
+                    group,
+                    functools.partial(self._write, tenant_id),
+                    what=f"writing the triggers of tenant {tenant_id}",
+                )
             for p, exc in result.failed:
                 log.error("writing %d triggers failed: %s", len(p.rows) + len(p.items), exc)
                 if not p.done.done():
@@ -366,7 +370,7 @@ class Ingest(LoopService):
                         item for n, item in enumerate(p.items) if (id(p), n) not in skipped
                     )
             if rows:
-                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, rows))
+                out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, rows, out))
             for writer, items in writers.items():
                 if items:
                     await writer(tx, out, tenant_id, items)

@@ -14,13 +14,18 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig, json_problem
 from stoker.db import Executor
 from stoker.db.store import rate_limits as rate_limit_store
 from stoker.db.store import tasks as task_store
+from stoker.engine import metrics
 from stoker.engine.definitions import RunPolicy
 from stoker.errors import InvalidRequestError, PayloadTooLargeError
+
+if TYPE_CHECKING:
+    from stoker.engine.signals import Outbox
 
 MAX_RUN_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last datetime
 
@@ -52,14 +57,18 @@ class NewTaskRun:
     pending: bool = False
 
 
-async def write_task_runs(tx: Executor, tenant_id: int, runs: list[NewTaskRun]) -> bool:
+async def write_task_runs(
+    tx: Executor, tenant_id: int, runs: list[NewTaskRun], out: Outbox
+) -> bool:
     """Inserts task runs (their dynamic rate limits first) inside ``tx``; True when some
-    run now waits for concurrency admission."""
+    run now waits for concurrency admission. They are counted in the metrics once ``tx``
+    commits (``out`` is its outbox)."""
     params = insert_params(tenant_id, runs)
     dynamic = _dynamic_limits(tenant_id, runs)
     if dynamic.keys:
         await rate_limit_store.ensure_dynamic_rate_limits(tx, dynamic)
     await task_store.insert_tasks.send(tx, params)
+    out.after_commit(lambda: metrics.created(tenant_id, params.task_names))
     return _gated(params)
 
 

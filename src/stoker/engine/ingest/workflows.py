@@ -334,7 +334,7 @@ class WorkflowIngest:
                 attach.dag_external_ids.append(run.external_id)
                 attach.steps.append(step.name)
         inserted = await dag_store.insert_dags(tx, dags)
-        gated = await write_task_runs(tx, tenant_id, rows)
+        gated = await write_task_runs(tx, tenant_id, rows, out)
         await dag_store.attach_dag_tasks(tx, attach)
         out.queued(tenant_id, gated=gated)
         if progress:
@@ -493,7 +493,7 @@ class WorkflowIngest:
             if i.workflow_name
         ]
         if task_rows:
-            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
+            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows, out))
         if wf_runs:
             await self._insert_workflow_runs(tx, out, tenant_id, wf_runs, workflows, defs)
         return Written(result, [r for r, _ in result])
@@ -614,7 +614,7 @@ class WorkflowIngest:
                 record = replace(record, run_ids=[existing.get(r, r) for r in record.run_ids])
                 started = [[str(existing.get(uuid.UUID(r), r)) for r in runs] for runs in started]
         if task_rows:
-            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows))
+            out.queued(tenant_id, gated=await write_task_runs(tx, tenant_id, task_rows, out))
         if wf_runs:
             await self._insert_workflow_runs(
                 tx, out, tenant_id, wf_runs, known.workflows, known.tasks

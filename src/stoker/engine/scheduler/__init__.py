@@ -26,6 +26,7 @@ from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor, NoParams, int_array
 from stoker.db.store import queue as queue_store
 from stoker.db.store import rate_limits as rate_limit_store
+from stoker.engine import metrics, tracing
 from stoker.engine.attempts import AttemptEnd, Attempts
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
@@ -142,7 +143,11 @@ class Scheduler(LoopService):
                 again = True
                 continue
             for tenant_id, conns in self._dispatcher.conns_with_free_slots().items():
-                again |= await self.schedule_tenant(tenant_id, conns)
+                with (
+                    metrics.SCHEDULER_ROUND.time(),
+                    tracing.span("stoker.scheduler.round", tenant_id=tenant_id),
+                ):
+                    again |= await self.schedule_tenant(tenant_id, conns)
             self.rounds += 1
 
     async def schedule_tenant(self, tenant_id: int, conns: list[WorkerConn]) -> bool:
@@ -202,7 +207,9 @@ class Scheduler(LoopService):
                     for item, conn, _ in decided.chosen:
                         conn.unhold(item["task_id"], item["attempt"])
                     raise
-        await self._push(rows, decided)
+        with tracing.span("stoker.dispatch", tenant_id=tenant_id, assignments=len(rows)):
+            await self._push(rows, decided)
+        metrics.assigned(tenant_id, (r["task_name"] for r in rows))
         self._deletes += len(rows)
         self._maybe_vacuum()
         claimed = Counter(i["queue"] for i in items)
@@ -278,11 +285,19 @@ class Scheduler(LoopService):
                 ]
                 if blocked:
                     decided.deferred[item["id"]] = _rate_limited_until(limits, blocked)
+                    metrics.rate_limited(conn.tenant_id, (item["queue"],))
                     continue
                 for r in wants:
                     windows[r["key"]].take(r["units"])
                     decided.consumed.add(r["key"])
-            conn.hold(item["task_id"], item["attempt"], cfg.slot_cost, cfg.durable)
+            conn.hold(
+                item["task_id"],
+                item["attempt"],
+                cfg.slot_cost,
+                cfg.durable,
+                task_name=item["queue"],
+                ready_at=item["available_at"].timestamp(),
+            )
             decided.chosen.append((item, conn, cfg))
         return decided
 
