@@ -1,0 +1,1 @@
+"""The engine's web dashboard (server-rendered pages over the engine's database)."""
