@@ -17,6 +17,8 @@ from psycopg import AsyncConnection
 from stoker.db import Executor, connect
 from stoker.db.store import dashboard_pages as store
 from stoker.engine.auth import create_tenant
+from stoker.engine.dashboard import pages_queues, pages_tasks, pages_workers
+from stoker.errors import NotFoundError
 
 SCHEMA = "stoker"
 
@@ -268,3 +270,83 @@ async def test_rate_limits_show_the_units_their_window_holds_and_who_waits(env: 
         3,
     )
     assert limit["oldest_start_us"] == now_us - 10_000_000
+
+
+async def test_the_queues_page_names_why_runs_wait(env: Env) -> None:
+    r = env.rows
+    await r.worker(env.tenant, ["served"])
+    await r.queued(env.tenant, "served", age_s=60)
+    await r.queued(env.tenant, "served", later_s=60, rate_limits=[{"key": "api"}])
+    await r.queued(env.tenant, "orphan")
+    view = await pages_queues.queues(env.db, env.tenant)
+    rows = {q.task_name: q for q in view.queues}
+    assert rows["served"].depth == 2 and rows["served"].ready == 1
+    assert rows["served"].blocked == {"rate limit": 1}
+    assert rows["served"].oldest.endswith(" ago") and rows["served"].oldest != "just now"
+    assert rows["orphan"].blocked == {"no eligible worker": 1} and rows["orphan"].ready == 0
+    assert view.totals == {"rate limit": 1, "no eligible worker": 1}
+    assert view.depth == 3
+
+
+async def test_the_worker_page_refuses_another_tenants_worker(env: Env) -> None:
+    wid, ext = await env.rows.worker(env.tenant, ["a"], slots=2, heartbeat_age_s=30)
+    await env.rows.running(env.tenant, "a", wid)
+    worker, held = await pages_workers.worker_detail(env.db, env.tenant, ext)
+    assert worker.late and worker.heartbeat_age.startswith("30 s")
+    assert [(p.name, p.used, p.total, p.percent) for p in worker.pools] == [("slots", 1, 2, 50)]
+    assert [h.task_name for h in held] == ["a"]
+    with pytest.raises(NotFoundError):
+        await pages_workers.worker_detail(env.db, env.other, ext)
+
+
+async def test_definitions_show_workflow_steps_triggers_policies_and_success(env: Env) -> None:
+    r = env.rows
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    await r.task_def(env.tenant, "wf.first", input_schema=schema)
+    await r.task_def(env.tenant, "wf.second")
+    await r.task_def(
+        env.tenant,
+        "lonely",
+        retries=3,
+        crons=[{"expression": "*/5 * * * *"}],
+        concurrency=[{"expression": "input.customer", "max_runs": 2}],
+    )
+    spec = {
+        "steps": [
+            {"name": "first", "task_name": "wf.first"},
+            {
+                "name": "second",
+                "task_name": "wf.second",
+                "parents": ["first"],
+                "wait_for": [{"kind": "sleep", "seconds": 30}],
+            },
+        ],
+        "on_events": ["order:*"],
+    }
+    version = await r.one(
+        "INSERT INTO workflow_version (tenant_id, name, hash, config) VALUES (%s, 'wf', 'h', %s)"
+        " RETURNING id",
+        env.tenant,
+        json.dumps(spec),
+    )
+    await r.conn.execute(
+        "INSERT INTO workflow_def (tenant_id, name, version_id) VALUES (%s, 'wf', %s)",
+        (env.tenant, version),
+    )
+    for status in ("COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "RUNNING"):
+        await r.task(env.tenant, "lonely", status)
+    now = datetime.now(UTC)
+    found = await pages_tasks.definitions(env.db, env.tenant, now)
+    assert [(d.kind, d.name) for d in found] == [("workflow", "wf"), ("task", "lonely")]
+    wf, lonely = found
+    assert [(s.name, s.parents, s.conditions) for s in wf.steps] == [
+        ("first", [], []),
+        ("second", ["first"], ["waits for after 30 s"]),
+    ]
+    assert wf.triggers == ["event order:*"] and wf.input_schema == schema
+    assert lonely.counts.success_rate == "75%" and lonely.counts.total == 5
+    assert "every 5 minutes (cron */5 * * * *)" in lonely.triggers
+    assert "retries: 3" in lonely.policies
+    assert any("at most 2 per input.customer" in p for p in lonely.policies)
+    only = await pages_tasks.definitions(env.db, env.tenant, now, kind="task", name="wf.first")
+    assert [d.name for d in only] == ["wf.first"] and only[0].input_schema == schema

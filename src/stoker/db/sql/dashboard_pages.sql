@@ -115,7 +115,7 @@ SELECT t.task_name, s.expression, s.max_runs, s.limit_strategy, c.key,
        count(*) AS waiting,
        (SELECT count(*) FROM concurrency_slot h
         WHERE h.strategy_id = c.strategy_id AND h.key = c.key AND h.admitted) AS holding,
-       min(c.created_at) AS oldest_at
+       min(c.created_at) AS oldest_at, now() AS db_now
 FROM concurrency_slot c
 JOIN concurrency_strategy s ON s.id = c.strategy_id
 JOIN task t ON t.id = c.task_id

@@ -144,6 +144,7 @@ class ConcurrencyWaitRow(TypedDict):
     waiting: int
     holding: int
     oldest_at: datetime
+    db_now: datetime
 
 
 dash_concurrency_waiting = Many[DashLimited, ConcurrencyWaitRow]("dash_concurrency_waiting")
