@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from stoker.db import Executor, connect
 from stoker.db.store import dashboard_pages as store
 from stoker.engine.auth import create_tenant
-from stoker.engine.dashboard import pages_queues, pages_tasks, pages_workers
+from stoker.engine.dashboard import pages_limits, pages_queues, pages_tasks, pages_workers
 from stoker.errors import NotFoundError
 
 SCHEMA = "stoker"
@@ -270,6 +270,15 @@ async def test_rate_limits_show_the_units_their_window_holds_and_who_waits(env: 
         3,
     )
     assert limit["oldest_start_us"] == now_us - 10_000_000
+    (view,) = await pages_limits.rate_limits(env.db, env.tenant)
+    assert (view.used, view.limit, view.percent, view.window, view.waiting) == (
+        3,
+        10,
+        30,
+        "1 min",
+        3,
+    )
+    assert view.frees.startswith("in 4") or view.frees.startswith("in 5")  # ~50 s from now
 
 
 async def test_the_queues_page_names_why_runs_wait(env: Env) -> None:

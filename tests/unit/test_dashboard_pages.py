@@ -3,6 +3,7 @@ input schema and the input read back from a form, and the schema a task register
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, Field
 from stoker import Context, Stoker
 from stoker._core import cron
 from stoker._core.wire import TaskConfig
+from stoker.engine.crons import CronView
+from stoker.engine.dashboard.pages_crons import cron_page
 from stoker.engine.dashboard.pages_forms import RAW_INPUT, form_fields, read_form
 from stoker.engine.dashboard.pages_words import ago, cron_in_words, duration, until
 
@@ -143,3 +146,29 @@ def test_a_task_registers_its_input_schema() -> None:
     registered = TaskConfig.model_validate_json(place.definition_config().model_dump_json())
     assert registered.input_schema == Order.model_json_schema()
     assert raw.definition_config().input_schema is None
+
+
+def test_a_cron_page_reads_next_fires_as_waits_and_local_times() -> None:
+    row: Any = {
+        "name": "nightly",
+        "task_name": None,
+        "workflow_name": "report",
+        "expression": "0 9 * * 1-5",
+        "timezone": "Europe/Berlin",
+        "enabled": True,
+        "source": "api",
+        "overlap": "skip",
+        "input": {"full": True},
+    }
+    parsed = cron.parse(row["expression"], row["timezone"])
+    fires = list(itertools.islice(parsed.fires(NOW), 2))
+    last = {"tick": NOW - timedelta(days=1), "outcome": "started", "run_id": None, "status": None}
+    page = cron_page(CronView(row, fires, [last]), NOW)
+    assert page.words == "at 09:00 on Monday to Friday (Europe/Berlin)"
+    assert (page.target_kind, page.target) == ("workflow", "report")
+    # 2026-12-03 is a Thursday: the next fires are Friday and Monday 09:00 in Berlin.
+    assert page.next_fires == [
+        "in 20 h (Fri 04 Dec 09:00 CET)",
+        "in 3 d 20 h (Mon 07 Dec 09:00 CET)",
+    ]
+    assert page.last_fires[0].tick == "1 d ago"
