@@ -1,8 +1,9 @@
 """Shared fixtures: a real Postgres, migrated databases, engine and worker processes.
 
-Tests sit in tiers by folder (tests/README.md): ``unit/``, ``integration/``, ``e2e/`` and
-``docs/``. Each test is marked with its tier here, from its folder, so ``pytest -m unit``
-runs the fast tier alone; the docs tier runs processes, so it is marked ``e2e`` as well.
+Tests sit in tiers by folder (tests/README.md): ``unit/``, ``integration/``, ``e2e/``,
+``docs/`` and ``browser/``. Each test is marked with its tier here, from its folder, so
+``pytest -m unit`` runs the fast tier alone; the docs tier runs processes, so it is marked
+``e2e`` as well.
 
 Postgres is ``DATABASE_URL`` when set, otherwise an embedded server started once per
 session. The schema is migrated once into a template database; every test that needs a
@@ -46,6 +47,7 @@ TIERS = {
     "unit": ("unit",),
     "integration": ("integration",),
     "e2e": ("e2e",),
+    "browser": ("browser",),
     "docs": ("docs", "e2e"),
 }
 

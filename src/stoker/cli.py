@@ -28,6 +28,7 @@ from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.cli_events import event_app
+from stoker.cli_users import user_app
 from stoker.cli_webhooks import webhook_app
 from stoker.config import (
     ClientSettings,
@@ -86,6 +87,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(event_app, name="event")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(user_app, name="user")
 console = Console(stderr=True)
 
 T = TypeVar("T")
@@ -232,6 +234,8 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
     database = f"embedded, in {data_dir() / 'pg'}" if embedded else "DATABASE_URL"
     console.print(
         Panel.fit(
+            f"dashboard       {http}/ui/login/link?token={done.sign_in_token}\n"
+            f"                (signs you in once; then {http}/ui/)\n"
             f"engine (gRPC)   {address}\n"
             f"REST API        {http}/api/v1\n"
             f"API docs        {http}/docs\n"

@@ -105,11 +105,13 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
 
 @dataclass(frozen=True, slots=True)
 class Provisioned:
-    """The lite tenant's token, whether it is new, and the migrations just applied."""
+    """The lite tenant's token, whether it is new, the migrations just applied, and a
+    one-time sign-in token for the dashboard's local user (``/ui/login/link?token=``)."""
 
     token: str
     created: bool
     migrations: list[str]
+    sign_in_token: str = ""
 
 
 async def provision(conn: Any, schema: str, previous_token: str | None) -> Provisioned:
@@ -118,17 +120,20 @@ async def provision(conn: Any, schema: str, previous_token: str | None) -> Provi
     ``previous_token`` (from the profile) is kept while it still authenticates, so clients
     configured by an earlier run keep working; otherwise a new one is minted.
     """
+    from stoker.engine.dashboard.users import local_sign_in_token
+
     applied = [m.name for m in await apply_migrations(conn, schema)]
     db = Executor(conn)
+    tenant_id = await create_tenant(db, LITE_TENANT)
+    sign_in = await local_sign_in_token(db, tenant_id)
     if previous_token:
         try:
             await TokenAuth(db).authenticate(previous_token)
-            return Provisioned(previous_token, False, applied)
+            return Provisioned(previous_token, False, applied, sign_in)
         except AuthenticationError:
             pass
-    tenant_id = await create_tenant(db, LITE_TENANT)
     token = await create_token(db, tenant_id, name="lite", role=ADMIN)
-    return Provisioned(token, True, applied)
+    return Provisioned(token, True, applied, sign_in)
 
 
 def remember(settings: EngineSettings, token: str) -> Path:

@@ -259,6 +259,7 @@ class Engine:
                 crons=self.cron_admin,
                 events=self.event_admin,
                 webhooks=self.webhooks,
+                signals=self.signals,
             )
             self.services.append(
                 ApiService(

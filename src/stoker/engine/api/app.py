@@ -32,6 +32,7 @@ from stoker.engine.schedules import Schedules
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
     from stoker.engine.runs.ops import RunOps
+    from stoker.engine.signals import Signals
     from stoker.engine.webhooks import Webhooks
 
 DOCS_ASSETS = "/docs/assets"
@@ -83,6 +84,8 @@ def create_app(
     crons: CronAdmin | None = None,
     events: EventAdmin | None = None,
     webhooks: Webhooks | None = None,
+    signals: Signals | None = None,
+    dashboard: bool = True,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -95,7 +98,9 @@ def create_app(
     operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
     webhooks (without it, ``/webhooks/...`` answers 503).
 
-    OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``.
+    OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
+    dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
+    ``signals``, the engine's run signals, make its pages live.
     """
     app = FastAPI(
         title="Stoker",
@@ -122,6 +127,10 @@ def create_app(
         app.include_router(router)
     _serve_docs(app)
     app.include_router(metrics)
+    if dashboard:
+        from stoker.engine.dashboard import mount
+
+        mount(app, db, served=app.state.stoker.served, signals=signals, ops=ops)
     add_error_handlers(app)
     app.add_middleware(StorableBodies)
     app.add_middleware(CatchAll)
