@@ -1,0 +1,223 @@
+"""The dashboard's Workers, Queues, Tasks and workflows and Crons pages over httpx on a
+real, migrated Postgres: what each shows, tenant scoping, bad filters and forms shown on
+the page, and roles (a viewer sees no actions and is refused them)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from stoker.db import Executor, connect
+from stoker.engine.api.app import create_app
+from stoker.engine.auth import TokenAuth, create_tenant
+from stoker.engine.dashboard import users
+from stoker.engine.dashboard.pages import tasks as tasks_page
+from tests.integration.test_dashboard import PASSWORD, csrf_of, sign_in
+from tests.integration.test_dashboard_pages_store import Rows
+
+SCHEMA = "stoker"
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "customer": {"type": "string", "description": "Who ordered"},
+        "quantity": {"type": "integer"},
+        "lines": {"type": "array", "items": {"type": "object"}, "default": []},
+    },
+    "required": ["customer", "quantity"],
+}
+
+
+@dataclass
+class Site:
+    db: Executor
+    client: httpx.AsyncClient
+    rows: Rows
+    tenant: int
+    other: int
+
+
+@pytest.fixture
+async def site(db: Executor, db_url: str) -> AsyncIterator[Site]:
+    tenant = await create_tenant(db, "acme")
+    other = await create_tenant(db, "globex")
+    for email, role, t in (
+        ("op@acme.test", "operator", tenant),
+        ("viewer@acme.test", "viewer", tenant),
+        ("admin@globex.test", "admin", other),
+    ):
+        await users.create_user(db, t, email, role, PASSWORD)
+    app = create_app(db, TokenAuth(db), version="test")
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        await connect(db_url, SCHEMA) as conn,
+        httpx.AsyncClient(transport=transport, base_url="http://dash.test") as client,
+    ):
+        await conn.set_autocommit(True)
+        yield Site(db, client, Rows(conn), tenant, other)
+
+
+def text_of(html: str) -> str:
+    """The page's text without tags, whitespace collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+async def test_workers_show_heartbeat_slots_labels_and_what_they_run(site: Site) -> None:
+    wid, ext = await site.rows.worker(
+        site.tenant, ["add"], slots=4, labels={"gpu": "a100"}, name="gpu-box"
+    )
+    await site.rows.worker(site.tenant, ["add"], status="DEAD", name="old-box")
+    _, theirs = await site.rows.worker(site.other, ["add"], name="their-box")
+    await site.rows.task_def(site.tenant, "add")
+    await site.rows.running(site.tenant, "add", wid)
+    await sign_in(site.client, "viewer@acme.test")
+
+    page = await site.client.get("/ui/workers")
+    assert page.status_code == 200
+    text = text_of(page.text)
+    assert "gpu-box" in text and "old-box" in text and "their-box" not in text
+    assert "gpu=a100" in text and "1/4" in text
+    live = await site.client.get("/ui/workers?status=active")
+    assert "gpu-box" in live.text and "old-box" not in live.text
+    bad = await site.client.get("/ui/workers?status=sleepy")
+    assert bad.status_code == 200 and 'data-testid="filter-error"' in bad.text
+    assert "old-box" in bad.text  # the default (every status) in its place
+
+    detail = await site.client.get(f"/ui/workers/{ext}")
+    assert detail.status_code == 200
+    held = text_of(detail.text)
+    assert "Running now (1)" in held and "add" in held
+    assert (await site.client.get(f"/ui/workers/{theirs}")).status_code == 404
+    assert (await site.client.get("/ui/workers/not-a-uuid")).status_code == 404
+
+
+async def test_queues_show_depth_oldest_and_blocked_reasons(site: Site) -> None:
+    await site.rows.worker(site.tenant, ["served"])
+    await site.rows.queued(site.tenant, "served", priority=3, age_s=120)
+    for _ in range(4):
+        await site.rows.queued(site.tenant, "served", later_s=60, rate_limits=[{"key": "api"}])
+    await site.rows.queued(site.tenant, "nobody-serves")
+    await site.rows.queued(site.other, "served")
+    await sign_in(site.client, "viewer@acme.test")
+    page = await site.client.get("/ui/queues")
+    assert page.status_code == 200
+    html = page.text
+    assert re.search(r'data-testid="depth">\s*6<', html)
+    assert 'data-reason="rate limit">rate limit: 4<' in html
+    assert 'data-reason="no eligible worker">no eligible worker: 1<' in html
+    assert re.search(r">2 min( \d s)? ago<", html)  # the oldest waiting, of priority 3
+
+
+async def _seed_definitions(site: Site) -> None:
+    await site.rows.task_def(site.tenant, "place-order", retries=2, input_schema=ORDER_SCHEMA)
+    await site.rows.task_def(site.tenant, "raw")
+    await site.rows.task_def(site.other, "secret-task")
+    for status in ("COMPLETED", "COMPLETED", "FAILED"):
+        await site.rows.task(site.tenant, "place-order", status)
+
+
+async def test_tasks_list_definitions_with_their_success_rate(site: Site) -> None:
+    await _seed_definitions(site)
+    await sign_in(site.client, "viewer@acme.test")
+    page = await site.client.get("/ui/tasks")
+    assert page.status_code == 200
+    assert "place-order" in page.text and "secret-task" not in page.text
+    assert re.search(r'data-name="place-order".*?data-testid="success">67%<', page.text, re.S)
+    detail = await site.client.get("/ui/tasks/task/place-order")
+    assert detail.status_code == 200 and "retries" in detail.text
+    assert (await site.client.get("/ui/tasks/task/secret-task")).status_code == 404
+    assert (await site.client.get("/ui/tasks/gadget/place-order")).status_code == 404
+
+
+async def test_a_viewer_sees_no_actions_and_is_refused_them(site: Site) -> None:
+    await _seed_definitions(site)
+    await sign_in(site.client, "viewer@acme.test")
+    detail = await site.client.get("/ui/tasks/task/place-order")
+    assert 'data-testid="trigger"' not in detail.text
+    assert 'data-testid="pause"' not in detail.text
+    csrf = csrf_of(detail.text)
+    for action in ("trigger", "pause", "resume"):
+        r = await site.client.post(
+            f"/ui/tasks/task/place-order/{action}",
+            data={"csrf": csrf, "customer": "acme", "quantity": "1"},
+        )
+        assert r.status_code == 403, action
+    assert await site.rows.one("SELECT count(*) FROM scheduled_run") == 0
+
+
+async def test_the_trigger_form_is_built_from_the_input_schema(site: Site) -> None:
+    await _seed_definitions(site)
+    await sign_in(site.client, "op@acme.test")
+    html = (await site.client.get("/ui/tasks/task/place-order")).text
+    assert 'data-testid="trigger"' in html
+    for name in ("customer", "quantity", "lines"):
+        assert f'name="{name}"' in html
+    assert 'type="number"' in html and "Who ordered" in html
+    raw = (await site.client.get("/ui/tasks/task/raw")).text
+    assert 'name="__input__"' in raw  # no schema: one JSON field for the whole input
+
+
+async def test_invalid_input_is_shown_beside_its_field(site: Site) -> None:
+    await _seed_definitions(site)
+    await sign_in(site.client, "op@acme.test")
+    page = await site.client.get("/ui/tasks/task/place-order")
+    r = await site.client.post(
+        "/ui/tasks/task/place-order/trigger",
+        data={"csrf": csrf_of(page.text), "customer": "acme", "quantity": "2", "lines": "[{"},
+    )
+    assert r.status_code == 422
+    assert re.search(
+        r'data-testid="field-lines".*?data-testid="error-lines">not valid JSON: ', r.text, re.S
+    )
+    assert "[{" in r.text  # what the user typed is kept
+    assert await site.rows.one("SELECT count(*) FROM scheduled_run") == 0
+
+
+async def test_a_valid_trigger_schedules_a_run_with_the_input(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No engine serves this app, so the run is scheduled but never started here (the
+    # browser tests follow it to its run); the page says where it is.
+    monkeypatch.setattr(tasks_page, "FOLLOW_S", 0.05)
+    await _seed_definitions(site)
+    await sign_in(site.client, "op@acme.test")
+    page = await site.client.get("/ui/tasks/task/place-order")
+    r = await site.client.post(
+        "/ui/tasks/task/place-order/trigger",
+        data={
+            "csrf": csrf_of(page.text),
+            "customer": "acme",
+            "quantity": "2",
+            "lines": '[{"sku": "a"}]',
+        },
+    )
+    assert r.status_code == 200 and 'data-testid="trigger-message"' in r.text
+    stored = await site.rows.one("SELECT input FROM scheduled_run WHERE task_name = 'place-order'")
+    assert stored == {"customer": "acme", "quantity": 2, "lines": [{"sku": "a"}]}
+    unknown = await site.client.post(
+        "/ui/tasks/task/nope/trigger", data={"csrf": csrf_of(page.text)}
+    )
+    assert unknown.status_code == 404
+
+
+async def test_engine_managed_pages_say_so_without_an_engine(site: Site) -> None:
+    await _seed_definitions(site)
+    await sign_in(site.client, "op@acme.test")
+    r = await site.client.get("/ui/crons")
+    assert r.status_code == 503 and "runs without one" in r.text
+    page = await site.client.get("/ui/tasks/task/place-order")
+    paused = await site.client.post(
+        "/ui/tasks/task/place-order/pause", data={"csrf": csrf_of(page.text)}
+    )
+    assert paused.status_code == 503
+
+
+async def test_navigation_links_every_page_of_this_area(site: Site) -> None:
+    await sign_in(site.client, "viewer@acme.test")
+    html = (await site.client.get("/ui/workers")).text
+    for path in ("/ui/workers", "/ui/tasks", "/ui/queues", "/ui/crons"):
+        assert f'href="{path}"' in html
+    assert 'href="/ui/workers" aria-current="page"' in html
