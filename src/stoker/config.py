@@ -127,6 +127,9 @@ class EngineSettings(BaseSettings):
     # at start). Without a key, webhooks cannot be created; `stoker lite` makes one.
     webhook_secret_key: str = ""
     webhook_old_secret_keys: str = ""
+    # Bulk cancel and replay by filter (README "Acting on runs"): a filter matching more
+    # runs than this needs an explicit confirm=true.
+    bulk_cap: int = 1_000
 
     def validate_settings(self) -> EngineSettings:
         """Fails fast with ConfigError on values that cannot work."""
@@ -159,6 +162,8 @@ class EngineSettings(BaseSettings):
             )
         if self.request_key_ttl_s <= 0:
             raise ConfigError("STOKER_REQUEST_KEY_TTL_S must be positive")
+        if not 1 <= self.bulk_cap <= 100_000:
+            raise ConfigError(f"STOKER_BULK_CAP must be 1..100000, not {self.bulk_cap}")
         if self.max_payload_bytes <= 0 or self.flush_max_items <= 0 or self.scheduler_batch <= 0:
             raise ConfigError("payload limit, flush size and scheduler batch must be positive")
         if not 0 < self.grpc_port < 65536 or not 0 < self.http_port < 65536:

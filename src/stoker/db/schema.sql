@@ -135,7 +135,9 @@ CREATE TABLE worker (
     last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
     created_at        timestamptz NOT NULL DEFAULT now(),
     labels            jsonb NOT NULL DEFAULT '{}',
-    durable_slots     integer NOT NULL DEFAULT 0
+    durable_slots     integer NOT NULL DEFAULT 0,
+    -- A paused worker keeps its stream and what it runs but is assigned nothing new.
+    paused_at         timestamptz
 ) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.05);
 
 CREATE INDEX worker_tenant_idx ON worker (tenant_id, status);
@@ -1049,6 +1051,36 @@ DO $$ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION grant_enqueue_role(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION revoke_enqueue_role(text) FROM PUBLIC;
+
+-- A bulk cancel or replay: the runs it applies to, resolved when it was asked for (ids as
+-- given, or every run the filter matched then), processed in chunks from `position`. The
+-- replica driving it (`owner`) touches `heartbeat_at` after each chunk; a RUNNING operation
+-- whose heartbeat is stale is claimed and resumed by another replica (engine/runs/bulk.py).
+CREATE TABLE bulk_operation (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id    bigint NOT NULL,
+    external_id  uuid NOT NULL UNIQUE,
+    action       text NOT NULL CHECK (action IN ('cancel', 'replay')),
+    state        text NOT NULL DEFAULT 'RUNNING'
+                 CHECK (state IN ('RUNNING', 'COMPLETED', 'FAILED')),
+    reason       text NOT NULL DEFAULT '',
+    filter       jsonb,
+    run_ids      text[] NOT NULL,
+    total        integer NOT NULL,
+    position     integer NOT NULL DEFAULT 0,
+    done         integer NOT NULL DEFAULT 0,
+    failed       integer NOT NULL DEFAULT 0,
+    error        text,
+    errors       integer NOT NULL DEFAULT 0,
+    owner        text NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+
+CREATE INDEX bulk_operation_tenant_idx ON bulk_operation (tenant_id, created_at DESC);
+CREATE INDEX bulk_operation_running_idx ON bulk_operation (heartbeat_at)
+    WHERE state = 'RUNNING';
 
 -- Dashboard (docs/dashboard.md): people who sign in to the web UI, each in one tenant with a
 -- role (viewer: reads; operator: also cancels and replays; admin: also manages users).

@@ -242,6 +242,7 @@ class Engine:
             self.schedule_timers,
             self.inbox,
             self.retention,
+            self.bulk,
         ]
         if s.http_enabled:
             from stoker.engine.api.app import create_app
@@ -260,6 +261,11 @@ class Engine:
                 events=self.event_admin,
                 webhooks=self.webhooks,
                 signals=self.signals,
+                bulk=self.bulk,
+                dispatcher=self.dispatcher,
+                ingest=self.ingest,
+                workflow_ingest=self.workflow_ingest,
+                definitions=self.definitions,
             )
             self.services.append(
                 ApiService(
@@ -309,6 +315,7 @@ class Engine:
         from stoker.engine.events import EventAdmin
         from stoker.engine.flows.conditions import Conditions
         from stoker.engine.rpc.client_service import ClientService
+        from stoker.engine.runs.bulk import BulkOps
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
         from stoker.engine.webhooks import Webhooks
@@ -344,6 +351,7 @@ class Engine:
             db, self.definitions, workflows, max_payload_bytes=s.max_payload_bytes
         )
         self.run_ops = RunOps(db, self.signals, self.dispatcher, self.attempts, self.progression)
+        self.bulk = BulkOps(db, self.run_ops, engine_id=self.engine_id, cap=s.bulk_cap)
         # Transactional enqueue: runs applications committed into the inbox, on every replica.
         self.inbox = InboxDrainer(db, self.signals, self.definitions, self.ingest, workflows)
         cron_runs = CronRuns(self.ingest, self.workflow_ingest)

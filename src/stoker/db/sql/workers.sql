@@ -11,14 +11,15 @@ SET name = excluded.name, slots = excluded.slots, task_names = excluded.task_nam
     status = 'ACTIVE', connected_at = now(), last_heartbeat_at = now(),
     labels = excluded.labels, durable_slots = excluded.durable_slots
 WHERE worker.tenant_id = excluded.tenant_id
-RETURNING id, connected_at;
+RETURNING id, connected_at, paused_at IS NOT NULL AS paused;
 
 -- name: heartbeat_workers
--- Records heartbeats of a tenant's workers; returns those still considered alive.
+-- Records heartbeats of a tenant's workers; returns those still considered alive, and
+-- whether each is paused (how a pause reaches the replica holding the worker's stream).
 UPDATE worker SET last_heartbeat_at = now()
 WHERE external_id = ANY(%(external_ids)s::uuid[]) AND tenant_id = %(tenant_id)s
   AND status = 'ACTIVE'
-RETURNING external_id;
+RETURNING external_id, paused_at IS NOT NULL AS paused;
 
 -- name: worker_tenant
 -- The tenant a worker id belongs to (to tell a foreign worker id from a dead one).

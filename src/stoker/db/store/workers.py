@@ -29,6 +29,7 @@ class RegisteredWorker(TypedDict):
 
     id: int
     connected_at: datetime
+    paused: bool
 
 
 register_worker = One[RegisterWorker, RegisteredWorker]("register_worker")
@@ -44,6 +45,7 @@ class LiveWorker(TypedDict):
     """A worker whose heartbeat was recorded."""
 
     external_id: uuid.UUID
+    paused: bool
 
 
 heartbeat_workers = Many[HeartbeatWorkers, LiveWorker]("heartbeat_workers")

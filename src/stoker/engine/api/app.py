@@ -31,9 +31,13 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.ingest import Ingest
+    from stoker.engine.ingest.workflows import WorkflowIngest
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.signals import Signals
     from stoker.engine.webhooks import Webhooks
+    from stoker.engine.workers import PauseTarget
 
 DOCS_ASSETS = "/docs/assets"
 
@@ -84,6 +88,11 @@ def create_app(
     crons: CronAdmin | None = None,
     events: EventAdmin | None = None,
     webhooks: Webhooks | None = None,
+    bulk: BulkOps | None = None,
+    dispatcher: PauseTarget | None = None,
+    ingest: Ingest | None = None,
+    workflow_ingest: WorkflowIngest | None = None,
+    definitions: Definitions | None = None,
     signals: Signals | None = None,
     dashboard: bool = True,
 ) -> FastAPI:
@@ -96,7 +105,10 @@ def create_app(
     creates reach the leader through ``stoker_schedules``.
     one of the API's own, reading the ``worker`` table). ``ops``: the engine's run
     operations, for the routes that change runs (reset). ``webhooks``: the engine's incoming
-    webhooks (without it, ``/webhooks/...`` answers 503).
+    webhooks (without it, ``/webhooks/...`` answers 503). ``bulk``: the engine's bulk
+    operations and ``dispatcher`` its worker streams (pauses apply there at once);
+    ``ingest`` and ``workflow_ingest`` create the runs REST triggers ask for;
+    ``definitions`` write rate limits (refreshing the engine's caches).
 
     OpenAPI is served at ``/openapi.json`` and interactive docs at ``/docs``. The web
     dashboard (``dashboard``) is served under ``/ui`` (:mod:`stoker.engine.dashboard`);
@@ -120,7 +132,20 @@ def create_app(
             on_changed=lambda: None,
         )
     app.state.stoker = ApiState(
-        db, auth, served or ServedTasks(db), engine_id, schedules, ops, crons, events, webhooks
+        db,
+        auth,
+        served or ServedTasks(db),
+        engine_id,
+        schedules,
+        ops,
+        crons,
+        events,
+        webhooks,
+        bulk,
+        dispatcher,
+        ingest,
+        workflow_ingest,
+        definitions,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:

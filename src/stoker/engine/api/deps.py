@@ -21,8 +21,13 @@ from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
+    from stoker.engine.ingest import Ingest
+    from stoker.engine.ingest.workflows import WorkflowIngest
+    from stoker.engine.ratelimits import LimitWriter
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.webhooks import Webhooks
+    from stoker.engine.workers import PauseTarget
 from stoker.errors import InvalidRequestError
 
 
@@ -43,6 +48,16 @@ class ApiState:
     """Events and filters (the engine's; None for an API without an engine)."""
     webhooks: Webhooks | None = None
     """Incoming webhooks (the engine's; None for an API without an engine)."""
+    bulk: BulkOps | None = None
+    """Bulk cancel and replay (the engine's; None for an API without an engine)."""
+    dispatcher: PauseTarget | None = None
+    """Applies worker pauses to the streams held here (None: at the next heartbeat)."""
+    ingest: Ingest | None = None
+    """Creates task runs (the engine's; REST triggers answer 503 without it)."""
+    workflow_ingest: WorkflowIngest | None = None
+    """Creates workflow runs (the engine's)."""
+    definitions: LimitWriter | None = None
+    """Writes rate limits and refreshes the engine's caches (None: written directly)."""
 
 
 def api_state(request: Request) -> ApiState:

@@ -158,6 +158,12 @@ class Worker(_Model):
     connected_at: datetime
     labels: dict[str, Any] = Field(default_factory=dict)
     durable_slots: int = 0
+    heartbeat_age_s: float = Field(default=0.0, description="Seconds since its last heartbeat")
+    paused: bool = Field(default=False, description="Paused: assigned no new runs")
+    paused_at: datetime | None = None
+    current_runs: list[uuid.UUID] = Field(
+        default_factory=list, description="The runs it holds now (task run ids)"
+    )
 
 
 class WorkerList(_Model):

@@ -157,6 +157,8 @@ class Dispatcher(LoopService):
         self._interval = flush_interval_ms / 1000
         self._max_items = flush_max_items
         self._conns: dict[int, WorkerConn] = {}
+        # External ids of the conns here that are paused (so a heartbeat tells a change).
+        self._paused: set[uuid.UUID] = set()
         self.engine_id = engine_id
         self._work = self.signal()
         self._full = self.signal()
@@ -244,6 +246,21 @@ class Dispatcher(LoopService):
             conn.outbox.put_nowait(pb.EngineMessage(cancellations=pb.Cancellations(items=msgs)))
             self._run_signals.capacity(conn.tenant_id)
 
+    def set_paused(self, worker_id: int, paused: bool) -> bool:
+        """Pauses or resumes a worker connected here (a paused worker has no free slots,
+        so placement passes it by); True when it is connected here."""
+        conn = self._conns.get(worker_id)
+        if conn is None:
+            return False
+        if conn.paused and not paused:
+            self._run_signals.capacity(conn.tenant_id)  # its slots count again
+        conn.paused = paused
+        if paused:
+            self._paused.add(conn.external_id)
+        else:
+            self._paused.discard(conn.external_id)
+        return True
+
     def drop_workers(self, worker_ids: Iterable[int]) -> None:
         """Closes the streams of workers declared dead; they must register again."""
         for worker_id in worker_ids:
@@ -275,6 +292,7 @@ class Dispatcher(LoopService):
             conn.closed = True
             if self._conns.get(conn.worker_id) is conn:
                 del self._conns[conn.worker_id]
+                self._paused.discard(conn.external_id)
                 if conn.ended_cleanly:
                     # Shielded: the call may be torn down while this runs, and the worker
                     # is gone for good, so nobody else would hand these attempts back soon.
@@ -376,6 +394,10 @@ class Dispatcher(LoopService):
                 f"task {refused[0].task_id} attempt {refused[0].attempt}, not its own",
             )
         self._conns[worker_id] = conn
+        # A paused worker stays paused when it reconnects (the pause is the worker row's).
+        self._paused.discard(external_id)
+        if row["paused"]:
+            self.set_paused(worker_id, True)
         stale = [key for key, old_enough in mine.items() if old_enough and key[0] not in running]
         if stale:
             await self._attempts.end(
@@ -523,6 +545,13 @@ class Dispatcher(LoopService):
             self._db, worker_store.HeartbeatWorkers([external_id], tenant_id)
         )
         if rows:
+            # A pause made on another replica reaches this one with the next heartbeat.
+            # Looked for only when it may have changed: pauses are rare, heartbeats are not.
+            paused = bool(rows[0]["paused"])
+            if paused != (external_id in self._paused):
+                for conn in list(self._conns.values()):
+                    if conn.external_id == external_id:
+                        self.set_paused(conn.worker_id, paused)
             return True
         owner = await worker_store.worker_tenant(self._db, worker_store.WorkerTenant(external_id))
         if owner is not None and int(owner["tenant_id"]) != tenant_id:

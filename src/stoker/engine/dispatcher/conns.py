@@ -51,13 +51,15 @@ class WorkerConn:
     outbox: asyncio.Queue[pb.EngineMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
     draining: bool = False
+    # Paused by an operator (engine/workers): keeps what it runs, is assigned nothing new.
+    paused: bool = False
     # The worker said goodbye (it is stopping), as opposed to a stream that just ended: a
     # killed worker's stream may end as quietly as a clean close.
     ended_cleanly: bool = False
 
     def free(self, durable: bool = False) -> int:
-        """Free slots in one pool (none while draining)."""
-        if self.draining or self.closed:
+        """Free slots in one pool (none while draining or paused)."""
+        if self.draining or self.closed or self.paused:
             return 0
         return (self.durable_slots if durable else self.slots) - self.used[durable]
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stoker.engine.api.routes import (
+    actions,
     crons,
     durable,
     events,
     health,
     pauses,
+    rate_limits,
     runs,
     schedules,
     tasks,
     tokens,
+    triggers,
     webhooks,
     workers,
     workflows,
@@ -26,9 +29,12 @@ from stoker.engine.api.routes import (
 ROUTERS: list[APIRouter] = [
     health.router,
     runs.router,
+    actions.router,
     durable.router,
     workers.router,
     tasks.router,
+    triggers.router,
+    rate_limits.router,
     crons.router,
     schedules.router,
     events.router,
