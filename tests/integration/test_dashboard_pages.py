@@ -16,7 +16,7 @@ from stoker.engine.api.app import create_app
 from stoker.engine.auth import TokenAuth, create_tenant
 from stoker.engine.dashboard import users
 from stoker.engine.dashboard.pages import tasks as tasks_page
-from tests.integration.test_dashboard import PASSWORD, csrf_of, sign_in
+from tests.integration.test_dashboard import csrf_of
 from tests.integration.test_dashboard_pages_store import Rows
 
 SCHEMA = "stoker"
@@ -38,18 +38,19 @@ class Site:
     rows: Rows
     tenant: int
     other: int
+    user_ids: dict[str, int]
 
 
 @pytest.fixture
 async def site(db: Executor, db_url: str) -> AsyncIterator[Site]:
     tenant = await create_tenant(db, "acme")
     other = await create_tenant(db, "globex")
-    for email, role, t in (
-        ("op@acme.test", "operator", tenant),
-        ("viewer@acme.test", "viewer", tenant),
-        ("admin@globex.test", "admin", other),
-    ):
-        await users.create_user(db, t, email, role, PASSWORD)
+    # Users without a password sign in through one-time links: no argon2 hashing, which
+    # costs most of a test's time on a busy machine.
+    user_ids = {
+        "op@acme.test": await users.create_user(db, tenant, "op@acme.test", "operator", None),
+        "viewer@acme.test": await users.create_user(db, tenant, "viewer@acme.test", "viewer", None),
+    }
     app = create_app(db, TokenAuth(db), version="test")
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -57,7 +58,15 @@ async def site(db: Executor, db_url: str) -> AsyncIterator[Site]:
         httpx.AsyncClient(transport=transport, base_url="http://dash.test") as client,
     ):
         await conn.set_autocommit(True)
-        yield Site(db, client, Rows(conn), tenant, other)
+        yield Site(db, client, Rows(conn), tenant, other, user_ids)
+
+
+async def sign_in(site: Site, email: str) -> None:
+    """Signs ``email`` in (a one-time link), replacing any session the client has."""
+    site.client.cookies.clear()
+    token = await users.create_login_link(site.db, site.user_ids[email])
+    r = await site.client.get(f"/ui/login/link?token={token}")
+    assert r.status_code == 303, r.text
 
 
 def text_of(html: str) -> str:
@@ -73,7 +82,7 @@ async def test_workers_show_heartbeat_slots_labels_and_what_they_run(site: Site)
     _, theirs = await site.rows.worker(site.other, ["add"], name="their-box")
     await site.rows.task_def(site.tenant, "add")
     await site.rows.running(site.tenant, "add", wid)
-    await sign_in(site.client, "viewer@acme.test")
+    await sign_in(site, "viewer@acme.test")
 
     page = await site.client.get("/ui/workers")
     assert page.status_code == 200
@@ -101,7 +110,7 @@ async def test_queues_show_depth_oldest_and_blocked_reasons(site: Site) -> None:
         await site.rows.queued(site.tenant, "served", later_s=60, rate_limits=[{"key": "api"}])
     await site.rows.queued(site.tenant, "nobody-serves")
     await site.rows.queued(site.other, "served")
-    await sign_in(site.client, "viewer@acme.test")
+    await sign_in(site, "viewer@acme.test")
     page = await site.client.get("/ui/queues")
     assert page.status_code == 200
     html = page.text
@@ -121,7 +130,7 @@ async def _seed_definitions(site: Site) -> None:
 
 async def test_tasks_list_definitions_with_their_success_rate(site: Site) -> None:
     await _seed_definitions(site)
-    await sign_in(site.client, "viewer@acme.test")
+    await sign_in(site, "viewer@acme.test")
     page = await site.client.get("/ui/tasks")
     assert page.status_code == 200
     assert "place-order" in page.text and "secret-task" not in page.text
@@ -134,7 +143,7 @@ async def test_tasks_list_definitions_with_their_success_rate(site: Site) -> Non
 
 async def test_a_viewer_sees_no_actions_and_is_refused_them(site: Site) -> None:
     await _seed_definitions(site)
-    await sign_in(site.client, "viewer@acme.test")
+    await sign_in(site, "viewer@acme.test")
     detail = await site.client.get("/ui/tasks/task/place-order")
     assert 'data-testid="trigger"' not in detail.text
     assert 'data-testid="pause"' not in detail.text
@@ -150,7 +159,7 @@ async def test_a_viewer_sees_no_actions_and_is_refused_them(site: Site) -> None:
 
 async def test_the_trigger_form_is_built_from_the_input_schema(site: Site) -> None:
     await _seed_definitions(site)
-    await sign_in(site.client, "op@acme.test")
+    await sign_in(site, "op@acme.test")
     html = (await site.client.get("/ui/tasks/task/place-order")).text
     assert 'data-testid="trigger"' in html
     for name in ("customer", "quantity", "lines"):
@@ -162,7 +171,7 @@ async def test_the_trigger_form_is_built_from_the_input_schema(site: Site) -> No
 
 async def test_invalid_input_is_shown_beside_its_field(site: Site) -> None:
     await _seed_definitions(site)
-    await sign_in(site.client, "op@acme.test")
+    await sign_in(site, "op@acme.test")
     page = await site.client.get("/ui/tasks/task/place-order")
     r = await site.client.post(
         "/ui/tasks/task/place-order/trigger",
@@ -183,7 +192,7 @@ async def test_a_valid_trigger_schedules_a_run_with_the_input(
     # browser tests follow it to its run); the page says where it is.
     monkeypatch.setattr(tasks_page, "FOLLOW_S", 0.05)
     await _seed_definitions(site)
-    await sign_in(site.client, "op@acme.test")
+    await sign_in(site, "op@acme.test")
     page = await site.client.get("/ui/tasks/task/place-order")
     r = await site.client.post(
         "/ui/tasks/task/place-order/trigger",
@@ -205,7 +214,7 @@ async def test_a_valid_trigger_schedules_a_run_with_the_input(
 
 async def test_engine_managed_pages_say_so_without_an_engine(site: Site) -> None:
     await _seed_definitions(site)
-    await sign_in(site.client, "op@acme.test")
+    await sign_in(site, "op@acme.test")
     r = await site.client.get("/ui/crons")
     assert r.status_code == 503 and "runs without one" in r.text
     page = await site.client.get("/ui/tasks/task/place-order")
@@ -216,8 +225,66 @@ async def test_engine_managed_pages_say_so_without_an_engine(site: Site) -> None
 
 
 async def test_navigation_links_every_page_of_this_area(site: Site) -> None:
-    await sign_in(site.client, "viewer@acme.test")
+    await sign_in(site, "viewer@acme.test")
     html = (await site.client.get("/ui/workers")).text
     for path in ("/ui/workers", "/ui/tasks", "/ui/queues", "/ui/crons"):
         assert f'href="{path}"' in html
     assert 'href="/ui/workers" aria-current="page"' in html
+
+
+async def test_an_operator_pauses_and_resumes_a_worker_a_viewer_cannot(site: Site) -> None:
+    _, ext = await site.rows.worker(site.tenant, ["add"], name="box")
+    _, theirs = await site.rows.worker(site.other, ["add"], name="their-box")
+    await sign_in(site, "viewer@acme.test")
+    page = await site.client.get(f"/ui/workers/{ext}")
+    assert 'data-testid="pause"' not in page.text
+    refused = await site.client.post(f"/ui/workers/{ext}/pause", data={"csrf": csrf_of(page.text)})
+    assert refused.status_code == 403
+
+    await sign_in(site, "op@acme.test")
+    page = await site.client.get(f"/ui/workers/{ext}")
+    csrf = csrf_of(page.text)
+    r = await site.client.post(f"/ui/workers/{ext}/pause", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/workers/{ext}"
+    paused = await site.client.get(f"/ui/workers/{ext}")
+    assert 'data-testid="paused"' in paused.text and 'data-testid="resume"' in paused.text
+    listed = await site.client.get("/ui/workers")
+    assert re.search(r'data-worker="box".*?>paused<', listed.text, re.S)
+    await site.client.post(f"/ui/workers/{ext}/resume", data={"csrf": csrf})
+    assert 'data-testid="paused"' not in (await site.client.get(f"/ui/workers/{ext}")).text
+    other = await site.client.post(f"/ui/workers/{theirs}/pause", data={"csrf": csrf})
+    assert other.status_code == 404
+    assert await site.rows.one("SELECT count(*) FROM worker WHERE paused_at IS NOT NULL") == 0
+
+
+async def test_rate_limits_show_use_and_are_edited_on_the_page(site: Site) -> None:
+    await site.rows.conn.execute(
+        "INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms) VALUES"
+        " (%s, 'api', 1, 60000), (%s, 'theirs', 5, 1000)",
+        (site.tenant, site.other),
+    )
+    for _ in range(4):
+        await site.rows.queued(site.tenant, "call", later_s=50, rate_limits=[{"key": "api"}])
+    await sign_in(site, "viewer@acme.test")
+    page = await site.client.get("/ui/rate-limits")
+    assert re.search(r'data-key="api".*?data-testid="waiting">4<', page.text, re.S)
+    assert "theirs" not in page.text and 'data-testid="save-limit"' not in page.text
+    refused = await site.client.post(
+        "/ui/rate-limits", data={"csrf": csrf_of(page.text), "key": "api", "limit": "9"}
+    )
+    assert refused.status_code == 403
+
+    await sign_in(site, "op@acme.test")
+    csrf = csrf_of((await site.client.get("/ui/rate-limits")).text)
+    bad = await site.client.post(
+        "/ui/rate-limits", data={"csrf": csrf, "key": "api", "limit": "ten", "duration": "1m"}
+    )
+    assert bad.status_code == 422 and "is not a whole number" in bad.text
+    r = await site.client.post(
+        "/ui/rate-limits", data={"csrf": csrf, "key": "api", "limit": "10", "duration": "1m"}
+    )
+    assert r.status_code == 303
+    after = await site.client.get("/ui/rate-limits")
+    assert re.search(r'data-key="api".*?data-testid="limit">10 per 1 min<', after.text, re.S)
+    # Raising the limit made the deferred runs ready at once: none waits on it any more.
+    assert re.search(r'data-key="api".*?data-testid="waiting">0<', after.text, re.S)

@@ -33,6 +33,7 @@ class WorkerRow(TypedDict):
     labels: Any
     last_heartbeat_at: datetime
     connected_at: datetime
+    paused_at: datetime | None
     db_now: datetime
     running: int
     used_slots: int

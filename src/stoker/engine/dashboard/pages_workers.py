@@ -57,6 +57,8 @@ class WorkerView:
     labels: dict[str, Any]
     task_names: list[str]
     running: int
+    paused: str
+    """Since when the worker is paused, in words ("" when it is not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ def _view(row: store.WorkerRow) -> WorkerView:
         labels=dict(row["labels"] or {}),
         task_names=sorted(row["task_names"]),
         running=row["running"],
+        paused=ago(row["paused_at"], now) if row["paused_at"] else "",
     )
 
 

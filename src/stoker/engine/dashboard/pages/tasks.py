@@ -5,9 +5,11 @@ from its input schema, and pause / resume.
 
 **Trigger.** The form is read field by field (:mod:`~stoker.engine.dashboard.pages_forms`);
 a field that does not parse is shown again with its message beside it (422). A valid input
-is scheduled to run now through the engine's scheduled runs (the same path as
-``app.schedules.create``: known task, payload limits, fired once by the leader), and the
-page follows the run once it exists (within :data:`FOLLOW_S`), else says where to find it.
+is created through the engine's ingest, as the SDK's and the REST API's triggers are
+(known task, payload limits), and the page opens the new run. An app served without an
+engine has no ingest: there the run is scheduled to start now (``app.schedules.create``'s
+path, fired by the engine's leader) and the page follows it once it exists (within
+:data:`FOLLOW_S`), else says where to find it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from stoker.engine.dashboard import pages_tasks
 from stoker.engine.dashboard.core import PREFIX, ActionDep, PageError, PageRouter, Ui, UiDep
 from stoker.engine.dashboard.pages_forms import FormField, FormResult, form_fields, read_form
 from stoker.engine.dashboard.pages_services import api, crons
+from stoker.engine.ingest import TriggerInput
+from stoker.engine.ingest.workflows import WorkflowTriggerInput
 from stoker.engine.schedules import ScheduleInput
 from stoker.errors import StokerError
 
@@ -134,12 +138,32 @@ async def trigger(ui: ActionDep, kind: str, name: str) -> Response:
         return _render(
             ui, d, await _recent(ui, d), fields, result=result, values=values, status_code=422
         )
-    schedules = api(ui).schedules
+    state = api(ui)
+    body = json.dumps(result.value).encode()
+    meta = json.dumps({"stoker_triggered_by": ui.user.email}).encode()
+    if state.ingest is not None and state.workflow_ingest is not None:
+        try:
+            if kind == "task":
+                ids = await state.ingest.trigger(
+                    ui.user.tenant_id, [TriggerInput(name, body, meta)]
+                )
+            else:
+                ids = await state.workflow_ingest.trigger(
+                    ui.user.tenant_id, [WorkflowTriggerInput(name, body, meta)]
+                )
+        except StokerError as exc:
+            result.errors["__all__"] = str(exc)
+            return _render(
+                ui, d, await _recent(ui, d), fields, result=result, values=values, status_code=422
+            )
+        return _go(ui, f"{PREFIX}/runs/{ids[0]}")
+    # Served without an engine (no ingest here): the engine's leader starts it.
+    schedules = state.schedules
     item = ScheduleInput(
         task_name=name if kind == "task" else "",
         workflow_name=name if kind == "workflow" else "",
-        input=json.dumps(result.value).encode(),
-        additional_metadata=json.dumps({"stoker_triggered_by": ui.user.email}).encode(),
+        input=body,
+        additional_metadata=meta,
         priority=0,
         run_at_ms=int(time.time() * 1000),
     )
