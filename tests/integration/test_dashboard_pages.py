@@ -50,6 +50,7 @@ async def site(db: Executor, db_url: str) -> AsyncIterator[Site]:
     user_ids = {
         "op@acme.test": await users.create_user(db, tenant, "op@acme.test", "operator", None),
         "viewer@acme.test": await users.create_user(db, tenant, "viewer@acme.test", "viewer", None),
+        "admin@acme.test": await users.create_user(db, tenant, "admin@acme.test", "admin", None),
     }
     app = create_app(db, TokenAuth(db), version="test")
     transport = httpx.ASGITransport(app=app)
@@ -215,8 +216,9 @@ async def test_a_valid_trigger_schedules_a_run_with_the_input(
 async def test_engine_managed_pages_say_so_without_an_engine(site: Site) -> None:
     await _seed_definitions(site)
     await sign_in(site, "op@acme.test")
-    r = await site.client.get("/ui/crons")
-    assert r.status_code == 503 and "runs without one" in r.text
+    for path in ("/ui/crons", "/ui/events", "/ui/webhooks"):
+        r = await site.client.get(path)
+        assert r.status_code == 503 and "runs without one" in r.text, path
     page = await site.client.get("/ui/tasks/task/place-order")
     paused = await site.client.post(
         "/ui/tasks/task/place-order/pause", data={"csrf": csrf_of(page.text)}
@@ -288,3 +290,33 @@ async def test_rate_limits_show_use_and_are_edited_on_the_page(site: Site) -> No
     assert re.search(r'data-key="api".*?data-testid="limit">10 per 1 min<', after.text, re.S)
     # Raising the limit made the deferred runs ready at once: none waits on it any more.
     assert re.search(r'data-key="api".*?data-testid="waiting">0<', after.text, re.S)
+
+
+async def test_a_token_is_shown_once_works_and_stops_when_revoked(site: Site) -> None:
+    await sign_in(site, "op@acme.test")
+    assert (await site.client.get("/ui/settings")).status_code == 403  # admins only
+    await sign_in(site, "admin@acme.test")
+    page = await site.client.get("/ui/settings")
+    assert page.status_code == 200
+    r = await site.client.post(
+        "/ui/settings/tokens",
+        data={"csrf": csrf_of(page.text), "name": "ci", "role": "member", "expires_in": "1d"},
+    )
+    found = re.search(r'data-testid="token-secret">([^<]+)<', r.text)
+    assert r.status_code == 200 and found
+    secret = found.group(1)
+    again = await site.client.get("/ui/settings")
+    assert secret not in again.text and 'data-name="ci"' in again.text
+    api = {"authorization": f"Bearer {secret}"}
+    assert (await site.client.get("/api/v1/workers", headers=api)).status_code == 200
+    token_id = re.search(r"/ui/settings/tokens/([0-9a-f-]+)/revoke", again.text)
+    assert token_id
+    revoked = await site.client.post(
+        f"/ui/settings/tokens/{token_id.group(1)}/revoke", data={"csrf": csrf_of(again.text)}
+    )
+    assert revoked.status_code == 303
+    assert (await site.client.get("/api/v1/workers", headers=api)).status_code == 401
+    bad = await site.client.post(
+        "/ui/settings/tokens", data={"csrf": csrf_of(again.text), "expires_in": "soon"}
+    )
+    assert bad.status_code == 422 and 'data-testid="form-error"' in bad.text
