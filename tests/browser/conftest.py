@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from argon2 import PasswordHasher
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from stoker.db import Executor, connect
+from stoker.db.store import dashboard as dash_store
 from stoker.engine.dashboard import users
 from tests.conftest import make_tenant
 from tests.harness import SCHEMA, EngineProcess, Tenant
@@ -42,6 +44,9 @@ def off_loop(fn: Callable[[], T]) -> T:
 CHROMIUM = os.environ.get("STOKER_CHROMIUM", "/usr/bin/chromium")
 README_IMAGES = Path(__file__).parents[2] / "docs" / "images"
 PASSWORD = "correct horse battery"
+# A cheap argon2 hash (verification reads the cost from the hash): the default cost takes
+# about a second per hash on a loaded test machine.
+CHEAP_HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
 
 
 @dataclass
@@ -94,7 +99,9 @@ def site(engine: EngineProcess) -> DashSite:
         try:
             db = Executor(conn)
             for role, email in emails.items():
-                await users.create_user(db, tenant.tenant_id, email, role, PASSWORD)
+                await dash_store.dash_create_user(
+                    db, dash_store.DashCreateUser(tenant.tenant_id, email, role, CHEAP_HASH)
+                )
         finally:
             await conn.close()
 

@@ -77,3 +77,144 @@ WHERE t.tenant_id = %(tenant_id)s AND t.status = 'QUEUED'
 GROUP BY t.task_name
 ORDER BY oldest
 LIMIT 200;
+
+-- The runs list. A "run" is a single-task run (a task row without a workflow) or a workflow
+-- run (a dag row); workflow steps show on their run's page. Each statement below applies
+-- the same filter to both kinds:
+--   statuses: NULL or a list; name: the task or workflow name, or NULL; kinds: 'task',
+--   'workflow' or both; [since, until): created_at; metadata: NULL, or a JSON array of
+--   groups, each an array of objects: a run matches when, for every group, its
+--   additional_metadata contains one of the group's objects (keys ANDed, values ORed).
+-- Lists are keyset-paginated on (created_at, kind, id) through the
+-- (tenant_id, created_at DESC, id DESC) indexes of task, dag and their history tables; the
+-- cursor names the last run shown by created_at, kind and external id.
+
+-- name: dash_list_runs
+WITH c AS (
+    SELECT CASE %(cursor_kind)s::text
+               WHEN 'task' THEN (SELECT id FROM all_tasks WHERE tenant_id = %(tenant_id)s
+                                   AND external_id = %(cursor_run_id)s::uuid)
+               WHEN 'workflow' THEN (SELECT id FROM all_dags WHERE tenant_id = %(tenant_id)s
+                                       AND external_id = %(cursor_run_id)s::uuid)
+           END AS id
+)
+SELECT * FROM (
+    (SELECT 'task'::text AS kind, t.id, t.external_id, t.task_name AS name, t.status,
+            t.additional_metadata, t.attempt, t.created_at, t.started_at, t.finished_at,
+            t.error ->> 'message' AS error_message, w.name AS worker_name
+     FROM all_tasks t
+     LEFT JOIN worker w ON w.id = t.worker_id
+     WHERE t.tenant_id = %(tenant_id)s AND t.dag_id IS NULL
+       AND 'task' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR t.task_name = %(name)s)
+       AND t.created_at >= %(since)s AND t.created_at < %(until)s
+       AND t.created_at <= coalesce(%(cursor_created_at)s::timestamptz, 'infinity')
+       AND (t.created_at, 'task'::text, t.id)
+           < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+              coalesce(%(cursor_kind)s::text, '~'),
+              coalesce((SELECT id FROM c), 9223372036854775807))
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE t.additional_metadata @> o.value)))
+     ORDER BY t.created_at DESC, t.id DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT 'workflow'::text, d.id, d.external_id, d.workflow_name, d.status,
+            d.additional_metadata, NULL::integer, d.created_at, NULL::timestamptz,
+            d.finished_at, d.error ->> 'message', NULL::text
+     FROM all_dags d
+     WHERE d.tenant_id = %(tenant_id)s
+       AND 'workflow' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR d.workflow_name = %(name)s)
+       AND d.created_at >= %(since)s AND d.created_at < %(until)s
+       AND d.created_at <= coalesce(%(cursor_created_at)s::timestamptz, 'infinity')
+       AND (d.created_at, 'workflow'::text, d.id)
+           < (coalesce(%(cursor_created_at)s::timestamptz, 'infinity'),
+              coalesce(%(cursor_kind)s::text, '~'),
+              coalesce((SELECT id FROM c), 9223372036854775807))
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE d.additional_metadata @> o.value)))
+     ORDER BY d.created_at DESC, d.id DESC
+     LIMIT %(limit)s)
+) AS r
+ORDER BY r.created_at DESC, r.kind DESC, r.id DESC
+LIMIT %(limit)s;
+
+-- name: dash_match_runs
+-- The external ids of the runs the filter matches (at most max_runs + 1, to tell "more"),
+-- created at or before until: what a bulk action over "all matching" applies to, and its
+-- count. Without an ORDER BY: any max_runs + 1 rows tell that there are more.
+SELECT r.external_id FROM (
+    (SELECT t.external_id
+     FROM all_tasks t
+     WHERE t.tenant_id = %(tenant_id)s AND t.dag_id IS NULL
+       AND 'task' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR t.task_name = %(name)s)
+       AND t.created_at >= %(since)s AND t.created_at < %(until)s
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE t.additional_metadata @> o.value)))
+     LIMIT %(max_runs)s + 1)
+    UNION ALL
+    (SELECT d.external_id
+     FROM all_dags d
+     WHERE d.tenant_id = %(tenant_id)s
+       AND 'workflow' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR d.workflow_name = %(name)s)
+       AND d.created_at >= %(since)s AND d.created_at < %(until)s
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE d.additional_metadata @> o.value)))
+     LIMIT %(max_runs)s + 1)
+) AS r
+LIMIT %(max_runs)s + 1;
+
+-- name: dash_runs_histogram
+-- Runs the filter matches per bucket of created_at and status (bucket i starts at
+-- since + i * step), over at most the newest 200,000 matching runs of each kind; capped
+-- tells whether that limit was reached.
+WITH m AS (
+    (SELECT t.created_at, t.status
+     FROM all_tasks t
+     WHERE t.tenant_id = %(tenant_id)s AND t.dag_id IS NULL
+       AND 'task' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR t.task_name = %(name)s)
+       AND t.created_at >= %(since)s AND t.created_at < %(until)s
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE t.additional_metadata @> o.value)))
+     ORDER BY t.created_at DESC
+     LIMIT 200000)
+    UNION ALL
+    (SELECT d.created_at, d.status
+     FROM all_dags d
+     WHERE d.tenant_id = %(tenant_id)s
+       AND 'workflow' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR d.workflow_name = %(name)s)
+       AND d.created_at >= %(since)s AND d.created_at < %(until)s
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE d.additional_metadata @> o.value)))
+     ORDER BY d.created_at DESC
+     LIMIT 200000)
+)
+SELECT least(floor(extract(epoch FROM m.created_at - %(since)s::timestamptz)
+                   / extract(epoch FROM %(step)s::interval))::integer,
+             %(buckets)s - 1) AS i,
+       m.status, count(*) AS n, (SELECT count(*) FROM m) >= 200000 AS capped
+FROM m
+GROUP BY 1, 2
+ORDER BY 1, 2;

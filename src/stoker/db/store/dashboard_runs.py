@@ -92,3 +92,80 @@ class QueuedTask(TypedDict):
 
 
 dash_queued_by_task = Many[DashTenant, QueuedTask]("dash_queued_by_task")
+
+
+@dataclass(frozen=True, slots=True)
+class DashListRuns:
+    tenant_id: int
+    kinds: list[str]
+    statuses: list[str] | None
+    name: str | None
+    since: datetime
+    until: datetime
+    metadata: str | None
+    cursor_created_at: datetime | None
+    cursor_kind: str | None
+    cursor_run_id: uuid.UUID | None
+    limit: int
+
+
+class ListedRun(TypedDict):
+    """A row of the runs list."""
+
+    kind: str
+    id: int
+    external_id: uuid.UUID
+    name: str
+    status: str
+    additional_metadata: dict[str, object]
+    attempt: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_message: str | None
+    worker_name: str | None
+
+
+dash_list_runs = Many[DashListRuns, ListedRun]("dash_list_runs")
+
+
+@dataclass(frozen=True, slots=True)
+class DashMatchRuns:
+    tenant_id: int
+    kinds: list[str]
+    statuses: list[str] | None
+    name: str | None
+    since: datetime
+    until: datetime
+    metadata: str | None
+    max_runs: int
+
+
+class MatchedRun(TypedDict):
+    external_id: uuid.UUID
+
+
+dash_match_runs = Many[DashMatchRuns, MatchedRun]("dash_match_runs")
+
+
+@dataclass(frozen=True, slots=True)
+class DashRunsHistogram:
+    tenant_id: int
+    kinds: list[str]
+    statuses: list[str] | None
+    name: str | None
+    since: datetime
+    until: datetime
+    metadata: str | None
+    step: timedelta
+    buckets: int
+
+
+class HistogramCell(TypedDict):
+    i: int
+    status: str
+    n: int
+    capped: bool
+
+
+dash_runs_histogram = Many[DashRunsHistogram, HistogramCell]("dash_runs_histogram")

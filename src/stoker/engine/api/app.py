@@ -155,7 +155,7 @@ def create_app(
     if dashboard:
         from stoker.engine.dashboard import mount
 
-        mount(app, db, served=app.state.stoker.served, signals=signals, ops=ops)
+        mount(app, db, served=app.state.stoker.served, signals=signals, ops=ops, bulk=bulk)
     add_error_handlers(app)
     app.add_middleware(StorableBodies)
     app.add_middleware(CatchAll)

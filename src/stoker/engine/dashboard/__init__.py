@@ -39,6 +39,7 @@ from stoker.engine.dashboard.live import LiveHub
 from stoker.engine.dispatcher.served import ServedTasks
 
 if TYPE_CHECKING:
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
     from stoker.engine.signals import Signals
 
@@ -65,12 +66,14 @@ def mount(
     served: ServedTasks | None = None,
     signals: Signals | None = None,
     ops: RunOps | None = None,
+    bulk: BulkOps | None = None,
     secure_cookies: bool = False,
 ) -> DashboardState:
     """Serves the dashboard from ``app``: pages under ``/ui``, ``/`` redirecting there.
 
     ``signals``: the engine's run signals, which make pages live (without them pages
-    poll). ``ops``: the engine's run operations, for cancel and replay.
+    poll). ``ops`` and ``bulk``: the engine's run operations and bulk operations, for
+    cancel and replay (without them those actions answer that they need an engine).
     ``secure_cookies``: mark the session cookie Secure (the engine serves TLS).
     """
     routers = page_routers()
@@ -80,6 +83,7 @@ def mount(
         served or ServedTasks(db),
         LiveHub(signals),
         ops,
+        bulk,
         secure_cookies=secure_cookies,
         nav=[item for item in NAV if item.key in registered],
     )

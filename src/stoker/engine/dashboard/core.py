@@ -37,6 +37,7 @@ from stoker.db.store import dashboard as store
 if TYPE_CHECKING:
     from stoker.engine.dashboard.live import LiveHub
     from stoker.engine.dispatcher.served import ServedTasks
+    from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
 
 PREFIX = "/ui"
@@ -96,6 +97,7 @@ class DashboardState:
     served: ServedTasks
     live: LiveHub
     ops: RunOps | None = None
+    bulk: BulkOps | None = None
     secure_cookies: bool = False
     session_ttl_s: float = 12 * 3600
     nav: list[NavItem] = field(default_factory=list)
