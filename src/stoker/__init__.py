@@ -46,6 +46,7 @@ from stoker._sdk.events import (
     Filters,
     PushedEvent,
 )
+from stoker._sdk.observe import LogLine, RunEvent
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import ResetOutcome, RunOutcome, Runs
 from stoker._sdk.schedules import ScheduledRun, Schedules
@@ -120,6 +121,7 @@ __all__ = [
     "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
+    "LogLine",
     "NonDeterminismError",
     "NonRetryableError",
     "NotFoundError",
@@ -134,6 +136,7 @@ __all__ = [
     "ResetOutcome",
     "RetryAfter",
     "RunCancelledError",
+    "RunEvent",
     "RunOutcome",
     "RunRef",
     "Runs",

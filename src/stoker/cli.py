@@ -1,6 +1,7 @@
 """The ``stoker`` command line: ``lite``, ``engine``, ``migrate``, ``token``,
 ``enqueue-role``, ``worker``, ``cron``, ``task`` and ``workflow`` (:mod:`stoker.cli_crons`),
-``event`` (:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`).
+``event`` (:mod:`stoker.cli_events`), ``webhook`` (:mod:`stoker.cli_webhooks`), ``logs``
+(:mod:`stoker.cli_logs`).
 
 A user mistake (bad configuration, unknown app path, missing database) is printed as one
 line in red with exit code 2, never as a traceback.
@@ -28,6 +29,7 @@ from rich.panel import Panel
 
 from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.cli_events import event_app
+from stoker.cli_logs import logs as logs_command
 from stoker.cli_users import user_app
 from stoker.cli_webhooks import webhook_app
 from stoker.config import (
@@ -88,6 +90,7 @@ app.add_typer(workflow_app, name="workflow")
 app.add_typer(event_app, name="event")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(user_app, name="user")
+app.command("logs")(logs_command)
 console = Console(stderr=True)
 
 T = TypeVar("T")
@@ -669,6 +672,13 @@ def worker(
         float,
         typer.Option(help="Seconds running tasks get to finish on stop before being handed back."),
     ] = 30.0,
+    log_max_lines: Annotated[
+        int, typer.Option(help="Log lines one attempt keeps (then a marker line).")
+    ] = 1000,
+    log_max_bytes: Annotated[int, typer.Option(help="Log bytes one attempt keeps.")] = 1048576,
+    log_line_max_bytes: Annotated[
+        int, typer.Option(help="Bytes one log line keeps (then it is truncated).")
+    ] = 16384,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
@@ -678,7 +688,14 @@ def worker(
     labels = _run(lambda: _labels(label or []))
     runner = _run(
         lambda: stoker_app.worker(
-            name, slots=slots, durable_slots=durable_slots, labels=labels, grace=grace
+            name,
+            slots=slots,
+            durable_slots=durable_slots,
+            labels=labels,
+            grace=grace,
+            log_max_lines=log_max_lines,
+            log_max_bytes=log_max_bytes,
+            log_line_max_bytes=log_line_max_bytes,
         )
     )
     _run(runner.start)

@@ -50,6 +50,18 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "202 stripe:invoice.paid cus_9",
         "403 WebhookForbidden",
     ]
+    # Logs, a stream read live and again from the start, run events across a retry.
+    assert outputs["run_obs_chat.py"].splitlines() == [
+        "you said: hello there ",
+        "4 chunks",
+        "[('queued', 0), ('assigned', 0), ('started', 0), ('retrying', 0), ('queued', 1), "
+        "('assigned', 1), ('started', 1), ('finished', 1)]",
+        "INFO ctx prompt of 11 characters",
+        "INFO chat answered with 4 words",
+        "answered with 4 words",
+    ]
+    # The FastAPI proxy streams the task's chunks to the client.
+    assert outputs["run_obs_proxy.py"].splitlines() == ["you", "said:", "hi", "web"]
 
 
 def test_the_readme_curl_example_works_with_the_exported_token(engine: Any, tenant: Any) -> None:

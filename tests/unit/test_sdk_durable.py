@@ -123,7 +123,7 @@ async def test_a_changed_call_at_a_recorded_position_is_refused() -> None:
     ctx = await engine.context()
     with pytest.raises(NonDeterminismError, match=r"position 1.*step 'alpha'.*wait 'sleep'"):
         await ctx.sleep(1)
-    assert ctx.log.diverged is not None  # kept, even if the body caught it
+    assert ctx.journal.diverged is not None  # kept, even if the body caught it
 
 
 async def test_a_sleep_past_its_recorded_deadline_returns_at_once() -> None:

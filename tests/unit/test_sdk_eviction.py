@@ -146,7 +146,7 @@ async def test_a_body_awaiting_a_sleep_is_blocked_and_a_running_step_is_not() ->
         await ctx.sleep(60)
 
     attempt = await worker.start(1, tasks()["default"], body)
-    log = attempt.ctx.log  # type: ignore[attr-defined]
+    log = attempt.ctx.journal  # type: ignore[attr-defined]
     await settle_loop()
     assert not log.blocked  # the step runs
     gate.set()
@@ -167,7 +167,7 @@ async def test_a_sleep_beyond_the_ttl_is_evicted_at_once_and_a_short_one_is_not(
     assert worker.evicted == [1] and far.future is not None and far.future.cancelled()
     assert [r.task_id for r in engine.evicts] == [1]
     assert engine.evicts[0].invocation == 1 and engine.evicts[0].attempt == 0
-    assert 2 in worker.running and near.ctx.log.blocked  # type: ignore[attr-defined]
+    assert 2 in worker.running and near.ctx.journal.blocked  # type: ignore[attr-defined]
     await worker.close()
 
 
@@ -177,7 +177,7 @@ async def test_a_task_blocked_for_its_ttl_is_evicted() -> None:
     await worker.start(1, tasks()["short"], sleeper(0.15))
     await settle_loop()
     assert worker.evictor.round() == 0
-    log = worker.running[1].ctx.log  # type: ignore[attr-defined]
+    log = worker.running[1].ctx.journal  # type: ignore[attr-defined]
     log.blocked_since -= 0.25  # blocked for longer than its 0.2 s TTL
     assert worker.evictor.round() == 1
     await worker.close()
@@ -190,7 +190,7 @@ async def test_capacity_pressure_evicts_the_longest_blocked_first() -> None:
     for task_id, name in [(1, "default"), (2, "never"), (3, "default")]:
         await worker.start(task_id, declared[name], sleeper(5))
         await settle_loop()
-        log = worker.running[task_id].ctx.log  # type: ignore[attr-defined]
+        log = worker.running[task_id].ctx.journal  # type: ignore[attr-defined]
         log.blocked_since = time.monotonic() - 0.01 * (10 - task_id)  # 1: the longest
     # 3 blocked, 3 durable slots: one goes, the longest-blocked that may (not "never").
     assert worker.evictor.round() == 1
@@ -226,7 +226,7 @@ async def test_a_refused_eviction_keeps_the_task_and_is_asked_again_only_after_n
     await settle_loop()
     assert worker.evicted == [] and attempt.future is not None and not attempt.future.done()
     assert worker.evictor.round() == 0  # nothing new seen: not asked again (for a second)
-    log = attempt.ctx.log  # type: ignore[attr-defined]
+    log = attempt.ctx.journal  # type: ignore[attr-defined]
     log.on_reply(
         pb.DurableReply(
             task_id=1,
@@ -251,7 +251,7 @@ async def test_a_wait_resolved_by_a_reply_unblocks_before_the_body_resumes() -> 
     worker = Worker(engine, slots=10)
     attempt = await worker.start(1, tasks()["short"], sleeper(60))
     await settle_loop()
-    log = attempt.ctx.log  # type: ignore[attr-defined]
+    log = attempt.ctx.journal  # type: ignore[attr-defined]
     assert log.blocked
     settled = pb.DurableEntry(
         position=1,

@@ -12,6 +12,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from stoker._proto import observe_pb2 as _observe_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1213,6 +1214,8 @@ class WorkerMessage(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
     DURABLE_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -1225,6 +1228,12 @@ class WorkerMessage(_message.Message):
     def goodbye(self) -> Global___Goodbye: ...
     @_builtins.property
     def durable(self) -> Global___DurableRequest: ...
+    @_builtins.property
+    def logs(self) -> _observe_pb2.LogLines:
+        """Log lines and live-stream chunks of running attempts (observe.proto)."""
+
+    @_builtins.property
+    def stream(self) -> _observe_pb2.StreamPuts: ...
     def __init__(
         self,
         *,
@@ -1234,12 +1243,14 @@ class WorkerMessage(_message.Message):
         labels: Global___WorkerLabels | None = ...,
         goodbye: Global___Goodbye | None = ...,
         durable: Global___DurableRequest | None = ...,
+        logs: _observe_pb2.LogLines | None = ...,
+        stream: _observe_pb2.StreamPuts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "logs", b"logs", "msg", b"msg", "register", b"register", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "msg", b"msg", "register", b"register"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "durable", b"durable", "events", b"events", "goodbye", b"goodbye", "labels", b"labels", "logs", b"logs", "msg", b"msg", "register", b"register", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels", "goodbye", "durable"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["register", "events", "draining", "labels", "goodbye", "durable", "logs", "stream"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

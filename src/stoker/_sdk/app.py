@@ -371,6 +371,11 @@ class Stoker:
         labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
         grace: float = 30.0,
+        log_max_lines: int = 1000,
+        log_max_bytes: int = 1024 * 1024,
+        log_line_max_bytes: int = 16 * 1024,
+        stream_max_bytes: int = 64 * 1024 * 1024,
+        capture_logging: bool = True,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -380,6 +385,11 @@ class Stoker:
         tasks' ``desired_worker_labels``. ``name`` defaults to :func:`default_worker_name`.
         On stop, running tasks get ``grace`` seconds to finish; what still runs then is
         handed back to the engine to run elsewhere.
+
+        Logs and streams (README "Logs, streams and run events"): ``log_max_lines``,
+        ``log_max_bytes`` and ``log_line_max_bytes`` bound what one attempt logs,
+        ``stream_max_bytes`` what it streams; ``capture_logging=False`` leaves records of
+        the ``logging`` module out of the tasks' logs.
         """
         from stoker._sdk.worker import Worker
 
@@ -391,6 +401,11 @@ class Stoker:
             labels=labels,
             tasks=_expand(tasks) if tasks is not None else None,
             grace=grace,
+            log_max_lines=log_max_lines,
+            log_max_bytes=log_max_bytes,
+            log_line_max_bytes=log_line_max_bytes,
+            stream_max_bytes=stream_max_bytes,
+            capture_logging=capture_logging,
         )
 
     # -- talking to the engine ----------------------------------------------------------

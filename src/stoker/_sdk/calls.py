@@ -30,15 +30,18 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import events_pb2 as epb
+from stoker._proto import observe_pb2 as opb
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import webhooks_pb2 as hpb
 from stoker._proto import workflows_pb2 as wpb
-from stoker._sdk.transport import Transport
+from stoker._sdk.transport import Transport, to_stoker_error
 
 if TYPE_CHECKING:
     from stoker._sdk.task import Task
@@ -47,6 +50,18 @@ log = logging.getLogger("stoker.client")
 
 # AwaitRuns long-polls for up to its timeout_ms; the call itself may take this much longer.
 _AWAIT_SLACK_S = 30.0
+
+
+async def _server_stream(call: Any, transport: Transport) -> AsyncIterator[Any]:
+    """The replies of a server-streaming call, its errors as Stoker errors; the call is
+    cancelled when the caller stops reading (the engine then frees what it held)."""
+    try:
+        async for reply in call:
+            yield reply
+    except grpc.RpcError as exc:
+        raise to_stoker_error(exc, transport.address) from None
+    finally:
+        call.cancel()
 
 
 def request_key() -> str:
@@ -259,6 +274,23 @@ class Interceptor:
 
     async def aio_reset_run(self, request: wpb.ResetRunRequest) -> wpb.ResetRunResponse:
         return await self.next.aio_reset_run(request)
+
+    # -- logs, streams and run events ---------------------------------------------------
+
+    def list_logs(self, request: opb.ListLogsRequest) -> opb.ListLogsResponse:
+        """Reads a page of a run's log lines."""
+        return self.next.list_logs(request)
+
+    async def aio_list_logs(self, request: opb.ListLogsRequest) -> opb.ListLogsResponse:
+        return await self.next.aio_list_logs(request)
+
+    def read_stream(self, request: opb.ReadStreamRequest) -> AsyncIterator[opb.StreamChunk]:
+        """Reads a run's live stream (server streaming, on the running loop's channel)."""
+        return self.next.read_stream(request)
+
+    def watch_runs(self, request: opb.WatchRunsRequest) -> AsyncIterator[opb.RunEvent]:
+        """Watches runs' events (server streaming, on the running loop's channel)."""
+        return self.next.watch_runs(request)
 
     # -- stored events and filters --------------------------------------------------------
 
@@ -646,6 +678,28 @@ class TransportCalls(Interceptor):
             lambda s: s.workflows.ResetRun, request
         )
         return resp
+
+    def list_logs(self, request: opb.ListLogsRequest) -> opb.ListLogsResponse:
+        resp: opb.ListLogsResponse = self._transport().call(lambda s: s.observe.ListLogs, request)
+        return resp
+
+    async def aio_list_logs(self, request: opb.ListLogsRequest) -> opb.ListLogsResponse:
+        resp: opb.ListLogsResponse = await self._transport().acall(
+            lambda s: s.observe.ListLogs, request
+        )
+        return resp
+
+    async def read_stream(self, request: opb.ReadStreamRequest) -> AsyncIterator[opb.StreamChunk]:
+        transport = self._transport()
+        call = transport.aio_stubs().observe.ReadStream(request, metadata=transport.metadata)
+        async for chunk in _server_stream(call, transport):
+            yield chunk
+
+    async def watch_runs(self, request: opb.WatchRunsRequest) -> AsyncIterator[opb.RunEvent]:
+        transport = self._transport()
+        call = transport.aio_stubs().observe.WatchRuns(request, metadata=transport.metadata)
+        async for event in _server_stream(call, transport):
+            yield event
 
     def list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
         resp: epb.ListEventsResponse = self._transport().call(

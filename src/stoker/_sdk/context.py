@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +23,13 @@ from stoker._core.envelope import StepInput
 from stoker.config import parse_duration
 
 if TYPE_CHECKING:
+    from stoker._sdk.logs import AttemptLog
     from stoker._sdk.task import Task
 
 O = TypeVar("O")  # noqa: E741 - a parent step's output type
+
+task_logger = logging.getLogger("stoker.task")
+"""Where ``ctx.log`` lines go when the context was made by hand (no worker)."""
 
 current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "stoker_current_context", default=None
@@ -65,6 +70,9 @@ class AttemptState:
         self._on_spawn = on_spawn
         self._child_lock = threading.Lock()
         self._next_child = 0
+        self.log: AttemptLog | None = None
+        """Where the attempt's log lines and stream chunks go (None: a context made by
+        hand; lines then go to the ``stoker.task`` logger and chunks nowhere)."""
 
     def bind_input(self, raw: bytes, is_step: bool) -> bytes:
         """A workflow step's input arrives wrapped with its parents' outcomes
@@ -173,6 +181,37 @@ class Context:
         """Gives this attempt's worker slots back while it keeps running (e.g. before a long
         wait on something external), so the worker can take other work. Idempotent."""
         self.state.release_slot()
+
+    # -- logs and streams ---------------------------------------------------------------
+
+    def log(self, message: str, level: str | int = "INFO") -> None:
+        """Adds a line to this attempt's log (read with ``app.runs.logs(run_id)``, REST
+        ``/api/v1/runs/{id}/logs`` or ``stoker logs``). ``level``: DEBUG, INFO, WARNING,
+        ERROR, CRITICAL or a number. Never blocks: lines are sent in batches; past the
+        worker's bound per attempt they are counted and one marker line says how many
+        were dropped."""
+        from stoker._sdk.logs import level_of
+
+        number = level_of(level)
+        target = self.state.log
+        if target is None:
+            task_logger.log(number, "%s", message)
+        else:
+            target.add(number, str(message))
+
+    def put_stream(self, chunk: str | bytes) -> None:
+        """Publishes a chunk of this attempt's live stream (LLM tokens, progress): read
+        in order with ``async for chunk in ref.stream()`` or REST SSE
+        ``/api/v1/runs/{id}/stream``, live and by late subscribers. Never blocks; a
+        chunk over the payload limit raises PayloadTooLargeError naming the limit."""
+        if self.state.log is not None:
+            self.state.log.put_stream(chunk)
+
+    async def aio_put_stream(self, chunk: str | bytes) -> None:
+        """:meth:`put_stream` for async tasks: queues the chunk and lets the worker's
+        loop send it before the task goes on."""
+        self.put_stream(chunk)
+        await asyncio.sleep(0)
 
     # -- workflows ----------------------------------------------------------------------
 

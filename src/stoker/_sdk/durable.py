@@ -509,7 +509,7 @@ class DurableContext(Context):
 
     def __init__(self, *, log: DurableLog, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.log = log
+        self.journal = log
         """The attempt's durable log (positions, replay, the engine's replies)."""
         # Runs started from inside a step are ordinary children of the attempt (not
         # recorded: the step is), indexed apart from the recorded children, whose index
@@ -531,7 +531,7 @@ class DurableContext(Context):
         return self._sleep(pb.DurableCall(wake_at_ms=max(1, round(when.timestamp() * 1000))))
 
     def _sleep(self, call: pb.DurableCall) -> Awaitable[None]:
-        position, recorded = self.log.take(EntryKind.WAIT, _SLEEP, _SLEEP_FP)
+        position, recorded = self.journal.take(EntryKind.WAIT, _SLEEP, _SLEEP_FP)
         call.position, call.kind, call.name = position, str(EntryKind.WAIT), _SLEEP
         call.fingerprint, call.status = _SLEEP_FP, str(EntryStatus.PENDING)
         return self._slept(call, recorded)
@@ -539,9 +539,9 @@ class DurableContext(Context):
     async def _slept(self, call: pb.DurableCall, recorded: pb.DurableEntry | None) -> None:
         entry = recorded
         if entry is None:
-            entry = await self.log.append(call)
-            self.log.check_appended(entry, EntryKind.WAIT, _SLEEP, _SLEEP_FP)
-        await self.log.outcome(entry)
+            entry = await self.journal.append(call)
+            self.journal.check_appended(entry, EntryKind.WAIT, _SLEEP, _SLEEP_FP)
+        await self.journal.outcome(entry)
 
     # -- memoized steps -----------------------------------------------------------------
 
@@ -580,7 +580,7 @@ class DurableContext(Context):
     ) -> Awaitable[Any]:
         """A step call: takes its position now; the awaitable runs or replays it."""
         fp = fingerprint(EntryKind.STEP, name)
-        position, recorded = self.log.take(EntryKind.STEP, name, fp)
+        position, recorded = self.journal.take(EntryKind.STEP, name, fp)
         return self._step(position, recorded, fn, args, kwargs, name, fp, options)
 
     async def _step(
@@ -599,7 +599,7 @@ class DurableContext(Context):
             call = pb.DurableCall(position=position, kind=str(EntryKind.STEP), name=name)
             call.fingerprint = fp
             try:
-                with self.log.busy():  # running, not blocked: no eviction, the clock runs
+                with self.journal.busy():  # running, not blocked: no eviction, the clock runs
                     value = await _run_step(fn, args, kwargs, name, options)
                 try:
                     raw = json.dumps(value, separators=(",", ":"), allow_nan=False)
@@ -616,9 +616,9 @@ class DurableContext(Context):
             except Exception as exc:
                 cause = exc
                 call.status, call.error = str(EntryStatus.ERROR), _error_doc(exc)
-            recorded = await self.log.append(call)
-            self.log.check_appended(recorded, EntryKind.STEP, name, fp)
-        entry = await self.log.outcome(recorded)
+            recorded = await self.journal.append(call)
+            self.journal.check_appended(recorded, EntryKind.STEP, name, fp)
+        entry = await self.journal.outcome(recorded)
         if entry.status == EntryStatus.ERROR:
             doc = json.loads(entry.error) if entry.error else {}
             raise StepError(
@@ -675,12 +675,12 @@ class DurableContext(Context):
             target = child.task_name or child.workflow_name
             key = str(child.options.get("child_key") or "")
             fp = fingerprint(EntryKind.CHILD, target, child_key=key or None)
-            position, recorded = self.log.take(EntryKind.CHILD, target, fp)
+            position, recorded = self.journal.take(EntryKind.CHILD, target, fp)
             if recorded is not None:
                 known.append(recorded)
                 refs.append(RunRef(connection, recorded.child_run_id, decoder))
                 if not awaited and recorded.satisfied_seq:
-                    self.log.release_later(recorded.satisfied_seq)
+                    self.journal.release_later(recorded.satisfied_seq)
                 continue
             metadata = {
                 **self.additional_metadata,
@@ -711,7 +711,7 @@ class DurableContext(Context):
             refs.append(RunRef(connection, run_id, decoder))
         done = self._record_children(refs, known, calls, checks, awaited)
         if detached:
-            return refs, self.log.background(done)
+            return refs, self.journal.background(done)
         return refs, done
 
     def _record_children(
@@ -723,14 +723,14 @@ class DurableContext(Context):
         awaited: bool,
     ) -> Coroutine[Any, Any, list[pb.DurableEntry]]:
         # Sent now, in call order, whenever the recording is awaited.
-        sent = self.log.append_many(calls) if calls else None
+        sent = self.journal.append_many(calls) if calls else None
 
         async def record() -> list[pb.DurableEntry]:
             entries = {e.position: e for e in known}
             if sent is not None:
                 got = await sent
                 for call, (target, fp), entry in zip(calls, checks, got, strict=True):
-                    self.log.check_appended(entry, EntryKind.CHILD, target, fp)
+                    self.journal.check_appended(entry, EntryKind.CHILD, target, fp)
                     entries[call.position] = entry
             ordered = [entries[p] for p in sorted(entries)]
             for ref, entry in zip(refs, ordered, strict=True):
@@ -739,7 +739,7 @@ class DurableContext(Context):
                 for call in calls:
                     e = entries[call.position]
                     if e.satisfied_seq and not e.inserted:
-                        self.log.release_later(e.satisfied_seq)
+                        self.journal.release_later(e.satisfied_seq)
             return ordered
 
         return record()
@@ -749,7 +749,7 @@ class DurableContext(Context):
         returns its output, or raises its failure, as recorded in the log."""
         _, done = self.spawn([child], decoder, awaited=True)
         (entry,) = await done
-        entry = await self.log.outcome(entry)
+        entry = await self.journal.outcome(entry)
         if entry.status == EntryStatus.OK:
             raw = entry.result or b"null"
             if decoder is not None:
@@ -842,7 +842,7 @@ class DurableContext(Context):
         if limit is not None:
             items = [[event, WaitLeaf("0.1", "sleep", ms=_ms(limit))]]
         fp = fingerprint(EntryKind.WAIT, _WAIT_FOR_EVENT, event_keys=[key], timer=limit is not None)
-        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR_EVENT, fp)
+        position, recorded = self.journal.take(EntryKind.WAIT, _WAIT_FOR_EVENT, fp)
         call = _wait_call(position, _WAIT_FOR_EVENT, fp, wait_request(items))
         return self._waited_event(call, recorded, what, limit, model)
 
@@ -896,7 +896,7 @@ class DurableContext(Context):
         keys = [c.event_key for c in objects.values() if isinstance(c, UserEventCondition)]
         timer = any(isinstance(c, SleepCondition) for c in objects.values())
         fp = fingerprint(EntryKind.WAIT, _WAIT_FOR, event_keys=keys, timer=timer)
-        position, recorded = self.log.take(EntryKind.WAIT, _WAIT_FOR, fp)
+        position, recorded = self.journal.take(EntryKind.WAIT, _WAIT_FOR, fp)
         call = _wait_call(position, _WAIT_FOR, fp, wait_request(items))
         return self._waited_for(call, recorded, objects)
 
@@ -923,9 +923,9 @@ class DurableContext(Context):
         condition that fired and its event's payload."""
         entry = recorded
         if entry is None:
-            entry = await self.log.append(call)
-            self.log.check_appended(entry, EntryKind.WAIT, call.name, call.fingerprint)
-        entry = await self.log.outcome(entry, deadline_settles=False)
+            entry = await self.journal.append(call)
+            self.journal.check_appended(entry, EntryKind.WAIT, call.name, call.fingerprint)
+        entry = await self.journal.outcome(entry, deadline_settles=False)
         done = json.loads(entry.result) if entry.result else {}
         return str(done.get("fired", "")), done.get("payload")
 

@@ -18,7 +18,10 @@ from stoker._proto import engine_pb2 as pb
 from stoker.errors import RunCancelledError, TaskRunError
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from stoker._sdk.calls import Connection
+    from stoker._sdk.observe import RunEvent
 
 O = TypeVar("O")  # noqa: E741 - the output type
 O_co = TypeVar("O_co", covariant=True)
@@ -74,6 +77,23 @@ class RunRef(Generic[O]):
                 return self._outcome(results[0])
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {self.run_id} did not finish within {timeout}s")
+
+    def stream(self, attempt: int = 0) -> AsyncIterator[str | bytes]:
+        """``async for chunk in ref.stream()``: the chunks the run's task publishes with
+        ``ctx.put_stream``, in order, from the first (joining late misses nothing the
+        engine still keeps), live until the attempt ends; str chunks come back as str.
+        ``attempt``: read that attempt's stream instead of the latest one's."""
+        from stoker._sdk.observe import read_stream
+
+        return read_stream(self.connection, self.run_id, attempt)
+
+    def events(self) -> AsyncIterator[RunEvent]:
+        """``async for event in ref.events()``: queued, assigned, started, retrying and
+        finished, from the run's first event, until it finishes (see
+        :class:`~stoker.RunEvent`)."""
+        from stoker._sdk.observe import watch_runs
+
+        return watch_runs(self.connection, run_id=self.run_id)
 
     def _outcome(self, result: pb.RunResult) -> O:
         if result.status == "COMPLETED":

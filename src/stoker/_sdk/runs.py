@@ -3,13 +3,15 @@ durable run's log to a position."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stoker._core.wire import encode_json
 from stoker._proto import workflows_pb2 as wpb
+from stoker._sdk import observe
+from stoker._sdk.observe import LogLine, RunEvent
 from stoker.errors import InvalidRequestError, NotFoundError
 
 if TYPE_CHECKING:
@@ -195,6 +197,50 @@ class Runs:
         if not run_ids:
             req.filter.CopyFrom(_filter(workflow, status, since, until, additional_metadata))
         return _outcomes(self._connection.calls.replay_runs(req))
+
+    # -- logs, streams and events -------------------------------------------------------
+
+    def logs(self, run_id: str | RunRef[Any]) -> list[LogLine]:
+        """Every line the run logged so far (a workflow run: all its steps'), oldest first:
+        ``ctx.log`` lines and ``logging`` records emitted inside its attempts.
+        NotFoundError for an unknown run."""
+        return observe.read_logs(self._connection, _rid(run_id))
+
+    async def aio_logs(self, run_id: str | RunRef[Any]) -> list[LogLine]:
+        return await observe.aio_read_logs(self._connection, _rid(run_id))
+
+    def follow_logs(self, run_id: str | RunRef[Any]) -> Iterator[LogLine]:
+        """The run's lines, then new ones as they come, until the run finished and its
+        last lines were read (what ``stoker logs --follow`` prints)."""
+        return observe.follow_logs(self._connection, _rid(run_id))
+
+    def stream(self, run_id: str | RunRef[Any], attempt: int = 0) -> AsyncIterator[str | bytes]:
+        """``async for chunk in app.runs.stream(run_id)``: what a task run's attempt (the
+        latest, or ``attempt``) published with ``ctx.put_stream``, from the first chunk,
+        live until the attempt ends (see :meth:`RunRef.stream`)."""
+        return observe.read_stream(self._connection, _rid(run_id), attempt)
+
+    def events(
+        self,
+        run_id: str | RunRef[Any] | None = None,
+        *,
+        task_name: str | None = None,
+        additional_metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """``async for event in app.runs.events(...)``: the events of one run, from its
+        first, until it finishes; or, without ``run_id``, of every run created from now
+        on whose task is ``task_name`` and whose metadata contains
+        ``additional_metadata``, until the caller stops reading."""
+        return observe.watch_runs(
+            self._connection,
+            run_id=_rid(run_id) if run_id is not None else "",
+            task_name=task_name,
+            additional_metadata=additional_metadata,
+        )
+
+
+def _rid(run_id: str | RunRef[Any]) -> str:
+    return run_id if isinstance(run_id, str) else run_id.run_id
 
 
 __all__ = ["ResetOutcome", "RunOutcome", "Runs"]

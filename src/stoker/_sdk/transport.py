@@ -32,6 +32,7 @@ from stoker import errors
 from stoker._core.wire import ERROR_TYPE_KEY, error_class, message_limit
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import events_pb2_grpc as epb_grpc
+from stoker._proto import observe_pb2_grpc as opb_grpc
 from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import webhooks_pb2_grpc as hpb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
@@ -132,6 +133,7 @@ class Stubs:
         self.schedules = spb_grpc.SchedulesStub(channel)
         self.events = epb_grpc.EventsStub(channel)
         self.webhooks = hpb_grpc.WebhooksStub(channel)
+        self.observe = opb_grpc.ObserveStub(channel)
 
 
 class Transport:

@@ -59,8 +59,11 @@ from stoker.engine.inbox import InboxDrainer
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, Listener
+from stoker.engine.observe import Observe
+from stoker.engine.observe.streams import CHANNEL as STREAM_CHANNEL
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.event_service import EventService
+from stoker.engine.rpc.observe_service import ObserveService
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
@@ -152,6 +155,13 @@ class Engine:
         # A durable parent's entry waiting for a child settles in the transaction that
         # finished the child, whichever path finished it (engine/durable/children.py).
         self.signals.on_finishing(ChildEnds(self.wakes, self.signals).on_finishing)
+        # Logs, streams and run events: the dispatcher hands workers' lines and chunks over.
+        self.observe = Observe(
+            db,
+            signals=self.signals,
+            engine_id=self.engine_id,
+            max_chunk_bytes=message_limit(s.max_payload_bytes),
+        )
         self.dispatcher = Dispatcher(
             db,
             self.signals,
@@ -161,6 +171,8 @@ class Engine:
             flush_interval_ms=s.flush_interval_ms,
             flush_max_items=s.flush_max_items,
             durable=self.durable_logs.handle,
+            on_logs=self.observe.logs.take,
+            on_stream=self.observe.streams.take,
         )
         self.scheduler = Scheduler(
             db,
@@ -212,6 +224,7 @@ class Engine:
                 DURABLE_CHANNEL: self.wakes.on_remote,
                 SCHEDULES: self.schedule_timers.on_remote,
                 INBOX_CHANNEL: self.inbox.on_remote,
+                STREAM_CHANNEL: self.observe.streams.on_remote,
             },
             on_connect=self.inbox.on_listening,
         )
@@ -231,6 +244,8 @@ class Engine:
             self.listener,
             self.ingest,
             self.dispatcher,
+            self.observe.logs,
+            self.observe.streams,
             self.reconciler,
             self.scheduler,
             self.leadership,
@@ -266,6 +281,7 @@ class Engine:
                 ingest=self.ingest,
                 workflow_ingest=self.workflow_ingest,
                 definitions=self.definitions,
+                observe=self.observe,
             )
             self.services.append(
                 ApiService(
@@ -295,6 +311,7 @@ class Engine:
                 ScheduleService(self.auth, self.schedules),
                 EventService(self.auth, self.event_admin),
                 WebhookService(self.auth, self.webhooks),
+                ObserveService(self.auth, self.observe),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"

@@ -32,6 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.durable import DurableTask
+from stoker._sdk.logs import (
+    LogLimits,
+    Shipping,
+    install_capture,
+    uninstall_capture,
+    wake_from_any_thread,
+)
 from stoker._sdk.task import Task
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
@@ -57,6 +64,11 @@ class Worker:
         labels: dict[str, str | int] | None = None,
         tasks: list[Task[Any, Any]] | None = None,
         grace: float = 30.0,
+        log_max_lines: int = 1000,
+        log_max_bytes: int = 1024 * 1024,
+        log_line_max_bytes: int = 16 * 1024,
+        stream_max_bytes: int = 64 * 1024 * 1024,
+        capture_logging: bool = True,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
@@ -71,6 +83,16 @@ class Worker:
         self.durable_slots = durable_slots
         self.labels = _check_labels(name, labels or {})
         self.grace = grace
+        self.log_limits = LogLimits(
+            max_lines=log_max_lines,
+            max_bytes=log_max_bytes,
+            line_max_bytes=log_line_max_bytes,
+            stream_max_bytes=stream_max_bytes,
+        ).check(name)
+        """What one attempt may log (lines, bytes, bytes a line) and stream (bytes)."""
+        self.capture_logging = capture_logging
+        """Whether records of the standard ``logging`` module emitted inside an attempt
+        become its log lines (see :mod:`stoker._sdk.logs`)."""
         self.tasks = {t.name: t for t in chosen}
         self.worker_id = str(uuid.uuid4())
         self.connected = asyncio.Event() if _has_loop() else None
@@ -144,6 +166,7 @@ class Worker:
         life = self._lifecycle = Lifecycle()
         self.connected = life.connected
         outbox = self._outbox = Outbox()
+        outbox.shipping = Shipping(wake_from_any_thread(loop, outbox.wake))
         await self.app.aio_register(list(self.tasks.values()))
         # The workflows served whole are registered too: their crons (declared in code)
         # are created, changed or removed with them.
@@ -160,6 +183,7 @@ class Worker:
             max_payload_bytes=self.app.max_payload_bytes,
             outbox=outbox,
             changed=life.changed,
+            log_limits=self.log_limits,
         )
         session = Session(
             identity=Identity(
@@ -183,6 +207,8 @@ class Worker:
 
         heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
         heartbeat.start()
+        if self.capture_logging:
+            install_capture()
         helpers: list[asyncio.Task[None]] = []
         if any(isinstance(t, DurableTask) for t in self.tasks.values()):
             helpers.append(
@@ -196,6 +222,8 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             heartbeat.stop()
             runtime.shutdown()
+            if self.capture_logging:
+                uninstall_capture()
 
     def update_labels(self, labels: dict[str, str | int]) -> None:
         """Replaces the worker's labels; the scheduler uses the new ones from now on."""

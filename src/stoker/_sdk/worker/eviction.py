@@ -77,8 +77,8 @@ class Evictor:
         blocked: list[tuple[Attempt, DurableLog]] = []
         for attempt in list(self.runtime.running.values()):
             ctx = attempt.ctx
-            if isinstance(ctx, DurableContext) and ctx.log.blocked and not ctx.log.evicting:
-                blocked.append((attempt, ctx.log))
+            if isinstance(ctx, DurableContext) and ctx.journal.blocked and not ctx.journal.evicting:
+                blocked.append((attempt, ctx.journal))
         if not blocked:
             return 0
         chosen: list[tuple[Attempt, DurableLog]] = []

@@ -37,6 +37,7 @@ from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
+from stoker._sdk.logs import AttemptLog, LogLimits, Shipping, current_log
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
 from stoker._sdk.worker.session import Outbox
@@ -80,6 +81,7 @@ class Runtime:
         max_payload_bytes: int,
         outbox: Outbox,
         changed: asyncio.Event,
+        log_limits: LogLimits | None = None,
     ) -> None:
         self.name = name
         self.worker_id = worker_id
@@ -99,6 +101,10 @@ class Runtime:
         self._warned_parents = False
         self.evictor = Evictor(self, durable_slots)
         """Evicts blocked durable attempts (run by the worker beside the session)."""
+        self.log_limits = log_limits or LogLimits()
+        if outbox.shipping is None:
+            outbox.shipping = Shipping(outbox.wake.set)
+        self.shipping = outbox.shipping
 
     def shutdown(self) -> None:
         """Lets go of the thread pool without waiting for the threads still running."""
@@ -211,6 +217,9 @@ class Runtime:
                 )
             )
             return
+        state.log = AttemptLog(
+            a.task_id, a.attempt, self.shipping, self.log_limits, self.max_payload_bytes
+        )
         attempt = Attempt(task, a, ctx, state)
         self.running[a.task_id] = attempt
         outbox.put(
@@ -223,7 +232,7 @@ class Runtime:
         if attempt is None or attempt.assignment.attempt != attempt_no:
             return None
         ctx = attempt.ctx
-        return ctx.log if isinstance(ctx, DurableContext) else None
+        return ctx.journal if isinstance(ctx, DurableContext) else None
 
     def durable_reply(self, reply: pb.DurableReply) -> None:
         """The engine answered a durable attempt's request."""
@@ -243,7 +252,7 @@ class Runtime:
         queued = self.outbox.control
         for attempt in list(self.running.values()):
             if isinstance(attempt.ctx, DurableContext):
-                attempt.ctx.log.resend(lambda m: any(m is q for q in queued))
+                attempt.ctx.journal.resend(lambda m: any(m is q for q in queued))
 
     def cancel(self, task_id: int, attempt_no: int, reason: str) -> None:
         """Ends an attempt the engine ended (or that is handed back): nothing is reported."""
@@ -251,6 +260,8 @@ class Runtime:
         if attempt is None or attempt.assignment.attempt != attempt_no:
             return
         attempt.state.cancel(reason)
+        if attempt.state.log is not None:
+            attempt.state.log.close(reported=False)
         attempt.reported = True  # the engine already ended it
         del self.running[task_id]
         if attempt.future is not None:
@@ -274,8 +285,10 @@ class Runtime:
 
     async def _execute(self, attempt: Attempt) -> None:
         a, task, ctx = attempt.assignment, attempt.task, attempt.ctx
-        # Runs triggered from inside the task are its children (see _sdk/children.py).
+        # Runs triggered from inside the task are its children (see _sdk/children.py);
+        # logging records emitted inside it are its log lines (see _sdk/logs.py).
         current_context.set(ctx)
+        current_log.set(attempt.state.log)
         try:
             try:
                 raw = attempt.state.bind_input(a.input, getattr(task, "workflow", None) is not None)
@@ -285,14 +298,14 @@ class Runtime:
                 return
             try:
                 if isinstance(ctx, DurableContext):
-                    await ctx.log.open()
+                    await ctx.journal.open()
                 result = await self._call(attempt, value)
                 if isinstance(ctx, DurableContext):
-                    await ctx.log.drain()
-                if isinstance(ctx, DurableContext) and ctx.log.diverged is not None:
-                    raise ctx.log.diverged  # caught by the body, yet the replay diverged
-                if isinstance(ctx, DurableContext) and ctx.log.failed is not None:
-                    raise ctx.log.failed  # a recording the body did not await failed
+                    await ctx.journal.drain()
+                if isinstance(ctx, DurableContext) and ctx.journal.diverged is not None:
+                    raise ctx.journal.diverged  # caught by the body, yet the replay diverged
+                if isinstance(ctx, DurableContext) and ctx.journal.failed is not None:
+                    raise ctx.journal.failed  # a recording the body did not await failed
             except asyncio.CancelledError:
                 if ctx.is_cancelled:
                     return  # the engine ended this attempt; nothing to report
@@ -316,7 +329,7 @@ class Runtime:
                 )
                 return
             except Exception as exc:
-                diverged = isinstance(ctx, DurableContext) and ctx.log.diverged is not None
+                diverged = isinstance(ctx, DurableContext) and ctx.journal.diverged is not None
                 self._fail(
                     attempt,
                     type(exc).__name__,
@@ -436,6 +449,8 @@ class Runtime:
         attempt.reported = True
         if self.running.get(attempt.assignment.task_id) is attempt:
             del self.running[attempt.assignment.task_id]
+        if attempt.state.log is not None:
+            attempt.state.log.close(reported=True)  # queued ahead of the end event
         self.outbox.put(event)
         self.changed.set()
 

@@ -31,6 +31,8 @@ import grpc
 
 from stoker._core.wire import message_limit, split_batches
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import observe_pb2 as opb
+from stoker._sdk.logs import SHIP_EVERY_S, Shipping
 from stoker._sdk.transport import Stubs, open_aio_channel, to_stoker_error
 from stoker.config import ClientSettings
 from stoker.errors import AuthenticationError
@@ -52,6 +54,9 @@ class Outbox:
     events: list[pb.TaskEvent] = field(default_factory=list)
     control: list[pb.WorkerMessage] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    shipping: Shipping | None = None
+    """Log lines and stream chunks of running attempts (:mod:`stoker._sdk.logs`), sent
+    before the events: an attempt's lines reach the engine before its end."""
 
     def put(self, event: pb.TaskEvent) -> None:
         self.events.append(event)
@@ -301,21 +306,50 @@ class Session:
 
     async def _send_loop(self, call: Any) -> None:
         outbox = self.outbox
+        shipping = outbox.shipping
         limit = message_limit(self.runtime.max_payload_bytes)
         while True:
-            # Events left over from a stream that broke go out at once on this one.
-            if not outbox.events and not outbox.control:
-                await outbox.wake.wait()
+            # Events left over from a stream that broke go out at once on this one. Log
+            # lines wait for the next event or for SHIP_EVERY_S (batches, off the tasks'
+            # path); stream chunks wake this loop at once.
+            if not outbox.events and not outbox.control and not (shipping and shipping.chunks):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        outbox.wake.wait(),
+                        timeout=SHIP_EVERY_S if shipping and shipping.lines else None,
+                    )
             outbox.wake.clear()
             while outbox.control:
                 await call.write(outbox.control.pop(0))
+            if shipping:
+                await self._ship(call, shipping, limit)
             while outbox.events:
+                if shipping:
+                    # Lines logged before these events were queued go first: the engine
+                    # takes an attempt's lines only while it still holds the attempt.
+                    await self._ship(call, shipping, limit)
                 # As many events as fit one message of the engine's size limit.
                 batch = split_batches(outbox.events[:500], limit, 500)[0]
                 await call.write(pb.WorkerMessage(events=pb.TaskEvents(events=batch)))
                 del outbox.events[: len(batch)]
                 self._remember_sent(batch)
             self.lifecycle.changed.set()
+
+    async def _ship(self, call: Any, shipping: Shipping, limit: int) -> None:
+        """Sends the waiting stream chunks, then the log lines, in batches that fit."""
+        chunks, lines = shipping.take()
+        try:
+            while chunks:
+                batch = split_batches(chunks[:500], limit, 500)[0]
+                await call.write(pb.WorkerMessage(stream=opb.StreamPuts(chunks=batch)))
+                del chunks[: len(batch)]
+            while lines:
+                batch_lines = split_batches(lines[:2000], limit, 2000)[0]
+                await call.write(pb.WorkerMessage(logs=opb.LogLines(lines=batch_lines)))
+                del lines[: len(batch_lines)]
+        except BaseException:
+            shipping.give_back(chunks, lines)  # the next stream sends them
+            raise
 
     def _remember_sent(self, batch: list[pb.TaskEvent]) -> None:
         now = time.monotonic()

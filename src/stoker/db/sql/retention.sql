@@ -63,7 +63,7 @@ SELECT (SELECT count(*) FROM dags) AS dags, (SELECT count(*) FROM tasks) AS task
 -- %(days)s days; returns how many it created.
 SELECT count(*) FILTER (WHERE created) AS created
 FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event', 'event_run', 'durable_log',
-                    'durable_branch', 'durable_entry']) AS p(parent),
+                    'durable_branch', 'durable_entry', 'task_log']) AS p(parent),
      generate_series(0, %(days)s - 1) AS d(n),
      LATERAL ensure_partition(p.parent, %(first)s::date + d.n) AS created;
 
@@ -71,7 +71,7 @@ FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event', 'ev
 -- Drops the day partitions that ended before %(before)s (the retention's cutoff).
 SELECT p.parent, dropped
 FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event', 'event_run', 'durable_log',
-                    'durable_branch', 'durable_entry']) AS p(parent),
+                    'durable_branch', 'durable_entry', 'task_log']) AS p(parent),
      LATERAL drop_partitions_before(p.parent, %(before)s::date) AS dropped;
 
 -- name: prune_child_runs

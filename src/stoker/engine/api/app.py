@@ -27,6 +27,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.crons import CronAdmin
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher.served import ServedTasks
+from stoker.engine.observe import Observe
 from stoker.engine.schedules import Schedules
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def create_app(
     definitions: Definitions | None = None,
     signals: Signals | None = None,
     dashboard: bool = True,
+    observe: Observe | None = None,
 ) -> FastAPI:
     """The REST API over ``db``, authenticating with ``auth``; request bodies are at most
     ``max_body_bytes``.
@@ -131,6 +133,10 @@ def create_app(
             max_payload_bytes=max_body_bytes,
             on_changed=lambda: None,
         )
+    if observe is None:
+        # Without an engine: logs and run events read alike; a stream's subscribers are
+        # woken by polling (no writer here to wake them).
+        observe = Observe(db)
     app.state.stoker = ApiState(
         db,
         auth,
@@ -146,6 +152,7 @@ def create_app(
         ingest,
         workflow_ingest,
         definitions,
+        observe,
     )
     app.router.dependencies.append(Depends(storable_query))
     for router in ROUTERS:

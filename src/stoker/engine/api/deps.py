@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from stoker.engine.events import EventAdmin
     from stoker.engine.ingest import Ingest
     from stoker.engine.ingest.workflows import WorkflowIngest
+    from stoker.engine.observe import Observe
     from stoker.engine.ratelimits import LimitWriter
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
@@ -58,6 +59,8 @@ class ApiState:
     """Creates workflow runs (the engine's)."""
     definitions: LimitWriter | None = None
     """Writes rate limits and refreshes the engine's caches (None: written directly)."""
+    observe: Observe | None = None
+    """Task logs, streams and run events (the engine's, or the API's own reader)."""
 
 
 def api_state(request: Request) -> ApiState:

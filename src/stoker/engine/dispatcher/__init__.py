@@ -70,12 +70,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
 from stoker._core.wire import json_problem, storable_text
 from stoker._proto import engine_pb2 as pb
+from stoker._proto import observe_pb2 as opb
 from stoker.db import Executor, int_array
 from stoker.db.store import tasks as task_store
 from stoker.db.store import workers as worker_store
@@ -91,6 +93,9 @@ log = logging.getLogger("stoker.engine.dispatcher")
 DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableReply]]
 """Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
 (:class:`stoker.engine.durable.log.DurableLogs`)."""
+
+ObservedItem = opb.LogLine | opb.StreamPut
+"""A log line or a stream chunk a worker sent."""
 
 REJECTED = Counter(
     "stoker_worker_messages_rejected",
@@ -148,8 +153,13 @@ class Dispatcher(LoopService):
         flush_interval_ms: float,
         flush_max_items: int,
         durable: DurableHandler | None = None,
+        on_logs: Callable[[int, list[Any]], None] | None = None,
+        on_stream: Callable[[int, list[Any]], None] | None = None,
     ) -> None:
         super().__init__()
+        # Where the log lines and stream chunks of held attempts go, (tenant_id, items).
+        self._on_logs = on_logs
+        self._on_stream = on_stream
         self._db = db
         self._run_signals = signals
         self._attempts = attempts
@@ -434,6 +444,10 @@ class Dispatcher(LoopService):
                     conn.draining = True
                 elif kind == "goodbye":
                     conn.ended_cleanly = True
+                elif kind == "logs":
+                    self._observed(conn, msg.logs.lines, self._on_logs, "log line")
+                elif kind == "stream":
+                    self._observed(conn, msg.stream.chunks, self._on_stream, "stream chunk")
                 elif kind == "labels":
                     conn.labels = parse_labels(msg.labels.labels)
                     await worker_store.update_worker_labels(
@@ -446,6 +460,32 @@ class Dispatcher(LoopService):
         except Exception as exc:
             log.info("worker %s stream ended: %s", conn.name, exc)
         conn.close()
+
+    def _observed(
+        self,
+        conn: WorkerConn,
+        items: Sequence[ObservedItem],
+        sink: Callable[[int, list[Any]], None] | None,
+        what: str,
+    ) -> None:
+        """Hands log lines or stream chunks of attempts this connection holds to ``sink``
+        (:mod:`stoker.engine.observe`); the others are ignored like any task event."""
+        if sink is None:
+            return
+        running = conn.running
+        held = [
+            i for i in items if (h := running.get(i.task_id)) is not None and h.attempt == i.attempt
+        ]
+        if len(held) < len(items):
+            bad = next(i for i in items if i not in held)
+            self.rejections.reject(
+                "not_held",
+                len(items) - len(held),
+                f"{what} for task {bad.task_id} attempt {bad.attempt}, not held by "
+                f"worker {conn.name}",
+            )
+        if held:
+            sink(conn.tenant_id, held)
 
     async def _durable(self, conn: WorkerConn, req: pb.DurableRequest) -> None:
         """Answers a durable request of an attempt this connection holds, in stream order

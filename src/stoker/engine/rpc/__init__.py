@@ -30,6 +30,8 @@ from stoker._proto import engine_pb2 as pb
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import events_pb2 as epb
 from stoker._proto import events_pb2_grpc as epb_grpc
+from stoker._proto import observe_pb2 as opb
+from stoker._proto import observe_pb2_grpc as opb_grpc
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import webhooks_pb2 as hpb
@@ -73,6 +75,8 @@ async def open_server(
     epb_grpc.add_EventsServicer_to_server(cast(epb_grpc.EventsServicer, events), server)
     webhooks = answering(hpb.DESCRIPTOR.services_by_name["Webhooks"], servicers)
     hpb_grpc.add_WebhooksServicer_to_server(cast(hpb_grpc.WebhooksServicer, webhooks), server)
+    observe = answering(opb.DESCRIPTOR.services_by_name["Observe"], servicers)
+    opb_grpc.add_ObserveServicer_to_server(cast(opb_grpc.ObserveServicer, observe), server)
     address = f"{s.grpc_host}:{s.grpc_port}"
     try:
         if s.tls:

@@ -115,6 +115,31 @@ def stream_rpc(
     return answer
 
 
+def server_stream_rpc(
+    handler: Callable[[S, Req, Principal], Awaitable[AsyncIterator[Resp]]],
+) -> Callable[[S, Req, Context], AsyncGenerator[Resp]]:
+    """A server-streaming handler ``async (self, request, caller)`` returning an async iterator
+    of replies, as gRPC calls it: the same as :func:`rpc`. An async generator the handler
+    returns is closed with the call (a client that went away frees what it held)."""
+
+    @functools.wraps(handler)
+    async def answer(self: S, request: Req, context: Context) -> AsyncGenerator[Resp]:
+        try:
+            caller = await self.auth.authenticate(token_of(context))
+            replies = await handler(self, request, caller)
+            try:
+                async for reply in replies:
+                    yield reply
+            finally:
+                close = getattr(replies, "aclose", None)
+                if close is not None:
+                    await close()
+        except Exception as exc:
+            await fail(context, exc)
+
+    return answer
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses calls without a valid token before their request is read.
 

@@ -1,0 +1,151 @@
+"""Watching runs: task logs, live streams and run events (docs/observability.md).
+
+* :mod:`.logs` — the lines tasks log, written in batches, read per run and searched;
+* :mod:`.streams` — the chunks running attempts publish, live and from the start;
+* :mod:`.events` — queued / assigned / started / retrying / finished, per run or filter.
+
+:class:`Observe` bundles them for the gRPC ``Observe`` service and the REST routes, which
+read through it and only through it (the dashboard too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Gauge
+
+from stoker._core.status import FINAL
+from stoker.db import Executor
+from stoker.db.store import observe as store
+from stoker.engine.observe.events import RunEventOut, RunFeed
+from stoker.engine.observe.logs import (
+    LogPage,
+    LogWriter,
+    decode_run_cursor,
+    decode_search_cursor,
+    encode_run_cursor,
+    encode_search_cursor,
+    level_number,
+    like_pattern,
+)
+from stoker.engine.observe.streams import Streams
+from stoker.engine.signals import Signals
+from stoker.errors import NotFoundError
+
+MAX_LOG_PAGE = 1000
+
+_OPEN = Gauge(
+    "stoker_open_subscriptions",
+    "Subscriptions open on this engine: stream readers and run-event watches (gRPC and SSE).",
+    ["kind"],
+)
+
+
+class Observe:
+    """Logs, streams and run events of one engine (or of a REST API without one)."""
+
+    def __init__(
+        self,
+        db: Executor,
+        *,
+        signals: Signals | None = None,
+        engine_id: str = "",
+        max_chunk_bytes: int = 4 * 1024 * 1024,
+        stream_retention_s: float = 3600.0,
+    ) -> None:
+        self._db = db
+        self.logs = LogWriter(db)
+        self.streams = Streams(
+            db,
+            engine_id=engine_id,
+            max_chunk_bytes=max_chunk_bytes,
+            retention_s=stream_retention_s,
+        )
+        self.feed = RunFeed(db, signals)
+        _OPEN.labels("stream").set_function(lambda: self.streams.subscribers)
+        _OPEN.labels("run_events").set_function(lambda: self.feed.watching)
+
+    # -- logs ---------------------------------------------------------------------------
+
+    async def run_logs(
+        self, tenant_id: int, run_id: uuid.UUID, cursor: str = "", limit: int = MAX_LOG_PAGE
+    ) -> tuple[LogPage, bool]:
+        """A page of a run's lines, oldest first, and whether the run has finished.
+        ``next_cursor`` is always set (to follow: ask again with it). NotFoundError for a
+        run the tenant does not have."""
+        found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
+        if found is None:
+            raise NotFoundError(f"no run with id {run_id}")
+        after = decode_run_cursor(cursor)
+        rows = await store.logs_of_run(
+            self._db, store.LogsOfRun(tenant_id, run_id, after, max(1, min(limit, MAX_LOG_PAGE)))
+        )
+        last = rows[-1]["id"] if rows else after
+        return LogPage(rows, encode_run_cursor(last)), found["status"] in FINAL
+
+    async def search_logs(
+        self,
+        tenant_id: int,
+        *,
+        text: str | None = None,
+        level: str | int = 0,
+        task_name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> LogPage:
+        """The tenant's lines, newest first, one page at a time (``next_cursor`` None on
+        the last page)."""
+        cursor_at, cursor_id = decode_search_cursor(cursor) if cursor else (None, None)
+        limit = max(1, min(limit, MAX_LOG_PAGE))
+        common: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "min_level": level_number(level),
+            "pattern": like_pattern(text) if text else None,
+            "since": since,
+            "until": until,
+            "cursor_at": cursor_at,
+            "cursor_id": cursor_id,
+            "limit": limit + 1,
+        }
+        rows: list[store.LogRow]
+        if task_name:
+            rows = await store.search_logs_of_task(
+                self._db, store.SearchLogsOfTask(task_name=task_name, **common)
+            )
+        else:
+            rows = await store.search_logs(self._db, store.SearchLogs(**common))
+        page = rows[:limit]
+        return LogPage(page, encode_search_cursor(page[-1]) if len(rows) > limit else None)
+
+    # -- streams and events -------------------------------------------------------------
+
+    async def stream(
+        self, tenant_id: int, run_id: uuid.UUID, attempt: int = 0
+    ) -> AsyncGenerator[store.ChunkRow, None]:
+        """A task run's stream (its current attempt's, or ``attempt``'s). The run is
+        checked before the first chunk: NotFoundError / InvalidRequestError at once."""
+        task_id, attempt = await self.streams.resolve(tenant_id, run_id, attempt)
+        return self.streams.read(tenant_id, task_id, attempt)
+
+    async def events(
+        self,
+        tenant_id: int,
+        *,
+        run_id: uuid.UUID | None = None,
+        task_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[RunEventOut, None]:
+        """Run events (see :mod:`.events`); an unknown run id is NotFoundError at once."""
+        if run_id is not None:
+            found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
+            if found is None:
+                raise NotFoundError(f"no run with id {run_id}")
+        return self.feed.watch(tenant_id, run_id=run_id, task_name=task_name, metadata=metadata)
+
+
+__all__ = ["LogPage", "Observe", "RunEventOut"]
