@@ -5,6 +5,7 @@ the page, and roles (a viewer sees no actions and is refused them)."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -320,3 +321,40 @@ async def test_a_token_is_shown_once_works_and_stops_when_revoked(site: Site) ->
         "/ui/settings/tokens", data={"csrf": csrf_of(again.text), "expires_in": "soon"}
     )
     assert bad.status_code == 422 and 'data-testid="form-error"' in bad.text
+
+
+async def test_logs_are_searched_by_words_level_task_and_run(site: Site) -> None:
+    run_a, run_b = uuid.uuid4(), uuid.uuid4()
+    for run, task in ((run_a, "fetch"), (run_b, "charge")):
+        await site.rows.conn.execute(
+            "INSERT INTO task (tenant_id, external_id, task_name, status, input)"
+            " VALUES (%s, %s, %s, 'COMPLETED', '{}')",
+            (site.tenant, run, task),
+        )
+    lines = [
+        (site.tenant, run_a, "fetch", 20, "fetching page 1"),
+        (site.tenant, run_a, "fetch", 30, "timeout on page 2, retrying"),
+        (site.tenant, run_b, "charge", 40, "card declined: timeout"),
+        (site.other, uuid.uuid4(), "fetch", 40, "their timeout"),
+    ]
+    for tenant, run, task, level, message in lines:
+        await site.rows.conn.execute(
+            "INSERT INTO task_log (tenant_id, task_id, run_id, task_run_id, task_name, attempt,"
+            " level, logger, message, logged_at) VALUES (%s, 1, %s, %s, %s, 0, %s, 'app', %s,"
+            " now())",
+            (tenant, run, run, task, level, message),
+        )
+    await sign_in(site, "viewer@acme.test")
+
+    async def messages(q: str) -> list[str]:
+        r = await site.client.get("/ui/logs", params={"q": q})
+        assert r.status_code == 200
+        return re.findall(r'data-testid="log-line">.*?<td><code>([^<]*)</code>', r.text, re.S)
+
+    assert await messages("timeout") == ["card declined: timeout", "timeout on page 2, retrying"]
+    assert await messages("timeout task:fetch") == ["timeout on page 2, retrying"]
+    assert await messages("level:ERROR") == ["card declined: timeout"]
+    assert await messages(f"run:{run_a}") == ["fetching page 1", "timeout on page 2, retrying"]
+    bad = await site.client.get("/ui/logs", params={"q": "level:LOUD run:nope"})
+    assert bad.status_code == 200
+    assert bad.text.count('data-testid="filter-error"') == 2
