@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stoker import Context, Stoker
+from stoker import Context, RateLimit, Stoker
+
+LIMIT_KEY = "dash-pages-api"
 
 
 class Order(BaseModel):
@@ -37,6 +39,10 @@ def declare(app: Stoker, *, served_only: bool = False) -> Stoker:
     @app.task(on_events=["shop:order"])
     async def on_order(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
         return {"seen": input}
+
+    @app.task(rate_limits=[RateLimit(static_key=LIMIT_KEY, units=1)])
+    async def call_api(input: dict[str, Any], ctx: Context) -> None:
+        return None
 
     if not served_only:
 

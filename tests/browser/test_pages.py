@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,46 @@ def test_queues_say_why_runs_wait(
     shot(page, "queues")
     for ref in refs:
         client.runs.cancel(ref.run_id)
+
+
+def test_runs_blocked_by_a_rate_limit_drain_when_it_is_raised(
+    page: Page, site: DashSite, client: Stoker, shot: Callable[..., Path]
+) -> None:
+    client.rate_limits.put(dashboard_pages.LIMIT_KEY, 1, "1h")
+    refs = [client.tasks["call_api"].run_no_wait({}) for _ in range(5)]
+    refs[0].result(timeout=30)  # the one the limit lets through
+    page.goto(f"{site.base}/ui/queues")
+    row = page.locator('[data-testid="queue-row"][data-task="call_api"]')
+    expect(row).to_contain_text("rate limit: 4", timeout=10_000)
+    shot(page, "queues-rate-limited")
+    page.goto(f"{site.base}/ui/rate-limits")
+    limit = page.locator(f'[data-testid="limit-row"][data-key="{dashboard_pages.LIMIT_KEY}"]')
+    expect(limit.get_by_test_id("waiting")).to_have_text("4")
+    limit.get_by_label(f"Limit of {dashboard_pages.LIMIT_KEY}").fill("100")
+    limit.get_by_test_id("save-limit").click()
+    expect(limit.get_by_test_id("limit")).to_contain_text("100 per 1 h")
+    for ref in refs[1:]:
+        ref.result(timeout=30)
+    page.reload()
+    expect(limit.get_by_test_id("used")).to_have_text("5/100")
+    shot(page, "rate-limits")
+
+
+def test_a_scheduled_run_is_rescheduled_and_deleted(
+    page: Page, site: DashSite, client: Stoker
+) -> None:
+    scheduled = client.tasks["place_order"].schedule(
+        timedelta(days=2), {"customer": "later", "quantity": 1}
+    )
+    page.goto(f"{site.base}/ui/crons")
+    row = page.locator(f'[data-testid="scheduled-row"][data-id="{scheduled.id}"]')
+    expect(row).to_contain_text("in 1 d 23 h")
+    row.get_by_label("New time (UTC)").fill("2099-01-02T03:04")
+    row.get_by_role("button", name="Reschedule").click()
+    expect(row).to_contain_text("Fri 02 Jan 03:04")
+    assert client.schedules.get(scheduled.id).at.year == 2099
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
 
 
 def test_a_berlin_cron_is_created_edited_triggered_and_disabled(

@@ -358,3 +358,89 @@ async def test_logs_are_searched_by_words_level_task_and_run(site: Site) -> None
     bad = await site.client.get("/ui/logs", params={"q": "level:LOUD run:nope"})
     assert bad.status_code == 200
     assert bad.text.count('data-testid="filter-error"') == 2
+
+
+async def test_a_viewer_is_refused_every_action_of_these_pages(site: Site) -> None:
+    await sign_in(site, "viewer@acme.test")
+    csrf = csrf_of((await site.client.get("/ui/workers")).text)
+    some = uuid.uuid4()
+    for path in (
+        "/ui/crons",
+        "/ui/crons/nightly/edit",
+        "/ui/crons/nightly/enable",
+        "/ui/crons/nightly/disable",
+        "/ui/crons/nightly/trigger",
+        "/ui/crons/nightly/delete",
+        f"/ui/schedules/{some}/reschedule",
+        f"/ui/schedules/{some}/delete",
+        f"/ui/events/{some}/repush",
+        f"/ui/filters/{some}/delete",
+        "/ui/rate-limits/api/delete",
+        "/ui/settings/tokens",
+        f"/ui/settings/tokens/{some}/revoke",
+        "/ui/settings/users",
+        "/ui/settings/users/delete",
+    ):
+        r = await site.client.post(path, data={"csrf": csrf})
+        assert r.status_code == 403, path
+    # An operator is refused the admin-only settings actions too.
+    await sign_in(site, "op@acme.test")
+    csrf = csrf_of((await site.client.get("/ui/workers")).text)
+    r = await site.client.post("/ui/settings/tokens", data={"csrf": csrf, "name": "x"})
+    assert r.status_code == 403
+    assert await site.rows.one("SELECT count(*) FROM api_token") == 0
+
+
+def _unlabelled(html: str) -> list[str]:
+    """Form controls of a page that no <label> names (by for=id or by wrapping them)."""
+    labelled = set(re.findall(r'<label[^>]*\bfor="([^"]+)"', html))
+    wrapped = re.findall(
+        r"<label[^>]*>(?:(?!</label>).)*?<(?:input|select|textarea)[^>]*>", html, re.S
+    )
+    missing = []
+    for tag in re.findall(r"<(?:input|select|textarea)\b[^>]*>", html):
+        if 'type="hidden"' in tag or 'type="submit"' in tag:
+            continue
+        found = re.search(r'\bid="([^"]+)"', tag)
+        if found and found.group(1) in labelled:
+            continue
+        if any(tag in w for w in wrapped):
+            continue
+        missing.append(tag)
+    return missing
+
+
+def test_the_label_check_finds_an_unlabelled_control() -> None:
+    page = (
+        '<label for="a">A</label><input id="a"><label><input name="b"> B</label>'
+        '<input type="hidden" name="csrf"><select id="c"></select>'
+    )
+    assert _unlabelled(page) == ['<select id="c">']
+
+
+async def test_every_control_has_a_label_and_every_table_header_a_scope(site: Site) -> None:
+    await _seed_definitions(site)
+    _, ext = await site.rows.worker(site.tenant, ["add"], name="box")
+    await site.rows.queued(site.tenant, "add")
+    await site.rows.conn.execute(
+        "INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms)"
+        " VALUES (%s, 'api', 1, 1000)",
+        (site.tenant,),
+    )
+    await sign_in(site, "admin@acme.test")
+    for path in (
+        "/ui/workers",
+        f"/ui/workers/{ext}",
+        "/ui/tasks",
+        "/ui/tasks/task/place-order",
+        "/ui/tasks/task/raw",
+        "/ui/queues",
+        "/ui/rate-limits",
+        "/ui/logs",
+        "/ui/settings",
+    ):
+        html = (await site.client.get(path)).text
+        assert "<input" in html or "<table" in html, path
+        assert _unlabelled(html) == [], path
+        headers = re.findall(r"<th\b[^>]*>", html)
+        assert all('scope="col"' in h or 'scope="row"' in h for h in headers), path
