@@ -25,11 +25,13 @@ import pytest
 from argon2 import PasswordHasher
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from stoker import Stoker
 from stoker.db import Executor, connect
 from stoker.db.store import dashboard as dash_store
 from stoker.engine.dashboard import users
+from tests.apps import dashboard as dashboard_app
 from tests.conftest import make_tenant
-from tests.harness import SCHEMA, EngineProcess, Tenant
+from tests.harness import SCHEMA, EngineProcess, Tenant, WorkerProcess
 
 T = TypeVar("T")
 
@@ -149,3 +151,27 @@ def shot(shots: Path) -> Callable[..., Path]:
         return path
 
     return save
+
+
+@pytest.fixture(scope="module")
+def worker(site: DashSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A worker process serving ``tests.apps.dashboard`` for the module's tenant."""
+    proc = WorkerProcess(
+        "tests.apps.dashboard:app",
+        site.tenant,
+        site.engine.db_url,
+        tmp_path_factory.mktemp("worker"),
+        f"dash-{uuid.uuid4().hex[:6]}",
+        slots=40,
+    )
+    off_loop(proc.start)
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app(site: DashSite) -> Iterator[Stoker]:
+    """A client of the module's tenant with the dashboard test app declared."""
+    client = off_loop(lambda: dashboard_app.declare(site.tenant.client()))
+    yield client
+    off_loop(client.close)

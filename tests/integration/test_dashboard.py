@@ -3,6 +3,7 @@ sign-in and sessions, roles, CSRF, tenant scoping, and bad filters shown on the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -315,3 +316,46 @@ async def test_bulk_confirmation_counts_what_the_action_applies_to(site: Site) -
         headers={"x-csrf-token": token},
     )
     assert "Cancel 0 runs?" in r.text and "No run matches" in r.text
+
+
+async def test_a_run_page_its_json_and_unknown_runs(site: Site) -> None:
+    await site.runs(1, name="charge", status="FAILED", metadata='{"customer": "acme"}')
+    await site.runs(1, name="charge", tenant_id=site.other_tenant_id)
+    await sign_in(site.client, "viewer@acme.test")
+    run_id = run_rows((await site.client.get("/ui/runs")).text)[0]
+    page = await site.client.get(f"/ui/runs/{run_id}")
+    assert page.status_code == 200
+    assert 'data-testid="run-status">FAILED' in page.text
+    assert 'data-nodes="1"' in page.text and "customer=acme" in page.text
+    assert "replay-run" not in page.text  # a viewer
+    doc = await site.client.get(f"/ui/runs/{run_id}/json")
+    assert doc.headers["content-disposition"] == f'attachment; filename="run-{run_id}.json"'
+    assert doc.json()["task_name"] == "charge"
+    missing = await site.client.get("/ui/runs/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404 and "no run with id" in missing.text
+    # Another tenant's run is no run at all.
+    site.client.cookies.clear()
+    await sign_in(site.client, "admin@globex.test")
+    assert (await site.client.get(f"/ui/runs/{run_id}")).status_code == 404
+    assert (await site.client.get(f"/ui/runs/{run_id}/json")).status_code == 404
+
+
+async def test_the_live_stream_sends_changes_of_the_tenant(site: Site) -> None:
+    from stoker.engine.dashboard.live import LiveHub
+    from stoker.engine.signals import Signals
+
+    signals = Signals("test")
+    hub = LiveHub(signals)
+    events = hub.events(site.tenant_id, max_s=5.0)
+    assert await anext(events) == "retry: 2000\n\n"
+    pending = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    signals.remote_queued(site.other_tenant_id)  # another tenant's change: only the tick
+    assert await asyncio.wait_for(pending, 5.0) == "event: tick\ndata: tick\n\n"
+    pending = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    signals.remote_queued(site.tenant_id)
+    assert await asyncio.wait_for(pending, 1.5) == "event: runs\ndata: runs\n\n"
+    assert hub.open_streams == 1
+    await events.aclose()
+    assert hub.open_streams == 0

@@ -218,3 +218,28 @@ SELECT least(floor(extract(epoch FROM m.created_at - %(since)s::timestamptz)
 FROM m
 GROUP BY 1, 2
 ORDER BY 1, 2;
+
+-- name: dash_run_kind
+-- Whether a run id is a workflow run or a task run, and for a workflow's step its workflow
+-- run and step name.
+SELECT 'workflow'::text AS kind, NULL::uuid AS dag_external_id, NULL::text AS step
+FROM all_dags d
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = %(run_id)s
+UNION ALL
+SELECT 'task', d.external_id, t.step
+FROM all_tasks t
+LEFT JOIN all_dags d ON d.id = t.dag_id
+WHERE t.tenant_id = %(tenant_id)s AND t.external_id = %(run_id)s
+LIMIT 1;
+
+-- name: dash_run_children
+-- The runs spawned by the given task runs, with their names and statuses, by spawn order.
+SELECT p.external_id AS parent_run_id, c.external_id AS run_id, c.child_index,
+       coalesce(t.task_name, d.workflow_name, '?') AS name,
+       coalesce(t.status, d.status, 'QUEUED') AS status
+FROM all_tasks p
+JOIN child_run c ON c.parent_task_id = p.id
+LEFT JOIN all_tasks t ON NOT c.is_workflow AND t.external_id = c.external_id
+LEFT JOIN all_dags d ON c.is_workflow AND d.external_id = c.external_id
+WHERE p.tenant_id = %(tenant_id)s AND p.external_id = ANY(%(run_ids)s::uuid[])
+ORDER BY p.external_id, c.child_index;

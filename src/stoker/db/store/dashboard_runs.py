@@ -169,3 +169,37 @@ class HistogramCell(TypedDict):
 
 
 dash_runs_histogram = Many[DashRunsHistogram, HistogramCell]("dash_runs_histogram")
+
+
+@dataclass(frozen=True, slots=True)
+class DashRunKind:
+    tenant_id: int
+    run_id: uuid.UUID
+
+
+class RunKind(TypedDict):
+    kind: str
+    dag_external_id: uuid.UUID | None
+    step: str | None
+
+
+dash_run_kind = One[DashRunKind, RunKind]("dash_run_kind")
+
+
+@dataclass(frozen=True, slots=True)
+class DashRunChildren:
+    tenant_id: int
+    run_ids: list[uuid.UUID]
+
+
+class ChildRow(TypedDict):
+    """A run spawned by a task run."""
+
+    parent_run_id: uuid.UUID
+    run_id: uuid.UUID
+    child_index: int
+    name: str
+    status: str
+
+
+dash_run_children = Many[DashRunChildren, ChildRow]("dash_run_children")

@@ -3,8 +3,9 @@
 Parameters: ``status`` (repeatable), ``name`` (a task or workflow name), ``kind``
 (``task``, ``workflow`` or both when absent), ``window`` (``1h``...) or ``since``/``until``
 (ISO 8601, UTC when no zone; the histogram's zoom sets them), ``meta`` (repeatable,
-``key=value`` or ``key=v1|v2``), ``meta_mode`` (``all``: every key must match, the default;
-``any``: one of them) and ``cursor``.
+``key=value`` or ``key=v1|v2``; one per line when several come in one parameter),
+``meta_mode`` (``all``: every key must match, the default; ``any``: one of them) and
+``cursor``.
 
 Metadata semantics: values of one key are ORed; different keys are ANDed (or ORed with
 ``meta_mode=any``). Two ``meta`` parameters naming the same key merge their values.
@@ -74,6 +75,11 @@ class RunQuery:
     meta_mode: str = "all"
     cursor: Cursor | None = None
     problems: tuple[str, ...] = ()
+
+    @property
+    def meta_text(self) -> str:
+        """The metadata filters one per line, as the form's text box shows them."""
+        return "\n".join(f"{k}={'|'.join(vs)}" for k, vs in self.meta)
 
     def metadata_json(self) -> str | None:
         """The ``metadata`` parameter of the statements (groups of objects; see
@@ -201,7 +207,10 @@ def parse(params: QueryParams, now: datetime | None = None) -> RunQuery:
         else:
             problems.append(f"window {w!r} is not one of {', '.join(WINDOWS)}")
     meta: dict[str, list[str]] = {}
-    for item in params.getlist("meta")[:MAX_META]:
+    # The form's text box sends one parameter with a filter per line.
+    items = [line.strip() for raw in params.getlist("meta") for line in raw.splitlines()]
+    items = [i for i in items if i]
+    for item in items[:MAX_META]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key or not value:
@@ -209,7 +218,7 @@ def parse(params: QueryParams, now: datetime | None = None) -> RunQuery:
             continue
         values = meta.setdefault(key, [])
         values += [v for v in value.split("|") if v and v not in values]
-    if len(params.getlist("meta")) > MAX_META:
+    if len(items) > MAX_META:
         problems.append(f"at most {MAX_META} metadata filters are used")
     meta_mode = params.get("meta_mode", "all")
     if meta_mode not in ("all", "any"):
