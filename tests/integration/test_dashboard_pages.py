@@ -4,6 +4,7 @@ the page, and roles (a viewer sees no actions and is refused them)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -444,3 +445,38 @@ async def test_every_control_has_a_label_and_every_table_header_a_scope(site: Si
         assert _unlabelled(html) == [], path
         headers = re.findall(r"<th\b[^>]*>", html)
         assert all('scope="col"' in h or 'scope="row"' in h for h in headers), path
+
+
+async def test_a_workflow_page_draws_its_shape_with_condition_edges(site: Site) -> None:
+    for name in ("wf.fetch", "wf.parse", "wf.store"):
+        await site.rows.task_def(site.tenant, name)
+    parse_if = [{"kind": "parent", "parent": "fetch", "expression": "output.empty"}]
+    spec = {
+        "steps": [
+            {"name": "fetch", "task_name": "wf.fetch"},
+            {"name": "parse", "task_name": "wf.parse", "parents": ["fetch"], "skip_if": parse_if},
+            {"name": "store", "task_name": "wf.store", "parents": ["fetch", "parse"]},
+        ]
+    }
+    version = await site.rows.one(
+        "INSERT INTO workflow_version (tenant_id, name, hash, config) VALUES (%s, 'etl', 'h', %s)"
+        " RETURNING id",
+        site.tenant,
+        json.dumps(spec),
+    )
+    await site.rows.conn.execute(
+        "INSERT INTO workflow_def (tenant_id, name, version_id) VALUES (%s, 'etl', %s)",
+        (site.tenant, version),
+    )
+    await sign_in(site, "viewer@acme.test")
+    listed = await site.client.get("/ui/tasks")
+    assert 'data-name="etl"' in listed.text and 'data-name="wf.parse"' not in listed.text
+    page = await site.client.get("/ui/tasks/workflow/etl")
+    assert page.status_code == 200
+    assert re.search(r'data-testid="dag" data-nodes="3" data-edges="3"', page.text)
+    assert 'data-edge="fetch->parse" data-kind="skip_if"' in page.text
+    assert (
+        'aria-label="The workflow&#39;s steps: 3 nodes' in page.text
+        or "The workflow's steps" in page.text
+    )
+    assert "skipped if fetch&#39;s output: output.empty" in page.text

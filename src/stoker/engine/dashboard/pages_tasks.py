@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from markupsafe import Markup
 from pydantic import ValidationError
 
 from stoker._core import cron
@@ -23,6 +24,7 @@ from stoker._core.dag import WorkflowSpec
 from stoker._core.wire import TaskConfig
 from stoker.db import Executor
 from stoker.db.store import dashboard_pages as store
+from stoker.engine.dashboard import dag
 from stoker.engine.dashboard.pages_words import cron_in_words, duration
 
 WINDOW = timedelta(days=1)
@@ -241,3 +243,28 @@ async def definitions(
                 continue
             out.append(_task(row, counts.get(row["name"], RunCounts())))
     return out
+
+
+def shape(d: Definition) -> Markup | None:
+    """A workflow's shape as a picture (the run page's layout, with no statuses): steps in
+    layers by their parents, condition edges dashed and labelled; None for a task."""
+    if d.kind != "workflow":
+        return None
+    try:
+        spec = WorkflowSpec.model_validate(d.config)
+    except ValidationError:
+        return None
+    nodes = [
+        dag.Node(
+            name=s.name,
+            task_name=s.task_name,
+            status="",
+            role=s.role,
+            parents=list(s.parents),
+            conditions={"wait_for": s.wait_for, "skip_if": s.skip_if, "cancel_if": s.cancel_if},
+        )
+        for s in spec.steps
+    ]
+    picture = dag.draw(nodes, selected=None, link="#step-{step}", child_link="")
+    # The run page's picture names a run's steps; this one is the workflow's definition.
+    return Markup(str(picture).replace("The run's steps", "The workflow's steps", 1))

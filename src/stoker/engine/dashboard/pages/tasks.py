@@ -105,6 +105,7 @@ def _render(
         "task.html",
         active="tasks",
         d=d,
+        picture=pages_tasks.shape(d),
         recent=recent,
         fields=fields,
         errors=result.errors if result else {},
