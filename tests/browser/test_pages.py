@@ -176,9 +176,15 @@ def test_a_berlin_cron_is_created_edited_triggered_and_disabled(
 def test_an_event_links_its_runs_and_pushing_again_runs_them_again(
     page: Page, site: DashSite, client: Stoker, shot: Callable[..., Path]
 ) -> None:
-    pushed = client.events.push("shop:order", {"order": 7})
-    page.goto(f"{site.base}/ui/events?key=shop:order")
-    page.locator(f'a[href="/ui/events/{pushed.event_id}"]').click()
+    page.goto(f"{site.base}/ui/events")
+    page.get_by_text("Push a test event").click()
+    page.get_by_label("Event key").fill("shop:order")
+    page.get_by_label("Payload (JSON)").fill('{"order": 7')
+    page.get_by_test_id("push").click()
+    expect(page.get_by_test_id("filter-error")).to_contain_text("not valid JSON")
+    page.get_by_label("Payload (JSON)").fill('{"order": 7}')
+    page.get_by_test_id("push").click()
+    expect(page).to_have_url(re.compile(r"/ui/events/[0-9a-f-]{36}$"))
     expect(page.get_by_test_id("payload")).to_contain_text('"order": 7')
     expect(page.get_by_test_id("event-run")).to_have_count(1)
     page.get_by_test_id("repush").click()
@@ -188,6 +194,27 @@ def test_an_event_links_its_runs_and_pushing_again_runs_them_again(
         2, timeout=15_000
     )
     shot(page, "event")
+
+
+def test_a_filter_created_on_the_page_holds_back_events_it_does_not_match(
+    page: Page, site: DashSite, client: Stoker, shot: Callable[..., Path]
+) -> None:
+    page.goto(f"{site.base}/ui/webhooks")
+    page.get_by_text("New filter").click()
+    page.get_by_label("Task or workflow").select_option("task:on_order")
+    page.get_by_label("When (CEL)").fill("input.order >")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_test_id("form-error")).to_contain_text("not valid CEL")
+    page.get_by_label("When (CEL)").fill("input.order > 100")
+    page.get_by_role("button", name="Create").click()
+    row = page.get_by_test_id("filter-row").filter(has_text="input.order > 100")
+    expect(row).to_have_count(1)
+    shot(page, "webhooks-filters")
+    small = client.events.push("shop:order", {"order": 7})
+    big = client.events.push("shop:order", {"order": 700})
+    assert (len(small.run_ids), len(big.run_ids)) == (0, 1)
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_test_id("filter-row").filter(has_text="input.order > 100")).to_have_count(0)
 
 
 def test_a_token_is_shown_once_works_from_the_sdk_and_fails_after_revocation(
