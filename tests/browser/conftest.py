@@ -1,8 +1,9 @@
 """Browser tests of the dashboard: Playwright driving the system's chromium, headless.
 
 Playwright's own browser downloads are never used: ``CHROMIUM`` (``/usr/bin/chromium``,
-installed by ``.ci/run``) is launched by path. One browser per session; each module gets a
-tenant of the session engine with its users (:class:`DashSite`); each test a fresh,
+installed by ``.ci/run``) is launched by path. Each module gets a
+tenant of the session engine with its users (:class:`DashSite`), a worker and a browser
+(one per module: see ``browser``); each test a fresh,
 signed-in page (``page``, an operator) — ``page_as("viewer")`` signs in someone else.
 
 ``shot(page, name)`` saves a screenshot in the session's screenshot folder; with
@@ -79,9 +80,12 @@ class DashSite:
         return f"{self.base}/ui/login/link?token={off_loop(lambda: asyncio.run(make()))}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(engine: EngineProcess) -> Iterator[Browser]:
-    # Depends on the engine so that the engine (and its database) is set up first.
+    # Depends on the engine so that the engine (and its database) is set up first. One
+    # browser per module, not per session: Playwright's sync API keeps an event loop
+    # running in the main thread while it is open, and the async tests of other tiers
+    # that run after this module need that thread's loop free.
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or STOKER_CHROMIUM)")
     with sync_playwright() as p:
@@ -146,6 +150,7 @@ def shot(shots: Path) -> Callable[..., Path]:
         page.screenshot(path=str(path), full_page=True)
         if readme and os.environ.get("STOKER_README_SCREENSHOTS") == "1":
             README_IMAGES.mkdir(parents=True, exist_ok=True)
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(README_IMAGES / f"dashboard-{name}.png"), full_page=False)
         assert path.stat().st_size > 0
         return path

@@ -13,7 +13,10 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH = 560
+WIDTH = 380
+"""Line charts fit a card of about that many CSS pixels, so their text is drawn at size."""
+BAR_WIDTH = 1000
+"""The runs histogram spans the page."""
 HEIGHT = 150
 _PAD_L = 44
 _PAD_B = 20
@@ -113,27 +116,27 @@ class Bar:
     href: str | None = None
 
 
-def bar_chart(title: str, bars: Sequence[Bar]) -> Markup:
+def bar_chart(title: str, bars: Sequence[Bar], *, width: int = BAR_WIDTH) -> Markup:
     """Stacked bars, one per bucket; a bar with ``href`` is a link (click to zoom)."""
     n = max(len(bars), 1)
     top = _nice_max(float(max((sum(p[1] for p in b.parts) for b in bars), default=0)))
-    inner_w, inner_h = WIDTH - _PAD_L - 8, HEIGHT - _PAD_B - _PAD_T
-    width = inner_w / n
+    inner_w, inner_h = width - _PAD_L - 8, HEIGHT - _PAD_B - _PAD_T
+    bar_w = inner_w / n
     parts = [
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        f'<svg viewBox="0 0 {width} {HEIGHT}" width="100%" role="img" '
         f'aria-label="{escape(title)}" data-testid="histogram"><title>{escape(title)}</title>',
-        f'<line class="axis" x1="{_PAD_L}" y1="{_PAD_T + inner_h}" x2="{WIDTH - 8}" '
+        f'<line class="axis" x1="{_PAD_L}" y1="{_PAD_T + inner_h}" x2="{width - 8}" '
         f'y2="{_PAD_T + inner_h}"/>',
         f'<text x="{_PAD_L - 4}" y="{_PAD_T + 8}" text-anchor="end">{_fmt(top)}</text>',
     ]
     if bars:
         parts.append(
             f'<text x="{_PAD_L}" y="{HEIGHT - 4}">{escape(bars[0].label)}</text>'
-            f'<text x="{WIDTH - 8}" y="{HEIGHT - 4}" text-anchor="end">'
+            f'<text x="{width - 8}" y="{HEIGHT - 4}" text-anchor="end">'
             f"{escape(bars[-1].label)}</text>"
         )
     for i, bar in enumerate(bars):
-        x = _PAD_L + i * width
+        x = _PAD_L + i * bar_w
         y = float(_PAD_T + inner_h)
         total = sum(p[1] for p in bar.parts)
         words = ", ".join(f"{p[1]} {p[0].lower()}" for p in bar.parts if p[1])
@@ -144,12 +147,12 @@ def bar_chart(title: str, bars: Sequence[Bar]) -> Markup:
             h = inner_h * value / top
             y -= h
             rects.append(
-                f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(width - 2, 1):.1f}" '
+                f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" '
                 f'height="{h:.1f}" fill="{colour}"/>'
             )
         # An invisible full-height rect makes the whole column clickable.
         body = (
-            f'<rect x="{x:.1f}" y="{_PAD_T}" width="{width:.1f}" height="{inner_h}" '
+            f'<rect x="{x:.1f}" y="{_PAD_T}" width="{bar_w:.1f}" height="{inner_h}" '
             f'fill="transparent"/>' + "".join(rects)
         )
         detail = f": {escape(words)}" if words else ""
