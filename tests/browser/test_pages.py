@@ -16,6 +16,7 @@ from stoker import Stoker
 from stoker.errors import AuthenticationError
 from tests.apps import dashboard_pages
 from tests.browser.conftest import DashSite
+from tests.browser.test_accessibility import problems
 from tests.harness import WorkerProcess
 
 
@@ -238,3 +239,37 @@ def test_a_token_is_shown_once_works_from_the_sdk_and_fails_after_revocation(
             sdk.events.push("dash:token-check", {})
     finally:
         sdk.close()
+
+
+def test_these_pages_pass_the_accessibility_checks(
+    page_as: Callable[[str], Page], site: DashSite, worker: WorkerProcess, client: Stoker
+) -> None:
+    page = page_as("admin")
+    pushed = client.events.push("shop:order", {"order": 1})
+    page.goto(f"{site.base}/ui/crons")
+    page.get_by_text("New cron").click()
+    page.get_by_label("Name").fill("a11y-check")
+    page.get_by_label("Expression").fill("*/5 * * * *")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_test_id("cron-words")).to_contain_text("every 5 minutes")
+    paths = [
+        "/ui/workers",
+        f"/ui/workers/{worker.worker_id}",
+        "/ui/tasks",
+        "/ui/tasks/task/place_order",
+        "/ui/queues",
+        "/ui/crons",
+        "/ui/crons/a11y-check",
+        "/ui/events",
+        f"/ui/events/{pushed.event_id}",
+        "/ui/rate-limits",
+        "/ui/webhooks",
+        "/ui/logs",
+        "/ui/settings",
+    ]
+    for path in paths:
+        page.goto(site.base + path)
+        page.wait_for_load_state("networkidle")
+        for opened in page.locator("details").all():  # the forms folded away count too
+            opened.evaluate("d => { d.open = true; }")
+        assert problems(page) == [], path
