@@ -92,6 +92,23 @@ def test_the_trigger_form_shows_bad_input_beside_the_field_then_runs(
     shot(page, "task")
 
 
+def test_a_paused_task_keeps_its_runs_queued_until_resumed(
+    page: Page, site: DashSite, client: Stoker, shot: Callable[..., Path]
+) -> None:
+    page.goto(f"{site.base}/ui/tasks/task/on_order")
+    page.get_by_test_id("pause").click()
+    expect(page.get_by_test_id("paused")).to_be_visible()
+    ref = client.tasks["on_order"].run_no_wait({"held": True})
+    page.goto(f"{site.base}/ui/queues")
+    row = page.locator('[data-testid="queue-row"][data-task="on_order"]')
+    expect(row).to_contain_text("paused: 1", timeout=10_000)
+    shot(page, "queues-paused")
+    page.goto(f"{site.base}/ui/tasks/task/on_order")
+    page.get_by_test_id("resume").click()
+    expect(page.get_by_test_id("paused")).to_have_count(0)
+    assert ref.result(timeout=30) == {"seen": {"held": True}}
+
+
 def test_queues_say_why_runs_wait(
     page: Page, site: DashSite, client: Stoker, shot: Callable[..., Path]
 ) -> None:

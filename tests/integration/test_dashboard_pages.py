@@ -477,3 +477,31 @@ async def test_a_workflow_page_draws_its_shape_with_condition_edges(site: Site) 
     assert 'data-edge="fetch->parse" data-kind="skip_if"' in page.text
     assert 'aria-label="The workflow\'s steps: 3 nodes, 3 edges"' in page.text
     assert "skipped if fetch&#39;s output: output.empty" in page.text
+
+
+async def test_a_workflow_is_triggered_with_its_input_without_an_engine(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks_page, "FOLLOW_S", 0.05)
+    await site.rows.task_def(site.tenant, "wf.first", input_schema=ORDER_SCHEMA)
+    spec = {"steps": [{"name": "first", "task_name": "wf.first"}]}
+    version = await site.rows.one(
+        "INSERT INTO workflow_version (tenant_id, name, hash, config) VALUES (%s, 'wf', 'h', %s)"
+        " RETURNING id",
+        site.tenant,
+        json.dumps(spec),
+    )
+    await site.rows.conn.execute(
+        "INSERT INTO workflow_def (tenant_id, name, version_id) VALUES (%s, 'wf', %s)",
+        (site.tenant, version),
+    )
+    await sign_in(site, "op@acme.test")
+    page = await site.client.get("/ui/tasks/workflow/wf")
+    assert 'name="customer"' in page.text  # the root step's input schema
+    r = await site.client.post(
+        "/ui/tasks/workflow/wf/trigger",
+        data={"csrf": csrf_of(page.text), "customer": "acme", "quantity": "3"},
+    )
+    assert r.status_code == 200 and 'data-testid="trigger-message"' in r.text
+    stored = await site.rows.one("SELECT input FROM scheduled_run WHERE workflow_name = 'wf'")
+    assert stored == {"customer": "acme", "quantity": 3}
