@@ -180,10 +180,26 @@ async def test_queue_depth_by_priority_with_the_reasons_runs_wait(env: Env) -> N
         "INSERT INTO paused (tenant_id, kind, name) VALUES (%s, 'task', 'held')", (env.tenant,)
     )
     await r.queued(env.other, "served")
+    await r.worker(env.tenant, ["flow.step"])
+    await r.queued(env.tenant, "flow.step")
+    version = await r.one(
+        "INSERT INTO workflow_version (tenant_id, name, hash, config) VALUES (%s, 'flow', 'h',"
+        ' \'{"steps": [{"name": "step", "task_name": "flow.step"}]}\') RETURNING id',
+        env.tenant,
+    )
+    await r.conn.execute(
+        "INSERT INTO workflow_def (tenant_id, name, version_id) VALUES (%s, 'flow', %s)",
+        (env.tenant, version),
+    )
+    await r.conn.execute(
+        "INSERT INTO paused (tenant_id, kind, name) VALUES (%s, 'workflow', 'flow')",
+        (env.tenant,),
+    )
 
     rows = await store.dash_queue_depths(env.db, store.DashTenant(env.tenant))
     by = {(q["queue"], q["priority"]): q for q in rows}
-    assert set(by) == {("held", 1), ("orphan", 1), ("served", 3), ("served", 1)}
+    assert set(by) == {("held", 1), ("orphan", 1), ("served", 3), ("served", 1), ("flow.step", 1)}
+    assert by[("flow.step", 1)]["paused"]  # a step of a paused workflow
     top = by[("served", 3)]
     assert top["depth"] == 2 and top["served"] and not top["paused"]
     assert top["oldest_created_at"] is not None

@@ -84,7 +84,8 @@ GROUP BY d.workflow_name, d.status;
 -- are deferred to later (`available_at` ahead: over a rate limit they name, or placed
 -- later for another reason such as a retry's backoff), the age of the oldest waiting run
 -- (its task's created_at, read for the group's first item only), whether a live worker
--- serves the task and whether it is paused.
+-- serves the task and whether it is paused (itself, or a workflow it is a step of: the
+-- scheduler's paused queues, Definitions.paused_queues).
 WITH q AS (
     SELECT queue, priority, count(*) AS depth, min(id) AS first_item,
            count(*) FILTER (WHERE available_at > now() AND rate_limits IS NOT NULL)
@@ -102,6 +103,12 @@ SELECT q.queue, q.priority, q.depth, q.rate_limited, q.deferred,
                  AND q.queue = ANY(w.task_names)) AS served,
        EXISTS (SELECT 1 FROM paused p
                WHERE p.tenant_id = %(tenant_id)s AND p.kind = 'task' AND p.name = q.queue)
+       OR EXISTS (SELECT 1 FROM paused p
+                  JOIN workflow_def f ON f.tenant_id = p.tenant_id AND f.name = p.name
+                  JOIN workflow_version v ON v.id = f.version_id
+                  WHERE p.tenant_id = %(tenant_id)s AND p.kind = 'workflow'
+                    AND v.config -> 'steps'
+                        @> jsonb_build_array(jsonb_build_object('task_name', q.queue)))
            AS paused,
        now() AS db_now
 FROM q
