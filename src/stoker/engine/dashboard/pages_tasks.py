@@ -28,7 +28,12 @@ from stoker.engine.dashboard import dag
 from stoker.engine.dashboard.pages_words import cron_in_words, duration
 
 WINDOW = timedelta(days=1)
-"""How far back the run counts and success rates look."""
+"""How far back the run counts and success rate of one task or workflow look."""
+
+LIST_WINDOW = timedelta(hours=1)
+"""How far back the list of every task and workflow counts runs. Counting a day of every
+task reads every run of the day (0.5 s at 250,000 runs, under load); an hour reads a 24th
+of it, and one task's day goes through its own index (70 ms)."""
 
 Kind = Literal["task", "workflow"]
 
@@ -162,7 +167,8 @@ def _steps(spec: WorkflowSpec) -> list[Step]:
 async def _counts(
     db: Executor, tenant_id: int, kind: Kind, name: str | None, now: datetime
 ) -> dict[str, RunCounts]:
-    params = store.DashRunCounts(tenant_id, now - WINDOW, name)
+    window = WINDOW if name is not None else LIST_WINDOW
+    params = store.DashRunCounts(tenant_id, now - window, name)
     read = store.dash_task_run_counts if kind == "task" else store.dash_workflow_run_counts
     by: dict[str, dict[str, int]] = defaultdict(dict)
     for row in await read(db, params):
@@ -222,8 +228,8 @@ async def definitions(
     name: str | None = None,
 ) -> list[Definition]:
     """The tenant's workflows then tasks (only ``kind``/``name`` when given), with their
-    runs of the last :data:`WINDOW`. Workflow steps are left out of the task list: they
-    are shown in their workflow."""
+    runs of the last :data:`WINDOW` (one named) or :data:`LIST_WINDOW` (all). Workflow
+    steps are left out of the task list: they are shown in their workflow."""
     out: list[Definition] = []
     task_rows = await store.dash_task_defs(db, store.DashDefs(tenant_id, None))
     schemas = {r["name"]: (r["config"] or {}).get("input_schema") for r in task_rows}
