@@ -46,11 +46,13 @@ def client(site: DashSite, worker: WorkerProcess) -> Iterator[Stoker]:
 def test_workers_show_slots_labels_and_pause(
     page: Page, site: DashSite, worker: WorkerProcess, client: Stoker, shot: Callable[..., Path]
 ) -> None:
-    hold = client.tasks["hold"]
-    held = [hold.run_no_wait({"seconds": 20}) for _ in range(3)]
     page.goto(f"{site.base}/ui/workers")
     row = page.locator('[data-testid="worker-row"][data-worker="gpu-box"]')
     expect(row).to_contain_text("gpu=a100")
+    expect(row.get_by_test_id("running")).to_have_text("0")
+    hold = client.tasks["hold"]
+    held = [hold.run_no_wait({"seconds": 20}) for _ in range(3)]
+    # The page updates itself (live updates), without a reload.
     expect(row.get_by_test_id("running")).to_have_text("3", timeout=15_000)
     expect(row).to_contain_text("3/4")
     shot(page, "workers")
