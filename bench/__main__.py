@@ -52,6 +52,7 @@ SIZE_FLAGS = {
     "durable_tasks": int,
     "event_pushes": int,
     "bulk_events": int,
+    "dashboard_runs": int,
 }
 
 

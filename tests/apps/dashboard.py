@@ -2,7 +2,7 @@
 
 ``dash_work`` holds for ``hold_s`` and returns; ``dash_diamond`` is a diamond whose ``c``
 fails (twice: it has a retry) when asked to; ``dash_fanout`` spawns ``n`` children and
-waits for them.
+waits for them; ``dash_talk`` logs and streams as it goes.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ def declare(app: Stoker) -> Stoker:
         refs = await dash_work.aio_run_many([Work() for _ in range(input.n)])
         for ref in refs:
             await ref.aio_result()
+        return input.n
+
+    @app.task(execution_timeout="120s")
+    async def dash_talk(input: Work, ctx: Context) -> int:
+        """Logs a line and streams a word every 100 ms, ``n`` times."""
+        for i in range(input.n):
+            ctx.log(f"line {i}")
+            ctx.put_stream(f"word{i} ")
+            await asyncio.sleep(0.1)
         return input.n
 
     return app

@@ -157,3 +157,21 @@ def test_a_viewer_sees_no_actions(
     page.goto(f"{site.base}/ui/runs")
     expect(page.get_by_role("button", name="Cancel selected")).to_have_count(0)
     expect(page.locator("input[name=run]")).to_have_count(0)
+
+
+def test_logs_and_stream_show_live_and_stay(
+    page: Page, site: DashSite, worker: WorkerProcess, app: Stoker, shot: Callable[..., Path]
+) -> None:
+    ref = off_loop(lambda: app.tasks["dash_talk"].run_no_wait(Work(n=30)))
+    page.goto(f"{site.base}/ui/runs/{ref.run_id}")
+    stream = page.get_by_test_id("stream")
+    # Words arrive while the run goes on, in order.
+    expect(stream).to_contain_text("word0 word1 word2", timeout=15_000)
+    expect(page.get_by_test_id("run-status")).to_have_text("COMPLETED", timeout=20_000)
+    expect(stream).to_contain_text("word29")
+    assert stream.text_content().split() == [f"word{i}" for i in range(30)]
+    page.reload()
+    expect(page.get_by_test_id("log-lines").locator("tbody tr")).to_have_count(30)
+    expect(page.get_by_test_id("stream")).to_contain_text("word0 word1")
+    expect(page.get_by_test_id("stream")).to_contain_text("word29")
+    shot(page, "logs-stream")

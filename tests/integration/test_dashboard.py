@@ -224,8 +224,14 @@ async def test_runs_filters_by_status_name_and_metadata(site: Site) -> None:
     assert await shown("meta=customer%3Dacme%7Cglobex") == 9
     assert await shown("meta=customer%3Dglobex&meta=region%3Deu&meta_mode=any") == 6
     assert await shown("kind=workflow") == 0
+    both = (await site.client.get("/ui/runs/count?meta=customer%3Dacme&meta=region%3Deu")).text
+    assert '<strong data-testid="run-count">4</strong>' in both  # counted through the GIN path
+    either = (await site.client.get("/ui/runs/count?meta=customer%3Dacme%7Cglobex")).text
+    assert '<strong data-testid="run-count">9</strong>' in either
+    count = (await site.client.get("/ui/runs/count?status=FAILED")).text
+    assert '<strong data-testid="run-count">3</strong>' in count
     page = (await site.client.get("/ui/runs?status=FAILED")).text
-    assert '<strong data-testid="run-count">3</strong>' in page
+    assert 'hx-get="/ui/runs/count?status=FAILED' in page
     # A viewer gets no action buttons.
     assert "Cancel selected" not in page and 'name="run"' not in page
 
@@ -246,9 +252,9 @@ async def test_runs_are_paged_by_keyset_without_gaps_or_repeats(site: Site) -> N
 async def test_counts_above_ten_thousand_are_shown_as_such(site: Site) -> None:
     await site.runs(10_050, ago_s=30)
     await sign_in(site.client, "viewer@acme.test")
-    page = (await site.client.get("/ui/runs")).text
-    assert '<strong data-testid="run-count">10,000+</strong>' in page
-    assert len(run_rows(page)) == 50
+    count = (await site.client.get("/ui/runs/count")).text
+    assert '<strong data-testid="run-count">10,000+</strong>' in count
+    assert len(run_rows((await site.client.get("/ui/runs")).text)) == 50
 
 
 async def test_malformed_filters_are_named_on_the_page(site: Site) -> None:
@@ -359,3 +365,15 @@ async def test_the_live_stream_sends_changes_of_the_tenant(site: Site) -> None:
     assert hub.open_streams == 1
     await events.aclose()
     assert hub.open_streams == 0
+
+
+async def test_an_expired_session_signs_in_again_and_comes_back(site: Site) -> None:
+    await sign_in(site.client, "viewer@acme.test")
+    assert (await site.client.get("/ui/runs?status=FAILED")).status_code == 200
+    await site.sql("UPDATE dashboard_session SET expires_at = now() - interval '1 second'")
+    r = await site.client.get("/ui/runs?status=FAILED")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/login?next=%2Fui%2Fruns%3Fstatus%3DFAILED"
+    r = await sign_in(site.client, "viewer@acme.test", "/ui/runs?status=FAILED")
+    assert r.headers["location"] == "/ui/runs?status=FAILED"
+    assert (await site.client.get("/ui/runs?status=FAILED")).status_code == 200

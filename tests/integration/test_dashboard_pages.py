@@ -341,9 +341,10 @@ async def test_logs_are_searched_by_words_level_task_and_run(site: Site) -> None
     for tenant, run, task, level, message in lines:
         await site.rows.conn.execute(
             "INSERT INTO task_log (tenant_id, task_id, run_id, task_run_id, task_name, attempt,"
-            " level, logger, message, logged_at) VALUES (%s, 1, %s, %s, %s, 0, %s, 'app', %s,"
-            " now())",
-            (tenant, run, run, task, level, message),
+            " max_level, levels, loggers, messages, logged_at) VALUES (%s, 1, %s, %s, %s, 0,"
+            " %s, ARRAY[%s]::smallint[], ARRAY['app'], ARRAY[%s],"
+            " ARRAY[(extract(epoch FROM now()) * 1000)::bigint])",
+            (tenant, run, run, task, level, level, message),
         )
     await sign_in(site, "viewer@acme.test")
 

@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstoker/_proto/observe.proto\x12\tstoker.v1\"j\n\x07LogLine\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\r\n\x05level\x18\x03 \x01(\x05\x12\x0e\n\x06logger\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\"-\n\x08LogLines\x12!\n\x05lines\x18\x01 \x03(\x0b\x32\x12.stoker.v1.LogLine\"c\n\tStreamPut\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0b\n\x03seq\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04text\x18\x05 \x01(\x08\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x08\"2\n\nStreamPuts\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.stoker.v1.StreamPut\"@\n\x0fListLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x92\x01\n\x08LogEntry\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0btask_run_id\x18\x02 \x01(\t\x12\x11\n\ttask_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\r\n\x05level\x18\x05 \x01(\t\x12\x0e\n\x06logger\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"]\n\x10ListLogsResponse\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.stoker.v1.LogEntry\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"4\n\x11ReadStreamRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"G\n\x0bStreamChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0b\n\x03seq\x18\x04 \x01(\x05\"R\n\x10WatchRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\"\xb7\x01\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x13\n\x0bworker_name\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\x12\x13\n\x0btask_run_id\x18\n \x01(\t2\xd5\x01\n\x07Observe\x12\x43\n\x08ListLogs\x12\x1a.stoker.v1.ListLogsRequest\x1a\x1b.stoker.v1.ListLogsResponse\x12\x44\n\nReadStream\x12\x1c.stoker.v1.ReadStreamRequest\x1a\x16.stoker.v1.StreamChunk0\x01\x12?\n\tWatchRuns\x12\x1b.stoker.v1.WatchRunsRequest\x1a\x13.stoker.v1.RunEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstoker/_proto/observe.proto\x12\tstoker.v1\"r\n\x0c\x41ttemptLines\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06levels\x18\x03 \x03(\x05\x12\x0f\n\x07loggers\x18\x04 \x03(\t\x12\x10\n\x08messages\x18\x05 \x03(\t\x12\r\n\x05\x61t_ms\x18\x06 \x03(\x03\"5\n\x08LogLines\x12)\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x17.stoker.v1.AttemptLines\"c\n\tStreamPut\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0b\n\x03seq\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04text\x18\x05 \x01(\x08\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x08\"2\n\nStreamPuts\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.stoker.v1.StreamPut\"@\n\x0fListLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x92\x01\n\x08LogEntry\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0btask_run_id\x18\x02 \x01(\t\x12\x11\n\ttask_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\r\n\x05level\x18\x05 \x01(\t\x12\x0e\n\x06logger\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\r\n\x05\x61t_ms\x18\x08 \x01(\x03\"]\n\x10ListLogsResponse\x12\"\n\x05lines\x18\x01 \x03(\x0b\x32\x13.stoker.v1.LogEntry\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"4\n\x11ReadStreamRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"G\n\x0bStreamChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0b\n\x03seq\x18\x04 \x01(\x05\"R\n\x10WatchRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\"\xb7\x01\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x13\n\x0bworker_name\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\r\n\x05\x61t_ms\x18\t \x01(\x03\x12\x13\n\x0btask_run_id\x18\n \x01(\t2\xd5\x01\n\x07Observe\x12\x43\n\x08ListLogs\x12\x1a.stoker.v1.ListLogsRequest\x1a\x1b.stoker.v1.ListLogsResponse\x12\x44\n\nReadStream\x12\x1c.stoker.v1.ReadStreamRequest\x1a\x16.stoker.v1.StreamChunk0\x01\x12?\n\tWatchRuns\x12\x1b.stoker.v1.WatchRunsRequest\x1a\x13.stoker.v1.RunEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stoker._proto.observe_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGLINE']._serialized_start=42
-  _globals['_LOGLINE']._serialized_end=148
-  _globals['_LOGLINES']._serialized_start=150
-  _globals['_LOGLINES']._serialized_end=195
-  _globals['_STREAMPUT']._serialized_start=197
-  _globals['_STREAMPUT']._serialized_end=296
-  _globals['_STREAMPUTS']._serialized_start=298
-  _globals['_STREAMPUTS']._serialized_end=348
-  _globals['_LISTLOGSREQUEST']._serialized_start=350
-  _globals['_LISTLOGSREQUEST']._serialized_end=414
-  _globals['_LOGENTRY']._serialized_start=417
-  _globals['_LOGENTRY']._serialized_end=563
-  _globals['_LISTLOGSRESPONSE']._serialized_start=565
-  _globals['_LISTLOGSRESPONSE']._serialized_end=658
-  _globals['_READSTREAMREQUEST']._serialized_start=660
-  _globals['_READSTREAMREQUEST']._serialized_end=712
-  _globals['_STREAMCHUNK']._serialized_start=714
-  _globals['_STREAMCHUNK']._serialized_end=785
-  _globals['_WATCHRUNSREQUEST']._serialized_start=787
-  _globals['_WATCHRUNSREQUEST']._serialized_end=869
-  _globals['_RUNEVENT']._serialized_start=872
-  _globals['_RUNEVENT']._serialized_end=1055
-  _globals['_OBSERVE']._serialized_start=1058
-  _globals['_OBSERVE']._serialized_end=1271
+  _globals['_ATTEMPTLINES']._serialized_start=42
+  _globals['_ATTEMPTLINES']._serialized_end=156
+  _globals['_LOGLINES']._serialized_start=158
+  _globals['_LOGLINES']._serialized_end=211
+  _globals['_STREAMPUT']._serialized_start=213
+  _globals['_STREAMPUT']._serialized_end=312
+  _globals['_STREAMPUTS']._serialized_start=314
+  _globals['_STREAMPUTS']._serialized_end=364
+  _globals['_LISTLOGSREQUEST']._serialized_start=366
+  _globals['_LISTLOGSREQUEST']._serialized_end=430
+  _globals['_LOGENTRY']._serialized_start=433
+  _globals['_LOGENTRY']._serialized_end=579
+  _globals['_LISTLOGSRESPONSE']._serialized_start=581
+  _globals['_LISTLOGSRESPONSE']._serialized_end=674
+  _globals['_READSTREAMREQUEST']._serialized_start=676
+  _globals['_READSTREAMREQUEST']._serialized_end=728
+  _globals['_STREAMCHUNK']._serialized_start=730
+  _globals['_STREAMCHUNK']._serialized_end=801
+  _globals['_WATCHRUNSREQUEST']._serialized_start=803
+  _globals['_WATCHRUNSREQUEST']._serialized_end=885
+  _globals['_RUNEVENT']._serialized_start=888
+  _globals['_RUNEVENT']._serialized_end=1071
+  _globals['_OBSERVE']._serialized_start=1074
+  _globals['_OBSERVE']._serialized_end=1287
 # @@protoc_insertion_point(module_scope)

@@ -24,62 +24,70 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class LogLine(_message.Message):
+class AttemptLines(_message.Message):
     """-- worker to engine ------------------------------------------------------------------
 
-    One log line of a running attempt.
+    Log lines of one running attempt, in the order logged (parallel lists, one entry a line:
+    cheap to build and to read in bulk).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
-    LEVEL_FIELD_NUMBER: _builtins.int
-    LOGGER_FIELD_NUMBER: _builtins.int
-    MESSAGE_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    LOGGERS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
-    level: _builtins.int
-    """The standard logging level number (10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR, 50 CRITICAL)."""
-    logger: _builtins.str
-    """The logger's name ("" for ctx.log)."""
-    message: _builtins.str
-    at_ms: _builtins.int
-    """When it was logged on the worker, epoch milliseconds."""
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The standard logging level numbers (10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR, 50 CRITICAL)."""
+
+    @_builtins.property
+    def loggers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The loggers' names ("" for ctx.log)."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def at_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """When each was logged on the worker, epoch milliseconds."""
+
     def __init__(
         self,
         *,
         task_id: _builtins.int = ...,
         attempt: _builtins.int = ...,
-        level: _builtins.int = ...,
-        logger: _builtins.str = ...,
-        message: _builtins.str = ...,
-        at_ms: _builtins.int = ...,
+        levels: _abc.Iterable[_builtins.int] | None = ...,
+        loggers: _abc.Iterable[_builtins.str] | None = ...,
+        messages: _abc.Iterable[_builtins.str] | None = ...,
+        at_ms: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "level", b"level", "logger", b"logger", "message", b"message", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "levels", b"levels", "loggers", b"loggers", "messages", b"messages", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
+Global___AttemptLines: _TypeAlias = AttemptLines  # noqa: Y015
 
 @_typing.final
 class LogLines(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    LINES_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogLine]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptLines]: ...
     def __init__(
         self,
         *,
-        lines: _abc.Iterable[Global___LogLine] | None = ...,
+        attempts: _abc.Iterable[Global___AttemptLines] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stoker._core import envelope
 from stoker._core.envelope import StepInput
+from stoker._sdk.logs import LEVELS, level_of
 from stoker.config import parse_duration
 
 if TYPE_CHECKING:
@@ -190,9 +191,9 @@ class Context:
         ERROR, CRITICAL or a number. Never blocks: lines are sent in batches; past the
         worker's bound per attempt they are counted and one marker line says how many
         were dropped."""
-        from stoker._sdk.logs import level_of
-
-        number = level_of(level)
+        number = LEVELS.get(level) if isinstance(level, str) else None
+        if number is None:
+            number = level_of(level)
         target = self.state.log
         if target is None:
             task_logger.log(number, "%s", message)

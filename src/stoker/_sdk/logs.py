@@ -89,34 +89,46 @@ class Shipping:
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._lock = threading.Lock()
-        self.lines: list[opb.LogLine] = []
         self.chunks: list[opb.StreamPut] = []
+        self._dirty: dict[int, AttemptLog] = {}
+        """Attempts with lines waiting, by id()."""
+        self._held: list[opb.AttemptLines] = []
+        """Lines taken for a stream that broke, sent first on the next one."""
         self._wake = wake
 
-    def put_line(self, line: opb.LogLine) -> None:
-        with self._lock:
-            self.lines.append(line)
+    @property
+    def lines(self) -> bool:
+        """Whether log lines wait."""
+        return bool(self._dirty or self._held)
+
+    def mark(self, log: AttemptLog) -> None:
+        """``log`` has lines waiting."""
+        if id(log) not in self._dirty:
+            with self._lock:
+                self._dirty[id(log)] = log
 
     def put_chunk(self, chunk: opb.StreamPut) -> None:
         with self._lock:
             self.chunks.append(chunk)
         self._wake()
 
-    def take(self) -> tuple[list[opb.StreamPut], list[opb.LogLine]]:
-        """Everything waiting (chunks, lines), in the order it was put."""
+    def take(self) -> tuple[list[opb.StreamPut], list[opb.AttemptLines]]:
+        """Everything waiting: the chunks in order, and each attempt's lines in order."""
         with self._lock:
             chunks, self.chunks = self.chunks, []
-            lines, self.lines = self.lines, []
+            dirty, self._dirty = self._dirty, {}
+            held, self._held = self._held, []
+        lines = held + [b for b in (log.take_lines() for log in dirty.values()) if b is not None]
         return chunks, lines
 
-    def give_back(self, chunks: list[opb.StreamPut], lines: list[opb.LogLine]) -> None:
+    def give_back(self, chunks: list[opb.StreamPut], lines: list[opb.AttemptLines]) -> None:
         """Puts back what could not be sent (a stream that broke), ahead of newer items."""
         with self._lock:
             self.chunks[:0] = chunks
-            self.lines[:0] = lines
+            self._held[:0] = lines
 
     def __bool__(self) -> bool:
-        return bool(self.lines or self.chunks)
+        return bool(self.chunks or self._dirty or self._held)
 
 
 class AttemptLog:
@@ -138,20 +150,30 @@ class AttemptLog:
         self.closed = False
         self._seq = 0
         self._stream_bytes = 0
+        # Lines not sent yet (parallel lists, swapped out whole by take_lines).
+        self._levels: list[int] = []
+        self._loggers: list[str] = []
+        self._messages: list[str] = []
+        self._at: list[int] = []
 
     def add(self, level: int, message: str, logger: str = "") -> None:
         """Keeps one line, unless the attempt's bound is reached (then counts it)."""
         if self.closed:
             return
         limits = self._limits
-        size = len(message.encode(errors="replace"))
-        if size > limits.line_max_bytes:
-            keep = message.encode(errors="replace")[: limits.line_max_bytes].decode(errors="ignore")
-            message = (
-                f"{keep}... [line truncated: {size - limits.line_max_bytes} more bytes over "
-                f"the limit of {limits.line_max_bytes} bytes a line]"
-            )
-            size = limits.line_max_bytes
+        # Characters bound bytes from below and, times 4, from above: encode only when
+        # the line may be long.
+        size = len(message)
+        if size * 4 > limits.line_max_bytes or not message.isascii():
+            raw = message.encode(errors="replace")
+            size = len(raw)
+            if size > limits.line_max_bytes:
+                keep = raw[: limits.line_max_bytes].decode(errors="ignore")
+                message = (
+                    f"{keep}... [line truncated: {size - limits.line_max_bytes} more bytes "
+                    f"over the limit of {limits.line_max_bytes} bytes a line]"
+                )
+                size = limits.line_max_bytes
         with self._lock:
             if self.lines >= limits.max_lines or self.bytes + size > limits.max_bytes:
                 self.dropped_lines += 1
@@ -159,15 +181,30 @@ class AttemptLog:
                 return
             self.lines += 1
             self.bytes += size
-        self._shipping.put_line(
-            opb.LogLine(
-                task_id=self.task_id,
-                attempt=self.attempt,
-                level=level,
-                logger=logger,
-                message=message,
-                at_ms=time.time_ns() // 1_000_000,
-            )
+            self._levels.append(level)
+            self._loggers.append(logger)
+            self._messages.append(message)
+            self._at.append(time.time_ns() // 1_000_000)
+            first = len(self._levels) == 1
+        if first:
+            self._shipping.mark(self)
+
+    def take_lines(self) -> opb.AttemptLines | None:
+        """The lines not sent yet, as one message (None: none)."""
+        with self._lock:
+            if not self._levels:
+                return None
+            levels, self._levels = self._levels, []
+            loggers, self._loggers = self._loggers, []
+            messages, self._messages = self._messages, []
+            at, self._at = self._at, []
+        return opb.AttemptLines(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            levels=levels,
+            loggers=loggers,
+            messages=messages,
+            at_ms=at,
         )
 
     def put_stream(self, chunk: str | bytes) -> None:
@@ -209,20 +246,16 @@ class AttemptLog:
             return
         limits = self._limits
         if self.dropped_lines:
-            self._shipping.put_line(
-                opb.LogLine(
-                    task_id=self.task_id,
-                    attempt=self.attempt,
-                    level=logging.WARNING,
-                    logger="stoker",
-                    message=(
-                        f"[stoker] {self.dropped_lines} more log line(s) "
-                        f"({self.dropped_bytes} bytes) dropped: this attempt reached its "
-                        f"bound of {limits.max_lines} lines / {limits.max_bytes} bytes"
-                    ),
-                    at_ms=time.time_ns() // 1_000_000,
+            with self._lock:
+                self._levels.append(logging.WARNING)
+                self._loggers.append("stoker")
+                self._messages.append(
+                    f"[stoker] {self.dropped_lines} more log line(s) "
+                    f"({self.dropped_bytes} bytes) dropped: this attempt reached its "
+                    f"bound of {limits.max_lines} lines / {limits.max_bytes} bytes"
                 )
-            )
+                self._at.append(time.time_ns() // 1_000_000)
+            self._shipping.mark(self)
         if self._seq:
             self._shipping.put_chunk(
                 opb.StreamPut(

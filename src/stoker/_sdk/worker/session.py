@@ -344,8 +344,8 @@ class Session:
                 await call.write(pb.WorkerMessage(stream=opb.StreamPuts(chunks=batch)))
                 del chunks[: len(batch)]
             while lines:
-                batch_lines = split_batches(lines[:2000], limit, 2000)[0]
-                await call.write(pb.WorkerMessage(logs=opb.LogLines(lines=batch_lines)))
+                batch_lines = split_batches(lines[:200], limit, 200)[0]
+                await call.write(pb.WorkerMessage(logs=opb.LogLines(attempts=batch_lines)))
                 del lines[: len(batch_lines)]
         except BaseException:
             shipping.give_back(chunks, lines)  # the next stream sends them

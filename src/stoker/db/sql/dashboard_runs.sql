@@ -178,6 +178,41 @@ SELECT r.external_id FROM (
 ) AS r
 LIMIT %(max_runs)s + 1;
 
+-- name: dash_match_runs_meta
+-- dash_match_runs for a metadata filter that requires one object (a key with one value,
+-- ANDed): that containment, never NULL here, lets the plan start from the GIN index on
+-- additional_metadata instead of walking the tenant's runs by time until enough match.
+SELECT r.external_id FROM (
+    (SELECT t.external_id
+     FROM all_tasks t
+     WHERE t.tenant_id = %(tenant_id)s AND t.dag_id IS NULL
+       AND 'task' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR t.task_name = %(name)s)
+       AND t.created_at >= %(since)s AND t.created_at < %(until)s
+       AND t.additional_metadata @> %(required)s::jsonb
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE t.additional_metadata @> o.value)))
+     LIMIT %(max_runs)s + 1)
+    UNION ALL
+    (SELECT d.external_id
+     FROM all_dags d
+     WHERE d.tenant_id = %(tenant_id)s
+       AND 'workflow' = ANY(%(kinds)s::text[])
+       AND (%(statuses)s::text[] IS NULL OR d.status = ANY(%(statuses)s::text[]))
+       AND (%(name)s::text IS NULL OR d.workflow_name = %(name)s)
+       AND d.created_at >= %(since)s AND d.created_at < %(until)s
+       AND d.additional_metadata @> %(required)s::jsonb
+       AND (%(metadata)s::jsonb IS NULL OR NOT EXISTS (
+              SELECT FROM jsonb_array_elements(%(metadata)s::jsonb) g
+              WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(g.value) o
+                                WHERE d.additional_metadata @> o.value)))
+     LIMIT %(max_runs)s + 1)
+) AS r
+LIMIT %(max_runs)s + 1;
+
 -- name: dash_runs_histogram
 -- Runs the filter matches per bucket of created_at and status (bucket i starts at
 -- since + i * step), over at most the newest 200,000 matching runs of each kind; capped

@@ -2,19 +2,21 @@
 -- one tenant; only external ids (UUIDs) leave these statements.
 
 -- name: insert_logs
--- Stores a batch of log lines, in the order given. %(lines)s is a JSON array of
--- [tenant_id, task_id, attempt, level, logger, message, at_ms]; each distinct task is
--- looked up once for its run, task-run id and name (in the live tables or in history). A
--- line of a task that no longer exists is dropped.
-WITH x AS (
-    SELECT (e.j->>0)::bigint AS tenant_id, (e.j->>1)::bigint AS task_id,
-           (e.j->>2)::int AS attempt, (e.j->>3)::smallint AS level, e.j->>4 AS logger,
-           e.j->>5 AS message, (e.j->>6)::bigint AS at_ms, e.n
-    FROM json_array_elements(%(lines)s::json) WITH ORDINALITY AS e(j, n)
+-- Stores batches of log lines, one row per batch, in the order given. The lines of every
+-- batch are concatenated in %(levels)s, %(loggers)s, %(messages)s and %(ats)s (epoch ms);
+-- batch n holds positions los[n]..his[n] (from 1) and was logged by attempt attempts[n]
+-- of task tasks[n] of tenant tenants[n]. Each distinct task is looked up once for its run,
+-- task-run id and name (in the live tables or in history); lines of a task that no
+-- longer exists are dropped.
+WITH g AS (
+    SELECT *
+    FROM unnest(%(tenants)s::bigint[], %(tasks)s::bigint[], %(attempts)s::int[],
+                %(los)s::int[], %(his)s::int[], %(max_levels)s::smallint[])
+         WITH ORDINALITY AS g(tenant_id, task_id, attempt, lo, hi, max_level, n)
 ),
 runs AS (
     SELECT i.tenant_id, i.task_id, r.run_id, r.task_run_id, r.task_name
-    FROM (SELECT DISTINCT tenant_id, task_id FROM x) i
+    FROM (SELECT DISTINCT tenant_id, task_id FROM g) i
     CROSS JOIN LATERAL (
         SELECT coalesce((SELECT d.external_id FROM all_dags d WHERE d.id = t.dag_id LIMIT 1),
                         t.external_id) AS run_id,
@@ -24,13 +26,20 @@ runs AS (
         LIMIT 1
     ) r
 )
-INSERT INTO task_log (tenant_id, task_id, run_id, task_run_id, task_name, attempt, level,
-                      logger, message, logged_at)
-SELECT x.tenant_id, x.task_id, r.run_id, r.task_run_id, r.task_name, x.attempt, x.level,
-       x.logger, x.message, to_timestamp(x.at_ms / 1000.0)
-FROM x
-JOIN runs r ON r.task_id = x.task_id AND r.tenant_id = x.tenant_id
-ORDER BY x.n;
+INSERT INTO task_log (tenant_id, task_id, run_id, task_run_id, task_name, attempt,
+                      max_level, levels, loggers, messages, logged_at)
+SELECT g.tenant_id, g.task_id, r.run_id, r.task_run_id, r.task_name, g.attempt, g.max_level,
+       (%(levels)s::smallint[])[g.lo:g.hi], (%(loggers)s::text[])[g.lo:g.hi],
+       (%(messages)s::text[])[g.lo:g.hi], (%(ats)s::bigint[])[g.lo:g.hi]
+FROM g
+JOIN runs r ON r.task_id = g.task_id AND r.tenant_id = g.tenant_id
+ORDER BY g.n;
+
+-- name: relaxed_commit
+-- Lets the current transaction commit without waiting for its WAL flush (logs and stream
+-- chunks: losing the last moment of them in a Postgres crash is acceptable, waiting for
+-- every flush is not).
+SET LOCAL synchronous_commit = off;
 
 -- name: find_run
 -- A run of the tenant by external id: a workflow run (is_workflow) or a task run, with its
@@ -45,45 +54,59 @@ WHERE d.tenant_id = %(tenant_id)s AND d.external_id = %(run_id)s
 LIMIT 1;
 
 -- name: logs_of_run
--- A page of a run's log lines (a workflow run: all its steps'), oldest first, after the
--- line %(after_id)s (0: from the start).
-SELECT id, created_at, run_id, task_run_id, task_name, attempt, level, logger, message,
-       logged_at
-FROM task_log
-WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND id > %(after_id)s
-ORDER BY id
+-- A page of a run's log lines (a workflow run: all its steps'), oldest first, after line
+-- %(after_i)s of batch %(after_id)s (0, 0: from the start).
+SELECT b.id, l.i, b.created_at, b.run_id, b.task_run_id, b.task_name, b.attempt, l.level,
+       l.logger, l.message, l.at_ms
+FROM task_log b
+CROSS JOIN LATERAL unnest(b.levels, b.loggers, b.messages, b.logged_at)
+    WITH ORDINALITY AS l(level, logger, message, at_ms, i)
+WHERE b.tenant_id = %(tenant_id)s AND b.run_id = %(run_id)s AND b.id >= %(after_id)s
+  AND (b.id, l.i) > (%(after_id)s, %(after_i)s)
+ORDER BY b.id, l.i
 LIMIT %(limit)s;
 
 -- name: search_logs
--- A page of the tenant's log lines, newest first, keyset-paginated on (created_at, id):
--- at or above %(min_level)s, whose message matches %(pattern)s (ILIKE; NULL: any), created
--- in [since, until) (NULL: unbounded), before the cursor (NULL: from the newest).
-SELECT id, created_at, run_id, task_run_id, task_name, attempt, level, logger, message,
-       logged_at
-FROM task_log
-WHERE tenant_id = %(tenant_id)s
-  AND level >= %(min_level)s
-  AND (%(pattern)s::text IS NULL OR message ILIKE %(pattern)s::text)
-  AND created_at >= coalesce(%(since)s::timestamptz, '-infinity')
-  AND created_at < coalesce(%(until)s::timestamptz, 'infinity')
-  AND (created_at, id) < (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
-                          coalesce(%(cursor_id)s::bigint, 9223372036854775807))
-ORDER BY created_at DESC, id DESC
+-- A page of the tenant's log lines, newest first, keyset-paginated on (created_at, batch
+-- id, line): at or above %(min_level)s, whose message matches %(pattern)s (ILIKE; NULL:
+-- any), stored in [since, until) (NULL: unbounded), before the cursor (NULL: from the
+-- newest). A batch with no line at the level is skipped whole (max_level).
+SELECT b.id, l.i, b.created_at, b.run_id, b.task_run_id, b.task_name, b.attempt, l.level,
+       l.logger, l.message, l.at_ms
+FROM task_log b
+CROSS JOIN LATERAL unnest(b.levels, b.loggers, b.messages, b.logged_at)
+    WITH ORDINALITY AS l(level, logger, message, at_ms, i)
+WHERE b.tenant_id = %(tenant_id)s
+  AND b.max_level >= %(min_level)s AND l.level >= %(min_level)s
+  AND (%(pattern)s::text IS NULL OR l.message ILIKE %(pattern)s::text)
+  AND b.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND b.created_at < coalesce(%(until)s::timestamptz, 'infinity')
+  AND (b.created_at, b.id) <= (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
+                               coalesce(%(cursor_id)s::bigint, 9223372036854775807))
+  AND (b.created_at, b.id, l.i) < (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
+                                   coalesce(%(cursor_id)s::bigint, 9223372036854775807),
+                                   coalesce(%(cursor_i)s::bigint, 9223372036854775807))
+ORDER BY b.created_at DESC, b.id DESC, l.i DESC
 LIMIT %(limit)s;
 
 -- name: search_logs_of_task
--- Like search_logs, for the lines of one task name (its own index).
-SELECT id, created_at, run_id, task_run_id, task_name, attempt, level, logger, message,
-       logged_at
-FROM task_log
-WHERE tenant_id = %(tenant_id)s AND task_name = %(task_name)s
-  AND level >= %(min_level)s
-  AND (%(pattern)s::text IS NULL OR message ILIKE %(pattern)s::text)
-  AND created_at >= coalesce(%(since)s::timestamptz, '-infinity')
-  AND created_at < coalesce(%(until)s::timestamptz, 'infinity')
-  AND (created_at, id) < (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
-                          coalesce(%(cursor_id)s::bigint, 9223372036854775807))
-ORDER BY created_at DESC, id DESC
+-- Like search_logs, for the lines of one task name.
+SELECT b.id, l.i, b.created_at, b.run_id, b.task_run_id, b.task_name, b.attempt, l.level,
+       l.logger, l.message, l.at_ms
+FROM task_log b
+CROSS JOIN LATERAL unnest(b.levels, b.loggers, b.messages, b.logged_at)
+    WITH ORDINALITY AS l(level, logger, message, at_ms, i)
+WHERE b.tenant_id = %(tenant_id)s AND b.task_name = %(task_name)s
+  AND b.max_level >= %(min_level)s AND l.level >= %(min_level)s
+  AND (%(pattern)s::text IS NULL OR l.message ILIKE %(pattern)s::text)
+  AND b.created_at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND b.created_at < coalesce(%(until)s::timestamptz, 'infinity')
+  AND (b.created_at, b.id) <= (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
+                               coalesce(%(cursor_id)s::bigint, 9223372036854775807))
+  AND (b.created_at, b.id, l.i) < (coalesce(%(cursor_at)s::timestamptz, 'infinity'),
+                                   coalesce(%(cursor_id)s::bigint, 9223372036854775807),
+                                   coalesce(%(cursor_i)s::bigint, 9223372036854775807))
+ORDER BY b.created_at DESC, b.id DESC, l.i DESC
 LIMIT %(limit)s;
 
 -- name: insert_stream_chunks

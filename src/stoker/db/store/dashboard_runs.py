@@ -149,6 +149,22 @@ dash_match_runs = Many[DashMatchRuns, MatchedRun]("dash_match_runs")
 
 
 @dataclass(frozen=True, slots=True)
+class DashMatchRunsMeta:
+    tenant_id: int
+    kinds: list[str]
+    statuses: list[str] | None
+    name: str | None
+    since: datetime
+    until: datetime
+    metadata: str | None
+    required: str
+    max_runs: int
+
+
+dash_match_runs_meta = Many[DashMatchRunsMeta, MatchedRun]("dash_match_runs_meta")
+
+
+@dataclass(frozen=True, slots=True)
 class DashRunsHistogram:
     tenant_id: int
     kinds: list[str]

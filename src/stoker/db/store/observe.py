@@ -10,18 +10,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from stoker.db.store import Exec, Many, One
+from stoker.db.store import Exec, Many, NoParams, One
 
 # -- logs --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class InsertLogs:
-    lines: str
-    """JSON array of ``[tenant_id, task_id, attempt, level, logger, message, at_ms]``."""
+    tenants: list[int]
+    tasks: list[int]
+    attempts: list[int]
+    los: list[int]
+    his: list[int]
+    max_levels: list[int]
+    levels: list[int]
+    loggers: list[str]
+    messages: list[str]
+    ats: list[int]
 
 
 insert_logs = Exec[InsertLogs]("insert_logs")
+
+relaxed_commit = Exec[NoParams]("relaxed_commit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +53,10 @@ find_run = One[FindRun, FoundRun]("find_run")
 
 
 class LogRow(TypedDict):
-    """One stored log line."""
+    """One stored log line: line ``i`` (from 1) of batch ``id``."""
 
     id: int
+    i: int
     created_at: datetime
     run_id: uuid.UUID
     task_run_id: uuid.UUID
@@ -54,7 +65,7 @@ class LogRow(TypedDict):
     level: int
     logger: str
     message: str
-    logged_at: datetime
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,7 @@ class LogsOfRun:
     tenant_id: int
     run_id: uuid.UUID
     after_id: int
+    after_i: int
     limit: int
 
 
@@ -77,6 +89,7 @@ class SearchLogs:
     until: datetime | None
     cursor_at: datetime | None
     cursor_id: int | None
+    cursor_i: int | None
     limit: int
 
 
@@ -93,6 +106,7 @@ class SearchLogsOfTask:
     until: datetime | None
     cursor_at: datetime | None
     cursor_id: int | None
+    cursor_i: int | None
     limit: int
 
 

@@ -91,6 +91,14 @@ class RunQuery:
             groups = [[o for g in groups for o in g]]
         return json.dumps(groups)
 
+    def required_json(self) -> str | None:
+        """An object every matching run's metadata must contain (the keys with one value,
+        when keys are ANDed), or None when there is no such object."""
+        if self.meta_mode != "all":
+            return None
+        single = {k: vs[0] for k, vs in self.meta if len(vs) == 1}
+        return json.dumps(single) if single else None
+
     def statement_args(self) -> dict[str, Any]:
         """The filter's parameters, as every runs statement takes them."""
         return {

@@ -94,8 +94,8 @@ DurableHandler = Callable[[int, int, pb.DurableRequest], Awaitable[pb.DurableRep
 """Answers a durable request: ``(worker_id, tenant_id, request)`` → the reply
 (:class:`stoker.engine.durable.log.DurableLogs`)."""
 
-ObservedItem = opb.LogLine | opb.StreamPut
-"""A log line or a stream chunk a worker sent."""
+ObservedItem = opb.AttemptLines | opb.StreamPut
+"""An attempt's log lines or a stream chunk, as a worker sent them."""
 
 REJECTED = Counter(
     "stoker_worker_messages_rejected",
@@ -445,7 +445,7 @@ class Dispatcher(LoopService):
                 elif kind == "goodbye":
                     conn.ended_cleanly = True
                 elif kind == "logs":
-                    self._observed(conn, msg.logs.lines, self._on_logs, "log line")
+                    self._observed(conn, msg.logs.attempts, self._on_logs, "log lines")
                 elif kind == "stream":
                     self._observed(conn, msg.stream.chunks, self._on_stream, "stream chunk")
                 elif kind == "labels":

@@ -79,12 +79,14 @@ class Observe:
         found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
         if found is None:
             raise NotFoundError(f"no run with id {run_id}")
-        after = decode_run_cursor(cursor)
+        after_id, after_i = decode_run_cursor(cursor)
         rows = await store.logs_of_run(
-            self._db, store.LogsOfRun(tenant_id, run_id, after, max(1, min(limit, MAX_LOG_PAGE)))
+            self._db,
+            store.LogsOfRun(tenant_id, run_id, after_id, after_i, max(1, min(limit, MAX_LOG_PAGE))),
         )
-        last = rows[-1]["id"] if rows else after
-        return LogPage(rows, encode_run_cursor(last)), found["status"] in FINAL
+        if rows:
+            after_id, after_i = rows[-1]["id"], rows[-1]["i"]
+        return LogPage(rows, encode_run_cursor(after_id, after_i)), found["status"] in FINAL
 
     async def search_logs(
         self,
@@ -100,7 +102,9 @@ class Observe:
     ) -> LogPage:
         """The tenant's lines, newest first, one page at a time (``next_cursor`` None on
         the last page)."""
-        cursor_at, cursor_id = decode_search_cursor(cursor) if cursor else (None, None)
+        cursor_at, cursor_id, cursor_i = (
+            decode_search_cursor(cursor) if cursor else (None, None, None)
+        )
         limit = max(1, min(limit, MAX_LOG_PAGE))
         common: dict[str, Any] = {
             "tenant_id": tenant_id,
@@ -110,6 +114,7 @@ class Observe:
             "until": until,
             "cursor_at": cursor_at,
             "cursor_id": cursor_id,
+            "cursor_i": cursor_i,
             "limit": limit + 1,
         }
         rows: list[store.LogRow]

@@ -16,19 +16,20 @@ search is newest first, keyset-paginated on ``(created_at, id)``.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
 
 from stoker._core.wire import storable_text
 from stoker._proto import observe_pb2 as opb
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
 from stoker.db.store import observe as store
+from stoker.engine import faults
 from stoker.engine.service import LoopService
 from stoker.errors import InvalidRequestError
 
@@ -36,8 +37,8 @@ log = logging.getLogger("stoker.engine.logs")
 
 LOG_LINES = Counter(
     "stoker_log_lines",
-    "Task log lines the engine received, by outcome: stored, or dropped (the engine's "
-    "buffer was full while the database fell behind).",
+    "Task log lines the engine received, by outcome: stored, dropped (the engine's "
+    "buffer was full while the database fell behind) or refused (by the database).",
     ["outcome"],
 )
 
@@ -71,38 +72,53 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def encode_run_cursor(line_id: int) -> str:
-    """The cursor after a run's line (opaque to callers)."""
-    return base64.urlsafe_b64encode(f"r{line_id}".encode()).decode().rstrip("=")
+def _b64(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_run_cursor(cursor: str) -> int:
-    if not cursor:
-        return 0
+def _unb64(cursor: str, kind: str) -> list[str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("r"):
+        if not raw.startswith(kind):
             raise ValueError(raw)
-        return int(raw[1:])
+        return raw[1:].split(":")
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequestError("invalid cursor: pass next_cursor as it was returned") from None
+
+
+def encode_run_cursor(batch_id: int, line: int) -> str:
+    """The cursor after line ``line`` of batch ``batch_id`` of a run (opaque to callers)."""
+    return _b64(f"r{batch_id}:{line}")
+
+
+def decode_run_cursor(cursor: str) -> tuple[int, int]:
+    if not cursor:
+        return 0, 0
+    parts = _unb64(cursor, "r")
+    try:
+        batch_id, line = (int(p) for p in parts)
+    except ValueError:
+        raise InvalidRequestError("invalid cursor: pass next_cursor as it was returned") from None
+    return batch_id, line
 
 
 def encode_search_cursor(row: store.LogRow) -> str:
     """The cursor after a line of a newest-first search."""
-    raw = f"s{row['created_at'].timestamp():.6f}:{row['id']}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return _b64(f"s{row['created_at'].timestamp():.6f}:{row['id']}:{row['i']}")
 
 
-def decode_search_cursor(cursor: str) -> tuple[datetime, int]:
+def decode_search_cursor(cursor: str) -> tuple[datetime, int, int]:
+    parts = _unb64(cursor, "s")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError(raw)
-        at, line_id = raw[1:].split(":", 1)
-        return datetime.fromtimestamp(float(at), UTC), int(line_id)
-    except (ValueError, UnicodeDecodeError):
+        at, batch_id, line = parts
+        return datetime.fromtimestamp(float(at), UTC), int(batch_id), int(line)
+    except ValueError:
         raise InvalidRequestError("invalid cursor: pass next_cursor as it was returned") from None
+
+
+def line_time(row: store.LogRow) -> datetime:
+    """When a line was logged (on the worker's clock)."""
+    return datetime.fromtimestamp(row["at_ms"] / 1000, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +127,24 @@ class LogPage:
 
     rows: list[store.LogRow]
     next_cursor: str | None
+
+
+def _params(groups: list[list[Any]]) -> store.InsertLogs:
+    """The insert of some attempts' batches: their lines concatenated, and where each
+    batch's are (C-level list work only: no loop over lines in Python)."""
+    p = store.InsertLogs([], [], [], [], [], [], [], [], [], [])
+    for tenant_id, task_id, attempt, levels, loggers, messages, ats in groups:
+        p.tenants.append(tenant_id)
+        p.tasks.append(task_id)
+        p.attempts.append(attempt)
+        p.los.append(len(p.messages) + 1)
+        p.levels.extend(levels)
+        p.loggers.extend(loggers)
+        p.messages.extend(messages)
+        p.ats.extend(ats)
+        p.his.append(len(p.messages))
+        p.max_levels.append(max(levels))
+    return p
 
 
 class LogWriter(LoopService):
@@ -131,36 +165,44 @@ class LogWriter(LoopService):
         self._interval = interval_s
         self._batch = batch
         self._max_pending = max_pending
-        self._pending: list[list[object]] = []
+        self._pending: list[list[Any]] = []
+        """Groups of one attempt's lines: [tenant, task, attempt, levels, loggers,
+        messages, at_ms]."""
+        self._pending_lines = 0
         self._full = self.signal()
         self._dropped = 0
         self._warned_at = 0.0
         self.written = 0
         """Lines stored since start (for tests and the curious)."""
 
-    def take(self, tenant_id: int, lines: Iterable[opb.LogLine]) -> None:
-        """Queues lines of attempts the sending worker holds (checked by the dispatcher)."""
-        pending = self._pending
-        for line in lines:
-            if len(pending) >= self._max_pending:
-                self._dropped += 1
+    def take(self, tenant_id: int, attempts: Iterable[opb.AttemptLines]) -> None:
+        """Queues lines of attempts the sending worker holds (checked by the dispatcher).
+        Per attempt, not per line: the lists go on as they came, checked in bulk."""
+        for a in attempts:
+            messages = list(a.messages)
+            n = len(messages)
+            if not n or len(a.levels) != n or len(a.loggers) != n or len(a.at_ms) != n:
+                continue  # malformed: the lists must be parallel
+            if self._pending_lines + n > self._max_pending:
+                self._dropped += n
                 continue
-            message = line.message
-            if len(message) > MAX_LINE_CHARS:
+            loggers = list(a.loggers)
+            levels = list(a.levels)
+            if max(levels) > 32767 or min(levels) < 0:
+                levels = [max(0, min(v, 32767)) for v in levels]
+            if max(map(len, messages)) > MAX_LINE_CHARS:
                 cut = f"... [truncated by the engine at {MAX_LINE_CHARS} characters]"
-                message = message[:MAX_LINE_CHARS] + cut
-            pending.append(
-                [
-                    tenant_id,
-                    line.task_id,
-                    line.attempt,
-                    max(0, min(line.level, 32767)),
-                    storable_text(line.logger[:200]),
-                    storable_text(message),
-                    line.at_ms or time.time_ns() // 1_000_000,
+                messages = [
+                    m if len(m) <= MAX_LINE_CHARS else m[:MAX_LINE_CHARS] + cut for m in messages
                 ]
+            if "\x00" in "".join(messages) or "\x00" in "".join(loggers):
+                messages = [storable_text(m) for m in messages]
+                loggers = [storable_text(x) for x in loggers]
+            self._pending.append(
+                [tenant_id, a.task_id, a.attempt, levels, loggers, messages, list(a.at_ms)]
             )
-        if len(pending) >= self._batch:
+            self._pending_lines += n
+        if self._pending_lines >= self._batch:
             self._full.set()
 
     async def run(self) -> None:
@@ -170,18 +212,33 @@ class LogWriter(LoopService):
         await self.flush()
 
     async def flush(self) -> None:
-        """Writes what waits, ``batch`` lines per statement."""
+        """Writes what waits, about ``batch`` lines per statement."""
         self._report_dropped()
         while self._pending:
-            lines, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+            lines = taken = 0
+            for group in self._pending:
+                taken += 1
+                lines += len(group[5])
+                if lines >= self._batch:
+                    break
+            groups, self._pending = self._pending[:taken], self._pending[taken:]
+            self._pending_lines -= lines
             try:
-                await store.insert_logs(self._db, store.InsertLogs(json.dumps(lines)))
-            except Exception:
-                # The database went away: keep the lines for the next round (bounded).
-                self._pending[:0] = lines[: max(0, self._max_pending - len(self._pending))]
+                async with self._db.transaction() as tx:
+                    await store.relaxed_commit(tx, NoParams())
+                    await store.insert_logs(tx, _params(groups))
+            except Exception as exc:
+                if not faults.transient(exc):
+                    # Lines the database refuses are dropped (never retried forever).
+                    log.warning("dropped %d task log line(s) the database refused: %s", lines, exc)
+                    LOG_LINES.labels("refused").inc(lines)
+                    continue
+                # The database went away: keep the lines for the next round.
+                self._pending[:0] = groups
+                self._pending_lines += lines
                 raise
-            self.written += len(lines)
-            LOG_LINES.labels("stored").inc(len(lines))
+            self.written += lines
+            LOG_LINES.labels("stored").inc(lines)
 
     def _report_dropped(self) -> None:
         if not self._dropped:

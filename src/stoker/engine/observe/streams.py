@@ -31,11 +31,13 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
 
 from stoker._core.status import FINAL
 from stoker._proto import observe_pb2 as opb
-from stoker.db import Executor
+from stoker.db import Executor, NoParams
 from stoker.db.store import notify as notify_store
 from stoker.db.store import observe as store
 from stoker.engine.service import LoopService
@@ -48,6 +50,18 @@ CHANNEL = "stoker_stream"
 stored."""
 
 _MAX_NOTIFY = 7_000
+_LIVE_MAX = 1_000
+"""Chunks handed live to one reader that has not taken them yet; past it, it reads the
+database (it notices the gap in the sequence numbers)."""
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One subscriber: its wake-up, and chunks handed to it live (before they are stored)."""
+
+    attempt: int
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    live: deque[store.ChunkRow] = field(default_factory=lambda: deque(maxlen=_LIVE_MAX))
 
 
 class Streams(LoopService):
@@ -74,7 +88,7 @@ class Streams(LoopService):
         self._end_grace_s = end_grace_s
         self._pending: list[tuple[int, opb.StreamPut]] = []
         self._work = self.signal()
-        self._waiting: dict[int, set[asyncio.Event]] = {}
+        self._waiting: dict[int, set[_Reader]] = {}
         self._pruned_at = 0.0
         self.dropped = 0
         """Chunks over the size limit that were dropped (the SDK refuses them first)."""
@@ -88,11 +102,20 @@ class Streams(LoopService):
 
     def take(self, tenant_id: int, chunks: Iterable[opb.StreamPut]) -> None:
         """Queues chunks of attempts the sending worker holds (checked by the dispatcher)."""
+        waiting = self._waiting
         for c in chunks:
             if len(c.data) > self._max_chunk or c.seq <= 0:
                 self.dropped += 1
                 continue
             self._pending.append((tenant_id, c))
+            # Readers here get the chunk at once; the stored row serves late readers,
+            # readers on other replicas and any gap.
+            for reader in waiting.get(c.task_id, ()):
+                if reader.attempt == c.attempt:
+                    reader.live.append(
+                        {"seq": c.seq, "data": c.data, "is_text": c.text, "is_end": c.end}
+                    )
+                    reader.event.set()
         if self._pending:
             self._work.set()
 
@@ -112,6 +135,7 @@ class Streams(LoopService):
             tasks = sorted({c.task_id for _, c in batch})
             try:
                 async with self._db.transaction() as tx:
+                    await store.relaxed_commit(tx, NoParams())
                     await store.insert_stream_chunks(
                         tx,
                         store.InsertStreamChunks(
@@ -160,8 +184,8 @@ class Streams(LoopService):
     def wake(self, task_ids: Iterable[int]) -> None:
         """Chunks of these tasks were stored: their subscribers read on."""
         for t in task_ids:
-            for event in self._waiting.get(t, ()):
-                event.set()
+            for reader in self._waiting.get(t, ()):
+                reader.event.set()
 
     def on_remote(self, body: str) -> None:
         """``stoker_stream`` from another replica."""
@@ -189,13 +213,35 @@ class Streams(LoopService):
         self, tenant_id: int, task_id: int, attempt: int
     ) -> AsyncGenerator[store.ChunkRow, None]:
         """The attempt's chunks from the first, live until the attempt ends."""
-        event = asyncio.Event()
-        self._waiting.setdefault(task_id, set()).add(event)
+        reader = _Reader(attempt)
+        event = reader.event
+        self._waiting.setdefault(task_id, set()).add(reader)
         after = 0
         ended_at: float | None = None
         try:
             while True:
                 event.clear()
+                # Chunks handed over live, while they follow on; else the database.
+                gap = progressed = False
+                while reader.live:
+                    row = reader.live.popleft()
+                    if row["seq"] <= after:
+                        continue
+                    if row["seq"] != after + 1:
+                        gap = True
+                        reader.live.clear()
+                        break
+                    if row["is_end"]:
+                        return
+                    after = row["seq"]
+                    ended_at = None
+                    progressed = True
+                    yield row
+                if progressed and not gap:
+                    # Up to date: wait for the next chunk before asking the database.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), timeout=self._poll_s)
+                    continue
                 rows = await store.read_stream(
                     self._db, store.ReadStream(tenant_id, task_id, attempt, after, 500)
                 )
@@ -208,6 +254,8 @@ class Streams(LoopService):
                     continue
                 if rows:
                     ended_at = None
+                    continue
+                if reader.live:
                     continue
                 if ended_at is None:
                     now = await store.attempt_state(self._db, store.AttemptState(task_id))
@@ -222,6 +270,6 @@ class Streams(LoopService):
         finally:
             waiting = self._waiting.get(task_id)
             if waiting is not None:
-                waiting.discard(event)
+                waiting.discard(reader)
                 if not waiting:
                     del self._waiting[task_id]

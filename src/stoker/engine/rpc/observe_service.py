@@ -35,7 +35,7 @@ def log_entry(row: LogRow) -> opb.LogEntry:
         level=level_name(row["level"]),
         logger=row["logger"],
         message=row["message"],
-        at_ms=int(row["logged_at"].timestamp() * 1000),
+        at_ms=row["at_ms"],
     )
 
 

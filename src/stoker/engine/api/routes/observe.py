@@ -36,7 +36,7 @@ from stoker.engine.api.errors import ERROR_RESPONSES
 from stoker.engine.api.models import ErrorBody
 from stoker.engine.api.pages import aware
 from stoker.engine.observe import LogPage, Observe, RunEventOut
-from stoker.engine.observe.logs import level_name
+from stoker.engine.observe.logs import level_name, line_time
 from stoker.errors import InvalidRequestError
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES, tags=["observability"])
@@ -102,7 +102,7 @@ def _line(row: LogRow) -> LogLine:
         level=level_name(row["level"]),
         logger=row["logger"],
         message=row["message"],
-        at=row["logged_at"],
+        at=line_time(row),
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi.responses import HTMLResponse
 
@@ -64,6 +65,14 @@ def parse_query(q: str) -> LogQuery:
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _line(row: Any) -> dict[str, Any]:
+    """A stored line with the time it was logged as a datetime (``at``)."""
+    return {**row, "at": _EPOCH + timedelta(milliseconds=row["at_ms"])}
+
+
 @router.get("/logs")
 async def logs(ui: UiDep, q: str = "", window: str = "1h", cursor: str = "") -> HTMLResponse:
     """Log lines matching the search, newest first (a run's: oldest first)."""
@@ -73,7 +82,7 @@ async def logs(ui: UiDep, q: str = "", window: str = "1h", cursor: str = "") -> 
     observe = api(ui).observe
     assert observe is not None  # the app always has a reader of its own
     tenant = ui.user.tenant_id
-    rows = []
+    rows: list[Any] = []
     next_cursor = None
     try:
         if query.run is not None:
@@ -101,7 +110,7 @@ async def logs(ui: UiDep, q: str = "", window: str = "1h", cursor: str = "") -> 
     return ui.render(
         "logs.html",
         active="logs",
-        rows=rows,
+        rows=[_line(r) for r in rows],
         q=q,
         window=window if window in WINDOWS else "1h",
         windows=list(WINDOWS),

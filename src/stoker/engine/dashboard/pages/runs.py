@@ -79,11 +79,23 @@ async def _page(ui: UiDep, query: RunQuery) -> tuple[list[store.ListedRun], str 
     return page, next_cursor
 
 
-async def _count(ui: UiDep, query: RunQuery, cap: int = COUNT_CAP) -> int:
-    rows = await store.dash_match_runs(
+async def _match(ui: UiDep, query: RunQuery, cap: int) -> list[store.MatchedRun]:
+    """The ids of up to ``cap + 1`` runs the filter matches."""
+    required = query.required_json()
+    if required is not None:
+        return await store.dash_match_runs_meta(
+            ui.db,
+            store.DashMatchRunsMeta(
+                ui.user.tenant_id, **query.statement_args(), required=required, max_runs=cap
+            ),
+        )
+    return await store.dash_match_runs(
         ui.db, store.DashMatchRuns(ui.user.tenant_id, **query.statement_args(), max_runs=cap)
     )
-    return len(rows)
+
+
+async def _count(ui: UiDep, query: RunQuery, cap: int = COUNT_CAP) -> int:
+    return len(await _match(ui, query, cap))
 
 
 @router.get("/runs")
@@ -91,14 +103,13 @@ async def runs(ui: UiDep) -> HTMLResponse:
     """The runs list (its table re-fetches itself when runs change)."""
     query = parse(ui.request.query_params)
     page, next_cursor = await _page(ui, query)
-    count = await _count(ui, query)
     base = f"{PREFIX}/runs"
     return ui.render(
         "runs.html",
         active="runs",
         q=query,
         rows=page,
-        count=count,
+        count_url=query.url(f"{base}/count"),
         next_url=(query.url(base) + "&cursor=" + next_cursor) if next_cursor else None,
         first_url=query.url(base) if query.cursor else None,
         self_url=ui.request.url.path + "?" + ui.request.url.query,
@@ -108,6 +119,15 @@ async def runs(ui: UiDep) -> HTMLResponse:
         statuses=STATUSES,
         query_string=urllib.parse.urlencode(query.params()),
     )
+
+
+@router.get("/runs/count")
+async def count(ui: UiDep) -> HTMLResponse:
+    """How many runs the filter matches (exact up to 10,000), as a fragment the list page
+    loads after itself: counting can take longer than showing the newest page."""
+    query = parse(ui.request.query_params)
+    n = await _count(ui, query)
+    return ui.render("runs_count.html", count=n)
 
 
 @router.get("/runs/histogram")
@@ -216,14 +236,7 @@ async def start_bulk(ui: ActionDep) -> Response:
             raise PageError(400, "the confirmation is incomplete; start again") from None
         query = _query_of((form.get("query") or [""])[0])
         narrowed = _narrow(query, action, frozen_at)
-        rows = []
-        if narrowed is not None:
-            rows = await store.dash_match_runs(
-                ui.db,
-                store.DashMatchRuns(
-                    ui.user.tenant_id, **narrowed.statement_args(), max_runs=MAX_BULK
-                ),
-            )
+        rows = await _match(ui, narrowed, MAX_BULK) if narrowed is not None else []
         ids = [str(r["external_id"]) for r in rows]
         if len(ids) > MAX_BULK:
             raise PageError(400, f"more than {MAX_BULK:,} runs match; narrow the filter")

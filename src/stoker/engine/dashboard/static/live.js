@@ -39,7 +39,22 @@
       if (!poll) { poll = window.setInterval(refresh, 10000); }
     };
   }
+  // A task run's stream (<pre data-stream-url>): every chunk kept, then live, until "end".
+  function follow(pre) {
+    var es = new window.EventSource(pre.dataset.streamUrl);
+    es.addEventListener("chunk", function (e) {
+      var chunk = JSON.parse(e.data);
+      pre.textContent += chunk.text !== undefined ? chunk.text : "[" + chunk.bytes.length + " base64 bytes]";
+    });
+    es.addEventListener("end", function () {
+      es.close();
+      if (!pre.textContent) { pre.textContent = "(no stream output)"; }
+      pre.dataset.ended = "true";
+    });
+    es.onerror = function () { es.close(); pre.dataset.ended = "true"; };
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("pre[data-stream-url]").forEach(follow);
     var box = document.getElementById("live-switch");
     if (box) {
       box.checked = !paused();
