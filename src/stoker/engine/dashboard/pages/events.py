@@ -1,8 +1,7 @@
-"""``/ui/events``: the tenant's events, newest first (filter by key, ``*`` wildcards
-allowed by the engine's key match), and ``/ui/events/{id}``: one event's payload and
-metadata, the runs it triggered with their status and the filter that matched; re-push
-starts its runs again. **Push a test event** stores one with a key and a JSON payload, as
-``app.events.push`` does, and opens it.
+"""``/ui/events``: the tenant's events, newest first (filtered by one exact key), and
+``/ui/events/{id}``: one event's payload and metadata, the runs it triggered with their
+status and the filter that matched; re-push starts its runs again. **Push a test event**
+stores one with a key and a JSON payload, as ``app.events.push`` does, and opens it.
 
 Events are read and replayed through the engine's
 :class:`~stoker.engine.events.EventAdmin`, as ``GET /api/v1/events`` and
