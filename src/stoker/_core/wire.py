@@ -211,6 +211,9 @@ class TaskConfig(BaseModel):
     idempotency: IdempotencyConfig | None = None
     on_events: list[str] = Field(default_factory=list)
     default_filters: list[FilterSpec] = Field(default_factory=list)
+    input_schema: dict[str, Any] | None = None
+    """The JSON schema of the task's input model (None for raw JSON input): the
+    dashboard builds its trigger form from it."""
 
 
 # One gRPC message carries at most one payload's worth of data plus this much: room for the

@@ -1099,7 +1099,9 @@ class Connection:
     def _definitions(tasks: Sequence[Task[Any, Any]]) -> pb.RegisterTasksRequest:
         return pb.RegisterTasksRequest(
             tasks=[
-                pb.TaskDefinition(name=t.name, config=t.config.model_dump_json().encode())
+                pb.TaskDefinition(
+                    name=t.name, config=t.definition_config().model_dump_json().encode()
+                )
                 for t in tasks
             ]
         )

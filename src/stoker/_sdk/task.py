@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 import pydantic_core
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 
 from stoker._core import cron
 from stoker._core.cel import check_expression
@@ -367,6 +367,18 @@ class Task(Generic[I, O]):
         self._output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(self.output_type) if self.output_type is not None else None
         )
+
+    def definition_config(self) -> TaskConfig:
+        """The configuration registered with the engine: the options, and the JSON schema
+        of the input model, from which the dashboard builds the task's trigger form (a
+        model pydantic cannot describe is registered without one)."""
+        if self.input_model is None:
+            return self.config
+        try:
+            schema = self.input_model.model_json_schema()
+        except PydanticUserError:
+            return self.config
+        return self.config.model_copy(update={"input_schema": schema})
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

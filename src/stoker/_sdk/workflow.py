@@ -411,7 +411,7 @@ class Workflow(Generic[I]):
                     name=self.name,
                     config=self.spec().model_dump_json().encode(),
                     task_names=[s.name for s in steps],
-                    task_configs=[s.config.model_dump_json().encode() for s in steps],
+                    task_configs=[s.definition_config().model_dump_json().encode() for s in steps],
                 )
             ]
         )
