@@ -26,6 +26,7 @@ import typer.core
 from rich.console import Console
 from rich.panel import Panel
 
+from stoker._sdk.execution import check_executor
 from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.cli_events import event_app
 from stoker.cli_webhooks import webhook_app
@@ -665,6 +666,13 @@ def worker(
         float,
         typer.Option(help="Seconds running tasks get to finish on stop before being handed back."),
     ] = 30.0,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where sync tasks without an executor of their own run: 'thread' or "
+            "'process' (default: the worker's shared thread pool)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
@@ -674,7 +682,12 @@ def worker(
     labels = _run(lambda: _labels(label or []))
     runner = _run(
         lambda: stoker_app.worker(
-            name, slots=slots, durable_slots=durable_slots, labels=labels, grace=grace
+            name,
+            slots=slots,
+            durable_slots=durable_slots,
+            labels=labels,
+            grace=grace,
+            executor=check_executor(executor, "stoker worker --executor"),
         )
     )
     _run(runner.start)

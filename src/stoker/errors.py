@@ -222,3 +222,12 @@ class StepTimeoutError(StokerError):
 
 class WaitTimeoutError(StokerError):
     """A durable wait reached its timeout before anything it waited for happened."""
+
+
+# -- worker runtimes: executors ---------------------------------------------------------
+
+
+class SubprocessCrashedError(StokerError):
+    """The subprocess running a task (``executor="process"``) died before it answered: a
+    crash in native code, ``os._exit``, a signal or the out-of-memory killer. The attempt
+    failed and is retried like any failure; the worker starts a new subprocess."""

@@ -66,6 +66,7 @@ PUBLIC = [
     "Stoker",
     "StokerError",
     "StripeSignature",
+    "SubprocessCrashedError",
     "Task",
     "TaskRegistry",
     "TaskRunError",

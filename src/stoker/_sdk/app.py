@@ -26,6 +26,7 @@ from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons, TaskRegistry, WorkflowRegistry
 from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
 from stoker._sdk.events import Events, Filters
+from stoker._sdk.execution import ExecutorName
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
 from stoker._sdk.schedules import Schedules
@@ -371,6 +372,7 @@ class Stoker:
         labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
         grace: float = 30.0,
+        executor: ExecutorName | None = None,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -379,7 +381,9 @@ class Stoker:
         slots), plus ``durable_slots`` for durable tasks; ``labels`` are matched against the
         tasks' ``desired_worker_labels``. ``name`` defaults to :func:`default_worker_name`.
         On stop, running tasks get ``grace`` seconds to finish; what still runs then is
-        handed back to the engine to run elsewhere.
+        handed back to the engine to run elsewhere. ``executor`` (``"thread"`` or
+        ``"process"``) is where the sync tasks that declare no executor of their own run
+        (README "Executors"); by default, the worker's shared thread pool.
         """
         from stoker._sdk.worker import Worker
 
@@ -391,6 +395,7 @@ class Stoker:
             labels=labels,
             tasks=_expand(tasks) if tasks is not None else None,
             grace=grace,
+            executor=executor,
         )
 
     # -- talking to the engine ----------------------------------------------------------

@@ -42,6 +42,7 @@ from stoker._proto import schedules_pb2 as spb
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.crons import Cron
+from stoker._sdk.execution import ExecutorName, check_task_executor
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker._sdk.transactional import (
@@ -132,6 +133,10 @@ class TaskArgs(TypedDict, total=False):
     registered with the task, removed with it."""
     default_filters: Sequence[DefaultFilter]
     """Filters declared with the task (README "Events"), replaced at each registration."""
+    executor: ExecutorName | None
+    """Where a sync function runs on the worker: ``"thread"`` (a thread pool of this
+    task's own) or ``"process"`` (the worker's pool of subprocesses, for CPU-bound work);
+    default: the worker's ``executor``, else its shared thread pool (README "Executors")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +229,7 @@ class TaskOptions:
     idempotency: Idempotency | None = None
     on_events: Sequence[str] = ()
     default_filters: Sequence[DefaultFilter] = ()
+    executor: ExecutorName | None = None
 
     def to_config(self, name: str) -> TaskConfig:
         """The engine-side configuration; DeclarationError on anything invalid."""
@@ -360,6 +366,10 @@ class Task(Generic[I, O]):
         self.config = options.to_config(name)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.input_model, self.output_type = _inspect_signature(fn, name)
+        self.executor = check_task_executor(
+            options.executor, fn, name=name, is_async=self.is_async, durable=options.durable
+        )
+        """The executor declared with the task (None: the worker's default)."""
         if self.config.crons:
             raw = self._cron_input_json(options.cron_input)
             crons = [c.model_copy(update={"input_json": raw}) for c in self.config.crons]

@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.durable import DurableTask
+from stoker._sdk.execution import ExecutorName, check_executor
 from stoker._sdk.task import Task
+from stoker._sdk.worker.executors import Executors, warm_in_background
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
 from stoker._sdk.worker.session import Identity, Lifecycle, Outbox, Session
@@ -57,6 +59,7 @@ class Worker:
         labels: dict[str, str | int] | None = None,
         tasks: list[Task[Any, Any]] | None = None,
         grace: float = 30.0,
+        executor: ExecutorName | None = None,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
@@ -72,6 +75,9 @@ class Worker:
         self.labels = _check_labels(name, labels or {})
         self.grace = grace
         self.tasks = {t.name: t for t in chosen}
+        self.executor = check_executor(executor, f"worker {name!r}")
+        self.executors = Executors(name, chosen, slots, self.executor)
+        """Where each task runs (loop, threads, subprocesses) and the pools behind them."""
         self.worker_id = str(uuid.uuid4())
         self.connected = asyncio.Event() if _has_loop() else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,6 +166,7 @@ class Worker:
             max_payload_bytes=self.app.max_payload_bytes,
             outbox=outbox,
             changed=life.changed,
+            executors=self.executors,
         )
         session = Session(
             identity=Identity(
@@ -183,7 +190,7 @@ class Worker:
 
         heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
         heartbeat.start()
-        helpers: list[asyncio.Task[None]] = []
+        helpers: list[asyncio.Task[None]] = [warm_in_background(self.executors)]
         if any(isinstance(t, DurableTask) for t in self.tasks.values()):
             helpers.append(
                 asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")

@@ -39,6 +39,8 @@ from stoker._sdk.context import AttemptState, Context, current_context
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
+from stoker._sdk.worker.executors import Executors
+from stoker._sdk.worker.procpool import ProcessOutput, RemoteTaskError
 from stoker._sdk.worker.session import Outbox
 from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
@@ -80,6 +82,7 @@ class Runtime:
         max_payload_bytes: int,
         outbox: Outbox,
         changed: asyncio.Event,
+        executors: Executors | None = None,
     ) -> None:
         self.name = name
         self.worker_id = worker_id
@@ -90,6 +93,8 @@ class Runtime:
         self.changed = changed
         """Set whenever an attempt finishes (the session's drain waits on it)."""
         self.running: dict[int, Attempt] = {}
+        self.executors = executors or Executors(name, tasks.values(), slots, None)
+        """Each task's executor: the shared pool below, its own threads, or subprocesses."""
         self.pool = ThreadPoolExecutor(
             max_workers=slots + durable_slots, thread_name_prefix=f"stoker-{name}"
         )
@@ -103,6 +108,7 @@ class Runtime:
     def shutdown(self) -> None:
         """Lets go of the thread pool without waiting for the threads still running."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.executors.shutdown()
 
     # -- what runs ----------------------------------------------------------------------
 
@@ -300,6 +306,16 @@ class Runtime:
             except TaskTimeoutError as exc:
                 self._fail(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
                 return
+            except RemoteTaskError as exc:  # raised by the body in a subprocess
+                self._fail(
+                    attempt,
+                    exc.error_type,
+                    exc.message,
+                    exc.remote_traceback,
+                    retryable=exc.retryable,
+                    retry_after_ms=exc.retry_after_ms,
+                )
+                return
             except (NonRetryableError, NonDeterminismError) as exc:
                 self._fail(
                     attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False
@@ -326,7 +342,10 @@ class Runtime:
                 )
                 return
             try:
-                output = task.encode_output(result)
+                # A subprocess encoded the output already (its errors came back above).
+                output = (
+                    result.raw if isinstance(result, ProcessOutput) else task.encode_output(result)
+                )
             except (
                 pydantic_core.PydanticSerializationError,
                 ValidationError,
@@ -375,11 +394,16 @@ class Runtime:
         """Runs the function, enforcing the (refreshable) execution timeout."""
         task, ctx, state = attempt.task, attempt.ctx, attempt.state
         loop = asyncio.get_running_loop()
+        kind = self.executors.kind(task)
+        inner: asyncio.Future[Any]
         if task.is_async:
-            inner: asyncio.Future[Any] = asyncio.ensure_future(task.fn(value, ctx))
+            inner = asyncio.ensure_future(task.fn(value, ctx))
+        elif kind == "process":
+            inner = asyncio.ensure_future(self._in_process(attempt))
         else:
+            pool = self.executors.thread_pool(task) if kind == "thread" else self.pool
             cv = contextvars.copy_context()
-            inner = loop.run_in_executor(self.pool, cv.run, self._in_thread, task.fn, value, ctx)
+            inner = loop.run_in_executor(pool, cv.run, self._in_thread, task.fn, value, ctx)
         # A durable attempt's deadline moves while it runs (paused while blocked): look
         # at it again at least every DEADLINE_POLL_S.
         poll = DEADLINE_POLL_S if isinstance(task, DurableTask) else None
@@ -401,6 +425,25 @@ class Runtime:
         except asyncio.CancelledError:
             inner.cancel()
             raise
+
+    async def _in_process(self, attempt: Attempt) -> ProcessOutput:
+        """Runs the attempt in one of the worker's subprocesses (README "Executors")."""
+        pool = self.executors.processes
+        assert pool is not None
+        task, ctx, a = attempt.task, attempt.ctx, attempt.assignment
+        about = dict(
+            run_id=ctx.run_id,
+            task_name=ctx.task_name,
+            attempt=ctx.attempt,
+            retry_count=ctx.retry_count,
+            additional_metadata=ctx.additional_metadata,
+            filter_payload=ctx.filter_payload,
+            worker_id=ctx.worker_id,
+            task_id=ctx.task_id,
+        )
+        is_step = getattr(task, "workflow", None) is not None
+        target = self.executors.targets[task.name]
+        return await pool.run(task, target, ctx, a.input, is_step, about)
 
     def _in_thread(self, fn: Callable[..., Any], value: Any, ctx: Context) -> Any:
         """Runs a sync task function in a pool thread, counting the threads so busy."""
