@@ -53,6 +53,7 @@ def registry() -> dict[str, Scenario]:
         durable,
         durable_events,
         events,
+        executors,
         idle,
         policy,
         schedules,

@@ -36,6 +36,7 @@ from stoker._sdk.crons import (
     TaskRegistry,
     WorkflowRegistry,
 )
+from stoker._sdk.dependencies import Depends
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import (
     EventInfo,
@@ -71,6 +72,7 @@ from stoker.errors import (
     DeclarationError,
     EngineUnavailableError,
     InvalidRequestError,
+    LifespanError,
     NonDeterminismError,
     NonRetryableError,
     NotFoundError,
@@ -108,6 +110,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DeclarationError",
     "DefaultFilter",
+    "Depends",
     "DesiredWorkerLabel",
     "DurableContext",
     "EngineUnavailableError",
@@ -121,6 +124,7 @@ __all__ = [
     "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
+    "LifespanError",
     "NonDeterminismError",
     "NonRetryableError",
     "NotFoundError",

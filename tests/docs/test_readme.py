@@ -40,6 +40,11 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "welcome mail to ada@example.com",
         "['welcome mail to cy@example.com', 'welcome mail to di@example.com']",
     ]
+    # A process task past its timeout is killed; a thread task runs in its own pool.
+    assert outputs["run_executors_cpu.py"].splitlines() == [
+        "TaskTimeoutError",
+        "stoker-executors_cpu-lookup",
+    ]
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.

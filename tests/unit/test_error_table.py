@@ -41,6 +41,7 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.StepError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.StepTimeoutError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.SubprocessCrashedError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.LifespanError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
 }
 
 # What the engine raises in handlers; each must come back to the SDK as itself.

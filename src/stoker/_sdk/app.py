@@ -139,6 +139,9 @@ class Stoker:
         )
         """Scheduled runs: ``app.schedules.list()``, ``get``, ``update``, ``delete``."""
         self.webhooks = Webhooks(self.connection)
+        self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
+        """Replacements of task dependencies' providers, ``{provider: replacement}``, used
+        by this app's workers and ``mock_run`` (README "Lifespan and dependencies")."""
         """Incoming webhooks: ``app.webhooks.create(name, auth=..., event_key_expression=...)``,
         ``list``, ``get``, ``update``, ``delete``."""
 
@@ -373,6 +376,7 @@ class Stoker:
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
         grace: float = 30.0,
         executor: ExecutorName | None = None,
+        lifespan: Callable[[], Any] | None = None,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -383,7 +387,9 @@ class Stoker:
         On stop, running tasks get ``grace`` seconds to finish; what still runs then is
         handed back to the engine to run elsewhere. ``executor`` (``"thread"`` or
         ``"process"``) is where the sync tasks that declare no executor of their own run
-        (README "Executors"); by default, the worker's shared thread pool.
+        (README "Executors"); by default, the worker's shared thread pool. ``lifespan``
+        (an ``@asynccontextmanager`` function) is entered before the worker registers
+        and exited after it stopped; what it yields is ``ctx.lifespan`` in every task.
         """
         from stoker._sdk.worker import Worker
 
@@ -396,6 +402,7 @@ class Stoker:
             tasks=_expand(tasks) if tasks is not None else None,
             grace=grace,
             executor=executor,
+            lifespan=lifespan,
         )
 
     # -- talking to the engine ----------------------------------------------------------

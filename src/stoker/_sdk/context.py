@@ -122,6 +122,7 @@ class Context:
         task_id: int = 0,
         state: AttemptState | None = None,
         filter_payload: Any = None,
+        lifespan: Any = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -137,6 +138,9 @@ class Context:
         """In a run an event started: the payload of the filter that let it through
         (README "Events"); None when no filter applied or the run was not started by an
         event."""
+        self.lifespan = lifespan
+        """What the worker's lifespan yielded (``app.worker(lifespan=...)``); None without
+        one, and in a subprocess (``executor="process"``)."""
 
     @property
     def deadline(self) -> float | None:

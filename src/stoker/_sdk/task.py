@@ -42,6 +42,7 @@ from stoker._proto import schedules_pb2 as spb
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.crons import Cron
+from stoker._sdk.dependencies import task_dependencies
 from stoker._sdk.execution import ExecutorName, check_task_executor
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
@@ -370,6 +371,14 @@ class Task(Generic[I, O]):
             options.executor, fn, name=name, is_async=self.is_async, durable=options.durable
         )
         """The executor declared with the task (None: the worker's default)."""
+        self.dependencies = task_dependencies(fn, name)
+        """The parameters after ``(input, ctx)``: resolved per attempt (README "Lifespan
+        and dependencies")."""
+        if self.dependencies and self.executor == "process":
+            raise DeclarationError(
+                f"task {name!r}: a task in a subprocess (executor='process') cannot take "
+                "dependencies: their values live in the worker; use executor='thread'"
+            )
         if self.config.crons:
             raw = self._cron_input_json(options.cron_input)
             crons = [c.model_copy(update={"input_json": raw}) for c in self.config.crons]
@@ -769,10 +778,12 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
         raise DeclarationError(f"task {name!r}: expected a function, got {type(fn).__name__}")
     params = list(inspect.signature(fn).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) != 2 or any(p.default is not p.empty for p in positional):
+    # Parameters after (input, ctx) are dependencies (checked by task_dependencies).
+    if len(positional) < 2 or any(p.default is not p.empty for p in params[:2]):
         raise DeclarationError(
-            f"task {name!r}: a task function takes exactly two parameters, (input, ctx); "
-            f"{fn.__qualname__} takes ({', '.join(p.name for p in params)})"
+            f"task {name!r}: a task function takes two parameters, (input, ctx), then only "
+            f"dependencies (Annotated[T, Depends(...)]); {fn.__qualname__} takes "
+            f"({', '.join(p.name for p in params)})"
         )
     try:
         hints = typing.get_type_hints(fn)

@@ -28,9 +28,12 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.dependencies import enter_lifespan, lifespan_manager
 from stoker._sdk.durable import DurableTask
 from stoker._sdk.execution import ExecutorName, check_executor
 from stoker._sdk.task import Task
@@ -60,6 +63,7 @@ class Worker:
         tasks: list[Task[Any, Any]] | None = None,
         grace: float = 30.0,
         executor: ExecutorName | None = None,
+        lifespan: Callable[[], Any] | None = None,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
@@ -77,6 +81,7 @@ class Worker:
         self.tasks = {t.name: t for t in chosen}
         self.executor = check_executor(executor, f"worker {name!r}")
         self.executors = Executors(name, chosen, slots, self.executor)
+        self.lifespan = lifespan_manager(lifespan, f"worker {name!r}")
         """Where each task runs (loop, threads, subprocesses) and the pools behind them."""
         self.worker_id = str(uuid.uuid4())
         self.connected = asyncio.Event() if _has_loop() else None
@@ -150,6 +155,14 @@ class Worker:
         life = self._lifecycle = Lifecycle()
         self.connected = life.connected
         outbox = self._outbox = Outbox()
+        async with AsyncExitStack() as stack:
+            # A lifespan that fails to start stops the worker before it registers.
+            value = await enter_lifespan(self.lifespan, stack, f"worker {self.name!r}")
+            await self._serve(loop, life, outbox, value)
+
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, life: Lifecycle, outbox: Outbox, lifespan: Any
+    ) -> None:
         await self.app.aio_register(list(self.tasks.values()))
         # The workflows served whole are registered too: their crons (declared in code)
         # are created, changed or removed with them.
@@ -167,6 +180,7 @@ class Worker:
             outbox=outbox,
             changed=life.changed,
             executors=self.executors,
+            lifespan=lifespan,
         )
         session = Session(
             identity=Identity(

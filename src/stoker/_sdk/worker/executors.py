@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._sdk.execution import ExecutorName, Target, process_target
 from stoker._sdk.worker.procpool import ProcessPool
+from stoker.errors import DeclarationError
 
 if TYPE_CHECKING:
     from stoker._sdk.task import Task
@@ -49,6 +50,12 @@ class Executors:
             self.kinds[task.name] = kind
             if kind == "process":
                 self.targets[task.name] = process_target(task.fn, f"task {task.name!r}")
+                if getattr(task, "dependencies", None):
+                    raise DeclarationError(
+                        f"worker {name!r}: task {task.name!r} takes dependencies, so it "
+                        "cannot run in a subprocess (the worker's executor='process'); "
+                        "give it executor='thread'"
+                    )
         self.processes: ProcessPool | None = None
         if self.targets:
             modules = {t.module for t in self.targets.values()}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,7 @@ from pydantic import ValidationError
 from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.context import AttemptState, Context, current_context
+from stoker._sdk.dependencies import solve
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
@@ -83,6 +86,7 @@ class Runtime:
         outbox: Outbox,
         changed: asyncio.Event,
         executors: Executors | None = None,
+        lifespan: Any = None,
     ) -> None:
         self.name = name
         self.worker_id = worker_id
@@ -93,6 +97,8 @@ class Runtime:
         self.changed = changed
         """Set whenever an attempt finishes (the session's drain waits on it)."""
         self.running: dict[int, Attempt] = {}
+        self.lifespan = lifespan
+        """What the worker's lifespan yielded: every task's ``ctx.lifespan``."""
         self.executors = executors or Executors(name, tasks.values(), slots, None)
         """Each task's executor: the shared pool below, its own threads, or subprocesses."""
         self.pool = ThreadPoolExecutor(
@@ -182,6 +188,7 @@ class Runtime:
             worker_id=self.worker_id,
             task_id=a.task_id,
             state=state,
+            lifespan=self.lifespan,
         )
         ctx: Context
         if isinstance(task, DurableTask):
@@ -391,19 +398,30 @@ class Runtime:
             )
 
     async def _call(self, attempt: Attempt, value: Any) -> Any:
+        """Runs the function with its dependencies, which are torn down after it."""
+        task = attempt.task
+        if not task.dependencies:
+            return await self._call_fn(attempt, value, {})
+        async with AsyncExitStack() as stack:
+            overrides = task.app.dependency_overrides
+            kwargs = await solve(task.dependencies, attempt.ctx, stack, overrides)
+            return await self._call_fn(attempt, value, kwargs)
+
+    async def _call_fn(self, attempt: Attempt, value: Any, kwargs: dict[str, Any]) -> Any:
         """Runs the function, enforcing the (refreshable) execution timeout."""
         task, ctx, state = attempt.task, attempt.ctx, attempt.state
         loop = asyncio.get_running_loop()
         kind = self.executors.kind(task)
+        fn = functools.partial(task.fn, **kwargs) if kwargs else task.fn
         inner: asyncio.Future[Any]
         if task.is_async:
-            inner = asyncio.ensure_future(task.fn(value, ctx))
+            inner = asyncio.ensure_future(fn(value, ctx))
         elif kind == "process":
             inner = asyncio.ensure_future(self._in_process(attempt))
         else:
             pool = self.executors.thread_pool(task) if kind == "thread" else self.pool
             cv = contextvars.copy_context()
-            inner = loop.run_in_executor(pool, cv.run, self._in_thread, task.fn, value, ctx)
+            inner = loop.run_in_executor(pool, cv.run, self._in_thread, fn, value, ctx)
         # A durable attempt's deadline moves while it runs (paused while blocked): look
         # at it again at least every DEADLINE_POLL_S.
         poll = DEADLINE_POLL_S if isinstance(task, DurableTask) else None
