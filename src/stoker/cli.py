@@ -624,6 +624,15 @@ def load_app(target: str) -> Any:
     """The ``Stoker`` app at ``module:attribute``; ConfigError saying what is wrong."""
     from stoker import Stoker
 
+    found = load_attribute(target)
+    if not isinstance(found, Stoker):
+        raise ConfigError(f"{target} is a {type(found).__name__}, not a stoker.Stoker app")
+    return found
+
+
+def load_attribute(target: str) -> Any:
+    """The object at ``module:attribute`` (the module imported from the current folder
+    first); ConfigError saying what is wrong."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"expected MODULE:ATTRIBUTE (like hello:app), got {target!r}")
@@ -636,8 +645,6 @@ def load_app(target: str) -> Any:
     found = getattr(module, attr, None)
     if found is None:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}")
-    if not isinstance(found, Stoker):
-        raise ConfigError(f"{target} is a {type(found).__name__}, not a stoker.Stoker app")
     return found
 
 
@@ -673,6 +680,13 @@ def worker(
             "'process' (default: the worker's shared thread pool)."
         ),
     ] = None,
+    lifespan: Annotated[
+        str | None,
+        typer.Option(
+            help="The worker's lifespan, as MODULE:ATTRIBUTE (an @asynccontextmanager "
+            "function; what it yields is ctx.lifespan)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
@@ -688,6 +702,7 @@ def worker(
             labels=labels,
             grace=grace,
             executor=check_executor(executor, "stoker worker --executor"),
+            lifespan=load_attribute(lifespan) if lifespan else None,
         )
     )
     _run(runner.start)

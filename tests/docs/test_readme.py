@@ -45,6 +45,11 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "TaskTimeoutError",
         "stoker-executors_cpu-lookup",
     ]
+    # The lifespan's pool reaches the task through two dependencies; the lease is torn down.
+    assert outputs["run_deps_shop.py"].splitlines() == [
+        "{'sku': 'A1', 'via': 'connection 1', 'pool_open': True}",
+        "connection 1",
+    ]
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.
