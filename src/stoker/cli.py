@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -706,6 +707,62 @@ def worker(
         )
     )
     _run(runner.start)
+
+
+@app.command("run")
+def run_task(
+    task: Annotated[str, typer.Argument(help="The task's name, as registered by its workers.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="The run's input as JSON (default: {}).")
+    ] = "{}",
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the run id and return at once.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the result (default: no limit).")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="Additional metadata as a JSON object.")
+    ] = None,
+) -> None:
+    """Runs a task by name and prints its output as JSON (exit 1 if the run failed)."""
+    from stoker import Stoker, TaskRunError
+
+    value = _run(lambda: _json_option(input, "--input"))
+    extra = _run(lambda: _json_option(metadata, "--metadata")) if metadata else None
+    if extra is not None and not isinstance(extra, dict):
+        raise _fail("--metadata takes a JSON object")
+    client = Stoker()
+    try:
+        options: dict[str, Any] = {"additional_metadata": extra} if extra else {}
+        ref = _run(lambda: client.run_no_wait(task, value, **options))
+        if no_wait:
+            typer.echo(ref.run_id)
+            return
+        try:
+            output = ref.result(timeout=timeout)
+        except TaskRunError as exc:
+            console.print(
+                f"[red]run {exc.run_id} {exc.status.lower()}:[/] {exc.error_type}: "
+                f"{exc.error_message}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+        except TimeoutError:
+            raise _fail(f"run {ref.run_id} did not finish within {timeout:g}s") from None
+        except StokerError as exc:
+            raise _fail(exc.message) from None
+        typer.echo(json.dumps(output))
+    finally:
+        client.close()
+
+
+def _json_option(text: str | None, option: str) -> Any:
+    try:
+        return json.loads(text or "null")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option} is not valid JSON: {exc}") from None
 
 
 @app.command()
