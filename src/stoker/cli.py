@@ -688,9 +688,20 @@ def worker(
             "function; what it yields is ctx.lifespan)."
         ),
     ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="For development: run the worker in a child process and restart it when "
+            "a .py file under the current folder changes.",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
+    if reload:
+        args = [a for a in sys.argv[1:] if a != "--reload"]
+        raise typer.Exit(reload_worker([sys.executable, "-m", "stoker", *args], Path.cwd()))
     _logging(verbose)
     _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
@@ -707,6 +718,67 @@ def worker(
         )
     )
     _run(runner.start)
+
+
+RELOAD_POLL_S = 0.5
+"""How often ``stoker worker --reload`` looks at the files' modification times."""
+_SKIPPED_DIRS = {"__pycache__", "node_modules", "venv", "site-packages"}
+
+
+def _sources(root: Path) -> dict[str, float]:
+    """The .py files under ``root`` (hidden and environment folders left out) and their
+    modification times."""
+    found: dict[str, float] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                try:
+                    found[path] = os.stat(path).st_mtime
+                except OSError:
+                    pass
+    return found
+
+
+def reload_worker(argv: list[str], root: Path) -> int:
+    """Runs ``argv`` (a worker) and restarts it whenever a source under ``root`` changes:
+    the running worker gets SIGTERM and drains as usual. SIGINT/SIGTERM here stop the
+    worker and return its exit code."""
+    import subprocess
+    import time
+
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    seen = _sources(root)
+    while True:
+        child = subprocess.Popen(argv)
+        while True:
+            time.sleep(RELOAD_POLL_S)
+            if stopping:
+                return child.wait()
+            now = _sources(root)
+            if now != seen:
+                changed = sorted(p for p in now.keys() | seen.keys() if now.get(p) != seen.get(p))
+                seen = now
+                console.print(
+                    f"[yellow]{os.path.relpath(changed[0], root)} changed; restarting the "
+                    "worker[/]",
+                    highlight=False,
+                )
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+                    child.wait()
+                break
 
 
 @app.command("run")
