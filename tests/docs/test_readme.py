@@ -50,6 +50,12 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "{'sku': 'A1', 'via': 'connection 1', 'pool_open': True}",
         "connection 1",
     ]
+    # mock_run: a replaced dependency; a durable sleep that returns at once, recorded.
+    assert outputs["run_testing_orders.py"].splitlines() == [
+        "120.0",
+        "reminded ada@example.com",
+        "[86400.0] [('look up', 'ada@example.com')]",
+    ]
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.

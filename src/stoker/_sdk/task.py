@@ -59,6 +59,7 @@ from stoker.errors import DeclarationError, PayloadTooLargeError
 if TYPE_CHECKING:
     from stoker._sdk.app import Stoker
     from stoker._sdk.durable import DurableContext
+    from stoker._sdk.mocking import MockContext
 
 I = TypeVar("I")  # noqa: E741 - the input type
 O = TypeVar("O")  # noqa: E741 - the output type
@@ -703,6 +704,65 @@ class Task(Generic[I, O]):
     def __call__(self, input: I, ctx: Context) -> Any:
         """Calls the function directly, in-process (handy in unit tests)."""
         return self.fn(input, ctx)
+
+    def mock_run(
+        self,
+        input: Any,
+        *,
+        parent_outputs: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+        additional_metadata: dict[str, Any] | None = None,
+        context: MockContext | None = None,
+    ) -> O:
+        """Runs the body once in-process, without an engine, and returns its output
+        (README "Testing"): the input is validated, ``ctx`` is a :class:`MockContext`
+        (durable sleeps return at once; sleeps, steps and waits are recorded on it; pass
+        ``context=`` to inspect them), ``parent_outputs`` (by parent step or name) feed
+        ``ctx.task_output``, ``dependencies`` (``{provider: replacement or value}``) and
+        ``lifespan`` (``ctx.lifespan``) stand in for the worker's."""
+        from stoker._sdk.mocking import mock_run
+
+        return typing.cast(
+            O,
+            mock_run(
+                self,
+                input,
+                parent_outputs=parent_outputs,
+                dependencies=dependencies,
+                lifespan=lifespan,
+                events=events,
+                additional_metadata=additional_metadata,
+                context=context,
+            ),
+        )
+
+    async def aio_mock_run(
+        self,
+        input: Any,
+        *,
+        parent_outputs: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+        additional_metadata: dict[str, Any] | None = None,
+        context: MockContext | None = None,
+    ) -> O:
+        """:meth:`mock_run` from a running event loop."""
+        from stoker._sdk.mocking import aio_mock_run
+
+        out = await aio_mock_run(
+            self,
+            input,
+            parent_outputs=parent_outputs,
+            dependencies=dependencies,
+            lifespan=lifespan,
+            events=events,
+            additional_metadata=additional_metadata,
+            context=context,
+        )
+        return typing.cast(O, out)
 
 
 def recording_context(ctx: Context | None) -> DurableContext | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from pydantic import BaseModel, ValidationError
@@ -426,6 +426,44 @@ class Workflow(Generic[I]):
         await self.app.connection.calls.aio_register_workflows(self._definition())
         self.app.connection.mark_registered(s.name for s in self.steps.values())
         self._registered = True
+
+    # -- testing ------------------------------------------------------------------------
+
+    def mock_run(
+        self,
+        input: Any,
+        *,
+        replace: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Runs the steps in-process, parents first, without an engine (README "Testing");
+        ``replace`` maps steps (or their names) to an output, or to a function run with
+        ``(input, ctx)`` instead of the step. Returns the outputs by step name."""
+        from stoker._sdk.mocking import mock_run_workflow
+
+        return mock_run_workflow(
+            self, input, replace=replace, dependencies=dependencies, lifespan=lifespan,
+            events=events,
+        )  # fmt: skip
+
+    async def aio_mock_run(
+        self,
+        input: Any,
+        *,
+        replace: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`mock_run` from a running event loop."""
+        from stoker._sdk.mocking import aio_mock_run_workflow
+
+        return await aio_mock_run_workflow(
+            self, input, replace=replace, dependencies=dependencies, lifespan=lifespan,
+            events=events,
+        )  # fmt: skip
 
     # -- running ------------------------------------------------------------------------
 
