@@ -87,6 +87,10 @@ class MockContext(Context):
         self.steps.append((step_name, value))
         return value
 
+    def cancel(self) -> None:
+        """Marks the mock run cancelled (``ctx.is_cancelled`` turns true)."""
+        self.state.cancel("cancelled by the task itself (ctx.cancel())")
+
     async def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -129,8 +133,8 @@ async def aio_mock_run(
     context: MockContext | None = None,
 ) -> Any:
     """Runs ``task``'s body once in-process (see the module docstring)."""
-    model = task.input_model
-    value = model.model_validate(input) if model is not None else input
+    # Across JSON, as to a worker: a model, dataclass or TypedDict input is validated.
+    value = task.decode_input(pydantic_core.to_json(input))
     ctx = context or MockContext()
     ctx.events.update(events or {})
     ctx.task_name = task.name

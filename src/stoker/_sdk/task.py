@@ -6,6 +6,7 @@ A task talks to the engine through its app's :class:`~stoker._sdk.calls.Connecti
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import typing
@@ -15,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 import pydantic_core
+import typing_extensions
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stoker._core import cron
@@ -368,6 +370,8 @@ class Task(Generic[I, O]):
         self.config = options.to_config(name)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.input_model, self.output_type = _inspect_signature(fn, name)
+        self.input_adapter = _input_adapter(fn, name)
+        """For a dataclass or TypedDict input: its validator (None otherwise)."""
         self.executor = check_task_executor(
             options.executor, fn, name=name, is_async=self.is_async, durable=options.durable
         )
@@ -404,6 +408,12 @@ class Task(Generic[I, O]):
             except ValidationError as exc:
                 raise DeclarationError(f"{what} does not fit the input model: {exc}") from None
             return model.model_dump_json()
+        if self.input_adapter is not None:
+            try:
+                checked = self.input_adapter.validate_python(value if value is not None else {})
+            except ValidationError as exc:
+                raise DeclarationError(f"{what} does not fit the input type: {exc}") from None
+            return self.input_adapter.dump_json(checked).decode()
         try:
             return pydantic_core.to_json(value if value is not None else {}).decode()
         except pydantic_core.PydanticSerializationError as exc:
@@ -421,6 +431,8 @@ class Task(Generic[I, O]):
                 else self.input_model.model_validate(value)
             )
             raw = model.model_dump_json().encode()
+        elif self.input_adapter is not None:
+            raw = self.input_adapter.dump_json(self.input_adapter.validate_python(value))
         else:
             try:
                 raw = pydantic_core.to_json(value)
@@ -438,6 +450,8 @@ class Task(Generic[I, O]):
     def decode_input(self, raw: bytes) -> Any:
         if self.input_model is not None:
             return self.input_model.model_validate_json(raw or b"{}")
+        if self.input_adapter is not None:
+            return self.input_adapter.validate_json(raw or b"{}")
         return json.loads(raw) if raw else None
 
     def encode_output(self, value: Any) -> bytes:
@@ -832,6 +846,22 @@ def _chunks(items: list[pb.TriggerItem], max_payload: int) -> list[list[pb.Trigg
     return split_batches(items, message_limit(max_payload), _TRIGGER_BATCH)
 
 
+def _input_adapter(fn: Callable[..., Any], name: str) -> TypeAdapter[Any] | None:
+    """A validator for a dataclass or TypedDict input annotation (checked already)."""
+    first = next(iter(inspect.signature(fn).parameters.values()))
+    hint = typing.get_type_hints(fn).get(first.name)
+    if hint is not None and (
+        dataclasses.is_dataclass(hint) or typing_extensions.is_typeddict(hint)
+    ):
+        try:
+            return TypeAdapter(hint)
+        except Exception as exc:
+            raise DeclarationError(
+                f"task {name!r}: the input annotation {hint!r} cannot be validated: {exc}"
+            ) from None
+    return None
+
+
 def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel] | None, Any]:
     """The input model and the return annotation, checked at declaration time."""
     if not callable(fn):
@@ -853,10 +883,12 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     input_model: type[BaseModel] | None = None
     if isinstance(input_type, type) and issubclass(input_type, BaseModel):
         input_model = input_type
+    elif dataclasses.is_dataclass(input_type) or typing_extensions.is_typeddict(input_type):
+        pass  # validated through a TypeAdapter (Task.input_adapter)
     elif input_type not in (None, Any, dict, dict) and typing.get_origin(input_type) is not dict:
         raise DeclarationError(
-            f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel "
-            f"(or dict/Any for raw JSON), got {input_type!r}"
+            f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel, "
+            f"a dataclass or a TypedDict (or dict/Any for raw JSON), got {input_type!r}"
         )
     output = hints.get("return")
     if output is type(None) or output is Any:

@@ -201,6 +201,7 @@ def child_main(conn: Connection) -> None:
         state = AttemptState(
             on_refresh=functools.partial(channel.call, call_id, "state", "refresh"),
             on_release_slot=functools.partial(channel.call, call_id, "state", "release_slot"),
+            on_cancel_run=functools.partial(channel.call, call_id, "state", "request_cancel"),
         )
         state.deadline = deadline  # one monotonic clock for the whole machine
         running[call_id] = state

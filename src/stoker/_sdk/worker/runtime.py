@@ -108,6 +108,7 @@ class Runtime:
         """Sync task functions running in the pool right now."""
         self._threads_lock = threading.Lock()
         self._warned_parents = False
+        self._cancels: set[asyncio.Task[Any]] = set()
         self.evictor = Evictor(self, durable_slots)
         """Evicts blocked durable attempts (run by the worker beside the session)."""
 
@@ -171,6 +172,7 @@ class Runtime:
             on_refresh=refresh,
             on_release_slot=release_slot,
             on_spawn=self._check_parent_slots,
+            on_cancel_run=self._cancel_run,
         )
         metadata = json.loads(a.additional_metadata or b"{}")
         # A filter's payload travels in the run's metadata; the task gets it as
@@ -189,6 +191,11 @@ class Runtime:
             task_id=a.task_id,
             state=state,
             lifespan=self.lifespan,
+            max_attempts=max(1, a.max_attempts),
+            parent_run_id=a.parent_run_id or None,
+            child_index=a.child_index if a.parent_run_id else None,
+            child_key=a.child_key or None,
+            workflow_run_id=a.workflow_run_id or None,
         )
         ctx: Context
         if isinstance(task, DurableTask):
@@ -458,6 +465,11 @@ class Runtime:
             filter_payload=ctx.filter_payload,
             worker_id=ctx.worker_id,
             task_id=ctx.task_id,
+            max_attempts=ctx.max_attempts,
+            parent_run_id=ctx.parent_run_id,
+            child_index=ctx.child_index,
+            child_key=ctx.child_key,
+            workflow_run_id=ctx.workflow_run_id,
         )
         is_step = getattr(task, "workflow", None) is not None
         target = self.executors.targets[task.name]
@@ -472,6 +484,20 @@ class Runtime:
         finally:
             with self._threads_lock:
                 self.in_threads -= 1
+
+    def _cancel_run(self, run_id: str) -> None:
+        """``ctx.cancel()``: the engine cancels the run (its cancellation then reaches this
+        attempt as any other). Called from the loop or from a task's thread."""
+        runs = next(iter(self.tasks.values())).app.runs
+        reason = "cancelled by the task itself (ctx.cancel())"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sync task's thread
+            runs.cancel(run_id, reason)
+            return
+        done = loop.create_task(runs.aio_cancel(run_id, reason))
+        self._cancels.add(done)
+        done.add_done_callback(self._cancels.discard)
 
     def _check_parent_slots(self) -> None:
         """Warns when every slot is held by a task that spawned children: a parent waiting
