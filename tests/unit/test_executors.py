@@ -66,3 +66,17 @@ def test_exit_statuses_in_words() -> None:
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(-11) == "was killed by SIGSEGV"
     assert "out-of-memory" in describe_exit(-9)
+
+
+def test_a_workflow_executor_applies_to_its_sync_steps() -> None:
+    app = Stoker()
+    wf = app.workflow("wf_exec", executor="thread")
+
+    @wf.task()
+    def sync_step(input: Any, ctx: Context) -> None: ...
+
+    @wf.task()
+    async def async_step(input: Any, ctx: Context) -> None: ...
+
+    assert sync_step.executor == "thread"
+    assert async_step.executor is None

@@ -349,8 +349,12 @@ class Workflow(Generic[I]):
             )
         if spec.task_name in self.app.tasks:
             raise DeclarationError(f"{what}: a task named {spec.task_name!r} already exists")
+        merged = {**self.defaults, **options}
+        if "executor" not in options and (durable or inspect.iscoroutinefunction(fn)):
+            # The workflow's executor is for its sync steps; async ones run on the loop.
+            merged.pop("executor", None)
         try:
-            task_options = TaskOptions(**{**self.defaults, **options})
+            task_options = TaskOptions(**merged)
         except TypeError as exc:
             raise DeclarationError(f"{what}: {exc}") from None
         cls = DurableWorkflowTask if durable else WorkflowTask
