@@ -54,6 +54,7 @@ def registry() -> dict[str, Scenario]:
         durable,
         durable_events,
         events,
+        executors,
         idle,
         metrics,
         observe,

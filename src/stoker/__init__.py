@@ -36,6 +36,7 @@ from stoker._sdk.crons import (
     TaskRegistry,
     WorkflowRegistry,
 )
+from stoker._sdk.dependencies import Depends
 from stoker._sdk.durable import DurableContext, Eviction, WaitResult
 from stoker._sdk.events import (
     EventInfo,
@@ -81,6 +82,7 @@ from stoker.errors import (
     DeclarationError,
     EngineUnavailableError,
     InvalidRequestError,
+    LifespanError,
     NonDeterminismError,
     NonRetryableError,
     NotFoundError,
@@ -90,6 +92,7 @@ from stoker.errors import (
     RunCancelledError,
     StepError,
     StokerError,
+    SubprocessCrashedError,
     TaskRunError,
     TaskTimeoutError,
     TransactionalEnqueueError,
@@ -119,6 +122,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DeclarationError",
     "DefaultFilter",
+    "Depends",
     "DesiredWorkerLabel",
     "DurableContext",
     "EngineUnavailableError",
@@ -132,6 +136,7 @@ __all__ = [
     "GitHubSignature",
     "Idempotency",
     "InvalidRequestError",
+    "LifespanError",
     "LogLine",
     "NonDeterminismError",
     "NonRetryableError",
@@ -163,6 +168,7 @@ __all__ = [
     "Stoker",
     "StokerError",
     "StripeSignature",
+    "SubprocessCrashedError",
     "Task",
     "TaskRegistry",
     "TaskRunError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ import typer.core
 from rich.console import Console
 from rich.panel import Panel
 
+from stoker._sdk.execution import check_executor
 from stoker.cli_crons import cron_app, task_app, workflow_app
 from stoker.cli_events import event_app
 from stoker.cli_logs import logs as logs_command
@@ -635,6 +637,15 @@ def load_app(target: str) -> Any:
     """The ``Stoker`` app at ``module:attribute``; ConfigError saying what is wrong."""
     from stoker import Stoker
 
+    found = load_attribute(target)
+    if not isinstance(found, Stoker):
+        raise ConfigError(f"{target} is a {type(found).__name__}, not a stoker.Stoker app")
+    return found
+
+
+def load_attribute(target: str) -> Any:
+    """The object at ``module:attribute`` (the module imported from the current folder
+    first); ConfigError saying what is wrong."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"expected MODULE:ATTRIBUTE (like hello:app), got {target!r}")
@@ -647,8 +658,6 @@ def load_app(target: str) -> Any:
     found = getattr(module, attr, None)
     if found is None:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}")
-    if not isinstance(found, Stoker):
-        raise ConfigError(f"{target} is a {type(found).__name__}, not a stoker.Stoker app")
     return found
 
 
@@ -695,9 +704,34 @@ def worker(
         float,
         typer.Option(help="Seconds the event loop may be blocked before /healthz says 503."),
     ] = 5.0,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where sync tasks without an executor of their own run: 'thread' or "
+            "'process' (default: the worker's shared thread pool)."
+        ),
+    ] = None,
+    lifespan: Annotated[
+        str | None,
+        typer.Option(
+            help="The worker's lifespan, as MODULE:ATTRIBUTE (an @asynccontextmanager "
+            "function; what it yields is ctx.lifespan)."
+        ),
+    ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="For development: run the worker in a child process and restart it when "
+            "a .py file under the current folder changes.",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Runs a worker for every task of an app until SIGINT/SIGTERM (twice: stop now)."""
+    if reload:
+        args = [a for a in sys.argv[1:] if a != "--reload"]
+        raise typer.Exit(reload_worker([sys.executable, "-m", "stoker", *args], Path.cwd()))
     _logging(verbose)
     _warn_unknown_env()
     stoker_app = _run(lambda: load_app(target))
@@ -715,9 +749,128 @@ def worker(
             health_port=health_port,
             health_host=health_host,
             max_loop_block_s=max_loop_block,
+            executor=check_executor(executor, "stoker worker --executor"),
+            lifespan=load_attribute(lifespan) if lifespan else None,
         )
     )
     _run(runner.start)
+
+
+RELOAD_POLL_S = 0.5
+"""How often ``stoker worker --reload`` looks at the files' modification times."""
+_SKIPPED_DIRS = {"__pycache__", "node_modules", "venv", "site-packages"}
+
+
+def _sources(root: Path) -> dict[str, float]:
+    """The .py files under ``root`` (hidden and environment folders left out) and their
+    modification times."""
+    found: dict[str, float] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                try:
+                    found[path] = os.stat(path).st_mtime
+                except OSError:
+                    pass
+    return found
+
+
+def reload_worker(argv: list[str], root: Path) -> int:
+    """Runs ``argv`` (a worker) and restarts it whenever a source under ``root`` changes:
+    the running worker gets SIGTERM and drains as usual. SIGINT/SIGTERM here stop the
+    worker and return its exit code."""
+    import subprocess
+    import time
+
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    seen = _sources(root)
+    while True:
+        child = subprocess.Popen(argv)
+        while True:
+            time.sleep(RELOAD_POLL_S)
+            if stopping:
+                return child.wait()
+            now = _sources(root)
+            if now != seen:
+                changed = sorted(p for p in now.keys() | seen.keys() if now.get(p) != seen.get(p))
+                seen = now
+                console.print(
+                    f"[yellow]{os.path.relpath(changed[0], root)} changed; restarting the "
+                    "worker[/]",
+                    highlight=False,
+                )
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+                    child.wait()
+                break
+
+
+@app.command("run")
+def run_task(
+    task: Annotated[str, typer.Argument(help="The task's name, as registered by its workers.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="The run's input as JSON (default: {}).")
+    ] = "{}",
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the run id and return at once.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the result (default: no limit).")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="Additional metadata as a JSON object.")
+    ] = None,
+) -> None:
+    """Runs a task by name and prints its output as JSON (exit 1 if the run failed)."""
+    from stoker import Stoker, TaskRunError
+
+    value = _run(lambda: _json_option(input, "--input"))
+    extra = _run(lambda: _json_option(metadata, "--metadata")) if metadata else None
+    if extra is not None and not isinstance(extra, dict):
+        raise _fail("--metadata takes a JSON object")
+    client = Stoker()
+    try:
+        options: dict[str, Any] = {"additional_metadata": extra} if extra else {}
+        ref = _run(lambda: client.run_no_wait(task, value, **options))
+        if no_wait:
+            typer.echo(ref.run_id)
+            return
+        try:
+            output = ref.result(timeout=timeout)
+        except TaskRunError as exc:
+            console.print(
+                f"[red]run {exc.run_id} {exc.status.lower()}:[/] {exc.error_type}: "
+                f"{exc.error_message}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+        except TimeoutError:
+            raise _fail(f"run {ref.run_id} did not finish within {timeout:g}s") from None
+        except StokerError as exc:
+            raise _fail(exc.message) from None
+        typer.echo(json.dumps(output))
+    finally:
+        client.close()
+
+
+def _json_option(text: str | None, option: str) -> Any:
+    try:
+        return json.loads(text or "null")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option} is not valid JSON: {exc}") from None
 
 
 @app.command()

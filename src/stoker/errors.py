@@ -249,3 +249,20 @@ class WebhookBodyError(InvalidRequestError):
 
 class UnknownWebhookError(NotFoundError):
     """No webhook of that name at this URL."""
+
+
+# -- worker runtimes: executors ---------------------------------------------------------
+
+
+class SubprocessCrashedError(StokerError):
+    """The subprocess running a task (``executor="process"``) died before it answered: a
+    crash in native code, ``os._exit``, a signal or the out-of-memory killer. The attempt
+    failed and is retried like any failure; the worker starts a new subprocess."""
+
+
+# -- worker runtimes: lifespan ----------------------------------------------------------
+
+
+class LifespanError(StokerError):
+    """A worker's lifespan raised when it was entered: the worker stopped before it
+    registered. The original exception is the ``__cause__``."""

@@ -40,6 +40,22 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "welcome mail to ada@example.com",
         "['welcome mail to cy@example.com', 'welcome mail to di@example.com']",
     ]
+    # A process task past its timeout is killed; a thread task runs in its own pool.
+    assert outputs["run_executors_cpu.py"].splitlines() == [
+        "TaskTimeoutError",
+        "stoker-executors_cpu-lookup",
+    ]
+    # The lifespan's pool reaches the task through two dependencies; the lease is torn down.
+    assert outputs["run_deps_shop.py"].splitlines() == [
+        "{'sku': 'A1', 'via': 'connection 1', 'pool_open': True}",
+        "connection 1",
+    ]
+    # mock_run: a replaced dependency; a durable sleep that returns at once, recorded.
+    assert outputs["run_testing_orders.py"].splitlines() == [
+        "120.0",
+        "reminded ada@example.com",
+        "[86400.0] [('look up', 'ada@example.com')]",
+    ]
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.

@@ -45,6 +45,8 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.WebhookForbidden: (grpc.StatusCode.PERMISSION_DENIED, 403),
     errors.WebhookBodyError: (grpc.StatusCode.INVALID_ARGUMENT, 400),
     errors.UnknownWebhookError: (grpc.StatusCode.NOT_FOUND, 404),
+    errors.SubprocessCrashedError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.LifespanError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
 }
 
 # What the engine raises in handlers; each must come back to the SDK as itself.

@@ -1590,6 +1590,11 @@ class Assignment(_message.Message):
     EXECUTION_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     SLOT_COST_FIELD_NUMBER: _builtins.int
     DURABLE_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    CHILD_INDEX_FIELD_NUMBER: _builtins.int
+    CHILD_KEY_FIELD_NUMBER: _builtins.int
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     run_id: _builtins.str
@@ -1602,6 +1607,16 @@ class Assignment(_message.Message):
     slot_cost: _builtins.int
     """The worker slots the attempt takes, and from which pool."""
     durable: _builtins.bool
+    max_attempts: _builtins.int
+    """How many attempts the run may take in all (retries + 1)."""
+    parent_run_id: _builtins.str
+    """Lineage: the run that spawned this one (or this step's workflow run), its index and
+    key among that run's children; empty when it is not a child.
+    """
+    child_index: _builtins.int
+    child_key: _builtins.str
+    workflow_run_id: _builtins.str
+    """The workflow run a step belongs to; empty for a plain task."""
     def __init__(
         self,
         *,
@@ -1615,10 +1630,15 @@ class Assignment(_message.Message):
         execution_timeout_ms: _builtins.int = ...,
         slot_cost: _builtins.int = ...,
         durable: _builtins.bool = ...,
+        max_attempts: _builtins.int = ...,
+        parent_run_id: _builtins.str = ...,
+        child_index: _builtins.int = ...,
+        child_key: _builtins.str = ...,
+        workflow_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "durable", b"durable", "execution_timeout_ms", b"execution_timeout_ms", "input", b"input", "retry_count", b"retry_count", "run_id", b"run_id", "slot_cost", b"slot_cost", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "child_index", b"child_index", "child_key", b"child_key", "durable", b"durable", "execution_timeout_ms", b"execution_timeout_ms", "input", b"input", "max_attempts", b"max_attempts", "parent_run_id", b"parent_run_id", "retry_count", b"retry_count", "run_id", b"run_id", "slot_cost", b"slot_cost", "task_id", b"task_id", "task_name", b"task_name", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,6 +29,7 @@ from stoker._sdk.calls import Connection, InterceptorFactory
 from stoker._sdk.crons import Crons, TaskRegistry, WorkflowRegistry
 from stoker._sdk.durable import DEFAULT_EVICTION, DurableTask, Eviction, Step, StepOptions
 from stoker._sdk.events import Events, Filters
+from stoker._sdk.execution import ExecutorName
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import Runs
 from stoker._sdk.schedules import Schedules
@@ -145,6 +146,9 @@ class Stoker:
         )
         """Scheduled runs: ``app.schedules.list()``, ``get``, ``update``, ``delete``."""
         self.webhooks = Webhooks(self.connection)
+        self.dependency_overrides: dict[Callable[..., Any], Callable[..., Any]] = {}
+        """Replacements of task dependencies' providers, ``{provider: replacement}``, used
+        by this app's workers and ``mock_run`` (README "Lifespan and dependencies")."""
         """Incoming webhooks: ``app.webhooks.create(name, auth=..., event_key_expression=...)``,
         ``list``, ``get``, ``update``, ``delete``."""
 
@@ -386,6 +390,8 @@ class Stoker:
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
         max_loop_block_s: float = 5.0,
+        executor: ExecutorName | None = None,
+        lifespan: Callable[[], Any] | None = None,
     ) -> Worker:
         """A worker that runs ``tasks`` (default: every task of this app).
 
@@ -404,6 +410,11 @@ class Stoker:
         ``max_loop_block_s``), ``/readyz`` (connected to the engine) and ``/metrics`` (the
         worker's own, Prometheus text) on ``health_host:health_port`` (README "Metrics and
         tracing"); 0 picks a free port (``worker.health.port``).
+        handed back to the engine to run elsewhere. ``executor`` (``"thread"`` or
+        ``"process"``) is where the sync tasks that declare no executor of their own run
+        (README "Executors"); by default, the worker's shared thread pool. ``lifespan``
+        (an ``@asynccontextmanager`` function) is entered before the worker registers
+        and exited after it stopped; what it yields is ``ctx.lifespan`` in every task.
         """
         from stoker._sdk.worker import Worker
 
@@ -423,6 +434,8 @@ class Stoker:
             health_port=health_port,
             health_host=health_host,
             max_loop_block_s=max_loop_block_s,
+            executor=executor,
+            lifespan=lifespan,
         )
 
     # -- talking to the engine ----------------------------------------------------------

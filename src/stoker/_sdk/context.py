@@ -54,6 +54,7 @@ class AttemptState:
         on_refresh: Callable[[float], None] = lambda _: None,
         on_release_slot: Callable[[], None] = lambda: None,
         on_spawn: Callable[[], None] = lambda: None,
+        on_cancel_run: Callable[[str], None] | None = None,
     ) -> None:
         self.deadline: float | None = (
             time.monotonic() + execution_timeout_s if execution_timeout_s else None
@@ -69,6 +70,7 @@ class AttemptState:
         self._on_refresh = on_refresh
         self._on_release_slot = on_release_slot
         self._on_spawn = on_spawn
+        self._on_cancel_run = on_cancel_run
         self._child_lock = threading.Lock()
         self._next_child = 0
         self.log: AttemptLog | None = None
@@ -88,6 +90,12 @@ class AttemptState:
         self.cancel_reason = reason
         self.cancel_flag.set()
         self.cancelled.set()
+
+    def request_cancel(self, run_id: str) -> None:
+        """Asks the engine to cancel ``run_id`` (this attempt's run or its workflow run)."""
+        if self._on_cancel_run is None:
+            raise RuntimeError("ctx.cancel() works in a task run by a worker")
+        self._on_cancel_run(run_id)
 
     def refresh(self, seconds: float) -> None:
         """Moves the deadline to ``seconds`` from now and tells the engine."""
@@ -131,6 +139,12 @@ class Context:
         task_id: int = 0,
         state: AttemptState | None = None,
         filter_payload: Any = None,
+        lifespan: Any = None,
+        max_attempts: int = 1,
+        parent_run_id: str | None = None,
+        child_index: int | None = None,
+        child_key: str | None = None,
+        workflow_run_id: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -146,6 +160,21 @@ class Context:
         """In a run an event started: the payload of the filter that let it through
         (README "Events"); None when no filter applied or the run was not started by an
         event."""
+        self.max_attempts = max_attempts
+        """How many attempts the run may take in all (its retries + 1); the last one is
+        ``ctx.attempt == ctx.max_attempts - 1`` (attempts count from 0)."""
+        self.parent_run_id = parent_run_id
+        """The run that spawned this one as a child (for a step of a child workflow: the
+        workflow's parent); None when it is not a child."""
+        self.child_index = child_index
+        """This run's index among its parent's children (None when not a child)."""
+        self.child_key = child_key
+        """The ``child_key`` this run was spawned with (None: none, or not a child)."""
+        self.workflow_run_id = workflow_run_id
+        """The workflow run this step belongs to (None for a plain task)."""
+        self.lifespan = lifespan
+        """What the worker's lifespan yielded (``app.worker(lifespan=...)``); None without
+        one, and in a subprocess (``executor="process"``)."""
 
     @property
     def deadline(self) -> float | None:
@@ -171,6 +200,12 @@ class Context:
     def spawned_children(self) -> int:
         """How many child runs this attempt has started."""
         return self.state.spawned_children
+
+    def cancel(self) -> None:
+        """Cancels this run (for a workflow step: the workflow run) through the engine:
+        the attempt is then cancelled like any other (``ctx.is_cancelled`` turns true, an
+        async task is interrupted), and the run ends CANCELLED without a retry."""
+        self.state.request_cancel(self.workflow_run_id or self.run_id)
 
     def refresh_timeout(self, duration: str | float | timedelta) -> None:
         """Resets the execution timeout to ``duration`` from now (``"30s"``, seconds, timedelta)."""

@@ -6,6 +6,7 @@ A task talks to the engine through its app's :class:`~stoker._sdk.calls.Connecti
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import typing
@@ -15,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 import pydantic_core
+import typing_extensions
 from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 
 from stoker._core import cron
@@ -42,6 +44,8 @@ from stoker._proto import schedules_pb2 as spb
 from stoker._sdk.children import ChildSpec, aio_spawn, spawn
 from stoker._sdk.context import Context, current_context
 from stoker._sdk.crons import Cron
+from stoker._sdk.dependencies import task_dependencies
+from stoker._sdk.execution import ExecutorName, check_task_executor
 from stoker._sdk.refs import RunRef
 from stoker._sdk.schedules import ScheduledRun, When, schedule_item
 from stoker._sdk.transactional import (
@@ -57,6 +61,7 @@ from stoker.errors import DeclarationError, PayloadTooLargeError
 if TYPE_CHECKING:
     from stoker._sdk.app import Stoker
     from stoker._sdk.durable import DurableContext
+    from stoker._sdk.mocking import MockContext
 
 I = TypeVar("I")  # noqa: E741 - the input type
 O = TypeVar("O")  # noqa: E741 - the output type
@@ -132,6 +137,10 @@ class TaskArgs(TypedDict, total=False):
     registered with the task, removed with it."""
     default_filters: Sequence[DefaultFilter]
     """Filters declared with the task (README "Events"), replaced at each registration."""
+    executor: ExecutorName | None
+    """Where a sync function runs on the worker: ``"thread"`` (a thread pool of this
+    task's own) or ``"process"`` (the worker's pool of subprocesses, for CPU-bound work);
+    default: the worker's ``executor``, else its shared thread pool (README "Executors")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +233,7 @@ class TaskOptions:
     idempotency: Idempotency | None = None
     on_events: Sequence[str] = ()
     default_filters: Sequence[DefaultFilter] = ()
+    executor: ExecutorName | None = None
 
     def to_config(self, name: str) -> TaskConfig:
         """The engine-side configuration; DeclarationError on anything invalid."""
@@ -360,6 +370,20 @@ class Task(Generic[I, O]):
         self.config = options.to_config(name)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.input_model, self.output_type = _inspect_signature(fn, name)
+        self.input_adapter = _input_adapter(fn, name)
+        """For a dataclass or TypedDict input: its validator (None otherwise)."""
+        self.executor = check_task_executor(
+            options.executor, fn, name=name, is_async=self.is_async, durable=options.durable
+        )
+        """The executor declared with the task (None: the worker's default)."""
+        self.dependencies = task_dependencies(fn, name)
+        """The parameters after ``(input, ctx)``: resolved per attempt (README "Lifespan
+        and dependencies")."""
+        if self.dependencies and self.executor == "process":
+            raise DeclarationError(
+                f"task {name!r}: a task in a subprocess (executor='process') cannot take "
+                "dependencies: their values live in the worker; use executor='thread'"
+            )
         if self.config.crons:
             raw = self._cron_input_json(options.cron_input)
             crons = [c.model_copy(update={"input_json": raw}) for c in self.config.crons]
@@ -396,6 +420,12 @@ class Task(Generic[I, O]):
             except ValidationError as exc:
                 raise DeclarationError(f"{what} does not fit the input model: {exc}") from None
             return model.model_dump_json()
+        if self.input_adapter is not None:
+            try:
+                checked = self.input_adapter.validate_python(value if value is not None else {})
+            except ValidationError as exc:
+                raise DeclarationError(f"{what} does not fit the input type: {exc}") from None
+            return self.input_adapter.dump_json(checked).decode()
         try:
             return pydantic_core.to_json(value if value is not None else {}).decode()
         except pydantic_core.PydanticSerializationError as exc:
@@ -413,6 +443,8 @@ class Task(Generic[I, O]):
                 else self.input_model.model_validate(value)
             )
             raw = model.model_dump_json().encode()
+        elif self.input_adapter is not None:
+            raw = self.input_adapter.dump_json(self.input_adapter.validate_python(value))
         else:
             try:
                 raw = pydantic_core.to_json(value)
@@ -430,6 +462,8 @@ class Task(Generic[I, O]):
     def decode_input(self, raw: bytes) -> Any:
         if self.input_model is not None:
             return self.input_model.model_validate_json(raw or b"{}")
+        if self.input_adapter is not None:
+            return self.input_adapter.validate_json(raw or b"{}")
         return json.loads(raw) if raw else None
 
     def encode_output(self, value: Any) -> bytes:
@@ -697,6 +731,65 @@ class Task(Generic[I, O]):
         """Calls the function directly, in-process (handy in unit tests)."""
         return self.fn(input, ctx)
 
+    def mock_run(
+        self,
+        input: Any,
+        *,
+        parent_outputs: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+        additional_metadata: dict[str, Any] | None = None,
+        context: MockContext | None = None,
+    ) -> O:
+        """Runs the body once in-process, without an engine, and returns its output
+        (README "Testing"): the input is validated, ``ctx`` is a :class:`MockContext`
+        (durable sleeps return at once; sleeps, steps and waits are recorded on it; pass
+        ``context=`` to inspect them), ``parent_outputs`` (by parent step or name) feed
+        ``ctx.task_output``, ``dependencies`` (``{provider: replacement or value}``) and
+        ``lifespan`` (``ctx.lifespan``) stand in for the worker's."""
+        from stoker._sdk.mocking import mock_run
+
+        return typing.cast(
+            O,
+            mock_run(
+                self,
+                input,
+                parent_outputs=parent_outputs,
+                dependencies=dependencies,
+                lifespan=lifespan,
+                events=events,
+                additional_metadata=additional_metadata,
+                context=context,
+            ),
+        )
+
+    async def aio_mock_run(
+        self,
+        input: Any,
+        *,
+        parent_outputs: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+        additional_metadata: dict[str, Any] | None = None,
+        context: MockContext | None = None,
+    ) -> O:
+        """:meth:`mock_run` from a running event loop."""
+        from stoker._sdk.mocking import aio_mock_run
+
+        out = await aio_mock_run(
+            self,
+            input,
+            parent_outputs=parent_outputs,
+            dependencies=dependencies,
+            lifespan=lifespan,
+            events=events,
+            additional_metadata=additional_metadata,
+            context=context,
+        )
+        return typing.cast(O, out)
+
 
 def recording_context(ctx: Context | None) -> DurableContext | None:
     """The running durable task's context when it records calls made now, else None."""
@@ -765,16 +858,34 @@ def _chunks(items: list[pb.TriggerItem], max_payload: int) -> list[list[pb.Trigg
     return split_batches(items, message_limit(max_payload), _TRIGGER_BATCH)
 
 
+def _input_adapter(fn: Callable[..., Any], name: str) -> TypeAdapter[Any] | None:
+    """A validator for a dataclass or TypedDict input annotation (checked already)."""
+    first = next(iter(inspect.signature(fn).parameters.values()))
+    hint = typing.get_type_hints(fn).get(first.name)
+    if hint is not None and (
+        dataclasses.is_dataclass(hint) or typing_extensions.is_typeddict(hint)
+    ):
+        try:
+            return TypeAdapter(hint)
+        except Exception as exc:
+            raise DeclarationError(
+                f"task {name!r}: the input annotation {hint!r} cannot be validated: {exc}"
+            ) from None
+    return None
+
+
 def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel] | None, Any]:
     """The input model and the return annotation, checked at declaration time."""
     if not callable(fn):
         raise DeclarationError(f"task {name!r}: expected a function, got {type(fn).__name__}")
     params = list(inspect.signature(fn).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) != 2 or any(p.default is not p.empty for p in positional):
+    # Parameters after (input, ctx) are dependencies (checked by task_dependencies).
+    if len(positional) < 2 or any(p.default is not p.empty for p in params[:2]):
         raise DeclarationError(
-            f"task {name!r}: a task function takes exactly two parameters, (input, ctx); "
-            f"{fn.__qualname__} takes ({', '.join(p.name for p in params)})"
+            f"task {name!r}: a task function takes two parameters, (input, ctx), then only "
+            f"dependencies (Annotated[T, Depends(...)]); {fn.__qualname__} takes "
+            f"({', '.join(p.name for p in params)})"
         )
     try:
         hints = typing.get_type_hints(fn)
@@ -784,10 +895,12 @@ def _inspect_signature(fn: Callable[..., Any], name: str) -> tuple[type[BaseMode
     input_model: type[BaseModel] | None = None
     if isinstance(input_type, type) and issubclass(input_type, BaseModel):
         input_model = input_type
+    elif dataclasses.is_dataclass(input_type) or typing_extensions.is_typeddict(input_type):
+        pass  # validated through a TypeAdapter (Task.input_adapter)
     elif input_type not in (None, Any, dict, dict) and typing.get_origin(input_type) is not dict:
         raise DeclarationError(
-            f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel "
-            f"(or dict/Any for raw JSON), got {input_type!r}"
+            f"task {name!r}: the input parameter must be annotated with a pydantic BaseModel, "
+            f"a dataclass or a TypedDict (or dict/Any for raw JSON), got {input_type!r}"
         )
     output = hints.get("return")
     if output is type(None) or output is Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from pydantic import BaseModel, ValidationError
@@ -349,8 +349,12 @@ class Workflow(Generic[I]):
             )
         if spec.task_name in self.app.tasks:
             raise DeclarationError(f"{what}: a task named {spec.task_name!r} already exists")
+        merged = {**self.defaults, **options}
+        if "executor" not in options and (durable or inspect.iscoroutinefunction(fn)):
+            # The workflow's executor is for its sync steps; async ones run on the loop.
+            merged.pop("executor", None)
         try:
-            task_options = TaskOptions(**{**self.defaults, **options})
+            task_options = TaskOptions(**merged)
         except TypeError as exc:
             raise DeclarationError(f"{what}: {exc}") from None
         cls = DurableWorkflowTask if durable else WorkflowTask
@@ -426,6 +430,44 @@ class Workflow(Generic[I]):
         await self.app.connection.calls.aio_register_workflows(self._definition())
         self.app.connection.mark_registered(s.name for s in self.steps.values())
         self._registered = True
+
+    # -- testing ------------------------------------------------------------------------
+
+    def mock_run(
+        self,
+        input: Any,
+        *,
+        replace: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Runs the steps in-process, parents first, without an engine (README "Testing");
+        ``replace`` maps steps (or their names) to an output, or to a function run with
+        ``(input, ctx)`` instead of the step. Returns the outputs by step name."""
+        from stoker._sdk.mocking import mock_run_workflow
+
+        return mock_run_workflow(
+            self, input, replace=replace, dependencies=dependencies, lifespan=lifespan,
+            events=events,
+        )  # fmt: skip
+
+    async def aio_mock_run(
+        self,
+        input: Any,
+        *,
+        replace: Mapping[Any, Any] | None = None,
+        dependencies: Mapping[Any, Any] | None = None,
+        lifespan: Any = None,
+        events: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`mock_run` from a running event loop."""
+        from stoker._sdk.mocking import aio_mock_run_workflow
+
+        return await aio_mock_run_workflow(
+            self, input, replace=replace, dependencies=dependencies, lifespan=lifespan,
+            events=events,
+        )  # fmt: skip
 
     # -- running ------------------------------------------------------------------------
 

@@ -30,10 +30,14 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from stoker._proto import engine_pb2 as pb
+from stoker._sdk.dependencies import enter_lifespan, lifespan_manager
 from stoker._sdk.durable import DurableTask
+from stoker._sdk.execution import ExecutorName, check_executor
 from stoker._sdk.logs import (
     LogLimits,
     Shipping,
@@ -42,6 +46,7 @@ from stoker._sdk.logs import (
     wake_from_any_thread,
 )
 from stoker._sdk.task import Task
+from stoker._sdk.worker.executors import Executors, warm_in_background
 from stoker._sdk.worker.health import Gauges, HealthServer
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
@@ -75,6 +80,8 @@ class Worker:
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
         max_loop_block_s: float = 5.0,
+        executor: ExecutorName | None = None,
+        lifespan: Callable[[], Any] | None = None,
     ) -> None:
         if slots <= 0:
             raise DeclarationError(f"worker {name!r}: slots must be at least 1, got {slots}")
@@ -113,6 +120,10 @@ class Worker:
         self.health: HealthServer | None = None
         """The health endpoint while the worker runs with a ``health_port``."""
         self.tasks = {t.name: t for t in chosen}
+        self.executor = check_executor(executor, f"worker {name!r}")
+        self.executors = Executors(name, chosen, slots, self.executor)
+        self.lifespan = lifespan_manager(lifespan, f"worker {name!r}")
+        """Where each task runs (loop, threads, subprocesses) and the pools behind them."""
         self.worker_id = str(uuid.uuid4())
         self.connected = asyncio.Event() if _has_loop() else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,6 +197,14 @@ class Worker:
         self.connected = life.connected
         outbox = self._outbox = Outbox()
         outbox.shipping = Shipping(wake_from_any_thread(loop, outbox.wake))
+        async with AsyncExitStack() as stack:
+            # A lifespan that fails to start stops the worker before it registers.
+            value = await enter_lifespan(self.lifespan, stack, f"worker {self.name!r}")
+            await self._serve(loop, life, outbox, value)
+
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, life: Lifecycle, outbox: Outbox, lifespan: Any
+    ) -> None:
         await self.app.aio_register(list(self.tasks.values()))
         # The workflows served whole are registered too: their crons (declared in code)
         # are created, changed or removed with them.
@@ -204,6 +223,8 @@ class Worker:
             changed=life.changed,
             log_limits=self.log_limits,
             calls=self.app.connection.calls,
+            executors=self.executors,
+            lifespan=lifespan,
         )
         session = Session(
             identity=Identity(
@@ -244,7 +265,7 @@ class Worker:
                 ),
             )
             self.health.start()
-        helpers: list[asyncio.Task[None]] = []
+        helpers: list[asyncio.Task[None]] = [warm_in_background(self.executors)]
         if any(isinstance(t, DurableTask) for t in self.tasks.values()):
             helpers.append(
                 asyncio.create_task(runtime.evictor.run(), name=f"stoker-evictor-{self.name}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import threading
@@ -27,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +39,14 @@ from stoker._core.events import FILTER_PAYLOAD_KEY
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.calls import Interceptor
 from stoker._sdk.context import AttemptState, Context, current_context
+from stoker._sdk.dependencies import solve
 from stoker._sdk.durable import DurableContext, DurableLog, DurableTask
 from stoker._sdk.logs import AttemptLog, LogLimits, Shipping, current_log
 from stoker._sdk.task import Task
 from stoker._sdk.worker.eviction import Evictor
+from stoker._sdk.worker.executors import Executors
 from stoker._sdk.worker.health import WorkerStats
+from stoker._sdk.worker.procpool import ProcessOutput, RemoteTaskError
 from stoker._sdk.worker.session import Outbox
 from stoker.errors import NonDeterminismError, NonRetryableError, RetryAfter, TaskTimeoutError
 
@@ -85,6 +90,8 @@ class Runtime:
         changed: asyncio.Event,
         log_limits: LogLimits | None = None,
         calls: Interceptor | None = None,
+        executors: Executors | None = None,
+        lifespan: Any = None,
     ) -> None:
         self.name = name
         self.calls = calls
@@ -97,6 +104,10 @@ class Runtime:
         self.changed = changed
         """Set whenever an attempt finishes (the session's drain waits on it)."""
         self.running: dict[int, Attempt] = {}
+        self.lifespan = lifespan
+        """What the worker's lifespan yielded: every task's ``ctx.lifespan``."""
+        self.executors = executors or Executors(name, tasks.values(), slots, None)
+        """Each task's executor: the shared pool below, its own threads, or subprocesses."""
         self.pool = ThreadPoolExecutor(
             max_workers=slots + durable_slots, thread_name_prefix=f"stoker-{name}"
         )
@@ -104,6 +115,7 @@ class Runtime:
         """Sync task functions running in the pool right now."""
         self._threads_lock = threading.Lock()
         self._warned_parents = False
+        self._cancels: set[asyncio.Task[Any]] = set()
         self.evictor = Evictor(self, durable_slots)
         """Evicts blocked durable attempts (run by the worker beside the session)."""
         self.stats = WorkerStats()
@@ -116,6 +128,7 @@ class Runtime:
     def shutdown(self) -> None:
         """Lets go of the thread pool without waiting for the threads still running."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.executors.shutdown()
 
     # -- what runs ----------------------------------------------------------------------
 
@@ -172,6 +185,7 @@ class Runtime:
             on_refresh=refresh,
             on_release_slot=release_slot,
             on_spawn=self._check_parent_slots,
+            on_cancel_run=self._cancel_run,
         )
         metadata = json.loads(a.additional_metadata or b"{}")
         # A filter's payload travels in the run's metadata; the task gets it as
@@ -189,6 +203,12 @@ class Runtime:
             worker_id=self.worker_id,
             task_id=a.task_id,
             state=state,
+            lifespan=self.lifespan,
+            max_attempts=max(1, a.max_attempts),
+            parent_run_id=a.parent_run_id or None,
+            child_index=a.child_index if a.parent_run_id else None,
+            child_key=a.child_key or None,
+            workflow_run_id=a.workflow_run_id or None,
         )
         ctx: Context
         if isinstance(task, DurableTask):
@@ -324,6 +344,16 @@ class Runtime:
             except TaskTimeoutError as exc:
                 self._fail(attempt, "TaskTimeoutError", str(exc), "", retryable=True)
                 return
+            except RemoteTaskError as exc:  # raised by the body in a subprocess
+                self._fail(
+                    attempt,
+                    exc.error_type,
+                    exc.message,
+                    exc.remote_traceback,
+                    retryable=exc.retryable,
+                    retry_after_ms=exc.retry_after_ms,
+                )
+                return
             except (NonRetryableError, NonDeterminismError) as exc:
                 self._fail(
                     attempt, type(exc).__name__, str(exc), traceback.format_exc(), retryable=False
@@ -350,7 +380,10 @@ class Runtime:
                 )
                 return
             try:
-                output = task.encode_output(result)
+                # A subprocess encoded the output already (its errors came back above).
+                output = (
+                    result.raw if isinstance(result, ProcessOutput) else task.encode_output(result)
+                )
             except (
                 pydantic_core.PydanticSerializationError,
                 ValidationError,
@@ -396,14 +429,30 @@ class Runtime:
             )
 
     async def _call(self, attempt: Attempt, value: Any) -> Any:
+        """Runs the function with its dependencies, which are torn down after it."""
+        task = attempt.task
+        if not task.dependencies:
+            return await self._call_fn(attempt, value, {})
+        async with AsyncExitStack() as stack:
+            overrides = task.app.dependency_overrides
+            kwargs = await solve(task.dependencies, attempt.ctx, stack, overrides)
+            return await self._call_fn(attempt, value, kwargs)
+
+    async def _call_fn(self, attempt: Attempt, value: Any, kwargs: dict[str, Any]) -> Any:
         """Runs the function, enforcing the (refreshable) execution timeout."""
         task, ctx, state = attempt.task, attempt.ctx, attempt.state
         loop = asyncio.get_running_loop()
+        kind = self.executors.kind(task)
+        fn = functools.partial(task.fn, **kwargs) if kwargs else task.fn
+        inner: asyncio.Future[Any]
         if task.is_async:
-            inner: asyncio.Future[Any] = asyncio.ensure_future(task.fn(value, ctx))
+            inner = asyncio.ensure_future(fn(value, ctx))
+        elif kind == "process":
+            inner = asyncio.ensure_future(self._in_process(attempt))
         else:
+            pool = self.executors.thread_pool(task) if kind == "thread" else self.pool
             cv = contextvars.copy_context()
-            inner = loop.run_in_executor(self.pool, cv.run, self._in_thread, task.fn, value, ctx)
+            inner = loop.run_in_executor(pool, cv.run, self._in_thread, fn, value, ctx)
         # A durable attempt's deadline moves while it runs (paused while blocked): look
         # at it again at least every DEADLINE_POLL_S.
         poll = DEADLINE_POLL_S if isinstance(task, DurableTask) else None
@@ -426,6 +475,30 @@ class Runtime:
             inner.cancel()
             raise
 
+    async def _in_process(self, attempt: Attempt) -> ProcessOutput:
+        """Runs the attempt in one of the worker's subprocesses (README "Executors")."""
+        pool = self.executors.processes
+        assert pool is not None
+        task, ctx, a = attempt.task, attempt.ctx, attempt.assignment
+        about = dict(
+            run_id=ctx.run_id,
+            task_name=ctx.task_name,
+            attempt=ctx.attempt,
+            retry_count=ctx.retry_count,
+            additional_metadata=ctx.additional_metadata,
+            filter_payload=ctx.filter_payload,
+            worker_id=ctx.worker_id,
+            task_id=ctx.task_id,
+            max_attempts=ctx.max_attempts,
+            parent_run_id=ctx.parent_run_id,
+            child_index=ctx.child_index,
+            child_key=ctx.child_key,
+            workflow_run_id=ctx.workflow_run_id,
+        )
+        is_step = getattr(task, "workflow", None) is not None
+        target = self.executors.targets[task.name]
+        return await pool.run(task, target, ctx, a.input, is_step, about)
+
     def _in_thread(self, fn: Callable[..., Any], value: Any, ctx: Context) -> Any:
         """Runs a sync task function in a pool thread, counting the threads so busy."""
         with self._threads_lock:
@@ -435,6 +508,20 @@ class Runtime:
         finally:
             with self._threads_lock:
                 self.in_threads -= 1
+
+    def _cancel_run(self, run_id: str) -> None:
+        """``ctx.cancel()``: the engine cancels the run (its cancellation then reaches this
+        attempt as any other). Called from the loop or from a task's thread."""
+        runs = next(iter(self.tasks.values())).app.runs
+        reason = "cancelled by the task itself (ctx.cancel())"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sync task's thread
+            runs.cancel(run_id, reason)
+            return
+        done = loop.create_task(runs.aio_cancel(run_id, reason))
+        self._cancels.add(done)
+        done.add_done_callback(self._cancels.discard)
 
     def _check_parent_slots(self) -> None:
         """Warns when every slot is held by a task that spawned children: a parent waiting

@@ -36,7 +36,8 @@ upd AS (
     FROM a
     WHERE t.id = a.task_id
     RETURNING t.id, t.tenant_id, t.external_id, t.task_name, t.input, t.additional_metadata,
-              t.retry_count, t.execution_timeout_ms, a.attempt, a.worker_id
+              t.retry_count, t.execution_timeout_ms, a.attempt, a.worker_id, t.max_retries,
+              t.dag_id
 ),
 rt AS (
     INSERT INTO task_runtime (task_id, tenant_id, attempt, worker_id, timeout_at)
@@ -47,10 +48,17 @@ rt AS (
            END
     FROM upd
 )
-SELECT id AS task_id, external_id, task_name, input::text AS input,
-       additional_metadata::text AS additional_metadata, retry_count, execution_timeout_ms,
-       attempt, worker_id
-FROM upd;
+-- The run's lineage for ctx: its workflow run (a step's dag) and, when it is a child (or
+-- a step of a child workflow), its parent run, index and key.
+SELECT u.id AS task_id, u.external_id, u.task_name, u.input::text AS input,
+       u.additional_metadata::text AS additional_metadata, u.retry_count,
+       u.execution_timeout_ms, u.attempt, u.worker_id, u.max_retries,
+       d.external_id AS workflow_run_id, p.external_id AS parent_run_id,
+       c.child_index, c.child_key
+FROM upd u
+LEFT JOIN dag d ON d.id = u.dag_id
+LEFT JOIN child_run c ON c.external_id = coalesce(d.external_id, u.external_id)
+LEFT JOIN task p ON p.id = c.parent_task_id;
 
 -- name: enqueue_tasks
 -- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them:

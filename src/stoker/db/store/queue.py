@@ -58,6 +58,11 @@ class Assignment(TypedDict):
     execution_timeout_ms: int
     attempt: int
     worker_id: int
+    max_retries: int
+    workflow_run_id: uuid.UUID | None
+    parent_run_id: uuid.UUID | None
+    child_index: int | None
+    child_key: str | None
 
 
 assign_queue_items = Many[AssignQueueItems, Assignment]("assign_queue_items")

@@ -318,6 +318,11 @@ class Scheduler(LoopService):
                     execution_timeout_ms=r["execution_timeout_ms"],
                     slot_cost=cfg.slot_cost,
                     durable=cfg.durable,
+                    max_attempts=r["max_retries"] + 1,
+                    parent_run_id=str(r["parent_run_id"] or ""),
+                    child_index=r["child_index"] or 0,
+                    child_key=r["child_key"] or "",
+                    workflow_run_id=str(r["workflow_run_id"] or ""),
                 )
             )
         lost: list[AttemptEnd] = []
