@@ -99,6 +99,15 @@ def unsendable(input: dict[str, Any], ctx: Context) -> Any:
     return {"when": object()}
 
 
+@app.task(executor="process")
+def chatty(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Logs and streams from a subprocess."""
+    for i in range(input["n"]):
+        ctx.log(f"line {i} from {os.getpid()}", level="WARNING")
+        ctx.put_stream(f"c{i}")
+    return {"pid": os.getpid()}
+
+
 @app.task(executor="thread")
 def threaded(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Says which thread ran it (a pool of this task's own)."""

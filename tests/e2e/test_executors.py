@@ -5,6 +5,7 @@ One worker (2 slots, so 2 subprocesses) serves the whole module."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -159,6 +160,27 @@ def test_an_execution_timeout_kills_the_subprocess(
         ref.result(timeout=30)
     assert info.value.error_type == "TaskTimeoutError"
     wait_until(lambda: not alive(int(marker.read_text())), timeout=5, what="the kill")
+
+
+def test_logs_and_stream_chunks_cross_from_the_subprocess(app: Stoker, worker: Any) -> None:
+    ref = app.run_no_wait("chatty", {"n": 3})
+    pid = ref.result(timeout=60)["pid"]
+    assert pid != worker.proc.pid
+    lines: list[Any] = []
+
+    def logged() -> bool:
+        lines[:] = app.runs.logs(ref.run_id)
+        return len(lines) >= 3
+
+    wait_until(logged, 20, "the subprocess's three log lines")
+    assert [(line.level, line.message) for line in lines] == [
+        ("WARNING", f"line {i} from {pid}") for i in range(3)
+    ]
+
+    async def chunks() -> list[str | bytes]:
+        return [c async for c in app.runs.stream(ref.run_id)]
+
+    assert asyncio.run(chunks()) == ["c0", "c1", "c2"]
 
 
 def test_thread_executor_and_worker_default(app: Stoker, worker: Any) -> None:

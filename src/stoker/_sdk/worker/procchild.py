@@ -88,9 +88,10 @@ class ProcessContext(Context):
     attempt state's callbacks, so they also keep the local deadline and flag right.
     """
 
-    FORWARDED: ClassVar[frozenset[str]] = frozenset()
+    FORWARDED: ClassVar[frozenset[str]] = frozenset({"log", "put_stream"})
     """Context methods run whole in the worker (a method that only reports to the engine
-    and has no local state belongs here)."""
+    and has no local state belongs here): a log line and a stream chunk join the attempt's
+    log and stream in the worker, bounded and batched as for any task."""
 
     def __init__(self, channel: Channel, call_id: int, **about: Any) -> None:
         super().__init__(**about)
