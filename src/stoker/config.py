@@ -47,14 +47,17 @@ def parse_duration(value: str | float | timedelta | None, what: str) -> timedelt
     """
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = timedelta(seconds=value)
-    elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
-        result = timedelta(seconds=float(m["n"]) * _UNIT_SECONDS[m["unit"]])
-    else:
-        raise DurationError(f"{what}: {value!r} is not a duration such as '30s', '5m' or '2h'")
+    try:
+        if isinstance(value, timedelta):
+            result = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            result = timedelta(seconds=value)
+        elif isinstance(value, str) and (m := _DURATION.match(value.lower())):
+            result = timedelta(seconds=float(m["n"]) * _UNIT_SECONDS[m["unit"]])
+        else:
+            raise DurationError(f"{what}: {value!r} is not a duration such as '30s', '5m' or '2h'")
+    except (OverflowError, ValueError):  # past timedelta's range, or not a number (nan)
+        raise DurationError(f"{what}: {value!r} is out of range for a duration") from None
     if result < timedelta(0):
         raise DurationError(f"{what}: {value!r} is negative")
     return result

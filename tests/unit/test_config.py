@@ -22,7 +22,9 @@ def test_durations(value: str | float, expected: float) -> None:
     assert parse_duration(value, "x") == timedelta(seconds=expected)
 
 
-@pytest.mark.parametrize("value", ["soon", "5 minutes", "-3s", "", True])
+@pytest.mark.parametrize(
+    "value", ["soon", "5 minutes", "-3s", "", True, 1e200, float("nan"), "9e15d"]
+)
 def test_bad_durations_name_the_option(value: object) -> None:
     # A DeclarationError, as the README promises for declarations; still a ConfigError.
     with pytest.raises(DeclarationError, match=r"^timeout: ") as raised:
