@@ -31,6 +31,7 @@ import psutil
 import pytest
 from google.protobuf import descriptor as pd
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, Phase, given, settings
 
 from stoker._proto import engine_pb2, events_pb2, workflows_pb2
@@ -173,12 +174,13 @@ SERVICES = [
     workflows_pb2.DESCRIPTOR.services_by_name["Workflows"],
     events_pb2.DESCRIPTOR.services_by_name["Events"],
 ]
-MESSAGES: dict[str, type[Message]] = {}
-for _module in (engine_pb2, workflows_pb2, events_pb2):
-    for _name in _module.DESCRIPTOR.message_types_by_name:
-        MESSAGES[_module.DESCRIPTOR.message_types_by_name[_name].full_name] = getattr(
-            _module, _name
-        )
+
+
+def message_class(descriptor: pd.Descriptor) -> type[Message]:
+    """The generated class of any message type, whichever .proto file declares it (a
+    worker message carries types of several files)."""
+    return GetMessageClass(descriptor)
+
 
 STRINGS = ["", "greet", "x" * 300, "\x00", "ü🔥", "../../etc", "' OR 1=1 --", "*", "a" * 5000]
 JSON_BYTES = [
@@ -228,7 +230,7 @@ def _value(fd: pd.FieldDescriptor, rnd: random.Random, depth: int) -> Any:
     if t == pd.FieldDescriptor.TYPE_MESSAGE:
         if depth > 3:
             return None
-        return random_message(MESSAGES[fd.message_type.full_name], rnd, depth + 1)
+        return random_message(message_class(fd.message_type), rnd, depth + 1)
     if t == pd.FieldDescriptor.TYPE_STRING:
         if fd.name.endswith("_id") or fd.name.endswith("_ids"):
             return rnd.choice(["", "not-a-uuid", "00000000-0000-0000-0000-000000000000"])
@@ -293,7 +295,7 @@ def test_grpc_random_bytes_truncated_and_unknown_methods(
     before = rss_mb(fuzz_engine)
     with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
         for path, method in _methods():
-            valid = random_message(MESSAGES[method.input_type.full_name], rnd).SerializeToString()
+            valid = random_message(message_class(method.input_type), rnd).SerializeToString()
             for metadata in (auth, ()):
                 payloads = [
                     rnd.randbytes(rnd.choice([1, 7, 64, 4096])),
@@ -320,7 +322,7 @@ def test_grpc_well_formed_random_messages_meet_no_unhandled_error(
     with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
         for _ in range(ROUNDS):
             for path, method in _methods():
-                cls = MESSAGES[method.input_type.full_name]
+                cls = message_class(method.input_type)
                 if method.client_streaming:
                     msgs = [random_message(cls, rnd) for _ in range(rnd.randint(1, 4))]
                 else:
