@@ -176,8 +176,8 @@ async def _durable_waiter(db: Executor, db_url: str, tenant_id: int, ingest: Ing
     """A durable run whose log's first entry waits for an event on KEY (as a worker's
     APPEND records it); its task id."""
     runs = await ingest.prepare(tenant_id, [TriggerInput("waiter", b"{}", b"{}", 0)])
-    async with db.transaction() as tx:
-        await write_task_runs(tx, tenant_id, runs)
+    async with Signals("waiter").transaction(db) as (tx, out):
+        await write_task_runs(tx, tenant_id, runs, out)
     key = _waiter_task(db_url)
     await durable_store.create_durable_logs(
         db, durable_store.CreateDurableLogs([key[0]], [key[1]], [tenant_id])

@@ -118,8 +118,9 @@ class DurableLogs:
         if req.op == pb.APPEND and any(c.kind == EntryKind.CHILD for c in req.calls):
             return await self._spawn(worker_id, tenant_id, req, reply)
         timers: list[datetime] = []
-        # Pipelined: BEGIN goes with the first statement, the deadline's update with COMMIT.
-        async with self._db.transaction(pipeline=True) as tx:
+        # Not pipelined: an APPEND of thousands of entries in pipeline mode has been seen to
+        # stall on a Unix socket (both ends writing, neither reading) until the timeout.
+        async with self._db.transaction() as tx:
             run = await store.durable_attempt(
                 tx, store.DurableAttempt(req.task_id, req.attempt, worker_id, tenant_id)
             )
