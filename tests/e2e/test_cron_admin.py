@@ -403,6 +403,19 @@ def test_backfill_is_idempotent(engine: Any, tenant: Any) -> None:
         app.crons.backfill("hourly", datetime(2026, 1, 1), end)
 
 
+def test_a_backfill_starting_just_after_a_tick_leaves_that_tick_out(
+    engine: Any, tenant: Any
+) -> None:
+    """The range is [start, end] to the microsecond: a start half a second past the hour
+    excludes that hour's tick, an end on the hour includes it."""
+    app = _app(tenant)
+    app.crons.create("hourly-edge", app.tasks["other"], "0 * * * *")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = hour - timedelta(hours=3) + timedelta(milliseconds=500)
+    fired = app.crons.backfill("hourly-edge", start, hour)
+    assert [r.tick for r in fired] == [hour - timedelta(hours=h) for h in (2, 1, 0)]
+
+
 def test_a_late_backfill_finds_every_tick_that_made_a_run(engine: Any, tenant: Any) -> None:
     """More ticks than the 20 fires a cron shows: those that made a run stay recorded
     while the cron goes on firing, so backfilling the range again starts nothing."""

@@ -340,7 +340,11 @@ class CronAdmin:
         view = await self.one(tenant_id, name)
         parsed = _parse(view.row["expression"], view.row["timezone"])
         ticks: builtins.list[datetime] = []
+        # next_after works in whole seconds: from a second before start, then drop a tick
+        # that falls in that second but before start itself (start 14:00:00.5 excludes 14:00).
         t = parsed.next_after(start - _SECOND)
+        while t is not None and t < start:
+            t = parsed.next_after(t)
         while t is not None and t <= end:
             if len(ticks) == MAX_BACKFILL:
                 raise InvalidRequestError(
