@@ -14,7 +14,10 @@ milliseconds. End-to-end tests share one engine process per session and isolate 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +41,7 @@ from tests.harness import (
     create_database,
     drop_database,
     embedded_postgres,
+    kill_children,
     migrate,
     with_database,
 )
@@ -50,6 +54,19 @@ TIERS = {
     "browser": ("browser",),
     "docs": ("docs", "e2e"),
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM to the session (``timeout``, a CI runner giving up) interrupts it like
+    Ctrl-C, so fixtures stop their engines, workers and embedded Postgres; whatever a test
+    started and left running is killed at exit."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+    atexit.register(kill_children)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -139,6 +139,27 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
 
 
+_CHILDREN: set[subprocess.Popen[bytes]] = set()
+
+
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` for an engine, worker or CLI process a test starts: recorded, so
+    a test session stopped from outside kills what it started (:func:`kill_children`)."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(cmd, **kwargs)
+    _CHILDREN.add(proc)
+    return proc
+
+
+def kill_children() -> None:
+    """SIGKILL every process :func:`spawn` started that still runs (at interpreter exit,
+    after a SIGTERM to the test session, when fixtures could not stop them)."""
+    for proc in list(_CHILDREN):
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+    _CHILDREN.clear()
+
+
 def terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
     """SIGTERM and up to ``grace`` seconds to exit (0: SIGKILL at once), then reap it."""
     if proc is None or proc.poll() is not None:
@@ -200,7 +221,7 @@ class EngineProcess:
             }
         )
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 [sys.executable, "-m", "stoker", "engine", "--no-migrate"],
                 env=env,
                 stdout=log,
@@ -327,9 +348,7 @@ class WorkerProcess:
         cmd += self.extra_args
         env = _env({**self.tenant.env, "STOKER_HEARTBEAT_INTERVAL_S": "0.5", **self.env})
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
-            )
+            self.proc = spawn(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         self.wait_ready()
         return self
 

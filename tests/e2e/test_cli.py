@@ -19,6 +19,7 @@ from tests.harness import (
     create_database,
     drop_database,
     free_port,
+    spawn,
     wait_until,
     with_database,
 )
@@ -126,7 +127,7 @@ def test_lite_is_the_quickstart_and_keeps_its_data_and_token(tmp_path: Path) -> 
     for start in range(2):
         with log_path.open("ab") as log:
             ports = ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-            proc = subprocess.Popen(
+            proc = spawn(
                 [sys.executable, "-m", "stoker", "lite", *ports],
                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -176,7 +177,7 @@ def test_lite_takes_env_ports_and_refuses_a_second_lite_on_its_data_dir(tmp_path
         "STOKER_HTTP_PORT": str(http_port),
     }
     with log_path.open("ab") as log:
-        first = subprocess.Popen(
+        first = spawn(
             [sys.executable, "-m", "stoker", "lite"],
             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -227,7 +228,7 @@ def _run_quickstart(folder: Path, env: dict[str, str]) -> None:
     for name in ("hello.py", "run_hello.py"):
         (folder / name).write_text(files[name])
     with (folder / "worker.log").open("ab") as log:
-        worker = subprocess.Popen(
+        worker = spawn(
             [sys.executable, "-m", "stoker", "worker", "hello:app"],
             env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stoker import Stoker
-from tests.harness import _env, wait_until
+from tests.harness import _env, spawn, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +41,7 @@ def test_reload_restarts_the_worker_when_a_source_changes(
         **_env(tenant.env),
         "PYTHONPATH": os.pathsep.join([str(tmp_path), _env({})["PYTHONPATH"]]),
     }
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "stoker", "worker", "reloadme:app", "--reload", "--grace", "1"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
