@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -29,6 +29,7 @@ from stoker._core.wire import TaskConfig
 from stoker.db import Batch, Executor, connect
 from stoker.db.store import durable as durable_store
 from stoker.db.store import requests as request_store
+from stoker.db.store import retention as retention_store
 from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
 from stoker.engine.durable.waits import DurableWaits
@@ -311,3 +312,25 @@ async def test_a_push_that_settles_an_evicted_tasks_wait_queues_it_again(
             (task_id,),
         ).fetchone()
     assert row == ("QUEUED", 1, True, 1, "ok")
+
+
+async def test_filter_payloads_older_than_the_retention_are_pruned(
+    db: Executor, db_url: str
+) -> None:
+    tenant = await create_tenant(db, "t")
+    old, new = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(db_url, options="-c search_path=stoker", autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO run_filter_payload (run_id, tenant_id, payload, created_at)"
+            " VALUES (%s, %s, '{\"a\": 1}', now() - interval '10 days'),"
+            " (%s, %s, '{\"b\": 2}', now())",
+            (old, tenant, new, tenant),
+        )
+    cutoff = (datetime.now(UTC) - timedelta(days=7)).date()
+    pruned = await retention_store.prune_run_filter_payloads(
+        db, retention_store.PruneChildRuns(cutoff, 100)
+    )
+    assert pruned == 1
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        left = conn.execute("SELECT run_id FROM run_filter_payload").fetchall()
+    assert left == [(new,)]
