@@ -128,6 +128,13 @@ FROM settle_durable_entries(%(task_ids)s::bigint[], %(created_ats)s::timestamptz
                             %(statuses)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
                             %(fired)s::text[], %(event_ids)s::bigint[]);
 
+-- name: set_plan_cache_mode
+-- Sets plan_cache_mode for the rest of the transaction (set_config's is_local): the
+-- engine's connections plan every execution for its arrays (force_custom_plan); a
+-- settlement of a few waits by an event push plans once per connection instead
+-- (force_generic_plan, then back), which halves its cost on tables with day partitions.
+SELECT set_config('plan_cache_mode', %(mode)s, true) AS mode;
+
 -- name: settle_reached_durable_waits
 -- The waits an event push reached (the entries named), settled if their conditions now
 -- hold, in the push's transaction under their logs' locks (lock_durable_logs, then

@@ -172,6 +172,14 @@ settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_ent
 
 
 @dataclass(frozen=True, slots=True)
+class SetPlanCacheMode:
+    mode: str
+
+
+set_plan_cache_mode = Exec[SetPlanCacheMode]("set_plan_cache_mode")
+
+
+@dataclass(frozen=True, slots=True)
 class SettleReachedDurableWaits:
     """The waits an event push reached (parallel lists) and the push's event ids."""
 

@@ -56,6 +56,9 @@ from stoker.engine.scheduler import TIMEOUT_GRACE_MS
 
 log = logging.getLogger("stoker.engine.durable")
 
+GENERIC_PLAN_WAITS = 16
+"""An event push that reaches at most this many waits settles them under generic plans."""
+
 _LOOKBACK_LIMIT = 200
 """Events of a lookback window examined per condition (earliest first)."""
 
@@ -318,6 +321,12 @@ class DurableWaits:
             ),
         )  # fmt: skip
         reached = sorted({_wait_key(m) for m in matches})
+        # A few waits (one event's, typically) settle under plans made once per connection:
+        # planning this statement and the settle function's for each push cost more than
+        # running them (docs/performance.md). Many waits keep plans made for their arrays.
+        generic = len(reached) <= GENERIC_PLAN_WAITS
+        if generic:
+            await store.set_plan_cache_mode.send(tx, store.SetPlanCacheMode("force_generic_plan"))
         settled = await store.settle_reached_durable_waits.defer(
             tx,
             store.SettleReachedDurableWaits(
@@ -325,6 +334,8 @@ class DurableWaits:
                 [k[3] for k in reached], sorted(set(event_ids)),
             ),
         )  # fmt: skip
+        if generic:
+            await store.set_plan_cache_mode.send(tx, store.SetPlanCacheMode("force_custom_plan"))
         await store.durable_timeouts.send(tx, store.DurableTimeouts(tasks, TIMEOUT_GRACE_MS))
         return EventSettlement(satisfied, settled)
 
