@@ -96,6 +96,49 @@ def test_one_event_fans_out_to_its_subscribers_through_filters_and_scopes(
     assert out["filter_payload"] == {"reason": "huge"}
 
 
+def test_a_filter_payload_reaches_the_run_beside_its_metadata_not_in_it(
+    app: Stoker, worker: Any, engine: Any, tenant: Any
+) -> None:
+    """The payload of the filter that let a run through is ctx.filter_payload, on every
+    attempt, and is not part of the run's metadata (SDK, REST)."""
+    f = app.filters.create(
+        app.tasks["audit"], expression="input.amount > 10", scope="payload-home",
+        payload={"desk": "vip", "n": [1, 2]},
+    )  # fmt: skip
+    pushed = app.events.push(
+        "order:created", {"order_id": 9, "amount": 50}, scope="payload-home",
+        additional_metadata={"source": "shop"},
+    )  # fmt: skip
+    audit = next(r for r in app.events.get(pushed.event_id).runs if r.task_name == "audit")
+    assert audit.filter_id == f.id
+    ref = next(r for r in pushed.runs if r.run_id == str(audit.run_id))
+    out = ref.result(timeout=30)
+    assert out["filter_payload"] == {"desk": "vip", "n": [1, 2]} and not out["leaked"]
+    info = app.runs.get(ref.run_id)
+    assert "stoker_filter_payload" not in info.additional_metadata
+    assert info.additional_metadata["source"] == "shop"
+    assert info.additional_metadata["stoker_filter"] == f.id
+    headers = {"authorization": f"Bearer {tenant.token}"}
+    with httpx.Client(base_url=engine.http_url, headers=headers) as http:
+        got = http.get(f"/api/v1/runs/{ref.run_id}")
+        assert got.status_code == 200, got.text
+        metadata = got.json()["additional_metadata"]
+        assert "stoker_filter_payload" not in metadata and metadata["stoker_filter"] == f.id
+    # A workflow run a filter let through: each of its steps gets the payload.
+    flow_filter = app.filters.create(
+        app.workflows["order_flow"], expression="input.amount > 10", scope="payload-home",
+        payload={"desk": "flow"},
+    )  # fmt: skip
+    second = app.events.push("order:created", {"order_id": 10, "amount": 60}, scope="payload-home")
+    flow = next(r for r in app.events.get(second.event_id).runs if r.workflow_name)
+    assert flow.filter_id == flow_filter.id
+    flow_ref = next(r for r in second.runs if r.run_id == str(flow.run_id))
+    assert flow_ref.result(timeout=30)["confirm"]["filter_payload"] == {"desk": "flow"}
+    # A run no filter let through has none (record_order: no filter for this scope).
+    record = next(r for r in app.events.get(pushed.event_id).runs if r.task_name == "record_order")
+    assert app.runs.get(str(record.run_id)).output["filter_payload"] is None
+
+
 def test_wildcards_match_whole_segments(app: Stoker, worker: Any) -> None:
     # order:* takes any one segment (big_orders only, with its filter); order:created is
     # not the key, so record_order does not run.

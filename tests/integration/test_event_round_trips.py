@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -29,6 +29,7 @@ from stoker._core.wire import TaskConfig
 from stoker.db import Batch, Executor, connect
 from stoker.db.store import durable as durable_store
 from stoker.db.store import requests as request_store
+from stoker.db.store import retention as retention_store
 from stoker.engine.auth import create_tenant
 from stoker.engine.definitions import Definitions
 from stoker.engine.durable.waits import DurableWaits
@@ -202,7 +203,7 @@ async def _durable_waiter(db: Executor, db_url: str, tenant_id: int, ingest: Ing
     return key[0]
 
 
-async def test_a_push_that_resumes_a_durable_wait_takes_four_round_trips(
+async def test_a_push_that_resumes_a_durable_wait_takes_two_round_trips(
     traced: tuple[Executor, Tracer], db_url: str
 ) -> None:
     db, tracer = traced
@@ -216,7 +217,7 @@ async def test_a_push_that_resumes_a_durable_wait_takes_four_round_trips(
     print(f"\npush with 3 subscribers resuming a durable wait: {trips.round_trips} round "
           f"trips, {trips.statements} statements")  # fmt: skip
     assert pushed.satisfied == 1 and len(pushed.events[0].run_ids) == 3
-    assert trips.round_trips == 4, trips
+    assert trips.round_trips == 2, trips
     with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
         entries = conn.execute(
             "SELECT position, status, result->>'fired' FROM durable_entry WHERE task_id = %s",
@@ -281,3 +282,55 @@ async def test_kept_request_keys_outlive_the_ttl_and_are_pruned_after_keep_until
         db, request_store.FindRequestKeys(tenant, ["plain", "kept", "lapsed"])
     )
     assert [r["request_key"] for r in left] == ["kept"]
+
+
+async def test_a_push_that_settles_an_evicted_tasks_wait_queues_it_again(
+    traced: tuple[Executor, Tracer], db_url: str
+) -> None:
+    """The settlement sent with COMMIT restores an evicted task (queued again, its entry
+    settled), and the push tells the scheduler after the commit."""
+    db, _ = traced
+    tenant = await create_tenant(db, "t")
+    ingest, writer = await _ingests(db, tenant)
+    queued: list[set[int]] = []
+    ingest._signals.on_queued(queued.append)
+    task_id = await _durable_waiter(db, db_url, tenant, writer)
+    with psycopg.connect(db_url, options="-c search_path=stoker", autocommit=True) as conn:
+        conn.execute("DELETE FROM queue_item WHERE task_id = %s", (task_id,))
+        conn.execute("UPDATE task SET status = 'EVICTED' WHERE id = %s", (task_id,))
+        conn.execute("UPDATE durable_log SET evicted_at = now() WHERE task_id = %s", (task_id,))
+    queued.clear()
+    pushed = await ingest.push_events(tenant, [EventInput("order:created", b"{}", b"{}", "", 0)])
+    assert pushed.satisfied == 1 and pushed.events[0].satisfied == 1
+    assert {tenant} in queued
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        row = conn.execute(
+            "SELECT t.status, t.attempt, l.evicted_at IS NULL,"
+            " (SELECT count(*) FROM queue_item q WHERE q.task_id = t.id),"
+            " (SELECT status FROM durable_entry e WHERE e.task_id = t.id)"
+            " FROM task t JOIN durable_log l ON l.task_id = t.id WHERE t.id = %s",
+            (task_id,),
+        ).fetchone()
+    assert row == ("QUEUED", 1, True, 1, "ok")
+
+
+async def test_filter_payloads_older_than_the_retention_are_pruned(
+    db: Executor, db_url: str
+) -> None:
+    tenant = await create_tenant(db, "t")
+    old, new = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(db_url, options="-c search_path=stoker", autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO run_filter_payload (run_id, tenant_id, payload, created_at)"
+            " VALUES (%s, %s, '{\"a\": 1}', now() - interval '10 days'),"
+            " (%s, %s, '{\"b\": 2}', now())",
+            (old, tenant, new, tenant),
+        )
+    cutoff = (datetime.now(UTC) - timedelta(days=7)).date()
+    pruned = await retention_store.prune_run_filter_payloads(
+        db, retention_store.PruneChildRuns(cutoff, 100)
+    )
+    assert pruned == 1
+    with psycopg.connect(db_url, options="-c search_path=stoker") as conn:
+        left = conn.execute("SELECT run_id FROM run_filter_payload").fetchall()
+    assert left == [(new,)]

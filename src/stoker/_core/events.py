@@ -27,8 +27,9 @@ EVENT_KEY_KEY = "stoker_event_key"
 FILTER_ID_KEY = "stoker_filter"
 """... and the id of the filter that let the run through (when one did)."""
 FILTER_PAYLOAD_KEY = "stoker_filter_payload"
-"""... and that filter's payload: the worker takes it out of the metadata the task sees
-(``ctx.filter_payload``), so it does not travel on to child runs."""
+"""Where runs started by engines before migration 0030 carried their filter's payload: the
+worker still takes it out of the metadata the task sees. The payload is now kept beside
+the run (``run_filter_payload``) and sent with each assignment (``ctx.filter_payload``)."""
 
 
 def key_problem(key: str) -> str | None:

@@ -1595,6 +1595,7 @@ class Assignment(_message.Message):
     CHILD_INDEX_FIELD_NUMBER: _builtins.int
     CHILD_KEY_FIELD_NUMBER: _builtins.int
     WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
+    FILTER_PAYLOAD_FIELD_NUMBER: _builtins.int
     task_id: _builtins.int
     attempt: _builtins.int
     run_id: _builtins.str
@@ -1617,6 +1618,10 @@ class Assignment(_message.Message):
     child_key: _builtins.str
     workflow_run_id: _builtins.str
     """The workflow run a step belongs to; empty for a plain task."""
+    filter_payload: _builtins.bytes
+    """The payload (JSON) of the filter that let the run, or its workflow run, through an
+    event (ctx.filter_payload); empty when none did.
+    """
     def __init__(
         self,
         *,
@@ -1635,10 +1640,11 @@ class Assignment(_message.Message):
         child_index: _builtins.int = ...,
         child_key: _builtins.str = ...,
         workflow_run_id: _builtins.str = ...,
+        filter_payload: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "child_index", b"child_index", "child_key", b"child_key", "durable", b"durable", "execution_timeout_ms", b"execution_timeout_ms", "input", b"input", "max_attempts", b"max_attempts", "parent_run_id", b"parent_run_id", "retry_count", b"retry_count", "run_id", b"run_id", "slot_cost", b"slot_cost", "task_id", b"task_id", "task_name", b"task_name", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "attempt", b"attempt", "child_index", b"child_index", "child_key", b"child_key", "durable", b"durable", "execution_timeout_ms", b"execution_timeout_ms", "filter_payload", b"filter_payload", "input", b"input", "max_attempts", b"max_attempts", "parent_run_id", b"parent_run_id", "retry_count", b"retry_count", "run_id", b"run_id", "slot_cost", b"slot_cost", "task_id", b"task_id", "task_name", b"task_name", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

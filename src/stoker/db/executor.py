@@ -85,6 +85,27 @@ class Batch:
         return len(self._calls)
 
 
+class Deferred:
+    """A statement whose rows are read after its transaction commits (:meth:`Executor.defer`)."""
+
+    __slots__ = ("_cursor", "_rows")
+
+    def __init__(self, cursor: AsyncCursor[Row] | None, rows: list[Row] | None = None) -> None:
+        self._cursor = cursor
+        self._rows = rows
+
+    async def _read(self) -> None:
+        cur, self._cursor = self._cursor, None
+        if cur is not None:
+            self._rows = await cur.fetchall() if cur.description is not None else []
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            raise RuntimeError("the transaction of this statement has not committed yet")
+        return self._rows
+
+
 class Executor:
     """Runs named statements on a pool (each call its own transaction) or on a connection.
 
@@ -103,6 +124,7 @@ class Executor:
     ) -> None:
         self._target = target
         self._pipeline = pipeline
+        self._deferred: list[Deferred] = []
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -126,8 +148,11 @@ class Executor:
             try:
                 async with conn.pipeline() as p:
                     await conn.execute("BEGIN")
-                    yield Executor(conn, p)
+                    tx = Executor(conn, p)
+                    yield tx
                     await conn.execute("COMMIT")
+                for deferred in tx._deferred:  # their results arrived with COMMIT's
+                    await deferred._read()
             except BaseException:
                 # Whatever failed (the body, a queued statement, the commit), the transaction
                 # is not committed: end it so the connection goes back clean.
@@ -146,6 +171,19 @@ class Executor:
             return
         async with self._conn() as conn:
             await conn.cursor().execute(queries[name], _params(params), prepare=True)
+
+    async def defer(self, name: str, params: object = NoParams()) -> Deferred:
+        """Runs a statement whose rows are read only once its transaction has committed. In
+        a pipelined transaction it is queued like :meth:`send` (no round trip of its own)
+        and its rows are there after the transaction's block; otherwise it runs now."""
+        if self._pipeline is None:
+            return Deferred(None, await self.fetch(name, params))
+        async with self._conn() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(queries[name], _params(params), prepare=True)
+        deferred = Deferred(cur)
+        self._deferred.append(deferred)
+        return deferred
 
     async def run(self, batch: Batch) -> None:
         """Sends a batch's statements, then reads all their results (one round trip in

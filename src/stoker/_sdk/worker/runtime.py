@@ -188,11 +188,11 @@ class Runtime:
             on_cancel_run=self._cancel_run,
         )
         metadata = json.loads(a.additional_metadata or b"{}")
-        # A filter's payload travels in the run's metadata; the task gets it as
-        # ctx.filter_payload, and it goes no further (children copy ctx's metadata).
-        filter_payload = (
-            metadata.pop(FILTER_PAYLOAD_KEY, None) if isinstance(metadata, dict) else None
-        )
+        # A filter's payload comes with the assignment (kept beside the run, not in its
+        # metadata); a run an older engine started carries it in its metadata, taken out
+        # here so it goes no further (children copy ctx's metadata).
+        legacy = metadata.pop(FILTER_PAYLOAD_KEY, None) if isinstance(metadata, dict) else None
+        filter_payload = json.loads(a.filter_payload) if a.filter_payload else legacy
         about: dict[str, Any] = dict(
             run_id=a.run_id,
             task_name=a.task_name,

@@ -119,101 +119,85 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.position = req.position)
 ORDER BY position;
 
 -- name: settle_durable_entries
--- Settles pending entries (a timer, an event, a child's end): status 'ok' or 'error',
--- the result or error, which condition fired and the event. Each takes satisfied_seq =
--- ++satisfied_counter of its task, in the order given. An entry no longer pending is left
--- alone and not returned, so a second settlement is a no-op. Run under the logs' locks
--- (claim_due_durable_timers, lock_durable_logs).
---
--- Restore, in the same statement: a task that was evicted (evicted_at set, status
--- EVICTED) is queued again as its next attempt — not a retry: retry_count stays — with a
--- queue item whose id is below every ordinary one (queue_item_ahead_seq), so it goes ahead
--- of ordinary work of its priority. It was admitted before, so it needs no concurrency
--- admission (the ready rule with already_admitted, see make_tasks_ready). evicted_at is
--- cleared under the lock, so a second settlement (or a second restore) queues nothing.
--- `restored` says which rows' tasks were queued (the caller signals their tenants).
---
--- And what follows a settlement, so that it costs no further statement: the conditions of
--- a settled wait that never held are dropped (the satisfied ones stay, as the record of
--- the events the task used); each row says which attempt of which worker runs its task
--- now (`worker_id`, `attempt`: NULL when none does), whom to deliver it to, and whether
--- the task has an execution timeout (`timed`: only then does its deadline need re-arming).
+-- Settles pending entries (a timer, an event, a child's end) and restores evicted tasks:
+-- the function of the same name (migration 0030, which says what each row means). Run
+-- under the logs' locks (claim_due_durable_timers, lock_durable_logs).
+SELECT *
+FROM settle_durable_entries(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
+                            %(branches)s::integer[], %(positions)s::integer[],
+                            %(statuses)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
+                            %(fired)s::text[], %(event_ids)s::bigint[]);
+
+-- name: set_plan_cache_mode
+-- Sets plan_cache_mode for the rest of the transaction (set_config's is_local): the
+-- engine's connections plan every execution for its arrays (force_custom_plan); a
+-- settlement of a few waits by an event push plans once per connection instead
+-- (force_generic_plan, then back), which halves its cost on tables with day partitions.
+SELECT set_config('plan_cache_mode', %(mode)s, true) AS mode;
+
+-- name: settle_reached_durable_waits
+-- The waits an event push reached (the entries named), settled if their conditions now
+-- hold, in the push's transaction under their logs' locks (lock_durable_logs, then
+-- satisfy_durable_waits, sent before it): durable_wait_holds over the satisfied
+-- conditions of each pending wait, the condition that completed it (the latest of this
+-- push's events, else the earliest satisfied), the result {"fired": path, "payload": the
+-- event's payload}, then settle_durable_entries, in (task, branch, position) order. Returns
+-- the settled rows with their results, whose wake-up the caller delivers after the commit.
 WITH x AS (
-    SELECT *
+    SELECT DISTINCT x.task_id, x.created_at, x.branch, x.position
     FROM unnest(%(task_ids)s::bigint[], %(created_ats)s::timestamptz[],
-                %(branches)s::integer[], %(positions)s::integer[], %(statuses)s::text[],
-                %(results)s::jsonb[], %(errors)s::jsonb[], %(fired)s::text[],
-                %(event_ids)s::bigint[])
-         WITH ORDINALITY
-         AS x(task_id, created_at, branch, position, status, result, error, fired, event_id,
-              ord)
+                %(branches)s::integer[], %(positions)s::integer[])
+         AS x(task_id, created_at, branch, position)
 ),
-pending AS (
-    SELECT x.*, row_number() OVER (PARTITION BY x.task_id ORDER BY x.ord) AS n
+c AS (
+    SELECT x.task_id, x.created_at, x.branch, x.position,
+           substr(w.cond, strpos(w.cond, ':') + 1) AS path, w.satisfied_at, w.event_id,
+           e.request, u.payload
     FROM x
     JOIN durable_entry e
       ON e.task_id = x.task_id AND e.created_at = x.created_at AND e.branch = x.branch
-     AND e.position = x.position
-    WHERE e.status = 'pending'
+     AND e.position = x.position AND e.status = 'pending'
+    JOIN task_wait w
+      ON w.task_id = x.task_id AND w.dag_id IS NULL AND w.branch = x.branch
+     AND w.position = x.position AND w.satisfied_at IS NOT NULL
+    LEFT JOIN user_event u ON u.id = w.event_id
 ),
-logs AS (
-    UPDATE durable_log l
-    SET satisfied_counter = l.satisfied_counter + c.n, evicted_at = NULL
-    FROM (SELECT p.task_id, p.created_at, count(*) AS n, o.evicted_at
-          FROM pending p
-          JOIN durable_log o ON o.task_id = p.task_id AND o.created_at = p.created_at
-          GROUP BY 1, 2, 4) c
-    WHERE l.task_id = c.task_id AND l.created_at = c.created_at
-    RETURNING l.task_id, l.satisfied_counter - c.n AS base, l.tenant_id, l.invocation,
-              c.evicted_at
+holding AS (
+    SELECT c.task_id, c.branch, c.position
+    FROM c
+    GROUP BY c.task_id, c.branch, c.position
+    HAVING durable_wait_holds((array_agg(c.request))[1], array_agg(c.path))
 ),
-evicted AS (
-    SELECT t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
-           t.rate_limits, t.desired_worker_id
-    FROM logs
-    JOIN task t ON t.id = logs.task_id
-    WHERE logs.evicted_at IS NOT NULL AND t.status = 'EVICTED'
+chosen AS (
+    SELECT DISTINCT ON (c.task_id, c.branch, c.position) c.*,
+           jsonb_build_object('fired', c.path, 'payload', c.payload) AS result
+    FROM c
+    JOIN holding h ON h.task_id = c.task_id AND h.branch = c.branch AND h.position = c.position
+    ORDER BY c.task_id, c.branch, c.position,
+             CASE WHEN c.event_id = ANY(%(event_ids)s::bigint[]) THEN c.event_id END
+                 DESC NULLS LAST,
+             c.satisfied_at, c.path
 ),
-requeued AS (
-    INSERT INTO queue_item (id, tenant_id, task_id, attempt, queue, priority, available_at,
-                            schedule_deadline, rate_limits, desired_worker_id)
-    OVERRIDING SYSTEM VALUE
-    SELECT nextval('queue_item_ahead_seq') - 4611686018427387904, v.tenant_id, v.id,
-           v.attempt + 1, v.task_name, v.priority, now(),
-           CASE WHEN v.schedule_timeout_ms > 0
-                THEN now() + v.schedule_timeout_ms * interval '1 millisecond'
-           END,
-           v.rate_limits, v.desired_worker_id
-    FROM evicted v
-    RETURNING task_id
-),
-restored AS (
-    UPDATE task t
-    SET status = 'QUEUED', attempt = t.attempt + 1, started_at = NULL, worker_id = NULL
-    FROM requeued q
-    WHERE t.id = q.task_id
-    RETURNING t.id
-),
-cleared AS (
-    DELETE FROM task_wait w
-    USING pending p
-    WHERE w.task_id = p.task_id AND w.dag_id IS NULL AND w.branch = p.branch
-      AND w.position = p.position AND w.satisfied_at IS NULL
+args AS (
+    SELECT array_agg(task_id ORDER BY task_id, branch, position) AS task_ids,
+           array_agg(created_at ORDER BY task_id, branch, position) AS created_ats,
+           array_agg(branch ORDER BY task_id, branch, position) AS branches,
+           array_agg(position ORDER BY task_id, branch, position) AS positions,
+           array_agg('ok'::text ORDER BY task_id, branch, position) AS statuses,
+           array_agg(result ORDER BY task_id, branch, position) AS results,
+           array_agg(NULL::jsonb ORDER BY task_id, branch, position) AS errors,
+           array_agg(path ORDER BY task_id, branch, position) AS fired,
+           array_agg(event_id ORDER BY task_id, branch, position) AS event_ids
+    FROM chosen
 )
-UPDATE durable_entry e
-SET status = p.status, result = p.result, error = p.error, fired = p.fired,
-    event_id = p.event_id, satisfied_seq = logs.base + p.n, satisfied_at = now()
-FROM pending p
-JOIN logs ON logs.task_id = p.task_id
-LEFT JOIN task_runtime r ON r.task_id = p.task_id
-WHERE e.task_id = p.task_id AND e.created_at = p.created_at AND e.branch = p.branch
-  AND e.position = p.position AND e.status = 'pending'
-RETURNING e.task_id, e.created_at, e.branch, e.position, e.status, e.satisfied_seq,
-          logs.tenant_id, logs.invocation, logs.evicted_at,
-          EXISTS (SELECT 1 FROM restored WHERE restored.id = e.task_id) AS restored,
-          r.worker_id, r.attempt,
-          EXISTS (SELECT 1 FROM task t
-                  WHERE t.id = e.task_id AND t.execution_timeout_ms > 0) AS timed;
+SELECT s.task_id, s.created_at, s.branch, s.position, s.status, s.satisfied_seq,
+       s.tenant_id, s.invocation, s.evicted_at, s.restored, s.worker_id, s.attempt, s.timed,
+       ch.result
+FROM args,
+     LATERAL settle_durable_entries(args.task_ids, args.created_ats, args.branches,
+                                    args.positions, args.statuses, args.results, args.errors,
+                                    args.fired, args.event_ids) s
+JOIN chosen ch ON ch.task_id = s.task_id AND ch.branch = s.branch AND ch.position = s.position;
 
 -- name: claim_due_durable_timers
 -- The pending entries whose wake_at has passed, earliest first, with their tasks' logs

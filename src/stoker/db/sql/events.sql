@@ -60,6 +60,14 @@ FROM unnest(%(event_ids)s::bigint[], %(created_at)s::timestamptz[], %(run_ids)s:
             %(task_names)s::text[], %(workflow_names)s::text[], %(filter_ids)s::uuid[])
      AS r(event_id, created_at, run_id, task_name, workflow_name, filter_id);
 
+-- name: insert_run_filter_payloads
+-- The payloads of the filters that let an event's runs through (in the transaction that
+-- started them); a run id given twice keeps its first.
+INSERT INTO run_filter_payload (run_id, tenant_id, payload)
+SELECT f.run_id, %(tenant_id)s, f.payload
+FROM unnest(%(run_ids)s::uuid[], %(payloads)s::jsonb[]) AS f(run_id, payload)
+ON CONFLICT (run_id) DO NOTHING;
+
 -- name: list_events
 -- The tenant's events, newest first, by key (exact), scope, metadata (@>) and time.
 SELECT u.external_id, u.key, u.scope, u.additional_metadata, u.priority, u.created_at,

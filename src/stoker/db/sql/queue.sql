@@ -54,11 +54,13 @@ SELECT u.id AS task_id, u.external_id, u.task_name, u.input::text AS input,
        u.additional_metadata::text AS additional_metadata, u.retry_count,
        u.execution_timeout_ms, u.attempt, u.worker_id, u.max_retries,
        d.external_id AS workflow_run_id, p.external_id AS parent_run_id,
-       c.child_index, c.child_key
+       c.child_index, c.child_key, fp.payload::text AS filter_payload
 FROM upd u
 LEFT JOIN dag d ON d.id = u.dag_id
 LEFT JOIN child_run c ON c.external_id = coalesce(d.external_id, u.external_id)
-LEFT JOIN task p ON p.id = c.parent_task_id;
+LEFT JOIN task p ON p.id = c.parent_task_id
+-- The payload of the filter that let the run (or its workflow run) through an event.
+LEFT JOIN run_filter_payload fp ON fp.run_id = coalesce(d.external_id, u.external_id);
 
 -- name: enqueue_tasks
 -- Queues the next attempt of existing QUEUED tasks (used when concurrency admits them:

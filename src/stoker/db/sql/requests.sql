@@ -45,3 +45,15 @@ WHERE ctid = ANY(ARRAY(
 -- (an event push claims its key first and learns the count later).
 UPDATE trigger_request SET satisfied = %(satisfied)s
 WHERE tenant_id = %(tenant_id)s AND request_key = %(request_key)s;
+
+-- name: set_request_satisfied_counting
+-- set_request_satisfied for a push whose durable matches are counted by Postgres: the
+-- satisfied count known to the caller plus the durable conditions the push's events
+-- satisfied (their event ids are this push's own, so every such row is one it satisfied
+-- earlier in this transaction). Sent before COMMIT without waiting for those counts.
+UPDATE trigger_request
+SET satisfied = %(satisfied)s + (SELECT count(*) FROM task_wait w
+                                 WHERE w.task_id = ANY(%(task_ids)s::bigint[])
+                                   AND w.dag_id IS NULL
+                                   AND w.event_id = ANY(%(event_ids)s::bigint[]))
+WHERE tenant_id = %(tenant_id)s AND request_key = %(request_key)s;

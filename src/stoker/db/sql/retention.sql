@@ -74,6 +74,12 @@ FROM unnest(ARRAY['task_history', 'dag_history', 'task_event', 'user_event', 'ev
                     'durable_branch', 'durable_entry', 'task_log']) AS p(parent),
      LATERAL drop_partitions_before(p.parent, %(before)s::date) AS dropped;
 
+-- name: prune_run_filter_payloads
+-- Forgets the filter payloads of runs older than the retention (their runs are gone).
+DELETE FROM run_filter_payload
+WHERE run_id IN (SELECT run_id FROM run_filter_payload WHERE created_at < %(before)s::date
+                 LIMIT %(limit)s);
+
 -- name: prune_child_runs
 -- Forgets child links older than the retention (their runs are gone), in batches.
 DELETE FROM child_run

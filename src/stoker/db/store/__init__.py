@@ -33,13 +33,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Generic, TypeVar, cast
 
-from stoker.db.executor import Batch, Executor, NoParams
+from stoker.db.executor import Batch, Deferred, Executor, NoParams
 from stoker.db.queries import queries
 
 P = TypeVar("P")
 R = TypeVar("R")
 
-__all__ = ["Exec", "Many", "NoParams", "One", "Queued", "Statement", "params_type"]
+__all__ = ["Exec", "Later", "Many", "NoParams", "One", "Queued", "Statement", "params_type"]
 
 
 class Queued(Generic[R]):
@@ -59,6 +59,19 @@ class Queued(Generic[R]):
     def row(self) -> R | None:
         rows = self.rows
         return rows[0] if rows else None
+
+
+class Later(Generic[R]):
+    """A statement run with :meth:`Many.defer`: its rows once its transaction committed."""
+
+    __slots__ = ("_deferred",)
+
+    def __init__(self, deferred: Deferred) -> None:
+        self._deferred = deferred
+
+    @property
+    def rows(self) -> list[R]:
+        return cast(list[R], self._deferred.rows)
 
 
 class Statement(Generic[P]):
@@ -86,6 +99,11 @@ class Many(Statement[P], Generic[P, R]):
     def add(self, batch: Batch, params: P) -> Queued[R]:
         """Adds the statement to ``batch``; its rows once the batch has run."""
         return Queued(batch, batch.add(self.name, params))
+
+    async def defer(self, db: Executor, params: P) -> Later[R]:
+        """Runs the statement, its rows read once the transaction has committed
+        (:meth:`Executor.defer`: only queued in a pipelined transaction)."""
+        return Later(await db.defer(self.name, params))
 
 
 class One(Statement[P], Generic[P, R]):

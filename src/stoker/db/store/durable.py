@@ -172,6 +172,36 @@ settle_durable_entries = Many[SettleDurableEntries, Settled]("settle_durable_ent
 
 
 @dataclass(frozen=True, slots=True)
+class SetPlanCacheMode:
+    mode: str
+
+
+set_plan_cache_mode = Exec[SetPlanCacheMode]("set_plan_cache_mode")
+
+
+@dataclass(frozen=True, slots=True)
+class SettleReachedDurableWaits:
+    """The waits an event push reached (parallel lists) and the push's event ids."""
+
+    task_ids: list[int]
+    created_ats: list[datetime]
+    branches: list[int]
+    positions: list[int]
+    event_ids: list[int]
+
+
+class SettledWaitRow(Settled):
+    """A wait an event push settled, with its result (``{"fired": path, "payload": ...}``)."""
+
+    result: dict[str, Any]
+
+
+settle_reached_durable_waits = Many[SettleReachedDurableWaits, SettledWaitRow](
+    "settle_reached_durable_waits"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimDueDurableTimers:
     limit: int
 

@@ -115,6 +115,17 @@ insert_event_runs = Exec[InsertEventRuns]("insert_event_runs")
 
 
 @dataclass(frozen=True, slots=True)
+class InsertRunFilterPayloads:
+    tenant_id: int
+    run_ids: list[uuid.UUID]
+    payloads: list[str]
+    """JSON documents."""
+
+
+insert_run_filter_payloads = Exec[InsertRunFilterPayloads]("insert_run_filter_payloads")
+
+
+@dataclass(frozen=True, slots=True)
 class ListEvents:
     tenant_id: int
     key: str | None

@@ -63,6 +63,7 @@ class Assignment(TypedDict):
     parent_run_id: uuid.UUID | None
     child_index: int | None
     child_key: str | None
+    filter_payload: str | None
 
 
 assign_queue_items = Many[AssignQueueItems, Assignment]("assign_queue_items")

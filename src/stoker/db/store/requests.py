@@ -69,3 +69,15 @@ class SetRequestSatisfied:
 
 
 set_request_satisfied = Exec[SetRequestSatisfied]("set_request_satisfied")
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequestSatisfiedCounting:
+    tenant_id: int
+    request_key: str
+    satisfied: int
+    task_ids: list[int]
+    event_ids: list[int]
+
+
+set_request_satisfied_counting = Exec[SetRequestSatisfiedCounting]("set_request_satisfied_counting")

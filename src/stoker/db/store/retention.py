@@ -65,6 +65,7 @@ class PruneChildRuns:
 
 
 prune_child_runs = Exec[PruneChildRuns]("prune_child_runs")
+prune_run_filter_payloads = Exec[PruneChildRuns]("prune_run_filter_payloads")
 
 
 vacuum_live_runs = Exec[NoParams]("vacuum_live_runs")

@@ -175,6 +175,13 @@ class Retention(LoopService):
             >= _BATCH
         ):
             pass
+        while (
+            await retention_store.prune_run_filter_payloads(
+                self._db, retention_store.PruneChildRuns(cutoff, _BATCH)
+            )
+            >= _BATCH
+        ):
+            pass
         fired_cutoff = datetime.combine(cutoff, datetime.min.time(), UTC)
         while (
             await schedule_store.prune_fired_scheduled_runs(

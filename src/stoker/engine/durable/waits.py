@@ -47,12 +47,17 @@ from stoker._core.durable import (
     wait_leaves,
 )
 from stoker._proto import engine_pb2 as pb
-from stoker.db import Batch, Executor
+from stoker.db import Executor
+from stoker.db.store import Later
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import durable as store
 from stoker.db.store import events as event_store
+from stoker.engine.scheduler import TIMEOUT_GRACE_MS
 
 log = logging.getLogger("stoker.engine.durable")
+
+GENERIC_PLAN_WAITS = 16
+"""An event push that reaches at most this many waits settles them under generic plans."""
 
 _LOOKBACK_LIMIT = 200
 """Events of a lookback window examined per condition (earliest first)."""
@@ -290,51 +295,49 @@ class DurableWaits:
         return None
 
     async def on_events(
-        self, tx: Executor, matches: Sequence[EventMatch]
-    ) -> tuple[int, list[SettledWait], dict[int, list[tuple[int, int]]]]:
-        """Satisfies the durable conditions that pushed events matched and settles the waits
-        that now hold, in the ingest's transaction (which holds the events' key locks).
-        Returns how many conditions were satisfied, the waits settled, and whom to tell
-        after the commit: the (task, attempt) of each settled wait's running attempt, by
-        worker."""
+        self, tx: Executor, matches: Sequence[EventMatch], event_ids: Sequence[int]
+    ) -> EventSettlement:
+        """Satisfies the durable conditions that pushed events (``event_ids``: all the
+        push's) matched and settles the waits that now hold, in the ingest's transaction
+        (which holds the events' key locks). Nothing is awaited: in a pipelined transaction
+        the statements travel with COMMIT, and what they did is read after it
+        (:class:`EventSettlement`). In order: the logs' locks (task order), the conditions
+        satisfied (only while their entries are pending), the settlement of the reached
+        waits whose conditions hold (``settle_reached_durable_waits``: the decision
+        :meth:`decide` makes, in SQL), and the execution deadlines of the tasks reached
+        (``durable_timeouts``: a no-op for a task still blocked or restored)."""
         if not matches:
-            return 0, [], {}
-        # One round trip: the log locks, the conditions satisfied, and the conditions of
-        # every wait an event reached (read after the update, in the same transaction).
+            return EventSettlement(None, None)
         created = {m.task_id: m.created_at for m in matches}
         tasks = sorted(created)
-        batch = Batch()
-        store.lock_durable_logs.add(
-            batch, store.LockDurableLogs(tasks, [created[t] for t in tasks])
+        await store.lock_durable_logs.defer(
+            tx, store.LockDurableLogs(tasks, [created[t] for t in tasks])
         )
-        satisfied_q = condition_store.satisfy_durable_waits.add(
-            batch,
+        satisfied = await condition_store.satisfy_durable_waits.defer(
+            tx,
             condition_store.SatisfyDurableWaits(
                 [m.task_id for m in matches], [m.cond for m in matches],
                 [m.event_id for m in matches],
             ),
         )  # fmt: skip
         reached = sorted({_wait_key(m) for m in matches})
-        conds_q = condition_store.durable_wait_conditions.add(batch, _keys_params(reached))
-        await tx.run(batch)
-        satisfied = satisfied_q.rows
-        fired: dict[Key, Fired] = {}
-        for s in satisfied:
-            key = (s["task_id"], s["run_created_at"], s["branch"], s["position"])
-            prev = fired.get(key)
-            event_id = s["event_id"] or 0
-            if prev is None or (prev.event_id or 0) < event_id:
-                fired[key] = Fired(s["path"], s["event_id"])  # the latest event completes it
-        rows = [
-            r for r in conds_q.rows
-            if (r["task_id"], r["run_created_at"], r["branch"], r["position"]) in fired
-        ]  # fmt: skip
-        settled = await self._settle(tx, rows, fired)
-        by_worker: dict[int, list[tuple[int, int]]] = {}
-        for w in settled:
-            if w.worker_id is not None and w.attempt is not None:
-                by_worker.setdefault(w.worker_id, []).append((w.task_id, w.attempt))
-        return len(satisfied), settled, by_worker
+        # A few waits (one event's, typically) settle under plans made once per connection:
+        # planning this statement and the settle function's for each push cost more than
+        # running them (docs/performance.md). Many waits keep plans made for their arrays.
+        generic = len(reached) <= GENERIC_PLAN_WAITS
+        if generic:
+            await store.set_plan_cache_mode.send(tx, store.SetPlanCacheMode("force_generic_plan"))
+        settled = await store.settle_reached_durable_waits.defer(
+            tx,
+            store.SettleReachedDurableWaits(
+                [k[0] for k in reached], [k[1] for k in reached], [k[2] for k in reached],
+                [k[3] for k in reached], sorted(set(event_ids)),
+            ),
+        )  # fmt: skip
+        if generic:
+            await store.set_plan_cache_mode.send(tx, store.SetPlanCacheMode("force_custom_plan"))
+        await store.durable_timeouts.send(tx, store.DurableTimeouts(tasks, TIMEOUT_GRACE_MS))
+        return EventSettlement(satisfied, settled)
 
     async def on_timers(self, tx: Executor, due: Sequence[store.DueTimer]) -> list[SettledWait]:
         """Fires the elapsed sleep conditions of due waits (their logs locked by the claim),
@@ -430,6 +433,44 @@ class DurableWaits:
             )
             for s in settled
         ]  # fmt: skip
+
+
+class EventSettlement:
+    """What :meth:`DurableWaits.on_events` did, once its transaction has committed."""
+
+    def __init__(
+        self,
+        satisfied: Later[condition_store.SatisfiedCondition] | None,
+        settled: Later[store.SettledWaitRow] | None,
+    ) -> None:
+        self._satisfied = satisfied
+        self._settled = settled
+
+    @property
+    def satisfied(self) -> int:
+        """How many conditions the events satisfied."""
+        return len(self._satisfied.rows) if self._satisfied is not None else 0
+
+    def settled(self) -> list[SettledWait]:
+        """The waits settled."""
+        if self._settled is None:
+            return []
+        return [
+            SettledWait(
+                s["task_id"], s["position"], s["satisfied_seq"], s["result"], s["tenant_id"],
+                bool(s["restored"]), s["worker_id"], s["attempt"], s["timed"],
+            )
+            for s in self._settled.rows
+        ]  # fmt: skip
+
+    def woken(self) -> dict[int, list[tuple[int, int]]]:
+        """Whom to tell: the (task, attempt) of each settled wait's running attempt, by
+        worker."""
+        by_worker: dict[int, list[tuple[int, int]]] = {}
+        for w in self.settled():
+            if w.worker_id is not None and w.attempt is not None:
+                by_worker.setdefault(w.worker_id, []).append((w.task_id, w.attempt))
+        return by_worker
 
 
 def settled_entries(settled: Iterable[SettledWait]) -> dict[int, list[pb.DurableEntry]]:

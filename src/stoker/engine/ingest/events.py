@@ -29,7 +29,6 @@ from stoker._core.events import (
     EVENT_ID_KEY,
     EVENT_KEY_KEY,
     FILTER_ID_KEY,
-    FILTER_PAYLOAD_KEY,
     matches,
 )
 from stoker._core.wire import TaskConfig
@@ -136,11 +135,11 @@ def run_metadata(
     metadata: dict[str, Any], event_id: str, key: str, chosen: FilterRow | None
 ) -> dict[str, Any]:
     """The additional metadata of a run an event starts: the event's, with its id and key
-    (and the filter's id and payload when a filter let it through)."""
+    (and the filter's id when a filter let it through; the filter's payload is kept beside
+    the run, in ``run_filter_payload``, and reaches the worker with each assignment)."""
     md = {**metadata, EVENT_ID_KEY: event_id, EVENT_KEY_KEY: key}
     if chosen is not None:
         md[FILTER_ID_KEY] = str(chosen["external_id"])
-        md[FILTER_PAYLOAD_KEY] = chosen["payload"]
     return md
 
 

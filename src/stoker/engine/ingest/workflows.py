@@ -56,12 +56,12 @@ from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
 from stoker.db.store import events as event_store
 from stoker.db.store import requests as request_store
+from stoker.engine import notify
 from stoker.engine.definitions import Definitions, Resolved, Workflows
-from stoker.engine.durable.settled import Settled, resume
 from stoker.engine.durable.waits import (
     DurableWaits,
     EventMatch,
-    SettledWait,
+    EventSettlement,
     settled_entries,
 )
 from stoker.engine.durable.wake import Wakes
@@ -572,6 +572,7 @@ class WorkflowIngest:
         wf_runs: list[_NewRun] = []
         record = event_store.InsertEventRuns(tenant_id, [], [], [], [], [], [], replay)
         keyed: list[tuple[idempotency.IdemKey, str]] = []
+        payloads: dict[uuid.UUID, Any] = {}  # the filter payload of each run that has one
         for p in planned:
             e = events[p.event]
             raw = json.dumps(e.payload if e.payload is not None else {}).encode()
@@ -593,6 +594,8 @@ class WorkflowIngest:
                 task_rows.append(NewTaskRun(run_id, config, item, policy))
             else:
                 wf_runs.append(_NewRun(run_id, name, raw, md, e.priority))
+            if p.filter is not None:
+                payloads[run_id] = p.filter["payload"]
             started[p.event].append(str(run_id))
             record.event_ids.append(e.id)
             record.created_at.append(e.created_at)
@@ -620,6 +623,15 @@ class WorkflowIngest:
                 tx, out, tenant_id, wf_runs, known.workflows, known.tasks
             )
         await event_store.insert_event_runs.send(tx, record)
+        made = [r.external_id for r in task_rows] + [r.external_id for r in wf_runs]
+        kept = [r for r in made if r in payloads]
+        if kept:
+            await event_store.insert_run_filter_payloads.send(
+                tx,
+                event_store.InsertRunFilterPayloads(
+                    tenant_id, kept, [json.dumps(payloads[r]) for r in kept]
+                ),
+            )
         return started
 
     async def replay_event(self, tenant_id: int, event_id: str) -> list[str]:
@@ -678,8 +690,6 @@ class WorkflowIngest:
         keys = sorted({e.key for e in events})
         ids = [str(uuid.uuid4()) for _ in events]
         call = requests.Call(request, ids)
-        woken: dict[int, list[tuple[int, int]]] = {}
-        settled: list[SettledWait] = []
         # Round trips: the transaction is pipelined. BEGIN, the key locks, the request key,
         # the events, the subscribers' filters and the waits on the keys go in one batch;
         # the runs, their records and the NOTIFY are sent without waiting and travel with
@@ -757,8 +767,11 @@ class WorkflowIngest:
             each = [0] * len(events)
             for _, i in satisfying + durable:
                 each[i] += 1
+            settlement: EventSettlement | None = None
             if durable and self._durable_waits is not None:
-                count, settled, woken = await self._durable_waits.on_events(
+                # Sent, not awaited: the durable match travels with COMMIT and is read
+                # after it (the settled waits, whom to wake, how many were satisfied).
+                settlement = await self._durable_waits.on_events(
                     tx,
                     [
                         EventMatch(
@@ -769,10 +782,7 @@ class WorkflowIngest:
                         )
                         for w, i in durable
                     ],
-                )
-                satisfied += count
-                await resume(
-                    tx, out, (Settled(w.task_id, w.tenant_id, w.restored) for w in settled)
+                    [int(s["id"]) for s in stored],
                 )
             if satisfying or errors:
                 dag_ids = sorted(
@@ -807,14 +817,36 @@ class WorkflowIngest:
                         ),
                     )
                     await self._dags.progress(tx, out, dag_ids)
-            if request is not None and satisfied:
+            if request is not None and settlement is not None:
+                await request_store.set_request_satisfied_counting.send(
+                    tx,
+                    request_store.SetRequestSatisfiedCounting(
+                        tenant_id,
+                        request.key,
+                        satisfied,
+                        sorted({int(w["task_id"]) for w, _ in durable}),
+                        [int(s["id"]) for s in stored],
+                    ),
+                )
+            elif request is not None and satisfied:
                 await request_store.set_request_satisfied.send(
                     tx, request_store.SetRequestSatisfied(tenant_id, request.key, satisfied)
                 )
-        if woken and self._wakes is not None:
-            # Right after the commit that settled their waits, the workers get the settled
-            # entries (or, when connected elsewhere, a hint to re-read).
-            await self._wakes.deliver(woken, settled_entries(settled))
+        if settlement is not None:
+            satisfied += settlement.satisfied
+            settled = settlement.settled()
+            restored = {w.tenant_id for w in settled if w.restored}
+            if restored:
+                # Evicted tasks were queued again: the scheduler here looks at once, the
+                # other replicas' at this NOTIFY (sent after the commit, as a hint).
+                for t in restored:
+                    self._signals.remote_queued(t)
+                await notify.send_many(self._db, {notify.QUEUE: restored}, self._signals.engine_id)
+            woken = settlement.woken()
+            if woken and self._wakes is not None:
+                # Right after the commit that settled their waits, the workers get the
+                # settled entries (or, when connected elsewhere, a hint to re-read).
+                await self._wakes.deliver(woken, settled_entries(settled))
         return Pushed(
             [PushedEvent(i, r, n) for i, r, n in zip(ids, started, each, strict=True)], satisfied
         )

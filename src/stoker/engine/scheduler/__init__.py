@@ -323,6 +323,7 @@ class Scheduler(LoopService):
                     child_index=r["child_index"] or 0,
                     child_key=r["child_key"] or "",
                     workflow_run_id=str(r["workflow_run_id"] or ""),
+                    filter_payload=(r["filter_payload"] or "").encode(),
                 )
             )
         lost: list[AttemptEnd] = []
