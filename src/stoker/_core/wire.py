@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stoker import errors
@@ -386,6 +387,17 @@ def storable_text(value: str) -> str:
     except UnicodeEncodeError:
         value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
     return value
+
+
+def load_json(raw: bytes | str) -> Any:
+    """A stored JSON document (an output, a payload) as Python values, as ``json.loads``
+    gives them, about ten times faster (pydantic-core's parser: integers of any size stay
+    exact, where orjson turns those past 64 bits into floats). Text that parser refuses
+    (a lone surrogate escape, which PostgreSQL never returns) goes to ``json.loads``."""
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError:
+        return json.loads(raw)
 
 
 def encode_json(value: Any, what: str) -> bytes:
