@@ -344,6 +344,18 @@ def json_problem(raw: bytes, *, serialized: bool = False) -> str | None:
             return f"it nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
     if serialized and b"\\u" not in raw:
         return None
+    if b"\\u" not in raw:
+        # The common case, on the engine's hot path (every input and output): without an
+        # escape a payload cannot spell NUL or a surrogate, so being UTF-8 and JSON is all
+        # there is to check. pydantic-core's parser does that about ten times faster than
+        # json.loads and accepts the same texts; on a refusal the full check below says why.
+        try:
+            raw.decode()
+            pydantic_core.from_json(raw)
+        except ValueError:
+            pass
+        else:
+            return None
     try:
         # Strict UTF-8 first: json.loads(bytes) would also take UTF-16/32, a BOM, and
         # UTF-8-encoded surrogates, none of which PostgreSQL stores.
