@@ -281,6 +281,7 @@ def _take(
 
 def _settle(
     refs: list[RunRef[Any]],
+    keys: list[str],
     found: dict[str, Outcome],
     missing: dict[str, NotFoundError],
     return_exceptions: bool,
@@ -288,8 +289,7 @@ def _settle(
     if missing and not return_exceptions:
         raise next(iter(missing.values()))
     out: list[Any] = []
-    for ref in refs:
-        key = request_id(ref.run_id)
+    for ref, key in zip(refs, keys, strict=True):
         if key in missing:
             out.append(missing[key])
             continue
@@ -318,7 +318,8 @@ def collect(
 ) -> list[Any]:
     """The results of many runs, in the order given (``app.runs.results``)."""
     ordered = _ordered(refs, connection)
-    ids = list(dict.fromkeys(request_id(r.run_id) for r in ordered))
+    keys = [request_id(r.run_id) for r in ordered]
+    ids = list(dict.fromkeys(keys))
     deadline = None if timeout is None else time.monotonic() + timeout
     found: dict[str, Outcome] = {}
     missing: dict[str, NotFoundError] = {}
@@ -335,7 +336,7 @@ def collect(
         left = _pending(ids, found, missing)
         if left and deadline is not None and time.monotonic() >= deadline:
             raise _timed_out(left, timeout)
-    return _settle(ordered, found, missing, return_exceptions)
+    return _settle(ordered, keys, found, missing, return_exceptions)
 
 
 async def aio_collect(
@@ -346,7 +347,8 @@ async def aio_collect(
 ) -> list[Any]:
     """:func:`collect` for asyncio: the requests of a round are sent side by side."""
     ordered = _ordered(refs, connection)
-    ids = list(dict.fromkeys(request_id(r.run_id) for r in ordered))
+    keys = [request_id(r.run_id) for r in ordered]
+    ids = list(dict.fromkeys(keys))
     deadline = None if timeout is None else time.monotonic() + timeout
     found: dict[str, Outcome] = {}
     missing: dict[str, NotFoundError] = {}
@@ -366,7 +368,7 @@ async def aio_collect(
         left = _pending(ids, found, missing)
         if left and deadline is not None and time.monotonic() >= deadline:
             raise _timed_out(left, timeout)
-    return _settle(ordered, found, missing, return_exceptions)
+    return _settle(ordered, keys, found, missing, return_exceptions)
 
 
 def _wait_ms(deadline: float | None) -> int:
