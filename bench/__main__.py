@@ -54,6 +54,7 @@ SIZE_FLAGS = {
     "bulk_events": int,
     "dashboard_runs": int,
     "scrape_tasks": int,
+    "results_runs": int,
 }
 
 

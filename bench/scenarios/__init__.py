@@ -59,6 +59,7 @@ def registry() -> dict[str, Scenario]:
         metrics,
         observe,
         policy,
+        results,
         schedules,
         soak,
         steady,

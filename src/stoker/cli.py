@@ -263,9 +263,10 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
         highlight=False,
         soft_wrap=True,
     )
+    from stoker._core.loop import run as run_loop
     from stoker.engine import serve
 
-    _run(lambda: asyncio.run(serve(settings)))
+    _run(lambda: run_loop(serve(settings), uvloop=settings.uvloop))
 
 
 @app.command()
@@ -284,9 +285,10 @@ def engine(
     else:
         _run(lambda: asyncio.run(_check_migrated(settings)))
     _run(lambda: _check_ports(settings))
+    from stoker._core.loop import run as run_loop
     from stoker.engine import serve
 
-    _run(lambda: asyncio.run(serve(settings)))
+    _run(lambda: run_loop(serve(settings), uvloop=settings.uvloop))
 
 
 def _check_ports(settings: EngineSettings) -> None:

@@ -78,6 +78,8 @@ class EngineSettings(BaseSettings):
     http_port: int = 7078
     http_enabled: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # Run the engine's event loop on uvloop when it is installed (docs/performance.md).
+    uvloop: bool = True
     pool_size: int = 10
     # 0: group commit (flush at once; what arrives during a flush forms the next batch).
     flush_interval_ms: float = 0.0
@@ -251,6 +253,8 @@ class ClientSettings(BaseSettings):
     token: str = ""
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     connect_timeout_s: float = 30.0
+    # Run a worker's event loop (Worker.start) on uvloop when it is installed.
+    uvloop: bool = True
     heartbeat_interval_s: float = 2.0
     # TLS to the engine (README "Security"): on with STOKER_TLS=1 or when any file is given.
     # The engine's certificate is checked against the system's roots, or tls_ca_file; a

@@ -88,3 +88,20 @@ def test_the_events_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert stoker["push_to_start"]["runs"] == 15 and stoker["push_to_start"]["p50_ms"] > 0
     assert stoker["bulk_no_subscriber"]["runs"] == 0
     assert stoker["bulk_one_subscriber"]["runs"] == 200
+
+
+def test_the_results_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--systems", "stoker", "--only", "results",
+            "--results-runs", "300", "--out", str(out),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stoker = json.loads((out / "results.json").read_text())["systems"]["stoker"]
+    assert stoker["runs"] == 300
+    assert stoker["single"]["calls"] == 300 and stoker["single"]["mean_ms_best"] > 0
+    assert stoker["gathered"]["calls"] == 300 and stoker["gathered"]["wall_ms_best"] > 0
+    assert stoker["bulk"]["runs"] == 300 and stoker["bulk"]["wall_ms_best"] > 0

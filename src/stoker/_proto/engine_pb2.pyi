@@ -901,7 +901,10 @@ class AwaitRunsRequest(_message.Message):
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    COMPACT_FIELD_NUMBER: _builtins.int
     timeout_ms: _builtins.int
+    compact: _builtins.bool
+    """The client reads completed runs from completed_run_ids / completed_outputs too."""
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -909,10 +912,11 @@ class AwaitRunsRequest(_message.Message):
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
         timeout_ms: _builtins.int = ...,
+        compact: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact", b"compact", "run_ids", b"run_ids", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -977,16 +981,37 @@ class AwaitRunsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_RUN_IDS_FIELD_NUMBER: _builtins.int
+    COMPLETED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    COMPLETED_OUTPUTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunResult]: ...
+    @_builtins.property
+    def unknown_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids that name no run of the tenant, when others of the request do (when none does,
+        the call fails with NotFoundError).
+        """
+
+    @_builtins.property
+    def completed_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With compact: completed runs as two parallel lists (id, output JSON), the other
+        finished runs in results. An answer may hold only some of the finished runs (its
+        size is bounded); the client asks again for the rest.
+        """
+
+    @_builtins.property
+    def completed_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___RunResult] | None = ...,
+        unknown_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        completed_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        completed_outputs: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_outputs", b"completed_outputs", "completed_run_ids", b"completed_run_ids", "results", b"results", "unknown_run_ids", b"unknown_run_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

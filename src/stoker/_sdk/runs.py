@@ -381,6 +381,37 @@ class Runs:
         rid = run_id if isinstance(run_id, str) else run_id.run_id
         return _run(await self._connection.calls.aio_get_run(apb.GetRunRequest(run_id=rid)))
 
+    def results(
+        self,
+        refs: Sequence[RunRef[Any] | str],
+        *,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> builtins.list[Any]:
+        """The results of many runs, in the order given, waiting for those not finished:
+        what ``[ref.result() for ref in refs]`` returns, in one ``AwaitRuns`` call per
+        10,000 runs (and one more round for each batch of runs still running). A
+        :class:`RunRef`'s output is decoded by its task; a plain id's is JSON.
+
+        A run that failed or was cancelled raises its TaskRunError / RunCancelledError
+        (and an unknown id NotFoundError), unless ``return_exceptions``: then the error
+        takes the run's place in the list, as with ``asyncio.gather``. TimeoutError when
+        some runs are still running after ``timeout`` seconds."""
+        from stoker._sdk.refs import collect
+
+        return collect(self._connection, refs, timeout, return_exceptions)
+
+    async def aio_results(
+        self,
+        refs: Sequence[RunRef[Any] | str],
+        *,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> builtins.list[Any]:
+        from stoker._sdk.refs import aio_collect
+
+        return await aio_collect(self._connection, refs, timeout, return_exceptions)
+
     # -- bulk operations ----------------------------------------------------------------
 
     def _bulk_request(

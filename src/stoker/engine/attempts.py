@@ -125,6 +125,9 @@ class Completion:
     output: bytes
     at_ms: int
     reporter: int
+    started_ms: int = 0
+    """When the attempt started, if its start is written with its completion (0: it was
+    written before, by ``mark_started``)."""
 
 
 def run_timeout_error(what: str = "its whole-run timeout") -> str:
@@ -230,6 +233,7 @@ class Attempts:
                 json_array(c.output or b"null" for c in done),
                 int_array(c.at_ms for c in done),
                 int_array(c.reporter for c in done),
+                int_array(c.started_ms for c in done),
             ),
         )
         _finished(out, rows)

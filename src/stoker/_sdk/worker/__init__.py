@@ -34,6 +34,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from stoker._core.loop import run as run_loop
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.dependencies import enter_lifespan, lifespan_manager
 from stoker._sdk.durable import DurableTask
@@ -151,7 +152,7 @@ class Worker:
                 loop.add_signal_handler(sig, self.request_stop)
             await self.async_start()
 
-        asyncio.run(main())
+        run_loop(main(), uvloop=self.app.settings.uvloop)
         in_threads = self._runtime.in_threads if self._runtime is not None else 0
         if in_threads:
             log.warning(

@@ -19,6 +19,23 @@ SELECT d.external_id, d.status,
 FROM dag d
 WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[]);
 
+-- name: finished_run_states
+-- The long poll's first read: the finished runs among the given ids of a tenant, from the
+-- live tables, with the ids as text. The ids come as one array literal of canonical UUID
+-- text and go back as text, so a read of thousands makes no UUID object on either side.
+SELECT external_id::text AS external_id, status, output::text AS output, error
+FROM task
+WHERE tenant_id = %(tenant_id)s AND external_id = ANY(%(external_ids)s::uuid[])
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+UNION ALL
+SELECT d.external_id::text, d.status,
+       (SELECT coalesce(jsonb_object_agg(s.step, s.output), '{}')::text FROM task s
+        WHERE s.dag_id = d.id AND s.status = 'COMPLETED' AND NOT s.skipped) AS output,
+       d.error
+FROM dag d
+WHERE d.tenant_id = %(tenant_id)s AND d.external_id = ANY(%(external_ids)s::uuid[])
+  AND d.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+
 -- name: run_states_history
 -- run_states for runs that have moved to history (read only for ids not found live).
 SELECT external_id, status, output::text AS output, error

@@ -66,13 +66,17 @@ WHERE t.id = s.task_id AND t.attempt = s.attempt AND t.status = 'ASSIGNED';
 -- the worker reporting it, is recorded, so a late, duplicate or forged completion never
 -- overwrites an accepted outcome.
 -- The outputs come as one JSON array (cheaper to send than an array of jsonb), zipped
--- with the other columns by position.
+-- with the other columns by position. started_ms: when the attempt's start arrived in the
+-- same flush, its time (the start is then written here, not by mark_started: one row
+-- update fewer per task); 0 otherwise.
 WITH c AS (
     SELECT i.task_id, i.attempt, i.worker_id, o.output,
-           to_timestamp(i.finished_ms / 1000.0) AS finished_at
+           to_timestamp(i.finished_ms / 1000.0) AS finished_at,
+           CASE WHEN i.started_ms > 0 THEN to_timestamp(i.started_ms / 1000.0) END
+               AS started_at
     FROM unnest(%(task_ids)s::bigint[], %(attempts)s::int[], %(finished_ms)s::bigint[],
-                %(worker_ids)s::bigint[])
-         WITH ORDINALITY AS i(task_id, attempt, finished_ms, worker_id, n)
+                %(worker_ids)s::bigint[], %(started_ms)s::bigint[])
+         WITH ORDINALITY AS i(task_id, attempt, finished_ms, worker_id, started_ms, n)
     JOIN jsonb_array_elements(%(outputs)s::jsonb) WITH ORDINALITY AS o(output, n) USING (n)
 ),
 -- The DELETE returns what the UPDATE needs, so each step is one pass over the batch (a join
@@ -80,11 +84,11 @@ WITH c AS (
 ended AS (
     DELETE FROM task_runtime r USING c
     WHERE r.task_id = c.task_id AND r.attempt = c.attempt AND r.worker_id = c.worker_id
-    RETURNING r.task_id, c.output, c.finished_at
+    RETURNING r.task_id, c.output, c.finished_at, c.started_at
 )
 UPDATE task t
 SET status = 'COMPLETED', output = e.output, error = NULL, finished_at = e.finished_at,
-    started_at = coalesce(t.started_at, e.finished_at)
+    started_at = coalesce(t.started_at, e.started_at, e.finished_at)
 FROM ended e
 WHERE t.id = e.task_id
 RETURNING t.id, t.external_id, t.tenant_id, t.dag_id, t.task_name,

@@ -35,6 +35,25 @@ run_states_history = Many[RunStates, RunState]("run_states_history")
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedRunStates:
+    tenant_id: int
+    external_ids: str
+    """One array literal of canonical UUID text (``'{a,b}'``)."""
+
+
+class FinishedRunState(TypedDict):
+    """A finished run's outcome, its id as text (output as JSON text, error)."""
+
+    external_id: str
+    status: str
+    output: str | None
+    error: Any
+
+
+finished_run_states = Many[FinishedRunStates, FinishedRunState]("finished_run_states")
+
+
+@dataclass(frozen=True, slots=True)
 class RunResultsByIds:
     external_ids: list[uuid.UUID]
 

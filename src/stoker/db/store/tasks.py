@@ -80,6 +80,7 @@ class CompleteAttempts:
     outputs: str
     finished_ms: str
     worker_ids: str
+    started_ms: str
 
 
 class CompletedRun(TypedDict):

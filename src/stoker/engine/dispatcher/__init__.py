@@ -726,9 +726,20 @@ class Dispatcher(LoopService):
     ) -> list[task_store.CompletedRun]:
         """Writes starts, timeout refreshes and completions (each with the worker that
         reported it) in one transaction; the rows of the attempts that completed."""
-        started = [w for w in events if w[1].kind == pb.STARTED]
         refresh = [w for w in events if w[1].kind == pb.REFRESH_TIMEOUT]
         completed = [w for w in events if w[1].kind == pb.COMPLETED]
+        # A start that arrived with its attempt's completion is written by the completion
+        # (started_at in the same row update): one update of the task row fewer.
+        ending = {(e.task_id, e.attempt, w) for w, e in completed}
+        starts_with_end: dict[tuple[int, int, int], int] = {}
+        started: list[tuple[int, pb.TaskEvent]] = []
+        for w, e in events:
+            if e.kind != pb.STARTED:
+                continue
+            if (e.task_id, e.attempt, w) in ending:
+                starts_with_end[(e.task_id, e.attempt, w)] = _ms(e.at_ms)
+            else:
+                started.append((w, e))
         async with self._run_signals.transaction(self._db) as (tx, out):
             if started:
                 await task_store.mark_started(
@@ -753,7 +764,17 @@ class Dispatcher(LoopService):
             done = await self._attempts.complete(
                 tx,
                 out,
-                [Completion(e.task_id, e.attempt, e.output, _ms(e.at_ms), w) for w, e in completed],
+                [
+                    Completion(
+                        e.task_id,
+                        e.attempt,
+                        e.output,
+                        _ms(e.at_ms),
+                        w,
+                        starts_with_end.get((e.task_id, e.attempt, w), 0),
+                    )
+                    for w, e in completed
+                ],
                 progress=progress,
             )
         return done

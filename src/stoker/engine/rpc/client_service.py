@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -102,13 +104,20 @@ class ClientService(Servicer):
     async def AwaitRuns(
         self, request: pb.AwaitRunsRequest, caller: Principal
     ) -> pb.AwaitRunsResponse:
+        run_ids = list(request.run_ids)
+        # Results of finished runs: one read of the live tables, ids kept as text.
+        if all(map(CANONICAL_UUID.fullmatch, run_ids)) and run_ids:
+            rows = await self._watcher.finished_now(caller.tenant_id, run_ids)
+            if rows:
+                return results_response(rows, request.compact, [])
         try:
-            ids = [uuid.UUID(r) for r in request.run_ids]
+            ids = [uuid.UUID(r) for r in run_ids]
         except ValueError:
-            raise NotFoundError(f"not a run id: {list(request.run_ids)[:5]}") from None
+            raise NotFoundError(f"not a run id: {run_ids[:5]}") from None
         timeout = min(max(request.timeout_ms, 0), MAX_AWAIT_MS) / 1000
-        rows = await self._watcher.wait(caller.tenant_id, ids, timeout)
-        return pb.AwaitRunsResponse(results=[_result(r) for r in rows])
+        unknown: list[uuid.UUID] = []
+        waited = await self._watcher.wait(caller.tenant_id, ids, timeout, unknown)
+        return results_response(waited, request.compact, unknown)
 
     @rpc
     async def PutRateLimit(
@@ -363,6 +372,46 @@ def request_content(request: Message) -> bytes:
     """What a request key's fingerprint covers: the request as parsed, serialized the same
     way whatever client sent it."""
     return request.SerializeToString(deterministic=True)
+
+
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""A run id as the engine writes it (``str(uuid)``); others are parsed (and normalized)."""
+
+RESULTS_BUDGET_BYTES = 32 * 1024 * 1024
+"""Outputs carried by one ``AwaitRuns`` answer at most (always at least one run): the client
+asks again for the rest, and its receive limit (payload limit + 64 MiB) is never reached."""
+
+
+def results_response(
+    rows: Sequence[Mapping[str, Any]], compact: bool, unknown: Sequence[uuid.UUID]
+) -> pb.AwaitRunsResponse:
+    """The answer of ``AwaitRuns``: finished runs, as many as fit the budget. ``compact``
+    (the client asked so): completed runs as parallel lists of ids and outputs, which
+    protobuf builds and reads without a message per run (35 ms → 0.5 ms for 10,000)."""
+    resp = pb.AwaitRunsResponse(unknown_run_ids=[str(u) for u in unknown])
+    budget = RESULTS_BUDGET_BYTES
+    if compact:
+        ids: list[str] = []
+        outputs: list[bytes] = []
+        for row in rows:
+            output = row["output"]
+            budget -= len(output or "")
+            if budget < 0 and (ids or resp.results):
+                break
+            if row["status"] == "COMPLETED":
+                ids.append(str(row["external_id"]))
+                outputs.append(output.encode() if output is not None else b"")
+            else:
+                resp.results.append(_result(row))
+        resp.completed_run_ids.extend(ids)
+        resp.completed_outputs.extend(outputs)
+        return resp
+    for row in rows:
+        budget -= len(row["output"] or "")
+        if budget < 0 and resp.results:
+            break
+        resp.results.append(_result(row))
+    return resp
 
 
 def _result(row: Mapping[str, object]) -> pb.RunResult:

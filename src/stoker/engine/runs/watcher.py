@@ -172,12 +172,30 @@ class RunWatcher:
                 )
         return states
 
+    async def finished_now(
+        self, tenant_id: int, run_ids: list[str]
+    ) -> list[run_store.FinishedRunState]:
+        """The runs among ``run_ids`` (canonical UUID text) that are finished in the live
+        tables, in one statement and without waiting: the long poll's first read, which for
+        results of finished runs is the only one. Empty when none is (the caller then
+        :meth:`wait`s, which also looks in history and the inbox)."""
+        literal = "{" + ",".join(run_ids) + "}"
+        return await run_store.finished_run_states(
+            self._db, run_store.FinishedRunStates(tenant_id, literal)
+        )
+
     async def wait(
-        self, tenant_id: int, run_ids: list[uuid.UUID], timeout_s: float
+        self,
+        tenant_id: int,
+        run_ids: list[uuid.UUID],
+        timeout_s: float,
+        unknown: list[uuid.UUID] | None = None,
     ) -> list[run_store.RunState]:
         """The finished runs among ``run_ids``, waiting up to ``timeout_s`` for one to finish.
 
-        Raises NotFoundError when none of the ids is a run of this tenant.
+        Raises NotFoundError when none of the ids is a run of this tenant. ``unknown``: a
+        list that gets the ids that name no run when others do; then the call returns at
+        once (the caller can tell those apart without waiting for the others).
         """
         params = run_store.RunStates(tenant_id, run_ids)
         # Registered before the first read, so a run that ends meanwhile is not missed.
@@ -192,12 +210,15 @@ class RunWatcher:
             known = await self._states(params, aliases)
             if not known:
                 raise NotFoundError(f"no run with id {', '.join(map(str, run_ids[:5]))}")
+            if unknown is not None:
+                seen = {r["external_id"] for r in known} | set(aliases)
+                unknown.extend(i for i in dict.fromkeys(run_ids) if i not in seen)
             named = {v: k for k, v in aliases.items()}
             for target in named:  # deduplicated ids: wake on the run they answer with
                 self._waiters.setdefault(target, set()).add(waiter)
                 watched.append(target)
             done = [r for r in known if r["status"] in FINAL]
-            if done:
+            if done or unknown:
                 return done
             while (left := deadline - time.monotonic()) > 0:
                 try:
