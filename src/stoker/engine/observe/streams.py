@@ -210,13 +210,13 @@ class Streams(LoopService):
         return found["task_id"], attempt or found["attempt"]
 
     async def read(
-        self, tenant_id: int, task_id: int, attempt: int
+        self, tenant_id: int, task_id: int, attempt: int, after: int = 0
     ) -> AsyncGenerator[store.ChunkRow, None]:
-        """The attempt's chunks from the first, live until the attempt ends."""
+        """The attempt's chunks from the first (or the one after sequence number
+        ``after``: a client resuming), live until the attempt ends."""
         reader = _Reader(attempt)
         event = reader.event
         self._waiting.setdefault(task_id, set()).add(reader)
-        after = 0
         ended_at: float | None = None
         try:
             while True:

@@ -66,7 +66,7 @@ class ObserveService(Servicer):
     async def ReadStream(
         self, request: opb.ReadStreamRequest, caller: Principal
     ) -> AsyncIterator[opb.StreamChunk]:
-        chunks = await self._observe.stream(
+        _, chunks = await self._observe.stream(
             caller.tenant_id, run_uuid(request.run_id), request.attempt
         )
 
