@@ -129,6 +129,11 @@ class EngineSettings(BaseSettings):
     # the rest under task="_other".
     metrics_cache_s: float = 1.0
     metrics_max_series: int = 20_000
+    # Live streams (README "Logs, streams and run events"): how long stored chunks are kept
+    # for late readers, and how many bytes of one attempt's stream the engine stores
+    # (chunks past it are dropped, whatever the worker's own bound says).
+    stream_retention_s: float = 3600.0
+    stream_attempt_max_bytes: int = 64 * 1024 * 1024
     # Incoming webhooks (README "Webhooks"): the key their secrets are encrypted with
     # (AES-256-GCM; 32 bytes, base64), and earlier keys still accepted for reading, comma-
     # separated, while a rotation is under way (the engine re-encrypts under the current key
@@ -189,6 +194,11 @@ class EngineSettings(BaseSettings):
         if self.metrics_cache_s < 0 or self.metrics_max_series < 1:
             raise ConfigError(
                 "STOKER_METRICS_CACHE_S must be >= 0 and STOKER_METRICS_MAX_SERIES at least 1"
+            )
+        if self.stream_retention_s <= 0 or self.stream_attempt_max_bytes < 1:
+            raise ConfigError(
+                "STOKER_STREAM_RETENTION_S must be positive and STOKER_STREAM_ATTEMPT_MAX_BYTES "
+                "at least 1"
             )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError(
@@ -264,6 +274,13 @@ class ClientSettings(BaseSettings):
     # The Postgres schema of the engine's tables, for transactional enqueue
     # (run_no_wait(..., connection=conn) calls <schema_name>.enqueue_runs()).
     schema_name: str = "stoker"
+    # Workers (README "Logs, streams and run events"): what one attempt may log (lines,
+    # bytes, bytes a line) and stream (bytes), unless app.worker(...) or `stoker worker`
+    # options say otherwise.
+    log_max_lines: int = 1000
+    log_max_bytes: int = 1024 * 1024
+    log_line_max_bytes: int = 16 * 1024
+    stream_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def use_tls(self) -> bool:

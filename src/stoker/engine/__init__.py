@@ -163,6 +163,8 @@ class Engine:
             signals=self.signals,
             engine_id=self.engine_id,
             max_chunk_bytes=message_limit(s.max_payload_bytes),
+            stream_retention_s=s.stream_retention_s,
+            stream_attempt_max_bytes=s.stream_attempt_max_bytes,
         )
         self.dispatcher = Dispatcher(
             db,

@@ -56,6 +56,7 @@ class Observe:
         engine_id: str = "",
         max_chunk_bytes: int = 4 * 1024 * 1024,
         stream_retention_s: float = 3600.0,
+        stream_attempt_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._db = db
         self.logs = LogWriter(db)
@@ -64,6 +65,7 @@ class Observe:
             engine_id=engine_id,
             max_chunk_bytes=max_chunk_bytes,
             retention_s=stream_retention_s,
+            attempt_max_bytes=stream_attempt_max_bytes,
         )
         self.feed = RunFeed(db, signals)
         _OPEN.labels("stream").set_function(lambda: self.streams.subscribers)
