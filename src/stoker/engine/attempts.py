@@ -230,6 +230,7 @@ class Attempts:
                 json_array(c.output or b"null" for c in done),
                 int_array(c.at_ms for c in done),
                 int_array(c.reporter for c in done),
+                metrics.metadata_labels_on(),
             ),
         )
         _finished(out, rows)
@@ -334,6 +335,7 @@ class Attempts:
                     [e.kind for e in ends],
                     [e.reporter for e in ends],
                     self._max_requeues,
+                    metrics.metadata_labels_on(),
                 ),
             )
             finals = [r for r in rows if r["status"] != "QUEUED"]
