@@ -496,3 +496,31 @@ def test_run_events_and_logs_clients_that_reconnect_get_what_they_missed_once(
         assert http.get(f"/api/v1/runs/{uuid.uuid4()}/logs/follow").status_code == 404
         bad = http.get(lpath, headers={"last-event-id": "nonsense"})
         assert bad.status_code == 422
+
+
+def test_the_engines_stream_bound_and_retention(
+    engine_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """STOKER_STREAM_ATTEMPT_MAX_BYTES=20: of 8-byte chunks the engine stores two, and the
+    stream still ends; STOKER_STREAM_RETENTION_S=3: a few seconds later nothing is left to read."""
+    bounded = engine_factory(
+        env={"STOKER_STREAM_ATTEMPT_MAX_BYTES": "20", "STOKER_STREAM_RETENTION_S": "3"}
+    )
+    tenant = make_tenant(bounded)
+    worker = WorkerProcess(
+        "tests.apps.observe:app", tenant, bounded.db_url, tmp_path_factory.mktemp("wb"), "obs-b",
+        slots=4,
+    ).start()  # fmt: skip
+    app = tasks.declare(Stoker(address=bounded.grpc_address, token=tenant.token))
+    try:
+
+        async def read(run_id: str) -> list[str | bytes]:
+            return [c async for c in app.runs.stream(run_id)]
+
+        ref = app.tasks["stream_chunks"].run_no_wait({"n": 6, "delay": 0.01})
+        assert ref.result(timeout=30) == 6
+        assert asyncio.run(read(ref.run_id)) == ["token-0 ", "token-1 "]
+        wait_until(lambda: asyncio.run(read(ref.run_id)) == [], 15, "the chunks to be pruned")
+    finally:
+        app.close()
+        worker.kill()

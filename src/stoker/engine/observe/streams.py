@@ -143,10 +143,11 @@ class Streams(LoopService):
             self._work.set()
 
     async def run(self) -> None:
+        prune_every = min(60.0, self.retention_s / 2)
         while not self.stopping.is_set():
-            await self._work.wait(60.0)
+            await self._work.wait(prune_every)
             await self.flush()
-            if time.monotonic() - self._pruned_at >= min(60.0, self.retention_s / 2):
+            if time.monotonic() - self._pruned_at >= prune_every:
                 self._pruned_at = time.monotonic()
                 await self.prune()
         await self.flush()
