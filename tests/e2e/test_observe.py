@@ -524,3 +524,56 @@ def test_the_engines_stream_bound_and_retention(
     finally:
         app.close()
         worker.kill()
+
+
+def test_a_stream_and_a_watch_resume_on_the_next_engine_when_theirs_dies(
+    app: Stoker, engine: EngineProcess, tenant_m: Tenant, engine_factory: Any
+) -> None:
+    """A client with two engine addresses reads through the first; killed mid-read, it
+    resumes on the second after the last chunk (or event) it gave: nothing missed, nothing
+    twice."""
+
+    def through(replica: EngineProcess) -> Stoker:
+        return tasks.declare(
+            Stoker(
+                address=f"{replica.grpc_address},{engine.grpc_address}",
+                token=tenant_m.token,
+                connect_timeout=5,
+            )
+        )
+
+    async def read(there: Stoker, replica: EngineProcess, run_id: str) -> list[str | bytes]:
+        got: list[str | bytes] = []
+        async for chunk in there.runs.stream(run_id):
+            got.append(chunk)
+            if len(got) == 5:
+                replica.kill()
+        return got
+
+    async def watch(there: Stoker, replica: EngineProcess, run_id: str) -> list[tuple[str, int]]:
+        got: list[tuple[str, int]] = []
+        async for event in there.runs.events(run_id):
+            got.append((event.kind, event.attempt))
+            if len(got) == 2:
+                replica.kill()
+        return got
+
+    replica = engine_factory(engine.db_url)
+    there = through(replica)
+    try:
+        ref = app.tasks["stream_chunks"].run_no_wait({"n": 30, "delay": 0.05})
+        got = asyncio.run(read(there, replica, ref.run_id))
+        assert got == [f"token-{i} " for i in range(30)]
+    finally:
+        there.close()
+
+    replica = engine_factory(engine.db_url)
+    there = through(replica)
+    try:
+        run = app.tasks["fail_then_pass"].run_no_wait({"times": 1})
+        assert asyncio.run(watch(there, replica, run.run_id)) == [
+            ("queued", 0), ("assigned", 0), ("started", 0), ("retrying", 0),
+            ("queued", 1), ("assigned", 1), ("started", 1), ("finished", 1),
+        ]  # fmt: skip
+    finally:
+        there.close()

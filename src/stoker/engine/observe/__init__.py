@@ -166,8 +166,9 @@ class Observe:
     ) -> tuple[int, AsyncGenerator[store.ChunkRow, None]]:
         """A task run's stream (its current attempt's, or ``attempt``'s), from the chunk
         after sequence number ``after``, and the attempt read. The run is checked before
-        the first chunk: NotFoundError / InvalidRequestError at once."""
-        task_id, attempt = await self.streams.resolve(tenant_id, run_id, attempt)
+        the first chunk: NotFoundError / InvalidRequestError at once. Resuming (``after``
+        set), ``attempt`` is the attempt read before, 0 included (not "the latest")."""
+        task_id, attempt = await self.streams.resolve(tenant_id, run_id, attempt, after > 0)
         return attempt, self.streams.read(tenant_id, task_id, attempt, max(0, after))
 
     async def events(

@@ -220,9 +220,12 @@ class Streams(LoopService):
 
     # -- reading ------------------------------------------------------------------------
 
-    async def resolve(self, tenant_id: int, run_id: uuid.UUID, attempt: int) -> tuple[int, int]:
-        """``(task_id, attempt)`` of a task run's stream; NotFoundError for an unknown
-        run, InvalidRequestError for a workflow run or an attempt that never was."""
+    async def resolve(
+        self, tenant_id: int, run_id: uuid.UUID, attempt: int, exact: bool = False
+    ) -> tuple[int, int]:
+        """``(task_id, attempt)`` of a task run's stream (``attempt`` 0: the latest, unless
+        ``exact``); NotFoundError for an unknown run, InvalidRequestError for a workflow
+        run or an attempt that never was."""
         found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
         if found is None:
             raise NotFoundError(f"no run with id {run_id}")
@@ -234,7 +237,7 @@ class Streams(LoopService):
             raise InvalidRequestError(
                 f"run {run_id} has no attempt {attempt} (its latest is {found['attempt']})"
             )
-        return found["task_id"], attempt or found["attempt"]
+        return found["task_id"], attempt if exact else attempt or found["attempt"]
 
     async def read(
         self, tenant_id: int, task_id: int, attempt: int, after: int = 0
