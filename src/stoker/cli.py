@@ -689,12 +689,16 @@ def worker(
         typer.Option(help="Seconds running tasks get to finish on stop before being handed back."),
     ] = 30.0,
     log_max_lines: Annotated[
-        int, typer.Option(help="Log lines one attempt keeps (then a marker line).")
-    ] = 1000,
-    log_max_bytes: Annotated[int, typer.Option(help="Log bytes one attempt keeps.")] = 1048576,
+        int | None,
+        typer.Option(help="Log lines one attempt keeps, then a marker line (default 1000)."),
+    ] = None,
+    log_max_bytes: Annotated[
+        int | None, typer.Option(help="Log bytes one attempt keeps (default 1 MiB).")
+    ] = None,
     log_line_max_bytes: Annotated[
-        int, typer.Option(help="Bytes one log line keeps (then it is truncated).")
-    ] = 16384,
+        int | None,
+        typer.Option(help="Bytes one log line keeps, then it is truncated (default 16 KiB)."),
+    ] = None,
     health_port: Annotated[
         int | None,
         typer.Option(help="Serve /healthz, /readyz and /metrics (the worker's own) on this port."),

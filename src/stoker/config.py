@@ -131,6 +131,16 @@ class EngineSettings(BaseSettings):
     # the rest under task="_other".
     metrics_cache_s: float = 1.0
     metrics_max_series: int = 20_000
+    # Additional-metadata keys that label the runs_created/finished_by_metadata counters
+    # (comma-separated; none by default), and how many distinct values of one key are
+    # labelled before the rest count as "_other".
+    metrics_metadata_labels: str = ""
+    metrics_metadata_max_values: int = 100
+    # Live streams (README "Logs, streams and run events"): how long stored chunks are kept
+    # for late readers, and how many bytes of one attempt's stream the engine stores
+    # (chunks past it are dropped, whatever the worker's own bound says).
+    stream_retention_s: float = 3600.0
+    stream_attempt_max_bytes: int = 64 * 1024 * 1024
     # Incoming webhooks (README "Webhooks"): the key their secrets are encrypted with
     # (AES-256-GCM; 32 bytes, base64), and earlier keys still accepted for reading, comma-
     # separated, while a rotation is under way (the engine re-encrypts under the current key
@@ -192,6 +202,14 @@ class EngineSettings(BaseSettings):
             raise ConfigError(
                 "STOKER_METRICS_CACHE_S must be >= 0 and STOKER_METRICS_MAX_SERIES at least 1"
             )
+        self.metadata_label_keys()
+        if self.metrics_metadata_max_values < 1:
+            raise ConfigError("STOKER_METRICS_METADATA_MAX_VALUES must be at least 1")
+        if self.stream_retention_s <= 0 or self.stream_attempt_max_bytes < 1:
+            raise ConfigError(
+                "STOKER_STREAM_RETENTION_S must be positive and STOKER_STREAM_ATTEMPT_MAX_BYTES "
+                "at least 1"
+            )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError(
                 "TLS needs both STOKER_TLS_CERT_FILE and STOKER_TLS_KEY_FILE (one is missing)"
@@ -210,6 +228,24 @@ class EngineSettings(BaseSettings):
                 read_pem(path, what)
         self.webhook_keys()
         return self
+
+    def metadata_label_keys(self) -> list[str]:
+        """The metadata keys of STOKER_METRICS_METADATA_LABELS (ConfigError for one that
+        cannot be a Prometheus label name, or a label the counters have already)."""
+        keys = [k.strip() for k in self.metrics_metadata_labels.split(",") if k.strip()]
+        for key in keys:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}", key) or key.startswith("__"):
+                raise ConfigError(
+                    f"STOKER_METRICS_METADATA_LABELS: {key!r} cannot be a label name (letters, "
+                    "digits and _, not starting with a digit or __)"
+                )
+            if key in ("tenant", "task", "status"):
+                raise ConfigError(
+                    f"STOKER_METRICS_METADATA_LABELS: {key!r} is a label the counters have"
+                )
+        if len(set(keys)) != len(keys) or len(keys) > 10:
+            raise ConfigError("STOKER_METRICS_METADATA_LABELS: at most 10 distinct keys")
+        return keys
 
     def webhook_keys(self) -> list[bytes]:
         """The webhook secret keys, current first (empty: none configured); ConfigError for
@@ -268,6 +304,13 @@ class ClientSettings(BaseSettings):
     # The Postgres schema of the engine's tables, for transactional enqueue
     # (run_no_wait(..., connection=conn) calls <schema_name>.enqueue_runs()).
     schema_name: str = "stoker"
+    # Workers (README "Logs, streams and run events"): what one attempt may log (lines,
+    # bytes, bytes a line) and stream (bytes), unless app.worker(...) or `stoker worker`
+    # options say otherwise.
+    log_max_lines: int = 1000
+    log_max_bytes: int = 1024 * 1024
+    log_line_max_bytes: int = 16 * 1024
+    stream_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def use_tls(self) -> bool:

@@ -6,6 +6,7 @@ the tests trigger the tasks by name."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -105,6 +106,28 @@ def chatty(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
     for i in range(input["n"]):
         ctx.log(f"line {i} from {os.getpid()}", level="WARNING")
         ctx.put_stream(f"c{i}")
+    return {"pid": os.getpid()}
+
+
+@app.task(executor="process")
+def logs_in_subprocess(input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Logs through ``logging`` in a subprocess: the task's thread, a thread it starts, a
+    record with a traceback, one below the worker's level, and ctx.log in between."""
+    applog = logging.getLogger("app.proc")
+    applog.info("info %s", input["tag"])
+    ctx.log(f"ctx {input['tag']}")
+    applog.debug("debug %s", input["tag"])  # below the worker's INFO: not captured
+
+    def in_thread() -> None:
+        logging.getLogger("app.proc.thread").warning("thread %s", input["tag"])
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        applog.exception("failed %s", input["tag"])
     return {"pid": os.getpid()}
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,30 @@ def test_logs_and_stream_chunks_cross_from_the_subprocess(app: Stoker, worker: A
         return [c async for c in app.runs.stream(ref.run_id)]
 
     assert asyncio.run(chunks()) == ["c0", "c1", "c2"]
+
+
+def test_logging_records_in_a_subprocess_are_captured_like_a_threads(
+    app: Stoker, worker: Any
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ref = app.run_no_wait("logs_in_subprocess", {"tag": tag})
+    assert ref.result(timeout=60)["pid"] != worker.proc.pid
+    lines: list[Any] = []
+
+    def logged() -> bool:
+        lines[:] = app.runs.logs(ref.run_id)
+        return len(lines) >= 4
+
+    wait_until(logged, 20, "the subprocess's four log lines")
+    got = [(line.level, line.logger, line.message.splitlines()[0]) for line in lines]
+    assert got == [
+        ("INFO", "app.proc", f"info {tag}"),
+        ("INFO", "", f"ctx {tag}"),
+        ("WARNING", "app.proc.thread", f"thread {tag}"),
+        ("ERROR", "app.proc", f"failed {tag}"),
+    ]
+    assert "ValueError: boom" in lines[3].message and "Traceback" in lines[3].message
+    assert lines[0].at <= lines[3].at
 
 
 def test_thread_executor_and_worker_default(app: Stoker, worker: Any) -> None:

@@ -219,3 +219,71 @@ def test_worker_health_port_reports_a_blocked_loop(
     finally:
         app.close()
         worker.kill()
+
+
+def test_runs_counted_by_the_metadata_keys_named(
+    engine: EngineProcess, engine_factory: Any, worker_factory: Any
+) -> None:
+    """STOKER_METRICS_METADATA_LABELS=customer: runs created and finished are counted by
+    the customer in their metadata, at most two values (then _other); other keys are no
+    labels; without the setting there are no such series."""
+    from tests.conftest import make_tenant
+
+    labelled = engine_factory(
+        env={
+            "STOKER_METRICS_METADATA_LABELS": "customer",
+            "STOKER_METRICS_METADATA_MAX_VALUES": "2",
+        }
+    )
+    tenant = make_tenant(labelled)
+    app = client(tenant)
+    try:
+        worker_factory("tests.apps.basic:app", slots=8, engine=labelled, tenant=tenant)
+        greet = app.tasks["greet"]
+        refs = [
+            greet.run_no_wait(Greet(name="1"), additional_metadata={"customer": "acme", "x": 1}),
+            greet.run_no_wait(Greet(name="2"), additional_metadata={"customer": "acme"}),
+            greet.run_no_wait(Greet(name="3"), additional_metadata={"customer": "globex"}),
+            greet.run_no_wait(Greet(name="4"), additional_metadata={"customer": "initech"}),
+            greet.run_no_wait(Greet(name="5")),
+        ]
+        for ref in refs:
+            ref.result(timeout=30)
+        with pytest.raises(TaskRunError):
+            app.tasks["fails_hard"].run_no_wait(
+                Greet(name="x"), additional_metadata={"customer": "acme"}
+            ).result(timeout=30)
+
+        def by_customer() -> dict[tuple[str, str, str, str], float] | None:
+            text = httpx.get(labelled.http_url + "/metrics", timeout=10).text
+            out: dict[tuple[str, str, str, str], float] = {}
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    if s.name.endswith("_by_metadata_total"):
+                        assert set(s.labels) <= {"tenant", "task", "status", "customer"}
+                        key = (s.name, s.labels["task"], s.labels.get("status", ""))
+                        out[(*key, s.labels["customer"])] = s.value
+            finished = [k for k in out if k[0] == "stoker_runs_finished_by_metadata_total"]
+            return out if sum(out[k] for k in finished) >= 6 else None
+
+        got = wait_until(by_customer, 20, "the runs counted by customer")
+        created, finished = (
+            "stoker_runs_created_by_metadata_total",
+            ("stoker_runs_finished_by_metadata_total"),
+        )
+        assert got == {
+            (created, "greet", "", "acme"): 2,
+            (created, "greet", "", "globex"): 1,
+            (created, "greet", "", "_other"): 1,
+            (created, "greet", "", ""): 1,
+            (created, "fails_hard", "", "acme"): 1,
+            (finished, "greet", "COMPLETED", "acme"): 2,
+            (finished, "greet", "COMPLETED", "globex"): 1,
+            (finished, "greet", "COMPLETED", "_other"): 1,
+            (finished, "greet", "COMPLETED", ""): 1,
+            (finished, "fails_hard", "FAILED", "acme"): 1,
+        }
+        # An engine without the setting has no such series.
+        assert "_by_metadata" not in httpx.get(engine.http_url + "/metrics", timeout=10).text
+    finally:
+        app.close()

@@ -400,3 +400,180 @@ def test_a_stream_read_through_another_replica(
         return [c async for c in there.runs.stream(ref.run_id)]
 
     assert asyncio.run(read()) == [f"token-{i} " for i in range(10)]
+
+
+# -- resuming SSE with Last-Event-ID -------------------------------------------------------
+
+
+def _sse_with_ids(response: httpx.Response) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, event, data) of a Server-Sent Events response, as they arrive."""
+    ident, event = "", "message"
+    for line in response.iter_lines():
+        if line.startswith("id: "):
+            ident = line[4:]
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield ident, event, json.loads(line[6:])
+            ident, event = "", "message"
+
+
+def _read_some(http: httpx.Client, path: str, n: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The first ``n`` messages of an SSE endpoint; then the client disconnects."""
+    got: list[tuple[str, str, dict[str, Any]]] = []
+    with http.stream("GET", path) as resp:
+        for message in _sse_with_ids(resp):
+            got.append(message)
+            if len(got) == n:
+                break
+    return got
+
+
+def _resume(http: httpx.Client, path: str, last_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    with http.stream("GET", path, headers={"last-event-id": last_id}) as resp:
+        assert resp.status_code == 200, resp.read()
+        return list(_sse_with_ids(resp))
+
+
+def test_a_stream_client_that_reconnects_gets_what_it_missed_once(
+    app: Stoker, engine: EngineProcess, tenant_m: Tenant
+) -> None:
+    ref = app.tasks["stream_chunks"].run_no_wait({"n": 12, "delay": 0.05})
+    path = f"/api/v1/runs/{ref.run_id}/stream"
+    with _http(engine, tenant_m) as http:
+        first = _read_some(http, path, 3)  # live, while the task still streams
+        assert [(i, d["text"]) for i, _, d in first] == [
+            ("0.1", "token-0 "), ("0.2", "token-1 "), ("0.3", "token-2 "),
+        ]  # fmt: skip
+        rest = _resume(http, path, first[-1][0])
+        assert [d.get("text") for _, e, d in rest if e == "chunk"] == [
+            f"token-{i} " for i in range(3, 12)
+        ]
+        assert [i for i, e, _ in rest if e == "chunk"] == [f"0.{s}" for s in range(4, 13)]
+        assert rest[-1][1] == "end"
+        # After the last chunk: only the end.
+        assert _resume(http, path, rest[-2][0]) == [("", "end", {})]
+        bad = http.get(path, headers={"last-event-id": "nonsense"})
+        assert bad.status_code == 422 and "not a stream event id" in bad.text
+
+
+def test_run_events_and_logs_clients_that_reconnect_get_what_they_missed_once(
+    app: Stoker, engine: EngineProcess, tenant_m: Tenant
+) -> None:
+    ref = app.tasks["fail_then_pass"].run_no_wait({"times": 1})
+    path = f"/api/v1/runs/{ref.run_id}/events"
+    with _http(engine, tenant_m) as http:
+        first = _read_some(http, path, 2)
+        rest = _resume(http, path, first[-1][0])
+        assert rest[-1][1] == "end"
+        kinds = [(e, d["attempt"]) for _, e, d in first + rest[:-1]]
+        assert kinds == [
+            ("queued", 0), ("assigned", 0), ("started", 0), ("retrying", 0),
+            ("queued", 1), ("assigned", 1), ("started", 1), ("finished", 1),
+        ]  # fmt: skip
+        # Every id resumes right after its event, the run being over or not.
+        everything = first + rest[:-1]
+        for k in (0, 3, 6):
+            again = _resume(http, path, everything[k][0])
+            assert [(i, e) for i, e, _ in again[:-1]] == [(i, e) for i, e, _ in everything[k + 1 :]]
+        bad = http.get(path, headers={"last-event-id": "x.y"})
+        assert bad.status_code == 422 and "not a run-event id" in bad.text
+
+        # Logs: 10 lines; a follower that leaves after 4 and comes back gets the other 6.
+        tag = uuid.uuid4().hex[:8]
+        logged = app.tasks["log_async"].run_no_wait({"n": 5, "tag": tag})
+        logged.result(timeout=30)
+        _logs_of(app, logged.run_id, 10)
+        lpath = f"/api/v1/runs/{logged.run_id}/logs/follow"
+        head = _read_some(http, lpath, 4)
+        tail = _resume(http, lpath, head[-1][0])
+        assert tail[-1][1] == "end"
+        messages = [d["message"] for _, e, d in head + tail if e == "line"]
+        expected = [f"{tag} ctx line {i}" for i in range(5)]
+        expected += [f"{tag} logging line {i}" for i in range(5)]
+        assert sorted(messages) == sorted(expected)
+        assert len(messages) == 10
+        assert http.get(f"/api/v1/runs/{uuid.uuid4()}/logs/follow").status_code == 404
+        bad = http.get(lpath, headers={"last-event-id": "nonsense"})
+        assert bad.status_code == 422
+
+
+def test_the_engines_stream_bound_and_retention(
+    engine_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """STOKER_STREAM_ATTEMPT_MAX_BYTES=20: of 8-byte chunks the engine stores two, and the
+    stream still ends; STOKER_STREAM_RETENTION_S=3: a few seconds later nothing is left to read."""
+    bounded = engine_factory(
+        env={"STOKER_STREAM_ATTEMPT_MAX_BYTES": "20", "STOKER_STREAM_RETENTION_S": "3"}
+    )
+    tenant = make_tenant(bounded)
+    worker = WorkerProcess(
+        "tests.apps.observe:app", tenant, bounded.db_url, tmp_path_factory.mktemp("wb"), "obs-b",
+        slots=4,
+    ).start()  # fmt: skip
+    app = tasks.declare(Stoker(address=bounded.grpc_address, token=tenant.token))
+    try:
+
+        async def read(run_id: str) -> list[str | bytes]:
+            return [c async for c in app.runs.stream(run_id)]
+
+        ref = app.tasks["stream_chunks"].run_no_wait({"n": 6, "delay": 0.01})
+        assert ref.result(timeout=30) == 6
+        assert asyncio.run(read(ref.run_id)) == ["token-0 ", "token-1 "]
+        wait_until(lambda: asyncio.run(read(ref.run_id)) == [], 15, "the chunks to be pruned")
+    finally:
+        app.close()
+        worker.kill()
+
+
+def test_a_stream_and_a_watch_resume_on_the_next_engine_when_theirs_dies(
+    app: Stoker, engine: EngineProcess, tenant_m: Tenant, engine_factory: Any
+) -> None:
+    """A client with two engine addresses reads through the first; killed mid-read, it
+    resumes on the second after the last chunk (or event) it gave: nothing missed, nothing
+    twice."""
+
+    def through(replica: EngineProcess) -> Stoker:
+        return tasks.declare(
+            Stoker(
+                address=f"{replica.grpc_address},{engine.grpc_address}",
+                token=tenant_m.token,
+                connect_timeout=5,
+            )
+        )
+
+    async def read(there: Stoker, replica: EngineProcess, run_id: str) -> list[str | bytes]:
+        got: list[str | bytes] = []
+        async for chunk in there.runs.stream(run_id):
+            got.append(chunk)
+            if len(got) == 5:
+                replica.kill()
+        return got
+
+    async def watch(there: Stoker, replica: EngineProcess, run_id: str) -> list[tuple[str, int]]:
+        got: list[tuple[str, int]] = []
+        async for event in there.runs.events(run_id):
+            got.append((event.kind, event.attempt))
+            if len(got) == 2:
+                replica.kill()
+        return got
+
+    replica = engine_factory(engine.db_url)
+    there = through(replica)
+    try:
+        ref = app.tasks["stream_chunks"].run_no_wait({"n": 30, "delay": 0.05})
+        got = asyncio.run(read(there, replica, ref.run_id))
+        assert got == [f"token-{i} " for i in range(30)]
+    finally:
+        there.close()
+
+    replica = engine_factory(engine.db_url)
+    there = through(replica)
+    try:
+        run = app.tasks["fail_then_pass"].run_no_wait({"times": 1})
+        assert asyncio.run(watch(there, replica, run.run_id)) == [
+            ("queued", 0), ("assigned", 0), ("started", 0), ("retrying", 0),
+            ("queued", 1), ("assigned", 1), ("started", 1), ("finished", 1),
+        ]  # fmt: skip
+    finally:
+        there.close()

@@ -258,18 +258,24 @@ class ReadStreamRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     attempt: _builtins.int
     """The attempt whose stream to read (0: the run's current, or latest, attempt)."""
+    after_seq: _builtins.int
+    """Resuming: only the chunks after this sequence number, of exactly the attempt given
+    (0 then means the first attempt, not the latest).
+    """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        after_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "attempt", b"attempt", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -310,21 +316,25 @@ class WatchRunsRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     TASK_NAME_FIELD_NUMBER: _builtins.int
     ADDITIONAL_METADATA_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """One run (task run or workflow run), or else every run matching the filter below."""
     task_name: _builtins.str
     additional_metadata: _builtins.bytes
     """JSON object the runs' additional metadata must contain ("" or {}: any)."""
+    resume: _builtins.str
+    """Resuming a watch of one run: the cursor of the last event received."""
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         task_name: _builtins.str = ...,
         additional_metadata: _builtins.bytes = ...,
+        resume: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "run_id", b"run_id", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "resume", b"resume", "run_id", b"run_id", "task_name", b"task_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,6 +354,7 @@ class RunEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
     TASK_RUN_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     task_name: _builtins.str
     kind: _builtins.str
@@ -359,6 +370,8 @@ class RunEvent(_message.Message):
     at_ms: _builtins.int
     task_run_id: _builtins.str
     """The task run the event is about (a workflow run's step; the run itself otherwise)."""
+    cursor: _builtins.str
+    """A watch of one run: where it stands after this event (WatchRunsRequest.resume)."""
     def __init__(
         self,
         *,
@@ -372,10 +385,11 @@ class RunEvent(_message.Message):
         error: _builtins.str = ...,
         at_ms: _builtins.int = ...,
         task_run_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "error", b"error", "kind", b"kind", "run_id", b"run_id", "status", b"status", "task_name", b"task_name", "task_run_id", b"task_run_id", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "cursor", b"cursor", "error", b"error", "kind", b"kind", "run_id", b"run_id", "status", b"status", "task_name", b"task_name", "task_run_id", b"task_run_id", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -382,10 +382,10 @@ class Stoker:
         labels: dict[str, str | int] | None = None,
         tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
         grace: float = 30.0,
-        log_max_lines: int = 1000,
-        log_max_bytes: int = 1024 * 1024,
-        log_line_max_bytes: int = 16 * 1024,
-        stream_max_bytes: int = 64 * 1024 * 1024,
+        log_max_lines: int | None = None,
+        log_max_bytes: int | None = None,
+        log_line_max_bytes: int | None = None,
+        stream_max_bytes: int | None = None,
         capture_logging: bool = True,
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
@@ -404,7 +404,8 @@ class Stoker:
 
         Logs and streams (README "Logs, streams and run events"): ``log_max_lines``,
         ``log_max_bytes`` and ``log_line_max_bytes`` bound what one attempt logs,
-        ``stream_max_bytes`` what it streams; ``capture_logging=False`` leaves records of
+        ``stream_max_bytes`` what it streams (default: ``STOKER_LOG_MAX_LINES`` and so
+        on, else 1,000 lines, 1 MiB, 16 KiB and 64 MiB); ``capture_logging=False`` leaves records of
         the ``logging`` module out of the tasks' logs.
         ``health_port``: serve ``/healthz`` (503 once the event loop has been blocked for
         ``max_loop_block_s``), ``/readyz`` (connected to the engine) and ``/metrics`` (the

@@ -45,6 +45,7 @@ from stoker._proto import schedules_pb2 as spb
 from stoker._proto import webhooks_pb2 as hpb
 from stoker._proto import workflows_pb2 as wpb
 from stoker._sdk.transport import Transport, to_stoker_error
+from stoker.errors import EngineUnavailableError
 
 if TYPE_CHECKING:
     from stoker._sdk.context import Context
@@ -785,15 +786,25 @@ class TransportCalls(Interceptor):
 
     async def read_stream(self, request: opb.ReadStreamRequest) -> AsyncIterator[opb.StreamChunk]:
         transport = self._transport()
-        call = transport.aio_stubs().observe.ReadStream(request, metadata=transport.metadata)
-        async for chunk in _server_stream(call, transport):
-            yield chunk
+        address = transport.address
+        call = transport.aio_stubs(address).observe.ReadStream(request, metadata=transport.metadata)
+        try:
+            async for chunk in _server_stream(call, transport):
+                yield chunk
+        except EngineUnavailableError:
+            transport.next_address(after=address)  # the caller may resume on the next
+            raise
 
     async def watch_runs(self, request: opb.WatchRunsRequest) -> AsyncIterator[opb.RunEvent]:
         transport = self._transport()
-        call = transport.aio_stubs().observe.WatchRuns(request, metadata=transport.metadata)
-        async for event in _server_stream(call, transport):
-            yield event
+        address = transport.address
+        call = transport.aio_stubs(address).observe.WatchRuns(request, metadata=transport.metadata)
+        try:
+            async for event in _server_stream(call, transport):
+                yield event
+        except EngineUnavailableError:
+            transport.next_address(after=address)
+            raise
 
     def list_events(self, request: epb.ListEventsRequest) -> epb.ListEventsResponse:
         resp: epb.ListEventsResponse = self._transport().call(

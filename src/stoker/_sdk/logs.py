@@ -156,8 +156,9 @@ class AttemptLog:
         self._messages: list[str] = []
         self._at: list[int] = []
 
-    def add(self, level: int, message: str, logger: str = "") -> None:
-        """Keeps one line, unless the attempt's bound is reached (then counts it)."""
+    def add(self, level: int, message: str, logger: str = "", at_ms: int = 0) -> None:
+        """Keeps one line, unless the attempt's bound is reached (then counts it).
+        ``at_ms``: when it was logged (epoch ms; default now)."""
         if self.closed:
             return
         limits = self._limits
@@ -184,7 +185,7 @@ class AttemptLog:
             self._levels.append(level)
             self._loggers.append(logger)
             self._messages.append(message)
-            self._at.append(time.time_ns() // 1_000_000)
+            self._at.append(at_ms or time.time_ns() // 1_000_000)
             first = len(self._levels) == 1
         if first:
             self._shipping.mark(self)
@@ -322,6 +323,12 @@ def _start_with_attempt(self: threading.Thread) -> None:
 
         self.run = run_in_attempt  # type: ignore[method-assign]
     _original_start(self)
+
+
+def capturing() -> bool:
+    """Whether ``logging`` records are captured into attempts (a worker runs with
+    ``capture_logging``)."""
+    return _installed > 0
 
 
 def install_capture() -> None:

@@ -9,6 +9,7 @@ engine lets go of the subscription.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._core.wire import encode_json
 from stoker._proto import observe_pb2 as opb
+from stoker.errors import EngineUnavailableError
 
 if TYPE_CHECKING:
     from stoker._sdk.calls import Connection
@@ -130,14 +132,36 @@ def follow_logs(
         time.sleep(poll_s)
 
 
+RESUMES = 5
+"""Broken reads in a row (no chunk or event between them) a stream or a watch of one run
+resumes after, on the next engine address, before the error reaches the caller."""
+
+
+async def _pause(failures: int) -> None:
+    await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+
+
 async def read_stream(
     connection: Connection, run_id: str, attempt: int = 0
 ) -> AsyncIterator[str | bytes]:
     """The chunks of a task run's stream (its latest attempt's, or ``attempt``'s), from
-    the first, live until the attempt ends; str chunks come back as str."""
-    request = opb.ReadStreamRequest(run_id=run_id, attempt=attempt)
-    async for chunk in connection.calls.read_stream(request):
-        yield chunk.data.decode() if chunk.text else chunk.data
+    the first, live until the attempt ends; str chunks come back as str. A read broken by
+    an engine going away resumes (on the next engine address) after the last chunk given,
+    on the same attempt: nothing is missed or given twice."""
+    after = failures = 0
+    while True:
+        request = opb.ReadStreamRequest(run_id=run_id, attempt=attempt, after_seq=after)
+        try:
+            async for chunk in connection.calls.read_stream(request):
+                attempt = chunk.attempt or attempt
+                after, failures = chunk.seq, 0
+                yield chunk.data.decode() if chunk.text else chunk.data
+            return
+        except EngineUnavailableError:
+            failures += 1
+            if failures > RESUMES:
+                raise
+            await _pause(failures)
 
 
 async def watch_runs(
@@ -148,16 +172,34 @@ async def watch_runs(
     additional_metadata: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[RunEvent]:
     """Run events (see :class:`RunEvent`): of one run until it finishes, or of the runs
-    created from now on that match the filter, until the caller stops reading."""
-    request = opb.WatchRunsRequest(
-        run_id=run_id,
-        task_name=task_name or "",
-        additional_metadata=encode_json(dict(additional_metadata), "additional_metadata")
+    created from now on that match the filter, until the caller stops reading. A watch of
+    one run broken by an engine going away resumes (on the next engine address) after the
+    last event given."""
+    metadata = (
+        encode_json(dict(additional_metadata), "additional_metadata")
         if additional_metadata
-        else b"",
+        else b""
     )
-    async for event in connection.calls.watch_runs(request):
-        yield RunEvent.from_pb(event)
+    cursor = ""
+    failures = 0
+    while True:
+        request = opb.WatchRunsRequest(
+            run_id=run_id,
+            task_name=task_name or "",
+            additional_metadata=metadata,
+            resume=cursor,
+        )
+        given = False
+        try:
+            async for event in connection.calls.watch_runs(request):
+                cursor, failures, given = event.cursor, 0, True
+                yield RunEvent.from_pb(event)
+            return
+        except EngineUnavailableError:
+            failures += 1
+            if not run_id or failures > RESUMES or (given and not cursor):
+                raise
+            await _pause(failures)
 
 
 __all__ = ["LogLine", "RunEvent"]

@@ -55,11 +55,18 @@ class _Carries(Protocol):
     additional_metadata: bytes
 
 
-def with_trace_context(raw: bytes) -> bytes:
-    """``raw`` (a JSON object, or empty) with the current trace context added; unchanged
-    when there is no span to propagate or the metadata is not an object."""
+def current_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers (empty: no span to propagate)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
+    return carrier
+
+
+def with_trace_context(raw: bytes, carrier: dict[str, str] | None = None) -> bytes:
+    """``raw`` (a JSON object, or empty) with the current trace context (or ``carrier``)
+    added; unchanged when there is no span to propagate or the metadata is not an object."""
+    if carrier is None:
+        carrier = current_carrier()
     if not carrier:
         return raw
     meta = json.loads(raw) if raw else {}
@@ -112,8 +119,16 @@ class Tracing(Interceptor):
         with self._tracer.start_as_current_span(
             name, kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
+            # One context for the whole call; items with the same metadata (a run_many
+            # of one kind) get the same bytes, worked out once.
+            carrier = current_carrier()
+            done: dict[bytes, bytes] = {}
             for item in items:
-                item.additional_metadata = with_trace_context(item.additional_metadata)
+                raw = item.additional_metadata
+                out = done.get(raw)
+                if out is None:
+                    out = done[raw] = with_trace_context(raw, carrier)
+                item.additional_metadata = out
             yield span
 
     # -- producers ----------------------------------------------------------------------

@@ -98,6 +98,9 @@ class Engine:
         # local wake-ups after commit); the scheduler and the run watcher subscribe there.
         self.signals = Signals(self.engine_id)
         metrics.set_max_series(s.metrics_max_series)
+        metrics.set_metadata_labels(
+            s.metadata_label_keys(), s.metrics_metadata_max_values, s.metrics_max_series
+        )
         self.watcher = RunWatcher(db, self.signals)
         self.progression = Progression(db, self.signals)
         self.attempts = Attempts(db, self.signals, self.progression, max_requeues=s.max_requeues)
@@ -163,6 +166,8 @@ class Engine:
             signals=self.signals,
             engine_id=self.engine_id,
             max_chunk_bytes=message_limit(s.max_payload_bytes),
+            stream_retention_s=s.stream_retention_s,
+            stream_attempt_max_bytes=s.stream_attempt_max_bytes,
         )
         self.dispatcher = Dispatcher(
             db,

@@ -234,6 +234,7 @@ class Attempts:
                 int_array(c.at_ms for c in done),
                 int_array(c.reporter for c in done),
                 int_array(c.started_ms for c in done),
+                metrics.metadata_labels_on(),
             ),
         )
         _finished(out, rows)
@@ -338,6 +339,7 @@ class Attempts:
                     [e.kind for e in ends],
                     [e.reporter for e in ends],
                     self._max_requeues,
+                    metrics.metadata_labels_on(),
                 ),
             )
             finals = [r for r in rows if r["status"] != "QUEUED"]

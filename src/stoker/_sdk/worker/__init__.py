@@ -34,6 +34,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from stoker._core.loop import run as run_loop
 from stoker._proto import engine_pb2 as pb
 from stoker._sdk.dependencies import enter_lifespan, lifespan_manager
@@ -52,12 +54,21 @@ from stoker._sdk.worker.health import Gauges, HealthServer
 from stoker._sdk.worker.heartbeat import Heartbeat
 from stoker._sdk.worker.runtime import Attempt, Runtime
 from stoker._sdk.worker.session import Identity, Lifecycle, Outbox, Session
-from stoker.errors import DeclarationError
+from stoker.config import ClientSettings
+from stoker.errors import ConfigError, DeclarationError
 
 if TYPE_CHECKING:
     from stoker._sdk.app import Stoker
 
 log = logging.getLogger("stoker.worker")
+
+
+def worker_settings() -> ClientSettings:
+    """The ``STOKER_*`` settings a worker reads from the environment (its bounds)."""
+    try:
+        return ClientSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid worker settings: {exc}") from None
 
 
 class Worker:
@@ -73,10 +84,10 @@ class Worker:
         labels: dict[str, str | int] | None = None,
         tasks: list[Task[Any, Any]] | None = None,
         grace: float = 30.0,
-        log_max_lines: int = 1000,
-        log_max_bytes: int = 1024 * 1024,
-        log_line_max_bytes: int = 16 * 1024,
-        stream_max_bytes: int = 64 * 1024 * 1024,
+        log_max_lines: int | None = None,
+        log_max_bytes: int | None = None,
+        log_line_max_bytes: int | None = None,
+        stream_max_bytes: int | None = None,
         capture_logging: bool = True,
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
@@ -105,11 +116,14 @@ class Worker:
         self.durable_slots = durable_slots
         self.labels = _check_labels(name, labels or {})
         self.grace = grace
+        env = worker_settings()
         self.log_limits = LogLimits(
-            max_lines=log_max_lines,
-            max_bytes=log_max_bytes,
-            line_max_bytes=log_line_max_bytes,
-            stream_max_bytes=stream_max_bytes,
+            max_lines=env.log_max_lines if log_max_lines is None else log_max_lines,
+            max_bytes=env.log_max_bytes if log_max_bytes is None else log_max_bytes,
+            line_max_bytes=(
+                env.log_line_max_bytes if log_line_max_bytes is None else log_line_max_bytes
+            ),
+            stream_max_bytes=env.stream_max_bytes if stream_max_bytes is None else stream_max_bytes,
         ).check(name)
         """What one attempt may log (lines, bytes, bytes a line) and stream (bytes)."""
         self.capture_logging = capture_logging

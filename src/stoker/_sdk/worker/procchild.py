@@ -17,6 +17,9 @@ Subprocess to worker:
 
 * ``("done", call_id, "ok", output_json)`` or ``("done", call_id, "error", type,
   message, traceback, retryable, retry_after_ms)``;
+* ``("logs", call_id, levels, loggers, messages, at_ms)`` — lines the attempt logged
+  (``ctx.log``, and ``logging`` records while capture is on: ``about["log_level"]`` is the
+  worker's root level, None for no capture), batched by :class:`LogBuffer`;
 * ``("call", request_id, call_id, target, method, args, kwargs)`` — a call forwarded to
   the attempt's objects in the worker, ``target`` being ``"ctx"`` (the worker's
   :class:`~stoker.Context`) or ``"state"`` (its ``AttemptState``). This is the one
@@ -33,9 +36,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import queue
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
@@ -44,6 +49,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from stoker._sdk.context import AttemptState, Context, current_context
+from stoker._sdk.logs import LEVELS, level_of
 from stoker.errors import NonRetryableError, RetryAfter
 
 
@@ -78,6 +84,91 @@ class Channel:
         self._replies.put(message)
 
 
+SEND_LOGS_EVERY_S = 0.1
+"""How long a line logged in a subprocess waits at most before it is sent."""
+
+
+class LogBuffer(logging.Handler):
+    """The lines the running attempt logs in this subprocess: ``ctx.log`` lines, and the
+    ``logging`` records of any thread while capture is on. One attempt runs at a time in
+    a subprocess, so the attempt a record belongs to is simply the one running. Lines go
+    to the worker in one ``logs`` message every SEND_LOGS_EVERY_S and before ``done``."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self.call_id: int | None = None
+        self.capture = False
+        self._lines: tuple[list[int], list[str], list[str], list[int]] = ([], [], [], [])
+        self._wake = threading.Event()
+        threading.Thread(target=self._sender, name="stoker-subprocess-logs", daemon=True).start()
+
+    def start(self, call_id: int, level: int | None) -> None:
+        root = logging.getLogger()
+        if level is not None:
+            root.setLevel(level)
+            if self not in root.handlers:
+                root.addHandler(self)
+        self.capture = level is not None
+        with self._lock:
+            self.call_id = call_id
+
+    def add(self, level: int, message: str, logger: str) -> None:
+        with self._lock:
+            if self.call_id is None:
+                return  # between attempts (a thread that outlived its attempt)
+            levels, loggers, messages, at = self._lines
+            levels.append(level)
+            loggers.append(logger)
+            messages.append(message)
+            at.append(time.time_ns() // 1_000_000)
+            first = len(levels) == 1
+        if first:
+            self._wake.set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.capture or self.call_id is None:
+            return
+        try:
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[0] is not None:
+                message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+        except Exception:
+            self.handleError(record)
+            return
+        self.add(record.levelno, message, record.name)
+
+    def flush(self) -> None:
+        """Sends what waits (the caller's thread). One flush at a time, so that the lines
+        the sender thread took are sent before ``finish`` returns (and ``done`` follows)."""
+        with self._flushing:
+            with self._lock:
+                if not self._lines[0] or self.call_id is None:
+                    return
+                lines, self._lines = self._lines, ([], [], [], [])
+                call_id = self.call_id
+            self._channel.send(("logs", call_id, *lines))
+
+    def finish(self) -> None:
+        """The attempt ended: what it logged goes out (before its ``done``)."""
+        self.flush()
+        with self._lock:
+            self.call_id = None
+            self._lines = ([], [], [], [])
+
+    def _sender(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(SEND_LOGS_EVERY_S)  # lines gather into one message
+            self._wake.clear()
+            try:
+                self.flush()
+            except (OSError, ValueError):
+                return  # the pipe is gone: the subprocess is exiting
+
+
 class ProcessContext(Context):
     """The :class:`~stoker.Context` of a task running in a subprocess.
 
@@ -88,15 +179,23 @@ class ProcessContext(Context):
     attempt state's callbacks, so they also keep the local deadline and flag right.
     """
 
-    FORWARDED: ClassVar[frozenset[str]] = frozenset({"log", "put_stream"})
+    FORWARDED: ClassVar[frozenset[str]] = frozenset({"put_stream"})
     """Context methods run whole in the worker (a method that only reports to the engine
-    and has no local state belongs here): a log line and a stream chunk join the attempt's
-    log and stream in the worker, bounded and batched as for any task."""
+    and has no local state belongs here): a stream chunk joins the attempt's stream in the
+    worker, bounded and batched as for any task. ``ctx.log`` lines are batched here
+    (:class:`LogBuffer`) and join the attempt's log in the worker."""
 
-    def __init__(self, channel: Channel, call_id: int, **about: Any) -> None:
+    def __init__(self, channel: Channel, call_id: int, logs: LogBuffer, **about: Any) -> None:
         super().__init__(**about)
         self._channel = channel
         self._call_id = call_id
+        self._logs = logs
+
+    def log(self, message: str, level: str | int = "INFO") -> None:
+        number = LEVELS.get(level) if isinstance(level, str) else None
+        if number is None:
+            number = level_of(level)
+        self._logs.add(number, str(message), "")
 
     def __getattribute__(self, name: str) -> Any:
         if name in type(self).FORWARDED:
@@ -172,6 +271,7 @@ def _outcome(call_id: int, task: Any, raw: bytes, is_step: bool, ctx: Context) -
 def child_main(conn: Connection) -> None:
     """The subprocess's main function: serves attempts until the pipe closes."""
     channel = Channel(conn)
+    logs = LogBuffer(channel)
     runs: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
     running: dict[int, AttemptState] = {}
 
@@ -199,6 +299,7 @@ def child_main(conn: Connection) -> None:
     while (message := runs.get()) is not None:
         _, call_id, module, qualname, task_name, raw, is_step, about = message
         deadline = about.pop("deadline")
+        logs.start(call_id, about.pop("log_level", None))
         state = AttemptState(
             on_refresh=functools.partial(channel.call, call_id, "state", "refresh"),
             on_release_slot=functools.partial(channel.call, call_id, "state", "release_slot"),
@@ -210,10 +311,11 @@ def child_main(conn: Connection) -> None:
             key = (module, qualname, task_name)
             if key not in tasks:
                 tasks[key] = _locate(module, qualname, task_name)
-            ctx = ProcessContext(channel, call_id, state=state, **about)
+            ctx = ProcessContext(channel, call_id, logs, state=state, **about)
             done = _outcome(call_id, tasks[key], raw, is_step, ctx)
         except Exception as exc:  # the task could not be found or its context not made
             done = ("done", call_id, "error", type(exc).__name__, str(exc), "", True, 0)
         finally:
             running.pop(call_id, None)
+            logs.finish()
         channel.send(done)

@@ -19,6 +19,10 @@ process it runs on its own core and can really be stopped.
 * **Crashes.** If the subprocess dies while running an attempt (``os._exit``, a
   segfault, the OOM killer), the attempt fails with :class:`~stoker.SubprocessCrashedError`
   naming the signal or exit code, and is retried like any failure; the worker goes on.
+* **Logs.** ``ctx.log`` and, when the worker captures ``logging`` records, the records
+  emitted in the subprocess while an attempt runs (from any of its threads; the root
+  logger takes the worker's level) travel in batches (``("logs", ...)`` messages, at most
+  every 0.1 s and before the attempt's result) and join the attempt's log here.
 * **Context calls.** ``ctx.refresh_timeout``, ``ctx.release_slot`` and any method listed
   in :attr:`~.procchild.ProcessContext.FORWARDED` are forwarded over the pipe and run on
   the attempt's real context here, on the event loop.
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from stoker._sdk.context import Context
 from stoker._sdk.execution import Target
+from stoker._sdk.logs import capturing
 from stoker._sdk.worker.procchild import child_main
 from stoker.errors import SubprocessCrashedError
 
@@ -156,6 +161,18 @@ class Subprocess:
                     self.waiting.set_result(message)
         elif message[0] == "call":
             self._forwarded(message)
+        elif message[0] == "logs":
+            self._logged(message)
+
+    def _logged(self, message: tuple[Any, ...]) -> None:
+        """Lines the running attempt logged in the subprocess (``ctx.log`` and ``logging``
+        records), added to its log here as if logged in the worker."""
+        _, call_id, levels, loggers, texts, at = message
+        target = self.ctx.state.log if self.ctx is not None else None
+        if target is None or call_id != self.call_id:
+            return
+        for level, logger, text, ms in zip(levels, loggers, texts, at, strict=True):
+            target.add(level, text, logger, ms)
 
     def _forwarded(self, message: tuple[Any, ...]) -> None:
         _, request, call_id, target, method, args, kwargs = message
@@ -296,7 +313,9 @@ class ProcessPool:
         proc.ctx = ctx
         message = ("run", call_id, target.module, target.qualname, task.name, raw_input)
         try:
-            proc.send((*message, is_step, {**about, "deadline": ctx.state.deadline}))
+            level = logging.getLogger().getEffectiveLevel() if capturing() else None
+            about = {**about, "deadline": ctx.state.deadline, "log_level": level}
+            proc.send((*message, is_step, about))
             # Shielded: a cancelled attempt leaves the reply to _abandon's grace period.
             done = await asyncio.shield(proc.waiting)
         except asyncio.CancelledError:

@@ -3,16 +3,26 @@
 
 -- name: insert_logs
 -- Stores batches of log lines, one row per batch, in the order given. The lines of every
--- batch are concatenated in %(levels)s, %(loggers)s, %(messages)s and %(ats)s (epoch ms);
--- batch n holds positions los[n]..his[n] (from 1) and was logged by attempt attempts[n]
--- of task tasks[n] of tenant tenants[n]. Each distinct task is looked up once for its run,
--- task-run id and name (in the live tables or in history); lines of a task that no
--- longer exists are dropped.
+-- batch are concatenated in %(levels)s, %(loggers)s, %(messages)s and %(ats)s (epoch ms),
+-- JSON arrays; batch n holds positions los[n]..his[n] (from 1) and was logged by attempt
+-- attempts[n] of task tasks[n] of tenant tenants[n]. Each distinct task is looked up once
+-- for its run, task-run id and name (in the live tables or in history); lines of a task
+-- that no longer exists are dropped.
 WITH g AS (
     SELECT *
     FROM unnest(%(tenants)s::bigint[], %(tasks)s::bigint[], %(attempts)s::int[],
                 %(los)s::int[], %(his)s::int[], %(max_levels)s::smallint[])
          WITH ORDINALITY AS g(tenant_id, task_id, attempt, lo, hi, max_level, n)
+),
+a AS (
+    SELECT ARRAY(SELECT x::smallint FROM json_array_elements_text(%(levels)s::json)
+                 WITH ORDINALITY AS e(x, i) ORDER BY i) AS levels,
+           ARRAY(SELECT x FROM json_array_elements_text(%(loggers)s::json)
+                 WITH ORDINALITY AS e(x, i) ORDER BY i) AS loggers,
+           ARRAY(SELECT x FROM json_array_elements_text(%(messages)s::json)
+                 WITH ORDINALITY AS e(x, i) ORDER BY i) AS messages,
+           ARRAY(SELECT x::bigint FROM json_array_elements_text(%(ats)s::json)
+                 WITH ORDINALITY AS e(x, i) ORDER BY i) AS ats
 ),
 runs AS (
     SELECT i.tenant_id, i.task_id, r.run_id, r.task_run_id, r.task_name
@@ -29,10 +39,10 @@ runs AS (
 INSERT INTO task_log (tenant_id, task_id, run_id, task_run_id, task_name, attempt,
                       max_level, levels, loggers, messages, logged_at)
 SELECT g.tenant_id, g.task_id, r.run_id, r.task_run_id, r.task_name, g.attempt, g.max_level,
-       (%(levels)s::smallint[])[g.lo:g.hi], (%(loggers)s::text[])[g.lo:g.hi],
-       (%(messages)s::text[])[g.lo:g.hi], (%(ats)s::bigint[])[g.lo:g.hi]
+       a.levels[g.lo:g.hi], a.loggers[g.lo:g.hi], a.messages[g.lo:g.hi], a.ats[g.lo:g.hi]
 FROM g
 JOIN runs r ON r.task_id = g.task_id AND r.tenant_id = g.tenant_id
+CROSS JOIN a
 ORDER BY g.n;
 
 -- name: relaxed_commit

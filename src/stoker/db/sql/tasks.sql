@@ -92,7 +92,8 @@ SET status = 'COMPLETED', output = e.output, error = NULL, finished_at = e.finis
 FROM ended e
 WHERE t.id = e.task_id
 RETURNING t.id, t.external_id, t.tenant_id, t.dag_id, t.task_name,
-          extract(epoch FROM t.finished_at - t.started_at)::float8 AS run_s;
+          extract(epoch FROM t.finished_at - t.started_at)::float8 AS run_s,
+          CASE WHEN %(with_metadata)s THEN t.additional_metadata END AS metadata;
 
 -- name: fail_attempts
 -- Ends attempts as failed and decides, per attempt, between a retry and a final failure.
@@ -161,7 +162,8 @@ SET status = CASE WHEN d.retry THEN 'QUEUED' ELSE 'FAILED' END,
 FROM decided d, requeued
 WHERE t.id = d.id
 RETURNING t.id, t.external_id, t.tenant_id, t.status, d.worker_id, d.attempt, t.dag_id,
-          t.task_name, d.kind, extract(epoch FROM now() - d.started_at)::float8 AS run_s;
+          t.task_name, d.kind, extract(epoch FROM now() - d.started_at)::float8 AS run_s,
+          CASE WHEN %(with_metadata)s THEN t.additional_metadata END AS metadata;
 
 -- name: expire_schedule_timeouts
 -- Cancels queued attempts that waited for a worker longer than their schedule timeout.

@@ -23,10 +23,12 @@ class InsertLogs:
     los: list[int]
     his: list[int]
     max_levels: list[int]
-    levels: list[int]
-    loggers: list[str]
-    messages: list[str]
-    ats: list[int]
+    levels: str
+    """The lines' fields as JSON arrays: psycopg adapts a Python list element by element
+    (microseconds a line), json.dumps in C."""
+    loggers: str
+    messages: str
+    ats: str
 
 
 insert_logs = Exec[InsertLogs]("insert_logs")

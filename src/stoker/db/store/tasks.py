@@ -81,6 +81,8 @@ class CompleteAttempts:
     finished_ms: str
     worker_ids: str
     started_ms: str
+    with_metadata: bool = False
+    """Return each run's additional metadata (for metrics labelled by metadata)."""
 
 
 class CompletedRun(TypedDict):
@@ -92,6 +94,7 @@ class CompletedRun(TypedDict):
     dag_id: int | None
     task_name: str
     run_s: float | None
+    metadata: dict[str, Any] | None
 
 
 complete_attempts = Many[CompleteAttempts, CompletedRun]("complete_attempts")
@@ -108,6 +111,7 @@ class FailAttempts:
     kinds: list[str]
     reporters: list[int | None]
     max_requeues: int
+    with_metadata: bool = False
 
 
 class FailedAttempt(TypedDict):
@@ -123,6 +127,7 @@ class FailedAttempt(TypedDict):
     task_name: str
     kind: str
     run_s: float | None
+    metadata: dict[str, Any] | None
 
 
 fail_attempts = Many[FailAttempts, FailedAttempt]("fail_attempts")

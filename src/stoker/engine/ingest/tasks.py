@@ -69,6 +69,9 @@ async def write_task_runs(
         await rate_limit_store.ensure_dynamic_rate_limits(tx, dynamic)
     await task_store.insert_tasks.send(tx, params)
     out.after_commit(lambda: metrics.created(tenant_id, params.task_names))
+    if metrics.metadata_labels_on():
+        labelled = [(r.item.task_name, r.item.additional_metadata) for r in runs]
+        out.after_commit(lambda: metrics.created_with_metadata(tenant_id, labelled))
     return _gated(params)
 
 

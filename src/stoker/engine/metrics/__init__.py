@@ -13,7 +13,9 @@ Two kinds of numbers, kept apart on purpose (docs/metrics.md):
 
 Label cardinality is bounded: labels are the tenant id and the task name, never a run id;
 past ``max_series`` distinct (tenant, task) pairs in one process, further task names are
-counted under ``task="_other"`` (:func:`task_labels`).
+counted under ``task="_other"`` (:func:`task_labels`). Additional metadata becomes a label
+only for the keys the operator names (``STOKER_METRICS_METADATA_LABELS``), in two counters
+of their own (:class:`MetadataCounter`), each key's distinct values bounded.
 
 Why not ``prometheus_client``'s labelled metrics for the per-task series: its exposition
 costs ~15 µs a sample, so 10,000 task names (each with a ``_created`` sample besides)
@@ -29,6 +31,7 @@ scheduler, dispatcher, :mod:`stoker.engine.attempts`) add one line each.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -214,12 +217,108 @@ INGEST_BATCH = Histogram(
 )
 
 
+class MetadataCounter:
+    """Runs counted by (tenant, task, status) and the values of the metadata keys the
+    engine was told to label by (``STOKER_METRICS_METADATA_LABELS``), bounded: at most
+    ``max_values`` distinct values of one key (then ``_other``) and ``max_series`` series
+    (then every key's value is ``_other``). A run without the key has the value ``""``."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name + "_total"
+        self.help = help_text
+        self.keys: tuple[str, ...] = ()
+        self.max_values = 100
+        self.max_series = 20_000
+        self._values: dict[str, set[str]] = {}
+        self.values: dict[tuple[str, ...], int] = {}
+        self._text: dict[tuple[str, ...], str] = {}
+
+    def configure(self, keys: Iterable[str], max_values: int, max_series: int) -> None:
+        self.keys = tuple(keys)
+        self.max_values = max_values
+        self.max_series = max_series
+        self._values = {k: set() for k in self.keys}
+
+    def _value(self, key: str, value: Any) -> str:
+        if value is None:
+            return ""
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        seen = self._values[key]
+        if text in seen:
+            return text
+        if len(seen) >= self.max_values:
+            return OTHER
+        seen.add(text)
+        return text
+
+    def inc(self, tenant_id: int, task_name: str, status: str, metadata: Any) -> None:
+        if not isinstance(metadata, dict):
+            metadata = {}
+        tenant, task = task_labels(tenant_id, task_name)
+        key = (tenant, task, status, *(self._value(k, metadata.get(k)) for k in self.keys))
+        if key not in self.values:
+            if len(self.values) >= self.max_series:
+                key = (tenant, task, status, *(OTHER for _ in self.keys))
+            if key not in self._text:
+                labels = [f'tenant="{tenant}"', f'task="{escape(task)}"']
+                if status:
+                    labels.append(f'status="{status}"')
+                labels += [f'{k}="{escape(v)}"' for k, v in zip(self.keys, key[3:], strict=True)]
+                self._text[key] = ",".join(labels)
+        self.values[key] = self.values.get(key, 0) + 1
+
+    def render(self, tenant: str | None, out: list[str]) -> None:
+        if not self.keys:
+            return
+        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n")
+        text, name = self._text, self.name
+        out.extend(
+            f"{name}{{{text[k]}}} {v}\n"
+            for k, v in list(self.values.items())
+            if tenant is None or k[0] == tenant
+        )
+
+
+CREATED_BY_METADATA = MetadataCounter(
+    "stoker_runs_created_by_metadata",
+    "Task runs created, by the additional-metadata keys named in STOKER_METRICS_METADATA_LABELS.",
+)
+FINISHED_BY_METADATA = MetadataCounter(
+    "stoker_runs_finished_by_metadata",
+    "Runs that completed (status COMPLETED) or failed for good (FAILED), by the "
+    "additional-metadata keys named in STOKER_METRICS_METADATA_LABELS.",
+)
+
+
+def set_metadata_labels(keys: Iterable[str], max_values: int, max_series: int) -> None:
+    """Labels run counts by these metadata keys (engine config; none: no such series)."""
+    for counter in (CREATED_BY_METADATA, FINISHED_BY_METADATA):
+        counter.configure(keys, max_values, max_series)
+
+
+def metadata_labels_on() -> bool:
+    """Whether runs are counted by metadata (the finishing queries then return it)."""
+    return bool(CREATED_BY_METADATA.keys)
+
+
+def created_with_metadata(tenant_id: int, runs: Iterable[tuple[str, bytes | str]]) -> None:
+    """Runs created, as (task name, additional metadata JSON); only while labels are on."""
+    for name, raw in runs:
+        try:
+            metadata = json.loads(raw) if raw else {}
+        except ValueError:
+            metadata = {}
+        CREATED_BY_METADATA.inc(tenant_id, name, "", metadata)
+
+
 def render(tenant_id: int | None = None) -> str:
     """The per-task instruments in the Prometheus text format (one tenant's, or all)."""
     tenant = None if tenant_id is None else str(tenant_id)
     out: list[str] = []
     for metric in TASK_METRICS:
         metric.render(tenant, out)
+    CREATED_BY_METADATA.render(tenant, out)
+    FINISHED_BY_METADATA.render(tenant, out)
     return "".join(out)
 
 
@@ -259,19 +358,29 @@ def started(tenant_id: int, task_name: str, wait_s: float | None) -> None:
 
 def succeeded(rows: Iterable[Mapping[str, Any]]) -> None:
     """Attempts that completed (rows of ``complete_attempts``)."""
+    by_metadata = metadata_labels_on()
     for r in rows:
         labels = task_labels(int(r["tenant_id"]), r["task_name"])
         SUCCEEDED.inc(labels)
         if r.get("run_s") is not None:
             RUN_DURATION.observe(labels, max(0.0, float(r["run_s"])))
+        if by_metadata:
+            FINISHED_BY_METADATA.inc(
+                int(r["tenant_id"]), r["task_name"], "COMPLETED", r.get("metadata")
+            )
 
 
 def ended(rows: Iterable[Mapping[str, Any]]) -> None:
     """Attempts that ended without success (rows of ``fail_attempts``: their kind, and the
     run's status after it, QUEUED when retried)."""
+    by_metadata = metadata_labels_on()
     for r in rows:
         labels = task_labels(int(r["tenant_id"]), r["task_name"])
         kind, retried = r["kind"], r["status"] == "QUEUED"
+        if by_metadata and not retried:
+            FINISHED_BY_METADATA.inc(
+                int(r["tenant_id"]), r["task_name"], "FAILED", r.get("metadata")
+            )
         if kind == "TIMED_OUT":
             TIMED_OUT.inc(labels)
         if kind in ("FAILED", "TIMED_OUT"):

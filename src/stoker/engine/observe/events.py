@@ -25,7 +25,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from stoker._core.status import FINAL
 from stoker.db import Executor
 from stoker.db.store import observe as store
 from stoker.engine.signals import Signals
-from stoker.errors import NotFoundError
+from stoker.errors import InvalidRequestError, NotFoundError
 
 MAX_FOLLOWED = 10_000
 """A filtered watch follows at most this many unfinished runs at once."""
@@ -53,6 +53,9 @@ class RunEventOut:
     worker_id: str = ""
     worker_name: str = ""
     error: str = ""
+    cursor: str = ""
+    """Where a watch of one run stands after this event (the SSE event id): resuming
+    from it gives the events after it."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,17 @@ def _error_text(doc: Mapping[str, Any] | None) -> str:
     if not doc:
         return ""
     return f"{doc.get('type') or 'Error'}: {doc.get('message') or ''}"
+
+
+def parse_cursor(cursor: str) -> list[int]:
+    """A run-event cursor (``RunEventOut.cursor``) as per-task-run counts; InvalidRequestError
+    for anything else."""
+    if not cursor:
+        return []
+    parts = cursor.split(".")
+    if len(parts) > MAX_FOLLOWED or not all(p.isdigit() and len(p) <= 6 for p in parts):
+        raise InvalidRequestError(f"not a run-event id: {cursor[:100]!r}")
+    return [int(p) for p in parts]
 
 
 def history(task: store.WatchedTask, ends: Sequence[store.AttemptEnd]) -> list[RunEventOut]:
@@ -154,14 +168,16 @@ class RunFeed:
         run_id: uuid.UUID | None = None,
         task_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        resume: Sequence[int] = (),
     ) -> AsyncGenerator[RunEventOut, None]:
-        """The events of one run (ends after it finished) or of the runs matching the
+        """The events of one run (ends after it finished; after the event whose
+        ``cursor`` :func:`parse_cursor` gave ``resume``) or of the runs matching the
         filter (until closed). NotFoundError for an unknown run id."""
         event = asyncio.Event()
         self._watches.add(event)
         try:
             if run_id is not None:
-                async for e in self._one(tenant_id, run_id, event):
+                async for e in self._one(tenant_id, run_id, event, resume):
                     yield e
             else:
                 async for e in self._filtered(tenant_id, task_name, dict(metadata or {}), event):
@@ -189,20 +205,28 @@ class RunFeed:
         event.clear()
 
     async def _one(
-        self, tenant_id: int, run_id: uuid.UUID, event: asyncio.Event
+        self, tenant_id: int, run_id: uuid.UUID, event: asyncio.Event, resume: Sequence[int]
     ) -> AsyncGenerator[RunEventOut, None]:
         found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
         if found is None:
             raise NotFoundError(f"no run with id {run_id}")
-        sent: dict[int, int] = {}
+        # How many events of each of the run's task runs were sent, in the order _read
+        # gives them (creation): the cursor is this list, so a client that resumes says
+        # where it stands for every task run (a workflow's steps advance independently).
+        position: dict[int, int] = {}
+        sent: list[int] = []
         while True:
             event.clear()
             done = True
             for task, ends in await self._read(tenant_id, [run_id]):
+                at = position.get(task["id"], -1)
+                if at < 0:
+                    at = position[task["id"]] = len(sent)
+                    sent.append(resume[at] if at < len(resume) else 0)
                 events = history(task, ends)
-                for e in events[sent.get(task["id"], 0) :]:
-                    yield e
-                sent[task["id"]] = len(events)
+                for e in events[sent[at] :]:
+                    sent[at] += 1
+                    yield replace(e, cursor=".".join(map(str, sent)))
                 done &= task["status"] in FINAL
             run = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
             if done and (run is None or run["status"] in FINAL):

@@ -16,6 +16,7 @@ search is newest first, keyset-paginated on ``(created_at, id)``.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -131,20 +132,44 @@ class LogPage:
 
 def _params(groups: list[list[Any]]) -> store.InsertLogs:
     """The insert of some attempts' batches: their lines concatenated, and where each
-    batch's are (C-level list work only: no loop over lines in Python)."""
-    p = store.InsertLogs([], [], [], [], [], [], [], [], [], [])
-    for tenant_id, task_id, attempt, levels, loggers, messages, ats in groups:
-        p.tenants.append(tenant_id)
-        p.tasks.append(task_id)
-        p.attempts.append(attempt)
-        p.los.append(len(p.messages) + 1)
-        p.levels.extend(levels)
-        p.loggers.extend(loggers)
-        p.messages.extend(messages)
-        p.ats.extend(ats)
-        p.his.append(len(p.messages))
-        p.max_levels.append(max(levels))
-    return p
+    batch's are (C-level list work only: no loop over lines in Python). The lines' four
+    fields go as JSON arrays: ``json.dumps`` is C, where psycopg would adapt a list one
+    element at a time in Python (about 5 µs a line on a busy machine, the engine's largest
+    cost of a chatty task)."""
+    tenants: list[int] = []
+    tasks: list[int] = []
+    attempts: list[int] = []
+    los: list[int] = []
+    his: list[int] = []
+    max_levels: list[int] = []
+    levels: list[int] = []
+    loggers: list[str] = []
+    messages: list[str] = []
+    ats: list[int] = []
+    for tenant_id, task_id, attempt, lv, lg, ms, at in groups:
+        tenants.append(tenant_id)
+        tasks.append(task_id)
+        attempts.append(attempt)
+        los.append(len(messages) + 1)
+        levels.extend(lv)
+        loggers.extend(lg)
+        messages.extend(ms)
+        ats.extend(at)
+        his.append(len(messages))
+        max_levels.append(max(lv))
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    return store.InsertLogs(
+        tenants,
+        tasks,
+        attempts,
+        los,
+        his,
+        max_levels,
+        dumps(levels),
+        dumps(loggers),
+        dumps(messages),
+        dumps(ats),
+    )
 
 
 class LogWriter(LoopService):

@@ -11,8 +11,11 @@ on its own that often.
 
 Chunks are rows of ``task_stream``: a subscriber that joins late reads the attempt's
 stream from its first chunk. They are kept for ``retention_s`` (the writer deletes older
-ones every minute), and each is at most the payload limit (the SDK refuses a larger chunk
-before sending it; the engine drops one that gets here anyway).
+ones every minute, or every half retention if that is shorter), and each is at most the
+payload limit (the SDK refuses a larger chunk before sending it; the engine drops one that
+gets here anyway). The engine stores at most ``attempt_max_bytes`` of one attempt's stream
+whatever bound its worker applies: later chunks are dropped (and counted), the end row
+still closes the stream.
 
 A stream ends when its attempt ends: the worker closes it with an end row once the
 attempt finished (after its last chunk). An attempt that ends without one (its worker
@@ -76,6 +79,7 @@ class Streams(LoopService):
         engine_id: str = "",
         max_chunk_bytes: int = 4 * 1024 * 1024,
         retention_s: float = 3600.0,
+        attempt_max_bytes: int = 64 * 1024 * 1024,
         poll_s: float = 1.0,
         end_grace_s: float = 0.5,
     ) -> None:
@@ -84,6 +88,10 @@ class Streams(LoopService):
         self._engine_id = engine_id
         self._max_chunk = max_chunk_bytes
         self.retention_s = retention_s
+        self.attempt_max_bytes = attempt_max_bytes
+        self._stored: dict[tuple[int, int], list[float]] = {}
+        """Bytes taken of each attempt whose stream has not ended, and when its first chunk
+        came: ``[bytes, monotonic time]`` (forgotten at its end or after the retention)."""
         self._poll_s = poll_s
         self._end_grace_s = end_grace_s
         self._pending: list[tuple[int, opb.StreamPut]] = []
@@ -91,7 +99,8 @@ class Streams(LoopService):
         self._waiting: dict[int, set[_Reader]] = {}
         self._pruned_at = 0.0
         self.dropped = 0
-        """Chunks over the size limit that were dropped (the SDK refuses them first)."""
+        """Chunks over the size limit, or past the attempt's ``attempt_max_bytes``, that
+        were dropped (the SDK refuses them first under its own bounds)."""
 
     @property
     def subscribers(self) -> int:
@@ -103,10 +112,24 @@ class Streams(LoopService):
     def take(self, tenant_id: int, chunks: Iterable[opb.StreamPut]) -> None:
         """Queues chunks of attempts the sending worker holds (checked by the dispatcher)."""
         waiting = self._waiting
+        stored = self._stored
         for c in chunks:
             if len(c.data) > self._max_chunk or c.seq <= 0:
                 self.dropped += 1
                 continue
+            key = (c.task_id, c.attempt)
+            if c.end:
+                stored.pop(key, None)
+            else:
+                taken = stored.get(key)
+                if taken is None:
+                    taken = stored[key] = [0, time.monotonic()]
+                if taken[0] + len(c.data) > self.attempt_max_bytes:
+                    # Past the attempt's bound: dropped (readers skip the gap in the
+                    # sequence numbers); the end row still closes the stream.
+                    self.dropped += 1
+                    continue
+                taken[0] += len(c.data)
             self._pending.append((tenant_id, c))
             # Readers here get the chunk at once; the stored row serves late readers,
             # readers on other replicas and any gap.
@@ -120,10 +143,11 @@ class Streams(LoopService):
             self._work.set()
 
     async def run(self) -> None:
+        prune_every = min(60.0, self.retention_s / 2)
         while not self.stopping.is_set():
-            await self._work.wait(60.0)
+            await self._work.wait(prune_every)
             await self.flush()
-            if time.monotonic() - self._pruned_at >= 60.0:
+            if time.monotonic() - self._pruned_at >= prune_every:
                 self._pruned_at = time.monotonic()
                 await self.prune()
         await self.flush()
@@ -170,6 +194,9 @@ class Streams(LoopService):
 
     async def prune(self) -> int:
         """Deletes chunks older than the retention; returns how many."""
+        horizon = time.monotonic() - self.retention_s
+        for key in [k for k, (_, first) in self._stored.items() if first < horizon]:
+            del self._stored[key]  # an attempt that never sent its end
         total = 0
         while True:
             n = await store.prune_streams(
@@ -193,9 +220,12 @@ class Streams(LoopService):
 
     # -- reading ------------------------------------------------------------------------
 
-    async def resolve(self, tenant_id: int, run_id: uuid.UUID, attempt: int) -> tuple[int, int]:
-        """``(task_id, attempt)`` of a task run's stream; NotFoundError for an unknown
-        run, InvalidRequestError for a workflow run or an attempt that never was."""
+    async def resolve(
+        self, tenant_id: int, run_id: uuid.UUID, attempt: int, exact: bool = False
+    ) -> tuple[int, int]:
+        """``(task_id, attempt)`` of a task run's stream (``attempt`` 0: the latest, unless
+        ``exact``); NotFoundError for an unknown run, InvalidRequestError for a workflow
+        run or an attempt that never was."""
         found = await store.find_run(self._db, store.FindRun(tenant_id, run_id))
         if found is None:
             raise NotFoundError(f"no run with id {run_id}")
@@ -207,16 +237,16 @@ class Streams(LoopService):
             raise InvalidRequestError(
                 f"run {run_id} has no attempt {attempt} (its latest is {found['attempt']})"
             )
-        return found["task_id"], attempt or found["attempt"]
+        return found["task_id"], attempt if exact else attempt or found["attempt"]
 
     async def read(
-        self, tenant_id: int, task_id: int, attempt: int
+        self, tenant_id: int, task_id: int, attempt: int, after: int = 0
     ) -> AsyncGenerator[store.ChunkRow, None]:
-        """The attempt's chunks from the first, live until the attempt ends."""
+        """The attempt's chunks from the first (or the one after sequence number
+        ``after``: a client resuming), live until the attempt ends."""
         reader = _Reader(attempt)
         event = reader.event
         self._waiting.setdefault(task_id, set()).add(reader)
-        after = 0
         ended_at: float | None = None
         try:
             while True:

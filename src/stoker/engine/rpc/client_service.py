@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from stoker._core.wire import RUN_STATUSES, json_problem, text_problem
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import workflows_pb2 as wpb
+from stoker.engine import tracing
 from stoker.engine.auth import Principal, TokenAuth
 from stoker.engine.crons import CronAdmin, CronFields, CronView
 from stoker.engine.definitions import Definitions
@@ -94,7 +95,9 @@ class ClientService(Servicer):
             for i in request.items
         ]
         key = RequestKey.of(request.request_key, "trigger", request_content(request))
-        ids = await self._ingest.trigger(caller.tenant_id, items, key)
+        first = items[0].additional_metadata if items else b""
+        with tracing.call_span("trigger", first, tenant_id=caller.tenant_id, runs=len(items)):
+            ids = await self._ingest.trigger(caller.tenant_id, items, key)
         unserved = await self._served.report(caller.tenant_id, {i.task_name for i in items})
         return pb.TriggerResponse(
             run_ids=ids, unserved_task_names=unserved, deduplicated=ids.deduplicated
@@ -282,23 +285,25 @@ class ClientService(Servicer):
     async def SpawnChildren(
         self, request: wpb.SpawnChildrenRequest, caller: Principal
     ) -> wpb.SpawnChildrenResponse:
-        result = await self._workflows.spawn(
-            caller.tenant_id,
-            request.parent_task_id,
-            [
-                ChildInput(
-                    i.task_name,
-                    i.workflow_name,
-                    i.input,
-                    i.additional_metadata,
-                    i.priority,
-                    i.child_index,
-                    i.child_key,
-                )
-                for i in request.items
-            ],
-            RequestKey.of(request.request_key, "spawn", request_content(request)),
-        )
+        first = request.items[0].additional_metadata if request.items else b""
+        with tracing.call_span("spawn", first, tenant_id=caller.tenant_id, runs=len(request.items)):
+            result = await self._workflows.spawn(
+                caller.tenant_id,
+                request.parent_task_id,
+                [
+                    ChildInput(
+                        i.task_name,
+                        i.workflow_name,
+                        i.input,
+                        i.additional_metadata,
+                        i.priority,
+                        i.child_index,
+                        i.child_key,
+                    )
+                    for i in request.items
+                ],
+                RequestKey.of(request.request_key, "spawn", request_content(request)),
+            )
         return wpb.SpawnChildrenResponse(
             run_ids=[r for r, _ in result], existing=[e for _, e in result]
         )
@@ -307,14 +312,17 @@ class ClientService(Servicer):
     async def PushEvents(
         self, request: wpb.PushEventsRequest, caller: Principal
     ) -> wpb.PushEventsResponse:
-        pushed = await self._workflows.push_events(
-            caller.tenant_id,
-            [
-                EventInput(e.key, e.payload, e.additional_metadata, e.scope, e.priority)
-                for e in request.events
-            ],
-            RequestKey.of(request.request_key, "events", request_content(request)),
-        )
+        first = request.events[0].additional_metadata if request.events else b""
+        n = len(request.events)
+        with tracing.call_span("push_events", first, tenant_id=caller.tenant_id, events=n):
+            pushed = await self._workflows.push_events(
+                caller.tenant_id,
+                [
+                    EventInput(e.key, e.payload, e.additional_metadata, e.scope, e.priority)
+                    for e in request.events
+                ],
+                RequestKey.of(request.request_key, "events", request_content(request)),
+            )
         return wpb.PushEventsResponse(
             event_ids=[e.event_id for e in pushed.events],
             satisfied=pushed.satisfied,

@@ -66,14 +66,16 @@ class ObserveService(Servicer):
     async def ReadStream(
         self, request: opb.ReadStreamRequest, caller: Principal
     ) -> AsyncIterator[opb.StreamChunk]:
-        chunks = await self._observe.stream(
-            caller.tenant_id, run_uuid(request.run_id), request.attempt
+        attempt, chunks = await self._observe.stream(
+            caller.tenant_id, run_uuid(request.run_id), request.attempt, request.after_seq
         )
 
         async def replies() -> AsyncIterator[opb.StreamChunk]:
             try:
                 async for c in chunks:
-                    yield opb.StreamChunk(data=c["data"], text=c["is_text"], seq=c["seq"])
+                    yield opb.StreamChunk(
+                        data=c["data"], text=c["is_text"], seq=c["seq"], attempt=attempt
+                    )
             finally:
                 await chunks.aclose()
 
@@ -90,6 +92,7 @@ class ObserveService(Servicer):
             run_id=run_uuid(request.run_id) if request.run_id else None,
             task_name=request.task_name or None,
             metadata=metadata,
+            resume=request.resume,
         )
 
         async def replies() -> AsyncIterator[opb.RunEvent]:
@@ -106,6 +109,7 @@ class ObserveService(Servicer):
                         status=e.status,
                         error=e.error,
                         at_ms=int(e.at.timestamp() * 1000),
+                        cursor=e.cursor,
                     )
             finally:
                 await events.aclose()

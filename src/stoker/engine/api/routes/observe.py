@@ -4,6 +4,8 @@
   steps'); follow a running run by asking again with ``next_cursor``;
 * ``GET /api/v1/tasks/{task_name}/logs`` and ``GET /api/v1/logs`` — search the tenant's
   lines (text, minimum level, task, time), newest first, keyset-paginated;
+* ``GET /api/v1/runs/{run_id}/logs/follow`` — Server-Sent Events: a run's lines, stored then
+  new, until the run has finished;
 * ``GET /api/v1/runs/{run_id}/stream`` — Server-Sent Events: the chunks a task run's attempt
   publishes with ``ctx.put_stream``, from the first, until the attempt ends;
 * ``GET /api/v1/runs/{run_id}/events`` and ``GET /api/v1/run-events`` — Server-Sent Events:
@@ -12,7 +14,9 @@
 
 An SSE response sends ``event: <name>`` and one line of JSON ``data`` per message, a
 ``: keepalive`` comment every 15 s while nothing happens, and ``event: end`` when the
-stream is over. A client that disconnects ends its subscription on the engine.
+stream is over. A client that disconnects ends its subscription on the engine. Messages of
+one run's logs, stream and events carry an ``id``; a client that reconnects with the last
+one in ``Last-Event-ID`` gets what it missed and nothing twice.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -203,8 +207,19 @@ async def search_logs(
 # -- Server-Sent Events -------------------------------------------------------------------
 
 
-def _message(event: str, data: object) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def _message(event: str, data: object, ident: str = "") -> str:
+    head = f"id: {ident}\n" if ident else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        description="Resume: the id of the last event received (browsers' EventSource sends "
+        "it when it reconnects); the events after it follow, none twice",
+        max_length=200_000,
+    ),
+]
 
 
 async def sse(source: AsyncGenerator[T, None], render: Callable[[T], str]) -> AsyncIterator[str]:
@@ -251,15 +266,35 @@ def _stream_response(body: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-def _chunk(c: ChunkRow) -> str:
-    data = c["data"]
-    if c["is_text"]:
-        return _message("chunk", {"seq": c["seq"], "text": data.decode(errors="replace")})
-    return _message("chunk", {"seq": c["seq"], "bytes": base64.b64encode(data).decode()})
+def _chunk_renderer(attempt: int) -> Callable[[ChunkRow], str]:
+    def render(c: ChunkRow) -> str:
+        data, ident = c["data"], f"{attempt}.{c['seq']}"
+        if c["is_text"]:
+            text = data.decode(errors="replace")
+            return _message("chunk", {"seq": c["seq"], "text": text}, ident)
+        encoded = base64.b64encode(data).decode()
+        return _message("chunk", {"seq": c["seq"], "bytes": encoded}, ident)
+
+    return render
 
 
 def _run_event(e: RunEventOut) -> str:
-    return _message(e.kind, e.as_dict())
+    return _message(e.kind, e.as_dict(), e.cursor)
+
+
+def _log_line(item: tuple[LogRow, str]) -> str:
+    row, cursor = item
+    return _message("line", _line(row).model_dump(mode="json"), cursor)
+
+
+def _stream_position(last_event_id: str | None) -> tuple[int, int] | None:
+    """``(attempt, seq)`` of a stream event id, None for none."""
+    if not last_event_id:
+        return None
+    attempt, _, seq = last_event_id.partition(".")
+    if not (attempt.isdigit() and seq.isdigit()) or len(last_event_id) > 40:
+        raise InvalidRequestError(f"not a stream event id: {last_event_id[:100]!r}")
+    return int(attempt), int(seq)
 
 
 @router.get(
@@ -274,16 +309,23 @@ async def run_stream(
     attempt: Annotated[
         int, Query(ge=0, description="The attempt whose stream to read (0: the latest)")
     ] = 0,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """A task run's live stream (``ctx.put_stream``), as Server-Sent Events.
 
     Every chunk the attempt published, from the first (a late subscriber misses nothing
     still kept), then live, in order: ``event: chunk`` with ``{"seq": n, "text": ...}`` (a
     str chunk) or ``{"seq": n, "bytes": <base64>}``; ``event: end`` once the attempt ended.
-    A workflow run has no stream of its own (422): read one of its task runs'.
+    Each chunk's ``id`` is ``<attempt>.<seq>``: a client that reconnects with it in
+    ``Last-Event-ID`` gets that attempt's chunks after it. A workflow run has no stream of
+    its own (422): read one of its task runs'.
     """
-    chunks = await _observe(state).stream(who.tenant_id, run_id, attempt)
-    return _stream_response(sse(chunks, _chunk))
+    after = 0
+    position = _stream_position(last_event_id)
+    if position is not None:
+        attempt, after = position
+    read, chunks = await _observe(state).stream(who.tenant_id, run_id, attempt, after)
+    return _stream_response(sse(chunks, _chunk_renderer(read)))
 
 
 @router.get(
@@ -291,16 +333,39 @@ async def run_stream(
     response_class=StreamingResponse,
     responses=SSE | NOT_FOUND,
 )
-async def run_events(run_id: uuid.UUID, who: Auth, state: StateDep) -> StreamingResponse:
+async def run_events(
+    run_id: uuid.UUID, who: Auth, state: StateDep, last_event_id: LastEventId = None
+) -> StreamingResponse:
     """A run's events as Server-Sent Events, from the first, until the run finishes.
 
     Each message's event name is its kind (``queued``, ``assigned``, ``started``,
     ``retrying``, ``finished``) and its data a JSON object: ``run_id``, ``task_run_id``,
     ``task_name``, ``kind``, ``attempt``, ``status``, ``at``, ``worker_id`` and
-    ``worker_name`` (assigned, started), ``error`` (retrying, finished as FAILED).
+    ``worker_name`` (assigned, started), ``error`` (retrying, finished as FAILED). Each
+    message's ``id`` says how far the watch got (for a workflow run, in each of its task
+    runs): a client that reconnects with it in ``Last-Event-ID`` gets the events after it.
     """
-    events = await _observe(state).events(who.tenant_id, run_id=run_id)
+    events = await _observe(state).events(who.tenant_id, run_id=run_id, resume=last_event_id or "")
     return _stream_response(sse(events, _run_event))
+
+
+@router.get(
+    "/runs/{run_id}/logs/follow",
+    response_class=StreamingResponse,
+    responses=SSE | NOT_FOUND,
+)
+async def follow_run_logs(
+    run_id: uuid.UUID, who: Auth, state: StateDep, last_event_id: LastEventId = None
+) -> StreamingResponse:
+    """A run's log lines as Server-Sent Events: those stored, oldest first, then new ones
+    as they are written, until the run has finished and its last lines were sent.
+
+    Each line is ``event: line`` with the JSON of a ``LogLine``; its ``id`` is the cursor
+    after it (the same as ``cursor`` of ``/runs/{run_id}/logs``): a client that reconnects
+    with it in ``Last-Event-ID`` gets the lines after it.
+    """
+    lines = await _observe(state).follow_logs(who.tenant_id, run_id, last_event_id or "")
+    return _stream_response(sse(lines, _log_line))
 
 
 @router.get("/run-events", response_class=StreamingResponse, responses=SSE)
