@@ -1,0 +1,185 @@
+"""HTTP push workers: the engine POSTs attempts to an ASGI app served by uvicorn in its own
+process (tests/apps/push.py), signed with the endpoint's secret; the answers end them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from stoker import RunCancelledError, Stoker, TaskRunError
+from stoker._core.push import signed_headers
+from tests.apps.push import declare
+from tests.harness import REPO, _env, free_port, terminate, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "push-tests-secret-0123456789"
+
+
+class PushServer:
+    """``uvicorn tests.apps.push:worker`` on a free port, for one tenant."""
+
+    def __init__(self, tenant: Any, db_url: str, log_dir: Path, marks: Path) -> None:
+        self.tenant = tenant
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / "uvicorn.log"
+        self.marks = marks
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PushServer:
+        env = _env(
+            {
+                **self.tenant.env,
+                "PUSH_URL": self.url,
+                "PUSH_SECRET": SECRET,
+                "PUSH_MARKS": str(self.marks),
+            }
+        )
+        cmd = [
+            sys.executable, "-m", "uvicorn", "tests.apps.push:worker",
+            "--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "on",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        wait_until(self._attached, 30, "the push endpoint to be attached", self.log_path)
+        return self
+
+    def _attached(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"uvicorn exited with {self.proc.returncode}:\n"
+                + self.log_path.read_text(errors="replace")[-4000:]
+            )
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM stoker.worker"
+                " WHERE name = 'push:push-tests' AND tenant_id = %s AND status = 'ACTIVE'",
+                (self.tenant.tenant_id,),
+            ).fetchone()
+        return row is not None
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        req = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def stop(self) -> None:
+        terminate(self.proc, grace=10)
+
+
+@pytest.fixture(scope="module")
+def tenant(engine: Any) -> Any:
+    from tests.conftest import make_tenant
+
+    return make_tenant(engine)
+
+
+@pytest.fixture(scope="module")
+def server(engine: Any, tenant: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    marks = tmp_path_factory.mktemp("push-marks")
+    proc = PushServer(tenant, engine.db_url, tmp_path_factory.mktemp("push"), marks).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def app(tenant: Any, server: Any) -> Iterator[Stoker]:
+    client = declare(tenant.client())
+    yield client
+    client.close()
+
+
+def test_push_worker_runs_tasks(app: Stoker, server: PushServer) -> None:
+    out = app.tasks["push_t_echo"].run({"hello": "push"})
+    assert out["echo"] == {"hello": "push"}
+    assert out["attempt"] == 0
+    assert server.proc is not None and out["pid"] == server.proc.pid  # ran behind uvicorn
+    assert app.tasks["push_t_sync"].run({"numbers": [1, 2, 3]}) == {"sum": 6}
+    # Several at once, over the endpoint's 4 slots.
+    refs = [app.tasks["push_t_echo"].run_no_wait({"n": i}) for i in range(20)]
+    assert sorted(r.result(timeout=60)["echo"]["n"] for r in refs) == list(range(20))
+
+
+def test_forged_or_stale_signature_is_refused(app: Stoker, server: PushServer) -> None:
+    def delivery(mark: str) -> bytes:
+        doc = {
+            "task_id": 987654321,
+            "attempt": 1,
+            "run_id": "00000000-0000-0000-0000-000000000001",
+            "task_name": "push_t_mark",
+            "input": {"mark": mark},
+        }
+        return json.dumps(doc).encode()
+
+    forged = delivery("forged")
+    headers = signed_headers("not-the-secret-but-long-enough", forged)
+    assert server.post("/run", forged, headers) == 401
+    assert server.post("/run", forged, {}) == 401  # unsigned
+    stale = delivery("stale")
+    old = signed_headers(SECRET, stale, now=time.time() - 3600)
+    assert server.post("/run", stale, old) == 401  # a captured request replayed later
+    tampered = delivery("tampered")
+    good = signed_headers(SECRET, delivery("other"))
+    assert server.post("/run", tampered, good) == 401  # signed for another body
+    assert server.post("/cancel", b'{"task_id": 1, "attempt": 1}', {}) == 401
+    # Nothing of those ran; a correctly signed one does.
+    genuine = delivery("genuine")
+    assert server.post("/run", genuine, signed_headers(SECRET, genuine)) == 200
+    assert (server.marks / "genuine").exists()
+    assert not any((server.marks / m).exists() for m in ("forged", "stale", "tampered"))
+
+
+def test_failure_retries(app: Stoker, server: PushServer) -> None:
+    out = app.tasks["push_t_flaky"].run({"key": "flaky1", "fail_times": 1})
+    assert out == {"retry_count": 1}
+    assert (server.marks / "flaky1-0").exists() and (server.marks / "flaky1-1").exists()
+    with pytest.raises(TaskRunError) as err:
+        app.tasks["push_t_flaky"].run({"key": "flaky2", "fail_times": 5})
+    assert err.value.error_type == "RuntimeError"
+    assert "failure 2 of flaky2" in err.value.error_message
+    assert (server.marks / "flaky2-2").exists() and not (server.marks / "flaky2-3").exists()
+
+
+def test_timeout_ends_the_attempt(app: Stoker, server: PushServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(TaskRunError) as err:
+        app.tasks["push_t_slow"].run({"key": "slow1"})
+    assert err.value.error_type == "TaskTimeoutError"
+    assert time.monotonic() - started < 15
+    wait_until(lambda: (server.marks / "slow1-stopped").exists(), 10, "the task to stop")
+
+
+def test_background_task_answers_202_and_reports_later(app: Stoker, server: PushServer) -> None:
+    refs = [app.tasks["push_t_background"].run_no_wait({"n": n}) for n in range(6)]
+    assert [r.result(timeout=60) for r in refs] == [{"late": 2 * n} for n in range(6)]
+
+
+def test_cancel_reaches_the_endpoint(app: Stoker, server: PushServer) -> None:
+    ref = app.tasks["push_t_hang"].run_no_wait({"key": "hang1"})
+    wait_until(lambda: (server.marks / "hang1-started").exists(), 30, "the task to start")
+    app.runs.cancel(ref.run_id, "stop it")
+    with pytest.raises(RunCancelledError):
+        ref.result(timeout=30)
+    wait_until(lambda: (server.marks / "hang1-stopped").exists(), 10, "the task to be stopped")
+    # The slot came back: the endpoint still runs work.
+    assert app.tasks["push_t_sync"].run({"numbers": [4]}) == {"sum": 4}
