@@ -3,9 +3,12 @@ process (tests/apps/push.py), signed with the endpoint's secret; the answers end
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -183,3 +186,60 @@ def test_cancel_reaches_the_endpoint(app: Stoker, server: PushServer) -> None:
     wait_until(lambda: (server.marks / "hang1-stopped").exists(), 10, "the task to be stopped")
     # The slot came back: the endpoint still runs work.
     assert app.tasks["push_t_sync"].run({"numbers": [4]}) == {"sum": 4}
+
+
+class SilentServer:
+    """A TCP server that takes requests and never answers (a hung endpoint); it counts
+    the requests whose first line it read."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.lines: list[str] = []
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.settimeout(5)
+            try:
+                self.lines.append(conn.recv(4096).split(b"\r\n", 1)[0].decode())
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_engine_ends_an_attempt_an_endpoint_never_answers(tenant: Any, server: PushServer) -> None:
+    silent = SilentServer()
+    client = tenant.client()
+    try:
+
+        @client.task(name="push_t_unanswered", execution_timeout="1s", retries=0)
+        async def unanswered(input: dict[str, Any], ctx: Any) -> None:
+            raise AssertionError("never runs here")
+
+        hung = client.http_worker("push-hung", url=silent.url, secret=SECRET, slots=1)
+        asyncio.run(hung.aio_register())
+        started = time.monotonic()
+        with pytest.raises(TaskRunError) as err:
+            unanswered.run({})
+        assert err.value.error_type == "TaskTimeoutError"
+        assert time.monotonic() - started < 20
+        # The engine told the endpoint, best effort, after giving up on it.
+        wait_until(lambda: "POST /cancel HTTP/1.1" in silent.lines, 10, "the cancel POST")
+        assert silent.lines[0] == "POST /run HTTP/1.1"
+    finally:
+        client.close()
+        silent.close()
