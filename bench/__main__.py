@@ -54,6 +54,8 @@ SIZE_FLAGS = {
     "bulk_events": int,
     "dashboard_runs": int,
     "scrape_tasks": int,
+    "push_runs": int,
+    "push_burst": int,
 }
 
 
