@@ -61,6 +61,8 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "{'sku': 'A1', 'total': 19.0}",
         "{'file': 'invoice-7.pdf', 'pages': 3}",
     ]
+    # Sticky children ran on their parent's worker.
+    assert outputs["run_sticky_media.py"].strip() == "True"
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.
