@@ -240,6 +240,16 @@ def test_engine_ends_an_attempt_an_endpoint_never_answers(tenant: Any, server: P
         # The engine told the endpoint, best effort, after giving up on it.
         wait_until(lambda: "POST /cancel HTTP/1.1" in silent.lines, 10, "the cancel POST")
         assert silent.lines[0] == "POST /run HTTP/1.1"
+        # Unregistered: the endpoint's worker stops, and nothing more is sent to it.
+        assert asyncio.run(hung.aio_unregister()) is True
+        wait_until(lambda: _status(server.db_url, "push:push-hung") == "STOPPED", 10, "a stop")
+        assert asyncio.run(hung.aio_unregister()) is False
     finally:
         client.close()
         silent.close()
+
+
+def _status(db_url: str, name: str) -> str | None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT status FROM stoker.worker WHERE name = %s", (name,)).fetchone()
+    return str(row[0]) if row else None

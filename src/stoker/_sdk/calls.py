@@ -378,6 +378,12 @@ class Interceptor:
         """Reports the end of attempts an HTTP push endpoint answered with 202."""
         return await self.next.aio_report_push_events(request)
 
+    async def aio_delete_push_endpoint(
+        self, request: ppb.DeletePushEndpointRequest
+    ) -> ppb.DeletePushEndpointResponse:
+        """Deletes an HTTP push endpoint."""
+        return await self.next.aio_delete_push_endpoint(request)
+
     def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
         """Reads the tenant's webhooks."""
         return self.next.list_webhooks(request)
@@ -909,6 +915,14 @@ class TransportCalls(Interceptor):
     ) -> ppb.ReportPushEventsResponse:
         resp: ppb.ReportPushEventsResponse = await self._transport().acall(
             lambda s: s.push.ReportPushEvents, request
+        )
+        return resp
+
+    async def aio_delete_push_endpoint(
+        self, request: ppb.DeletePushEndpointRequest
+    ) -> ppb.DeletePushEndpointResponse:
+        resp: ppb.DeletePushEndpointResponse = await self._transport().acall(
+            lambda s: s.push.DeletePushEndpoint, request
         )
         return resp
 

@@ -123,6 +123,14 @@ class HttpWorker:
         )
         return self.endpoint
 
+    async def aio_unregister(self) -> bool:
+        """Deletes the endpoint: the engine delivers nothing more to it, and what it still
+        ran is requeued at once. False when it was not registered."""
+        resp = await self.app.connection.calls.aio_delete_push_endpoint(
+            ppb.DeletePushEndpointRequest(name=self.name)
+        )
+        return resp.deleted
+
     def lifespan(self, _app: Any = None) -> AbstractAsyncContextManager[None]:
         """An ASGI lifespan: registers the endpoint at start, stops what runs at exit."""
         return self._lifespan()
