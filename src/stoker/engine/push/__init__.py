@@ -238,7 +238,11 @@ class PushDelivery(LoopService):
 
     async def _heartbeat(self) -> None:
         for link in list(self._links.values()):
-            if not await self._dispatcher.heartbeat(link.tenant_id, link.external_id):
+            if link.stream is None or link.stream.done():
+                # Its stream ended (the dispatcher dropped it): attach it again.
+                log.info("push endpoint %s lost its stream; attaching it again", link.name)
+                self._connect(link)
+            elif not await self._dispatcher.heartbeat(link.tenant_id, link.external_id):
                 # Declared dead (this replica was away): register again, as a worker would.
                 log.info("push endpoint %s was declared dead; attaching it again", link.name)
                 self._connect(link)
@@ -246,8 +250,25 @@ class PushDelivery(LoopService):
     def _connect(self, link: _Link) -> None:
         """(Re-)registers ``link`` with the dispatcher: a new virtual stream that reports
         what the link still runs, as a reconnecting worker does."""
+        # Events not read yet by the old stream go on the new one, after the registration,
+        # which claims their attempts (no slot: they are ending), so none is lost.
+        pending: list[pb.WorkerMessage] = []
         if link.stream is not None:
-            link.messages.put_nowait(None)  # the old stream ends (not cleanly)
+            old = link.messages
+            while not old.empty():
+                msg = old.get_nowait()
+                if msg is not None and msg.WhichOneof("msg") == "events":
+                    pending.append(msg)
+            old.put_nowait(None)  # the old stream ends (not cleanly)
+        running = link.running()
+        held = {r.task_id for r in running}
+        for msg in pending:
+            for ev in msg.events.events:
+                if ev.kind in (pb.COMPLETED, pb.FAILED) and ev.task_id not in held:
+                    held.add(ev.task_id)
+                    running.append(
+                        pb.TaskRef(task_id=ev.task_id, attempt=ev.attempt, finished=True)
+                    )
         link.messages = asyncio.Queue()
         link.messages.put_nowait(
             pb.WorkerMessage(
@@ -256,10 +277,12 @@ class PushDelivery(LoopService):
                     name=f"push:{link.name}",
                     slots=link.slots,
                     task_names=link.task_names,
-                    running=link.running(),
+                    running=running,
                 )
             )
         )
+        for msg in pending:
+            link.messages.put_nowait(msg)
         link.stream = asyncio.create_task(
             self._stream(link, link.messages), name=f"stoker-push-{link.name}"
         )
@@ -350,7 +373,7 @@ class PushDelivery(LoopService):
                 headers=_headers(link, body),
                 timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
             )
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # no answer, whatever the reason: the attempt fails
             event = _failed(a, "PushDeliveryError", f"POST {link.url}{RUN_PATH} failed: {exc!r}")
         else:
             event = _answer(link, a, resp)
