@@ -131,6 +131,8 @@ class _Link:
     updated_at: datetime
     messages: asyncio.Queue[pb.WorkerMessage | None] = field(default_factory=asyncio.Queue)
     stream: asyncio.Task[None] | None = None
+    registered: bool = False
+    """The current stream's registration was answered (heartbeats count from then)."""
     # Deliveries in flight, by task id: (attempt, slot cost, the POST's task).
     inflight: dict[int, tuple[int, int, asyncio.Task[None]]] = field(default_factory=dict)
     # Attempts answered with 202, by task id: their end comes through ReportPushEvents.
@@ -169,6 +171,8 @@ class PushDelivery(LoopService):
         self._changed = self.signal()
         self._client: httpx.AsyncClient | None = None
         self._cancels: set[asyncio.Task[None]] = set()
+        # One log line per delivery would be the engine's loudest log by far.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def changed(self) -> None:
         """Endpoints were registered or deleted: look again now."""
@@ -242,6 +246,8 @@ class PushDelivery(LoopService):
                 # Its stream ended (the dispatcher dropped it): attach it again.
                 log.info("push endpoint %s lost its stream; attaching it again", link.name)
                 self._connect(link)
+            elif not link.registered:
+                continue  # not registered yet: its worker row may not be there yet
             elif not await self._dispatcher.heartbeat(link.tenant_id, link.external_id):
                 # Declared dead (this replica was away): register again, as a worker would.
                 log.info("push endpoint %s was declared dead; attaching it again", link.name)
@@ -270,6 +276,7 @@ class PushDelivery(LoopService):
                         pb.TaskRef(task_id=ev.task_id, attempt=ev.attempt, finished=True)
                     )
         link.messages = asyncio.Queue()
+        link.registered = False
         link.messages.put_nowait(
             pb.WorkerMessage(
                 register=pb.WorkerRegistration(
@@ -307,7 +314,9 @@ class PushDelivery(LoopService):
         try:
             async for msg in self._dispatcher.connect(link.tenant_id, messages()):
                 kind = msg.WhichOneof("msg")
-                if kind == "assignments":
+                if kind == "registered" and queue is link.messages:
+                    link.registered = True
+                elif kind == "assignments":
                     for a in msg.assignments.items:
                         self._start(link, a)
                 elif kind == "cancellations":
