@@ -253,3 +253,20 @@ def _status(db_url: str, name: str) -> str | None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         row = conn.execute("SELECT status FROM stoker.worker WHERE name = %s", (name,)).fetchone()
     return str(row[0]) if row else None
+
+
+def test_endpoints_outlive_an_engine_restart(engine_factory: Any, tmp_path: Path) -> None:
+    from tests.conftest import make_tenant
+
+    own = engine_factory()
+    tenant = make_tenant(own)
+    server = PushServer(tenant, own.db_url, tmp_path, tmp_path).start()
+    client = declare(tenant.client())
+    try:
+        assert client.tasks["push_t_sync"].run({"numbers": [1, 2]}) == {"sum": 3}
+        own.restart()  # SIGKILL: the endpoint is read back from Postgres, not re-registered
+        ref = client.tasks["push_t_sync"].run_no_wait({"numbers": [5, 5]})
+        assert ref.result(timeout=60) == {"sum": 10}
+    finally:
+        client.close()
+        server.stop()
