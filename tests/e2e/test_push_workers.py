@@ -270,3 +270,27 @@ def test_endpoints_outlive_an_engine_restart(engine_factory: Any, tmp_path: Path
     finally:
         client.close()
         server.stop()
+
+
+def test_results_reported_through_a_replica_that_does_not_deliver(
+    engine: Any, engine_factory: Any, tmp_path: Path
+) -> None:
+    """The endpoint's SDK talks to a replica that is not the leader: its 202 reports are
+    stored there (checked by Postgres) and the leader frees the slots when its reconciler
+    sees the attempts ended."""
+    from dataclasses import replace
+
+    from tests.conftest import make_tenant
+
+    replica = engine_factory(engine.db_url)
+    tenant = replace(make_tenant(engine), address=replica.grpc_address)
+    server = PushServer(tenant, engine.db_url, tmp_path, tmp_path).start()
+    client = declare(tenant.client())
+    try:
+        # More runs than the endpoint's 4 slots: the later ones need the freed slots.
+        refs = [client.tasks["push_t_background"].run_no_wait({"n": n}) for n in range(10)]
+        assert [r.result(timeout=90) for r in refs] == [{"late": 2 * n} for n in range(10)]
+        assert "took leadership" not in replica.log_path.read_text()  # it only stored them
+    finally:
+        client.close()
+        server.stop()
