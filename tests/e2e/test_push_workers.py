@@ -4,6 +4,7 @@ process (tests/apps/push.py), signed with the endpoint's secret; the answers end
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import subprocess
@@ -293,4 +294,31 @@ def test_results_reported_through_a_replica_that_does_not_deliver(
         assert "took leadership" not in replica.log_path.read_text()  # it only stored them
     finally:
         client.close()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_endpoint_secrets_follow_a_key_rotation(engine_factory: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.conftest import make_tenant
+
+    old_key = base64.b64encode(b"p" * 32).decode()
+    new_key = base64.b64encode(b"q" * 32).decode()
+    first = engine_factory(env={"STOKER_WEBHOOK_SECRET_KEY": old_key})
+    tenant = make_tenant(first)
+    server = PushServer(tenant, first.db_url, tmp_path, tmp_path).start()
+    try:
+        client = declare(tenant.client())
+        assert client.tasks["push_t_sync"].run({"numbers": [1]}) == {"sum": 1}
+        client.close()
+        first.kill()
+        rotated = {"STOKER_WEBHOOK_SECRET_KEY": new_key, "STOKER_WEBHOOK_OLD_SECRET_KEYS": old_key}
+        second = engine_factory(first.db_url, env=rotated)  # re-encrypts at start
+        second.kill()
+        third = engine_factory(first.db_url, env={"STOKER_WEBHOOK_SECRET_KEY": new_key})
+        client = declare(replace(tenant, address=third.grpc_address).client())
+        assert client.tasks["push_t_sync"].run({"numbers": [2]}) == {"sum": 2}
+        client.close()
+    finally:
         server.stop()

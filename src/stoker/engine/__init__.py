@@ -320,6 +320,10 @@ class Engine:
             await self.webhooks.rekey()
         except ConfigError as exc:
             log.warning("webhook secrets: %s", exc)
+        try:
+            await self.push_endpoints.rekey()  # sealed with the same keys
+        except ConfigError as exc:
+            log.warning("push endpoint secrets: %s", exc)
         for service in self.services:
             await service.start()
 

@@ -28,3 +28,7 @@ FROM push_endpoint ORDER BY id;
 -- name: delete_push_endpoint
 DELETE FROM push_endpoint WHERE tenant_id = %(tenant_id)s AND name = %(name)s
 RETURNING external_id;
+
+-- name: set_push_endpoint_secret
+-- Re-encrypted under the current key (the row's other fields, and updated_at, stay).
+UPDATE push_endpoint SET secret = %(secret)s WHERE external_id = %(external_id)s;

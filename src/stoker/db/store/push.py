@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypedDict
 
-from stoker.db.store import Many, NoParams, One
+from stoker.db.store import Exec, Many, NoParams, One
 
 
 class PushEndpointRow(TypedDict):
@@ -66,3 +66,12 @@ class ListPushEndpoints:
 
 list_push_endpoints = Many[ListPushEndpoints, PushEndpointRow]("list_push_endpoints")
 all_push_endpoints = Many[NoParams, PushEndpointWithSecret]("all_push_endpoints")
+
+
+@dataclass(frozen=True, slots=True)
+class SetPushEndpointSecret:
+    external_id: uuid.UUID
+    secret: bytes
+
+
+set_push_endpoint_secret = Exec[SetPushEndpointSecret]("set_push_endpoint_secret")

@@ -104,6 +104,22 @@ class PushEndpoints:
         self._on_changed()
         return row
 
+    async def rekey(self) -> int:
+        """Re-encrypts under the current key the secrets an old key sealed; how many (as
+        :meth:`Webhooks.rekey <stoker.engine.webhooks.Webhooks.rekey>`, at start)."""
+        done = 0
+        for row in await push_store.all_push_endpoints(self._db, NoParams()):
+            if self._box.stale(row["secret"]):
+                secret = self._box.open(row["secret"], row["external_id"])
+                sealed = self._box.seal(secret, row["external_id"])
+                await push_store.set_push_endpoint_secret(
+                    self._db, push_store.SetPushEndpointSecret(row["external_id"], sealed)
+                )
+                done += 1
+        if done:
+            log.info("re-encrypted %d push endpoint secrets under the current key", done)
+        return done
+
     async def list(self, tenant_id: int) -> list[push_store.PushEndpointRow]:
         return await push_store.list_push_endpoints(
             self._db, push_store.ListPushEndpoints(tenant_id)
