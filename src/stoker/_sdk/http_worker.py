@@ -239,8 +239,11 @@ class HttpWorker:
         body, refused = await self._signed(request)
         if refused is not None:
             return refused
-        doc = json.loads(body)
-        task_id, attempt = int(doc["task_id"]), int(doc["attempt"])
+        try:
+            doc = json.loads(body)
+            task_id, attempt = int(doc["task_id"]), int(doc["attempt"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"not a cancellation: {exc}"}, status_code=400)
         if self._runtime is not None:
             self._runtime.cancel(task_id, attempt, str(doc.get("reason") or "cancelled"))
         waiter = self._waiters.pop((task_id, attempt), None)
