@@ -55,6 +55,8 @@ SIZE_FLAGS = {
     "dashboard_runs": int,
     "scrape_tasks": int,
     "results_runs": int,
+    "push_runs": int,
+    "push_burst": int,
 }
 
 

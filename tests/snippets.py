@@ -2,8 +2,9 @@
 
 A code block whose first line is ``# file: NAME.py`` is an example file. Each module that
 declares an app (``Stoker()``) gets a real worker process (``stoker worker module:app``,
-plus the arguments its ``# worker:`` line gives); then every ``run_*.py`` runs in its own
-interpreter, in name order, with the tenant's engine address and token in the environment.
+plus the arguments its ``# worker:`` line gives; ``# worker: none``: no worker); then
+every ``run_*.py`` runs in its own interpreter, in name order, with the tenant's engine
+address and token in the environment.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def run_examples(
     try:
         for module in modules:
             args = re.search(r"^# worker: (.*)$", files[module], re.MULTILINE)
+            if args and args[1].split()[0] == "none":
+                continue  # served otherwise (an HTTP push worker behind uvicorn)
             worker = WorkerProcess(
                 f"{module[:-3]}:app", tenant, engine.db_url, folder, module[:-3], slots=100,
                 extra_args=shlex.split(args[1]) if args else [], cwd=folder,

@@ -59,6 +59,7 @@ def registry() -> dict[str, Scenario]:
         metrics,
         observe,
         policy,
+        push,
         results,
         schedules,
         soak,

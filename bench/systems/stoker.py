@@ -9,6 +9,7 @@ on free ports, ready when ``/healthz`` answers 200. Workers are separate process
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import os
 import re
@@ -160,6 +161,8 @@ class StokerSystem(System):
                 "DATABASE_URL": self.db_url,
                 "STOKER_GRPC_PORT": str(self.grpc_port),
                 "STOKER_HTTP_PORT": str(self.http_port),
+                # Seals the secrets of HTTP push endpoints (the push scenario).
+                "STOKER_WEBHOOK_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
             },
             self.log_dir,
         )

@@ -47,6 +47,7 @@ from stoker._sdk.events import (
     Filters,
     PushedEvent,
 )
+from stoker._sdk.http_worker import HttpWorker
 from stoker._sdk.observe import LogLine, RunEvent
 from stoker._sdk.refs import RunRef
 from stoker._sdk.runs import (
@@ -134,6 +135,7 @@ __all__ = [
     "FilterInfo",
     "Filters",
     "GitHubSignature",
+    "HttpWorker",
     "Idempotency",
     "InvalidRequestError",
     "LifespanError",

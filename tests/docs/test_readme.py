@@ -56,6 +56,13 @@ def test_every_readme_example_runs(engine: Any, tenant: Any, tmp_path: Path) -> 
         "reminded ada@example.com",
         "[86400.0] [('look up', 'ada@example.com')]",
     ]
+    # An HTTP push worker behind uvicorn: answered at once, and answered 202 then reported.
+    assert outputs["run_push_orders.py"].splitlines() == [
+        "{'sku': 'A1', 'total': 19.0}",
+        "{'file': 'invoice-7.pdf', 'pages': 3}",
+    ]
+    # Sticky children ran on their parent's worker.
+    assert outputs["run_sticky_media.py"].strip() == "True"
     # A wait_for event condition with a scope and a lookback takes its parcel's earlier scan.
     assert outputs["run_parcels.py"].strip() == "{'at': {'hub': 'York'}, 'scanned': True}"
     # A signed shop callback resumes the durable task; a replayed Stripe signature is refused.

@@ -105,3 +105,19 @@ def test_the_results_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert stoker["single"]["calls"] == 300 and stoker["single"]["mean_ms_best"] > 0
     assert stoker["gathered"]["calls"] == 300 and stoker["gathered"]["wall_ms_best"] > 0
     assert stoker["bulk"]["runs"] == 300 and stoker["bulk"]["wall_ms_best"] > 0
+
+
+def test_the_push_scenario_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--systems", "stoker", "--only", "push",
+            "--push-runs", "5", "--push-burst", "40", "--out", str(out),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stoker = json.loads((out / "push.json").read_text())["systems"]["stoker"]
+    assert stoker["latency"]["runs"] == 5 and stoker["latency"]["push_p50_ms"] > 0
+    assert [t["kind"] for t in stoker["throughput"]] == ["stream", "push"]
+    assert all(t["runs"] == 40 and t["runs_per_s"] > 0 for t in stoker["throughput"])

@@ -41,6 +41,7 @@ PUBLIC = [
     "Filters",
     "GitHubSignature",
     "HMAC",
+    "HttpWorker",
     "Idempotency",
     "InvalidRequestError",
     "LifespanError",

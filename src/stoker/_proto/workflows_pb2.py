@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstoker/_proto/workflows.proto\x12\tstoker.v1\"\\\n\x12WorkflowDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\x12\x12\n\ntask_names\x18\x03 \x03(\t\x12\x14\n\x0ctask_configs\x18\x04 \x03(\x0c\"L\n\x18RegisterWorkflowsRequest\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x1d.stoker.v1.WorkflowDefinition\"\x1b\n\x19RegisterWorkflowsResponse\"\x9b\x01\n\x0fWorkflowTrigger\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x1e \x01(\t\x12\x1a\n\x12idempotency_ttl_ms\x18\x1f \x01(\x03\"Y\n\x17TriggerWorkflowsRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.stoker.v1.WorkflowTrigger\x12\x13\n\x0brequest_key\x18\x02 \x01(\t\"^\n\x18TriggerWorkflowsResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x1b\n\x13unserved_task_names\x18\x02 \x03(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x1e \x03(\x08\"\x9c\x01\n\nChildSpawn\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\r\n\x05input\x18\x03 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x04 \x01(\x0c\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x63hild_index\x18\x06 \x01(\x05\x12\x11\n\tchild_key\x18\x07 \x01(\t\"\x81\x01\n\x14SpawnChildrenRequest\x12\x16\n\x0eparent_task_id\x18\x01 \x01(\x03\x12\x16\n\x0eparent_attempt\x18\x02 \x01(\x05\x12$\n\x05items\x18\x03 \x03(\x0b\x32\x15.stoker.v1.ChildSpawn\x12\x13\n\x0brequest_key\x18\x04 \x01(\t\":\n\x15SpawnChildrenResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x10\n\x08\x65xisting\x18\x02 \x03(\x08\"g\n\tUserEvent\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x10\n\x08priority\x18( \x01(\x05\"N\n\x11PushEventsRequest\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.UserEvent\x12\x13\n\x0brequest_key\x18\x02 \x01(\t\"b\n\x12PushEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x11\n\tsatisfied\x18\x02 \x01(\x05\x12&\n\x06\x65vents\x18( \x03(\x0b\x32\x16.stoker.v1.PushedEvent\"C\n\x0bPushedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\x12\x11\n\tsatisfied\x18\x03 \x01(\x05\"m\n\tRunFilter\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08statuses\x18\x02 \x03(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x10\n\x08until_ms\x18\x04 \x01(\x03\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x05 \x01(\x0c\"N\n\nRunOutcome\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"Z\n\x11\x43\x61ncelRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.stoker.v1.RunFilter\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x12\x43\x61ncelRunsResponse\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.stoker.v1.RunOutcome\"J\n\x11ReplayRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.stoker.v1.RunFilter\"=\n\x12ReplayRunsResponse\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.stoker.v1.RunOutcome\"C\n\x0fResetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"y\n\x10ResetRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\x05\x12\x12\n\ninvocation\x18\x04 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t2\xc2\x04\n\tWorkflows\x12^\n\x11RegisterWorkflows\x12#.stoker.v1.RegisterWorkflowsRequest\x1a$.stoker.v1.RegisterWorkflowsResponse\x12[\n\x10TriggerWorkflows\x12\".stoker.v1.TriggerWorkflowsRequest\x1a#.stoker.v1.TriggerWorkflowsResponse\x12R\n\rSpawnChildren\x12\x1f.stoker.v1.SpawnChildrenRequest\x1a .stoker.v1.SpawnChildrenResponse\x12I\n\nPushEvents\x12\x1c.stoker.v1.PushEventsRequest\x1a\x1d.stoker.v1.PushEventsResponse\x12I\n\nCancelRuns\x12\x1c.stoker.v1.CancelRunsRequest\x1a\x1d.stoker.v1.CancelRunsResponse\x12I\n\nReplayRuns\x12\x1c.stoker.v1.ReplayRunsRequest\x1a\x1d.stoker.v1.ReplayRunsResponse\x12\x43\n\x08ResetRun\x12\x1a.stoker.v1.ResetRunRequest\x1a\x1b.stoker.v1.ResetRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstoker/_proto/workflows.proto\x12\tstoker.v1\"\\\n\x12WorkflowDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\x0c\x12\x12\n\ntask_names\x18\x03 \x03(\t\x12\x14\n\x0ctask_configs\x18\x04 \x03(\x0c\"L\n\x18RegisterWorkflowsRequest\x12\x30\n\tworkflows\x18\x01 \x03(\x0b\x32\x1d.stoker.v1.WorkflowDefinition\"\x1b\n\x19RegisterWorkflowsResponse\"\x9b\x01\n\x0fWorkflowTrigger\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x1e \x01(\t\x12\x1a\n\x12idempotency_ttl_ms\x18\x1f \x01(\x03\"Y\n\x17TriggerWorkflowsRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.stoker.v1.WorkflowTrigger\x12\x13\n\x0brequest_key\x18\x02 \x01(\t\"^\n\x18TriggerWorkflowsResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x1b\n\x13unserved_task_names\x18\x02 \x03(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x1e \x03(\x08\"\xad\x01\n\nChildSpawn\x12\x11\n\ttask_name\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\r\n\x05input\x18\x03 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x04 \x01(\x0c\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x63hild_index\x18\x06 \x01(\x05\x12\x11\n\tchild_key\x18\x07 \x01(\t\x12\x0f\n\x06sticky\x18\xc0\x02 \x01(\x08\"\x81\x01\n\x14SpawnChildrenRequest\x12\x16\n\x0eparent_task_id\x18\x01 \x01(\x03\x12\x16\n\x0eparent_attempt\x18\x02 \x01(\x05\x12$\n\x05items\x18\x03 \x03(\x0b\x32\x15.stoker.v1.ChildSpawn\x12\x13\n\x0brequest_key\x18\x04 \x01(\t\":\n\x15SpawnChildrenResponse\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x10\n\x08\x65xisting\x18\x02 \x03(\x08\"g\n\tUserEvent\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x03 \x01(\x0c\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x10\n\x08priority\x18( \x01(\x05\"N\n\x11PushEventsRequest\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stoker.v1.UserEvent\x12\x13\n\x0brequest_key\x18\x02 \x01(\t\"b\n\x12PushEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x11\n\tsatisfied\x18\x02 \x01(\x05\x12&\n\x06\x65vents\x18( \x03(\x0b\x32\x16.stoker.v1.PushedEvent\"C\n\x0bPushedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\x12\x11\n\tsatisfied\x18\x03 \x01(\x05\"m\n\tRunFilter\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08statuses\x18\x02 \x03(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x10\n\x08until_ms\x18\x04 \x01(\x03\x12\x1b\n\x13\x61\x64\x64itional_metadata\x18\x05 \x01(\x0c\"N\n\nRunOutcome\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"Z\n\x11\x43\x61ncelRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.stoker.v1.RunFilter\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x12\x43\x61ncelRunsResponse\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.stoker.v1.RunOutcome\"J\n\x11ReplayRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12$\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x14.stoker.v1.RunFilter\"=\n\x12ReplayRunsResponse\x12\'\n\x08outcomes\x18\x01 \x03(\x0b\x32\x15.stoker.v1.RunOutcome\"C\n\x0fResetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"y\n\x10ResetRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0e\n\x06\x62ranch\x18\x03 \x01(\x05\x12\x12\n\ninvocation\x18\x04 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t2\xc2\x04\n\tWorkflows\x12^\n\x11RegisterWorkflows\x12#.stoker.v1.RegisterWorkflowsRequest\x1a$.stoker.v1.RegisterWorkflowsResponse\x12[\n\x10TriggerWorkflows\x12\".stoker.v1.TriggerWorkflowsRequest\x1a#.stoker.v1.TriggerWorkflowsResponse\x12R\n\rSpawnChildren\x12\x1f.stoker.v1.SpawnChildrenRequest\x1a .stoker.v1.SpawnChildrenResponse\x12I\n\nPushEvents\x12\x1c.stoker.v1.PushEventsRequest\x1a\x1d.stoker.v1.PushEventsResponse\x12I\n\nCancelRuns\x12\x1c.stoker.v1.CancelRunsRequest\x1a\x1d.stoker.v1.CancelRunsResponse\x12I\n\nReplayRuns\x12\x1c.stoker.v1.ReplayRunsRequest\x1a\x1d.stoker.v1.ReplayRunsResponse\x12\x43\n\x08ResetRun\x12\x1a.stoker.v1.ResetRunRequest\x1a\x1b.stoker.v1.ResetRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,35 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIGGERWORKFLOWSRESPONSE']._serialized_start=494
   _globals['_TRIGGERWORKFLOWSRESPONSE']._serialized_end=588
   _globals['_CHILDSPAWN']._serialized_start=591
-  _globals['_CHILDSPAWN']._serialized_end=747
-  _globals['_SPAWNCHILDRENREQUEST']._serialized_start=750
-  _globals['_SPAWNCHILDRENREQUEST']._serialized_end=879
-  _globals['_SPAWNCHILDRENRESPONSE']._serialized_start=881
-  _globals['_SPAWNCHILDRENRESPONSE']._serialized_end=939
-  _globals['_USEREVENT']._serialized_start=941
-  _globals['_USEREVENT']._serialized_end=1044
-  _globals['_PUSHEVENTSREQUEST']._serialized_start=1046
-  _globals['_PUSHEVENTSREQUEST']._serialized_end=1124
-  _globals['_PUSHEVENTSRESPONSE']._serialized_start=1126
-  _globals['_PUSHEVENTSRESPONSE']._serialized_end=1224
-  _globals['_PUSHEDEVENT']._serialized_start=1226
-  _globals['_PUSHEDEVENT']._serialized_end=1293
-  _globals['_RUNFILTER']._serialized_start=1295
-  _globals['_RUNFILTER']._serialized_end=1404
-  _globals['_RUNOUTCOME']._serialized_start=1406
-  _globals['_RUNOUTCOME']._serialized_end=1484
-  _globals['_CANCELRUNSREQUEST']._serialized_start=1486
-  _globals['_CANCELRUNSREQUEST']._serialized_end=1576
-  _globals['_CANCELRUNSRESPONSE']._serialized_start=1578
-  _globals['_CANCELRUNSRESPONSE']._serialized_end=1639
-  _globals['_REPLAYRUNSREQUEST']._serialized_start=1641
-  _globals['_REPLAYRUNSREQUEST']._serialized_end=1715
-  _globals['_REPLAYRUNSRESPONSE']._serialized_start=1717
-  _globals['_REPLAYRUNSRESPONSE']._serialized_end=1778
-  _globals['_RESETRUNREQUEST']._serialized_start=1780
-  _globals['_RESETRUNREQUEST']._serialized_end=1847
-  _globals['_RESETRUNRESPONSE']._serialized_start=1849
-  _globals['_RESETRUNRESPONSE']._serialized_end=1970
-  _globals['_WORKFLOWS']._serialized_start=1973
-  _globals['_WORKFLOWS']._serialized_end=2551
+  _globals['_CHILDSPAWN']._serialized_end=764
+  _globals['_SPAWNCHILDRENREQUEST']._serialized_start=767
+  _globals['_SPAWNCHILDRENREQUEST']._serialized_end=896
+  _globals['_SPAWNCHILDRENRESPONSE']._serialized_start=898
+  _globals['_SPAWNCHILDRENRESPONSE']._serialized_end=956
+  _globals['_USEREVENT']._serialized_start=958
+  _globals['_USEREVENT']._serialized_end=1061
+  _globals['_PUSHEVENTSREQUEST']._serialized_start=1063
+  _globals['_PUSHEVENTSREQUEST']._serialized_end=1141
+  _globals['_PUSHEVENTSRESPONSE']._serialized_start=1143
+  _globals['_PUSHEVENTSRESPONSE']._serialized_end=1241
+  _globals['_PUSHEDEVENT']._serialized_start=1243
+  _globals['_PUSHEDEVENT']._serialized_end=1310
+  _globals['_RUNFILTER']._serialized_start=1312
+  _globals['_RUNFILTER']._serialized_end=1421
+  _globals['_RUNOUTCOME']._serialized_start=1423
+  _globals['_RUNOUTCOME']._serialized_end=1501
+  _globals['_CANCELRUNSREQUEST']._serialized_start=1503
+  _globals['_CANCELRUNSREQUEST']._serialized_end=1593
+  _globals['_CANCELRUNSRESPONSE']._serialized_start=1595
+  _globals['_CANCELRUNSRESPONSE']._serialized_end=1656
+  _globals['_REPLAYRUNSREQUEST']._serialized_start=1658
+  _globals['_REPLAYRUNSREQUEST']._serialized_end=1732
+  _globals['_REPLAYRUNSRESPONSE']._serialized_start=1734
+  _globals['_REPLAYRUNSRESPONSE']._serialized_end=1795
+  _globals['_RESETRUNREQUEST']._serialized_start=1797
+  _globals['_RESETRUNREQUEST']._serialized_end=1864
+  _globals['_RESETRUNRESPONSE']._serialized_start=1866
+  _globals['_RESETRUNRESPONSE']._serialized_end=1987
+  _globals['_WORKFLOWS']._serialized_start=1990
+  _globals['_WORKFLOWS']._serialized_end=2568
 # @@protoc_insertion_point(module_scope)

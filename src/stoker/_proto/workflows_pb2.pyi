@@ -193,6 +193,7 @@ class ChildSpawn(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     CHILD_INDEX_FIELD_NUMBER: _builtins.int
     CHILD_KEY_FIELD_NUMBER: _builtins.int
+    STICKY_FIELD_NUMBER: _builtins.int
     task_name: _builtins.str
     """Exactly one of task_name and workflow_name."""
     workflow_name: _builtins.str
@@ -201,6 +202,10 @@ class ChildSpawn(_message.Message):
     priority: _builtins.int
     child_index: _builtins.int
     child_key: _builtins.str
+    sticky: _builtins.bool
+    """sticky children: a child task that prefers the worker running its parent (bound to
+    it when the child's task is sticky="hard"); ignored for a child workflow.
+    """
     def __init__(
         self,
         *,
@@ -211,10 +216,11 @@ class ChildSpawn(_message.Message):
         priority: _builtins.int = ...,
         child_index: _builtins.int = ...,
         child_key: _builtins.str = ...,
+        sticky: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "child_index", b"child_index", "child_key", b"child_key", "input", b"input", "priority", b"priority", "task_name", b"task_name", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_metadata", b"additional_metadata", "child_index", b"child_index", "child_key", b"child_key", "input", b"input", "priority", b"priority", "sticky", b"sticky", "task_name", b"task_name", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

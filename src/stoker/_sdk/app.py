@@ -51,6 +51,7 @@ from stoker.config import ClientSettings, parse_duration
 from stoker.errors import DeclarationError, PayloadTooLargeError
 
 if TYPE_CHECKING:
+    from stoker._sdk.http_worker import HttpWorker
     from stoker._sdk.worker import Worker
 
 F = TypeVar("F", bound=TaskFn)
@@ -437,6 +438,41 @@ class Stoker:
             max_loop_block_s=max_loop_block_s,
             executor=executor,
             lifespan=lifespan,
+        )
+
+    def http_worker(
+        self,
+        name: str,
+        *,
+        url: str,
+        secret: str,
+        slots: int = 10,
+        tasks: Sequence[Task[Any, Any] | Workflow[Any]] | None = None,
+        background: Sequence[Task[Any, Any]] = (),
+        executor: ExecutorName | None = None,
+    ) -> HttpWorker:
+        """An HTTP push worker (README "HTTP push workers"): an ASGI app that runs
+        ``tasks`` (default: every task of this app) as the engine POSTs them to ``url``.
+
+        The engine sends at most ``slots`` attempts at once and signs each with
+        ``secret`` (HMAC-SHA256, at least 16 characters; unsigned, forged or stale
+        requests are answered 401). A task answers with its output when it ends; those in
+        ``background`` answer 202 at once and report their end through the engine's API.
+        Serve the worker with an ASGI server, or mount it in a FastAPI/Starlette app with
+        ``lifespan=worker.lifespan``; the endpoint registers when the server starts.
+        """
+        from stoker._sdk.http_worker import HttpWorker
+
+        chosen = _expand(tasks) if tasks is not None else list(self.tasks.values())
+        return HttpWorker(
+            self,
+            name,
+            url=url,
+            secret=secret,
+            slots=slots,
+            tasks=chosen,
+            background=background,
+            executor=executor,
         )
 
     # -- talking to the engine ----------------------------------------------------------

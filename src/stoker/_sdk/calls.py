@@ -41,6 +41,7 @@ from stoker._proto import admin_pb2 as apb
 from stoker._proto import engine_pb2 as pb
 from stoker._proto import events_pb2 as epb
 from stoker._proto import observe_pb2 as opb
+from stoker._proto import push_pb2 as ppb
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import webhooks_pb2 as hpb
 from stoker._proto import workflows_pb2 as wpb
@@ -363,6 +364,26 @@ class Interceptor:
 
     async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
         return await self.next.aio_create_webhook(request)
+
+    # -- HTTP push workers (docs/http-workers.md) ---------------------------------------
+
+    async def aio_register_push_endpoint(
+        self, request: ppb.RegisterPushEndpointRequest
+    ) -> ppb.PushEndpointInfo:
+        """Creates or updates an HTTP push endpoint."""
+        return await self.next.aio_register_push_endpoint(request)
+
+    async def aio_report_push_events(
+        self, request: ppb.ReportPushEventsRequest
+    ) -> ppb.ReportPushEventsResponse:
+        """Reports the end of attempts an HTTP push endpoint answered with 202."""
+        return await self.next.aio_report_push_events(request)
+
+    async def aio_delete_push_endpoint(
+        self, request: ppb.DeletePushEndpointRequest
+    ) -> ppb.DeletePushEndpointResponse:
+        """Deletes an HTTP push endpoint."""
+        return await self.next.aio_delete_push_endpoint(request)
 
     def list_webhooks(self, request: hpb.ListWebhooksRequest) -> hpb.ListWebhooksResponse:
         """Reads the tenant's webhooks."""
@@ -889,6 +910,30 @@ class TransportCalls(Interceptor):
     async def aio_create_webhook(self, request: hpb.CreateWebhookRequest) -> hpb.WebhookInfo:
         resp: hpb.WebhookInfo = await self._transport().acall(
             lambda s: s.webhooks.CreateWebhook, request
+        )
+        return resp
+
+    async def aio_register_push_endpoint(
+        self, request: ppb.RegisterPushEndpointRequest
+    ) -> ppb.PushEndpointInfo:
+        resp: ppb.PushEndpointInfo = await self._transport().acall(
+            lambda s: s.push.RegisterPushEndpoint, request
+        )
+        return resp
+
+    async def aio_report_push_events(
+        self, request: ppb.ReportPushEventsRequest
+    ) -> ppb.ReportPushEventsResponse:
+        resp: ppb.ReportPushEventsResponse = await self._transport().acall(
+            lambda s: s.push.ReportPushEvents, request
+        )
+        return resp
+
+    async def aio_delete_push_endpoint(
+        self, request: ppb.DeletePushEndpointRequest
+    ) -> ppb.DeletePushEndpointResponse:
+        resp: ppb.DeletePushEndpointResponse = await self._transport().acall(
+            lambda s: s.push.DeletePushEndpoint, request
         )
         return resp
 

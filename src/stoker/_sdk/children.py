@@ -69,6 +69,7 @@ def _spawn_request(ctx: Context, children: Sequence[ChildSpec]) -> wpb.SpawnChil
                 priority=int(child.options.get("priority") or 0),
                 child_index=first + n,
                 child_key=str(child.options.get("child_key") or ""),
+                sticky=bool(child.options.get("sticky")),
             )
         )
     return wpb.SpawnChildrenRequest(

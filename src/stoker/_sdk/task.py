@@ -84,6 +84,10 @@ class RunOptions(TypedDict, total=False):
     child_key: str
     """Inside a running task: names the child run, so spawning the same key again (from a
     retry) returns the existing child. Outside a task it has no effect."""
+    sticky: bool
+    """Inside a running task: the child task prefers the worker that runs this task (it is
+    bound to it when the child's task is ``sticky="hard"``), so it can use what the parent
+    left there. Outside a task it has no effect."""
     idempotency_key: str
     """While a run made with this key is live, a trigger with the same key returns that run
     (``ref.deduplicated`` is True) instead of creating one; per tenant (README

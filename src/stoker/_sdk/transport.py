@@ -34,6 +34,7 @@ from stoker._proto import admin_pb2_grpc as apb_grpc
 from stoker._proto import engine_pb2_grpc as pb_grpc
 from stoker._proto import events_pb2_grpc as epb_grpc
 from stoker._proto import observe_pb2_grpc as opb_grpc
+from stoker._proto import push_pb2_grpc as ppb_grpc
 from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import webhooks_pb2_grpc as hpb_grpc
 from stoker._proto import workflows_pb2_grpc as wpb_grpc
@@ -136,6 +137,7 @@ class Stubs:
         self.webhooks = hpb_grpc.WebhooksStub(channel)
         self.observe = opb_grpc.ObserveStub(channel)
         self.admin = apb_grpc.AdminStub(channel)
+        self.push = ppb_grpc.PushStub(channel)
 
 
 class Transport:

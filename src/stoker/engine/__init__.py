@@ -61,10 +61,12 @@ from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.notify import CANCEL, FINISHED, QUEUE, SCHEDULES, WORKER_PAUSE, Listener
 from stoker.engine.observe import Observe
 from stoker.engine.observe.streams import CHANNEL as STREAM_CHANNEL
+from stoker.engine.push import PushDelivery, PushEndpoints
 from stoker.engine.rpc import open_server
 from stoker.engine.rpc.admin_service import AdminService
 from stoker.engine.rpc.event_service import EventService
 from stoker.engine.rpc.observe_service import ObserveService
+from stoker.engine.rpc.push_service import PushService
 from stoker.engine.rpc.schedule_service import ScheduleService
 from stoker.engine.rpc.webhook_service import WebhookService
 from stoker.engine.rpc.worker_service import WorkerService
@@ -72,6 +74,7 @@ from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.scheduler import TIMEOUT_GRACE_MS, Scheduler
 from stoker.engine.service import Service
 from stoker.engine.signals import Signals
+from stoker.engine.webhooks.secrets import SecretBox
 from stoker.errors import ConfigError
 
 log = logging.getLogger("stoker.engine")
@@ -236,6 +239,17 @@ class Engine:
             },
             on_connect=self.inbox.on_listening,
         )
+        # HTTP push endpoints: workers to the scheduler, attached and delivered to by the
+        # leader (engine/push, docs/http-workers.md).
+        push_box = SecretBox(s.webhook_keys())  # sealed like webhook secrets
+        self.push = PushDelivery(
+            db,
+            self.dispatcher,
+            self.leadership,
+            push_box,
+            interval_s=min(1.0, s.controller_interval_s),
+        )
+        self.push_endpoints = PushEndpoints(db, push_box, self.push.changed)
         self.reconciler = Reconciler(db, self.dispatcher, interval_s=s.reconcile_interval_s)
         self.retention = Retention(
             db,
@@ -259,6 +273,7 @@ class Engine:
             self.leadership,
             self.timeouts,
             self.liveness,
+            self.push,
             self.sweeper,
             self.durable_timers,
             self.crons,
@@ -310,6 +325,10 @@ class Engine:
             await self.webhooks.rekey()
         except ConfigError as exc:
             log.warning("webhook secrets: %s", exc)
+        try:
+            await self.push_endpoints.rekey()  # sealed with the same keys
+        except ConfigError as exc:
+            log.warning("push endpoint secrets: %s", exc)
         for service in self.services:
             await service.start()
 
@@ -324,6 +343,7 @@ class Engine:
                 WebhookService(self.auth, self.webhooks),
                 ObserveService(self.auth, self.observe),
                 AdminService(self.auth, db, self.dispatcher, self.bulk),
+                PushService(self.auth, db, self.push_endpoints, self.push, self.dispatcher),
             ],
         )
         address = f"{s.grpc_host}:{s.grpc_port}"
@@ -348,7 +368,6 @@ class Engine:
         from stoker.engine.runs.ops import RunOps
         from stoker.engine.schedules import Schedules
         from stoker.engine.webhooks import Webhooks
-        from stoker.engine.webhooks.secrets import SecretBox
 
         s = self.settings
         self.conditions = Conditions(db, self.signals, self.progression.progress)

@@ -24,3 +24,7 @@ JOIN child_run c ON c.parent_task_id = %(parent_task_id)s
 -- name: parent_task
 SELECT id, tenant_id, attempt, status, dag_id FROM task
 WHERE id = %(task_id)s AND tenant_id = %(tenant_id)s;
+
+-- name: parent_worker
+-- The worker running a task now (sticky children prefer it).
+SELECT worker_id FROM task_runtime WHERE task_id = %(task_id)s;

@@ -65,3 +65,15 @@ class Parent(TypedDict):
 
 
 parent_task = One[ParentTask, Parent]("parent_task")
+
+
+@dataclass(frozen=True, slots=True)
+class ParentWorker:
+    task_id: int
+
+
+class WorkerOfTask(TypedDict):
+    worker_id: int
+
+
+parent_worker = One[ParentWorker, WorkerOfTask]("parent_worker")

@@ -573,6 +573,35 @@ class Dispatcher(LoopService):
             if self._buffered() >= self._max_items:
                 self._full.set()
 
+    def take_detached(self, worker_id: int, events: Iterable[pb.TaskEvent]) -> None:
+        """Buffers events of a worker whose stream is not on this replica (an HTTP push
+        endpoint's report, docs/http-workers.md). Nothing is checked in memory: the
+        statements that write them apply only to attempts whose ``task_runtime`` row is
+        ``worker_id``'s, and the replica holding the stream frees the slots when its
+        reconciler sees those attempts ended."""
+        for ev in events:
+            if ev.kind == pb.COMPLETED:
+                problem = self._output_problem(ev.output)
+                if problem:
+                    self._failed.append(
+                        AttemptEnd.failed(
+                            ev.task_id,
+                            ev.attempt,
+                            "InvalidOutput",
+                            problem,
+                            retryable=False,
+                            reporter=worker_id,
+                        )
+                    )
+                else:
+                    self._completed.append((worker_id, ev))
+            elif ev.kind == pb.FAILED:
+                self._failed.append(AttemptEnd.from_event(ev, worker_id))
+            elif ev.kind == pb.REFRESH_TIMEOUT:
+                self._refresh.append((worker_id, ev))
+        if self._buffered():
+            self._work.set()
+
     def _output_problem(self, output: bytes) -> str | None:
         if len(output) > self._max_payload:
             return f"the output is {len(output)} bytes, over the limit of {self._max_payload} bytes"

@@ -105,6 +105,8 @@ class ChildInput:
     priority: int
     child_index: int
     child_key: str
+    sticky: bool = False
+    """A child task that prefers the parent's worker (sticky children)."""
 
 
 class SpawnLog(Protocol):
@@ -475,6 +477,11 @@ class WorkflowIngest:
         by_n = {int(r["n"]) - 1: r["external_id"] for r in found}
         result = [(str(by_n.get(n, ids[n])), ids[n] not in new) for n in range(len(items))]
         fresh = [(i, ids[n]) for n, i in enumerate(items) if ids[n] in new]
+        parent_worker = None
+        if any(i.sticky and i.task_name for i, _ in fresh):
+            # Sticky children prefer the worker running their parent now.
+            row = await child_store.parent_worker(tx, child_store.ParentWorker(parent_task_id))
+            parent_worker = int(row["worker_id"]) if row else None
         task_rows = [
             NewTaskRun(
                 external_id,
@@ -483,6 +490,7 @@ class WorkflowIngest:
                 self._definitions.policy(
                     tenant_id, i.task_name, defs[i.task_name], i.input, i.additional_metadata
                 ),
+                desired_worker_id=parent_worker if i.sticky else None,
             )
             for i, external_id in fresh
             if i.task_name

@@ -36,6 +36,8 @@ from stoker._proto import events_pb2 as epb
 from stoker._proto import events_pb2_grpc as epb_grpc
 from stoker._proto import observe_pb2 as opb
 from stoker._proto import observe_pb2_grpc as opb_grpc
+from stoker._proto import push_pb2 as ppb
+from stoker._proto import push_pb2_grpc as ppb_grpc
 from stoker._proto import schedules_pb2 as spb
 from stoker._proto import schedules_pb2_grpc as spb_grpc
 from stoker._proto import webhooks_pb2 as hpb
@@ -83,6 +85,8 @@ async def open_server(
     opb_grpc.add_ObserveServicer_to_server(cast(opb_grpc.ObserveServicer, observe), server)
     admin = answering(apb.DESCRIPTOR.services_by_name["Admin"], servicers)
     apb_grpc.add_AdminServicer_to_server(cast(apb_grpc.AdminServicer, admin), server)
+    push = answering(ppb.DESCRIPTOR.services_by_name["Push"], servicers)
+    ppb_grpc.add_PushServicer_to_server(cast(ppb_grpc.PushServicer, push), server)
     address = f"{s.grpc_host}:{s.grpc_port}"
     try:
         if s.tls:

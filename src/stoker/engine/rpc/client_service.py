@@ -299,6 +299,7 @@ class ClientService(Servicer):
                         i.priority,
                         i.child_index,
                         i.child_key,
+                        i.sticky,
                     )
                     for i in request.items
                 ],
