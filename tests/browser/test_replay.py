@@ -21,8 +21,10 @@ def attempts_of(page: Page, base: str, run_id: str, step: str) -> int:
     """The number of the step's latest attempt (a completed attempt keeps no row of its
     own once the step runs again, so the rows are not counted)."""
     page.goto(f"{base}/ui/runs/{run_id}?task={step}")
-    numbers = page.get_by_test_id("attempts").locator("tbody tr").evaluate_all(
-        "rows => rows.map(r => Number(r.dataset.attempt))"
+    numbers = (
+        page.get_by_test_id("attempts")
+        .locator("tbody tr")
+        .evaluate_all("rows => rows.map(r => Number(r.dataset.attempt))")
     )
     return max(numbers)
 
@@ -110,8 +112,6 @@ def test_a_viewer_cannot_replay_and_a_post_without_the_token_is_refused(
     answer = viewer.goto(f"{site.base}/ui/runs/{ref.run_id}/edit-input")
     assert answer is not None and answer.status == 403
     # The operator's own session without the CSRF token is refused, and nothing changes.
-    refused = page.request.post(
-        f"{site.base}/ui/runs/{ref.run_id}/replay-from", form={"step": "b"}
-    )
+    refused = page.request.post(f"{site.base}/ui/runs/{ref.run_id}/replay-from", form={"step": "b"})
     assert refused.status == 403
     assert attempts_of(page, site.base, str(ref.run_id), "b") == before

@@ -60,6 +60,8 @@ class NavItem:
     key: str
     title: str
     path: str
+    role: str = "viewer"
+    """The weakest role that sees the link (the page itself checks the role too)."""
 
 
 NAV: tuple[NavItem, ...] = (
@@ -73,7 +75,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("rate-limits", "Rate limits", "/rate-limits"),
     NavItem("webhooks", "Webhooks & filters", "/webhooks"),
     NavItem("logs", "Logs", "/logs"),
-    NavItem("settings", "Settings", "/settings"),
+    NavItem("settings", "Settings", "/settings", role="admin"),
 )
 """Every page of the dashboard, in navigation order. Fixed here so that adding a page never
 edits shared files: a page module declares ``PageRouter(nav="queues")`` and the link shows."""
@@ -226,7 +228,7 @@ class Ui:
             template,
             {
                 "user": self.user,
-                "nav": self.state.nav,
+                "nav": [item for item in self.state.nav if self.user.can(item.role)],
                 "csrf": self.user.csrf_token,
                 "can_act": self.user.can(OPERATOR),
                 "is_htmx": self.request.headers.get("hx-request") == "true",
