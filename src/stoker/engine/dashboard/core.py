@@ -282,7 +282,7 @@ async def _ui(request: Request) -> Ui:
     return Ui(request, state, user)
 
 
-async def _action(request: Request) -> Ui:
+async def _own_action(request: Request) -> Ui:
     ui = await _ui(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
@@ -291,6 +291,11 @@ async def _action(request: Request) -> Ui:
         raise PageError(
             403, "this form is out of date (its security token does not match); reload the page"
         )
+    return ui
+
+
+async def _action(request: Request) -> Ui:
+    ui = await _own_action(request)
     ui.require(OPERATOR)
     return ui
 
@@ -300,3 +305,6 @@ UiDep = Annotated[Ui, Depends(_ui)]
 ActionDep = Annotated[Ui, Depends(_action)]
 """An action: a signed-in operator or admin whose request carries the session's CSRF token
 (header ``X-CSRF-Token`` or form field ``csrf``); else 403."""
+OwnActionDep = Annotated[Ui, Depends(_own_action)]
+"""An action on the user's own account (any role, viewers too): the session's CSRF token
+is checked as for :data:`ActionDep`, the role is not."""
