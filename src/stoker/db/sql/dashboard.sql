@@ -78,3 +78,7 @@ RETURNING id;
 -- name: dash_user_password_hash
 -- The password hash of a signed-in user (to check their current password).
 SELECT password_hash FROM dashboard_user WHERE id = %(user_id)s;
+
+-- name: dash_tenant_by_name
+-- The tenant that users signing in through OpenID Connect for the first time join.
+SELECT id FROM tenant WHERE name = %(name)s;

@@ -165,3 +165,11 @@ class PasswordHash(TypedDict):
 
 
 dash_user_password_hash = One[DashUserPasswordHash, PasswordHash]("dash_user_password_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class DashTenantByName:
+    name: str
+
+
+dash_tenant_by_name = One[DashTenantByName, IdRow]("dash_tenant_by_name")

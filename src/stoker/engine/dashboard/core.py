@@ -36,6 +36,7 @@ from stoker.db.store import dashboard as store
 
 if TYPE_CHECKING:
     from stoker.engine.dashboard.live import LiveHub
+    from stoker.engine.dashboard.oidc import OidcProvider
     from stoker.engine.dispatcher.served import ServedTasks
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
@@ -102,6 +103,8 @@ class DashboardState:
     bulk: BulkOps | None = None
     secure_cookies: bool = False
     session_ttl_s: float = 12 * 3600
+    oidc: OidcProvider | None = None
+    """Sign-in through an OpenID Connect provider, when configured (``STOKER_OIDC_*``)."""
     nav: list[NavItem] = field(default_factory=list)
     """The links of the registered pages, in :data:`NAV` order."""
 
