@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 from stoker import Stoker
 from tests.apps.dashboard import Work
 from tests.browser.conftest import DashSite, off_loop
+from tests.browser.test_accessibility import problems
 from tests.harness import WorkerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,6 +67,7 @@ def test_a_run_replays_with_edited_input_and_a_bad_edit_changes_nothing(
     expect(page.get_by_test_id("edit-input-error")).to_contain_text("input.n: expected integer")
     expect(box).to_have_value('{"fail": false, "n": "many"}')
     shot(page, "replay-edit-refused")
+    assert problems(page) == []
     box.fill('{"fail": false, ')
     page.get_by_test_id("replay-with-input").click()
     expect(page.get_by_test_id("edit-input-error")).to_contain_text("not valid JSON")
