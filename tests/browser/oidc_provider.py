@@ -4,7 +4,8 @@ checks the client secret, the code, the redirect URI and the PKCE verifier, and 
 tokens signed with RS256 by a key it publishes at ``/jwks``.
 
 ``sign_with_other_key`` makes it sign with a key it does not publish (a forged token);
-``verified = False`` makes it say ``email_verified: false``.
+``verified = False`` makes it say ``email_verified: false``; ``alg="ES256"`` makes it sign
+with a P-256 key instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 
 def b64url(data: bytes) -> str:
@@ -50,6 +52,7 @@ class TinyProvider:
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     sign_with_other_key: bool = False
     verified: bool = True
+    alg: str = "RS256"
     token_requests: int = 0
     _server: ThreadingHTTPServer | None = None
     _grants: dict[str, Grant] = field(default_factory=dict)
@@ -57,6 +60,7 @@ class TinyProvider:
     def __post_init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec_key = ec.generate_private_key(ec.SECP256R1())
         self.kid = secrets.token_hex(4)
 
     @property
@@ -134,6 +138,19 @@ class TinyProvider:
         }
 
     def jwks(self) -> dict[str, Any]:
+        if self.alg == "ES256":
+            point = self.ec_key.public_key().public_numbers()
+            return {
+                "keys": [
+                    {
+                        "kty": "EC",
+                        "kid": self.kid,
+                        "crv": "P-256",
+                        "x": b64url(point.x.to_bytes(32, "big")),
+                        "y": b64url(point.y.to_bytes(32, "big")),
+                    }
+                ]
+            }
         numbers = self.key.public_key().public_numbers()
         return {
             "keys": [
@@ -206,11 +223,15 @@ class TinyProvider:
             "id_token": self.sign(claims),
         }
 
-    def sign(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+    def sign(self, claims: dict[str, Any], **header_fields: Any) -> str:
+        header = {"alg": self.alg, "typ": "JWT", "kid": self.kid, **header_fields}
         signing_input = (
             b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
         )
+        if self.alg == "ES256":
+            der = self.ec_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+            r, s = decode_dss_signature(der)
+            return signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
         key = self.other_key if self.sign_with_other_key else self.key
         signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return signing_input + "." + b64url(signature)
