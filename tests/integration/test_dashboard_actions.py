@@ -8,6 +8,7 @@ import json
 import uuid
 
 from stoker.db.store import workers as worker_store
+from stoker.engine.auth import create_token
 from stoker.engine.dashboard import users
 from tests.integration.test_dashboard import csrf_of
 from tests.integration.test_dashboard_pages import Site, sign_in, site  # noqa: F401
@@ -152,3 +153,28 @@ async def test_oidc_sign_in_is_absent_unless_configured(site: Site) -> None:  # 
     assert "oidc-sign-in" not in page
     assert (await site.client.get("/ui/login/oidc")).status_code == 404
     assert (await site.client.get("/ui/login/oidc/callback?code=x&state=y")).status_code == 404
+
+
+async def test_drain_and_reset_over_rest(site: Site) -> None:  # noqa: F811
+    token = await create_token(site.db, site.tenant)
+    foreign = await create_token(site.db, site.other)
+    _, ext = await site.rows.worker(site.tenant, ["add"], name="box")
+    await site.rows.conn.execute(
+        "INSERT INTO rate_limit (tenant_id, key, limit_value, window_ms, recent, clock)"
+        " VALUES (%s, 'api', 1, 3600000, %s, now())",
+        (site.tenant, json.dumps([[1, 1]])),
+    )
+    auth = {"authorization": f"Bearer {token}"}
+    other = {"authorization": f"Bearer {foreign}"}
+    assert (
+        await site.client.post(f"/api/v1/workers/{ext}/drain", headers=other)
+    ).status_code == 404
+    r = await site.client.post(f"/api/v1/workers/{ext}/drain", headers=auth)
+    assert r.status_code == 200 and r.json()["paused"] is True, r.text
+    assert await site.rows.one("SELECT drain_requested_at IS NOT NULL FROM worker")
+    assert (
+        await site.client.post("/api/v1/rate-limits/api/reset", headers=other)
+    ).status_code == 404
+    r = await site.client.post("/api/v1/rate-limits/api/reset", headers=auth)
+    assert r.status_code == 200 and r.json()["used"] == 0, r.text
+    assert await site.rows.one("SELECT recent FROM rate_limit WHERE key = 'api'") == []
