@@ -283,8 +283,10 @@ def test_these_pages_pass_the_accessibility_checks(
         f"/ui/events/{pushed.event_id}",
         "/ui/rate-limits",
         "/ui/webhooks",
+        "/ui/webhooks/new",
         "/ui/logs",
         "/ui/settings",
+        "/ui/account",
     ]
     for path in paths:
         page.goto(site.base + path)

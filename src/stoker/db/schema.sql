@@ -137,7 +137,9 @@ CREATE TABLE worker (
     labels            jsonb NOT NULL DEFAULT '{}',
     durable_slots     integer NOT NULL DEFAULT 0,
     -- A paused worker keeps its stream and what it runs but is assigned nothing new.
-    paused_at         timestamptz
+    paused_at         timestamptz,
+    -- A drained worker is paused and told (heartbeat answer) to stop once idle.
+    drain_requested_at timestamptz
 ) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.05);
 
 CREATE INDEX worker_tenant_idx ON worker (tenant_id, status);

@@ -261,7 +261,13 @@ class Worker:
         def forgotten() -> None:  # from the heartbeat thread: the engine declared us dead
             loop.call_soon_threadsafe(life.reconnect.set)
 
-        heartbeat = Heartbeat(settings, self.app.transport.metadata, self.worker_id, forgotten)
+        def drain() -> None:  # from the heartbeat thread: an operator drained this worker
+            log.warning("worker %s: asked by the engine to drain; stopping", self.name)
+            loop.call_soon_threadsafe(life.stopping.set)
+
+        heartbeat = Heartbeat(
+            settings, self.app.transport.metadata, self.worker_id, forgotten, on_drain=drain
+        )
         heartbeat.start()
         if self.capture_logging:
             install_capture()

@@ -5,7 +5,8 @@ stream's), so a task that blocks the event loop cannot make a healthy worker loo
 When a replica does not answer within two heartbeat intervals, the next address is tried
 (any replica records heartbeats) on a new channel. When the engine answers that it no
 longer knows the worker (it was declared dead), ``on_unknown`` is called: the session
-re-opens the stream.
+re-opens the stream. When it answers that the worker was asked to drain (the dashboard's
+Drain), ``on_drain`` is called once: the worker stops as on SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ class Heartbeat:
         metadata: tuple[tuple[str, str], ...],
         worker_id: str,
         on_unknown: Callable[[], None],
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._metadata = metadata
         self._worker_id = worker_id
         self._on_unknown = on_unknown
+        self._on_drain = on_drain
+        self._drained = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stoker-heartbeat", daemon=True)
 
@@ -72,5 +76,8 @@ class Heartbeat:
                     continue
                 if not resp.known:
                     self._on_unknown()
+                if resp.drain and not self._drained and self._on_drain is not None:
+                    self._drained = True
+                    self._on_drain()
         finally:
             channel.close()

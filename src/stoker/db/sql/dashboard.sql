@@ -68,3 +68,17 @@ VALUES (%(token_hash)s, %(user_id)s, now() + make_interval(secs => %(ttl_s)s));
 UPDATE dashboard_login_link SET used_at = now()
 WHERE token_hash = %(token_hash)s AND used_at IS NULL AND expires_at > now()
 RETURNING user_id;
+
+-- name: dash_set_role
+-- Changes the role of one of the tenant's users; no row when the tenant has no such user.
+UPDATE dashboard_user SET role = %(role)s
+WHERE tenant_id = %(tenant_id)s AND email = %(email)s
+RETURNING id;
+
+-- name: dash_user_password_hash
+-- The password hash of a signed-in user (to check their current password).
+SELECT password_hash FROM dashboard_user WHERE id = %(user_id)s;
+
+-- name: dash_tenant_by_name
+-- The tenant that users signing in through OpenID Connect for the first time join.
+SELECT id FROM tenant WHERE name = %(name)s;

@@ -7,7 +7,8 @@
 -- slot_cost slots of the durable pool when its task is durable, else of the plain pool
 -- (as the dispatcher counts them). statuses is optional (NULL = every status).
 SELECT w.external_id, w.name, w.status, w.slots, w.durable_slots, w.task_names, w.labels,
-       w.last_heartbeat_at, w.connected_at, w.paused_at, now() AS db_now,
+       w.last_heartbeat_at, w.connected_at, w.paused_at, w.drain_requested_at,
+       now() AS db_now,
        coalesce(u.running, 0) AS running,
        coalesce(u.used_slots, 0) AS used_slots,
        coalesce(u.used_durable_slots, 0) AS used_durable_slots

@@ -22,3 +22,21 @@ SELECT g.key,
           AND q.rate_limits @> jsonb_build_array(jsonb_build_object('key', %(key)s::text)))
        AS waiting_runs
 FROM gone g;
+
+-- name: admin_reset_rate_limit
+-- Empties a limit's window (the starts it counts), keeping its clock (which never goes
+-- back); the queued runs it deferred are made ready now.
+WITH reset AS (
+    UPDATE rate_limit SET recent = '[]', updated_at = now()
+    WHERE tenant_id = %(tenant_id)s AND key = %(key)s
+    RETURNING key
+),
+ready AS (
+    UPDATE queue_item q
+    SET available_at = now()
+    FROM reset
+    WHERE q.tenant_id = %(tenant_id)s AND q.available_at > now()
+      AND q.rate_limits @> jsonb_build_array(jsonb_build_object('key', reset.key))
+    RETURNING q.id
+)
+SELECT r.key, (SELECT count(*) FROM ready) AS ready_runs FROM reset r;

@@ -248,3 +248,51 @@ ready AS (
     FROM upd
 )
 SELECT upd.id AS task_id, upd.concurrency_keys IS NOT NULL AS gated FROM upd, ready;
+
+-- name: replay_dag_steps
+-- Puts one finished DAG run back to RUNNING with the named steps PENDING again (a new
+-- attempt each, retries reset) and, when an input is given, that input as the run's (the
+-- steps queued from now on read it); the other steps keep their outcome and output.
+WITH d AS (
+    UPDATE dag SET status = 'RUNNING', cancelled = false, error = NULL, finished_at = NULL,
+                   input = coalesce(%(input)s::jsonb, input)
+    WHERE id = %(dag_id)s AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    RETURNING id
+)
+UPDATE task t
+SET status = 'PENDING', attempt = t.attempt + 1, retry_count = 0, error = NULL,
+    output = NULL, skipped = false, started_at = NULL, finished_at = NULL, worker_id = NULL,
+    assigned_at = NULL, desired_worker_id = NULL
+FROM d
+WHERE t.dag_id = d.id AND t.step = ANY(%(steps)s::text[])
+RETURNING t.dag_id;
+
+-- name: replay_task_with_input
+-- Re-queues one finished single-task run (completed too) with a new input, as a new
+-- attempt (make_tasks_ready); a run with concurrency keys waits for admission again.
+WITH upd AS (
+    UPDATE task t
+    SET status = 'QUEUED', attempt = t.attempt + 1, retry_count = 0, error = NULL,
+        output = NULL, started_at = NULL, finished_at = NULL, worker_id = NULL,
+        input = %(input)s::jsonb
+    WHERE t.id = %(task_id)s AND t.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    RETURNING t.id, t.tenant_id, t.attempt, t.task_name, t.priority, t.schedule_timeout_ms,
+              t.rate_limits, t.desired_worker_id, t.concurrency_keys
+),
+ready AS (
+    SELECT make_tasks_ready(
+        array_agg(ROW(id, tenant_id, attempt, task_name, priority, now(), schedule_timeout_ms,
+                      rate_limits, desired_worker_id, concurrency_keys)::ready_task),
+        false)
+    FROM upd
+)
+SELECT upd.id AS task_id, upd.concurrency_keys IS NOT NULL AS gated FROM upd, ready;
+
+-- name: durable_tasks_among
+-- The tasks among a DAG run's named steps (or one single-task run) that keep a durable
+-- log: running them again from the start or with another input would replay a log
+-- recorded for other inputs, so such a replay is a reset instead.
+SELECT t.id, coalesce(t.step, t.task_name) AS name
+FROM task t
+WHERE ((t.dag_id = %(dag_id)s AND t.step = ANY(%(steps)s::text[])) OR t.id = %(task_id)s)
+  AND EXISTS (SELECT 1 FROM durable_log l WHERE l.task_id = t.id);

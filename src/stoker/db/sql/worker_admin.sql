@@ -22,8 +22,19 @@ WHERE w.tenant_id = %(tenant_id)s
 ORDER BY w.status, w.connected_at DESC, w.id DESC;
 
 -- name: set_worker_paused
--- Pauses (keeping the first pause's time) or resumes one of the tenant's workers.
+-- Pauses (keeping the first pause's time) or resumes one of the tenant's workers; a resume
+-- also takes back a drain the worker has not heard of yet.
 UPDATE worker
-SET paused_at = CASE WHEN %(paused)s THEN coalesce(paused_at, now()) END
+SET paused_at = CASE WHEN %(paused)s THEN coalesce(paused_at, now()) END,
+    drain_requested_at = CASE WHEN %(paused)s THEN drain_requested_at END
 WHERE tenant_id = %(tenant_id)s AND external_id = %(worker_id)s
+RETURNING id, external_id, paused_at;
+
+-- name: set_worker_drain
+-- Drains one of the tenant's live workers: paused (assigned nothing new) and asked, in its
+-- next heartbeat's answer, to stop once what it runs has finished.
+UPDATE worker
+SET paused_at = coalesce(paused_at, now()),
+    drain_requested_at = coalesce(drain_requested_at, now())
+WHERE tenant_id = %(tenant_id)s AND external_id = %(worker_id)s AND status = 'ACTIVE'
 RETURNING id, external_id, paused_at;

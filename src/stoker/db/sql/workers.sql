@@ -15,11 +15,13 @@ RETURNING id, connected_at, paused_at IS NOT NULL AS paused;
 
 -- name: heartbeat_workers
 -- Records heartbeats of a tenant's workers; returns those still considered alive, and
--- whether each is paused (how a pause reaches the replica holding the worker's stream).
+-- whether each is paused (how a pause reaches the replica holding the worker's stream)
+-- and whether it was asked to drain (the heartbeat's answer tells the worker).
 UPDATE worker SET last_heartbeat_at = now()
 WHERE external_id = ANY(%(external_ids)s::uuid[]) AND tenant_id = %(tenant_id)s
   AND status = 'ACTIVE'
-RETURNING external_id, paused_at IS NOT NULL AS paused;
+RETURNING external_id, paused_at IS NOT NULL AS paused,
+          drain_requested_at IS NOT NULL AS drain;
 
 -- name: worker_tenant
 -- The tenant a worker id belongs to (to tell a foreign worker id from a dead one).

@@ -143,3 +143,33 @@ class LinkUser(TypedDict):
 
 
 dash_use_login_link = One[DashUseLoginLink, LinkUser]("dash_use_login_link")
+
+
+@dataclass(frozen=True, slots=True)
+class DashSetRole:
+    tenant_id: int
+    email: str
+    role: str
+
+
+dash_set_role = One[DashSetRole, IdRow]("dash_set_role")
+
+
+@dataclass(frozen=True, slots=True)
+class DashUserPasswordHash:
+    user_id: int
+
+
+class PasswordHash(TypedDict):
+    password_hash: str | None
+
+
+dash_user_password_hash = One[DashUserPasswordHash, PasswordHash]("dash_user_password_hash")
+
+
+@dataclass(frozen=True, slots=True)
+class DashTenantByName:
+    name: str
+
+
+dash_tenant_by_name = One[DashTenantByName, IdRow]("dash_tenant_by_name")

@@ -34,6 +34,7 @@ class WorkerRow(TypedDict):
     last_heartbeat_at: datetime
     connected_at: datetime
     paused_at: datetime | None
+    drain_requested_at: datetime | None
     db_now: datetime
     running: int
     used_slots: int

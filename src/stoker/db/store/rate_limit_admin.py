@@ -48,3 +48,19 @@ class DeletedRateLimit(TypedDict):
 
 
 admin_delete_rate_limit = One[AdminDeleteRateLimit, DeletedRateLimit]("admin_delete_rate_limit")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResetRateLimit:
+    tenant_id: int
+    key: str
+
+
+class ResetLimit(TypedDict):
+    """A limit whose window was emptied, and how many deferred runs it made ready."""
+
+    key: str
+    ready_runs: int
+
+
+admin_reset_rate_limit = One[AdminResetRateLimit, ResetLimit]("admin_reset_rate_limit")

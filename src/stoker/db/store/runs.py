@@ -215,3 +215,39 @@ class ReplayedTask(TypedDict):
 
 
 replay_tasks = Many[ReplayTasks, ReplayedTask]("replay_tasks")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayDagSteps:
+    dag_id: int
+    steps: list[str]
+    input: str | None
+
+
+replay_dag_steps = Many[ReplayDagSteps, ReplayedStep]("replay_dag_steps")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTaskWithInput:
+    task_id: int
+    input: str
+
+
+replay_task_with_input = Many[ReplayTaskWithInput, ReplayedTask]("replay_task_with_input")
+
+
+@dataclass(frozen=True, slots=True)
+class DurableTasksAmong:
+    dag_id: int | None
+    steps: list[str]
+    task_id: int | None
+
+
+class DurableTaskName(TypedDict):
+    """A task that keeps a durable log, by its step name (or task name)."""
+
+    id: int
+    name: str
+
+
+durable_tasks_among = Many[DurableTasksAmong, DurableTaskName]("durable_tasks_among")

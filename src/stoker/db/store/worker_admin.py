@@ -56,3 +56,12 @@ class PausedWorker(TypedDict):
 
 
 set_worker_paused = One[SetWorkerPaused, PausedWorker]("set_worker_paused")
+
+
+@dataclass(frozen=True, slots=True)
+class SetWorkerDrain:
+    tenant_id: int
+    worker_id: uuid.UUID
+
+
+set_worker_drain = One[SetWorkerDrain, PausedWorker]("set_worker_drain")

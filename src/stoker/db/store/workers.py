@@ -46,6 +46,7 @@ class LiveWorker(TypedDict):
 
     external_id: uuid.UUID
     paused: bool
+    drain: bool
 
 
 heartbeat_workers = Many[HeartbeatWorkers, LiveWorker]("heartbeat_workers")

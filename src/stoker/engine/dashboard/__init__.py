@@ -36,6 +36,7 @@ from stoker.engine.dashboard.core import (
     templates,
 )
 from stoker.engine.dashboard.live import LiveHub
+from stoker.engine.dashboard.oidc import OidcProvider, OidcSettings
 from stoker.engine.dispatcher.served import ServedTasks
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ def mount(
         secure_cookies=secure_cookies,
         nav=[item for item in NAV if item.key in registered],
     )
+    oidc = OidcSettings()
+    if oidc.enabled:
+        state.oidc = OidcProvider(oidc)
     app.state.dashboard = state
     for router in routers:
         app.include_router(router, prefix=PREFIX)

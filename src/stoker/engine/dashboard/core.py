@@ -36,6 +36,7 @@ from stoker.db.store import dashboard as store
 
 if TYPE_CHECKING:
     from stoker.engine.dashboard.live import LiveHub
+    from stoker.engine.dashboard.oidc import OidcProvider
     from stoker.engine.dispatcher.served import ServedTasks
     from stoker.engine.runs.bulk import BulkOps
     from stoker.engine.runs.ops import RunOps
@@ -60,6 +61,8 @@ class NavItem:
     key: str
     title: str
     path: str
+    role: str = "viewer"
+    """The weakest role that sees the link (the page itself checks the role too)."""
 
 
 NAV: tuple[NavItem, ...] = (
@@ -73,7 +76,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("rate-limits", "Rate limits", "/rate-limits"),
     NavItem("webhooks", "Webhooks & filters", "/webhooks"),
     NavItem("logs", "Logs", "/logs"),
-    NavItem("settings", "Settings", "/settings"),
+    NavItem("settings", "Settings", "/settings", role="admin"),
 )
 """Every page of the dashboard, in navigation order. Fixed here so that adding a page never
 edits shared files: a page module declares ``PageRouter(nav="queues")`` and the link shows."""
@@ -100,6 +103,8 @@ class DashboardState:
     bulk: BulkOps | None = None
     secure_cookies: bool = False
     session_ttl_s: float = 12 * 3600
+    oidc: OidcProvider | None = None
+    """Sign-in through an OpenID Connect provider, when configured (``STOKER_OIDC_*``)."""
     nav: list[NavItem] = field(default_factory=list)
     """The links of the registered pages, in :data:`NAV` order."""
 
@@ -226,7 +231,7 @@ class Ui:
             template,
             {
                 "user": self.user,
-                "nav": self.state.nav,
+                "nav": [item for item in self.state.nav if self.user.can(item.role)],
                 "csrf": self.user.csrf_token,
                 "can_act": self.user.can(OPERATOR),
                 "is_htmx": self.request.headers.get("hx-request") == "true",
@@ -280,7 +285,7 @@ async def _ui(request: Request) -> Ui:
     return Ui(request, state, user)
 
 
-async def _action(request: Request) -> Ui:
+async def _own_action(request: Request) -> Ui:
     ui = await _ui(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
@@ -289,6 +294,11 @@ async def _action(request: Request) -> Ui:
         raise PageError(
             403, "this form is out of date (its security token does not match); reload the page"
         )
+    return ui
+
+
+async def _action(request: Request) -> Ui:
+    ui = await _own_action(request)
     ui.require(OPERATOR)
     return ui
 
@@ -298,3 +308,6 @@ UiDep = Annotated[Ui, Depends(_ui)]
 ActionDep = Annotated[Ui, Depends(_action)]
 """An action: a signed-in operator or admin whose request carries the session's CSRF token
 (header ``X-CSRF-Token`` or form field ``csrf``); else 403."""
+OwnActionDep = Annotated[Ui, Depends(_own_action)]
+"""An action on the user's own account (any role, viewers too): the session's CSRF token
+is checked as for :data:`ActionDep`, the role is not."""

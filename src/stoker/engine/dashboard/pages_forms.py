@@ -158,3 +158,109 @@ def read_form(fields: list[FormField], values: Mapping[str, str]) -> FormResult:
             out[f.name] = value
     result.value = out
     return result
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _JSON_TYPES.get(name, (object,)))
+
+
+def schema_problems(
+    schema: Mapping[str, Any] | None, value: Any, *, root: Mapping[str, Any] | None = None
+) -> list[str]:
+    """What keeps ``value`` from matching the JSON schema pydantic made for an input model,
+    each as "where: what" (empty: it matches). Checks the parts such schemas use: types,
+    required and unknown properties, enums and constants, bounds, lengths, items, unions
+    (``anyOf``/``oneOf``) and ``$ref`` to ``$defs``; the worker still validates the input
+    against the model itself when the run starts."""
+    if not isinstance(schema, Mapping):
+        return []
+    return _problems(schema, value, "input", root if root is not None else schema)
+
+
+def _problems(schema: Mapping[str, Any], value: Any, at: str, root: Mapping[str, Any]) -> list[str]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return _problems(target, value, at, root)
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            found = [_problems(o, value, at, root) for o in options if isinstance(o, Mapping)]
+            if any(not f for f in found):
+                return []
+            return min(found, key=len)
+    for part in schema.get("allOf") or ():
+        if isinstance(part, Mapping):
+            if inner := _problems(part, value, at, root):
+                return inner
+    kind = schema.get("type")
+    kinds = [kind] if isinstance(kind, str) else list(kind) if isinstance(kind, list) else []
+    if kinds and not any(_type_ok(value, k) for k in kinds):
+        return [f"{at}: expected {' or '.join(kinds)}, got {json.dumps(value)[:60]}"]
+    if "const" in schema and value != schema["const"]:
+        return [f"{at}: must be {json.dumps(schema['const'])}"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and value not in enum:
+        return [f"{at}: must be one of {', '.join(json.dumps(e) for e in enum)}"]
+    out: list[str] = []
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, words in (
+            ("minimum", "at least"),
+            ("maximum", "at most"),
+            ("exclusiveMinimum", "more than"),
+            ("exclusiveMaximum", "less than"),
+        ):
+            bound = schema.get(key)
+            if not isinstance(bound, (int, float)):
+                continue
+            fits = {
+                "minimum": value >= bound,
+                "maximum": value <= bound,
+                "exclusiveMinimum": value > bound,
+                "exclusiveMaximum": value < bound,
+            }[key]
+            if not fits:
+                out.append(f"{at}: must be {words} {bound}")
+    if isinstance(value, (str, list)):
+        low, high = (
+            ("minLength", "maxLength") if isinstance(value, str) else ("minItems", "maxItems")
+        )
+        if isinstance(schema.get(low), int) and len(value) < schema[low]:
+            out.append(f"{at}: must have at least {schema[low]} characters or items")
+        if isinstance(schema.get(high), int) and len(value) > schema[high]:
+            out.append(f"{at}: must have at most {schema[high]} characters or items")
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            out += _problems(schema["items"], item, f"{at}[{i}]", root)
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        for name in schema.get("required") or ():
+            if name not in value:
+                out.append(f"{at}.{name}: required")
+        extra = schema.get("additionalProperties")
+        for name, item in value.items():
+            if name in props and isinstance(props[name], Mapping):
+                out += _problems(props[name], item, f"{at}.{name}", root)
+            elif extra is False:
+                out.append(f"{at}.{name}: not a field of the input")
+            elif isinstance(extra, Mapping):
+                out += _problems(extra, item, f"{at}.{name}", root)
+    return out

@@ -59,6 +59,8 @@ class WorkerView:
     running: int
     paused: str
     """Since when the worker is paused, in words ("" when it is not)."""
+    draining: str = ""
+    """Since when the worker is asked to drain, in words ("" when it is not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ def _view(row: store.WorkerRow) -> WorkerView:
         task_names=sorted(row["task_names"]),
         running=row["running"],
         paused=ago(row["paused_at"], now) if row["paused_at"] else "",
+        draining=ago(row["drain_requested_at"], now) if row["drain_requested_at"] else "",
     )
 
 

@@ -85,6 +85,31 @@ async def set_password(db: Executor, email: str, password: str) -> None:
         raise NotFoundError(f"no user with email {email}")
 
 
+async def set_role(db: Executor, tenant_id: int, email: str, role: str) -> None:
+    """Changes the role of one of the tenant's users (it applies from their next request);
+    NotFoundError when the tenant has no such user."""
+    email = normalize_email(email)
+    row = await store.dash_set_role(db, store.DashSetRole(tenant_id, email, check_role(role)))
+    if row is None:
+        raise NotFoundError(f"no user {email!r} in this tenant")
+
+
+async def change_own_password(
+    db: Executor, user_id: int, email: str, current: str, new: str
+) -> None:
+    """Sets a signed-in user's password after checking their current one (a user who has
+    none yet, signed in by link, sets a first one). InvalidRequestError when the current
+    password is wrong or the new one too short."""
+    row = await store.dash_user_password_hash(db, store.DashUserPasswordHash(user_id))
+    stored = row["password_hash"] if row is not None else None
+    if stored is not None:
+        try:
+            _hasher.verify(stored, current)
+        except (VerificationError, InvalidHashError):
+            raise InvalidRequestError("the current password is not right") from None
+    await set_password(db, email, new)
+
+
 async def verify_password(db: Executor, email: str, password: str) -> int | None:
     """The id of the user whose email and password these are, else None."""
     try:

@@ -371,6 +371,10 @@ class Definitions:
         self._static_limits.pop(tenant_id, None)
         self._on_limits_changed(tenant_id)
 
+    def limits_changed(self, tenant_id: int) -> None:
+        """Tells the scheduler that a tenant's limits have room (a limit was reset)."""
+        self._on_limits_changed(tenant_id)
+
     # -- reading ------------------------------------------------------------------------
 
     async def tasks(self, tenant_id: int, *, refresh: bool = False) -> dict[str, TaskConfig]:

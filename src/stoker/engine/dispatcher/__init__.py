@@ -619,9 +619,10 @@ class Dispatcher(LoopService):
 
     # -- heartbeats ---------------------------------------------------------------------
 
-    async def heartbeat(self, tenant_id: int, external_id: uuid.UUID) -> bool:
-        """Records a heartbeat of a tenant's worker; False when the worker is not (or no
-        longer) alive, or is not the tenant's (then the heartbeat is counted as ignored)."""
+    async def heartbeat(self, tenant_id: int, external_id: uuid.UUID) -> tuple[bool, bool]:
+        """Records a heartbeat of a tenant's worker: (known, drain). ``known`` is False when
+        the worker is not (or no longer) alive, or is not the tenant's (then the heartbeat
+        is counted as ignored); ``drain``: the worker was asked to drain and stop."""
         rows = await worker_store.heartbeat_workers(
             self._db, worker_store.HeartbeatWorkers([external_id], tenant_id)
         )
@@ -633,7 +634,7 @@ class Dispatcher(LoopService):
                 for conn in list(self._conns.values()):
                     if conn.external_id == external_id:
                         self.set_paused(conn.worker_id, paused)
-            return True
+            return True, bool(rows[0]["drain"])
         owner = await worker_store.worker_tenant(self._db, worker_store.WorkerTenant(external_id))
         if owner is not None and int(owner["tenant_id"]) != tenant_id:
             self.rejections.reject(
@@ -641,7 +642,7 @@ class Dispatcher(LoopService):
                 1,
                 f"tenant {tenant_id} sent a heartbeat for worker {external_id} of another tenant",
             )
-        return False
+        return False, False
 
     # -- flushing -----------------------------------------------------------------------
 

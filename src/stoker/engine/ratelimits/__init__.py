@@ -15,6 +15,7 @@ again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -131,6 +132,23 @@ async def put_rate_limit(
     return await get_rate_limit(db, tenant_id, key)
 
 
+async def reset_rate_limit(
+    db: Executor, tenant_id: int, key: str, *, on_change: Callable[[int], None] | None = None
+) -> int:
+    """Empties a limit's window: the starts it counted no longer count, so it has its whole
+    limit free now; the queued runs it deferred are made ready at once (``on_change``, the
+    engine's, wakes the scheduler). How many deferred runs were made ready; NotFoundError
+    for a key with no limit."""
+    row = await store.admin_reset_rate_limit(
+        db, store.AdminResetRateLimit(tenant_id, check_key(key))
+    )
+    if row is None:
+        raise NotFoundError(f"no rate limit with key {key!r}")
+    if on_change is not None:
+        on_change(tenant_id)
+    return int(row["ready_runs"])
+
+
 async def delete_rate_limit(db: Executor, tenant_id: int, key: str) -> DeletedLimit:
     """Deletes a limit; NotFoundError for a key with none."""
     row = await store.admin_delete_rate_limit(
@@ -149,4 +167,5 @@ __all__ = [
     "get_rate_limit",
     "list_rate_limits",
     "put_rate_limit",
+    "reset_rate_limit",
 ]

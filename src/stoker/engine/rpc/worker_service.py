@@ -54,9 +54,8 @@ class WorkerService(Servicer):
             worker = uuid.UUID(request.worker_id)
         except ValueError:
             raise InvalidRequestError(f"worker_id {request.worker_id!r} is not a UUID") from None
-        return pb.HeartbeatResponse(
-            known=await self._dispatcher.heartbeat(caller.tenant_id, worker)
-        )
+        known, drain = await self._dispatcher.heartbeat(caller.tenant_id, worker)
+        return pb.HeartbeatResponse(known=known, drain=drain)
 
 
 async def _until_refused(

@@ -43,6 +43,7 @@ import psycopg
 
 from stoker._core.durable import MAX_BRANCHES
 from stoker._core.status import FINAL, RunStatus
+from stoker._core.wire import encode_json
 from stoker.db import Executor
 from stoker.db.store import conditions as condition_store
 from stoker.db.store import dags as dag_store
@@ -264,6 +265,141 @@ class RunOps:
         for r in todo:
             outcomes.append(Outcome(str(r["external_id"]), "replayed", "RUNNING", "replayed"))
         return outcomes
+
+    # -- replay from a step, or with another input ----------------------------------------
+
+    async def replay_from(
+        self,
+        tenant_id: int,
+        run_id: str,
+        *,
+        step: str | None = None,
+        input: Any = None,
+        with_input: bool = False,
+    ) -> Outcome:
+        """Re-runs one finished run (completed too) from a chosen step, or with another input.
+
+        ``step`` (a workflow run): that step and every step downstream of it run again, and
+        so do the run's failed and cancelled steps and its handlers; the other steps keep
+        their outcome and output. ``with_input``: the run's input becomes ``input`` and
+        the whole run runs again (every step of a workflow run). A run still going is
+        refused, and so is a task that keeps a durable log (its recorded calls belong to
+        the old run: reset it to position 1 instead).
+        """
+        if step is None and not with_input:
+            raise InvalidRequestError("replay_from needs a step or an input")
+        try:
+            rid = uuid.UUID(run_id)
+        except ValueError:
+            raise NotFoundError(f"{run_id!r} is not a run id") from None
+        raw: str | None = None
+        if with_input:
+            raw = encode_json(input, "the edited input").decode()
+        found = await run_store.resolve_runs(self._db, run_store.ResolveRuns(tenant_id, [rid]))
+        if not found:
+            raise NotFoundError(f"no run with id {rid}")
+        run = found[0]
+        status = str(run["status"])
+        if status not in FINAL:
+            raise InvalidRequestError(
+                f"run {rid} is still {status}: a run is replayed once it has finished"
+            )
+        if run["dag_id"] is None and step is not None and not with_input:
+            raise InvalidRequestError(
+                f"run {rid} is a single-task run: it has no steps to replay from"
+            )
+        async with self._signals.transaction(self._db) as (tx, out):
+            await self._restore(tx, tenant_id, [rid])
+            dag_ids: list[int] = []
+            task_ids: list[int] = []
+            if run["dag_id"] is not None:
+                dag_id = int(run["dag_id"])
+                steps = await self._steps_to_replay(tx, dag_id, step, everything=with_input)
+                await self._refuse_durable(tx, rid, dag_id, sorted(steps), None)
+                for c in await run_store.replayable_children(
+                    tx, run_store.ReplayableChildren([dag_id], [])
+                ):
+                    if c["dag_id"] is not None and int(c["dag_id"]) != dag_id:
+                        dag_ids.append(int(c["dag_id"]))
+                    elif c["task_id"] is not None:
+                        task_ids.append(c["task_id"])
+                await dag_store.lock_dags(tx, dag_store.LockDags(sorted({dag_id, *dag_ids})))
+                again = await run_store.replay_dag_steps(
+                    tx, run_store.ReplayDagSteps(dag_id, sorted(steps), raw)
+                )
+                if not again:
+                    raise InvalidRequestError(f"run {rid} is no longer finished")
+            else:
+                task_id = int(run["task_id"] or 0)
+                assert raw is not None
+                await self._refuse_durable(tx, rid, None, [], task_id)
+                for c in await run_store.replayable_children(
+                    tx, run_store.ReplayableChildren([], [task_id])
+                ):
+                    if c["dag_id"] is not None:
+                        dag_ids.append(int(c["dag_id"]))
+                    elif c["task_id"] is not None and c["task_id"] != task_id:
+                        task_ids.append(c["task_id"])
+                queued = await run_store.replay_task_with_input(
+                    tx, run_store.ReplayTaskWithInput(task_id, raw)
+                )
+                if not queued:
+                    raise InvalidRequestError(f"run {rid} is no longer finished")
+                out.queued(tenant_id, gated=queued[0]["gated"])
+            # Failed children of what runs again run again too, as in a plain replay.
+            dag_ids, task_ids = sorted(set(dag_ids)), sorted(set(task_ids))
+            if dag_ids:
+                handlers = await self._handler_task_names(tx, dag_ids)
+                await run_store.replay_dags(
+                    tx, run_store.ReplayDags(dag_ids, json.dumps(sorted(handlers)))
+                )
+            if task_ids:
+                replayed = await run_store.replay_tasks(tx, run_store.ReplayTasks(task_ids))
+                out.queued(tenant_id, gated=any(r["gated"] for r in replayed))
+            if run["dag_id"] is not None:
+                dag_ids.append(int(run["dag_id"]))
+            out.queued(tenant_id, gated=False)
+            await self._progression.progress(tx, out, sorted(set(dag_ids)))
+        how = f"from step {step}" if step is not None else "with the edited input"
+        return Outcome(str(rid), "replayed", "RUNNING", f"replayed {how}")
+
+    async def _steps_to_replay(
+        self, tx: Executor, dag_id: int, step: str | None, *, everything: bool
+    ) -> set[str]:
+        """The steps of a DAG run that run again: all of them, or ``step``, what is
+        downstream of it, the failed and cancelled ones and the handlers."""
+        rows = await dag_store.dag_steps(tx, dag_store.DagSteps([dag_id]))
+        if not rows:
+            raise InvalidRequestError("the workflow run has no steps")
+        versions = await self._progression.versions(tx, {int(rows[0]["version_id"])})
+        spec = next(iter(versions.values()))
+        names = {s.name for s in spec.steps}
+        if everything:
+            return names
+        if step not in names or spec.step(step).role != "step":
+            known = ", ".join(s.name for s in spec.regular())
+            raise InvalidRequestError(f"the workflow has no step {step!r}; its steps: {known}")
+        chosen = {step}
+        for s in spec.steps:  # declaration order: parents before children
+            if s.role == "step" and chosen.intersection(s.parents):
+                chosen.add(s.name)
+        chosen |= {str(r["step"]) for r in rows if r["status"] in ("FAILED", "CANCELLED")}
+        chosen |= {s.name for s in spec.steps if s.role != "step"}
+        return chosen
+
+    @staticmethod
+    async def _refuse_durable(
+        tx: Executor, rid: uuid.UUID, dag_id: int | None, steps: list[str], task_id: int | None
+    ) -> None:
+        durable = await run_store.durable_tasks_among(
+            tx, run_store.DurableTasksAmong(dag_id, steps, task_id)
+        )
+        if durable:
+            names = ", ".join(sorted(str(d["name"]) for d in durable))
+            raise InvalidRequestError(
+                f"run {rid} would run durable tasks again ({names}) whose logs recorded "
+                "the old run: reset a durable task's run to position 1 instead"
+            )
 
     # -- reset (durable runs) -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Workers as an operator sees and steers them: list, get, pause, resume.
+"""Workers as an operator sees and steers them: list, get, pause, resume, drain.
 
 Request-driven (the REST API, the dashboard and the CLI call these functions with an
 executor and the caller's tenant), not a loop.
@@ -142,6 +142,31 @@ async def pause_worker(
     return await _set_paused(db, tenant_id, worker_id, True, dispatcher)
 
 
+async def drain_worker(
+    db: Executor,
+    tenant_id: int,
+    worker_id: str | uuid.UUID,
+    *,
+    dispatcher: PauseTarget | None = None,
+) -> WorkerInfo:
+    """Drains a live worker: it is paused at once (assigned nothing new) and its next
+    heartbeat's answer asks it to stop; the worker then stops as on SIGTERM — it finishes
+    what it runs, reports, and closes its stream (STOPPED). Unlike a pause, which keeps
+    the worker connected until it is resumed, a drain ends the worker process.
+
+    NotFoundError for an unknown worker or one that is not live.
+    """
+    wid = _worker_uuid(worker_id)
+    row = await store.set_worker_drain(db, store.SetWorkerDrain(tenant_id, wid))
+    if row is None:
+        raise NotFoundError(f"no live worker with id {wid}")
+    here = dispatcher is not None and dispatcher.set_paused(int(row["id"]), True)
+    if not here:
+        sender = dispatcher.engine_id if dispatcher is not None else "api"
+        await notify.send_worker_pause(db, int(row["id"]), True, sender)
+    return await get_worker(db, tenant_id, wid)
+
+
 async def resume_worker(
     db: Executor,
     tenant_id: int,
@@ -158,6 +183,7 @@ __all__ = [
     "STATUSES",
     "PauseTarget",
     "WorkerInfo",
+    "drain_worker",
     "get_worker",
     "list_workers",
     "pause_worker",

@@ -69,6 +69,28 @@ class CancelBody(BaseModel):
     reason: str = Field(default="", max_length=500, examples=["deploy rolled back"])
 
 
+class ReplayBody(BaseModel):
+    """Optional: replay a finished workflow run from one step, or any finished run with a
+    new input (completed runs too)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"from_step": "charge"}, {"input": {"order": 42}}]},
+    )
+
+    from_step: str | None = Field(
+        default=None,
+        max_length=200,
+        description="This step and every step downstream of it run again, and so do the "
+        "failed and cancelled steps; the other steps keep their output.",
+    )
+    input: Any = Field(
+        default=None,
+        description="The run's new input (JSON); the whole run runs again with it. Sent "
+        "as null or left out: the input is kept.",
+    )
+
+
 class RunFilterBody(BaseModel):
     """Which runs: every given criterion must hold (none given: every run)."""
 
@@ -227,9 +249,24 @@ async def cancel_run(
 
 
 @router.post("/runs/{run_id}/replay", response_model=RunActionOutcome, responses=_NOT_FOUND)
-async def replay_run(run_id: uuid.UUID, who: Auth, ops: Ops) -> RunActionOutcome:
+async def replay_run(
+    run_id: uuid.UUID, who: Auth, ops: Ops, body: ReplayBody | None = None
+) -> RunActionOutcome:
     """Runs a failed or cancelled run again from its failed and cancelled tasks (completed
-    tasks keep their outputs)."""
+    tasks keep their outputs). With ``from_step``: a finished workflow run (completed too)
+    from that step and what is downstream of it. With ``input``: any finished run, with
+    that input, from the start. The input is not checked against the task's model here
+    (the worker validates it when the run starts); a durable task's run is refused both
+    (reset it instead)."""
+    if body is not None and (body.from_step is not None or body.input is not None):
+        done = await ops.replay_from(
+            who.tenant_id,
+            str(run_id),
+            step=body.from_step,
+            input=body.input,
+            with_input=body.input is not None,
+        )
+        return _outcome([done], run_id)
     return _outcome(await ops.replay(who.tenant_id, [str(run_id)], None), run_id)
 
 

@@ -13,6 +13,7 @@ from stoker.engine import ratelimits
 from stoker.engine.api.deps import Auth, DbDep, StateDep
 from stoker.engine.api.errors import ERROR_RESPONSES
 from stoker.engine.api.models import ErrorBody
+from stoker.engine.definitions.registry import Definitions
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES, tags=["rate limits"])
 
@@ -106,6 +107,20 @@ async def put_rate_limit(key: str, body: PutRateLimit, who: Auth, state: StateDe
         state.db, who.tenant_id, key, body.limit, body.duration, definitions=state.definitions
     )
     return _model(info)
+
+
+@router.post("/rate-limits/{key}/reset", response_model=RateLimit, responses=_NOT_FOUND)
+async def reset_rate_limit(key: str, who: Auth, state: StateDep) -> RateLimit:
+    """Empties a limit's window (the starts it counted no longer count); the runs it held
+    back are ready at once."""
+    definitions = state.definitions
+    await ratelimits.reset_rate_limit(
+        state.db,
+        who.tenant_id,
+        key,
+        on_change=definitions.limits_changed if isinstance(definitions, Definitions) else None,
+    )
+    return _model(await ratelimits.get_rate_limit(state.db, who.tenant_id, key))
 
 
 @router.delete("/rate-limits/{key}", response_model=DeletedRateLimit, responses=_NOT_FOUND)

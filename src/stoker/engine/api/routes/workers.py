@@ -71,6 +71,16 @@ async def pause_worker(worker_id: uuid.UUID, who: Auth, state: StateDep) -> Work
     return worker_model(w)
 
 
+@router.post("/workers/{worker_id}/drain", response_model=Worker, responses=_NOT_FOUND)
+async def drain_worker(worker_id: uuid.UUID, who: Auth, state: StateDep) -> Worker:
+    """Drains a live worker: it gets no new runs (it is paused at once), and its next
+    heartbeat's answer tells it to stop; it finishes what it runs and exits."""
+    w = await worker_admin.drain_worker(
+        state.db, who.tenant_id, worker_id, dispatcher=state.dispatcher
+    )
+    return worker_model(w)
+
+
 @router.post("/workers/{worker_id}/resume", response_model=Worker, responses=_NOT_FOUND)
 async def resume_worker(worker_id: uuid.UUID, who: Auth, state: StateDep) -> Worker:
     """Resumes a paused worker: it is assigned runs again."""

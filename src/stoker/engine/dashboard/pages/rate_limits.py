@@ -1,5 +1,6 @@
 """``/ui/rate-limits``: each rate limit with the units its window holds now, when room
-frees up and how many queued runs it defers; edit a limit (or create one), delete one.
+frees up and how many queued runs it defers; edit a limit (or create one), reset its window,
+delete one.
 
 Changes go through :mod:`stoker.engine.ratelimits` with the engine's definitions, as the
 REST API's do: runs a limit deferred are looked at again at once, so raising a limit
@@ -16,6 +17,7 @@ from stoker.engine import ratelimits
 from stoker.engine.dashboard import pages_limits
 from stoker.engine.dashboard.core import PREFIX, ActionDep, PageError, PageRouter, Ui, UiDep
 from stoker.engine.dashboard.pages_services import api
+from stoker.engine.definitions.registry import Definitions
 from stoker.errors import NotFoundError, StokerError
 
 router = PageRouter(nav="rate-limits")
@@ -74,6 +76,24 @@ async def put_limit(ui: ActionDep) -> Response:
         )
     except StokerError as exc:
         return await _page(ui, problem=str(exc), values=form, status_code=422)
+    return _back(ui, key)
+
+
+@router.post("/rate-limits/{key}/reset")
+async def reset_limit(ui: ActionDep, key: str) -> Response:
+    """Empties the limit's window: its whole limit is free now, and the runs it deferred
+    are ready at once."""
+    definitions = api(ui).definitions
+    try:
+        await ratelimits.reset_rate_limit(
+            ui.db,
+            ui.user.tenant_id,
+            key,
+            on_change=definitions.limits_changed if isinstance(definitions, Definitions) else None,
+        )
+    except NotFoundError:
+        raise PageError(404, f"no rate limit with key {key!r}") from None
+    ui.state.live.touch(ui.user.tenant_id)
     return _back(ui, key)
 
 

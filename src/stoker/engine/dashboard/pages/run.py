@@ -15,9 +15,10 @@ import uuid
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from stoker._core.dag import WorkflowSpec
 from stoker._core.status import FINAL
@@ -29,8 +30,9 @@ from stoker.engine.api.routes.durable import DurableLogPage, get_durable_log
 from stoker.engine.api.routes.runs import get_run
 from stoker.engine.api.routes.workflows import WorkflowRunDetail, WorkflowStep, get_workflow_run
 from stoker.engine.auth import Principal
-from stoker.engine.dashboard import dag
+from stoker.engine.dashboard import dag, pages_tasks
 from stoker.engine.dashboard.core import (
+    OPERATOR,
     PREFIX,
     ActionDep,
     PageError,
@@ -38,6 +40,7 @@ from stoker.engine.dashboard.core import (
     Ui,
     UiDep,
 )
+from stoker.engine.dashboard.pages_forms import form_fields, schema_problems
 from stoker.errors import StokerError
 
 router = PageRouter()
@@ -288,6 +291,96 @@ async def run_json(ui: UiDep, run_id: uuid.UUID) -> Response:
     )
 
 
+async def _input_schema(ui: Ui, kind: store.RunKind, name: str) -> dict[str, Any] | None:
+    found = await pages_tasks.definitions(
+        ui.db,
+        ui.user.tenant_id,
+        datetime.now(UTC),
+        kind="workflow" if kind["kind"] == "workflow" else "task",
+        name=name,
+    )
+    return found[0].input_schema if found else None
+
+
+async def _current(ui: Ui, run_id: uuid.UUID) -> tuple[store.RunKind, str, str, Any]:
+    """The run's kind, task or workflow name, status and input (a run, not a step)."""
+    kind = await _kind(ui, run_id)
+    if kind["kind"] == "task" and kind["dag_external_id"] is not None:
+        raise PageError(
+            404,
+            f"run {run_id} is a step of workflow run {kind['dag_external_id']}: "
+            "edit the workflow run's input",
+        )
+    who = _principal(ui)
+    if kind["kind"] == "workflow":
+        workflow = await get_workflow_run(run_id, who, ui.db)
+        return kind, workflow.workflow_name, workflow.status, workflow.input
+    detail = await get_run(run_id, who, ui.db, _api(ui))
+    return kind, detail.task_name, detail.status, detail.input
+
+
+async def _edit_page(
+    ui: Ui,
+    run_id: uuid.UUID,
+    *,
+    text: str | None = None,
+    problems: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    kind, name, status, current = await _current(ui, run_id)
+    schema = await _input_schema(ui, kind, name)
+    return ui.render(
+        "run_input.html",
+        active="runs",
+        run_id=run_id,
+        name=name,
+        status=status,
+        finished=status in FINAL,
+        fields=form_fields(schema),
+        text=text if text is not None else json.dumps(current, indent=2, sort_keys=True),
+        problems=problems or [],
+        status_code=status_code,
+    )
+
+
+@router.get("/runs/{run_id:uuid}/edit-input")
+async def edit_input_page(ui: UiDep, run_id: uuid.UUID) -> HTMLResponse:
+    """A form with the run's input to change before replaying it (operators)."""
+    ui.require(OPERATOR)
+    return await _edit_page(ui, run_id)
+
+
+@router.post("/runs/{run_id:uuid}/edit-input")
+async def edit_input(ui: ActionDep, run_id: uuid.UUID) -> Response:
+    """Replays the run with the edited input, or shows the form again with what is wrong
+    (the run is left as it was)."""
+    text = await ui.field("input")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problem = f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        return await _edit_page(ui, run_id, text=text, problems=[problem], status_code=422)
+    kind, name, _status, _input = await _current(ui, run_id)
+    problems = schema_problems(await _input_schema(ui, kind, name), value)
+    if problems:
+        return await _edit_page(ui, run_id, text=text, problems=problems, status_code=422)
+    ops = ui.state.ops
+    if ops is None:
+        raise PageError(503, "replay needs the engine: this dashboard has none")
+    try:
+        await ops.replay_from(ui.user.tenant_id, str(run_id), input=value, with_input=True)
+    except StokerError as exc:
+        return await _edit_page(ui, run_id, text=text, problems=[str(exc)], status_code=409)
+    ui.state.live.touch(ui.user.tenant_id)
+    return _go(ui, f"{PREFIX}/runs/{run_id}")
+
+
+def _go(ui: Ui, target: str) -> Response:
+    if ui.request.headers.get("hx-request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
 @router.post("/runs/{run_id:uuid}/{action}")
 async def run_action(ui: ActionDep, run_id: uuid.UUID, action: str) -> Response:
     """Cancels or replays one run, then shows it again."""
@@ -302,13 +395,19 @@ async def run_action(ui: ActionDep, run_id: uuid.UUID, action: str) -> Response:
         )
     elif action == "replay":
         outcomes = await ops.replay(ui.user.tenant_id, [str(rid)], None)
+    elif action == "replay-from":
+        step = await ui.field("step")
+        try:
+            outcomes = [await ops.replay_from(ui.user.tenant_id, str(rid), step=step)]
+        except StokerError as exc:
+            raise PageError(409, str(exc)) from None
+        target = f"{PREFIX}/runs/{rid}?task={quote(step, safe='')}"
+        ui.state.live.touch(ui.user.tenant_id)
+        return _go(ui, target)
     else:
-        raise PageError(404, f"unknown action {action!r}: cancel or replay")
+        raise PageError(404, f"unknown action {action!r}: cancel, replay or replay-from")
     ui.state.live.touch(ui.user.tenant_id)
     refused = [o for o in outcomes if o.outcome not in ("cancelled", "replayed")]
     if refused:
         raise PageError(409, refused[0].message)
-    target = f"{PREFIX}/runs/{rid}"
-    if ui.request.headers.get("hx-request") == "true":
-        return Response(status_code=200, headers={"HX-Redirect": target})
-    return RedirectResponse(target, status_code=303)
+    return _go(ui, f"{PREFIX}/runs/{rid}")

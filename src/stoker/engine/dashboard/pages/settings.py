@@ -28,7 +28,7 @@ from stoker.engine.dashboard.core import (
     UiDep,
 )
 from stoker.engine.dashboard.pages_services import api
-from stoker.errors import StokerError
+from stoker.errors import NotFoundError, StokerError
 
 router = PageRouter(nav="settings")
 
@@ -118,6 +118,25 @@ async def create_user(ui: ActionDep) -> Response:
     except StokerError as exc:
         return await _page(ui, problem=str(exc), status_code=422)
     return _back(ui)
+
+
+@router.post("/settings/users/role")
+async def set_role(ui: ActionDep) -> Response:
+    """Changes a user's role (not one's own: another admin does that, so a tenant never
+    loses its last admin by a slip)."""
+    ui.require(ADMIN)
+    try:
+        email = users.normalize_email(await ui.field("email"))
+        if email == ui.user.email:
+            return await _page(
+                ui, problem="you cannot change your own role; ask another admin", status_code=422
+            )
+        await users.set_role(ui.db, ui.user.tenant_id, email, await ui.field("role"))
+    except NotFoundError as exc:
+        raise PageError(404, str(exc)) from None
+    except StokerError as exc:
+        return await _page(ui, problem=str(exc), status_code=422)
+    return await _page(ui, message=f"{email} is now {await ui.field('role')}.")
 
 
 @router.post("/settings/users/delete")

@@ -27,10 +27,19 @@ router = PageRouter()
 
 
 def _form_page(request: Request, next_url: str, email: str, error: str | None) -> HTMLResponse:
+    oidc = dashboard_state(request).oidc
     return templates.TemplateResponse(
         request,
         "login.html",
-        {"user": None, "csrf": "", "nav": [], "next": next_url, "email": email, "error": error},
+        {
+            "user": None,
+            "csrf": "",
+            "nav": [],
+            "next": next_url,
+            "email": email,
+            "error": error,
+            "oidc_name": oidc.settings.name if oidc is not None else None,
+        },
         status_code=401 if error else 200,
     )
 

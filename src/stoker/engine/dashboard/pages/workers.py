@@ -1,7 +1,7 @@
 """``/ui/workers``: the tenant's workers (heartbeat age, slots by pool, labels, what each
 runs) and ``/ui/workers/{id}``: one worker with the attempts it holds; pause and resume
 (:mod:`stoker.engine.workers`: a paused worker is assigned nothing new and finishes what
-it runs)."""
+it runs) and drain (the same, then the worker stops)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ async def _set_paused(ui: Ui, worker_id: str, paused: bool) -> Response:
 async def pause(ui: ActionDep, worker_id: str) -> Response:
     """Pauses a worker: it is assigned no new runs and finishes those it holds."""
     return await _set_paused(ui, worker_id, True)
+
+
+@router.post("/workers/{worker_id}/drain")
+async def drain(ui: ActionDep, worker_id: str) -> Response:
+    """Drains a live worker: nothing new is assigned to it, what it runs finishes, and it
+    stops (told in its next heartbeat's answer)."""
+    try:
+        found = await worker_admin.drain_worker(
+            ui.db, ui.user.tenant_id, worker_id, dispatcher=api(ui).dispatcher
+        )
+    except NotFoundError:
+        raise PageError(404, f"no live worker {worker_id!r} in this tenant") from None
+    url = f"{PREFIX}/workers/{found.worker_id}"
+    if ui.request.headers.get("hx-request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
 
 
 @router.post("/workers/{worker_id}/resume")
