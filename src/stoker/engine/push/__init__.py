@@ -264,10 +264,14 @@ class PushDelivery(LoopService):
                 self._connect(link)
             elif not link.registered:
                 continue  # not registered yet: its worker row may not be there yet
-            elif not await self._dispatcher.heartbeat(link.tenant_id, link.external_id):
-                # Declared dead (this replica was away): register again, as a worker would.
-                log.info("push endpoint %s was declared dead; attaching it again", link.name)
-                self._connect(link)
+            else:
+                # A drain request does not apply to an endpoint (unregistering stops it).
+                known, _drain = await self._dispatcher.heartbeat(link.tenant_id, link.external_id)
+                if not known:
+                    # Declared dead (this replica was away): register again, as a worker
+                    # would.
+                    log.info("push endpoint %s was declared dead; attaching it again", link.name)
+                    self._connect(link)
 
     def _connect(self, link: _Link) -> None:
         """(Re-)registers ``link`` with the dispatcher: a new virtual stream that reports
