@@ -381,6 +381,14 @@ def token_create(
         str | None,
         typer.Option(help="Lifetime, such as 30m, 12h or 90d (default: never expires)."),
     ] = None,
+    hatchet: Annotated[
+        bool,
+        typer.Option(
+            "--hatchet",
+            help="Print a Hatchet-style token (HATCHET_CLIENT_TOKEN) for the Hatchet front "
+            "door instead (docs/hatchet.md).",
+        ),
+    ] = False,
 ) -> None:
     """Creates an API token for a tenant and prints it (it is stored only as a hash)."""
     settings = _run(EngineSettings.load)
@@ -390,17 +398,32 @@ def token_create(
 
     async def create() -> str:
         from stoker.db import Executor
-        from stoker.engine.auth import ADMIN, MEMBER, create_tenant, create_token
+        from stoker.db.store import tenants as tenant_store
+        from stoker.engine.auth import ADMIN, MEMBER, create_token
 
         async with _database(settings) as conn:
             db = Executor(conn)
-            return await create_token(
+            row = await tenant_store.create_tenant(db, tenant_store.CreateTenant(tenant))
+            assert row is not None
+            token = await create_token(
                 db,
-                await create_tenant(db, tenant),
+                int(row["id"]),
                 name=name,
                 role=ADMIN if admin else MEMBER,
                 expires_at=expires_at,
             )
+        if not hatchet:
+            return token
+        from stoker.engine.hatchet import tokens
+
+        return tokens.encode(
+            tokens.HatchetClaims(
+                sub=str(row["external_id"]),
+                server_url=f"http://{settings.http_host}:{settings.http_port}",
+                grpc_broadcast_address=f"{settings.grpc_host}:{settings.hatchet_port}",
+                stoker_token=token,
+            )
+        )
 
     print(_run(lambda: asyncio.run(create())))
 

@@ -321,6 +321,14 @@ class Engine:
                 AdminService(self.auth, db, self.dispatcher, self.bulk),
             ],
         )
+        if s.hatchet_enabled:
+            from stoker.engine.hatchet import HatchetFrontDoor
+
+            self.hatchet = HatchetFrontDoor(
+                s, db, self.auth, self.definitions, self.ingest, self.dispatcher
+            )
+            await self.hatchet.start()
+            self.services.append(self.hatchet)
         address = f"{s.grpc_host}:{s.grpc_port}"
         log.info(
             "stoker engine %s ready: grpc=%s http=%s:%d tls=%s",

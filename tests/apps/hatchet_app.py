@@ -1,0 +1,64 @@
+"""A plain Hatchet SDK project, unchanged, for the Hatchet front door's tests.
+
+``python hatchet_app.py worker`` runs its worker; ``python hatchet_app.py run NAME JSON``
+runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
+runs several at once and prints their outputs.
+It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
+HATCHET_CLIENT_TLS_STRATEGY).
+"""
+
+import json
+import sys
+
+from hatchet_sdk import Context, Hatchet
+from pydantic import BaseModel
+
+hatchet = Hatchet()
+
+
+class Words(BaseModel):
+    message: str
+
+
+class Out(BaseModel):
+    upper: str
+    attempt: int
+
+
+@hatchet.task(input_validator=Words)
+def hatchet_upper(input: Words, ctx: Context) -> Out:
+    return Out(upper=input.message.upper(), attempt=ctx.retry_count)
+
+
+@hatchet.task(input_validator=Words, retries=2)
+async def hatchet_flaky(input: Words, ctx: Context) -> Out:
+    if ctx.retry_count < 2:
+        raise RuntimeError(f"flaky attempt {ctx.retry_count}")
+    return Out(upper=input.message.upper(), attempt=ctx.retry_count)
+
+
+@hatchet.task(input_validator=Words)
+def hatchet_broken(input: Words, ctx: Context) -> Out:
+    raise ValueError(f"cannot shout {input.message}")
+
+
+TASKS = {t.name: t for t in (hatchet_upper, hatchet_flaky, hatchet_broken)}
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "worker":
+        hatchet.worker("hatchet-e2e", slots=4, workflows=list(TASKS.values())).start()
+    elif command == "run":
+        ref = TASKS[sys.argv[2]].run(Words.model_validate_json(sys.argv[3]), wait_for_result=False)
+        try:
+            out = ref.result()
+        except Exception as exc:
+            print(
+                json.dumps({"run_id": str(ref), "error": type(exc).__name__, "message": str(exc)})
+            )
+        else:
+            print(json.dumps({"run_id": str(ref), "output": out.model_dump()}))
+    elif command == "bulk":
+        task = TASKS[sys.argv[2]]
+        items = [task.create_bulk_run_item(Words.model_validate_json(a)) for a in sys.argv[3:]]
+        print(json.dumps([o.model_dump() for o in task.run_many(items)]))

@@ -1,0 +1,250 @@
+"""The Hatchet front door: Hatchet's own Python SDK, unchanged, against a Stoker engine.
+
+A real engine process with ``STOKER_HATCHET_ENABLED=true``, a token from
+``stoker token create --hatchet``, a worker process running ``tests/apps/hatchet_app.py``
+(plain hatchet-sdk code, configured only by ``HATCHET_CLIENT_*``), and client processes
+triggering its tasks. Stoker's REST API sees the same runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.harness import (
+    REPO,
+    EngineProcess,
+    create_database,
+    drop_database,
+    free_port,
+    terminate,
+    with_database,
+)
+
+if importlib.util.find_spec("hatchet_sdk") is None:
+    pytest.skip("hatchet-sdk is not installed (docs/hatchet.md)", allow_module_level=True)
+
+from stoker.engine.hatchet import contracts as hc  # noqa: E402
+from stoker.engine.hatchet import tokens  # noqa: E402
+
+APP = REPO / "tests" / "apps" / "hatchet_app.py"
+
+
+@dataclass
+class Door:
+    """An engine with the front door, and a Hatchet token of one tenant."""
+
+    engine: EngineProcess
+    port: int
+    token: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def claims(self) -> tokens.HatchetClaims:
+        return tokens.decode(self.token)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HATCHET_CLIENT_TOKEN": self.token,
+            "HATCHET_CLIENT_HOST_PORT": self.address,
+            "HATCHET_CLIENT_TLS_STRATEGY": "none",
+            "PATH": "/usr/bin:/bin",
+        }
+
+    def app(self, *args: str, timeout: float = 90) -> Any:
+        """Runs ``hatchet_app.py`` as a client and returns what it printed (JSON)."""
+        done = subprocess.run(
+            [sys.executable, str(APP), *args],
+            env=self.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def rest(self, path: str) -> Any:
+        """A GET of Stoker's own REST API with the API token the Hatchet token carries."""
+        request = urllib.request.Request(
+            self.engine.http_url + path,
+            headers={"authorization": f"Bearer {self.claims.stoker_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def door(
+    pg_url: str, engine_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Door]:
+    name = create_database(pg_url, engine_template)
+    db_url = with_database(pg_url, name)
+    port = free_port()
+    env = {
+        "STOKER_HATCHET_ENABLED": "true",
+        "STOKER_HATCHET_PORT": str(port),
+        "STOKER_WORKER_DEAD_AFTER_S": "12",
+    }
+    engine = EngineProcess(db_url, tmp_path_factory.mktemp("hatchet"), env=env).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        made = subprocess.run(
+            [sys.executable, "-m", "stoker", "token", "create", "--tenant", "h1", "--hatchet"],
+            env={
+                "DATABASE_URL": db_url,
+                "PATH": "/usr/bin:/bin",
+                "STOKER_HTTP_PORT": str(engine.http_port),
+                **env,
+            },
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        yield Door(engine, port, made.stdout.strip())
+    finally:
+        engine.stop()
+        drop_database(pg_url, name)
+
+
+@pytest.fixture(scope="module")
+def worker(door: Door, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The Hatchet app's worker process; yields its log file."""
+    log = tmp_path_factory.mktemp("hatchet-worker") / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(APP), "worker"],
+            env=door.env(),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield log
+    finally:
+        terminate(proc, grace=10)
+
+
+def _call(door: Door, token: str) -> grpc.RpcError:
+    """GetVersion with ``token``, expected to fail: the error."""
+    with grpc.insecure_channel(door.address) as channel:
+        stub = hc.dispatcher_grpc.DispatcherStub(channel)
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.GetVersion(
+                hc.dispatcher.GetVersionRequest(),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=10,
+            )
+    return failed.value
+
+
+def test_hatchet_token_carries_the_claims_the_sdk_reads(door: Door) -> None:
+    claims = door.claims
+    uuid.UUID(claims.sub)  # the tenant's id, as Hatchet's REST paths use it
+    assert claims.grpc_broadcast_address.endswith(f":{door.port}")
+    assert claims.server_url == door.engine.http_url
+    assert claims.stoker_token.startswith("stk_")
+    with grpc.insecure_channel(door.address) as channel:
+        stub = hc.dispatcher_grpc.DispatcherStub(channel)
+        answer = stub.GetVersion(
+            hc.dispatcher.GetVersionRequest(),
+            metadata=[("authorization", f"Bearer {door.token}")],
+            timeout=10,
+        )
+    assert answer.version.startswith("v0.")
+
+
+def test_a_malformed_hatchet_token_is_rejected_with_the_reason(door: Door) -> None:
+    head, body, signature = door.token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    forged = base64.urlsafe_b64encode(
+        json.dumps({**claims, "sub": str(uuid.uuid4())}).encode()
+    ).rstrip(b"=")
+    missing = base64.urlsafe_b64encode(json.dumps({"sub": claims["sub"]}).encode()).rstrip(b"=")
+    cases = {
+        "not-a-jwt": "3 dot-separated parts",
+        f"{head}.{forged.decode()}.{signature}": "signature does not match",
+        f"{head}.{missing.decode()}.{signature}": "stoker_token missing",
+        f"{head}.!!!.{signature}": "not base64url",
+    }
+    for token, reason in cases.items():
+        error = _call(door, token)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, token
+        assert reason in (error.details() or ""), (token, error.details())
+    # A well-formed token whose API token is unknown is refused too.
+    other = tokens.encode(tokens.HatchetClaims(claims["sub"], "http://x", "x:1", "stk_unknown"))
+    assert "unknown" in (_call(door, other).details() or "")
+
+
+def test_unsupported_calls_answer_unimplemented_naming_the_feature(door: Door) -> None:
+    auth = [("authorization", f"Bearer {door.token}")]
+    with grpc.insecure_channel(door.address) as channel:
+        events = hc.events_grpc.EventsServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as pushed:
+            events.Push(hc.events.PushEventRequest(key="k", payload="{}"), metadata=auth)
+        assert pushed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "events push" in (pushed.value.details() or "")
+        admin = hc.v1_workflows_grpc.AdminServiceStub(channel)
+        dag = hc.v1_workflows.CreateWorkflowVersionRequest(
+            name="hatchet-dag",
+            tasks=[
+                hc.v1_workflows.CreateTaskOpts(readable_id="a", action="hatchet-dag:a"),
+                hc.v1_workflows.CreateTaskOpts(
+                    readable_id="b", action="hatchet-dag:b", parents=["a"]
+                ),
+            ],
+        )
+        with pytest.raises(grpc.RpcError) as declared:
+            admin.PutWorkflow(dag, metadata=auth)
+        assert declared.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "DAG workflows" in (declared.value.details() or "")
+
+
+def test_a_hatchet_task_runs_on_a_hatchet_worker_and_stoker_sees_the_run(
+    door: Door, worker: Path
+) -> None:
+    answer = door.app("run", "hatchet_upper", '{"message": "hi"}')
+    assert answer["output"] == {"upper": "HI", "attempt": 0}, answer
+    run = door.rest(f"/api/v1/runs/{answer['run_id']}")
+    assert run["task_name"] == "hatchet_upper:hatchet_upper"
+    assert run["status"] == "COMPLETED"
+    assert run["output"] == {"upper": "HI", "attempt": 0}
+    assert run["input"] == {"message": "hi"}
+    workers = door.rest("/api/v1/workers")
+    names = [w["name"] for w in workers["items"]]
+    assert "hatchet-e2e" in names, workers
+
+
+def test_retries_and_failures_travel_as_hatchet_reports_them(door: Door, worker: Path) -> None:
+    flaky = door.app("run", "hatchet_flaky", '{"message": "again"}')
+    assert flaky["output"] == {"upper": "AGAIN", "attempt": 2}, flaky
+    broken = door.app("run", "hatchet_broken", '{"message": "loud"}')
+    assert broken["error"] == "FailedTaskRunExceptionGroup", broken
+    assert "ValueError: cannot shout loud" in broken["message"]
+    run = door.rest(f"/api/v1/runs/{broken['run_id']}")
+    assert run["status"] == "FAILED"
+    assert run["error"]["type"] == "ValueError"
+    assert run["error"]["message"] == "cannot shout loud"
+
+
+def test_bulk_trigger_runs_every_item(door: Door, worker: Path) -> None:
+    outputs = door.app("bulk", "hatchet_upper", '{"message": "a"}', '{"message": "b"}')
+    assert outputs == [{"upper": "A", "attempt": 0}, {"upper": "B", "attempt": 0}]
