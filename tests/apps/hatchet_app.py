@@ -2,7 +2,8 @@
 
 ``python hatchet_app.py worker`` runs its worker; ``python hatchet_app.py run NAME JSON``
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
-runs several at once and prints their outputs.
+runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
+``aio_run``.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -58,6 +59,20 @@ if __name__ == "__main__":
             )
         else:
             print(json.dumps({"run_id": str(ref), "output": out.model_dump()}))
+    elif command == "aio":
+        import asyncio
+
+        words = [Words.model_validate_json(a) for a in sys.argv[3:]]
+
+        async def main() -> list[Out]:
+            return await asyncio.gather(*(TASKS[sys.argv[2]].aio_run(w) for w in words))
+
+        try:
+            outs = asyncio.run(main())
+        except Exception as exc:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        else:
+            print(json.dumps([o.model_dump() for o in outs]))
     elif command == "bulk":
         task = TASKS[sys.argv[2]]
         items = [task.create_bulk_run_item(Words.model_validate_json(a)) for a in sys.argv[3:]]

@@ -36,8 +36,8 @@ from tests.harness import (
 if importlib.util.find_spec("hatchet_sdk") is None:
     pytest.skip("hatchet-sdk is not installed (docs/hatchet.md)", allow_module_level=True)
 
-from stoker.engine.hatchet import contracts as hc  # noqa: E402
-from stoker.engine.hatchet import tokens  # noqa: E402
+from stoker.engine.hatchet import contracts as hc
+from stoker.engine.hatchet import tokens
 
 APP = REPO / "tests" / "apps" / "hatchet_app.py"
 
@@ -248,3 +248,11 @@ def test_retries_and_failures_travel_as_hatchet_reports_them(door: Door, worker:
 def test_bulk_trigger_runs_every_item(door: Door, worker: Path) -> None:
     outputs = door.app("bulk", "hatchet_upper", '{"message": "a"}', '{"message": "b"}')
     assert outputs == [{"upper": "A", "attempt": 0}, {"upper": "B", "attempt": 0}]
+
+
+def test_aio_run_awaits_results_by_subscription(door: Door, worker: Path) -> None:
+    outputs = door.app("aio", "hatchet_upper", '{"message": "x"}', '{"message": "y"}')
+    assert outputs == [{"upper": "X", "attempt": 0}, {"upper": "Y", "attempt": 0}]
+    failed = door.app("aio", "hatchet_broken", '{"message": "z"}')
+    assert failed["error"] == "FailedTaskRunExceptionGroup", failed
+    assert "ValueError: cannot shout z" in failed["message"]

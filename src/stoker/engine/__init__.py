@@ -325,7 +325,7 @@ class Engine:
             from stoker.engine.hatchet import HatchetFrontDoor
 
             self.hatchet = HatchetFrontDoor(
-                s, db, self.auth, self.definitions, self.ingest, self.dispatcher
+                s, db, self.auth, self.definitions, self.ingest, self.dispatcher, self.watcher
             )
             await self.hatchet.start()
             self.services.append(self.hatchet)

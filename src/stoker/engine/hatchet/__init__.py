@@ -31,6 +31,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.ingest import Ingest
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.service import Service
 
 log = logging.getLogger("stoker.engine.hatchet")
@@ -39,7 +40,6 @@ FEATURES: dict[str, str] = {
     # What each method the front door does not implement belongs to (docs/hatchet.md).
     "Dispatcher.Listen": "the v0 action listener (the SDK 1.4x uses ListenV2)",
     "Dispatcher.SubscribeToWorkflowEvents": "run event subscriptions",
-    "Dispatcher.SubscribeToWorkflowRuns": "awaiting results by subscription (aio_result)",
     "Dispatcher.SendBatchActionEvent": "batch tasks",
     "Dispatcher.SendGroupKeyActionEvent": "concurrency group-key runs",
     "Dispatcher.PutOverridesData": "step overrides",
@@ -94,7 +94,9 @@ class HatchetFrontDoor(Service):
         definitions: Definitions,
         ingest: Ingest,
         dispatcher: Dispatcher,
+        watcher: RunWatcher,
     ) -> None:
+        self._watcher = watcher
         self._settings = settings
         self._db = db
         self._auth = auth
@@ -127,7 +129,11 @@ class HatchetFrontDoor(Service):
             ],
         )
         services: list[tuple[Any, Any, Any]] = [
-            (hc.dispatcher, DispatcherV0(auth, self._dispatcher), hc.dispatcher_grpc),
+            (
+                hc.dispatcher,
+                DispatcherV0(auth, self._dispatcher, self._db, self._watcher),
+                hc.dispatcher_grpc,
+            ),
             (hc.workflows, WorkflowsV0(auth, self._ingest, targets), hc.workflows_grpc),
             (
                 hc.v1_workflows,

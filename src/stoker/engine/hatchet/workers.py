@@ -24,9 +24,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from stoker._core.status import FINAL
 from stoker._proto import engine_pb2 as pb
+from stoker.db import Executor
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.hatchet import contracts as hc
 from stoker.engine.hatchet.handlers import (
@@ -36,7 +39,9 @@ from stoker.engine.hatchet.handlers import (
     hatchet_rpc,
     hatchet_stream,
 )
-from stoker.engine.hatchet.runs import readable_id
+from stoker.engine.hatchet.runs import error_text, readable_id
+from stoker.engine.runs.listing import get_run
+from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
 log = logging.getLogger("stoker.engine.hatchet")
@@ -92,9 +97,13 @@ class DispatcherV0(HatchetServicer):
     """Hatchet's v0 ``Dispatcher``: registration, the action listener, heartbeats, step
     events, unsubscribe and the engine version."""
 
-    def __init__(self, auth: HatchetAuth, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, auth: HatchetAuth, dispatcher: Dispatcher, db: Executor, watcher: RunWatcher
+    ) -> None:
         super().__init__(auth)
         self._dispatcher = dispatcher
+        self._db = db
+        self._watcher = watcher
         self._workers: dict[uuid.UUID, HatchetWorker] = {}
 
     def _worker(self, caller: Caller, worker_id: str) -> HatchetWorker:
@@ -284,3 +293,58 @@ class DispatcherV0(HatchetServicer):
         return hc.dispatcher.WorkerUnsubscribeResponse(
             tenant_id=caller.claims.sub, worker_id=str(worker.external_id)
         )
+
+    @hatchet_stream
+    async def SubscribeToWorkflowRuns(self, requests: Any, caller: Caller) -> AsyncIterator[Any]:
+        """Tells the caller of each run it subscribes to when the run finishes, with its
+        output or error (what ``aio_result`` and ``aio_run`` await), through the engine's
+        run watcher (woken when runs finish, here or on another replica)."""
+        finished: asyncio.Queue[Any] = asyncio.Queue()
+        waits: set[asyncio.Task[None]] = set()
+
+        async def watch(run_id: str) -> None:
+            try:
+                rid = uuid.UUID(run_id)
+                while not await self._watcher.wait(caller.tenant_id, [rid], 30.0):
+                    pass
+                finished.put_nowait(await self._finished(caller, rid))
+            except NotFoundError:
+                log.info("a Hatchet client subscribed to %s, which is not a run", run_id)
+            except ValueError:
+                log.info("a Hatchet client subscribed to %r, which is not a run id", run_id)
+
+        async def read() -> None:
+            async for request in requests:
+                task = asyncio.create_task(watch(request.workflow_run_id))
+                waits.add(task)
+                task.add_done_callback(waits.discard)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                yield await finished.get()
+        finally:
+            for task in (reader, *waits):
+                task.cancel()
+            await asyncio.gather(reader, *waits, return_exceptions=True)
+
+    async def _finished(self, caller: Caller, run_id: uuid.UUID) -> Any:
+        row = await get_run(self._db, caller.tenant_id, run_id)
+        status = str(row["status"])
+        error = error_text(row["error"])
+        if status == "CANCELLED" and not error:
+            error = "CancelledError: the run was cancelled"
+        result = hc.dispatcher.StepRunResult(
+            task_run_external_id=str(run_id),
+            task_name=readable_id(str(row["task_name"])),
+            job_run_id=str(run_id),
+            error=error if status in FINAL and status != "COMPLETED" else "",
+            output=json.dumps(row["output"]) if status == "COMPLETED" else "",
+        )
+        event = hc.dispatcher.WorkflowRunEvent(
+            workflow_run_id=str(run_id),
+            event_type=hc.dispatcher.WORKFLOW_RUN_EVENT_TYPE_FINISHED,
+            results=[result],
+        )
+        event.event_timestamp.FromDatetime(datetime.now(UTC))
+        return event
