@@ -10,6 +10,8 @@ HATCHET_CLIENT_TLS_STRATEGY).
 
 import json
 import sys
+import time
+from datetime import timedelta
 
 from hatchet_sdk import Context, Hatchet
 from pydantic import BaseModel
@@ -43,7 +45,15 @@ def hatchet_broken(input: Words, ctx: Context) -> Out:
     raise ValueError(f"cannot shout {input.message}")
 
 
-TASKS = {t.name: t for t in (hatchet_upper, hatchet_flaky, hatchet_broken)}
+@hatchet.task(input_validator=Words, execution_timeout=timedelta(seconds=4))
+def hatchet_slow(input: Words, ctx: Context) -> Out:
+    # Hatchet adds the increment: the deadline moves from 4 s to 8 s after the start.
+    ctx.refresh_timeout(timedelta(seconds=4))
+    time.sleep(6)
+    return Out(upper=input.message.upper(), attempt=ctx.retry_count)
+
+
+TASKS = {t.name: t for t in (hatchet_upper, hatchet_flaky, hatchet_broken, hatchet_slow)}
 
 if __name__ == "__main__":
     command = sys.argv[1]

@@ -30,6 +30,7 @@ from tests.harness import (
     drop_database,
     free_port,
     terminate,
+    wait_until,
     with_database,
 )
 
@@ -138,6 +139,13 @@ def worker(door: Door, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
             stderr=subprocess.STDOUT,
         )
     try:
+        # Registered: its tasks are declared and its listener is a Stoker worker stream.
+        wait_until(
+            lambda: any(w["name"] == "hatchet-e2e" for w in door.rest("/api/v1/workers")["items"]),
+            90,
+            "the Hatchet worker to register",
+            log,
+        )
         yield log
     finally:
         terminate(proc, grace=10)
@@ -256,3 +264,13 @@ def test_aio_run_awaits_results_by_subscription(door: Door, worker: Path) -> Non
     failed = door.app("aio", "hatchet_broken", '{"message": "z"}')
     assert failed["error"] == "FailedTaskRunExceptionGroup", failed
     assert "ValueError: cannot shout z" in failed["message"]
+
+
+def test_refresh_timeout_adds_to_the_deadline_as_in_hatchet(door: Door, worker: Path) -> None:
+    # A 4 s timeout refreshed by 4 s at the start, then 6 s of work: it fits only if the
+    # deadline moved to 8 s. Without the refresh, or with Stoker's own meaning (4 s from
+    # the refresh), the attempt would time out and the run fail (no retries).
+    answer = door.app("run", "hatchet_slow", '{"message": "late"}')
+    assert answer.get("output") == {"upper": "LATE", "attempt": 0}, answer
+    run = door.rest(f"/api/v1/runs/{answer['run_id']}")
+    assert run["status"] == "COMPLETED"

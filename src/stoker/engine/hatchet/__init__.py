@@ -43,8 +43,6 @@ FEATURES: dict[str, str] = {
     "Dispatcher.SendBatchActionEvent": "batch tasks",
     "Dispatcher.SendGroupKeyActionEvent": "concurrency group-key runs",
     "Dispatcher.PutOverridesData": "step overrides",
-    "Dispatcher.RefreshTimeout": "refresh_timeout",
-    "Dispatcher.ReleaseSlot": "release_slot",
     "Dispatcher.RestoreEvictedTask": "durable task eviction",
     "Dispatcher.UpsertWorkerLabels": "changing worker labels",
     "EventsService.Push": "events push",

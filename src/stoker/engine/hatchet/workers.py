@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -66,12 +67,19 @@ class HatchetWorker:
     inbox: asyncio.Queue[pb.WorkerMessage | None] = field(default_factory=asyncio.Queue)
     # Attempts assigned and not yet reported finished: run id → (task id, attempt).
     held: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Their execution deadlines as this door last set them (epoch ms; absent: none), for
+    # Hatchet's refresh_timeout, which adds to the deadline.
+    deadlines: dict[str, int] = field(default_factory=dict)
     listener: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
 
 
 def _labels(raw: Any) -> dict[str, str | int]:
     return {k: (v.int_value if v.HasField("int_value") else v.str_value) for k, v in raw.items()}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _at_ms(ts: Any) -> int:
@@ -195,6 +203,7 @@ class DispatcherV0(HatchetServicer):
                 for run_id, pair in list(worker.held.items()):
                     if pair in done:
                         del worker.held[run_id]
+                        worker.deadlines.pop(run_id, None)
             yield message
 
     def _actions(
@@ -203,8 +212,11 @@ class DispatcherV0(HatchetServicer):
         kind = message.WhichOneof("msg")
         found = []
         if kind == "assignments":
+            now = _now_ms()
             for a in message.assignments.items:
                 worker.held[a.run_id] = (a.task_id, a.attempt)
+                if a.execution_timeout_ms:
+                    worker.deadlines[a.run_id] = now + a.execution_timeout_ms
                 found.append(self._start(worker, caller, a))
         elif kind == "cancellations":
             by_task = {pair[0]: run_id for run_id, pair in worker.held.items()}
@@ -213,6 +225,7 @@ class DispatcherV0(HatchetServicer):
                 if run_id is None:
                     continue
                 del worker.held[run_id]
+                worker.deadlines.pop(run_id, None)
                 found.append(
                     hc.dispatcher.AssignedAction(
                         tenant_id=caller.claims.sub,
@@ -281,6 +294,49 @@ class DispatcherV0(HatchetServicer):
         return hc.dispatcher.ActionEventResponse(
             tenant_id=caller.claims.sub, worker_id=str(worker.external_id)
         )
+
+    def _holder(self, caller: Caller, run_id: str) -> HatchetWorker:
+        """The worker of the caller's tenant on this replica holding the attempt of
+        ``run_id`` (Hatchet's per-task calls name no worker)."""
+        for worker in self._workers.values():
+            if worker.tenant_id == caller.tenant_id and run_id in worker.held:
+                return worker
+        raise NotFoundError(f"no worker connected here runs task run {run_id}")
+
+    @hatchet_rpc
+    async def RefreshTimeout(self, request: Any, caller: Caller) -> Any:
+        """Hatchet's ``refresh_timeout``: the deadline moves *later by* the increment
+        (Stoker's own ``refresh_timeout`` resets it to a duration from now; the event sent
+        is that duration, computed from the deadline this door set)."""
+        from stoker.engine.hatchet.runs import duration_ms
+
+        run_id = request.task_run_external_id
+        worker = self._holder(caller, run_id)
+        increment = duration_ms(request.increment_timeout_by, "increment_timeout_by")
+        now = _now_ms()
+        deadline = worker.deadlines.get(run_id, now) + increment
+        worker.deadlines[run_id] = deadline
+        task_id, attempt = worker.held[run_id]
+        event = pb.TaskEvent(
+            task_id=task_id,
+            attempt=attempt,
+            kind=pb.REFRESH_TIMEOUT,
+            timeout_ms=max(deadline - now, 1),
+            at_ms=now,
+        )
+        worker.inbox.put_nowait(pb.WorkerMessage(events=pb.TaskEvents(events=[event])))
+        answer = hc.dispatcher.RefreshTimeoutResponse()
+        answer.timeout_at.FromMilliseconds(deadline)
+        return answer
+
+    @hatchet_rpc
+    async def ReleaseSlot(self, request: Any, caller: Caller) -> Any:
+        run_id = request.task_run_external_id
+        worker = self._holder(caller, run_id)
+        task_id, attempt = worker.held[run_id]
+        event = pb.TaskEvent(task_id=task_id, attempt=attempt, kind=pb.RELEASE_SLOT)
+        worker.inbox.put_nowait(pb.WorkerMessage(events=pb.TaskEvents(events=[event])))
+        return hc.dispatcher.ReleaseSlotResponse()
 
     @hatchet_rpc
     async def Unsubscribe(self, request: Any, caller: Caller) -> Any:
