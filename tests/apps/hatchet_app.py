@@ -3,7 +3,7 @@
 ``python hatchet_app.py worker`` runs its worker; ``python hatchet_app.py run NAME JSON``
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
-``aio_run``.
+``aio_run``; ``push KEY JSON`` pushes an event and prints its id.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -53,7 +53,15 @@ def hatchet_slow(input: Words, ctx: Context) -> Out:
     return Out(upper=input.message.upper(), attempt=ctx.retry_count)
 
 
-TASKS = {t.name: t for t in (hatchet_upper, hatchet_flaky, hatchet_broken, hatchet_slow)}
+@hatchet.task(input_validator=Words, on_events=["hatchet:shout"])
+def hatchet_on_shout(input: Words, ctx: Context) -> Out:
+    return Out(upper=input.message.upper(), attempt=ctx.retry_count)
+
+
+TASKS = {
+    t.name: t
+    for t in (hatchet_upper, hatchet_flaky, hatchet_broken, hatchet_slow, hatchet_on_shout)
+}
 
 if __name__ == "__main__":
     command = sys.argv[1]
@@ -83,6 +91,9 @@ if __name__ == "__main__":
             print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         else:
             print(json.dumps([o.model_dump() for o in outs]))
+    elif command == "push":
+        event = hatchet.event.push(sys.argv[2], json.loads(sys.argv[3]))
+        print(json.dumps({"event_id": event.event_id, "key": event.key}))
     elif command == "bulk":
         task = TASKS[sys.argv[2]]
         items = [task.create_bulk_run_item(Words.model_validate_json(a)) for a in sys.argv[3:]]

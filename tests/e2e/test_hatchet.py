@@ -206,10 +206,10 @@ def test_unsupported_calls_answer_unimplemented_naming_the_feature(door: Door) -
     auth = [("authorization", f"Bearer {door.token}")]
     with grpc.insecure_channel(door.address) as channel:
         events = hc.events_grpc.EventsServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as pushed:
-            events.Push(hc.events.PushEventRequest(key="k", payload="{}"), metadata=auth)
-        assert pushed.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "events push" in (pushed.value.details() or "")
+        with pytest.raises(grpc.RpcError) as logged:
+            events.PutLog(hc.events.PutLogRequest(message="hello"), metadata=auth)
+        assert logged.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "task logs (ctx.log)" in (logged.value.details() or "")
         admin = hc.v1_workflows_grpc.AdminServiceStub(channel)
         dag = hc.v1_workflows.CreateWorkflowVersionRequest(
             name="hatchet-dag",
@@ -274,3 +274,19 @@ def test_refresh_timeout_adds_to_the_deadline_as_in_hatchet(door: Door, worker: 
     assert answer.get("output") == {"upper": "LATE", "attempt": 0}, answer
     run = door.rest(f"/api/v1/runs/{answer['run_id']}")
     assert run["status"] == "COMPLETED"
+
+
+def test_an_event_push_starts_the_tasks_subscribed_to_its_key(door: Door, worker: Path) -> None:
+    pushed = door.app("push", "hatchet:shout", '{"message": "event"}')
+    assert pushed["key"] == "hatchet:shout"
+
+    def started() -> list[Any]:
+        page = door.rest("/api/v1/runs?task_name=hatchet_on_shout:hatchet_on_shout")
+        return [r for r in page["items"] if r["status"] == "COMPLETED"]
+
+    runs = wait_until(started, 60, "the event's run to complete", worker)
+    run = door.rest(f"/api/v1/runs/{runs[0]['run_id']}")
+    assert run["input"] == {"message": "event"}
+    assert run["output"] == {"upper": "EVENT", "attempt": 0}
+    event = door.rest(f"/api/v1/events/{pushed['event_id']}")
+    assert [r["run_id"] for r in event["runs"]] == [run["run_id"]], event

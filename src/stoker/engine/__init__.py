@@ -325,7 +325,14 @@ class Engine:
             from stoker.engine.hatchet import HatchetFrontDoor
 
             self.hatchet = HatchetFrontDoor(
-                s, db, self.auth, self.definitions, self.ingest, self.dispatcher, self.watcher
+                s,
+                db,
+                self.auth,
+                self.definitions,
+                self.ingest,
+                self.dispatcher,
+                self.watcher,
+                self.workflow_ingest,
             )
             await self.hatchet.start()
             self.services.append(self.hatchet)

@@ -8,6 +8,7 @@ onto the engine's own services — not a second engine:
   step events) over Stoker's dispatcher, one Stoker worker stream per listener;
 * :mod:`.runs` — workflow declarations over the definitions registry, triggers over ingest,
   run details over the run reads;
+* :mod:`.events` — event pushes through the event ingest (they start ``on_events`` runs);
 * :mod:`.tokens` and :mod:`.handlers` — Hatchet tokens carrying a Stoker API token, the
   caller, errors as statuses, ``UNIMPLEMENTED`` naming the feature for what is not mapped.
 
@@ -31,6 +32,7 @@ from stoker.engine.auth import TokenAuth
 from stoker.engine.definitions import Definitions
 from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.ingest import Ingest
+from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.engine.service import Service
 
@@ -45,8 +47,6 @@ FEATURES: dict[str, str] = {
     "Dispatcher.PutOverridesData": "step overrides",
     "Dispatcher.RestoreEvictedTask": "durable task eviction",
     "Dispatcher.UpsertWorkerLabels": "changing worker labels",
-    "EventsService.Push": "events push",
-    "EventsService.BulkPush": "events bulk push",
     "EventsService.ReplaySingleEvent": "event replay",
     "EventsService.PutLog": "task logs (ctx.log)",
     "EventsService.PutStreamEvent": "streams (ctx.put_stream)",
@@ -93,8 +93,10 @@ class HatchetFrontDoor(Service):
         ingest: Ingest,
         dispatcher: Dispatcher,
         watcher: RunWatcher,
+        workflows: WorkflowIngest,
     ) -> None:
         self._watcher = watcher
+        self._workflows = workflows
         self._settings = settings
         self._db = db
         self._auth = auth
@@ -109,6 +111,7 @@ class HatchetFrontDoor(Service):
         # thread, so the engine's event loop keeps answering meanwhile.
         await asyncio.to_thread(importlib.import_module, "stoker.engine.hatchet.contracts")
         from stoker.engine.hatchet import contracts as hc
+        from stoker.engine.hatchet.events import EventsV0
         from stoker.engine.hatchet.handlers import HatchetAuth, HatchetServicer
         from stoker.engine.hatchet.runs import AdminV1, Targets, WorkflowsV0
         from stoker.engine.hatchet.workers import DispatcherV0
@@ -138,7 +141,7 @@ class HatchetFrontDoor(Service):
                 AdminV1(auth, self._db, self._definitions, targets),
                 hc.v1_workflows_grpc,
             ),
-            (hc.events, HatchetServicer(auth), hc.events_grpc),
+            (hc.events, EventsV0(auth, self._workflows), hc.events_grpc),
             (hc.v1_dispatcher, HatchetServicer(auth), hc.v1_dispatcher_grpc),
         ]
         for module, servicer, grpc_module in services:

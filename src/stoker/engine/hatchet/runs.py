@@ -54,7 +54,6 @@ def task_config(req: Any) -> tuple[str, TaskConfig]:
     task = req.tasks[0]
     refused = [
         (bool(task.parents), "DAG parents"),
-        (bool(req.event_triggers), "event triggers (on_events)"),
         (bool(req.cron_triggers), "cron triggers (on_crons)"),
         (req.HasField("on_failure_task"), "on_failure tasks"),
         (req.HasField("concurrency") or bool(req.concurrency_arr), "workflow concurrency"),
@@ -72,7 +71,7 @@ def task_config(req: Any) -> tuple[str, TaskConfig]:
     for present, feature in refused:
         if present:
             raise _unsupported(feature)
-    options: dict[str, Any] = {"retries": task.retries}
+    options: dict[str, Any] = {"retries": task.retries, "on_events": list(req.event_triggers)}
     if task.HasField("backoff_factor"):
         options["backoff_factor"] = task.backoff_factor
     if task.HasField("backoff_max_seconds"):
