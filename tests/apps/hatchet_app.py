@@ -3,7 +3,8 @@
 ``python hatchet_app.py worker`` runs its worker; ``python hatchet_app.py run NAME JSON``
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
-``aio_run``; ``push KEY JSON`` pushes an event and prints its id.
+``aio_run``; ``dag JSON`` runs the two-task workflow; ``push KEY JSON`` pushes an event
+and prints its id.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -58,6 +59,19 @@ def hatchet_on_shout(input: Words, ctx: Context) -> Out:
     return Out(upper=input.message.upper(), attempt=ctx.retry_count)
 
 
+dag = hatchet.workflow(name="hatchet_dag", input_validator=Words)
+
+
+@dag.task()
+def shout(input: Words, ctx: Context) -> Out:
+    return Out(upper=input.message.upper(), attempt=ctx.retry_count)
+
+
+@dag.task(parents=[shout])
+def exclaim(input: Words, ctx: Context) -> Out:
+    return Out(upper=ctx.task_output(shout).upper + "!", attempt=ctx.retry_count)
+
+
 TASKS = {
     t.name: t
     for t in (hatchet_upper, hatchet_flaky, hatchet_broken, hatchet_slow, hatchet_on_shout)
@@ -66,7 +80,7 @@ TASKS = {
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "worker":
-        hatchet.worker("hatchet-e2e", slots=4, workflows=list(TASKS.values())).start()
+        hatchet.worker("hatchet-e2e", slots=4, workflows=[*TASKS.values(), dag]).start()
     elif command == "run":
         ref = TASKS[sys.argv[2]].run(Words.model_validate_json(sys.argv[3]), wait_for_result=False)
         try:
@@ -91,6 +105,9 @@ if __name__ == "__main__":
             print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         else:
             print(json.dumps([o.model_dump() for o in outs]))
+    elif command == "dag":
+        ref = dag.run(Words.model_validate_json(sys.argv[2]), wait_for_result=False)
+        print(json.dumps({"run_id": str(ref), "output": ref.result()}))
     elif command == "push":
         event = hatchet.event.push(sys.argv[2], json.loads(sys.argv[3]))
         print(json.dumps({"event_id": event.event_id, "key": event.key}))

@@ -211,19 +211,15 @@ def test_unsupported_calls_answer_unimplemented_naming_the_feature(door: Door) -
         assert logged.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "task logs (ctx.log)" in (logged.value.details() or "")
         admin = hc.v1_workflows_grpc.AdminServiceStub(channel)
-        dag = hc.v1_workflows.CreateWorkflowVersionRequest(
-            name="hatchet-dag",
-            tasks=[
-                hc.v1_workflows.CreateTaskOpts(readable_id="a", action="hatchet-dag:a"),
-                hc.v1_workflows.CreateTaskOpts(
-                    readable_id="b", action="hatchet-dag:b", parents=["a"]
-                ),
-            ],
+        cron = hc.v1_workflows.CreateWorkflowVersionRequest(
+            name="hatchet-cron",
+            cron_triggers=["* * * * *"],
+            tasks=[hc.v1_workflows.CreateTaskOpts(readable_id="a", action="hatchet-cron:a")],
         )
         with pytest.raises(grpc.RpcError) as declared:
-            admin.PutWorkflow(dag, metadata=auth)
+            admin.PutWorkflow(cron, metadata=auth)
         assert declared.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "DAG workflows" in (declared.value.details() or "")
+        assert "cron triggers (on_crons)" in (declared.value.details() or "")
 
 
 def test_a_hatchet_task_runs_on_a_hatchet_worker_and_stoker_sees_the_run(
@@ -290,3 +286,18 @@ def test_an_event_push_starts_the_tasks_subscribed_to_its_key(door: Door, worker
     assert run["output"] == {"upper": "EVENT", "attempt": 0}
     event = door.rest(f"/api/v1/events/{pushed['event_id']}")
     assert [r["run_id"] for r in event["runs"]] == [run["run_id"]], event
+
+
+def test_a_dag_workflow_runs_its_tasks_after_their_parents(door: Door, worker: Path) -> None:
+    answer = door.app("dag", '{"message": "dag"}')
+    assert answer["output"] == {
+        "shout": {"upper": "DAG", "attempt": 0},
+        "exclaim": {"upper": "DAG!", "attempt": 0},
+    }, answer
+    run = door.rest(f"/api/v1/workflow-runs/{answer['run_id']}")
+    assert run["workflow_name"] == "hatchet_dag"
+    assert run["status"] == "COMPLETED"
+    steps = {s["step"]: s for s in run["steps"]}
+    assert steps["exclaim"]["parents"] == ["shout"]
+    assert steps["exclaim"]["task_name"] == "hatchet_dag:exclaim"
+    assert steps["exclaim"]["output"] == {"upper": "DAG!", "attempt": 0}

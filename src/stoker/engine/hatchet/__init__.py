@@ -135,7 +135,11 @@ class HatchetFrontDoor(Service):
                 DispatcherV0(auth, self._dispatcher, self._db, self._watcher),
                 hc.dispatcher_grpc,
             ),
-            (hc.workflows, WorkflowsV0(auth, self._ingest, targets), hc.workflows_grpc),
+            (
+                hc.workflows,
+                WorkflowsV0(auth, self._ingest, self._workflows, targets),
+                hc.workflows_grpc,
+            ),
             (
                 hc.v1_workflows,
                 AdminV1(auth, self._db, self._definitions, targets),

@@ -1,12 +1,15 @@
 """Hatchet's workflow declarations, triggers and run results, mapped onto Stoker's own
 definitions registry, ingest and run reads.
 
-A Hatchet workflow of one task (what ``@hatchet.task()`` declares) is registered as a
-Stoker task named by the task's Hatchet action id, ``<workflow name, lower case>:<task
-name>``: the name the Hatchet worker registers for, so the scheduler places its runs on
-Hatchet workers as on Stoker ones, and Stoker's SDK, REST API and dashboard see the runs
-under that name. A trigger by workflow name resolves to that task. What a declaration asks
-for that this mapping does not carry yet is refused with ``UNIMPLEMENTED`` naming it.
+Every Hatchet task is registered as a Stoker task named by its Hatchet action id,
+``<workflow name, lower case>:<task name>``: the name the Hatchet worker registers for, so
+the scheduler places its runs on Hatchet workers as on Stoker ones, and Stoker's SDK, REST
+API and dashboard see the runs under that name. A Hatchet workflow of one task (what
+``@hatchet.task()`` declares) is just that task; one of several tasks (a DAG) is also a
+Stoker workflow of the lower-case name whose steps are its tasks, named by their readable
+ids, with their parents. A trigger by workflow name resolves to the workflow, else the
+task. What a declaration asks for that this mapping does not carry yet is refused with
+``UNIMPLEMENTED`` naming it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from stoker._core.dag import StepSpec, WorkflowSpec
 from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
 from stoker.db import Executor
+from stoker.db.store import read as read_store
 from stoker.engine.definitions import Definitions
 from stoker.engine.hatchet import contracts as hc
 from stoker.engine.hatchet.handlers import Caller, HatchetAuth, HatchetServicer, hatchet_rpc
 from stoker.engine.ingest import Ingest, TriggerInput
+from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.listing import get_run
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
@@ -45,33 +52,32 @@ def _unsupported(feature: str) -> UnsupportedFeatureError:
     )
 
 
-def task_config(req: Any) -> tuple[str, TaskConfig]:
-    """The Stoker task a Hatchet ``CreateWorkflowVersionRequest`` declares: its name (the
-    action id) and configuration; UnsupportedFeatureError naming the first feature of the
-    declaration that the front door does not carry yet."""
-    if len(req.tasks) != 1:
-        raise _unsupported(f"workflows of {len(req.tasks)} tasks (DAG workflows)")
-    task = req.tasks[0]
-    refused = [
-        (bool(task.parents), "DAG parents"),
-        (bool(req.cron_triggers), "cron triggers (on_crons)"),
-        (req.HasField("on_failure_task"), "on_failure tasks"),
-        (req.HasField("concurrency") or bool(req.concurrency_arr), "workflow concurrency"),
-        (bool(task.concurrency), "task concurrency"),
-        (bool(task.rate_limits), "rate limits"),
-        (bool(task.worker_labels), "desired worker labels"),
-        (req.HasField("sticky"), "sticky assignment"),
-        (bool(req.default_filters), "default event filters"),
-        (req.HasField("idempotency"), "idempotency keys"),
-        (task.is_durable, "durable tasks"),
-        (task.HasField("batch"), "batch tasks"),
-        (task.HasField("conditions") and bool(task.conditions.ListFields()), "task conditions"),
-        (any(k != "default" or v != 1 for k, v in task.slot_requests.items()), "slot requests"),
-    ]
-    for present, feature in refused:
+def _refuse(checks: list[tuple[bool, str]]) -> None:
+    for present, feature in checks:
         if present:
             raise _unsupported(feature)
-    options: dict[str, Any] = {"retries": task.retries, "on_events": list(req.event_triggers)}
+
+
+def _task_options(req: Any, task: Any) -> TaskConfig:
+    """The Stoker configuration of one Hatchet task (``CreateTaskOpts``) of ``req``."""
+    _refuse(
+        [
+            (bool(task.concurrency), "task concurrency"),
+            (bool(task.rate_limits), "rate limits"),
+            (bool(task.worker_labels), "desired worker labels"),
+            (task.is_durable, "durable tasks"),
+            (task.HasField("batch"), "batch tasks"),
+            (
+                task.HasField("conditions") and bool(task.conditions.ListFields()),
+                "task conditions",
+            ),
+            (
+                any(k != "default" or v != 1 for k, v in task.slot_requests.items()),
+                "slot requests",
+            ),
+        ]
+    )
+    options: dict[str, Any] = {"retries": task.retries}
     if task.HasField("backoff_factor"):
         options["backoff_factor"] = task.backoff_factor
     if task.HasField("backoff_max_seconds"):
@@ -86,12 +92,48 @@ def task_config(req: Any) -> tuple[str, TaskConfig]:
                 f"default_priority {req.default_priority} is outside {MIN_PRIORITY}..{MAX_PRIORITY}"
             )
         options["priority"] = req.default_priority
+    return TaskConfig.model_validate(options)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What a Hatchet ``CreateWorkflowVersionRequest`` declares in Stoker's terms: one task
+    (``workflow`` None), or a Stoker workflow whose steps are the Hatchet tasks."""
+
+    tasks: list[tuple[str, TaskConfig]]
+    workflow: WorkflowSpec | None = None
+
+
+def declaration(req: Any) -> Declared:
+    """Stoker's definitions for a Hatchet declaration; UnsupportedFeatureError naming the
+    first feature of it that the front door does not carry yet."""
+    _refuse(
+        [
+            (not req.tasks, "workflows without tasks"),
+            (bool(req.cron_triggers), "cron triggers (on_crons)"),
+            (req.HasField("on_failure_task"), "on_failure tasks"),
+            (req.HasField("concurrency") or bool(req.concurrency_arr), "workflow concurrency"),
+            (req.HasField("sticky"), "sticky assignment"),
+            (bool(req.default_filters), "default event filters"),
+            (req.HasField("idempotency"), "idempotency keys"),
+        ]
+    )
+    tasks = [(t.action, _task_options(req, t)) for t in req.tasks]
+    schema = None
     if req.input_json_schema:
         try:
-            options["input_schema"] = json.loads(req.input_json_schema)
+            schema = json.loads(req.input_json_schema)
         except ValueError:
             raise InvalidRequestError("input_json_schema is not JSON") from None
-    return task.action, TaskConfig.model_validate(options)
+    events = list(req.event_triggers)
+    if len(req.tasks) == 1 and not req.tasks[0].parents:
+        name, config = tasks[0]
+        extra = {"on_events": events, "input_schema": schema}
+        return Declared([(name, config.model_copy(update=extra))])
+    steps = [
+        StepSpec(name=t.readable_id, task_name=t.action, parents=list(t.parents)) for t in req.tasks
+    ]
+    return Declared(tasks, WorkflowSpec(steps=steps, on_events=events))
 
 
 def readable_id(task_name: str) -> str:
@@ -100,32 +142,36 @@ def readable_id(task_name: str) -> str:
 
 
 class Targets:
-    """Which Stoker task a Hatchet workflow name triggers, read from the definitions."""
+    """What a Hatchet workflow name triggers: a Stoker workflow of that name (a Hatchet
+    workflow of several tasks), else the one Stoker task named by its action id."""
 
     def __init__(self, definitions: Definitions) -> None:
         self._definitions = definitions
-        # The action a workflow's latest declaration here named (a renamed task leaves its
-        # older definition behind, so the prefix alone may be ambiguous).
+        # The action a one-task workflow's latest declaration here named (a renamed task
+        # leaves its older definition behind, so the prefix alone may be ambiguous).
         self._latest: dict[tuple[int, str], str] = {}
 
     def declared(self, tenant_id: int, workflow: str, action: str) -> None:
         self._latest[(tenant_id, workflow.lower())] = action
 
-    async def task_of(self, tenant_id: int, workflow: str) -> str:
-        """The Stoker task of ``workflow``; NotFoundError naming the registered ones."""
+    async def target(self, tenant_id: int, workflow: str) -> tuple[str, str]:
+        """``("workflow", name)`` or ``("task", name)``; NotFoundError naming the
+        registered ones."""
         key = workflow.lower()
         latest = self._latest.get((tenant_id, key))
         for refresh in (False, True):
+            if key in await self._definitions.workflows(tenant_id, refresh=refresh):
+                return "workflow", key
             tasks = await self._definitions.tasks(tenant_id, refresh=refresh)
             if latest is not None and latest in tasks:
-                return latest
+                return "task", latest
             found = sorted(n for n in tasks if n.partition(":")[0] == key and ":" in n)
             if len(found) == 1:
-                return found[0]
+                return "task", found[0]
             if len(found) > 1:
                 raise InvalidRequestError(
-                    f"workflow {workflow!r} names several tasks ({', '.join(found[:5])}); "
-                    "Stoker's Hatchet front door runs workflows of one task"
+                    f"workflow {workflow!r} names several tasks ({', '.join(found[:5])}) "
+                    "and no workflow"
                 )
         known = sorted({n.partition(":")[0] for n in tasks if ":" in n})
         raise NotFoundError(
@@ -134,36 +180,48 @@ class Targets:
         )
 
 
-def _trigger_input(req: Any, task_name: str) -> TriggerInput:
-    """A Stoker trigger of ``task_name`` from a Hatchet ``TriggerWorkflowRequest``."""
+def _check_trigger(req: Any) -> None:
     if req.parent_id or req.parent_task_run_external_id:
         raise _unsupported("child runs spawned from a task")
     if req.desired_worker_labels:
         raise _unsupported("desired worker labels on a run")
-    return TriggerInput(
-        task_name,
-        (req.input or "{}").encode(),
-        (req.additional_metadata or "").encode(),
-        req.priority if req.HasField("priority") else 0,
-        0,
-        req.desired_worker_id or "",
-    )
 
 
 class WorkflowsV0(HatchetServicer):
     """Hatchet's v0 ``WorkflowService``: the triggers the SDK sends (single and bulk)."""
 
-    def __init__(self, auth: HatchetAuth, ingest: Ingest, targets: Targets) -> None:
+    def __init__(
+        self, auth: HatchetAuth, ingest: Ingest, workflows: WorkflowIngest, targets: Targets
+    ) -> None:
         super().__init__(auth)
         self._ingest = ingest
+        self._workflows = workflows
         self._targets = targets
 
     async def _trigger(self, caller: Caller, requests: list[Any]) -> list[str]:
-        items = [
-            _trigger_input(r, await self._targets.task_of(caller.tenant_id, r.name))
-            for r in requests
-        ]
-        return list(await self._ingest.trigger(caller.tenant_id, items))
+        tasks: list[tuple[int, TriggerInput]] = []
+        flows: list[tuple[int, WorkflowTriggerInput]] = []
+        for i, r in enumerate(requests):
+            _check_trigger(r)
+            kind, name = await self._targets.target(caller.tenant_id, r.name)
+            data = (r.input or "{}").encode()
+            metadata = (r.additional_metadata or "").encode()
+            priority = r.priority if r.HasField("priority") else 0
+            if kind == "workflow":
+                flows.append((i, WorkflowTriggerInput(name, data, metadata, priority)))
+            else:
+                item = TriggerInput(name, data, metadata, priority, 0, r.desired_worker_id or "")
+                tasks.append((i, item))
+        ids = [""] * len(requests)
+        if tasks:
+            made = await self._ingest.trigger(caller.tenant_id, [t for _, t in tasks])
+            for (i, _), run_id in zip(tasks, made, strict=True):
+                ids[i] = run_id
+        if flows:
+            made = await self._workflows.trigger(caller.tenant_id, [f for _, f in flows])
+            for (i, _), run_id in zip(flows, made, strict=True):
+                ids[i] = run_id
+        return ids
 
     @hatchet_rpc
     async def TriggerWorkflow(self, request: Any, caller: Caller) -> Any:
@@ -201,6 +259,68 @@ def _json_bytes(value: Any) -> bytes:
     return b"" if value is None else json.dumps(value).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """One task of a run as Hatchet reports it."""
+
+    readable_id: str
+    external_id: str
+    status: str
+    output: Any
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetails:
+    """A run as Hatchet reports it: a single task's run, or a workflow run and its steps."""
+
+    status: str
+    input: Any
+    additional_metadata: Any
+    tasks: list[TaskRun]
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("COMPLETED", "FAILED", "CANCELLED")
+
+
+async def run_details(db: Executor, tenant_id: int, run_id: str) -> RunDetails:
+    """The task run or workflow run ``run_id`` of the tenant; NotFoundError otherwise."""
+    try:
+        rid = uuid.UUID(run_id)
+    except ValueError:
+        raise NotFoundError(f"{run_id!r} is not a run id") from None
+    flow = await read_store.api_get_workflow_run(db, read_store.ApiGetWorkflowRun(tenant_id, rid))
+    if flow is None:
+        row = await get_run(db, tenant_id, rid)
+        task = TaskRun(
+            readable_id(str(row["task_name"])),
+            str(row["external_id"]),
+            str(row["status"]),
+            row["output"],
+            error_text(row["error"]),
+        )
+        return RunDetails(str(row["status"]), row["input"], row["additional_metadata"], [task])
+    steps = await read_store.api_workflow_steps(
+        db, read_store.ApiWorkflowSteps(tenant_id, int(flow["id"]))
+    )
+    return RunDetails(
+        str(flow["status"]),
+        flow["input"],
+        flow["additional_metadata"],
+        [
+            TaskRun(
+                str(r["step"]),
+                str(r["external_id"]),
+                "CANCELLED" if r["skipped"] else str(r["status"]),
+                r["output"],
+                error_text(r["error"]),
+            )
+            for r in steps
+        ],
+    )
+
+
 class AdminV1(HatchetServicer):
     """Hatchet's v1 ``AdminService``: workflow declarations and run details."""
 
@@ -214,33 +334,39 @@ class AdminV1(HatchetServicer):
 
     @hatchet_rpc
     async def PutWorkflow(self, request: Any, caller: Caller) -> Any:
-        name, config = task_config(request)
-        await self._definitions.register_tasks(
-            caller.tenant_id, [(name, config.model_dump_json(exclude_defaults=True).encode())]
-        )
-        self._targets.declared(caller.tenant_id, request.name, name)
+        declared = declaration(request)
+        defs = [(n, c.model_dump_json(exclude_defaults=True).encode()) for n, c in declared.tasks]
+        if declared.workflow is None:
+            await self._definitions.register_tasks(caller.tenant_id, defs)
+            self._targets.declared(caller.tenant_id, request.name, declared.tasks[0][0])
+            version = declared.tasks[0][1].model_dump_json()
+        else:
+            spec = declared.workflow.model_dump_json().encode()
+            await self._definitions.register_workflows(
+                caller.tenant_id, [(request.name.lower(), spec, defs)]
+            )
+            version = declared.workflow.hash()
         workflow_id = uuid.uuid5(_NAMESPACE, f"{caller.tenant_id}:{request.name.lower()}")
         return hc.v1_workflows.CreateWorkflowVersionResponse(
-            id=str(uuid.uuid5(workflow_id, config.model_dump_json())),
-            workflow_id=str(workflow_id),
+            id=str(uuid.uuid5(workflow_id, version)), workflow_id=str(workflow_id)
         )
 
     @hatchet_rpc
     async def GetRunDetails(self, request: Any, caller: Caller) -> Any:
-        row = await get_run(self._db, caller.tenant_id, request.external_id)
-        status = getattr(hc.v1_workflows, _STATUS[str(row["status"])])
-        done = str(row["status"]) in ("COMPLETED", "FAILED", "CANCELLED")
-        detail = hc.v1_workflows.TaskRunDetail(
-            external_id=str(row["external_id"]),
-            status=status,
-            error=error_text(row["error"]),
-            output=_json_bytes(row["output"]),
-            readable_id=readable_id(str(row["task_name"])),
-        )
+        run = await run_details(self._db, caller.tenant_id, request.external_id)
         return hc.v1_workflows.GetRunDetailsResponse(
-            input=_json_bytes(row["input"]),
-            status=status,
-            task_runs={detail.readable_id: detail},
-            done=done,
-            additional_metadata=_json_bytes(row["additional_metadata"]),
+            input=_json_bytes(run.input),
+            status=getattr(hc.v1_workflows, _STATUS[run.status]),
+            task_runs={
+                t.readable_id: hc.v1_workflows.TaskRunDetail(
+                    external_id=t.external_id,
+                    status=getattr(hc.v1_workflows, _STATUS[t.status]),
+                    error=t.error,
+                    output=_json_bytes(t.output),
+                    readable_id=t.readable_id,
+                )
+                for t in run.tasks
+            },
+            done=run.done,
+            additional_metadata=_json_bytes(run.additional_metadata),
         )

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stoker._core.status import FINAL
 from stoker._proto import engine_pb2 as pb
 from stoker.db import Executor
 from stoker.engine.dispatcher import Dispatcher
@@ -40,8 +39,7 @@ from stoker.engine.hatchet.handlers import (
     hatchet_rpc,
     hatchet_stream,
 )
-from stoker.engine.hatchet.runs import error_text, readable_id
-from stoker.engine.runs.listing import get_run
+from stoker.engine.hatchet.runs import readable_id, run_details
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
@@ -240,7 +238,13 @@ class DispatcherV0(HatchetServicer):
 
     @staticmethod
     def _start(worker: HatchetWorker, caller: Caller, a: pb.Assignment) -> Any:
-        payload = {"input": json.loads(a.input) if a.input else {}, "parents": {}}
+        data = json.loads(a.input) if a.input else {}
+        if a.workflow_run_id and isinstance(data, dict):
+            # A workflow step's input is Stoker's envelope: the run's input and the
+            # outputs of its parents by step name, which are the Hatchet task names.
+            payload = {"input": data.get("input") or {}, "parents": data.get("parents") or {}}
+        else:
+            payload = {"input": data, "parents": {}}
         workflow = a.task_name.partition(":")[0]
         return hc.dispatcher.AssignedAction(
             tenant_id=caller.claims.sub,
@@ -385,22 +389,25 @@ class DispatcherV0(HatchetServicer):
             await asyncio.gather(reader, *waits, return_exceptions=True)
 
     async def _finished(self, caller: Caller, run_id: uuid.UUID) -> Any:
-        row = await get_run(self._db, caller.tenant_id, run_id)
-        status = str(row["status"])
-        error = error_text(row["error"])
-        if status == "CANCELLED" and not error:
-            error = "CancelledError: the run was cancelled"
-        result = hc.dispatcher.StepRunResult(
-            task_run_external_id=str(run_id),
-            task_name=readable_id(str(row["task_name"])),
-            job_run_id=str(run_id),
-            error=error if status in FINAL and status != "COMPLETED" else "",
-            output=json.dumps(row["output"]) if status == "COMPLETED" else "",
-        )
+        run = await run_details(self._db, caller.tenant_id, str(run_id))
+        results = []
+        for t in run.tasks:
+            error = t.error
+            if t.status == "CANCELLED" and not error:
+                error = "CancelledError: the run was cancelled"
+            results.append(
+                hc.dispatcher.StepRunResult(
+                    task_run_external_id=t.external_id,
+                    task_name=t.readable_id,
+                    job_run_id=str(run_id),
+                    error=error if t.status in ("FAILED", "CANCELLED") else "",
+                    output=json.dumps(t.output) if t.status == "COMPLETED" else "",
+                )
+            )
         event = hc.dispatcher.WorkflowRunEvent(
             workflow_run_id=str(run_id),
             event_type=hc.dispatcher.WORKFLOW_RUN_EVENT_TYPE_FINISHED,
-            results=[result],
+            results=results,
         )
         event.event_timestamp.FromDatetime(datetime.now(UTC))
         return event
