@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import timedelta
 
-from hatchet_sdk import Context, Hatchet
+from hatchet_sdk import ConcurrencyExpression, ConcurrencyLimitStrategy, Context, Hatchet
 from pydantic import BaseModel
 
 hatchet = Hatchet()
@@ -59,6 +59,25 @@ def hatchet_on_shout(input: Words, ctx: Context) -> Out:
     return Out(upper=input.message.upper(), attempt=ctx.retry_count)
 
 
+class Span(BaseModel):
+    started: float
+    finished: float
+
+
+@hatchet.task(
+    input_validator=Words,
+    concurrency=ConcurrencyExpression(
+        expression="input.message",
+        max_runs=1,
+        limit_strategy=ConcurrencyLimitStrategy.GROUP_ROUND_ROBIN,
+    ),
+)
+def hatchet_one_at_a_time(input: Words, ctx: Context) -> Span:
+    started = time.time()
+    time.sleep(1)
+    return Span(started=started, finished=time.time())
+
+
 dag = hatchet.workflow(name="hatchet_dag", input_validator=Words)
 
 
@@ -74,7 +93,14 @@ def exclaim(input: Words, ctx: Context) -> Out:
 
 TASKS = {
     t.name: t
-    for t in (hatchet_upper, hatchet_flaky, hatchet_broken, hatchet_slow, hatchet_on_shout)
+    for t in (
+        hatchet_upper,
+        hatchet_flaky,
+        hatchet_broken,
+        hatchet_slow,
+        hatchet_on_shout,
+        hatchet_one_at_a_time,
+    )
 }
 
 if __name__ == "__main__":

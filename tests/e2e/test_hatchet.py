@@ -301,3 +301,18 @@ def test_a_dag_workflow_runs_its_tasks_after_their_parents(door: Door, worker: P
     assert steps["exclaim"]["parents"] == ["shout"]
     assert steps["exclaim"]["task_name"] == "hatchet_dag:exclaim"
     assert steps["exclaim"]["output"] == {"upper": "DAG!", "attempt": 0}
+
+
+def test_a_concurrency_key_runs_one_at_a_time(door: Door, worker: Path) -> None:
+    # Two runs with the same key (max_runs 1) on a worker with free slots: one after the
+    # other. A third with another key is not held back by them.
+    spans = door.app(
+        "bulk",
+        "hatchet_one_at_a_time",
+        '{"message": "k"}',
+        '{"message": "k"}',
+        '{"message": "other"}',
+    )
+    first, second = sorted(spans[:2], key=lambda s: s["started"])
+    assert second["started"] >= first["finished"], spans
+    assert spans[2]["started"] < max(first["finished"], second["finished"]), spans

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoker._core.dag import StepSpec, WorkflowSpec
-from stoker._core.wire import MAX_PRIORITY, MIN_PRIORITY, TaskConfig
+from stoker._core.wire import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ConcurrencyExpression,
+    ConcurrencyLimitStrategy,
+    TaskConfig,
+)
 from stoker.db import Executor
 from stoker.db.store import read as read_store
 from stoker.engine.definitions import Definitions
@@ -62,7 +68,6 @@ def _task_options(req: Any, task: Any) -> TaskConfig:
     """The Stoker configuration of one Hatchet task (``CreateTaskOpts``) of ``req``."""
     _refuse(
         [
-            (bool(task.concurrency), "task concurrency"),
             (bool(task.rate_limits), "rate limits"),
             (bool(task.worker_labels), "desired worker labels"),
             (task.is_durable, "durable tasks"),
@@ -77,7 +82,10 @@ def _task_options(req: Any, task: Any) -> TaskConfig:
             ),
         ]
     )
-    options: dict[str, Any] = {"retries": task.retries}
+    options: dict[str, Any] = {
+        "retries": task.retries,
+        "concurrency": [_concurrency(c) for c in task.concurrency],
+    }
     if task.HasField("backoff_factor"):
         options["backoff_factor"] = task.backoff_factor
     if task.HasField("backoff_max_seconds"):
@@ -93,6 +101,26 @@ def _task_options(req: Any, task: Any) -> TaskConfig:
             )
         options["priority"] = req.default_priority
     return TaskConfig.model_validate(options)
+
+
+_STRATEGIES = {s.value for s in ConcurrencyLimitStrategy}
+
+
+def _concurrency(c: Any) -> ConcurrencyExpression:
+    """A Hatchet task's concurrency limit as Stoker's (the same CEL, keys and strategies)."""
+    strategy = hc.v1_workflows.ConcurrencyLimitStrategy.Name(c.limit_strategy)
+    _refuse(
+        [
+            (c.is_tenant_scoped, "tenant-scoped concurrency"),
+            (bool(c.max_runs_expression), "concurrency max_runs expressions"),
+            (strategy not in _STRATEGIES, f"the {strategy} concurrency strategy"),
+        ]
+    )
+    return ConcurrencyExpression(
+        expression=c.expression,
+        max_runs=c.max_runs if c.HasField("max_runs") else 1,
+        limit_strategy=ConcurrencyLimitStrategy(strategy),
+    )
 
 
 @dataclass(frozen=True, slots=True)
