@@ -4,7 +4,7 @@
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
 ``aio_run``; ``dag JSON`` runs the two-task workflow; ``push KEY JSON`` pushes an event
-and prints its id.
+and prints its id; ``rate-limit KEY N`` puts a rate limit of N per second.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -14,7 +14,14 @@ import sys
 import time
 from datetime import timedelta
 
-from hatchet_sdk import ConcurrencyExpression, ConcurrencyLimitStrategy, Context, Hatchet
+from hatchet_sdk import (
+    ConcurrencyExpression,
+    ConcurrencyLimitStrategy,
+    Context,
+    Hatchet,
+    RateLimit,
+    RateLimitDuration,
+)
 from pydantic import BaseModel
 
 hatchet = Hatchet()
@@ -78,6 +85,12 @@ def hatchet_one_at_a_time(input: Words, ctx: Context) -> Span:
     return Span(started=started, finished=time.time())
 
 
+@hatchet.task(input_validator=Words, rate_limits=[RateLimit(static_key="hatchet-rl", units=1)])
+def hatchet_rate_limited(input: Words, ctx: Context) -> Span:
+    now = time.time()
+    return Span(started=now, finished=now)
+
+
 dag = hatchet.workflow(name="hatchet_dag", input_validator=Words)
 
 
@@ -100,6 +113,7 @@ TASKS = {
         hatchet_slow,
         hatchet_on_shout,
         hatchet_one_at_a_time,
+        hatchet_rate_limited,
     )
 }
 
@@ -134,6 +148,9 @@ if __name__ == "__main__":
     elif command == "dag":
         ref = dag.run(Words.model_validate_json(sys.argv[2]), wait_for_result=False)
         print(json.dumps({"run_id": str(ref), "output": ref.result()}))
+    elif command == "rate-limit":
+        hatchet.rate_limits.put(sys.argv[2], int(sys.argv[3]), RateLimitDuration.SECOND)
+        print(json.dumps({"key": sys.argv[2]}))
     elif command == "push":
         event = hatchet.event.push(sys.argv[2], json.loads(sys.argv[3]))
         print(json.dumps({"event_id": event.event_id, "key": event.key}))

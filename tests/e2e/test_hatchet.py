@@ -316,3 +316,12 @@ def test_a_concurrency_key_runs_one_at_a_time(door: Door, worker: Path) -> None:
     first, second = sorted(spans[:2], key=lambda s: s["started"])
     assert second["started"] >= first["finished"], spans
     assert spans[2]["started"] < max(first["finished"], second["finished"]), spans
+
+
+def test_a_static_rate_limit_spaces_the_runs_out(door: Door, worker: Path) -> None:
+    # One unit per second, made with hatchet.rate_limits.put; three runs that take one unit
+    # each cannot all start within the first second.
+    assert door.app("rate-limit", "hatchet-rl", "1") == {"key": "hatchet-rl"}
+    spans = door.app("bulk", "hatchet_rate_limited", *['{"message": "r"}'] * 3)
+    starts = sorted(s["started"] for s in spans)
+    assert starts[2] - starts[0] >= 1.0, starts

@@ -52,8 +52,7 @@ FEATURES: dict[str, str] = {
     "EventsService.PutStreamEvent": "streams (ctx.put_stream)",
     "WorkflowService.PutWorkflow": "v0 workflow declarations (the SDK 1.4x uses v1)",
     "WorkflowService.ScheduleWorkflow": "scheduled runs",
-    "WorkflowService.PutRateLimit": "rate limits",
-    "WorkflowService.PauseRateLimit": "rate limits",
+    "WorkflowService.PauseRateLimit": "pausing rate limits",
     "AdminService.CancelTasks": "cancellation",
     "AdminService.ReplayTasks": "replay",
     "AdminService.TriggerWorkflowRun": "v1 triggers",
@@ -137,7 +136,7 @@ class HatchetFrontDoor(Service):
             ),
             (
                 hc.workflows,
-                WorkflowsV0(auth, self._ingest, self._workflows, targets),
+                WorkflowsV0(auth, self._ingest, self._workflows, targets, self._definitions),
                 hc.workflows_grpc,
             ),
             (

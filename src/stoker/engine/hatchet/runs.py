@@ -26,6 +26,8 @@ from stoker._core.wire import (
     MIN_PRIORITY,
     ConcurrencyExpression,
     ConcurrencyLimitStrategy,
+    RateLimit,
+    RateLimitDuration,
     TaskConfig,
 )
 from stoker.db import Executor
@@ -68,7 +70,6 @@ def _task_options(req: Any, task: Any) -> TaskConfig:
     """The Stoker configuration of one Hatchet task (``CreateTaskOpts``) of ``req``."""
     _refuse(
         [
-            (bool(task.rate_limits), "rate limits"),
             (bool(task.worker_labels), "desired worker labels"),
             (task.is_durable, "durable tasks"),
             (task.HasField("batch"), "batch tasks"),
@@ -85,6 +86,7 @@ def _task_options(req: Any, task: Any) -> TaskConfig:
     options: dict[str, Any] = {
         "retries": task.retries,
         "concurrency": [_concurrency(c) for c in task.concurrency],
+        "rate_limits": [_rate_limit(r) for r in task.rate_limits],
     }
     if task.HasField("backoff_factor"):
         options["backoff_factor"] = task.backoff_factor
@@ -120,6 +122,36 @@ def _concurrency(c: Any) -> ConcurrencyExpression:
         expression=c.expression,
         max_runs=c.max_runs if c.HasField("max_runs") else 1,
         limit_strategy=ConcurrencyLimitStrategy(strategy),
+    )
+
+
+WINDOW_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+"""Hatchet's rate-limit windows that Stoker's dynamic limits have too (a static limit,
+``PutRateLimit``, also takes WEEK: any window length is Stoker's)."""
+
+
+def _rate_limit(r: Any) -> RateLimit:
+    """A Hatchet task's rate limit as Stoker's: a static key (made with ``PutRateLimit``) or
+    a dynamic CEL key with its limit and window; units an int or a CEL expression."""
+    units: int | str = 1
+    if r.HasField("units_expr"):
+        units = r.units_expr
+    elif r.HasField("units"):
+        units = r.units
+    if not r.HasField("key_expr"):
+        return RateLimit(static_key=r.key, units=units)
+    window = hc.workflows.RateLimitDuration.Name(r.duration)
+    _refuse(
+        [
+            (not r.HasField("limit_values_expr"), "dynamic rate limits without a limit"),
+            (window not in WINDOW_MS, f"dynamic rate limits per {window.lower()}"),
+        ]
+    )
+    return RateLimit(
+        dynamic_key=r.key_expr,
+        units=units,
+        limit=r.limit_values_expr,
+        duration=RateLimitDuration(window.lower()),
     )
 
 
@@ -216,12 +248,19 @@ def _check_trigger(req: Any) -> None:
 
 
 class WorkflowsV0(HatchetServicer):
-    """Hatchet's v0 ``WorkflowService``: the triggers the SDK sends (single and bulk)."""
+    """Hatchet's v0 ``WorkflowService``: the triggers the SDK sends (single and bulk) and
+    static rate limits."""
 
     def __init__(
-        self, auth: HatchetAuth, ingest: Ingest, workflows: WorkflowIngest, targets: Targets
+        self,
+        auth: HatchetAuth,
+        ingest: Ingest,
+        workflows: WorkflowIngest,
+        targets: Targets,
+        definitions: Definitions,
     ) -> None:
         super().__init__(auth)
+        self._definitions = definitions
         self._ingest = ingest
         self._workflows = workflows
         self._targets = targets
@@ -260,6 +299,18 @@ class WorkflowsV0(HatchetServicer):
     async def BulkTriggerWorkflow(self, request: Any, caller: Caller) -> Any:
         ids = await self._trigger(caller, list(request.workflows))
         return hc.workflows.BulkTriggerWorkflowResponse(workflow_run_ids=ids)
+
+    @hatchet_rpc
+    async def PutRateLimit(self, request: Any, caller: Caller) -> Any:
+        """``hatchet.rate_limits.put``: a static rate limit, Stoker's of the same key."""
+        window = hc.workflows.RateLimitDuration.Name(request.duration)
+        window_ms = {**WINDOW_MS, "WEEK": 7 * 86_400_000}.get(window)
+        if window_ms is None:
+            raise _unsupported(f"rate limits per {window.lower()}")
+        await self._definitions.put_rate_limit(
+            caller.tenant_id, request.key, request.limit, window_ms
+        )
+        return hc.workflows.PutRateLimitResponse()
 
 
 _STATUS = {
