@@ -91,6 +91,15 @@ def hatchet_rate_limited(input: Words, ctx: Context) -> Span:
     return Span(started=now, finished=now)
 
 
+@hatchet.task(input_validator=Words)
+def hatchet_parent(input: Words, ctx: Context) -> Out:
+    # Two children: the first spawned twice with one key is one child run.
+    first = hatchet_upper.run(Words(message=input.message), child_key="first")
+    again = hatchet_upper.run(Words(message=input.message), child_key="first")
+    second = hatchet_upper.run(Words(message=input.message + "2"))
+    return Out(upper=f"{first.upper}|{again.upper}|{second.upper}", attempt=ctx.retry_count)
+
+
 dag = hatchet.workflow(name="hatchet_dag", input_validator=Words)
 
 
@@ -114,6 +123,7 @@ TASKS = {
         hatchet_on_shout,
         hatchet_one_at_a_time,
         hatchet_rate_limited,
+        hatchet_parent,
     )
 }
 

@@ -325,3 +325,14 @@ def test_a_static_rate_limit_spaces_the_runs_out(door: Door, worker: Path) -> No
     spans = door.app("bulk", "hatchet_rate_limited", *['{"message": "r"}'] * 3)
     starts = sorted(s["started"] for s in spans)
     assert starts[2] - starts[0] >= 1.0, starts
+
+
+def test_a_task_spawns_child_runs_keyed_as_in_hatchet(door: Door, worker: Path) -> None:
+    answer = door.app("run", "hatchet_parent", '{"message": "kid"}')
+    assert answer["output"] == {"upper": "KID|KID|KID2", "attempt": 0}, answer
+    page = door.rest("/api/v1/runs?task_name=hatchet_upper:hatchet_upper&limit=500")
+    mine = [r for r in page["items"] if r["status"] == "COMPLETED"]
+    children = [door.rest(f"/api/v1/runs/{r['run_id']}") for r in mine]
+    kids = [c for c in children if c["input"]["message"] in ("kid", "kid2")]
+    # The key "first" made one child, however often it was spawned.
+    assert sorted(c["input"]["message"] for c in kids) == ["kid", "kid2"], kids

@@ -136,7 +136,9 @@ class HatchetFrontDoor(Service):
             ),
             (
                 hc.workflows,
-                WorkflowsV0(auth, self._ingest, self._workflows, targets, self._definitions),
+                WorkflowsV0(
+                    auth, self._ingest, self._workflows, targets, self._definitions, self._db
+                ),
                 hc.workflows_grpc,
             ),
             (

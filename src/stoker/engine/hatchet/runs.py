@@ -36,7 +36,7 @@ from stoker.engine.definitions import Definitions
 from stoker.engine.hatchet import contracts as hc
 from stoker.engine.hatchet.handlers import Caller, HatchetAuth, HatchetServicer, hatchet_rpc
 from stoker.engine.ingest import Ingest, TriggerInput
-from stoker.engine.ingest.workflows import WorkflowIngest, WorkflowTriggerInput
+from stoker.engine.ingest.workflows import ChildInput, WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.listing import get_run
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
@@ -241,8 +241,8 @@ class Targets:
 
 
 def _check_trigger(req: Any) -> None:
-    if req.parent_id or req.parent_task_run_external_id:
-        raise _unsupported("child runs spawned from a task")
+    if req.parent_id and not req.parent_task_run_external_id:
+        raise _unsupported("child runs of a workflow run rather than of a task")
     if req.desired_worker_labels:
         raise _unsupported("desired worker labels on a run")
 
@@ -258,8 +258,10 @@ class WorkflowsV0(HatchetServicer):
         workflows: WorkflowIngest,
         targets: Targets,
         definitions: Definitions,
+        db: Executor,
     ) -> None:
         super().__init__(auth)
+        self._db = db
         self._definitions = definitions
         self._ingest = ingest
         self._workflows = workflows
@@ -268,13 +270,25 @@ class WorkflowsV0(HatchetServicer):
     async def _trigger(self, caller: Caller, requests: list[Any]) -> list[str]:
         tasks: list[tuple[int, TriggerInput]] = []
         flows: list[tuple[int, WorkflowTriggerInput]] = []
+        children: dict[str, list[tuple[int, ChildInput]]] = {}
         for i, r in enumerate(requests):
             _check_trigger(r)
             kind, name = await self._targets.target(caller.tenant_id, r.name)
             data = (r.input or "{}").encode()
             metadata = (r.additional_metadata or "").encode()
             priority = r.priority if r.HasField("priority") else 0
-            if kind == "workflow":
+            if r.parent_task_run_external_id:
+                child = ChildInput(
+                    name if kind == "task" else "",
+                    name if kind == "workflow" else "",
+                    data,
+                    metadata,
+                    priority,
+                    r.child_index if r.HasField("child_index") else 0,
+                    r.child_key if r.HasField("child_key") else "",
+                )
+                children.setdefault(r.parent_task_run_external_id, []).append((i, child))
+            elif kind == "workflow":
                 flows.append((i, WorkflowTriggerInput(name, data, metadata, priority)))
             else:
                 item = TriggerInput(name, data, metadata, priority, 0, r.desired_worker_id or "")
@@ -287,6 +301,15 @@ class WorkflowsV0(HatchetServicer):
         if flows:
             made = await self._workflows.trigger(caller.tenant_id, [f for _, f in flows])
             for (i, _), run_id in zip(flows, made, strict=True):
+                ids[i] = run_id
+        for parent, items in children.items():
+            # Hatchet names the parent by its task run; Stoker's spawn by its task's id.
+            # A child of the same index or key that exists already is returned, not made.
+            row = await get_run(self._db, caller.tenant_id, parent)
+            spawned = await self._workflows.spawn(
+                caller.tenant_id, int(row["id"]), [c for _, c in items]
+            )
+            for (i, _), (run_id, _existed) in zip(items, spawned, strict=True):
                 ids[i] = run_id
         return ids
 
