@@ -4,7 +4,8 @@
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
 ``aio_run``; ``dag JSON`` runs the two-task workflow; ``push KEY JSON`` pushes an event
-and prints its id; ``rate-limit KEY N`` puts a rate limit of N per second.
+and prints its id; ``rate-limit KEY N`` puts a rate limit of N per second;
+``meta NAME JSON METADATA`` runs a task with additional metadata.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -19,6 +20,7 @@ from hatchet_sdk import (
     ConcurrencyLimitStrategy,
     Context,
     Hatchet,
+    NonRetryableException,
     RateLimit,
     RateLimitDuration,
 )
@@ -100,6 +102,20 @@ def hatchet_parent(input: Words, ctx: Context) -> Out:
     return Out(upper=f"{first.upper}|{again.upper}|{second.upper}", attempt=ctx.retry_count)
 
 
+class Seen(BaseModel):
+    metadata: dict[str, str]
+
+
+@hatchet.task(input_validator=Words)
+def hatchet_metadata(input: Words, ctx: Context) -> Seen:
+    return Seen(metadata={k: str(v) for k, v in ctx.additional_metadata.items()})
+
+
+@hatchet.task(input_validator=Words, retries=3)
+def hatchet_gives_up(input: Words, ctx: Context) -> Out:
+    raise NonRetryableException(f"no point retrying {input.message}")
+
+
 dag = hatchet.workflow(name="hatchet_dag", input_validator=Words)
 
 
@@ -124,6 +140,8 @@ TASKS = {
         hatchet_one_at_a_time,
         hatchet_rate_limited,
         hatchet_parent,
+        hatchet_metadata,
+        hatchet_gives_up,
     )
 }
 
@@ -158,6 +176,11 @@ if __name__ == "__main__":
     elif command == "dag":
         ref = dag.run(Words.model_validate_json(sys.argv[2]), wait_for_result=False)
         print(json.dumps({"run_id": str(ref), "output": ref.result()}))
+    elif command == "meta":
+        out = TASKS[sys.argv[2]].run(
+            Words.model_validate_json(sys.argv[3]), additional_metadata=json.loads(sys.argv[4])
+        )
+        print(out.model_dump_json())
     elif command == "rate-limit":
         hatchet.rate_limits.put(sys.argv[2], int(sys.argv[3]), RateLimitDuration.SECOND)
         print(json.dumps({"key": sys.argv[2]}))

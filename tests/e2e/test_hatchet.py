@@ -336,3 +336,17 @@ def test_a_task_spawns_child_runs_keyed_as_in_hatchet(door: Door, worker: Path) 
     kids = [c for c in children if c["input"]["message"] in ("kid", "kid2")]
     # The key "first" made one child, however often it was spawned.
     assert sorted(c["input"]["message"] for c in kids) == ["kid", "kid2"], kids
+
+
+def test_additional_metadata_reaches_the_task(door: Door, worker: Path) -> None:
+    seen = door.app("meta", "hatchet_metadata", '{"message": "m"}', '{"team": "blue"}')
+    assert seen["metadata"].get("team") == "blue", seen
+
+
+def test_a_non_retryable_exception_uses_no_retry(door: Door, worker: Path) -> None:
+    answer = door.app("run", "hatchet_gives_up", '{"message": "once"}')
+    assert answer["error"] == "FailedTaskRunExceptionGroup", answer
+    assert "no point retrying once" in answer["message"]
+    run = door.rest(f"/api/v1/runs/{answer['run_id']}")
+    assert run["status"] == "FAILED"
+    assert run["retry_count"] == 0, run
