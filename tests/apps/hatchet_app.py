@@ -5,7 +5,8 @@ runs one task and prints its run id and output (or error) as JSON; ``bulk NAME J
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
 ``aio_run``; ``dag JSON`` runs the two-task workflow; ``push KEY JSON`` pushes an event
 and prints its id; ``rate-limit KEY N`` puts a rate limit of N per second;
-``meta NAME JSON METADATA`` runs a task with additional metadata.
+``meta NAME JSON METADATA`` runs a task with additional metadata; ``schedule NAME JSON S``
+schedules a run S seconds from now.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -13,7 +14,7 @@ HATCHET_CLIENT_TLS_STRATEGY).
 import json
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from hatchet_sdk import (
     ConcurrencyExpression,
@@ -181,6 +182,12 @@ if __name__ == "__main__":
             Words.model_validate_json(sys.argv[3]), additional_metadata=json.loads(sys.argv[4])
         )
         print(out.model_dump_json())
+    elif command == "schedule":
+        from datetime import datetime
+
+        at = datetime.now(UTC) + timedelta(seconds=float(sys.argv[4]))
+        version = TASKS[sys.argv[2]].schedule(at, Words.model_validate_json(sys.argv[3]))
+        print(json.dumps({"ids": [w.id for w in version.scheduled_workflows]}))
     elif command == "rate-limit":
         hatchet.rate_limits.put(sys.argv[2], int(sys.argv[3]), RateLimitDuration.SECOND)
         print(json.dumps({"key": sys.argv[2]}))

@@ -350,3 +350,23 @@ def test_a_non_retryable_exception_uses_no_retry(door: Door, worker: Path) -> No
     run = door.rest(f"/api/v1/runs/{answer['run_id']}")
     assert run["status"] == "FAILED"
     assert run["retry_count"] == 0, run
+
+
+def test_a_scheduled_run_fires_when_due(door: Door, worker: Path) -> None:
+    scheduled = door.app("schedule", "hatchet_upper", '{"message": "later"}', "2")
+    (schedule_id,) = scheduled["ids"]
+    shown = door.rest(f"/api/v1/schedules/{schedule_id}")
+    assert shown["task_name"] == "hatchet_upper:hatchet_upper"
+
+    def fired() -> Any:
+        row = door.rest(f"/api/v1/schedules/{schedule_id}")
+        return row if row["run_id"] else None
+
+    row = wait_until(fired, 60, "the scheduled run to fire", worker)
+    run = wait_until(
+        lambda: (r := door.rest(f"/api/v1/runs/{row['run_id']}"))["status"] == "COMPLETED" and r,
+        60,
+        "the scheduled run to complete",
+        worker,
+    )
+    assert run["output"] == {"upper": "LATER", "attempt": 0}

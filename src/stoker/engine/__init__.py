@@ -333,6 +333,7 @@ class Engine:
                 self.dispatcher,
                 self.watcher,
                 self.workflow_ingest,
+                self.schedules,
             )
             await self.hatchet.start()
             self.services.append(self.hatchet)

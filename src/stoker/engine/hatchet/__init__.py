@@ -34,6 +34,7 @@ from stoker.engine.dispatcher import Dispatcher
 from stoker.engine.ingest import Ingest
 from stoker.engine.ingest.workflows import WorkflowIngest
 from stoker.engine.runs.watcher import RunWatcher
+from stoker.engine.schedules import Schedules
 from stoker.engine.service import Service
 
 log = logging.getLogger("stoker.engine.hatchet")
@@ -51,7 +52,6 @@ FEATURES: dict[str, str] = {
     "EventsService.PutLog": "task logs (ctx.log)",
     "EventsService.PutStreamEvent": "streams (ctx.put_stream)",
     "WorkflowService.PutWorkflow": "v0 workflow declarations (the SDK 1.4x uses v1)",
-    "WorkflowService.ScheduleWorkflow": "scheduled runs",
     "WorkflowService.PauseRateLimit": "pausing rate limits",
     "AdminService.CancelTasks": "cancellation",
     "AdminService.ReplayTasks": "replay",
@@ -93,7 +93,9 @@ class HatchetFrontDoor(Service):
         dispatcher: Dispatcher,
         watcher: RunWatcher,
         workflows: WorkflowIngest,
+        schedules: Schedules,
     ) -> None:
+        self._schedules = schedules
         self._watcher = watcher
         self._workflows = workflows
         self._settings = settings
@@ -137,7 +139,13 @@ class HatchetFrontDoor(Service):
             (
                 hc.workflows,
                 WorkflowsV0(
-                    auth, self._ingest, self._workflows, targets, self._definitions, self._db
+                    auth,
+                    self._ingest,
+                    self._workflows,
+                    targets,
+                    self._definitions,
+                    self._db,
+                    self._schedules,
                 ),
                 hc.workflows_grpc,
             ),

@@ -38,6 +38,7 @@ from stoker.engine.hatchet.handlers import Caller, HatchetAuth, HatchetServicer,
 from stoker.engine.ingest import Ingest, TriggerInput
 from stoker.engine.ingest.workflows import ChildInput, WorkflowIngest, WorkflowTriggerInput
 from stoker.engine.runs.listing import get_run
+from stoker.engine.schedules import ScheduleInput, Schedules
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -248,8 +249,8 @@ def _check_trigger(req: Any) -> None:
 
 
 class WorkflowsV0(HatchetServicer):
-    """Hatchet's v0 ``WorkflowService``: the triggers the SDK sends (single and bulk) and
-    static rate limits."""
+    """Hatchet's v0 ``WorkflowService``: the triggers the SDK sends (single, bulk and
+    scheduled) and static rate limits."""
 
     def __init__(
         self,
@@ -259,8 +260,10 @@ class WorkflowsV0(HatchetServicer):
         targets: Targets,
         definitions: Definitions,
         db: Executor,
+        schedules: Schedules,
     ) -> None:
         super().__init__(auth)
+        self._schedules = schedules
         self._db = db
         self._definitions = definitions
         self._ingest = ingest
@@ -322,6 +325,32 @@ class WorkflowsV0(HatchetServicer):
     async def BulkTriggerWorkflow(self, request: Any, caller: Caller) -> Any:
         ids = await self._trigger(caller, list(request.workflows))
         return hc.workflows.BulkTriggerWorkflowResponse(workflow_run_ids=ids)
+
+    @hatchet_rpc
+    async def ScheduleWorkflow(self, request: Any, caller: Caller) -> Any:
+        """``schedule(run_at, input)``: Stoker scheduled runs (one per time), which the
+        leader fires through ingest when they fall due."""
+        if request.parent_id or request.parent_task_run_external_id:
+            raise _unsupported("scheduled child runs")
+        kind, name = await self._targets.target(caller.tenant_id, request.name)
+        items = [
+            ScheduleInput(
+                name if kind == "task" else "",
+                name if kind == "workflow" else "",
+                (request.input or "{}").encode(),
+                (request.additional_metadata or "").encode(),
+                request.priority if request.HasField("priority") else 0,
+                int(ts.ToMilliseconds()),
+            )
+            for ts in request.schedules
+        ]
+        rows = await self._schedules.create(caller.tenant_id, items, strict=True)
+        workflow_id = uuid.uuid5(_NAMESPACE, f"{caller.tenant_id}:{request.name.lower()}")
+        answer = hc.workflows.WorkflowVersion(id=str(workflow_id), workflow_id=str(workflow_id))
+        for row in rows:
+            scheduled = answer.scheduled_workflows.add(id=str(row["external_id"]))
+            scheduled.trigger_at.FromDatetime(row["run_at"])
+        return answer
 
     @hatchet_rpc
     async def PutRateLimit(self, request: Any, caller: Caller) -> Any:
