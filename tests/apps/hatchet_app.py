@@ -3,10 +3,10 @@
 ``python hatchet_app.py worker`` runs its worker; ``python hatchet_app.py run NAME JSON``
 runs one task and prints its run id and output (or error) as JSON; ``bulk NAME JSON...``
 runs several at once and prints their outputs; ``aio NAME JSON...`` awaits them with
-``aio_run``; ``dag JSON`` runs the two-task workflow; ``push KEY JSON`` pushes an event
-and prints its id; ``rate-limit KEY N`` puts a rate limit of N per second;
-``meta NAME JSON METADATA`` runs a task with additional metadata; ``schedule NAME JSON S``
-schedules a run S seconds from now.
+``aio_run``; ``dag JSON`` runs the two-task workflow (``fragile JSON``: the failing one);
+``push KEY JSON`` pushes an event and prints its id; ``rate-limit KEY N`` puts a rate
+limit of N per second; ``meta NAME JSON METADATA`` runs a task with additional metadata;
+``schedule NAME JSON S`` schedules a run S seconds from now.
 It reads only Hatchet's own settings (HATCHET_CLIENT_TOKEN, HATCHET_CLIENT_HOST_PORT,
 HATCHET_CLIENT_TLS_STRATEGY).
 """
@@ -130,6 +130,19 @@ def exclaim(input: Words, ctx: Context) -> Out:
     return Out(upper=ctx.task_output(shout).upper + "!", attempt=ctx.retry_count)
 
 
+fragile = hatchet.workflow(name="hatchet_fragile", input_validator=Words)
+
+
+@fragile.task()
+def breaks(input: Words, ctx: Context) -> Out:
+    raise ValueError(f"{input.message} broke")
+
+
+@fragile.on_failure_task()
+def tidy_up(input: Words, ctx: Context) -> Seen:
+    return Seen(metadata=ctx.task_run_errors)
+
+
 TASKS = {
     t.name: t
     for t in (
@@ -149,7 +162,7 @@ TASKS = {
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "worker":
-        hatchet.worker("hatchet-e2e", slots=4, workflows=[*TASKS.values(), dag]).start()
+        hatchet.worker("hatchet-e2e", slots=4, workflows=[*TASKS.values(), dag, fragile]).start()
     elif command == "run":
         ref = TASKS[sys.argv[2]].run(Words.model_validate_json(sys.argv[3]), wait_for_result=False)
         try:
@@ -174,9 +187,15 @@ if __name__ == "__main__":
             print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
         else:
             print(json.dumps([o.model_dump() for o in outs]))
-    elif command == "dag":
-        ref = dag.run(Words.model_validate_json(sys.argv[2]), wait_for_result=False)
-        print(json.dumps({"run_id": str(ref), "output": ref.result()}))
+    elif command in ("dag", "fragile"):
+        flow = dag if command == "dag" else fragile
+        ref = flow.run(Words.model_validate_json(sys.argv[2]), wait_for_result=False)
+        try:
+            print(json.dumps({"run_id": str(ref), "output": ref.result()}))
+        except Exception as exc:
+            print(
+                json.dumps({"run_id": str(ref), "error": type(exc).__name__, "message": str(exc)})
+            )
     elif command == "meta":
         out = TASKS[sys.argv[2]].run(
             Words.model_validate_json(sys.argv[3]), additional_metadata=json.loads(sys.argv[4])

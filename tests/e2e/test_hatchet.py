@@ -370,3 +370,22 @@ def test_a_scheduled_run_fires_when_due(door: Door, worker: Path) -> None:
         worker,
     )
     assert run["output"] == {"upper": "LATER", "attempt": 0}
+
+
+def test_an_on_failure_task_runs_when_the_workflow_fails(door: Door, worker: Path) -> None:
+    answer = door.app("fragile", '{"message": "vase"}')
+    assert answer["error"] == "FailedTaskRunExceptionGroup", answer
+    assert "ValueError: vase broke" in answer["message"]
+
+    def finished() -> Any:
+        run = door.rest(f"/api/v1/workflow-runs/{answer['run_id']}")
+        return run if all(s["status"] in ("COMPLETED", "FAILED") for s in run["steps"]) else None
+
+    run = wait_until(finished, 30, "the on_failure step to finish", worker)
+    assert run["status"] == "FAILED"
+    steps = {s["step"]: s for s in run["steps"]}
+    assert steps["breaks"]["status"] == "FAILED"
+    # Hatchet names an on-failure task after its function, with "-on-failure".
+    assert steps["tidy_up-on-failure"]["status"] == "COMPLETED"
+    seen = steps["tidy_up-on-failure"]["output"]["metadata"]
+    assert "ValueError: vase broke" in seen["breaks"], seen

@@ -172,14 +172,14 @@ def declaration(req: Any) -> Declared:
         [
             (not req.tasks, "workflows without tasks"),
             (bool(req.cron_triggers), "cron triggers (on_crons)"),
-            (req.HasField("on_failure_task"), "on_failure tasks"),
             (req.HasField("concurrency") or bool(req.concurrency_arr), "workflow concurrency"),
             (req.HasField("sticky"), "sticky assignment"),
             (bool(req.default_filters), "default event filters"),
             (req.HasField("idempotency"), "idempotency keys"),
         ]
     )
-    tasks = [(t.action, _task_options(req, t)) for t in req.tasks]
+    handlers = [req.on_failure_task] if req.HasField("on_failure_task") else []
+    tasks = [(t.action, _task_options(req, t)) for t in [*req.tasks, *handlers]]
     schema = None
     if req.input_json_schema:
         try:
@@ -187,13 +187,13 @@ def declaration(req: Any) -> Declared:
         except ValueError:
             raise InvalidRequestError("input_json_schema is not JSON") from None
     events = list(req.event_triggers)
-    if len(req.tasks) == 1 and not req.tasks[0].parents:
+    if len(req.tasks) == 1 and not req.tasks[0].parents and not handlers:
         name, config = tasks[0]
         extra = {"on_events": events, "input_schema": schema}
         return Declared([(name, config.model_copy(update=extra))])
     steps = [
         StepSpec(name=t.readable_id, task_name=t.action, parents=list(t.parents)) for t in req.tasks
-    ]
+    ] + [StepSpec(name=t.readable_id, task_name=t.action, role="on_failure") for t in handlers]
     return Declared(tasks, WorkflowSpec(steps=steps, on_events=events))
 
 
@@ -443,11 +443,12 @@ async def run_details(db: Executor, tenant_id: int, run_id: str) -> RunDetails:
             TaskRun(
                 str(r["step"]),
                 str(r["external_id"]),
-                "CANCELLED" if r["skipped"] else str(r["status"]),
+                str(r["status"]),
                 r["output"],
                 error_text(r["error"]),
             )
             for r in steps
+            if not r["skipped"]  # an on_failure step of a run that did not fail, say
         ],
     )
 

@@ -39,7 +39,7 @@ from stoker.engine.hatchet.handlers import (
     hatchet_rpc,
     hatchet_stream,
 )
-from stoker.engine.hatchet.runs import readable_id, run_details
+from stoker.engine.hatchet.runs import error_text, readable_id, run_details
 from stoker.engine.runs.watcher import RunWatcher
 from stoker.errors import InvalidRequestError, NotFoundError, UnsupportedFeatureError
 
@@ -242,7 +242,14 @@ class DispatcherV0(HatchetServicer):
         if a.workflow_run_id and isinstance(data, dict):
             # A workflow step's input is Stoker's envelope: the run's input and the
             # outputs of its parents by step name, which are the Hatchet task names.
-            payload = {"input": data.get("input") or {}, "parents": data.get("parents") or {}}
+            payload = {
+                "input": data.get("input") or {},
+                "parents": data.get("parents") or {},
+                # What an on_failure task reads (ctx.task_run_errors), by step name.
+                "step_run_errors": {
+                    step: error_text(error) for step, error in (data.get("errors") or {}).items()
+                },
+            }
         else:
             payload = {"input": data, "parents": {}}
         workflow = a.task_name.partition(":")[0]
