@@ -232,9 +232,22 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
     settings = _run(lambda: EngineSettings.load(database_url=url, **ports, **plaintext, **key))
     _run(lambda: _check_ports(settings))
 
+    hatchet = ""
+
     async def provision() -> lite_mode.Provisioned:
+        nonlocal hatchet
         async with _database(settings) as conn:
-            return await lite_mode.provision(conn, settings.schema_name, lite_mode.previous_token())
+            done = await lite_mode.provision(conn, settings.schema_name, lite_mode.previous_token())
+            if settings.hatchet_enabled:
+                from stoker.db import Executor
+                from stoker.db.store import tenants as tenant_store
+
+                row = await tenant_store.create_tenant(
+                    Executor(conn), tenant_store.CreateTenant(lite_mode.LITE_TENANT)
+                )
+                assert row is not None
+                hatchet = _hatchet_token(settings, str(row["external_id"]), done.token)
+            return done
 
     done = _run(lambda: asyncio.run(provision()))
     address = f"{settings.grpc_host}:{settings.grpc_port}"
@@ -263,6 +276,15 @@ def _lite(url: str, ports: dict[str, int], lock: LiteLock, embedded: bool) -> No
         highlight=False,
         soft_wrap=True,
     )
+    if hatchet:
+        # Hatchet's SDK, unchanged, through the Hatchet front door (docs/hatchet.md).
+        console.print(
+            f"export HATCHET_CLIENT_TOKEN={hatchet}\n"
+            f"export HATCHET_CLIENT_HOST_PORT={settings.grpc_host}:{settings.hatchet_port}\n"
+            "export HATCHET_CLIENT_TLS_STRATEGY=none\n",
+            highlight=False,
+            soft_wrap=True,
+        )
     from stoker._core.loop import run as run_loop
     from stoker.engine import serve
 
@@ -372,6 +394,21 @@ def migrate() -> None:
         console.print("the schema is up to date")
 
 
+def _hatchet_token(settings: EngineSettings, tenant_external_id: str, token: str) -> str:
+    """A Hatchet-style token (HATCHET_CLIENT_TOKEN) carrying ``token``, for the Hatchet
+    front door of an engine with ``settings`` (docs/hatchet.md)."""
+    from stoker.engine.hatchet import tokens
+
+    return tokens.encode(
+        tokens.HatchetClaims(
+            sub=tenant_external_id,
+            server_url=f"http://{settings.http_host}:{settings.http_port}",
+            grpc_broadcast_address=f"{settings.grpc_host}:{settings.hatchet_port}",
+            stoker_token=token,
+        )
+    )
+
+
 @token_app.command("create")
 def token_create(
     tenant: Annotated[str, typer.Option(help="The tenant (created when missing).")],
@@ -383,6 +420,14 @@ def token_create(
         str | None,
         typer.Option(help="Lifetime, such as 30m, 12h or 90d (default: never expires)."),
     ] = None,
+    hatchet: Annotated[
+        bool,
+        typer.Option(
+            "--hatchet",
+            help="Print a Hatchet-style token (HATCHET_CLIENT_TOKEN) for the Hatchet front "
+            "door instead (docs/hatchet.md).",
+        ),
+    ] = False,
 ) -> None:
     """Creates an API token for a tenant and prints it (it is stored only as a hash)."""
     settings = _run(EngineSettings.load)
@@ -392,17 +437,21 @@ def token_create(
 
     async def create() -> str:
         from stoker.db import Executor
-        from stoker.engine.auth import ADMIN, MEMBER, create_tenant, create_token
+        from stoker.db.store import tenants as tenant_store
+        from stoker.engine.auth import ADMIN, MEMBER, create_token
 
         async with _database(settings) as conn:
             db = Executor(conn)
-            return await create_token(
+            row = await tenant_store.create_tenant(db, tenant_store.CreateTenant(tenant))
+            assert row is not None
+            token = await create_token(
                 db,
-                await create_tenant(db, tenant),
+                int(row["id"]),
                 name=name,
                 role=ADMIN if admin else MEMBER,
                 expires_at=expires_at,
             )
+        return _hatchet_token(settings, str(row["external_id"]), token) if hatchet else token
 
     print(_run(lambda: asyncio.run(create())))
 

@@ -150,6 +150,9 @@ class EngineSettings(BaseSettings):
     # Bulk cancel and replay by filter (README "Acting on runs"): a filter matching more
     # runs than this needs an explicit confirm=true.
     bulk_cap: int = 1_000
+    # The Hatchet front door (docs/hatchet.md): Hatchet's SDK served on a port of its own.
+    hatchet_enabled: bool = False
+    hatchet_port: int = 7079
 
     def validate_settings(self) -> EngineSettings:
         """Fails fast with ConfigError on values that cannot work."""
@@ -188,6 +191,18 @@ class EngineSettings(BaseSettings):
             raise ConfigError("payload limit, flush size and scheduler batch must be positive")
         if not 0 < self.grpc_port < 65536 or not 0 < self.http_port < 65536:
             raise ConfigError("ports must be between 1 and 65535")
+        if self.hatchet_enabled and not 0 < self.hatchet_port < 65536:
+            raise ConfigError("STOKER_HATCHET_PORT must be between 1 and 65535")
+        if self.hatchet_enabled and self.worker_dead_after_s < 8:
+            raise ConfigError(
+                "Hatchet workers heartbeat every 4 s: with STOKER_HATCHET_ENABLED, "
+                f"STOKER_WORKER_DEAD_AFTER_S must be at least 8 (it is {self.worker_dead_after_s})"
+            )
+        if self.hatchet_enabled and self.tls:
+            raise ConfigError(
+                "the Hatchet front door does not serve TLS yet: unset STOKER_HATCHET_ENABLED "
+                "or the STOKER_TLS_* files (docs/hatchet.md)"
+            )
         if not 0 < self.auth_cache_ttl_s <= 1.0:
             raise ConfigError(
                 "STOKER_AUTH_CACHE_TTL_S must be in (0, 1]: revocation must take effect within "

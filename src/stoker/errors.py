@@ -266,3 +266,14 @@ class SubprocessCrashedError(StokerError):
 class LifespanError(StokerError):
     """A worker's lifespan raised when it was entered: the worker stopped before it
     registered. The original exception is the ``__cause__``."""
+
+
+# -- the Hatchet front door (docs/hatchet.md) -------------------------------------------
+
+
+class UnsupportedFeatureError(StokerError):
+    """The Hatchet front door does not support this feature yet (docs/hatchet.md lists what
+    it supports)."""
+
+    grpc_code = "UNIMPLEMENTED"
+    http_status = 501

@@ -47,6 +47,7 @@ TABLE: dict[type[errors.StokerError], tuple[grpc.StatusCode, int]] = {
     errors.UnknownWebhookError: (grpc.StatusCode.NOT_FOUND, 404),
     errors.SubprocessCrashedError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.LifespanError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    errors.UnsupportedFeatureError: (grpc.StatusCode.UNIMPLEMENTED, 501),
 }
 
 # What the engine raises in handlers; each must come back to the SDK as itself.

@@ -346,6 +346,22 @@ class Engine:
                 PushService(self.auth, db, self.push_endpoints, self.push, self.dispatcher),
             ],
         )
+        if s.hatchet_enabled:
+            from stoker.engine.hatchet import HatchetFrontDoor
+
+            self.hatchet = HatchetFrontDoor(
+                s,
+                db,
+                self.auth,
+                self.definitions,
+                self.ingest,
+                self.dispatcher,
+                self.watcher,
+                self.workflow_ingest,
+                self.schedules,
+            )
+            await self.hatchet.start()
+            self.services.append(self.hatchet)
         address = f"{s.grpc_host}:{s.grpc_port}"
         log.info(
             "stoker engine %s ready: grpc=%s http=%s:%d tls=%s",
