@@ -394,7 +394,8 @@ class Runs:
         :class:`RunRef`'s output is decoded by its task; a plain id's is JSON.
 
         A run that failed or was cancelled raises its TaskRunError / RunCancelledError
-        (and an unknown id NotFoundError), unless ``return_exceptions``: then the error
+        (and an unknown id NotFoundError) — the first such run an answer brings, which
+        need not be the earliest in ``refs`` — unless ``return_exceptions``: then the error
         takes the run's place in the list, as with ``asyncio.gather``. TimeoutError when
         some runs are still running after ``timeout`` seconds."""
         from stoker._sdk.refs import collect
