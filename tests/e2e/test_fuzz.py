@@ -3,11 +3,13 @@
 * REST: schemathesis generates requests from the engine's own ``/openapi.json`` (a bounded
   number per operation) with a valid token; no answer may be a server error (5xx).
 * gRPC: random bytes, truncated and oversized messages, unknown methods, and random but
-  well-formed protobufs (built from the generated classes' descriptors) on every method,
-  with and without a token, plus raw HTTP/2 garbage and cut-off frames on the socket. The
-  engine must stay up and keep answering (``/healthz``, a real trigger), a message that
-  parses must never meet an unhandled error (UNKNOWN/INTERNAL), and its resident memory
-  must stay under a bound.
+  well-formed protobufs (built from the generated classes' descriptors) on every method of
+  every service the engine serves (Engine, Workflows, Events, Schedules, Webhooks, Observe,
+  Admin, Push), with and without a token, plus raw HTTP/2 garbage and cut-off frames on the
+  socket. Server-streaming calls run under a short client deadline (DEADLINE_EXCEEDED is
+  their expected end). The engine must stay up and keep answering (``/healthz``, a real
+  trigger, a task a worker runs), a message that parses must never meet an unhandled error
+  (UNKNOWN/INTERNAL), and its resident memory must stay under a bound.
 
 The engine is this module's own process on its own database, so what the fuzzing leaves
 behind cannot leak into other tests, and its memory is its alone.
@@ -22,7 +24,8 @@ import struct
 import threading
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,9 +37,25 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, Phase, given, settings
 
-from stoker._proto import engine_pb2, events_pb2, workflows_pb2
+from stoker._proto import (
+    admin_pb2,
+    engine_pb2,
+    events_pb2,
+    observe_pb2,
+    push_pb2,
+    schedules_pb2,
+    webhooks_pb2,
+    workflows_pb2,
+)
 from tests.conftest import make_tenant
-from tests.harness import EngineProcess, Tenant, create_database, drop_database, with_database
+from tests.harness import (
+    EngineProcess,
+    Tenant,
+    WorkerProcess,
+    create_database,
+    drop_database,
+    with_database,
+)
 
 schemathesis = pytest.importorskip("schemathesis", reason="the dev extra is not installed")
 
@@ -46,7 +65,15 @@ SEED = 20261202
 EXAMPLES = 60
 """Generated requests per REST operation."""
 ROUNDS = 150
-"""Random well-formed messages per gRPC method."""
+"""Random well-formed messages per gRPC method of the worker and workflow services."""
+OTHER_ROUNDS = 40
+"""Random well-formed messages per unary method of the other services (admin, observe,
+schedules, webhooks, push), which would otherwise double the test's time."""
+STREAM_ROUNDS = 40
+"""Random well-formed messages per server-streaming method, sent at once."""
+STREAM_DEADLINE = 1.5
+"""The client's own deadline on a server-streaming call (a watch never ends by itself):
+DEADLINE_EXCEEDED on it is the expected end, not an error of the engine."""
 RSS_GROWTH_LIMIT_MB = 200.0
 """How much the engine's RSS may grow over the whole gRPC fuzz (buffers, caches)."""
 INTERNAL = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -87,6 +114,33 @@ def assert_alive(engine: EngineProcess, tenant: Tenant) -> None:
     try:
         ref = app.tasks["greet"].run_no_wait(basic.Greet(name="after fuzz"))
         assert ref.run_id
+    finally:
+        app.close()
+
+
+def assert_a_task_runs(engine: EngineProcess, tenant: Tenant, log_dir: Path) -> None:
+    """A worker registers and a run of a task the fuzzing never names completes."""
+    from stoker import Stoker
+    from tests.apps import basic
+
+    worker = WorkerProcess("tests.apps.basic:app", tenant, engine.db_url, log_dir, "fuzz").start()
+    app = basic.declare(Stoker(address=tenant.address, token=tenant.token, connect_timeout=10))
+    try:
+        ref = app.tasks["sync_greet"].run_no_wait(basic.Greet(name="after fuzz"))
+        assert ref.result(timeout=60) == basic.Greeting(message="hi after fuzz", length=10)
+    finally:
+        app.close()
+        worker.kill()
+
+
+def a_run_id(tenant: Tenant) -> str:
+    """The id of a stored run of the tenant (queued: no worker serves its task)."""
+    from stoker import Stoker
+    from tests.apps import basic
+
+    app = basic.declare(Stoker(address=tenant.address, token=tenant.token, connect_timeout=10))
+    try:
+        return app.tasks["greet"].run_no_wait(basic.Greet(name="fuzz target")).run_id
     finally:
         app.close()
 
@@ -173,7 +227,14 @@ SERVICES = [
     engine_pb2.DESCRIPTOR.services_by_name["Engine"],
     workflows_pb2.DESCRIPTOR.services_by_name["Workflows"],
     events_pb2.DESCRIPTOR.services_by_name["Events"],
+    schedules_pb2.DESCRIPTOR.services_by_name["Schedules"],
+    webhooks_pb2.DESCRIPTOR.services_by_name["Webhooks"],
+    observe_pb2.DESCRIPTOR.services_by_name["Observe"],
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"],
+    push_pb2.DESCRIPTOR.services_by_name["Push"],
 ]
+"""Every service the engine's gRPC port serves (:func:`stoker.engine.rpc.serve`)."""
+FULL_ROUNDS_SERVICES = {"stoker.v1.Engine", "stoker.v1.Workflows", "stoker.v1.Events"}
 
 
 def message_class(descriptor: pd.Descriptor) -> type[Message]:
@@ -182,7 +243,19 @@ def message_class(descriptor: pd.Descriptor) -> type[Message]:
     return GetMessageClass(descriptor)
 
 
-STRINGS = ["", "greet", "x" * 300, "\x00", "ü🔥", "../../etc", "' OR 1=1 --", "*", "a" * 5000]
+STRINGS = [
+    "",
+    "greet",
+    "cancel",
+    "replay",
+    "x" * 300,
+    "\x00",
+    "ü🔥",
+    "../../etc",
+    "' OR 1=1 --",
+    "*",
+    "a" * 5000,
+]
 JSON_BYTES = [
     b"",
     b"null",
@@ -200,14 +273,20 @@ INTS = [0, 1, -1, 2**31 - 1, -(2**31), 7, 1000]
 LONGS = [0, 1, -1, 2**63 - 1, -(2**63), 1_000_000]
 
 
-def random_message(cls: type[Message], rnd: random.Random, depth: int = 0) -> Message:
-    """A well-formed message of ``cls`` with hostile field values."""
+IDS = ["", "not-a-uuid", "00000000-0000-0000-0000-000000000000"]
+
+
+def random_message(
+    cls: type[Message], rnd: random.Random, depth: int = 0, ids: Sequence[str] = IDS
+) -> Message:
+    """A well-formed message of ``cls`` with hostile field values; an id field holds one of
+    ``ids``."""
     msg = cls()
     for fd in cls.DESCRIPTOR.fields:
         if rnd.random() < 0.3:
             continue
         count = rnd.choice([1, 1, 2, 3]) if fd.is_repeated else 1
-        values = [_value(fd, rnd, depth) for _ in range(count)]
+        values = [_value(fd, rnd, depth, ids) for _ in range(count)]
         values = [v for v in values if v is not None]
         if not values:
             continue
@@ -225,15 +304,15 @@ def random_message(cls: type[Message], rnd: random.Random, depth: int = 0) -> Me
     return msg
 
 
-def _value(fd: pd.FieldDescriptor, rnd: random.Random, depth: int) -> Any:
+def _value(fd: pd.FieldDescriptor, rnd: random.Random, depth: int, ids: Sequence[str]) -> Any:
     t = fd.type
     if t == pd.FieldDescriptor.TYPE_MESSAGE:
         if depth > 3:
             return None
-        return random_message(message_class(fd.message_type), rnd, depth + 1)
+        return random_message(message_class(fd.message_type), rnd, depth + 1, ids)
     if t == pd.FieldDescriptor.TYPE_STRING:
         if fd.name.endswith("_id") or fd.name.endswith("_ids"):
-            return rnd.choice(["", "not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+            return rnd.choice(ids)
         return rnd.choice(STRINGS)
     if t == pd.FieldDescriptor.TYPE_BYTES:
         return rnd.choice(JSON_BYTES)
@@ -280,6 +359,12 @@ def _call_details(
             call = channel.stream_stream(path)(iter(payloads), metadata=metadata, timeout=1)
             for _ in call:
                 pass
+        elif method.server_streaming:
+            stream = channel.unary_stream(path)(
+                payloads[0], metadata=metadata, timeout=STREAM_DEADLINE
+            )
+            for _ in stream:
+                pass
         else:
             channel.unary_unary(path)(payloads[0], metadata=metadata, timeout=10)
     except grpc.RpcError as exc:
@@ -312,28 +397,130 @@ def test_grpc_random_bytes_truncated_and_unknown_methods(
     assert rss_mb(fuzz_engine) - before < RSS_GROWTH_LIMIT_MB
 
 
+def _stream_batch(
+    channel: grpc.Channel,
+    path: str,
+    payloads: list[bytes],
+    metadata: tuple[tuple[str, str], ...],
+) -> list[tuple[grpc.StatusCode, str]]:
+    """Server-streaming calls of each payload, all open at once (so their deadlines run
+    together), each read to its end; the status and details each ended with."""
+    method = channel.unary_stream(path)
+    calls = [method(p, metadata=metadata, timeout=STREAM_DEADLINE) for p in payloads]
+    ends: list[tuple[grpc.StatusCode, str]] = []
+    for call in calls:
+        try:
+            for _ in call:
+                pass
+        except grpc.RpcError as exc:
+            ends.append((exc.code(), str(exc.details() or "")))
+        else:
+            ends.append((grpc.StatusCode.OK, ""))
+    return ends
+
+
+def _rounds(path: str, method: pd.MethodDescriptor) -> int:
+    if method.server_streaming and not method.client_streaming:
+        return STREAM_ROUNDS
+    return ROUNDS if path.split("/")[1] in FULL_ROUNDS_SERVICES else OTHER_ROUNDS
+
+
 def test_grpc_well_formed_random_messages_meet_no_unhandled_error(
-    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant, tmp_path: Path
 ) -> None:
+    """Every method of every service: random well-formed messages with a token, their id
+    fields sometimes naming a real run. A call may be refused (INVALID_ARGUMENT, NOT_FOUND,
+    ...), and a server stream may run until the client's deadline, but none may end
+    UNKNOWN/INTERNAL; afterwards a worker still runs a task."""
     rnd = random.Random(SEED + 1)
+    ids = [*IDS, a_run_id(fuzz_tenant)]
     auth = (("authorization", f"Bearer {fuzz_tenant.token}"),)
     before = rss_mb(fuzz_engine)
     unhandled: set[str] = set()
+    statuses: dict[str, Counter[str]] = {}
+    methods = _methods()
     with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
-        for _ in range(ROUNDS):
-            for path, method in _methods():
+        for path, method in methods:
+            if method.server_streaming and not method.client_streaming:
+                cls = message_class(method.input_type)
+                payloads = [
+                    random_message(cls, rnd).SerializeToString() for _ in range(STREAM_ROUNDS)
+                ]
+                for code, details in _stream_batch(channel, path, payloads, auth):
+                    statuses.setdefault(path, Counter())[code.name] += 1
+                    if code in INTERNAL:
+                        unhandled.add(f"{path} -> {code.name}: {details[:160]}")
+        for round_ in range(ROUNDS):
+            for path, method in methods:
+                if method.server_streaming and not method.client_streaming:
+                    continue
+                if round_ >= _rounds(path, method):
+                    continue
                 cls = message_class(method.input_type)
                 if method.client_streaming:
-                    msgs = [random_message(cls, rnd) for _ in range(rnd.randint(1, 4))]
+                    msgs = [random_message(cls, rnd, ids=ids) for _ in range(rnd.randint(1, 4))]
                 else:
-                    msgs = [random_message(cls, rnd)]
+                    msgs = [random_message(cls, rnd, ids=ids)]
                 payloads = [m.SerializeToString() for m in msgs]
                 code, details = _call_details(channel, path, method, payloads, auth)
+                statuses.setdefault(path, Counter())[code.name] += 1
                 if code in INTERNAL:
                     unhandled.add(f"{path} -> {code.name}: {details[:160]}")
+    for path, counts in sorted(statuses.items()):
+        print(path, dict(sorted(counts.items())))
+    # Every method of every service was called, and the token was accepted.
+    assert set(statuses) == {path for path, _ in methods}
+    assert not any(set(c) == {"UNAUTHENTICATED"} for c in statuses.values()), statuses
     assert_alive(fuzz_engine, fuzz_tenant)
     assert rss_mb(fuzz_engine) - before < RSS_GROWTH_LIMIT_MB
     assert not unhandled, "unhandled errors:\n" + "\n".join(sorted(unhandled))
+    assert_a_task_runs(fuzz_engine, fuzz_tenant, tmp_path)
+
+
+def test_admin_refuses_times_and_filters_out_of_range(
+    fuzz_engine: EngineProcess, fuzz_tenant: Tenant
+) -> None:
+    """Admin's ListRuns and StartBulkOperation answer INVALID_ARGUMENT (not INTERNAL) for
+    a time no datetime holds and for a filter that is not a JSON object or names no
+    status, as the Workflows service does for the same filter."""
+    auth = (("authorization", f"Bearer {fuzz_tenant.token}"),)
+    bad_filters = [
+        workflows_pb2.RunFilter(since_ms=2**63 - 1),
+        workflows_pb2.RunFilter(until_ms=-(2**63)),
+        workflows_pb2.RunFilter(additional_metadata=b"\xff\xfe"),
+        workflows_pb2.RunFilter(additional_metadata=b"{not json"),
+        workflows_pb2.RunFilter(additional_metadata=b"[" * 5000 + b"]" * 5000),
+        workflows_pb2.RunFilter(statuses=["sleeping"]),
+    ]
+    with grpc.insecure_channel(fuzz_engine.grpc_address) as channel:
+        list_runs = channel.unary_unary(
+            "/stoker.v1.Admin/ListRuns",
+            request_serializer=admin_pb2.ListRunsRequest.SerializeToString,
+            response_deserializer=admin_pb2.ListRunsResponse.FromString,
+        )
+        start = channel.unary_unary(
+            "/stoker.v1.Admin/StartBulkOperation",
+            request_serializer=admin_pb2.StartBulkOperationRequest.SerializeToString,
+            response_deserializer=admin_pb2.BulkOperationInfo.FromString,
+        )
+        calls: list[tuple[Any, Message]] = [
+            (list_runs, admin_pb2.ListRunsRequest(since_ms=2**63 - 1)),
+            (list_runs, admin_pb2.ListRunsRequest(until_ms=-(2**63))),
+        ]
+        calls += [
+            (start, admin_pb2.StartBulkOperationRequest(action="cancel", filter=f))
+            for f in bad_filters
+        ]
+        for call, request in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, metadata=auth, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+                request,
+                refused.value.details(),
+            )
+        # A time in range is still a filter.
+        page = list_runs(admin_pb2.ListRunsRequest(since_ms=1, limit=1), metadata=auth, timeout=10)
+        assert isinstance(page, admin_pb2.ListRunsResponse)
 
 
 class PeakRss:

@@ -15,10 +15,10 @@ from stoker.db import Executor
 from stoker.db.store import read as read_store
 from stoker.engine import ratelimits, workers
 from stoker.engine.auth import Principal, TokenAuth
+from stoker.engine.rpc.client_service import run_filter
 from stoker.engine.rpc.handlers import Servicer, rpc
 from stoker.engine.runs import listing
 from stoker.engine.runs.bulk import BulkOps, BulkProgress, get_operation
-from stoker.engine.runs.ops import RunFilter
 from stoker.errors import InvalidRequestError
 
 
@@ -26,8 +26,17 @@ def _ms(at: datetime | None) -> int:
     return int(at.timestamp() * 1000) if at is not None else 0
 
 
-def _at(ms: int) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+def _at(ms: int, what: str) -> datetime | None:
+    """An epoch-milliseconds time of a request (0: none); InvalidRequestError for one
+    outside the years datetime holds."""
+    if not ms:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequestError(
+            f"{what} {ms} is not a time between years 1 and 9999 (epoch ms)"
+        ) from None
 
 
 def _json(value: Any) -> bytes:
@@ -112,8 +121,8 @@ class AdminService(Servicer):
             caller.tenant_id,
             statuses=list(request.statuses),
             task_name=request.task_name or None,
-            since=_at(request.since_ms),
-            until=_at(request.until_ms),
+            since=_at(request.since_ms, "since_ms"),
+            until=_at(request.until_ms, "until_ms"),
             cursor=request.cursor or None,
             limit=request.limit or 50,
         )
@@ -190,19 +199,8 @@ class AdminService(Servicer):
             raise InvalidRequestError(
                 f"unknown bulk action {request.action!r}: use cancel or replay"
             )
-        flt = None
-        if not request.run_ids:
-            f = request.filter
-            metadata = json.loads(f.additional_metadata) if f.additional_metadata else None
-            if metadata is not None and not isinstance(metadata, dict):
-                raise InvalidRequestError("filter additional_metadata must be a JSON object")
-            flt = RunFilter(
-                list(f.names) or None,
-                list(f.statuses) or None,
-                _at(f.since_ms),
-                _at(f.until_ms),
-                metadata,
-            )
+        # The filter is the Workflows service's (the same message), checked the same way.
+        flt = None if request.run_ids else run_filter(request.filter, True)
         progress = await self._bulk_ops.start_operation(
             caller.tenant_id,
             "cancel" if request.action == "cancel" else "replay",

@@ -342,7 +342,7 @@ class ClientService(Servicer):
         outcomes = await self._ops.cancel(
             caller.tenant_id,
             list(request.run_ids),
-            _filter(request.filter, request.HasField("filter")),
+            run_filter(request.filter, request.HasField("filter")),
             request.reason,
         )
         return wpb.CancelRunsResponse(outcomes=_outcomes(outcomes))
@@ -354,7 +354,7 @@ class ClientService(Servicer):
         outcomes = await self._ops.replay(
             caller.tenant_id,
             list(request.run_ids),
-            _filter(request.filter, request.HasField("filter")),
+            run_filter(request.filter, request.HasField("filter")),
         )
         return wpb.ReplayRunsResponse(outcomes=_outcomes(outcomes))
 
@@ -439,7 +439,7 @@ def _result(row: Mapping[str, object]) -> pb.RunResult:
     return res
 
 
-def _filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
+def run_filter(f: wpb.RunFilter, present: bool) -> RunFilter | None:
     """The runs a cancel or replay by filter selects; InvalidRequestError for a filter no
     run could match for a reason the caller should hear (not a status, NUL, bad times)."""
     if not present:
