@@ -322,3 +322,36 @@ def test_endpoint_secrets_follow_a_key_rotation(engine_factory: Any, tmp_path: P
         client.close()
     finally:
         server.stop()
+
+
+def test_a_delivery_waits_for_an_endpoint_that_is_not_listening_yet(tenant: Any) -> None:
+    """An endpoint registers from its server's start-up, a moment before the server takes
+    connections: a refused connection sent nothing, so the engine tries the POST again
+    (for up to its connect timeout) instead of failing the attempt."""
+    import uvicorn
+
+    client = tenant.client()
+    port = free_port()
+
+    @client.task(name="push_t_early", retries=0)
+    async def early(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"attempt": ctx.attempt}
+
+    worker = client.http_worker("push-early", url=f"http://127.0.0.1:{port}", secret=SECRET)
+    server = uvicorn.Server(
+        uvicorn.Config(worker, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    try:
+        asyncio.run(worker.aio_register())
+        ref = early.run_no_wait({})
+        # Assigned to the endpoint, whose port refuses connections: the engine has posted.
+        wait_until(lambda: client.runs.get(ref).status == "RUNNING", 20, "the assignment")
+        thread.start()
+        assert ref.result(timeout=30) == {"attempt": 0}  # the first attempt, not a retry
+    finally:
+        server.should_exit = True
+        if thread.is_alive():
+            thread.join(10)
+        asyncio.run(worker.aio_unregister())
+        client.close()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -395,17 +396,36 @@ class PushDelivery(LoopService):
             a.execution_timeout_ms / 1000 + DELIVERY_GRACE_S if a.execution_timeout_ms else None
         )
         event: pb.TaskEvent | None
-        try:
-            resp = await self._client.post(
-                link.url + RUN_PATH,
-                content=body,
-                headers=_headers(link, body),
-                timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
-            )
-        except Exception as exc:  # no answer, whatever the reason: the attempt fails
-            event = _failed(a, "PushDeliveryError", f"POST {link.url}{RUN_PATH} failed: {exc!r}")
-        else:
-            event = _answer(link, a, resp)
+        # A refused connection sent nothing, so the POST is tried again for up to
+        # CONNECT_TIMEOUT_S (an endpoint registers from its server's start-up, which can be
+        # a moment before the server accepts connections); any other failure, once
+        # something may have reached the endpoint, fails the attempt.
+        give_up = time.monotonic() + CONNECT_TIMEOUT_S
+        pause = 0.05
+        while True:
+            try:
+                resp = await self._client.post(
+                    link.url + RUN_PATH,
+                    content=body,
+                    headers=_headers(link, body),
+                    timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+                )
+            except httpx.ConnectError as exc:
+                held = link.inflight.get(a.task_id)
+                if time.monotonic() < give_up and held is not None and held[0] == a.attempt:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                event = _failed(
+                    a, "PushDeliveryError", f"POST {link.url}{RUN_PATH} failed: {exc!r}"
+                )
+            except Exception as exc:  # no answer, whatever the reason: the attempt fails
+                event = _failed(
+                    a, "PushDeliveryError", f"POST {link.url}{RUN_PATH} failed: {exc!r}"
+                )
+            else:
+                event = _answer(link, a, resp)
+            break
         held = link.inflight.get(a.task_id)
         if held is None or held[0] != a.attempt:
             return  # cancelled meanwhile
